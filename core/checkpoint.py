@@ -1,0 +1,87 @@
+"""Checkpoints: atomic save, safe load, the resolved spec embedded.
+
+A checkpoint holds only tensors and plain data, so it loads with
+`weights_only=True` (no pickle code runs). It embeds the resolved spec and
+each task's plugin, so `hydranet.load` can rebuild the model without the
+original spec file and can say which plugin is missing when one is.
+Writes go to a temporary file that is flushed, fsynced and renamed over the
+old one: a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hydranet.core.errors import CheckpointError
+
+FORMAT = "hydranet-checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and sanity-check a checkpoint file; every failure names the file."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.is_dir():
+            found = sorted(p.name for p in path.glob("*.pt"))
+            hint = f" It is a folder; pass one of its checkpoints: {', '.join(found)}" if found else " It is a folder."
+        raise CheckpointError(f"checkpoint not found: {path}.{hint}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+            "The file is truncated, damaged, or not a hydranet checkpoint; use another checkpoint "
+            "(a run folder keeps last.pt and best.pt)."
+        ) from None
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a hydranet checkpoint (no '{FORMAT}' marker); "
+                              "was it written by another program?")
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer hydranet (checkpoint format "
+                              f"{data['format_version']}); upgrade hydranet to read it")
+    for key in ("spec", "model", "tasks"):
+        if key not in data:
+            raise CheckpointError(f"{path} lacks '{key}'; the file is incomplete")
+    return dict(data)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from a checkpoint: `hydranet.load(CKPT).predict(images)`."""
+    from hydranet.core.inference import TrainedModel
+
+    return TrainedModel.from_checkpoint(path, device=device)

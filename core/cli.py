@@ -1,0 +1,305 @@
+"""The `hydranet` command line (click).
+
+Every command turns a `HydranetError` into a one-paragraph message without a
+traceback: the message already names the file, field, plugin or task at fault.
+Plugins add commands through the `register_commands` hook.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hydranet.core.errors import HydranetError
+
+SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
+
+
+class HydranetGroup(click.Group):
+    """Adds plugin commands on first use and prints HydranetErrors as plain messages."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self._plugins_added:
+            self._plugins_added = True
+            from hydranet.core.plugins import default_components
+
+            default_components().add_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HydranetError as error:
+            raise click.ClickException(str(error)) from None
+
+
+def _version() -> str:
+    from hydranet import __version__
+
+    return __version__
+
+
+@click.group(cls=HydranetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="hydranet")
+def cli() -> None:
+    """hydranet: multi-task learning with one backbone and a head per task.
+
+    \b
+    Quick start:
+      hydranet train                      # the built-in demo (synthetic faces, CPU-friendly)
+      hydranet train specs/utkface.yaml --set data.root=data/UTKFace
+      hydranet list weightings
+    """
+
+
+# ------------------------------------------------------------------ train
+
+
+@cli.command()
+@click.argument("spec", required=False, default="demo")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<spec>-<time>).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
+def train(spec: str, overrides: tuple[str, ...], out_dir: str | None, progress: bool | None) -> None:
+    """Train the model a SPEC describes (default: the built-in demo).
+
+    SPEC is a YAML or TOML spec file, or the name of a built-in spec (demo,
+    utkface). The run folder receives the resolved spec, metrics.csv,
+    train.log, last.pt and best.pt.
+
+    \b
+    Examples:
+      hydranet train
+      hydranet train specs/utkface.yaml --set data.root=data/UTKFace --set train.epochs=20
+      hydranet train my.yaml --set weighting=dwa --out runs/dwa
+    """
+    from hydranet.core.engine import train as run_training
+    from hydranet.core.report import metrics_table
+
+    show = sys.stderr.isatty() if progress is None else progress
+    result = run_training(spec, overrides=overrides, out_dir=out_dir, progress=show)
+    click.echo(f"\nvalidation metrics after epoch {len(result.history)} "
+               f"(best epoch {result.best_epoch}); baseline = best constant prediction:")
+    click.echo(metrics_table(result.final.metrics, result.baselines, result.final.higher_is_better))
+    click.echo(f"\nrun folder: {result.run_dir}")
+
+
+# ------------------------------------------------------------------ eval / predict
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override the stored spec's data, e.g. --set data.root=OTHER_DIR.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
+              help="Which part of the data to evaluate on.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--device", default="auto", show_default=True, help="Device to evaluate on.")
+def eval_command(checkpoint: str, overrides: tuple[str, ...], split: str, as_json: bool, device: str) -> None:
+    """Per-task metrics of a checkpoint on its data's validation split.
+
+    \b
+    Examples:
+      hydranet eval runs/demo-20260101-120000/best.pt
+      hydranet eval best.pt --set data.root=data/UTKFace --split all --json
+    """
+    from hydranet.core.inference import TrainedModel
+    from hydranet.core.report import metrics_table
+
+    model = TrainedModel.from_checkpoint(checkpoint, device=device)
+    result, baselines, data = model.evaluate(overrides, split=split, progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps({"checkpoint": checkpoint, "split": split, "metrics": result.metrics,
+                               "losses": result.losses, "labelled": result.labelled, "baselines": baselines},
+                              indent=2))
+        return
+    click.echo(f"{checkpoint}: {split} split, {sum(1 for _ in data.sources)} images")
+    click.echo(metrics_table(result.metrics, baselines, result.higher_is_better))
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per image).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True)
+def predict(checkpoint: str, paths: tuple[str, ...], as_json: bool, batch_size: int, device: str) -> None:
+    """Predict every task for images (files or folders).
+
+    \b
+    Examples:
+      hydranet predict runs/demo-20260101-120000/best.pt face.jpg
+      hydranet predict best.pt photos/ --json > predictions.json
+    """
+    from tqdm import tqdm
+
+    from hydranet.core.inference import TrainedModel, expand_image_paths
+    from hydranet.core.report import format_table
+
+    model = TrainedModel.from_checkpoint(checkpoint, device=device)
+    files = expand_image_paths(paths)
+    if not files:
+        raise click.ClickException("no image files found in: " + ", ".join(paths))
+    rows: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(files), batch_size), desc="predicting", unit="batch",
+                      disable=not sys.stderr.isatty() or len(files) <= batch_size):
+        chunk = files[start:start + batch_size]
+        readable, results = [], []
+        for path in chunk:
+            try:
+                results.append(model.preprocess(path))
+                readable.append(path)
+            except Exception as error:  # an unreadable file is reported in its row, not fatal
+                rows.append({"file": str(path), "error": f"{type(error).__name__}: {error}"})
+        if readable:
+            import torch
+
+            outputs = model.predict_tensor(torch.stack(results))
+            decoded = {t.name: t.decode(outputs[t.name].float().cpu()) for t in model.tasks}
+            rows += [{"file": str(p), **{n: d[i] for n, d in decoded.items()}} for i, p in enumerate(readable)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    headers = ["file", *model.task_names]
+    click.echo(format_table(headers, [[r["file"], *(_readable(r.get(n), r.get("error")) for n in model.task_names)]
+                                      for r in rows]))
+
+
+def _readable(prediction: dict[str, Any] | None, error: str | None) -> str:
+    if prediction is None:
+        return f"error: {error}" if error else "-"
+    if "value" in prediction:
+        unit = prediction.get("unit") or ""
+        return f"{prediction['value']:.1f} {unit}".strip()
+    return f"{prediction['class']} ({prediction['probability']:.2f})"
+
+
+# ------------------------------------------------------------------ list / plugins
+
+
+KINDS = ("tasks", "backbones", "weightings", "datasets")
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+def list_components(kind: str | None) -> None:
+    """List registered components: tasks, backbones, weightings, datasets.
+
+    \b
+    Examples:
+      hydranet list
+      hydranet list weightings
+    """
+    from hydranet.core.plugins import default_components
+    from hydranet.core.report import format_table
+
+    components = default_components()
+    for name in [kind] if kind else KINDS:
+        registry = components.registry(name)
+        click.echo(f"{name}:")
+        rows = [[e.name, e.description, e.plugin] for e in registry]
+        click.echo(_indent(format_table(["name", "description", "plugin"], rows)))
+        click.echo("")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+@cli.command()
+def plugins() -> None:
+    """List loaded plugins, their versions, components and load errors.
+
+    HYDRANET_PLUGINS=a,b limits third-party plugins to those entry points;
+    HYDRANET_PLUGINS= (empty) loads built-ins only.
+    """
+    from hydranet.core.plugins import default_components
+
+    components = default_components()
+    for info in components.pm.info.values():
+        origin = "built-in" if info.builtin else f"{info.distribution} {info.version}"
+        click.echo(f"{info.name}  ({origin})")
+        for kind, names in info.components.items():
+            click.echo(f"    {kind}: {', '.join(names)}")
+        for error in info.errors:
+            click.echo(f"    ERROR: {error}")
+    errors = components.pm.load_errors()
+    if errors:
+        click.echo(f"\n{len(errors)} plugin problem(s); the other plugins work normally.", err=True)
+
+
+# ------------------------------------------------------------------ spec
+
+
+@cli.group()
+def spec() -> None:
+    """Check, show and describe spec files."""
+
+
+@spec.command("validate")
+@click.argument("specs", nargs=-1, required=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def spec_validate(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Check spec files; print every problem with its path.
+
+    \b
+    Example:
+      hydranet spec validate specs/*.yaml
+    """
+    from hydranet.core.spec import load_spec
+
+    failed = 0
+    for source in specs:
+        try:
+            load_spec(source, overrides)
+            click.echo(f"{source}: ok")
+        except HydranetError as error:
+            failed += 1
+            click.echo(f"{source}: {error}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+@spec.command("show")
+@click.argument("source", required=False, default="demo")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+def spec_show(source: str, overrides: tuple[str, ...]) -> None:
+    """Print a spec with every default filled in (as YAML).
+
+    \b
+    Example:
+      hydranet spec show demo --set weighting=dwa
+    """
+    from hydranet.core.spec import load_spec
+
+    click.echo(load_spec(source, overrides).to_yaml(), nl=False)
+
+
+@spec.command("schema")
+def spec_schema_command() -> None:
+    """Print the JSON Schema of spec files."""
+    from hydranet.core.spec import spec_schema
+
+    click.echo(json.dumps(spec_schema(), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hydranet")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,152 @@
+"""From a dataset plugin's samples to tensors ready for training.
+
+Labels are parsed once into an (N, K) float32 table (NaN = no label for that
+task); images are decoded once (`core/decode.py`); the split is a seeded
+permutation; and everything that fits is kept on the training device so a
+batch is an index gather.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from hydranet.core.decode import Decoded
+from hydranet.core.errors import DataError
+from hydranet.core.interfaces import Dataset, Sample, Task
+
+SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
+
+
+@dataclass
+class LabelReport:
+    """Per task: how many samples have a valid label, lack the field, or hold an invalid value."""
+
+    labelled: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, list[str]] = field(default_factory=dict)
+
+
+def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tensor, LabelReport]:
+    """(N, K) targets with NaN where a task's label is missing or invalid."""
+    table = torch.full((len(samples), len(tasks)), float("nan"), dtype=torch.float32)
+    report = LabelReport()
+    for k, task in enumerate(tasks):
+        labelled = missing = 0
+        invalid: list[str] = []
+        for i, sample in enumerate(samples):
+            value = task.parse_label(sample.record)
+            if value is not None:
+                table[i, k] = float(value)
+                labelled += 1
+            elif task.label in sample.record:
+                invalid.append(f"{sample.source}: {task.label}={sample.record[task.label]!r}")
+            else:
+                missing += 1
+        report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
+    return table, report
+
+
+def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: LabelReport, dataset: str) -> None:
+    """Fail when a task has no label at all: almost always a wrong `label` field name."""
+    fields = sorted({key for s in samples[:1000] for key in s.record})
+    for task in tasks:
+        if report.labelled[task.name] == 0:
+            raise DataError(
+                f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
+                f"({len(samples)} samples). The samples have fields: {', '.join(fields) or '(none)'}. "
+                f"Set the task's `label` to one of them."
+            )
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Deterministic train/validation indices: a seeded permutation, validation first."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n > 1:
+        n_val = min(max(n_val, 1), n - 1)
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
+def describe_problems(what: str, problems: Sequence[tuple[str, str]]) -> list[str]:
+    """Lines for a log: a count, then the first few items."""
+    if not problems:
+        return []
+    lines = [f"{len(problems)} {what}:"]
+    lines += [f"  {source}: {reason}" for source, reason in problems[:SHOW_PROBLEMS]]
+    if len(problems) > SHOW_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more")
+    return lines
+
+
+@dataclass
+class PreparedData:
+    """Decoded images and label table of the usable samples, with the split."""
+
+    images: Tensor  # uint8 (N, 3, S, S)
+    targets: Tensor  # float32 (N, K), NaN = missing
+    sources: list[str]
+    train_index: Tensor
+    val_index: Tensor
+    notes: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device) -> "PreparedData":
+        return PreparedData(self.images.to(device), self.targets.to(device), self.sources,
+                            self.train_index.to(device), self.val_index.to(device), self.notes)
+
+
+def prepare_data(
+    dataset: Dataset,
+    dataset_name: str,
+    tasks: Sequence[Task],
+    *,
+    image_size: int,
+    val_fraction: float,
+    split_seed: int,
+    strict: bool,
+    decode: Callable[[Sequence[str]], Decoded],
+) -> PreparedData:
+    """List, label, decode and split; skip (or in strict mode, refuse) what is unusable."""
+    samples = dataset.samples()
+    notes = describe_problems(f"entries of dataset '{dataset_name}' skipped", dataset.problems)
+    if strict and dataset.problems:
+        raise DataError("\n".join(notes) + "\n(strict mode: fix or remove these, or set data.strict: false)")
+    if not samples:
+        raise DataError(f"dataset '{dataset_name}' has no usable samples" + ("\n" + "\n".join(notes) if notes else ""))
+    targets, report = parse_labels(samples, tasks)
+    check_labels(tasks, samples, report, dataset_name)
+    for task in tasks:
+        invalid = report.invalid[task.name]
+        if invalid:
+            notes += describe_problems(f"invalid '{task.label}' labels for task '{task.name}' (treated as missing)",
+                                       [(line, "") for line in invalid])
+            if strict:
+                raise DataError("\n".join(notes) + "\n(strict mode: fix these labels, or set data.strict: false)")
+    unlabelled = torch.isnan(targets).all(dim=1)
+    decoded = decode([s.source for s in samples])
+    failed = torch.zeros(len(samples), dtype=torch.bool)
+    for index, _ in decoded.failures:
+        failed[index] = True
+    if decoded.failures:
+        notes += describe_problems("unreadable images skipped", [(samples[i].source, r) for i, r in decoded.failures])
+        if strict:
+            raise DataError("\n".join(notes) + "\n(strict mode: remove or replace these files, or set data.strict: false)")
+    if int(unlabelled.sum()):
+        notes.append(f"{int(unlabelled.sum())} samples have no valid label for any task; skipped")
+    keep = (~failed & ~unlabelled).nonzero().flatten()
+    if keep.numel() == 0:
+        raise DataError(f"dataset '{dataset_name}' has no readable, labelled images\n" + "\n".join(notes))
+    train_index, val_index = split_indices(keep.numel(), val_fraction, split_seed)
+    everything = keep.numel() == len(samples)  # then skip the copy of a possibly large tensor
+    return PreparedData(
+        images=decoded.images if everything else decoded.images[keep],
+        targets=targets if everything else targets[keep],
+        sources=[samples[i].source for i in keep.tolist()],
+        train_index=train_index,
+        val_index=val_index,
+        notes=notes,
+    )

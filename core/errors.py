@@ -1,0 +1,71 @@
+"""Error types that carry enough context to tell the user what to fix.
+
+Every error hydranet raises on bad input derives from `HydranetError`; the CLI
+prints its message without a traceback, so messages must name the file, field,
+plugin or task at fault and suggest a way out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+class HydranetError(Exception):
+    """Base class for errors that are the user's to fix, not bugs."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """Return " did you mean 'x'?" for the closest candidate, or "" when none is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" did you mean '{matches[0]}'?" if matches else ""
+
+
+class UnknownNameError(HydranetError, KeyError):
+    """A spec or command named a component that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, known: Sequence[str]):
+        self.kind, self.name, self.known = kind, name, list(known)
+        hint = did_you_mean(name, known)
+        listing = ", ".join(sorted(known)) or "(none registered)"
+        super().__init__(f"unknown {kind} '{name}';{hint} known {kind}s: {listing}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class DuplicateNameError(HydranetError):
+    """Two plugins registered the same component name; using it is ambiguous."""
+
+
+class ComponentError(HydranetError):
+    """A component rejected its parameters; `field` says which one, for the spec path."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class SpecError(HydranetError):
+    """All problems found in one spec file, each with the path of the field at fault."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        count = len(self.problems)
+        lines = [f"{count} problem{'s' if count != 1 else ''}{where}:"]
+        lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(HydranetError):
+    """A dataset could not be read: missing folder, no usable samples, strict-mode failure."""
+
+
+class CheckpointError(HydranetError):
+    """A checkpoint is missing, truncated, foreign, or needs a plugin that is absent."""
+
+
+class TrainingError(HydranetError):
+    """Training cannot go on (for example, a non-finite loss)."""

@@ -1,0 +1,150 @@
+"""Using a trained model: rebuild it from a checkpoint, predict, evaluate.
+
+`hydranet.load(CKPT)` needs nothing but the checkpoint (and the plugins that
+provided its tasks): the spec, the tasks' fitted state and the preprocessing
+are all stored in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from hydranet.core.augment import DeviceAugment
+from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.decode import to_square_rgb
+from hydranet.core.device import pick_device, resolve_settings
+from hydranet.core.errors import CheckpointError, SpecError
+from hydranet.core.interfaces import Task
+from hydranet.core.model import HydraNet, build_model
+from hydranet.core.plugins import Components, default_components
+from hydranet.core.spec import ResolvedSpec, load_spec
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+ImageInput = str | Path | Image.Image | Tensor
+
+
+def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
+    """The weights come from the checkpoint: never load (or look for) pretrained files again."""
+    backbone = dict(spec.get("backbone", {}))
+    if "pretrained" in backbone:
+        backbone["pretrained"] = False
+    if "weights" in backbone:
+        backbone["weights"] = None
+    return {**spec, "backbone": backbone}
+
+
+def _resolve_checkpoint_spec(path: Path, data: dict[str, Any], components: Components) -> ResolvedSpec:
+    for task in data["tasks"]:
+        if task["kind"] not in components.tasks:
+            raise CheckpointError(
+                f"{path} needs task '{task['name']}' (registered as '{task['kind']}' by plugin '{task['plugin']}' "
+                f"from distribution '{task['distribution']}'), which is not installed here. Install that plugin "
+                f"(pip install {task['distribution']}) or allow it in HYDRANET_PLUGINS."
+            )
+    try:
+        return load_spec(_spec_without_weight_loading(data["spec"]), components=components)
+    except SpecError as error:
+        raise CheckpointError(f"the spec stored in {path} does not resolve with the plugins installed here:\n"
+                              + "\n".join(f"  {p}: {m}" for p, m in error.problems)) from None
+
+
+class TrainedModel:
+    """A HydraNet with its tasks and preprocessing, ready to predict or evaluate."""
+
+    def __init__(self, model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, preprocess: dict[str, Any],
+                 device: torch.device, checkpoint: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.tasks = list(tasks)
+        self.spec = spec
+        self.image_size = int(preprocess["image_size"])
+        self.device = device
+        self.normalize = DeviceAugment(device, flip=False, mean=tuple(preprocess["mean"]), std=tuple(preprocess["std"]))
+        self.info = {k: v for k, v in (checkpoint or {}).items() if k in ("epoch", "metrics", "hydranet_version")}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        components: Components | None = None) -> "TrainedModel":
+        path = Path(path)
+        data = read_checkpoint(path)
+        components = components or default_components()
+        spec = _resolve_checkpoint_spec(path, data, components)
+        tasks = spec.build_tasks()
+        for task in tasks:
+            task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
+        model = build_model(spec.backbone.build(), tasks)
+        try:
+            model.load_state_dict(data["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"the weights in {path} do not fit the model its spec describes: "
+                                  f"{str(error).splitlines()[0]}") from None
+        target = pick_device(str(device)) if isinstance(device, str) else device
+        return cls(model.to(target), tasks, spec, data["preprocess"], target, data)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def preprocess(self, image: ImageInput) -> Tensor:
+        """One image as uint8 (3, S, S), prepared exactly as the training images were."""
+        if isinstance(image, Tensor):
+            if image.dtype != torch.uint8 or image.shape != (3, self.image_size, self.image_size):
+                raise ValueError(f"a tensor image must be uint8 of shape (3, {self.image_size}, {self.image_size})")
+            return image
+        if isinstance(image, Image.Image):
+            return torch.from_numpy(to_square_rgb(image, self.image_size))
+        with Image.open(image) as opened:
+            return torch.from_numpy(to_square_rgb(opened, self.image_size))
+
+    @torch.no_grad()
+    def predict_tensor(self, images: Tensor) -> dict[str, Tensor]:
+        """Raw head outputs for a uint8 batch (N, 3, S, S)."""
+        return self.model(self.normalize(images.to(self.device), train=False))
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 64) -> list[dict[str, Any]]:
+        """Readable per-task predictions, one dict per image: {task: {class, probability} or {value}}."""
+        items = [images] if isinstance(images, (str, Path, Image.Image, Tensor)) else list(images)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(items), batch_size):
+            batch = torch.stack([self.preprocess(item) for item in items[start:start + batch_size]])
+            outputs = self.predict_tensor(batch)
+            decoded = {task.name: task.decode(outputs[task.name].float().cpu()) for task in self.tasks}
+            results += [{name: rows[i] for name, rows in decoded.items()} for i in range(batch.shape[0])]
+        return results
+
+    def evaluate(self, overrides: Iterable[str] = (), split: str = "val", progress: bool = False,
+                 components: Components | None = None):
+        """Metrics on the stored spec's data (or data overridden by `--set data.*`)."""
+        from hydranet.core.engine import baseline_metrics, evaluate, load_prepared_data
+
+        spec = self.spec
+        if overrides:
+            spec = load_spec(spec.to_dict(), overrides, components)
+        data = load_prepared_data(spec, self.tasks, progress)
+        index = {"val": data.val_index, "train": data.train_index,
+                 "all": torch.arange(len(data.sources))}[split]
+        if index.numel() == 0:
+            raise CheckpointError(f"the '{split}' split is empty for this data; use --split all")
+        settings = resolve_settings(str(self.device), "fp32", False, False)
+        result = evaluate(self.model, self.tasks, data.images.to(self.device), data.targets.to(self.device),
+                          index.to(self.device), self.normalize, settings, batch_size=256)
+        baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
+        return result, baselines, data
+
+
+def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders as their image files (sorted, recursive)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)
+    return found

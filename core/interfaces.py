@@ -1,0 +1,197 @@
+"""The contracts between the engine and its plugins: Task, Backbone, Weighting, Dataset.
+
+The engine only ever talks to these; a concrete task, backbone, weighting or
+dataset arrives from a plugin's `register_*` hook.
+
+Targets travel as one float32 tensor per task with NaN where a sample has no
+label for that task. That one convention lets every loss and metric mask
+missing labels with fixed-shape tensor operations (no boolean indexing, so no
+host synchronisation), and lets a sample without, say, a race label still
+train age and gender.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from hydranet.core.metrics import Metric
+
+Problem = Literal["regression", "classification"]
+
+
+def label_mask(target: Tensor) -> Tensor:
+    """True where a row has a label (targets use NaN for "missing")."""
+    return ~torch.isnan(target)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` over rows where `mask` holds; 0 (with zero gradient) when none do."""
+    zeroed = torch.where(mask, values, torch.zeros_like(values))
+    return zeroed.sum() / mask.sum().clamp_min(1).to(values.dtype)
+
+
+def mlp_head(in_features: int, out_features: int, hidden: int | None = None, dropout: float = 0.0) -> nn.Sequential:
+    """The article's head, `Linear(F, H) -> ReLU -> Linear(H, k)`, with H = F by default."""
+    hidden = hidden or in_features
+    layers: list[nn.Module] = [nn.Linear(in_features, hidden), nn.ReLU(inplace=True)]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(hidden, out_features))
+    return nn.Sequential(*layers)
+
+
+class Task(ABC):
+    """One prediction problem: a head, a label parser, a loss, metrics and a decoder.
+
+    Subclasses give `out_features`, `parse_label`, `per_sample_loss`, `metrics`
+    and `decode`; masking of missing labels is done here once for every task.
+    """
+
+    #: Tells likelihood-based weightings (uncertainty) which form of the loss to use.
+    problem: ClassVar[Problem] = "regression"
+
+    def __init__(self, name: str, label: str, *, hidden: int | None = None, dropout: float = 0.0):
+        self.name = name
+        self.label = label
+        self.hidden = hidden
+        self.dropout = dropout
+
+    @property
+    @abstractmethod
+    def out_features(self) -> int:
+        """Width of the head's output."""
+
+    def build_head(self, in_features: int) -> nn.Module:
+        """The head on top of the shared features (override for a custom architecture)."""
+        return mlp_head(in_features, self.out_features, self.hidden, self.dropout)
+
+    @abstractmethod
+    def parse_label(self, record: Mapping[str, str]) -> float | int | None:
+        """The numeric label of one sample's raw fields, or None when missing or invalid."""
+
+    @abstractmethod
+    def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Loss per row, shape (N,); `target` has no NaN here (missing rows are masked after)."""
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Mean loss over the rows that have a label."""
+        mask = label_mask(target)
+        safe_target = torch.where(mask, target, torch.zeros_like(target))
+        return masked_mean(self.per_sample_loss(output.float(), safe_target), mask)
+
+    @abstractmethod
+    def metrics(self) -> dict[str, Metric]:
+        """Fresh metric accumulators, keyed by metric name; the first one is the headline."""
+
+    @abstractmethod
+    def decode(self, output: Tensor) -> list[dict[str, Any]]:
+        """Human-readable predictions, one dict per row (class name and probability, value...)."""
+
+    def fit_targets(self, targets: Tensor) -> None:
+        """See the training labels (NaN = missing) before the head is built; default: nothing."""
+
+    def trivial_output(self, targets: Tensor) -> Tensor:
+        """Head output of the best constant predictor on these labels: the baseline to beat."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values learned in `fit_targets`, saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, label={self.label!r})"
+
+
+class Backbone(nn.Module):
+    """Maps images (N, 3, H, W) to flat features (N, out_features)."""
+
+    out_features: int
+
+
+class Weighting(nn.Module):
+    """Turns per-task losses into the one update, and may learn or adapt as it goes.
+
+    Loss-based strategies implement `combine`; gradient-based ones override
+    `backward`. State (learned parameters, buffers) is an nn.Module's, so it is
+    saved in checkpoints and moved to the device with the model; parameters are
+    optimised alongside the model's.
+    """
+
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+
+    def __init__(self, tasks: Sequence[Task]):
+        super().__init__()
+        self.task_names = [t.name for t in tasks]
+        self.problems = [t.problem for t in tasks]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    def combine(self, losses: Tensor) -> Tensor:
+        """One scalar from the (K,) per-task losses, in task order."""
+        raise NotImplementedError
+
+    def backward(self, losses: Tensor) -> Tensor:
+        """Run the backward pass for this step and return the (detached) combined loss."""
+        total = self.combine(losses)
+        total.backward()
+        return total.detach()
+
+    def weights(self) -> Tensor:
+        """The (K,) weights in force now, for the per-epoch log."""
+        raise NotImplementedError
+
+    def epoch_end(self, mean_losses: Tensor) -> None:
+        """Called with the epoch's (K,) mean training losses; epoch-level strategies adapt here."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and the raw label fields that came with it."""
+
+    source: str
+    record: Mapping[str, str]
+
+
+class Dataset(ABC):
+    """Lists samples (image source plus raw label fields) and opens their images.
+
+    Entries that cannot become a sample (a malformed file name, a CSV row with
+    no file) are passed to `report_problem`; the engine lists them and fails on
+    them in strict mode.
+    """
+
+    @abstractmethod
+    def samples(self) -> list[Sample]:
+        """All usable samples, in a stable order."""
+
+    def open_image(self, source: str) -> Image.Image:
+        """Open one image (override for sources that are not files)."""
+        return Image.open(source)
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        """(source, reason) for each entry that was skipped while listing samples."""
+        return self.__dict__.setdefault("_problems", [])
+
+    def report_problem(self, source: str, reason: str) -> None:
+        self.problems.append((source, reason))
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)), clamped away from infinity."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))

@@ -1,0 +1,44 @@
+"""HydraNet: the backbone runs once per batch; every head reads the same features.
+
+The article's model called the backbone once per head (three times the
+compute); here `forward` computes features once and hands them to each head,
+and returns outputs keyed by task name so nothing depends on head order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor, nn
+
+from hydranet.core.interfaces import Task
+
+
+class HydraNet(nn.Module):
+    """One shared backbone, one head per task, outputs by task name."""
+
+    def __init__(self, backbone: nn.Module, heads: Mapping[str, nn.Module]):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(dict(heads))
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.heads.keys())
+
+    def features(self, images: Tensor) -> Tensor:
+        """The shared representation, (N, F)."""
+        return self.backbone(images)
+
+    def heads_forward(self, features: Tensor) -> dict[str, Tensor]:
+        """Every head on the same features (gradient-based weightings call this directly)."""
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.heads_forward(self.features(images))
+
+
+def build_model(backbone: nn.Module, tasks: Sequence[Task]) -> HydraNet:
+    """Compose a HydraNet from a backbone (with `out_features`) and the tasks' heads."""
+    in_features = int(getattr(backbone, "out_features"))
+    return HydraNet(backbone, {task.name: task.build_head(in_features) for task in tasks})

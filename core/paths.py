@@ -1,0 +1,53 @@
+"""Filesystem places: the cache folder, and checks that a dataset's input exists.
+
+One function decides where caches live, so every cache lands under one folder
+that a user can move (`HYDRANET_CACHE`) or wipe without hunting for it. The
+existence checks turn a mistyped path into a `DataError` that names the path
+and the way out, rather than an empty dataset or a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from hydranet.core.errors import DataError
+
+CACHE_ENV = "HYDRANET_CACHE"
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """`$HYDRANET_CACHE`, else `$XDG_CACHE_HOME/hydranet`, else `~/.cache/hydranet`.
+
+    Nothing is created here: callers make the subfolder they need, so merely
+    asking where the cache is never writes to the disk.
+    """
+    env = os.environ if env is None else env
+    if env.get(CACHE_ENV):
+        return Path(env[CACHE_ENV]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "hydranet"
+    return Path("~/.cache").expanduser() / "hydranet"
+
+
+def existing_dir(path: str | Path, what: str, hint: str) -> Path:
+    """`path` as a Path when it is a folder; otherwise a DataError that names it and says what to do.
+
+    Datasets call this before listing, so a typo in a spec fails with the path
+    in the message instead of as an empty dataset much later.
+    """
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    state = "is not a folder" if folder.exists() else "does not exist"
+    raise DataError(f"{what} {folder} {state}; {hint}")
+
+
+def existing_file(path: str | Path, what: str, hint: str) -> Path:
+    """`path` as a Path when it is a file; otherwise a DataError that names it and says what to do."""
+    file = Path(path).expanduser()
+    if file.is_file():
+        return file
+    state = "is not a file" if file.exists() else "does not exist"
+    raise DataError(f"{what} {file} {state}; {hint}")

@@ -1,0 +1,129 @@
+"""The run folder: resolved spec, per-epoch metrics CSV, log, summary, checkpoints.
+
+Everything a run writes goes through here, so every file is written the same
+careful way: the folder is checked for writability and free space before
+training starts, the CSV is flushed after every epoch, and JSON and
+checkpoints are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from hydranet.core.errors import HydranetError
+
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
+    """runs/<spec name>-<date>-<time>, with a numeric suffix if that exists already."""
+    stem = Path(spec_source).stem if spec_source else "run"
+    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunFolder:
+    """One training run's output folder."""
+
+    def __init__(self, path: str | Path, *, echo: bool = True, min_free_bytes: int = MIN_FREE_BYTES):
+        self.path = Path(path)
+        self.echo = echo
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as error:
+            raise HydranetError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
+                                "Choose another with --out DIR.") from None
+        free = shutil.disk_usage(self.path).free
+        if free < min_free_bytes:
+            raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need more. "
+                                "Free some space or choose another folder with --out DIR.")
+        self._fields: list[str] | None = None
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    def log(self, line: str = "") -> None:
+        """A line for the user (stderr, above any progress bar) and for train.log."""
+        with open(self.path / "train.log", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        if self.echo:
+            tqdm.write(line, file=sys.stderr)
+
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path / name
+        atomic_write_text(target, text)
+        return target
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row to metrics.csv (header from the first row), flushed to disk."""
+        new_file = not self.metrics_csv.exists()
+        if self._fields is None:
+            self._fields = list(row)
+        with open(self.metrics_csv, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _csv_value(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float | str]]:
+    """Rows of a metrics.csv with numbers parsed."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            parsed: dict[str, float | str] = {}
+            for key, value in row.items():
+                try:
+                    parsed[key] = float(value)
+                except (TypeError, ValueError):
+                    parsed[key] = value
+            rows.append(parsed)
+    return rows

@@ -1,0 +1,533 @@
+"""Spec files: pydantic shape models, YAML/TOML loading, --set overrides, resolution.
+
+Loading runs in two passes. The first checks the file's shape (sections,
+types, unknown keys). The second resolves every component name through the
+registries and validates each component's own parameters against the model
+its plugin registered. Problems from both passes are collected and raised
+together as one `SpecError`, each with the path of the field at fault and,
+for a misspelling, a did-you-mean.
+
+Spec files are data: YAML is read with `safe_load`, TOML with tomllib; nothing
+in a spec can execute code.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hydranet.core.errors import ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError, did_you_mean
+from hydranet.core.interfaces import Task, Weighting
+from hydranet.core.plugins import Components, default_components
+from hydranet.core.registry import Entry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+class Component(BaseModel):
+    """A named component; keys other than `name` are that component's parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Registered name (see `hydranet list`).")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BackboneSection(Component):
+    name: str = Field("resnet18", description="Backbone name (see `hydranet list backbones`).")
+
+
+class WeightingSection(Component):
+    name: str = Field("sum", description="Weighting name (see `hydranet list weightings`).")
+
+
+class DataSection(Component):
+    """Dataset name and parameters, plus the keys every dataset shares."""
+
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for validation.")
+    split_seed: int = Field(0, description="Seed of the train/validation split (independent of the training seed).")
+    strict: bool = Field(False, description="Fail on the first unreadable image or malformed label instead of skipping.")
+    cache: bool = Field(True, description="Keep decoded images in the on-disk cache for the next run.")
+    workers: int | None = Field(None, ge=0, description="Decoding processes; default: one per CPU core.")
+
+
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+class TaskSection(BaseModel):
+    """One task: a registered task (`age`) or a new task from a kind (`{name: smiling, kind: binary, ...}`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The task's name: its head, loss and metrics are reported under it.")
+    kind: str | None = Field(None, description="Registered task or kind to build it from; default: `name`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters (may also be given inline).")
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, name: str) -> str:
+        """Task names become module keys, CSV columns and output names: keep them plain."""
+        if not TASK_NAME.fullmatch(name):
+            raise ValueError(f"task name '{name}' must start with a letter and contain only letters, digits, '_' or '-'")
+        return name
+
+
+class AugmentSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flip: bool = Field(True, description="Random horizontal flip.")
+    translate: float = Field(0.1, ge=0, lt=0.5, description="Random shift, as a fraction of the image size.")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="Random brightness/contrast/saturation strength.")
+
+
+class TrainSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the article's 0.09 was a typo for 0.9).")
+    scheduler: Literal["none", "cosine"] = "cosine"
+    seed: int = 0
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device string.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
+    compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model; auto: on for CUDA.")
+    channels_last: Literal["auto"] | bool = Field("auto", description="channels_last memory format; auto: on for CUDA.")
+    log_every: int = Field(50, ge=1, description="Steps between progress-bar loss updates (each one syncs).")
+    eval_batch_size: int | None = Field(None, ge=1, description="Validation batch size; default: 2 x batch_size.")
+
+
+COMPONENT_SECTIONS = ("backbone", "weighting", "data")
+
+
+class Spec(BaseModel):
+    """The shape of a spec file (first pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: BackboneSection = Field(default_factory=BackboneSection)
+    image_size: int = Field(64, ge=8, le=1024, description="Training image size in pixels (square).")
+    tasks: list[TaskSection] = Field(min_length=1)
+    data: DataSection
+    weighting: WeightingSection = Field(default_factory=WeightingSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_components(cls, raw: Any) -> Any:
+        """Accept `weighting: dwa` for `weighting: {name: dwa}`, and `- age` for `- {name: age}`."""
+        if not isinstance(raw, Mapping):
+            return raw
+        raw = dict(raw)
+        for key in COMPONENT_SECTIONS:
+            if isinstance(raw.get(key), str):
+                raw[key] = {"name": raw[key]}
+        if isinstance(raw.get("tasks"), list):
+            raw["tasks"] = [{"name": t} if isinstance(t, str) else t for t in raw["tasks"]]
+        return raw
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_task_names(cls, tasks: list[TaskSection]) -> list[TaskSection]:
+        seen: set[str] = set()
+        for task in tasks:
+            if task.name in seen:
+                raise ValueError(f"task '{task.name}' appears more than once; give each task its own name")
+            seen.add(task.name)
+        return tasks
+
+
+@dataclass
+class ResolvedComponent:
+    """A component section after its name and params were checked."""
+
+    section: str
+    entry: Entry
+    params: BaseModel | None
+
+    def build(self, *args: Any) -> Any:
+        """Call the plugin's factory with `args` and the validated params."""
+        return self.entry.factory(*args, self.params) if self.params is not None else self.entry.factory(*args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.entry.name, **(self.params.model_dump(mode="json") if self.params else {})}
+
+
+@dataclass
+class ResolvedTask:
+    name: str
+    component: ResolvedComponent
+
+    def build(self) -> Task:
+        return self.component.build(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = self.component.to_dict()
+        kind = values.pop("name")
+        return {"name": self.name, **({"kind": kind} if kind != self.name else {}), **values}
+
+
+@dataclass
+class ResolvedSpec:
+    """A spec whose every name resolved and whose every parameter validated."""
+
+    spec: Spec
+    backbone: ResolvedComponent
+    tasks: list[ResolvedTask]
+    weighting: ResolvedComponent
+    data: ResolvedComponent
+    source: str | None = None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def build_tasks(self) -> list[Task]:
+        return [t.build() for t in self.tasks]
+
+    def build_weighting(self, tasks: Sequence[Task]) -> Weighting:
+        return self.weighting.build(list(tasks))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, defaults filled in: loading this dict again gives the same spec."""
+        shared = self.spec.data.model_dump(mode="json", exclude={"name"})
+        shared = {k: v for k, v in shared.items() if k in DataSection.model_fields}
+        return {
+            "backbone": self.backbone.to_dict(),
+            "image_size": self.spec.image_size,
+            "tasks": [t.to_dict() for t in self.tasks],
+            "data": {**self.data.to_dict(), **shared},
+            "weighting": self.weighting.to_dict(),
+            "augment": self.spec.augment.model_dump(mode="json"),
+            "train": self.spec.train.model_dump(mode="json"),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or TOML spec into a dict; unreadable or malformed files raise SpecError."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        hint = f" Built-in specs: {', '.join(builtin_spec_names())}." if builtin_spec_names() else ""
+        raise SpecError([("", f"spec file not found: {path}.{hint}")], source)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError([("", f"not a text file (byte {error.start} is not UTF-8)")], source) from None
+    if path.suffix.lower() == ".toml":
+        try:
+            data: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise SpecError([("", f"invalid TOML: {error}")], source) from None
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise SpecError([("", f"invalid YAML{where}: {problem}")], source) from None
+        except RecursionError:
+            raise SpecError([("", "invalid YAML: nested too deeply")], source) from None
+    if data is None:
+        raise SpecError([("", "the spec is empty; it needs at least `tasks` and `data` (see `hydranet spec show demo`)")], source)
+    if not isinstance(data, dict):
+        raise SpecError([("", f"a spec must be a mapping of sections, not a {type(data).__name__}")], source)
+    return data
+
+
+def builtin_spec_names() -> list[str]:
+    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files("hydranet.specs").iterdir()
+                  if p.name.endswith((".yaml", ".toml")))
+
+
+def builtin_spec_path(name: str) -> Path:
+    for suffix in (".yaml", ".toml"):
+        candidate = resources.files("hydranet.specs") / f"{name}{suffix}"
+        if candidate.is_file():
+            return Path(str(candidate))
+    raise SpecError([("", f"no built-in spec '{name}';{did_you_mean(name, builtin_spec_names())} "
+                          f"built-in specs: {', '.join(builtin_spec_names())}")])
+
+
+def find_spec(name_or_path: str | Path) -> Path:
+    """A spec file path, or a built-in spec's name such as `demo`."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix.lower() in (".yaml", ".yml", ".toml") or "/" in str(name_or_path):
+        return path
+    return builtin_spec_path(str(name_or_path))
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def parse_override_path(path: str) -> list[str | int]:
+    """`tasks[1].label` or `tasks.1.label` -> ["tasks", 1, "label"]."""
+    parts: list[str | int] = []
+    for piece in path.replace("[", ".").replace("]", "").split("."):
+        if piece == "":
+            raise ValueError(f"empty key in '{path}'")
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return parts
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (values parsed as YAML) to a copy of `raw`."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    problems = []
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            problems.append(("--set", f"'{override}' is not of the form key.path=value"))
+            continue
+        try:
+            path = parse_override_path(key.strip())
+            value = yaml.safe_load(text) if text.strip() else ""
+        except (ValueError, yaml.YAMLError) as error:
+            problems.append((f"--set {key}", str(error)))
+            continue
+        try:
+            _set_path(result, path, value)
+        except (KeyError, IndexError, TypeError) as error:
+            problems.append((f"--set {key}", f"cannot set this path: {error}"))
+    if problems:
+        raise SpecError(problems)
+    return result
+
+
+def _set_path(node: Any, path: list[str | int], value: Any) -> None:
+    for depth, key in enumerate(path[:-1]):
+        following = path[depth + 1]
+        if isinstance(node, list):
+            if not isinstance(key, int) or key >= len(node):
+                raise IndexError(f"list index {key} out of range (the list has {len(node)} items)")
+            if isinstance(node[key], str):  # `- age` becomes {name: age} to take a parameter
+                node[key] = {"name": node[key]}
+            node = node[key]
+            continue
+        child = node.get(key)
+        if isinstance(child, str) and isinstance(following, str):  # `weighting: dwa` -> {name: dwa}
+            child = node[key] = {"name": child}
+        elif child is None:
+            child = node[key] = {}
+        node = child
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last > len(node):
+            raise IndexError(f"list index {last} out of range (the list has {len(node)} items)")
+        if last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    elif isinstance(node, dict):
+        node[str(last)] = value
+    else:
+        raise TypeError(f"'{path[-2] if len(path) > 1 else path[0]}' is not a section")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def format_path(loc: Sequence[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _model_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc` (to list its valid keys)."""
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (list, typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, prefix: Sequence[Any] = ()) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (path, message) pairs, with did-you-mean on unknown keys."""
+    problems = []
+    for item in error.errors():
+        loc = list(item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(model, loc[:-1])
+            known = [n for n in owner.model_fields] if owner else []
+            message = "unknown field;" + (did_you_mean(str(loc[-1]), known) or "") + (
+                f" valid fields: {', '.join(known)}" if known else "")
+        elif item["type"] == "missing":
+            message = "required field missing"
+        elif "input" in item and item["type"] not in ("value_error",) and not isinstance(item["input"], (dict, list)):
+            message = f"{message} (got {item['input']!r})"
+        problems.append((format_path([*prefix, *loc]), message))
+    return problems
+
+
+def _resolve_component(registry, section: str, name: str, params: dict[str, Any], problems: list,
+                       name_path: str, params_path: Sequence[Any]) -> ResolvedComponent | None:
+    try:
+        entry = registry.get(name)
+    except (UnknownNameError, DuplicateNameError) as error:
+        problems.append((name_path, str(error)))
+        return None
+    try:
+        validated = entry.validate_params(params)
+    except ValidationError as error:
+        problems.extend(pydantic_problems(error, entry.params, params_path))
+        return None
+    except ComponentError as error:
+        problems.append((format_path([*params_path, error.field] if error.field else params_path), str(error)))
+        return None
+    return ResolvedComponent(section, entry, validated)
+
+
+def _resolve_task(components: Components, index: int, task: TaskSection, problems: list) -> ResolvedTask | None:
+    inline = dict(task.model_extra or {})
+    clash = sorted(set(inline) & set(task.params))
+    if clash:
+        problems.append((f"tasks[{index}].params.{clash[0]}", "given both inline and under params; keep one"))
+        return None
+    # Inline keys report errors at tasks[i].key, `params:` keys at tasks[i].params.key.
+    prefix: list[Any] = ["tasks", index, "params"] if task.params else ["tasks", index]
+    resolved = _resolve_component(components.tasks, "task", task.kind or task.name, {**inline, **task.params},
+                                  problems, f"tasks[{index}].{'kind' if task.kind else 'name'}", prefix)
+    if resolved is None:
+        return None
+    resolved_task = ResolvedTask(task.name, resolved)
+    try:
+        resolved_task.build()
+    except ComponentError as error:
+        problems.append((format_path([*prefix, error.field] if error.field else prefix), str(error)))
+        return None
+    return resolved_task
+
+
+def _resolve_sections(components: Components, backbone: Component | None, data: Component | None,
+                      weighting: Component | None, tasks: Sequence[TaskSection | None], problems: list):
+    """Resolve whichever sections are present; append a problem for each that fails."""
+
+    def component(registry, section: Component | None, key: str) -> ResolvedComponent | None:
+        if section is None:
+            return None
+        return _resolve_component(registry, key, section.name, section.params(), problems, f"{key}.name", [key])
+
+    resolved_backbone = component(components.backbones, backbone, "backbone")
+    resolved_data = component(components.datasets, data, "data")
+    resolved_weighting = component(components.weightings, weighting, "weighting")
+    resolved_tasks = [None if t is None else _resolve_task(components, i, t, problems) for i, t in enumerate(tasks)]
+    if resolved_weighting is not None and tasks and all(resolved_tasks):
+        try:
+            resolved_weighting.build([t.build() for t in resolved_tasks])
+        except ComponentError as error:
+            problems.append((format_path(["weighting", error.field] if error.field else ["weighting"]), str(error)))
+    return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
+
+
+def resolve(spec: Spec, components: Components, source: str | None = None) -> ResolvedSpec:
+    """Second pass: resolve names through the registries and validate component params."""
+    problems: list[tuple[str, str]] = []
+    backbone, data, weighting, tasks = _resolve_sections(components, spec.backbone, spec.data, spec.weighting,
+                                                         spec.tasks, problems)
+    if problems:
+        raise SpecError(problems, source)
+    assert backbone and data and weighting and all(tasks)
+    return ResolvedSpec(spec, backbone, list(tasks), weighting, data, source)
+
+
+def _lenient_problems(raw: Mapping[str, Any], components: Components) -> list[tuple[str, str]]:
+    """Component problems of the sections whose shape is fine, so one report lists everything."""
+    normalized = Spec._names_as_components(raw)
+
+    def section(model: type[BaseModel], value: Any, default: bool) -> Any:
+        if value is None:
+            return model() if default else None
+        try:
+            return model.model_validate(value)
+        except (ValidationError, TypeError):
+            return None
+
+    raw_tasks = normalized.get("tasks")
+    tasks = [section(TaskSection, t, False) for t in raw_tasks] if isinstance(raw_tasks, list) else []
+    problems: list[tuple[str, str]] = []
+    _resolve_sections(components, section(BackboneSection, normalized.get("backbone"), True),
+                      section(DataSection, normalized.get("data"), False),
+                      section(WeightingSection, normalized.get("weighting"), True), tasks, problems)
+    return problems
+
+
+def load_spec(
+    source: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    components: Components | None = None,
+) -> ResolvedSpec:
+    """Read, override, shape-check and resolve a spec: a path, a built-in name, or a dict.
+
+    Raises `SpecError` listing every problem found, each with its path.
+    """
+    if isinstance(source, Mapping):
+        raw, where = dict(source), None
+    else:
+        path = find_spec(source)
+        raw, where = read_spec_file(path), str(path)
+    raw = apply_overrides(raw, overrides)
+    components = components or default_components()
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as error:
+        shape = pydantic_problems(error, Spec)
+        reported = {path for path, _ in shape}
+        more = [p for p in _lenient_problems(raw, components) if p[0] not in reported]
+        raise SpecError(shape + more, where) from None
+    except RecursionError:
+        raise SpecError([("", "the spec is nested too deeply")], where) from None
+    return resolve(spec, components, where)
+
+
+def spec_schema() -> dict[str, Any]:
+    """JSON Schema of the spec file's shape."""
+    return Spec.model_json_schema()
+
+
+__all__ = ["Spec", "ResolvedSpec", "load_spec", "apply_overrides", "spec_schema", "HydranetError"]

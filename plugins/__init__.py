@@ -1,0 +1,1 @@
+"""Built-in plugins other than tasks: backbones, weightings, datasets."""

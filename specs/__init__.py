@@ -1,0 +1,1 @@
+"""Ready-made spec files, shipped as package data so `hydranet train` finds the demo."""

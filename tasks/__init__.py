@@ -1,0 +1,1 @@
+"""Built-in task plugins: reusable task kinds and the UTKFace tasks."""

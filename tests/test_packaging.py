@@ -1,0 +1,80 @@
+"""The layout promises of DESIGN.md: every package installed, imports pointing down, a small public API."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import hydranet
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
+SOURCE_FOLDERS = ("hydranet", "core", "plugins", "tasks", "specs")
+
+
+def import_name(folder: Path) -> str:
+    """Map a source folder to its import name through [tool.setuptools.package-dir]."""
+    relative = folder.relative_to(ROOT).parts
+    for package, directory in sorted(SETUPTOOLS["package-dir"].items(), key=lambda kv: -len(kv[1])):
+        prefix = tuple(Path(directory).parts)
+        if relative[:len(prefix)] == prefix:
+            return ".".join([package, *relative[len(prefix):]])
+    raise AssertionError(f"{folder} is not under any package-dir mapping")
+
+
+def test_every_folder_with_an_init_is_a_listed_package():
+    folders = [p.parent for top in SOURCE_FOLDERS for p in (ROOT / top).rglob("__init__.py")]
+    assert folders, "no packages found"
+    listed = set(SETUPTOOLS["packages"])
+    missing = {import_name(folder) for folder in folders} - listed
+    assert not missing, f"add these to [tool.setuptools] packages: {sorted(missing)}"
+    stale = {name for name in listed if not (ROOT / SETUPTOOLS["package-dir"].get(name, "")).exists()}
+    assert not stale
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_core_never_imports_tasks_or_plugins():
+    offenders = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / "core").rglob("*.py")
+        for name in imported_modules(path)
+        if name.startswith(("hydranet.tasks", "hydranet.plugins"))
+    }
+    assert not offenders
+
+
+def test_tasks_and_plugins_import_only_core_or_each_other_downwards():
+    for top in ("tasks", "plugins"):
+        for path in (ROOT / top).rglob("*.py"):
+            for name in imported_modules(path):
+                assert not name.startswith(("hydranet.core.engine", "hydranet.core.cli")), (
+                    f"{path.relative_to(ROOT)} imports {name}: plugins use contracts, not the engine")
+
+
+def test_public_api_is_one_screen():
+    assert set(hydranet.__all__) >= {"hookimpl", "Task", "Weighting", "Backbone", "load_spec", "train", "__version__"}
+    assert callable(hydranet.train) and callable(hydranet.load_spec) and callable(hydranet.load)
+    assert hydranet.__version__ == PYPROJECT["project"]["version"]
+
+
+def test_requirements_the_gpu_machine_also_satisfies():
+    assert PYPROJECT["project"]["requires-python"] == ">=3.10"
+    deps = " ".join(PYPROJECT["project"]["dependencies"])
+    assert "torch>=2.4" in deps and "torchvision>=0.19" in deps

@@ -1,0 +1,198 @@
+"""The plugin system as a plugin author meets it: hooks, provenance, conflicts, broken plugins, the allow-list."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+import hydranet
+from hydranet.core.errors import DuplicateNameError, UnknownNameError
+from hydranet.core.plugins import BUILTIN_PLUGINS, allowed_plugins, load_components, make_plugin_manager
+from hydranet.tasks.kinds import BinaryParams, BinaryTask
+
+
+def fresh_pm():
+    return make_plugin_manager(entry_points=False)
+
+
+class SmilePlugin:
+    """An inline plugin, registered the way tests of pytest/llm plugins do it."""
+
+    @hydranet.hookimpl
+    def register_tasks(self, register):
+        register("smiling", BinaryTask, params=BinaryParams, description="Is the person smiling?")
+
+
+def test_builtins_register_the_documented_components(components):
+    assert {"age", "gender", "ethnicity", "regression", "binary", "multiclass"} <= set(components.tasks.names())
+    assert {"sum", "static", "uncertainty", "dwa"} <= set(components.weightings.names())
+    assert {"tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0"} <= set(
+        components.backbones.names())
+    assert {"utkface", "synthetic", "folder"} <= set(components.datasets.names())
+    assert components.pm.load_errors() == []
+
+
+def test_every_component_knows_the_plugin_that_registered_it(components):
+    assert components.tasks.get("age").plugin == "hydranet.tasks.utkface"
+    assert components.tasks.get("binary").plugin == "hydranet.tasks.kinds"
+    info = components.pm.info["hydranet.tasks.utkface"]
+    assert info.builtin and info.version == hydranet.__version__
+    assert set(info.components["tasks"]) == {"age", "gender", "ethnicity"}
+
+
+def test_inline_plugin_adds_a_task():
+    pm = fresh_pm()
+    pm.add_plugin(SmilePlugin(), "smile", distribution="hydranet-smile", version="0.1", builtin=False)
+    components = load_components(pm)
+    entry = components.tasks.get("smiling")
+    assert entry.plugin == "smile"
+    task = entry.factory("smiling", entry.validate_params({"label": "smile"}))
+    assert task.parse_label({"smile": "1"}) == 1
+
+
+def test_duplicate_name_is_an_error_naming_both_plugins():
+    class Impostor:
+        @hydranet.hookimpl
+        def register_tasks(self, register):
+            register("age", BinaryTask, params=BinaryParams)
+
+    pm = fresh_pm()
+    pm.add_plugin(Impostor(), "impostor", distribution="impostor-dist", version="1.0", builtin=False)
+    components = load_components(pm)
+    with pytest.raises(DuplicateNameError) as caught:
+        components.tasks.get("age")
+    assert "'hydranet.tasks.utkface'" in str(caught.value) and "'impostor'" in str(caught.value)
+    assert any("also registered by 'hydranet.tasks.utkface'" in e for e in pm.load_errors())
+    # the rest of the registry keeps working
+    assert components.tasks.get("gender").plugin == "hydranet.tasks.utkface"
+
+
+def test_unknown_name_suggests_the_closest_and_lists_known(components):
+    with pytest.raises(UnknownNameError) as caught:
+        components.weightings.get("dwaa")
+    message = str(caught.value)
+    assert "did you mean 'dwa'?" in message
+    assert "uncertainty" in message and "static" in message
+
+
+def test_plugin_raising_during_registration_is_reported_and_isolated():
+    class Broken:
+        @hydranet.hookimpl
+        def register_weightings(self, register):
+            raise RuntimeError("boom")
+
+    pm = fresh_pm()
+    pm.add_plugin(Broken(), "broken", distribution="broken-dist", version="0.0.1", builtin=False)
+    components = load_components(pm)
+    errors = pm.load_errors()
+    assert len(errors) == 1
+    assert "broken (broken-dist 0.0.1)" in errors[0] and "RuntimeError: boom" in errors[0]
+    assert "sum" in components.weightings
+
+
+def test_misspelled_hook_is_an_error_and_the_plugin_is_left_out():
+    class Misspelled:
+        @hydranet.hookimpl
+        def register_task(self, register):  # missing "s"
+            register("x", BinaryTask)
+
+    pm = fresh_pm()
+    assert not pm.add_plugin(Misspelled(), "typo", distribution="typo-dist", version="1", builtin=False)
+    errors = pm.load_errors()
+    assert any("typo" in e and "unknown hook" in e and "register_tasks" in e for e in errors)
+    assert "typo" not in dict(pm.list_name_plugin())
+    load_components(pm)  # the manager still works
+
+
+def write_distribution(site: Path, dist: str, module: str, source: str, entry_name: str) -> None:
+    """An installed distribution as importlib.metadata sees one: a module plus a .dist-info folder."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[hydranet]\n{entry_name} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in [m for m in sys.modules if m.startswith("hn_test_")]:
+        del sys.modules[name]
+
+
+GOOD_PLUGIN = """
+    import hydranet
+    from hydranet.tasks.kinds import BinaryParams, BinaryTask
+
+    @hydranet.hookimpl
+    def register_tasks(register):
+        register("glasses", BinaryTask, params=BinaryParams)
+"""
+
+
+def test_entry_point_plugins_load_with_their_distribution(site):
+    write_distribution(site, "hn-glasses", "hn_test_glasses", GOOD_PLUGIN, "glasses")
+    pm = make_plugin_manager(allow=None)
+    info = pm.info["glasses"]
+    assert (info.distribution, info.version, info.builtin) == ("hn-glasses", "1.2.3", False)
+    assert load_components(pm).tasks.get("glasses").plugin == "glasses"
+
+
+def test_broken_entry_point_is_named_with_its_distribution(site):
+    write_distribution(site, "hn-broken", "hn_test_broken", "raise ImportError('needs a GPU driver')", "broken")
+    write_distribution(site, "hn-glasses", "hn_test_glasses", GOOD_PLUGIN, "glasses")
+    pm = make_plugin_manager(allow=None)
+    errors = pm.load_errors()
+    assert any(e.startswith("broken (hn-broken 1.2.3)") and "needs a GPU driver" in e for e in errors)
+    assert "glasses" in load_components(pm).tasks  # the good plugin still works
+
+
+def test_allow_list_filters_entry_points(site, monkeypatch):
+    write_distribution(site, "hn-glasses", "hn_test_glasses", GOOD_PLUGIN, "glasses")
+    monkeypatch.setenv("HYDRANET_PLUGINS", "")
+    assert "glasses" not in make_plugin_manager().info  # empty = built-ins only
+    monkeypatch.setenv("HYDRANET_PLUGINS", "other, glasses")
+    assert "glasses" in make_plugin_manager().info
+    monkeypatch.setenv("HYDRANET_PLUGINS", "other")
+    pm = make_plugin_manager()
+    assert "glasses" not in pm.info
+    assert set(BUILTIN_PLUGINS) <= set(pm.info)
+
+
+def test_allow_list_parsing():
+    assert allowed_plugins({}) is None
+    assert allowed_plugins({"HYDRANET_PLUGINS": ""}) == set()
+    assert allowed_plugins({"HYDRANET_PLUGINS": " a ,b,, "}) == {"a", "b"}
+
+
+def test_register_commands_hook_adds_a_click_command():
+    import click
+    from click.testing import CliRunner
+
+    class Commands:
+        @hydranet.hookimpl
+        def register_commands(self, cli):
+            @cli.command()
+            def hello():
+                click.echo("hello from a plugin")
+
+    pm = fresh_pm()
+    pm.add_plugin(Commands(), "greeter", distribution="g", version="1", builtin=False)
+    group = click.Group()
+    load_components(pm).add_commands(group)
+    assert CliRunner().invoke(group, ["hello"]).output == "hello from a plugin\n"
+
+
+def test_plugin_manager_is_built_fresh_each_time():
+    assert fresh_pm() is not fresh_pm()
+    module = types.ModuleType("nothing")
+    pm = fresh_pm()
+    pm.add_plugin(module, "empty", distribution="x", version="1", builtin=False)
+    assert "empty" not in dict(fresh_pm().list_name_plugin())

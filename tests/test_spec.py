@@ -1,0 +1,163 @@
+"""Spec files as a user writes them: YAML and TOML, errors with paths and suggestions, --set overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hydranet.core.errors import SpecError
+from hydranet.core.spec import apply_overrides, builtin_spec_names, load_spec, spec_schema
+
+BASE = {
+    "backbone": {"name": "tiny", "width": 8},
+    "tasks": ["age", "gender", "ethnicity"],
+    "data": {"name": "utkface", "root": "data/UTKFace"},
+}
+
+
+def load(raw, *overrides, components=None):
+    return load_spec(raw, overrides, components=components)
+
+
+def problems(raw, *overrides, components=None) -> dict[str, str]:
+    with pytest.raises(SpecError) as caught:
+        load(raw, *overrides, components=components)
+    return dict(caught.value.problems)
+
+
+def test_minimal_spec_fills_defaults(components):
+    spec = load(BASE, components=components)
+    assert spec.task_names == ["age", "gender", "ethnicity"]
+    assert spec.weighting.entry.name == "sum"
+    assert spec.spec.train.epochs == 10 and spec.spec.image_size == 64
+    assert spec.backbone.params.width == 8
+    assert spec.data.params.root == "data/UTKFace"
+
+
+def test_new_task_from_a_kind_without_code(components):
+    raw = {**BASE, "tasks": ["age", {"name": "smiling", "kind": "binary", "label": "smile",
+                                     "class_names": ["no", "yes"]}]}
+    spec = load(raw, components=components)
+    smiling = spec.build_tasks()[1]
+    assert smiling.name == "smiling" and smiling.label == "smile"
+    assert smiling.parse_label({"smile": "yes"}) == 1 and smiling.parse_label({"smile": "maybe"}) is None
+
+
+def test_all_errors_are_collected_with_paths_and_suggestions(components):
+    raw = {
+        "backbone": {"name": "resnet19"},
+        "tasks": ["age", {"name": "hair", "kind": "multiclass", "label": "hair", "params": {"num_clases": 3}}],
+        "data": {"name": "utkface"},
+        "weighting": {"name": "dwa", "temprature": 2},
+        "train": {"epochs": "many", "bach_size": 3},
+    }
+    found = problems(raw, components=components)
+    assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
+    assert "did you mean 'batch_size'?" in found["train.bach_size"]
+    assert "integer" in found["train.epochs"]
+    # shape errors come first; a second load after fixing them reaches the component errors
+    raw["train"] = {"epochs": 2}
+    found = problems(raw, components=components)
+    assert "did you mean 'resnet18'?" in found["backbone.name"]
+    assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
+    assert "did you mean 'temperature'?" in found["weighting.temprature"]
+    assert found["data.root"] == "required field missing"
+
+
+def test_unknown_task_and_section(components):
+    found = problems({**BASE, "tasks": ["agee"], "taks": []}, components=components)
+    assert "did you mean 'tasks'?" in found["taks"]
+    found = problems({**BASE, "tasks": ["agee"]}, components=components)
+    assert "unknown task 'agee'; did you mean 'age'?" in found["tasks[0].name"]
+
+
+def test_duplicate_task_names_and_bad_names_rejected(components):
+    assert "appears more than once" in problems({**BASE, "tasks": ["age", "age"]}, components=components)["tasks"]
+    found = problems({**BASE, "tasks": [{"name": "my.task", "kind": "age"}]}, components=components)
+    assert "letters, digits" in found["tasks[0].name"]
+
+
+def test_params_inline_and_nested_clash(components):
+    raw = {**BASE, "tasks": [{"name": "age", "hidden": 8, "params": {"hidden": 16}}]}
+    assert "both inline and under params" in problems(raw, components=components)["tasks[0].params.hidden"]
+
+
+def test_static_weights_name_an_unknown_task(components):
+    raw = {**BASE, "weighting": {"name": "static", "weights": {"agee": 2}}}
+    found = problems(raw, components=components)
+    (path, message), = found.items()
+    assert path == "weighting.weights.agee" and "did you mean 'age'?" in message
+
+
+def test_yaml_and_toml_files_give_the_same_spec(tmp_path, components):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(BASE))
+    toml_text = 'tasks = ["age", "gender", "ethnicity"]\n[backbone]\nname = "tiny"\nwidth = 8\n' \
+                '[data]\nname = "utkface"\nroot = "data/UTKFace"\n'
+    (tmp_path / "a.toml").write_text(toml_text)
+    assert load(tmp_path / "a.yaml", components=components).to_dict() == load(
+        tmp_path / "a.toml", components=components).to_dict()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "the spec is empty"),
+    ("- just\n- a list\n", "must be a mapping"),
+    ("tasks: [age\n", "invalid YAML at line"),
+    ("tasks: !!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
+])
+def test_malformed_files_name_the_file(tmp_path, content, expected, components):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(SpecError) as caught:
+        load(path, components=components)
+    assert expected in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_binary_garbage_and_missing_file(tmp_path, components):
+    path = tmp_path / "garbage.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(SpecError, match="not a text file"):
+        load(path, components=components)
+    with pytest.raises(SpecError, match="spec file not found"):
+        load(tmp_path / "nope.yaml", components=components)
+
+
+def test_overrides_set_nested_values_and_promote_names(components):
+    spec = load(BASE, "train.epochs=3", "weighting=dwa", "weighting.temperature=4",
+                "tasks[1].hidden=16", "data.val_fraction=0.2", components=components)
+    assert spec.spec.train.epochs == 3
+    assert spec.weighting.entry.name == "dwa" and spec.weighting.params.temperature == 4
+    assert spec.tasks[1].component.params.hidden == 16
+    assert spec.spec.data.val_fraction == 0.2
+
+
+def test_bad_overrides_are_reported(components):
+    with pytest.raises(SpecError) as caught:
+        apply_overrides(BASE, ["no-equals-sign", "tasks[9].label=x"])
+    found = dict(caught.value.problems)
+    assert "key.path=value" in found["--set"]
+    assert "out of range" in found["--set tasks[9].label"]
+
+
+def test_resolved_spec_round_trips(components):
+    spec = load({**BASE, "weighting": {"name": "dwa"}}, components=components)
+    again = load(spec.to_dict(), components=components)
+    assert again.to_dict() == spec.to_dict()
+    assert spec.to_dict()["weighting"] == {"name": "dwa", "temperature": 2.0}
+
+
+def test_builtin_specs_validate(components):
+    assert {"demo", "utkface"} <= set(builtin_spec_names())
+    for name in builtin_spec_names():
+        load(name, components=components)
+    for path in Path(__file__).parent.parent.joinpath("specs").glob("*.yaml"):
+        load(path, components=components)
+
+
+def test_schema_is_json_and_describes_sections():
+    schema = spec_schema()
+    json.dumps(schema)
+    assert {"backbone", "tasks", "data", "weighting", "train"} <= set(schema["properties"])
+    assert "tasks" in schema["required"]
