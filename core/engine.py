@@ -303,14 +303,18 @@ class Trainer:
         return host[:k]
 
     def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float]) -> None:
-        bad = [(task.name, int(step)) for task, step in zip(self.tasks, first_bad) if step >= 0]
+        bad = sorted((int(step), task.name) for task, step in zip(self.tasks, first_bad) if step >= 0)
         if not bad:
             return
-        where = ", ".join(f"'{name}' at step {step}" for name, step in bad)
+        first_step = bad[0][0]
+        culprits = " and ".join(f"'{name}'" for step, name in bad if step == first_step)
+        followers = [f"'{name}' (step {step})" for step, name in bad if step != first_step]
+        after = f", then {', '.join(followers)} once the weights were damaged" if followers else ""
         keep = (f"The last good checkpoint is {self.run_folder.last_checkpoint} (epoch {epoch - 1})."
                 if epoch > 1 else "No checkpoint was written yet.")
-        message = (f"non-finite loss in epoch {epoch}: task {where}. Training stopped; {keep} "
-                   "Try a lower train.lr, check that task's labels, or use another weighting.")
+        message = (f"non-finite loss for task {culprits} at epoch {epoch}, step {first_step}{after}. "
+                   f"Training stopped. {keep} Try a lower train.lr, check that task's labels, "
+                   "or use another weighting.")
         self.run_folder.log(message)
         raise TrainingError(message)
 

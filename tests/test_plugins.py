@@ -196,3 +196,24 @@ def test_plugin_manager_is_built_fresh_each_time():
     pm = fresh_pm()
     pm.add_plugin(module, "empty", distribution="x", version="1", builtin=False)
     assert "empty" not in dict(fresh_pm().list_name_plugin())
+
+
+def test_readme_task_plugin_snippet_works():
+    """The twenty-line plugin in README.md registers and parses labels as the README says."""
+    import re
+
+    from hydranet.core.spec import load_spec
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "register_tasks" in block)
+    module = types.ModuleType("readme_plugin")
+    exec(compile(snippet, "README.md", "exec"), module.__dict__)
+    pm = fresh_pm()
+    pm.add_plugin(module, "readme", distribution="readme", version="0", builtin=False)
+    components = load_components(pm)
+    spec = load_spec({"tasks": [{"name": "age_group", "label": "age",
+                                 "class_names": ["child", "teen", "adult", "senior"]}],
+                      "data": {"name": "utkface", "root": "x"}, "backbone": "tiny"}, components=components)
+    task = spec.build_tasks()[0]
+    assert [task.parse_label({"age": a}) for a in ("5", "13", "45", "70", "x")] == [0, 1, 2, 3, None]
+    assert task.out_features == 4

@@ -1,0 +1,1 @@
+"""Built-in datasets: UTKFace folders, synthetic faces, image folder plus CSV."""

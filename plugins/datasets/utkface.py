@@ -1,0 +1,117 @@
+"""UTKFace: a folder of face crops whose labels live in the file names.
+
+`30_0_3_20170117145159065.jpg.chip.jpg` is age 30, gender 0, race 3, then the
+capture date. The dataset only splits names into raw fields; the tasks
+(`tasks/utkface.py`) decide what a valid age, gender or race is. That split
+keeps a wrong label a per-task missing label instead of a lost sample.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hydranet.core.errors import DataError
+from hydranet.core.hookspecs import hookimpl
+from hydranet.core.interfaces import Dataset, Sample
+from hydranet.core.paths import existing_dir
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: The label fields of a name, in order; the date that follows them is not a label.
+LABEL_FIELDS = ("age", "gender", "race")
+MALFORMED = "file name does not match AGE_GENDER_RACE_DATE.jpg"
+#: UTKFace dates are 17-digit timestamps. Requiring a long last field is what tells
+#: `39_1_20170116174525125.jpg` (race missing) from `30_0_3.jpg` (date missing): without
+#: it the latter would silently lose its race label instead of being reported.
+MIN_DATE_DIGITS = 8
+
+_DIGITS = re.compile(r"[0-9]*")
+
+
+def parse_utkface_name(filename: str) -> dict[str, str] | None:
+    """Raw label fields of a UTKFace file name, or None when it is malformed.
+
+    Lenient where the real data is sloppy: whitespace around fields is dropped
+    (`44_1_4_20170116235150272 .jpg.chip.jpg`), the date ends at its first
+    non-digit (`55_0_0_20170116232725357jpg.chip.jpg`), a name with only age
+    and gender before the date has no "race" key (three real files), and an
+    empty field is a missing label (`53__0_...` has no gender, race 0). Values
+    are not range-checked: that is each task's job.
+    """
+    fields = [field.strip() for field in os.path.basename(filename).strip().split("_")]
+    if len(fields) < 3:
+        return None
+    labels, last = fields[:-1], fields[-1]
+    date = _DIGITS.match(last).group()  # type: ignore[union-attr]  # "*" always matches
+    if len(labels) > len(LABEL_FIELDS) or len(date) < MIN_DATE_DIGITS:
+        return None
+    if not labels[0].isascii() or not labels[0].isdigit():
+        return None
+    return {key: value for key, value in zip(LABEL_FIELDS, labels) if value}
+
+
+def is_image_name(name: str) -> bool:
+    """An image by its extension; hidden files (macOS `._x.jpg` forks) are not images."""
+    return not name.startswith(".") and name.strip().lower().endswith(IMAGE_SUFFIXES)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name so sample order is stable across runs."""
+    return sorted(path for path in folder.iterdir() if is_image_name(path.name) and path.is_file())
+
+
+def _no_images_error(folder: Path) -> DataError:
+    """Explain an empty folder; pointing at the parent of the image folder is the usual cause."""
+    nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(map(is_image_name, os.listdir(p))))
+    hint = (f"its subfolders {', '.join(nested)} hold images: set `root` to one of them"
+            if nested else "set `root` to the folder that holds the UTKFace .jpg files")
+    return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}; {hint}")
+
+
+class UTKFaceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(description="Folder of UTKFace images (e.g. data/UTKFace); labels are read from the file names.")
+
+
+class UTKFaceDataset(Dataset):
+    """Every image in `root` whose name parses; malformed names are reported and skipped."""
+
+    #: What to tell a user whose root is missing; subclasses point elsewhere.
+    missing_root_hint = ("download UTKFace (the aligned and cropped faces) and set `root` to its folder, "
+                         "or try the `synthetic` dataset, which needs no download")
+
+    def __init__(self, root: str | Path):
+        self.root = str(root)
+
+    @classmethod
+    def from_params(cls, params: UTKFaceParams) -> UTKFaceDataset:
+        return cls(params.root)
+
+    def samples(self) -> list[Sample]:
+        self.problems.clear()  # listing twice must not report every problem twice
+        folder = existing_dir(self.root, "UTKFace folder", self.missing_root_hint)
+        files = image_files(folder)
+        if not files:
+            raise _no_images_error(folder)
+        samples = []
+        for path in files:
+            record = parse_utkface_name(path.name)
+            if record is None:
+                self.report_problem(str(path), MALFORMED)
+            else:
+                samples.append(Sample(str(path), record))
+        return samples
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={self.root!r})"
+
+
+@hookimpl
+def register_datasets(register: Any) -> None:
+    register("utkface", UTKFaceDataset.from_params, params=UTKFaceParams,
+             description="UTKFace face crops; age, gender and race parsed from AGE_GENDER_RACE_DATE.jpg names.")

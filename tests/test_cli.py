@@ -1,0 +1,140 @@
+"""The command line as a user drives it: train, eval, predict, list, plugins, spec."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from conftest import tiny_spec
+from hydranet.core.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(faces, tmp_path_factory):
+    """One CLI training run shared by the eval/predict tests."""
+    folder = tmp_path_factory.mktemp("cli")
+    spec_file = folder / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump(tiny_spec(faces)))
+    out = folder / "run"
+    result = run("train", str(spec_file), "--out", str(out), "--set", "train.epochs=2", "--no-progress")
+    return out, result.output
+
+
+def test_train_writes_a_complete_run_folder(trained):
+    out, output = trained
+    for name in ("spec.yaml", "metrics.csv", "train.log", "summary.json", "last.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for task in ("age", "gender", "ethnicity"):
+        assert f"weight.{task}" in rows[0] and f"val_loss.{task}" in rows[0]
+    assert {"val.age.mae", "val.gender.accuracy", "val.ethnicity.accuracy", "val.ethnicity.macro_f1"} <= set(rows[0])
+    # the per-task table at the end, with the baseline column
+    assert "beats baseline" in output and "ethnicity  macro_f1" in output
+    resolved = yaml.safe_load((out / "spec.yaml").read_text())
+    assert resolved["train"]["epochs"] == 2 and resolved["weighting"] == {"name": "sum"}
+
+
+def test_eval_reproduces_the_metrics_recorded_at_training(trained):
+    out, _ = trained
+    result = run("eval", str(out / "last.pt"), "--json", "--device", "cpu")
+    report = json.loads(result.output)
+    recorded = torch.load(out / "last.pt", weights_only=True)["metrics"]
+    for task, values in report["metrics"].items():
+        for metric, value in values.items():
+            assert value == pytest.approx(recorded[f"val.{task}.{metric}"], rel=1e-5, abs=1e-6)
+    assert set(report["baselines"]) == {"age", "gender", "ethnicity"}
+    table = run("eval", str(out / "best.pt"), "--device", "cpu").output
+    assert "age" in table and "mae" in table
+
+
+def test_predict_reads_files_and_folders(trained, faces, tmp_path):
+    out, _ = trained
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for source in sorted(faces.glob("*.jpg"))[:3]:
+        shutil.copy(source, pictures / source.name)
+    (pictures / "broken.jpg").write_bytes(b"not a jpeg")
+    rows = json.loads(run("predict", str(out / "best.pt"), str(pictures), "--json", "--device", "cpu").output)
+    assert len(rows) == 4
+    broken = [r for r in rows if r["file"].endswith("broken.jpg")]
+    assert len(broken) == 1 and "error" in broken[0]
+    good = [r for r in rows if "error" not in r]
+    for row in good:
+        assert row["age"]["unit"] == "years" and isinstance(row["age"]["value"], float)
+        assert row["gender"]["class"] in ("male", "female")
+        assert row["ethnicity"]["class"] in ("White", "Black", "Asian", "Indian", "Others")
+        assert 0 <= row["ethnicity"]["probability"] <= 1
+    table = run("predict", str(out / "best.pt"), str(sorted(faces.glob("*.jpg"))[0]), "--device", "cpu").output
+    assert "years" in table and table.splitlines()[0].split() == ["file", "age", "gender", "ethnicity"]
+
+
+def test_utkface_spec_trains_on_a_synth_folder(tmp_path):
+    data = tmp_path / "faces"
+    assert "wrote" in run("synth", str(data), "--count", "120", "--size", "32").output.lower()
+    out = tmp_path / "run"
+    result = run("train", str(ROOT / "specs" / "utkface.yaml"), "--set", f"data.root={data}", "--out", str(out),
+                 "--set", "image_size=32", "--set", "train.epochs=1", "--set", "train.batch_size=32",
+                 "--set", "train.device=cpu", "--no-progress")
+    assert "ethnicity" in result.output
+    row = next(csv.DictReader(open(out / "metrics.csv")))
+    assert all(float(row[f"train_loss.{t}"]) > 0 for t in ("age", "gender", "ethnicity"))
+
+
+def test_list_and_plugins():
+    listing = run("list").output
+    for name in ("tasks:", "age", "binary", "backbones:", "resnet18", "tiny", "weightings:", "dwa",
+                 "uncertainty", "datasets:", "utkface", "synthetic", "folder"):
+        assert name in listing
+    only = run("list", "weightings").output
+    assert "dwa" in only and "resnet18" not in only
+    plugins = run("plugins").output
+    assert "hydranet.tasks.utkface  (built-in)" in plugins and "tasks: age, gender, ethnicity" in plugins
+
+
+def test_spec_commands(tmp_path):
+    assert "backbone:" in run("spec", "show", "demo", "--set", "weighting=dwa").output
+    assert "temperature: 2.0" in run("spec", "show", "demo", "--set", "weighting=dwa").output
+    schema = json.loads(run("spec", "schema").output)
+    assert "tasks" in schema["properties"]
+    assert run("spec", "validate", str(ROOT / "specs" / "demo.yaml")).output.strip().endswith("ok")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"tasks": ["agee"], "data": {"name": "utkface", "root": "x"}, "train": {"epoch": 1}}))
+    result = run("spec", "validate", str(bad), ok=False)
+    assert result.exit_code == 1
+    assert "tasks[0].name: unknown task 'agee'; did you mean 'age'?" in result.output
+    assert "train.epoch: unknown field; did you mean 'epochs'?" in result.output
+
+
+def test_user_errors_are_messages_not_tracebacks(tmp_path):
+    result = run("train", str(tmp_path / "missing.yaml"), ok=False)
+    assert result.exit_code == 1 and "spec file not found" in result.output and "Traceback" not in result.output
+    result = run("eval", str(tmp_path / "nope.pt"), ok=False)
+    assert result.exit_code == 1 and "checkpoint not found" in result.output
+    (tmp_path / "fake.pt").write_bytes(b"garbage")
+    result = run("predict", str(tmp_path / "fake.pt"), str(tmp_path), ok=False)
+    assert result.exit_code == 1 and "cannot read checkpoint" in result.output and "fake.pt" in result.output
+
+
+def test_version_and_help():
+    import hydranet
+
+    assert hydranet.__version__ in run("--version").output
+    for command in ("train", "eval", "predict", "list", "plugins", "spec", "synth"):
+        assert "Usage:" in run(command, "-h").output

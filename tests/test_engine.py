@@ -1,0 +1,101 @@
+"""The training engine: determinism, checkpoints, the non-finite loss stop, the Python API."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.errors import TrainingError
+from hydranet.core.plugins import load_components, make_plugin_manager
+from hydranet.core.spec import load_spec
+from hydranet.tasks.kinds import RegressionParams, RegressionTask
+
+
+def losses(run_dir):
+    return [{k: v for k, v in row.items() if k.startswith(("train_loss", "val"))}
+            for row in csv.DictReader(open(run_dir / "metrics.csv"))]
+
+
+def test_same_seed_same_run(faces, tmp_path, components):
+    spec = load_spec(tiny_spec(faces), components=components)
+    hydranet.train(spec, out_dir=tmp_path / "a", components=components, progress=False, echo=False)
+    hydranet.train(spec, out_dir=tmp_path / "b", components=components, progress=False, echo=False)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    other = load_spec(tiny_spec(faces, seed=1), components=components)
+    hydranet.train(other, out_dir=tmp_path / "c", components=components, progress=False, echo=False)
+    assert losses(tmp_path / "a") != losses(tmp_path / "c")
+
+
+def test_training_learns_and_checkpoint_round_trips(faces, tmp_path, components):
+    spec = load_spec(tiny_spec(faces, epochs=3), ["weighting=dwa"], components=components)
+    result = hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
+    first, last = result.history[0], result.history[-1]
+    assert sum(last[f"train_loss.{t}"] for t in spec.task_names) < sum(first[f"train_loss.{t}"] for t in spec.task_names)
+    # DWA: weights 1 for two epochs, then adapted, and always summing to K
+    assert [result.history[0][f"weight.{t}"] for t in spec.task_names] == [1.0, 1.0, 1.0]
+    third = [result.history[2][f"weight.{t}"] for t in spec.task_names]
+    assert sum(third) == pytest.approx(3.0) and third != [1.0, 1.0, 1.0]
+
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["spec"] == spec.to_dict()
+    assert state["weighting"]["epochs_seen"].item() == 3
+    assert {t["name"]: t["plugin"] for t in state["tasks"]}["age"] == "hydranet.tasks.utkface"
+
+    model = hydranet.load(tmp_path / "last.pt")
+    for key, value in model.model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+    image = sorted(faces.glob("*.jpg"))[0]
+    prediction = model.predict([image])[0]
+    assert set(prediction) == {"age", "gender", "ethnicity"}
+    assert prediction == model.predict(str(image))[0]
+
+
+class FailingAge(RegressionTask):
+    """Gives a NaN loss from its 7th call on: mid-way through the second epoch."""
+
+    calls = 0
+
+    def per_sample_loss(self, output, target):
+        FailingAge.calls += 1
+        loss = super().per_sample_loss(output, target)
+        return loss * float("nan") if FailingAge.calls >= 7 else loss
+
+
+class FailingPlugin:
+    @hydranet.hookimpl
+    def register_tasks(self, register):
+        register("failing_age", FailingAge, params=RegressionParams)
+
+
+def test_non_finite_loss_stops_naming_the_task_and_keeps_the_last_good_checkpoint(faces, tmp_path):
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(FailingPlugin(), "failing", distribution="test", version="0", builtin=False)
+    components = load_components(pm)
+    raw = tiny_spec(faces, epochs=3)
+    raw["tasks"] = ["gender", {"name": "bad_age", "kind": "failing_age", "label": "age"}]
+    FailingAge.calls = 0
+    spec = load_spec(raw, components=components)
+    with pytest.raises(TrainingError) as caught:
+        hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
+    message = str(caught.value)
+    assert message.startswith("non-finite loss for task 'bad_age' at epoch 2, step 1")
+    good = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert good["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
+    assert "non-finite loss" in (tmp_path / "train.log").read_text()
+
+
+def test_sample_lacking_a_label_still_trains_the_others(faces, tmp_path, components):
+    """The synthetic set holds three-field names (race missing): they are kept, not dropped."""
+    from hydranet.core.engine import load_prepared_data
+
+    spec = load_spec(tiny_spec(faces), components=components)
+    tasks = spec.build_tasks()
+    data = load_prepared_data(spec, tasks, progress=False)
+    no_race = torch.isnan(data.targets[:, 2])
+    assert no_race.any(), "the synthetic set should contain names without race"
+    assert not torch.isnan(data.targets[no_race][:, :2]).any()
