@@ -8,6 +8,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from pathlib import Path as _Path
+
+# In a source checkout the subpackages (core/, plugins/, tasks/, specs/) sit
+# beside this folder, mapped in by pyproject's package-dir. When the checkout
+# itself is on sys.path (`python -m pytest` from its root after a non-editable
+# `pip install .`), this folder shadows the installed package; let the
+# subpackages be found beside it so the checkout still imports as a whole.
+_checkout = _Path(__file__).resolve().parent.parent
+if (_checkout / "core" / "hookspecs.py").is_file() and str(_checkout) not in __path__:
+    __path__.append(str(_checkout))
+
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
 from hydranet.core.metrics import Metric

@@ -253,10 +253,11 @@ def _refuse_foreign(out: Path, count: int, size: int, seed: int) -> None:
                     "choose a new or empty folder, or delete this one")
 
 
-def _render_all(folder: Path, count: int, size: int, seed: int, progress: bool) -> None:
+def _render_all(folder: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
     missing = missing_race_indices(count, seed)
     jobs = ((str(folder), i, seed, size, i not in missing) for i in range(count))
-    bar = tqdm(total=count, desc=f"drawing synthetic faces ({size}px)", unit="img", disable=not progress)
+    bar = tqdm(total=count, desc=f"drawing synthetic faces ({size}px)", unit="img",
+               disable=None if progress is None else not progress)  # None: only on a terminal
     workers = min(os.cpu_count() or 1, 8)
     with bar:
         if count < POOL_MIN_COUNT or workers < 2:
@@ -269,7 +270,8 @@ def _render_all(folder: Path, count: int, size: int, seed: int, progress: bool) 
                 bar.update()
 
 
-def write_synthetic(out_dir: str | Path, count: int, size: int = 64, seed: int = 0, progress: bool = True) -> Path:
+def write_synthetic(out_dir: str | Path, count: int, size: int = 64, seed: int = 0,
+                    progress: bool | None = None) -> Path:
     """Write `count` synthetic faces of `size` px into `out_dir` (reused when already complete).
 
     Images are drawn into a hidden sibling folder that is renamed into place
@@ -342,8 +344,8 @@ class SyntheticDataset(UTKFaceDataset):
 @click.option("--count", default=2000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
 @click.option("--size", default=64, show_default=True, type=click.IntRange(16, 512), help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the drawing.")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def synth_command(out: Path, count: int, size: int, seed: int, progress: bool) -> None:
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
+def synth_command(out: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
     """Draw a UTKFace-style folder of synthetic faces into OUT.
 
     Labels are in the file names (AGE_GENDER_RACE_DATE.jpg.chip.jpg), so the

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One prepared GPU check (see ../shared/device): the test suite on the GPU
+# machine's Python/torch, the demo on CUDA (compile, bf16, channels_last,
+# fused AdamW), then UTKFace-sized synthetic data (23,708 images at 200 px)
+# with resnet18 at 32 px / batch 512 and 128 px / batch 256.
+# Usage: OUT=/some/dir bash benchmarks/gpu_smoke.sh
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HYDRANET_CACHE=/tmp/hncache
+step() { echo; echo "=== $1 ($(date +%T))"; }
+
+step "environment"
+python3 -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0))"
+
+step "pytest"
+timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -n 15
+
+step "demo on cuda"
+timeout 150 hydranet train --out /tmp/runs/demo --no-progress 2>&1 | tail -n 16
+
+step "synthetic UTKFace-sized folder"
+/usr/bin/time -f "synth %e s" hydranet synth /tmp/utk --count 23708 --size 200 --no-progress 2>&1 | tail -n 2
+
+for cfg in "32 512" "128 256"; do
+  set -- $cfg
+  step "resnet18 ${1}px batch ${2}"
+  timeout 200 hydranet train utkface --set data.root=/tmp/utk --set image_size=$1 --set train.batch_size=$2 \
+    --set train.epochs=4 --set data.workers=16 --out /tmp/runs/r18-$1 --no-progress 2>&1 | tail -n 14
+  cp /tmp/runs/r18-$1/metrics.csv "$OUT/metrics-r18-$1.csv" 2>/dev/null
+done
