@@ -126,7 +126,7 @@ def eval_command(checkpoint: str, overrides: tuple[str, ...], split: str, as_jso
                                "losses": result.losses, "labelled": result.labelled, "baselines": baselines},
                               indent=2))
         return
-    click.echo(f"{checkpoint}: {split} split, {sum(1 for _ in data.sources)} images")
+    click.echo(f"{checkpoint}: {split} split, {sum(result.labelled.values()) and max(result.labelled.values())} images")
     click.echo(metrics_table(result.metrics, baselines, result.higher_is_better))
 
 

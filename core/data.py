@@ -85,7 +85,12 @@ def describe_problems(what: str, problems: Sequence[tuple[str, str]]) -> list[st
 
 @dataclass
 class PreparedData:
-    """Decoded images and label table of the usable samples, with the split."""
+    """Decoded images and label table of every listed sample, with the split.
+
+    `train_index` and `val_index` hold only usable samples (readable, with at
+    least one label); rows outside them are never read, so a few bad images
+    cost nothing and the (possibly memory-mapped) image tensor is never copied.
+    """
 
     images: Tensor  # uint8 (N, 3, S, S)
     targets: Tensor  # float32 (N, K), NaN = missing
@@ -93,10 +98,11 @@ class PreparedData:
     train_index: Tensor
     val_index: Tensor
     notes: list[str] = field(default_factory=list)
+    decoded: Decoded | None = None
 
-    def to(self, device: torch.device) -> "PreparedData":
-        return PreparedData(self.images.to(device), self.targets.to(device), self.sources,
-                            self.train_index.to(device), self.val_index.to(device), self.notes)
+    @property
+    def usable(self) -> int:
+        return self.train_index.numel() + self.val_index.numel()
 
 
 def prepare_data(
@@ -104,7 +110,6 @@ def prepare_data(
     dataset_name: str,
     tasks: Sequence[Task],
     *,
-    image_size: int,
     val_fraction: float,
     split_seed: int,
     strict: bool,
@@ -140,13 +145,13 @@ def prepare_data(
     keep = (~failed & ~unlabelled).nonzero().flatten()
     if keep.numel() == 0:
         raise DataError(f"dataset '{dataset_name}' has no readable, labelled images\n" + "\n".join(notes))
-    train_index, val_index = split_indices(keep.numel(), val_fraction, split_seed)
-    everything = keep.numel() == len(samples)  # then skip the copy of a possibly large tensor
+    train_part, val_part = split_indices(keep.numel(), val_fraction, split_seed)
     return PreparedData(
-        images=decoded.images if everything else decoded.images[keep],
-        targets=targets if everything else targets[keep],
-        sources=[samples[i].source for i in keep.tolist()],
-        train_index=train_index,
-        val_index=val_index,
+        images=decoded.images,
+        targets=targets,
+        sources=[s.source for s in samples],
+        train_index=keep[train_part],
+        val_index=keep[val_part],
         notes=notes,
+        decoded=decoded,
     )

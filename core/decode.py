@@ -3,18 +3,26 @@
 The article decoded each JPEG with PIL on every access, with no workers; that
 loop spent its time in the decoder, not the model. Here images are decoded
 once, in parallel worker processes, at the training size (JPEG draft mode lets
-libjpeg decode at 1/2, 1/4 or 1/8 scale directly), and the result is saved
-under a key made of the file list, their sizes and modification times and the
-image size, so the next run loads it in well under a second and any changed
-or added file invalidates it.
+libjpeg decode at 1/2, 1/4 or 1/8 scale directly).
+
+The cache is a raw uint8 file plus a small JSON header, keyed by the file
+list, their sizes and modification times and the image size: any changed or
+added file gives a new key. Decoding writes straight into a memory map of the
+file, so data larger than memory can be decoded, and loading is a memory map
+too: the next run opens it in milliseconds and pages it in as it is read.
+The header is written last, after the pixels are flushed, so an interrupted
+decode never leaves a cache entry that looks complete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +31,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from hydranet.core.checkpoint import atomic_torch_save
-
-DECODE_FORMAT = 1  # bump when decoding changes, so old caches stop matching
+DECODE_FORMAT = 2  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
 
 
@@ -36,6 +42,7 @@ class Decoded:
     images: torch.Tensor
     failures: list[tuple[int, str]]
     from_cache: bool = False
+    seconds: float = 0.0
 
 
 def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
@@ -82,6 +89,25 @@ def cache_key(sources: Sequence[str], size: int) -> str:
     return digest.hexdigest()[:32]
 
 
+def _open_pixels(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A copy-on-write memory map of a pixel file as a uint8 tensor (no read happens yet)."""
+    if int(np.prod(shape)) == 0:
+        return torch.zeros(shape, dtype=torch.uint8)
+    return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
+
+
+def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | None:
+    """The cache entry for `key`, or None when absent, incomplete or damaged."""
+    header, pixels = cache_dir / f"decoded-{key}.json", cache_dir / f"decoded-{key}.u8"
+    try:
+        meta = json.loads(header.read_text())
+        if tuple(meta["shape"]) != shape or pixels.stat().st_size != int(np.prod(shape)):
+            return None
+        return Decoded(_open_pixels(pixels, shape), [tuple(f) for f in meta["failures"]], from_cache=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged cache entry is only a cache miss
+
+
 def decode_images(
     sources: Sequence[str],
     size: int,
@@ -92,35 +118,71 @@ def decode_images(
     progress: bool = True,
 ) -> Decoded:
     """Decode `sources` at `size` x `size`, reusing or filling the on-disk cache."""
-    cache_file = Path(cache_dir) / f"decoded-{cache_key(sources, size)}.pt" if cache_dir else None
-    if cache_file is not None and cache_file.is_file():
-        try:
-            saved = torch.load(cache_file, map_location="cpu", weights_only=True)
-            if saved["images"].shape == (len(sources), 3, size, size):
-                return Decoded(saved["images"], [tuple(f) for f in saved["failures"]], from_cache=True)
-        except Exception:  # a damaged cache file is only a cache miss
-            pass
-    images = torch.zeros((len(sources), 3, size, size), dtype=torch.uint8)
-    failures: list[tuple[int, str]] = []
-    flat = images.view(len(sources), -1).numpy()
+    started = time.perf_counter()
+    shape = (len(sources), 3, size, size)
+    key = cache_key(sources, size)
+    if cache_dir is not None:
+        cached = load_cached(Path(cache_dir), key, shape)
+        if cached is not None:
+            cached.seconds = time.perf_counter() - started
+            return cached
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    bar = tqdm(total=len(sources), desc="decoding images", unit="img", disable=not progress, leave=False)
-    with bar:
+    if cache_dir is None:
+        decoded = _decode_into(torch.zeros(shape, dtype=torch.uint8).numpy(), sources, size, opener, workers, progress)
+        return Decoded(torch.from_numpy(decoded[0]), decoded[1], seconds=time.perf_counter() - started)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".decoded-{key}.", suffix=".tmp", dir=cache_dir)
+    try:
+        if hasattr(os, "posix_fallocate") and len(sources):
+            # Reserve the space now: a memory map on a full disk would crash with SIGBUS later.
+            os.posix_fallocate(fd, 0, int(np.prod(shape)))
+        os.close(fd)
+        fd = -1
+        pixels = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape) if len(sources) else np.zeros(shape, np.uint8)
+        _, failures = _decode_into(pixels, sources, size, opener, workers, progress)
+        if isinstance(pixels, np.memmap):
+            pixels.flush()
+        del pixels
+        os.replace(tmp, cache_dir / f"decoded-{key}.u8")
+        _write_header(cache_dir / f"decoded-{key}.json", {"format": DECODE_FORMAT, "shape": list(shape),
+                                                          "failures": [list(f) for f in failures]})
+    except OSError:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        # The disk refused (full, read-only): decode without caching instead of failing the run.
+        return decode_images(sources, size, opener, workers=workers, cache_dir=None, progress=progress)
+    result = load_cached(cache_dir, key, shape)
+    assert result is not None
+    return Decoded(result.images, result.failures, from_cache=False, seconds=time.perf_counter() - started)
+
+
+def _write_header(path: Path, meta: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(meta, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _decode_into(pixels: np.ndarray, sources: Sequence[str], size: int, opener: Callable[[str], Image.Image],
+                 workers: int, progress: bool) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    flat = pixels.reshape(len(sources), -1)
+    failures: list[tuple[int, str]] = []
+    with tqdm(total=len(sources), desc="decoding images", unit="img", disable=not progress, leave=False) as bar:
         for index, (raw, reason) in enumerate(_decoded_stream(sources, size, opener, workers)):
             if raw is None:
                 failures.append((index, reason))
             else:
                 flat[index] = np.frombuffer(raw, dtype=np.uint8)
             bar.update()
-    if cache_file is not None:
-        try:
-            atomic_torch_save({"images": images, "failures": [list(f) for f in failures]}, cache_file)
-        except OSError:
-            pass  # a cache we cannot write only costs time next run
-    return Decoded(images, failures)
+    return pixels, failures
 
 
-def _decoded_stream(sources: Sequence[str], size: int, opener: Callable[[str], Image.Image], workers: int):
+def _decoded_stream(sources: Sequence[str], size: int, opener: Callable[[str], Image.Image],
+                    workers: int) -> Iterator[tuple[bytes | None, str]]:
     """Decoded images in order: in worker processes when that pays, inline otherwise."""
     if workers <= 1 or len(sources) < 4 * CHUNK:
         _init_worker(opener, size, worker_process=False)

@@ -43,6 +43,11 @@ class RunSettings:
     bf16: bool
     compile: bool
     channels_last: bool
+    compile_mode: str = "default"
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.compile and self.compile_mode == "reduce-overhead"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.bf16:
@@ -51,10 +56,11 @@ class RunSettings:
 
     def describe(self) -> str:
         return (f"device {self.device}, {'bf16 autocast' if self.bf16 else 'fp32'}, "
-                f"compile {'on' if self.compile else 'off'}, channels_last {'on' if self.channels_last else 'off'}")
+                f"compile {self.compile_mode if self.compile else 'off'}, channels_last {'on' if self.channels_last else 'off'}")
 
 
-def resolve_settings(device: str, precision: str, compile: bool | str, channels_last: bool | str) -> RunSettings:
+def resolve_settings(device: str, precision: str, compile: bool | str, channels_last: bool | str,
+                     compile_mode: str = "auto") -> RunSettings:
     dev = pick_device(device)
     cuda = dev.type == "cuda"
     if precision == "auto":
@@ -66,4 +72,5 @@ def resolve_settings(device: str, precision: str, compile: bool | str, channels_
         bf16=bf16,
         compile=cuda if compile == "auto" else bool(compile),
         channels_last=cuda if channels_last == "auto" else bool(channels_last),
+        compile_mode=("reduce-overhead" if cuda else "default") if compile_mode == "auto" else compile_mode,
     )

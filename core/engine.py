@@ -12,6 +12,7 @@ from them.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
+from hydranet.core.batches import BatchSource, choose_placement
 from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
@@ -62,6 +64,9 @@ class RunResult:
     best_epoch: int
     settings: RunSettings
     notes: list[str] = field(default_factory=list)
+    #: data_seconds, decode_seconds, cache_hit, placement, first_step_seconds,
+    #: epoch_train_seconds (list), epoch_val_seconds (list); synchronised with the device
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 def train(
@@ -92,7 +97,6 @@ def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool
         dataset,
         spec.data.entry.name,
         tasks,
-        image_size=spec.spec.image_size,
         val_fraction=data.val_fraction,
         split_seed=data.split_seed,
         strict=data.strict,
@@ -106,29 +110,47 @@ def task_losses(tasks: Sequence[Task], outputs: Mapping[str, Tensor], targets: T
     return torch.stack([task.loss(outputs[task.name], targets[:, k]) for k, task in enumerate(tasks)])
 
 
+def batch_source(spec: ResolvedSpec, data: PreparedData, settings: RunSettings) -> BatchSource:
+    """Place the decoded images as the spec's `data.placement` (auto: by size) says."""
+    section = spec.spec.data
+    placement = choose_placement(data.images.numel(), settings.device, section.placement, section.device_memory_gb)
+    return BatchSource(data.images, settings.device, placement, workers=min(8, os.cpu_count() or 1))
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    forward: Any,
     tasks: Sequence[Task],
-    images: Tensor,
+    source: BatchSource,
     targets: Tensor,
     index: Tensor,
     augment: DeviceAugment,
     settings: RunSettings,
     batch_size: int,
+    *,
+    pad: bool = False,
 ) -> EvalResult:
-    """Exact per-task losses and metrics over `index`: sums and counts, read once at the end."""
-    model.eval()
+    """Exact per-task losses and metrics over `index`: sums and counts, read once at the end.
+
+    With `pad`, a short last batch is filled up to `batch_size` with rows whose
+    labels are all missing, so a compiled model sees one static shape and the
+    padding counts for nothing in any loss or metric.
+    """
     device = settings.device
     metrics = {task.name: {k: m.to(device) for k, m in task.metrics().items()} for task in tasks}
     loss_sums = torch.zeros(len(tasks), device=device)
     counts = torch.zeros(len(tasks), device=device)
-    for start in range(0, index.numel(), batch_size):
-        batch = index[start:start + batch_size]
-        x = augment(images[batch], train=False)
-        y = targets[batch]
+    batch_size = min(batch_size, max(1, index.numel()))
+    for images, rows in source.batches(index, batch_size, drop_last=False):
+        y = targets[rows]
+        missing = batch_size - rows.numel()
+        if pad and missing:
+            images = torch.cat([images, images[:1].expand(missing, *images.shape[1:])])
+            y = torch.cat([y, y.new_full((missing, y.shape[1]), float("nan"))])
+        if settings.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with settings.autocast():
-            outputs = model(x)
+            outputs = forward(augment(images, train=False))
         for k, task in enumerate(tasks):
             output, target = outputs[task.name].float(), y[:, k]
             mask = label_mask(target)
@@ -172,53 +194,76 @@ class Trainer:
 
     def __init__(self, spec: ResolvedSpec, *, out_dir: str | Path | None = None,
                  components: Components | None = None, progress: bool = True, echo: bool = True):
+        self.started = time.perf_counter()
         self.spec = spec
         self.components = components or default_components()
         self.progress = progress
         self.cfg = spec.spec.train
         self.run_folder = RunFolder(out_dir or default_run_dir(spec.source), echo=echo)
-        self.settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile, self.cfg.channels_last)
+        self.settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile,
+                                         self.cfg.channels_last, self.cfg.compile_mode)
+        self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
 
     # ------------------------------------------------------------ setup
 
     def _setup(self) -> None:
-        cfg, log = self.cfg, self.run_folder.log
+        cfg, log, settings = self.cfg, self.run_folder.log, self.settings
         torch.manual_seed(cfg.seed)
         self.run_folder.write_text("spec.yaml", self.spec.to_yaml())
         self.tasks = self.spec.build_tasks()
         started = time.perf_counter()
         data = load_prepared_data(self.spec, self.tasks, self.progress)
+        self.source = batch_source(self.spec, data, settings)
+        self.timings.update(data_seconds=time.perf_counter() - started, placement=self.source.placement,
+                            decode_seconds=data.decoded.seconds if data.decoded else math.nan,
+                            cache_hit=bool(data.decoded and data.decoded.from_cache))
         for line in data.notes:
             log(line)
-        log(f"data: {len(data.sources)} images at {self.spec.spec.image_size}px, "
-            f"{data.train_index.numel()} train / {data.val_index.numel()} validation "
-            f"({time.perf_counter() - started:.1f}s)")
+        log(f"data: {data.usable} images at {self.spec.spec.image_size}px, "
+            f"{data.train_index.numel()} train / {data.val_index.numel()} validation; "
+            f"{'cache hit' if self.timings['cache_hit'] else 'decoded'} in {self.timings['decode_seconds']:.1f}s; "
+            f"images on {self.source.placement}")
         train_targets = data.targets[data.train_index]
         for k, task in enumerate(self.tasks):
             task.fit_targets(train_targets[:, k])
         self.baselines = baseline_metrics(self.tasks, train_targets, data.targets[data.val_index])
-        self.data = data.to(self.settings.device)
+        self.data = data
+        self.targets = data.targets.to(settings.device)
+        self.eval_index = data.val_index if data.val_index.numel() else data.train_index
 
-        model = build_tasks_and_model(self.spec, self.tasks).to(self.settings.device)
-        if self.settings.channels_last:
+        model = build_tasks_and_model(self.spec, self.tasks).to(settings.device)
+        if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(self.settings.device)
+        self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
         self.optimizer = self._optimizer()
-        self.steps_per_epoch = max(1, data.train_index.numel() // cfg.batch_size)
+        self.batch_size = min(cfg.batch_size, data.train_index.numel())
+        self.steps_per_epoch = data.train_index.numel() // self.batch_size
         total_steps = self.steps_per_epoch * cfg.epochs
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total_steps)
                           if cfg.scheduler == "cosine" else None)
         aug = self.spec.spec.augment
-        self.augment = DeviceAugment(self.settings.device, flip=aug.flip, translate=aug.translate,
+        self.augment = DeviceAugment(settings.device, flip=aug.flip, translate=aug.translate,
                                      color_jitter=aug.color_jitter, seed=cfg.seed + 1,
-                                     channels_last=self.settings.channels_last)
+                                     channels_last=settings.channels_last)
         self.order_generator = torch.Generator().manual_seed(cfg.seed)
-        self.forward = torch.compile(model) if self.settings.compile else model
+        tasks = self.tasks
+
+        def forward_losses(images: Tensor, targets: Tensor) -> Tensor:
+            with settings.autocast():
+                outputs = model(images)
+            return task_losses(tasks, outputs, targets)
+
+        if settings.compile:
+            # Compiling the losses with the model fuses their small kernels into the graph.
+            self.forward_losses = torch.compile(forward_losses, mode=settings.compile_mode)
+            self.forward = torch.compile(model, mode=settings.compile_mode)
+        else:
+            self.forward_losses, self.forward = forward_losses, model
         n_params = sum(p.numel() for p in model.parameters())
         log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
-            f"weighting {self.spec.weighting.entry.name}; {self.settings.describe()}")
+            f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -241,14 +286,19 @@ class Trainer:
         final: EvalResult | None = None
         eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
         for epoch in range(1, cfg.epochs + 1):
-            started = time.perf_counter()
             weights_in_force = self.weighting.weights().detach().float().cpu().tolist()
+            started = time.perf_counter()
             train_losses = self._train_epoch(epoch)
+            train_seconds = time.perf_counter() - started
             self.weighting.epoch_end(torch.tensor(train_losses, device=self.settings.device))
-            evaluation_index = self.data.val_index if self.data.val_index.numel() else self.data.train_index
-            final = evaluate(self.forward, self.tasks, self.data.images, self.data.targets, evaluation_index,
-                             self.augment, self.settings, eval_batch)
-            row = self._row(epoch, time.perf_counter() - started, train_losses, weights_in_force, final)
+            started = time.perf_counter()
+            self.model.eval()
+            final = evaluate(self.forward, self.tasks, self.source, self.targets, self.eval_index,
+                             self.augment, self.settings, eval_batch, pad=self.settings.compile)
+            val_seconds = time.perf_counter() - started
+            self.timings["epoch_train_seconds"].append(train_seconds)
+            self.timings["epoch_val_seconds"].append(val_seconds)
+            row = self._row(epoch, train_seconds, val_seconds, train_losses, weights_in_force, final)
             history.append(row)
             self.run_folder.append_metrics(row)
             improved = final.total_loss < best_loss
@@ -258,35 +308,34 @@ class Trainer:
             log(self._epoch_line(epoch, row, final))
         assert final is not None
         result = RunResult(self.run_folder.path, history, final, self.baselines, best_epoch, self.settings,
-                           self.data.notes)
+                           self.data.notes, self.timings)
         self.run_folder.write_json("summary.json", {
             "best_epoch": best_epoch,
             "final": final.metrics,
             "final_losses": final.losses,
             "baselines": self.baselines,
             "settings": self.settings.describe(),
+            "timings": self.timings,
         })
         return result
 
     def _train_epoch(self, epoch: int) -> list[float]:
-        cfg, tasks, data = self.cfg, self.tasks, self.data
+        cfg, tasks, settings = self.cfg, self.tasks, self.settings
         self.model.train()
-        device = self.settings.device
         k = len(tasks)
-        loss_sums = torch.zeros(k, device=device)
-        first_bad = torch.full((k,), -1, dtype=torch.long, device=device)
-        order = data.train_index[torch.randperm(data.train_index.numel(), generator=self.order_generator)
-                                 .to(device)]
-        batch_size = min(cfg.batch_size, order.numel())
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
+        loss_sums = torch.zeros(k, device=settings.device)
+        first_bad = torch.full((k,), -1, dtype=torch.long, device=settings.device)
+        order = self.data.train_index[torch.randperm(self.data.train_index.numel(), generator=self.order_generator)]
+        batches = self.source.batches(order, self.batch_size, drop_last=True)  # static shapes
+        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
                    disable=not self.progress, leave=False)
-        for step in bar:
-            batch = order[step * batch_size:(step + 1) * batch_size]  # the ragged rest is dropped
-            x = self.augment(data.images[batch], train=True)
-            y = data.targets[batch]
-            with self.settings.autocast():
-                outputs = self.forward(x)
-            losses = task_losses(tasks, outputs, y)
+        host: list[float] = []
+        for step, (images, index) in enumerate(bar):
+            x = self.augment(images, train=True)
+            y = self.targets[index]
+            if settings.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            losses = self.forward_losses(x, y)
             self.weighting.backward(losses)
             self.optimizer.step()
             if self.scheduler is not None:
@@ -295,6 +344,10 @@ class Trainer:
             detached = losses.detach()
             first_bad = torch.where(~torch.isfinite(detached) & (first_bad < 0), step + 1, first_bad)
             loss_sums += detached
+            if "first_step_seconds" not in self.timings:
+                if settings.device.type == "cuda":
+                    torch.cuda.synchronize(settings.device)  # once per run, to time the start-up honestly
+                self.timings["first_step_seconds"] = time.perf_counter() - self.started
             if (step + 1) % cfg.log_every == 0 or step + 1 == self.steps_per_epoch:
                 host = torch.cat([loss_sums / (step + 1), first_bad.float()]).tolist()
                 self._stop_if_nonfinite(epoch, host[k:])
@@ -320,10 +373,10 @@ class Trainer:
 
     # ------------------------------------------------------------ records
 
-    def _row(self, epoch: int, seconds: float, train_losses: Sequence[float], weights: Sequence[float],
-             evaluation: EvalResult) -> dict[str, Any]:
-        row: dict[str, Any] = {"epoch": epoch, "seconds": round(seconds, 3),
-                               "lr": self.optimizer.param_groups[0]["lr"]}
+    def _row(self, epoch: int, train_seconds: float, val_seconds: float, train_losses: Sequence[float],
+             weights: Sequence[float], evaluation: EvalResult) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_seconds, 4),
+                               "val_seconds": round(val_seconds, 4), "lr": self.optimizer.param_groups[0]["lr"]}
         for task, value in zip(self.tasks, train_losses):
             row[f"train_loss.{task.name}"] = value
         for task in self.tasks:
@@ -339,7 +392,8 @@ class Trainer:
         for task in self.tasks:
             metrics = " ".join(f"{m} {v:.3f}" for m, v in evaluation.metrics[task.name].items())
             parts.append(f"{task.name}: loss {row[f'train_loss.{task.name}']:.3f} | val {metrics}")
-        return f"epoch {epoch}/{self.cfg.epochs} ({row['seconds']:.1f}s)  " + "; ".join(parts)
+        seconds = row["train_seconds"] + row["val_seconds"]
+        return f"epoch {epoch}/{self.cfg.epochs} ({seconds:.1f}s)  " + "; ".join(parts)
 
     def _save(self, epoch: int, row: Mapping[str, Any], *, best: bool) -> None:
         state = self.checkpoint_state(epoch, row)

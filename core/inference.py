@@ -121,19 +121,20 @@ class TrainedModel:
     def evaluate(self, overrides: Iterable[str] = (), split: str = "val", progress: bool = False,
                  components: Components | None = None):
         """Metrics on the stored spec's data (or data overridden by `--set data.*`)."""
-        from hydranet.core.engine import baseline_metrics, evaluate, load_prepared_data
+        from hydranet.core.engine import baseline_metrics, batch_source, evaluate, load_prepared_data
 
         spec = self.spec
         if overrides:
             spec = load_spec(spec.to_dict(), overrides, components)
         data = load_prepared_data(spec, self.tasks, progress)
         index = {"val": data.val_index, "train": data.train_index,
-                 "all": torch.arange(len(data.sources))}[split]
+                 "all": torch.cat([data.train_index, data.val_index]).sort().values}[split]
         if index.numel() == 0:
             raise CheckpointError(f"the '{split}' split is empty for this data; use --split all")
         settings = resolve_settings(str(self.device), "fp32", False, False)
-        result = evaluate(self.model, self.tasks, data.images.to(self.device), data.targets.to(self.device),
-                          index.to(self.device), self.normalize, settings, batch_size=256)
+        self.model.eval()
+        result = evaluate(self.model, self.tasks, batch_source(spec, data, settings), data.targets.to(self.device),
+                          index, self.normalize, settings, batch_size=256)
         baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
         return result, baselines, data
 

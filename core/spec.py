@@ -64,6 +64,11 @@ class DataSection(Component):
     strict: bool = Field(False, description="Fail on the first unreadable image or malformed label instead of skipping.")
     cache: bool = Field(True, description="Keep decoded images in the on-disk cache for the next run.")
     workers: int | None = Field(None, ge=0, description="Decoding processes; default: one per CPU core.")
+    placement: Literal["auto", "device", "host", "stream"] = Field(
+        "auto", description="Where decoded images live: on the device, in pinned host memory, or streamed from "
+                            "the cache file by DataLoader workers; auto picks the first that fits.")
+    device_memory_gb: float | None = Field(None, gt=0, description="Budget for images on the device; "
+                                                                   "default: 40% of the GPU's memory.")
 
 
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -108,7 +113,9 @@ class TrainSection(BaseModel):
     seed: int = 0
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device string.")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
-    compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model; auto: on for CUDA.")
+    compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "auto", description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.")
     channels_last: Literal["auto"] | bool = Field("auto", description="channels_last memory format; auto: on for CUDA.")
     log_every: int = Field(50, ge=1, description="Steps between progress-bar loss updates (each one syncs).")
     eval_batch_size: int | None = Field(None, ge=1, description="Validation batch size; default: 2 x batch_size.")

@@ -16,7 +16,7 @@ from hydranet.tasks.kinds import RegressionParams, RegressionTask
 
 
 def losses(run_dir):
-    return [{k: v for k, v in row.items() if k.startswith(("train_loss", "val"))}
+    return [{k: v for k, v in row.items() if k.startswith(("train_loss", "val_loss", "val."))}
             for row in csv.DictReader(open(run_dir / "metrics.csv"))]
 
 

@@ -1,0 +1,111 @@
+"""Where the decoded images live during training, and how batches reach the device.
+
+Three placements, chosen by size (`data.placement: auto`):
+
+- device: the whole uint8 tensor on the training device; a batch is an index
+  gather there, with no host work and no copy per step (the fast path);
+- host: in pinned host memory; a batch is gathered on the host and copied
+  asynchronously (for data that fits in RAM but not in the device budget);
+- stream: left in the memory-mapped cache file and read by DataLoader workers,
+  which gather and pin batches ahead of the step (for data larger than memory).
+
+Every placement yields the same (uint8 images on the device, indices on the
+device) pairs for the same order, so results do not depend on placement.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+Placement = Literal["device", "host", "stream"]
+
+
+def host_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume plenty
+        return 1 << 40
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return host_memory_bytes()
+
+
+def choose_placement(nbytes: int, device: torch.device, requested: str = "auto",
+                     device_budget_gb: float | None = None, host_budget_gb: float | None = None) -> Placement:
+    """`requested` if not auto; else device when it fits the device budget, then host, then stream.
+
+    Default budgets: 40% of the GPU's memory (the model, activations and the
+    optimizer need the rest), half of the host's RAM.
+    """
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    device_budget = device_budget_gb * 2**30 if device_budget_gb is not None else 0.4 * device_memory_bytes(device)
+    host_budget = host_budget_gb * 2**30 if host_budget_gb is not None else 0.5 * host_memory_bytes()
+    if device.type != "cuda":
+        # On the CPU "device" and "host" are the same memory; the memory map pages in on demand.
+        return "device" if nbytes <= host_budget else "stream"
+    if nbytes <= device_budget:
+        return "device"
+    return "host" if nbytes <= host_budget else "stream"
+
+
+class _GatherBatches(TorchDataset):
+    """Each item is a whole batch: the worker gathers its rows from the memory map."""
+
+    def __init__(self, images: Tensor, batches: list[Tensor]):
+        self.images, self.batches = images, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        index = self.batches[i]
+        return self.images[index], index
+
+
+class BatchSource:
+    """Yields (uint8 images, index) on the device for a given order of sample indices."""
+
+    def __init__(self, images: Tensor, device: torch.device, placement: Placement, workers: int = 4):
+        self.device, self.placement, self.workers = device, placement, workers
+        if placement == "device":
+            self.images = images.to(device)
+        elif placement == "host" and device.type == "cuda":
+            self.images = images.pin_memory()
+        else:
+            self.images = images
+
+    def batches(self, order: Tensor, batch_size: int, *, drop_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
+        """Consecutive slices of `order` (CPU indices); a ragged tail is dropped or kept."""
+        stop = (order.numel() // batch_size) * batch_size if drop_last else order.numel()
+        if self.placement == "device":
+            order = order.to(self.device, non_blocking=True)
+            for start in range(0, stop, batch_size):
+                index = order[start:min(start + batch_size, stop)]
+                yield self.images[index], index
+            return
+        slices = [order[start:min(start + batch_size, stop)] for start in range(0, stop, batch_size)]
+        if self.placement == "host":
+            for index in slices:
+                yield self._to_device(self.images[index], index)
+            return
+        loader = DataLoader(_GatherBatches(self.images, slices), batch_size=None, shuffle=False,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                            prefetch_factor=4 if self.workers else None)
+        for images, index in loader:
+            yield self._to_device(images, index)
+
+    def _to_device(self, images: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        if self.device.type == "cuda" and not images.is_pinned():
+            images = images.pin_memory()
+        return images.to(self.device, non_blocking=True), index.to(self.device, non_blocking=True)

@@ -1,0 +1,73 @@
+"""The speed benchmark runs end to end, and its baseline keeps the article's faults.
+
+The benchmark's ratios are only meaningful if the baseline really behaves as
+the article's loop: a backbone pass per head and 3-field names dropped. Timed
+figures are never asserted (they depend on the machine), only their presence.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import article_loop  # noqa: E402  (lives in benchmarks/, which is not a package)
+
+
+def test_speed_script_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    command = [sys.executable, str(BENCHMARKS / "speed.py"), "--count", "64", "--size", "16",
+               "--image-size-on-disk", "32", "--batch-size", "16", "--epochs", "1", "--backbone", "tiny",
+               "--device", "cpu", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    kinds = {loop["kind"]: loop for loop in report["loops"]}
+    assert set(kinds) == {"article", "hydranet"}
+    for loop in kinds.values():
+        assert "error" not in loop, loop.get("error")
+        assert loop["seconds_per_epoch"] > 0
+        assert loop["images_per_second"] > 0
+        assert loop["first_step_seconds"] > 0
+        assert loop["ratio_vs_article"] > 0
+    assert kinds["article"]["images_per_epoch"] > 0 and kinds["hydranet"]["images_per_epoch"] > 0
+    assert "| loop |" in done.stdout and "hydranet" in done.stdout
+
+
+def test_article_model_runs_the_backbone_once_per_head() -> None:
+    model = article_loop.ArticleHydraNet(article_loop.build_backbone("tiny"))
+    calls = []
+    model.net.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    age, gender, ethnicity = model(torch.randn(2, 3, 16, 16))
+    assert len(calls) == 3  # the article's fault, reproduced: 3x the backbone compute
+    assert age.shape == (2, 1) and gender.shape == (2, 1) and ethnicity.shape == (2, 5)
+
+
+def test_article_dataset_drops_three_field_names(tmp_path: Path) -> None:
+    names = ["30_0_3_20170117145159065.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
+             "8_1_2_20170109150557335.jpg.chip.jpg"]
+    for name in names:
+        Image.new("RGB", (40, 40), (200, 120, 90)).save(tmp_path / name)
+    dataset = article_loop.ArticleUTKFace(article_loop.list_images(tmp_path), size=16)
+    assert len(dataset) == 2
+    assert sorted(dataset.ages) == [8, 30] and sorted(dataset.races) == [2, 3]
+    sample = dataset[0]
+    assert sample["image"].shape == (3, 16, 16) and sample["image"].dtype == torch.float32
+    assert sample["image"].min() < 0  # ImageNet-normalised, not raw [0, 1]
+
+
+def test_article_loop_extrapolates_a_limited_epoch(faces: Path) -> None:
+    limit = 1
+    figures = article_loop.run_article_loop(faces, size=16, batch_size=32, epochs=1, device="cpu",
+                                            limit=limit, backbone="tiny")
+    assert figures["extrapolated"] and figures["timed_steps_per_epoch"] == limit
+    assert figures["steps_per_epoch"] > limit
+    assert figures["epoch_seconds"][0] > 0 and figures["first_step_seconds"] > 0
+    assert figures["dropped_names"] >= 0
