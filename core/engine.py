@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment

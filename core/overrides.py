@@ -1,0 +1,82 @@
+"""`--set key.path=value` overrides, applied to a spec's raw data before validation.
+
+Values are parsed as YAML, so `--set train.epochs=5` gives an int and
+`--set tasks[1].class_names=[a,b]` a list. A component given by name alone
+(`weighting: dwa`) is promoted to a mapping when a parameter is set on it, so
+`--set weighting.temperature=4` works on either spelling.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from hydranet.core.errors import SpecError
+
+
+
+def parse_override_path(path: str) -> list[str | int]:
+    """`tasks[1].label` or `tasks.1.label` -> ["tasks", 1, "label"]."""
+    parts: list[str | int] = []
+    for piece in path.replace("[", ".").replace("]", "").split("."):
+        if piece == "":
+            raise ValueError(f"empty key in '{path}'")
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return parts
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (values parsed as YAML) to a copy of `raw`."""
+    result = copy.deepcopy(raw)
+    problems = []
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            problems.append(("--set", f"'{override}' is not of the form key.path=value"))
+            continue
+        try:
+            path = parse_override_path(key.strip())
+            value = yaml.safe_load(text) if text.strip() else ""
+        except (ValueError, yaml.YAMLError) as error:
+            problems.append((f"--set {key}", str(error)))
+            continue
+        try:
+            _set_path(result, path, value)
+        except (KeyError, IndexError, TypeError) as error:
+            problems.append((f"--set {key}", f"cannot set this path: {error}"))
+    if problems:
+        raise SpecError(problems)
+    return result
+
+
+def _set_path(node: Any, path: list[str | int], value: Any) -> None:
+    for depth, key in enumerate(path[:-1]):
+        following = path[depth + 1]
+        if isinstance(node, list):
+            if not isinstance(key, int) or key >= len(node):
+                raise IndexError(f"list index {key} out of range (the list has {len(node)} items)")
+            if isinstance(node[key], str):  # `- age` becomes {name: age} to take a parameter
+                node[key] = {"name": node[key]}
+            node = node[key]
+            continue
+        child = node.get(key)
+        if isinstance(child, str) and isinstance(following, str):  # `weighting: dwa` -> {name: dwa}
+            child = node[key] = {"name": child}
+        elif child is None:
+            child = node[key] = {}
+        node = child
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last > len(node):
+            raise IndexError(f"list index {last} out of range (the list has {len(node)} items)")
+        if last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    elif isinstance(node, dict):
+        node[str(last)] = value
+    else:
+        raise TypeError(f"'{path[-2] if len(path) > 1 else path[0]}' is not a section")
