@@ -64,7 +64,7 @@ class RunResult:
     best_epoch: int
     settings: RunSettings
     notes: list[str] = field(default_factory=list)
-    #: data_seconds, decode_seconds, cache_hit, placement, first_step_seconds,
+    #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), first_step_seconds,
     #: epoch_train_seconds (list), epoch_val_seconds (list); synchronised with the device
     timings: dict[str, Any] = field(default_factory=dict)
 
@@ -239,6 +239,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.batch_size = min(cfg.batch_size, data.train_index.numel())
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
+        self.timings["train_images"] = self.steps_per_epoch * self.batch_size  # the ragged tail is dropped
         total_steps = self.steps_per_epoch * cfg.epochs
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total_steps)
                           if cfg.scheduler == "cosine" else None)
