@@ -30,7 +30,7 @@ from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, resolve_settings
 from hydranet.core.errors import TrainingError
-from hydranet.core.interfaces import Task, Weighting, label_mask
+from hydranet.core.interfaces import StepContext, Task, Weighting, label_mask
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.paths import cache_dir
 from hydranet.core.plugins import Components, default_components
@@ -236,6 +236,9 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
+        self.shared_parameters = model.shared_parameters()
+        self.head_parameters = model.head_parameters()
+        self.last_shared_parameters = model.last_shared_parameters()
         self.optimizer = self._optimizer()
         self.batch_size = min(cfg.batch_size, data.train_index.numel())
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
@@ -250,21 +253,52 @@ class Trainer:
         self.order_generator = torch.Generator().manual_seed(cfg.seed)
         tasks = self.tasks
 
-        def forward_losses(images: Tensor, targets: Tensor) -> Tensor:
-            with settings.autocast():
-                outputs = model(images)
-            return task_losses(tasks, outputs, targets)
-
-        if settings.compile:
-            # Compiling the losses with the model fuses their small kernels into the graph.
-            self.forward_losses = torch.compile(forward_losses, mode=settings.compile_mode)
-            self.forward = torch.compile(model, mode=settings.compile_mode)
-        else:
-            self.forward_losses, self.forward = forward_losses, model
+        self.forward_losses = self._forward_losses(model, tasks)
+        self.forward = torch.compile(model, mode=settings.compile_mode) if settings.compile else model
         n_params = sum(p.numel() for p in model.parameters())
         log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
             f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
+
+    def _forward_losses(self, model: HydraNet, tasks: Sequence[Task]):
+        """images, targets -> (losses, features); compiled when the settings say so.
+
+        Loss-based weightings get one fused graph (model and losses together,
+        so their small kernels fuse) and no features. Weightings that read the
+        shared representation get two graphs, backbone and heads+losses, so the
+        representation is a real tensor their gradients can stop at.
+        """
+        settings = self.settings
+        compile_ = (lambda f: torch.compile(f, mode=settings.compile_mode)) if settings.compile else (lambda f: f)
+
+        if not self.weighting.needs_features:
+            def fused(images: Tensor, targets: Tensor) -> Tensor:
+                with settings.autocast():
+                    outputs = model(images)
+                return task_losses(tasks, outputs, targets)
+
+            compiled = compile_(fused)
+            return lambda images, targets: (compiled(images, targets), None)
+
+        def backbone(images: Tensor) -> Tensor:
+            with settings.autocast():
+                return model.features(images)
+
+        def heads(features: Tensor, targets: Tensor) -> Tensor:
+            with settings.autocast():
+                outputs = model.heads_forward(features)
+            return task_losses(tasks, outputs, targets)
+
+        backbone, heads = compile_(backbone), compile_(heads)
+
+        def split(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+            features = backbone(images)
+            return heads(features, targets), features
+
+        return split
+
+    def _step_context(self, features: Tensor | None) -> StepContext:
+        return StepContext(features, self.shared_parameters, self.head_parameters, self.last_shared_parameters)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -336,8 +370,8 @@ class Trainer:
             y = self.targets[index]
             if settings.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            losses = self.forward_losses(x, y)
-            self.weighting.backward(losses)
+            losses, features = self.forward_losses(x, y)
+            self.weighting.backward(losses, self._step_context(features))
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()

@@ -119,17 +119,37 @@ class Backbone(nn.Module):
     out_features: int
 
 
+@dataclass
+class StepContext:
+    """What a weighting may use besides the losses when it runs a step's backward.
+
+    `features` is the shared representation (N, F) of this batch, part of the
+    autograd graph (the heads read it, the backbone produced it); gradients of
+    the losses with respect to it cost only a backward through the heads.
+    The parameter lists let gradient-based strategies work in parameter space.
+    """
+
+    features: Tensor | None
+    shared_parameters: Sequence[nn.Parameter]
+    head_parameters: Sequence[nn.Parameter]
+    last_shared_parameters: Sequence[nn.Parameter]
+
+
 class Weighting(nn.Module):
     """Turns per-task losses into the one update, and may learn or adapt as it goes.
 
     Loss-based strategies implement `combine`; gradient-based ones override
-    `backward`. State (learned parameters, buffers) is an nn.Module's, so it is
-    saved in checkpoints and moved to the device with the model; parameters are
+    `backward` (see `hydranet.core.weighting.GradientWeighting`). State
+    (learned parameters, buffers) is an nn.Module's, so it is saved in
+    checkpoints and moved to the device with the model; parameters are
     optimised alongside the model's.
     """
 
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    #: True when `backward` reads `context.features`: the engine then runs the backbone and the
+    #: heads as two steps, so the representation is a tensor the losses' gradients can stop at.
+    needs_features: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[Task]):
         super().__init__()
@@ -144,7 +164,7 @@ class Weighting(nn.Module):
         """One scalar from the (K,) per-task losses, in task order."""
         raise NotImplementedError
 
-    def backward(self, losses: Tensor) -> Tensor:
+    def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
         """Run the backward pass for this step and return the (detached) combined loss."""
         total = self.combine(losses)
         total.backward()

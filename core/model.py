@@ -37,6 +37,21 @@ class HydraNet(nn.Module):
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         return self.heads_forward(self.features(images))
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.heads.parameters() if p.requires_grad]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the backbone's last module that has any (GradNorm's "last shared layer")."""
+        last: list[nn.Parameter] = []
+        for module in self.backbone.modules():
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if own:
+                last = own
+        return last
+
 
 def build_model(backbone: nn.Module, tasks: Sequence[Task]) -> HydraNet:
     """Compose a HydraNet from a backbone (with `out_features`) and the tasks' heads."""

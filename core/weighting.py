@@ -16,12 +16,14 @@ every step and `epoch_end` every epoch with device tensors, and a `.item()`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from hydranet.core.errors import ComponentError, did_you_mean
-from hydranet.core.interfaces import Task, Weighting
+from hydranet.core.interfaces import StepContext, Task, Weighting
 
 
 class WeightedSum(Weighting):
@@ -84,4 +86,123 @@ def per_task_values(task_names: Sequence[str], values: Mapping[str, float], defa
     return [float(values.get(name, default)) for name in task_names]
 
 
-__all__ = ["WeightedSum", "ConstantWeights", "per_task_values"]
+
+
+# ---------------------------------------------------------------- gradient-based strategies
+
+GradSpace = Literal["features", "params"]
+
+
+def per_task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: bool) -> Tensor:
+    """The (K, D) Jacobian of the K losses w.r.t. `inputs`, flattened and concatenated, in float32.
+
+    `batched` runs one vmapped backward (`is_grads_batched`), which pays when
+    the graph between the losses and `inputs` is small (the heads, for the
+    shared representation); through a whole backbone the K separate backward
+    passes are the dependable choice (vmap does not cover every kernel).
+    """
+    k = losses.shape[0]
+    if batched:
+        eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
+        try:
+            grads = torch.autograd.grad(losses, list(inputs), grad_outputs=eye, is_grads_batched=True,
+                                        retain_graph=True, allow_unused=True)
+            return _flatten_rows(grads, inputs, k)
+        except RuntimeError:
+            pass  # an op without a batching rule: fall back to the loop below
+    rows = []
+    for i in range(k):
+        grads = torch.autograd.grad(losses[i], list(inputs), retain_graph=True, allow_unused=True)
+        rows.append(_flatten_rows([None if g is None else g.unsqueeze(0) for g in grads], inputs, 1))
+    return torch.cat(rows)
+
+
+def _flatten_rows(grads: Sequence[Tensor | None], inputs: Sequence[Tensor], k: int) -> Tensor:
+    parts = [torch.zeros(k, x.numel(), device=x.device) if g is None else g.reshape(k, -1).float()
+             for g, x in zip(grads, inputs)]
+    return torch.cat(parts, dim=1)
+
+
+class GradientWeighting(Weighting):
+    """Combines per-task gradients of the shared part into one, instead of weighting losses.
+
+    A strategy implements `aggregate(jacobian) -> direction`: a (K, D) matrix
+    of per-task gradients in, one (D,) gradient out. This class computes the
+    matrix and applies the result, in one of two spaces:
+
+    - `features` (the default): gradients w.r.t. the shared representation
+      (N, F). One backward through the heads per task (batched into one vmapped
+      call), then a single backward of the combined gradient through the
+      backbone: about the cost of a plain step.
+    - `params`: gradients w.r.t. the backbone's parameters. Exact for the
+      methods' theory, but K backward passes through the backbone.
+
+    Each head only affects its own task's loss, so the heads always receive
+    the plain gradient of the sum of the losses; only the shared part sees
+    the aggregated direction. Everything stays on the device: `aggregate`
+    must use tensor operations with fixed iteration counts, never `.item()`.
+    """
+
+    needs_features = True
+    #: The space used when the spec does not say; a strategy whose paper works in parameter space may change it.
+    default_grad_space: ClassVar[GradSpace] = "features"
+
+    def __init__(self, tasks: Sequence[Task], grad_space: GradSpace | None = None):
+        super().__init__(tasks)
+        self.grad_space: GradSpace = grad_space or self.default_grad_space
+        self.register_buffer("last_weights", torch.ones(self.num_tasks))
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        """(K, D) float32 per-task gradients -> (D,) combined gradient."""
+        raise NotImplementedError
+
+    def weights(self) -> Tensor:
+        """The per-task weights of the last step (strategies that have them record them in `last_weights`)."""
+        return self.last_weights.detach()
+
+    def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
+        if context is None:
+            raise RuntimeError(f"{type(self).__name__} needs the step context (features and parameters)")
+        total = losses.sum()
+        if context.head_parameters:
+            torch.autograd.backward(total, inputs=list(context.head_parameters), retain_graph=True)
+        if self.grad_space == "features":
+            if context.features is None:
+                raise RuntimeError(f"{type(self).__name__} works on the shared representation, "
+                                   "but the engine gave no features")
+            jacobian = per_task_gradients(losses, [context.features], batched=True)
+            direction = self.aggregate(jacobian)
+            context.features.backward(direction.view_as(context.features).to(context.features.dtype))
+        else:
+            shared = list(context.shared_parameters)
+            jacobian = per_task_gradients(losses, shared, batched=False)
+            direction = self.aggregate(jacobian)
+            _accumulate_grads(shared, direction)
+        return total.detach()
+
+
+def _accumulate_grads(parameters: Sequence[Tensor], flat: Tensor) -> None:
+    """Add a flat gradient vector into the parameters' `.grad`, slice by slice."""
+    offset = 0
+    for p in parameters:
+        piece = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+        if p.grad is None:
+            p.grad = piece.clone()
+        else:
+            p.grad.add_(piece)
+
+
+
+class GradientParams(BaseModel):
+    """Parameters every gradient-based strategy accepts; strategies subclass it for their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grad_space: GradSpace | None = Field(
+        None, description="Per-task gradients w.r.t. the shared representation (features: cheap) or the "
+                          "backbone's parameters (params: exact, K backward passes); default: the strategy's own.")
+
+
+__all__ = ["WeightedSum", "ConstantWeights", "per_task_values", "GradientWeighting", "GradientParams",
+           "per_task_gradients"]
