@@ -11,10 +11,13 @@ from them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,12 @@ from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, resolve_settings
-from hydranet.core.errors import TrainingError
+from hydranet.core.errors import TrainingError, TrainingInterrupted
 from hydranet.core.interfaces import StepContext, Task, Weighting, label_mask
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.paths import cache_dir
 from hydranet.core.plugins import Components, default_components
+from hydranet.core.resume import Progress, capture_generators, restore_generators, resume_checkpoint
 from hydranet.core.run import RunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 
@@ -77,8 +81,18 @@ def train(
     components: Components | None = None,
     progress: bool = True,
     echo: bool = True,
+    resume: str | Path | None = None,
 ) -> RunResult:
-    """Train the model a spec describes and write a run folder; see `Trainer`."""
+    """Train the model a spec describes and write a run folder; see `Trainer`.
+
+    With `resume=RUN_DIR`, continue that run from its last checkpoint instead
+    (the spec stored in the checkpoint is used; `spec` and `overrides` are ignored).
+    """
+    if resume is not None:
+        checkpoint, state = resume_checkpoint(resume)
+        resolved = load_spec(state["spec"], components=components)
+        return Trainer(resolved, out_dir=checkpoint.parent, components=components, progress=progress,
+                       echo=echo, resume_state=state).run()
     resolved = spec if isinstance(spec, ResolvedSpec) else load_spec(spec, overrides, components)
     return Trainer(resolved, out_dir=out_dir, components=components, progress=progress, echo=echo).run()
 
@@ -189,12 +203,63 @@ def baseline_metrics(tasks: Sequence[Task], train_targets: Tensor, val_targets: 
     return baselines
 
 
+def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, components: Components) -> None:
+    """Run every head once on dummy features: a head of the wrong shape is named with its plugin now,
+    not as a broadcasting error deep inside a loss."""
+    features = torch.zeros(2, int(getattr(model.backbone, "out_features")), device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for resolved, task in zip(spec.tasks, tasks):
+                try:
+                    output = model.heads[task.name](features)
+                    problem = None if tuple(output.shape) == (2, task.out_features) else (
+                        f"returned shape {tuple(output.shape)} for 2 samples; expected (2, {task.out_features})")
+                except Exception as error:  # a plugin's head may raise anything
+                    problem = f"raised {type(error).__name__}: {error}"
+                if problem:
+                    plugin = resolved.component.entry.plugin
+                    info = components.pm.info.get(plugin)
+                    origin = f"plugin '{plugin}'" + (f" ({info.distribution} {info.version})" if info else "")
+                    raise TrainingError(f"the head of task '{task.name}' from {origin} {problem}. "
+                                        "Fix the task's build_head/out_features, or leave the task out of the spec.")
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def interrupt_requests(trainer: "Trainer") -> Iterator[None]:
+    """SIGINT/SIGTERM ask the trainer to finish its step, save and stop; a second SIGINT stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signum
+        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing this step, then saving "
+                               "(press Ctrl-C again to stop at once)")
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """One training run of a resolved spec."""
 
     def __init__(self, spec: ResolvedSpec, *, out_dir: str | Path | None = None,
-                 components: Components | None = None, progress: bool = True, echo: bool = True):
+                 components: Components | None = None, progress: bool = True, echo: bool = True,
+                 resume_state: Mapping[str, Any] | None = None):
         self.started = time.perf_counter()
+        self.resume_state = resume_state
+        self.progress_state = Progress()
+        self.stop_signal: int | None = None
         self.spec = spec
         self.components = components or default_components()
         self.progress = progress
@@ -203,12 +268,17 @@ class Trainer:
         self.settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile,
                                          self.cfg.channels_last, self.cfg.compile_mode)
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
+        self.skipped_steps = 0
 
     # ------------------------------------------------------------ setup
 
     def _setup(self) -> None:
         cfg, log, settings = self.cfg, self.run_folder.log, self.settings
         torch.manual_seed(cfg.seed)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
         self.run_folder.write_text("spec.yaml", self.spec.to_yaml())
         self.tasks = self.spec.build_tasks()
         started = time.perf_counter()
@@ -232,6 +302,7 @@ class Trainer:
         self.eval_index = data.val_index if data.val_index.numel() else data.train_index
 
         model = build_tasks_and_model(self.spec, self.tasks).to(settings.device)
+        check_heads(model, self.tasks, self.spec, self.components)
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -315,15 +386,38 @@ class Trainer:
 
     def run(self) -> RunResult:
         self._setup()
-        cfg, log = self.cfg, self.run_folder.log
-        history: list[dict[str, Any]] = []
-        best_loss, best_epoch = math.inf, 0
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+        with interrupt_requests(self):
+            return self._loop()
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        """Put the freshly built run back where the checkpoint left it."""
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.progress_state = Progress.from_dict(state["progress"])
+        self.order_generator.set_state(self.progress_state.epoch_order_state)
+        restore_generators(self.progress_state.generators, self.augment.generator, self.weighting)
+        completed = self.progress_state.epoch - 1
+        self.run_folder.truncate_metrics(completed)
+        self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
+                            f"step {self.progress_state.step} of {self.steps_per_epoch}")
+
+    def _loop(self) -> RunResult:
+        cfg, log, progress = self.cfg, self.run_folder.log, self.progress_state
+        history: list[dict[str, Any]] = self.run_folder.metrics_rows()
         final: EvalResult | None = None
         eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(progress.epoch, cfg.epochs + 1):
+            progress.epoch_order_state = self.order_generator.get_state()  # to draw this order again on resume
+            order = self.data.train_index[torch.randperm(self.data.train_index.numel(),
+                                                         generator=self.order_generator)]
             weights_in_force = self.weighting.weights().detach().float().cpu().tolist()
             started = time.perf_counter()
-            train_losses = self._train_epoch(epoch)
+            train_losses = self._train_epoch(epoch, order)
             train_seconds = time.perf_counter() - started
             self.weighting.epoch_end(torch.tensor(train_losses, device=self.settings.device))
             started = time.perf_counter()
@@ -336,16 +430,19 @@ class Trainer:
             row = self._row(epoch, train_seconds, val_seconds, train_losses, weights_in_force, final)
             history.append(row)
             self.run_folder.append_metrics(row)
-            improved = final.total_loss < best_loss
+            improved = final.total_loss < progress.best_loss
             if improved:
-                best_loss, best_epoch = final.total_loss, epoch
+                progress.best_loss, progress.best_epoch = final.total_loss, epoch
+            progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
+            progress.epoch_order_state = self.order_generator.get_state()
             self._save(epoch, row, best=improved)
             log(self._epoch_line(epoch, row, final))
-        assert final is not None
-        result = RunResult(self.run_folder.path, history, final, self.baselines, best_epoch, self.settings,
+        if final is None:
+            raise TrainingError(f"nothing left to train: the run already finished its {cfg.epochs} epochs")
+        result = RunResult(self.run_folder.path, history, final, self.baselines, progress.best_epoch, self.settings,
                            self.data.notes, self.timings)
         self.run_folder.write_json("summary.json", {
-            "best_epoch": best_epoch,
+            "best_epoch": progress.best_epoch,
             "final": final.metrics,
             "final_losses": final.losses,
             "baselines": self.baselines,
@@ -354,41 +451,67 @@ class Trainer:
         })
         return result
 
-    def _train_epoch(self, epoch: int) -> list[float]:
-        cfg, tasks, settings = self.cfg, self.tasks, self.settings
+    def _train_epoch(self, epoch: int, order: Tensor) -> list[float]:
+        cfg, tasks, settings, progress = self.cfg, self.tasks, self.settings, self.progress_state
         self.model.train()
         k = len(tasks)
-        loss_sums = torch.zeros(k, device=settings.device)
-        first_bad = torch.full((k,), -1, dtype=torch.long, device=settings.device)
-        order = self.data.train_index[torch.randperm(self.data.train_index.numel(), generator=self.order_generator)]
-        batches = self.source.batches(order, self.batch_size, drop_last=True)  # static shapes
-        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
-                   disable=not self.progress, leave=False)
+        first_step = progress.step
+        loss_sums = torch.tensor(progress.loss_sums or [0.0] * k, device=settings.device)
+        first_bad = torch.tensor(progress.first_bad or [-1] * k, dtype=torch.long, device=settings.device)
+        batches = self.source.batches(order[first_step * self.batch_size:], self.batch_size, drop_last=True)
+        bar = tqdm(batches, total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch}/{cfg.epochs}",
+                   unit="step", disable=not self.progress, leave=False)
         host: list[float] = []
-        for step, (images, index) in enumerate(bar):
+        skip_nonfinite = cfg.on_nonfinite == "skip"
+        skipped = 0
+        for step, (images, index) in enumerate(bar, start=first_step):
             x = self.augment(images, train=True)
             y = self.targets[index]
             if settings.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             losses, features = self.forward_losses(x, y)
+            detached = losses.detach()
+            if skip_nonfinite and not bool(torch.isfinite(detached).all()):  # opt-in: one sync per step
+                skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
             self.weighting.backward(losses, self._step_context(features))
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            detached = losses.detach()
             first_bad = torch.where(~torch.isfinite(detached) & (first_bad < 0), step + 1, first_bad)
             loss_sums += detached
             if "first_step_seconds" not in self.timings:
                 if settings.device.type == "cuda":
                     torch.cuda.synchronize(settings.device)  # once per run, to time the start-up honestly
                 self.timings["first_step_seconds"] = time.perf_counter() - self.started
-            if (step + 1) % cfg.log_every == 0 or step + 1 == self.steps_per_epoch:
-                host = torch.cat([loss_sums / (step + 1), first_bad.float()]).tolist()
+            done = step + 1
+            if done % cfg.log_every == 0 or done == self.steps_per_epoch:
+                host = torch.cat([loss_sums / max(1, done - skipped), first_bad.float()]).tolist()
                 self._stop_if_nonfinite(epoch, host[k:])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
+            if self.stop_signal is not None:
+                self._save_interrupted(epoch, done, loss_sums, first_bad)
+        if skipped:
+            self.skipped_steps += skipped
+            self.run_folder.log(f"epoch {epoch}: skipped {skipped} steps with a non-finite loss "
+                                f"({self.skipped_steps} in this run)")
+        if not host:  # every step was skipped
+            raise TrainingError(f"every step of epoch {epoch} had a non-finite loss; nothing was trained")
         return host[:k]
+
+    def _save_interrupted(self, epoch: int, done: int, loss_sums: Tensor, first_bad: Tensor) -> None:
+        progress = self.progress_state
+        progress.epoch, progress.step = epoch, done
+        progress.loss_sums, progress.first_bad = loss_sums.tolist(), first_bad.tolist()
+        atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
+        message = (f"stopped by {name} at epoch {epoch}, step {done}; progress saved in "
+                   f"{self.run_folder.last_checkpoint}. Continue with: hydranet train --resume {self.run_folder.path}")
+        self.run_folder.log(message)
+        raise TrainingInterrupted(message, self.stop_signal or signal.SIGINT)
 
     def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float]) -> None:
         bad = sorted((int(step), task.name) for task, step in zip(self.tasks, first_bad) if step >= 0)
@@ -459,6 +582,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "metrics": {k: v for k, v in row.items()},
+            "progress": {**self.progress_state.to_dict(),
+                         "generators": capture_generators(self.augment.generator, self.weighting)},
             "preprocess": {"image_size": self.spec.spec.image_size, "mean": list(IMAGENET_MEAN),
                            "std": list(IMAGENET_STD)},
         }

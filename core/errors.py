@@ -69,3 +69,11 @@ class CheckpointError(HydranetError):
 
 class TrainingError(HydranetError):
     """Training cannot go on (for example, a non-finite loss)."""
+
+
+class TrainingInterrupted(HydranetError):
+    """A signal stopped training after a checkpoint was saved; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

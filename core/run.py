@@ -9,6 +9,7 @@ checkpoints are replaced atomically.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -96,9 +97,30 @@ class RunFolder:
     def write_json(self, name: str, data: Any) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """The rows already in metrics.csv (a resumed run continues them)."""
+        return read_metrics(self.metrics_csv) if self.metrics_csv.exists() else []
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop rows after `last_epoch`: a run killed between writing a row and its checkpoint repeats that epoch."""
+        if not self.metrics_csv.exists():
+            return
+        with open(self.metrics_csv, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["epoch"])) <= last_epoch]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics_csv, buffer.getvalue())
+        self._fields = list(fields)
+
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one epoch's row to metrics.csv (header from the first row), flushed to disk."""
         new_file = not self.metrics_csv.exists()
+        if self._fields is None and not new_file:
+            with open(self.metrics_csv, newline="", encoding="utf-8") as handle:
+                self._fields = next(csv.reader(handle), None) or list(row)
         if self._fields is None:
             self._fields = list(row)
         with open(self.metrics_csv, "a", newline="", encoding="utf-8") as handle:

@@ -120,6 +120,11 @@ class TrainSection(BaseModel):
     channels_last: Literal["auto"] | bool = Field("auto", description="channels_last memory format; auto: on for CUDA.")
     log_every: int = Field(50, ge=1, description="Steps between progress-bar loss updates (each one syncs).")
     eval_batch_size: int | None = Field(None, ge=1, description="Validation batch size; default: 2 x batch_size.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf loss stops the run (keeping the last good checkpoint), or skips that "
+                            "batch and counts it (costs one host sync per step).")
+    deterministic: bool = Field(False, description="Use deterministic algorithms only (slower on GPU); "
+                                                   "makes runs and resumed runs repeat bit for bit.")
 
 
 COMPONENT_SECTIONS = ("backbone", "weighting", "data")

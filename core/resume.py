@@ -1,0 +1,88 @@
+"""Everything a run needs to continue exactly where it stopped, beyond the weights.
+
+A checkpoint's `progress` records the epoch and step reached, the state of
+every random generator (batch order, augmentation, torch's global RNG, any
+generator a weighting owns), the running sums of the epoch in progress and
+the best validation loss so far. Restoring it after rebuilding the run from
+its spec makes the continued run take the same steps, with the same batches
+and the same random draws, as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.errors import CheckpointError
+
+
+@dataclass
+class Progress:
+    """Where a run stands: `step` steps of `epoch` are done (step 0: the epoch has not started)."""
+
+    epoch: int = 1
+    step: int = 0
+    epoch_order_state: torch.Tensor | None = None
+    generators: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss_sums: list[float] = field(default_factory=list)
+    first_bad: list[int] = field(default_factory=list)
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
+                "generators": self.generators, "loss_sums": self.loss_sums, "first_bad": self.first_bad,
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Progress":
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
+    """torch.Generator attributes of a module (e.g. a weighting's private random stream)."""
+    return {name: value for name, value in vars(module).items() if isinstance(value, torch.Generator)}
+
+
+def capture_generators(augment: torch.Generator, weighting: nn.Module) -> dict[str, torch.Tensor]:
+    states = {"augment": augment.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda:{index}"] = state
+    for name, generator in module_generators(weighting).items():
+        states[f"weighting.{name}"] = generator.get_state()
+    return states
+
+
+def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Generator, weighting: nn.Module) -> None:
+    augment.set_state(states["augment"])
+    torch.set_rng_state(states["torch"])
+    for key, state in states.items():
+        if key.startswith("cuda:") and torch.cuda.is_available():
+            index = int(key.split(":")[1])
+            if index < torch.cuda.device_count():
+                torch.cuda.set_rng_state(state, index)
+    owned = module_generators(weighting)
+    for key, state in states.items():
+        if key.startswith("weighting.") and key[len("weighting."):] in owned:
+            owned[key[len("weighting."):]].set_state(state)
+
+
+def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to continue a run from: RUN_DIR/last.pt (or a checkpoint file itself)."""
+    path = Path(run_dir)
+    checkpoint = path / "last.pt" if path.is_dir() else path
+    if not checkpoint.is_file():
+        raise CheckpointError(f"nothing to resume in {path}: {checkpoint.name} not found. "
+                              "Pass the run folder of an earlier `hydranet train` (it holds last.pt).")
+    data = read_checkpoint(checkpoint)
+    if "progress" not in data:
+        raise CheckpointError(f"{checkpoint} has no training progress (written by an older hydranet); "
+                              "it can be evaluated or used for prediction, not resumed")
+    return checkpoint, data

@@ -1,0 +1,230 @@
+"""It never loses work: resume after SIGKILL or SIGINT, atomic checkpoints, non-finite skipping, broken heads."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.checkpoint import atomic_torch_save, read_checkpoint
+from hydranet.core.errors import TrainingError, TrainingInterrupted
+from hydranet.core.plugins import load_components, make_plugin_manager
+from hydranet.core.spec import load_spec
+from hydranet.tasks.kinds import BinaryParams, BinaryTask, RegressionParams, RegressionTask
+
+EPOCHS = 12
+
+
+def slow_spec(faces) -> dict:
+    """Many small steps, so a kill lands inside an epoch; deterministic algorithms."""
+    return tiny_spec(faces, epochs=EPOCHS, batch_size=8, deterministic=True, log_every=1)
+
+
+def hydranet_cli(*args: str, env=None) -> subprocess.Popen:
+    environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hydranet", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=environment)
+
+
+def finished(process: subprocess.Popen, timeout: float = 240) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output
+    return output
+
+
+def model_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.endswith("seconds")}
+            for row in csv.DictReader(open(run_dir / "metrics.csv"))]
+
+
+def wait_for_epoch(run_dir: Path, epoch: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            if read_checkpoint(run_dir / "last.pt")["epoch"] >= epoch:
+                return
+        except Exception:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"epoch {epoch} never finished")
+
+
+@pytest.fixture(scope="module")
+def reference(faces, tmp_path_factory):
+    """An uninterrupted run of the same spec, in its own process."""
+    folder = tmp_path_factory.mktemp("reference")
+    (folder / "spec.yaml").write_text(yaml.safe_dump(slow_spec(faces)))
+    finished(hydranet_cli("train", str(folder / "spec.yaml"), "--out", str(folder / "run"), "--no-progress"))
+    return folder / "spec.yaml", folder / "run"
+
+
+def assert_same_run(run_dir: Path, reference_dir: Path) -> None:
+    expected, got = model_state(reference_dir), model_state(run_dir)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), f"{key} differs after resuming"
+    assert metric_rows(run_dir) == metric_rows(reference_dir)
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(reference, tmp_path):
+    spec_file, reference_dir = reference
+    run_dir = tmp_path / "run"
+    process = hydranet_cli("train", str(spec_file), "--out", str(run_dir), "--no-progress")
+    wait_for_epoch(run_dir, 2, process)
+    time.sleep(0.05)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = read_checkpoint(run_dir / "last.pt")["epoch"]
+    assert 2 <= killed_at < EPOCHS
+    output = finished(hydranet_cli("train", "--resume", str(run_dir), "--no-progress"))
+    assert f"resumed from {run_dir / 'last.pt'}" in output
+    assert_same_run(run_dir, reference_dir)
+
+
+def test_sigint_saves_mid_epoch_and_resume_completes_exactly(reference, tmp_path):
+    spec_file, reference_dir = reference
+    run_dir = tmp_path / "run"
+    process = hydranet_cli("train", str(spec_file), "--out", str(run_dir), "--no-progress")
+    wait_for_epoch(run_dir, 1, process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert f"Continue with: hydranet train --resume {run_dir}" in output
+    progress = read_checkpoint(run_dir / "last.pt")["progress"]
+    assert progress["epoch"] >= 2
+    finished(hydranet_cli("train", "--resume", str(run_dir), "--no-progress"))
+    assert_same_run(run_dir, reference_dir)
+
+
+class SignalAfter(RegressionTask):
+    """Sends SIGTERM to its own process from inside a training step."""
+
+    calls = 0
+    at = 10
+
+    def per_sample_loss(self, output, target):
+        SignalAfter.calls += 1
+        if SignalAfter.calls == SignalAfter.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().per_sample_loss(output, target)
+
+
+def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_path):
+    class Plugin:
+        @hydranet.hookimpl
+        def register_tasks(self, register):
+            register("signal_age", SignalAfter, params=RegressionParams)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plugin(), "signaller", distribution="test", version="0", builtin=False)
+    components = load_components(pm)
+    raw = tiny_spec(faces, epochs=3, batch_size=16)
+    raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
+    spec = load_spec(raw, components=components)
+    SignalAfter.calls, SignalAfter.at = 0, 10**9
+    hydranet.train(spec, out_dir=tmp_path / "whole", components=components, progress=False, echo=False)
+    SignalAfter.calls, SignalAfter.at = 0, 14  # epoch 1: 11 training calls, 2 validation batches; then epoch 2
+    with pytest.raises(TrainingInterrupted) as caught:
+        hydranet.train(spec, out_dir=tmp_path / "cut", components=components, progress=False, echo=False)
+    assert caught.value.signum == signal.SIGTERM and "SIGTERM" in str(caught.value)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    progress = read_checkpoint(tmp_path / "cut" / "last.pt")["progress"]
+    assert (progress["epoch"], progress["step"]) == (2, 1)
+    SignalAfter.at = 10**9
+    hydranet.train(components=components, resume=tmp_path / "cut", progress=False, echo=False)
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")
+
+
+def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
+    spec = load_spec(tiny_spec(faces, epochs=1), components=components)
+    hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
+    with pytest.raises(TrainingError, match="already finished its 1 epochs"):
+        hydranet.train(components=components, resume=tmp_path, progress=False, echo=False)
+    with pytest.raises(hydranet.HydranetError, match="nothing to resume"):
+        hydranet.train(components=components, resume=tmp_path / "nope", progress=False, echo=False)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    atomic_torch_save({"format": "hydranet-checkpoint", "value": torch.arange(3)}, target)
+
+    def broken_save(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        atomic_torch_save({"value": torch.arange(5)}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target, weights_only=True)["value"], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+class SometimesNaN(RegressionTask):
+    """A NaN loss on every fifth training call."""
+
+    calls = 0
+
+    def per_sample_loss(self, output, target):
+        SometimesNaN.calls += 1
+        loss = super().per_sample_loss(output, target)
+        return loss * float("nan") if SometimesNaN.calls % 5 == 0 else loss
+
+
+def test_skip_mode_skips_non_finite_batches_and_counts_them(faces, tmp_path):
+    class Plugin:
+        @hydranet.hookimpl
+        def register_tasks(self, register):
+            register("flaky_age", SometimesNaN, params=RegressionParams)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plugin(), "flaky", distribution="test", version="0", builtin=False)
+    components = load_components(pm)
+    raw = tiny_spec(faces, epochs=2, batch_size=16, on_nonfinite="skip")
+    raw["tasks"] = [{"name": "age", "kind": "flaky_age", "label": "age"}, "gender"]
+    SometimesNaN.calls = 0
+    result = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
+                            progress=False, echo=False)
+    assert all(torch.isfinite(v).all() for v in model_state(tmp_path).values() if v.is_floating_point())
+    assert all(torch.isfinite(torch.tensor(row["train_loss.age"])) for row in result.history)
+    assert "steps with a non-finite loss" in (tmp_path / "train.log").read_text()
+
+
+class WrongShape(BinaryTask):
+    def build_head(self, in_features: int) -> nn.Module:
+        return nn.Linear(in_features, 3)  # a binary task needs one column
+
+
+def test_head_of_the_wrong_shape_names_its_task_and_plugin(faces, tmp_path):
+    class Plugin:
+        @hydranet.hookimpl
+        def register_tasks(self, register):
+            register("wrong", WrongShape, params=BinaryParams)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plugin(), "shapes", distribution="hydranet-shapes", version="0.3", builtin=False)
+    components = load_components(pm)
+    raw = tiny_spec(faces)
+    raw["tasks"] = ["age", {"name": "smile", "kind": "wrong", "label": "gender"}]
+    with pytest.raises(TrainingError) as caught:
+        hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
+                       progress=False, echo=False)
+    message = str(caught.value)
+    assert "task 'smile'" in message and "plugin 'shapes' (hydranet-shapes 0.3)" in message
+    assert "(2, 3)" in message and "expected (2, 1)" in message
