@@ -40,6 +40,7 @@ from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress, capture_generators, restore_generators, resume_checkpoint
 from hydranet.core.run import RunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
+from hydranet.core.surgery import freeze, load_initial_weights, parameter_groups
 
 
 @dataclass
@@ -301,7 +302,13 @@ class Trainer:
         self.targets = data.targets.to(settings.device)
         self.eval_index = data.val_index if data.val_index.numel() else data.train_index
 
-        model = build_tasks_and_model(self.spec, self.tasks).to(settings.device)
+        model = build_tasks_and_model(self.spec, self.tasks)
+        if self.spec.spec.init_from:
+            load_initial_weights(model, self.tasks, self.spec.spec.init_from, log)
+        if self.spec.spec.freeze:
+            freeze(model, self.spec.spec.freeze)
+            log(f"frozen: {', '.join(self.spec.spec.freeze)}")
+        model = model.to(settings.device)
         check_heads(model, self.tasks, self.spec, self.components)
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -373,10 +380,13 @@ class Trainer:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
-        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+        groups = parameter_groups(self.model, cfg.lr, cfg.weight_decay, cfg.backbone_lr, cfg.head_lr)
         weighting_params = [p for p in self.weighting.parameters() if p.requires_grad]
         if weighting_params:  # learned loss weights must not be pulled towards zero
-            groups.append({"params": weighting_params, "weight_decay": 0.0})
+            groups.append({"params": weighting_params, "lr": cfg.lr, "weight_decay": 0.0, "name": "weighting"})
+        if not groups:
+            raise TrainingError("nothing to train: every part is frozen and the weighting learns nothing; "
+                                "remove a part from `freeze`")
         fused = {"fused": True} if self.settings.device.type == "cuda" else {}
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused)

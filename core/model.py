@@ -21,6 +21,14 @@ class HydraNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(dict(heads))
+        #: parts ("backbone" or task names) that stay in eval mode: frozen batch-norm statistics
+        self.frozen: set[str] = set()
+
+    def train(self, mode: bool = True) -> "HydraNet":
+        super().train(mode)
+        for name in self.frozen:
+            (self.backbone if name == "backbone" else self.heads[name]).eval()
+        return self
 
     @property
     def task_names(self) -> list[str]:

@@ -108,6 +108,9 @@ class TrainSection(BaseModel):
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
+    backbone_lr: float | None = Field(None, gt=0, description="Learning rate of the backbone; default: lr.")
+    head_lr: float | dict[str, float] | None = Field(
+        None, description="Learning rate of the heads, or per task ({age: 1e-2}); default: lr.")
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the article's 0.09 was a typo for 0.9).")
     scheduler: Literal["none", "cosine"] = "cosine"
@@ -142,6 +145,10 @@ class Spec(BaseModel):
     weighting: WeightingSection = Field(default_factory=WeightingSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    init_from: str | None = Field(None, description="Start from this checkpoint: its backbone, and the heads of "
+                                                    "tasks it shares with this spec; other tasks get new heads.")
+    freeze: list[str] = Field(default_factory=list, description="Parts that do not train: 'backbone' and/or "
+                                                               "task names (no gradient, fixed batch-norm statistics).")
 
     @model_validator(mode="before")
     @classmethod
@@ -231,6 +238,8 @@ class ResolvedSpec:
             "weighting": self.weighting.to_dict(),
             "augment": self.spec.augment.model_dump(mode="json"),
             "train": self.spec.train.model_dump(mode="json"),
+            "init_from": self.spec.init_from,
+            "freeze": list(self.spec.freeze),
         }
 
     def to_yaml(self) -> str:
@@ -409,9 +418,25 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
 
 
+def _part_problems(spec: Spec) -> list[tuple[str, str]]:
+    """`freeze` and `train.head_lr` may only name the backbone or tasks of this spec."""
+    tasks = [t.name for t in spec.tasks]
+    problems = []
+    for index, name in enumerate(spec.freeze):
+        if name != "backbone" and name not in tasks:
+            problems.append((f"freeze[{index}]", f"'{name}' is neither 'backbone' nor a task of this spec;"
+                                                 f"{did_you_mean(name, ['backbone', *tasks])} tasks: {', '.join(tasks)}"))
+    if isinstance(spec.train.head_lr, dict):
+        for name in spec.train.head_lr:
+            if name not in tasks:
+                problems.append((f"train.head_lr.{name}", f"not a task of this spec;{did_you_mean(name, tasks)} "
+                                                         f"tasks: {', '.join(tasks)}"))
+    return problems
+
+
 def resolve(spec: Spec, components: Components, source: str | None = None) -> ResolvedSpec:
     """Second pass: resolve names through the registries and validate component params."""
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = _part_problems(spec)
     backbone, data, weighting, tasks = _resolve_sections(components, spec.backbone, spec.data, spec.weighting,
                                                          spec.tasks, problems)
     if problems:

@@ -161,3 +161,13 @@ def test_schema_is_json_and_describes_sections():
     json.dumps(schema)
     assert {"backbone", "tasks", "data", "weighting", "train"} <= set(schema["properties"])
     assert "tasks" in schema["required"]
+
+
+def test_freeze_and_head_lr_must_name_parts_of_this_spec(components):
+    found = problems({**BASE, "freeze": ["backbne", "ethnicty"], "train": {"head_lr": {"agee": 0.1}}},
+                     components=components)
+    assert "did you mean 'backbone'?" in found["freeze[0]"]
+    assert "did you mean 'ethnicity'?" in found["freeze[1]"]
+    assert "did you mean 'age'?" in found["train.head_lr.agee"]
+    spec = load({**BASE, "freeze": ["backbone", "age"], "init_from": "runs/x/best.pt"}, components=components)
+    assert spec.to_dict()["freeze"] == ["backbone", "age"] and spec.to_dict()["init_from"] == "runs/x/best.pt"

@@ -1,0 +1,96 @@
+"""Model surgery: start from a trained model, freeze parts, give parts their own learning rate.
+
+The point of a HydraNet is that heads are independent: a new task joins a
+trained model without retraining the others, and one head can be fine-tuned
+while everything else stays exactly as it was. `init_from` loads the backbone
+and every head whose task is in both the checkpoint and the spec; `freeze`
+turns off gradients, optimizer state and batch-norm statistic updates for
+the backbone or named heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.errors import CheckpointError
+from hydranet.core.interfaces import Task
+from hydranet.core.model import HydraNet
+
+BACKBONE = "backbone"
+
+
+def part_modules(model: HydraNet, names: Iterable[str]) -> dict[str, nn.Module]:
+    """Spec part names ("backbone" or a task name) -> the module they mean."""
+    return {name: model.backbone if name == BACKBONE else model.heads[name] for name in names}
+
+
+def freeze(model: HydraNet, names: Iterable[str]) -> None:
+    """No gradient and fixed batch-norm statistics for these parts (see `HydraNet.train`)."""
+    for name, module in part_modules(model, names).items():
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        model.frozen.add(name)
+    model.train(model.training)
+
+
+def load_initial_weights(model: HydraNet, tasks: Sequence[Task], path: str | Path,
+                         log: Callable[[str], None]) -> set[str]:
+    """Load the backbone and the shared tasks' heads from a checkpoint; return the tasks loaded.
+
+    A task is loaded when the checkpoint has a head of that name with the same
+    parameter shapes; its fitted task state (e.g. the label standardisation)
+    comes along, so the head predicts exactly as before.
+    """
+    data = read_checkpoint(path)
+    state: Mapping[str, torch.Tensor] = data["model"]
+    backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    try:
+        model.backbone.load_state_dict(backbone_state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"init_from {path}: its backbone ({data['spec']['backbone']['name']}) does not fit this spec's "
+            f"backbone: {str(error).splitlines()[0]}. Use the same backbone and parameters as that run."
+        ) from None
+    saved_heads = {t["name"] for t in data["tasks"]}
+    loaded, fresh = [], []
+    for task in tasks:
+        head = model.heads[task.name]
+        prefix = f"heads.{task.name}."
+        head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if task.name in saved_heads and _same_shapes(head, head_state):
+            task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
+            head.load_state_dict(head_state)
+            loaded.append(task.name)
+        else:
+            fresh.append(task.name)
+    dropped = sorted(saved_heads - {t.name for t in tasks})
+    log(f"init_from {path}: backbone loaded; heads loaded: {', '.join(loaded) or 'none'}; "
+        f"new heads: {', '.join(fresh) or 'none'}; dropped (not in the spec): {', '.join(dropped) or 'none'}")
+    return set(loaded)
+
+
+def _same_shapes(module: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    own = module.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == state[k].shape for k in own)
+
+
+def parameter_groups(model: HydraNet, lr: float, weight_decay: float, backbone_lr: float | None,
+                     head_lr: float | Mapping[str, float] | None) -> list[dict[str, Any]]:
+    """Optimizer groups: the backbone and each head with its own learning rate; frozen parts left out."""
+    groups = []
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    if backbone:
+        groups.append({"params": backbone, "lr": backbone_lr or lr, "weight_decay": weight_decay, "name": BACKBONE})
+    for name, head in model.heads.items():
+        params = [p for p in head.parameters() if p.requires_grad]
+        if not params:
+            continue
+        rate = head_lr.get(name, lr) if isinstance(head_lr, Mapping) else (head_lr or lr)
+        groups.append({"params": params, "lr": rate, "weight_decay": weight_decay, "name": f"head.{name}"})
+    return groups

@@ -1,0 +1,93 @@
+"""Heads have lives of their own: start from a trained model, add a task, freeze parts, fine-tune one head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.errors import CheckpointError
+from hydranet.core.spec import load_spec
+
+
+def train(components, faces, out, tasks, **extra):
+    raw = tiny_spec(faces, epochs=extra.pop("epochs", 2), scheduler="none")
+    raw["tasks"] = tasks
+    raw.update(extra)
+    spec = load_spec(raw, components=components)
+    hydranet.train(spec, out_dir=out, components=components, progress=False, echo=False)
+    return out / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def stages(faces, tmp_path_factory):
+    """age+gender, then ethnicity added on a frozen model, then only the age head fine-tuned."""
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    components = load_components(make_plugin_manager(entry_points=False))
+    root = tmp_path_factory.mktemp("surgery")
+    first = train(components, faces, root / "first", ["age", "gender"])
+    second = train(components, faces, root / "second", ["age", "gender", "ethnicity"], init_from=str(first),
+                   freeze=["backbone", "age", "gender"])
+    third = train(components, faces, root / "third", ["age", "gender", "ethnicity"], init_from=str(second),
+                  freeze=["backbone", "gender", "ethnicity"], train={**tiny_spec(faces)["train"], "epochs": 1,
+                                                                   "scheduler": "none", "head_lr": {"age": 0.01}})
+    return components, first, second, third
+
+
+def outputs(checkpoint, images):
+    return hydranet.load(checkpoint).predict_tensor(images)
+
+
+def test_adding_a_task_on_a_frozen_model_keeps_old_heads_bit_identical(stages):
+    _, first, second, _ = stages
+    images = torch.randint(0, 256, (7, 3, 16, 16), dtype=torch.uint8)
+    before, after = outputs(first, images), outputs(second, images)
+    for task in ("age", "gender"):
+        assert torch.equal(before[task], after[task]), task
+    assert set(after) == {"age", "gender", "ethnicity"}
+    log = (second.parent / "train.log").read_text()
+    assert "heads loaded: age, gender; new heads: ethnicity; dropped (not in the spec): none" in log
+    assert "frozen: backbone, age, gender" in log
+
+
+def test_fine_tuning_one_head_changes_no_other_parameter(stages):
+    _, _, second, third = stages
+    old = torch.load(second, weights_only=True)["model"]
+    new = torch.load(third, weights_only=True)["model"]
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and all(k.startswith("heads.age.") for k in changed), changed
+    # frozen batch-norm statistics too (the backbone's running means would move in train mode)
+    assert any("running_mean" in k for k in old)
+
+
+def test_frozen_parts_have_no_optimizer_state_and_parts_have_their_own_rates(stages):
+    _, _, second, third = stages
+    groups = torch.load(third, weights_only=True)["optimizer"]["param_groups"]
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"head.age"} and by_name["head.age"]["lr"] == pytest.approx(0.01)
+    state = torch.load(second, weights_only=True)["optimizer"]
+    assert {g["name"] for g in state["param_groups"]} == {"head.ethnicity"}
+
+
+def test_tasks_absent_from_the_spec_are_dropped(stages, faces, tmp_path):
+    components, _, second, _ = stages
+    train(components, faces, tmp_path, ["age"], init_from=str(second), epochs=1)
+    log = (tmp_path / "train.log").read_text()
+    assert "heads loaded: age; new heads: none; dropped (not in the spec): ethnicity, gender" in log
+    assert set(torch.load(tmp_path / "last.pt", weights_only=True)["task_state"]) == {"age"}
+
+
+def test_init_from_a_different_backbone_is_a_clear_error(stages, faces, tmp_path):
+    components, first, _, _ = stages
+    raw = tiny_spec(faces)
+    raw["backbone"] = {"name": "tiny", "width": 12}
+    raw["init_from"] = str(first)
+    with pytest.raises(CheckpointError, match="does not fit this spec's backbone"):
+        hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
+                       progress=False, echo=False)
+    raw["init_from"] = str(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "b", components=components,
+                       progress=False, echo=False)
