@@ -11,6 +11,7 @@ old one: a crash mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,21 +64,59 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
-            "The file is truncated, damaged, or not a hydranet checkpoint; use another checkpoint "
-            "(a run folder keeps last.pt and best.pt)."
-        ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(error)}. Use another checkpoint "
+                              "(a run folder keeps last.pt and best.pt).") from None
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a hydranet checkpoint (no '{FORMAT}' marker); "
                               "was it written by another program?")
-    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+    version = data.get("format_version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: format_version is {version!r}, not a number; the file was altered")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer hydranet (checkpoint format "
-                              f"{data['format_version']}); upgrade hydranet to read it")
-    for key in ("spec", "model", "tasks"):
-        if key not in data:
-            raise CheckpointError(f"{path} lacks '{key}'; the file is incomplete")
+                              f"{version}); upgrade hydranet to read it")
+    for key, problem in _structure_problems(data):
+        raise CheckpointError(f"{path}: '{key}' {problem}; the file is incomplete or was altered")
     return dict(data)
+
+
+def _load_failure(error: Exception) -> str:
+    """Why torch.load refused, without torch's advice to disable the safety check."""
+    if isinstance(error, EOFError) or "EOF" in str(error):
+        return "the file is empty or cut short"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+        return ("it contains Python objects other than tensors and plain data, which hydranet never loads "
+                "(loading them could run code)")
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first} (the file is truncated, damaged, or not a hydranet checkpoint)"
+
+
+#: key -> (expected type, description) of what `hydranet.load` relies on
+_REQUIRED: dict[str, tuple[type, str]] = {
+    "spec": (Mapping, "a mapping"),
+    "model": (Mapping, "a mapping of tensors"),
+    "tasks": (list, "a list of tasks"),
+    "preprocess": (Mapping, "a mapping (image_size, mean, std)"),
+}
+
+
+def _structure_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    for key, (kind, description) in _REQUIRED.items():
+        if key not in data:
+            problems.append((key, "is missing"))
+        elif not isinstance(data[key], kind):
+            problems.append((key, f"is not {description}"))
+    if problems:
+        return problems
+    if not all(isinstance(v, torch.Tensor) for v in data["model"].values()):
+        problems.append(("model", "holds values that are not tensors"))
+    for index, task in enumerate(data["tasks"]):
+        if not isinstance(task, Mapping) or not {"name", "kind", "plugin", "distribution"} <= set(task):
+            problems.append((f"tasks[{index}]", "lacks name, kind, plugin or distribution"))
+    if not {"image_size", "mean", "std"} <= set(data["preprocess"]):
+        problems.append(("preprocess", "lacks image_size, mean or std"))
+    return problems
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):

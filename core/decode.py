@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-DECODE_FORMAT = 2  # bump when decoding changes, so old caches stop matching
+DECODE_FORMAT = 3  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
 
 
@@ -45,15 +45,64 @@ class Decoded:
     seconds: float = 0.0
 
 
+#: Transparent pixels are composited onto this colour. Black: a transparent
+#: pixel carries no signal, and black is zero in every channel. What matters is
+#: that it is fixed, so a cut-out face decodes the same whatever colour the tool
+#: that wrote it left under alpha 0.
+BACKGROUND = (0, 0, 0)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB, scaling rather than clipping deep images.
+
+    - 16-bit grayscale (Pillow's I;16 modes, and mode I, which Pillow uses for
+      some 16-bit files and is read as 16-bit, clipped to 0..65535) keeps its
+      high byte: Pillow's own conversion clips every value above 255 to white.
+    - Alpha (RGBA, LA, PA, a palette or grayscale PNG with a transparent
+      colour) is composited onto `BACKGROUND`: dropping it would expose
+      whatever colour the file happens to store under transparent pixels.
+    - Grayscale, bilevel, palette and CMYK images go through Pillow's
+      conversion (CMYK JPEGs, Adobe-inverted ones included, decode correctly).
+    """
+    if image.mode.startswith("I"):  # I, I;16, I;16B, I;16L, I;16N
+        pixels = np.asarray(image).astype(np.int64).clip(0, 65535)
+        image = Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to `size`, as (3, size, size) uint8."""
+    """Centre-crop to a square and resize to `size`, as (3, size, size) uint8.
+
+    EXIF orientation is applied first, so a phone photo stored sideways trains
+    upright; any mode becomes RGB as `to_rgb` describes.
+    """
     if image.format == "JPEG":
         image.draft("RGB", (size, size))  # let libjpeg scale down while decoding
-    image = ImageOps.exif_transpose(image)
-    if image.mode != "RGB":
-        image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "LA") else image.convert("RGB")
+    image = to_rgb(ImageOps.exif_transpose(image))
     image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def unreadable_reason(error: Exception) -> str:
+    """Why an image could not be decoded, in words a user can act on (the caller names the file)."""
+    text = str(error).strip()
+    if isinstance(error, Image.DecompressionBombError):
+        return (f"too large to decode safely, a possible decompression bomb "
+                f"({text.split(', could be')[0].strip()}); shrink the image, or raise "
+                "PIL.Image.MAX_IMAGE_PIXELS if it is genuine")
+    if isinstance(error, FileNotFoundError):
+        return "file not found (moved or deleted after the dataset was listed)"
+    if isinstance(error, PermissionError):
+        return "permission denied: the file is not readable by this user"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image, or a format Pillow cannot read (UnidentifiedImageError)"
+    if isinstance(error, OSError) and "truncated" in text:
+        return f"truncated or damaged file: {text}"
+    return f"cannot decode: {type(error).__name__}: {text}" if text else f"cannot decode: {type(error).__name__}"
 
 
 _opener: Callable[[str], Image.Image] | None = None
@@ -74,7 +123,17 @@ def _decode_one(source: str) -> tuple[bytes | None, str]:
         with _opener(source) as image:
             return to_square_rgb(image, _size).tobytes(), ""
     except Exception as error:  # any decoder failure means "unreadable": report it, skip it
-        return None, f"{type(error).__name__}: {error}".strip()
+        return None, _empty_or(source, unreadable_reason(error))
+
+
+def _empty_or(source: str, reason: str) -> str:
+    """A zero-byte file is the commonest bad image (an interrupted copy): say so plainly."""
+    try:
+        if os.path.getsize(source) == 0:
+            return "empty file (0 bytes)"
+    except (OSError, TypeError, ValueError):
+        pass  # not a file path (a custom opener's source), or gone: keep the decoder's reason
+    return reason
 
 
 def cache_key(sources: Sequence[str], size: int) -> str:

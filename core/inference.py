@@ -65,7 +65,8 @@ class TrainedModel:
         self.spec = spec
         self.image_size = int(preprocess["image_size"])
         self.device = device
-        self.normalize = DeviceAugment(device, flip=False, mean=tuple(preprocess["mean"]), std=tuple(preprocess["std"]))
+        self.mean, self.std = tuple(preprocess["mean"]), tuple(preprocess["std"])
+        self.normalize = DeviceAugment(device, flip=False, mean=self.mean, std=self.std)
         self.info = {k: v for k, v in (checkpoint or {}).items() if k in ("epoch", "metrics", "hydranet_version")}
 
     @classmethod
@@ -82,8 +83,8 @@ class TrainedModel:
         try:
             model.load_state_dict(data["model"])
         except RuntimeError as error:
-            raise CheckpointError(f"the weights in {path} do not fit the model its spec describes: "
-                                  f"{str(error).splitlines()[0]}") from None
+            raise CheckpointError(f"the weights in {path} do not fit the model its spec describes:\n"
+                                  + state_dict_mismatch(error)) from None
         target = pick_device(str(device)) if isinstance(device, str) else device
         return cls(model.to(target), tasks, spec, data["preprocess"], target, data)
 
@@ -137,6 +138,71 @@ class TrainedModel:
                           index, self.normalize, settings, batch_size=256)
         baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
         return result, baselines, data
+
+    @torch.no_grad()
+    def error_report(self, data, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
+        """Per task: a confusion matrix (classification) or the error distribution (regression)."""
+        outputs: dict[str, list[Tensor]] = {t.name: [] for t in self.tasks}
+        for start in range(0, index.numel(), batch_size):
+            rows = index[start:start + batch_size]
+            for name, value in self.predict_tensor(data.images[rows]).items():
+                outputs[name].append(value.float().cpu())
+        report = {}
+        for k, task in enumerate(self.tasks):
+            output = torch.cat(outputs[task.name]) if outputs[task.name] else torch.zeros(0, task.out_features)
+            target = data.targets[index, k]
+            labelled = ~torch.isnan(target)
+            output, target = output[labelled], target[labelled]
+            if task.problem == "classification":
+                report[task.name] = confusion_report(output, target, getattr(task, "class_names", None))
+            else:
+                report[task.name] = error_distribution(output[:, 0] - target)
+        return report
+
+
+def state_dict_mismatch(error: RuntimeError, limit: int = 5) -> str:
+    """The informative lines of load_state_dict's error (which weights are missing, extra, or misshapen)."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    details = []
+    for line in lines:
+        details += [part.strip() + ("." if not part.strip().endswith(".") else "") for part in line.split(". ")
+                    if part.strip()]
+    shown = details[:limit] or [str(error).splitlines()[0]]
+    more = f"\n  ... and {len(details) - limit} more" if len(details) > limit else ""
+    return "\n".join(f"  {line}" for line in shown) + more
+
+
+def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] | None) -> dict[str, Any]:
+    """Counts[true class][predicted class] with the class names, from logits."""
+    from hydranet.core.metrics import predicted_class
+
+    k = 2 if output.shape[1] == 1 else output.shape[1]
+    names = list(class_names or [str(i) for i in range(k)])
+    matrix = torch.zeros(k, k, dtype=torch.long)
+    if target.numel():
+        matrix.index_put_((target.long(), predicted_class(output)), torch.ones(target.numel(), dtype=torch.long),
+                          accumulate=True)
+    return {"classes": names, "confusion_matrix": matrix.tolist()}
+
+
+ERROR_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def error_distribution(errors: Tensor) -> dict[str, Any]:
+    """Signed prediction errors summarised: bias, MAE, RMSE, |error| quantiles and a histogram."""
+    if errors.numel() == 0:
+        return {"count": 0}
+    absolute = errors.abs()
+    edges = torch.linspace(float(errors.min()), float(errors.max()) + 1e-6, 11)
+    counts = torch.histc(errors, bins=10, min=float(edges[0]), max=float(edges[-1]))
+    return {
+        "count": errors.numel(),
+        "bias": float(errors.mean()),
+        "mae": float(absolute.mean()),
+        "rmse": float(errors.pow(2).mean().sqrt()),
+        "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES},
+        "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
+    }
 
 
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:

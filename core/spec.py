@@ -249,13 +249,26 @@ class ResolvedSpec:
 # ---------------------------------------------------------------- reading files
 
 
+#: Guards on what a spec file may expand to. A real spec is a few hundred bytes,
+#: a few hundred values and six levels deep; these limits are far above that and
+#: far below what would hang the loader or exhaust memory (a YAML alias bomb
+#: is a few lines that expand to billions of values).
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_VALUES = 100_000
+MAX_SPEC_DEPTH = 50
+
+
 def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or TOML spec into a dict; unreadable or malformed files raise SpecError."""
+    """Parse a YAML or TOML spec into a dict; unreadable, malformed or oversized files raise SpecError."""
     path = Path(path)
     source = str(path)
     if not path.is_file():
         hint = f" Built-in specs: {', '.join(builtin_spec_names())}." if builtin_spec_names() else ""
         raise SpecError([("", f"spec file not found: {path}.{hint}")], source)
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError([("", f"{path.name} is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit for a spec "
+                              "(a spec is a few hundred bytes); is this the right file?")], source)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
@@ -265,9 +278,11 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
             data: Any = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise SpecError([("", f"invalid TOML: {error}")], source) from None
+        except RecursionError:
+            raise SpecError([("", "invalid TOML: nested too deeply")], source) from None
     else:
         try:
-            data = yaml.safe_load(text)
+            data = _safe_load_bounded(text)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -275,11 +290,80 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
             raise SpecError([("", f"invalid YAML{where}: {problem}")], source) from None
         except RecursionError:
             raise SpecError([("", "invalid YAML: nested too deeply")], source) from None
+        except _TooBig as error:
+            raise SpecError([("", f"YAML {error}")], source) from None
     if data is None:
         raise SpecError([("", "the spec is empty; it needs at least `tasks` and `data` (see `hydranet spec show demo`)")], source)
     if not isinstance(data, dict):
         raise SpecError([("", f"a spec must be a mapping of sections, not a {type(data).__name__}")], source)
+    if _nesting_depth(data) > MAX_SPEC_DEPTH:
+        raise SpecError([("", f"the spec is nested more than {MAX_SPEC_DEPTH} levels deep "
+                              "(a spec needs about six); is this the right file?")], source)
     return data
+
+
+class _TooBig(Exception):
+    """A YAML document whose aliases would expand past the limits."""
+
+
+def _safe_load_bounded(text: str) -> Any:
+    """`yaml.safe_load`, but the composed node graph is checked before any object is built.
+
+    Aliases are allowed (`&defaults` ... `*defaults` is handy), but one that
+    refers to a node containing it, or a document that would expand to more
+    than MAX_SPEC_VALUES values, is refused without being expanded.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_graph(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_yaml_graph(root: yaml.Node) -> None:
+    """Count the values the document expands to (aliases counted each time), without recursion."""
+    expanded: dict[int, int] = {}  # id(node) -> values it expands to, once finished
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _yaml_children(node))
+            if expanded[key] > MAX_SPEC_VALUES:
+                raise _TooBig(f"aliases expand to more than {MAX_SPEC_VALUES} values (an alias bomb?); "
+                              "write the values out, or alias less")
+        elif key in on_path:
+            raise _TooBig(f"value at line {node.start_mark.line + 1} contains an alias to itself; "
+                          "a spec cannot be recursive")
+        elif key not in expanded:
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _yaml_children(node))
+
+
+def _nesting_depth(data: Any) -> int:
+    """How deeply lists and dicts nest in `data` (acyclic), without recursion; stops early past the limit."""
+    deepest, stack = 0, [(data, 1)]
+    while stack and deepest <= MAX_SPEC_DEPTH:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def builtin_spec_names() -> list[str]:
@@ -308,9 +392,14 @@ def find_spec(name_or_path: str | Path) -> Path:
 
 
 def format_path(loc: Sequence[Any]) -> str:
+    """("tasks", 1, "label") -> tasks[1].label; keys that are not plain words are quoted."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        key = str(part) if re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else repr(str(part))
+        text += f".{key}" if text else key
     return text
 
 
@@ -371,7 +460,7 @@ def _resolve_component(registry, section: str, name: str, params: dict[str, Any]
         problems.extend(pydantic_problems(error, entry.params, params_path))
         return None
     except ComponentError as error:
-        problems.append((format_path([*params_path, error.field] if error.field else params_path), str(error)))
+        problems.append((format_path([*params_path, *error.field.split(".")] if error.field else params_path), str(error)))
         return None
     return ResolvedComponent(section, entry, validated)
 
@@ -392,7 +481,7 @@ def _resolve_task(components: Components, index: int, task: TaskSection, problem
     try:
         resolved_task.build()
     except ComponentError as error:
-        problems.append((format_path([*prefix, error.field] if error.field else prefix), str(error)))
+        problems.append((format_path([*prefix, *error.field.split(".")] if error.field else prefix), str(error)))
         return None
     return resolved_task
 
@@ -414,7 +503,7 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
         try:
             resolved_weighting.build([t.build() for t in resolved_tasks])
         except ComponentError as error:
-            problems.append((format_path(["weighting", error.field] if error.field else ["weighting"]), str(error)))
+            problems.append((format_path(["weighting", *error.field.split(".")] if error.field else ["weighting"]), str(error)))
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
 
 
@@ -477,12 +566,15 @@ def load_spec(
     """
     if isinstance(source, Mapping):
         raw, where = dict(source), None
+        deep = [key for key, value in raw.items() if _nesting_depth(value) >= MAX_SPEC_DEPTH]
+        if deep:
+            raise SpecError([(format_path([key]), f"nested more than {MAX_SPEC_DEPTH} levels deep") for key in deep])
     else:
         path = find_spec(source)
         raw, where = read_spec_file(path), str(path)
-    raw = apply_overrides(raw, overrides)
     components = components or default_components()
     try:
+        raw = apply_overrides(raw, overrides)
         spec = Spec.model_validate(raw)
     except ValidationError as error:
         shape = pydantic_problems(error, Spec)

@@ -44,7 +44,13 @@ class FolderParams(BaseModel):
 
 
 class FolderDataset(Dataset):
-    """Images listed by a CSV; rows without a usable image are reported and skipped."""
+    """Images listed by a CSV; rows without a usable image are reported and skipped.
+
+    A row naming an image an earlier row already named (however spelled:
+    `a.jpg`, `./a.jpg`, a symlink) is a duplicate: the first row is kept and
+    the later one reported, so one image is never weighted twice or split
+    across training and validation.
+    """
 
     def __init__(self, root: str | Path, csv_path: str | Path | None = None, file_column: str = "file"):
         self.root = str(root)
@@ -73,6 +79,7 @@ class FolderDataset(Dataset):
     def _read(self, reader: csv.DictReader, folder: Path) -> list[Sample]:
         columns = self._columns(reader)
         samples = []
+        first: dict[Path, int] = {}  # resolved image path -> CSV line that listed it first
         for row in reader:
             where = f"{self.csv}:{reader.line_num}"
             file = (row.get(self.file_column) or "").strip()
@@ -83,7 +90,10 @@ class FolderDataset(Dataset):
                 self.report_problem(where, f"no image file in column '{self.file_column}'")
             elif not (folder / file).is_file():
                 self.report_problem(where, f"image file '{file}' not found in {folder}")
+            elif (image := (folder / file).resolve()) in first:
+                self.report_problem(where, f"duplicate of {self.csv}:{first[image]} (image '{file}' is listed twice)")
             else:
+                first[image] = reader.line_num
                 samples.append(Sample(str(folder / file), row_record(row, self.file_column)))
         return samples
 

@@ -42,6 +42,26 @@ def parse_utkface_name(filename: str) -> dict[str, str] | None:
     empty field is a missing label (`53__0_...` has no gender, race 0). Values
     are not range-checked: that is each task's job.
     """
+    split = _split_name(filename)
+    if split is None:
+        return None
+    labels, _ = split
+    return {key: value for key, value in zip(LABEL_FIELDS, labels) if value}
+
+
+def utkface_key(filename: str) -> str | None:
+    """What identifies one UTKFace sample: its label fields and capture date, or None when malformed.
+
+    The data ships in two spellings of the same photo (`X.jpg` in the "in the
+    wild" set, `X.jpg.chip.jpg` in the aligned crops, sometimes with a stray
+    space); both give the same key, so a folder holding both is not counted twice.
+    """
+    split = _split_name(filename)
+    return None if split is None else "_".join([*split[0], split[1]])
+
+
+def _split_name(filename: str) -> tuple[list[str], str] | None:
+    """(label fields, date digits) of a well-formed name, else None."""
     fields = [field.strip() for field in os.path.basename(filename).strip().split("_")]
     if len(fields) < 3:
         return None
@@ -51,7 +71,7 @@ def parse_utkface_name(filename: str) -> dict[str, str] | None:
         return None
     if not labels[0].isascii() or not labels[0].isdigit():
         return None
-    return {key: value for key, value in zip(LABEL_FIELDS, labels) if value}
+    return labels, date
 
 
 def is_image_name(name: str) -> bool:
@@ -79,7 +99,12 @@ class UTKFaceParams(BaseModel):
 
 
 class UTKFaceDataset(Dataset):
-    """Every image in `root` whose name parses; malformed names are reported and skipped."""
+    """Every image in `root` whose name parses; malformed names and duplicates are reported and skipped.
+
+    Two files with the same label fields and date (`X.jpg` and `X.jpg.chip.jpg`)
+    are one sample: the first in sorted order is kept, the other reported as
+    its duplicate, so it cannot land in both the training and validation split.
+    """
 
     #: What to tell a user whose root is missing; subclasses point elsewhere.
     missing_root_hint = ("download UTKFace (the aligned and cropped faces) and set `root` to its folder, "
@@ -99,11 +124,15 @@ class UTKFaceDataset(Dataset):
         if not files:
             raise _no_images_error(folder)
         samples = []
+        first: dict[str, Path] = {}
         for path in files:
-            record = parse_utkface_name(path.name)
-            if record is None:
+            record, key = parse_utkface_name(path.name), utkface_key(path.name)
+            if record is None or key is None:
                 self.report_problem(str(path), MALFORMED)
+            elif key in first:
+                self.report_problem(str(path), f"duplicate of {first[key].name}")
             else:
+                first[key] = path
                 samples.append(Sample(str(path), record))
         return samples
 

@@ -1,0 +1,208 @@
+"""Bad checkpoints: each one is refused with a CheckpointError that names the file; none runs code.
+
+A checkpoint is loaded with `weights_only=True`, so a pickled object whose
+`__reduce__` would run a command is refused, not executed. Truncated, empty,
+foreign and tampered files get a message saying what is wrong, and a
+checkpoint whose task came from a plugin that is not installed names the
+task, the plugin and its distribution.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.errors import CheckpointError
+from hydranet.core.inference import TrainedModel
+from hydranet.core.plugins import Components, load_components, make_plugin_manager
+from hydranet.core.spec import load_spec
+from hydranet.tasks.kinds import RegressionParams, RegressionTask
+
+PLUGIN, DISTRIBUTION = "years_plugin", "hydranet-years"
+
+
+class YearsPlugin:
+    """A third-party task plugin, registered inline on a fresh plugin manager."""
+
+    @hydranet.hookimpl
+    def register_tasks(self, register: Any) -> None:
+        register("years", RegressionTask, params=RegressionParams)
+
+
+def builtin_components() -> Components:
+    return load_components(make_plugin_manager(entry_points=False))
+
+
+@pytest.fixture(scope="module")
+def with_plugin() -> Components:
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(YearsPlugin(), PLUGIN, distribution=DISTRIBUTION, version="1.0", builtin=False)
+    return load_components(pm)
+
+
+@pytest.fixture(scope="module")
+def run(faces: Path, with_plugin: Components, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny finished run: a built-in task and one from YearsPlugin."""
+    raw = tiny_spec(faces, epochs=1)
+    raw["tasks"] = ["gender", {"name": "how_old", "kind": "years", "label": "age"}]
+    out = tmp_path_factory.mktemp("run")
+    hydranet.train(load_spec(raw, components=with_plugin), out_dir=out, components=with_plugin,
+                   progress=False, echo=False)
+    return out
+
+
+def refused(path: Path, components: Components) -> str:
+    """Load `path` as a model; it must fail with a CheckpointError naming the file. Returns the message."""
+    with pytest.raises(CheckpointError) as caught:
+        TrainedModel.from_checkpoint(path, components=components)
+    message = str(caught.value)
+    assert str(path) in message
+    return message
+
+
+def test_the_good_checkpoint_loads(run: Path, with_plugin: Components) -> None:
+    """The baseline every bad file below is a variation of."""
+    model = TrainedModel.from_checkpoint(run / "last.pt", components=with_plugin)
+    assert model.task_names == ["gender", "how_old"]
+
+
+# --- code execution -------------------------------------------------------------------------------
+
+class Payload:
+    """Unpickling this runs a shell command: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+@pytest.mark.parametrize("shape", ["bare", "inside_a_checkpoint"])
+def test_pickled_code_is_refused_without_running(tmp_path: Path, run: Path, with_plugin: Components,
+                                                  shape: str) -> None:
+    marker = tmp_path / "pwned"
+    if shape == "bare":
+        content: Any = Payload(marker)
+    else:  # a real checkpoint with the payload tucked into a field nobody looks at
+        content = torch.load(run / "last.pt", weights_only=True)
+        content["metrics"]["note"] = Payload(marker)
+    path = tmp_path / "evil.pt"
+    torch.save(content, path)
+
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    assert str(path) in str(caught.value) and "cannot read checkpoint" in str(caught.value)
+    refused(path, with_plugin)
+    assert not marker.exists(), "loading a checkpoint ran the code pickled in it"
+
+    # the payload is live: a loader without weights_only would have run it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+# --- damaged and foreign files --------------------------------------------------------------------
+
+def test_truncated_checkpoint(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    data = (run / "last.pt").read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    assert "truncated" in refused(path, with_plugin)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", bytes(range(256)) * 4])
+def test_empty_and_garbage_files(tmp_path: Path, with_plugin: Components, content: bytes) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    assert "cannot read checkpoint" in refused(path, with_plugin)
+
+
+@pytest.mark.parametrize("foreign", [
+    lambda: torch.nn.Linear(3, 2).state_dict(),  # a plain state dict, as most projects save
+    lambda: {"model": torch.nn.Linear(3, 2).state_dict(), "epoch": 3},  # someone else's checkpoint layout
+    lambda: torch.zeros(3),
+    lambda: [1, 2, 3],
+])
+def test_foreign_torch_file(tmp_path: Path, with_plugin: Components, foreign) -> None:
+    path = tmp_path / "foreign.pt"
+    torch.save(foreign(), path)
+    assert "not a hydranet checkpoint" in refused(path, with_plugin)
+
+
+def test_missing_file_and_folder(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    assert "checkpoint not found" in refused(tmp_path / "nope.pt", with_plugin)
+    message = refused(run, with_plugin)  # the run folder instead of a file in it
+    assert "last.pt" in message and "best.pt" in message
+
+
+def test_checkpoint_from_a_newer_hydranet(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    data = torch.load(run / "last.pt", weights_only=True)
+    data["format_version"] = 99
+    path = tmp_path / "newer.pt"
+    torch.save(data, path)
+    assert "newer hydranet" in refused(path, with_plugin)
+
+
+# --- tampered: a hydranet checkpoint whose contents do not fit -------------------------------------
+
+def head_weight(data: dict) -> str:
+    return next(k for k in data["model"] if k.startswith("heads.how_old") and k.endswith("weight"))
+
+
+def tampered(tmp_path: Path, run: Path, edit) -> Path:
+    data = copy.deepcopy(torch.load(run / "last.pt", weights_only=True))
+    edit(data)
+    path = tmp_path / "tampered.pt"
+    torch.save(data, path)
+    return path
+
+
+def test_weights_of_the_wrong_shape_name_the_weight(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    key = None
+
+    def edit(data: dict) -> None:
+        nonlocal key
+        key = head_weight(data)
+        data["model"][key] = torch.zeros(3, 3)
+
+    message = refused(tampered(tmp_path, run, edit), with_plugin)
+    assert "do not fit" in message
+    assert key in message and "[3, 3]" in message
+
+
+def test_weights_of_the_wrong_shape_are_refused(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    path = tampered(tmp_path, run, lambda data: data["model"].__setitem__(head_weight(data), torch.zeros(3, 3)))
+    assert "do not fit the model" in refused(path, with_plugin)
+
+
+@pytest.mark.parametrize("edit", [
+    pytest.param(lambda d: d["model"].pop(head_weight(d)), id="weight_missing"),
+    pytest.param(lambda d: d["model"].__setitem__("heads.extra.weight", torch.zeros(2)), id="unexpected_weight"),
+    pytest.param(lambda d: d.__setitem__("spec", {"tasks": 1}), id="spec_invalid"),
+    pytest.param(lambda d: d.pop("model"), id="model_missing"),
+    pytest.param(lambda d: d.__setitem__("model", "garbage"), id="model_not_a_dict"),
+    pytest.param(lambda d: d.__setitem__("spec", "garbage"), id="spec_not_a_dict"),
+    pytest.param(lambda d: d.__setitem__("tasks", [{"name": "how_old"}]), id="task_entry_incomplete"),
+    pytest.param(lambda d: d.__setitem__("format_version", "one"), id="format_version_not_a_number"),
+    pytest.param(lambda d: d.pop("preprocess"), id="preprocess_missing"),
+])
+def test_tampered_checkpoint_contents(tmp_path: Path, run: Path, with_plugin: Components, edit) -> None:
+    refused(tampered(tmp_path, run, edit), with_plugin)
+
+
+# --- a task plugin that is not installed ----------------------------------------------------------
+
+def test_missing_task_plugin_names_task_plugin_and_distribution(run: Path) -> None:
+    message = refused(run / "last.pt", builtin_components())
+    assert "'how_old'" in message  # the task
+    assert "'years'" in message  # the name it was registered under
+    assert f"'{PLUGIN}'" in message and DISTRIBUTION in message
+    assert f"pip install {DISTRIBUTION}" in message  # and the way out
