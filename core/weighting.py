@@ -166,10 +166,12 @@ class GradientWeighting(Weighting):
         total = losses.sum()
         if context.head_parameters:
             torch.autograd.backward(total, inputs=list(context.head_parameters), retain_graph=True)
+        if not context.shared_parameters:
+            return total.detach()  # a frozen backbone: only the heads train, nothing to combine
         if self.grad_space == "features":
-            if context.features is None:
+            if context.features is None or not context.features.requires_grad:
                 raise RuntimeError(f"{type(self).__name__} works on the shared representation, "
-                                   "but the engine gave no features")
+                                   "but the engine gave no features that carry gradients")
             jacobian = per_task_gradients(losses, [context.features], batched=True)
             direction = self.aggregate(jacobian)
             context.features.backward(direction.view_as(context.features).to(context.features.dtype))

@@ -117,6 +117,8 @@ class GradNorm(WeightedSum):
             raise RuntimeError("gradnorm needs the step context (features and parameters)")
         with torch.no_grad():
             self.task_weights.copy_(self.normalised())
+        if not context.shared_parameters:  # a frozen backbone: no shared gradients to balance
+            return super().backward(losses, context)
         norms = self.gradient_norms(losses, context)
         with torch.no_grad():
             grad = self.weight_gradient(losses, norms).to(self.task_weights.dtype)
