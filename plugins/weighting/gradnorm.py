@@ -117,7 +117,11 @@ class GradNorm(WeightedSum):
             raise RuntimeError("gradnorm needs the step context (features and parameters)")
         with torch.no_grad():
             self.task_weights.copy_(self.normalised())
-        if not context.shared_parameters:  # a frozen backbone: no shared gradients to balance
+        if self.grad_space == "features":
+            frozen = context.features is None or not context.features.requires_grad
+        else:
+            frozen = not context.last_shared_parameters
+        if frozen:  # a frozen backbone: no shared gradients to balance, weights stay as they are
             return super().backward(losses, context)
         norms = self.gradient_norms(losses, context)
         with torch.no_grad():
