@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from hydranet.core.errors import HydranetError
+from hydranet.core.errors import HydranetError, TrainingInterrupted
 
 SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
 
@@ -41,6 +41,9 @@ class HydranetGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except TrainingInterrupted as error:
+            click.echo(str(error), err=True)
+            ctx.exit(128 + int(error.signum))  # the shell's convention for "stopped by signal N"
         except HydranetError as error:
             raise click.ClickException(str(error)) from None
 
@@ -68,28 +71,35 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("spec", required=False, default="demo")
+@click.argument("spec", required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<spec>-<time>).")
+@click.option("--resume", "resume", type=click.Path(), metavar="RUN_DIR",
+              help="Continue a stopped run from RUN_DIR/last.pt (its spec, weights, optimizer, data order, RNG).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
-def train(spec: str, overrides: tuple[str, ...], out_dir: str | None, progress: bool | None) -> None:
+def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, resume: str | None,
+          progress: bool | None) -> None:
     """Train the model a SPEC describes (default: the built-in demo).
 
     SPEC is a YAML or TOML spec file, or the name of a built-in spec (demo,
     utkface). The run folder receives the resolved spec, metrics.csv,
-    train.log, last.pt and best.pt.
+    train.log, last.pt and best.pt. Ctrl-C (or SIGTERM) finishes the current
+    step, saves, and prints the command that resumes.
 
     \b
     Examples:
       hydranet train
       hydranet train specs/utkface.yaml --set data.root=data/UTKFace --set train.epochs=20
       hydranet train my.yaml --set weighting=dwa --out runs/dwa
+      hydranet train --resume runs/dwa
     """
     from hydranet.core.engine import train as run_training
     from hydranet.core.report import metrics_table
 
+    if resume and (spec or overrides or out_dir):
+        raise click.UsageError("--resume continues a run exactly as it was; give no SPEC, --set or --out with it")
     show = sys.stderr.isatty() if progress is None else progress
-    result = run_training(spec, overrides=overrides, out_dir=out_dir, progress=show)
+    result = run_training(spec or "demo", overrides=overrides, out_dir=out_dir, progress=show, resume=resume)
     click.echo(f"\nvalidation metrics after epoch {len(result.history)} "
                f"(best epoch {result.best_epoch}); baseline = best constant prediction:")
     click.echo(metrics_table(result.final.metrics, result.baselines, result.final.higher_is_better))
@@ -186,6 +196,30 @@ def _readable(prediction: dict[str, Any] | None, error: str | None) -> str:
     return f"{prediction['class']} ({prediction['probability']:.2f})"
 
 
+# ------------------------------------------------------------------ plot
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for the PNGs (default: RUN).")
+def plot(run: str, out_dir: str | None) -> None:
+    """Write PNG charts of a RUN folder's metrics.csv.
+
+    losses.png (each task's training and validation loss), metrics.png (each
+    task's validation metrics) and weights.png (each task's weight), over the
+    epochs. Needs matplotlib: pip install 'hydranet[plot]'.
+
+    \b
+    Examples:
+      hydranet plot runs/demo-20260101-120000
+      hydranet plot runs/dwa --out charts/dwa
+    """
+    from hydranet.core.plot import plot_run
+
+    for path in plot_run(run, out_dir):
+        click.echo(f"wrote {path}")
+
+
 # ------------------------------------------------------------------ list / plugins
 
 
@@ -209,9 +243,51 @@ def list_components(kind: str | None) -> None:
     for name in [kind] if kind else KINDS:
         registry = components.registry(name)
         click.echo(f"{name}:")
-        rows = [[e.name, e.description, e.plugin] for e in registry]
-        click.echo(_indent(format_table(["name", "description", "plugin"], rows)))
+        if name == "weightings":
+            click.echo(_indent(_weightings_table(registry)))
+        else:
+            rows = [[e.name, e.description, e.plugin] for e in registry]
+            click.echo(_indent(format_table(["name", "description", "plugin"], rows)))
         click.echo("")
+
+
+def _weighting_summary(entry: Any) -> tuple[str, str, str]:
+    """(type, description, reference) of a registered weighting.
+
+    Built-in strategies are classes with `description` and `reference`; a
+    third-party factory may be a plain function or a class without them, so
+    each falls back (to the registration's description or docstring, then to
+    a placeholder) instead of failing the whole listing.
+    """
+    from hydranet.core.interfaces import Weighting
+    from hydranet.core.weighting import GradientWeighting
+
+    factory = entry.factory
+    is_class = isinstance(factory, type)
+    description = (getattr(factory, "description", "") if is_class else "") or entry.description or "-"
+    reference = getattr(factory, "reference", "") or "(no reference given)"
+    if is_class and issubclass(factory, GradientWeighting):
+        kind = f"gradient ({getattr(factory, 'default_grad_space', 'features')})"
+    elif is_class and issubclass(factory, Weighting):
+        kind = "loss"
+    else:
+        kind = "-"
+    return kind, " ".join(str(description).split()), " ".join(str(reference).split())
+
+
+def _weightings_table(registry: Any) -> str:
+    """name | type | description | plugin, with each strategy's reference on a line under its description."""
+    from hydranet.core.report import format_table
+
+    summaries = [(entry, *_weighting_summary(entry)) for entry in registry]
+    rows = [[entry.name, kind, description, entry.plugin] for entry, kind, description, _ in summaries]
+    lines = format_table(["name", "type", "description", "plugin"], rows).splitlines()
+    widths = [len(dashes) for dashes in lines[1].split("  ")]
+    pad = " " * (widths[0] + widths[1] + 4)  # the description column's start
+    out = [line.rstrip() for line in lines[:2]]
+    for line, (_, _, _, reference) in zip(lines[2:], summaries):
+        out += [line.rstrip(), f"{pad}reference: {reference}"]
+    return "\n".join(out)
 
 
 def _indent(text: str) -> str:
@@ -224,6 +300,11 @@ def plugins() -> None:
 
     HYDRANET_PLUGINS=a,b limits third-party plugins to those entry points;
     HYDRANET_PLUGINS= (empty) loads built-ins only.
+
+    \b
+    Examples:
+      hydranet plugins
+      HYDRANET_PLUGINS= hydranet plugins    # built-ins only
     """
     from hydranet.core.plugins import default_components
 
@@ -245,7 +326,14 @@ def plugins() -> None:
 
 @cli.group()
 def spec() -> None:
-    """Check, show and describe spec files."""
+    """Check, show and describe spec files.
+
+    \b
+    Examples:
+      hydranet spec validate my.yaml
+      hydranet spec show demo
+      hydranet spec schema > hydranet-spec.schema.json
+    """
 
 
 @spec.command("validate")
@@ -289,7 +377,12 @@ def spec_show(source: str, overrides: tuple[str, ...]) -> None:
 
 @spec.command("schema")
 def spec_schema_command() -> None:
-    """Print the JSON Schema of spec files."""
+    """Print the JSON Schema of spec files (for editor completion and validation).
+
+    \b
+    Example:
+      hydranet spec schema > hydranet-spec.schema.json
+    """
     from hydranet.core.spec import spec_schema
 
     click.echo(json.dumps(spec_schema(), indent=2))
