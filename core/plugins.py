@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "hydranet.plugins.datasets.utkface",
     "hydranet.plugins.datasets.synthetic",
     "hydranet.plugins.datasets.folder",
+    "hydranet.plugins.scaffold",
 )
 
 #: hook name -> attribute of `Components` that holds the registry it fills
