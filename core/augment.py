@@ -34,6 +34,8 @@ class DeviceAugment:
         self.channels_last = channels_last
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
+        self._share: tuple[int, int] | None = None
+        self._share_rows = 0
         std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
         # x/255 then (x - mean)/std folded into one multiply-add
         self.scale = 1.0 / (255.0 * std_t)
@@ -43,18 +45,31 @@ class DeviceAugment:
         out = torch.addcmul(self.shift, images.float(), self.scale)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
-    def __call__(self, images: Tensor, train: bool = True) -> Tensor:
+    def __call__(self, images: Tensor, train: bool = True, share: tuple[int, int] | None = None) -> Tensor:
+        """`share` = (first row, rows in the whole batch) when `images` are one process's rows of a
+        larger batch: the random numbers are drawn for the whole batch and this part's rows kept, so a
+        sample gets the same augmentation whatever the number of processes."""
         if train:
-            images = self.augment(images)
+            images = self.augment(images, share)
         return self.normalize(images)
 
     def _uniform(self, n: int, device: torch.device) -> Tensor:
-        return torch.rand(n, device=device, generator=self.generator)
+        return self._rows(torch.rand(self._total(n), device=device, generator=self.generator))
 
-    def augment(self, images: Tensor) -> Tensor:
+    def _total(self, n: int) -> int:
+        return self._share[1] if self._share else n
+
+    def _rows(self, drawn: Tensor) -> Tensor:
+        if not self._share:
+            return drawn
+        start = self._share[0]
+        return drawn[start:start + self._share_rows]
+
+    def augment(self, images: Tensor, share: tuple[int, int] | None = None) -> Tensor:
         """Random flip, shift and colour jitter; stays uint8 when only geometry changes."""
         n, _, height, width = images.shape
         device = images.device
+        self._share, self._share_rows = share, n
         if self.flip:
             flipped = self._uniform(n, device) < 0.5
             images = torch.where(flipped.view(n, 1, 1, 1), images.flip(3), images)
@@ -69,8 +84,9 @@ class DeviceAugment:
         n, channels, height, width = images.shape
         pad_y, pad_x = max(1, round(self.translate * height)), max(1, round(self.translate * width))
         device = images.device
-        off_y = torch.randint(-pad_y, pad_y + 1, (n, 1), device=device, generator=self.generator)
-        off_x = torch.randint(-pad_x, pad_x + 1, (n, 1), device=device, generator=self.generator)
+        total = self._total(n)
+        off_y = self._rows(torch.randint(-pad_y, pad_y + 1, (total, 1), device=device, generator=self.generator))
+        off_x = self._rows(torch.randint(-pad_x, pad_x + 1, (total, 1), device=device, generator=self.generator))
         rows = (off_y + torch.arange(height, device=device)).clamp(0, height - 1).view(n, 1, height, 1)
         cols = (off_x + torch.arange(width, device=device)).clamp(0, width - 1).view(n, 1, 1, width)
         batch = torch.arange(n, device=device).view(n, 1, 1, 1)

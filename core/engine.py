@@ -12,12 +12,13 @@ from them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,14 @@ from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, resolve_settings
-from hydranet.core.errors import TrainingError, TrainingInterrupted
+from hydranet.core.distributed import Distributed
+from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.interfaces import StepContext, Task, Weighting, label_mask
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.paths import cache_dir
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress, capture_generators, restore_generators, resume_checkpoint
-from hydranet.core.run import RunFolder, default_run_dir
+from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.surgery import freeze, load_initial_weights, parameter_groups
 
@@ -72,6 +74,8 @@ class RunResult:
     #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), first_step_seconds,
     #: epoch_train_seconds (list), epoch_val_seconds (list); synchronised with the device
     timings: dict[str, Any] = field(default_factory=dict)
+    #: False on the other ranks of a distributed run: only rank 0 reports (and wrote the run folder).
+    is_main: bool = True
 
 
 def train(
@@ -144,12 +148,16 @@ def evaluate(
     batch_size: int,
     *,
     pad: bool = False,
+    all_reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> EvalResult:
     """Exact per-task losses and metrics over `index`: sums and counts, read once at the end.
 
     With `pad`, a short last batch is filled up to `batch_size` with rows whose
     labels are all missing, so a compiled model sees one static shape and the
-    padding counts for nothing in any loss or metric.
+    padding counts for nothing in any loss or metric. With `all_reduce` (a
+    distributed run, each rank evaluating its part of the index), the loss
+    sums, counts and metric buffers are summed over the ranks before anything
+    is computed from them, so the result is that of the whole index.
     """
     device = settings.device
     metrics = {task.name: {k: m.to(device) for k, m in task.metrics().items()} for task in tasks}
@@ -174,6 +182,9 @@ def evaluate(
             counts[k] += n
             for metric in metrics[task.name].values():
                 metric.update(output, target, mask)
+    if all_reduce is not None:
+        for total in [loss_sums, counts, *(b for t in tasks for m in metrics[t.name].values() for b in m.buffers())]:
+            all_reduce(total)
     values = torch.cat([loss_sums / counts.clamp_min(1), counts] +
                        [m.compute().reshape(1).float() for task in tasks for m in metrics[task.name].values()])
     host = values.tolist()  # the one synchronisation of an evaluation
@@ -229,6 +240,10 @@ def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, comp
         model.train(was_training)
 
 
+#: Signals closer together than this are one request (see `interrupt_requests`).
+DOUBLE_SIGNAL_SECONDS = 1.0
+
+
 @contextlib.contextmanager
 def interrupt_requests(trainer: "Trainer") -> Iterator[None]:
     """SIGINT/SIGTERM ask the trainer to finish its step, save and stop; a second SIGINT stops at once."""
@@ -237,10 +252,16 @@ def interrupt_requests(trainer: "Trainer") -> Iterator[None]:
         return
 
     def request(signum: int, frame: Any) -> None:
-        if trainer.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        trainer.stop_signal = signum
-        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing this step, then saving "
+        now = time.monotonic()
+        if trainer.stop_signal is not None:
+            # torchrun passes on the terminal's Ctrl-C, so a worker gets it twice at once: only a
+            # second Ctrl-C a moment later means "stop now, without saving".
+            if signum == signal.SIGINT and now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS:
+                raise KeyboardInterrupt
+            return
+        trainer.stop_signal, trainer.stop_requested_at = signum, now
+        when = "at the next log interval" if trainer.dist.active else "this step"
+        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving "
                                "(press Ctrl-C again to stop at once)")
 
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -261,17 +282,36 @@ class Trainer:
         self.resume_state = resume_state
         self.progress_state = Progress()
         self.stop_signal: int | None = None
+        self.stop_requested_at = 0.0
         self.spec = spec
         self.components = components or default_components()
-        self.progress = progress
         self.cfg = spec.spec.train
-        self.run_folder = RunFolder(out_dir or default_run_dir(spec.source), echo=echo)
-        self.settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile,
-                                         self.cfg.channels_last, self.cfg.compile_mode)
+        self.dist = Distributed.from_environment(self.cfg.device)
+        self.progress = progress and self.dist.is_main
+        settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile,
+                                    self.cfg.channels_last, self.cfg.compile_mode)
+        self.settings = dataclasses.replace(settings, device=self.dist.device(settings.device))
+        self.run_folder = self._open_run_folder(out_dir, echo)
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
         self.skipped_steps = 0
 
     # ------------------------------------------------------------ setup
+
+    def _open_run_folder(self, out_dir: str | Path | None, echo: bool) -> RunFolder:
+        """The run folder; in a distributed run rank 0 creates and checks it and the others get its path."""
+        path = Path(out_dir) if out_dir is not None else default_run_dir(self.spec.source)
+        if not self.dist.active:
+            return RunFolder(path, echo=echo)
+        folder, problem = None, None
+        if self.dist.is_main:
+            try:
+                folder = RunFolder(path, echo=echo)
+            except HydranetError as error:
+                problem = str(error)
+        shared_path, problem = self.dist.broadcast_object((str(path), problem))
+        if problem:
+            raise HydranetError(problem)
+        return folder or SilentRunFolder(shared_path)
 
     def _setup(self) -> None:
         cfg, log, settings = self.cfg, self.run_folder.log, self.settings
@@ -283,7 +323,8 @@ class Trainer:
         self.run_folder.write_text("spec.yaml", self.spec.to_yaml())
         self.tasks = self.spec.build_tasks()
         started = time.perf_counter()
-        data = load_prepared_data(self.spec, self.tasks, self.progress)
+        with self.dist.main_first():  # rank 0 decodes into the cache, the others then read it
+            data = load_prepared_data(self.spec, self.tasks, self.progress)
         self.source = batch_source(self.spec, data, settings)
         self.timings.update(data_seconds=time.perf_counter() - started, placement=self.source.placement,
                             decode_seconds=data.decoded.seconds if data.decoded else math.nan,
@@ -314,11 +355,18 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
+        self.dist.broadcast_module(model)  # the same seed builds the same model; this makes sure of it
+        self.dist.broadcast_module(self.weighting)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.shared_parameters = model.shared_parameters()
         self.head_parameters = model.head_parameters()
         self.last_shared_parameters = model.last_shared_parameters()
         self.optimizer = self._optimizer()
         self.batch_size = min(cfg.batch_size, data.train_index.numel())
+        if self.batch_size < cfg.batch_size:  # fewer training images than one batch: whole shares only
+            self.batch_size = max(self.dist.world_size, self.batch_size // self.dist.world_size * self.dist.world_size)
+        self.dist.check_batch_size(self.batch_size)
+        self.local_rows = self.dist.local_rows(self.batch_size)
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
         self.timings["train_images"] = self.steps_per_epoch * self.batch_size  # the ragged tail is dropped
         total_steps = self.steps_per_epoch * cfg.epochs
@@ -376,7 +424,8 @@ class Trainer:
         return split
 
     def _step_context(self, features: Tensor | None) -> StepContext:
-        return StepContext(features, self.shared_parameters, self.head_parameters, self.last_shared_parameters)
+        return StepContext(features, self.shared_parameters, self.head_parameters, self.last_shared_parameters,
+                           all_reduce=self.dist.all_reduce, world_size=self.dist.world_size)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -395,11 +444,14 @@ class Trainer:
     # ------------------------------------------------------------ loop
 
     def run(self) -> RunResult:
-        self._setup()
-        if self.resume_state is not None:
-            self._restore(self.resume_state)
-        with interrupt_requests(self):
-            return self._loop()
+        try:
+            self._setup()
+            if self.resume_state is not None:
+                self._restore(self.resume_state)
+            with interrupt_requests(self):
+                return self._loop()
+        finally:
+            self.dist.close()
 
     def _restore(self, state: Mapping[str, Any]) -> None:
         """Put the freshly built run back where the checkpoint left it."""
@@ -432,8 +484,10 @@ class Trainer:
             self.weighting.epoch_end(torch.tensor(train_losses, device=self.settings.device))
             started = time.perf_counter()
             self.model.eval()
-            final = evaluate(self.forward, self.tasks, self.source, self.targets, self.eval_index,
-                             self.augment, self.settings, eval_batch, pad=self.settings.compile)
+            self.dist.average_buffers(self.model)  # batch-norm statistics: one model on every rank
+            final = evaluate(self.forward, self.tasks, self.source, self.targets,
+                             self.dist.local_index(self.eval_index), self.augment, self.settings, eval_batch,
+                             pad=self.settings.compile, all_reduce=self.dist.all_reduce if self.dist.active else None)
             val_seconds = time.perf_counter() - started
             self.timings["epoch_train_seconds"].append(train_seconds)
             self.timings["epoch_val_seconds"].append(val_seconds)
@@ -449,8 +503,13 @@ class Trainer:
             log(self._epoch_line(epoch, row, final))
         if final is None:
             raise TrainingError(f"nothing left to train: the run already finished its {cfg.epochs} epochs")
+        if self.dist.active:
+            gap = self.dist.divergence(self.model, self.weighting)
+            log(f"{self.dist.world_size} processes ({self.dist.backend}): parameters identical on every rank"
+                if gap == 0 else f"warning: the {self.dist.world_size} processes' parameters differ by up to "
+                                 f"{gap:.3g} (rank 0's were saved)")
         result = RunResult(self.run_folder.path, history, final, self.baselines, progress.best_epoch, self.settings,
-                           self.data.notes, self.timings)
+                           self.data.notes, self.timings, is_main=self.dist.is_main)
         self.run_folder.write_json("summary.json", {
             "best_epoch": progress.best_epoch,
             "final": final.metrics,
@@ -468,24 +527,28 @@ class Trainer:
         first_step = progress.step
         loss_sums = torch.tensor(progress.loss_sums or [0.0] * k, device=settings.device)
         first_bad = torch.tensor(progress.first_bad or [-1] * k, dtype=torch.long, device=settings.device)
-        batches = self.source.batches(order[first_step * self.batch_size:], self.batch_size, drop_last=True)
+        batches = self.source.batches(self._local_order(order[first_step * self.batch_size:]),
+                                      self.batch_size // self.dist.world_size, drop_last=True)
+        share = (self.local_rows.start, self.batch_size) if self.dist.active else None
         bar = tqdm(batches, total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch}/{cfg.epochs}",
                    unit="step", disable=not self.progress, leave=False)
         host: list[float] = []
         skip_nonfinite = cfg.on_nonfinite == "skip"
         skipped = 0
         for step, (images, index) in enumerate(bar, start=first_step):
-            x = self.augment(images, train=True)
+            x = self.augment(images, train=True, share=share)
             y = self.targets[index]
             if settings.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             losses, features = self.forward_losses(x, y)
+            losses = self.dist.share_losses(losses, y)  # value: the global batch's; gradient: this rank's share
             detached = losses.detach()
             if skip_nonfinite and not bool(torch.isfinite(detached).all()):  # opt-in: one sync per step
                 skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 continue
             self.weighting.backward(losses, self._step_context(features))
+            self.dist.sum_gradients(self.trainable)
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -502,7 +565,7 @@ class Trainer:
                 self._stop_if_nonfinite(epoch, host[k:])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
-            if self.stop_signal is not None:
+            if self._stop_requested(done):
                 self._save_interrupted(epoch, done, loss_sums, first_bad)
         if skipped:
             self.skipped_steps += skipped
@@ -512,11 +575,32 @@ class Trainer:
             raise TrainingError(f"every step of epoch {epoch} had a non-finite loss; nothing was trained")
         return host[:k]
 
+    def _local_order(self, order: Tensor) -> Tensor:
+        """This rank's rows of each global batch in `order`, batch after batch (all of it in one process)."""
+        if not self.dist.active:
+            return order
+        steps = order.numel() // self.batch_size
+        return order[:steps * self.batch_size].view(steps, self.batch_size)[:, self.local_rows].reshape(-1)
+
+    def _stop_requested(self, done: int) -> bool:
+        """Whether to save and stop after step `done`.
+
+        One process stops after the step in which the signal came. The ranks of
+        a distributed run must stop after the same step, so they agree at each
+        log interval (one tiny all-reduce there, where the host syncs anyway).
+        """
+        if not self.dist.active:
+            return self.stop_signal is not None
+        if done % self.cfg.log_every and done != self.steps_per_epoch:
+            return False
+        return self.dist.any(self.stop_signal is not None, self.settings.device)
+
     def _save_interrupted(self, epoch: int, done: int, loss_sums: Tensor, first_bad: Tensor) -> None:
         progress = self.progress_state
         progress.epoch, progress.step = epoch, done
         progress.loss_sums, progress.first_bad = loss_sums.tolist(), first_bad.tolist()
-        atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
+        if self.dist.is_main:
+            atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
         message = (f"stopped by {name} at epoch {epoch}, step {done}; progress saved in "
                    f"{self.run_folder.last_checkpoint}. Continue with: hydranet train --resume {self.run_folder.path}")
@@ -564,6 +648,8 @@ class Trainer:
         return f"epoch {epoch}/{self.cfg.epochs} ({seconds:.1f}s)  " + "; ".join(parts)
 
     def _save(self, epoch: int, row: Mapping[str, Any], *, best: bool) -> None:
+        if not self.dist.is_main:
+            return
         state = self.checkpoint_state(epoch, row)
         atomic_torch_save(state, self.run_folder.last_checkpoint)
         if best:

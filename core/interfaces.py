@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -133,6 +133,11 @@ class StepContext:
     shared_parameters: Sequence[nn.Parameter]
     head_parameters: Sequence[nn.Parameter]
     last_shared_parameters: Sequence[nn.Parameter]
+    #: Sums a tensor over the processes of a distributed run, in place (the identity in one process).
+    #: A weighting that combines per-task gradients must reduce them before combining; see
+    #: `hydranet.core.distributed` for what each rank's tensors hold.
+    all_reduce: Callable[[Tensor], Tensor] = field(default=lambda tensor: tensor)
+    world_size: int = 1
 
 
 class Weighting(nn.Module):

@@ -132,6 +132,31 @@ class RunFolder:
             os.fsync(handle.fileno())
 
 
+class SilentRunFolder(RunFolder):
+    """The run folder as seen by a distributed run's other ranks: same paths, writes nothing.
+
+    Only rank 0 writes logs, metrics and checkpoints, so two processes never
+    race on one file; the others keep the paths (to read a checkpoint back).
+    """
+
+    def __init__(self, path: str | Path):  # no folder checks: rank 0 made them
+        self.path = Path(path)
+        self.echo = False
+        self._fields = None
+
+    def log(self, line: str = "") -> None:
+        pass
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.path / name
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        pass
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        pass
+
+
 def _csv_value(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 

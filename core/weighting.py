@@ -151,6 +151,7 @@ class GradientWeighting(Weighting):
         super().__init__(tasks)
         self.grad_space: GradSpace = grad_space or self.default_grad_space
         self.register_buffer("last_weights", torch.ones(self.num_tasks))
+        self._checked_linear = False
 
     def aggregate(self, jacobian: Tensor) -> Tensor:
         """(K, D) float32 per-task gradients -> (D,) combined gradient."""
@@ -173,14 +174,55 @@ class GradientWeighting(Weighting):
                 raise RuntimeError(f"{type(self).__name__} works on the shared representation, "
                                    "but the engine gave no features that carry gradients")
             jacobian = per_task_gradients(losses, [context.features], batched=True)
-            direction = self.aggregate(jacobian)
+            if context.world_size > 1:
+                direction = self.distributed_direction(jacobian, context)
+            else:
+                direction = self.aggregate(jacobian)
             context.features.backward(direction.view_as(context.features).to(context.features.dtype))
         else:
             shared = list(context.shared_parameters)
-            jacobian = per_task_gradients(losses, shared, batched=False)
+            # Each rank holds its share of every task's gradient: sum them before combining, then
+            # leave 1/W of the (identical) result, since the engine sums the ranks' gradients.
+            jacobian = context.all_reduce(per_task_gradients(losses, shared, batched=False))
             direction = self.aggregate(jacobian)
-            _accumulate_grads(shared, direction)
+            _accumulate_grads(shared, direction / context.world_size if context.world_size > 1 else direction)
         return total.detach()
+
+    def distributed_direction(self, jacobian: Tensor, context: StepContext) -> Tensor:
+        """This rank's columns of the combined gradient when each rank holds its own images' columns.
+
+        The global Jacobian is the ranks' column blocks side by side, so its
+        Gram matrix G = J J^T is the sum of theirs: one all-reduce of K x K
+        numbers. `aggregate` runs on a K x K stand-in R with R R^T = G (from an
+        eigendecomposition), which gives the same task weights as the global
+        Jacobian for any strategy that reads J only through J J^T (all the
+        built-ins do), and records them in `last_weights`; this rank applies
+        them to its own columns. The first call checks that the strategy's
+        result is indeed `last_weights @ R`, once.
+        """
+        gram = context.all_reduce((jacobian @ jacobian.T).float())
+        stand_in = gram_root(gram)
+        combined = self.aggregate(stand_in)
+        if not self._checked_linear:
+            expected = self.last_weights.to(stand_in.dtype) @ stand_in
+            if not torch.allclose(combined, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()) + 1e-12):
+                raise RuntimeError(
+                    f"weighting '{type(self).__name__}' cannot run on the shared representation with several "
+                    "processes: its combined gradient is not last_weights @ jacobian. Record the task weights "
+                    "in self.last_weights, or use grad_space: params.")
+            self._checked_linear = True
+        return self.last_weights.to(jacobian.dtype) @ jacobian
+
+
+def gram_root(gram: Tensor) -> Tensor:
+    """A (K, K) matrix R with R R^T = `gram` (symmetric positive semi-definite), via eigh.
+
+    Float64 where the device has it: R R^T must reproduce G closely, because
+    the strategies' weights are computed from it.
+    """
+    dtype = torch.float32 if gram.device.type == "mps" else torch.float64
+    values, vectors = torch.linalg.eigh(gram.to(dtype))
+    return (vectors * values.clamp_min(0).sqrt()).to(torch.float32)
 
 
 def _accumulate_grads(parameters: Sequence[Tensor], flat: Tensor) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torchvision
@@ -218,18 +218,22 @@ def _prefix_hint(given: Mapping[str, Any], missing: list[str]) -> str:
 
 
 class TinyParams(BaseModel):
-    """The tiny CNN's one knob: its width."""
+    """The tiny CNN's knobs: its width and its normalisation."""
 
     model_config = ConfigDict(extra="forbid")
 
     width: int = Field(32, ge=4, description="Channels of the first stage; features = 4 x width.")
+    norm: Literal["batch", "group"] = Field(
+        "batch", description="batch: BatchNorm (statistics of each process's batch); group: GroupNorm, which "
+                             "depends on no other image, so several processes train exactly as one.")
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU (no conv bias: batch norm makes it redundant)."""
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, norm: str = "batch") -> nn.Sequential:
+    """3x3 convolution, normalisation, ReLU (no conv bias: the normalisation makes it redundant)."""
+    layer = nn.BatchNorm2d(out_channels) if norm == "batch" else nn.GroupNorm(min(8, out_channels), out_channels)
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        layer,
         nn.ReLU(inplace=True),
     )
 
@@ -242,15 +246,15 @@ class TinyCNN(Backbone):
     any image size, and the features are 4w wide.
     """
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, norm: str = "batch"):
         super().__init__()
         self.out_features = 4 * width
         self.features = nn.Sequential(
-            conv_bn_relu(3, width),
-            conv_bn_relu(width, 2 * width, stride=2),
-            conv_bn_relu(2 * width, 2 * width),
-            conv_bn_relu(2 * width, 4 * width, stride=2),
-            conv_bn_relu(4 * width, 4 * width),
+            conv_bn_relu(3, width, norm=norm),
+            conv_bn_relu(width, 2 * width, stride=2, norm=norm),
+            conv_bn_relu(2 * width, 2 * width, norm=norm),
+            conv_bn_relu(2 * width, 4 * width, stride=2, norm=norm),
+            conv_bn_relu(4 * width, 4 * width, norm=norm),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
@@ -260,7 +264,7 @@ class TinyCNN(Backbone):
 
 
 def build_tiny(params: TinyParams) -> TinyCNN:
-    return TinyCNN(params.width)
+    return TinyCNN(params.width, params.norm)
 
 
 # ---------------------------------------------------------------- registration

@@ -99,7 +99,12 @@ class GradNorm(WeightedSum):
             if not inputs:
                 raise RuntimeError("gradnorm (grad_space: params) needs the last shared layer's parameters, "
                                    "but the backbone has none that require grad")
-        return per_task_gradients(losses, inputs, batched=True).norm(dim=1)
+        jacobian = per_task_gradients(losses, inputs, batched=True)
+        if context.world_size == 1:
+            return jacobian.norm(dim=1)
+        if self.grad_space == "features":  # each rank holds its own images' rows: add the squared norms
+            return context.all_reduce(jacobian.pow(2).sum(dim=1)).sqrt()
+        return context.all_reduce(jacobian).norm(dim=1)  # each rank holds a share of the same gradient
 
     def weight_gradient(self, losses: Tensor, norms: Tensor) -> Tensor:
         """d L_grad / d w for this step's losses and gradient norms; records L(0) on the first step."""

@@ -1,0 +1,270 @@
+"""Training on several processes (GPUs, or CPU processes with gloo), launched by torchrun.
+
+How a distributed step works, and why it is built this way rather than by
+wrapping the model in `DistributedDataParallel`:
+
+- Every rank draws the same seeded permutation each epoch; global batch t is
+  `order[t*B:(t+1)*B]` exactly as in one process, and rank r trains on its
+  slice `[r*B/W, (r+1)*B/W)` of it (B = `train.batch_size`, the *global* batch,
+  W = the number of processes). Augmentation draws its random numbers for the
+  whole global batch and keeps the rank's rows, so a sample is flipped and
+  shifted the same whatever W is. Hence a run can resume with a different W.
+- Each task's loss is the mean over the *global* batch's labelled rows. A rank
+  computes its share `L_part = mean_local * n_local / n_global` (n: labelled
+  rows, all-reduced, so a task labelled on few rows is weighted exactly as in
+  one process) and the global value `L = sum_r L_part` (one all-reduce of K
+  numbers). The weighting receives `L_part + (L - L_part).detach()`: its
+  value is the global loss, its gradient is this rank's share. Any weighting
+  that is a function of the losses, f(L), then yields f'(L) dL_part on each
+  rank, and their sum is the exact global gradient f'(L) dL: nonlinear
+  weightings (gls, dbmtl's log, famo) stay exact, not means of means.
+- After the weighting's backward every model gradient holds the rank's share,
+  and one flat all-reduce (sum) makes it the global gradient on every rank.
+  DDP averages instead, and only within one backward call; gradient-based
+  weightings run several (per-task gradients, then the combined one) and must
+  reduce *before* they combine (a min-norm or projection of averaged
+  per-rank directions is not the direction of the global gradients). Doing the
+  one reduction ourselves keeps a single code path for all of them, with the
+  same cost as DDP's bucketed all-reduce (one collective per step).
+- A weighting's own learned parameters (uncertainty's log-variances, GradNorm's
+  weights) see only global values (the losses' values, all-reduced norms), so
+  their gradients are already identical on every rank and are not reduced.
+- Gradient-based weightings reduce what they combine: in parameter space the
+  (K, D) Jacobian (a sum of the ranks' shares); in feature space, where each
+  rank holds the gradients of its own images, the (K, K) Gram matrix of the
+  per-task gradients, from which every built-in strategy's task weights follow
+  (see `hydranet.core.weighting.GradientWeighting`).
+- Batch-norm statistics are per rank during an epoch (as with DDP); the running
+  buffers are averaged across ranks before each evaluation, so every rank
+  holds the same model. Validation is split across ranks and its sums and
+  counts (losses, metric buffers) are all-reduced: exact, not means of means.
+- Only rank 0 writes the run folder (logs, metrics, checkpoints, plots).
+
+In one process `Distributed.single()` makes every one of these operations the
+identity, so the engine has one code path and the CPU tests cover it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hydranet.core.errors import HydranetError
+from hydranet.core.interfaces import label_mask
+
+#: Environment variables torchrun sets for every worker.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+class DistributedError(HydranetError):
+    """A distributed launch that cannot work as configured."""
+
+
+@dataclass
+class Distributed:
+    """This process's place in a (possibly one-process) run, and the collectives the engine uses."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    backend: str | None = None
+    #: True when this object initialised the process group (and so destroys it in `close`).
+    owns_group: bool = False
+
+    # ------------------------------------------------------------ set-up
+
+    @classmethod
+    def single(cls) -> "Distributed":
+        return cls()
+
+    @classmethod
+    def from_environment(cls, device_name: str = "auto") -> "Distributed":
+        """The torchrun launch this process belongs to (or a single process), with its group initialised.
+
+        NCCL when the run trains on CUDA, gloo otherwise (CPU processes).
+        """
+        if not all(name in os.environ for name in TORCHRUN_VARIABLES):
+            return cls.single()
+        world_size = int(os.environ["WORLD_SIZE"])
+        if world_size <= 1:
+            return cls.single()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        if use_cuda:
+            if local_rank >= torch.cuda.device_count():
+                raise DistributedError(
+                    f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}. "
+                    "Start at most one process per GPU (torchrun --nproc-per-node N, hydranet train --nproc N).")
+            torch.cuda.set_device(local_rank)
+        backend = "nccl" if use_cuda else "gloo"
+        owns = not torch.distributed.is_initialized()
+        if owns:
+            torch.distributed.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        return cls(rank, local_rank, world_size, torch.distributed.get_backend(), owns)
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """The device this rank trains on: its own GPU under NCCL."""
+        if self.active and device.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def close(self) -> None:
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    # ------------------------------------------------------------ data
+
+    def local_rows(self, global_batch: int) -> slice:
+        """This rank's rows of a global batch (the batch size is checked to divide by W)."""
+        per_rank = global_batch // self.world_size
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+    def check_batch_size(self, batch_size: int, field: str = "train.batch_size") -> None:
+        if batch_size % self.world_size:
+            raise DistributedError(
+                f"{field} = {batch_size} is the global batch and must divide by the {self.world_size} processes; "
+                f"use {batch_size - batch_size % self.world_size or self.world_size} or "
+                f"{batch_size + self.world_size - batch_size % self.world_size}")
+
+    def local_index(self, index: Tensor) -> Tensor:
+        """This rank's part of an evaluation index (every W-th sample, so parts differ by at most one)."""
+        return index[self.rank::self.world_size] if self.active else index
+
+    # ------------------------------------------------------------ collectives
+
+    def all_reduce(self, tensor: Tensor, op: str = "sum") -> Tensor:
+        """Sum (or max) `tensor` over the ranks, in place, and return it; the identity in one process."""
+        if self.active:
+            reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+            torch.distributed.all_reduce(tensor, op=reduce_op)
+        return tensor
+
+    def share_losses(self, losses: Tensor, targets: Tensor) -> Tensor:
+        """Per-task losses whose value is the global batch's and whose gradient is this rank's share."""
+        if not self.active:
+            return losses
+        counts = label_mask(targets).sum(dim=0).to(losses.dtype)
+        total = self.all_reduce(counts.clone())
+        part = losses * counts / total.clamp_min(1)
+        whole = self.all_reduce(part.detach().clone())
+        return part + (whole - part).detach()
+
+    def sum_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
+        """Turn every rank's gradient shares into the global gradient, with one flat all-reduce.
+
+        A parameter without a gradient on this rank takes part with zeros, so
+        every rank passes the same layout (a missing gradient then means zero).
+        """
+        if not self.active or not parameters:
+            return
+        grads = []
+        for p in parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.all_reduce(flat)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def average_buffers(self, module: nn.Module) -> None:
+        """Average floating-point buffers (batch-norm running statistics) so every rank holds the same model."""
+        if not self.active:
+            return
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                self.all_reduce(buffer).div_(self.world_size)
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when `flag` is true on any (a host synchronisation: call it rarely)."""
+        if not self.active:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        return bool(self.all_reduce(value, op="max").item() > 0)
+
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (e.g. the run folder's path)."""
+        if not self.active:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank (once, at the start)."""
+        if self.active:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
+
+    def divergence(self, *modules: nn.Module) -> float:
+        """The largest difference between any parameter or buffer here and on rank 0, over all ranks.
+
+        Every rank applies the same summed gradient, so this should be exactly
+        0; the engine checks it once at the end of a run (it sends the model
+        once, like the broadcast at the start).
+        """
+        if not self.active:
+            return 0.0
+        tensors = [t.detach().reshape(-1).double() for m in modules for t in [*m.parameters(), *m.buffers()]
+                   if t.is_floating_point()]
+        if not tensors:
+            return 0.0
+        mine = torch.cat(tensors)
+        reference = mine.clone()
+        torch.distributed.broadcast(reference, src=0)
+        gap = (mine - reference).abs().max().reshape(1)
+        return float(self.all_reduce(gap, op="max").item())
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (e.g. decodes into the cache), then the others (which read it)."""
+        if not self.is_main:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if self.is_main:
+                self.barrier()
+
+
+def launch_local(nproc: int, argv: Sequence[str]) -> int:
+    """Run `hydranet ARGV` in `nproc` processes on this machine through torchrun; return its exit status."""
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
+                               f"{torch.cuda.device_count()} GPUs; use at most one per GPU")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "hydranet", *argv]
+    if shutil.which(sys.executable) is None:  # pragma: no cover - the interpreter running us always exists
+        raise DistributedError(f"cannot find the Python interpreter {sys.executable} to start torchrun")
+    process = subprocess.Popen(command)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached torchrun and its workers too: they finish their step, save and exit;
+            # killing torchrun here would orphan them mid-save, so keep waiting.
+            continue
