@@ -110,11 +110,19 @@ def per_task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: boo
             return _flatten_rows(grads, inputs, k)
         except RuntimeError:
             pass  # an op without a batching rule: fall back to the loop below
-    rows = []
+    # K backward passes, each written straight into its row: one copy of the K x D matrix, not two
+    out = torch.empty(k, sum(x.numel() for x in inputs), device=losses.device, dtype=torch.float32)
     for i in range(k):
         grads = torch.autograd.grad(losses[i], list(inputs), retain_graph=True, allow_unused=True)
-        rows.append(_flatten_rows([None if g is None else g.unsqueeze(0) for g in grads], inputs, 1))
-    return torch.cat(rows)
+        offset = 0
+        for g, x in zip(grads, inputs):
+            piece = out[i, offset:offset + x.numel()]
+            offset += x.numel()
+            if g is None:
+                piece.zero_()
+            else:
+                piece.copy_(g.reshape(-1))
+    return out
 
 
 def _flatten_rows(grads: Sequence[Tensor | None], inputs: Sequence[Tensor], k: int) -> Tensor:

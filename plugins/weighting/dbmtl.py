@@ -103,7 +103,7 @@ class DualBalancing(GradientWeighting):
             else:
                 if self.ema.shape != jacobian.shape:  # shape is metadata: the first step sizes the buffer
                     self.ema = torch.zeros_like(jacobian)
-                self.ema.copy_(beta * self.ema + (1 - beta) * jacobian)
+                self.ema.lerp_(jacobian, 1 - beta)  # beta * ema + (1 - beta) * g, in one pass over K x D
                 norms = self.ema.norm(dim=1)
                 scale = norms.max() / (norms + NORM_EPS)
                 direction = scale @ self.ema
