@@ -42,3 +42,28 @@ def tiny_spec(root: Path, **train) -> dict:
         "weighting": "sum",
         "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "device": "cpu", **train},
     }
+
+
+def install_as_if_pip(package: "Path", site: "Path", monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Make a plugin package (src/ layout) importable and discoverable as pip would; return its [project] table.
+
+    Writes a .dist-info with the package's `hydranet` entry points under `site`
+    and puts `site` and the package's src/ on sys.path, which is all that
+    entry-point discovery reads, without a slow real `pip install`.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    project = tomllib.loads((package / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n", encoding="utf-8")
+    lines = ["[hydranet]"] + [f"{name} = {value}" for name, value in project["entry-points"]["hydranet"].items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.delenv("HYDRANET_PLUGINS", raising=False)
+    monkeypatch.syspath_prepend(str(package / "src"))
+    monkeypatch.syspath_prepend(str(site))
+    return project

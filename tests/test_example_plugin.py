@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from conftest import install_as_if_pip
 from hydranet.core.errors import SpecError
 from hydranet.core.plugins import default_components, load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
@@ -42,17 +43,7 @@ def declared() -> dict:
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
     """The example as pip would leave it: importable source plus a .dist-info with its entry points."""
-    project = declared()
-    site = tmp_path / "site"
-    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n", encoding="utf-8")
-    lines = ["[hydranet]"] + [f"{name} = {value}" for name, value in project["entry-points"]["hydranet"].items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    monkeypatch.delenv("HYDRANET_PLUGINS", raising=False)
-    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
-    monkeypatch.syspath_prepend(str(site))
+    project = install_as_if_pip(EXAMPLE, tmp_path / "site", monkeypatch)
     yield project
     for name in [m for m in sys.modules if m == "hydranet_agegroup" or m.startswith("hydranet_agegroup.")]:
         del sys.modules[name]

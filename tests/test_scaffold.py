@@ -22,7 +22,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from conftest import tiny_spec
+from conftest import install_as_if_pip, tiny_spec
 from hydranet.core.cli import cli
 from hydranet.core.engine import train
 from hydranet.core.plugins import BUILTIN_PLUGINS, load_components, make_plugin_manager
@@ -53,17 +53,7 @@ def files_under(folder: Path) -> set[str]:
 
 def install(package: Path, site: Path, monkeypatch) -> dict:
     """Make `package` importable and discoverable as if pip-installed; return its [project] table."""
-    project = tomllib.loads((package / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n", encoding="utf-8")
-    lines = ["[hydranet]"] + [f"{name} = {value}" for name, value in project["entry-points"]["hydranet"].items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    monkeypatch.delenv("HYDRANET_PLUGINS", raising=False)
-    monkeypatch.syspath_prepend(str(package / "src"))
-    monkeypatch.syspath_prepend(str(site))
-    return project
+    return install_as_if_pip(package, site, monkeypatch)
 
 
 @pytest.fixture
