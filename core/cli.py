@@ -106,96 +106,6 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     click.echo(f"\nrun folder: {result.run_dir}")
 
 
-# ------------------------------------------------------------------ eval / predict
-
-
-@cli.command("eval")
-@click.argument("checkpoint", type=click.Path())
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override the stored spec's data, e.g. --set data.root=OTHER_DIR.")
-@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
-              help="Which part of the data to evaluate on.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--device", default="auto", show_default=True, help="Device to evaluate on.")
-def eval_command(checkpoint: str, overrides: tuple[str, ...], split: str, as_json: bool, device: str) -> None:
-    """Per-task metrics of a checkpoint on its data's validation split.
-
-    \b
-    Examples:
-      hydranet eval runs/demo-20260101-120000/best.pt
-      hydranet eval best.pt --set data.root=data/UTKFace --split all --json
-    """
-    from hydranet.core.inference import TrainedModel
-    from hydranet.core.report import metrics_table
-
-    model = TrainedModel.from_checkpoint(checkpoint, device=device)
-    result, baselines, data = model.evaluate(overrides, split=split, progress=sys.stderr.isatty())
-    if as_json:
-        click.echo(json.dumps({"checkpoint": checkpoint, "split": split, "metrics": result.metrics,
-                               "losses": result.losses, "labelled": result.labelled, "baselines": baselines},
-                              indent=2))
-        return
-    click.echo(f"{checkpoint}: {split} split, {sum(result.labelled.values()) and max(result.labelled.values())} images")
-    click.echo(metrics_table(result.metrics, baselines, result.higher_is_better))
-
-
-@cli.command()
-@click.argument("checkpoint", type=click.Path())
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per image).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--device", default="auto", show_default=True)
-def predict(checkpoint: str, paths: tuple[str, ...], as_json: bool, batch_size: int, device: str) -> None:
-    """Predict every task for images (files or folders).
-
-    \b
-    Examples:
-      hydranet predict runs/demo-20260101-120000/best.pt face.jpg
-      hydranet predict best.pt photos/ --json > predictions.json
-    """
-    from tqdm import tqdm
-
-    from hydranet.core.inference import TrainedModel, expand_image_paths
-    from hydranet.core.report import format_table
-
-    model = TrainedModel.from_checkpoint(checkpoint, device=device)
-    files = expand_image_paths(paths)
-    if not files:
-        raise click.ClickException("no image files found in: " + ", ".join(paths))
-    rows: list[dict[str, Any]] = []
-    for start in tqdm(range(0, len(files), batch_size), desc="predicting", unit="batch",
-                      disable=not sys.stderr.isatty() or len(files) <= batch_size):
-        chunk = files[start:start + batch_size]
-        readable, results = [], []
-        for path in chunk:
-            try:
-                results.append(model.preprocess(path))
-                readable.append(path)
-            except Exception as error:  # an unreadable file is reported in its row, not fatal
-                rows.append({"file": str(path), "error": f"{type(error).__name__}: {error}"})
-        if readable:
-            import torch
-
-            outputs = model.predict_tensor(torch.stack(results))
-            decoded = {t.name: t.decode(outputs[t.name].float().cpu()) for t in model.tasks}
-            rows += [{"file": str(p), **{n: d[i] for n, d in decoded.items()}} for i, p in enumerate(readable)]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    headers = ["file", *model.task_names]
-    click.echo(format_table(headers, [[r["file"], *(_readable(r.get(n), r.get("error")) for n in model.task_names)]
-                                      for r in rows]))
-
-
-def _readable(prediction: dict[str, Any] | None, error: str | None) -> str:
-    if prediction is None:
-        return f"error: {error}" if error else "-"
-    if "value" in prediction:
-        unit = prediction.get("unit") or ""
-        return f"{prediction['value']:.1f} {unit}".strip()
-    return f"{prediction['class']} ({prediction['probability']:.2f})"
-
-
 # ------------------------------------------------------------------ plot
 
 
@@ -386,6 +296,14 @@ def spec_schema_command() -> None:
     from hydranet.core.spec import spec_schema
 
     click.echo(json.dumps(spec_schema(), indent=2))
+
+
+# ------------------------------------------------------------------ eval / predict / export (core/cli_model.py)
+
+from hydranet.core.cli_model import eval_command, export_command, predict_command  # noqa: E402
+
+for _command in (eval_command, predict_command, export_command):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -1,29 +1,61 @@
 """Ship a trained HydraNet as one file: ONNX, TorchScript or a torch.export program.
 
-The exported model takes float32 images in [0, 1], shape (N, 3, S, S) with
-S the training size and any N, normalises them as training did, runs the
-backbone once and returns one named output per task: regression tasks in
-their label's units (e.g. years), classification tasks as logits (one column
-for a binary task, K for a multiclass one).
+A deployed model should need neither hydranet nor its plugins, so the file
+holds everything between pixels and per-task outputs:
+
+- input `images`: float32 RGB in [0, 1], shape (N, 3, S, S), S the training
+  size, N free (a dynamic batch dimension). Floats rather than uint8 because
+  every runtime and image library hands them over without a cast, and the
+  normalisation training used (mean/std) is inside the file, so callers only
+  divide their 0-255 pixels by 255;
+- outputs, one per task and in the spec's task order: regression tasks in
+  their label's units (e.g. years), classification tasks as logits (one
+  column for a binary task, the logit of its second class; K columns for a
+  K-class task). ONNX names each output after its task; TorchScript and
+  torch.export return a tuple in that order.
+
+A JSON manifest (input, outputs, class names, units) travels inside the file
+(ONNX metadata `hydranet`, `hydranet.json` extra file otherwise), so whoever
+receives the file can decode it without the spec. Files are written to a
+temporary name, checked against PyTorch when asked, and only then renamed:
+a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from hydranet.core.errors import HydranetError
 
+if TYPE_CHECKING:
+    from hydranet.core.inference import TrainedModel
+
 Format = Literal["onnx", "torchscript", "exported"]
-SUFFIX = {"onnx": ".onnx", "torchscript": ".ts", "exported": ".pt2"}
+FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported")
+#: default file name endings, next to the checkpoint (`best.pt` -> `best.onnx`); never `.pt`, the checkpoint's own
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported": ".pt2"}
 INPUT_NAME = "images"
+MANIFEST = "hydranet.json"
+MIN_OPSET = 18  # torch's ONNX exporter has no implementations below this
+ONNX_LIMIT_BYTES = 2 * 1024**3 - 64 * 1024**2  # one protobuf file holds < 2 GiB
+INSTALL_HINT = "pip install 'hydranet[export]'"
+CHECK_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # of each output's largest magnitude
+
+
+class ExportError(HydranetError):
+    """An export could not be written or does not reproduce the PyTorch model."""
 
 
 class ExportedHydraNet(nn.Module):
@@ -33,53 +65,276 @@ class ExportedHydraNet(nn.Module):
         super().__init__()
         self.model = model
         self.task_names = list(task_names)
-        self.register_buffer("mean", torch.tensor(list(mean)).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std)).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         outputs = self.model((images - self.mean) / self.std)
         return tuple(outputs[name] for name in self.task_names)
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt: Format = "onnx") -> Path:
-    """Write the checkpoint's model as one file in `fmt`; returns its path."""
-    from hydranet.core.inference import TrainedModel
+@dataclass
+class ExportResult:
+    """What was written: the file and the manifest stored in it (input shape, output names)."""
 
-    trained = TrainedModel.from_checkpoint(checkpoint, device="cpu")
-    target = Path(out) if out else Path(checkpoint).with_suffix(SUFFIX[fmt])
-    wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std).eval()
-    example = torch.rand(2, 3, trained.image_size, trained.image_size)
+    path: Path
+    fmt: str
+    manifest: dict[str, Any]
+    max_difference: float | None = None  # largest |exported - PyTorch| of the check, when it ran
+
+
+def default_output(checkpoint: str | Path, fmt: str) -> Path:
+    """`runs/x/best.pt` -> `runs/x/best.onnx` (or `.ts.pt`, `.pt2`)."""
+    path = Path(checkpoint)
+    return path.with_name(path.stem + SUFFIX[fmt])
+
+
+def output_description(task: Any) -> dict[str, Any]:
+    """What one task's output columns mean, for the manifest and the CLI's summary."""
+    width = int(getattr(task, "out_features", 1))
+    entry: dict[str, Any] = {"name": task.name, "shape": ["N", width], "problem": getattr(task, "problem", "")}
+    names = getattr(task, "class_names", None)
+    if entry["problem"] == "classification" and names:
+        entry["class_names"] = list(names)
+        entry["meaning"] = (f"logit of P({names[-1]}) (sigmoid gives it)" if width == 1
+                            else f"logits over {', '.join(names)} (softmax gives probabilities)")
+    elif entry["problem"] == "regression":
+        unit = getattr(getattr(task, "params", None), "unit", "") or ""
+        entry["unit"] = unit
+        entry["meaning"] = f"value in {unit}" if unit else "value in the label's units"
+    else:
+        entry["meaning"] = "raw head output"
+    return entry
+
+
+def build_manifest(trained: TrainedModel) -> dict[str, Any]:
+    size = trained.image_size
+    return {
+        "format": "hydranet-export",
+        "hydranet_version": trained.info.get("hydranet_version"),
+        "input": {"name": INPUT_NAME, "shape": ["N", 3, size, size], "dtype": "float32",
+                  "range": [0.0, 1.0], "channels": "RGB", "mean": list(trained.mean), "std": list(trained.std),
+                  "note": "pixels / 255; the mean/std normalisation is inside the model",
+                  "resize": "as training: EXIF orientation applied, JPEGs decoded with Image.draft('RGB', (S, S)), "
+                            "centre-crop to a square and bilinear resize to S (PIL ImageOps.fit)"},
+        "outputs": [output_description(task) for task in trained.tasks],
+    }
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside `target`, renamed over it only when the block succeeds.
+
+    Readers never see a half-written file, and a failure (or Ctrl-C) leaves
+    whatever was at `target` before. The file gets the usual umask-derived
+    mode, not mkstemp's owner-only one, since exports and predictions are
+    meant to be shared.
+    """
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=SUFFIX[fmt], dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
+    tmp = Path(name)
     try:
-        with torch.no_grad():
-            _WRITERS[fmt](wrapper, example, Path(tmp))
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(target: str | Path, text: str) -> Path:
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+# ---------------------------------------------------------------- export
+
+
+def require_onnx(runtime: bool = False) -> None:
+    """A clear error naming the missing packages, instead of an ImportError deep inside torch.onnx."""
+    needed = ["onnx", "onnxscript"] + (["onnxruntime"] if runtime else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        what = "running an ONNX model" if runtime and missing == ["onnxruntime"] else "ONNX export"
+        raise ExportError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                          f"installed: {INSTALL_HINT}")
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt: Format = "onnx", *,
+                      opset: int | None = None, check: bool = True) -> ExportResult:
+    """Write the checkpoint's model as one file in `fmt`.
+
+    With `check`, the written file is loaded back and run on random images at
+    two batch sizes before it replaces `out`; outputs that differ from
+    PyTorch's beyond `CHECK_TOLERANCE` make it an error, and nothing is kept.
+    """
+    from hydranet.core.inference import TrainedModel
+
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if opset is not None and fmt != "onnx":
+        raise ExportError(f"--opset applies to ONNX only, not to '{fmt}'")
+    if opset is not None and opset < MIN_OPSET:
+        raise ExportError(f"ONNX opset {opset} is too old: torch's exporter writes opset {MIN_OPSET} or newer")
+    if fmt == "onnx":
+        require_onnx(runtime=check)
+    trained = TrainedModel.from_checkpoint(checkpoint, device="cpu")
+    target = Path(out) if out else default_output(checkpoint, fmt)
+    wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std).eval()
+    manifest = build_manifest(trained)
+    example = torch.rand(2, 3, trained.image_size, trained.image_size)
+    result = ExportResult(target, fmt, manifest)
+    with atomic_file(target, suffix=SUFFIX[fmt]) as tmp:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+                _WRITERS[fmt](wrapper, example, tmp, manifest, opset)
+        except HydranetError:
+            raise
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            other = "exported" if fmt != "exported" else "torchscript"
+            raise ExportError(f"exporting {checkpoint} to {fmt} failed: {type(error).__name__}: {first}. "
+                              f"Its backbone may use an operation {fmt} cannot express; "
+                              f"try --format {other}.") from error
+        if check:
+            result.max_difference = check_export(tmp, fmt, trained, task_names=trained.task_names)
+    return result
 
 
 def _batch_dim() -> dict[str, dict[int, object]]:
     return {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=65536)}}
 
 
-def _write_onnx(wrapper: ExportedHydraNet, example: Tensor, path: Path) -> None:
-    if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
-        raise HydranetError("ONNX export needs onnx and onnxscript: pip install 'hydranet[export]'")
-    torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=wrapper.task_names,
-                      dynamic_shapes=_batch_dim(), dynamo=True, verbose=False)
+def _write_onnx(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
+                opset: int | None) -> None:
+    size = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values())
+    if size > ONNX_LIMIT_BYTES:
+        raise ExportError(f"the model's weights take {size / 1024**3:.1f} GiB, more than one ONNX file can hold "
+                          "(2 GiB); use --format exported")
+    program = torch.onnx.export(wrapper, (example,), None, input_names=[INPUT_NAME], output_names=wrapper.task_names,
+                                dynamic_shapes=_batch_dim(), dynamo=True, verbose=False, opset_version=opset)
+    written = program.model.opset_imports.get("", None)
+    if opset is not None and written != opset:
+        raise ExportError(f"torch's ONNX exporter could not write opset {opset} (it wrote {written}); "
+                          "leave out --opset or pick another")
+    program.model.metadata_props["hydranet"] = json.dumps(manifest)
+    program.save(str(path), external_data=False)  # one self-contained file
 
 
-def _write_torchscript(wrapper: ExportedHydraNet, example: Tensor, path: Path) -> None:
+def _write_torchscript(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
+                       opset: int | None) -> None:
     traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-    torch.jit.save(traced, str(path))
+    torch.jit.save(traced, str(path), _extra_files={MANIFEST: json.dumps(manifest)})
 
 
-def _write_exported(wrapper: ExportedHydraNet, example: Tensor, path: Path) -> None:
+def _write_exported(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
+                    opset: int | None) -> None:
     program = torch.export.export(wrapper, (example,), dynamic_shapes=_batch_dim())
-    torch.export.save(program, str(path))
+    torch.export.save(program, str(path), extra_files={MANIFEST: json.dumps(manifest)})
 
 
 _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}
+
+
+# ---------------------------------------------------------------- loading back
+
+
+def load_exported(path: str | Path, fmt: str | None = None) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    """A function running an exported file on float images: outputs as a tuple in task order.
+
+    For checks and quick use from Python; a deployment would call its runtime
+    (onnxruntime, torch.jit.load, torch.export.load) directly, as this does.
+    """
+    path = Path(path)
+    fmt = fmt or format_of(path)
+    if fmt == "onnx":
+        require_onnx(runtime=True)
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return lambda images: tuple(torch.from_numpy(v) for v in session.run(names, {INPUT_NAME: images.numpy()}))
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+        return lambda images: tuple(module(images))
+    program = torch.export.load(str(path)).module()
+    return lambda images: tuple(program(images))
+
+
+def format_of(path: str | Path) -> str:
+    name = Path(path).name
+    for fmt, suffix in SUFFIX.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ExportError(f"cannot tell the format of {path} from its name; name it *.onnx, *.ts.pt or *.pt2")
+
+
+def read_manifest(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
+    """The manifest stored in an exported file (input shape, output names and meanings)."""
+    path = Path(path)
+    fmt = fmt or format_of(path)
+    if fmt == "onnx":
+        require_onnx()
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(props["hydranet"])
+    files = {MANIFEST: ""}
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    else:
+        torch.export.load(str(path), extra_files=files)
+    return json.loads(files[MANIFEST])
+
+
+@torch.no_grad()
+def check_export(path: Path, fmt: str, trained: TrainedModel, task_names: Sequence[str],
+                 batch_sizes: Sequence[int] = (1, 3)) -> float:
+    """Largest |exported - PyTorch| over random images; an ExportError beyond `CHECK_TOLERANCE`.
+
+    The tolerance is relative to each output's largest magnitude, not to each
+    element: a logit near zero next to large ones may carry the same float
+    rounding as its neighbours. Two batch sizes, neither the one traced with,
+    so a batch dimension that was baked in fails here rather than in the
+    user's deployment.
+    """
+    run = load_exported(path, fmt)
+    generator = torch.Generator().manual_seed(0)
+    largest = 0.0
+    for n in batch_sizes:
+        pixels = torch.randint(0, 256, (n, 3, trained.image_size, trained.image_size), generator=generator,
+                               dtype=torch.uint8)
+        expected = trained.predict_tensor(pixels)
+        try:
+            got = run(pixels.float() / 255)
+        except Exception as error:
+            raise ExportError(f"the {fmt} file does not run on a batch of {n}: {type(error).__name__}: "
+                              f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+        for name, value in zip(task_names, got):
+            want = expected[name].float().cpu()
+            if value.shape != want.shape:
+                raise ExportError(f"the {fmt} file's output '{name}' has shape {tuple(value.shape)} for a batch "
+                                  f"of {n}; PyTorch gives {tuple(want.shape)}")
+            difference = float((value - want).abs().max()) if want.numel() else 0.0
+            largest = max(largest, difference)
+            scale = float(want.abs().max()) if want.numel() else 0.0
+            if not difference <= CHECK_TOLERANCE["atol"] + CHECK_TOLERANCE["rtol"] * scale:
+                raise ExportError(f"the {fmt} file's output '{name}' differs from PyTorch's by up to "
+                                  f"{difference:.3g} (its values reach {scale:.3g}); the file was not written")
+    return largest

@@ -8,6 +8,7 @@ are all stored in it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import read_checkpoint
-from hydranet.core.decode import to_square_rgb
+from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, SpecError
 from hydranet.core.interfaces import Task
@@ -109,19 +110,32 @@ class TrainedModel:
         return self.model(self.normalize(images.to(self.device), train=False))
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 64) -> list[dict[str, Any]]:
-        """Readable per-task predictions, one dict per image: {task: {class, probability} or {value}}."""
-        items = [images] if isinstance(images, (str, Path, Image.Image, Tensor)) else list(images)
+        """Readable per-task predictions, one dict per image: {task: {class, probability} or {value}}.
+
+        `images`: file paths, PIL images, uint8 (3, S, S) tensors, a list of
+        those, or a uint8 batch (N, 3, S, S).
+        """
+        if isinstance(images, Tensor) and images.dim() == 4:
+            items: list[Any] = list(images)  # a uint8 batch (N, 3, S, S)
+        elif isinstance(images, (str, Path, Image.Image, Tensor)):
+            items = [images]
+        else:
+            items = list(images)
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             batch = torch.stack([self.preprocess(item) for item in items[start:start + batch_size]])
-            outputs = self.predict_tensor(batch)
-            decoded = {task.name: task.decode(outputs[task.name].float().cpu()) for task in self.tasks}
-            results += [{name: rows[i] for name, rows in decoded.items()} for i in range(batch.shape[0])]
+            results += self._decode(self.predict_tensor(batch))
         return results
 
     def evaluate(self, overrides: Iterable[str] = (), split: str = "val", progress: bool = False,
-                 components: Components | None = None):
-        """Metrics on the stored spec's data (or data overridden by `--set data.*`)."""
+                 components: Components | None = None, details: bool = True) -> "Evaluation":
+        """Metrics on the stored spec's data (or data overridden by `--set data.*`).
+
+        The metrics come from the training loop's own `evaluate`, so they match
+        what training recorded; `details` adds a second pass for what a metric
+        hides: each classification task's confusion matrix and each regression
+        task's error distribution.
+        """
         from hydranet.core.engine import baseline_metrics, batch_source, evaluate, load_prepared_data
 
         spec = self.spec
@@ -137,7 +151,8 @@ class TrainedModel:
         result = evaluate(self.model, self.tasks, batch_source(spec, data, settings), data.targets.to(self.device),
                           index, self.normalize, settings, batch_size=256)
         baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
-        return result, baselines, data
+        report = self.error_report(data, index) if details else {}
+        return Evaluation(split, int(index.numel()), result, baselines, report)
 
     @torch.no_grad()
     def error_report(self, data, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
@@ -156,8 +171,63 @@ class TrainedModel:
             if task.problem == "classification":
                 report[task.name] = confusion_report(output, target, getattr(task, "class_names", None))
             else:
-                report[task.name] = error_distribution(output[:, 0] - target)
+                unit = getattr(getattr(task, "params", None), "unit", "") or ""
+                report[task.name] = {"unit": unit, **error_distribution(output[:, 0] - target)}
         return report
+
+    def predict_files(self, files: Sequence[Path], batch_size: int = 64,
+                      progress: bool = False) -> list[dict[str, Any]]:
+        """One row per file, in order: `{file, task: prediction, ...}`, or `{file, error}` for an unreadable one.
+
+        A folder of photos usually holds a few broken or non-image files; one
+        of them must not cost the whole run, so each is reported in its row.
+        """
+        from tqdm import tqdm
+
+        rows: list[dict[str, Any]] = []
+        with tqdm(total=len(files), desc="predicting", unit="image", disable=not progress) as bar:
+            for start in range(0, len(files), batch_size):
+                chunk = files[start:start + batch_size]
+                slots: list[dict[str, Any]] = [{"file": str(path)} for path in chunk]
+                readable, images = [], []
+                for slot, path in zip(slots, chunk):
+                    try:
+                        images.append(self.preprocess(path))
+                        readable.append(slot)
+                    except Exception as error:  # PIL raises many kinds; the row says which
+                        slot["error"] = unreadable_reason(error)
+                if images:
+                    for slot, prediction in zip(readable, self._decode(self.predict_tensor(torch.stack(images)))):
+                        slot.update(prediction)
+                rows += slots
+                bar.update(len(chunk))
+        return rows
+
+    def _decode(self, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
+        decoded = {task.name: task.decode(outputs[task.name].float().cpu()) for task in self.tasks}
+        count = len(next(iter(decoded.values()))) if decoded else 0
+        return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
+
+
+@dataclass
+class Evaluation:
+    """`TrainedModel.evaluate`'s answer: metrics next to the constant baseline, and the per-task details."""
+
+    split: str
+    images: int
+    result: Any  # engine.EvalResult: losses, metrics, labelled counts, higher_is_better
+    baselines: dict[str, dict[str, float]]
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for `hydranet eval --json`."""
+        confusion = {k: v for k, v in self.details.items() if "confusion_matrix" in v}
+        return {
+            "split": self.split, "images": self.images, "metrics": self.result.metrics,
+            "losses": self.result.losses, "labelled": self.result.labelled, "baselines": self.baselines,
+            "confusion_matrices": confusion,
+            "error_distributions": {k: v for k, v in self.details.items() if k not in confusion},
+        }
 
 
 def state_dict_mismatch(error: RuntimeError, limit: int = 5) -> str:
@@ -189,7 +259,11 @@ ERROR_QUANTILES = (0.5, 0.9, 0.99)
 
 
 def error_distribution(errors: Tensor) -> dict[str, Any]:
-    """Signed prediction errors summarised: bias, MAE, RMSE, |error| quantiles and a histogram."""
+    """Signed errors (predicted - true): bias (mean), median, MAE, RMSE, |error| quantiles, histogram.
+
+    An MAE alone cannot tell a model that is always a little off from one that
+    is usually right and sometimes wildly wrong, or one that is biased.
+    """
     if errors.numel() == 0:
         return {"count": 0}
     absolute = errors.abs()
@@ -198,6 +272,7 @@ def error_distribution(errors: Tensor) -> dict[str, Any]:
     return {
         "count": errors.numel(),
         "bias": float(errors.mean()),
+        "median": float(errors.median()),
         "mae": float(absolute.mean()),
         "rmse": float(errors.pow(2).mean().sqrt()),
         "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES},

@@ -210,8 +210,8 @@ def reference_cli_group() -> Any:
 
     group = copy.copy(cli)
     group._plugins_added = True  # do not add the commands of whatever plugins are installed here
-    group.commands = {name: command for name, command in cli.commands.items()
-                      if getattr(command.callback, "__module__", "") == cli.callback.__module__}
+    group.commands = {name: command for name, command in cli.commands.items()  # core/cli.py, core/cli_model.py
+                      if getattr(command.callback, "__module__", "").startswith("hydranet.core.")}
     builtin_components().add_commands(group)
     return group
 

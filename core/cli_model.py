@@ -1,0 +1,295 @@
+"""The commands that use a trained model: `hydranet eval`, `predict` and `export`.
+
+They live apart from `cli.py` (training, listing, specs) because they share
+one concern, turning a checkpoint into something a person or a program reads,
+and its formatting helpers. `cli.py` registers them on the `hydranet` group.
+Everything they print to stdout is the answer (a table, JSON or CSV);
+progress and counts of unreadable images go to stderr, so pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
+
+# ------------------------------------------------------------------ eval
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--data", "data_root", type=click.Path(), metavar="DIR",
+              help="Evaluate on this data folder instead of the one the model trained on "
+                   "(short for --set data.root=DIR).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
+              help="Which part of the data to evaluate on.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (metrics, baselines, confusion matrices, "
+                                                      "error distributions) instead of tables.")
+@click.option("--device", default="auto", show_default=True, help="Device to evaluate on.")
+def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, ...], split: str, as_json: bool,
+                 device: str) -> None:
+    """Per-task metrics, confusion matrices and error distributions.
+
+    Evaluates a checkpoint on the data it trained on (its validation split by
+    default) or on other data (--data, --set data.*).
+
+    The metrics table puts each metric next to the best constant prediction
+    (the baseline a model must beat). Then each classification task gets its
+    confusion matrix (rows: true class, columns: predicted class) and each
+    regression task the distribution of its errors (predicted - true).
+
+    \b
+    Examples:
+      hydranet eval runs/demo-20260101-120000/best.pt
+      hydranet eval best.pt --data data/UTKFace --split all
+      hydranet eval best.pt --json > eval.json
+    """
+    from hydranet.core.inference import TrainedModel
+    from hydranet.core.report import metrics_table
+
+    model = TrainedModel.from_checkpoint(checkpoint, device=device)
+    if data_root:
+        overrides = (f"data.root={data_root}", *overrides)
+    evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps({"checkpoint": checkpoint, **evaluation.to_dict()}, indent=2))
+        return
+    click.echo(f"{checkpoint}: {split} split, {evaluation.images} images; baseline = best constant prediction")
+    click.echo(metrics_table(evaluation.result.metrics, evaluation.baselines, evaluation.result.higher_is_better))
+    for task, detail in evaluation.details.items():
+        click.echo("")
+        if "confusion_matrix" in detail:
+            click.echo(confusion_text(task, detail))
+        else:
+            click.echo(distribution_text(task, detail))
+
+
+def confusion_text(task: str, report: Mapping[str, Any]) -> str:
+    """A confusion matrix with class names, and each true class's recall (the diagonal's share of its row)."""
+    from hydranet.core.report import format_table
+
+    names, matrix = report["classes"], report["confusion_matrix"]
+    total = sum(map(sum, matrix))
+    rows = []
+    for name, counts in zip(names, matrix):
+        recall = counts[names.index(name)] / sum(counts) if sum(counts) else float("nan")
+        rows.append([name, *counts, sum(counts), recall])
+    table = format_table(["true \\ predicted", *names, "total", "recall"], rows)
+    header = f"{task}: confusion matrix, {total} labelled images (rows: true class, columns: predicted class)"
+    return header + "\n" + _indent(table)
+
+
+def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> str:
+    """The error summary on two lines, then the histogram drawn with bars."""
+    unit = report.get("unit") or ""
+    if not report.get("count"):
+        return f"{task}: no labelled images, no error distribution"
+    quantiles = "  ".join(f"{k} {v:.2f}" for k, v in report["abs_error_quantiles"].items())
+    lines = [
+        f"{task}: error distribution (predicted - true{', in ' + unit if unit else ''}), "
+        f"{report['count']} labelled images",
+        f"  bias (mean) {report['bias']:+.2f}  median {report['median']:+.2f}  MAE {report['mae']:.2f}  "
+        f"RMSE {report['rmse']:.2f}",
+        f"  |error| quantiles: {quantiles}",
+    ]
+    edges, counts = report["histogram"]["edges"], report["histogram"]["counts"]
+    most = max(counts) or 1
+    labels = [f"[{lo:+.1f}, {hi:+.1f})" for lo, hi in zip(edges, edges[1:])]
+    pad = max(map(len, labels))
+    for label, count in zip(labels, counts):
+        lines.append(f"  {label.ljust(pad)}  {'#' * round(width * count / most):<{width}}  {count}")
+    return "\n".join(lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+# ------------------------------------------------------------------ predict
+
+
+@click.command("predict")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object per image, every class's probability.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="CSV: file, then per task its value (regression) or class and <task>_probability; then error.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write to FILE (atomically) instead of stdout; without --json/--csv the format "
+                   "follows FILE's ending (.json, .csv, else a table).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="Device to predict on.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on in a terminal).")
+def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_csv: bool, out_file: str | None,
+                    batch_size: int, device: str, progress: bool | None) -> None:
+    """Predict every task for image files and folders.
+
+    Folders are searched recursively for image files.
+
+    Predictions are readable: class names with their probability, regression
+    values in their unit (ages in years). An image that cannot be read gets
+    its reason in its row instead of stopping the run; their number is
+    printed on stderr at the end.
+
+    \b
+    Examples:
+      hydranet predict runs/demo-20260101-120000/best.pt face.jpg
+      hydranet predict best.pt photos/ --csv --out predictions.csv
+      hydranet predict best.pt photos/ more.jpg --json > predictions.json
+    """
+    from hydranet.core.export import write_text_atomically
+    from hydranet.core.inference import TrainedModel, expand_image_paths
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    fmt = "json" if as_json else "csv" if as_csv else _format_of(out_file)
+    model = TrainedModel.from_checkpoint(checkpoint, device=device)
+    files = expand_image_paths(paths)
+    if not files:
+        raise click.ClickException("no image files found in: " + ", ".join(paths)
+                                   + " (looked for " + ", ".join(_image_suffixes()) + ")")
+    show = sys.stderr.isatty() if progress is None else progress
+    rows = model.predict_files(files, batch_size=batch_size, progress=show)
+    text = {"json": lambda: json.dumps(rows, indent=2) + "\n",
+            "csv": lambda: predictions_csv(rows, model.tasks),
+            "table": lambda: predictions_table(rows, model.task_names) + "\n"}[fmt]()
+    if out_file:
+        write_text_atomically(out_file, text)
+        click.echo(f"wrote {len(rows)} predictions to {out_file}", err=True)
+    else:
+        click.echo(text, nl=False)
+    failed = sum(1 for row in rows if "error" in row)
+    if failed:
+        click.echo(f"{failed} of {len(rows)} images could not be read; their rows say why.", err=True)
+
+
+def _format_of(out_file: str | None) -> str:
+    suffix = Path(out_file).suffix.lower() if out_file else ""
+    return {".json": "json", ".csv": "csv"}.get(suffix, "table")
+
+
+def _image_suffixes() -> list[str]:
+    from hydranet.core.inference import IMAGE_SUFFIXES
+
+    return list(IMAGE_SUFFIXES)
+
+
+def predictions_csv(rows: Sequence[Mapping[str, Any]], tasks: Sequence[Any]) -> str:
+    """One line per image: file, per task `<task>` (and `<task>_probability` for classification), error."""
+    columns = ["file"]
+    for task in tasks:
+        columns += [task.name, f"{task.name}_probability"] if task.problem == "classification" else [task.name]
+    columns.append("error")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        line = {"file": row["file"], "error": row.get("error", "")}
+        for task in tasks:
+            line.update(_csv_cells(task.name, row.get(task.name)))
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def _csv_cells(name: str, prediction: Mapping[str, Any] | None) -> dict[str, Any]:
+    if prediction is None:
+        return {}
+    if "value" in prediction:
+        return {name: prediction["value"]}
+    if "class" in prediction:
+        return {name: prediction["class"], f"{name}_probability": prediction.get("probability", "")}
+    return {name: json.dumps(prediction)}  # a plugin task with its own decoded shape
+
+
+def predictions_table(rows: Sequence[Mapping[str, Any]], task_names: Sequence[str]) -> str:
+    """file | one column per task | error (only when some image could not be read)."""
+    from hydranet.core.report import format_table
+
+    errors = any("error" in row for row in rows)
+    headers = ["file", *task_names, *(["error"] if errors else [])]
+    body = [[row["file"], *(_readable(row.get(n)) for n in task_names), *([row.get("error", "")] if errors else [])]
+            for row in rows]
+    return format_table(headers, body)
+
+
+def _readable(prediction: Mapping[str, Any] | None) -> str:
+    if prediction is None:
+        return "-"
+    if "value" in prediction:
+        unit = prediction.get("unit") or ""
+        return f"{prediction['value']:.1f} {unit}".strip()
+    if "class" in prediction:
+        return f"{prediction['class']} ({prediction['probability']:.2f})"
+    return json.dumps(prediction)
+
+
+# ------------------------------------------------------------------ export
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True,
+              help="onnx (onnxruntime and most runtimes), torchscript (torch.jit.load), exported (torch.export.load).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write (default: next to CHECKPOINT: "
+                   + ", ".join(f"best{s}" for s in SUFFIX.values()) + ").")
+@click.option("--opset", type=click.IntRange(MIN_OPSET), metavar="N",
+              help=f"ONNX opset version ({MIN_OPSET} or newer; default: the exporter's).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run the written file on random images and compare it with PyTorch (to 1e-4) before keeping it.")
+def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int | None, check: bool) -> None:
+    """Write a model as one ONNX, TorchScript or torch.export file.
+
+    The file is for deployment: it needs neither hydranet nor its plugins.
+
+    The file takes float32 RGB images in [0, 1], shape (N, 3, S, S) with S
+    the training size and any batch size N (normalisation is inside), and
+    gives one output per task in task order: regression values in their unit,
+    classification logits. ONNX names each output after its task;
+    TorchScript and torch.export return a tuple in that order. The names,
+    class names and units are also stored in the file as a JSON manifest.
+    ONNX needs pip install 'hydranet[export]'.
+
+    \b
+    Examples:
+      hydranet export runs/demo-20260101-120000/best.pt
+      hydranet export best.pt --format torchscript --out model.ts.pt
+      hydranet export best.pt --format onnx --opset 20 --out deploy/model.onnx
+    """
+    from hydranet.core.export import export_checkpoint
+
+    result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check)  # type: ignore[arg-type]
+    click.echo(export_summary(result))
+
+
+def export_summary(result: Any) -> str:
+    """What a user of the file needs: its input shape and each output's name, shape and meaning."""
+    from hydranet.core.report import format_table
+
+    spec = result.manifest["input"]
+    shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
+    size = result.path.stat().st_size
+    outputs = [[o["name"], "(" + ", ".join(map(str, o["shape"])) + ")", o["meaning"]]
+               for o in result.manifest["outputs"]]
+    order = "named, in this order" if result.fmt == "onnx" else "a tuple in this order"
+    lines = [
+        f"wrote {result.path} ({result.fmt}, {size / 1024:.0f} KiB)",
+        f"input '{spec['name']}': float32 {shape}, RGB in [0, 1] (pixels / 255; normalisation is inside); "
+        "N is free",
+        f"outputs ({order}):",
+        _indent(format_table(["name", "shape", "meaning"], outputs)),
+    ]
+    if result.max_difference is not None:
+        lines.append(f"checked against PyTorch on random batches of 1 and 3 images: "
+                     f"largest difference {result.max_difference:.2g}")
+    return "\n".join(lines)
