@@ -77,8 +77,10 @@ def cli() -> None:
 @click.option("--resume", "resume", type=click.Path(), metavar="RUN_DIR",
               help="Continue a stopped run from RUN_DIR/last.pt (its spec, weights, optimizer, data order, RNG).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+              help="Train with N processes on this machine (one per GPU; gloo on CPU): runs torchrun for you.")
 def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, resume: str | None,
-          progress: bool | None) -> None:
+          progress: bool | None, nproc: int) -> None:
     """Train the model a SPEC describes (default: the built-in demo).
 
     SPEC is a YAML or TOML spec file, or the name of a built-in spec (demo,
@@ -92,7 +94,13 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train specs/utkface.yaml --set data.root=data/UTKFace --set train.epochs=20
       hydranet train my.yaml --set weighting=dwa --out runs/dwa
       hydranet train --resume runs/dwa
+      hydranet train my.yaml --nproc 4
+      torchrun --nproc-per-node 8 -m hydranet train my.yaml
     """
+    if nproc > 1:
+        from hydranet.core.distributed import launch_local
+
+        raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:])))
     from hydranet.core.engine import train as run_training
     from hydranet.core.report import metrics_table
 
@@ -100,10 +108,26 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
         raise click.UsageError("--resume continues a run exactly as it was; give no SPEC, --set or --out with it")
     show = sys.stderr.isatty() if progress is None else progress
     result = run_training(spec or "demo", overrides=overrides, out_dir=out_dir, progress=show, resume=resume)
+    if not result.is_main:  # another rank of a distributed run: rank 0 reports
+        return
     click.echo(f"\nvalidation metrics after epoch {len(result.history)} "
                f"(best epoch {result.best_epoch}); baseline = best constant prediction:")
     click.echo(metrics_table(result.final.metrics, result.baselines, result.final.higher_is_better))
     click.echo(f"\nrun folder: {result.run_dir}")
+
+
+def _argv_without_nproc(argv: list[str]) -> list[str]:
+    """The command line again, less --nproc, for the worker processes torchrun starts."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 # ------------------------------------------------------------------ plot
