@@ -181,7 +181,13 @@ class Components:
     def add_commands(self, cli: Any) -> None:
         """Let each plugin add click commands; a failing plugin is recorded, not fatal."""
         for name, impl in _impls(self.pm, "register_commands"):
+            before = set(getattr(cli, "commands", {}))
             _call_isolated(self.pm, name, "register_commands", impl, {"cli": cli})
+            added = sorted(set(getattr(cli, "commands", {})) - before)
+            if added:  # shown by `hydranet plugins` next to the plugin's other components
+                info = self.pm.info.setdefault(name, PluginInfo(name, "?", "?", builtin=False))
+                listed = info.components.setdefault("commands", [])
+                listed += [command for command in added if command not in listed]
 
 
 def _impls(pm: PluginManager, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:

@@ -54,7 +54,8 @@ def check_name(name: str, taken: Collection[str] = (), kind: str = "task") -> st
                             f"anyway (hydranet new-plugin {bare})")
     if module in taken:
         raise ScaffoldError(f"a {kind} named '{module}' is already registered (see hydranet list "
-                            f"{KIND_HOOKS.get(kind, ('',))[0]}); pick another name, or the two would clash")
+                            f"{KIND_HOOKS.get(kind, ('',))[0]}); pick another name, or the two would clash. "
+                            f"If it is an earlier plugin of yours, pip uninstall hydranet-{name} first")
     return module
 
 
@@ -190,7 +191,7 @@ A hydranet plugin that registers the **$name** $kind
 ```bash
 pip install -e '.[test]'   # with hydranet already installed in this environment
 hydranet plugins           # lists: $name  (hydranet-$dist 0.1.0)
-hydranet list $registry    # ... $name ... $name
+hydranet list $registry    # a row for $name, from plugin $name
 pytest                     # tests/test_plugin.py
 ```
 
@@ -210,7 +211,7 @@ README_USE = {
 ## Use it
 
 ```bash
-hydranet train spec.yaml   # age, gender and $name on synthetic faces, a few minutes on a CPU
+hydranet train spec.yaml   # age, gender and $name on synthetic faces, under a minute on a CPU
 ```
 
 In any spec: `tasks: [age, {name: $name, threshold: 40}]`. The task reads the

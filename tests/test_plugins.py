@@ -188,6 +188,16 @@ def test_register_commands_hook_adds_a_click_command():
     group = click.Group()
     load_components(pm).add_commands(group)
     assert CliRunner().invoke(group, ["hello"]).output == "hello from a plugin\n"
+    assert pm.info["greeter"].components["commands"] == ["hello"]  # what `hydranet plugins` lists
+
+
+def test_plugins_command_lists_the_commands_a_plugin_adds():
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    output = CliRunner().invoke(cli, ["plugins"]).output
+    assert "hydranet.plugins.scaffold  (built-in)\n    commands: new-plugin" in output
 
 
 def test_plugin_manager_is_built_fresh_each_time():
