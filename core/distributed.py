@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -258,8 +257,6 @@ def launch_local(nproc: int, argv: Sequence[str]) -> int:
                                f"{torch.cuda.device_count()} GPUs; use at most one per GPU")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "hydranet", *argv]
-    if shutil.which(sys.executable) is None:  # pragma: no cover - the interpreter running us always exists
-        raise DistributedError(f"cannot find the Python interpreter {sys.executable} to start torchrun")
     process = subprocess.Popen(command)
     while True:
         try:
