@@ -83,7 +83,8 @@ class PluginManager(pluggy.PluginManager):
 
     def record_error(self, plugin: str, message: str) -> None:
         info = self.info.setdefault(plugin, PluginInfo(plugin, "?", "?", builtin=False))
-        info.errors.append(message)
+        if message not in info.errors:  # a hook run twice (e.g. commands listed again) reports once
+            info.errors.append(message)
 
     def load_errors(self) -> list[str]:
         """Every recorded problem, each prefixed with the plugin it concerns."""
