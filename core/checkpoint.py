@@ -10,15 +10,14 @@ old one: a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import CheckpointError
 
 FORMAT = "hydranet-checkpoint"
@@ -26,30 +25,9 @@ FORMAT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    """torch.save `obj` over `path` in one step (see `hydranet.core.atomic`)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

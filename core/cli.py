@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from hydranet.core.errors import HydranetError, TrainingInterrupted
+from hydranet.core.report import format_table, indent
 
 SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
 
@@ -171,17 +172,15 @@ def list_components(kind: str | None) -> None:
       hydranet list weightings
     """
     from hydranet.core.plugins import default_components
-    from hydranet.core.report import format_table
-
     components = default_components()
     for name in [kind] if kind else KINDS:
         registry = components.registry(name)
         click.echo(f"{name}:")
         if name == "weightings":
-            click.echo(_indent(_weightings_table(registry)))
+            click.echo(indent(_weightings_table(registry)))
         else:
             rows = [[e.name, e.description, e.plugin] for e in registry]
-            click.echo(_indent(format_table(["name", "description", "plugin"], rows)))
+            click.echo(indent(format_table(["name", "description", "plugin"], rows)))
         click.echo("")
 
 
@@ -211,8 +210,6 @@ def _weighting_summary(entry: Any) -> tuple[str, str, str]:
 
 def _weightings_table(registry: Any) -> str:
     """name | type | description | plugin, with each strategy's reference on a line under its description."""
-    from hydranet.core.report import format_table
-
     summaries = [(entry, *_weighting_summary(entry)) for entry in registry]
     rows = [[entry.name, kind, description, entry.plugin] for entry, kind, description, _ in summaries]
     lines = format_table(["name", "type", "description", "plugin"], rows).splitlines()
@@ -222,10 +219,6 @@ def _weightings_table(registry: Any) -> str:
     for line, (_, _, _, reference) in zip(lines[2:], summaries):
         out += [line.rstrip(), f"{pad}reference: {reference}"]
     return "\n".join(out)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
 
 
 @cli.command()

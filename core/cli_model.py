@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
+from hydranet.core.report import format_table, indent
 
 # ------------------------------------------------------------------ eval
 
@@ -76,8 +77,6 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
 
 def confusion_text(task: str, report: Mapping[str, Any]) -> str:
     """A confusion matrix with class names, and each true class's recall (the diagonal's share of its row)."""
-    from hydranet.core.report import format_table
-
     names, matrix = report["classes"], report["confusion_matrix"]
     total = sum(map(sum, matrix))
     rows = []
@@ -86,7 +85,7 @@ def confusion_text(task: str, report: Mapping[str, Any]) -> str:
         rows.append([name, *counts, sum(counts), recall])
     table = format_table(["true \\ predicted", *names, "total", "recall"], rows)
     header = f"{task}: confusion matrix, {total} labelled images (rows: true class, columns: predicted class)"
-    return header + "\n" + _indent(table)
+    return header + "\n" + indent(table)
 
 
 def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> str:
@@ -109,10 +108,6 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
     for label, count in zip(labels, counts):
         lines.append(f"  {label.ljust(pad)}  {'#' * round(width * count / most):<{width}}  {count}")
     return "\n".join(lines)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
 
 
 # ------------------------------------------------------------------ predict
@@ -147,7 +142,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
       hydranet predict best.pt photos/ --csv --out predictions.csv
       hydranet predict best.pt photos/ more.jpg --json > predictions.json
     """
-    from hydranet.core.export import write_text_atomically
+    from hydranet.core.atomic import atomic_write_text
     from hydranet.core.inference import TrainedModel, expand_image_paths
 
     if as_json and as_csv:
@@ -164,7 +159,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
             "csv": lambda: predictions_csv(rows, model.tasks),
             "table": lambda: predictions_table(rows, model.task_names) + "\n"}[fmt]()
     if out_file:
-        write_text_atomically(out_file, text)
+        atomic_write_text(out_file, text)
         click.echo(f"wrote {len(rows)} predictions to {out_file}", err=True)
     else:
         click.echo(text, nl=False)
@@ -213,8 +208,6 @@ def _csv_cells(name: str, prediction: Mapping[str, Any] | None) -> dict[str, Any
 
 def predictions_table(rows: Sequence[Mapping[str, Any]], task_names: Sequence[str]) -> str:
     """file | one column per task | error (only when some image could not be read)."""
-    from hydranet.core.report import format_table
-
     errors = any("error" in row for row in rows)
     headers = ["file", *task_names, *(["error"] if errors else [])]
     body = [[row["file"], *(_readable(row.get(n)) for n in task_names), *([row.get("error", "")] if errors else [])]
@@ -274,8 +267,6 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
 
 def export_summary(result: Any) -> str:
     """What a user of the file needs: its input shape and each output's name, shape and meaning."""
-    from hydranet.core.report import format_table
-
     spec = result.manifest["input"]
     shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
     size = result.path.stat().st_size
@@ -287,7 +278,7 @@ def export_summary(result: Any) -> str:
         f"input '{spec['name']}': float32 {shape}, RGB in [0, 1] (pixels / 255; normalisation is inside); "
         "N is free",
         f"outputs ({order}):",
-        _indent(format_table(["name", "shape", "meaning"], outputs)),
+        indent(format_table(["name", "shape", "meaning"], outputs)),
     ]
     if result.max_difference is not None:
         lines.append(f"checked against PyTorch on random batches of 1 and 3 images: "

@@ -11,9 +11,9 @@ wrapping the model in `DistributedDataParallel`:
   shifted the same whatever W is. Hence a run can resume with a different W.
 - Each task's loss is the mean over the *global* batch's labelled rows. A rank
   computes its share `L_part = mean_local * n_local / n_global` (n: labelled
-  rows, all-reduced, so a task labelled on few rows is weighted exactly as in
-  one process) and the global value `L = sum_r L_part` (one all-reduce of K
-  numbers). The weighting receives `L_part + (L - L_part).detach()`: its
+  rows, so a task labelled on few rows is weighted exactly as in one process)
+  and the global value `L = sum_r mean_r * n_r / n_global`, from one
+  all-reduce of the K loss sums and K counts together. The weighting receives `L_part + (L - L_part).detach()`: its
   value is the global loss, its gradient is this rank's share. Any weighting
   that is a function of the losses, f(L), then yields f'(L) dL_part on each
   rank, and their sum is the exact global gradient f'(L) dL: nonlinear
@@ -160,11 +160,13 @@ class Distributed:
         """Per-task losses whose value is the global batch's and whose gradient is this rank's share."""
         if not self.active:
             return losses
+        k = losses.shape[0]
         counts = label_mask(targets).sum(dim=0).to(losses.dtype)
-        total = self.all_reduce(counts.clone())
-        part = losses * counts / total.clamp_min(1)
-        whole = self.all_reduce(part.detach().clone())
-        return part + (whole - part).detach()
+        # one all-reduce per step: the loss sums and the label counts travel together
+        sums, total = self.all_reduce(torch.cat([losses.detach() * counts, counts])).split(k)
+        total = total.clamp_min(1)
+        part = losses * counts / total
+        return part + (sums / total - part).detach()
 
     def sum_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
         """Turn every rank's gradient shares into the global gradient, with one flat all-reduce.

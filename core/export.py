@@ -23,13 +23,10 @@ a failed export leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import HydranetError
 
 if TYPE_CHECKING:
@@ -119,43 +117,6 @@ def build_manifest(trained: TrainedModel) -> dict[str, Any]:
                             "centre-crop to a square and bilinear resize to S (PIL ImageOps.fit)"},
         "outputs": [output_description(task) for task in trained.tasks],
     }
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_file(target: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary path beside `target`, renamed over it only when the block succeeds.
-
-    Readers never see a half-written file, and a failure (or Ctrl-C) leaves
-    whatever was at `target` before. The file gets the usual umask-derived
-    mode, not mkstemp's owner-only one, since exports and predictions are
-    meant to be shared.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomically(target: str | Path, text: str) -> Path:
-    with atomic_file(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(target)
 
 
 # ---------------------------------------------------------------- export

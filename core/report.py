@@ -37,3 +37,8 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]], baselines: Mapping
                 better = "yes" if (value > base if higher else value < base) else "no"
             rows.append([task, metric, value, base, better])
     return format_table(["task", "metric", "value", "baseline", "beats baseline"], rows)
+
+
+def indent(text: str, prefix: str = "  ") -> str:
+    """Every line of `text` with `prefix` before it (a table nested under its heading)."""
+    return "\n".join(prefix + line for line in text.splitlines())

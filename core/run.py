@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -35,19 +35,6 @@ def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunFolder:

@@ -17,6 +17,7 @@ import torch
 
 import hydranet
 from conftest import tiny_spec
+from hydranet.core import atomic
 from hydranet.core import export as export_module
 from hydranet.core.errors import CheckpointError, HydranetError
 from hydranet.core.export import ExportError, export_checkpoint, read_manifest
@@ -166,10 +167,10 @@ def test_bad_arguments_are_clear_errors(checkpoint, tmp_path):
 
 def test_atomic_text_writes_replace_whole_files(tmp_path):
     target = tmp_path / "out" / "p.json"
-    export_module.write_text_atomically(target, json.dumps([1]))
-    export_module.write_text_atomically(target, json.dumps([2]))
+    atomic.atomic_write_text(target, json.dumps([1]))
+    atomic.atomic_write_text(target, json.dumps([2]))
     assert json.loads(target.read_text()) == [2] and [p.name for p in target.parent.iterdir()] == ["p.json"]
-    with pytest.raises(ZeroDivisionError), export_module.atomic_file(target) as tmp:
+    with pytest.raises(ZeroDivisionError), atomic.atomic_file(target) as tmp:
         tmp.write_text("half")
         1 / 0
     assert json.loads(target.read_text()) == [2] and [p.name for p in target.parent.iterdir()] == ["p.json"]
