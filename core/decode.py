@@ -12,12 +12,23 @@ file, so data larger than memory can be decoded, and loading is a memory map
 too: the next run opens it in milliseconds and pages it in as it is read.
 The header is written last, after the pixels are flushed, so an interrupted
 decode never leaves a cache entry that looks complete.
+
+With forked workers the pixels never travel between processes. Each worker
+task is a contiguous range of indices; the workers are forked after the
+destination is mapped shared (the cache file's memory map, or an anonymous
+shared map when there is no cache), write their rows into it themselves and
+send back only the failures. Sending every image's pixels back instead (49 KB
+each at 128 px) makes the one parent process, unpickling and copying them, a
+bottleneck as workers are added. Where workers cannot be forked (the "spawn"
+start method) they return each range's pixels as bytes and the parent copies
+them in. Rows of images that fail stay zero.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import tempfile
@@ -105,25 +116,57 @@ def unreadable_reason(error: Exception) -> str:
     return f"cannot decode: {type(error).__name__}: {text}" if text else f"cannot decode: {type(error).__name__}"
 
 
-_opener: Callable[[str], Image.Image] | None = None
-_size = 0
+@dataclass(frozen=True)
+class _Job:
+    """What every decode task needs, handed to each worker once so a task is only an index range.
+
+    `target` is the (N, 3*S*S) destination when the worker shares it with the
+    parent (forked after it was mapped shared, or the inline path); None when
+    the worker must return the pixels instead (spawned workers).
+    """
+
+    opener: Callable[[str], Image.Image]
+    size: int
+    sources: Sequence[str]
+    target: np.ndarray | None
 
 
-def _init_worker(opener: Callable[[str], Image.Image], size: int, worker_process: bool = True) -> None:
-    global _opener, _size
-    _opener, _size = opener, size
+_job: _Job | None = None
+
+
+def _init_worker(job: _Job | None, worker_process: bool = True) -> None:
+    """Install the job in this process (None clears it, so the inline path keeps no map alive)."""
+    global _job
+    _job = job
     if worker_process:
         torch.set_num_threads(1)  # the pool already uses every core
 
 
-def _decode_one(source: str) -> tuple[bytes | None, str]:
-    """One image -> raw bytes, or None and the reason it failed."""
-    assert _opener is not None
+def _decode_one(source: str, out: np.ndarray) -> str:
+    """Decode one image into the row `out`; "" on success, else why it failed (`out` untouched)."""
+    assert _job is not None
     try:
-        with _opener(source) as image:
-            return to_square_rgb(image, _size).tobytes(), ""
+        with _job.opener(source) as image:
+            pixels = to_square_rgb(image, _job.size)
     except Exception as error:  # any decoder failure means "unreadable": report it, skip it
-        return None, _empty_or(source, unreadable_reason(error))
+        return _empty_or(source, unreadable_reason(error))
+    out[:] = pixels.reshape(-1)  # written only once closing succeeded too, so a failed row stays zero
+    return ""
+
+
+def _decode_span(span: tuple[int, int]) -> tuple[int, int, bytes | None, list[tuple[int, str]]]:
+    """Decode sources[start:stop]: (start, stop, the pixels unless written in place, failures).
+
+    With a shared target the rows are written where the parent reads them and
+    only the failures (a few bytes) go back through the pool's pipe.
+    """
+    assert _job is not None
+    start, stop = span
+    shared = _job.target is not None
+    rows = _job.target[start:stop] if shared else np.zeros((stop - start, 3 * _job.size ** 2), np.uint8)
+    failures = [(index, reason) for index, row in zip(range(start, stop), rows)
+                if (reason := _decode_one(_job.sources[index], row))]
+    return start, stop, None if shared else rows.tobytes(), failures
 
 
 def _empty_or(source: str, reason: str) -> str:
@@ -187,8 +230,9 @@ def decode_images(
             return cached
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if cache_dir is None:
-        decoded = _decode_into(torch.zeros(shape, dtype=torch.uint8).numpy(), sources, size, opener, workers, progress)
-        return Decoded(torch.from_numpy(decoded[0]), decoded[1], seconds=time.perf_counter() - started)
+        pixels = _shared_zeros(shape)
+        failures = _decode_into(pixels, sources, size, opener, workers, progress)
+        return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".decoded-{key}.", suffix=".tmp", dir=cache_dir)
@@ -198,8 +242,9 @@ def decode_images(
             os.posix_fallocate(fd, 0, int(np.prod(shape)))
         os.close(fd)
         fd = -1
-        pixels = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape) if len(sources) else np.zeros(shape, np.uint8)
-        _, failures = _decode_into(pixels, sources, size, opener, workers, progress)
+        # "r+", not "w+": "w+" truncates the file, which would throw the reservation away.
+        pixels = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape) if len(sources) else np.zeros(shape, np.uint8)
+        failures = _decode_into(pixels, sources, size, opener, workers, progress)
         if isinstance(pixels, np.memmap):
             pixels.flush()
         del pixels
@@ -218,6 +263,7 @@ def decode_images(
 
 
 def _write_header(path: Path, meta: dict) -> None:
+    """Write the header atomically and durably: its presence is what marks the entry complete."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         json.dump(meta, handle)
@@ -226,29 +272,47 @@ def _write_header(path: Path, meta: dict) -> None:
     os.replace(tmp, path)
 
 
+def _shared_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """Zeroed uint8 memory that forked workers can write into: an anonymous shared map.
+
+    A plain tensor would be copied on write in each forked worker, so the
+    parent would never see their rows.
+    """
+    nbytes = int(np.prod(shape))
+    if nbytes == 0:
+        return np.zeros(shape, np.uint8)  # mmap refuses a zero length
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.uint8).reshape(shape)
+
+
 def _decode_into(pixels: np.ndarray, sources: Sequence[str], size: int, opener: Callable[[str], Image.Image],
-                 workers: int, progress: bool) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    flat = pixels.reshape(len(sources), -1)
+                 workers: int, progress: bool) -> list[tuple[int, str]]:
+    """Decode `sources` into `pixels` (shared memory, zeroed); the failures (index, reason) in index order."""
+    flat = pixels.reshape(len(sources), 3 * size * size)
     failures: list[tuple[int, str]] = []
     with tqdm(total=len(sources), desc="decoding images", unit="img", disable=not progress, leave=False) as bar:
-        for index, (raw, reason) in enumerate(_decoded_stream(sources, size, opener, workers)):
-            if raw is None:
-                failures.append((index, reason))
-            else:
-                flat[index] = np.frombuffer(raw, dtype=np.uint8)
-            bar.update()
-    return pixels, failures
+        for start, stop, raw, failed in _decoded_spans(flat, sources, size, opener, workers):
+            if raw is not None:
+                flat[start:stop] = np.frombuffer(raw, dtype=np.uint8).reshape(stop - start, -1)
+            failures += failed
+            bar.update(stop - start)
+    return sorted(failures)
 
 
-def _decoded_stream(sources: Sequence[str], size: int, opener: Callable[[str], Image.Image],
-                    workers: int) -> Iterator[tuple[bytes | None, str]]:
-    """Decoded images in order: in worker processes when that pays, inline otherwise."""
+def _decoded_spans(flat: np.ndarray, sources: Sequence[str], size: int, opener: Callable[[str], Image.Image],
+                   workers: int) -> Iterator[tuple[int, int, bytes | None, list[tuple[int, str]]]]:
+    """Decode CHUNK-image ranges as they complete: in worker processes when that pays, inline otherwise."""
+    spans = [(start, min(start + CHUNK, len(sources))) for start in range(0, len(sources), CHUNK)]
     if workers <= 1 or len(sources) < 4 * CHUNK:
-        _init_worker(opener, size, worker_process=False)
-        yield from map(_decode_one, sources)
+        _init_worker(_Job(opener, size, sources, flat), worker_process=False)
+        try:
+            yield from map(_decode_span, spans)
+        finally:
+            _init_worker(None, worker_process=False)
         return
     methods = multiprocessing.get_all_start_methods()
-    # fork starts in milliseconds; the workers only run PIL and numpy, never torch ops.
+    # fork starts in milliseconds and shares `flat`; the workers only run PIL and numpy, never torch ops.
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(opener, size)) as pool:
-        yield from pool.imap(_decode_one, sources, chunksize=CHUNK)
+    shared = context.get_start_method() == "fork"  # a spawned worker would get a private copy of `flat`
+    job = _Job(opener, size, sources, flat if shared else None)
+    with context.Pool(min(workers, len(spans)), initializer=_init_worker, initargs=(job,)) as pool:
+        yield from pool.imap_unordered(_decode_span, spans)
