@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -35,42 +36,84 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+#: torch.compile modes that record CUDA graphs themselves (cudagraph trees), and their graph-free twins.
+GRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+GraphsChoice = Literal["off", "compiler", "step"]
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    """The resolved fast-path switches of one run."""
+    """The resolved fast-path switches of one run.
+
+    `graphs` says who records CUDA graphs: nobody ("off"), torch.compile's
+    cudagraph trees around the model's forward and backward ("compiler"), or
+    hydranet around the whole step, optimizer and bookkeeping included
+    ("step", see `hydranet.core.capture`).
+    """
 
     device: torch.device
     bf16: bool
     compile: bool
     channels_last: bool
     compile_mode: str = "default"
+    graphs: GraphsChoice = "off"
+    cudnn_benchmark: bool = False
 
     @property
     def cuda_graphs(self) -> bool:
-        return self.compile and self.compile_mode == "reduce-overhead"
+        """True when torch.compile records CUDA graphs (each step must then be marked)."""
+        return self.graphs == "compiler"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.bf16:
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            # Autocast's cast-weight cache would keep tensors from outside a captured graph alive in it.
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                  cache_enabled=self.graphs != "step")
         return contextlib.nullcontext()
 
     def describe(self) -> str:
+        graphs = {"off": "", "compiler": "", "step": ", CUDA graph per step"}[self.graphs]
         return (f"device {self.device}, {'bf16 autocast' if self.bf16 else 'fp32'}, "
-                f"compile {self.compile_mode if self.compile else 'off'}, channels_last {'on' if self.channels_last else 'off'}")
+                f"compile {self.compile_mode if self.compile else 'off'}{graphs}, "
+                f"channels_last {'on' if self.channels_last else 'off'}")
 
 
 def resolve_settings(device: str, precision: str, compile: bool | str, channels_last: bool | str,
-                     compile_mode: str = "auto") -> RunSettings:
+                     compile_mode: str = "auto", cuda_graphs: str = "auto",
+                     cudnn_benchmark: bool | str = "auto", deterministic: bool = False) -> RunSettings:
+    """The switches a spec's `train` section asks for, with every "auto" decided for the device."""
     dev = pick_device(device)
     cuda = dev.type == "cuda"
     if precision == "auto":
         bf16 = cuda and torch.cuda.is_bf16_supported()
     else:
         bf16 = precision == "bf16"
+    compiling = cuda if compile == "auto" else bool(compile)
+    mode, graphs = _graphs_and_mode(cuda, compiling, compile_mode, cuda_graphs)
     return RunSettings(
         device=dev,
         bf16=bf16,
-        compile=cuda if compile == "auto" else bool(compile),
+        compile=compiling,
         channels_last=cuda if channels_last == "auto" else bool(channels_last),
-        compile_mode=("reduce-overhead" if cuda else "default") if compile_mode == "auto" else compile_mode,
+        compile_mode=mode,
+        graphs=graphs,
+        cudnn_benchmark=(cuda and not deterministic) if cudnn_benchmark == "auto" else bool(cudnn_benchmark),
     )
+
+
+def _graphs_and_mode(cuda: bool, compiling: bool, compile_mode: str, cuda_graphs: str) -> tuple[str, GraphsChoice]:
+    """The torch.compile mode and the CUDA-graph owner, from the two spec fields that both touch graphs."""
+    if cuda_graphs == "step":
+        # hydranet records the step itself; a compile mode that records graphs too would nest them
+        return GRAPH_MODES.get(compile_mode, "default" if compile_mode == "auto" else compile_mode), "step"
+    if compile_mode == "auto":
+        compile_mode = "reduce-overhead" if cuda and cuda_graphs != "off" else "default"
+    graphs_by_mode: GraphsChoice = "compiler" if compiling and compile_mode in GRAPH_MODES else "off"
+    if cuda_graphs == "compiler" and graphs_by_mode != "compiler":
+        raise HydranetError(f"train.cuda_graphs: compiler needs train.compile on and train.compile_mode "
+                            f"reduce-overhead or max-autotune (got compile_mode {compile_mode}); "
+                            "use cuda_graphs: auto, or step")
+    if cuda_graphs == "off" and graphs_by_mode == "compiler":
+        raise HydranetError(f"train.cuda_graphs: off contradicts train.compile_mode {compile_mode}, which records "
+                            f"CUDA graphs; use compile_mode {GRAPH_MODES[compile_mode]} (the same without graphs)")
+    return compile_mode, graphs_by_mode

@@ -29,6 +29,8 @@ from tqdm import tqdm
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
 from hydranet.core.batches import BatchSource, choose_placement
+from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_blockers, graph_backend,
+                                   learning_rates_as_tensors)
 from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
@@ -42,6 +44,7 @@ from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress, capture_generators, restore_generators, resume_checkpoint
 from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
+from hydranet.core.step import TrainStep
 from hydranet.core.surgery import freeze, load_initial_weights, parameter_groups
 
 
@@ -100,6 +103,15 @@ def train(
                        echo=echo, resume_state=state).run()
     resolved = spec if isinstance(spec, ResolvedSpec) else load_spec(spec, overrides, components)
     return Trainer(resolved, out_dir=out_dir, components=components, progress=progress, echo=echo).run()
+
+
+def plain_learning_rates(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict with float learning rates, whatever the run used (a recorded step uses tensors),
+    so a checkpoint resumes the same in either kind of run."""
+    for group in optimizer_state["param_groups"]:
+        if isinstance(group.get("lr"), Tensor):
+            group["lr"] = float(group["lr"])
+    return optimizer_state
 
 
 def build_tasks_and_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
@@ -289,11 +301,13 @@ class Trainer:
         self.dist = Distributed.from_environment(self.cfg.device)
         self.progress = progress and self.dist.is_main
         settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile,
-                                    self.cfg.channels_last, self.cfg.compile_mode)
+                                    self.cfg.channels_last, self.cfg.compile_mode, self.cfg.cuda_graphs,
+                                    self.cfg.cudnn_benchmark, self.cfg.deterministic)
         self.settings = dataclasses.replace(settings, device=self.dist.device(settings.device))
         self.run_folder = self._open_run_folder(out_dir, echo)
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
         self.skipped_steps = 0
+        self.cudnn_benchmark_before = torch.backends.cudnn.benchmark  # a process-wide switch: put back after the run
 
     # ------------------------------------------------------------ setup
 
@@ -355,6 +369,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
+        settings = self._settle_graphs()
         self.dist.broadcast_module(model)  # the same seed builds the same model; this makes sure of it
         self.dist.broadcast_module(self.weighting)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -369,9 +384,7 @@ class Trainer:
         self.local_rows = self.dist.local_rows(self.batch_size)
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
         self.timings["train_images"] = self.steps_per_epoch * self.batch_size  # the ragged tail is dropped
-        total_steps = self.steps_per_epoch * cfg.epochs
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total_steps)
-                          if cfg.scheduler == "cosine" else None)
+        self.scheduler: Any = self._build_scheduler(self.optimizer) if cfg.scheduler != "none" else None
         aug = self.spec.spec.augment
         self.augment = DeviceAugment(settings.device, flip=aug.flip, translate=aug.translate,
                                      color_jitter=aug.color_jitter, seed=cfg.seed + 1,
@@ -381,6 +394,13 @@ class Trainer:
 
         self.forward_losses = self._forward_losses(model, tasks)
         self.forward = torch.compile(model, mode=settings.compile_mode) if settings.compile else model
+        self.train_step = TrainStep(self.forward_losses, self.weighting, self.optimizer, self._step_context,
+                                    num_tasks=len(tasks), device=settings.device,
+                                    share_losses=self.dist.share_losses,
+                                    sum_gradients=lambda: self.dist.sum_gradients(self.trainable))
+        self.step_fn: Callable[[Tensor, Tensor], None] = self.train_step
+        if settings.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         n_params = sum(p.numel() for p in model.parameters())
         log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
@@ -423,6 +443,44 @@ class Trainer:
 
         return split
 
+    def _settle_graphs(self) -> RunSettings:
+        """Keep `cuda_graphs: step` only where the whole step can be recorded; else say why and fall back."""
+        settings, cfg = self.settings, self.cfg
+        if settings.graphs == "step":
+            blockers = capture_blockers(settings.device, self.weighting, processes=self.dist.world_size,
+                                        on_nonfinite=cfg.on_nonfinite)
+            if blockers:
+                fallback = resolve_settings(str(settings.device), cfg.precision, cfg.compile, cfg.channels_last,
+                                            cfg.compile_mode, "auto", cfg.cudnn_benchmark, cfg.deterministic)
+                self.settings = settings = dataclasses.replace(fallback, device=settings.device)
+                self.run_folder.log(f"train.cuda_graphs: step is not possible here ({'; '.join(blockers)}); "
+                                    f"running {settings.describe()}")
+        return settings
+
+    def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.steps_per_epoch * self.cfg.epochs)
+
+    def _record_steps(self) -> None:
+        """Switch to the recorded step (train.cuda_graphs: step), once the run's state is final.
+
+        After a resume the optimizer and scheduler hold the checkpoint's
+        state, so this comes after `_restore`: learning rates become device
+        tensors the graph reads, and the scheduler writes into them.
+        """
+        backend = graph_backend(self.settings.device)
+        if self.settings.graphs != "step" or backend is None:
+            return
+        learning_rates_as_tensors(self.optimizer, self.settings.device)
+        if self.scheduler is not None:
+            self.scheduler = MirroredScheduler(self.optimizer, self._build_scheduler, self.scheduler.state_dict())
+
+        def fallback(reason: str) -> None:
+            self.run_folder.log(f"warning: recording the training step as a CUDA graph failed ({reason}); "
+                                "training on without it")
+
+        self.step_fn = CapturedStep(self.train_step, [self.model, self.weighting], backend, self.settings.device,
+                                    on_fallback=fallback)
+
     def _step_context(self, features: Tensor | None) -> StepContext:
         return StepContext(features, self.shared_parameters, self.head_parameters, self.last_shared_parameters,
                            all_reduce=self.dist.all_reduce, world_size=self.dist.world_size)
@@ -448,9 +506,11 @@ class Trainer:
             self._setup()
             if self.resume_state is not None:
                 self._restore(self.resume_state)
+            self._record_steps()
             with interrupt_requests(self):
                 return self._loop()
         finally:
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark_before
             self.dist.close()
 
     def _restore(self, state: Mapping[str, Any]) -> None:
@@ -525,8 +585,8 @@ class Trainer:
         self.model.train()
         k = len(tasks)
         first_step = progress.step
-        loss_sums = torch.tensor(progress.loss_sums or [0.0] * k, device=settings.device)
-        first_bad = torch.tensor(progress.first_bad or [-1] * k, dtype=torch.long, device=settings.device)
+        step_fn, train_step = self.step_fn, self.train_step
+        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step)
         batches = self.source.batches(self._local_order(order[first_step * self.batch_size:]),
                                       self.batch_size // self.dist.world_size, drop_last=True)
         share = (self.local_rows.start, self.batch_size) if self.dist.active else None
@@ -540,33 +600,32 @@ class Trainer:
             y = self.targets[index]
             if settings.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            losses, features = self.forward_losses(x, y)
-            losses = self.dist.share_losses(losses, y)  # value: the global batch's; gradient: this rank's share
-            detached = losses.detach()
-            if skip_nonfinite and not bool(torch.isfinite(detached).all()):  # opt-in: one sync per step
-                skipped += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                continue
-            self.weighting.backward(losses, self._step_context(features))
-            self.dist.sum_gradients(self.trainable)
-            self.optimizer.step()
-            if self.scheduler is not None:
+            updated = True
+            if skip_nonfinite:  # opt-in: one sync per step, to look at the losses before the update
+                losses, features = train_step.forward(x, y)
+                updated = bool(torch.isfinite(losses.detach()).all())
+                if updated:
+                    train_step.update(losses, features)
+                else:
+                    skipped += 1
+                    train_step.skip()
+            else:
+                step_fn(x, y)
+            if self.scheduler is not None and updated:  # the schedule counts updates, not batches
                 self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            first_bad = torch.where(~torch.isfinite(detached) & (first_bad < 0), step + 1, first_bad)
-            loss_sums += detached
             if "first_step_seconds" not in self.timings:
                 if settings.device.type == "cuda":
                     torch.cuda.synchronize(settings.device)  # once per run, to time the start-up honestly
                 self.timings["first_step_seconds"] = time.perf_counter() - self.started
             done = step + 1
             if done % cfg.log_every == 0 or done == self.steps_per_epoch:
-                host = torch.cat([loss_sums / max(1, done - skipped), first_bad.float()]).tolist()
+                host = torch.cat([train_step.loss_sums / max(1, done - skipped),
+                                  train_step.first_bad.float()]).tolist()
                 self._stop_if_nonfinite(epoch, host[k:])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
             if self._stop_requested(done):
-                self._save_interrupted(epoch, done, loss_sums, first_bad)
+                self._save_interrupted(epoch, done, train_step.loss_sums, train_step.first_bad)
         if skipped:
             self.skipped_steps += skipped
             self.run_folder.log(f"epoch {epoch}: skipped {skipped} steps with a non-finite loss "
@@ -628,7 +687,7 @@ class Trainer:
     def _row(self, epoch: int, train_seconds: float, val_seconds: float, train_losses: Sequence[float],
              weights: Sequence[float], evaluation: EvalResult) -> dict[str, Any]:
         row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_seconds, 4),
-                               "val_seconds": round(val_seconds, 4), "lr": self.optimizer.param_groups[0]["lr"]}
+                               "val_seconds": round(val_seconds, 4), "lr": float(self.optimizer.param_groups[0]["lr"])}
         for task, value in zip(self.tasks, train_losses):
             row[f"train_loss.{task.name}"] = value
         for task in self.tasks:
@@ -675,7 +734,7 @@ class Trainer:
             "task_state": {task.name: task.state_dict() for task in self.tasks},
             "model": self.model.state_dict(),
             "weighting": self.weighting.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": plain_learning_rates(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "metrics": {k: v for k, v in row.items()},
             "progress": {**self.progress_state.to_dict(),

@@ -155,6 +155,10 @@ class Weighting(nn.Module):
     #: True when `backward` reads `context.features`: the engine then runs the backbone and the
     #: heads as two steps, so the representation is a tensor the losses' gradients can stop at.
     needs_features: ClassVar[bool] = False
+    #: True when `backward` and `epoch_end` keep all state in tensors updated in place and never read a tensor
+    #: on the host or draw from a Python-side generator: the engine may then record the whole training step
+    #: as one CUDA graph and replay it (train.cuda_graphs: step; see `hydranet.core.capture`).
+    capturable: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[Task]):
         super().__init__()

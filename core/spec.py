@@ -120,6 +120,14 @@ class TrainSection(BaseModel):
     compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "auto", description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.")
+    cuda_graphs: Literal["auto", "off", "compiler", "step"] = Field(
+        "auto", description="Who records CUDA graphs: compiler (torch.compile's reduce-overhead mode records the "
+                            "forward and backward), step (hydranet records the whole step, optimizer included, and "
+                            "replays it once per step; for weightings that allow it, in one process), or off; "
+                            "auto: as compile_mode says.")
+    cudnn_benchmark: Literal["auto"] | bool = Field(
+        "auto", description="Let cuDNN time its convolution algorithms on the first step and keep the fastest; "
+                            "auto: on for CUDA unless deterministic.")
     channels_last: Literal["auto"] | bool = Field("auto", description="channels_last memory format; auto: on for CUDA.")
     log_every: int = Field(50, ge=1, description="Steps between progress-bar loss updates (each one syncs).")
     eval_batch_size: int | None = Field(None, ge=1, description="Validation batch size; default: 2 x batch_size.")

@@ -60,6 +60,8 @@ class ConstantWeights(WeightedSum):
     `state_dict()` (a checkpoint restores them from its embedded spec instead).
     """
 
+    capturable = True
+
     def __init__(self, tasks: Sequence[Task], weights: Sequence[float]):
         super().__init__(tasks)
         if len(weights) != self.num_tasks:

@@ -41,6 +41,8 @@ class DWAParams(BaseModel):
 class DynamicWeightAverage(WeightedSum):
     """Weights from the rate at which each task's epoch loss fell (softmax of loss ratios)."""
 
+    capturable = True
+
     description = "Dynamic Weight Average: weights from each task's epoch-to-epoch loss ratio."
     reference = "Liu, Johns, Davison. End-to-End Multi-Task Learning with Attention. CVPR 2019."
 

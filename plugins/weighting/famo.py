@@ -83,6 +83,8 @@ class FAMOParams(BaseModel):
 class FAMO(Weighting):
     """Softmax task weights on log-losses, adapted so every task's loss falls at the same rate."""
 
+    capturable = True
+
     description = "FAMO: softmax weights on log-losses, adapted so all losses fall at the same rate; O(1) per step."
     reference = "Liu, Feng, Stone, Liu. FAMO: Fast Adaptive Multitask Optimization. NeurIPS 2023."
 

@@ -40,6 +40,8 @@ MIN_LOSS = 1e-8
 class GeometricLoss(Weighting):
     """Geometric mean of the task losses; implicit multipliers L / (K L_i)."""
 
+    capturable = True
+
     description = "Geometric Loss Strategy: the geometric mean of the task losses (no parameters)."
     reference = ("Chennupati, Sistu, Yogamani, Rawashdeh. MultiNet++: Multi-Stream Feature Aggregation and "
                  "Geometric Loss Strategy for Multi-Task Learning. CVPR Workshops 2019.")

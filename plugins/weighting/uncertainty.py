@@ -51,6 +51,8 @@ class UncertaintyParams(BaseModel):
 class Uncertainty(WeightedSum):
     """Learned per-task log-variances weigh the losses (homoscedastic uncertainty)."""
 
+    capturable = True
+
     description = "Learned per-task uncertainty (log-variance) weights the losses."
     reference = ("Kendall, Gal, Cipolla. Multi-Task Learning Using Uncertainty to Weigh Losses for "
                  "Scene Geometry and Semantics. CVPR 2018.")

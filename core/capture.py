@@ -1,0 +1,254 @@
+"""Record the whole training step once as a CUDA graph and replay it (train.cuda_graphs: step).
+
+At 32 px a resnet18 step is a few hundred small kernels and about 1 ms of GPU
+work, so the time per step is set by the CPU launching kernels, not by the GPU.
+torch.compile's reduce-overhead mode records the model's forward and backward
+as graphs, but the rest of the step (the weighting, the optimizer, the
+bookkeeping) still launches kernel by kernel. Recording the whole `TrainStep`
+leaves one graph launch and two input copies per step.
+
+How: the step runs a few times on a side stream on the first batch (the
+compiler, cuDNN and the optimizer create their kernels and state there, as
+capture forbids), everything those warm-up steps changed is put back from a
+snapshot, and the step is recorded once. A replay re-runs that device work on
+whatever the static input tensors hold. This is only correct when the step
+keeps all its state in tensors it updates in place and never reads a tensor
+on the host, so it is used only where that holds:
+
+- the weighting says so (`Weighting.capturable`: the loss-based built-ins);
+- one process (a collective inside a graph is not supported here);
+- `train.on_nonfinite: stop` (skipping a bad batch reads the losses on the host);
+- learning rates are tensors the graph reads, rewritten in place after each
+  step by `MirroredScheduler`, since a Python float would be frozen into the
+  graph at its value when recorded.
+
+Where any of this does not hold, the run says why and falls back to the
+compiler's graphs. The graph backend is a small object (`graph_backend`), so
+the tests run this very code on a CPU with a backend that re-runs the step
+eagerly instead of replaying a recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from hydranet.core.step import TrainStep
+
+#: Warm-up steps before recording: the first compiles and creates optimizer state, later ones must reuse it.
+WARMUP_STEPS = 3
+
+
+class GraphBackend(Protocol):
+    """Records and replays a step: CUDA graphs on a GPU, an eager stand-in in tests."""
+
+    #: True when `record` really runs the step (the stand-in), so its effects must be undone.
+    record_runs_work: bool
+
+    def warmup(self) -> contextlib.AbstractContextManager: ...
+
+    def record(self, step: Callable[[], None]) -> Any: ...
+
+    def replay(self, graph: Any) -> None: ...
+
+
+class CudaGraphs:
+    """torch.cuda's graphs: warm-up on a side stream, record, replay."""
+
+    record_runs_work = False
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    @contextlib.contextmanager
+    def warmup(self) -> Iterator[None]:
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream(self.device).wait_stream(side)
+
+    def record(self, step: Callable[[], None]) -> torch.cuda.CUDAGraph:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        return graph
+
+    def replay(self, graph: torch.cuda.CUDAGraph) -> None:
+        graph.replay()
+
+
+def graph_backend(device: torch.device) -> GraphBackend | None:
+    """The backend that records steps on `device`, or None where there are no CUDA graphs."""
+    return CudaGraphs(device) if device.type == "cuda" and torch.cuda.is_available() else None
+
+
+def capture_blockers(device: torch.device, weighting: type | object, *, processes: int,
+                     on_nonfinite: str) -> list[str]:
+    """Why the whole step cannot be recorded in this run (empty: it can)."""
+    reasons = []
+    if graph_backend(device) is None:
+        reasons.append(f"device {device} has no CUDA graphs")
+    if not getattr(weighting, "capturable", False):
+        name = weighting.__name__ if isinstance(weighting, type) else type(weighting).__name__
+        reasons.append(f"weighting {name} is not capturable (it reads values on the host or keeps Python state)")
+    if processes > 1:
+        reasons.append(f"the run uses {processes} processes")
+    if on_nonfinite != "stop":
+        reasons.append("train.on_nonfinite: skip reads every step's losses on the host")
+    return reasons
+
+
+class StateSnapshot:
+    """A copy of everything a training step changes, to undo the warm-up steps recording needs.
+
+    Parameters and buffers of the modules, the step's bookkeeping, the
+    optimizer's state and the random-number generators. Optimizer state that
+    did not exist when the snapshot was taken (the first step creates it) is
+    zeroed rather than removed: a recorded graph keeps pointing at those very
+    tensors, and zeroed momentum and moment estimates with a zero step count
+    are exactly a fresh optimizer's state for SGD (without dampening) and AdamW.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], optimizer: torch.optim.Optimizer, extra: Sequence[Tensor],
+                 device: torch.device):
+        self.live = [t for m in modules for t in [*m.parameters(), *m.buffers()]] + list(extra)
+        self.saved = [t.detach().clone() for t in self.live]
+        self.optimizer = optimizer
+        self.optimizer_state = {p: {k: _clone(v) for k, v in state.items()} for p, state in optimizer.state.items()}
+        self.device = device
+        self.cpu_rng = torch.get_rng_state()
+        self.device_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for live, saved in zip(self.live, self.saved):
+            live.copy_(saved)
+        for p, state in self.optimizer.state.items():
+            saved_state = self.optimizer_state.get(p, {})
+            for key, value in state.items():
+                if key in saved_state:
+                    if isinstance(value, Tensor):
+                        value.copy_(saved_state[key])
+                    else:
+                        state[key] = _clone(saved_state[key])
+                elif isinstance(value, Tensor):
+                    value.zero_()
+        torch.set_rng_state(self.cpu_rng)
+        if self.device_rng is not None:
+            torch.cuda.set_rng_state(self.device_rng, self.device)
+
+
+def _clone(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, Tensor) else copy.deepcopy(value)
+
+
+def learning_rates_as_tensors(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Make each group's lr a tensor on the device, which a recorded optimizer step reads when replayed.
+
+    On CUDA, Adam-family optimizers must also be told they run inside a graph
+    (`capturable`), which keeps their step counts on the device.
+    """
+    for group in optimizer.param_groups:
+        if not isinstance(group["lr"], Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        if device.type == "cuda" and "capturable" in group:
+            group["capturable"] = True
+
+
+class MirroredScheduler:
+    """Steps a torch LR scheduler on float copies of the learning rates and writes them into the lr tensors.
+
+    torch's schedulers compute the next lr from the current one: with tensor
+    learning rates on a GPU that would read a tensor on the host every step.
+    Here the scheduler runs on a stand-in optimizer that holds the same
+    learning rates as floats, and each new value is written into the real
+    optimizer's tensors with `fill_`, which needs no synchronisation. The
+    schedule's values and its state_dict are those of the eager run.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer,
+                 build: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler],
+                 state: dict[str, Any] | None = None):
+        self.optimizer = optimizer
+        self.stand_in = torch.optim.SGD(
+            [{"params": [torch.zeros(1, requires_grad=True)], "lr": float(g["lr"])} for g in optimizer.param_groups])
+        self.scheduler = build(self.stand_in)
+        self.stand_in.step()  # a no-op (no gradients) that tells torch the scheduler steps after the optimizer
+        if state is not None:
+            self.scheduler.load_state_dict(state)
+        self._write()
+
+    def step(self) -> None:
+        self.scheduler.step()
+        self._write()
+
+    def _write(self) -> None:
+        for group, stand_in in zip(self.optimizer.param_groups, self.stand_in.param_groups):
+            group["lr"].fill_(stand_in["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+        self._write()
+
+
+class CapturedStep:
+    """A `TrainStep` recorded on its first call and replayed on every later one.
+
+    If recording fails, the state is put back, `on_fallback` is told why, and
+    the step runs without a graph from then on: a slower run, not a lost one.
+    """
+
+    def __init__(self, step: TrainStep, modules: Sequence[nn.Module], backend: GraphBackend, device: torch.device,
+                 on_fallback: Callable[[str], None] = lambda reason: None, warmup_steps: int = WARMUP_STEPS):
+        self.step, self.modules, self.backend, self.device = step, list(modules), backend, device
+        self.on_fallback, self.warmup_steps = on_fallback, warmup_steps
+        self.graph: Any = None
+        self.failed: str | None = None
+        self.static: tuple[Tensor, Tensor] | None = None
+
+    def __call__(self, images: Tensor, targets: Tensor) -> None:
+        if self.failed is not None:
+            self.step(images, targets)
+            return
+        if self.graph is None:
+            self._record(images, targets)
+            if self.failed is not None:
+                self.step(images, targets)
+                return
+        assert self.static is not None
+        static_images, static_targets = self.static
+        static_images.copy_(images)
+        static_targets.copy_(targets)
+        self.backend.replay(self.graph)
+
+    def _record(self, images: Tensor, targets: Tensor) -> None:
+        step = self.step
+        self.static = (images.clone(), targets.clone())
+        snapshot = StateSnapshot(self.modules, step.optimizer, [step.loss_sums, step.first_bad, step.step_number],
+                                 self.device)
+        try:
+            with self.backend.warmup():
+                for _ in range(self.warmup_steps):
+                    step(*self.static)
+            snapshot.restore()
+            step.optimizer.zero_grad(set_to_none=True)
+            static_images, static_targets = self.static
+            graph = self.backend.record(lambda: step(static_images, static_targets))
+        except Exception as error:  # any failure to record: run on without a graph
+            self.failed = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            step.optimizer.zero_grad(set_to_none=True)
+            snapshot.restore()
+            self.on_fallback(self.failed)
+            return
+        if self.backend.record_runs_work:
+            snapshot.restore()
+        self.graph = graph

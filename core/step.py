@@ -1,0 +1,83 @@
+"""One training step as one object: forward, the weighting's backward, the update, the bookkeeping.
+
+The engine's epoch loop only feeds batches to a `TrainStep`. Keeping the
+whole step in one callable, with its bookkeeping (the per-task loss sums and
+the step at which each task first went non-finite) in tensors that live on
+the device and are updated in place, is what lets `hydranet.core.capture`
+record the step once as a CUDA graph and replay it: a replay re-runs exactly
+the device work of a call, so everything the step changes must be a tensor
+it writes into, never a Python value it rebinds. The same code runs eagerly
+on a CPU, which is how the CPU tests cover the GPU's step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from hydranet.core.interfaces import StepContext, Weighting
+
+#: images, targets -> ((K,) losses, the shared features or None)
+ForwardLosses = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
+
+
+class TrainStep:
+    """Runs a step on a batch and keeps the epoch's running loss sums on the device.
+
+    `loss_sums` holds the sum of each task's loss over the steps of this epoch
+    so far; `first_bad` the 1-based step at which each task's loss was first
+    non-finite (-1: never); `step_number` the steps counted so far. All three
+    are read by the host only at log intervals.
+    """
+
+    def __init__(
+        self,
+        forward_losses: ForwardLosses,
+        weighting: Weighting,
+        optimizer: torch.optim.Optimizer,
+        context: Callable[[Tensor | None], StepContext],
+        *,
+        num_tasks: int,
+        device: torch.device,
+        share_losses: Callable[[Tensor, Tensor], Tensor] = lambda losses, targets: losses,
+        sum_gradients: Callable[[], None] = lambda: None,
+    ):
+        self.forward_losses, self.weighting, self.optimizer = forward_losses, weighting, optimizer
+        self.context, self.share_losses, self.sum_gradients = context, share_losses, sum_gradients
+        self.loss_sums = torch.zeros(num_tasks, device=device)
+        self.first_bad = torch.full((num_tasks,), -1, dtype=torch.long, device=device)
+        self.step_number = torch.zeros((), dtype=torch.long, device=device)
+
+    def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int) -> None:
+        """Set the running sums in place (a resumed epoch starts from what was saved)."""
+        self.loss_sums.copy_(torch.tensor(list(loss_sums) or [0.0] * self.loss_sums.numel()))
+        self.first_bad.copy_(torch.tensor(list(first_bad) or [-1] * self.first_bad.numel()))
+        self.step_number.fill_(steps_done)
+
+    def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The (K,) losses of the batch (the global batch's value in a distributed run) and the features."""
+        losses, features = self.forward_losses(images, targets)
+        return self.share_losses(losses, targets), features
+
+    def update(self, losses: Tensor, features: Tensor | None) -> None:
+        """The weighting's backward, the gradient sum over processes, the optimizer step, the bookkeeping."""
+        detached = losses.detach()
+        self.weighting.backward(losses, self.context(features))
+        self.sum_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_number.add_(1)
+        newly_bad = ~torch.isfinite(detached) & (self.first_bad < 0)
+        self.first_bad.copy_(torch.where(newly_bad, self.step_number, self.first_bad))
+        self.loss_sums.add_(detached)
+
+    def skip(self) -> None:
+        """Drop the step whose losses were not finite (train.on_nonfinite: skip)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_number.add_(1)
+
+    def __call__(self, images: Tensor, targets: Tensor) -> None:
+        self.update(*self.forward(images, targets))
+

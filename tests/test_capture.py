@@ -1,0 +1,231 @@
+"""The recorded training step (train.cuda_graphs: step), run on a CPU with an eager stand-in for CUDA graphs.
+
+The stand-in runs the step where CUDA would record it and re-runs it on the
+static inputs where CUDA would replay it. Everything else is the code a GPU
+runs: the warm-up steps and the snapshot that undoes them, the static input
+buffers, learning rates as tensors written by the mirrored scheduler, the
+on-device bookkeeping, the fallbacks. A run recorded this way must train
+exactly as the plain step does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import hydranet
+import hydranet.core.capture as capture
+from conftest import tiny_spec
+from hydranet.core.capture import MirroredScheduler, StateSnapshot, learning_rates_as_tensors
+from hydranet.core.device import resolve_settings
+from hydranet.core.engine import Trainer
+from hydranet.core.errors import HydranetError, TrainingInterrupted
+from hydranet.core.spec import load_spec
+
+
+class EagerReplay:
+    """CUDA graphs' stand-in: `record` runs the step once, `replay` runs it again."""
+
+    record_runs_work = True
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+        self.recorded = 0
+        self.replays = 0
+
+    def warmup(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        step()
+        self.recorded += 1
+        return step
+
+    def replay(self, graph: Callable[[], None]) -> None:
+        self.replays += 1
+        graph()
+
+
+@pytest.fixture
+def stand_in(monkeypatch) -> EagerReplay:
+    backend = EagerReplay()
+    monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
+    monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
+    return backend
+
+
+def final_state(result) -> dict[str, torch.Tensor]:
+    return torch.load(result.run_dir / "last.pt", weights_only=True)["model"]
+
+
+def assert_same_training(a, b, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """Two runs agree: every weight and every logged loss and metric."""
+    sa, sb = final_state(a), final_state(b)
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=rtol, atol=atol, msg=key)
+    for row_a, row_b in zip(a.history, b.history):
+        for key, value in row_a.items():
+            if not key.endswith("seconds"):
+                assert value == pytest.approx(row_b[key], rel=1e-4, abs=1e-6, nan_ok=True), key
+
+
+@pytest.mark.parametrize("weighting,optimizer", [("sum", "adamw"), ("uncertainty", "sgd"), ("dwa", "adamw"),
+                                                 ("famo", "sgd")])
+def test_recorded_step_trains_exactly_as_the_plain_step(faces, tmp_path, stand_in, weighting, optimizer):
+    spec = tiny_spec(faces, epochs=3, optimizer=optimizer, scheduler="cosine")
+    spec["weighting"] = weighting
+    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
+    recorded = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
+                              echo=False)
+    assert "CUDA graph per step" in recorded.settings.describe()
+    assert stand_in.recorded == 1
+    assert stand_in.replays == 3 * (180 // 32)  # every step of every epoch is a replay (180 training images)
+    assert_same_training(recorded, plain)
+    # the learning rate followed the cosine schedule in both (logged as a float, not a tensor)
+    assert [r["lr"] for r in recorded.history] == pytest.approx([r["lr"] for r in plain.history], rel=1e-6)
+    assert all(isinstance(r["lr"], float) for r in recorded.history)
+
+
+def test_recorded_run_resumes_from_its_checkpoint_like_an_uninterrupted_one(faces, tmp_path, stand_in,
+                                                                           monkeypatch):
+    spec = tiny_spec(faces, epochs=2, optimizer="sgd")
+    whole = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "whole", progress=False,
+                           echo=False)
+
+    original = Trainer._stop_requested
+
+    def stop_in_epoch_1_after_step_3(self, done):
+        return self.progress_state.epoch == 1 and done == 3 or original(self, done)
+
+    monkeypatch.setattr(Trainer, "_stop_requested", stop_in_epoch_1_after_step_3)
+    with pytest.raises(TrainingInterrupted):
+        hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "cut", progress=False,
+                       echo=False)
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert all(isinstance(g["lr"], float) for g in saved["optimizer"]["param_groups"])
+    monkeypatch.setattr(Trainer, "_stop_requested", original)
+    resumed = hydranet.train(resume=tmp_path / "cut", progress=False, echo=False)
+    assert_same_training(resumed, whole)
+
+
+def test_a_failed_recording_falls_back_to_the_plain_step_with_nothing_lost(faces, tmp_path, monkeypatch):
+    """The warm-up steps ran before recording failed: the snapshot must undo all of them."""
+    backend = EagerReplay(fail=True)
+    monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
+    monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
+    spec = tiny_spec(faces, epochs=2, optimizer="adamw")
+    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
+    fell_back = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
+                               echo=False)
+    log = (fell_back.run_dir / "train.log").read_text()
+    assert "recording the training step as a CUDA graph failed (RuntimeError: operation not permitted" in log
+    assert backend.replays == 0
+    assert_same_training(fell_back, plain)
+
+
+def test_step_recording_where_it_cannot_work_says_why_and_trains_anyway(faces, tmp_path, stand_in):
+    spec = tiny_spec(faces, epochs=1)
+    spec["weighting"] = "mgda"  # solves for its weights: not capturable
+    result = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "mgda", progress=False,
+                            echo=False)
+    log = (result.run_dir / "train.log").read_text()
+    assert "train.cuda_graphs: step is not possible here (weighting MGDA is not capturable" in log
+    assert stand_in.recorded == 0 and "CUDA graph per step" not in result.settings.describe()
+
+    skip = hydranet.train(tiny_spec(faces, epochs=1, on_nonfinite="skip"), overrides=["train.cuda_graphs=step"],
+                          out_dir=tmp_path / "skip", progress=False, echo=False)
+    assert "train.on_nonfinite: skip reads every step's losses on the host" in (skip.run_dir / "train.log").read_text()
+
+
+def test_without_cuda_graphs_the_run_names_the_device(faces, tmp_path):
+    result = hydranet.train(tiny_spec(faces, epochs=1), overrides=["train.cuda_graphs=step"],
+                            out_dir=tmp_path / "cpu", progress=False, echo=False)
+    assert "device cpu has no CUDA graphs" in (result.run_dir / "train.log").read_text()
+    assert math.isfinite(result.final.total_loss)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+    lambda params: torch.optim.AdamW(params, lr=0.01),
+], ids=["sgd", "adamw"])
+def test_snapshot_undoes_warm_up_steps_exactly(make_optimizer):
+    """Zeroed optimizer state created by warm-up steps is a fresh optimizer's state, bit for bit."""
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+        return model, make_optimizer(model.parameters())
+
+    def train(model, optimizer, steps):
+        for i in range(steps):
+            x = torch.linspace(-1, 1, 32).view(8, 4) * (i + 1)
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    fresh_model, fresh_optimizer = build()
+    train(fresh_model, fresh_optimizer, 4)
+    model, optimizer = build()
+    counter = torch.zeros((), dtype=torch.long)
+    snapshot = StateSnapshot([model], optimizer, [counter], torch.device("cpu"))
+    train(model, optimizer, 3)  # the warm-up
+    counter.add_(7)
+    snapshot.restore()
+    assert counter.item() == 0
+    train(model, optimizer, 4)
+    for got, want in zip(model.state_dict().values(), fresh_model.state_dict().values()):
+        assert torch.equal(got, want)
+
+
+def test_mirrored_scheduler_writes_the_eager_schedule_into_lr_tensors():
+    params = [nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.SGD([{"params": params, "lr": 0.1}, {"params": [nn.Parameter(torch.zeros(1))],
+                                                                 "lr": 0.02}])
+    reference = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(2))], "lr": 0.1},
+                                 {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.02}])
+
+    def build(opt):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+
+    eager = build(reference)
+    reference.step()  # no gradients: a no-op that keeps torch from warning about the order of steps
+    for _ in range(3):
+        eager.step()
+    learning_rates_as_tensors(optimizer, torch.device("cpu"))
+    tensors = [g["lr"] for g in optimizer.param_groups]
+    optimizer.param_groups[0]["lr"].fill_(reference.param_groups[0]["lr"])
+    optimizer.param_groups[1]["lr"].fill_(reference.param_groups[1]["lr"])
+    mirrored = MirroredScheduler(optimizer, build, eager.state_dict())
+    for _ in range(5):
+        eager.step()
+        mirrored.step()
+        for group, want in zip(optimizer.param_groups, reference.param_groups):
+            assert float(group["lr"]) == pytest.approx(want["lr"], rel=1e-6)
+    assert [g["lr"] for g in optimizer.param_groups] == tensors  # the very tensors a graph reads
+    assert all(g["lr"] is t for g, t in zip(optimizer.param_groups, tensors))
+    assert mirrored.state_dict()["last_epoch"] == eager.state_dict()["last_epoch"] == 8
+
+
+def test_cuda_graph_settings_resolve_and_contradictions_are_named():
+    step = resolve_settings("cpu", "auto", True, "auto", "auto", "step")
+    assert step.graphs == "step" and step.compile_mode == "default"
+    assert resolve_settings("cpu", "auto", True, "auto", "max-autotune", "step").compile_mode == \
+        "max-autotune-no-cudagraphs"
+    assert resolve_settings("cpu", "auto", True, "auto", "reduce-overhead").graphs == "compiler"
+    assert resolve_settings("cpu", "auto", "auto", "auto").graphs == "off"
+    assert resolve_settings("cpu", "auto", "auto", "auto").cudnn_benchmark is False
+    with pytest.raises(HydranetError, match="cuda_graphs: off contradicts train.compile_mode reduce-overhead"):
+        resolve_settings("cpu", "auto", True, "auto", "reduce-overhead", "off")
+    with pytest.raises(HydranetError, match="cuda_graphs: compiler needs train.compile on"):
+        resolve_settings("cpu", "auto", False, "auto", "auto", "compiler")
+
+
+def test_spec_rejects_an_unknown_cuda_graphs_choice(faces):
+    with pytest.raises(HydranetError, match="cuda_graphs"):
+        load_spec(tiny_spec(faces, cuda_graphs="always"))
