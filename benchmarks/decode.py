@@ -95,13 +95,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="decoded image side in pixels")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decode processes")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best of each is printed")
+    parser.add_argument("--root", default=None, help="decode the JPEGs in this folder instead of synthetic ones")
     args = parser.parse_args()
     if args.workers <= 1 or args.count < 4 * decode.CHUNK:
         parser.error(f"the pool needs --workers >= 2 and --count >= {4 * decode.CHUNK}; below that both decode inline")
 
     from hydranet.plugins.datasets.synthetic import default_root, write_synthetic
 
-    root = write_synthetic(default_root(args.count, 200, 0), args.count, 200, 0, progress=False)
+    root = (Path(args.root) if args.root else
+            write_synthetic(default_root(args.count, 200, 0), args.count, 200, 0, progress=False))
     sources = [str(path) for path in sorted(root.glob("*.jpg"))]
     print(f"{len(sources)} images from {root}, {args.size} px, {args.workers} workers, {os.cpu_count()} cores, "
           f"best of {args.repeat}")

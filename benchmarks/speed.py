@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-baseline", action="store_true", help="run hydranet only")
     parser.add_argument("--compile-modes", default="auto",
                         help="hydranet variants, comma list of auto, off, default, reduce-overhead, ... "
-                             "(auto: the spec's default for the device)")
+                             "(auto: the spec's default for the device), or train keys joined by +, "
+                             "e.g. cuda_graphs=step+compile=false")
     parser.add_argument("--warm", action="store_true",
                         help="run each hydranet variant twice; the second run hits the decode and compiler caches")
     parser.add_argument("--in-process", action="store_true",
@@ -131,6 +132,10 @@ def compile_settings(mode: str) -> dict[str, Any]:
     from hydranet.core.spec import TrainSection
 
     word = mode.lower()
+    if "=" in word:  # train keys themselves: cuda_graphs=step+compile=false
+        import yaml
+
+        return {key.strip(): yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in mode.split("+"))}
     if word == "auto":
         return {}
     if word in ("off", "false", "none", "no"):
@@ -175,9 +180,13 @@ def train_and_time(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         result = hydranet.train(spec, out_dir=out_dir, progress=False, echo=False)
         total = time.perf_counter() - started
+        log = Path(out_dir, "train.log").read_text() if Path(out_dir, "train.log").is_file() else ""
     timings = dict(getattr(result, "timings", None) or {})
     figures: dict[str, Any] = {"total_seconds": total, "settings": result.settings.describe(),
-                               "final_metrics": result.final.metrics}
+                               "final_metrics": result.final.metrics,
+                               # fallbacks and warnings (a CUDA graph that could not be recorded, ...)
+                               "log_notes": [line for line in log.splitlines()
+                                             if "warning" in line or "not possible" in line]}
     if timings.get("epoch_train_seconds"):
         figures["epoch_seconds"] = list(timings["epoch_train_seconds"])
         figures["epoch_source"] = "RunResult.timings (training steps only)"

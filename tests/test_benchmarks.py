@@ -71,3 +71,23 @@ def test_article_loop_extrapolates_a_limited_epoch(faces: Path) -> None:
     assert figures["steps_per_epoch"] > limit
     assert figures["epoch_seconds"][0] > 0 and figures["first_step_seconds"] > 0
     assert figures["dropped_names"] >= 0
+
+
+def test_speed_variants_take_train_keys() -> None:
+    """`--compile-modes` words: a torch.compile mode, off, or train keys such as the recorded step."""
+    import speed
+
+    assert speed.compile_settings("auto") == {}
+    assert speed.compile_settings("off") == {"compile": False}
+    assert speed.compile_settings("reduce-overhead") == {"compile": True, "compile_mode": "reduce-overhead"}
+    assert speed.compile_settings("cuda_graphs=step+compile=false+cudnn_benchmark=true") == {
+        "cuda_graphs": "step", "compile": False, "cudnn_benchmark": True}
+
+
+def test_decode_benchmark_compares_both_loops_on_a_folder(faces: Path) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "decode.py"), "--root", str(faces), "--size", "16",
+                           "--workers", "2", "--repeat", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(list(faces.glob('*.jpg')))} images from {faces}" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("memory", "cache"))]
+    assert len(rows) == 2 and all(float(row[-1].rstrip("x")) > 0 for row in rows)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One prepared GPU measurement for the speed targets (issue 3), sized for one call of under 10 minutes on
+# an H100: UTKFace-sized synthetic data (23,708 JPEGs at 200 px), the decode benchmark at 128 and 32 px,
+# then hydranet alone (no article loop: its figures are in docs/guides/performance.md) at 32 px / batch 512
+# and 128 px / batch 256, each with the compiler's CUDA graphs (the default) against the recorded whole step
+# (cuda_graphs=step) and the recorded step without torch.compile, cold caches, 3 epochs.
+# Every figure goes to $OUT/*.json, the tables to stdout.
+# Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HYDRANET_CACHE=/tmp/hncache
+step() { echo; echo "=== $1 ($(date +%T))"; }
+
+step "environment"
+python3 -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0))"
+nproc
+
+step "synthetic UTKFace-sized folder"
+/usr/bin/time -f "synth %e s" hydranet synth /tmp/utk --count 23708 --size 200 --no-progress 2>&1 | tail -n 2
+
+step "decode 23,708 images (workers write in place vs pixels through pipes)"
+timeout 120 python3 benchmarks/decode.py --root /tmp/utk --size 128 --repeat 1 2>&1 | tail -n 8
+timeout 60 python3 benchmarks/decode.py --root /tmp/utk --size 32 --repeat 1 2>&1 | tail -n 8
+
+for cfg in "32 512 200" "128 256 260"; do
+  set -- $cfg
+  variants=auto,cuda_graphs=step,cuda_graphs=step+compile=false
+  step "hydranet ${1}px batch ${2}: $variants"
+  timeout "$3" python3 benchmarks/speed.py --root /tmp/utk --size "$1" --batch-size "$2" --epochs 3 --skip-baseline \
+    --compile-modes "$variants" --json "$OUT/speed-$1.json" 2>&1 | tail -n 12
+  python3 - "$OUT/speed-$1.json" <<'PY'
+import json, sys
+for loop in json.load(open(sys.argv[1]))["loops"]:
+    print(loop["name"], "|", loop.get("error") or "", "|", loop.get("settings"), "|", loop.get("log_notes"),
+          "|", {t: {m: round(v, 4) for m, v in ms.items()} for t, ms in (loop.get("final_metrics") or {}).items()})
+PY
+done
