@@ -18,6 +18,8 @@ on the host, so it is used only where that holds:
 - the weighting says so (`Weighting.capturable`: the loss-based built-ins);
 - one process (a collective inside a graph is not supported here);
 - `train.on_nonfinite: stop` (skipping a bad batch reads the losses on the host);
+- images placed on the device or in host memory, not streamed by DataLoader
+  workers (their pinning thread calls CUDA, which recording forbids);
 - learning rates are tensors the graph reads, rewritten in place after each
   step by `MirroredScheduler`, since a Python float would be frozen into the
   graph at its value when recorded.
@@ -89,9 +91,11 @@ def graph_backend(device: torch.device) -> GraphBackend | None:
 
 
 def capture_blockers(device: torch.device, weighting: type | object, *, processes: int,
-                     on_nonfinite: str) -> list[str]:
+                     on_nonfinite: str, placement: str = "device") -> list[str]:
     """Why the whole step cannot be recorded in this run (empty: it can)."""
     reasons = []
+    if placement == "stream":  # its loader's pinning thread would call CUDA while the step is being recorded
+        reasons.append("data.placement is stream (its loader threads use CUDA while the step is recorded)")
     if graph_backend(device) is None:
         reasons.append(f"device {device} has no CUDA graphs")
     if not getattr(weighting, "capturable", False):

@@ -448,7 +448,7 @@ class Trainer:
         settings, cfg = self.settings, self.cfg
         if settings.graphs == "step":
             blockers = capture_blockers(settings.device, self.weighting, processes=self.dist.world_size,
-                                        on_nonfinite=cfg.on_nonfinite)
+                                        on_nonfinite=cfg.on_nonfinite, placement=self.source.placement)
             if blockers:
                 fallback = resolve_settings(str(settings.device), cfg.precision, cfg.compile, cfg.channels_last,
                                             cfg.compile_mode, "auto", cfg.cudnn_benchmark, cfg.deterministic)

@@ -143,6 +143,10 @@ def test_step_recording_where_it_cannot_work_says_why_and_trains_anyway(faces, t
                           out_dir=tmp_path / "skip", progress=False, echo=False)
     assert "train.on_nonfinite: skip reads every step's losses on the host" in (skip.run_dir / "train.log").read_text()
 
+    streamed = hydranet.train(tiny_spec(faces, epochs=1), overrides=["train.cuda_graphs=step", "data.placement=stream"],
+                              out_dir=tmp_path / "stream", progress=False, echo=False)
+    assert "data.placement is stream" in (streamed.run_dir / "train.log").read_text()
+
 
 def test_without_cuda_graphs_the_run_names_the_device(faces, tmp_path):
     result = hydranet.train(tiny_spec(faces, epochs=1), overrides=["train.cuda_graphs=step"],
