@@ -4,14 +4,7 @@
 # fused AdamW), then UTKFace-sized synthetic data (23,708 images at 200 px)
 # with resnet18 at 32 px / batch 512 and 128 px / batch 256.
 # Usage: OUT=/some/dir bash benchmarks/gpu_smoke.sh
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HYDRANET_CACHE=/tmp/hncache
-step() { echo; echo "=== $1 ($(date +%T))"; }
-
-step "environment"
-python3 -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0))"
+. "$(dirname "$0")/gpu_common.sh"
 
 step "pytest"
 timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -n 15

@@ -6,15 +6,7 @@
 # (cuda_graphs=step) and the recorded step without torch.compile, cold caches, 3 epochs.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HYDRANET_CACHE=/tmp/hncache
-step() { echo; echo "=== $1 ($(date +%T))"; }
-
-step "environment"
-python3 -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0))"
-nproc
+. "$(dirname "$0")/gpu_common.sh"
 
 step "synthetic UTKFace-sized folder"
 /usr/bin/time -f "synth %e s" hydranet synth /tmp/utk --count 23708 --size 200 --no-progress 2>&1 | tail -n 2

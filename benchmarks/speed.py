@@ -257,9 +257,10 @@ def run_hydranet(args: argparse.Namespace, root: Path, device: str) -> list[dict
         spec = hydranet_spec(args, root, device, mode)
         with tempfile.TemporaryDirectory(prefix="hydranet-speed-caches-") as caches:
             for run, state in enumerate(("cold", "warm")[: 2 if args.warm else 1]):
-                print(f"hydranet, compile {mode}, {state} caches ...", file=sys.stderr, flush=True)
+                label = f"hydranet, {mode}" if "=" in mode else f"hydranet, compile {mode}"
+                print(f"{label}, {state} caches ...", file=sys.stderr, flush=True)
                 figures = run_isolated(spec, Path(caches), args.in_process)
-                loops.append({"kind": "hydranet", "name": f"hydranet, compile {mode}, {state} caches",
+                loops.append({"kind": "hydranet", "name": f"{label}, {state} caches",
                               "compile_mode": mode, "caches": state, "images_per_epoch": figures.pop("train_images", None),
                               **figures})
                 if "error" in figures:
