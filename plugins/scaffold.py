@@ -343,6 +343,7 @@ class ${Class}Task(hydranet.Task):
     def __init__(self, name: str, params: ${Class}Params):
         super().__init__(name, params.label, hidden=params.hidden)
         self.threshold = params.threshold
+        self.class_names = ["no", "yes"]  # label 0, label 1: names the rows of `hydranet eval`'s confusion matrix
 
     @property
     def out_features(self) -> int:
@@ -363,7 +364,7 @@ class ${Class}Task(hydranet.Task):
 
     def decode(self, output: Tensor) -> list[dict[str, Any]]:
         positive = torch.sigmoid(output.detach().float()[:, 0]).tolist()
-        return [{"class": "yes" if p >= 0.5 else "no", "probability": round(max(p, 1 - p), 4)} for p in positive]
+        return [{"class": self.class_names[p >= 0.5], "probability": round(max(p, 1 - p), 4)} for p in positive]
 
     def trivial_output(self, targets: Tensor) -> Tensor:
         """The best constant prediction (the majority class): the baseline column of the final table."""

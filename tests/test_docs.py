@@ -533,3 +533,26 @@ def test_version_and_shell_completion():
     completed = CliRunner().invoke(cli, [], prog_name="hydranet", env={
         "_HYDRANET_COMPLETE": "bash_complete", "COMP_WORDS": "hydranet new-p", "COMP_CWORD": "1"})
     assert completed.output.split() == ["plain,new-plugin"]
+
+
+def test_the_tutorials_edits_apply_to_what_new_plugin_writes(tmp_path):
+    """Every `-` line of the tutorial's diffs is in the scaffolded `senior` package, and the edited plugin runs."""
+    from hydranet.plugins.scaffold import write_plugin
+
+    package = write_plugin("senior", "task", tmp_path)
+    plugin = package / "src" / "hydranet_senior" / "plugin.py"
+    text = plugin.read_text(encoding="utf-8")
+    diffs = re.findall(r"```diff\n(.*?)```", (DOCS / "tutorial.md").read_text(encoding="utf-8"), re.S)
+    assert len(diffs) >= 2
+    for diff in diffs:
+        removed = [line[1:] for line in diff.splitlines() if line.startswith("-")]
+        added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
+        for line in removed:
+            assert line in text, f"the tutorial removes a line new-plugin does not write:\n{line}"
+        text = text.replace("\n".join(removed), "\n".join(added))
+    plugin.write_text(text, encoding="utf-8")
+    edited = load_module("hydranet_docs_tutorial_edited", plugin)
+    sys.modules.pop("hydranet_docs_tutorial_edited")
+    task = edited.SeniorTask("senior", edited.SeniorParams())
+    assert task.threshold == 60.0 and task.class_names == ["younger", "senior"]
+    assert [row["class"] for row in task.decode(torch.tensor([[3.0], [-3.0]]))] == ["senior", "younger"]

@@ -232,6 +232,7 @@ def test_generated_task_trains_and_predicts_through_its_entry_point(tmp_path, fa
     model = TrainedModel.from_checkpoint(out / "best.pt", components=components)
     prediction = model.predict(next(p for p in faces.iterdir() if p.name.endswith(".jpg")))[0]
     assert prediction["over30"]["class"] in {"yes", "no"} and 0.5 <= prediction["over30"]["probability"] <= 1
+    assert model.evaluate(components=components).details["over30"]["classes"] == ["no", "yes"]  # eval's matrix rows
 
 
 def test_generated_package_builds_a_wheel_with_the_entry_point(tmp_path):
