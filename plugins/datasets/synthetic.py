@@ -250,7 +250,8 @@ def _refuse_foreign(out: Path, count: int, size: int, seed: int) -> None:
         return
     wanted = f"count={count}, size={size}, seed={seed}"
     raise DataError(f"{out} already exists and does not hold synthetic faces made with {wanted}; "
-                    "choose a new or empty folder, or delete this one")
+                    "choose a new or empty folder, or delete this one. To read the images already in it "
+                    f"(UTKFace-named files), use the utkface dataset: data: {{name: utkface, root: {out}}}")
 
 
 def _render_all(folder: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
