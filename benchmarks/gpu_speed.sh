@@ -3,7 +3,8 @@
 # an H100: UTKFace-sized synthetic data (23,708 JPEGs at 200 px), the decode benchmark at 128 and 32 px,
 # then hydranet alone (no article loop: its figures are in docs/guides/performance.md) at 32 px / batch 512
 # and 128 px / batch 256, each with the compiler's CUDA graphs (the default) against the recorded whole step
-# (cuda_graphs=step) and the recorded step without torch.compile, cold caches, 3 epochs.
+# (cuda_graphs=step), and the recorded step without torch.compile (32 px) or with cuDNN's benchmark
+# mode (128 px); cold caches, 3 epochs.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
 . "$(dirname "$0")/gpu_common.sh"
@@ -15,9 +16,10 @@ step "decode 23,708 images (workers write in place vs pixels through pipes)"
 timeout 120 python3 benchmarks/decode.py --root /tmp/utk --size 128 --repeat 1 2>&1 | tail -n 8
 timeout 60 python3 benchmarks/decode.py --root /tmp/utk --size 32 --repeat 1 2>&1 | tail -n 8
 
-for cfg in "32 512 200" "128 256 260"; do
+for cfg in "32 512 200 auto,cuda_graphs=step,cuda_graphs=step+compile=false" \
+           "128 256 260 auto,cuda_graphs=step,cuda_graphs=step+cudnn_benchmark=true"; do
   set -- $cfg
-  variants=auto,cuda_graphs=step,cuda_graphs=step+compile=false
+  variants=$4
   step "hydranet ${1}px batch ${2}: $variants"
   timeout "$3" python3 benchmarks/speed.py --root /tmp/utk --size "$1" --batch-size "$2" --epochs 3 --skip-baseline \
     --compile-modes "$variants" --json "$OUT/speed-$1.json" 2>&1 | tail -n 12

@@ -80,7 +80,7 @@ class RunSettings:
 
 def resolve_settings(device: str, precision: str, compile: bool | str, channels_last: bool | str,
                      compile_mode: str = "auto", cuda_graphs: str = "auto",
-                     cudnn_benchmark: bool | str = "auto", deterministic: bool = False) -> RunSettings:
+                     cudnn_benchmark: bool = False, deterministic: bool = False) -> RunSettings:
     """The switches a spec's `train` section asks for, with every "auto" decided for the device."""
     dev = pick_device(device)
     cuda = dev.type == "cuda"
@@ -97,7 +97,7 @@ def resolve_settings(device: str, precision: str, compile: bool | str, channels_
         channels_last=cuda if channels_last == "auto" else bool(channels_last),
         compile_mode=mode,
         graphs=graphs,
-        cudnn_benchmark=(cuda and not deterministic) if cudnn_benchmark == "auto" else bool(cudnn_benchmark),
+        cudnn_benchmark=cuda and cudnn_benchmark and not deterministic,
     )
 
 

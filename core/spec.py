@@ -125,9 +125,9 @@ class TrainSection(BaseModel):
                             "forward and backward), step (hydranet records the whole step, optimizer included, and "
                             "replays it once per step; for weightings that allow it, in one process), or off; "
                             "auto: as compile_mode says.")
-    cudnn_benchmark: Literal["auto"] | bool = Field(
-        "auto", description="Let cuDNN time its convolution algorithms on the first step and keep the fastest; "
-                            "auto: on for CUDA unless deterministic.")
+    cudnn_benchmark: bool = Field(
+        False, description="Let cuDNN time its convolution algorithms for each shape on the first step and keep "
+                            "the fastest (costs start-up time; ignored with deterministic).")
     channels_last: Literal["auto"] | bool = Field("auto", description="channels_last memory format; auto: on for CUDA.")
     log_every: int = Field(50, ge=1, description="Steps between progress-bar loss updates (each one syncs).")
     eval_batch_size: int | None = Field(None, ge=1, description="Validation batch size; default: 2 x batch_size.")
