@@ -233,3 +233,39 @@ def test_cuda_graph_settings_resolve_and_contradictions_are_named():
 def test_spec_rejects_an_unknown_cuda_graphs_choice(faces):
     with pytest.raises(HydranetError, match="cuda_graphs"):
         load_spec(tiny_spec(faces, cuda_graphs="always"))
+
+
+def capturable_weightings() -> list[str]:
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    weightings = load_components(make_plugin_manager(entry_points=False)).weightings
+    return sorted(e.name for e in weightings if getattr(e.factory, "capturable", False))
+
+
+def test_the_capturable_builtins_are_the_loss_based_ones_without_python_state():
+    assert capturable_weightings() == ["dwa", "famo", "gls", "static", "sum", "uncertainty"]
+
+
+@pytest.mark.parametrize("name", capturable_weightings())
+def test_capturable_weightings_change_state_only_in_place(name, components):
+    """A replay repeats device work only: a capturable weighting must never rebind a tensor or change a
+    Python attribute in `backward` or `epoch_end`, or the replayed steps would use stale state."""
+    entry = components.weightings.get(name)
+    tasks = [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({}))
+             for n in ("age", "gender", "ethnicity")]
+    weighting = entry.factory(tasks, entry.validate_params({}))
+    tensors = {key: value for key, value in [*weighting.named_parameters(), *weighting.named_buffers()]}
+    python_state = {k: v for k, v in vars(weighting).items() if not k.startswith("_") and not callable(v)}
+    frozen = {k: repr(v) for k, v in python_state.items()}
+    before = {key: value.detach().clone() for key, value in tensors.items()}
+    for step in range(3):
+        losses = torch.tensor([0.9, 0.7, 1.3]) / (step + 1)
+        losses.requires_grad_(True)
+        weighting.backward(losses)
+        weighting.epoch_end(losses.detach())
+    after = dict([*weighting.named_parameters(), *weighting.named_buffers()])
+    assert after.keys() == tensors.keys() and all(after[k] is tensors[k] for k in tensors), "a tensor was rebound"
+    assert {k: repr(getattr(weighting, k)) for k in python_state} == frozen, "a Python attribute changed"
+    if name not in ("sum", "static", "gls"):  # those keep no state a step changes (gls: only its log record)
+        assert any(not torch.equal(before[k], tensors[k]) for k in tensors) or any(
+            p.grad is not None for p in weighting.parameters()), f"{name}: nothing changed, the test saw nothing"
