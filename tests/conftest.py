@@ -32,6 +32,11 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("faces") / "utk", count=240, size=32, seed=3, progress=False)
 
 
+def make_tasks(components, *names: str) -> list:
+    """Real task objects with their default parameters, built as a spec would build them."""
+    return [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in names]
+
+
 def tiny_spec(root: Path, **train) -> dict:
     """A spec small enough to train in a few seconds on 2 CPU cores."""
     return {

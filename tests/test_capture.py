@@ -20,7 +20,7 @@ from torch import nn
 
 import hydranet
 import hydranet.core.capture as capture
-from conftest import tiny_spec
+from conftest import make_tasks, tiny_spec
 from hydranet.core.capture import MirroredScheduler, StateSnapshot, learning_rates_as_tensors
 from hydranet.core.device import resolve_settings
 from hydranet.core.engine import Trainer
@@ -251,8 +251,7 @@ def test_capturable_weightings_change_state_only_in_place(name, components):
     """A replay repeats device work only: a capturable weighting must never rebind a tensor or change a
     Python attribute in `backward` or `epoch_end`, or the replayed steps would use stale state."""
     entry = components.weightings.get(name)
-    tasks = [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({}))
-             for n in ("age", "gender", "ethnicity")]
+    tasks = make_tasks(components, "age", "gender", "ethnicity")
     weighting = entry.factory(tasks, entry.validate_params({}))
     tensors = {key: value for key, value in [*weighting.named_parameters(), *weighting.named_buffers()]}
     python_state = {k: v for k, v in vars(weighting).items() if not k.startswith("_") and not callable(v)}

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from conftest import install_as_if_pip
+from conftest import install_as_if_pip, make_tasks
 from hydranet.core.errors import SpecError
 from hydranet.core.plugins import default_components, load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
@@ -61,7 +61,7 @@ def build_task(components, **params):
 
 
 def build_weighting(components, task_names=("age", "gender", "age_group"), **params):
-    tasks = [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in task_names]
+    tasks = make_tasks(components, *task_names)
     entry = components.weightings.get("inverse_loss")
     return entry.factory(tasks, entry.validate_params(params))
 

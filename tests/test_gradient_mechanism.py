@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hydranet
-from conftest import tiny_spec
+from conftest import make_tasks, tiny_spec
 from hydranet.core.engine import task_losses
 from hydranet.core.interfaces import StepContext
 from hydranet.core.model import build_model
@@ -24,8 +24,7 @@ class SumOfGradients(GradientWeighting):
 
 def setup(components, seed=0):
     torch.manual_seed(seed)
-    tasks = [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({}))
-             for n in ("age", "gender", "ethnicity")]
+    tasks = make_tasks(components, "age", "gender", "ethnicity")
     entry = components.backbones.get("tiny")
     model = build_model(entry.factory(entry.validate_params({"width": 4})), tasks)
     images = torch.randn(6, 3, 16, 16)

@@ -24,6 +24,7 @@ import math
 import pytest
 import torch
 
+from conftest import make_tasks
 from hydranet.core.engine import task_losses
 from hydranet.core.errors import SpecError
 from hydranet.core.interfaces import StepContext
@@ -45,10 +46,6 @@ SQRT2 = math.sqrt(2.0)
 @pytest.fixture(scope="module")
 def components() -> Components:
     return load_components(make_plugin_manager(entry_points=False))
-
-
-def make_tasks(components: Components, *names: str) -> list:
-    return [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in names]
 
 
 def make(components: Components, name: str, k: int = 2, **params) -> GradientWeighting:
@@ -85,15 +82,14 @@ def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 # ---------------------------------------------------------------- registration and parameters
 
 
-def test_every_strategy_is_registered_by_its_own_module(components):
+def test_every_strategy_combines_gradients_in_its_default_space(components):
+    """(Registration, description and reference: test_weighting_suite, for every built-in.)"""
     assert components.pm.load_errors() == []
     for name in STRATEGIES:
         entry = components.weightings.get(name)
         cls = entry.factory
-        assert entry.plugin == f"hydranet.plugins.weighting.{name}"
         assert issubclass(cls, GradientWeighting) and cls.needs_features
-        assert entry.description == cls.description and cls.description and "\n" not in cls.description
-        assert cls.reference and "20" in cls.reference  # a year
+        assert "20" in cls.reference  # each cites its paper, with the year
         assert cls.default_grad_space == DEFAULT_SPACE[name]
         assert "Default grad space" in __import__(cls.__module__, fromlist=["_"]).__doc__
         assert issubclass(entry.params, GradientParams)

@@ -9,6 +9,7 @@ A tiny spec (16 px, width-8 CNN, 240 images, CPU) keeps each run near a second.
 
 from __future__ import annotations
 
+import re
 import csv
 import json
 import math
@@ -152,9 +153,11 @@ def _builtins():
 
 
 @pytest.mark.parametrize("entry", _builtins(), ids=lambda e: e.name)
-def test_builtin_has_description_and_reference(entry):
+def test_builtin_is_registered_by_its_own_module_with_description_and_reference(entry):
     factory = entry.factory
     assert isinstance(factory, type), f"{entry.name}: built-in strategies are classes"
+    assert entry.plugin == f"hydranet.plugins.weighting.{entry.name}" == factory.__module__
+    assert entry.description == factory.description
     assert factory.description.strip(), f"{entry.name} has no one-line description"
     assert "\n" not in factory.description.strip(), f"{entry.name}: the description must be one line"
     assert factory.reference.strip(), f"{entry.name} has no reference"
