@@ -9,7 +9,6 @@ A tiny spec (16 px, width-8 CNN, 240 images, CPU) keeps each run near a second.
 
 from __future__ import annotations
 
-import re
 import csv
 import json
 import math
