@@ -137,6 +137,12 @@ class TrainSection(BaseModel):
     deterministic: bool = Field(False, description="Use deterministic algorithms only (slower on GPU); "
                                                    "makes runs and resumed runs repeat bit for bit.")
 
+    @field_validator("cuda_graphs", mode="before")
+    @classmethod
+    def _off_is_a_word(cls, value: Any) -> Any:
+        """YAML reads a bare `off` (in a spec or a --set) as false; here it means the choice "off"."""
+        return "off" if value is False else value
+
 
 COMPONENT_SECTIONS = ("backbone", "weighting", "data")
 

@@ -235,6 +235,12 @@ def test_spec_rejects_an_unknown_cuda_graphs_choice(faces):
         load_spec(tiny_spec(faces, cuda_graphs="always"))
 
 
+def test_cuda_graphs_off_survives_yaml_reading_it_as_false(faces):
+    """`cuda_graphs: off` in a spec file and `--set train.cuda_graphs=off` both reach the field as False."""
+    assert load_spec(tiny_spec(faces), ["train.cuda_graphs=off"]).spec.train.cuda_graphs == "off"
+    assert load_spec(tiny_spec(faces, cuda_graphs=False)).spec.train.cuda_graphs == "off"
+
+
 def capturable_weightings() -> list[str]:
     from hydranet.core.plugins import load_components, make_plugin_manager
 
