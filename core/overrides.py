@@ -1,7 +1,8 @@
 """`--set key.path=value` overrides, applied to a spec's raw data before validation.
 
-Values are parsed as YAML, so `--set train.epochs=5` gives an int and
-`--set tasks[1].class_names=[a,b]` a list. A component given by name alone
+Values are parsed as YAML (with YAML 1.2's booleans, see `yaml12`), so
+`--set train.epochs=5` gives an int, `--set tasks[1].class_names=[no,yes]` a
+list of two words, and `--set train.cuda_graphs=off` the word off. A component given by name alone
 (`weighting: dwa`) is promoted to a mapping when a parameter is set on it, so
 `--set weighting.temperature=4` works on either spelling.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from hydranet.core import yaml12
 from hydranet.core.errors import SpecError
 
 
@@ -39,7 +41,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             continue
         try:
             path = parse_override_path(key.strip())
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = yaml12.load(text) if text.strip() else ""
         except (ValueError, yaml.YAMLError) as error:
             problems.append((f"--set {key}", str(error)))
             continue

@@ -31,6 +31,7 @@ from hydranet.core.interfaces import Task, Weighting
 from hydranet.core.overrides import apply_overrides
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import Entry
+from hydranet.core.yaml12 import SpecLoader
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -321,13 +322,13 @@ class _TooBig(Exception):
 
 
 def _safe_load_bounded(text: str) -> Any:
-    """`yaml.safe_load`, but the composed node graph is checked before any object is built.
+    """`yaml.safe_load` (with YAML 1.2's booleans), but the composed node graph is checked before any object is built.
 
     Aliases are allowed (`&defaults` ... `*defaults` is handy), but one that
     refers to a node containing it, or a document that would expand to more
     than MAX_SPEC_VALUES values, is refused without being expanded.
     """
-    loader = yaml.SafeLoader(text)
+    loader = SpecLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -116,6 +116,9 @@ def render_spec() -> str:
            "(`backbone`, `data`, `weighting` and each task) also take the parameters of the component they",
            "name: see the [component reference](components.md). A section given as a plain string is",
            "its name: `weighting: dwa` means `weighting: {name: dwa}`, and a task `- age` means `- {name: age}`.",
+           "", "YAML is read with YAML 1.2's booleans: only `true` and `false` are booleans, so `off`,",
+           "`no` and `yes` stay words (`cuda_graphs: off`, `class_names: [no, yes]`). Boolean fields",
+           "still take them: `compile: off` is false.",
            "", "`hydranet spec show demo` prints a spec with every default filled in.", "",
            "## Top level", "", fields_table(schema), ""]
     for name, sub in defs.items():

@@ -171,3 +171,27 @@ def test_freeze_and_head_lr_must_name_parts_of_this_spec(components):
     assert "did you mean 'age'?" in found["train.head_lr.agee"]
     spec = load({**BASE, "freeze": ["backbone", "age"], "init_from": "runs/x/best.pt"}, components=components)
     assert spec.to_dict()["freeze"] == ["backbone", "age"] and spec.to_dict()["init_from"] == "runs/x/best.pt"
+
+
+def test_yes_no_on_off_are_words_in_specs_and_overrides(tmp_path, components):
+    """YAML 1.2's booleans: `[no, yes]` stays two class names and `off` a choice; boolean fields still read them."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "tasks:\n"
+        "  - age\n"
+        "  - {name: smiling, kind: binary, label: gender, class_names: [no, yes]}\n"
+        "data: {name: synthetic}\n"
+        "augment: {flip: no}\n"
+        "train: {compile: off, cuda_graphs: off, deterministic: yes}\n")
+    spec = load_spec(path, components=components)
+    smiling = spec.build_tasks()[1]
+    assert smiling.class_names == ["no", "yes"]
+    train = spec.spec.train
+    assert (train.compile, train.cuda_graphs, train.deterministic, spec.spec.augment.flip) == (False, "off", True, False)
+    again = load_spec(tmp_path / "spec.yaml", ["tasks[1].class_names=[off, on]", "train.compile=on"],
+                      components=components)
+    assert again.build_tasks()[1].class_names == ["off", "on"] and again.spec.train.compile is True
+    # what hydranet writes (a run folder's spec.yaml) reads back to the same spec
+    reread = tmp_path / "written.yaml"
+    reread.write_text(spec.to_yaml())
+    assert load_spec(reread, components=components).to_dict() == spec.to_dict()
