@@ -133,9 +133,9 @@ def compile_settings(mode: str) -> dict[str, Any]:
 
     word = mode.lower()
     if "=" in word:  # train keys themselves: cuda_graphs=step+compile=false
-        import yaml
+        from hydranet.core import yaml12  # as --set reads values: off stays a word
 
-        return {key.strip(): yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in mode.split("+"))}
+        return {key.strip(): yaml12.load(value) for key, value in (pair.split("=", 1) for pair in mode.split("+"))}
     if word == "auto":
         return {}
     if word in ("off", "false", "none", "no"):

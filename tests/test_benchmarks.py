@@ -82,6 +82,7 @@ def test_speed_variants_take_train_keys() -> None:
     assert speed.compile_settings("reduce-overhead") == {"compile": True, "compile_mode": "reduce-overhead"}
     assert speed.compile_settings("cuda_graphs=step+compile=false+cudnn_benchmark=true") == {
         "cuda_graphs": "step", "compile": False, "cudnn_benchmark": True}
+    assert speed.compile_settings("cuda_graphs=off") == {"cuda_graphs": "off"}
 
 
 def test_decode_benchmark_compares_both_loops_on_a_folder(faces: Path) -> None:
