@@ -7,22 +7,25 @@
 # mode (128 px); cold caches, 3 epochs.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
+# A dry run elsewhere: COUNT=300 EXTRA="--backbone tiny --device cpu" bash benchmarks/gpu_speed.sh
 . "$(dirname "$0")/gpu_common.sh"
+COUNT=${COUNT:-23708}
+EXTRA=${EXTRA:-}
 
 step "synthetic UTKFace-sized folder"
-/usr/bin/time -f "synth %e s" hydranet synth /tmp/utk --count 23708 --size 200 --no-progress 2>&1 | tail -n 2
+/usr/bin/time -f "synth %e s" hydranet synth "/tmp/utk-$COUNT" --count "$COUNT" --size 200 --no-progress 2>&1 | tail -n 2
 
-step "decode 23,708 images (workers write in place vs pixels through pipes)"
-timeout 120 python3 benchmarks/decode.py --root /tmp/utk --size 128 --repeat 1 2>&1 | tail -n 8
-timeout 60 python3 benchmarks/decode.py --root /tmp/utk --size 32 --repeat 1 2>&1 | tail -n 8
+step "decode $COUNT images (workers write in place vs pixels through pipes)"
+timeout 120 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 128 --repeat 1 2>&1 | tail -n 8
+timeout 60 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 32 --repeat 1 2>&1 | tail -n 8
 
 for cfg in "32 512 200 auto,cuda_graphs=step,cuda_graphs=step+compile=false" \
            "128 256 260 auto,cuda_graphs=step,cuda_graphs=step+cudnn_benchmark=true"; do
   set -- $cfg
   variants=$4
   step "hydranet ${1}px batch ${2}: $variants"
-  timeout "$3" python3 benchmarks/speed.py --root /tmp/utk --size "$1" --batch-size "$2" --epochs 3 --skip-baseline \
-    --compile-modes "$variants" --json "$OUT/speed-$1.json" 2>&1 | tail -n 12
+  timeout "$3" python3 benchmarks/speed.py --root "/tmp/utk-$COUNT" --size "$1" --batch-size "$2" --epochs 3 --skip-baseline \
+    --compile-modes "$variants" --json "$OUT/speed-$1.json" $EXTRA 2>&1 | tail -n 12
   python3 - "$OUT/speed-$1.json" <<'PY'
 import json, sys
 for loop in json.load(open(sys.argv[1]))["loops"]:

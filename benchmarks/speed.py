@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.count is None:
         args.count = UTKFACE_COUNT if device.startswith("cuda") else CPU_COUNT
     root = prepare_root(args)
+    if args.root:  # a given folder holds what it holds, whatever --count says
+        args.count = sum(1 for path in root.iterdir() if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     loops = [] if args.skip_baseline else run_baselines(args, root, device)
     loops += run_hydranet(args, root, device)
@@ -382,7 +384,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     table = markdown_table(loops, args.size, args.batch_size)
     report["table"] = table
-    print(f"\n{args.count} images ({args.image_size_on_disk}px on disk) in {root}; {args.backbone}, "
+    on_disk = "" if args.root else f" ({args.image_size_on_disk}px on disk)"
+    print(f"\n{args.count} images{on_disk} in {root}; {args.backbone}, "
           f"{args.epochs} epochs on {device}; s/epoch = median of epochs after the first"
           + ("; * = extrapolated" if any(loop.get("extrapolated") for loop in loops) else "") + "\n")
     print(table)
