@@ -105,12 +105,19 @@ def train(
     return Trainer(resolved, out_dir=out_dir, components=components, progress=progress, echo=echo).run()
 
 
-def plain_learning_rates(optimizer_state: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer state_dict with float learning rates, whatever the run used (a recorded step uses tensors),
-    so a checkpoint resumes the same in either kind of run."""
+def portable_optimizer_state(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict as a plain run would write it, whatever this run did to record its step.
+
+    A recorded step (train.cuda_graphs: step) keeps learning rates as device
+    tensors and marks Adam-family groups `capturable`; neither is a training
+    setting, and a capturable group cannot step on a CPU. The checkpoint gets
+    float learning rates and capturable off, so any kind of run can resume it.
+    """
     for group in optimizer_state["param_groups"]:
         if isinstance(group.get("lr"), Tensor):
             group["lr"] = float(group["lr"])
+        if group.get("capturable"):
+            group["capturable"] = False
     return optimizer_state
 
 
@@ -734,7 +741,7 @@ class Trainer:
             "task_state": {task.name: task.state_dict() for task in self.tasks},
             "model": self.model.state_dict(),
             "weighting": self.weighting.state_dict(),
-            "optimizer": plain_learning_rates(self.optimizer.state_dict()),
+            "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "metrics": {k: v for k, v in row.items()},
             "progress": {**self.progress_state.to_dict(),

@@ -187,6 +187,18 @@ def test_snapshot_undoes_warm_up_steps_exactly(make_optimizer):
         assert torch.equal(got, want)
 
 
+def test_checkpoints_hold_a_plain_runs_optimizer_settings():
+    """A recorded step's tensor learning rates and capturable groups do not leak into checkpoints."""
+    from hydranet.core.engine import portable_optimizer_state
+
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=0.01)
+    learning_rates_as_tensors(optimizer, torch.device("cpu"))
+    optimizer.param_groups[0]["capturable"] = True  # as learning_rates_as_tensors sets it on CUDA
+    saved = portable_optimizer_state(optimizer.state_dict())["param_groups"][0]
+    assert saved["lr"] == pytest.approx(0.01) and isinstance(saved["lr"], float) and saved["capturable"] is False
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)  # the live optimizer is untouched
+
+
 def test_mirrored_scheduler_writes_the_eager_schedule_into_lr_tensors():
     params = [nn.Parameter(torch.zeros(2))]
     optimizer = torch.optim.SGD([{"params": params, "lr": 0.1}, {"params": [nn.Parameter(torch.zeros(1))],
