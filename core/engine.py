@@ -450,6 +450,20 @@ class Trainer:
 
         return split
 
+    @property
+    def _first_step_note(self) -> str:
+        """What makes the first step slow, said before it starts (empty when nothing does)."""
+        settings = self.settings
+        work = []
+        if settings.compile:
+            work.append(f"compiles the model (torch.compile, mode {settings.compile_mode})")
+        if settings.graphs != "off":
+            work.append("records CUDA graphs" + (" of the whole step" if settings.graphs == "step" else ""))
+        if not work:
+            return ""
+        cached = "; later runs reuse the compiler's on-disk cache" if settings.compile else ""
+        return f"the first step {' and '.join(work)}, so it takes longer{cached}"
+
     def _settle_graphs(self) -> RunSettings:
         """Keep `cuda_graphs: step` only where the whole step can be recorded; else say why and fall back."""
         settings, cfg = self.settings, self.cfg
@@ -594,6 +608,8 @@ class Trainer:
         first_step = progress.step
         step_fn, train_step = self.step_fn, self.train_step
         train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step)
+        if "first_step_seconds" not in self.timings and self._first_step_note:
+            self.run_folder.log(self._first_step_note)  # a silent half minute would look like a hang
         batches = self.source.batches(self._local_order(order[first_step * self.batch_size:]),
                                       self.batch_size // self.dist.world_size, drop_last=True)
         share = (self.local_rows.start, self.batch_size) if self.dist.active else None
@@ -624,6 +640,8 @@ class Trainer:
                 if settings.device.type == "cuda":
                     torch.cuda.synchronize(settings.device)  # once per run, to time the start-up honestly
                 self.timings["first_step_seconds"] = time.perf_counter() - self.started
+                if self._first_step_note:
+                    self.run_folder.log(f"first step done {self.timings['first_step_seconds']:.1f}s after the start")
             done = step + 1
             if done % cfg.log_every == 0 or done == self.steps_per_epoch:
                 host = torch.cat([train_step.loss_sums / max(1, done - skipped),

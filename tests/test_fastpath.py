@@ -197,6 +197,9 @@ def test_compiled_path_trains(faces, tmp_path, components):
     started = time.perf_counter()
     result = hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
     assert result.settings.compile and "compile default" in result.settings.describe()
+    log = (tmp_path / "train.log").read_text()  # the slow first step is announced, then timed
+    assert "the first step compiles the model (torch.compile, mode default)" in log
+    assert log.index("the first step compiles") < log.index("first step done") < log.index("epoch 1/1")
     row = result.history[-1]
     assert all(torch.isfinite(torch.tensor(row[f"train_loss.{t}"])) for t in ("age", "gender", "ethnicity"))
     assert time.perf_counter() - started < 300
