@@ -11,7 +11,9 @@ How: the step runs a few times on a side stream on the first batch (the
 compiler, cuDNN and the optimizer create their kernels and state there, as
 capture forbids), everything those warm-up steps changed is put back from a
 snapshot, and the step is recorded once. A replay re-runs that device work on
-whatever the static input tensors hold. This is only correct when the step
+whatever the static input tensors hold. The first batch's step is then taken
+twice from the same state, eagerly and by replay, and the two updates must
+agree, so a graph that recorded the wrong work is caught before it trains. This is only correct when the step
 keeps all its state in tensors it updates in place and never reads a tensor
 on the host, so it is used only where that holds:
 
@@ -44,6 +46,9 @@ from hydranet.core.step import TrainStep
 
 #: Warm-up steps before recording: the first compiles and creates optimizer state, later ones must reuse it.
 WARMUP_STEPS = 3
+#: How far the first replayed update may stray from an eager one, relative to its size (kernels that add in
+#: a different order differ by about 1e-6; a graph that recorded the wrong work differs by about 1).
+REPLAY_TOLERANCE = 1e-2
 
 
 class GraphBackend(Protocol):
@@ -207,8 +212,9 @@ class MirroredScheduler:
 class CapturedStep:
     """A `TrainStep` recorded on its first call and replayed on every later one.
 
-    If recording fails, the state is put back, `on_fallback` is told why, and
-    the step runs without a graph from then on: a slower run, not a lost one.
+    If recording fails, or the first replay disagrees with an eager step, the
+    state is put back, `on_fallback` is told why, and the step runs without a
+    graph from then on: a slower run, not a lost one.
     """
 
     def __init__(self, step: TrainStep, modules: Sequence[nn.Module], backend: GraphBackend, device: torch.device,
@@ -220,14 +226,13 @@ class CapturedStep:
         self.static: tuple[Tensor, Tensor] | None = None
 
     def __call__(self, images: Tensor, targets: Tensor) -> None:
+        if self.failed is None and self.graph is None:
+            self._record(images, targets)  # which also takes this batch's step, checked against an eager one
+            if self.failed is None:
+                return
         if self.failed is not None:
             self.step(images, targets)
             return
-        if self.graph is None:
-            self._record(images, targets)
-            if self.failed is not None:
-                self.step(images, targets)
-                return
         assert self.static is not None
         static_images, static_targets = self.static
         static_images.copy_(images)
@@ -256,3 +261,34 @@ class CapturedStep:
         if self.backend.record_runs_work:
             snapshot.restore()
         self.graph = graph
+        problem = self._first_replay_matches_eager(snapshot)
+        if problem:
+            self.graph, self.failed = None, problem
+            step.optimizer.zero_grad(set_to_none=True)
+            snapshot.restore()
+            self.on_fallback(problem)
+
+    def _first_replay_matches_eager(self, snapshot: StateSnapshot) -> str:
+        """Take the first batch's step twice, eagerly and by replay, from the same state; "" if they agree.
+
+        The replay's step is the one kept. A graph that recorded the wrong
+        work (an update that reads a stale value, or none at all) would train
+        on silently; this catches it once, at the cost of one extra step and
+        one host read. The updates are compared relative to their size, which
+        leaves room for non-deterministic kernels.
+        """
+        step = self.step
+        params = [p for group in step.optimizer.param_groups for p in group["params"]]
+        before = [p.detach().clone() for p in params]
+        step(*self.static)
+        eager = [p.detach().clone() for p in params]
+        step.optimizer.zero_grad(set_to_none=True)
+        snapshot.restore()
+        self.backend.replay(self.graph)
+        moved = torch.stack([(e - b).float().norm() for e, b in zip(eager, before)]).norm()
+        apart = torch.stack([(p.detach() - e).float().norm() for p, e in zip(params, eager)]).norm()
+        moved, apart = float(moved), float(apart)  # the one host read of the check
+        if apart <= REPLAY_TOLERANCE * moved or (moved == 0 and apart == 0):
+            return ""
+        return (f"the replayed step's update differs from an eager step's by {apart / max(moved, 1e-30):.3g} "
+                "of its size")

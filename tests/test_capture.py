@@ -130,6 +130,27 @@ def test_a_failed_recording_falls_back_to_the_plain_step_with_nothing_lost(faces
     assert_same_training(fell_back, plain)
 
 
+class SilentReplay(EagerReplay):
+    """A recording that replays nothing: the kind of wrong graph only a check of the first replay can see."""
+
+    def replay(self, graph: Callable[[], None]) -> None:
+        self.replays += 1
+
+
+def test_a_replay_that_disagrees_with_an_eager_step_is_caught_on_the_first_batch(faces, tmp_path, monkeypatch):
+    backend = SilentReplay()
+    monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
+    monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
+    spec = tiny_spec(faces, epochs=2, optimizer="sgd")
+    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
+    checked = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
+                             echo=False)
+    log = (checked.run_dir / "train.log").read_text()
+    assert "recording the training step as a CUDA graph failed (the replayed step's update differs" in log
+    assert backend.replays == 1  # the check's replay; every step after it ran without a graph
+    assert_same_training(checked, plain)
+
+
 def test_step_recording_where_it_cannot_work_says_why_and_trains_anyway(faces, tmp_path, stand_in):
     spec = tiny_spec(faces, epochs=1)
     spec["weighting"] = "mgda"  # solves for its weights: not capturable
