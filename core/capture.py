@@ -46,9 +46,10 @@ from hydranet.core.step import TrainStep
 
 #: Warm-up steps before recording: the first compiles and creates optimizer state, later ones must reuse it.
 WARMUP_STEPS = 3
-#: How far the first replayed update may stray from an eager one, relative to its size (kernels that add in
-#: a different order differ by about 1e-6; a graph that recorded the wrong work differs by about 1).
-REPLAY_TOLERANCE = 1e-2
+#: How closely the first replayed update must match an eager one: the cosine of the two, and their size ratio's
+#: distance from 1 (kernels that add in a different order stay far inside both; wrong work falls far outside).
+REPLAY_COSINE = 0.99
+REPLAY_SIZE = 0.1
 
 
 class GraphBackend(Protocol):
@@ -274,21 +275,32 @@ class CapturedStep:
         The replay's step is the one kept. A graph that recorded the wrong
         work (an update that reads a stale value, or none at all) would train
         on silently; this catches it once, at the cost of one extra step and
-        one host read. The updates are compared relative to their size, which
-        leaves room for non-deterministic kernels.
+        one host read. The two updates must point the same way (cosine at
+        least `REPLAY_COSINE`) and be as large (within `REPLAY_SIZE`): kernels
+        that add in a different order make a few of AdamW's first-step
+        updates, which are about lr * sign(gradient), flip sign where a
+        gradient is within rounding of zero, which barely moves either figure.
         """
         step = self.step
         params = [p for group in step.optimizer.param_groups for p in group["params"]]
         before = [p.detach().clone() for p in params]
         step(*self.static)
-        eager = [p.detach().clone() for p in params]
+        eager = [p.detach() - b for p, b in zip(params, before)]
         step.optimizer.zero_grad(set_to_none=True)
         snapshot.restore()
         self.backend.replay(self.graph)
-        moved = torch.stack([(e - b).float().norm() for e, b in zip(eager, before)]).norm()
-        apart = torch.stack([(p.detach() - e).float().norm() for p, e in zip(params, eager)]).norm()
-        moved, apart = float(moved), float(apart)  # the one host read of the check
-        if apart <= REPLAY_TOLERANCE * moved or (moved == 0 and apart == 0):
+        replayed = [p.detach() - b for p, b in zip(params, before)]
+        figures = torch.stack([
+            sum((e.float() * r.float()).sum() for e, r in zip(eager, replayed)),
+            sum(e.float().square().sum() for e in eager),
+            sum(r.float().square().sum() for r in replayed),
+        ]).tolist()  # the one host read of the check
+        dot, eager_sq, replayed_sq = figures
+        if eager_sq == 0 and replayed_sq == 0:
+            return ""  # nothing moved either way (every gradient zero): nothing to tell apart
+        size = (replayed_sq / eager_sq) ** 0.5 if eager_sq > 0 else float("inf")
+        cosine = dot / (eager_sq * replayed_sq) ** 0.5 if eager_sq > 0 and replayed_sq > 0 else 0.0
+        if cosine >= REPLAY_COSINE and abs(size - 1) <= REPLAY_SIZE:
             return ""
-        return (f"the replayed step's update differs from an eager step's by {apart / max(moved, 1e-30):.3g} "
-                "of its size")
+        return (f"the replayed step's update disagrees with an eager step's (cosine {cosine:.3f}, "
+                f"size ratio {size:.3g})")

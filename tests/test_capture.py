@@ -137,8 +137,19 @@ class SilentReplay(EagerReplay):
         self.replays += 1
 
 
-def test_a_replay_that_disagrees_with_an_eager_step_is_caught_on_the_first_batch(faces, tmp_path, monkeypatch):
-    backend = SilentReplay()
+class DoubleReplay(EagerReplay):
+    """A recording that takes every step twice: the right direction, twice the size (as a stale lr would)."""
+
+    def replay(self, graph: Callable[[], None]) -> None:
+        self.replays += 1
+        graph()
+        graph()
+
+
+@pytest.mark.parametrize("backend_class", [SilentReplay, DoubleReplay], ids=["no-update", "double-update"])
+def test_a_replay_that_disagrees_with_an_eager_step_is_caught_on_the_first_batch(faces, tmp_path, monkeypatch,
+                                                                                backend_class):
+    backend = backend_class()
     monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
     monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
     spec = tiny_spec(faces, epochs=2, optimizer="sgd")
@@ -146,7 +157,7 @@ def test_a_replay_that_disagrees_with_an_eager_step_is_caught_on_the_first_batch
     checked = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
                              echo=False)
     log = (checked.run_dir / "train.log").read_text()
-    assert "recording the training step as a CUDA graph failed (the replayed step's update differs" in log
+    assert "recording the training step as a CUDA graph failed (the replayed step's update disagrees" in log
     assert backend.replays == 1  # the check's replay; every step after it ran without a graph
     assert_same_training(checked, plain)
 
