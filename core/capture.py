@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from hydranet.core.interfaces import Weighting
 from hydranet.core.step import TrainStep
 
 #: Warm-up steps before recording: the first compiles and creates optimizer state, later ones must reuse it.
@@ -96,7 +97,7 @@ def graph_backend(device: torch.device) -> GraphBackend | None:
     return CudaGraphs(device) if device.type == "cuda" and torch.cuda.is_available() else None
 
 
-def capture_blockers(device: torch.device, weighting: type | object, *, processes: int,
+def capture_blockers(device: torch.device, weighting: Weighting, *, processes: int,
                      on_nonfinite: str, placement: str = "device") -> list[str]:
     """Why the whole step cannot be recorded in this run (empty: it can)."""
     reasons = []
@@ -104,9 +105,9 @@ def capture_blockers(device: torch.device, weighting: type | object, *, processe
         reasons.append("data.placement is stream (its loader threads use CUDA while the step is recorded)")
     if graph_backend(device) is None:
         reasons.append(f"device {device} has no CUDA graphs")
-    if not getattr(weighting, "capturable", False):
-        name = weighting.__name__ if isinstance(weighting, type) else type(weighting).__name__
-        reasons.append(f"weighting {name} is not capturable (it reads values on the host or keeps Python state)")
+    if not weighting.capturable:
+        reasons.append(f"weighting {type(weighting).__name__} is not capturable "
+                       "(it reads values on the host or keeps Python state)")
     if processes > 1:
         reasons.append(f"the run uses {processes} processes")
     if on_nonfinite != "stop":
@@ -169,6 +170,22 @@ def learning_rates_as_tensors(optimizer: torch.optim.Optimizer, device: torch.de
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
         if device.type == "cuda" and "capturable" in group:
             group["capturable"] = True
+
+
+def portable_optimizer_state(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict as a plain run would write it: what `learning_rates_as_tensors` did, undone.
+
+    Tensor learning rates and `capturable` groups are how a recorded step
+    runs, not training settings, and a capturable group cannot step on a CPU.
+    The checkpoint gets float learning rates and capturable off, so any kind
+    of run can resume it.
+    """
+    for group in optimizer_state["param_groups"]:
+        if isinstance(group.get("lr"), Tensor):
+            group["lr"] = float(group["lr"])
+        if group.get("capturable"):
+            group["capturable"] = False
+    return optimizer_state
 
 
 class MirroredScheduler:
@@ -254,20 +271,22 @@ class CapturedStep:
             static_images, static_targets = self.static
             graph = self.backend.record(lambda: step(static_images, static_targets))
         except Exception as error:  # any failure to record: run on without a graph
-            self.failed = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-            step.optimizer.zero_grad(set_to_none=True)
-            snapshot.restore()
-            self.on_fallback(self.failed)
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            self._fall_back(snapshot, f"{type(error).__name__}: {first_line}")
             return
         if self.backend.record_runs_work:
             snapshot.restore()
         self.graph = graph
         problem = self._first_replay_matches_eager(snapshot)
         if problem:
-            self.graph, self.failed = None, problem
-            step.optimizer.zero_grad(set_to_none=True)
-            snapshot.restore()
-            self.on_fallback(problem)
+            self._fall_back(snapshot, problem)
+
+    def _fall_back(self, snapshot: StateSnapshot, reason: str) -> None:
+        """Put the state back as it was before recording and run without a graph from now on."""
+        self.graph, self.failed = None, reason
+        self.step.optimizer.zero_grad(set_to_none=True)
+        snapshot.restore()
+        self.on_fallback(reason)
 
     def _first_replay_matches_eager(self, snapshot: StateSnapshot) -> str:
         """Take the first batch's step twice, eagerly and by replay, from the same state; "" if they agree.

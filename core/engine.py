@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
 from hydranet.core.batches import BatchSource, choose_placement
-from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_blockers, graph_backend,
-                                   learning_rates_as_tensors)
+from hydranet.core import capture
+from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_blockers, learning_rates_as_tensors,
+                                   portable_optimizer_state)
 from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
@@ -103,22 +104,6 @@ def train(
                        echo=echo, resume_state=state).run()
     resolved = spec if isinstance(spec, ResolvedSpec) else load_spec(spec, overrides, components)
     return Trainer(resolved, out_dir=out_dir, components=components, progress=progress, echo=echo).run()
-
-
-def portable_optimizer_state(optimizer_state: dict[str, Any]) -> dict[str, Any]:
-    """An optimizer state_dict as a plain run would write it, whatever this run did to record its step.
-
-    A recorded step (train.cuda_graphs: step) keeps learning rates as device
-    tensors and marks Adam-family groups `capturable`; neither is a training
-    setting, and a capturable group cannot step on a CPU. The checkpoint gets
-    float learning rates and capturable off, so any kind of run can resume it.
-    """
-    for group in optimizer_state["param_groups"]:
-        if isinstance(group.get("lr"), Tensor):
-            group["lr"] = float(group["lr"])
-        if group.get("capturable"):
-            group["capturable"] = False
-    return optimizer_state
 
 
 def build_tasks_and_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
@@ -307,16 +292,20 @@ class Trainer:
         self.cfg = spec.spec.train
         self.dist = Distributed.from_environment(self.cfg.device)
         self.progress = progress and self.dist.is_main
-        settings = resolve_settings(self.cfg.device, self.cfg.precision, self.cfg.compile,
-                                    self.cfg.channels_last, self.cfg.compile_mode, self.cfg.cuda_graphs,
-                                    self.cfg.cudnn_benchmark, self.cfg.deterministic)
-        self.settings = dataclasses.replace(settings, device=self.dist.device(settings.device))
+        self.settings = self._resolve_settings(self.cfg.cuda_graphs)
         self.run_folder = self._open_run_folder(out_dir, echo)
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
         self.skipped_steps = 0
         self.cudnn_benchmark_before = torch.backends.cudnn.benchmark  # a process-wide switch: put back after the run
 
     # ------------------------------------------------------------ setup
+
+    def _resolve_settings(self, cuda_graphs: str) -> RunSettings:
+        """The train section's switches for this process's device, with `cuda_graphs` as given."""
+        cfg = self.cfg
+        settings = resolve_settings(cfg.device, cfg.precision, cfg.compile, cfg.channels_last, cfg.compile_mode,
+                                    cuda_graphs, cfg.cudnn_benchmark, cfg.deterministic)
+        return dataclasses.replace(settings, device=self.dist.device(settings.device))
 
     def _open_run_folder(self, out_dir: str | Path | None, echo: bool) -> RunFolder:
         """The run folder; in a distributed run rank 0 creates and checks it and the others get its path."""
@@ -471,9 +460,7 @@ class Trainer:
             blockers = capture_blockers(settings.device, self.weighting, processes=self.dist.world_size,
                                         on_nonfinite=cfg.on_nonfinite, placement=self.source.placement)
             if blockers:
-                fallback = resolve_settings(str(settings.device), cfg.precision, cfg.compile, cfg.channels_last,
-                                            cfg.compile_mode, "auto", cfg.cudnn_benchmark, cfg.deterministic)
-                self.settings = settings = dataclasses.replace(fallback, device=settings.device)
+                self.settings = settings = self._resolve_settings("auto")
                 self.run_folder.log(f"train.cuda_graphs: step is not possible here ({'; '.join(blockers)}); "
                                     f"running {settings.describe()}")
         return settings
@@ -488,7 +475,7 @@ class Trainer:
         state, so this comes after `_restore`: learning rates become device
         tensors the graph reads, and the scheduler writes into them.
         """
-        backend = graph_backend(self.settings.device)
+        backend = capture.graph_backend(self.settings.device)
         if self.settings.graphs != "step" or backend is None:
             return
         learning_rates_as_tensors(self.optimizer, self.settings.device)

@@ -57,7 +57,6 @@ class EagerReplay:
 def stand_in(monkeypatch) -> EagerReplay:
     backend = EagerReplay()
     monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
-    monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
     return backend
 
 
@@ -118,7 +117,6 @@ def test_recorded_run_resumes_from_its_checkpoint_like_an_uninterrupted_one(face
 def test_a_failed_recording_falls_back_to_the_plain_step_with_nothing_lost(faces, tmp_path, monkeypatch):
     """The warm-up steps ran before recording failed: the snapshot must undo all of them."""
     backend = EagerReplay(fail=True)
-    monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
     monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
     spec = tiny_spec(faces, epochs=2, optimizer="adamw")
     plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
@@ -150,7 +148,6 @@ class DoubleReplay(EagerReplay):
 def test_a_replay_that_disagrees_with_an_eager_step_is_caught_on_the_first_batch(faces, tmp_path, monkeypatch,
                                                                                 backend_class):
     backend = backend_class()
-    monkeypatch.setattr("hydranet.core.engine.graph_backend", lambda device: backend)
     monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
     spec = tiny_spec(faces, epochs=2, optimizer="sgd")
     plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
@@ -221,7 +218,7 @@ def test_snapshot_undoes_warm_up_steps_exactly(make_optimizer):
 
 def test_checkpoints_hold_a_plain_runs_optimizer_settings():
     """A recorded step's tensor learning rates and capturable groups do not leak into checkpoints."""
-    from hydranet.core.engine import portable_optimizer_state
+    from hydranet.core.capture import portable_optimizer_state
 
     optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=0.01)
     learning_rates_as_tensors(optimizer, torch.device("cpu"))
