@@ -75,14 +75,20 @@ def assert_same_training(a, b, rtol: float = 1e-5, atol: float = 1e-6) -> None:
                 assert value == pytest.approx(row_b[key], rel=1e-4, abs=1e-6, nan_ok=True), key
 
 
+def plain_and_recorded(spec: dict, tmp_path):
+    """The same spec trained as usual and with `cuda_graphs: step`, in two run folders."""
+    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
+    recorded = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
+                              echo=False)
+    return plain, recorded
+
+
 @pytest.mark.parametrize("weighting,optimizer", [("sum", "adamw"), ("uncertainty", "sgd"), ("dwa", "adamw"),
                                                  ("famo", "sgd")])
 def test_recorded_step_trains_exactly_as_the_plain_step(faces, tmp_path, stand_in, weighting, optimizer):
     spec = tiny_spec(faces, epochs=3, optimizer=optimizer, scheduler="cosine")
     spec["weighting"] = weighting
-    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
-    recorded = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
-                              echo=False)
+    plain, recorded = plain_and_recorded(spec, tmp_path)
     assert "CUDA graph per step" in recorded.settings.describe()
     assert stand_in.recorded == 1
     assert stand_in.replays == 3 * (180 // 32)  # every step of every epoch is a replay (180 training images)
@@ -119,9 +125,7 @@ def test_a_failed_recording_falls_back_to_the_plain_step_with_nothing_lost(faces
     backend = EagerReplay(fail=True)
     monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
     spec = tiny_spec(faces, epochs=2, optimizer="adamw")
-    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
-    fell_back = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
-                               echo=False)
+    plain, fell_back = plain_and_recorded(spec, tmp_path)
     log = (fell_back.run_dir / "train.log").read_text()
     assert "recording the training step as a CUDA graph failed (RuntimeError: operation not permitted" in log
     assert backend.replays == 0
@@ -150,9 +154,7 @@ def test_a_replay_that_disagrees_with_an_eager_step_is_caught_on_the_first_batch
     backend = backend_class()
     monkeypatch.setattr(capture, "graph_backend", lambda device: backend)
     spec = tiny_spec(faces, epochs=2, optimizer="sgd")
-    plain = hydranet.train(spec, out_dir=tmp_path / "plain", progress=False, echo=False)
-    checked = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "step", progress=False,
-                             echo=False)
+    plain, checked = plain_and_recorded(spec, tmp_path)
     log = (checked.run_dir / "train.log").read_text()
     assert "recording the training step as a CUDA graph failed (the replayed step's update disagrees" in log
     assert backend.replays == 1  # the check's replay; every step after it ran without a graph
