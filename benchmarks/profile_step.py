@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import torch
+import yaml
 from torch.profiler import ProfilerActivity, profile
 
 
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--compile-mode", default="auto")
+    parser.add_argument("--set", dest="train_keys", action="append", default=[],
+                        help="extra train key=value (YAML value), e.g. --set channels_last=true")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
 
@@ -37,19 +40,20 @@ def main() -> None:
         "backbone": {"name": args.backbone}, "image_size": args.size, "tasks": ["age", "gender", "ethnicity"],
         "data": {"name": "utkface", "root": str(root), "val_fraction": 0.1},
         "augment": {"flip": True, "translate": 0.06},
-        "train": {"epochs": 3, "batch_size": args.batch_size, "compile_mode": args.compile_mode},
+        "train": {"epochs": 3, "batch_size": args.batch_size, "compile_mode": args.compile_mode,
+                  **{key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.train_keys)}},
     })
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(spec, out_dir=out, progress=False, echo=False)
         trainer._setup()
         for epoch in (1, 2):
             started = time.perf_counter()
-            trainer._train_epoch(epoch)
+            trainer._train_epoch(epoch, trainer.data.train_index)
             print(f"warm-up epoch {epoch}: {time.perf_counter() - started:.3f}s")
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
         with profile(activities=activities) as prof:
             started = time.perf_counter()
-            trainer._train_epoch(3)
+            trainer._train_epoch(3, trainer.data.train_index)
             wall = time.perf_counter() - started
     steps = trainer.steps_per_epoch
     sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"

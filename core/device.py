@@ -117,3 +117,20 @@ def _graphs_and_mode(cuda: bool, compiling: bool, compile_mode: str, cuda_graphs
         raise HydranetError(f"train.cuda_graphs: off contradicts train.compile_mode {compile_mode}, which records "
                             f"CUDA graphs; use compile_mode {GRAPH_MODES[compile_mode]} (the same without graphs)")
     return compile_mode, graphs_by_mode
+
+
+def fused_if_supported(optimizer_class: type[torch.optim.Optimizer], groups: list[dict], **options) -> torch.optim.Optimizer:
+    """The optimizer with its fused kernel where torch has one for the parameters' device, else the plain one.
+
+    Fused kernels read and write each weight once per step instead of once per
+    operation. That matters on CPUs too, where the optimizer is memory-bound:
+    for resnet18 on 2 cores a fused AdamW step takes about a third of the
+    plain one, and fused SGD with momentum about half. Which devices have
+    which fused kernels changes between torch releases, so ask torch rather
+    than keep a table. The constructor writes its defaults into the group
+    dicts it is given, so each try gets copies.
+    """
+    try:
+        return optimizer_class([dict(group) for group in groups], fused=True, **options)
+    except RuntimeError:  # no fused kernel for this device or dtype in this torch
+        return optimizer_class([dict(group) for group in groups], **options)

@@ -35,7 +35,7 @@ from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_bloc
 from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
-from hydranet.core.device import RunSettings, resolve_settings
+from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
 from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.interfaces import StepContext, Task, Weighting, label_mask
@@ -502,10 +502,9 @@ class Trainer:
         if not groups:
             raise TrainingError("nothing to train: every part is frozen and the weighting learns nothing; "
                                 "remove a part from `freeze`")
-        fused = {"fused": True} if self.settings.device.type == "cuda" else {}
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused)
-        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
+            return fused_if_supported(torch.optim.SGD, groups, lr=cfg.lr, momentum=cfg.momentum)
+        return fused_if_supported(torch.optim.AdamW, groups, lr=cfg.lr)
 
     # ------------------------------------------------------------ loop
 

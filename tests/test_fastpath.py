@@ -17,8 +17,8 @@ from conftest import tiny_spec
 from hydranet.core.augment import DeviceAugment
 from hydranet.core.batches import BatchSource, choose_placement
 from hydranet.core.decode import decode_images
-from hydranet.core.device import resolve_settings
-from hydranet.core.engine import evaluate
+from hydranet.core.device import fused_if_supported, resolve_settings
+from hydranet.core.engine import Trainer, evaluate
 from hydranet.core.spec import load_spec
 
 
@@ -203,3 +203,38 @@ def test_compiled_path_trains(faces, tmp_path, components):
     row = result.history[-1]
     assert all(torch.isfinite(torch.tensor(row[f"train_loss.{t}"])) for t in ("age", "gender", "ethnicity"))
     assert time.perf_counter() - started < 300
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimizer_is_fused_on_the_cpu_where_torch_has_the_kernel(faces, tmp_path, components, optimizer):
+    """Fused kernels are a third to a half of the plain optimizer step on a CPU; the run must pick them there too."""
+    spec = load_spec(tiny_spec(faces, epochs=1, optimizer=optimizer), components=components)
+    trainer = Trainer(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
+    trainer._setup()
+    probe = torch.nn.Linear(2, 2)
+    torch_fuses_on_cpu = True
+    try:
+        type(trainer.optimizer)(probe.parameters(), lr=0.1, fused=True)
+    except RuntimeError:
+        torch_fuses_on_cpu = False
+    assert bool(trainer.optimizer.defaults.get("fused")) == torch_fuses_on_cpu
+
+
+def test_fused_if_supported_falls_back_with_untouched_groups():
+    """A torch without the fused kernel gets the plain optimizer, built from groups that the failed try left alone."""
+    tried = []
+
+    class NoFusedSGD(torch.optim.SGD):
+        def __init__(self, params, fused=None, **options):
+            tried.append(fused)
+            super().__init__(params, **options)
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    groups = [{"params": [weight], "lr": 0.5, "name": "backbone"}]
+    optimizer = fused_if_supported(NoFusedSGD, groups, lr=0.1, momentum=0.9)
+    assert tried == [True, None]
+    assert groups == [{"params": [weight], "lr": 0.5, "name": "backbone"}]
+    assert optimizer.param_groups[0]["lr"] == 0.5 and optimizer.param_groups[0]["momentum"] == 0.9
+    assert not optimizer.param_groups[0]["fused"]
