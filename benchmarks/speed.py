@@ -198,7 +198,7 @@ def train_and_time(spec: dict[str, Any]) -> dict[str, Any]:
     else:  # setup only (data, model build); a compile in the first step is not in it
         figures["first_step_seconds"] = total - sum(float(row["seconds"]) for row in result.history)
         figures["first_step_estimated"] = True
-    for key in ("data_seconds", "decode_seconds", "cache_hit", "placement", "epoch_val_seconds", "train_images"):
+    for key in ("data_seconds", "setup_seconds", "decode_seconds", "cache_hit", "placement", "epoch_val_seconds", "train_images"):
         if key in timings:
             figures[key] = timings[key]
     return figures
@@ -312,6 +312,10 @@ def _notes(loop: dict[str, Any]) -> str:
             notes.append(f"data {_num(loop['data_seconds'])} s")
         if loop.get("decode_seconds") is not None:
             notes.append(f"decode {_num(loop['decode_seconds'])} s")
+        if loop.get("setup_seconds") is not None and loop.get("first_step_seconds") is not None:
+            # where a cold start goes: everything before the step loop, then the first step (compile, graphs)
+            notes.append(f"setup {_num(loop['setup_seconds'])} s, "
+                         f"first step {_num(loop['first_step_seconds'] - loop['setup_seconds'])} s")
         if loop.get("first_step_estimated"):
             notes.append("before-first-step is setup only (engine timings missing)")
         if loop.get("epoch_source", "").startswith("history"):

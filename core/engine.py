@@ -397,6 +397,7 @@ class Trainer:
         self.step_fn: Callable[[Tensor, Tensor], None] = self.train_step
         if settings.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
+        self.timings["setup_seconds"] = time.perf_counter() - self.started  # the first step's own share is the rest
         n_params = sum(p.numel() for p in model.parameters())
         log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "

@@ -38,6 +38,9 @@ def test_speed_script_end_to_end(tmp_path: Path) -> None:
         assert loop["first_step_seconds"] > 0
         assert loop["ratio_vs_article"] > 0
     assert kinds["article"]["images_per_epoch"] > 0 and kinds["hydranet"]["images_per_epoch"] > 0
+    hydra = kinds["hydranet"]  # the cold start is split: setup (data, model), then the first step itself
+    assert hydra["data_seconds"] < hydra["setup_seconds"] < hydra["first_step_seconds"]
+    assert "setup " in done.stdout and "first step " in done.stdout
     assert "| loop |" in done.stdout and "hydranet" in done.stdout
 
 
