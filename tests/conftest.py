@@ -37,6 +37,24 @@ def make_tasks(components, *names: str) -> list:
     return [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in names]
 
 
+def tiny_model_and_batch(components, seed: int = 0) -> tuple:
+    """A width-4 tiny backbone with the three UTKFace heads, six 16 px images and their targets.
+
+    One ethnicity label is missing (NaN), so every weighting's tests also see a
+    task whose loss is masked to fewer rows than the others.
+    """
+    import torch
+    from hydranet.core.model import build_model
+
+    torch.manual_seed(seed)
+    tasks = make_tasks(components, "age", "gender", "ethnicity")
+    entry = components.backbones.get("tiny")
+    model = build_model(entry.factory(entry.validate_params({"width": 4})), tasks)
+    images = torch.randn(6, 3, 16, 16)
+    targets = torch.tensor([[30.0, 0, 1], [40, 1, 2], [50, 0, float("nan")], [20, 1, 0], [60, 0, 4], [35, 1, 3]])
+    return model, tasks, images, targets
+
+
 def tiny_spec(root: Path, **train) -> dict:
     """A spec small enough to train in a few seconds on 2 CPU cores."""
     return {

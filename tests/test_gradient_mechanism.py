@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import hydranet
-from conftest import make_tasks, tiny_spec
+from conftest import tiny_model_and_batch, tiny_spec
 from hydranet.core.engine import task_losses
 from hydranet.core.interfaces import StepContext
-from hydranet.core.model import build_model
 from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
 from hydranet.core.weighting import GradientWeighting, per_task_gradients
@@ -20,16 +19,6 @@ class SumOfGradients(GradientWeighting):
 
     def aggregate(self, jacobian):
         return jacobian.sum(dim=0)
-
-
-def setup(components, seed=0):
-    torch.manual_seed(seed)
-    tasks = make_tasks(components, "age", "gender", "ethnicity")
-    entry = components.backbones.get("tiny")
-    model = build_model(entry.factory(entry.validate_params({"width": 4})), tasks)
-    images = torch.randn(6, 3, 16, 16)
-    targets = torch.tensor([[30.0, 0, 1], [40, 1, 2], [50, 0, float("nan")], [20, 1, 0], [60, 0, 4], [35, 1, 3]])
-    return model, tasks, images, targets
 
 
 def gradients(model):
@@ -47,7 +36,7 @@ def run_step(model, tasks, images, targets, weighting):
 
 @pytest.mark.parametrize("space", ["features", "params"])
 def test_summing_aggregator_equals_plain_sum(components, space):
-    model, tasks, images, targets = setup(components)
+    model, tasks, images, targets = tiny_model_and_batch(components)
     model.train()
     reference_weighting = components.weightings.get("sum").factory(tasks)
     expected = run_step(model, tasks, images, targets, reference_weighting)
@@ -58,7 +47,7 @@ def test_summing_aggregator_equals_plain_sum(components, space):
 
 
 def test_batched_and_looped_jacobians_agree(components):
-    model, tasks, images, targets = setup(components)
+    model, tasks, images, targets = tiny_model_and_batch(components)
     features = model.features(images)
     losses = task_losses(tasks, model.heads_forward(features), targets)
     batched = per_task_gradients(losses, [features], batched=True)
@@ -68,7 +57,7 @@ def test_batched_and_looped_jacobians_agree(components):
 
 
 def test_heads_only_receive_their_own_task_gradient(components):
-    model, tasks, images, targets = setup(components)
+    model, tasks, images, targets = tiny_model_and_batch(components)
 
     class OnlyAge(GradientWeighting):
         def aggregate(self, jacobian):

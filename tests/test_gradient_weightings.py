@@ -24,11 +24,10 @@ import math
 import pytest
 import torch
 
-from conftest import make_tasks
+from conftest import make_tasks, tiny_model_and_batch
 from hydranet.core.engine import task_losses
 from hydranet.core.errors import SpecError
 from hydranet.core.interfaces import StepContext
-from hydranet.core.model import build_model
 from hydranet.core.plugins import Components, load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
 from hydranet.core.weighting import GradientParams, GradientWeighting
@@ -604,19 +603,9 @@ def test_no_host_synchronisation_with_many_tasks(components):
         assert w.aggregate(torch.ones(k, 20, device="meta")).device.type == "meta"
 
 
-def model_and_batch(components, seed=0):
-    torch.manual_seed(seed)
-    tasks = make_tasks(components, "age", "gender", "ethnicity")
-    entry = components.backbones.get("tiny")
-    model = build_model(entry.factory(entry.validate_params({"width": 4})), tasks)
-    images = torch.randn(6, 3, 16, 16)
-    targets = torch.tensor([[30.0, 0, 1], [40, 1, 2], [50, 0, float("nan")], [20, 1, 0], [60, 0, 4], [35, 1, 3]])
-    return model, tasks, images, targets
-
-
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_bf16_backward_gives_finite_gradients(components, name):
-    model, tasks, images, targets = model_and_batch(components)
+    model, tasks, images, targets = tiny_model_and_batch(components)
     for space in ("features", "params"):
         weighting = make(components, name, k=3, grad_space=space)
         model.zero_grad(set_to_none=True)

@@ -13,11 +13,10 @@ import pytest
 import torch
 
 import hydranet
-from conftest import make_tasks, tiny_spec
+from conftest import make_tasks, tiny_model_and_batch, tiny_spec
 from hydranet.core.engine import task_losses
 from hydranet.core.errors import SpecError
 from hydranet.core.interfaces import StepContext
-from hydranet.core.model import build_model
 from hydranet.core.plugins import Components, load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
 
@@ -351,18 +350,8 @@ def test_dbmtl_params_space_averages_the_gradients(components):
     assert d2.tolist() == pytest.approx([0.73209946, 0.97588951], rel=1e-5)
 
 
-def tiny_model(components, seed=0):
-    torch.manual_seed(seed)
-    tasks = make_tasks(components, "age", "gender", "ethnicity")
-    entry = components.backbones.get("tiny")
-    model = build_model(entry.factory(entry.validate_params({"width": 4})), tasks)
-    images = torch.randn(6, 3, 16, 16)
-    targets = torch.tensor([[30.0, 0, 1], [40, 1, 2], [50, 0, float("nan")], [20, 1, 0], [60, 0, 4], [35, 1, 3]])
-    return model, tasks, images, targets
-
-
 def test_dbmtl_on_a_model_heads_get_log_loss_gradients(components):
-    model, tasks, images, targets = tiny_model(components)
+    model, tasks, images, targets = tiny_model_and_batch(components)
     w = make(components, "dbmtl", ("age", "gender", "ethnicity"))
     features = model.features(images)
     losses = task_losses(tasks, model.heads_forward(features), targets)
@@ -385,7 +374,7 @@ def test_dbmtl_on_a_model_heads_get_log_loss_gradients(components):
 
 
 def test_dbmtl_params_state_round_trip(components):
-    model, tasks, images, targets = tiny_model(components)
+    model, tasks, images, targets = tiny_model_and_batch(components)
     w = make(components, "dbmtl", ("age", "gender", "ethnicity"), grad_space="params")
     for _ in range(2):
         model.zero_grad()
