@@ -82,6 +82,20 @@ def assert_same_run(run_dir: Path, reference_dir: Path) -> None:
     assert metric_rows(run_dir) == metric_rows(reference_dir)
 
 
+
+def with_task_kind(kind: str, task_class: type, params: type, *, plugin: str, distribution: str = "test",
+                   version: str = "0"):
+    """The built-in components plus one task kind, registered by an inline plugin as a user's package would."""
+
+    class Plugin:
+        @hydranet.hookimpl
+        def register_tasks(self, register):
+            register(kind, task_class, params=params)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plugin(), plugin, distribution=distribution, version=version, builtin=False)
+    return load_components(pm)
+
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(reference, tmp_path):
     spec_file, reference_dir = reference
     run_dir = tmp_path / "run"
@@ -126,14 +140,7 @@ class SignalAfter(RegressionTask):
 
 
 def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_path):
-    class Plugin:
-        @hydranet.hookimpl
-        def register_tasks(self, register):
-            register("signal_age", SignalAfter, params=RegressionParams)
-
-    pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(Plugin(), "signaller", distribution="test", version="0", builtin=False)
-    components = load_components(pm)
+    components = with_task_kind("signal_age", SignalAfter, RegressionParams, plugin="signaller")
     raw = tiny_spec(faces, epochs=3, batch_size=16)
     raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
     spec = load_spec(raw, components=components)
@@ -188,14 +195,7 @@ class SometimesNaN(RegressionTask):
 
 
 def test_skip_mode_skips_non_finite_batches_and_counts_them(faces, tmp_path):
-    class Plugin:
-        @hydranet.hookimpl
-        def register_tasks(self, register):
-            register("flaky_age", SometimesNaN, params=RegressionParams)
-
-    pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(Plugin(), "flaky", distribution="test", version="0", builtin=False)
-    components = load_components(pm)
+    components = with_task_kind("flaky_age", SometimesNaN, RegressionParams, plugin="flaky")
     raw = tiny_spec(faces, epochs=2, batch_size=16, on_nonfinite="skip")
     raw["tasks"] = [{"name": "age", "kind": "flaky_age", "label": "age"}, "gender"]
     SometimesNaN.calls = 0
@@ -212,14 +212,7 @@ class WrongShape(BinaryTask):
 
 
 def test_head_of_the_wrong_shape_names_its_task_and_plugin(faces, tmp_path):
-    class Plugin:
-        @hydranet.hookimpl
-        def register_tasks(self, register):
-            register("wrong", WrongShape, params=BinaryParams)
-
-    pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(Plugin(), "shapes", distribution="hydranet-shapes", version="0.3", builtin=False)
-    components = load_components(pm)
+    components = with_task_kind("wrong", WrongShape, BinaryParams, plugin="shapes", distribution="hydranet-shapes", version="0.3")
     raw = tiny_spec(faces)
     raw["tasks"] = ["age", {"name": "smile", "kind": "wrong", "label": "gender"}]
     with pytest.raises(TrainingError) as caught:
