@@ -4,29 +4,39 @@
 # then hydranet alone (no article loop: its figures are in docs/guides/performance.md) at 32 px / batch 512
 # and 128 px / batch 256, each with the compiler's CUDA graphs (the default) against the recorded whole step
 # (cuda_graphs=step), and the recorded step without torch.compile (32 px) or with cuDNN's benchmark
-# mode (128 px); cold caches, 3 epochs.
+# mode (128 px); cold caches, 3 epochs. Last, at 32 px, compiling in the background
+# (train.compile_in_background) over 60 epochs, long enough for the compiled model to take over.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
+# PARTS picks what runs (default: all, about 10 minutes): PARTS="decode 32" then PARTS="128 background"
+# fit two calls; the synthetic folder is written once and reused while the machine stays warm.
 # A dry run elsewhere: COUNT=300 EXTRA="--backbone tiny --device cpu" bash benchmarks/gpu_speed.sh
 . "$(dirname "$0")/gpu_common.sh"
 COUNT=${COUNT:-23708}
 EXTRA=${EXTRA:-}
+PARTS=${PARTS:-decode 32 128 background}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 step "synthetic UTKFace-sized folder"
-/usr/bin/time -f "synth %e s" hydranet synth "/tmp/utk-$COUNT" --count "$COUNT" --size 200 --no-progress 2>&1 | tail -n 2
+[ -d "/tmp/utk-$COUNT" ] && echo "reusing /tmp/utk-$COUNT" ||
+  /usr/bin/time -f "synth %e s" hydranet synth "/tmp/utk-$COUNT" --count "$COUNT" --size 200 --no-progress 2>&1 | tail -n 2
 
-step "decode $COUNT images (workers write in place vs pixels through pipes)"
-timeout 120 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 128 --repeat 1 2>&1 | tail -n 8
-timeout 60 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 32 --repeat 1 2>&1 | tail -n 8
+if part decode; then
+  step "decode $COUNT images (workers write in place vs pixels through pipes)"
+  timeout 120 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 128 --repeat 1 2>&1 | tail -n 8
+  timeout 60 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 32 --repeat 1 2>&1 | tail -n 8
+fi
 
-for cfg in "32 512 200 auto,cuda_graphs=step,cuda_graphs=step+compile=false" \
-           "128 256 260 auto,cuda_graphs=step,cuda_graphs=step+cudnn_benchmark=true"; do
+for cfg in "32 512 200 3 auto,cuda_graphs=step,cuda_graphs=step+compile=false" \
+           "128 256 260 3 auto,cuda_graphs=step,cuda_graphs=step+cudnn_benchmark=true" \
+           "32 512 150 60 compile_in_background=true background"; do
   set -- $cfg
-  variants=$4
-  step "hydranet ${1}px batch ${2}: $variants"
-  timeout "$3" python3 benchmarks/speed.py --root "/tmp/utk-$COUNT" --size "$1" --batch-size "$2" --epochs 3 --skip-baseline \
-    --compile-modes "$variants" --json "$OUT/speed-$1.json" $EXTRA 2>&1 | tail -n 12
-  python3 - "$OUT/speed-$1.json" <<'PY'
+  part "${6:-$1}" || continue
+  variants=$5
+  step "hydranet ${1}px batch ${2}, $4 epochs: $variants"
+  timeout "$3" python3 benchmarks/speed.py --root "/tmp/utk-$COUNT" --size "$1" --batch-size "$2" --epochs "$4" --skip-baseline \
+    --compile-modes "$variants" --json "$OUT/speed-$1-${6:-e$4}.json" $EXTRA 2>&1 | tail -n 12
+  python3 - "$OUT/speed-$1-${6:-e$4}.json" <<'PY'
 import json, sys
 for loop in json.load(open(sys.argv[1]))["loops"]:
     print(loop["name"], "|", loop.get("error") or "", "|", loop.get("settings"), "|", loop.get("log_notes"),

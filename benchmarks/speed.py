@@ -198,7 +198,7 @@ def train_and_time(spec: dict[str, Any]) -> dict[str, Any]:
     else:  # setup only (data, model build); a compile in the first step is not in it
         figures["first_step_seconds"] = total - sum(float(row["seconds"]) for row in result.history)
         figures["first_step_estimated"] = True
-    for key in ("data_seconds", "setup_seconds", "decode_seconds", "cache_hit", "placement", "epoch_val_seconds", "train_images"):
+    for key in ("data_seconds", "setup_seconds", "compiled_from", "decode_seconds", "cache_hit", "placement", "epoch_val_seconds", "train_images"):
         if key in timings:
             figures[key] = timings[key]
     return figures
@@ -279,7 +279,11 @@ def summarise(loops: list[dict[str, Any]]) -> None:
         if not epochs:
             continue
         loop["first_epoch_seconds"] = epochs[0]
-        loop["seconds_per_epoch"] = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
+        steady = epochs[1:] or epochs
+        switch = loop.get("compiled_from")
+        if switch and len(epochs) > switch["epoch"]:  # compiled in the background: the epochs after the switch
+            steady = epochs[switch["epoch"]:]
+        loop["seconds_per_epoch"] = statistics.median(steady)
         loop["images_per_second"] = loop["images_per_epoch"] / loop["seconds_per_epoch"]
     article = next((loop for loop in loops if loop["kind"] == "article" and "seconds_per_epoch" in loop), None)
     for loop in loops:
@@ -316,6 +320,11 @@ def _notes(loop: dict[str, Any]) -> str:
             # where a cold start goes: everything before the step loop, then the first step (compile, graphs)
             notes.append(f"setup {_num(loop['setup_seconds'])} s, "
                          f"first step {_num(loop['first_step_seconds'] - loop['setup_seconds'])} s")
+        switch = loop.get("compiled_from")
+        if switch:  # train.compile_in_background: when the compiled model took over, and what the switch cost
+            notes.append(f"compiled from epoch {switch['epoch']} step {switch['step']}"
+                         f"{' (background compile failed)' if switch.get('failed') else ''}, "
+                         f"first compiled step {_num(switch.get('first_step_seconds', float('nan')))} s")
         if loop.get("first_step_estimated"):
             notes.append("before-first-step is setup only (engine timings missing)")
         if loop.get("epoch_source", "").startswith("history"):

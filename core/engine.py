@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -29,7 +30,8 @@ from tqdm import tqdm
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD, DeviceAugment
 from hydranet.core.batches import BatchSource, choose_placement
-from hydranet.core import capture
+from hydranet.core import background_compile, capture
+from hydranet.core.background_compile import BackgroundCompile, CompileJob
 from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_blockers, learning_rates_as_tensors,
                                    portable_optimizer_state)
 from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
@@ -109,6 +111,55 @@ def train(
 def build_tasks_and_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
     backbone = spec.backbone.build()
     return build_model(backbone, tasks)
+
+
+def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSettings, needs_features: bool,
+                        *, compile: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]:
+    """images, targets -> (losses, features), compiled or not.
+
+    Loss-based weightings get one fused graph (model and losses together, so
+    their small kernels fuse) and no features. Weightings that read the shared
+    representation get two graphs, backbone and heads+losses, so the
+    representation is a real tensor their gradients can stop at. The run and
+    the background compiler (`hydranet.core.background_compile`) both build
+    their graphs here, so that the compiler's cache keys of the two agree.
+    """
+    compile_ = (lambda f: torch.compile(f, mode=settings.compile_mode)) if compile else (lambda f: f)
+
+    if not needs_features:
+        def fused(images: Tensor, targets: Tensor) -> Tensor:
+            with settings.autocast():
+                outputs = model(images)
+            return task_losses(tasks, outputs, targets)
+
+        compiled = compile_(fused)
+        return lambda images, targets: (compiled(images, targets), None)
+
+    def backbone(images: Tensor) -> Tensor:
+        with settings.autocast():
+            return model.features(images)
+
+    def heads(features: Tensor, targets: Tensor) -> Tensor:
+        with settings.autocast():
+            outputs = model.heads_forward(features)
+        return task_losses(tasks, outputs, targets)
+
+    backbone, heads = compile_(backbone), compile_(heads)
+
+    def split(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        features = backbone(images)
+        return heads(features, targets), features
+
+    return split
+
+
+def model_for_settings(spec: ResolvedSpec, tasks: Sequence[Task], settings: RunSettings) -> HydraNet:
+    """The spec's model with its frozen parts, on the device and in the memory format the settings say."""
+    model = build_tasks_and_model(spec, tasks)
+    if spec.spec.freeze:
+        freeze(model, spec.spec.freeze)
+    model = model.to(settings.device)
+    return model.to(memory_format=torch.channels_last) if settings.channels_last else model
 
 
 def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool) -> PreparedData:
@@ -296,6 +347,7 @@ class Trainer:
         self.run_folder = self._open_run_folder(out_dir, echo)
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
         self.skipped_steps = 0
+        self.background: BackgroundCompile | None = None  # the child compiling into the caches, while it runs
         self.cudnn_benchmark_before = torch.backends.cudnn.benchmark  # a process-wide switch: put back after the run
 
     # ------------------------------------------------------------ setup
@@ -353,16 +405,12 @@ class Trainer:
         self.targets = data.targets.to(settings.device)
         self.eval_index = data.val_index if data.val_index.numel() else data.train_index
 
-        model = build_tasks_and_model(self.spec, self.tasks)
+        model = model_for_settings(self.spec, self.tasks, settings)
         if self.spec.spec.init_from:
             load_initial_weights(model, self.tasks, self.spec.spec.init_from, log)
         if self.spec.spec.freeze:
-            freeze(model, self.spec.spec.freeze)
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
-        model = model.to(settings.device)
         check_heads(model, self.tasks, self.spec, self.components)
-        if settings.channels_last:
-            model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
         settings = self._settle_graphs()
@@ -388,8 +436,15 @@ class Trainer:
         self.order_generator = torch.Generator().manual_seed(cfg.seed)
         tasks = self.tasks
 
-        self.forward_losses = self._forward_losses(model, tasks)
-        self.forward = torch.compile(model, mode=settings.compile_mode) if settings.compile else model
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
+            f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
+            f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
+        self.background = self._start_background_compile() if settings.compile else None
+        compile_now = settings.compile and self.background is None
+        self.forward_losses = make_forward_losses(model, tasks, settings, self.weighting.needs_features,
+                                                  compile=compile_now)
+        self.forward = torch.compile(model, mode=settings.compile_mode) if compile_now else model
         self.train_step = TrainStep(self.forward_losses, self.weighting, self.optimizer, self._step_context,
                                     num_tasks=len(tasks), device=settings.device,
                                     share_losses=self.dist.share_losses,
@@ -398,52 +453,71 @@ class Trainer:
         if settings.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.timings["setup_seconds"] = time.perf_counter() - self.started  # the first step's own share is the rest
-        n_params = sum(p.numel() for p in model.parameters())
-        log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
-            f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
-            f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
 
-    def _forward_losses(self, model: HydraNet, tasks: Sequence[Task]):
-        """images, targets -> (losses, features); compiled when the settings say so.
+    @property
+    def _eval_batch(self) -> int:
+        """The evaluation batch: the spec's, else twice the training batch, and no more rows than there are."""
+        return min(self.cfg.eval_batch_size or 2 * self.cfg.batch_size,
+                   max(1, self.dist.local_index(self.eval_index).numel()))
 
-        Loss-based weightings get one fused graph (model and losses together,
-        so their small kernels fuse) and no features. Weightings that read the
-        shared representation get two graphs, backbone and heads+losses, so the
-        representation is a real tensor their gradients can stop at.
-        """
-        settings = self.settings
-        compile_ = (lambda f: torch.compile(f, mode=settings.compile_mode)) if settings.compile else (lambda f: f)
+    def _start_background_compile(self) -> BackgroundCompile | None:
+        """Start the child that compiles into the caches (train.compile_in_background); None: compile here."""
+        if not self.cfg.compile_in_background:
+            return None
+        reasons = background_compile.blockers(processes=self.dist.world_size, graphs=self.settings.graphs,
+                                              deterministic=self.cfg.deterministic)
+        job = CompileJob(self.spec.to_dict(), [task.state_dict() for task in self.tasks],
+                         {**dataclasses.asdict(self.settings), "device": str(self.settings.device)},
+                         train_batch=self.batch_size // self.dist.world_size, eval_batch=self._eval_batch)
+        try:
+            json.dumps(dataclasses.asdict(job))
+        except (TypeError, ValueError) as error:
+            reasons.append(f"a task's fitted state is not plain values ({error})")
+        if reasons:
+            self.run_folder.log(f"train.compile_in_background is not possible here ({'; '.join(reasons)}); "
+                                "the first step compiles instead")
+            return None
+        log_path = self.run_folder.path / "compile.log"
+        try:
+            started = BackgroundCompile(job, log_path)
+        except OSError as error:
+            self.run_folder.log(f"warning: could not start the background compiler ({error}); "
+                                "the first step compiles instead")
+            return None
+        self.run_folder.log(f"compiling the model in a background process (its log: {log_path.name}); "
+                            "training starts uncompiled and switches to the compiled model when it is done")
+        return started
 
-        if not self.weighting.needs_features:
-            def fused(images: Tensor, targets: Tensor) -> Tensor:
-                with settings.autocast():
-                    outputs = model(images)
-                return task_losses(tasks, outputs, targets)
+    def _switch_to_compiled(self, epoch: int, step: int) -> None:
+        """The background compile has ended: compile here (from its cache, or cold if it failed) and go on."""
+        background, self.background = self.background, None
+        assert background is not None
+        failure = background.failure()
+        background.stop()
+        if failure:
+            self.run_folder.log(f"warning: the background compile failed ({failure}); compiling here instead, "
+                                "so this step waits for a cold compile")
+        else:
+            self.run_folder.log(f"the background compile finished after {background.seconds:.1f}s; "
+                                f"the compiled model takes over at epoch {epoch}, step {step + 1}")
+        self.train_step.forward_losses = make_forward_losses(self.model, self.tasks, self.settings,
+                                                             self.weighting.needs_features, compile=True)
+        self.forward = torch.compile(self.model, mode=self.settings.compile_mode)
+        self.timings["compiled_from"] = {"epoch": epoch, "step": step + 1, "background_seconds": background.seconds,
+                                         "failed": bool(failure)}
 
-            compiled = compile_(fused)
-            return lambda images, targets: (compiled(images, targets), None)
-
-        def backbone(images: Tensor) -> Tensor:
-            with settings.autocast():
-                return model.features(images)
-
-        def heads(features: Tensor, targets: Tensor) -> Tensor:
-            with settings.autocast():
-                outputs = model.heads_forward(features)
-            return task_losses(tasks, outputs, targets)
-
-        backbone, heads = compile_(backbone), compile_(heads)
-
-        def split(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-            features = backbone(images)
-            return heads(features, targets), features
-
-        return split
+    def _stop_background_compile(self) -> None:
+        if self.background is not None:
+            self.background.stop()
+            self.run_folder.log("the run ended before the background compile did; it was stopped")
+            self.background = None
 
     @property
     def _first_step_note(self) -> str:
         """What makes the first step slow, said before it starts (empty when nothing does)."""
         settings = self.settings
+        if self.background is not None:
+            return ""
         work = []
         if settings.compile:
             work.append(f"compiles the model (torch.compile, mode {settings.compile_mode})")
@@ -518,6 +592,7 @@ class Trainer:
             with interrupt_requests(self):
                 return self._loop()
         finally:
+            self._stop_background_compile()
             torch.backends.cudnn.benchmark = self.cudnn_benchmark_before
             self.dist.close()
 
@@ -540,7 +615,6 @@ class Trainer:
         cfg, log, progress = self.cfg, self.run_folder.log, self.progress_state
         history: list[dict[str, Any]] = self.run_folder.metrics_rows()
         final: EvalResult | None = None
-        eval_batch = cfg.eval_batch_size or 2 * cfg.batch_size
         for epoch in range(progress.epoch, cfg.epochs + 1):
             progress.epoch_order_state = self.order_generator.get_state()  # to draw this order again on resume
             order = self.data.train_index[torch.randperm(self.data.train_index.numel(),
@@ -554,7 +628,7 @@ class Trainer:
             self.model.eval()
             self.dist.average_buffers(self.model)  # batch-norm statistics: one model on every rank
             final = evaluate(self.forward, self.tasks, self.source, self.targets,
-                             self.dist.local_index(self.eval_index), self.augment, self.settings, eval_batch,
+                             self.dist.local_index(self.eval_index), self.augment, self.settings, self._eval_batch,
                              pad=self.settings.compile, all_reduce=self.dist.all_reduce if self.dist.active else None)
             val_seconds = time.perf_counter() - started
             self.timings["epoch_train_seconds"].append(train_seconds)
@@ -606,6 +680,10 @@ class Trainer:
         skip_nonfinite = cfg.on_nonfinite == "skip"
         skipped = 0
         for step, (images, index) in enumerate(bar, start=first_step):
+            switching = self.background is not None and self.background.done()
+            if switching:
+                self._switch_to_compiled(epoch, step)
+                switch_started = time.perf_counter()
             x = self.augment(images, train=True, share=share)
             y = self.targets[index]
             if settings.cuda_graphs:
@@ -629,6 +707,11 @@ class Trainer:
                 self.timings["first_step_seconds"] = time.perf_counter() - self.started
                 if self._first_step_note:
                     self.run_folder.log(f"first step done {self.timings['first_step_seconds']:.1f}s after the start")
+            if switching:  # the first compiled step: a compile from the cache, and CUDA graphs recorded
+                if settings.device.type == "cuda":
+                    torch.cuda.synchronize(settings.device)
+                self.timings["compiled_from"]["first_step_seconds"] = time.perf_counter() - switch_started
+                self.run_folder.log(f"first compiled step done in {time.perf_counter() - switch_started:.1f}s")
             done = step + 1
             if done % cfg.log_every == 0 or done == self.steps_per_epoch:
                 host = torch.cat([train_step.loss_sums / max(1, done - skipped),

@@ -121,6 +121,12 @@ class TrainSection(BaseModel):
     compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "auto", description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.")
+    compile_in_background: bool = Field(
+        False, description="Start training at once, uncompiled, while a child process compiles the same model "
+                           "into the compiler's on-disk cache; switch to the compiled model when it is done (a "
+                           "pause of seconds instead of a cold compile before the first step). How many steps run "
+                           "uncompiled depends on timing, so runs do not repeat bit for bit. Not with "
+                           "deterministic, cuda_graphs step, or several processes.")
     cuda_graphs: Literal["auto", "off", "compiler", "step"] = Field(
         "auto", description="Who records CUDA graphs: compiler (torch.compile's reduce-overhead mode records the "
                             "forward and backward), step (hydranet records the whole step, optimizer included, and "
