@@ -283,7 +283,8 @@ def spec_validate(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
             click.echo(f"{source}: ok")
         except HydranetError as error:
             failed += 1
-            click.echo(f"{source}: {error}", err=True)
+            named = getattr(error, "source", None)  # a SpecError names its file already
+            click.echo(str(error) if named else f"{source}: {error}", err=True)
     if failed:
         raise SystemExit(1)
 

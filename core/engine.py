@@ -102,6 +102,11 @@ def train(
     if resume is not None:
         checkpoint, state = resume_checkpoint(resume)
         resolved = load_spec(state["spec"], components=components)
+        epochs = resolved.spec.train.epochs
+        if int(state["progress"].get("epoch", 1)) > epochs:  # say so before loading the data and the model
+            raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "
+                                f"{epochs} epochs; to train it further, start a new run from its weights "
+                                f"with init_from: {checkpoint.parent / 'best.pt'}")
         return Trainer(resolved, out_dir=checkpoint.parent, components=components, progress=progress,
                        echo=echo, resume_state=state).run()
     resolved = spec if isinstance(spec, ResolvedSpec) else load_spec(spec, overrides, components)
@@ -363,11 +368,11 @@ class Trainer:
         """The run folder; in a distributed run rank 0 creates and checks it and the others get its path."""
         path = Path(out_dir) if out_dir is not None else default_run_dir(self.spec.source)
         if not self.dist.active:
-            return RunFolder(path, echo=echo)
+            return RunFolder(path, echo=echo, fresh=self.resume_state is None)
         folder, problem = None, None
         if self.dist.is_main:
             try:
-                folder = RunFolder(path, echo=echo)
+                folder = RunFolder(path, echo=echo, fresh=self.resume_state is None)
             except HydranetError as error:
                 problem = str(error)
         shared_path, problem = self.dist.broadcast_object((str(path), problem))
@@ -400,10 +405,13 @@ class Trainer:
         train_targets = data.targets[data.train_index]
         for k, task in enumerate(self.tasks):
             task.fit_targets(train_targets[:, k])
-        self.baselines = baseline_metrics(self.tasks, train_targets, data.targets[data.val_index])
+        self.eval_index = data.val_index if data.val_index.numel() else data.train_index
+        if not data.val_index.numel():
+            log("no validation split (data.val_fraction is 0, or too few images): "
+                "the metrics and the best checkpoint are measured on the training set")
+        self.baselines = baseline_metrics(self.tasks, train_targets, data.targets[self.eval_index])
         self.data = data
         self.targets = data.targets.to(settings.device)
-        self.eval_index = data.val_index if data.val_index.numel() else data.train_index
 
         model = model_for_settings(self.spec, self.tasks, settings)
         if self.spec.spec.init_from:
@@ -585,7 +593,11 @@ class Trainer:
 
     def run(self) -> RunResult:
         try:
-            self._setup()
+            try:
+                self._setup()
+            except BaseException:
+                self.run_folder.remove_if_unused()  # no run happened: leave no folder that looks like one
+                raise
             if self.resume_state is not None:
                 self._restore(self.resume_state)
             self._record_steps()

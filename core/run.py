@@ -37,12 +37,31 @@ def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
     return candidate
 
 
-class RunFolder:
-    """One training run's output folder."""
+#: Files that mark a folder as holding a run: a new run there would mix its files with the old one's.
+RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json")
 
-    def __init__(self, path: str | Path, *, echo: bool = True, min_free_bytes: int = MIN_FREE_BYTES):
+
+class RunFolder:
+    """One training run's output folder.
+
+    A new run (`fresh`) refuses a folder that already holds a run: appending
+    its rows to the old metrics.csv and replacing the old checkpoints would
+    lose the old run and garble both. A resumed run is the one that may
+    continue a folder's files.
+    """
+
+    def __init__(self, path: str | Path, *, echo: bool = True, min_free_bytes: int = MIN_FREE_BYTES,
+                 fresh: bool = False):
         self.path = Path(path)
         self.echo = echo
+        if fresh and self.path.is_dir():
+            held = [name for name in RUN_FILES if (self.path / name).exists()]
+            if held:
+                raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
+                                    f"`hydranet train --resume {self.path}`, or choose a new folder with --out DIR")
+        #: True when this run made the folder, so a run that fails before training may take it away again.
+        self.created = not self.path.exists()
+        self.fresh = fresh
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -56,6 +75,24 @@ class RunFolder:
             raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need more. "
                                 "Free some space or choose another folder with --out DIR.")
         self._fields: list[str] | None = None
+
+    def remove_if_unused(self) -> bool:
+        """Take away what a new run wrote when it wrote no checkpoint: the folder, if the run made it; True if so.
+
+        A run that fails before its first checkpoint (a missing data folder, a
+        bad image in strict mode) would otherwise leave a folder holding only
+        spec.yaml and a log. That looks like a run, and the next try refuses
+        it. The error itself reaches the user on the terminal. A resumed run's
+        folder is never touched.
+        """
+        if not self.fresh or self.last_checkpoint.exists() or self.best_checkpoint.exists():
+            return False
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return True
+        for name in RUN_FILES:  # a folder the user made: a fresh run refused it if it held any of these
+            (self.path / name).unlink(missing_ok=True)
+        return False
 
     @property
     def last_checkpoint(self) -> Path:
@@ -129,6 +166,7 @@ class SilentRunFolder(RunFolder):
     def __init__(self, path: str | Path):  # no folder checks: rank 0 made them
         self.path = Path(path)
         self.echo = False
+        self.created = self.fresh = False  # rank 0's to remove
         self._fields = None
 
     def log(self, line: str = "") -> None:

@@ -99,3 +99,57 @@ def test_sample_lacking_a_label_still_trains_the_others(faces, tmp_path, compone
     no_race = torch.isnan(data.targets[:, 2])
     assert no_race.any(), "the synthetic set should contain names without race"
     assert not torch.isnan(data.targets[no_race][:, :2]).any()
+
+
+def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces, tmp_path, components):
+    spec = load_spec(tiny_spec(faces, epochs=1), components=components)
+    hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    message = str(caught.value)
+    assert f"{tmp_path / 'run'} already holds a run (spec.yaml, metrics.csv, train.log, last.pt, best.pt" in message
+    assert f"hydranet train --resume {tmp_path / 'run'}" in message and "--out DIR" in message
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # nothing touched
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")  # a folder with other files is fine
+    hydranet.train(spec, out_dir=tmp_path / "other", components=components, progress=False, echo=False)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(faces, tmp_path, components):
+    raw = tiny_spec(faces)
+    raw["data"]["root"] = str(tmp_path / "no-such-faces")
+    spec = load_spec(raw, components=components)
+    with pytest.raises(hydranet.HydranetError, match="no-such-faces"):
+        hydranet.train(spec, out_dir=tmp_path / "runs" / "a", components=components, progress=False, echo=False)
+    assert not (tmp_path / "runs" / "a").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, without what the failed run wrote
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    for _ in range(2):  # and the next try is not refused as a folder that holds a run
+        with pytest.raises(hydranet.HydranetError, match="no-such-faces"):
+            hydranet.train(spec, out_dir=tmp_path / "mine", components=components, progress=False, echo=False)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_a_resume_that_fails_keeps_the_run_folder(faces, tmp_path, components):
+    spec = load_spec(tiny_spec(faces, epochs=2), components=components)
+    hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    state["progress"]["epoch"] = 2  # as if stopped after epoch 1
+    state["spec"]["data"]["root"] = str(tmp_path / "moved-away")
+    torch.save(state, tmp_path / "run" / "last.pt")
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(hydranet.HydranetError, match="moved-away"):
+        hydranet.train(components=components, resume=tmp_path / "run", progress=False, echo=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+def test_without_a_validation_split_metrics_come_from_the_training_set(faces, tmp_path, components):
+    raw = tiny_spec(faces, epochs=1)
+    raw["data"]["val_fraction"] = 0
+    result = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
+                            progress=False, echo=False)
+    assert "no validation split" in (tmp_path / "train.log").read_text()
+    assert set(result.baselines) == {"age", "gender", "ethnicity"}
+    assert all(torch.isfinite(torch.tensor(v)) for metrics in result.final.metrics.values() for v in metrics.values())

@@ -161,8 +161,10 @@ def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_pat
 def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
     spec = load_spec(tiny_spec(faces, epochs=1), components=components)
     hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
-    with pytest.raises(TrainingError, match="already finished its 1 epochs"):
+    log = (tmp_path / "train.log").read_text()
+    with pytest.raises(TrainingError, match="already finished its 1 epochs; .* init_from: "):
         hydranet.train(components=components, resume=tmp_path, progress=False, echo=False)
+    assert (tmp_path / "train.log").read_text() == log  # refused before loading data or writing anything
     with pytest.raises(hydranet.HydranetError, match="nothing to resume"):
         hydranet.train(components=components, resume=tmp_path / "nope", progress=False, echo=False)
 
