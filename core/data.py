@@ -23,11 +23,25 @@ SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
 
 @dataclass
 class LabelReport:
-    """Per task: how many samples have a valid label, lack the field, or hold an invalid value."""
+    """Per task: how many samples have a valid label, lack the field, or hold an invalid value.
+
+    Each invalid value is kept as (sample source, raw value, why it is no label; "" when the task cannot say).
+    """
 
     labelled: dict[str, int] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
-    invalid: dict[str, list[str]] = field(default_factory=dict)
+    invalid: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+
+
+def label_problem(task: Task, raw: str) -> str:
+    """Why `raw` is not a valid label for `task`, or "" when the task does not say.
+
+    `label_problem(raw)` is an optional task method (the built-in kinds have
+    it): without a reason, a user who sees `age='200'` listed as invalid has to
+    guess whether the task wanted a number, a range or a class name.
+    """
+    explain = getattr(task, "label_problem", None)
+    return str(explain(raw) or "") if callable(explain) else ""
 
 
 def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tensor, LabelReport]:
@@ -36,30 +50,66 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
     report = LabelReport()
     for k, task in enumerate(tasks):
         labelled = missing = 0
-        invalid: list[str] = []
+        invalid: list[tuple[str, str, str]] = []
         for i, sample in enumerate(samples):
             value = task.parse_label(sample.record)
             if value is not None:
                 table[i, k] = float(value)
                 labelled += 1
             elif task.label in sample.record:
-                invalid.append(f"{sample.source}: {task.label}={sample.record[task.label]!r}")
+                raw = sample.record[task.label]
+                invalid.append((sample.source, raw, label_problem(task, raw)))
             else:
                 missing += 1
         report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
     return table, report
 
 
+def invalid_label_lines(task: Task, invalid: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """(source, "label='raw': why") pairs for `describe_problems`."""
+    return [(source, f"{task.label}={raw!r}" + (f": {why}" if why else "")) for source, raw, why in invalid]
+
+
 def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: LabelReport, dataset: str) -> None:
-    """Fail when a task has no label at all: almost always a wrong `label` field name."""
+    """Fail when a task has no label at all.
+
+    When no sample has the field, the `label` names the wrong field: list the
+    fields there are. When samples have it but no value is valid, the field is
+    right and the task's parameters (min/max, class_names) or the data are
+    wrong: say why the values fail instead of suggesting another field.
+    """
     fields = sorted({key for s in samples[:1000] for key in s.record})
     for task in tasks:
-        if report.labelled[task.name] == 0:
-            raise DataError(
-                f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
-                f"({len(samples)} samples). The samples have fields: {', '.join(fields) or '(none)'}. "
-                f"Set the task's `label` to one of them."
-            )
+        if report.labelled[task.name]:
+            continue
+        invalid = report.invalid[task.name]
+        if invalid:
+            raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': "
+                            f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of {len(samples)} samples "
+                            "have the field). If these labels are right, change the task's parameters (such as "
+                            "min/max or class_names) to accept them; otherwise fix the labels.")
+        raise DataError(
+            f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
+            f"({len(samples)} samples). The samples have fields: {', '.join(fields) or '(none)'}. "
+            f"Set the task's `label` to one of them."
+        )
+
+
+def _why_all_invalid(label: str, invalid: Sequence[tuple[str, str, str]]) -> str:
+    """`every value of 'age' is outside [150, 200] (min/max), e.g. '20', '21'`, or one example per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for _, raw, why in invalid:
+        examples = by_reason.setdefault(why, [])
+        if raw not in examples and len(examples) < 3:
+            examples.append(raw)
+    if len(by_reason) == 1:
+        (why, examples), = by_reason.items()
+        listed = ", ".join(map(repr, examples))
+        if why:
+            return f"every value of '{label}' is {why}, e.g. {listed}"
+        return f"no value of '{label}' is valid, e.g. {listed}"
+    shown = [f"{examples[0]!r}" + (f" ({why})" if why else "") for why, examples in list(by_reason.items())[:3]]
+    return f"no value of '{label}' is valid, e.g. {', '.join(shown)}"
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -77,7 +127,7 @@ def describe_problems(what: str, problems: Sequence[tuple[str, str]]) -> list[st
     if not problems:
         return []
     lines = [f"{len(problems)} {what}:"]
-    lines += [f"  {source}: {reason}" for source, reason in problems[:SHOW_PROBLEMS]]
+    lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in problems[:SHOW_PROBLEMS]]
     if len(problems) > SHOW_PROBLEMS:
         lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more")
     return lines
@@ -128,7 +178,7 @@ def prepare_data(
         invalid = report.invalid[task.name]
         if invalid:
             notes += describe_problems(f"invalid '{task.label}' labels for task '{task.name}' (treated as missing)",
-                                       [(line, "") for line in invalid])
+                                       invalid_label_lines(task, invalid))
             if strict:
                 raise DataError("\n".join(notes) + "\n(strict mode: fix these labels, or set data.strict: false)")
     unlabelled = torch.isnan(targets).all(dim=1)

@@ -111,7 +111,7 @@ def unreadable_reason(error: Exception) -> str:
         return "permission denied: the file is not readable by this user"
     if isinstance(error, UnidentifiedImageError):
         return "not an image, or a format Pillow cannot read (UnidentifiedImageError)"
-    if isinstance(error, OSError) and "truncated" in text:
+    if isinstance(error, OSError) and "truncated" in text.lower():  # "image file is truncated", "Truncated File Read"
         return f"truncated or damaged file: {text}"
     return f"cannot decode: {type(error).__name__}: {text}" if text else f"cannot decode: {type(error).__name__}"
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hydranet.core.errors import ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError, did_you_mean
 from hydranet.core.interfaces import Task, Weighting
-from hydranet.core.overrides import apply_overrides
+from hydranet.core.overrides import apply_overrides, parse_override_path
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import Entry
 from hydranet.core.yaml12 import SpecLoader
@@ -61,9 +61,13 @@ class WeightingSection(Component):
 class DataSection(Component):
     """Dataset name and parameters, plus the keys every dataset shares."""
 
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for validation.")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for validation; 0: no "
+                                                             "validation split, the metrics and the best checkpoint "
+                                                             "are then measured on the training set.")
     split_seed: int = Field(0, description="Seed of the train/validation split (independent of the training seed).")
-    strict: bool = Field(False, description="Fail on the first unreadable image or malformed label instead of skipping.")
+    strict: bool = Field(False, description="Stop before training, with the list of what is wrong, when images "
+                                            "are unreadable or entries or labels malformed, instead of skipping "
+                                            "them.")
     cache: bool = Field(True, description="Keep decoded images in the on-disk cache for the next run.")
     workers: int | None = Field(None, ge=0, description="Decoding processes; default: one per CPU core.")
     placement: Literal["auto", "device", "host", "stream"] = Field(
@@ -449,8 +453,15 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, prefix: Sequence[Any] = ()) -> list[tuple[str, str]]:
-    """Turn pydantic's errors into (path, message) pairs, with did-you-mean on unknown keys."""
+def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, prefix: Sequence[Any] = (),
+                      also_valid: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (path, message) pairs, with did-you-mean on unknown keys.
+
+    `also_valid` are keys that share the top level with `model`'s fields without
+    being among them: a component's params sit next to its section's own keys
+    (`data.strict` beside the dataset's `root`), so a misspelling of either must
+    be suggested, and both listed.
+    """
     problems = []
     for item in error.errors():
         loc = list(item["loc"])
@@ -458,6 +469,8 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
         if item["type"] == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             known = [n for n in owner.model_fields] if owner else []
+            if len(loc) == 1:
+                known += [n for n in also_valid if n not in known]
             message = "unknown field;" + (did_you_mean(str(loc[-1]), known) or "") + (
                 f" valid fields: {', '.join(known)}" if known else "")
         elif item["type"] == "missing":
@@ -469,7 +482,9 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
 
 
 def _resolve_component(registry, section: str, name: str, params: dict[str, Any], problems: list,
-                       name_path: str, params_path: Sequence[Any]) -> ResolvedComponent | None:
+                       name_path: str, params_path: Sequence[Any],
+                       section_keys: Sequence[str] = ()) -> ResolvedComponent | None:
+    """`section_keys`: the keys the section itself holds beside the params, for did-you-mean on a misspelt one."""
     try:
         entry = registry.get(name)
     except (UnknownNameError, DuplicateNameError) as error:
@@ -478,7 +493,7 @@ def _resolve_component(registry, section: str, name: str, params: dict[str, Any]
     try:
         validated = entry.validate_params(params)
     except ValidationError as error:
-        problems.extend(pydantic_problems(error, entry.params, params_path))
+        problems.extend(pydantic_problems(error, entry.params, params_path, section_keys))
         return None
     except ComponentError as error:
         problems.append((format_path([*params_path, *error.field.split(".")] if error.field else params_path), str(error)))
@@ -495,7 +510,8 @@ def _resolve_task(components: Components, index: int, task: TaskSection, problem
     # Inline keys report errors at tasks[i].key, `params:` keys at tasks[i].params.key.
     prefix: list[Any] = ["tasks", index, "params"] if task.params else ["tasks", index]
     resolved = _resolve_component(components.tasks, "task", task.kind or task.name, {**inline, **task.params},
-                                  problems, f"tasks[{index}].{'kind' if task.kind else 'name'}", prefix)
+                                  problems, f"tasks[{index}].{'kind' if task.kind else 'name'}", prefix,
+                                  () if task.params else list(TaskSection.model_fields))
     if resolved is None:
         return None
     resolved_task = ResolvedTask(task.name, resolved)
@@ -514,7 +530,8 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     def component(registry, section: Component | None, key: str) -> ResolvedComponent | None:
         if section is None:
             return None
-        return _resolve_component(registry, key, section.name, section.params(), problems, f"{key}.name", [key])
+        return _resolve_component(registry, key, section.name, section.params(), problems, f"{key}.name", [key],
+                                  list(type(section).model_fields))
 
     resolved_backbone = component(components.backbones, backbone, "backbone")
     resolved_data = component(components.datasets, data, "data")
@@ -583,8 +600,20 @@ def load_spec(
 ) -> ResolvedSpec:
     """Read, override, shape-check and resolve a spec: a path, a built-in name, or a dict.
 
-    Raises `SpecError` listing every problem found, each with its path.
+    Raises `SpecError` listing every problem found, each with its path; a
+    problem that an override put there says so, with the override.
     """
+    overrides = list(overrides)
+    try:
+        return _load_spec(source, overrides, components)
+    except SpecError as error:
+        if not overrides:
+            raise
+        raise SpecError(blame_overrides(error.problems, overrides), error.source) from None
+
+
+def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
+               components: Components | None) -> ResolvedSpec:
     if isinstance(source, Mapping):
         raw, where = dict(source), None
         deep = [key for key, value in raw.items() if _nesting_depth(value) >= MAX_SPEC_DEPTH]
@@ -605,6 +634,30 @@ def load_spec(
     except RecursionError:
         raise SpecError([("", "the spec is nested too deeply")], where) from None
     return resolve(spec, components, where)
+
+
+def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """Mark each problem at or under a `--set` path with that override: `train.epoch (from --set train.epoch=2)`.
+
+    Without it the error says the problem is in the spec file, and the user
+    searches the file for a key that is only on the command line. The most
+    specific override wins (the later one, between equals: it took effect).
+    """
+    targets = []
+    for override in overrides:
+        try:
+            targets.append((format_path(parse_override_path(override.partition("=")[0].strip())), override))
+        except ValueError:
+            continue  # apply_overrides already reported it
+
+    def blame(path: str) -> str:
+        culprit, depth = None, -1
+        for target, override in targets:
+            if (path == target or path.startswith((f"{target}.", f"{target}["))) and len(target) >= depth:
+                culprit, depth = override, len(target)
+        return f"{path} (from --set {culprit})" if culprit else path
+
+    return [(blame(path) if path else path, message) for path, message in problems]
 
 
 def spec_schema() -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from torch import Tensor, nn
 
+from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
@@ -70,6 +71,12 @@ class RegressionTask(Task):
     problem = "regression"
 
     def __init__(self, name: str, params: RegressionParams):
+        low, high = params.min, params.max
+        if low is not None and high is not None and low >= high:
+            # Caught here, not in training: there every label would be out of range and the
+            # task would seem to have no labels at all.
+            raise ComponentError(f"min ({low:g}) must be below max ({high:g}); labels outside [min, max] "
+                                 "count as missing, so no label could be valid", field="min")
         super().__init__(name, params.label, hidden=params.hidden, dropout=params.dropout)
         self.params = params
         self.mean, self.std = 0.0, 1.0
@@ -87,6 +94,18 @@ class RegressionTask(Task):
         ):
             return None
         return value
+
+    def label_problem(self, raw: str) -> str:
+        """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
+        value = parse_number(raw)
+        if value is None:
+            return "not a number"
+        low, high = self.params.min, self.params.max
+        if (low is None or value >= low) and (high is None or value <= high):
+            return ""
+        if low is not None and high is not None:
+            return f"outside [{low:g}, {high:g}] (min/max)"
+        return f"below min {low:g}" if low is not None else f"above max {high:g}"
 
     def fit_targets(self, targets: Tensor) -> None:
         labelled = targets[label_mask(targets)]
@@ -156,6 +175,13 @@ class ClassificationTask(Task):
             return None
         return int(value)
 
+    def label_problem(self, raw: str) -> str:
+        """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
+        last = self.num_classes - 1
+        if self.params.class_names is None:
+            return f"not a class index 0-{last}"
+        return f"not a class index 0-{last} or class name ({', '.join(self.class_names)})"
+
     def probabilities(self, output: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -186,8 +212,6 @@ class BinaryTask(ClassificationTask):
 
     def __init__(self, name: str, params: BinaryParams):
         if params.class_names is not None and len(params.class_names) != 2:
-            from hydranet.core.errors import ComponentError
-
             raise ComponentError(f"a binary task needs exactly 2 class_names, got {len(params.class_names)}",
                                  field="class_names")
         super().__init__(name, params, num_classes=2)

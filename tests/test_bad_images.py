@@ -275,3 +275,13 @@ def test_only_the_first_few_unreadable_images_are_listed(tmp_path: Path, compone
     assert sum(path.name in text for path in bad) == SHOW_PROBLEMS
     assert "... and 3 more" in text
 
+
+
+def test_a_jpeg_cut_inside_its_header_is_reported_as_truncated(tmp_path: Path) -> None:
+    """Pillow says "Truncated File Read" (capital T) when the cut falls in a header segment, not the pixels."""
+    path = tmp_path / "50_0_1_20170109150557335.jpg.chip.jpg"
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", icc_profile=b"\0" * 4000)  # a large header, like a camera's
+    path.write_bytes(path.read_bytes()[:2000])
+    (failure,) = decode_images([str(path)], SIZE, progress=False).failures
+    assert failure[1].startswith("truncated or damaged file:"), failure

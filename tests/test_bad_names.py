@@ -196,3 +196,52 @@ def test_folder_csv_listing_one_image_twice_reports_the_later_rows(tmp_path: Pat
     assert reasons[1].startswith(f"duplicate of {csv}:2") and "./a.jpg" in reasons[1]
     assert reasons[2].startswith(f"duplicate of {csv}:3")
     assert reasons[3].startswith(f"duplicate of {csv}:2") and "link.jpg" in reasons[3]
+
+
+# --- invalid labels: why, and when none is valid ----------------------------------------------------
+
+def test_invalid_labels_are_listed_with_a_reason(bad_names: Path, components) -> None:
+    spec = load_spec(tiny_spec(bad_names), components=components)
+    notes = load_prepared_data(spec, spec.build_tasks(), progress=False).notes
+    lines = [line for line in notes if "='" in line]
+    assert lines and not any(line.rstrip().endswith(":") for line in lines)
+    assert any(line.endswith("200_0_1_20170116000000101.jpg.chip.jpg: age='200': outside [0, 120] (min/max)")
+               for line in lines), lines
+    assert any(line.endswith("gender='x': not a class index 0-1 or class name (male, female)") for line in lines)
+    assert any(line.endswith("race='7': not a class index 0-4 or class name "
+                             "(White, Black, Asian, Indian, Others)") for line in lines)
+
+
+def test_folder_invalid_labels_say_why(tmp_path: Path, components) -> None:
+    root = tmp_path / "images"
+    rows = ["file,smile,age"] + [f"{i}.jpg,{['no', 'yes', 'maybe'][i % 3]},{['30', 'old'][i % 2]}" for i in range(6)]
+    for i in range(6):
+        face(root / f"{i}.jpg", seed=i)
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    raw = tiny_spec(root)
+    raw["data"] = {"name": "folder", "root": str(root), "val_fraction": 0.25}
+    raw["tasks"] = [{"name": "smiling", "kind": "binary", "label": "smile", "class_names": ["no", "yes"]},
+                    {"name": "years", "kind": "regression", "label": "age"}]
+    spec = load_spec(raw, components=components)
+    notes = load_prepared_data(spec, spec.build_tasks(), progress=False).notes
+    assert f"  {root / '2.jpg'}: smile='maybe': not a class index 0-1 or class name (no, yes)" in notes
+    assert f"  {root / '1.jpg'}: age='old': not a number" in notes
+
+
+def test_a_range_that_rejects_every_label_says_so_not_that_the_field_is_wrong(tmp_path: Path, components) -> None:
+    root = tmp_path / "utk"
+    good_faces(root)  # ages 20 to 31
+    raw = tiny_spec(root)
+    raw["tasks"] = ["gender", {"name": "a", "kind": "regression", "label": "age", "min": 150, "max": 200}]
+    spec = load_spec(raw, components=components)
+    with pytest.raises(DataError) as caught:
+        load_prepared_data(spec, spec.build_tasks(), progress=False)
+    message = str(caught.value)
+    assert "task 'a'" in message and "every value of 'age'" in message and "outside [150, 200] (min/max)" in message
+    assert "'20'" in message  # an example of the values it saw
+    assert "Set the task's `label`" not in message
+    # a wrong field name still gets the list of fields
+    raw["tasks"][1] = {"name": "a", "kind": "regression", "label": "agee"}
+    spec = load_spec(raw, components=components)
+    with pytest.raises(DataError, match="Set the task's `label` to one of them"):
+        load_prepared_data(spec, spec.build_tasks(), progress=False)

@@ -195,3 +195,47 @@ def test_yes_no_on_off_are_words_in_specs_and_overrides(tmp_path, components):
     reread = tmp_path / "written.yaml"
     reread.write_text(spec.to_yaml())
     assert load_spec(reread, components=components).to_dict() == spec.to_dict()
+
+
+def test_misspelt_data_keys_suggest_the_shared_fields_too(components):
+    """`data` holds the dataset's params and the keys every dataset shares; both are valid, both are suggested."""
+    found = problems({**BASE, "data": {"name": "utkface", "root": "x", "stirct": True, "val_fractoin": 0.5}},
+                     components=components)
+    assert found["data.stirct"].startswith("unknown field; did you mean 'strict'?")
+    assert found["data.val_fractoin"].startswith("unknown field; did you mean 'val_fraction'?")
+    listed = found["data.stirct"].split("valid fields: ")[1].split(", ")
+    assert {"root", "val_fraction", "split_seed", "strict", "cache", "placement", "workers",
+            "device_memory_gb"} <= set(listed)
+    found = problems({**BASE, "data": {"name": "folder", "root": "x", "cahce": False}}, components=components)
+    assert "did you mean 'cache'?" in found["data.cahce"]
+    assert {"root", "csv", "file_column", "cache"} <= set(found["data.cahce"].split("valid fields: ")[1].split(", "))
+    # an inline task key: the task section's own keys are valid there too
+    found = problems({**BASE, "tasks": [{"name": "a", "kind": "regression", "parms": {"label": "age"}}]},
+                     components=components)
+    assert "did you mean 'params'?" in found["tasks[0].parms"]
+
+
+def test_regression_min_must_be_below_max(components):
+    raw = {**BASE, "tasks": [{"name": "a", "kind": "regression", "label": "age", "min": 50, "max": 5}]}
+    message = problems(raw, components=components)["tasks[0].min"]
+    assert "min (50) must be below max (5)" in message
+    found = problems(BASE, "tasks[0].min=150", components=components)  # the age task's max is 120
+    assert "min (150) must be below max (120)" in found["tasks[0].min (from --set tasks[0].min=150)"]
+    assert load(BASE, "tasks[0].min=150", "tasks[0].max=200", components=components)  # a valid range
+
+
+def test_problems_from_set_name_the_override_not_the_file(tmp_path, components):
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "train": {"bach_size": 4}}))
+    with pytest.raises(SpecError) as caught:
+        load(path, "train.epoch=2", "weighting=dwaa", "data.stirct=true", components=components)
+    found = dict(caught.value.problems)
+    assert "did you mean 'epochs'?" in found["train.epoch (from --set train.epoch=2)"]
+    assert "did you mean 'batch_size'?" in found["train.bach_size"]  # the file's own mistake stays the file's
+    assert "did you mean 'dwa'?" in found["weighting.name (from --set weighting=dwaa)"]
+    # and in the component pass, once the shape is fine
+    with pytest.raises(SpecError) as caught:
+        load(BASE, "data.stirct=true", "tasks[1].hiden=3", components=components)
+    found = dict(caught.value.problems)
+    assert "did you mean 'strict'?" in found["data.stirct (from --set data.stirct=true)"]
+    assert "did you mean 'hidden'?" in found["tasks[1].hiden (from --set tasks[1].hiden=3)"]
