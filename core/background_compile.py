@@ -84,7 +84,9 @@ class BackgroundCompile:
         job.write(job_path)
         command = [*(command or CHILD_COMMAND), str(job_path)]
         with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # Its own session: Ctrl-C in the terminal is for the run, which finishes its step and stops the child.
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
         self.seconds: float | None = None
 
     def done(self) -> bool:

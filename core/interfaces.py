@@ -95,6 +95,14 @@ class Task(ABC):
     def decode(self, output: Tensor) -> list[dict[str, Any]]:
         """Human-readable predictions, one dict per row (class name and probability, value...)."""
 
+    def label_problem(self, raw: str) -> str:
+        """Why `raw`, which `parse_label` refused, is not a valid label; shown in the invalid-label list.
+
+        Default: no reason. Without one, a user who sees `age='200'` listed has
+        to guess whether the task wanted a number, a range or a class name.
+        """
+        return ""
+
     def fit_targets(self, targets: Tensor) -> None:
         """See the training labels (NaN = missing) before the head is built; default: nothing."""
 
