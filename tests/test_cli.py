@@ -102,3 +102,11 @@ def test_version_and_help():
     assert hydranet.__version__ in run("--version").output
     for command in ("train", "eval", "predict", "list", "plugins", "spec", "synth"):
         assert "Usage:" in run(command, "-h").output
+
+
+def test_tables_line_up_without_trailing_spaces():
+    from hydranet.core.report import format_table
+
+    table = format_table(["task", "beats baseline"], [["age", "yes"], ["ethnicity", "no"]])
+    assert table.splitlines() == ["task       beats baseline", "---------  --------------",
+                                  "age        yes", "ethnicity  no"]
