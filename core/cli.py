@@ -275,11 +275,14 @@ def spec_validate(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
       hydranet spec validate specs/*.yaml
     """
     from hydranet.core.spec import load_spec
+    from hydranet.core.surgery import init_from_problem
 
     failed = 0
     for source in specs:
         try:
-            load_spec(source, overrides)
+            problem = init_from_problem(load_spec(source, overrides).spec.init_from)
+            if problem:
+                raise HydranetError(problem)
             click.echo(f"{source}: ok")
         except HydranetError as error:
             failed += 1

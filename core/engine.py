@@ -39,7 +39,7 @@ from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
+from hydranet.core.errors import CheckpointError, HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.interfaces import StepContext, Task, Weighting, label_mask
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.paths import cache_dir
@@ -48,7 +48,7 @@ from hydranet.core.resume import Progress, capture_generators, restore_generator
 from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.step import TrainStep
-from hydranet.core.surgery import freeze, load_initial_weights, parameter_groups
+from hydranet.core.surgery import freeze, init_from_problem, load_initial_weights, parameter_groups
 
 
 @dataclass
@@ -387,6 +387,10 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        fresh_init = self.spec.spec.init_from if self.resume_state is None else None  # a resume has its weights
+        problem = init_from_problem(fresh_init)
+        if problem:
+            raise CheckpointError(problem)
         self.run_folder.write_text("spec.yaml", self.spec.to_yaml())
         self.tasks = self.spec.build_tasks()
         started = time.perf_counter()
@@ -414,8 +418,8 @@ class Trainer:
         self.targets = data.targets.to(settings.device)
 
         model = model_for_settings(self.spec, self.tasks, settings)
-        if self.spec.spec.init_from:
-            load_initial_weights(model, self.tasks, self.spec.spec.init_from, log)
+        if fresh_init:
+            load_initial_weights(model, self.tasks, fresh_init, log)
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
         check_heads(model, self.tasks, self.spec, self.components)

@@ -39,6 +39,15 @@ def freeze(model: HydraNet, names: Iterable[str]) -> None:
     model.train(model.training)
 
 
+def init_from_problem(path: str | Path | None) -> str | None:
+    """Why `init_from` cannot be used (None: it can), checked before any data is read."""
+    if path is None or Path(path).is_file():
+        return None
+    what = "is a folder" if Path(path).is_dir() else "was not found"
+    return (f"init_from: checkpoint {path} {what}; give a run's best.pt or last.pt, as a path from the folder "
+            "you run hydranet in")
+
+
 def load_initial_weights(model: HydraNet, tasks: Sequence[Task], path: str | Path,
                          log: Callable[[str], None]) -> set[str]:
     """Load the backbone and the shared tasks' heads from a checkpoint; return the tasks loaded.

@@ -87,7 +87,47 @@ def test_init_from_a_different_backbone_is_a_clear_error(stages, faces, tmp_path
     with pytest.raises(CheckpointError, match="does not fit this spec's backbone"):
         hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
                        progress=False, echo=False)
-    raw["init_from"] = str(tmp_path / "missing.pt")
-    with pytest.raises(CheckpointError, match="checkpoint not found"):
+    raw["init_from"] = str(tmp_path)
+    with pytest.raises(CheckpointError, match="init_from: checkpoint .* is a folder; give a run's best.pt"):
         hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "b", components=components,
                        progress=False, echo=False)
+
+
+def test_a_missing_init_from_is_named_before_any_data_is_read(stages, faces, tmp_path, monkeypatch):
+    components = stages[0]
+    import hydranet.core.engine as engine
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the data was read before init_from was checked")
+
+    monkeypatch.setattr(engine, "load_prepared_data", must_not_run)
+    with pytest.raises(CheckpointError, match=r"init_from: checkpoint .*nope\.pt was not found; give a run's best.pt"):
+        train(components, faces, tmp_path / "run", ["age"], init_from=str(tmp_path / "nope.pt"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_spec_validate_reports_a_missing_init_from(faces, tmp_path):
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"tasks: [age]\ndata: {{name: utkface, root: {faces}}}\ninit_from: {tmp_path / 'gone.pt'}\n")
+    result = CliRunner().invoke(cli, ["spec", "validate", str(spec)])
+    assert result.exit_code == 1 and "gone.pt was not found" in result.output
+
+
+def test_a_resumed_run_does_not_need_its_init_from_any_more(stages, faces, tmp_path):
+    components, first = stages[0], stages[1]
+    start = tmp_path / "start.pt"
+    start.write_bytes(first.read_bytes())
+    raw = tiny_spec(faces, epochs=2, scheduler="none")
+    raw.update(tasks=["age", "gender"], init_from=str(start))
+    hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run", components=components,
+                   progress=False, echo=False)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    state["progress"]["epoch"] = 2  # as if stopped after epoch 1
+    torch.save(state, tmp_path / "run" / "last.pt")
+    start.unlink()
+    result = hydranet.train(components=components, resume=tmp_path / "run", progress=False, echo=False)
+    assert len(result.history) == 2
