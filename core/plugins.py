@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from hydranet.core import hookspecs
+from hydranet.core.errors import did_you_mean
 from hydranet.core.registry import Registry
 
 ENTRY_POINT_GROUP = "hydranet"
@@ -144,8 +145,17 @@ def make_plugin_manager(
 
 
 def load_entry_points(pm: PluginManager, allow: set[str] | None) -> None:
-    """Import each allowed entry point of group `hydranet`; record failures by name and distribution."""
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    """Import each allowed entry point of group `hydranet`; record failures by name and distribution.
+
+    A name in the allow-list that no installed plugin has is recorded too: a
+    typo in HYDRANET_PLUGINS would otherwise just leave a plugin out.
+    """
+    installed = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    for name in sorted((allow or set()) - {ep.name for ep in installed}):
+        pm.record_error(name, f"{ALLOW_ENV} names '{name}', but no installed plugin has that entry point;"
+                        + (did_you_mean(name, [ep.name for ep in installed]) or "")
+                        + f" installed: {', '.join(sorted(ep.name for ep in installed)) or 'none'}")
+    for ep in installed:
         if allow is not None and ep.name not in allow:
             continue
         dist = getattr(ep, "dist", None)

@@ -567,9 +567,19 @@ def resolve(spec: Spec, components: Components, source: str | None = None) -> Re
     backbone, data, weighting, tasks = _resolve_sections(components, spec.backbone, spec.data, spec.weighting,
                                                          spec.tasks, problems)
     if problems:
-        raise SpecError(problems, source)
+        raise SpecError(problems + _plugin_hint(problems, components), source)
     assert backbone and data and weighting and all(tasks)
     return ResolvedSpec(spec, backbone, list(tasks), weighting, data, source)
+
+
+def _plugin_hint(problems: list[tuple[str, str]], components: Components) -> list[tuple[str, str]]:
+    """When a name is unknown and a plugin failed to load, say so: that plugin may be what registers it."""
+    errors = components.pm.load_errors()
+    if not errors or not any(message.startswith("unknown ") for _, message in problems):
+        return []
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return [("", f"a plugin failed to load, which may be why a name is unknown: {errors[0]}{more}; "
+                 "`hydranet plugins` lists every plugin and its problems")]
 
 
 def _lenient_problems(raw: Mapping[str, Any], components: Components) -> list[tuple[str, str]]:
@@ -630,7 +640,7 @@ def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
         shape = pydantic_problems(error, Spec)
         reported = {path for path, _ in shape}
         more = [p for p in _lenient_problems(raw, components) if p[0] not in reported]
-        raise SpecError(shape + more, where) from None
+        raise SpecError(shape + more + _plugin_hint(shape + more, components), where) from None
     except RecursionError:
         raise SpecError([("", "the spec is nested too deeply")], where) from None
     return resolve(spec, components, where)

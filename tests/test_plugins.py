@@ -166,6 +166,31 @@ def test_allow_list_filters_entry_points(site, monkeypatch):
     assert set(BUILTIN_PLUGINS) <= set(pm.info)
 
 
+def test_an_allow_list_name_no_plugin_has_is_reported(site, monkeypatch):
+    write_distribution(site, "hn-glasses", "hn_test_glasses", GOOD_PLUGIN, "glasses")
+    monkeypatch.setenv("HYDRANET_PLUGINS", "glases")
+    errors = make_plugin_manager().load_errors()
+    assert any("HYDRANET_PLUGINS names 'glases', but no installed plugin has that entry point; "
+               "did you mean 'glasses'?" in e for e in errors)
+
+
+def test_an_unknown_name_mentions_a_plugin_that_failed_to_load(site, monkeypatch, tmp_path):
+    from hydranet.core.errors import SpecError
+    from hydranet.core.spec import load_spec
+
+    write_distribution(site, "hn-broken", "hn_test_broken", "raise ImportError('needs a GPU driver')", "broken")
+    components = load_components(make_plugin_manager(allow=None))
+    raw = {"tasks": ["age", {"name": "smile", "kind": "broken_smile"}], "data": {"name": "utkface", "root": "x"}}
+    with pytest.raises(SpecError) as caught:
+        load_spec(raw, components=components)
+    message = str(caught.value)
+    assert "a plugin failed to load, which may be why a name is unknown: broken (hn-broken 1.2.3)" in message
+    assert "needs a GPU driver" in message and "hydranet plugins" in message
+    with pytest.raises(SpecError) as caught:  # without a failed plugin, no such hint
+        load_spec(raw, components=load_components(make_plugin_manager(entry_points=False)))
+    assert "failed to load" not in str(caught.value)
+
+
 def test_allow_list_parsing():
     assert allowed_plugins({}) is None
     assert allowed_plugins({"HYDRANET_PLUGINS": ""}) == set()
