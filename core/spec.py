@@ -475,6 +475,10 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
                 f" valid fields: {', '.join(known)}" if known else "")
         elif item["type"] == "missing":
             message = "required field missing"
+        elif item["type"] == "model_type":  # pydantic names its own class: "... or instance of TaskSection"
+            message = f"should be a name or a mapping of fields (got {item.get('input')!r})"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")  # our validators' own words need no pydantic label
         elif "input" in item and item["type"] not in ("value_error",) and not isinstance(item["input"], (dict, list)):
             message = f"{message} (got {item['input']!r})"
         problems.append((format_path([*prefix, *loc]), message))

@@ -239,3 +239,13 @@ def test_problems_from_set_name_the_override_not_the_file(tmp_path, components):
     found = dict(caught.value.problems)
     assert "did you mean 'strict'?" in found["data.stirct (from --set data.stirct=true)"]
     assert "did you mean 'hidden'?" in found["tasks[1].hiden (from --set tasks[1].hiden=3)"]
+
+
+def test_messages_carry_no_pydantic_labels_or_class_names(components):
+    with pytest.raises(SpecError) as caught:
+        load_spec({"tasks": [5, {"name": "1x", "kind": "binary", "label": "gender"}],
+                   "data": {"name": "utkface", "root": "x"}}, components=components)
+    found = dict(caught.value.problems)
+    assert found["tasks[0]"] == "should be a name or a mapping of fields (got 5)"
+    assert found["tasks[1].name"].startswith("task name '1x' must start with a letter")
+    assert "Value error" not in str(caught.value) and "TaskSection" not in str(caught.value)
