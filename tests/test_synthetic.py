@@ -118,13 +118,24 @@ def test_refuses_to_write_over_other_data(tmp_path: Path) -> None:
     precious = tmp_path / "mine"
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")
-    with pytest.raises(DataError, match=r"mine already exists .*count=5, size=16, seed=0.*name: utkface, root: "):
+    with pytest.raises(DataError, match=r"mine already exists .*count=5, size=16, seed=0; choose") as caught:
         write_synthetic(precious, count=5, size=16, progress=False)
+    assert "dataset" not in str(caught.value)  # a thesis is no dataset: no advice to read it as one
     assert [p.name for p in precious.iterdir()] == ["thesis.txt"]
 
     other = write_synthetic(tmp_path / "faces", count=5, size=16, progress=False)
-    with pytest.raises(DataError, match="count=6"):
+    with pytest.raises(DataError, match="count=6.* It holds synthetic faces made with count=5, size=16, seed=0"):
         write_synthetic(other, count=6, size=16, progress=False)  # other settings: not silently replaced
+
+    utk = tmp_path / "utk"
+    utk.mkdir()
+    (utk / "25_0_1_20170109150557335.jpg.chip.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"UTKFace-named images .* data: \{name: utkface, root: "):
+        write_synthetic(utk, count=5, size=16, progress=False)
+    labelled = tmp_path / "labelled"
+    (labelled / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"use the folder dataset: data: \{name: folder, root: "):
+        write_synthetic(labelled, count=5, size=16, progress=False)
 
     empty = tmp_path / "empty"
     empty.mkdir()

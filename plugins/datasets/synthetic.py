@@ -250,8 +250,27 @@ def _refuse_foreign(out: Path, count: int, size: int, seed: int) -> None:
         return
     wanted = f"count={count}, size={size}, seed={seed}"
     raise DataError(f"{out} already exists and does not hold synthetic faces made with {wanted}; "
-                    "choose a new or empty folder, or delete this one. To read the images already in it "
-                    f"(UTKFace-named files), use the utkface dataset: data: {{name: utkface, root: {out}}}")
+                    f"choose a new or empty folder, or delete this one.{_what_is_there(out)}")
+
+
+def _what_is_there(out: Path) -> str:
+    """How to use what a folder already holds, judged from a glance at its files."""
+    try:
+        made = json.loads((out / MARKER).read_text())
+        return (f" It holds synthetic faces made with count={made.get('count')}, size={made.get('size')}, "
+                f"seed={made.get('seed')}: pass those settings to reuse it.")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if not out.is_dir():
+        return ""
+    names = [p.name for p, _ in zip(out.iterdir(), range(200))]
+    if any(name.count("_") >= 3 and name.lower().endswith(".jpg") for name in names):
+        return (" To read the UTKFace-named images already in it, use the utkface dataset: "
+                f"data: {{name: utkface, root: {out}}}")
+    if any(name.lower().endswith(".csv") for name in names) or any((out / n).is_dir() for n in names):
+        return (" To read the images already in it (class subfolders, or a CSV of labels), use the folder "
+                f"dataset: data: {{name: folder, root: {out}}}")
+    return ""
 
 
 def _render_all(folder: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
