@@ -48,6 +48,24 @@ def init_from_problem(path: str | Path | None) -> str | None:
             "you run hydranet in")
 
 
+def _state_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """The differences between a module's tensors and a saved state, in words (torch's first line names a class)."""
+    own = module.state_dict()
+    reshaped = [n for n, t in own.items() if n in state and tuple(state[n].shape) != tuple(t.shape)]
+    if reshaped:
+        first = reshaped[0]
+        more = f" ({len(reshaped) - 1} more differ)" if len(reshaped) > 1 else ""
+        return f"{first} has shape {tuple(own[first].shape)} here but {tuple(state[first].shape)} in the checkpoint{more}"
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    parts = [f"missing from the checkpoint: {listed(missing)}"] if missing else []
+    parts += [f"not in this backbone: {listed(unexpected)}"] if unexpected else []
+    return "; ".join(parts) or "the tensors differ"
+
+
 def load_initial_weights(model: HydraNet, tasks: Sequence[Task], path: str | Path,
                          log: Callable[[str], None]) -> set[str]:
     """Load the backbone and the shared tasks' heads from a checkpoint; return the tasks loaded.
@@ -61,10 +79,11 @@ def load_initial_weights(model: HydraNet, tasks: Sequence[Task], path: str | Pat
     backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     try:
         model.backbone.load_state_dict(backbone_state)
-    except RuntimeError as error:
+    except RuntimeError:
         raise CheckpointError(
             f"init_from {path}: its backbone ({data['spec']['backbone']['name']}) does not fit this spec's "
-            f"backbone: {str(error).splitlines()[0]}. Use the same backbone and parameters as that run."
+            f"backbone: {_state_mismatch(model.backbone, backbone_state)}. Use the same backbone and parameters "
+            "as that run."
         ) from None
     saved_heads = {t["name"] for t in data["tasks"]}
     loaded, fresh = [], []

@@ -84,7 +84,8 @@ def test_init_from_a_different_backbone_is_a_clear_error(stages, faces, tmp_path
     raw = tiny_spec(faces)
     raw["backbone"] = {"name": "tiny", "width": 12}
     raw["init_from"] = str(first)
-    with pytest.raises(CheckpointError, match="does not fit this spec's backbone"):
+    with pytest.raises(CheckpointError, match=r"does not fit this spec's backbone: \S+ has shape \(12, .* here "
+                                              r"but \(8, .* in the checkpoint \(\d+ more differ\)\. Use the same"):
         hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
                        progress=False, echo=False)
     raw["init_from"] = str(tmp_path)
