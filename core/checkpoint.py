@@ -6,11 +6,17 @@ each task's plugin, so `hydranet.load` can rebuild the model without the
 original spec file and can say which plugin is missing when one is.
 Writes go to a temporary file that is flushed, fsynced and renamed over the
 old one: a crash mid-write leaves the previous checkpoint intact.
+
+The files `hydranet export` writes beside a checkpoint (best.onnx,
+best.ts.pt, best.pt2) are recognised before torch.load sees them: loading
+them would fail with torch's misleading complaint (pickled code, a corrupt
+zip), so the message says what the file is and which checkpoint to pass.
 """
 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,7 @@ import torch
 
 from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import CheckpointError
+from hydranet.core.export import SUFFIX
 
 FORMAT = "hydranet-checkpoint"
 FORMAT_VERSION = 1
@@ -33,15 +40,24 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and sanity-check a checkpoint file; every failure names the file."""
     path = Path(path)
+    if path.is_dir():
+        found = checkpoints_in(path)
+        what = "a run folder" if (path / "spec.yaml").is_file() else "a folder"
+        if found:
+            raise CheckpointError(f"{path} is {what}, not a checkpoint; pass one of its checkpoints: "
+                                  + ", ".join(map(str, found)))
+        raise CheckpointError(f"{path} is {what} with no checkpoint in it; pass a checkpoint file "
+                              "(a finished run's folder keeps last.pt and best.pt)")
     if not path.is_file():
-        hint = ""
-        if path.is_dir():
-            found = sorted(p.name for p in path.glob("*.pt"))
-            hint = f" It is a folder; pass one of its checkpoints: {', '.join(found)}" if found else " It is a folder."
-        raise CheckpointError(f"checkpoint not found: {path}.{hint}")
+        raise CheckpointError(f"checkpoint not found: {path}.")
+    exported = _export_kind(path)
+    if exported:
+        raise _export_passed(path, exported)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        if path.name.endswith(SUFFIX["onnx"]):  # protobuf has no signature; a failed load plus the name will do
+            raise _export_passed(path, "onnx") from None
         raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(error)}. Use another checkpoint "
                               "(a run folder keeps last.pt and best.pt).") from None
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
@@ -58,6 +74,52 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def checkpoints_in(folder: Path) -> list[Path]:
+    """The checkpoints a folder holds: its .pt files, less exports (best.ts.pt) and half-written temporaries."""
+    return sorted(p for p in folder.glob("*.pt") if p.is_file() and not p.name.startswith(".")
+                  and not p.name.endswith(SUFFIX["torchscript"]) and _export_kind(p) is None)
+
+
+_EXPORT_KINDS = {"onnx": "an exported ONNX model", "torchscript": "an exported TorchScript model",
+                 "exported": "an exported torch.export program"}
+
+
+def _export_kind(path: Path) -> str | None:
+    """"torchscript" or "exported" for those zip archives, by their member names; None for anything else.
+
+    A checkpoint's archive holds data.pkl and data/; TorchScript adds code/
+    and constants.pkl (what torch.load itself looks for before handing the
+    file to torch.jit.load, with a warning); a torch.export program holds
+    models/ and archive_format instead of data.pkl. Reading the zip's
+    directory is cheap: the member data is not read.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.split("/", 1)[-1] for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if "constants.pkl" in members or any(name.startswith("code/") for name in members):
+        return "torchscript"
+    if "archive_format" in members or any(name.startswith("models/") for name in members):
+        return "exported"
+    return None
+
+
+def _export_passed(path: Path, fmt: str) -> CheckpointError:
+    """An export file passed as a checkpoint: say what it is, and which checkpoint it came from when it is beside it."""
+    ours = ""
+    if fmt != "onnx":
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/extra/hydranet.json") for name in archive.namelist()):
+                ours = " (written by hydranet export)"
+    source = None
+    if path.name.endswith(SUFFIX[fmt]):
+        source = path.with_name(path.name[:-len(SUFFIX[fmt])] + ".pt")
+    way_out = (f"pass {source}" if source and source != path and source.is_file()
+               else "pass the .pt checkpoint it was exported from (a run folder keeps last.pt and best.pt)")
+    return CheckpointError(f"{path} is {_EXPORT_KINDS[fmt]}{ours}, not a hydranet checkpoint; {way_out}")
+
+
 def _load_failure(error: Exception) -> str:
     """Why torch.load refused, without torch's advice to disable the safety check."""
     if isinstance(error, EOFError) or "EOF" in str(error):
@@ -65,6 +127,8 @@ def _load_failure(error: Exception) -> str:
     if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
         return ("it contains Python objects other than tensors and plain data, which hydranet never loads "
                 "(loading them could run code)")
+    if "PytorchStreamReader" in str(error):  # the zip is cut short or damaged; torch's paragraph says no more
+        return "the file is truncated or damaged (its archive cannot be read)"
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first} (the file is truncated, damaged, or not a hydranet checkpoint)"
 

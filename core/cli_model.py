@@ -5,6 +5,8 @@ one concern, turning a checkpoint into something a person or a program reads,
 and its formatting helpers. `cli.py` registers them on the `hydranet` group.
 Everything they print to stdout is the answer (a table, JSON or CSV);
 progress and counts of unreadable images go to stderr, so pipes stay clean.
+Errors name these commands' options (--device, --set, --out), not the spec
+keys that training uses for the same things.
 """
 
 from __future__ import annotations
@@ -18,9 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 
+from hydranet.core.errors import HydranetError
 from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
+
+OUT_HINT = "Choose another with --out FILE."
+
+
+def pick_device_option(name: str) -> torch.device:
+    """`--device`, checked before the checkpoint loads; pick_device's messages name train.device, the spec key."""
+    from hydranet.core.device import pick_device
+
+    try:
+        return pick_device(name)
+    except HydranetError as error:
+        raise HydranetError(str(error).replace("train.device=", "--device ").replace("train.device", "--device")
+                            ) from None
+
 
 # ------------------------------------------------------------------ eval
 
@@ -55,10 +73,11 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
       hydranet eval best.pt --data data/UTKFace --split all
       hydranet eval best.pt --json > eval.json
     """
-    from hydranet.core.inference import TrainedModel
+    from hydranet.core.inference import TrainedModel, check_data_overrides
     from hydranet.core.report import metrics_table
 
-    model = TrainedModel.from_checkpoint(checkpoint, device=device)
+    check_data_overrides(overrides)
+    model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
     if data_root:
         overrides = (f"data.root={data_root}", *overrides)
     evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty())
@@ -142,30 +161,52 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
       hydranet predict best.pt photos/ --csv --out predictions.csv
       hydranet predict best.pt photos/ more.jpg --json > predictions.json
     """
-    from hydranet.core.atomic import atomic_write_text
+    from hydranet.core.atomic import atomic_write_text, writable_folder
     from hydranet.core.inference import TrainedModel, expand_image_paths
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     fmt = "json" if as_json else "csv" if as_csv else _format_of(out_file)
-    model = TrainedModel.from_checkpoint(checkpoint, device=device)
+    model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
     files = expand_image_paths(paths)
     if not files:
         raise click.ClickException("no image files found in: " + ", ".join(paths)
                                    + " (looked for " + ", ".join(_image_suffixes()) + ")")
+    if out_file:
+        writable_folder(out_file, hint=OUT_HINT)  # before predicting, not after
     show = sys.stderr.isatty() if progress is None else progress
     rows = model.predict_files(files, batch_size=batch_size, progress=show)
+    failed = [row for row in rows if "error" in row]
     text = {"json": lambda: json.dumps(rows, indent=2) + "\n",
             "csv": lambda: predictions_csv(rows, model.tasks),
             "table": lambda: predictions_table(rows, model.task_names) + "\n"}[fmt]()
+    if len(failed) == len(rows):
+        if not out_file:
+            click.echo(text, nl=False)
+        raise click.ClickException(nothing_readable(failed, out_file))
     if out_file:
         atomic_write_text(out_file, text)
         click.echo(f"wrote {len(rows)} predictions to {out_file}", err=True)
     else:
         click.echo(text, nl=False)
-    failed = sum(1 for row in rows if "error" in row)
     if failed:
-        click.echo(f"{failed} of {len(rows)} images could not be read; their rows say why.", err=True)
+        click.echo(f"{len(failed)} of {len(rows)} images could not be read; their rows say why.", err=True)
+
+
+def nothing_readable(rows: Sequence[Mapping[str, Any]], out_file: str | None, shown: int = 5) -> str:
+    """Why predict made no predictions: the first files with their reasons, and the way out.
+
+    A run in which every file failed (a spec file passed by mistake, a folder
+    of RAW photos) must not exit 0, and must not replace an --out file of
+    earlier predictions with a file of errors.
+    """
+    lines = [f"no image could be read ({len(rows)} file{'s' if len(rows) != 1 else ''} tried):"]
+    lines += [f"  {row['file']}: {row['error']}" for row in rows[:shown]]
+    if len(rows) > shown:
+        lines.append(f"  ... and {len(rows) - shown} more")
+    kept = f"{out_file} was not written. " if out_file else ""
+    lines.append(f"{kept}Pass image files ({', '.join(_image_suffixes())}) or folders of them.")
+    return "\n".join(lines)
 
 
 def _format_of(out_file: str | None) -> str:

@@ -18,7 +18,8 @@ A JSON manifest (input, outputs, class names, units) travels inside the file
 (ONNX metadata `hydranet`, `hydranet.json` extra file otherwise), so whoever
 receives the file can decode it without the spec. Files are written to a
 temporary name, checked against PyTorch when asked, and only then renamed:
-a failed export leaves nothing behind.
+a failed export leaves nothing behind. An output folder that cannot take
+the file is refused before exporting starts.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hydranet.core.atomic import atomic_file
+from hydranet.core.atomic import atomic_file, writable_folder
 from hydranet.core.errors import HydranetError
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
         require_onnx(runtime=check)
     trained = TrainedModel.from_checkpoint(checkpoint, device="cpu")
     target = Path(out) if out else default_output(checkpoint, fmt)
+    writable_folder(target, hint="Choose another output file (--out FILE).")  # before minutes of tracing
     wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std).eval()
     manifest = build_manifest(trained)
     example = torch.rand(2, 3, trained.image_size, trained.image_size)

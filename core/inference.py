@@ -20,7 +20,7 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
-from hydranet.core.errors import CheckpointError, SpecError
+from hydranet.core.errors import CheckpointError, HydranetError, SpecError
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.plugins import Components, default_components
@@ -138,6 +138,7 @@ class TrainedModel:
         """
         from hydranet.core.engine import baseline_metrics, batch_source, evaluate, load_prepared_data
 
+        overrides = check_data_overrides(overrides)
         spec = self.spec
         if overrides:
             spec = load_spec(spec.to_dict(), overrides, components)
@@ -207,6 +208,22 @@ class TrainedModel:
         decoded = {task.name: task.decode(outputs[task.name].float().cpu()) for task in self.tasks}
         count = len(next(iter(decoded.values()))) if decoded else 0
         return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
+
+
+def check_data_overrides(overrides: Iterable[str]) -> tuple[str, ...]:
+    """Overrides of the data only: evaluating a trained model can change what it sees, not how it was made.
+
+    A `train.epochs=3` would otherwise be applied to a spec nobody trains
+    again and silently ignored.
+    """
+    overrides = tuple(overrides)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key != "data" and not key.startswith("data."):
+            raise HydranetError(f"override '{item}' is not a data.* key: evaluating a checkpoint can change only "
+                                "its data (e.g. --set data.root=DIR or --set data.val_fraction=0.2); the model "
+                                "and its training settings come from the checkpoint")
+    return overrides
 
 
 @dataclass

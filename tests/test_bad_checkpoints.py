@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,8 @@ def test_truncated_checkpoint(tmp_path: Path, run: Path, with_plugin: Components
     data = (run / "last.pt").read_bytes()
     path = tmp_path / "truncated.pt"
     path.write_bytes(data[: len(data) // 2])
-    assert "truncated" in refused(path, with_plugin)
+    message = refused(path, with_plugin)
+    assert "the file is truncated or damaged" in message and "miniz" not in message  # not torch's paragraph
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", bytes(range(256)) * 4])
@@ -140,7 +143,59 @@ def test_foreign_torch_file(tmp_path: Path, with_plugin: Components, foreign) ->
 def test_missing_file_and_folder(tmp_path: Path, run: Path, with_plugin: Components) -> None:
     assert "checkpoint not found" in refused(tmp_path / "nope.pt", with_plugin)
     message = refused(run, with_plugin)  # the run folder instead of a file in it
-    assert "last.pt" in message and "best.pt" in message
+    assert f"{run} is a run folder, not a checkpoint; pass one of its checkpoints: {run / 'best.pt'}, " \
+           f"{run / 'last.pt'}" in message
+    assert "not found" not in message  # the folder is there
+    (tmp_path / "empty").mkdir()
+    assert "no checkpoint in it" in refused(tmp_path / "empty", with_plugin)
+
+
+# --- export files passed as checkpoints ----------------------------------------------------------
+
+@pytest.fixture
+def exported_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of the run holding what `hydranet export` writes next to best.pt, in each format.
+
+    Tiny stand-in models, saved the way export.py saves them (its manifest
+    included): what is tested is how a checkpoint reader tells them apart.
+    """
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    linear = torch.nn.Linear(3, 2).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(linear, torch.zeros(1, 3)), str(folder / "best.ts.pt"),
+                       _extra_files={"hydranet.json": "{}"})
+    torch.export.save(torch.export.export(linear, (torch.zeros(1, 3),)), str(folder / "best.pt2"),
+                      extra_files={"hydranet.json": "{}"})
+    (folder / "best.onnx").write_bytes(b"\x08\x0a\x12\x07pytorch")  # how torch's ONNX files begin (protobuf)
+    return folder
+
+
+def test_a_run_folder_lists_only_its_checkpoints(exported_run: Path, with_plugin: Components) -> None:
+    message = refused(exported_run, with_plugin)
+    assert message.endswith(f"pass one of its checkpoints: {exported_run / 'best.pt'}, {exported_run / 'last.pt'}")
+    assert ".ts.pt" not in message and ".pt2" not in message and ".onnx" not in message
+
+
+@pytest.mark.parametrize("name, kind", [("best.ts.pt", "TorchScript model"), ("best.pt2", "torch.export program"),
+                                        ("best.onnx", "ONNX model")])
+def test_an_export_file_is_named_as_one(exported_run: Path, with_plugin: Components, name: str, kind: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "looks like a TorchScript archive" warning must not show
+        message = refused(exported_run / name, with_plugin)
+    assert f"is an exported {kind}" in message and "not a hydranet checkpoint" in message
+    assert message.endswith(f"pass {exported_run / 'best.pt'}")
+    assert "Python objects" not in message and "miniz" not in message  # the misdiagnoses it replaced
+
+
+def test_an_export_file_without_its_checkpoint_beside_it(exported_run: Path, tmp_path: Path,
+                                                         with_plugin: Components) -> None:
+    alone = tmp_path / "model.pt"  # a TorchScript file under a checkpoint's name
+    shutil.copy(exported_run / "best.ts.pt", alone)
+    message = refused(alone, with_plugin)
+    assert "is an exported TorchScript model (written by hydranet export)" in message
+    assert "pass the .pt checkpoint it was exported from" in message
 
 
 def test_checkpoint_from_a_newer_hydranet(tmp_path: Path, run: Path, with_plugin: Components) -> None:

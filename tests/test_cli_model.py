@@ -235,3 +235,64 @@ def test_the_commands_are_in_the_generated_cli_reference_and_the_guide():
         assert f"hydranet {command} runs/finetune-age/best.pt" in guide, command
     for option in ("--data", "--csv", "--out", "--opset", "--format"):
         assert option in reference, option
+
+
+# --- bad input to the model commands: clean messages, exit statuses, nothing written ------------------
+
+def test_out_inside_a_file_or_an_unwritable_folder_is_refused_before_any_work(runs, pictures, tmp_path,
+                                                                              monkeypatch):
+    from hydranet.core import export as export_module
+    from hydranet.core.inference import TrainedModel
+
+    def never(*args, **kwargs):
+        raise AssertionError("predicted (or exported) although the output cannot be written")
+
+    monkeypatch.setattr(TrainedModel, "predict_files", never)
+    for fmt in export_module.FORMATS:
+        monkeypatch.setitem(export_module._WRITERS, fmt, never)
+    spec = tmp_path / "small.yaml"
+    spec.write_text("kept: as it was\n")
+    folders = {spec / "p.csv": spec, spec / "sub" / "x.onnx": spec}
+    if Path("/proc/self").exists():  # a folder that exists but takes no new files
+        folders[Path("/proc/x.onnx")] = Path("/proc")
+    for out, at_fault in folders.items():
+        for args in (["predict", runs["tuned"], pictures, "--device", "cpu"], ["export", runs["tuned"]]):
+            result = run(*args, "--out", out, ok=False)
+            assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+            assert f"cannot write to the output folder {out.parent}: " in result.output, result.output
+            assert f"{at_fault}" in result.output and "--out FILE" in result.output
+    assert "small.yaml: it is a file, not a folder" in run("export", runs["tuned"], "--out", spec / "x.onnx",
+                                                         ok=False).output
+    assert spec.read_text() == "kept: as it was\n"
+
+
+def test_device_errors_name_the_device_option(runs, pictures, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for args in (["eval", runs["tuned"]], ["predict", runs["tuned"], pictures]):
+        result = run(*args, "--device", "cuda", ok=False)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "--device: cuda was asked for" in result.output and "use --device auto or cpu" in result.output
+        assert "train.device" not in result.output
+    assert "--device: 'gpu9' is not a device" in run("eval", runs["tuned"], "--device", "gpu9", ok=False).output
+
+
+def test_eval_set_takes_only_data_keys(runs):
+    result = run("eval", runs["tuned"], "--set", "train.epochs=3", "--device", "cpu", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "'train.epochs=3' is not a data.* key" in result.output and "--set data." in result.output
+    assert "confusion matrix" not in result.output  # refused, not silently ignored
+
+
+def test_predict_fails_when_no_image_can_be_read(runs, pictures, tmp_path):
+    spec = tmp_path / "small.yaml"
+    spec.write_text("not: an image\n")
+    result = run("predict", runs["tuned"], spec, "--device", "cpu", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"no image could be read (1 file tried):\n  {spec}: not an image" in result.stderr
+    out = tmp_path / "old.csv"
+    out.write_text("the previous predictions\n")
+    written = run("predict", runs["tuned"], spec, pictures / "broken.jpg", "--out", out, "--device", "cpu", ok=False)
+    assert written.exit_code == 1 and f"{out} was not written" in written.stderr
+    assert out.read_text() == "the previous predictions\n"  # nothing lost for a run with nothing to write
+    partial = run("predict", runs["tuned"], spec, pictures, "--device", "cpu")  # some readable: still 0
+    assert "1 of 1" not in partial.stderr and "2 of 8 images could not be read" in partial.stderr

@@ -174,3 +174,30 @@ def test_atomic_text_writes_replace_whole_files(tmp_path):
         tmp.write_text("half")
         1 / 0
     assert json.loads(target.read_text()) == [2] and [p.name for p in target.parent.iterdir()] == ["p.json"]
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "small.yaml"
+    blocker.write_text("a file, not a folder\n")
+    for target in (blocker / "p.json", blocker / "sub" / "p.json"):
+        with pytest.raises(atomic.OutputError, match=f"cannot write to the output folder {target.parent}: "
+                                                     f"(it|.*small.yaml) is a file, not a folder"):
+            atomic.atomic_write_text(target, "[]")
+    with pytest.raises(atomic.OutputError, match="Choose another with --out FILE"):
+        atomic.writable_folder(blocker / "p.json", hint="Choose another with --out FILE.")
+    assert isinstance(atomic.OutputError("x"), (HydranetError, OSError))  # callers catching OSError still do
+    assert blocker.read_text() == "a file, not a folder\n" and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["small.yaml"]
+    made = atomic.writable_folder(tmp_path / "new" / "deeper" / "p.json")
+    assert made == tmp_path / "new" / "deeper" and not any(made.iterdir())  # the probe file is gone
+
+
+def test_export_checks_its_output_folder_before_exporting(checkpoint, tmp_path, monkeypatch):
+    def never(*args):
+        raise AssertionError("exported although the file cannot be written")
+
+    monkeypatch.setitem(export_module._WRITERS, "torchscript", never)
+    (tmp_path / "small.yaml").write_text("")
+    with pytest.raises(HydranetError, match="output folder .*small.yaml: it is a file, not a folder. "
+                                            "Choose another output file"):
+        export_checkpoint(checkpoint, tmp_path / "small.yaml" / "m.ts.pt", "torchscript")
