@@ -22,7 +22,6 @@ from typing import Any
 import click
 import torch
 
-from hydranet.core.errors import HydranetError
 from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
 
@@ -30,14 +29,10 @@ OUT_HINT = "Choose another with --out FILE."
 
 
 def pick_device_option(name: str) -> torch.device:
-    """`--device`, checked before the checkpoint loads; pick_device's messages name train.device, the spec key."""
+    """`--device`, checked before the checkpoint loads, with messages that name the option."""
     from hydranet.core.device import pick_device
 
-    try:
-        return pick_device(name)
-    except HydranetError as error:
-        raise HydranetError(str(error).replace("train.device=", "--device ").replace("train.device", "--device")
-                            ) from None
+    return pick_device(name, option="--device")
 
 
 # ------------------------------------------------------------------ eval
@@ -153,7 +148,8 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
     Predictions are readable: class names with their probability, regression
     values in their unit (ages in years). An image that cannot be read gets
     its reason in its row instead of stopping the run; their number is
-    printed on stderr at the end.
+    printed on stderr at the end. When no image at all can be read, the
+    command exits with status 1 and leaves an existing --out file alone.
 
     \b
     Examples:

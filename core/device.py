@@ -17,8 +17,14 @@ import torch
 from hydranet.core.errors import HydranetError
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for "auto"; otherwise the named device, checked."""
+def pick_device(name: str = "auto", option: str = "train.device") -> torch.device:
+    """cuda, then mps, then cpu for "auto"; otherwise the named device, checked.
+
+    `option` is what the user set, for the messages: the spec key (the
+    default), a command-line option such as `--device`, or a function's
+    argument such as `device`.
+    """
+    use = f"{option} " if option.startswith("-") else f"{option}="
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -28,11 +34,11 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise HydranetError(f"train.device: '{name}' is not a device ({error}); use auto, cpu, cuda, cuda:1 or mps") from None
+        raise HydranetError(f"{option}: '{name}' is not a device ({error}); use auto, cpu, cuda, cuda:1 or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise HydranetError("train.device: cuda was asked for but this torch sees no CUDA GPU; use train.device=auto or cpu")
+        raise HydranetError(f"{option}: cuda was asked for but this torch sees no CUDA GPU; use {use}auto or cpu")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise HydranetError("train.device: mps was asked for but is not available here; use train.device=auto or cpu")
+        raise HydranetError(f"{option}: mps was asked for but is not available here; use {use}auto or cpu")
     return device
 
 

@@ -86,7 +86,7 @@ class TrainedModel:
         except RuntimeError as error:
             raise CheckpointError(f"the weights in {path} do not fit the model its spec describes:\n"
                                   + state_dict_mismatch(error)) from None
-        target = pick_device(str(device)) if isinstance(device, str) else device
+        target = pick_device(str(device), option="device") if isinstance(device, str) else device
         return cls(model.to(target), tasks, spec, data["preprocess"], target, data)
 
     @property

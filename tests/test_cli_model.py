@@ -296,3 +296,13 @@ def test_predict_fails_when_no_image_can_be_read(runs, pictures, tmp_path):
     assert out.read_text() == "the previous predictions\n"  # nothing lost for a run with nothing to write
     partial = run("predict", runs["tuned"], spec, pictures, "--device", "cpu")  # some readable: still 0
     assert "1 of 1" not in partial.stderr and "2 of 8 images could not be read" in partial.stderr
+
+
+def test_the_python_api_names_its_device_argument(monkeypatch):
+    from hydranet.core.device import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(hydranet.HydranetError, match=r"^device: cuda was asked for .*; use device=auto or cpu$"):
+        pick_device("cuda", option="device")
+    with pytest.raises(hydranet.HydranetError, match=r"^train.device: cuda .*; use train.device=auto or cpu$"):
+        pick_device("cuda")
