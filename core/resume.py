@@ -78,6 +78,9 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to continue a run from: RUN_DIR/last.pt (or a checkpoint file itself)."""
     path = Path(run_dir)
     checkpoint = path / "last.pt" if path.is_dir() else path
+    if not path.exists():
+        raise CheckpointError(f"nothing to resume: {path} does not exist. "
+                              "Pass the run folder of an earlier `hydranet train` (it holds last.pt).")
     if not checkpoint.is_file():
         raise CheckpointError(f"nothing to resume in {path}: {checkpoint.name} not found. "
                               "Pass the run folder of an earlier `hydranet train` (it holds last.pt).")

@@ -165,8 +165,11 @@ def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
     with pytest.raises(TrainingError, match="already finished its 1 epochs; .* init_from: "):
         hydranet.train(components=components, resume=tmp_path, progress=False, echo=False)
     assert (tmp_path / "train.log").read_text() == log  # refused before loading data or writing anything
-    with pytest.raises(hydranet.HydranetError, match="nothing to resume"):
+    with pytest.raises(hydranet.HydranetError, match="nothing to resume: .*nope does not exist"):
         hydranet.train(components=components, resume=tmp_path / "nope", progress=False, echo=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(hydranet.HydranetError, match="nothing to resume in .*empty: last.pt not found"):
+        hydranet.train(components=components, resume=tmp_path / "empty", progress=False, echo=False)
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
