@@ -600,6 +600,7 @@ class Trainer:
             try:
                 self._setup()
             except BaseException:
+                self._stop_background_compile()
                 self.run_folder.remove_if_unused()  # no run happened: leave no folder that looks like one
                 raise
             if self.resume_state is not None:

@@ -38,7 +38,7 @@ def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
 
 
 #: Files that mark a folder as holding a run: a new run there would mix its files with the old one's.
-RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json")
+RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json", "compile.log")
 
 
 class RunFolder:
