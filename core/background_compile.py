@@ -35,6 +35,11 @@ from typing import Any
 
 import torch
 
+from hydranet.core.augment import DeviceAugment
+from hydranet.core.device import RunSettings
+from hydranet.core.forward import make_forward_losses, model_for_settings
+from hydranet.core.spec import load_spec
+
 #: Lines of the child's log quoted when it fails.
 TAIL_LINES = 6
 
@@ -123,11 +128,6 @@ class BackgroundCompile:
 
 def warm_caches(job: CompileJob) -> None:
     """Build the run's model and compile its training and evaluation graphs on dummy batches (the child's work)."""
-    from hydranet.core.augment import DeviceAugment
-    from hydranet.core.device import RunSettings
-    from hydranet.core.engine import make_forward_losses, model_for_settings
-    from hydranet.core.spec import load_spec
-
     spec = load_spec(job.spec)
     settings = RunSettings(**{**job.settings, "device": torch.device(job.settings["device"])})
     tasks = spec.build_tasks()

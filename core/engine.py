@@ -11,15 +11,13 @@ from them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,31 +37,18 @@ from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
+from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
+from hydranet.core.forward import check_heads, make_forward_losses, model_for_settings
+from hydranet.core.interrupts import interrupt_requests
 from hydranet.core.errors import CheckpointError, HydranetError, TrainingError, TrainingInterrupted
-from hydranet.core.interfaces import StepContext, Task, Weighting, label_mask
-from hydranet.core.model import HydraNet, build_model
+from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.paths import cache_dir
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress, capture_generators, restore_generators, resume_checkpoint
 from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.step import TrainStep
-from hydranet.core.surgery import freeze, init_from_problem, load_initial_weights, parameter_groups
-
-
-@dataclass
-class EvalResult:
-    """Validation losses and metrics per task, read from the device once."""
-
-    losses: dict[str, float]
-    metrics: dict[str, dict[str, float]]
-    labelled: dict[str, int]
-    higher_is_better: dict[str, dict[str, bool]] = field(default_factory=dict)
-
-    @property
-    def total_loss(self) -> float:
-        finite = [v for v in self.losses.values() if math.isfinite(v)]
-        return sum(finite) if finite else math.inf
+from hydranet.core.surgery import init_from_problem, load_initial_weights, parameter_groups
 
 
 @dataclass
@@ -113,60 +98,6 @@ def train(
     return Trainer(resolved, out_dir=out_dir, components=components, progress=progress, echo=echo).run()
 
 
-def build_tasks_and_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
-    backbone = spec.backbone.build()
-    return build_model(backbone, tasks)
-
-
-def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSettings, needs_features: bool,
-                        *, compile: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]:
-    """images, targets -> (losses, features), compiled or not.
-
-    Loss-based weightings get one fused graph (model and losses together, so
-    their small kernels fuse) and no features. Weightings that read the shared
-    representation get two graphs, backbone and heads+losses, so the
-    representation is a real tensor their gradients can stop at. The run and
-    the background compiler (`hydranet.core.background_compile`) both build
-    their graphs here, so that the compiler's cache keys of the two agree.
-    """
-    compile_ = (lambda f: torch.compile(f, mode=settings.compile_mode)) if compile else (lambda f: f)
-
-    if not needs_features:
-        def fused(images: Tensor, targets: Tensor) -> Tensor:
-            with settings.autocast():
-                outputs = model(images)
-            return task_losses(tasks, outputs, targets)
-
-        compiled = compile_(fused)
-        return lambda images, targets: (compiled(images, targets), None)
-
-    def backbone(images: Tensor) -> Tensor:
-        with settings.autocast():
-            return model.features(images)
-
-    def heads(features: Tensor, targets: Tensor) -> Tensor:
-        with settings.autocast():
-            outputs = model.heads_forward(features)
-        return task_losses(tasks, outputs, targets)
-
-    backbone, heads = compile_(backbone), compile_(heads)
-
-    def split(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        features = backbone(images)
-        return heads(features, targets), features
-
-    return split
-
-
-def model_for_settings(spec: ResolvedSpec, tasks: Sequence[Task], settings: RunSettings) -> HydraNet:
-    """The spec's model with its frozen parts, on the device and in the memory format the settings say."""
-    model = build_tasks_and_model(spec, tasks)
-    if spec.spec.freeze:
-        freeze(model, spec.spec.freeze)
-    model = model.to(settings.device)
-    return model.to(memory_format=torch.channels_last) if settings.channels_last else model
-
-
 def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool) -> PreparedData:
     """The dataset a spec names, listed, labelled, decoded (through the cache) and split."""
     data = spec.spec.data
@@ -184,152 +115,11 @@ def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool
     )
 
 
-def task_losses(tasks: Sequence[Task], outputs: Mapping[str, Tensor], targets: Tensor) -> Tensor:
-    """(K,) per-task losses, in task order, each masked to its labelled rows."""
-    return torch.stack([task.loss(outputs[task.name], targets[:, k]) for k, task in enumerate(tasks)])
-
-
 def batch_source(spec: ResolvedSpec, data: PreparedData, settings: RunSettings) -> BatchSource:
     """Place the decoded images as the spec's `data.placement` (auto: by size) says."""
     section = spec.spec.data
     placement = choose_placement(data.images.numel(), settings.device, section.placement, section.device_memory_gb)
     return BatchSource(data.images, settings.device, placement, workers=min(8, os.cpu_count() or 1))
-
-
-@torch.no_grad()
-def evaluate(
-    forward: Any,
-    tasks: Sequence[Task],
-    source: BatchSource,
-    targets: Tensor,
-    index: Tensor,
-    augment: DeviceAugment,
-    settings: RunSettings,
-    batch_size: int,
-    *,
-    pad: bool = False,
-    all_reduce: Callable[[Tensor], Tensor] | None = None,
-) -> EvalResult:
-    """Exact per-task losses and metrics over `index`: sums and counts, read once at the end.
-
-    With `pad`, a short last batch is filled up to `batch_size` with rows whose
-    labels are all missing, so a compiled model sees one static shape and the
-    padding counts for nothing in any loss or metric. With `all_reduce` (a
-    distributed run, each rank evaluating its part of the index), the loss
-    sums, counts and metric buffers are summed over the ranks before anything
-    is computed from them, so the result is that of the whole index.
-    """
-    device = settings.device
-    metrics = {task.name: {k: m.to(device) for k, m in task.metrics().items()} for task in tasks}
-    loss_sums = torch.zeros(len(tasks), device=device)
-    counts = torch.zeros(len(tasks), device=device)
-    batch_size = min(batch_size, max(1, index.numel()))
-    for images, rows in source.batches(index, batch_size, drop_last=False):
-        y = targets[rows]
-        missing = batch_size - rows.numel()
-        if pad and missing:
-            images = torch.cat([images, images[:1].expand(missing, *images.shape[1:])])
-            y = torch.cat([y, y.new_full((missing, y.shape[1]), float("nan"))])
-        if settings.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with settings.autocast():
-            outputs = forward(augment(images, train=False))
-        for k, task in enumerate(tasks):
-            output, target = outputs[task.name].float(), y[:, k]
-            mask = label_mask(target)
-            n = mask.sum()
-            loss_sums[k] += task.loss(output, target) * n
-            counts[k] += n
-            for metric in metrics[task.name].values():
-                metric.update(output, target, mask)
-    if all_reduce is not None:
-        for total in [loss_sums, counts, *(b for t in tasks for m in metrics[t.name].values() for b in m.buffers())]:
-            all_reduce(total)
-    values = torch.cat([loss_sums / counts.clamp_min(1), counts] +
-                       [m.compute().reshape(1).float() for task in tasks for m in metrics[task.name].values()])
-    host = values.tolist()  # the one synchronisation of an evaluation
-    k = len(tasks)
-    losses = {t.name: (host[i] if host[k + i] > 0 else math.nan) for i, t in enumerate(tasks)}
-    labelled = {t.name: int(host[k + i]) for i, t in enumerate(tasks)}
-    flat = iter(host[2 * k:])
-    result = {task.name: {name: next(flat) for name in metrics[task.name]} for task in tasks}
-    directions = {t.name: {n: m.higher_is_better for n, m in metrics[t.name].items()} for t in tasks}
-    return EvalResult(losses, result, labelled, directions)
-
-
-def baseline_metrics(tasks: Sequence[Task], train_targets: Tensor, val_targets: Tensor) -> dict[str, dict[str, float]]:
-    """Each task's metrics for the best constant prediction (mean / majority class)."""
-    baselines = {}
-    for k, task in enumerate(tasks):
-        try:
-            constant = task.trivial_output(train_targets[:, k])
-        except NotImplementedError:
-            continue
-        target = val_targets[:, k]
-        output = constant.reshape(1, -1).expand(target.shape[0], -1)
-        values = {}
-        for name, metric in task.metrics().items():
-            metric.update(output, target, label_mask(target))
-            values[name] = float(metric.compute())
-        baselines[task.name] = values
-    return baselines
-
-
-def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, components: Components) -> None:
-    """Run every head once on dummy features: a head of the wrong shape is named with its plugin now,
-    not as a broadcasting error deep inside a loss."""
-    features = torch.zeros(2, int(getattr(model.backbone, "out_features")), device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for resolved, task in zip(spec.tasks, tasks):
-                try:
-                    output = model.heads[task.name](features)
-                    problem = None if tuple(output.shape) == (2, task.out_features) else (
-                        f"returned shape {tuple(output.shape)} for 2 samples; expected (2, {task.out_features})")
-                except Exception as error:  # a plugin's head may raise anything
-                    problem = f"raised {type(error).__name__}: {error}"
-                if problem:
-                    plugin = resolved.component.entry.plugin
-                    info = components.pm.info.get(plugin)
-                    origin = f"plugin '{plugin}'" + (f" ({info.distribution} {info.version})" if info else "")
-                    raise TrainingError(f"the head of task '{task.name}' from {origin} {problem}. "
-                                        "Fix the task's build_head/out_features, or leave the task out of the spec.")
-    finally:
-        model.train(was_training)
-
-
-#: Signals closer together than this are one request (see `interrupt_requests`).
-DOUBLE_SIGNAL_SECONDS = 1.0
-
-
-@contextlib.contextmanager
-def interrupt_requests(trainer: "Trainer") -> Iterator[None]:
-    """SIGINT/SIGTERM ask the trainer to finish its step, save and stop; a second SIGINT stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request(signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if trainer.stop_signal is not None:
-            # torchrun passes on the terminal's Ctrl-C, so a worker gets it twice at once: only a
-            # second Ctrl-C a moment later means "stop now, without saving".
-            if signum == signal.SIGINT and now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS:
-                raise KeyboardInterrupt
-            return
-        trainer.stop_signal, trainer.stop_requested_at = signum, now
-        when = "at the next log interval" if trainer.dist.active else "this step"
-        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving "
-                               "(press Ctrl-C again to stop at once)")
-
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:

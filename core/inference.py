@@ -136,7 +136,8 @@ class TrainedModel:
         hides: each classification task's confusion matrix and each regression
         task's error distribution.
         """
-        from hydranet.core.engine import baseline_metrics, batch_source, evaluate, load_prepared_data
+        from hydranet.core.engine import batch_source, load_prepared_data
+        from hydranet.core.evaluation import baseline_metrics, evaluate
 
         overrides = check_data_overrides(overrides)
         spec = self.spec
@@ -232,7 +233,7 @@ class Evaluation:
 
     split: str
     images: int
-    result: Any  # engine.EvalResult: losses, metrics, labelled counts, higher_is_better
+    result: Any  # evaluation.EvalResult: losses, metrics, labelled counts, higher_is_better
     baselines: dict[str, dict[str, float]]
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 

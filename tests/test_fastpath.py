@@ -18,7 +18,8 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.batches import BatchSource, choose_placement
 from hydranet.core.decode import decode_images
 from hydranet.core.device import fused_if_supported, resolve_settings
-from hydranet.core.engine import Trainer, evaluate
+from hydranet.core.engine import Trainer
+from hydranet.core.evaluation import evaluate
 from hydranet.core.spec import load_spec
 
 
@@ -113,7 +114,8 @@ def test_flip_and_shift_move_pixels_as_documented():
 
 def test_padded_evaluation_gives_exactly_the_unpadded_metrics(faces, components):
     spec = load_spec(tiny_spec(faces), components=components)
-    from hydranet.core.engine import batch_source, build_tasks_and_model, load_prepared_data
+    from hydranet.core.engine import batch_source, load_prepared_data
+    from hydranet.core.forward import build_tasks_and_model
 
     tasks = spec.build_tasks()
     data = load_prepared_data(spec, tasks, progress=False)

@@ -7,7 +7,7 @@ import torch
 
 import hydranet
 from conftest import tiny_model_and_batch, tiny_spec
-from hydranet.core.engine import task_losses
+from hydranet.core.forward import task_losses
 from hydranet.core.interfaces import StepContext
 from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec

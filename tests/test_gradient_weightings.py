@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from conftest import make_tasks, tiny_model_and_batch
-from hydranet.core.engine import task_losses
+from hydranet.core.forward import task_losses
 from hydranet.core.errors import SpecError
 from hydranet.core.interfaces import StepContext
 from hydranet.core.plugins import Components, load_components, make_plugin_manager

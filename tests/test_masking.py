@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hydranet.core.engine import task_losses
+from hydranet.core.forward import task_losses
 from hydranet.core.interfaces import masked_mean
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError
 

@@ -1,0 +1,114 @@
+"""Evaluation: exact per-task losses and metrics over a set of images, and the constant baseline to beat.
+
+Kept apart from the training loop because `hydranet eval` and the Python API
+evaluate checkpoints with the same code the loop validates with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hydranet.core.augment import DeviceAugment
+from hydranet.core.batches import BatchSource
+from hydranet.core.device import RunSettings
+from hydranet.core.interfaces import Task, label_mask
+
+
+@dataclass
+class EvalResult:
+    """Validation losses and metrics per task, read from the device once."""
+
+    losses: dict[str, float]
+    metrics: dict[str, dict[str, float]]
+    labelled: dict[str, int]
+    higher_is_better: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+    @property
+    def total_loss(self) -> float:
+        finite = [v for v in self.losses.values() if math.isfinite(v)]
+        return sum(finite) if finite else math.inf
+
+
+@torch.no_grad()
+def evaluate(
+    forward: Any,
+    tasks: Sequence[Task],
+    source: BatchSource,
+    targets: Tensor,
+    index: Tensor,
+    augment: DeviceAugment,
+    settings: RunSettings,
+    batch_size: int,
+    *,
+    pad: bool = False,
+    all_reduce: Callable[[Tensor], Tensor] | None = None,
+) -> EvalResult:
+    """Exact per-task losses and metrics over `index`: sums and counts, read once at the end.
+
+    With `pad`, a short last batch is filled up to `batch_size` with rows whose
+    labels are all missing, so a compiled model sees one static shape and the
+    padding counts for nothing in any loss or metric. With `all_reduce` (a
+    distributed run, each rank evaluating its part of the index), the loss
+    sums, counts and metric buffers are summed over the ranks before anything
+    is computed from them, so the result is that of the whole index.
+    """
+    device = settings.device
+    metrics = {task.name: {k: m.to(device) for k, m in task.metrics().items()} for task in tasks}
+    loss_sums = torch.zeros(len(tasks), device=device)
+    counts = torch.zeros(len(tasks), device=device)
+    batch_size = min(batch_size, max(1, index.numel()))
+    for images, rows in source.batches(index, batch_size, drop_last=False):
+        y = targets[rows]
+        missing = batch_size - rows.numel()
+        if pad and missing:
+            images = torch.cat([images, images[:1].expand(missing, *images.shape[1:])])
+            y = torch.cat([y, y.new_full((missing, y.shape[1]), float("nan"))])
+        if settings.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with settings.autocast():
+            outputs = forward(augment(images, train=False))
+        for k, task in enumerate(tasks):
+            output, target = outputs[task.name].float(), y[:, k]
+            mask = label_mask(target)
+            n = mask.sum()
+            loss_sums[k] += task.loss(output, target) * n
+            counts[k] += n
+            for metric in metrics[task.name].values():
+                metric.update(output, target, mask)
+    if all_reduce is not None:
+        for total in [loss_sums, counts, *(b for t in tasks for m in metrics[t.name].values() for b in m.buffers())]:
+            all_reduce(total)
+    values = torch.cat([loss_sums / counts.clamp_min(1), counts] +
+                       [m.compute().reshape(1).float() for task in tasks for m in metrics[task.name].values()])
+    host = values.tolist()  # the one synchronisation of an evaluation
+    k = len(tasks)
+    losses = {t.name: (host[i] if host[k + i] > 0 else math.nan) for i, t in enumerate(tasks)}
+    labelled = {t.name: int(host[k + i]) for i, t in enumerate(tasks)}
+    flat = iter(host[2 * k:])
+    result = {task.name: {name: next(flat) for name in metrics[task.name]} for task in tasks}
+    directions = {t.name: {n: m.higher_is_better for n, m in metrics[t.name].items()} for t in tasks}
+    return EvalResult(losses, result, labelled, directions)
+
+
+def baseline_metrics(tasks: Sequence[Task], train_targets: Tensor, val_targets: Tensor) -> dict[str, dict[str, float]]:
+    """Each task's metrics for the best constant prediction (mean / majority class)."""
+    baselines = {}
+    for k, task in enumerate(tasks):
+        try:
+            constant = task.trivial_output(train_targets[:, k])
+        except NotImplementedError:
+            continue
+        target = val_targets[:, k]
+        output = constant.reshape(1, -1).expand(target.shape[0], -1)
+        values = {}
+        for name, metric in task.metrics().items():
+            metric.update(output, target, label_mask(target))
+            values[name] = float(metric.compute())
+        baselines[task.name] = values
+    return baselines

@@ -1,0 +1,42 @@
+"""Ctrl-C and SIGTERM during training: finish the step, save, stop; a second Ctrl-C stops at once."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+#: Signals closer together than this are one request (see `interrupt_requests`).
+DOUBLE_SIGNAL_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def interrupt_requests(trainer: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the trainer to finish its step, save and stop; a second SIGINT stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if trainer.stop_signal is not None:
+            # torchrun passes on the terminal's Ctrl-C, so a worker gets it twice at once: only a
+            # second Ctrl-C a moment later means "stop now, without saving".
+            if signum == signal.SIGINT and now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS:
+                raise KeyboardInterrupt
+            return
+        trainer.stop_signal, trainer.stop_requested_at = signum, now
+        when = "at the next log interval" if trainer.dist.active else "this step"
+        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving "
+                               "(press Ctrl-C again to stop at once)")
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
