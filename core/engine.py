@@ -484,6 +484,8 @@ class Trainer:
         bar = tqdm(batches, total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch}/{cfg.epochs}",
                    unit="step", disable=not self.progress, leave=False)
         host: list[float] = []
+        if first_step >= self.steps_per_epoch:  # stopped after the epoch's last step: only validation is left
+            host = torch.cat([train_step.loss_sums / max(1, first_step), train_step.first_bad.float()]).tolist()
         skip_nonfinite = cfg.on_nonfinite == "skip"
         skipped = 0
         for step, (images, index) in enumerate(bar, start=first_step):

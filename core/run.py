@@ -37,7 +37,10 @@ def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
     return candidate
 
 
-#: Files that mark a folder as holding a run: a new run there would mix its files with the old one's.
+#: Of a run's files, those written once an epoch is done: a folder holding one has a run to resume or keep,
+#: and a new run there would mix its files with the old one's.
+RESULT_FILES = ("metrics.csv", "last.pt", "best.pt", "summary.json")
+#: Every file a run writes.
 RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json", "compile.log")
 
 
@@ -56,9 +59,11 @@ class RunFolder:
         self.echo = echo
         if fresh and self.path.is_dir():
             held = [name for name in RUN_FILES if (self.path / name).exists()]
-            if held:
+            if any(name in held for name in RESULT_FILES):
                 raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
                                     f"`hydranet train --resume {self.path}`, or choose a new folder with --out DIR")
+            for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
+                (self.path / name).unlink()
         #: True when this run made the folder, so a run that fails before training may take it away again.
         self.created = not self.path.exists()
         self.fresh = fresh

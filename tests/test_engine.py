@@ -111,6 +111,12 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces,
     assert f"{tmp_path / 'run'} already holds a run (spec.yaml, metrics.csv, train.log, last.pt, best.pt" in message
     assert f"hydranet train --resume {tmp_path / 'run'}" in message and "--out DIR" in message
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # nothing touched
+    stopped = tmp_path / "stopped"  # a run that stopped before its first epoch ended left only these
+    stopped.mkdir()
+    (stopped / "spec.yaml").write_text("old")
+    (stopped / "train.log").write_text("non-finite loss at epoch 1, step 2\n")
+    hydranet.train(spec, out_dir=stopped, components=components, progress=False, echo=False)
+    assert (stopped / "last.pt").exists() and "non-finite" not in (stopped / "train.log").read_text()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")  # a folder with other files is fine
     hydranet.train(spec, out_dir=tmp_path / "other", components=components, progress=False, echo=False)

@@ -158,6 +158,24 @@ def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_pat
     assert_same_run(tmp_path / "cut", tmp_path / "whole")
 
 
+def test_a_run_stopped_after_an_epochs_last_step_resumes_exactly(faces, tmp_path):
+    """The resumed epoch has no batch left: it validates, saves and goes on (it used to report no step trained)."""
+    components = with_task_kind("signal_age", SignalAfter, RegressionParams, plugin="signaller")
+    raw = tiny_spec(faces, epochs=2, batch_size=16)
+    raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
+    spec = load_spec(raw, components=components)
+    SignalAfter.calls, SignalAfter.at = 0, 10**9
+    hydranet.train(spec, out_dir=tmp_path / "whole", components=components, progress=False, echo=False)
+    SignalAfter.calls, SignalAfter.at = 0, 11  # epoch 1 has 11 training steps
+    with pytest.raises(TrainingInterrupted):
+        hydranet.train(spec, out_dir=tmp_path / "cut", components=components, progress=False, echo=False)
+    progress = read_checkpoint(tmp_path / "cut" / "last.pt")["progress"]
+    assert (progress["epoch"], progress["step"]) == (1, 11)
+    SignalAfter.at = 10**9
+    hydranet.train(components=components, resume=tmp_path / "cut", progress=False, echo=False)
+    assert_same_run(tmp_path / "cut", tmp_path / "whole")
+
+
 def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
     spec = load_spec(tiny_spec(faces, epochs=1), components=components)
     hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
