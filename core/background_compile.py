@@ -57,8 +57,9 @@ class CompileJob:
     train_batch: int
     eval_batch: int
 
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)), encoding="utf-8")
+    def to_json(self) -> str:
+        """The job as JSON; TypeError or ValueError when a value is not plain (a plugin task's state)."""
+        return json.dumps(asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> CompileJob:
@@ -84,9 +85,10 @@ class BackgroundCompile:
         """Write the job file and start the child, its output going to `log_path`."""
         self.started = time.perf_counter()
         self.log_path = log_path
+        text = job.to_json()  # first: a job that cannot be written leaves nothing behind
         self._folder = tempfile.TemporaryDirectory(prefix="hydranet-compile-")
         job_path = Path(self._folder.name) / "job.json"
-        job.write(job_path)
+        job_path.write_text(text, encoding="utf-8")
         command = [*(command or CHILD_COMMAND), str(job_path)]
         with open(log_path, "ab") as log:
             # Its own session: Ctrl-C in the terminal is for the run, which finishes its step and stops the child.

@@ -12,7 +12,6 @@ from them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -243,11 +242,8 @@ class Trainer:
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
             f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
         self.background = self._start_background_compile() if settings.compile else None
-        compile_now = settings.compile and self.background is None
-        self.forward_losses = make_forward_losses(model, tasks, settings, self.weighting.needs_features,
-                                                  compile=compile_now)
-        self.forward = torch.compile(model, mode=settings.compile_mode) if compile_now else model
-        self.train_step = TrainStep(self.forward_losses, self.weighting, self.optimizer, self._step_context,
+        forward_losses = self._build_forward(compile=settings.compile and self.background is None)
+        self.train_step = TrainStep(forward_losses, self.weighting, self.optimizer, self._step_context,
                                     num_tasks=len(tasks), device=settings.device,
                                     share_losses=self.dist.share_losses,
                                     sum_gradients=lambda: self.dist.sum_gradients(self.trainable))
@@ -255,6 +251,15 @@ class Trainer:
         if settings.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.timings["setup_seconds"] = time.perf_counter() - self.started  # the first step's own share is the rest
+
+    def _build_forward(self, *, compile: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]:
+        """Set the evaluation forward, compiled or not, and return the training step's forward-and-losses.
+
+        Called once at setup, and again at the background compile's switch.
+        """
+        self.forward = torch.compile(self.model, mode=self.settings.compile_mode) if compile else self.model
+        return make_forward_losses(self.model, self.tasks, self.settings, self.weighting.needs_features,
+                                   compile=compile)
 
     @property
     def _eval_batch(self) -> int:
@@ -271,19 +276,17 @@ class Trainer:
         job = CompileJob(self.spec.to_dict(), [task.state_dict() for task in self.tasks],
                          {**dataclasses.asdict(self.settings), "device": str(self.settings.device)},
                          train_batch=self.batch_size // self.dist.world_size, eval_batch=self._eval_batch)
-        try:
-            json.dumps(dataclasses.asdict(job))
-        except (TypeError, ValueError) as error:
-            reasons.append(f"a task's fitted state is not plain values ({error})")
-        if reasons:
-            self.run_folder.log(f"train.compile_in_background is not possible here ({'; '.join(reasons)}); "
-                                "the first step compiles instead")
-            return None
         log_path = self.run_folder.path / "compile.log"
         try:
-            started = BackgroundCompile(job, log_path)
+            started = None if reasons else BackgroundCompile(job, log_path)
+        except (TypeError, ValueError) as error:  # the job file is JSON: plain values only
+            reasons.append(f"a task's fitted state is not plain values ({error})")
         except OSError as error:
             self.run_folder.log(f"warning: could not start the background compiler ({error}); "
+                                "the first step compiles instead")
+            return None
+        if started is None:
+            self.run_folder.log(f"train.compile_in_background is not possible here ({'; '.join(reasons)}); "
                                 "the first step compiles instead")
             return None
         self.run_folder.log(f"compiling the model in a background process (its log: {log_path.name}); "
@@ -302,9 +305,7 @@ class Trainer:
         else:
             self.run_folder.log(f"the background compile finished after {background.seconds:.1f}s; "
                                 f"the compiled model takes over at epoch {epoch}, step {step + 1}")
-        self.train_step.forward_losses = make_forward_losses(self.model, self.tasks, self.settings,
-                                                             self.weighting.needs_features, compile=True)
-        self.forward = torch.compile(self.model, mode=self.settings.compile_mode)
+        self.train_step.forward_losses = self._build_forward(compile=True)
         self.timings["compiled_from"] = {"epoch": epoch, "step": step + 1, "background_seconds": background.seconds,
                                          "failed": bool(failure)}
 
