@@ -199,7 +199,7 @@ def train_step(trainer: Any, x: Any, y: Any) -> None:
 
     if trainer.settings.cuda_graphs:
         torch.compiler.cudagraph_mark_step_begin()
-    losses, features = trainer.forward_losses(x, y)
+    losses, features = trainer.train_step.forward_losses(x, y)
     trainer.weighting.backward(losses, trainer._step_context(features))
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
