@@ -8,12 +8,25 @@ from pathlib import Path
 import pytest
 
 
+_OWN_CACHE: str | None = None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Never touch the user's ~/.cache during tests; every test session gets its own.
+    global _OWN_CACHE
     if "HYDRANET_CACHE" not in os.environ:
         import tempfile
 
-        os.environ["HYDRANET_CACHE"] = tempfile.mkdtemp(prefix="hydranet-test-cache-")
+        _OWN_CACHE = tempfile.mkdtemp(prefix="hydranet-test-cache-")
+        os.environ["HYDRANET_CACHE"] = _OWN_CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The session's own cache folder goes with it, so repeated runs do not fill the disk.
+    if _OWN_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
