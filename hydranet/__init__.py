@@ -1,7 +1,7 @@
 """hydranet: one shared backbone, many heads, every head from a task plugin.
 
-This module is the public face; it only re-exports. See DESIGN.md for the words
-(task, head, backbone, weighting, spec, plugin) and the contracts.
+This module is the public face; it only re-exports. docs/concepts.md defines the
+words (task, head, backbone, weighting, spec, plugin); docs/architecture.md the layout.
 """
 
 from __future__ import annotations

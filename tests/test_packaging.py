@@ -1,4 +1,4 @@
-"""The layout promises of DESIGN.md: every package installed, imports pointing down, a small public API."""
+"""The layout promises of docs/architecture.md: every package installed, imports pointing down, a small public API."""
 
 from __future__ import annotations
 
