@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import GenerateJsonSchema
 
 from hydranet.core.errors import ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError, did_you_mean
 from hydranet.core.interfaces import Task, Weighting
@@ -61,6 +62,7 @@ class WeightingSection(Component):
 class DataSection(Component):
     """Dataset name and parameters, plus the keys every dataset shares."""
 
+    name: str = Field(description="Dataset name (see `hydranet list datasets`).")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for validation; 0: no "
                                                              "validation split, the metrics and the best checkpoint "
                                                              "are then measured on the training set.")
@@ -85,7 +87,8 @@ class TaskSection(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(description="The task's name: its head, loss and metrics are reported under it.")
+    name: str = Field(description="The task's name: its head, loss and metrics are reported under it.",
+                      json_schema_extra={"pattern": f"^{TASK_NAME.pattern}$"})
     kind: str | None = Field(None, description="Registered task or kind to build it from; default: `name`.")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters (may also be given inline).")
 
@@ -163,13 +166,22 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: BackboneSection = Field(default_factory=BackboneSection)
+    backbone: BackboneSection = Field(default_factory=BackboneSection, description=(
+        "The shared feature extractor: its name, or a mapping of its name and parameters "
+        "(`{name: tiny, width: 32}`)."))
     image_size: int = Field(64, ge=8, le=1024, description="Training image size in pixels (square).")
-    tasks: list[TaskSection] = Field(min_length=1)
-    data: DataSection
-    weighting: WeightingSection = Field(default_factory=WeightingSection)
-    augment: AugmentSection = Field(default_factory=AugmentSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    tasks: list[TaskSection] = Field(min_length=1, description=(
+        "The tasks, one head each: a registered task's name (`age`), or a mapping "
+        "(`{name: smiling, kind: binary, label: smile}`)."))
+    data: DataSection = Field(description=(
+        "The dataset: its name, or a mapping of its name, its parameters and the keys every dataset shares "
+        "(`{name: utkface, root: data/UTKFace, val_fraction: 0.1}`)."))
+    weighting: WeightingSection = Field(default_factory=WeightingSection, description=(
+        "How the task losses become one update: its name, or a mapping of its name and parameters "
+        "(`{name: dwa, temperature: 2.0}`)."))
+    augment: AugmentSection = Field(default_factory=AugmentSection, description="Random changes to training images.")
+    train: TrainSection = Field(default_factory=TrainSection, description=(
+        "Epochs, batch size, optimizer, learning rates, device, precision and compilation."))
     init_from: str | None = Field(None, description="Start from this checkpoint: its backbone, and the heads of "
                                                     "tasks it shares with this spec; other tasks get new heads.")
     freeze: list[str] = Field(default_factory=list, description="Parts that do not train: 'backbone' and/or "
@@ -674,9 +686,63 @@ def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str
     return [(blame(path) if path else path, message) for path, message in problems]
 
 
+#: The strings pydantic reads as booleans, in any case: YAML 1.2 reads `off` or `yes` as a word, and a
+#: boolean field still takes it (`compile: off` is false).
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "y", "n", "t", "f", "1", "0")
+
+
+def _any_case(word: str) -> str:
+    """A regex matching `word` in any case, without inline flags (JSON Schema patterns are ECMA-262)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+class _SpecJsonSchema(GenerateJsonSchema):
+    """pydantic's schema, with booleans as the loader reads them: true/false, a yes/no/on/off word, or 0/1."""
+
+    def bool_schema(self, schema: Any) -> dict[str, Any]:
+        words = "|".join(_any_case(word) for word in BOOLEAN_WORDS)
+        return {"anyOf": [{"type": "boolean"},
+                          {"type": "string", "pattern": f"^(?:{words})$", "description": "yes/no/on/off/true/false"},
+                          {"enum": [0, 1]}]}
+
+
 def spec_schema() -> dict[str, Any]:
-    """JSON Schema of the spec file's shape."""
-    return Spec.model_json_schema()
+    """JSON Schema (draft 2020-12) of what the loader accepts: every section's shape, short forms included.
+
+    The short forms are those `Spec._names_as_components` and the field
+    validators turn into the full form: a component section or a task given
+    as its name alone (`weighting: dwa`, `- age`), `cuda_graphs: false` for
+    "off", and booleans as words. Component parameters are whatever the named
+    plugin takes, so the schema leaves them open (the loader's second pass
+    checks them).
+    """
+    schema = Spec.model_json_schema(schema_generator=_SpecJsonSchema)
+    properties = schema["properties"]
+    defaults = {"backbone": BackboneSection.model_fields["name"].default,
+                "weighting": WeightingSection.model_fields["name"].default}
+    for key in COMPONENT_SECTIONS:
+        prop = properties[key]
+        reference = prop.pop("$ref")
+        described = {"description": prop.pop("description")} if "description" in prop else {}
+        properties[key] = {"anyOf": [{"type": "string", "description": f"the {key}'s name alone"},
+                                     {"$ref": reference}],
+                           **({"default": defaults[key]} if key in defaults else {}), **described, **prop}
+    tasks = properties["tasks"]
+    tasks["items"] = {"anyOf": [{"type": "string", "pattern": f"^{TASK_NAME.pattern}$",
+                                 "description": "a registered task's name alone"}, tasks["items"]]}
+    cuda_graphs = schema["$defs"]["TrainSection"]["properties"]["cuda_graphs"]
+    choices = {key: cuda_graphs.pop(key) for key in ("type", "enum") if key in cuda_graphs}
+    cuda_graphs["anyOf"] = [choices, {"const": False, "description": "the same as off"}]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "hydranet spec",
+        "description": "A hydranet spec file (YAML or TOML): the backbone, tasks, dataset, weighting and "
+                       "training settings of one multi-task model. Unknown keys are errors. Component "
+                       "sections (backbone, data, weighting, each task) also take the parameters of the "
+                       "component they name: `hydranet list` names the components, the component reference "
+                       "their parameters; `hydranet spec validate FILE` checks those too.",
+        **{key: value for key, value in schema.items() if key not in ("title", "description")},
+    }
 
 
 __all__ = ["Spec", "ResolvedSpec", "load_spec", "apply_overrides", "spec_schema", "HydranetError"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hydranet.core.errors import SpecError
-from hydranet.core.spec import apply_overrides, builtin_spec_names, load_spec, spec_schema
+from hydranet.core.spec import Spec, apply_overrides, builtin_spec_names, load_spec, spec_schema
 
 BASE = {
     "backbone": {"name": "tiny", "width": 8},
@@ -161,6 +162,79 @@ def test_schema_is_json_and_describes_sections():
     json.dumps(schema)
     assert {"backbone", "tasks", "data", "weighting", "train"} <= set(schema["properties"])
     assert "tasks" in schema["required"]
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] and schema["description"]
+    from click.testing import CliRunner
+    from hydranet.core.cli import cli
+
+    result = CliRunner().invoke(cli, ["spec", "schema"])
+    assert result.exit_code == 0 and json.loads(result.output) == schema
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def doc_spec_examples() -> list[tuple[str, dict]]:
+    """Every spec the project ships or shows: specs/, docs/examples/, and the docs' YAML snippets with a spec
+    section (completed into a whole spec, as tests/test_docs.py does), read as the loader reads them."""
+    from hydranet.core import yaml12
+    from hydranet.core.spec import read_spec_file
+
+    files = sorted(p for folder in (ROOT / "specs", ROOT / "docs" / "examples") for p in folder.iterdir()
+                   if p.suffix in (".yaml", ".yml", ".toml"))
+    found = [(str(p.relative_to(ROOT)), read_spec_file(p)) for p in files]
+    base = {"tasks": ["age"], "data": {"name": "utkface", "root": "data/UTKFace"}}
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for number, block in enumerate(re.findall(r"^```yaml\n(.*?)^```", text, flags=re.S | re.M)):
+            raw = yaml12.load(block)
+            if isinstance(raw, dict) and set(raw) & set(Spec.model_fields) and "on purpose" not in block:
+                found.append((f"{page.relative_to(ROOT)}[{number}]", {**base, **raw}))
+    return found
+
+
+def test_schema_accepts_every_shipped_and_documented_spec(components):
+    """Editors validate with `hydranet spec schema`: the short forms the loader accepts must pass it."""
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    jsonschema.Draft202012Validator.check_schema(validator.schema)
+    examples = doc_spec_examples()
+    names = [where for where, _ in examples]
+    assert "specs/demo.yaml" in names and "docs/examples/plugins_spec.yaml" in names and len(examples) >= 10
+    failures = [f"{where}: {error.json_path}: {error.message}" for where, raw in examples
+                for error in validator.iter_errors(raw)]
+    assert not failures, "\n".join(failures)
+    # and every short form the loader's validators take
+    short = {"backbone": "tiny", "tasks": ["age", {"name": "smiling", "kind": "binary", "label": "smile"}],
+             "data": "synthetic", "weighting": "dwa", "augment": {"flip": "off"},
+             "train": {"cuda_graphs": False, "compile": "no", "deterministic": "Yes", "channels_last": 1}}
+    assert not list(validator.iter_errors(short))
+    load(short, components=components)
+
+
+@pytest.mark.parametrize("mistake", [
+    {"trian": {"epochs": 2}},                       # unknown top-level key
+    {"tasks": "age"},                               # a task list must be a list
+    {"tasks": []},                                  # at least one task
+    {"tasks": ["1age"]},                            # not a usable task name
+    {"tasks": [5]},                                 # a task is a name or a mapping
+    {"data": None},                                 # data is required
+    {"backbone": ["tiny"]},                         # a section is a name or a mapping
+    {"image_size": "big"},                          # wrong type
+    {"image_size": 4},                              # out of range
+    {"train": {"epochs": "many"}},                  # wrong type inside a section
+    {"train": {"bach_size": 3}},                    # unknown key inside a closed section
+    {"train": {"cuda_graphs": True}},               # only false is a short form of a choice
+    {"augment": {"flip": "maybe"}},                 # not a boolean word
+    {"weighting": {"temperature": 2, "name": 3}},   # a name is a string
+])
+def test_schema_rejects_what_the_loader_rejects(mistake, components):
+    jsonschema = pytest.importorskip("jsonschema")
+    raw = {**BASE, **mistake}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    assert list(jsonschema.Draft202012Validator(spec_schema()).iter_errors(raw)), mistake
+    with pytest.raises(SpecError):
+        load(raw, components=components)
 
 
 def test_freeze_and_head_lr_must_name_parts_of_this_spec(components):
