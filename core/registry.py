@@ -30,6 +30,16 @@ class Entry(Generic[T]):
     description: str = ""
     aliases: tuple[str, ...] = ()
 
+    @property
+    def needs_params(self) -> bool:
+        """Whether some parameter has no default, so that naming the entry alone cannot build it.
+
+        Such an entry is a family that a spec instantiates with its own values:
+        for tasks, a task kind (`binary` needs a `label`), as opposed to a
+        ready task (`gender`, which is `binary` with presets).
+        """
+        return self.params is not None and any(field.is_required() for field in self.params.model_fields.values())
+
     def validate_params(self, raw: dict[str, Any]) -> BaseModel | None:
         """Validate raw params against this entry's model (pydantic errors propagate)."""
         if self.params is None:

@@ -517,7 +517,32 @@ def _resolve_component(registry, section: str, name: str, params: dict[str, Any]
     return ResolvedComponent(section, entry, validated)
 
 
+def _unknown_task(registry, name: str, as_kind: bool) -> str:
+    """Why a task name (or `kind`) is unknown: kinds and ready tasks are listed apart, since they are used apart.
+
+    A kind (an entry that needs parameters, such as `binary`'s label) makes a
+    new task: `{name: smiling, kind: binary, label: smile}`. A ready task
+    (`age`) is named alone; it may also serve as a kind, with its presets.
+    """
+    kinds = [entry.name for entry in registry if entry.needs_params]
+    ready = [entry.name for entry in registry if not entry.needs_params]
+    hint = did_you_mean(name, kinds if as_kind else ready) or did_you_mean(name, [*ready, *kinds])
+    if as_kind:
+        return (f"unknown task kind '{name}';{hint} known kinds: {', '.join(kinds) or '(none registered)'} "
+                "(`hydranet list tasks` also lists the ready tasks, which can serve as kinds too)")
+    message = f"unknown task '{name}';{hint} known tasks: {', '.join(ready) or '(none registered)'}"
+    if kinds and not hint:  # a typo needs the name fixed, not a new task
+        message += (f"; for a new task, name a kind and the record field it reads: "
+                    f"{{name: {name}, kind: {kinds[0]}, label: <field>}} (kinds: {', '.join(kinds)})")
+    return message
+
+
 def _resolve_task(components: Components, index: int, task: TaskSection, problems: list) -> ResolvedTask | None:
+    if (task.kind or task.name) not in components.tasks:
+        field = "kind" if task.kind else "name"
+        problems.append((f"tasks[{index}].{field}", _unknown_task(components.tasks, task.kind or task.name,
+                                                                  bool(task.kind))))
+        return None
     inline = dict(task.model_extra or {})
     clash = sorted(set(inline) & set(task.params))
     if clash:

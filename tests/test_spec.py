@@ -75,6 +75,26 @@ def test_unknown_task_and_section(components):
     assert "unknown task 'agee'; did you mean 'age'?" in found["tasks[0].name"]
 
 
+def test_unknown_kind_lists_only_the_kinds(components):
+    """`kind` names a family (binary, ...) to build a new task from; the ready tasks (age, ...) are not kinds."""
+    found = problems({**BASE, "tasks": [{"name": "smiling", "kind": "binar", "label": "smile"}]},
+                     components=components)
+    message = found["tasks[0].kind"]
+    assert message.startswith("unknown task kind 'binar'; did you mean 'binary'? known kinds: binary, multiclass, "
+                              "regression")
+    assert "age" not in message.split("known kinds: ")[1].split(" (")[0]
+    assert "did you mean 'age'?" in problems({**BASE, "tasks": [{"name": "a2", "kind": "agee"}]},
+                                             components=components)["tasks[0].kind"]
+    # a ready task can still serve as a kind, with its presets
+    assert load({**BASE, "tasks": [{"name": "age2", "kind": "age"}]}, components=components).task_names == ["age2"]
+
+
+def test_unknown_task_name_says_how_to_make_a_new_task(components):
+    message = problems({**BASE, "tasks": ["smiling"]}, components=components)["tasks[0].name"]
+    assert message.startswith("unknown task 'smiling'; known tasks: age, ethnicity, gender;")
+    assert "{name: smiling, kind: binary, label: <field>} (kinds: binary, multiclass, regression)" in message
+
+
 def test_duplicate_task_names_and_bad_names_rejected(components):
     assert "appears more than once" in problems({**BASE, "tasks": ["age", "age"]}, components=components)["tasks"]
     found = problems({**BASE, "tasks": [{"name": "my.task", "kind": "age"}]}, components=components)
