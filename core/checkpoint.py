@@ -15,6 +15,7 @@ zip), so the message says what the file is and which checkpoint to pass.
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and sanity-check a checkpoint file; every failure names the file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"checkpoint must be a path (str or pathlib.Path); got {type(path).__name__} "
+                              f"{path!r:.60}")
     path = Path(path)
     if path.is_dir():
         found = checkpoints_in(path)

@@ -158,16 +158,13 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
       hydranet predict best.pt photos/ more.jpg --json > predictions.json
     """
     from hydranet.core.atomic import atomic_write_text, writable_folder
-    from hydranet.core.inference import TrainedModel, expand_image_paths
+    from hydranet.core.inference import TrainedModel, image_files
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     fmt = "json" if as_json else "csv" if as_csv else _format_of(out_file)
     model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
-    files = expand_image_paths(paths)
-    if not files:
-        raise click.ClickException("no image files found in: " + ", ".join(paths)
-                                   + " (looked for " + ", ".join(_image_suffixes()) + ")")
+    files = image_files(paths)  # what model.predict_files(paths) runs on; "no image files found in: ..." if none
     if out_file:
         writable_folder(out_file, hint=OUT_HINT)  # before predicting, not after
     show = sys.stderr.isatty() if progress is None else progress

@@ -7,11 +7,13 @@ are all stored in it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -20,7 +22,7 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
-from hydranet.core.errors import CheckpointError, HydranetError, SpecError
+from hydranet.core.errors import CheckpointError, DataError, HydranetError, SpecError
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.plugins import Components, default_components
@@ -28,7 +30,124 @@ from hydranet.core.spec import ResolvedSpec, load_spec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-ImageInput = str | Path | Image.Image | Tensor
+#: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
+SPLITS = ("val", "train", "all")
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
+
+#: what `predict` and `preprocess` take, for the messages
+ACCEPTED = ("image files (a str or pathlib.Path), PIL images, numpy arrays (H, W) or (H, W, C) uint8, "
+            "or tensors (C, H, W) uint8 or float in [0, 1]")
+
+
+class InputError(HydranetError, TypeError, ValueError):
+    """An argument of the Python API that it cannot use; the message says what was given and what is taken.
+
+    It is a TypeError and a ValueError too, so code that catches those (as
+    for any Python function given the wrong thing) catches it.
+    """
+
+
+def _given(value: Any) -> str:
+    """What a user passed, in a few words: 'a torch.uint8 tensor of shape (3, 16, 16)', 'int 5'."""
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"a numpy {value.dtype} array of shape {value.shape}"
+    if isinstance(value, (list, tuple, set, dict)):
+        return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _batch_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"batch_size must be a whole number >= 1; got {_given(value)}")
+    return value
+
+
+def _float_range_problem(images: Tensor) -> str | None:
+    """Why a float image tensor is not in [0, 1], or None. One fused aminmax (a device sync on a GPU)."""
+    if images.numel() == 0:
+        return None
+    low, high = (float(v) for v in torch.aminmax(images))
+    if low >= 0 and high <= 1:  # NaN fails both
+        return None
+    scale = " (it looks like 0-255 pixels: pass them as uint8, images.round().to(torch.uint8))" if high > 1 else ""
+    return f"{_given(images)} has values from {low:g} to {high:g}; a float tensor must be in [0, 1]{scale}"
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    """A numpy image as PIL gives and takes it: (H, W) grayscale or (H, W, C) with C 1, 3 (RGB) or 4 (RGBA), uint8.
+
+    Channels are taken as RGB: OpenCV's BGR arrays need `array[..., ::-1]`
+    (or cv2.cvtColor(array, cv2.COLOR_BGR2RGB)) first.
+    """
+    if array.dtype != np.uint8:
+        raise InputError(f"{_given(array)}: a numpy image must be uint8 (0-255), as PIL and OpenCV give it; "
+                         "for values in [0, 1] use (array * 255).round().astype('uint8')")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
+        hint = (" It looks channels first (C, H, W): use array.transpose(1, 2, 0)." if channels_first else "")
+        raise InputError(f"{_given(array)} is not an image: a numpy image is (H, W) or (H, W, C) with C 1, 3 "
+                         f"or 4, channels last, as PIL and OpenCV give it.{hint}")
+    if 0 in array.shape:
+        raise InputError(f"{_given(array)} is empty: an image needs at least one pixel")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _tensor_image(image: Tensor, size: int) -> Tensor | np.ndarray:
+    """A (C, H, W) or (H, W) tensor image as uint8: (3, S, S) as it is, any other size as an (H, W, C) array."""
+    if image.dim() == 2:
+        image = image.unsqueeze(0)
+    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+        if image.dim() == 4:
+            hint = " For a batch (N, C, H, W), pass it to predict as a whole."
+        elif image.dim() == 3 and image.shape[-1] in (1, 3, 4):
+            hint = " It looks channels last (H, W, C): use image.permute(2, 0, 1)."
+        else:
+            hint = ""
+        raise InputError(f"{_given(image)} is not an image: a tensor image is (C, H, W) with C 1, 3 or 4, "
+                         f"or (H, W).{hint}")
+    if image.is_floating_point():
+        problem = _float_range_problem(image)
+        if problem:
+            raise InputError(problem)
+        image = (image * 255).round().to(torch.uint8)
+    elif image.dtype != torch.uint8:
+        raise InputError(f"{_given(image)}: a tensor image must be torch.uint8 (0-255) or a float in [0, 1]")
+    if image.shape == (3, size, size):
+        return image
+    return image.permute(1, 2, 0).cpu().numpy()
+
+
+def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """What `predict_files` and `hydranet predict` run on: files as given, folders as their image files.
+
+    Folders are searched recursively for the `IMAGE_SUFFIXES`, sorted. A path
+    that does not exist, an item that is not a path, and paths that hold no
+    image file at all are refused before any work.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    elif not isinstance(paths, Iterable) or isinstance(paths, (bytes, Mapping, Image.Image, np.ndarray, Tensor)):
+        raise InputError(f"predict_files takes paths (str or pathlib.Path) of image files or folders, one or a "
+                         f"list; got {_given(paths)}. For PIL images, arrays or tensors use predict().")
+    paths = list(paths)
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"predict_files takes paths (str or pathlib.Path) of image files or folders; got "
+                             f"{_given(path)}. For PIL images, arrays or tensors use predict().")
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise InputError("not found: " + ", ".join(missing))
+    found = expand_image_paths(paths)
+    if paths and not found:
+        raise InputError("no image files found in: " + ", ".join(map(str, paths))
+                         + " (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
+    return found
 
 
 def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +175,18 @@ def _resolve_checkpoint_spec(path: Path, data: dict[str, Any], components: Compo
                               + "\n".join(f"  {p}: {m}" for p, m in error.problems)) from None
 
 
+def _device_argument(device: Any) -> torch.device:
+    """`device=` as a str ("auto", "cpu", "cuda:1"), a torch.device or a CUDA index, checked by `pick_device`."""
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"  # torch's meaning of a bare index
+    elif isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps', a torch.device or a CUDA "
+                         f"index; got {_given(device)}")
+    return pick_device(device, option="device")
+
+
 class TrainedModel:
     """A HydraNet with its tasks and preprocessing, ready to predict or evaluate."""
 
@@ -73,8 +204,9 @@ class TrainedModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
                         components: Components | None = None) -> "TrainedModel":
+        target = _device_argument(device)
+        data = read_checkpoint(path)  # which also refuses a path that is not a str or Path
         path = Path(path)
-        data = read_checkpoint(path)
         components = components or default_components()
         spec = _resolve_checkpoint_spec(path, data, components)
         tasks = spec.build_tasks()
@@ -86,7 +218,6 @@ class TrainedModel:
         except RuntimeError as error:
             raise CheckpointError(f"the weights in {path} do not fit the model its spec describes:\n"
                                   + state_dict_mismatch(error)) from None
-        target = pick_device(str(device), option="device") if isinstance(device, str) else device
         return cls(model.to(target), tasks, spec, data["preprocess"], target, data)
 
     @property
@@ -94,42 +225,122 @@ class TrainedModel:
         return [t.name for t in self.tasks]
 
     def preprocess(self, image: ImageInput) -> Tensor:
-        """One image as uint8 (3, S, S), prepared exactly as the training images were."""
+        """One image as uint8 (3, S, S) RGB, prepared exactly as the training images were.
+
+        Takes an image file (str or Path), a PIL image, a numpy array (H, W)
+        or (H, W, C) uint8 with C 1, 3 or 4, read as grayscale, RGB or RGBA
+        (flip OpenCV's BGR first: `array[..., ::-1]`), or a tensor (C, H, W)
+        uint8 or float in [0, 1]. Any size is centre-cropped to a square and
+        resized to S, as training did; a uint8 (3, S, S) tensor is taken as
+        already prepared and returned as it is.
+        """
         if isinstance(image, Tensor):
-            if image.dtype != torch.uint8 or image.shape != (3, self.image_size, self.image_size):
-                raise ValueError(f"a tensor image must be uint8 of shape (3, {self.image_size}, {self.image_size})")
-            return image
+            image = _tensor_image(image, self.image_size)
+            if isinstance(image, Tensor):
+                return image
+        if isinstance(image, np.ndarray):
+            image = array_to_pil(image)
         if isinstance(image, Image.Image):
             return torch.from_numpy(to_square_rgb(image, self.image_size))
-        with Image.open(image) as opened:
+        if isinstance(image, (str, os.PathLike)):
+            return self._read_path(Path(image))
+        raise InputError(f"preprocess takes one image: {ACCEPTED}; got {_given(image)}")
+
+    def _read_path(self, path: Path) -> Tensor:
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; predict takes image files. For every image in it, each "
+                             f"row naming its file, use predict_files({str(path)!r}), as `hydranet predict "
+                             "FOLDER` does")
+        try:
+            return self._read_file(path)
+        except Exception as error:  # PIL raises many kinds; the message says which
+            reason = "file not found" if isinstance(error, FileNotFoundError) else unreadable_reason(error)
+            raise InputError(f"cannot read image {path}: {reason}. predict_files() reports an unreadable file "
+                             "in its row instead of stopping") from None
+
+    def _read_file(self, path: Path) -> Tensor:
+        with Image.open(path) as opened:
             return torch.from_numpy(to_square_rgb(opened, self.image_size))
+
+    def _check_batch(self, images: Any) -> Tensor:
+        """`images` if `predict_tensor` can take it, else an InputError that says what is wrong and what to do.
+
+        Shape and dtype are metadata; only a float tensor's range is read
+        from its values (one aminmax).
+        """
+        size = self.image_size
+        want = f"(N, 3, {size}, {size})"
+        if not isinstance(images, Tensor):
+            hint = (" Use torch.from_numpy(array), or predict(array) for (H, W, C) images of any size."
+                    if isinstance(images, np.ndarray) else " For files, PIL images or lists, use predict().")
+            raise InputError(f"predict_tensor takes a torch.Tensor {want}; got {_given(images)}.{hint}")
+        if images.dim() != 4:
+            hint = " For one image, add the batch dimension: images.unsqueeze(0)." if images.dim() == 3 else ""
+            raise InputError(f"predict_tensor takes a batch {want}; got {_given(images)}.{hint}")
+        if images.shape[1] != 3:
+            if images.shape[1] == 1:
+                hint = " For grayscale, repeat the channel: images.expand(-1, 3, -1, -1)."
+            elif images.shape[3] == 3:
+                hint = " It looks channels last (N, H, W, 3): use images.permute(0, 3, 1, 2)."
+            else:
+                hint = ""
+            raise InputError(f"predict_tensor takes 3 channels (RGB) in dimension 1, {want}; got "
+                             f"{_given(images)}.{hint}")
+        if tuple(images.shape[2:]) != (size, size):
+            raise InputError(f"predict_tensor takes images of this model's size, {size}x{size} {want}; got "
+                             f"{images.shape[2]}x{images.shape[3]} in {_given(images)}. They are not resized: "
+                             "model.preprocess(image) prepares one as training did (centre crop, resize), and "
+                             "model.predict takes images of any size")
+        if images.dtype == torch.uint8:
+            return images
+        if not images.is_floating_point():
+            raise InputError(f"predict_tensor got dtype {images.dtype}; expected torch.uint8 (pixels 0-255) or a "
+                             "float dtype with values in [0, 1]")
+        problem = _float_range_problem(images)
+        if problem:
+            raise InputError(f"predict_tensor: {problem}")
+        return images
 
     @torch.no_grad()
     def predict_tensor(self, images: Tensor) -> dict[str, Tensor]:
-        """Raw head outputs for a uint8 batch (N, 3, S, S)."""
-        return self.model(self.normalize(images.to(self.device), train=False))
+        """Raw head outputs (regression values, logits) for a batch of prepared RGB images (N, 3, S, S).
+
+        S is `image_size`. The pixels are uint8 0-255 (what `preprocess`
+        gives and training saw) or float in [0, 1] (what an exported model
+        takes); both give the same outputs. The input is checked: its shape
+        and dtype for free, and a float tensor's range with one aminmax,
+        which on a GPU waits for the tensor (uint8 skips it). Images of
+        another size are refused, not resized.
+        """
+        images = self._check_batch(images).to(self.device)
+        if images.is_floating_point():
+            images = images.float() * 255
+        return self.model(self.normalize(images, train=False))
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 64) -> list[dict[str, Any]]:
-        """Readable per-task predictions, one dict per image: {task: {class, probability} or {value}}.
+        """Readable per-task predictions, one dict per image, in order: {task: {class, probability} or {value}}.
 
-        `images`: file paths, PIL images, uint8 (3, S, S) tensors, a list of
-        those, or a uint8 batch (N, 3, S, S).
+        `images`: one image or a list of them, each as `preprocess` takes it
+        (a file, a PIL image, a numpy array, a tensor), or a batch: a tensor
+        (N, C, H, W) or a numpy array (N, H, W, C). For a folder, use
+        `predict_files`, whose rows name their files.
         """
-        if isinstance(images, Tensor) and images.dim() == 4:
-            items: list[Any] = list(images)  # a uint8 batch (N, 3, S, S)
-        elif isinstance(images, (str, Path, Image.Image, Tensor)):
-            items = [images]
-        else:
-            items = list(images)
+        batch_size = _batch_size(batch_size)
+        items = _image_items(images)
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             batch = torch.stack([self.preprocess(item) for item in items[start:start + batch_size]])
             results += self._decode(self.predict_tensor(batch))
         return results
 
-    def evaluate(self, overrides: Iterable[str] = (), split: str = "val", progress: bool = False,
+    def evaluate(self, overrides: str | Iterable[str] = (), split: str = "val", progress: bool = False,
                  components: Components | None = None, details: bool = True) -> "Evaluation":
-        """Metrics on the stored spec's data (or data overridden by `--set data.*`).
+        """Metrics on the stored spec's data, or on data changed by `overrides` ("data.KEY=VALUE", one or a list).
+
+        `split` is one of `SPLITS`: "val" (the part training scored),
+        "train", or "all" (both). There is no separate test split: to score
+        held-out images, evaluate a folder of them with
+        `evaluate("data.root=DIR", split="all")`.
 
         The metrics come from the training loop's own `evaluate`, so they match
         what training recorded; `details` adds a second pass for what a metric
@@ -139,6 +350,11 @@ class TrainedModel:
         from hydranet.core.engine import batch_source, load_prepared_data
         from hydranet.core.evaluation import baseline_metrics, evaluate
 
+        if split not in SPLITS:
+            raise InputError(f"split {split!r} does not exist; the splits are 'val' (the part of the data training "
+                             "scored), 'train' and 'all' (both). There is no separate test split: to score "
+                             "held-out images, evaluate a folder of them in the same format, "
+                             "evaluate('data.root=DIR', split='all') (hydranet eval CKPT --data DIR --split all)")
         overrides = check_data_overrides(overrides)
         spec = self.spec
         if overrides:
@@ -147,7 +363,8 @@ class TrainedModel:
         index = {"val": data.val_index, "train": data.train_index,
                  "all": torch.cat([data.train_index, data.val_index]).sort().values}[split]
         if index.numel() == 0:
-            raise CheckpointError(f"the '{split}' split is empty for this data; use --split all")
+            raise DataError(f"the '{split}' split of this data is empty; evaluate on split 'all' "
+                            "(--split all) instead")
         settings = resolve_settings(str(self.device), "fp32", False, False)
         self.model.eval()
         result = evaluate(self.model, self.tasks, batch_source(spec, data, settings), data.targets.to(self.device),
@@ -177,15 +394,21 @@ class TrainedModel:
                 report[task.name] = {"unit": unit, **error_distribution(output[:, 0] - target)}
         return report
 
-    def predict_files(self, files: Sequence[Path], batch_size: int = 64,
+    def predict_files(self, files: str | os.PathLike | Iterable[str | os.PathLike], batch_size: int = 64,
                       progress: bool = False) -> list[dict[str, Any]]:
         """One row per file, in order: `{file, task: prediction, ...}`, or `{file, error}` for an unreadable one.
 
-        A folder of photos usually holds a few broken or non-image files; one
-        of them must not cost the whole run, so each is reported in its row.
+        `files`: image files and folders, one or a list, as `hydranet
+        predict` takes them; a folder stands for its image files (searched
+        recursively, sorted; see `image_files`). A path that does not exist
+        is refused before any work. A folder of photos usually holds a few
+        broken or non-image files; one of them must not cost the whole run,
+        so each is reported in its row.
         """
         from tqdm import tqdm
 
+        batch_size = _batch_size(batch_size)
+        files = image_files(files)
         rows: list[dict[str, Any]] = []
         with tqdm(total=len(files), desc="predicting", unit="image", disable=not progress) as bar:
             for start in range(0, len(files), batch_size):
@@ -194,7 +417,7 @@ class TrainedModel:
                 readable, images = [], []
                 for slot, path in zip(slots, chunk):
                     try:
-                        images.append(self.preprocess(path))
+                        images.append(self._read_file(path))
                         readable.append(slot)
                     except Exception as error:  # PIL raises many kinds; the row says which
                         slot["error"] = unreadable_reason(error)
@@ -211,14 +434,37 @@ class TrainedModel:
         return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
 
 
+_IMAGE_TYPES = (str, os.PathLike, Image.Image, np.ndarray, Tensor)
+
+
+def _image_items(images: Any) -> list[Any]:
+    """`predict`'s argument as a list of single images; anything that is not an image is refused by its index."""
+    if isinstance(images, (Tensor, np.ndarray)):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    if not isinstance(images, Iterable) or isinstance(images, (bytes, Mapping)):
+        raise InputError(f"predict takes {ACCEPTED}, or a list of them; got {_given(images)}")
+    items = list(images)
+    for index, item in enumerate(items):
+        if not isinstance(item, _IMAGE_TYPES):
+            raise InputError(f"images[{index}] is {_given(item)}; predict takes {ACCEPTED}")
+    return items
+
+
 def check_data_overrides(overrides: Iterable[str]) -> tuple[str, ...]:
     """Overrides of the data only: evaluating a trained model can change what it sees, not how it was made.
 
     A `train.epochs=3` would otherwise be applied to a spec nobody trains
     again and silently ignored.
+
+    One override may be given as a string, as from Python's
+    `model.evaluate("data.root=DIR")`.
     """
-    overrides = tuple(overrides)
+    overrides = (overrides,) if isinstance(overrides, str) else tuple(overrides)
     for item in overrides:
+        if not isinstance(item, str):
+            raise InputError(f"overrides are 'KEY=VALUE' strings; got {_given(item)}")
         key = item.split("=", 1)[0].strip()
         if key != "data" and not key.startswith("data."):
             raise HydranetError(f"override '{item}' is not a data.* key: evaluating a checkpoint can change only "

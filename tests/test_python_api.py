@@ -1,0 +1,214 @@
+"""The Python API (`hydranet.load(CKPT)` and the model it returns) on input a user gets wrong.
+
+Every mistake here used to end in a raw KeyError, AttributeError or a
+silently wrong answer; each now gets a hydranet error that says what was
+given and what is accepted, or, where the input is reasonable (a numpy array
+from PIL or OpenCV, a float tensor in [0, 1], a folder for `predict_files`),
+is taken. One checkpoint, trained for one epoch on the tiny backbone at
+16 px, serves every test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.errors import HydranetError
+from hydranet.core.inference import InputError, TrainedModel
+
+S = 16  # tiny_spec's image_size
+
+
+@pytest.fixture(scope="module")
+def checkpoint(faces, tmp_path_factory):
+    out = tmp_path_factory.mktemp("python-api") / "run"
+    hydranet.train(tiny_spec(faces, epochs=1), out_dir=out, progress=False, echo=False)
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint) -> TrainedModel:
+    return hydranet.load(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def face(faces) -> Image.Image:
+    with Image.open(sorted(faces.glob("*.jpg"))[0]) as image:
+        return image.convert("RGB")
+
+
+def test_input_errors_are_hydranet_errors_and_the_builtin_kinds_callers_catch():
+    assert issubclass(InputError, HydranetError)
+    assert issubclass(InputError, ValueError) and issubclass(InputError, TypeError)
+
+
+# --- evaluate -----------------------------------------------------------------------------------------
+
+def test_evaluate_an_unknown_split_names_the_splits_and_the_way_to_held_out_data(model):
+    with pytest.raises(InputError) as caught:
+        model.evaluate(split="test")
+    message = str(caught.value)
+    assert "split 'test' does not exist" in message
+    assert "'val'" in message and "'train'" in message and "'all'" in message
+    assert "data.root=DIR" in message and "split='all'" in message
+
+
+def test_evaluate_takes_one_override_as_a_string(model, faces):
+    as_string = model.evaluate("data.val_fraction=0.5", details=False)
+    as_list = model.evaluate(["data.val_fraction=0.5"], details=False)
+    assert as_string.images == as_list.images == 120  # half of the 240 faces, not an error about 'd'
+    with pytest.raises(InputError, match=r"overrides are 'KEY=VALUE' strings; got int 3"):
+        model.evaluate([3])
+
+
+# --- predict: what it accepts ---------------------------------------------------------------------
+
+def test_predict_takes_a_numpy_array_as_one_rgb_image_like_pil(model, face):
+    array = np.asarray(face)  # (H, W, 3) uint8, as PIL and OpenCV give
+    assert array.shape[2] == 3 and array.dtype == np.uint8
+    from_pil = model.predict(face)
+    assert model.predict(array) == from_pil
+    assert model.predict([array, face]) == from_pil * 2
+    assert model.predict(np.stack([array, array])) == from_pil * 2  # (N, H, W, C): N images
+    bgr = np.ascontiguousarray(array[..., ::-1])
+    assert model.predict(bgr[..., ::-1]) == from_pil  # a flipped (strided) view is fine
+    assert torch.equal(model.preprocess(array), model.preprocess(face))
+
+
+def test_predict_takes_grayscale_and_rgba_arrays(model, face):
+    gray = np.asarray(face.convert("L"))
+    assert gray.ndim == 2
+    assert model.predict(gray) == model.predict(face.convert("L"))
+    assert model.predict(gray[:, :, None]) == model.predict(gray)
+    rgba = np.asarray(face.convert("RGBA"))
+    assert model.predict(rgba) == model.predict(face.convert("RGBA"))
+
+
+def test_predict_refuses_arrays_it_cannot_read_as_an_image(model, face):
+    array = np.asarray(face)
+    with pytest.raises(InputError, match=r"numpy float64 array .* must be uint8 .*astype\('uint8'\)"):
+        model.predict(array / 255.0)
+    with pytest.raises(InputError, match=r"channels first.*array.transpose\(1, 2, 0\)"):
+        model.predict(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    with pytest.raises(InputError, match=r"shape \(4, 4, 2\).*\(H, W\) or \(H, W, C\) with C 1, 3 or 4"):
+        model.predict(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(InputError, match=r"empty"):
+        model.predict(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_predict_takes_tensors_of_any_size_and_float_in_0_1(model, face):
+    pixels = model.preprocess(face)  # uint8 (3, S, S)
+    expected = model.predict(pixels)
+    assert model.predict(pixels.float() / 255) == expected
+    assert model.predict((pixels.float() / 255)[None]) == expected
+    native = torch.from_numpy(np.asarray(face).transpose(2, 0, 1).copy())  # (3, H, W) as torchvision read_image
+    assert native.shape[1:] != (S, S)
+    assert model.predict(native) == model.predict(face)
+    with pytest.raises(InputError, match=r"values from \d+ to \d+; a float tensor must be in \[0, 1\].*torch.uint8"):
+        model.predict(pixels.float())
+    with pytest.raises(InputError, match=r"channels last.*permute\(2, 0, 1\)"):
+        model.predict(pixels.permute(1, 2, 0).contiguous())
+    with pytest.raises(InputError, match=r"torch.int64 .*uint8"):
+        model.predict(pixels.long())
+
+
+def test_predict_on_a_folder_points_to_predict_files(model, faces):
+    with pytest.raises(InputError) as caught:
+        model.predict(faces)
+    assert f"{faces} is a folder" in str(caught.value) and "predict_files" in str(caught.value)
+    with pytest.raises(InputError, match="is a folder"):
+        model.predict([str(faces)])
+
+
+def test_predict_names_a_missing_or_unreadable_file(model, tmp_path):
+    with pytest.raises(InputError, match=rf"cannot read image {tmp_path / 'nope.jpg'}: file not found"):
+        model.predict(tmp_path / "nope.jpg")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=rf"cannot read image {broken}: not an image.*predict_files"):
+        model.predict([str(broken)])
+
+
+def test_predict_refuses_what_is_not_an_image_and_a_bad_batch_size(model, face):
+    for wrong in (5, None, {"a": 1}, b"bytes"):
+        with pytest.raises(InputError, match=r"predict takes image files .*PIL images, numpy arrays .*tensors"):
+            model.predict(wrong)
+    with pytest.raises(InputError, match=r"images\[1\] is int 7; predict takes image files"):
+        model.predict([face, 7])
+    for size in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match=r"batch_size must be a whole number >= 1"):
+            model.predict(face, batch_size=size)
+    assert model.predict([]) == []
+
+
+# --- predict_tensor: the contract is checked --------------------------------------------------------
+
+def test_predict_tensor_takes_uint8_or_float_in_0_1_with_the_same_answer(model):
+    pixels = torch.randint(0, 256, (3, 3, S, S), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    as_uint8 = model.predict_tensor(pixels)
+    for dtype in (torch.float32, torch.float64):
+        as_float = model.predict_tensor(pixels.to(dtype) / 255)
+        for task, value in as_uint8.items():
+            torch.testing.assert_close(as_float[task], value, rtol=1e-5, atol=1e-5)
+    empty = model.predict_tensor(pixels[:0])
+    assert all(v.shape[0] == 0 for v in empty.values())
+
+
+@pytest.mark.parametrize("images, expected", [
+    (torch.zeros(3, S, S, dtype=torch.uint8), r"a batch \(N, 3, 16, 16\); got a torch.uint8 tensor of shape "
+                                              r"\(3, 16, 16\).*unsqueeze\(0\)"),
+    (torch.zeros(2, 1, S, S, dtype=torch.uint8), r"3 channels \(RGB\) in dimension 1, \(N, 3, 16, 16\); got .* \(2, 1, 16, 16\).*expand\(-1, 3, -1, -1\)"),
+    (torch.zeros(2, S, S, 3, dtype=torch.uint8), r"3 channels \(RGB\) in dimension 1.*channels last.*permute\(0, 3, 1, 2\)"),
+    (torch.zeros(2, 3, 20, 20, dtype=torch.uint8), r"16x16 .*got 20x20.*not resized.*model.predict"),
+    (torch.zeros(2, 3, S, S, dtype=torch.int64), r"dtype torch.int64; expected torch.uint8 .* or a float"),
+    (torch.zeros(2, 3, S, S, dtype=torch.bool), r"dtype torch.bool"),
+    (torch.full((2, 3, S, S), 200.0), r"values from 200 to 200; a float tensor must be in \[0, 1\]"),
+    (torch.full((2, 3, S, S), -0.5), r"values from -0.5 to -0.5"),
+    (torch.full((2, 3, S, S), float("nan")), r"values from nan to nan"),
+    (np.zeros((2, 3, S, S), np.uint8), r"takes a torch.Tensor \(N, 3, 16, 16\); got a numpy uint8 array.*torch.from_numpy"),
+    ([torch.zeros(3, S, S)], r"takes a torch.Tensor \(N, 3, 16, 16\); got a list of 1 item\. .*use predict\(\)"),
+])
+def test_predict_tensor_says_what_it_was_given_and_what_it_expects(model, images, expected):
+    with pytest.raises(InputError, match=expected):
+        model.predict_tensor(images)
+
+
+# --- predict_files: files and folders, as `hydranet predict` takes them -------------------------------
+
+def test_predict_files_takes_a_folder_or_one_path_like_the_cli(model, faces):
+    files = sorted(faces.glob("*.jpg"))
+    rows = model.predict_files(faces)
+    assert [row["file"] for row in rows] == [str(p) for p in files]
+    assert model.predict_files(str(files[0])) == rows[:1]
+    assert model.predict_files([files[0], str(files[1])]) == rows[:2]
+    assert model.predict_files([]) == []
+
+
+def test_predict_files_refuses_missing_paths_non_paths_and_folders_without_images(model, face, tmp_path):
+    with pytest.raises(InputError, match=rf"not found: {tmp_path / 'nope.jpg'}"):
+        model.predict_files([tmp_path / "nope.jpg"])
+    with pytest.raises(InputError, match=r"predict_files takes paths .*got Image .*use predict\(\)"):
+        model.predict_files([face])
+    (tmp_path / "notes.txt").write_text("no image here")
+    with pytest.raises(InputError, match=rf"no image files found in: {tmp_path} \(looked for .jpg"):
+        model.predict_files(tmp_path)
+    with pytest.raises(InputError, match=r"batch_size must be a whole number >= 1"):
+        model.predict_files(tmp_path / "notes.txt", batch_size=0)
+
+
+# --- load ---------------------------------------------------------------------------------------------
+
+def test_load_names_a_wrong_path_type_and_a_wrong_device(checkpoint, monkeypatch):
+    with pytest.raises(HydranetError, match=r"checkpoint must be a path \(str or pathlib.Path\); got NoneType"):
+        hydranet.load(None)
+    with pytest.raises(HydranetError, match=r"device must be .*; got a list of 1 item"):
+        hydranet.load(checkpoint, device=["cpu"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in (0, torch.device("cuda")):  # an index is torch's way to say cuda:N
+        with pytest.raises(HydranetError, match=r"^device: cuda was asked for .*; use device=auto or cpu$"):
+            hydranet.load(checkpoint, device=device)
+    assert hydranet.load(checkpoint, device=torch.device("cpu")).device == torch.device("cpu")
