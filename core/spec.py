@@ -13,6 +13,7 @@ in a spec can execute code.
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 import types
@@ -465,6 +466,37 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _sections_elsewhere() -> dict[str, list[str]]:
+    """Section path -> the keys it holds itself ("" is the top level), for keys written in the wrong section."""
+    return {"": list(Spec.model_fields), "train": list(TrainSection.model_fields),
+            "augment": list(AugmentSection.model_fields), "data": [k for k in DataSection.model_fields if k != "name"]}
+
+
+def unknown_field_message(key: str, known: Sequence[str], section: str, about: str = "") -> str:
+    """"unknown field; did you mean ...? valid fields: ..." for `key` in `section` (a path; "" = top level).
+
+    A key that is closer to one of another section's keys than to any of its
+    own section's is suggested there, with its path: `data.batchsize` is
+    train.batch_size, `epochs` at the top level is train.epochs. `about` goes
+    before the list of valid fields (why the section takes no such key).
+    """
+    def closeness(word: str) -> float:
+        return difflib.SequenceMatcher(None, key, word).ratio()
+
+    own = max(known, key=closeness, default=None)
+    own_score = closeness(own) if own is not None else 0.0
+    hint = f" did you mean '{own}'?" if own_score >= 0.6 else ""
+    if section in _sections_elsewhere():
+        elsewhere = [(closeness(word), f"{other}.{word}" if other else word)
+                     for other, words in _sections_elsewhere().items() if other != section for word in words]
+        score, path = max(elsewhere, default=(0.0, ""))
+        if score >= 0.6 and score > own_score:
+            where = f"the {path.split('.')[0]} section" if "." in path else "the top level"
+            hint = f" did you mean '{path}'? (it belongs in {where});"
+    listing = f" valid fields: {', '.join(known)}" if known else ""
+    return f"unknown field;{hint}{about}{listing}"
+
+
 def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, prefix: Sequence[Any] = (),
                       also_valid: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Turn pydantic's errors into (path, message) pairs, with did-you-mean on unknown keys.
@@ -483,8 +515,7 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
             known = [n for n in owner.model_fields] if owner else []
             if len(loc) == 1:
                 known += [n for n in also_valid if n not in known]
-            message = "unknown field;" + (did_you_mean(str(loc[-1]), known) or "") + (
-                f" valid fields: {', '.join(known)}" if known else "")
+            message = unknown_field_message(str(loc[-1]), known, format_path([*prefix, *loc[:-1]]))
         elif item["type"] == "missing":
             message = "required field missing"
         elif item["type"] == "model_type":  # pydantic names its own class: "... or instance of TaskSection"
@@ -505,6 +536,12 @@ def _resolve_component(registry, section: str, name: str, params: dict[str, Any]
         entry = registry.get(name)
     except (UnknownNameError, DuplicateNameError) as error:
         problems.append((name_path, str(error)))
+        return None
+    if entry.params is None and params:  # a misspelt section key still gets its did-you-mean
+        about = f" {'dataset' if section == 'data' else section} '{entry.name}' takes no parameters;"
+        for key in params:
+            problems.append((format_path([*params_path, key]),
+                             unknown_field_message(str(key), section_keys, format_path(params_path), about)))
         return None
     try:
         validated = entry.validate_params(params)
@@ -693,6 +730,8 @@ def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str
     Without it the error says the problem is in the spec file, and the user
     searches the file for a key that is only on the command line. The most
     specific override wins (the later one, between equals: it took effect).
+    An unknown key above an override's path is that override's too: `--set
+    trian.epochs=2` made the unknown section `trian`.
     """
     targets = []
     for override in overrides:
@@ -701,14 +740,19 @@ def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str
         except ValueError:
             continue  # apply_overrides already reported it
 
-    def blame(path: str) -> str:
+    def under(path: str, target: str) -> bool:
+        return path == target or path.startswith((f"{target}.", f"{target}["))
+
+    def blame(path: str, message: str) -> str:
         culprit, depth = None, -1
         for target, override in targets:
-            if (path == target or path.startswith((f"{target}.", f"{target}["))) and len(target) >= depth:
+            if under(path, target) and len(target) >= depth:
                 culprit, depth = override, len(target)
+        if culprit is None and message.startswith("unknown field"):
+            culprit = next((override for target, override in reversed(targets) if under(target, path)), None)
         return f"{path} (from --set {culprit})" if culprit else path
 
-    return [(blame(path) if path else path, message) for path, message in problems]
+    return [(blame(path, message) if path else path, message) for path, message in problems]
 
 
 #: The strings pydantic reads as booleans, in any case: YAML 1.2 reads `off` or `yes` as a word, and a

@@ -309,6 +309,52 @@ def test_misspelt_data_keys_suggest_the_shared_fields_too(components):
     assert "did you mean 'params'?" in found["tasks[0].parms"]
 
 
+def test_a_dataset_without_parameters_still_suggests_the_shared_data_keys():
+    """A dataset plugin that registers no params model: a misspelt shared key is a typo, not a parameter."""
+    import hydranet
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    class Plain:
+        @hydranet.hookimpl
+        def register_datasets(self, register):
+            register("plain", lambda: None, description="A dataset with no parameters.")
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plain(), "plain", distribution="plain", version="0", builtin=False)
+    components = load_components(pm)
+    found = problems({**BASE, "data": {"name": "plain", "stirct": True, "val_fractoin": 0.2, "colour": "red"}},
+                     components=components)
+    assert found["data.stirct"].startswith("unknown field; did you mean 'strict'? dataset 'plain' takes no "
+                                           "parameters; valid fields: ")
+    assert "did you mean 'val_fraction'?" in found["data.val_fractoin"]
+    assert {"name", "val_fraction", "strict", "cache", "workers"} <= set(found["data.colour"].split("valid fields: ")[1]
+                                                                          .split(", "))
+    assert "did you mean" not in found["data.colour"]
+    assert "did you mean 'train.batch_size'?" in problems({**BASE, "data": {"name": "plain", "batchsize": 3}},
+                                                          components=components)["data.batchsize"]
+    assert load({**BASE, "data": {"name": "plain", "strict": True}}, components=components).spec.data.strict
+
+
+def test_a_key_in_the_wrong_section_is_suggested_where_it_belongs(components):
+    found = problems({**BASE, "epochs": 3, "data": {"name": "synthetic", "batchsize": 8},
+                      "train": {"val_fraction": 0.2, "flip": False}, "augment": {"lr": 0.1}}, components=components)
+    assert found["epochs"].startswith("unknown field; did you mean 'train.epochs'? (it belongs in the train section)")
+    assert "did you mean 'train.batch_size'?" in found["data.batchsize"]  # not the dataset's own 'size'
+    assert "did you mean 'data.val_fraction'?" in found["train.val_fraction"]
+    assert "did you mean 'augment.flip'?" in found["train.flip"]
+    assert "did you mean 'train.lr'?" in found["augment.lr"]
+    # a closer key in its own section still wins
+    assert "did you mean 'batch_size'?" in problems({**BASE, "train": {"bach_size": 3}},
+                                                    components=components)["train.bach_size"]
+    assert "did you mean 'sum'" not in problems({**BASE, "weighting": {"name": "sum", "temperature": 2}},
+                                                components=components)["weighting.temperature"]
+
+
+def test_an_unknown_section_made_by_set_names_the_override(components):
+    found = problems(BASE, "trian.epochs=3", components=components)
+    assert "did you mean 'train'?" in found["trian (from --set trian.epochs=3)"]
+
+
 def test_regression_min_must_be_below_max(components):
     raw = {**BASE, "tasks": [{"name": "a", "kind": "regression", "label": "age", "min": 50, "max": 5}]}
     message = problems(raw, components=components)["tasks[0].min"]
