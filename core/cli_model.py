@@ -158,7 +158,8 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
       hydranet predict best.pt photos/ more.jpg --json > predictions.json
     """
     from hydranet.core.atomic import atomic_write_text, writable_folder
-    from hydranet.core.inference import TrainedModel, image_files
+    from hydranet.core.image_input import image_files
+    from hydranet.core.inference import TrainedModel
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -208,7 +209,7 @@ def _format_of(out_file: str | None) -> str:
 
 
 def _image_suffixes() -> list[str]:
-    from hydranet.core.inference import IMAGE_SUFFIXES
+    from hydranet.core.image_input import IMAGE_SUFFIXES
 
     return list(IMAGE_SUFFIXES)
 

@@ -77,3 +77,11 @@ class TrainingInterrupted(HydranetError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.signum = signum
+
+
+class InputError(HydranetError, TypeError, ValueError):
+    """An argument of the Python API that it cannot use; the message says what was given and what is taken.
+
+    It is a TypeError and a ValueError too, so code that catches those (as
+    for any Python function given the wrong thing) catches it.
+    """

@@ -8,7 +8,7 @@ are all stored in it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,133 +22,16 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
-from hydranet.core.errors import CheckpointError, DataError, HydranetError, SpecError
+from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError
+from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
+                                       given, image_files, image_items, tensor_image)
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec, load_spec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all")
-
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
-
-#: what `predict` and `preprocess` take, for the messages
-ACCEPTED = ("image files (a str or pathlib.Path), PIL images, numpy arrays (H, W) or (H, W, C) uint8, "
-            "or tensors (C, H, W) uint8 or float in [0, 1]")
-
-
-class InputError(HydranetError, TypeError, ValueError):
-    """An argument of the Python API that it cannot use; the message says what was given and what is taken.
-
-    It is a TypeError and a ValueError too, so code that catches those (as
-    for any Python function given the wrong thing) catches it.
-    """
-
-
-def _given(value: Any) -> str:
-    """What a user passed, in a few words: 'a torch.uint8 tensor of shape (3, 16, 16)', 'int 5'."""
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    if isinstance(value, np.ndarray):
-        return f"a numpy {value.dtype} array of shape {value.shape}"
-    if isinstance(value, (list, tuple, set, dict)):
-        return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _batch_size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"batch_size must be a whole number >= 1; got {_given(value)}")
-    return value
-
-
-def _float_range_problem(images: Tensor) -> str | None:
-    """Why a float image tensor is not in [0, 1], or None. One fused aminmax (a device sync on a GPU)."""
-    if images.numel() == 0:
-        return None
-    low, high = (float(v) for v in torch.aminmax(images))
-    if low >= 0 and high <= 1:  # NaN fails both
-        return None
-    scale = " (it looks like 0-255 pixels: pass them as uint8, images.round().to(torch.uint8))" if high > 1 else ""
-    return f"{_given(images)} has values from {low:g} to {high:g}; a float tensor must be in [0, 1]{scale}"
-
-
-def array_to_pil(array: np.ndarray) -> Image.Image:
-    """A numpy image as PIL gives and takes it: (H, W) grayscale or (H, W, C) with C 1, 3 (RGB) or 4 (RGBA), uint8.
-
-    Channels are taken as RGB: OpenCV's BGR arrays need `array[..., ::-1]`
-    (or cv2.cvtColor(array, cv2.COLOR_BGR2RGB)) first.
-    """
-    if array.dtype != np.uint8:
-        raise InputError(f"{_given(array)}: a numpy image must be uint8 (0-255), as PIL and OpenCV give it; "
-                         "for values in [0, 1] use (array * 255).round().astype('uint8')")
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
-        hint = (" It looks channels first (C, H, W): use array.transpose(1, 2, 0)." if channels_first else "")
-        raise InputError(f"{_given(array)} is not an image: a numpy image is (H, W) or (H, W, C) with C 1, 3 "
-                         f"or 4, channels last, as PIL and OpenCV give it.{hint}")
-    if 0 in array.shape:
-        raise InputError(f"{_given(array)} is empty: an image needs at least one pixel")
-    return Image.fromarray(np.ascontiguousarray(array))
-
-
-def _tensor_image(image: Tensor, size: int) -> Tensor | np.ndarray:
-    """A (C, H, W) or (H, W) tensor image as uint8: (3, S, S) as it is, any other size as an (H, W, C) array."""
-    if image.dim() == 2:
-        image = image.unsqueeze(0)
-    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
-        if image.dim() == 4:
-            hint = " For a batch (N, C, H, W), pass it to predict as a whole."
-        elif image.dim() == 3 and image.shape[-1] in (1, 3, 4):
-            hint = " It looks channels last (H, W, C): use image.permute(2, 0, 1)."
-        else:
-            hint = ""
-        raise InputError(f"{_given(image)} is not an image: a tensor image is (C, H, W) with C 1, 3 or 4, "
-                         f"or (H, W).{hint}")
-    if image.is_floating_point():
-        problem = _float_range_problem(image)
-        if problem:
-            raise InputError(problem)
-        image = (image * 255).round().to(torch.uint8)
-    elif image.dtype != torch.uint8:
-        raise InputError(f"{_given(image)}: a tensor image must be torch.uint8 (0-255) or a float in [0, 1]")
-    if image.shape == (3, size, size):
-        return image
-    return image.permute(1, 2, 0).cpu().numpy()
-
-
-def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """What `predict_files` and `hydranet predict` run on: files as given, folders as their image files.
-
-    Folders are searched recursively for the `IMAGE_SUFFIXES`, sorted. A path
-    that does not exist, an item that is not a path, and paths that hold no
-    image file at all are refused before any work.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    elif not isinstance(paths, Iterable) or isinstance(paths, (bytes, Mapping, Image.Image, np.ndarray, Tensor)):
-        raise InputError(f"predict_files takes paths (str or pathlib.Path) of image files or folders, one or a "
-                         f"list; got {_given(paths)}. For PIL images, arrays or tensors use predict().")
-    paths = list(paths)
-    for path in paths:
-        if not isinstance(path, (str, os.PathLike)):
-            raise InputError(f"predict_files takes paths (str or pathlib.Path) of image files or folders; got "
-                             f"{_given(path)}. For PIL images, arrays or tensors use predict().")
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        raise InputError("not found: " + ", ".join(missing))
-    found = expand_image_paths(paths)
-    if paths and not found:
-        raise InputError("no image files found in: " + ", ".join(map(str, paths))
-                         + " (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
-    return found
-
 
 def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
     """The weights come from the checkpoint: never load (or look for) pretrained files again."""
@@ -183,7 +66,7 @@ def _device_argument(device: Any) -> torch.device:
         device = str(device)
     if not isinstance(device, str):
         raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps', a torch.device or a CUDA "
-                         f"index; got {_given(device)}")
+                         f"index; got {given(device)}")
     return pick_device(device, option="device")
 
 
@@ -235,7 +118,7 @@ class TrainedModel:
         already prepared and returned as it is.
         """
         if isinstance(image, Tensor):
-            image = _tensor_image(image, self.image_size)
+            image = tensor_image(image, self.image_size)
             if isinstance(image, Tensor):
                 return image
         if isinstance(image, np.ndarray):
@@ -244,7 +127,7 @@ class TrainedModel:
             return torch.from_numpy(to_square_rgb(image, self.image_size))
         if isinstance(image, (str, os.PathLike)):
             return self._read_path(Path(image))
-        raise InputError(f"preprocess takes one image: {ACCEPTED}; got {_given(image)}")
+        raise InputError(f"preprocess takes one image: {ACCEPTED}; got {given(image)}")
 
     def _read_path(self, path: Path) -> Tensor:
         if path.is_dir():
@@ -273,10 +156,10 @@ class TrainedModel:
         if not isinstance(images, Tensor):
             hint = (" Use torch.from_numpy(array), or predict(array) for (H, W, C) images of any size."
                     if isinstance(images, np.ndarray) else " For files, PIL images or lists, use predict().")
-            raise InputError(f"predict_tensor takes a torch.Tensor {want}; got {_given(images)}.{hint}")
+            raise InputError(f"predict_tensor takes a torch.Tensor {want}; got {given(images)}.{hint}")
         if images.dim() != 4:
             hint = " For one image, add the batch dimension: images.unsqueeze(0)." if images.dim() == 3 else ""
-            raise InputError(f"predict_tensor takes a batch {want}; got {_given(images)}.{hint}")
+            raise InputError(f"predict_tensor takes a batch {want}; got {given(images)}.{hint}")
         if images.shape[1] != 3:
             if images.shape[1] == 1:
                 hint = " For grayscale, repeat the channel: images.expand(-1, 3, -1, -1)."
@@ -285,10 +168,10 @@ class TrainedModel:
             else:
                 hint = ""
             raise InputError(f"predict_tensor takes 3 channels (RGB) in dimension 1, {want}; got "
-                             f"{_given(images)}.{hint}")
+                             f"{given(images)}.{hint}")
         if tuple(images.shape[2:]) != (size, size):
             raise InputError(f"predict_tensor takes images of this model's size, {size}x{size} {want}; got "
-                             f"{images.shape[2]}x{images.shape[3]} in {_given(images)}. They are not resized: "
+                             f"{images.shape[2]}x{images.shape[3]} in {given(images)}. They are not resized: "
                              "model.preprocess(image) prepares one as training did (centre crop, resize), and "
                              "model.predict takes images of any size")
         if images.dtype == torch.uint8:
@@ -296,7 +179,7 @@ class TrainedModel:
         if not images.is_floating_point():
             raise InputError(f"predict_tensor got dtype {images.dtype}; expected torch.uint8 (pixels 0-255) or a "
                              "float dtype with values in [0, 1]")
-        problem = _float_range_problem(images)
+        problem = float_range_problem(images)
         if problem:
             raise InputError(f"predict_tensor: {problem}")
         return images
@@ -325,8 +208,8 @@ class TrainedModel:
         (N, C, H, W) or a numpy array (N, H, W, C). For a folder, use
         `predict_files`, whose rows name their files.
         """
-        batch_size = _batch_size(batch_size)
-        items = _image_items(images)
+        batch_size = batch_size_argument(batch_size)
+        items = image_items(images)
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             batch = torch.stack([self.preprocess(item) for item in items[start:start + batch_size]])
@@ -407,7 +290,7 @@ class TrainedModel:
         """
         from tqdm import tqdm
 
-        batch_size = _batch_size(batch_size)
+        batch_size = batch_size_argument(batch_size)
         files = image_files(files)
         rows: list[dict[str, Any]] = []
         with tqdm(total=len(files), desc="predicting", unit="image", disable=not progress) as bar:
@@ -434,24 +317,6 @@ class TrainedModel:
         return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
 
 
-_IMAGE_TYPES = (str, os.PathLike, Image.Image, np.ndarray, Tensor)
-
-
-def _image_items(images: Any) -> list[Any]:
-    """`predict`'s argument as a list of single images; anything that is not an image is refused by its index."""
-    if isinstance(images, (Tensor, np.ndarray)):
-        return list(images) if images.ndim == 4 else [images]
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
-    if not isinstance(images, Iterable) or isinstance(images, (bytes, Mapping)):
-        raise InputError(f"predict takes {ACCEPTED}, or a list of them; got {_given(images)}")
-    items = list(images)
-    for index, item in enumerate(items):
-        if not isinstance(item, _IMAGE_TYPES):
-            raise InputError(f"images[{index}] is {_given(item)}; predict takes {ACCEPTED}")
-    return items
-
-
 def check_data_overrides(overrides: Iterable[str]) -> tuple[str, ...]:
     """Overrides of the data only: evaluating a trained model can change what it sees, not how it was made.
 
@@ -464,7 +329,7 @@ def check_data_overrides(overrides: Iterable[str]) -> tuple[str, ...]:
     overrides = (overrides,) if isinstance(overrides, str) else tuple(overrides)
     for item in overrides:
         if not isinstance(item, str):
-            raise InputError(f"overrides are 'KEY=VALUE' strings; got {_given(item)}")
+            raise InputError(f"overrides are 'KEY=VALUE' strings; got {given(item)}")
         key = item.split("=", 1)[0].strip()
         if key != "data" and not key.startswith("data."):
             raise HydranetError(f"override '{item}' is not a data.* key: evaluating a checkpoint can change only "
@@ -542,15 +407,3 @@ def error_distribution(errors: Tensor) -> dict[str, Any]:
         "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES},
         "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
     }
-
-
-def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders as their image files (sorted, recursive)."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(path)
-    return found

@@ -22,7 +22,7 @@ if (_checkout / "core" / "hookspecs.py").is_file() and str(_checkout) not in __p
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
 from hydranet.core.metrics import Metric
-from hydranet.core.errors import HydranetError, SpecError
+from hydranet.core.errors import HydranetError, InputError, SpecError
 
 # The engine, spec loader and checkpoint loader import lazily: a plugin's
 # `import hydranet` for `hookimpl` and `Task` should not pull in the engine.
@@ -51,6 +51,7 @@ __all__ = [
     "Metric",
     "HydranetError",
     "SpecError",
+    "InputError",
     "load_spec",
     "train",
     "load",

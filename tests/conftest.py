@@ -45,6 +45,23 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("faces") / "utk", count=240, size=32, seed=3, progress=False)
 
 
+@pytest.fixture(scope="session")
+def checkpoint(faces, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """best.pt of a one-epoch tiny run on the built-in plugins, trained once per test session.
+
+    Tests that use it must not change it; writing files beside it is fine.
+    """
+    import hydranet
+    from hydranet.core.plugins import load_components, make_plugin_manager
+    from hydranet.core.spec import load_spec
+
+    components = load_components(make_plugin_manager(entry_points=False))
+    out = tmp_path_factory.mktemp("one-epoch") / "run"
+    hydranet.train(load_spec(tiny_spec(faces, epochs=1), components=components), out_dir=out,
+                   components=components, progress=False, echo=False)
+    return out / "best.pt"
+
+
 def make_tasks(components, *names: str) -> list:
     """Real task objects with their default parameters, built as a spec would build them."""
     return [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in names]

@@ -15,28 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import hydranet
-from conftest import tiny_spec
 from hydranet.core import atomic
 from hydranet.core import export as export_module
 from hydranet.core.errors import CheckpointError, HydranetError
 from hydranet.core.export import ExportError, export_checkpoint, read_manifest
 from hydranet.core.inference import TrainedModel
-from hydranet.core.spec import load_spec
 
 TASKS = ["age", "gender", "ethnicity"]
 WIDTHS = {"age": 1, "gender": 1, "ethnicity": 5}
-
-
-@pytest.fixture(scope="module")
-def checkpoint(faces, tmp_path_factory) -> Path:
-    from hydranet.core.plugins import load_components, make_plugin_manager
-
-    components = load_components(make_plugin_manager(entry_points=False))
-    out = tmp_path_factory.mktemp("export") / "run"
-    hydranet.train(load_spec(tiny_spec(faces, epochs=1), components=components), out_dir=out,
-                   components=components, progress=False, echo=False)
-    return out / "best.pt"
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,10 @@ import torch
 from PIL import Image
 
 import hydranet
-from conftest import tiny_spec
-from hydranet.core.errors import HydranetError
-from hydranet.core.inference import InputError, TrainedModel
+from hydranet import HydranetError, InputError
+from hydranet.core.inference import TrainedModel
 
 S = 16  # tiny_spec's image_size
-
-
-@pytest.fixture(scope="module")
-def checkpoint(faces, tmp_path_factory):
-    out = tmp_path_factory.mktemp("python-api") / "run"
-    hydranet.train(tiny_spec(faces, epochs=1), out_dir=out, progress=False, echo=False)
-    return out / "best.pt"
 
 
 @pytest.fixture(scope="module")
