@@ -65,7 +65,8 @@ def test_all_errors_are_collected_with_paths_and_suggestions(components):
     assert "did you mean 'resnet18'?" in found["backbone.name"]
     assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
     assert "did you mean 'temperature'?" in found["weighting.temprature"]
-    assert found["data.root"] == "required field missing"
+    assert found["data.root"] == ("required field missing: Folder of UTKFace images (e.g. data/UTKFace); labels are read "
+                                  "from the file names.")
 
 
 def test_unknown_task_and_section(components):
@@ -353,6 +354,48 @@ def test_a_key_in_the_wrong_section_is_suggested_where_it_belongs(components):
 def test_an_unknown_section_made_by_set_names_the_override(components):
     found = problems(BASE, "trian.epochs=3", components=components)
     assert "did you mean 'train'?" in found["trian (from --set trian.epochs=3)"]
+
+
+def test_a_union_field_is_one_problem_with_a_plain_path(components):
+    """pydantic tags each union member in the path (`head_lr.'dict[str,float]'.age`); a user sees the field."""
+    found = problems({**BASE, "train": {"head_lr": {"age": "fast"}, "compile": "maybe", "channels_last": [1]}},
+                     components=components)
+    assert set(found) == {"train.head_lr.age", "train.compile", "train.channels_last"}
+    assert "(got 'fast')" in found["train.head_lr.age"]
+    assert found["train.compile"] == "should be 'auto' or a boolean (true/false, yes/no, on/off) (got 'maybe')"
+    assert found["train.channels_last"].startswith("should be 'auto' or a boolean")
+    assert problems({**BASE, "train": {"head_lr": "x"}}, components=components) == {
+        "train.head_lr": "should be a number or a mapping (got 'x')"}
+
+
+def test_wrong_shapes_say_what_is_expected(components):
+    found = problems({**BASE, "tasks": "age", "augment": 5, "backbone": 5}, components=components)
+    assert found["tasks"] == ("should be a list of tasks, one name or mapping each (`tasks: [age, gender]`); "
+                              "got 'age'")
+    assert found["augment"] == "should be a mapping of fields (got 5)"  # augment has no name to give
+    assert found["backbone"] == "should be a name or a mapping of fields (got 5)"
+    assert problems({**BASE, "tasks": []}, components=components)["tasks"] == "needs at least one task (`tasks: [age]`)"
+    found = problems({**BASE, "weighting": {"name": "static", "weights": [1, 2]}}, components=components)
+    assert found["weighting.weights"] == "should be a mapping (got [1, 2])"
+    assert "Input should be" not in str(found) and "dictionary" not in str(found)
+
+
+def test_a_missing_field_says_what_it_is(components):
+    found = problems({"tasks": ["age", {"name": "smiling", "kind": "binary"}]}, components=components)
+    assert found["data"].startswith("required field missing: The dataset: its name, or a mapping")
+    assert found["data"].endswith("Datasets: folder, synthetic, utkface.")
+    assert found["tasks[1].label"].startswith("required field missing: Record field holding this task's label")
+    assert problems({**BASE, "data": {"root": "x"}}, components=components)["data.name"].endswith(
+        "Datasets: folder, synthetic, utkface.")
+
+
+def test_a_malformed_set_names_the_spec_it_was_applied_to(tmp_path, components):
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(SpecError) as caught:
+        load(path, "tasks[5].label=x", "image_size", components=components)
+    assert caught.value.source == str(path)
+    assert str(caught.value).startswith(f"2 problems in {path}:")
 
 
 def test_regression_min_must_be_below_max(components):
