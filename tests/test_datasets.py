@@ -108,13 +108,14 @@ def test_utkface_reports_malformed_names_once(utk_folder: Path) -> None:
 
 
 def test_utkface_missing_root_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"UTKFace folder .*nowhere does not exist.*synthetic"):
+    with pytest.raises(DataError, match=r"UTKFace folder .*nowhere does not exist.*synthetic") as caught:
         UTKFaceDataset(tmp_path / "nowhere").samples()
+    assert "set data.root to its folder (in the spec, or --set data.root=DIR)" in str(caught.value)
 
 
 def test_utkface_folder_without_images_points_at_subfolder(tmp_path: Path) -> None:
     make_image(tmp_path / "UTKFace" / "30_0_3_20170117145159065.jpg")
-    with pytest.raises(DataError, match=r"no .* images in .*subfolders UTKFace hold images"):
+    with pytest.raises(DataError, match=r"no .* images in .*subfolders UTKFace hold images: set data.root to"):
         UTKFaceDataset(tmp_path).samples()
 
 
@@ -179,11 +180,11 @@ def test_folder_missing_file_column_names_csv_columns_and_param(image_folder: Pa
         FolderDataset(image_folder).samples()
     message = str(error.value)
     assert "labels.csv" in message and "no 'file' column" in message
-    assert "image, age" in message and "file_column" in message
+    assert "image, age" in message and "set data.file_column" in message
 
 
 @pytest.mark.parametrize("setup, match", [
-    (lambda root: None, r"label CSV .*labels.csv does not exist"),
+    (lambda root: None, r"label CSV .*labels.csv does not exist; set data.csv to"),
     (lambda root: write_csv(root / "labels.csv", ""), r"labels.csv is empty"),
     (lambda root: write_csv(root / "labels.csv", "file,name\na.jpg,Jos\u00e9\n", "latin-1"), r"not UTF-8"),
 ])
@@ -194,7 +195,8 @@ def test_folder_unreadable_csv_is_a_data_error(image_folder: Path, setup, match:
 
 
 def test_folder_missing_root(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"image folder .*absent does not exist"):
+    """Hints name the spec key (data.root), not a bare parameter name that is nowhere in the spec's paths."""
+    with pytest.raises(DataError, match=r"image folder .*absent does not exist; set data.root to"):
         FolderDataset(tmp_path / "absent").samples()
 
 

@@ -63,8 +63,9 @@ class FolderDataset(Dataset):
 
     def samples(self) -> list[Sample]:
         self.problems.clear()  # listing twice must not report every problem twice
-        folder = existing_dir(self.root, "image folder", "set `root` to the folder that holds the images")
-        table = existing_file(self.csv, "label CSV", f"set `csv` to the CSV of labels, or put it at "
+        folder = existing_dir(self.root, "image folder", "set data.root to the folder that holds the images "
+                                                          "(in the spec, or --set data.root=DIR)")
+        table = existing_file(self.csv, "label CSV", f"set data.csv to the CSV of labels, or put it at "
                                                       f"<root>/{DEFAULT_CSV} (a `{self.file_column}` column "
                                                       f"naming each image, plus one column per label)")
         try:
@@ -105,7 +106,7 @@ class FolderDataset(Dataset):
         reader.fieldnames = columns = [name.strip() for name in reader.fieldnames]
         if self.file_column not in columns:
             raise DataError(f"{self.csv} has no '{self.file_column}' column (its columns: {', '.join(columns)}); "
-                            f"set the dataset's `file_column` parameter to the column that names the images")
+                            f"set data.file_column to the column that names the images")
         return columns
 
     def __repr__(self) -> str:

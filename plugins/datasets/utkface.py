@@ -87,8 +87,8 @@ def image_files(folder: Path) -> list[Path]:
 def _no_images_error(folder: Path) -> DataError:
     """Explain an empty folder; pointing at the parent of the image folder is the usual cause."""
     nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(map(is_image_name, os.listdir(p))))
-    hint = (f"its subfolders {', '.join(nested)} hold images: set `root` to one of them"
-            if nested else "set `root` to the folder that holds the UTKFace .jpg files")
+    hint = (f"its subfolders {', '.join(nested)} hold images: set data.root to one of them"
+            if nested else "set data.root to the folder that holds the UTKFace .jpg files")
     return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}; {hint}")
 
 
@@ -107,8 +107,8 @@ class UTKFaceDataset(Dataset):
     """
 
     #: What to tell a user whose root is missing; subclasses point elsewhere.
-    missing_root_hint = ("download UTKFace (the aligned and cropped faces) and set `root` to its folder, "
-                         "or try the `synthetic` dataset, which needs no download")
+    missing_root_hint = ("download UTKFace (the aligned and cropped faces) and set data.root to its folder "
+                         "(in the spec, or --set data.root=DIR), or try `data: synthetic`, which needs no download")
 
     def __init__(self, root: str | Path):
         self.root = str(root)
