@@ -98,7 +98,10 @@ class TaskSection(BaseModel):
     def _usable_name(cls, name: str) -> str:
         """Task names become module keys, CSV columns and output names: keep them plain."""
         if not TASK_NAME.fullmatch(name):
-            raise ValueError(f"task name '{name}' must start with a letter and contain only letters, digits, '_' or '-'")
+            joined = ("; YAML read several lines as this one name: are the list's '- ' items indented alike?"
+                      if re.search(r"\s-\s", name) else "")
+            raise ValueError(f"task name '{name}' must start with a letter and contain only letters, digits, "
+                             f"'_' or '-'{joined}")
         return name
 
 
@@ -325,7 +328,9 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(error, "problem", None) or str(error)
-            raise SpecError([("", f"invalid YAML{where}: {problem}")], source) from None
+            raise SpecError([("", f"invalid YAML{where}: {problem}{_yaml_hint(problem)}")], source) from None
+        except _DuplicateKeys as error:
+            raise SpecError(error.problems, source) from None
         except RecursionError:
             raise SpecError([("", "invalid YAML: nested too deeply")], source) from None
         except _TooBig as error:
@@ -344,6 +349,52 @@ class _TooBig(Exception):
     """A YAML document whose aliases would expand past the limits."""
 
 
+def _yaml_hint(problem: str) -> str:
+    """What usually causes PyYAML's terser complaints."""
+    if "'\\t'" in problem:
+        return "; YAML indents with spaces, not tabs"
+    if "mapping values are not allowed" in problem:
+        return "; usually a line indented differently from the lines around it, or an unquoted value with ': ' in it"
+    if "block" in problem:
+        return "; usually a line indented differently from the lines around it"
+    if problem.startswith("expected ',' or"):
+        return "; a list [...] or mapping {...} is not closed, or two of its items lack a ',' between them"
+    return ""
+
+
+class _DuplicateKeys(Exception):
+    """Keys given twice in one YAML mapping: (path, message) each."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__(problems)
+        self.problems = problems
+
+
+def _check_duplicate_keys(root: yaml.Node) -> None:
+    """PyYAML keeps the last of two equal keys without a word; a spec with two `data:` sections is a mistake."""
+    problems, seen, stack = [], set(), [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, [*path, index]) for index, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge" else None
+                if name is not None and name in lines:
+                    problems.append((format_path([*path, name]),
+                                     f"given twice (lines {lines[name]} and {key.start_mark.line + 1}); YAML would "
+                                     "silently keep only the last: keep one"))
+                elif name is not None:
+                    lines[name] = key.start_mark.line + 1
+                stack.append((value, [*path, name if name is not None else "?"]))
+    if problems:
+        raise _DuplicateKeys(sorted(problems))
+
+
 def _safe_load_bounded(text: str) -> Any:
     """`yaml.safe_load` (with YAML 1.2's booleans), but the composed node graph is checked before any object is built.
 
@@ -357,6 +408,7 @@ def _safe_load_bounded(text: str) -> Any:
         if node is None:
             return None
         _check_yaml_graph(node)
+        _check_duplicate_keys(node)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -637,7 +689,10 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
             message = "required field missing" + (f": {field.description}" if field and field.description else "")
         elif item["type"] == "model_type":  # pydantic names its own class: "... or instance of TaskSection"
             what = "a name or a mapping of fields" if at_top and loc[0] in NAMED_SECTIONS else "a mapping of fields"
-            message = f"should be {what} (got {_shown(item.get('input'))})"
+            given = item.get("input")
+            colon = re.fullmatch(r"([A-Za-z_]\w*) \S.*", given) if isinstance(given, str) else None
+            message = f"should be {what} (got {_shown(given)})" + (
+                f"; is a ':' missing after '{colon[1]}'?" if colon else "")
         elif item["type"] == "value_error":
             message = message.removeprefix("Value error, ")  # our validators' own words need no pydantic label
         elif at_top and loc == ["tasks"] and item["type"] == "list_type":

@@ -137,6 +137,40 @@ def test_malformed_files_name_the_file(tmp_path, content, expected, components):
     assert expected in str(caught.value) and str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize("content, path, expected", [
+    # PyYAML keeps the last of two equal keys without a word
+    ("tasks: [age]\ndata: synthetic\ndata: {name: utkface, root: x}\n", "data",
+     "given twice (lines 2 and 3); YAML would silently keep only the last: keep one"),
+    ("tasks: [age]\ndata: synthetic\ntrain:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n", "train.epochs",
+     "given twice (lines 4 and 6)"),
+    # a missing ':' turns a section into one string
+    ("tasks: [age]\ndata: synthetic\ntrain:\n  epochs 5\n", "train", "is a ':' missing after 'epochs'?"),
+    # a '- ' item indented differently joins the lines above into one name
+    ("tasks:\n - age\n  - gender\ndata: synthetic\n", "tasks[0].name",
+     "YAML read several lines as this one name: are the list's '- ' items indented alike?"),
+    ("tasks:\n\t- age\ndata: synthetic\n", "", "YAML indents with spaces, not tabs"),
+    ("tasks: [age]\ndata: synthetic\ntrain:\n  epochs: 5\n   lr: 0.1\n", "",
+     "mapping values are not allowed here; usually a line indented differently"),
+    ("tasks: [age, gender\ndata: synthetic\n", "", "a list [...] or mapping {...} is not closed"),
+])
+def test_common_yaml_slips_are_explained(tmp_path, content, path, expected, components):
+    spec = tmp_path / "slip.yaml"
+    spec.write_text(content)
+    with pytest.raises(SpecError) as caught:
+        load(spec, components=components)
+    assert caught.value.source == str(spec)
+    assert expected in dict(caught.value.problems)[path]
+
+
+def test_yaml_anchors_and_merge_keys_are_not_duplicates(tmp_path, components):
+    spec = tmp_path / "anchors.yaml"
+    spec.write_text("tasks: [age]\ndata: synthetic\ntrain: {epochs: 2}\n"
+                    "weighting: &w {name: dwa}\nbackbone: {<<: *w, name: tiny, width: 8}\n")
+    assert load(spec, components=components).spec.train.epochs == 2
+    spec.write_text("tasks: [age]\ndata: synthetic\nweighting: {<<: {name: dwa}, temperature: 3}\n")
+    assert load(spec, components=components).weighting.params.temperature == 3
+
+
 def test_binary_garbage_and_missing_file(tmp_path, components):
     path = tmp_path / "garbage.yaml"
     path.write_bytes(b"\xff\xfe\x00\x81garbage")
