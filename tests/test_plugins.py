@@ -252,3 +252,21 @@ def test_readme_task_plugin_snippet_works():
     task = spec.build_tasks()[0]
     assert [task.parse_label({"age": a}) for a in ("5", "13", "45", "70", "x")] == [0, 1, 2, 3, None]
     assert task.out_features == 4
+
+
+def test_a_plugin_task_that_needs_a_label_is_listed_as_a_kind():
+    """Kinds and ready tasks share the task registry; a task whose params have no default label is a kind."""
+    from hydranet.core.errors import SpecError
+    from hydranet.core.spec import load_spec
+
+    pm = fresh_pm()
+    pm.add_plugin(SmilePlugin(), "smile", distribution="hydranet-smile", version="0.1", builtin=False)
+    components = load_components(pm)
+    assert components.tasks.get("smiling").needs_params and components.tasks.get("binary").needs_params
+    assert not components.tasks.get("age").needs_params
+    with pytest.raises(SpecError) as caught:
+        load_spec({"tasks": [{"name": "grin", "kind": "smilng", "label": "smile"}], "data": "synthetic"},
+                  components=components)
+    message = dict(caught.value.problems)["tasks[0].kind"]
+    assert "did you mean 'smiling'?" in message
+    assert "known kinds: binary, multiclass, regression, smiling " in message
