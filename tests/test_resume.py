@@ -127,53 +127,56 @@ def test_sigint_saves_mid_epoch_and_resume_completes_exactly(reference, tmp_path
 
 
 class SignalAfter(RegressionTask):
-    """Sends SIGTERM to its own process from inside a training step."""
+    """Sends `signum` to its own process from inside its `at`-th loss call (a training step or a validation batch)."""
 
     calls = 0
     at = 10
+    signum = signal.SIGTERM
 
     def per_sample_loss(self, output, target):
         SignalAfter.calls += 1
         if SignalAfter.calls == SignalAfter.at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), SignalAfter.signum)
         return super().per_sample_loss(output, target)
 
 
-def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_path):
+def signalled_run(faces, tmp_path, *, epochs: int, at: int, signum: int = signal.SIGTERM):
+    """A run whose 'age' task signals its process at its `at`-th loss call, stopped there (tmp_path / 'cut'),
+    and the same run uninterrupted (tmp_path / 'whole'). With batch_size 16, epoch 1 makes 11 training calls,
+    then 2 validation calls. Returns the components, the TrainingInterrupted raised and the saved progress."""
     components = with_task_kind("signal_age", SignalAfter, RegressionParams, plugin="signaller")
-    raw = tiny_spec(faces, epochs=3, batch_size=16)
+    raw = tiny_spec(faces, epochs=epochs, batch_size=16)
     raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
     spec = load_spec(raw, components=components)
-    SignalAfter.calls, SignalAfter.at = 0, 10**9
+    SignalAfter.calls, SignalAfter.at, SignalAfter.signum = 0, 10**9, signum
     hydranet.train(spec, out_dir=tmp_path / "whole", components=components, progress=False, echo=False)
-    SignalAfter.calls, SignalAfter.at = 0, 14  # epoch 1: 11 training calls, 2 validation batches; then epoch 2
-    with pytest.raises(TrainingInterrupted) as caught:
-        hydranet.train(spec, out_dir=tmp_path / "cut", components=components, progress=False, echo=False)
-    assert caught.value.signum == signal.SIGTERM and "SIGTERM" in str(caught.value)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
-    progress = read_checkpoint(tmp_path / "cut" / "last.pt")["progress"]
-    assert (progress["epoch"], progress["step"]) == (2, 1)
-    SignalAfter.at = 10**9
+    SignalAfter.calls, SignalAfter.at = 0, at
+    try:
+        with pytest.raises(TrainingInterrupted) as caught:
+            hydranet.train(spec, out_dir=tmp_path / "cut", components=components, progress=False, echo=False)
+    finally:
+        SignalAfter.at = 10**9
+    return components, caught.value, read_checkpoint(tmp_path / "cut" / "last.pt")["progress"]
+
+
+def resume_matches_the_whole_run(components, tmp_path) -> None:
     hydranet.train(components=components, resume=tmp_path / "cut", progress=False, echo=False)
     assert_same_run(tmp_path / "cut", tmp_path / "whole")
+
+
+def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_path):
+    components, stopped, progress = signalled_run(faces, tmp_path, epochs=3, at=14)  # epoch 2, step 1
+    assert stopped.signum == signal.SIGTERM and "SIGTERM" in str(stopped)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    assert (progress["epoch"], progress["step"]) == (2, 1)
+    resume_matches_the_whole_run(components, tmp_path)
 
 
 def test_a_run_stopped_after_an_epochs_last_step_resumes_exactly(faces, tmp_path):
     """The resumed epoch has no batch left: it validates, saves and goes on (it used to report no step trained)."""
-    components = with_task_kind("signal_age", SignalAfter, RegressionParams, plugin="signaller")
-    raw = tiny_spec(faces, epochs=2, batch_size=16)
-    raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
-    spec = load_spec(raw, components=components)
-    SignalAfter.calls, SignalAfter.at = 0, 10**9
-    hydranet.train(spec, out_dir=tmp_path / "whole", components=components, progress=False, echo=False)
-    SignalAfter.calls, SignalAfter.at = 0, 11  # epoch 1 has 11 training steps
-    with pytest.raises(TrainingInterrupted):
-        hydranet.train(spec, out_dir=tmp_path / "cut", components=components, progress=False, echo=False)
-    progress = read_checkpoint(tmp_path / "cut" / "last.pt")["progress"]
+    components, _, progress = signalled_run(faces, tmp_path, epochs=2, at=11)  # epoch 1's last step
     assert (progress["epoch"], progress["step"]) == (1, 11)
-    SignalAfter.at = 10**9
-    hydranet.train(components=components, resume=tmp_path / "cut", progress=False, echo=False)
-    assert_same_run(tmp_path / "cut", tmp_path / "whole")
+    resume_matches_the_whole_run(components, tmp_path)
 
 
 def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
