@@ -48,6 +48,7 @@ from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.step import TrainStep
 from hydranet.core.surgery import init_from_problem, load_initial_weights, parameter_groups
+from hydranet.core.wording import english_list, plural
 
 
 @dataclass
@@ -222,10 +223,7 @@ class Trainer:
         self.head_parameters = model.head_parameters()
         self.last_shared_parameters = model.last_shared_parameters()
         self.optimizer = self._optimizer()
-        self.batch_size = min(cfg.batch_size, data.train_index.numel())
-        if self.batch_size < cfg.batch_size:  # fewer training images than one batch: whole shares only
-            self.batch_size = max(self.dist.world_size, self.batch_size // self.dist.world_size * self.dist.world_size)
-        self.dist.check_batch_size(self.batch_size)
+        self.batch_size = self._fit_batch_size(data.train_index.numel())
         self.local_rows = self.dist.local_rows(self.batch_size)
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
         self.timings["train_images"] = self.steps_per_epoch * self.batch_size  # the ragged tail is dropped
@@ -251,6 +249,21 @@ class Trainer:
         if settings.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.timings["setup_seconds"] = time.perf_counter() - self.started  # the first step's own share is the rest
+
+    def _fit_batch_size(self, train_images: int) -> int:
+        """The global batch: train.batch_size, cut to the training set when that is smaller (and said so)."""
+        asked, processes = self.cfg.batch_size, self.dist.world_size
+        if asked <= train_images:
+            self.dist.check_batch_size(asked)
+            return asked
+        if train_images < processes:
+            raise TrainingError(f"only {plural(train_images, 'training image')} for {processes} processes, and "
+                                "each process needs at least one per step; use fewer processes or more images")
+        used = train_images // processes * processes  # whole shares only
+        shares = f", a multiple of the {processes} processes" if processes > 1 else ""
+        self.run_folder.log(f"train.batch_size = {asked} is more than the {plural(train_images, 'training image')}"
+                            f": using {used}{shares} (one step per epoch)")
+        return used
 
     def _build_forward(self, *, compile: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]:
         """Set the evaluation forward, compiled or not, and return the training step's forward-and-losses.
@@ -452,7 +465,7 @@ class Trainer:
             self._save(epoch, row, best=improved)
             log(self._epoch_line(epoch, row, final))
         if final is None:
-            raise TrainingError(f"nothing left to train: the run already finished its {cfg.epochs} epochs")
+            raise TrainingError(f"nothing left to train: the run already finished its {plural(cfg.epochs, 'epoch')}")
         if self.dist.active:
             gap = self.dist.divergence(self.model, self.weighting)
             log(f"{self.dist.world_size} processes ({self.dist.backend}): parameters identical on every rank"
@@ -533,7 +546,7 @@ class Trainer:
                 self._save_interrupted(epoch, done, train_step.loss_sums, train_step.first_bad)
         if skipped:
             self.skipped_steps += skipped
-            self.run_folder.log(f"epoch {epoch}: skipped {skipped} steps with a non-finite loss "
+            self.run_folder.log(f"epoch {epoch}: skipped {plural(skipped, 'step')} with a non-finite loss "
                                 f"({self.skipped_steps} in this run)")
         if not host:  # every step was skipped
             raise TrainingError(f"every step of epoch {epoch} had a non-finite loss; nothing was trained")
@@ -576,13 +589,15 @@ class Trainer:
         if not bad:
             return
         first_step = bad[0][0]
-        culprits = " and ".join(f"'{name}'" for step, name in bad if step == first_step)
+        names = [f"'{name}'" for step, name in bad if step == first_step]
+        culprits = f"task{'s' if len(names) > 1 else ''} {english_list(names)}"
+        whose = "those tasks'" if len(names) > 1 else "that task's"
         followers = [f"'{name}' (step {step})" for step, name in bad if step != first_step]
-        after = f", then {', '.join(followers)} once the weights were damaged" if followers else ""
+        after = f", then {english_list(followers)} once the weights were damaged" if followers else ""
         keep = (f"The last good checkpoint is {self.run_folder.last_checkpoint} (epoch {epoch - 1})."
                 if epoch > 1 else "No checkpoint was written yet.")
-        message = (f"non-finite loss for task {culprits} at epoch {epoch}, step {first_step}{after}. "
-                   f"Training stopped. {keep} Try a lower train.lr, check that task's labels, "
+        message = (f"non-finite loss for {culprits} at epoch {epoch}, step {first_step}{after}. "
+                   f"Training stopped. {keep} Try a lower train.lr, check {whose} labels, "
                    "or use another weighting.")
         self.run_folder.log(message)
         raise TrainingError(message)

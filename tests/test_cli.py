@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def test_train_writes_a_complete_run_folder(trained):
     assert "beats baseline" in output and "ethnicity  macro_f1" in output
     resolved = yaml.safe_load((out / "spec.yaml").read_text())
     assert resolved["train"]["epochs"] == 2 and resolved["weighting"] == {"name": "sum"}
+
+
+def test_a_batch_larger_than_the_training_set_is_cut_and_said_so(faces, tmp_path):
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_spec(faces, epochs=1)))
+    result = run("train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
+                 "--set", "train.batch_size=1000", "--no-progress")
+    said = re.search(r"train.batch_size = 1000 is more than the (\d+) training images: using (\d+) "
+                     r"\(one step per epoch\)", result.output)
+    assert said and said[1] == said[2], result.output
+    assert said[0] in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_utkface_spec_trains_on_a_synth_folder(tmp_path):

@@ -193,6 +193,23 @@ def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
         hydranet.train(components=components, resume=tmp_path / "empty", progress=False, echo=False)
 
 
+class AlwaysNaN(RegressionTask):
+    def per_sample_loss(self, output, target):
+        return super().per_sample_loss(output, target) * float("nan")
+
+
+def test_non_finite_losses_of_several_tasks_are_named_in_one_english_list(faces, tmp_path):
+    components = with_task_kind("nan_age", AlwaysNaN, RegressionParams, plugin="nan")
+    raw = tiny_spec(faces, epochs=1)
+    raw["tasks"] = [{"name": name, "kind": "nan_age", "label": "age"} for name in ("age", "ethnicity", "gender")]
+    with pytest.raises(TrainingError) as caught:
+        hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
+                       progress=False, echo=False)
+    message = str(caught.value)
+    assert message.startswith("non-finite loss for tasks 'age', 'ethnicity' and 'gender' at epoch 1, step 1.")
+    assert "check those tasks' labels" in message
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     target = tmp_path / "last.pt"
     atomic_torch_save({"format": "hydranet-checkpoint", "value": torch.arange(3)}, target)
