@@ -102,13 +102,14 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
         from hydranet.core.distributed import launch_local
 
         raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:])))
-    from hydranet.core.engine import train as run_training
+    from hydranet.core.engine import resume_conflict, train as run_training
     from hydranet.core.report import metrics_table
 
-    if resume and (spec or overrides or out_dir):
-        raise click.UsageError("--resume continues a run exactly as it was; give no SPEC, --set or --out with it")
+    problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir})
+    if problem:
+        raise click.UsageError(problem)
     show = sys.stderr.isatty() if progress is None else progress
-    result = run_training(spec or "demo", overrides=overrides, out_dir=out_dir, progress=show, resume=resume)
+    result = run_training(spec, overrides=overrides, out_dir=out_dir, progress=show, resume=resume)
     if not result.is_main:  # another rank of a distributed run: rank 0 reports
         return
     click.echo(f"\nvalidation metrics after epoch {len(result.history)} "

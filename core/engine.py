@@ -70,7 +70,7 @@ class RunResult:
 
 
 def train(
-    spec: ResolvedSpec | str | Path | Mapping[str, Any] = "demo",
+    spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None,
     *,
     overrides: Iterable[str] = (),
     out_dir: str | Path | None = None,
@@ -79,23 +79,64 @@ def train(
     echo: bool = True,
     resume: str | Path | None = None,
 ) -> RunResult:
-    """Train the model a spec describes and write a run folder; see `Trainer`.
+    """Train the model a spec describes (default: the built-in demo) and write a run folder; see `Trainer`.
 
-    With `resume=RUN_DIR`, continue that run from its last checkpoint instead
-    (the spec stored in the checkpoint is used; `spec` and `overrides` are ignored).
+    With `resume=RUN_DIR`, continue that run from its last checkpoint instead,
+    with the spec stored in the checkpoint; giving `spec`, `overrides` or
+    `out_dir` as well is an error (the run continues exactly as it was saved).
     """
-    if resume is not None:
-        checkpoint, state = resume_checkpoint(resume)
-        resolved = load_spec(state["spec"], components=components)
-        epochs = resolved.spec.train.epochs
-        if int(state["progress"].get("epoch", 1)) > epochs:  # say so before loading the data and the model
-            raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "
-                                f"{epochs} epochs; to train it further, start a new run from its weights "
-                                f"with init_from: {checkpoint.parent / 'best.pt'}")
-        return Trainer(resolved, out_dir=checkpoint.parent, components=components, progress=progress,
-                       echo=echo, resume_state=state).run()
-    resolved = spec if isinstance(spec, ResolvedSpec) else load_spec(spec, overrides, components)
-    return Trainer(resolved, out_dir=out_dir, components=components, progress=progress, echo=echo).run()
+    plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume, components=components)
+    return Trainer(plan.spec, out_dir=plan.out_dir, components=components, progress=progress, echo=echo,
+                   resume_state=plan.resume_state).run()
+
+
+@dataclass
+class RunPlan:
+    """What a `train` call will run: the resolved spec, the run folder, and the state it resumes from."""
+
+    spec: ResolvedSpec
+    out_dir: str | Path | None
+    resume_state: Mapping[str, Any] | None = None
+
+
+def resume_conflict(resume_option: str, resume: str | Path, given: Mapping[str, Any]) -> str | None:
+    """Why continuing the run in `resume` cannot also take what `given` names (None: it gives nothing).
+
+    `given` maps the caller's names for a spec, overrides and a run folder
+    (the CLI's SPEC, --set, --out; the Python API's spec, overrides, out_dir)
+    to what was passed; a resumed run takes all three from its checkpoint.
+    """
+    extra = [name for name, value in given.items() if value]
+    if not extra:
+        return None
+    return (f"{resume_option} continues a run exactly as it was saved (its spec, settings and run folder); "
+            f"give no {english_list(extra, 'or')} with it. To train with other settings, start a new run from "
+            f"its weights with init_from: {Path(resume) / 'last.pt'}")
+
+
+def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, *, overrides: Iterable[str] = (),
+             out_dir: str | Path | None = None, resume: str | Path | None = None,
+             components: Components | None = None) -> RunPlan:
+    """Resolve what `train` would run, and refuse what cannot run, before any data or model is loaded.
+
+    The `--nproc` launcher calls it too, so that a mistake is reported once, before the processes start.
+    """
+    if resume is None:
+        resolved = spec if isinstance(spec, ResolvedSpec) else load_spec("demo" if spec is None else spec,
+                                                                         overrides, components)
+        return RunPlan(resolved, out_dir)
+    problem = resume_conflict("resume", resume, {"spec": spec is not None, "overrides": list(overrides),
+                                                 "out_dir": out_dir is not None})
+    if problem:
+        raise HydranetError(problem)
+    checkpoint, state = resume_checkpoint(resume)
+    resolved = load_spec(state["spec"], components=components)
+    epochs = resolved.spec.train.epochs
+    if int(state["progress"].get("epoch", 1)) > epochs:  # say so before loading the data and the model
+        raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "
+                            f"{plural(epochs, 'epoch')}; to train it further, start a new run from its weights "
+                            f"with init_from: {checkpoint.parent / 'best.pt'}")
+    return RunPlan(resolved, checkpoint.parent, state)
 
 
 def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool) -> PreparedData:
@@ -133,6 +174,10 @@ class Trainer:
         self.progress_state = Progress()
         self.stop_signal: int | None = None
         self.stop_requested_at = 0.0
+        self.validating = False  # what a stop request waits for: the step, or the epoch's validation
+        self.epoch_running = 0
+        #: (epoch, step) a resume from last.pt continues at; None while this run has no checkpoint
+        self.saved_at: tuple[int, int] | None = None
         self.spec = spec
         self.components = components or default_components()
         self.cfg = spec.spec.train
@@ -429,6 +474,7 @@ class Trainer:
         restore_generators(self.progress_state.generators, self.augment.generator, self.weighting)
         completed = self.progress_state.epoch - 1
         self.run_folder.truncate_metrics(completed)
+        self.saved_at = (self.progress_state.epoch, self.progress_state.step)
         self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
                             f"step {self.progress_state.step} of {self.steps_per_epoch}")
 
@@ -437,6 +483,7 @@ class Trainer:
         history: list[dict[str, Any]] = self.run_folder.metrics_rows()
         final: EvalResult | None = None
         for epoch in range(progress.epoch, cfg.epochs + 1):
+            self.epoch_running = epoch
             progress.epoch_order_state = self.order_generator.get_state()  # to draw this order again on resume
             order = self.data.train_index[torch.randperm(self.data.train_index.numel(),
                                                          generator=self.order_generator)]
@@ -578,10 +625,15 @@ class Trainer:
         progress.loss_sums, progress.first_bad = loss_sums.tolist(), first_bad.tolist()
         if self.dist.is_main:
             atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
+        self.saved_at = (epoch, done)
+        self._stop(f"at epoch {epoch}, step {done}")
+
+    def _stop(self, where: str) -> None:
+        """Stop for the signal received, once progress is saved: say so (once) and how to continue."""
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
-        message = (f"stopped by {name} at epoch {epoch}, step {done}; progress saved in "
-                   f"{self.run_folder.last_checkpoint}. Continue with: hydranet train --resume {self.run_folder.path}")
-        self.run_folder.log(message)
+        message = (f"stopped by {name} {where}; progress saved in {self.run_folder.last_checkpoint}. "
+                   f"Continue with: hydranet train --resume {self.run_folder.path}")
+        self.run_folder.log(message)  # train.log, and the console on rank 0: the CLI does not repeat it
         raise TrainingInterrupted(message, self.stop_signal or signal.SIGINT)
 
     def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float]) -> None:

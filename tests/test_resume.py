@@ -15,8 +15,11 @@ import torch
 import yaml
 from torch import nn
 
+from click.testing import CliRunner
+
 import hydranet
 from conftest import tiny_spec
+from hydranet.core.cli import cli
 from hydranet.core.checkpoint import atomic_torch_save, read_checkpoint
 from hydranet.core.errors import TrainingError, TrainingInterrupted
 from hydranet.core.plugins import load_components, make_plugin_manager
@@ -183,7 +186,7 @@ def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
     spec = load_spec(tiny_spec(faces, epochs=1), components=components)
     hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
     log = (tmp_path / "train.log").read_text()
-    with pytest.raises(TrainingError, match="already finished its 1 epochs; .* init_from: "):
+    with pytest.raises(TrainingError, match="already finished its 1 epoch; .* init_from: "):
         hydranet.train(components=components, resume=tmp_path, progress=False, echo=False)
     assert (tmp_path / "train.log").read_text() == log  # refused before loading data or writing anything
     with pytest.raises(hydranet.HydranetError, match="nothing to resume: .*nope does not exist"):
@@ -191,6 +194,25 @@ def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
     (tmp_path / "empty").mkdir()
     with pytest.raises(hydranet.HydranetError, match="nothing to resume in .*empty: last.pt not found"):
         hydranet.train(components=components, resume=tmp_path / "empty", progress=False, echo=False)
+
+
+def test_resume_refuses_overrides_from_python_as_the_cli_does(faces, tmp_path, components):
+    """A resumed run takes its spec from the checkpoint: overrides would be ignored, so both APIs refuse them."""
+    spec = load_spec(tiny_spec(faces, epochs=2), components=components)
+    hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
+    before = (tmp_path / "train.log").read_text()
+    expected = ("continues a run exactly as it was saved (its spec, settings and run folder); give no {} with it. "
+                f"To train with other settings, start a new run from its weights with init_from: {tmp_path / 'last.pt'}")
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.train(resume=tmp_path, overrides=["train.epochs=5"], components=components, progress=False,
+                       echo=False)
+    assert str(caught.value) == "resume " + expected.format("overrides")
+    with pytest.raises(hydranet.HydranetError, match="give no spec or out_dir with it"):
+        hydranet.train("demo", out_dir=tmp_path / "x", resume=tmp_path, components=components, progress=False,
+                       echo=False)
+    result = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path), "--set", "train.epochs=5"])
+    assert result.exit_code == 2 and "--resume " + expected.format("--set") in " ".join(result.output.split())
+    assert (tmp_path / "train.log").read_text() == before  # nothing ran
 
 
 class AlwaysNaN(RegressionTask):
