@@ -8,6 +8,7 @@ Plugins add commands through the `register_commands` hook.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
@@ -40,11 +41,18 @@ class HydranetGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        from hydranet.core.interrupts import StoppedAtOnce
+
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as error:
-            click.echo(str(error), err=True)
+            # the run has said why it stopped and how to resume (train.log and the console), once
             ctx.exit(128 + int(error.signum))  # the shell's convention for "stopped by signal N"
+        except StoppedAtOnce:  # a second Ctrl-C: the run has said what it kept
+            ctx.exit(128 + signal.SIGINT)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop: nothing of the command's work is kept
+            click.echo("\nstopped by Ctrl-C", err=True)
+            ctx.exit(128 + signal.SIGINT)
         except HydranetError as error:
             raise click.ClickException(str(error)) from None
 
@@ -87,7 +95,8 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     SPEC is a YAML or TOML spec file, or the name of a built-in spec (demo,
     utkface). The run folder receives the resolved spec, metrics.csv,
     train.log, last.pt and best.pt. Ctrl-C (or SIGTERM) finishes the current
-    step, saves, and prints the command that resumes.
+    step (or validation), saves, and prints the command that resumes; a second
+    Ctrl-C stops at once, without saving (exit status 130).
 
     \b
     Examples:
@@ -98,16 +107,16 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train my.yaml --nproc 4
       torchrun --nproc-per-node 8 -m hydranet train my.yaml
     """
-    if nproc > 1:
-        from hydranet.core.distributed import launch_local
-
-        raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:])))
     from hydranet.core.engine import resume_conflict, train as run_training
     from hydranet.core.report import metrics_table
 
     problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir})
     if problem:
         raise click.UsageError(problem)
+    if nproc > 1:
+        from hydranet.core.distributed import launch_local
+
+        raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:])))
     show = sys.stderr.isatty() if progress is None else progress
     result = run_training(spec, overrides=overrides, out_dir=out_dir, progress=show, resume=resume)
     if not result.is_main:  # another rank of a distributed run: rank 0 reports

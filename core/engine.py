@@ -38,7 +38,7 @@ from hydranet.core.device import RunSettings, fused_if_supported, resolve_settin
 from hydranet.core.distributed import Distributed
 from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
 from hydranet.core.forward import check_heads, make_forward_losses, model_for_settings
-from hydranet.core.interrupts import interrupt_requests
+from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
 from hydranet.core.errors import CheckpointError, HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.paths import cache_dir
@@ -456,7 +456,12 @@ class Trainer:
                 self._restore(self.resume_state)
             self._record_steps()
             with interrupt_requests(self):
-                return self._loop()
+                try:
+                    return self._loop()
+                except KeyboardInterrupt as stop:
+                    if isinstance(stop, StoppedAtOnce):
+                        raise
+                    raise self._stopped_at_once() from None
         finally:
             self._stop_background_compile()
             torch.backends.cudnn.benchmark = self.cudnn_benchmark_before
@@ -494,6 +499,7 @@ class Trainer:
             self.weighting.epoch_end(torch.tensor(train_losses, device=self.settings.device))
             started = time.perf_counter()
             self.model.eval()
+            self.validating = True
             self.dist.average_buffers(self.model)  # batch-norm statistics: one model on every rank
             final = evaluate(self.forward, self.tasks, self.source, self.targets,
                              self.dist.local_index(self.eval_index), self.augment, self.settings, self._eval_batch,
@@ -510,7 +516,11 @@ class Trainer:
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
             progress.epoch_order_state = self.order_generator.get_state()
             self._save(epoch, row, best=improved)
+            self.saved_at = (progress.epoch, progress.step)
             log(self._epoch_line(epoch, row, final))
+            self.validating = False
+            if epoch < cfg.epochs and self._stop_requested():  # a request during validation: saved, so stop
+                self._stop(f"after epoch {epoch} and its validation")
         if final is None:
             raise TrainingError(f"nothing left to train: the run already finished its {plural(cfg.epochs, 'epoch')}")
         if self.dist.active:
@@ -606,16 +616,17 @@ class Trainer:
         steps = order.numel() // self.batch_size
         return order[:steps * self.batch_size].view(steps, self.batch_size)[:, self.local_rows].reshape(-1)
 
-    def _stop_requested(self, done: int) -> bool:
-        """Whether to save and stop after step `done`.
+    def _stop_requested(self, done: int | None = None) -> bool:
+        """Whether to save and stop after step `done` (None: at the end of an epoch, once it is saved).
 
         One process stops after the step in which the signal came. The ranks of
         a distributed run must stop after the same step, so they agree at each
-        log interval (one tiny all-reduce there, where the host syncs anyway).
+        log interval and at the end of each epoch (one tiny all-reduce there,
+        where the host syncs anyway).
         """
         if not self.dist.active:
             return self.stop_signal is not None
-        if done % self.cfg.log_every and done != self.steps_per_epoch:
+        if done is not None and done % self.cfg.log_every and done != self.steps_per_epoch:
             return False
         return self.dist.any(self.stop_signal is not None, self.settings.device)
 
@@ -635,6 +646,21 @@ class Trainer:
                    f"Continue with: hydranet train --resume {self.run_folder.path}")
         self.run_folder.log(message)  # train.log, and the console on rank 0: the CLI does not repeat it
         raise TrainingInterrupted(message, self.stop_signal or signal.SIGINT)
+
+    def _stopped_at_once(self) -> StoppedAtOnce:
+        """A second Ctrl-C ended the run without saving: say what is kept and how to go on from it."""
+        during = f"epoch {self.epoch_running}" + ("'s validation" if self.validating else "")
+        if self.saved_at is None:
+            kept = ("No checkpoint had been written yet, so there is nothing to resume; "
+                    "start the run again to train it.")
+        else:
+            epoch, step = self.saved_at
+            at = f"the end of epoch {epoch - 1}" if step == 0 else f"epoch {epoch}, step {step}"
+            kept = (f"Kept: {self.run_folder.last_checkpoint}, saved at {at}. "
+                    f"Continue from there with: hydranet train --resume {self.run_folder.path}")
+        message = f"stopped at once by a second Ctrl-C during {during}, without saving its progress. {kept}"
+        self.run_folder.log(message)  # the CLI does not repeat it either
+        return StoppedAtOnce(message)
 
     def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float]) -> None:
         bad = sorted((int(step), task.name) for task, step in zip(self.tasks, first_bad) if step >= 0)

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM during training: finish the step, save, stop; a second Ctrl-C stops at once."""
+"""Ctrl-C and SIGTERM during training: finish the step (or the epoch's validation), save, stop; a second Ctrl-C
+stops at once."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ from typing import Any
 DOUBLE_SIGNAL_SECONDS = 1.0
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C stopped training at once, without saving; the message says what was kept.
+
+    A KeyboardInterrupt, as the user asked: `except Exception` does not swallow it.
+    The CLI prints nothing more and exits with status 130 (128 + SIGINT).
+    """
+
+
 @contextlib.contextmanager
 def interrupt_requests(trainer: Any) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the trainer to finish its step, save and stop; a second SIGINT stops at once."""
+    """SIGINT/SIGTERM ask the trainer to finish its step (or validation), save and stop; a second Ctrl-C stops
+    at once: it raises KeyboardInterrupt, which the trainer turns into `StoppedAtOnce`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -30,9 +40,14 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
                 raise KeyboardInterrupt
             return
         trainer.stop_signal, trainer.stop_requested_at = signum, now
-        when = "at the next log interval" if trainer.dist.active else "this step"
-        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving "
-                               "(press Ctrl-C again to stop at once)")
+        if trainer.validating:
+            when = "this epoch's validation"
+        elif trainer.dist.active:
+            when = "the steps up to the next log interval (train.log_every)"
+        else:
+            when = "this step"
+        trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving and "
+                               "stopping (press Ctrl-C again to stop at once, without saving)")
 
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

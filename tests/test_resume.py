@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 import hydranet
 from conftest import tiny_spec
+from hydranet.core import engine, interrupts
 from hydranet.core.cli import cli
 from hydranet.core.checkpoint import atomic_torch_save, read_checkpoint
 from hydranet.core.errors import TrainingError, TrainingInterrupted
@@ -114,7 +115,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(reference, tmp_pat
     assert_same_run(run_dir, reference_dir)
 
 
-def test_sigint_saves_mid_epoch_and_resume_completes_exactly(reference, tmp_path):
+def test_sigint_saves_mid_epoch_says_so_once_and_resume_completes_exactly(reference, tmp_path):
     spec_file, reference_dir = reference
     run_dir = tmp_path / "run"
     process = hydranet_cli("train", str(spec_file), "--out", str(run_dir), "--no-progress")
@@ -122,7 +123,8 @@ def test_sigint_saves_mid_epoch_and_resume_completes_exactly(reference, tmp_path
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGINT, output
-    assert f"Continue with: hydranet train --resume {run_dir}" in output
+    assert output.count(f"Continue with: hydranet train --resume {run_dir}") == 1, output  # not echoed again
+    assert (run_dir / "train.log").read_text().count("stopped by SIGINT") == 1
     progress = read_checkpoint(run_dir / "last.pt")["progress"]
     assert progress["epoch"] >= 2
     finished(hydranet_cli("train", "--resume", str(run_dir), "--no-progress"))
@@ -180,6 +182,48 @@ def test_a_run_stopped_after_an_epochs_last_step_resumes_exactly(faces, tmp_path
     components, _, progress = signalled_run(faces, tmp_path, epochs=2, at=11)  # epoch 1's last step
     assert (progress["epoch"], progress["step"]) == (1, 11)
     resume_matches_the_whole_run(components, tmp_path)
+
+
+def test_sigint_during_validation_stops_after_it_without_another_step(faces, tmp_path):
+    components, stopped, progress = signalled_run(faces, tmp_path, epochs=2, at=12, signum=signal.SIGINT)
+    assert SignalAfter.calls == 13  # epoch 1's 11 steps and 2 validation batches, and no step of epoch 2
+    assert (progress["epoch"], progress["step"]) == (2, 0)
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    assert stopped.signum == signal.SIGINT
+    assert str(stopped).startswith("stopped by SIGINT after epoch 1 and its validation; progress saved in ")
+    log = (tmp_path / "cut" / "train.log").read_text()
+    assert "SIGINT received: finishing this epoch's validation, then saving and stopping" in log
+    resume_matches_the_whole_run(components, tmp_path)
+
+
+@pytest.mark.parametrize("validation", [1, 2])
+def test_a_second_ctrl_c_stops_at_once_says_what_was_kept_and_exits_130(faces, tmp_path, monkeypatch, validation):
+    """Ctrl-C twice during an epoch's validation (the first before a checkpoint exists, the second after one)."""
+    real_evaluate, calls = engine.evaluate, []
+
+    def ctrl_c_twice(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == validation:
+            os.kill(os.getpid(), signal.SIGINT)  # finish, save and stop...
+            os.kill(os.getpid(), signal.SIGINT)  # ...no: stop now
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", ctrl_c_twice)
+    monkeypatch.setattr(interrupts, "DOUBLE_SIGNAL_SECONDS", 0.0)  # the second press comes "a moment later"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(faces, epochs=3)))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "spec.yaml"), "--out", str(run_dir), "--no-progress"])
+    assert result.exit_code == 128 + signal.SIGINT, result.output
+    assert "Aborted" not in result.output
+    said = f"stopped at once by a second Ctrl-C during epoch {validation}'s validation, without saving its progress."
+    assert result.output.count(said) == 1 and (run_dir / "train.log").read_text().count(said) == 1
+    if validation == 1:
+        assert "No checkpoint had been written yet, so there is nothing to resume" in result.output
+        assert not (run_dir / "last.pt").exists()
+    else:
+        assert (f"Kept: {run_dir / 'last.pt'}, saved at the end of epoch 1. "
+                f"Continue from there with: hydranet train --resume {run_dir}") in result.output
+        assert read_checkpoint(run_dir / "last.pt")["progress"]["epoch"] == 2
 
 
 def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
