@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from hydranet.core.errors import SpecError
-from hydranet.core.spec import Spec, apply_overrides, builtin_spec_names, load_spec, spec_schema
+from hydranet.core.spec import Spec, apply_overrides, load_spec
+from hydranet.core.spec_files import builtin_spec_names
+from hydranet.core.spec_schema import spec_schema
 
 BASE = {
     "backbone": {"name": "tiny", "width": 8},
@@ -233,7 +235,7 @@ def doc_spec_examples() -> list[tuple[str, dict]]:
     """Every spec the project ships or shows: specs/, docs/examples/, and the docs' YAML snippets with a spec
     section (completed into a whole spec, as tests/test_docs.py does), read as the loader reads them."""
     from hydranet.core import yaml12
-    from hydranet.core.spec import read_spec_file
+    from hydranet.core.spec_files import read_spec_file
 
     files = sorted(p for folder in (ROOT / "specs", ROOT / "docs" / "examples") for p in folder.iterdir()
                    if p.suffix in (".yaml", ".yml", ".toml"))

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from conftest import tiny_spec
 from hydranet.core.errors import SpecError
 from hydranet.core.plugins import load_components, make_plugin_manager
-from hydranet.core.spec import (MAX_SPEC_BYTES, MAX_SPEC_DEPTH, ResolvedSpec, builtin_spec_path, load_spec,
-                                read_spec_file)
+from hydranet.core.spec import ResolvedSpec, load_spec
+from hydranet.core.spec_files import MAX_SPEC_BYTES, MAX_SPEC_DEPTH, builtin_spec_path, read_spec_file
 
 COMPONENTS = load_components(make_plugin_manager(entry_points=False))
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

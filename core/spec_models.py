@@ -1,0 +1,191 @@
+"""The shape of a spec file: pydantic models of its sections (the loader's first pass).
+
+Component sections (backbone, data, weighting, each task) take a registered
+name and that component's parameters; the parameters are checked in the
+second pass (`hydranet.core.spec.resolve`), against the model the component's
+plugin registered. Every field's description is the user's documentation:
+`docs/reference/spec.md` and the JSON Schema are generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Component(BaseModel):
+    """A named component; keys other than `name` are that component's parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Registered name (see `hydranet list`).")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BackboneSection(Component):
+    name: str = Field("resnet18", description="Backbone name (see `hydranet list backbones`).")
+
+
+class WeightingSection(Component):
+    name: str = Field("sum", description="Weighting name (see `hydranet list weightings`).")
+
+
+class DataSection(Component):
+    """Dataset name and parameters, plus the keys every dataset shares."""
+
+    name: str = Field(description="Dataset name (see `hydranet list datasets`).")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for validation; 0: no "
+                                                             "validation split, the metrics and the best checkpoint "
+                                                             "are then measured on the training set.")
+    split_seed: int = Field(0, description="Seed of the train/validation split (independent of the training seed).")
+    strict: bool = Field(False, description="Stop before training, with the list of what is wrong, when images "
+                                            "are unreadable or entries or labels malformed, instead of skipping "
+                                            "them.")
+    cache: bool = Field(True, description="Keep decoded images in the on-disk cache for the next run.")
+    workers: int | None = Field(None, ge=0, description="Decoding processes; default: one per CPU core.")
+    placement: Literal["auto", "device", "host", "stream"] = Field(
+        "auto", description="Where decoded images live: on the device, in pinned host memory, or streamed from "
+                            "the cache file by DataLoader workers; auto picks the first that fits.")
+    device_memory_gb: float | None = Field(None, gt=0, description="Budget for images on the device; "
+                                                                   "default: 40% of the GPU's memory.")
+
+
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+class TaskSection(BaseModel):
+    """One task: a registered task (`age`) or a new task from a kind (`{name: smiling, kind: binary, ...}`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The task's name: its head, loss and metrics are reported under it.",
+                      json_schema_extra={"pattern": f"^{TASK_NAME.pattern}$"})
+    kind: str | None = Field(None, description="Registered task or kind to build it from; default: `name`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters (may also be given inline).")
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, name: str) -> str:
+        """Task names become module keys, CSV columns and output names: keep them plain."""
+        if not TASK_NAME.fullmatch(name):
+            joined = ("; YAML read several lines as this one name: are the list's '- ' items indented alike?"
+                      if re.search(r"\s-\s", name) else "")
+            raise ValueError(f"task name '{name}' must start with a letter and contain only letters, digits, "
+                             f"'_' or '-'{joined}")
+        return name
+
+
+class AugmentSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flip: bool = Field(True, description="Random horizontal flip.")
+    translate: float = Field(0.1, ge=0, lt=0.5, description="Random shift, as a fraction of the image size.")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="Random brightness/contrast/saturation strength.")
+
+
+class TrainSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    backbone_lr: float | None = Field(None, gt=0, description="Learning rate of the backbone; default: lr.")
+    head_lr: float | dict[str, float] | None = Field(
+        None, description="Learning rate of the heads, or per task ({age: 1e-2}); default: lr.")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the article's 0.09 was a typo for 0.9).")
+    scheduler: Literal["none", "cosine"] = "cosine"
+    seed: int = 0
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device string.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
+    compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "auto", description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.")
+    compile_in_background: bool = Field(
+        False, description="Start training at once, uncompiled, while a child process compiles the same model "
+                           "into the compiler's on-disk cache; switch to the compiled model when it is done (a "
+                           "pause of seconds instead of a cold compile before the first step). How many steps run "
+                           "uncompiled depends on timing, so runs do not repeat bit for bit. Not with "
+                           "deterministic, cuda_graphs step, or several processes.")
+    cuda_graphs: Literal["auto", "off", "compiler", "step"] = Field(
+        "auto", description="Who records CUDA graphs: compiler (torch.compile's reduce-overhead mode records the "
+                            "forward and backward), step (hydranet records the whole step, optimizer included, and "
+                            "replays it once per step; for weightings that allow it, in one process), or off; "
+                            "auto: as compile_mode says.")
+    cudnn_benchmark: bool = Field(
+        False, description="Let cuDNN time its convolution algorithms for each shape on the first step and keep "
+                            "the fastest (costs start-up time; ignored with deterministic).")
+    channels_last: Literal["auto"] | bool = Field("auto", description="channels_last memory format; auto: on for CUDA.")
+    log_every: int = Field(50, ge=1, description="Steps between progress-bar loss updates (each one syncs).")
+    eval_batch_size: int | None = Field(None, ge=1, description="Validation batch size; default: 2 x batch_size.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="A NaN/inf loss stops the run (keeping the last good checkpoint), or skips that "
+                            "batch and counts it (costs one host sync per step).")
+    deterministic: bool = Field(False, description="Use deterministic algorithms only (slower on GPU); "
+                                                   "makes runs and resumed runs repeat bit for bit.")
+
+    @field_validator("cuda_graphs", mode="before")
+    @classmethod
+    def _off_is_a_word(cls, value: Any) -> Any:
+        """YAML reads a bare `off` (in a spec or a --set) as false; here it means the choice "off"."""
+        return "off" if value is False else value
+
+
+COMPONENT_SECTIONS = ("backbone", "weighting", "data")
+
+
+class Spec(BaseModel):
+    """The shape of a spec file (first pass)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: BackboneSection = Field(default_factory=BackboneSection, description=(
+        "The shared feature extractor: its name, or a mapping of its name and parameters "
+        "(`{name: tiny, width: 32}`)."))
+    image_size: int = Field(64, ge=8, le=1024, description="Training image size in pixels (square).")
+    tasks: list[TaskSection] = Field(min_length=1, description=(
+        "The tasks, one head each: a registered task's name (`age`), or a mapping "
+        "(`{name: smiling, kind: binary, label: smile}`)."))
+    data: DataSection = Field(description=(
+        "The dataset: its name, or a mapping of its name, its parameters and the keys every dataset shares "
+        "(`{name: utkface, root: data/UTKFace, val_fraction: 0.1}`)."))
+    weighting: WeightingSection = Field(default_factory=WeightingSection, description=(
+        "How the task losses become one update: its name, or a mapping of its name and parameters "
+        "(`{name: dwa, temperature: 2.0}`)."))
+    augment: AugmentSection = Field(default_factory=AugmentSection, description="Random changes to training images.")
+    train: TrainSection = Field(default_factory=TrainSection, description=(
+        "Epochs, batch size, optimizer, learning rates, device, precision and compilation."))
+    init_from: str | None = Field(None, description="Start from this checkpoint: its backbone, and the heads of "
+                                                    "tasks it shares with this spec; other tasks get new heads.")
+    freeze: list[str] = Field(default_factory=list, description="Parts that do not train: 'backbone' and/or "
+                                                               "task names (no gradient, fixed batch-norm statistics).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_components(cls, raw: Any) -> Any:
+        """Accept `weighting: dwa` for `weighting: {name: dwa}`, and `- age` for `- {name: age}`."""
+        if not isinstance(raw, Mapping):
+            return raw
+        raw = dict(raw)
+        for key in COMPONENT_SECTIONS:
+            if isinstance(raw.get(key), str):
+                raw[key] = {"name": raw[key]}
+        if isinstance(raw.get("tasks"), list):
+            raw["tasks"] = [{"name": t} if isinstance(t, str) else t for t in raw["tasks"]]
+        return raw
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_task_names(cls, tasks: list[TaskSection]) -> list[TaskSection]:
+        seen: set[str] = set()
+        for task in tasks:
+            if task.name in seen:
+                raise ValueError(f"task '{task.name}' appears more than once; give each task its own name")
+            seen.add(task.name)
+        return tasks
