@@ -49,8 +49,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,7 @@ from torch import Tensor, nn
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.interfaces import label_mask
+from hydranet.core.wording import english_list, plural
 
 #: Environment variables torchrun sets for every worker.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -137,11 +140,7 @@ class Distributed:
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
 
     def check_batch_size(self, batch_size: int, field: str = "train.batch_size") -> None:
-        if batch_size % self.world_size:
-            raise DistributedError(
-                f"{field} = {batch_size} is the global batch and must divide by the {self.world_size} processes; "
-                f"use {batch_size - batch_size % self.world_size or self.world_size} or "
-                f"{batch_size + self.world_size - batch_size % self.world_size}")
+        check_global_batch(batch_size, self.world_size, field)
 
     def local_index(self, index: Tensor) -> Tensor:
         """This rank's part of an evaluation index (every W-th sample, so parts differ by at most one)."""
@@ -252,18 +251,81 @@ class Distributed:
                 self.barrier()
 
 
+def check_global_batch(batch_size: int, processes: int, field: str = "train.batch_size") -> None:
+    """Refuse a global batch that does not split evenly among `processes`, naming the nearest sizes that do."""
+    if batch_size % processes == 0:
+        return
+    below = batch_size - batch_size % processes
+    sizes = [str(size) for size in (below, below + processes) if size > 0]
+    raise DistributedError(
+        f"{field} = {batch_size} is the global batch (all processes together) and must divide by the "
+        f"{processes} processes; use {english_list(sizes, 'or')} (--set {field}=N), "
+        f"or a number of processes that divides {batch_size}")
+
+
+#: Signals the --nproc wrapper passes on to torchrun: those torchrun passes on to its workers.
+FORWARDED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+                          if hasattr(signal, name))
+
+
 def launch_local(nproc: int, argv: Sequence[str]) -> int:
     """Run `hydranet ARGV` in `nproc` processes on this machine through torchrun; return its exit status."""
     if torch.cuda.is_available() and nproc > torch.cuda.device_count():
         raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
-                               f"{torch.cuda.device_count()} GPUs; use at most one per GPU")
+                               f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "hydranet", *argv]
-    process = subprocess.Popen(command)
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            # Ctrl-C reached torchrun and its workers too: they finish their step, save and exit;
-            # killing torchrun here would orphan them mid-save, so keep waiting.
-            continue
+    return run_forwarding_signals(command)
+
+
+def run_forwarding_signals(command: Sequence[str]) -> int:
+    """Run `command` (torchrun), pass signals on to it, wait for it and return its exit status.
+
+    The wrapper must neither die of a signal, leaving the workers running as
+    orphans, nor swallow one sent to it alone (`kill -INT PID`, a scheduler's
+    SIGTERM): it passes each on, once, and keeps waiting while torchrun's
+    workers finish their step, save and stop.
+
+    torchrun runs in a session of its own (as torchrun starts each worker), so a
+    terminal's Ctrl-C reaches it only through the wrapper. Otherwise it would
+    get every Ctrl-C twice, from the terminal and from the wrapper, and a
+    second signal is what turns torchrun's graceful shutdown into a SIGTERM
+    to the workers: the first Ctrl-C would use up the second's meaning, and
+    a second Ctrl-C would make torchrun exit without waiting for its workers.
+    Passed on once, the first Ctrl-C reaches the workers as SIGINT (finish the
+    step, save, stop) and a second one, a moment later, as SIGTERM, which a
+    worker that was asked to stop by SIGINT takes as "stop at once" (see
+    `hydranet.core.interrupts`).
+
+    After a signal torchrun ends with its generic status 1; the wrapper then
+    returns 128 + N, the shell's convention for "stopped by signal N", as one
+    process does.
+    """
+    received: list[tuple[int, bool]] = []  # (signal, passed on by the handler)
+    children: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append((signum, bool(children)))
+        for child in children:
+            child.send_signal(signum)  # a no-op once the child has ended
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in FORWARDED_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored (nohup's SIGHUP)
+                previous[sig] = signal.signal(sig, forward)
+    try:
+        process = subprocess.Popen(list(command), start_new_session=True)
+        children.append(process)
+        for signum, passed in list(received):
+            if not passed:  # it came while the child was starting
+                process.send_signal(signum)
+        status = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if status < 0:  # the child died of signal -status (before torchrun took over its handling)
+        return 128 - status
+    if status and received:
+        return 128 + received[0][0]
+    return status

@@ -34,9 +34,12 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
     def request(signum: int, frame: Any) -> None:
         now = time.monotonic()
         if trainer.stop_signal is not None:
-            # torchrun passes on the terminal's Ctrl-C, so a worker gets it twice at once: only a
-            # second Ctrl-C a moment later means "stop now, without saving".
-            if signum == signal.SIGINT and now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS:
+            # One request can arrive as several signals at once (a Ctrl-C that reaches a worker from the
+            # terminal and from torchrun): only a second Ctrl-C a moment later means "stop now, without
+            # saving". torchrun passes a second signal on as SIGTERM, so after a Ctrl-C a later SIGTERM
+            # means it too; SIGTERMs alone (a scheduler's) only ever ask to save and stop.
+            later = now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS
+            if later and signal.SIGINT in (signum, trainer.stop_signal):
                 raise KeyboardInterrupt
             return
         trainer.stop_signal, trainer.stop_requested_at = signum, now

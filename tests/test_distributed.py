@@ -30,7 +30,11 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from click.testing import CliRunner
+
 from conftest import tiny_spec
+from hydranet.core import interrupts
+from hydranet.core.cli import cli
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.distributed import Distributed, DistributedError
 from hydranet.core.engine import Trainer
@@ -177,7 +181,8 @@ def test_nproc_from_the_cli_equals_one_process(faces, tmp_path):
     assert_close_states(saved["weighting"], single.weighting.state_dict(), "--nproc 2")
 
 
-def test_ctrl_c_on_two_processes_saves_once_and_resumes_on_one(faces, tmp_path):
+def start_two_process_run(faces: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, dict]:
+    """`hydranet train --nproc 2` in a session of its own, once its first epoch is saved (6 epochs of small steps)."""
     spec = group_norm_spec(faces, epochs=6, batch_size=8, log_every=1)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     run = tmp_path / "run"
@@ -188,10 +193,28 @@ def test_ctrl_c_on_two_processes_saves_once_and_resumes_on_one(faces, tmp_path):
         assert process.poll() is None, process.communicate()[0]
         assert time.time() < deadline, "the first epoch never finished"
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the launcher and both workers
+    return process, run, spec
+
+
+def processes_of(run: Path) -> list[int]:
+    """Live processes whose command line names `run` (the launcher, torchrun, the workers)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run).encode() in command:
+            found.append(int(pid))
+    return found
+
+
+def test_ctrl_c_on_two_processes_saves_once_and_resumes_on_one(faces, tmp_path):
+    process, run, spec = start_two_process_run(faces, tmp_path)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of its group
     output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0, output
-    assert "Continue with: hydranet train --resume" in output, output
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert output.count("Continue with: hydranet train --resume") == 1, output
     progress = read_checkpoint(run / "last.pt")["progress"]
     assert (progress["epoch"], progress["step"]) > (1, 0) and progress["epoch"] <= spec["train"]["epochs"]
     succeed(hydranet_cli("train", "--resume", str(run), "--no-progress"))  # one process now
@@ -200,9 +223,120 @@ def test_ctrl_c_on_two_processes_saves_once_and_resumes_on_one(faces, tmp_path):
     assert_close_states(saved["model"], single.model.state_dict(), "resumed on 1 of 2", rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="lists processes through /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_nproc_launcher_alone_reaches_the_workers_and_leaves_no_orphans(faces, tmp_path, signum):
+    """`kill PID` (a scheduler's SIGTERM) or `kill -INT PID` of the launcher: the workers save and stop, and
+    the launcher waits for them (it used to die of SIGTERM, leaving them running, and to swallow SIGINT)."""
+    process, run, spec = start_two_process_run(faces, tmp_path)
+    try:
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=120)
+        assert processes_of(run) == [], f"left running after the launcher ended:\n{output}"
+        assert process.returncode == 128 + signum, output
+        assert output.count(f"stopped by {signal.Signals(signum).name} ") == 1, output  # at a step, or after validation
+        assert output.count(f"Continue with: hydranet train --resume {run}") == 1, output
+        progress = read_checkpoint(run / "last.pt")["progress"]
+        assert (progress["epoch"], progress["step"]) > (1, 0) and progress["epoch"] <= spec["train"]["epochs"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in processes_of(run):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_ctrl_c_through_the_launcher_stops_the_workers_at_once(tmp_path):
+    """Ctrl-C, then Ctrl-C again a moment later, to the launcher alone: torchrun passes the first on as SIGINT
+    (finish, save, stop) and the second as SIGTERM, which the workers take as "stop at once"."""
+    launcher = ("import sys; from hydranet.core.distributed import run_forwarding_signals; "
+                "sys.exit(run_forwarding_signals(sys.argv[1:]))")
+    process = subprocess.Popen([sys.executable, "-c", launcher, sys.executable, "-m", "torch.distributed.run",
+                                "--standalone", "--nproc-per-node=2", str(WORKER), "signals", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    logs = [tmp_path / f"rank{rank}.log" for rank in range(2)]
+
+    def wait_until(condition, what: str) -> None:
+        deadline = time.time() + 60
+        while not condition():
+            assert process.poll() is None, process.communicate()[0]
+            assert time.time() < deadline, f"{what} never happened"
+            time.sleep(0.02)
+
+    try:
+        wait_until(lambda: all(log.is_file() for log in logs), "the workers' start")
+        process.send_signal(signal.SIGINT)
+        wait_until(lambda: all("SIGINT received" in log.read_text() for log in logs), "the first Ctrl-C's arrival")
+        time.sleep(interrupts.DOUBLE_SIGNAL_SECONDS + 0.2)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 128 + signal.SIGINT, output
+        for log in logs:
+            assert log.read_text().splitlines()[1:] == [
+                "SIGINT received: finishing this step, then saving and stopping (press Ctrl-C again to stop at "
+                "once, without saving)", "stopped at once"], output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_nproc_launcher_refuses_a_batch_that_does_not_split_before_starting_processes(faces, tmp_path,
+                                                                                      monkeypatch):
+    def no_launch(*args, **kwargs):
+        raise AssertionError("torchrun was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_launch)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(group_norm_spec(faces, epochs=1, batch_size=8)))
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "spec.yaml"), "--nproc", "3",
+                                      "--set", "train.batch_size=31", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert ("train.batch_size = 31 is the global batch (all processes together) and must divide by the 3 "
+            "processes; use 30 or 33 (--set train.batch_size=N), or a number of processes that divides 31"
+            ) in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_global_batch_that_does_not_split_evenly_is_refused_with_a_fix():
-    with pytest.raises(DistributedError, match=r"train.batch_size = 30 .* 4 processes; use 28 or 32"):
+    with pytest.raises(DistributedError, match=r"train.batch_size = 30 .* 4 processes; use 28 or 32 "):
         Distributed(rank=0, world_size=4).check_batch_size(30)
+    with pytest.raises(DistributedError, match=r"train.batch_size = 1 .* 2 processes; use 2 \(--set"):
+        Distributed(rank=0, world_size=2).check_batch_size(1)  # not "use 2 or 2"
+
+
+class FakeTrainer:
+    """What `interrupt_requests` reads and writes of a Trainer."""
+
+    def __init__(self):
+        self.stop_signal, self.stop_requested_at, self.validating = None, 0.0, False
+        self.dist = Distributed.single()
+        self.lines: list[str] = []
+        self.run_folder = self
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@pytest.mark.parametrize("first, then, stops_at_once", [
+    (signal.SIGINT, signal.SIGINT, True),     # a second Ctrl-C
+    (signal.SIGINT, signal.SIGTERM, True),    # a second Ctrl-C, as torchrun passes it on
+    (signal.SIGTERM, signal.SIGINT, True),    # Ctrl-C after a scheduler's SIGTERM
+    (signal.SIGTERM, signal.SIGTERM, False),  # a scheduler repeating itself: still save and stop
+])
+def test_a_second_request_a_moment_later_stops_at_once_unless_both_are_sigterm(monkeypatch, first, then,
+                                                                                stops_at_once):
+    now = [100.0]
+    monkeypatch.setattr(interrupts.time, "monotonic", lambda: now[0])
+    trainer = FakeTrainer()
+    with interrupts.interrupt_requests(trainer):
+        signal.getsignal(first)(first, None)
+        assert trainer.stop_signal == first and "received: finishing this step" in trainer.lines[0]
+        signal.getsignal(then)(then, None)  # at once: the same request (a Ctrl-C seen twice)
+        now[0] += interrupts.DOUBLE_SIGNAL_SECONDS + 0.1
+        if stops_at_once:
+            with pytest.raises(KeyboardInterrupt):
+                signal.getsignal(then)(then, None)
+        else:
+            signal.getsignal(then)(then, None)
+    assert trainer.stop_signal == first and len(trainer.lines) == 1
 
 
 def test_ranks_take_disjoint_shares_of_every_global_batch():
