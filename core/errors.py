@@ -16,9 +16,20 @@ class HydranetError(Exception):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """Return " did you mean 'x'?" for the closest candidate, or "" when none is close."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" did you mean '{matches[0]}'?" if matches else ""
+    """Return " did you mean 'x'?" for the closest candidate, or "" when none is close.
+
+    Case is ignored in the match (`DWA` is close to `dwa`), and the candidate
+    is suggested as it is spelt.
+    """
+    spellings: dict[str, list[str]] = {}
+    for candidate in candidates:
+        spellings.setdefault(candidate.lower(), []).append(candidate)
+    matches = difflib.get_close_matches(word.lower(), list(spellings), n=1, cutoff=0.6)
+    if not matches:
+        return ""
+    same = spellings[matches[0]]  # names that differ only in case: the one closest as written
+    best = max(same, key=lambda candidate: difflib.SequenceMatcher(None, word, candidate).ratio())
+    return f" did you mean '{best}'?"
 
 
 class UnknownNameError(HydranetError, KeyError):

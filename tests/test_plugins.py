@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import hydranet
-from hydranet.core.errors import DuplicateNameError, UnknownNameError
+from hydranet.core.errors import DuplicateNameError, UnknownNameError, did_you_mean
 from hydranet.core.plugins import BUILTIN_PLUGINS, allowed_plugins, load_components, make_plugin_manager
 from hydranet.tasks.kinds import BinaryParams, BinaryTask
 
@@ -77,6 +77,15 @@ def test_unknown_name_suggests_the_closest_and_lists_known(components):
     message = str(caught.value)
     assert "did you mean 'dwa'?" in message
     assert "uncertainty" in message and "static" in message
+
+
+def test_did_you_mean_ignores_case_and_suggests_the_real_spelling(components):
+    with pytest.raises(UnknownNameError) as caught:
+        components.weightings.get("DWA")
+    assert "did you mean 'dwa'?" in str(caught.value)
+    assert did_you_mean("Unet", ["UNet", "resnet"]) == " did you mean 'UNet'?"
+    assert did_you_mean("AGE", ["Age", "age"]) == " did you mean 'Age'?"  # the closest as written
+    assert did_you_mean("xyz", ["dwa"]) == ""
 
 
 def test_plugin_raising_during_registration_is_reported_and_isolated():

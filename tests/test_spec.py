@@ -78,6 +78,13 @@ def test_unknown_task_and_section(components):
     assert "unknown task 'agee'; did you mean 'age'?" in found["tasks[0].name"]
 
 
+def test_a_name_in_the_wrong_case_gets_its_real_spelling(components):
+    found = problems({**BASE, "weighting": "DWA", "tasks": ["Age"], "backbone": "Tiny"}, components=components)
+    assert found["weighting.name"].startswith("unknown weighting 'DWA'; did you mean 'dwa'?")
+    assert found["tasks[0].name"].startswith("unknown task 'Age'; did you mean 'age'?")
+    assert "did you mean 'tiny'?" in found["backbone.name"]
+
+
 def test_unknown_kind_lists_only_the_kinds(components):
     """`kind` names a family (binary, ...) to build a new task from; the ready tasks (age, ...) are not kinds."""
     found = problems({**BASE, "tasks": [{"name": "smiling", "kind": "binar", "label": "smile"}]},
