@@ -1,10 +1,10 @@
 """Reading spec files: YAML or TOML to a dict, within size bounds, and built-in specs by name.
 
-YAML is read with PyYAML's safe loader (with YAML 1.2's booleans, see `yaml12`),
-TOML with tomllib: nothing in a spec can execute code. The composed YAML node
-graph is checked before any object is built, so an alias bomb, a recursive
-alias or a key given twice is refused with a message instead of hanging the
-loader or being silently dropped.
+YAML is read with PyYAML's safe loader (with YAML 1.2's booleans and floats,
+see `yaml12`), TOML with tomllib: nothing in a spec can execute code. The
+composed YAML node graph is checked before any object is built, so an alias
+bomb, a recursive alias or a key given twice is refused with a message
+instead of hanging the loader or being silently dropped.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""YAML as specs are read: PyYAML's safe loader with YAML 1.2's booleans.
+"""YAML as specs are read: PyYAML's safe loader with YAML 1.2's booleans and floats.
 
 PyYAML follows YAML 1.1, where the bare words yes, no, on, off, y and n are
 booleans. In a spec that turns `cuda_graphs: off` into False (not the choice
@@ -6,6 +6,11 @@ booleans. In a spec that turns `cuda_graphs: off` into False (not the choice
 current spec and most editors follow, has only true and false. Fields that
 really are booleans still accept yes/no/on/off, because pydantic reads those
 strings as booleans.
+
+YAML 1.1 also wants a dot and a signed exponent in a float, so PyYAML reads
+`lr: 1e-3` as the string "1e-3". YAML 1.2's core schema reads it, `1E5`,
+`.5`, `+1.0e-3`, `.inf` and `.nan` as floats, as an editor checking the
+spec's JSON Schema does. Integers are read as before (`5` is an int).
 """
 
 from __future__ import annotations
@@ -16,19 +21,27 @@ from typing import Any
 import yaml
 
 BOOL_TAG = "tag:yaml.org,2002:bool"
+FLOAT_TAG = "tag:yaml.org,2002:float"
+
+#: YAML 1.2 core schema floats, less the plain integers that its int pattern takes first.
+FLOAT = re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?
+                       |[-+]?[0-9]+[eE][-+]?[0-9]+
+                       |[-+]?\.(?:inf|Inf|INF)
+                       |\.(?:nan|NaN|NAN))$""", re.X)
 
 
 class SpecLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` whose only booleans are true and false (any case)."""
+    """`yaml.SafeLoader` whose only booleans are true and false (any case), and whose floats are YAML 1.2's."""
 
 
 SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (BOOL_TAG, FLOAT_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 SpecLoader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+SpecLoader.add_implicit_resolver(FLOAT_TAG, FLOAT, list("-+.0123456789"))
 
 
 def load(text: str) -> Any:
-    """One YAML document, read with YAML 1.2's booleans."""
+    """One YAML document, read with YAML 1.2's booleans and floats."""
     return yaml.load(text, Loader=SpecLoader)  # noqa: S506 (SpecLoader is a SafeLoader)

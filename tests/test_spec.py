@@ -399,6 +399,35 @@ def test_an_unknown_section_made_by_set_names_the_override(components):
     assert "did you mean 'train'?" in found["trian (from --set trian.epochs=3)"]
 
 
+def test_yaml_1_2_floats_are_floats_in_specs_and_overrides(tmp_path, components):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string, which an editor checking the JSON Schema flags; YAML 1.2 does not."""
+    from hydranet.core import yaml12
+    from hydranet.core.spec_files import read_spec_file
+
+    text = ("tasks: [age]\n"
+            "data: {name: synthetic, val_fraction: .25}\n"
+            "train: {lr: 1e-3, backbone_lr: 1E-4, head_lr: {age: +1.0e-2}, weight_decay: 5e-5, epochs: 3}\n")
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    raw = read_spec_file(path)
+    train = raw["train"]
+    assert (train["lr"], train["backbone_lr"], train["weight_decay"]) == (0.001, 1e-4, 5e-5)
+    assert train["head_lr"] == {"age": 0.01}
+    assert type(train["lr"]) is float and raw["data"]["val_fraction"] == 0.25
+    assert train["epochs"] == 3 and type(train["epochs"]) is int  # integers stay integers
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(spec_schema())
+    assert not list(validator.iter_errors(raw))
+    assert list(validator.iter_errors(yaml.safe_load(text)))  # what YAML 1.1 made of it: '1e-3' is not a number
+    assert load_spec(path, ["train.lr=2E-3"], components=components).spec.train.lr == 0.002
+    # the rest of YAML 1.2's core schema floats; ints, and strings that only look numeric, unchanged
+    inf = float("inf")
+    assert yaml12.load("[.5, -1.5e+3, 1e3, .inf, -.Inf, 1.]") == [0.5, -1500.0, 1000.0, inf, -inf, 1.0]
+    nan, *others = yaml12.load("[.NaN, 5, -5, 0, '1e-3', 1e, e5, 1.2.3, inf]")
+    assert nan != nan and others == [5, -5, 0, "1e-3", "1e", "e5", "1.2.3", "inf"]
+    assert [type(value) for value in others[:3]] == [int, int, int]
+
+
 def test_a_union_field_is_one_problem_with_a_plain_path(components):
     """pydantic tags each union member in the path (`head_lr.'dict[str,float]'.age`); a user sees the field."""
     found = problems({**BASE, "train": {"head_lr": {"age": "fast"}, "compile": "maybe", "channels_last": [1]}},
