@@ -519,7 +519,7 @@ class Trainer:
             self.saved_at = (progress.epoch, progress.step)
             log(self._epoch_line(epoch, row, final))
             self.validating = False
-            if epoch < cfg.epochs and self._stop_requested():  # a request during validation: saved, so stop
+            if epoch < cfg.epochs and self._stop_requested_after_validation():  # a request during it: saved
                 self._stop(f"after epoch {epoch} and its validation")
         if final is None:
             raise TrainingError(f"nothing left to train: the run already finished its {plural(cfg.epochs, 'epoch')}")
@@ -616,18 +616,23 @@ class Trainer:
         steps = order.numel() // self.batch_size
         return order[:steps * self.batch_size].view(steps, self.batch_size)[:, self.local_rows].reshape(-1)
 
-    def _stop_requested(self, done: int | None = None) -> bool:
-        """Whether to save and stop after step `done` (None: at the end of an epoch, once it is saved).
+    def _stop_requested(self, done: int) -> bool:
+        """Whether to save and stop after step `done`.
 
         One process stops after the step in which the signal came. The ranks of
         a distributed run must stop after the same step, so they agree at each
-        log interval and at the end of each epoch (one tiny all-reduce there,
-        where the host syncs anyway).
+        log interval (one tiny all-reduce there, where the host syncs anyway).
         """
         if not self.dist.active:
             return self.stop_signal is not None
-        if done is not None and done % self.cfg.log_every and done != self.steps_per_epoch:
+        if done % self.cfg.log_every and done != self.steps_per_epoch:
             return False
+        return self.dist.any(self.stop_signal is not None, self.settings.device)
+
+    def _stop_requested_after_validation(self) -> bool:
+        """Whether to stop at the end of an epoch, once it is saved (every rank agrees, as after a step)."""
+        if not self.dist.active:
+            return self.stop_signal is not None
         return self.dist.any(self.stop_signal is not None, self.settings.device)
 
     def _save_interrupted(self, epoch: int, done: int, loss_sums: Tensor, first_bad: Tensor) -> None:
