@@ -32,6 +32,22 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" did you mean '{best}'?"
 
 
+def shown(value: object) -> str:
+    """A value as a message quotes it (`'AdamW'`, `5`), cut short past 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def not_a_choice(given: object, choices: Sequence[object], noun: str = "choice") -> str:
+    """"'adamm' is not a choice; did you mean 'adamw'? choices: adamw, sgd", for a field with fixed choices.
+
+    The did-you-mean ignores case (`AdamW` is asked about `adamw`).
+    """
+    words = [str(choice) for choice in choices]
+    hint = did_you_mean(given, words) if isinstance(given, str) else ""
+    return f"{shown(given)} is not a {noun};{hint} {noun}s: {', '.join(words)}"
+
+
 class UnknownNameError(HydranetError, KeyError):
     """A spec or command named a component that no plugin registered."""
 

@@ -13,7 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hydranet.core.errors import not_a_choice
 
 
 class Component(BaseModel):
@@ -135,6 +138,18 @@ class TrainSection(BaseModel):
     def _off_is_a_word(cls, value: Any) -> Any:
         """YAML reads a bare `off` (in a spec or a --set) as false; here it means the choice "off"."""
         return "off" if value is False else value
+
+    @field_validator("device")
+    @classmethod
+    def _a_device(cls, device: str) -> str:
+        """A device torch can parse (it need not be present: that is checked when a run starts)."""
+        if device == "auto":
+            return device
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ValueError(not_a_choice(device, ["auto", "cpu", "cuda", "cuda:1", "mps"], noun="device")) from None
+        return device
 
 
 COMPONENT_SECTIONS = ("backbone", "weighting", "data")

@@ -14,10 +14,11 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from hydranet.core.errors import did_you_mean, not_a_choice, shown
 from hydranet.core.spec_models import COMPONENT_SECTIONS, AugmentSection, DataSection, Spec, TrainSection
 
 
@@ -109,12 +110,13 @@ def _member_named(members: Sequence[Any], tag: str) -> Any:
     return None
 
 
-def _untagged(model: type[BaseModel] | None, loc: Sequence[Any]) -> tuple[list[Any], int | None]:
+def _untagged(model: type[BaseModel] | None, loc: Sequence[Any]) -> tuple[list[Any], int | None, Any]:
     """`loc` without pydantic's union-member tags (`head_lr.'dict[str,float]'.age` -> `head_lr.age`).
 
-    Returns the clean path and the length of the path to the first union
-    field it went through (None: none), so that one mistake in a union field
-    is one problem, not one per member.
+    Returns the clean path, the length of the path to the first union field
+    it went through (None: none), so that one mistake in a union field is one
+    problem, not one per member, and the annotation at the end of `loc` (None
+    where it was lost on the way), for the choices of a Literal.
     """
     annotation: Any = model
     clean: list[Any] = []
@@ -144,12 +146,18 @@ def _untagged(model: type[BaseModel] | None, loc: Sequence[Any]) -> tuple[list[A
             annotation = args[0]
         else:
             annotation = None
-    return clean, union_at
+    return clean, union_at, annotation
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _choices(annotation: Any) -> list[Any]:
+    """The values of the Literals in `annotation` (`Literal["adamw", "sgd"]`, `Literal["auto"] | bool`)."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Literal:
+        return list(typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [choice for member in typing.get_args(annotation) for choice in _choices(member)]
+    return []
 
 
 #: pydantic's words for a type, as a spec's author would say them.
@@ -190,8 +198,11 @@ def _merge_union_errors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         words = list(dict.fromkeys(_expected(e["msg"]) for e in group))
         first = group[0]
+        given = first.get("input")
+        choices = [str(choice) for e in group if e["type"] == "literal_error" for choice in _choices(e["annotation"])]
+        hint = did_you_mean(given, choices) if isinstance(given, str) else ""
         result.append({**first, "type": "union", "clean": first["clean"][:depth],
-                       "msg": f"should be {' or '.join(words)} (got {_shown(first.get('input'))})"})
+                       "msg": f"should be {' or '.join(words)} (got {shown(given)})" + (f";{hint}" if hint else "")})
     return result
 
 
@@ -210,8 +221,8 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
     """
     items = []
     for item in error.errors():
-        clean, union_at = _untagged(model, item["loc"])
-        items.append({**item, "clean": clean, "union_at": union_at})
+        clean, union_at, annotation = _untagged(model, item["loc"])
+        items.append({**item, "clean": clean, "union_at": union_at, "annotation": annotation})
     problems = []
     for item in _merge_union_errors(items):
         loc = list(item["clean"])
@@ -231,20 +242,22 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
             what = "a name or a mapping of fields" if at_top and loc[0] in NAMED_SECTIONS else "a mapping of fields"
             given = item.get("input")
             colon = re.fullmatch(r"([A-Za-z_]\w*) \S.*", given) if isinstance(given, str) else None
-            message = f"should be {what} (got {_shown(given)})" + (
+            message = f"should be {what} (got {shown(given)})" + (
                 f"; is a ':' missing after '{colon[1]}'?" if colon else "")
         elif item["type"] == "value_error":
             message = message.removeprefix("Value error, ")  # our validators' own words need no pydantic label
         elif at_top and loc == ["tasks"] and item["type"] == "list_type":
             message = (f"should be a list of tasks, one name or mapping each (`tasks: [age, gender]`); "
-                       f"got {_shown(item.get('input'))}")
+                       f"got {shown(item.get('input'))}")
         elif at_top and loc == ["tasks"] and item["type"] == "too_short":
             message = "needs at least one task (`tasks: [age]`)"
         elif item["type"] == "union":
             pass
+        elif item["type"] == "literal_error" and _choices(item["annotation"]):
+            message = not_a_choice(item.get("input"), _choices(item["annotation"]))
         elif item["type"] in ("dict_type", "list_type"):  # "a valid dictionary" is pydantic's word, not YAML's
-            message = f"should be {_expected(message)} (got {_shown(item.get('input'))})"
+            message = f"should be {_expected(message)} (got {shown(item.get('input'))})"
         elif "input" in item and (not isinstance(item["input"], (dict, list)) or item["type"].endswith("_type")):
-            message = f"{message} (got {_shown(item['input'])})"
+            message = f"{message} (got {shown(item['input'])})"
         problems.append((format_path([*prefix, *loc]), message))
     return problems

@@ -440,6 +440,30 @@ def test_a_union_field_is_one_problem_with_a_plain_path(components):
         "train.head_lr": "should be a number or a mapping (got 'x')"}
 
 
+def test_fixed_choices_suggest_the_closest_in_any_case_and_list_the_choices(components):
+    found = problems({**BASE, "train": {"optimizer": "AdamW", "precision": "BF16", "scheduler": "cosin",
+                                        "compile": "Auto", "device": "cuad"},
+                      "data": {"name": "utkface", "root": "x", "placement": "hots"}}, components=components)
+    assert found["train.optimizer"] == "'AdamW' is not a choice; did you mean 'adamw'? choices: adamw, sgd"
+    assert found["train.precision"] == "'BF16' is not a choice; did you mean 'bf16'? choices: auto, bf16, fp32"
+    assert found["train.scheduler"] == "'cosin' is not a choice; did you mean 'cosine'? choices: none, cosine"
+    assert found["data.placement"].startswith("'hots' is not a choice; did you mean 'host'? choices: auto, device,")
+    assert found["train.compile"].endswith("(got 'Auto'); did you mean 'auto'?")  # a union: 'auto' or a boolean
+    assert found["train.device"] == ("'cuad' is not a device; did you mean 'cuda'? "
+                                     "devices: auto, cpu, cuda, cuda:1, mps")
+    assert "did you mean 'adamw'?" in problems(BASE, "train.optimizer=adamm", components=components)[
+        "train.optimizer (from --set train.optimizer=adamm)"]
+    assert problems(BASE, "train.optimizer=5", components=components) == {
+        "train.optimizer (from --set train.optimizer=5)": "5 is not a choice; choices: adamw, sgd"}
+    assert "did you mean 'cuda'?" in problems(BASE, "train.device=CUDA", components=components)[
+        "train.device (from --set train.device=CUDA)"]
+    # a plugin's fixed-choice parameter gets the same message, and a device need only be one torch can parse
+    found = problems({**BASE, "weighting": {"name": "mgda", "normalization": "L2"}}, components=components)
+    assert found["weighting.normalization"] == "'L2' is not a choice; did you mean 'l2'? choices: none, l2"
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps", "meta"):
+        assert load(BASE, f"train.device={device}", components=components).spec.train.device == device
+
+
 def test_wrong_shapes_say_what_is_expected(components):
     found = problems({**BASE, "tasks": "age", "augment": 5, "backbone": 5}, components=components)
     assert found["tasks"] == ("should be a list of tasks, one name or mapping each (`tasks: [age, gender]`); "
