@@ -260,8 +260,8 @@ class CapturedStep:
     def _record(self, images: Tensor, targets: Tensor) -> None:
         step = self.step
         self.static = (images.clone(), targets.clone())
-        snapshot = StateSnapshot(self.modules, step.optimizer, [step.loss_sums, step.first_bad, step.step_number],
-                                 self.device)
+        running = [step.loss_sums, step.weight_sums, step.first_bad, step.step_number]
+        snapshot = StateSnapshot(self.modules, step.optimizer, running, self.device)
         try:
             with self.backend.warmup():
                 for _ in range(self.warmup_steps):

@@ -492,9 +492,8 @@ class Trainer:
             progress.epoch_order_state = self.order_generator.get_state()  # to draw this order again on resume
             order = self.data.train_index[torch.randperm(self.data.train_index.numel(),
                                                          generator=self.order_generator)]
-            weights_in_force = self.weighting.weights().detach().float().cpu().tolist()
             started = time.perf_counter()
-            train_losses = self._train_epoch(epoch, order)
+            train_losses, weights_used = self._train_epoch(epoch, order)
             train_seconds = time.perf_counter() - started
             self.weighting.epoch_end(torch.tensor(train_losses, device=self.settings.device))
             started = time.perf_counter()
@@ -507,13 +506,14 @@ class Trainer:
             val_seconds = time.perf_counter() - started
             self.timings["epoch_train_seconds"].append(train_seconds)
             self.timings["epoch_val_seconds"].append(val_seconds)
-            row = self._row(epoch, train_seconds, val_seconds, train_losses, weights_in_force, final)
+            row = self._row(epoch, train_seconds, val_seconds, train_losses, weights_used, final)
             history.append(row)
             self.run_folder.append_metrics(row)
             improved = final.total_loss < progress.best_loss
             if improved:
                 progress.best_loss, progress.best_epoch = final.total_loss, epoch
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
+            progress.weight_sums = []
             progress.epoch_order_state = self.order_generator.get_state()
             self._save(epoch, row, best=improved)
             self.saved_at = (progress.epoch, progress.step)
@@ -540,13 +540,14 @@ class Trainer:
         })
         return result
 
-    def _train_epoch(self, epoch: int, order: Tensor) -> list[float]:
+    def _train_epoch(self, epoch: int, order: Tensor) -> tuple[list[float], list[float]]:
+        """Train one epoch (or what is left of it); its mean per-task losses and the mean weights applied."""
         cfg, tasks, settings, progress = self.cfg, self.tasks, self.settings, self.progress_state
         self.model.train()
         k = len(tasks)
         first_step = progress.step
         step_fn, train_step = self.step_fn, self.train_step
-        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step)
+        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step, progress.weight_sums)
         if "first_step_seconds" not in self.timings and self._first_step_note:
             self.run_folder.log(self._first_step_note)  # a silent half minute would look like a hang
         batches = self.source.batches(self._local_order(order[first_step * self.batch_size:]),
@@ -556,7 +557,7 @@ class Trainer:
                    unit="step", disable=not self.progress, leave=False)
         host: list[float] = []
         if first_step >= self.steps_per_epoch:  # stopped after the epoch's last step: only validation is left
-            host = torch.cat([train_step.loss_sums / max(1, first_step), train_step.first_bad.float()]).tolist()
+            host = self._epoch_means(train_step, first_step)
         skip_nonfinite = cfg.on_nonfinite == "skip"
         skipped = 0
         for step, (images, index) in enumerate(bar, start=first_step):
@@ -594,20 +595,26 @@ class Trainer:
                 self.run_folder.log(f"first compiled step done in {time.perf_counter() - switch_started:.1f}s")
             done = step + 1
             if done % cfg.log_every == 0 or done == self.steps_per_epoch:
-                host = torch.cat([train_step.loss_sums / max(1, done - skipped),
-                                  train_step.first_bad.float()]).tolist()
-                self._stop_if_nonfinite(epoch, host[k:])
+                host = self._epoch_means(train_step, done - skipped)
+                self._stop_if_nonfinite(epoch, host[k:2 * k])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
             if self._stop_requested(done):
-                self._save_interrupted(epoch, done, train_step.loss_sums, train_step.first_bad)
+                self._save_interrupted(epoch, done, train_step)
         if skipped:
             self.skipped_steps += skipped
             self.run_folder.log(f"epoch {epoch}: skipped {plural(skipped, 'step')} with a non-finite loss "
                                 f"({self.skipped_steps} in this run)")
         if not host:  # every step was skipped
             raise TrainingError(f"every step of epoch {epoch} had a non-finite loss; nothing was trained")
-        return host[:k]
+        return host[:k], host[2 * k:]
+
+    @staticmethod
+    def _epoch_means(train_step: TrainStep, steps: int) -> list[float]:
+        """Mean losses, first non-finite steps, mean weights: one host read of the step's running sums."""
+        steps = max(1, steps)
+        return torch.cat([train_step.loss_sums / steps, train_step.first_bad.float(),
+                          train_step.weight_sums / steps]).tolist()
 
     def _local_order(self, order: Tensor) -> Tensor:
         """This rank's rows of each global batch in `order`, batch after batch (all of it in one process)."""
@@ -635,10 +642,11 @@ class Trainer:
             return self.stop_signal is not None
         return self.dist.any(self.stop_signal is not None, self.settings.device)
 
-    def _save_interrupted(self, epoch: int, done: int, loss_sums: Tensor, first_bad: Tensor) -> None:
+    def _save_interrupted(self, epoch: int, done: int, train_step: TrainStep) -> None:
         progress = self.progress_state
         progress.epoch, progress.step = epoch, done
-        progress.loss_sums, progress.first_bad = loss_sums.tolist(), first_bad.tolist()
+        progress.loss_sums, progress.first_bad = train_step.loss_sums.tolist(), train_step.first_bad.tolist()
+        progress.weight_sums = train_step.weight_sums.tolist()
         if self.dist.is_main:
             atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
         self.saved_at = (epoch, done)

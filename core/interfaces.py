@@ -188,7 +188,7 @@ class Weighting(nn.Module):
         return total.detach()
 
     def weights(self) -> Tensor:
-        """The (K,) weights in force now, for the per-epoch log."""
+        """The (K,) weights this step applied, read after its backward; the epoch's mean is logged. Tensor ops only."""
         raise NotImplementedError
 
     def epoch_end(self, mean_losses: Tensor) -> None:

@@ -31,13 +31,15 @@ class Progress:
     epoch_order_state: torch.Tensor | None = None
     generators: dict[str, torch.Tensor] = field(default_factory=dict)
     loss_sums: list[float] = field(default_factory=list)
+    weight_sums: list[float] = field(default_factory=list)
     first_bad: list[int] = field(default_factory=list)
     best_loss: float = float("inf")
     best_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
-                "generators": self.generators, "loss_sums": self.loss_sums, "first_bad": self.first_bad,
+                "generators": self.generators, "loss_sums": self.loss_sums,
+                "weight_sums": self.weight_sums, "first_bad": self.first_bad,
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch}
 
     @classmethod

@@ -27,9 +27,11 @@ class TrainStep:
     """Runs a step on a batch and keeps the epoch's running loss sums on the device.
 
     `loss_sums` holds the sum of each task's loss over the steps of this epoch
-    so far; `first_bad` the 1-based step at which each task's loss was first
-    non-finite (-1: never); `step_number` the steps counted so far. All three
-    are read by the host only at log intervals.
+    so far; `weight_sums` the sum of the weights the weighting applied in
+    them (so the epoch's logged weights are the mean of those used, not a
+    snapshot from before or after it); `first_bad` the 1-based step at which
+    each task's loss was first non-finite (-1: never); `step_number` the
+    steps counted so far. All are read by the host only at log intervals.
     """
 
     def __init__(
@@ -47,12 +49,17 @@ class TrainStep:
         self.forward_losses, self.weighting, self.optimizer = forward_losses, weighting, optimizer
         self.context, self.share_losses, self.sum_gradients = context, share_losses, sum_gradients
         self.loss_sums = torch.zeros(num_tasks, device=device)
+        self.weight_sums = torch.zeros(num_tasks, device=device)
         self.first_bad = torch.full((num_tasks,), -1, dtype=torch.long, device=device)
         self.step_number = torch.zeros((), dtype=torch.long, device=device)
 
-    def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int) -> None:
+    def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int,
+                    weight_sums: Sequence[float] = ()) -> None:
         """Set the running sums in place (a resumed epoch starts from what was saved)."""
         self.loss_sums.copy_(torch.tensor(list(loss_sums) or [0.0] * self.loss_sums.numel()))
+        if not weight_sums and steps_done:  # saved before weight sums were kept: the weights now, for each step
+            weight_sums = (self.weighting.weights().detach().float().cpu() * steps_done).tolist()
+        self.weight_sums.copy_(torch.tensor(list(weight_sums) or [0.0] * self.weight_sums.numel()))
         self.first_bad.copy_(torch.tensor(list(first_bad) or [-1] * self.first_bad.numel()))
         self.step_number.fill_(steps_done)
 
@@ -65,6 +72,9 @@ class TrainStep:
         """The weighting's backward, the gradient sum over processes, the optimizer step, the bookkeeping."""
         detached = losses.detach()
         self.weighting.backward(losses, self.context(features))
+        # The weights this step applied: read after the backward (which sets them, for gradient strategies)
+        # and before the update (which moves learned ones, as for uncertainty weighting).
+        self.weight_sums.add_(self.weighting.weights().detach().to(self.weight_sums.device, torch.float32))
         self.sum_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

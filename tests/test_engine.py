@@ -159,3 +159,41 @@ def test_without_a_validation_split_metrics_come_from_the_training_set(faces, tm
     assert "no validation split" in (tmp_path / "train.log").read_text()
     assert set(result.baselines) == {"age", "gender", "ethnicity"}
     assert all(torch.isfinite(torch.tensor(v)) for metrics in result.final.metrics.values() for v in metrics.values())
+
+
+def test_logged_weights_are_the_mean_of_those_each_step_applied(faces, tmp_path):
+    """A weighting whose weight is its step count (1, 2, ..., S in epoch 1): weight.<task> is (S + 1) / 2."""
+    from hydranet.core.weighting import WeightedSum
+
+    class StepCount(WeightedSum):
+        def __init__(self, tasks):
+            super().__init__(tasks)
+            self.register_buffer("steps", torch.zeros(()))
+
+        def combine(self, losses):
+            self.steps.add_(1)  # the weight of step i is i
+            return super().combine(losses)
+
+        def multipliers(self):
+            return self.steps.expand(self.num_tasks)
+
+    class Plugin:
+        @hydranet.hookimpl
+        def register_weightings(self, register):
+            register("step_count", StepCount)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plugin(), "stepcount", distribution="test", version="0", builtin=False)
+    components = load_components(pm)
+    raw = tiny_spec(faces, epochs=2, batch_size=32)
+    raw["weighting"] = "step_count"
+    run = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run", components=components,
+                         progress=False, echo=False)
+    steps = run.timings["train_images"] // 32  # steps per epoch (the ragged tail is dropped)
+    assert steps >= 2
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for epoch, row in enumerate(rows):
+        first, last = epoch * steps + 1, (epoch + 1) * steps
+        for task in ("age", "gender", "ethnicity"):
+            assert float(row[f"weight.{task}"]) == pytest.approx((first + last) / 2)

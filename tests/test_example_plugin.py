@@ -230,10 +230,11 @@ def test_example_spec_trains_end_to_end(components, faces, tmp_path):
         for task in spec.task_names:
             assert math.isfinite(float(row[f"train_loss.{task}"])), (task, row)
             assert math.isfinite(float(row[f"val_loss.{task}"])), (task, row)
-    # epoch 1 logs the starting weights (all 1); epoch 2 the ones inverse_loss set at epoch 1's last step
+    # each epoch logs the mean of the weights inverse_loss set at its steps: each step's sum to K = 3, and
+    # they are not the starting ones (all 1), which no step applied
     weights = [[float(r[f"weight.{t}"]) for t in spec.task_names] for r in rows]
-    assert weights[0] == [1.0, 1.0, 1.0]
-    assert math.isclose(sum(weights[1]), 3.0, rel_tol=1e-4) and weights[1] != [1.0, 1.0, 1.0]
+    for epoch_weights in weights:
+        assert math.isclose(sum(epoch_weights), 3.0, rel_tol=1e-4) and epoch_weights != [1.0, 1.0, 1.0]
     assert len(result.history) == 2
 
     # the checkpoint names the plugin and its distribution, and rebuilds with the plugin's task

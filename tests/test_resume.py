@@ -145,13 +145,14 @@ class SignalAfter(RegressionTask):
         return super().per_sample_loss(output, target)
 
 
-def signalled_run(faces, tmp_path, *, epochs: int, at: int, signum: int = signal.SIGTERM):
+def signalled_run(faces, tmp_path, *, epochs: int, at: int, signum: int = signal.SIGTERM, weighting: str = "sum"):
     """A run whose 'age' task signals its process at its `at`-th loss call, stopped there (tmp_path / 'cut'),
     and the same run uninterrupted (tmp_path / 'whole'). With batch_size 16, epoch 1 makes 11 training calls,
     then 2 validation calls. Returns the components, the TrainingInterrupted raised and the saved progress."""
     components = with_task_kind("signal_age", SignalAfter, RegressionParams, plugin="signaller")
     raw = tiny_spec(faces, epochs=epochs, batch_size=16)
     raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
+    raw["weighting"] = weighting
     spec = load_spec(raw, components=components)
     SignalAfter.calls, SignalAfter.at, SignalAfter.signum = 0, 10**9, signum
     hydranet.train(spec, out_dir=tmp_path / "whole", components=components, progress=False, echo=False)
@@ -175,6 +176,13 @@ def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_pat
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
     assert (progress["epoch"], progress["step"]) == (2, 1)
     resume_matches_the_whole_run(components, tmp_path)
+
+
+def test_a_resumed_epoch_logs_the_mean_weights_of_all_its_steps(faces, tmp_path):
+    """Learned weights move every step: the epoch's weight.<task> averages the steps before and after the stop."""
+    components, _, progress = signalled_run(faces, tmp_path, epochs=2, at=14, weighting="uncertainty")
+    assert len(progress["weight_sums"]) == 2 and progress["weight_sums"] != [3.0, 3.0]  # 3 steps, weights moved
+    resume_matches_the_whole_run(components, tmp_path)  # metrics.csv, weight.* columns included, equal
 
 
 def test_a_run_stopped_after_an_epochs_last_step_resumes_exactly(faces, tmp_path):
