@@ -14,7 +14,30 @@ from typing import Literal
 
 import torch
 
-from hydranet.core.errors import HydranetError
+from hydranet.core.errors import HydranetError, not_a_choice
+
+
+#: what a device may be named, for the messages
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:1", "mps")
+
+
+def device_name_problem(name: str) -> str | None:
+    """Why `name` is not a device torch can parse, or None; 'gpu' is told the names torch uses for GPUs.
+
+    Whether the device is present is another question, asked when a run starts.
+    """
+    if name == "auto":
+        return None
+    try:
+        torch.device(name)
+        return None
+    except RuntimeError:
+        pass
+    kind, _, index = name.partition(":")
+    if kind.strip().lower() == "gpu":
+        return (f"'{name}' is not a device; an NVIDIA GPU is 'cuda{':' + index if index else ''}' "
+                "(the N of 'cuda:N' picks one of several), an Apple GPU 'mps'")
+    return not_a_choice(name, DEVICE_CHOICES, noun="device")
 
 
 def pick_device(name: str = "auto", option: str = "train.device") -> torch.device:
@@ -31,10 +54,10 @@ def pick_device(name: str = "auto", option: str = "train.device") -> torch.devic
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise HydranetError(f"{option}: '{name}' is not a device ({error}); use auto, cpu, cuda, cuda:1 or mps") from None
+    problem = device_name_problem(name)
+    if problem:
+        raise HydranetError(f"{option}: {problem}")
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HydranetError(f"{option}: cuda was asked for but this torch sees no CUDA GPU; use {use}auto or cpu")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -1,6 +1,6 @@
 """`--set key.path=value` overrides, applied to a spec's raw data before validation.
 
-Values are parsed as YAML (with YAML 1.2's booleans, see `yaml12`), so
+Values are parsed as YAML (with YAML 1.2's booleans and numbers, see `yaml12`), so
 `--set train.epochs=5` gives an int, `--set tasks[1].class_names=[no,yes]` a
 list of two words, and `--set train.cuda_graphs=off` the word off. A component given by name alone
 (`weighting: dwa`) is promoted to a mapping when a parameter is set on it, so

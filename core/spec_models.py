@@ -13,10 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hydranet.core.errors import not_a_choice
+from hydranet.core.device import device_name_problem
 
 
 class Component(BaseModel):
@@ -143,12 +142,9 @@ class TrainSection(BaseModel):
     @classmethod
     def _a_device(cls, device: str) -> str:
         """A device torch can parse (it need not be present: that is checked when a run starts)."""
-        if device == "auto":
-            return device
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise ValueError(not_a_choice(device, ["auto", "cpu", "cuda", "cuda:1", "mps"], noun="device")) from None
+        problem = device_name_problem(device)
+        if problem:
+            raise ValueError(problem)
         return device
 
 

@@ -10,7 +10,10 @@ strings as booleans.
 YAML 1.1 also wants a dot and a signed exponent in a float, so PyYAML reads
 `lr: 1e-3` as the string "1e-3". YAML 1.2's core schema reads it, `1E5`,
 `.5`, `+1.0e-3`, `.inf` and `.nan` as floats, as an editor checking the
-spec's JSON Schema does. Integers are read as before (`5` is an int).
+spec's JSON Schema does.
+
+Integers follow YAML 1.2 too: `012` is twelve (YAML 1.1: octal ten), octal
+is written `0o12` and hex `0x1F`; `1_000` and `1:30` are not numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import yaml
 
 BOOL_TAG = "tag:yaml.org,2002:bool"
 FLOAT_TAG = "tag:yaml.org,2002:float"
+INT_TAG = "tag:yaml.org,2002:int"
+
+#: YAML 1.2 core schema integers: decimal, 0o octal, 0x hex.
+INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
 
 #: YAML 1.2 core schema floats, less the plain integers that its int pattern takes first.
 FLOAT = re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?
@@ -31,15 +38,23 @@ FLOAT = re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?
 
 
 class SpecLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` whose only booleans are true and false (any case), and whose floats are YAML 1.2's."""
+    """`yaml.SafeLoader` whose only booleans are true and false (any case), and whose numbers are YAML 1.2's."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        if text.startswith(("0o", "0x", "0b")):  # 0b only when tagged !!int: it has no implicit form
+            return int(text, 0)
+        return int(text, 10)  # a leading zero is not octal in YAML 1.2
 
 
 SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (BOOL_TAG, FLOAT_TAG)]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (BOOL_TAG, FLOAT_TAG, INT_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 SpecLoader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+SpecLoader.add_implicit_resolver(INT_TAG, INT, list("-+0123456789"))
 SpecLoader.add_implicit_resolver(FLOAT_TAG, FLOAT, list("-+.0123456789"))
+SpecLoader.add_constructor(INT_TAG, SpecLoader.construct_yaml_int)
 
 
 def load(text: str) -> Any:

@@ -118,7 +118,8 @@ def render_spec() -> str:
            "its name: `weighting: dwa` means `weighting: {name: dwa}`, and a task `- age` means `- {name: age}`.",
            "", "YAML is read with YAML 1.2's booleans: only `true` and `false` are booleans, so `off`,",
            "`no` and `yes` stay words (`cuda_graphs: off`, `class_names: [no, yes]`). Boolean fields",
-           "still take them: `compile: off` is false.",
+           "still take them: `compile: off` is false. Numbers are YAML 1.2's too: `lr: 1e-3` is a",
+           "number (YAML 1.1 made it a string), and `012` is twelve, not octal.",
            "", "`hydranet spec show demo` prints a spec with every default filled in.", "",
            "## Top level", "", fields_table(schema), ""]
     for name, sub in defs.items():

@@ -259,7 +259,7 @@ def doc_spec_examples() -> list[tuple[str, dict]]:
 
 def test_schema_accepts_every_shipped_and_documented_spec(components):
     """Editors validate with `hydranet spec schema`: the short forms the loader accepts must pass it."""
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     validator = jsonschema.Draft202012Validator(spec_schema())
     jsonschema.Draft202012Validator.check_schema(validator.schema)
     examples = doc_spec_examples()
@@ -293,7 +293,7 @@ def test_schema_accepts_every_shipped_and_documented_spec(components):
     {"weighting": {"temperature": 2, "name": 3}},   # a name is a string
 ])
 def test_schema_rejects_what_the_loader_rejects(mistake, components):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     raw = {**BASE, **mistake}
     raw = {k: v for k, v in raw.items() if v is not None}
     assert list(jsonschema.Draft202012Validator(spec_schema()).iter_errors(raw)), mistake
@@ -415,7 +415,7 @@ def test_yaml_1_2_floats_are_floats_in_specs_and_overrides(tmp_path, components)
     assert train["head_lr"] == {"age": 0.01}
     assert type(train["lr"]) is float and raw["data"]["val_fraction"] == 0.25
     assert train["epochs"] == 3 and type(train["epochs"]) is int  # integers stay integers
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     validator = jsonschema.Draft202012Validator(spec_schema())
     assert not list(validator.iter_errors(raw))
     assert list(validator.iter_errors(yaml.safe_load(text)))  # what YAML 1.1 made of it: '1e-3' is not a number
@@ -426,6 +426,20 @@ def test_yaml_1_2_floats_are_floats_in_specs_and_overrides(tmp_path, components)
     nan, *others = yaml12.load("[.NaN, 5, -5, 0, '1e-3', 1e, e5, 1.2.3, inf]")
     assert nan != nan and others == [5, -5, 0, "1e-3", "1e", "e5", "1.2.3", "inf"]
     assert [type(value) for value in others[:3]] == [int, int, int]
+
+
+def test_yaml_1_2_integers_have_no_leading_zero_octal_or_underscores():
+    from hydranet.core import yaml12
+
+    assert yaml12.load("[012, 0o12, 0x1F, -7, +7, 0]") == [12, 10, 31, -7, 7, 0]  # YAML 1.1: 012 is octal 10
+    assert yaml12.load("[1_000, 1:30, 0b11]") == ["1_000", "1:30", "0b11"]  # YAML 1.1 numbers, 1.2 strings
+    assert yaml12.load("!!int '0b11'") == 3
+
+
+def test_gpu_as_a_device_is_told_the_names_torch_uses(components):
+    found = problems({**BASE, "train": {"device": "gpu:1"}}, components=components)
+    assert found["train.device"].startswith("'gpu:1' is not a device; an NVIDIA GPU is 'cuda:1'")
+    assert "'mps'" in found["train.device"]
 
 
 def test_a_union_field_is_one_problem_with_a_plain_path(components):
