@@ -122,8 +122,11 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     The `--nproc` launcher calls it too, so that a mistake is reported once, before the processes start.
     """
     if resume is None:
-        resolved = spec if isinstance(spec, ResolvedSpec) else load_spec("demo" if spec is None else spec,
-                                                                         overrides, components)
+        overrides = list(overrides)
+        if isinstance(spec, ResolvedSpec):  # overrides apply to what it resolved from, then it resolves again
+            resolved = load_spec(spec.to_dict(), overrides, components) if overrides else spec
+        else:
+            resolved = load_spec("demo" if spec is None else spec, overrides, components)
         return RunPlan(resolved, out_dir)
     problem = resume_conflict("resume", resume, {"spec": spec is not None, "overrides": list(overrides),
                                                  "out_dir": out_dir is not None})

@@ -197,3 +197,11 @@ def test_logged_weights_are_the_mean_of_those_each_step_applied(faces, tmp_path)
         first, last = epoch * steps + 1, (epoch + 1) * steps
         for task in ("age", "gender", "ethnicity"):
             assert float(row[f"weight.{task}"]) == pytest.approx((first + last) / 2)
+
+
+def test_overrides_apply_to_an_already_loaded_spec(faces, tmp_path):
+    """hydranet.train(load_spec(...), overrides=[...]) used to ignore the overrides without a word."""
+    run = hydranet.train(load_spec(tiny_spec(faces, epochs=2)), overrides=["train.epochs=1", "weighting=dwa"],
+                         out_dir=tmp_path / "run", progress=False, echo=False)
+    assert [row["epoch"] for row in run.history] == [1]
+    assert "name: dwa" in (tmp_path / "run" / "spec.yaml").read_text()
