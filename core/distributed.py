@@ -53,7 +53,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,10 +275,18 @@ def launch_local(nproc: int, argv: Sequence[str]) -> int:
                                f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "hydranet", *argv]
-    return run_forwarding_signals(command)
+    # torchrun kills workers that have not stopped 30 s after a signal; workers stop at the next log
+    # interval and then save, which can take longer. A user's own setting wins.
+    env = {**os.environ}
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_SECONDS))
+    return run_forwarding_signals(command, env=env)
 
 
-def run_forwarding_signals(command: Sequence[str]) -> int:
+#: How long torchrun waits for workers to save and stop after a signal before killing them.
+SHUTDOWN_SECONDS = 600
+
+
+def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run `command` (torchrun), pass signals on to it, wait for it and return its exit status.
 
     The wrapper must neither die of a signal, leaving the workers running as
@@ -315,7 +323,7 @@ def run_forwarding_signals(command: Sequence[str]) -> int:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored (nohup's SIGHUP)
                 previous[sig] = signal.signal(sig, forward)
     try:
-        process = subprocess.Popen(list(command), start_new_session=True)
+        process = subprocess.Popen(list(command), start_new_session=True, env=None if env is None else dict(env))
         children.append(process)
         for signum, passed in list(received):
             if not passed:  # it came while the child was starting

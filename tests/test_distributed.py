@@ -356,3 +356,17 @@ def test_one_process_needs_no_process_group(monkeypatch):
     assert not single.active and single.is_main
     losses = torch.tensor([1.0, 2.0])
     assert single.share_losses(losses, torch.zeros(3, 2)) is losses
+
+
+def test_the_nproc_launcher_gives_workers_time_to_save_unless_the_user_chose(monkeypatch):
+    """torchrun kills workers 30 s after a signal by default: too short for a stop at the next log interval."""
+    from hydranet.core import distributed
+
+    seen: list[dict] = []
+    monkeypatch.setattr(distributed, "run_forwarding_signals", lambda command, env=None: seen.append(env) or 0)
+    monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
+    assert distributed.launch_local(1, ["train"]) == 0
+    assert seen[-1]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == str(distributed.SHUTDOWN_SECONDS)
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "45")
+    distributed.launch_local(1, ["train"])
+    assert seen[-1]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "45"
