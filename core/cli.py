@@ -191,10 +191,34 @@ def list_components(kind: str | None) -> None:
         click.echo(f"{name}:")
         if name == "weightings":
             click.echo(indent(_weightings_table(registry)))
+        elif name == "tasks":
+            click.echo(indent(_tasks_listing(registry)))
         else:
             rows = [[e.name, e.description, e.plugin] for e in registry]
             click.echo(indent(format_table(["name", "description", "plugin"], rows)))
         click.echo("")
+
+
+def _tasks_listing(registry: Any) -> str:
+    """Ready tasks (named alone in a spec) apart from task kinds (which need parameters, at least a `label`)."""
+    ready = [[e.name, e.description, e.plugin] for e in registry if not e.needs_params]
+    kinds = [e for e in registry if e.needs_params]
+    parts = []
+    if ready:
+        parts += [f"ready tasks: name one in a spec, as in `tasks: [{ready[0][0]}]`",
+                  indent(format_table(["name", "description", "plugin"], ready))]
+    if kinds:
+        needed = {e.name: [n for n, f in e.params.model_fields.items() if f.is_required()] for e in kinds}
+        first = kinds[0].name
+        example = ", ".join(f"{n}: {'FIELD' if n == 'label' else '...'}" for n in needed[first])
+        rows = [[e.name, ", ".join(needed[e.name]), e.description, e.plugin] for e in kinds]
+        parts += [f"task kinds: need parameters; make a task from a record field, as in `{{name: NAME, "
+                  f"kind: {first}, {example}}}`",
+                  indent(format_table(["name", "needs", "description", "plugin"], rows))]
+    if ready:
+        parts.append(f"a ready task serves as a kind too, with its presets: `{{name: NAME, kind: {ready[0][0]}, "
+                     "label: FIELD}`")
+    return "\n".join(parts)
 
 
 def _weighting_summary(entry: Any) -> tuple[str, str, str]:

@@ -1,4 +1,5 @@
-"""The command line as a user drives it: train, list, plugins, spec (eval, predict, export: test_cli_model.py)."""
+"""The command line as a user drives it: train, list, plugins, spec (eval, predict, export: test_cli_model.py;
+compare: test_compare.py)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,23 @@ def test_list_and_plugins():
     assert "dwa" in only and "resnet18" not in only
     plugins = run("plugins").output
     assert "hydranet.tasks.utkface  (built-in)" in plugins and "tasks: age, gender, ethnicity" in plugins
+
+
+def test_list_tasks_tells_task_kinds_from_ready_tasks():
+    lines = run("list", "tasks").output.splitlines()
+    ready = lines.index("  ready tasks: name one in a spec, as in `tasks: [age]`")
+    kinds = lines.index("  task kinds: need parameters; make a task from a record field, as in "
+                        "`{name: NAME, kind: binary, label: FIELD}`")
+    assert ready < kinds
+
+    def names(block: list[str]) -> list[str]:
+        return [line.split()[0] for line in block if line.startswith("    ") and not line.strip().startswith("-")]
+
+    assert names(lines[ready + 1:kinds]) == ["name", "age", "ethnicity", "gender"]
+    kind_rows = [line.split()[:2] for line in lines[kinds + 1:] if line.startswith("    ")]
+    assert kind_rows[0] == ["name", "needs"]
+    assert kind_rows[2:] == [["binary", "label"], ["multiclass", "label"], ["regression", "label"]]
+    assert "  a ready task serves as a kind too, with its presets: `{name: NAME, kind: age, label: FIELD}`" in lines
 
 
 def test_spec_commands(tmp_path):
