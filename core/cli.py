@@ -168,6 +168,70 @@ def plot(run: str, out_dir: str | None) -> None:
         click.echo(f"wrote {path}")
 
 
+# ------------------------------------------------------------------ compare
+
+
+def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str | int:
+    if value in ("best", "last"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f"{value!r} is not best, last or an epoch number (1, 2, ...)")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--ref", metavar="RUN", type=click.Path(),
+              help="The run the others are measured against (default: the first RUN).")
+@click.option("--epoch", default="best", show_default=True, metavar="best|last|N", callback=_epoch_choice,
+              help="Read each run's metrics at its best epoch (what best.pt holds), its last, or epoch N.")
+@click.option("--sort", is_flag=True, help="Order the runs by delta_m, best first.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out, with a note, the folders that are not runs or have no finished epoch "
+                   "(as runs/* may name), instead of stopping.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: every run's metrics, delta_m, differences, notes.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per run, the compared metrics, "
+                                                    "delta_m_percent (notes go to stderr).")
+def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool, skip_bad: bool, as_json: bool,
+            as_csv: bool) -> None:
+    """Compare runs of the same tasks: their validation metrics and delta_m.
+
+    Each RUN is a folder `hydranet train` wrote. One row per run: its
+    weighting, backbone, epochs, best epoch, each task's validation metrics,
+    and delta_m% (Delta m in the multi-task literature: Maninis et al.
+    2019, computed as LibMTL does): the mean relative change of the metrics
+    against the reference run, each task's metrics averaged first, with the
+    sign flipped where lower is better (an MAE), so positive is better. A
+    last column lists what else differs from the reference's spec, if
+    anything does.
+
+    Runs with other tasks or metrics are compared on those every run has;
+    a note names what was left out.
+
+    \b
+    Examples:
+      hydranet compare runs/w-sum runs/w-uncertainty runs/w-dwa
+      hydranet compare runs/* --skip-bad --sort
+      hydranet compare runs/w-* --ref runs/w-sum --epoch last
+      hydranet compare runs/w-* --csv > weightings.csv
+    """
+    from hydranet.core.compare import (compare_runs, comparison_csv, comparison_json, comparison_table,
+                                       read_runs)
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    records, reference, skipped = read_runs(runs, ref, epoch, skip_bad)
+    comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped)
+    if as_json:
+        click.echo(comparison_json(comparison), nl=False)
+    elif as_csv:
+        click.echo(comparison_csv(comparison), nl=False)
+        for note in comparison.notes:
+            click.echo(f"note: {note}", err=True)
+    else:
+        click.echo(comparison_table(comparison))
+
+
 # ------------------------------------------------------------------ list / plugins
 
 

@@ -1,0 +1,414 @@
+"""`hydranet compare RUN [RUN ...]`: several runs of the same tasks side by side, and their Δm.
+
+A user who trained the same tasks several ways (another weighting, backbone
+or setting per run) reads here which way won. Each run contributes its
+validation metrics at one epoch (its best by default: the epoch best.pt
+holds), read from its metrics.csv, and one figure that sums them up: Δm, the
+mean relative change against a reference run, in percent (Maninis et al.,
+CVPR 2019), as LibMTL computes it:
+
+    Δm = 100 / T * sum_t 1/M_t * sum_m (-1)^l_tm * (M_run,tm - M_ref,tm) / M_ref,tm
+
+over the T tasks and each task's M_t metrics, with l_tm = 1 where lower is
+better. Each task counts once, whatever its number of metrics; positive is
+better than the reference.
+
+Whether higher is better is known to each task's metrics, not to the run
+folder. The run's spec.yaml names its tasks, so they are built again through
+the task registry (this module does not import a task), and their metrics
+say.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hydranet.core.errors import HydranetError
+from hydranet.core.plot import series_from_rows
+from hydranet.core.report import format_table
+from hydranet.core.run import RUN_FILES, read_metrics
+from hydranet.core.wording import english_list, plural
+
+#: Spec keys that change how a run trains, not what it learns: left out of what "differs" between runs.
+HOW_NOT_WHAT = {"data.workers", "data.cache", "data.placement", "data.device_memory_gb", "train.log_every",
+                "train.eval_batch_size", "train.compile_in_background"}
+
+
+class RunProblem(HydranetError):
+    """A RUN argument that cannot be compared; the message names the folder and what to do."""
+
+
+@dataclass
+class RunRecord:
+    """One run folder as compared: its spec, and its metrics at the chosen epoch."""
+
+    path: Path
+    spec: dict[str, Any]
+    epochs_done: int
+    best_epoch: int | None  # None: neither summary.json nor best.pt says
+    epoch: int  # the epoch the metrics are read at
+    metrics: dict[str, dict[str, float]]  # task -> metric -> value
+    higher_is_better: dict[str, dict[str, bool]]
+    label: str = ""
+
+    @property
+    def weighting(self) -> str:
+        return _name(self.spec.get("weighting"))
+
+    @property
+    def backbone(self) -> str:
+        return _name(self.spec.get("backbone"))
+
+    @property
+    def epochs_planned(self) -> int:
+        return int(self.spec.get("train", {}).get("epochs", self.epochs_done))
+
+
+def _name(section: Any) -> str:
+    return str(section.get("name", "?")) if isinstance(section, Mapping) else str(section)
+
+
+def read_run(path: str | Path, epoch: str | int = "best", components: Any = None) -> RunRecord:
+    """A run folder's spec and its validation metrics at `epoch` (best, last or a number)."""
+    path = Path(path)
+    if not path.exists():
+        raise RunProblem(f"{path}: no such folder")
+    if not path.is_dir():
+        folder = f"; pass its folder, {path.parent}" if path.name in RUN_FILES else ""
+        raise RunProblem(f"{path} is a file, not a run folder{folder}")
+    if not (path / "spec.yaml").is_file():
+        inside = sorted(p.name for p in path.iterdir() if (p / "spec.yaml").is_file())
+        hint = (f"; it holds runs ({english_list(inside[:3])}{', ...' if len(inside) > 3 else ''}): "
+                f"pass them, as in `hydranet compare {path}/*`" if inside
+                else "; pass folders that `hydranet train` wrote")
+        raise RunProblem(f"{path} is not a run folder (no spec.yaml){hint}")
+    try:
+        spec = yaml.safe_load((path / "spec.yaml").read_text(encoding="utf-8"))
+        rows = read_metrics(path / "metrics.csv") if (path / "metrics.csv").is_file() else []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, csv.Error) as error:
+        raise RunProblem(f"cannot read the run in {path}: {error}") from None
+    if not isinstance(spec, dict):
+        raise RunProblem(f"{path / 'spec.yaml'} is not a spec; was it written by `hydranet train`?")
+    if not rows:
+        what = (f"it stopped during its first epoch; continue it with `hydranet train --resume {path}`"
+                if (path / "last.pt").is_file() else
+                "it is still in its first epoch, or stopped before that epoch ended and must be trained again")
+        raise RunProblem(f"{path} has no finished epoch yet (no metrics in metrics.csv): {what}")
+    series = series_from_rows(rows)
+    epochs = [int(e) for e in series.epochs]
+    best = _best_epoch(path)
+    at = {"best": best, "last": epochs[-1]}.get(str(epoch), epoch)
+    if at is None or at < 1:
+        why = "neither summary.json nor best.pt says which" if at is None else "no epoch had a finite validation loss"
+        raise RunProblem(f"{path} has no best epoch ({why}); compare it with --epoch last")
+    if at not in epochs:
+        raise RunProblem(f"{path} has no epoch {at} in its metrics.csv (it has {_epoch_span(epochs)})")
+    row = len(epochs) - 1 - epochs[::-1].index(at)  # a resumed run may repeat an epoch: its last row counts
+    directions = metric_directions(path, spec, components)
+    metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
+               for task, names in directions.items()}
+    return RunRecord(path, spec, epochs[-1], best, at, metrics, directions)
+
+
+def _epoch_span(epochs: Sequence[int]) -> str:
+    return f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]} to {epochs[-1]}"
+
+
+def _best_epoch(path: Path) -> int | None:
+    """The epoch best.pt holds: summary.json says so once the run finished; before that, best.pt itself."""
+    summary = path / "summary.json"
+    if summary.is_file():
+        try:
+            return int(json.loads(summary.read_text(encoding="utf-8"))["best_epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunProblem(f"cannot read the best epoch from {summary}: {error}") from None
+    if not (path / "best.pt").is_file():
+        return None
+    from hydranet.core.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(path / "best.pt")["epoch"])
+
+
+def metric_directions(path: Path, spec: Mapping[str, Any], components: Any = None) -> dict[str, dict[str, bool]]:
+    """task -> metric -> higher is better, for the tasks of a run's spec, built through the task registry."""
+    from pydantic import ValidationError
+
+    from hydranet.core.plugins import default_components
+    from hydranet.core.spec import ResolvedComponent, ResolvedTask
+
+    registry = (components or default_components()).tasks
+    directions = {}
+    for section in spec.get("tasks") or []:
+        params = dict(section) if isinstance(section, Mapping) else {"name": section}
+        name = str(params.pop("name", "?"))
+        kind = str(params.pop("kind", name))
+        try:
+            entry = registry.get(kind)
+            task = ResolvedTask(name, ResolvedComponent("task", entry, entry.validate_params(params))).build()
+        except (HydranetError, ValidationError) as error:
+            raise RunProblem(f"{path}: cannot rebuild its task '{name}' to learn whether each of its metrics is "
+                             f"better higher or lower ({error}); install the plugin that registers "
+                             f"'{kind}' (`hydranet plugins` lists those loaded)") from None
+        directions[name] = {metric: bool(m.higher_is_better) for metric, m in task.metrics().items()}
+    return directions
+
+
+def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch: str | int = "best",
+              skip_bad: bool = False, components: Any = None) -> tuple[list[RunRecord], RunRecord, list[str]]:
+    """The runs `paths` name (each once), the reference among them, and a note per folder skipped.
+
+    The reference is `ref` (put first when `paths` do not name it), else the
+    first of `paths`. A folder that cannot be compared stops the command,
+    every such folder listed at once; with `skip_bad` it is left out with a
+    note instead (`hydranet compare runs/*` over a folder holding other
+    things), except the reference named by `ref`.
+    """
+    unique: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        unique.setdefault(path.resolve(), path)
+    if ref is not None and Path(ref).resolve() not in unique:
+        unique = {Path(ref).resolve(): Path(ref), **unique}
+    runs, problems = [], []
+    for resolved, path in unique.items():
+        try:
+            runs.append(read_run(path, epoch, components))
+        except RunProblem as problem:
+            if ref is not None and resolved == Path(ref).resolve():
+                raise RunProblem(f"the reference (--ref) cannot be compared: {problem}") from None
+            problems.append(problem)
+    if problems and not (skip_bad and runs):
+        if not runs:
+            raise RunProblem(problems[0] if len(problems) == 1 else describe_problems(problems))
+        raise RunProblem(f"{describe_problems(problems)}\nLeave {'it' if len(problems) == 1 else 'them'} out, "
+                         "or pass --skip-bad to compare the others.")
+    reference = runs[0] if ref is None else next(r for r in runs if r.path.resolve() == Path(ref).resolve())
+    return runs, reference, [f"skipped: {problem}" for problem in problems]
+
+
+# ------------------------------------------------------------------ the comparison
+
+
+@dataclass
+class Comparison:
+    """The runs (reference first among equals), the metrics all of them share, and each run's Δm."""
+
+    runs: list[RunRecord]
+    reference: RunRecord
+    epoch: str
+    shared: list[tuple[str, str]]  # (task, metric), in the reference's order
+    delta_m: dict[Path, float]  # run.path -> Δm in percent (NaN: no metric to compute it on)
+    notes: list[str] = field(default_factory=list)
+
+    def higher_is_better(self, task: str, metric: str) -> bool:
+        return self.reference.higher_is_better[task][metric]
+
+
+def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | int = "best", sort: bool = False,
+                 notes: Sequence[str] = ()) -> Comparison:
+    """Compare `runs` (which include `reference`) on the task metrics all of them have; `notes` come first."""
+    keys = [_metric_keys(run) for run in runs]
+    shared_keys = set.intersection(*keys)
+    if not shared_keys:
+        raise HydranetError(_nothing_shared(runs, reference))
+    shared = [(task, metric) for task, metric, _ in _metric_keys(reference, ordered=True)
+              if (task, metric, reference.higher_is_better[task][metric]) in shared_keys]
+    _label(runs)
+    notes = list(notes)
+    for run, own in zip(runs, keys):
+        left = [f"{t}.{m}" for t, m, _ in sorted(own - shared_keys)]
+        if left:
+            notes.append(f"{run.label}: left out, as not every run has {'it' if len(left) == 1 else 'them'}: "
+                         f"{', '.join(left)}")
+    zero = [f"{t}.{m}" for t, m in shared if reference.metrics[t][m] == 0]
+    if zero:
+        notes.append(f"left out of delta_m, the reference's value being 0: {', '.join(zero)}")
+    delta: dict[Path, float] = {}
+    for run in runs:
+        delta[run.path], missing = _delta_m(run, reference, shared)
+        if missing:
+            notes.append(f"{run.label}: no value (no labelled validation image) for {', '.join(missing)}, "
+                         "left out of its delta_m")
+    for run in runs:
+        notes += _run_notes(run, reference)
+    ordered = list(runs)
+    if sort:
+        ordered.sort(key=lambda run: -delta[run.path] if math.isfinite(delta[run.path]) else math.inf)
+    return Comparison(ordered, reference, str(epoch), shared, delta, notes)
+
+
+def _metric_keys(run: RunRecord, ordered: bool = False) -> Any:
+    keys = [(t, m, up) for t, metrics in run.higher_is_better.items() for m, up in metrics.items()]
+    return keys if ordered else set(keys)
+
+
+def _nothing_shared(runs: Sequence[RunRecord], reference: RunRecord) -> str:
+    def tasks(run: RunRecord) -> str:
+        return ", ".join(run.higher_is_better) or "(none)"
+
+    apart = [run for run in runs if not _metric_keys(run) & _metric_keys(reference)]
+    if apart:
+        return (f"no task metric to compare: {english_list([str(r.path) for r in apart])} "
+                f"share{'s' if len(apart) == 1 else ''} none with the reference {reference.path} "
+                f"(tasks: {tasks(reference)}; theirs: {'; '.join(tasks(r) for r in apart)}). "
+                "Compare runs of the same tasks.")
+    return ("no task metric is common to all these runs ("
+            + "; ".join(f"{run.path}: {tasks(run)}" for run in runs) + "); compare fewer runs at a time.")
+
+
+def _delta_m(run: RunRecord, reference: RunRecord, shared: Sequence[tuple[str, str]]) -> tuple[float, list[str]]:
+    """Δm of `run` against `reference` in percent, and the shared metrics it has no value for."""
+    per_task: dict[str, list[float]] = {}
+    missing = []
+    for task, metric in shared:
+        ref, value = reference.metrics[task][metric], run.metrics[task][metric]
+        if not math.isfinite(value):
+            missing.append(f"{task}.{metric}")
+        if ref == 0 or not (math.isfinite(ref) and math.isfinite(value)):
+            continue
+        sign = 1 if reference.higher_is_better[task][metric] else -1
+        per_task.setdefault(task, []).append(sign * (value - ref) / abs(ref) * 100)
+    means = [sum(changes) / len(changes) for changes in per_task.values()]
+    return (sum(means) / len(means) if means else math.nan), missing
+
+
+def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
+    notes = []
+    if run.epochs_done < run.epochs_planned:
+        notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
+                     f"continue it with `hydranet train --resume {run.path}`")
+    data = [key for key in differences(reference.spec, run.spec) if key.startswith("data.")]
+    if data:
+        notes.append(f"{run.label} validates on other data than the reference ({', '.join(data)} differ"
+                     f"{'s' if len(data) == 1 else ''}): its metrics and delta_m compare different images")
+    return notes
+
+
+def _label(runs: Sequence[RunRecord]) -> None:
+    """Each run's folder name; the path as given where two runs share a name."""
+    names = [run.path.name or str(run.path) for run in runs]
+    for run, name in zip(runs, names):
+        run.label = name if names.count(name) == 1 else str(run.path)
+
+
+def differences(reference: Mapping[str, Any], spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted spec keys whose value in `spec` is not the reference's: key -> the run's value.
+
+    Tasks are matched by name. A key only one side has maps to "(added)" or
+    "(removed)". The weighting's and the backbone's names have their own
+    columns; when a name differs, its parameters differ with it and are not
+    listed. Settings that change how a run trains, not what it learns
+    (HOW_NOT_WHAT), are left out.
+    """
+    out: dict[str, Any] = {}
+    for key in [*reference, *(k for k in spec if k not in reference)]:
+        path = f"{prefix}{key}"
+        if path in HOW_NOT_WHAT or path in ("weighting.name", "backbone.name"):
+            continue
+        if key not in spec or key not in reference:
+            out[path] = "(added)" if key in spec else "(removed)"
+            continue
+        mine, theirs = spec[key], reference[key]
+        if path == "tasks":
+            mine, theirs = _by_task_name(mine), _by_task_name(theirs)
+        if path in ("weighting", "backbone") and _name(mine) != _name(theirs):
+            continue
+        if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+            out.update(differences(theirs, mine, f"{path}."))
+        elif mine != theirs:
+            out[path] = mine
+    return out
+
+
+def _by_task_name(tasks: Any) -> Any:
+    if not isinstance(tasks, list):
+        return tasks
+    return {(t.get("name") if isinstance(t, Mapping) else t): t for t in tasks}
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def _value(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no NaN
+
+
+def comparison_dict(comparison: Comparison) -> dict[str, Any]:
+    """Everything the table shows, for programs: NaN is null, Δm in percent."""
+    ref = comparison.reference
+    return {
+        "reference": str(ref.path),
+        "epoch": comparison.epoch,
+        "compared": [{"task": t, "metric": m, "higher_is_better": comparison.higher_is_better(t, m)}
+                     for t, m in comparison.shared],
+        "runs": [{
+            "run": str(run.path), "name": run.label, "weighting": run.weighting, "backbone": run.backbone,
+            "epochs_done": run.epochs_done, "epochs_planned": run.epochs_planned, "best_epoch": run.best_epoch,
+            "epoch": run.epoch,
+            "metrics": {t: {m: _value(v) for m, v in values.items()} for t, values in run.metrics.items()},
+            "delta_m": _value(comparison.delta_m[run.path]),
+            "differs": differences(ref.spec, run.spec),
+        } for run in comparison.runs],
+        "notes": comparison.notes,
+    }
+
+
+def comparison_json(comparison: Comparison) -> str:
+    return json.dumps(comparison_dict(comparison), indent=2) + "\n"
+
+
+def comparison_csv(comparison: Comparison) -> str:
+    """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
+                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent"])
+    for run in comparison.runs:
+        values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
+        best = "" if run.best_epoch is None else run.best_epoch
+        writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
+                         run.epoch, *("" if math.isnan(v) else f"{v:.6g}" for v in values)])
+    return buffer.getvalue()
+
+
+def comparison_table(comparison: Comparison) -> str:
+    """The table, a line above saying at which epoch and against which run, a legend and the notes below."""
+    ref = comparison.reference
+    changes = {run.path: ", ".join(f"{k}={v}" for k, v in differences(ref.spec, run.spec).items()) or "-"
+               for run in comparison.runs}
+    with_changes = any(text != "-" for text in changes.values())
+    headers = ["run", "weighting", "backbone", "epochs", "best epoch", *(f"{t}.{m}" for t, m in comparison.shared),
+               "delta_m%", *(["differs from the reference"] if with_changes else [])]
+    rows = []
+    for run in comparison.runs:
+        delta = comparison.delta_m[run.path]
+        shown = "0 (ref)" if run is ref else "-" if math.isnan(delta) else f"{delta:+.2f}"
+        rows.append([run.label, run.weighting, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
+                     "-" if run.best_epoch is None else run.best_epoch,
+                     *(run.metrics[t][m] for t, m in comparison.shared), shown,
+                     *([changes[run.path]] if with_changes else [])])
+    at = {"best": "its best epoch (the lowest total validation loss: what best.pt holds)",
+          "last": "its last epoch"}.get(comparison.epoch, f"epoch {comparison.epoch}")
+    lower = [f"{t}.{m}" for t, m in comparison.shared if not comparison.higher_is_better(t, m)]
+    legend = (f"delta_m%: the mean relative change against {ref.label}, over the tasks (each task's metrics averaged "
+              f"first), in percent; positive is better. "
+              + (f"Lower is better for {english_list(lower)}, higher for the others." if lower
+                 else "Higher is better for every metric."))
+    lines = [f"validation metrics of each run at {at}; reference: {ref.label}", "",
+             format_table(headers, rows), "", textwrap.fill(legend, 100)]
+    if comparison.notes:
+        lines += ["", "notes:", *(f"  {note}" for note in comparison.notes)]
+    return "\n".join(lines)
+
+
+def describe_problems(problems: Sequence[RunProblem]) -> str:
+    return f"{plural(len(problems), 'folder')} cannot be compared:\n" + "\n".join(f"  {p}" for p in problems)

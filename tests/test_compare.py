@@ -1,0 +1,310 @@
+"""`hydranet compare` as a user drives it: real tiny runs, and run folders written by hand for exact numbers.
+
+delta_m is checked against values computed here from the runs' metrics.csv,
+written out term by term: the relative change of each metric against the
+reference, its sign flipped where lower is better (MAE), averaged within each
+task and then over the tasks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.cli import cli
+from hydranet.core.plugins import load_components, make_plugin_manager
+from hydranet.core.spec import load_spec
+
+METRICS = ("age.mae", "gender.accuracy", "ethnicity.accuracy", "ethnicity.macro_f1")
+
+
+def compare(*args, ok: bool = True):
+    result = CliRunner().invoke(cli, ["compare", *map(str, args)], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def compare_json(*args) -> dict:
+    return json.loads(compare(*args, "--json").output)
+
+
+@pytest.fixture(scope="module")
+def runs(faces, tmp_path_factory) -> Path:
+    """runs/sum and runs/uncertainty: the same tiny spec, two epochs, two weightings."""
+    components = load_components(make_plugin_manager(entry_points=False))
+    root = tmp_path_factory.mktemp("compare") / "runs"
+    for weighting in ("sum", "uncertainty"):
+        spec = {**tiny_spec(faces, epochs=2), "weighting": weighting}
+        hydranet.train(load_spec(spec, components=components), out_dir=root / weighting, components=components,
+                       progress=False, echo=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def spec(runs) -> dict:
+    """The resolved spec the real runs wrote, as a base for the runs made by hand."""
+    return yaml.safe_load((runs / "sum" / "spec.yaml").read_text())
+
+
+def csv_row(run: Path, epoch: int) -> dict[str, float]:
+    """The validation metrics of one epoch, as metrics.csv holds them: {"age.mae": ..., ...}."""
+    for row in csv.DictReader(open(run / "metrics.csv")):
+        if int(row["epoch"]) == epoch:
+            return {key[4:]: float(value) for key, value in row.items() if key.startswith("val.")}
+    raise AssertionError(f"no epoch {epoch} in {run}")
+
+
+def hand_delta_m(run: dict[str, float], ref: dict[str, float]) -> float:
+    age = -(run["age.mae"] - ref["age.mae"]) / ref["age.mae"]  # lower is better: the sign flips
+    gender = (run["gender.accuracy"] - ref["gender.accuracy"]) / ref["gender.accuracy"]
+    ethnicity = ((run["ethnicity.accuracy"] - ref["ethnicity.accuracy"]) / ref["ethnicity.accuracy"]
+                 + (run["ethnicity.macro_f1"] - ref["ethnicity.macro_f1"]) / ref["ethnicity.macro_f1"]) / 2
+    return 100 * (age + gender + ethnicity) / 3
+
+
+def make_run(folder: Path, spec: dict, epochs: list[dict[str, float]], best_epoch: int | None = None,
+             **changes) -> Path:
+    """A run folder written by hand: spec.yaml (`spec` with `changes`, dotted keys), metrics.csv, summary.json."""
+    spec = json.loads(json.dumps(spec))
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        target = spec
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    columns = ["epoch", *(f"val.{name}" for name in epochs[0])]
+    lines = [",".join(columns)] + [",".join([str(i), *map(str, values.values())]) for i, values in
+                                   enumerate(epochs, start=1)]
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"best_epoch": best_epoch or len(epochs)}))
+    return folder
+
+
+def metrics(age: float, gender: float, accuracy: float, f1: float) -> dict[str, float]:
+    return dict(zip(METRICS, (age, gender, accuracy, f1)))
+
+
+# ------------------------------------------------------------------ real runs
+
+
+def test_each_run_at_its_best_epoch_and_its_delta_m_against_the_first(runs):
+    report = compare_json(runs / "sum", runs / "uncertainty")
+    assert report["reference"] == str(runs / "sum") and report["epoch"] == "best"
+    assert [(m["task"], m["metric"], m["higher_is_better"]) for m in report["compared"]] == [
+        ("age", "mae", False), ("gender", "accuracy", True), ("ethnicity", "accuracy", True),
+        ("ethnicity", "macro_f1", True)]
+    found = {}
+    for entry in report["runs"]:
+        run = Path(entry["run"])
+        best = json.loads((run / "summary.json").read_text())["best_epoch"]
+        assert entry["best_epoch"] == entry["epoch"] == best == torch.load(run / "best.pt")["epoch"]
+        assert entry["epochs_done"] == entry["epochs_planned"] == 2
+        assert (entry["name"], entry["weighting"], entry["backbone"]) == (run.name, run.name, "tiny")
+        expected = csv_row(run, best)
+        for name in METRICS:
+            task, metric = name.split(".")
+            assert entry["metrics"][task][metric] == pytest.approx(expected[name], rel=1e-5)
+        found[run.name] = expected, entry
+    assert found["sum"][1]["delta_m"] == 0
+    delta = hand_delta_m(found["uncertainty"][0], found["sum"][0])
+    assert found["uncertainty"][1]["delta_m"] == pytest.approx(delta, rel=1e-6)
+    assert found["uncertainty"][1]["differs"] == {}  # the weighting has its own column
+
+    table = compare(runs / "sum", runs / "uncertainty").output
+    lines = table.splitlines()
+    assert lines[0] == ("validation metrics of each run at its best epoch (the lowest total validation loss: "
+                        "what best.pt holds); reference: sum")
+    assert lines[2].split() == ["run", "weighting", "backbone", "epochs", "best", "epoch", *METRICS, "delta_m%"]
+    assert lines[4].split()[:4] == ["sum", "sum", "tiny", "2/2"] and lines[4].endswith("0 (ref)")
+    assert lines[5].split()[:4] == ["uncertainty", "uncertainty", "tiny", "2/2"]
+    assert lines[5].endswith(f"{delta:+.2f}")
+    assert "Lower is better for age.mae, higher for the others." in " ".join(lines[6:])
+    assert all(line == line.rstrip() for line in lines)
+
+
+def test_ref_sort_and_csv(runs):
+    report = compare_json(runs / "sum", "--ref", runs / "uncertainty", "--epoch", "last")
+    assert [Path(r["run"]).name for r in report["runs"]] == ["uncertainty", "sum"]  # --ref not in RUN: put first
+    by_name = {Path(r["run"]).name: r for r in report["runs"]}
+    assert by_name["uncertainty"]["delta_m"] == 0
+    assert by_name["sum"]["delta_m"] == pytest.approx(
+        hand_delta_m(csv_row(runs / "sum", 2), csv_row(runs / "uncertainty", 2)), rel=1e-6)
+
+    deltas = [r["delta_m"] for r in compare_json(runs / "sum", runs / "uncertainty", "--sort")["runs"]]
+    assert deltas == sorted(deltas, reverse=True)
+
+    text = compare(runs / "uncertainty", runs / "sum", runs / "uncertainty", "--csv").output  # once each
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
+                             *METRICS, "delta_m_percent"]
+    assert [row["weighting"] for row in rows] == ["uncertainty", "sum"]
+    assert float(rows[0]["delta_m_percent"]) == 0
+    best = json.loads((runs / "sum" / "summary.json").read_text())["best_epoch"]
+    expected = hand_delta_m(csv_row(runs / "sum", best), csv_row(runs / "uncertainty", 2))
+    assert float(rows[1]["delta_m_percent"]) == pytest.approx(expected, rel=1e-4)  # CSV keeps 6 digits
+    assert float(rows[1]["age.mae"]) == pytest.approx(csv_row(runs / "sum", best)["age.mae"])
+
+
+def test_a_stopped_run_reads_its_best_epoch_from_best_pt(runs, tmp_path):
+    stopped = tmp_path / "stopped"
+    shutil.copytree(runs / "sum", stopped)
+    (stopped / "summary.json").unlink()  # written only when the run finishes
+    spec = yaml.safe_load((stopped / "spec.yaml").read_text())
+    spec["train"]["epochs"] = 5
+    (stopped / "spec.yaml").write_text(yaml.safe_dump(spec))
+    report = compare_json(runs / "sum", stopped)
+    entry = report["runs"][1]
+    assert entry["best_epoch"] == torch.load(stopped / "best.pt")["epoch"]
+    assert (entry["epochs_done"], entry["epochs_planned"]) == (2, 5)
+    assert entry["delta_m"] == 0 and entry["differs"] == {"train.epochs": 5}
+    assert any(f"stopped stopped after epoch 2 of 5; continue it with `hydranet train --resume {stopped}`" in note
+               for note in report["notes"])
+    assert "2/5" in compare(runs / "sum", stopped).output
+
+
+# ------------------------------------------------------------------ runs written by hand: exact numbers
+
+
+def test_delta_m_by_hand_mae_lower_is_better(spec, tmp_path):
+    ref = make_run(tmp_path / "ref", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    better = make_run(tmp_path / "better", spec, [metrics(8, 0.6, 0.3, 0.3)])
+    worse_age = make_run(tmp_path / "worse-age", spec, [metrics(12, 0.5, 0.4, 0.2)])
+    report = compare_json(ref, better, worse_age)
+    # age: -(8 - 10)/10 = +20%; gender: +20%; ethnicity: (-25% + 50%)/2 = +12.5%; mean of the three tasks
+    assert [r["delta_m"] for r in report["runs"]] == pytest.approx([0, (20 + 20 + 12.5) / 3, -20 / 3])
+    text = compare(ref, better, worse_age, "--sort").output
+    assert [line.split()[0] for line in text.splitlines()[4:7]] == ["better", "ref", "worse-age"]
+    assert "+17.50" in text and "-6.67" in text
+
+
+def test_epoch_best_last_or_a_number(spec, tmp_path):
+    run = make_run(tmp_path / "run", spec, [metrics(14, 0.5, 0.3, 0.1), metrics(12, 0.6, 0.4, 0.2),
+                                            metrics(13, 0.55, 0.45, 0.25)], best_epoch=2)
+    at = {choice: compare_json(run, "--epoch", choice)["runs"][0] for choice in ("best", "last", "1")}
+    assert [(at[c]["epoch"], at[c]["metrics"]["age"]["mae"]) for c in ("best", "last", "1")] == [
+        (2, 12), (3, 13), (1, 14)]
+    assert all(entry["best_epoch"] == 2 for entry in at.values())
+    assert "at its last epoch" in compare(run, "--epoch", "last").output
+    result = compare(run, "--epoch", "4", ok=False)
+    assert result.exit_code == 1 and f"{run} has no epoch 4 in its metrics.csv (it has epochs 1 to 3)" in result.output
+    result = compare(run, "--epoch", "first", ok=False)
+    assert result.exit_code == 2 and "'first' is not best, last or an epoch number" in result.output
+
+
+def test_runs_with_other_tasks_compare_on_the_metrics_all_have(spec, tmp_path):
+    ref = make_run(tmp_path / "ref", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    two_tasks = {**spec, "tasks": spec["tasks"][:2]}
+    fewer = make_run(tmp_path / "fewer", two_tasks, [{"age.mae": 9.0, "gender.accuracy": 0.4}])
+    report = compare_json(ref, fewer)
+    assert [(m["task"], m["metric"]) for m in report["compared"]] == [("age", "mae"), ("gender", "accuracy")]
+    assert report["runs"][1]["delta_m"] == pytest.approx((10 - 20) / 2)  # age +10%, gender -20%
+    assert report["runs"][1]["differs"] == {"tasks.ethnicity": "(removed)"}
+    assert ("ref: left out, as not every run has them: ethnicity.accuracy, ethnicity.macro_f1"
+            in report["notes"])
+    text = compare(ref, fewer).output
+    assert "ethnicity.accuracy" not in text.splitlines()[2] and "tasks.ethnicity=(removed)" in text
+
+
+def test_no_shared_metric_is_an_error(spec, tmp_path):
+    ages = make_run(tmp_path / "ages", {**spec, "tasks": spec["tasks"][:1]}, [{"age.mae": 9.0}])
+    genders = make_run(tmp_path / "genders", {**spec, "tasks": spec["tasks"][1:2]}, [{"gender.accuracy": 0.4}])
+    result = compare(ages, genders, ok=False)
+    assert result.exit_code == 1
+    assert (f"no task metric to compare: {genders} shares none with the reference {ages} (tasks: age; "
+            "theirs: gender). Compare runs of the same tasks.") in result.output
+
+
+def test_what_delta_m_cannot_use_is_said(spec, tmp_path):
+    ref = make_run(tmp_path / "ref", spec, [metrics(10, 0.5, 0.4, 0.0)])  # macro-F1 0: no relative change
+    run = make_run(tmp_path / "run", spec, [metrics(8, float("nan"), 0.5, 0.3)])  # no gender label
+    report = compare_json(ref, run)
+    assert report["runs"][1]["metrics"]["gender"]["accuracy"] is None  # JSON has no NaN
+    assert report["runs"][1]["delta_m"] == pytest.approx((20 + 25) / 2)  # age +20%, ethnicity accuracy +25%
+    assert "left out of delta_m, the reference's value being 0: ethnicity.macro_f1" in report["notes"]
+    assert ("run: no value (no labelled validation image) for gender.accuracy, left out of its delta_m"
+            in report["notes"])
+
+
+def test_other_settings_are_listed_and_other_data_is_flagged(spec, tmp_path):
+    ref = make_run(tmp_path / "ref", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    lr = make_run(tmp_path / "lr", spec, [metrics(10, 0.5, 0.4, 0.2)], train__lr=0.01, data__workers=4)
+    split = make_run(tmp_path / "split", spec, [metrics(10, 0.5, 0.4, 0.2)], data__val_fraction=0.5)
+    dwa = make_run(tmp_path / "dwa", spec, [metrics(10, 0.5, 0.4, 0.2)], weighting={"name": "dwa", "temperature": 2})
+    report = compare_json(ref, lr, split, dwa)
+    assert [r["differs"] for r in report["runs"]] == [{}, {"train.lr": 0.01}, {"data.val_fraction": 0.5}, {}]
+    assert [r["weighting"] for r in report["runs"]] == ["sum", "sum", "sum", "dwa"]
+    assert any(note.startswith("split validates on other data than the reference (data.val_fraction differs)")
+               for note in report["notes"])
+    text = compare(ref, lr, split, dwa).output
+    assert "differs from the reference" in text.splitlines()[2] and "train.lr=0.01" in text
+
+
+def test_runs_in_folders_of_the_same_name_are_told_apart_by_path(spec, tmp_path):
+    one = make_run(tmp_path / "a" / "run", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    two = make_run(tmp_path / "b" / "run", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    assert [r["name"] for r in compare_json(one, two)["runs"]] == [str(one), str(two)]
+
+
+# ------------------------------------------------------------------ what cannot be compared
+
+
+def test_folders_that_cannot_be_compared_are_named_with_what_to_do(runs, spec, tmp_path):
+    missing = tmp_path / "nope"
+    result = compare(runs / "sum", missing, runs / "sum" / "best.pt", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "2 folders cannot be compared:" in result.output
+    assert f"{missing}: no such folder" in result.output
+    assert f"{runs / 'sum' / 'best.pt'} is a file, not a run folder; pass its folder, {runs / 'sum'}" in result.output
+    assert "Leave them out, or pass --skip-bad to compare the others." in result.output
+
+    result = compare(runs, ok=False)  # the folder holding the runs, not the runs
+    assert (f"{runs} is not a run folder (no spec.yaml); it holds runs (sum and uncertainty): pass them, "
+            f"as in `hydranet compare {runs}/*`") in result.output
+    result = compare(tmp_path, ok=False)
+    assert f"{tmp_path} is not a run folder (no spec.yaml); pass folders that `hydranet train` wrote" in result.output
+
+    started = tmp_path / "started"  # stopped before its first epoch ended: spec.yaml and a log only
+    started.mkdir()
+    (started / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = compare(started, ok=False)
+    assert f"{started} has no finished epoch yet (no metrics in metrics.csv): it is still in its first epoch" \
+        in result.output
+    shutil.copy(runs / "sum" / "last.pt", started / "last.pt")  # stopped by Ctrl-C mid-epoch: resumable
+    assert f"continue it with `hydranet train --resume {started}`" in compare(started, ok=False).output
+
+
+def test_skip_bad_leaves_them_out_with_a_note(runs, tmp_path):
+    (tmp_path / "notes").mkdir()
+    report = compare_json(tmp_path / "notes", runs / "sum", runs / "uncertainty", "--skip-bad")
+    assert [Path(r["run"]).name for r in report["runs"]] == ["sum", "uncertainty"]
+    assert report["reference"] == str(runs / "sum")  # the first run that could be read
+    assert report["notes"][0].startswith(f"skipped: {tmp_path / 'notes'} is not a run folder")
+    result = compare(runs / "sum", "--ref", tmp_path / "notes", "--skip-bad", ok=False)
+    assert result.exit_code == 1 and "the reference (--ref) cannot be compared" in result.output
+    result = compare(tmp_path / "notes", "--skip-bad", ok=False)
+    assert result.exit_code == 1 and "is not a run folder" in result.output
+    result = compare(runs / "sum", "--json", "--csv", ok=False)
+    assert result.exit_code == 2 and "choose one of --json and --csv" in result.output
+
+
+def test_a_task_whose_plugin_is_missing_is_named(spec, tmp_path):
+    decade = {**spec, "tasks": [*spec["tasks"], {"name": "decade", "kind": "decade", "label": "age"}]}
+    run = make_run(tmp_path / "run", decade, [{**metrics(10, 0.5, 0.4, 0.2), "decade.accuracy": 0.3}])
+    result = compare(run, ok=False)
+    assert result.exit_code == 1
+    assert f"{run}: cannot rebuild its task 'decade' to learn whether each of its metrics is better higher or " \
+           "lower (unknown task 'decade'" in result.output
+    assert "install the plugin that registers 'decade' (`hydranet plugins` lists those loaded)" in result.output
