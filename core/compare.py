@@ -114,7 +114,7 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     if at not in epochs:
         raise RunProblem(f"{path} has no epoch {at} in its metrics.csv (it has {_epoch_span(epochs)})")
     row = len(epochs) - 1 - epochs[::-1].index(at)  # a resumed run may repeat an epoch: its last row counts
-    directions = metric_directions(path, spec, components)
+    directions = recorded_directions(path, spec) or metric_directions(path, spec, components)
     metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
                for task, names in directions.items()}
     return RunRecord(path, spec, epochs[-1], best, at, metrics, directions)
@@ -137,6 +137,23 @@ def _best_epoch(path: Path) -> int | None:
     from hydranet.core.checkpoint import read_checkpoint
 
     return int(read_checkpoint(path / "best.pt")["epoch"])
+
+
+def recorded_directions(path: Path, spec: Mapping[str, Any]) -> dict[str, dict[str, bool]] | None:
+    """task -> metric -> higher is better, as the run's summary.json recorded it (None: not recorded).
+
+    A finished run records it, so it compares even where its task plugins are no
+    longer installed; a run that stopped early, or one written before this was
+    recorded, has its tasks rebuilt instead (`metric_directions`).
+    """
+    try:
+        recorded = json.loads((path / "summary.json").read_text(encoding="utf-8")).get("higher_is_better")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    names = [section.get("name") if isinstance(section, Mapping) else section for section in spec.get("tasks") or []]
+    if not isinstance(recorded, dict) or list(recorded) != names:
+        return None
+    return {task: {metric: bool(up) for metric, up in metrics.items()} for task, metrics in recorded.items()}
 
 
 def metric_directions(path: Path, spec: Mapping[str, Any], components: Any = None) -> dict[str, dict[str, bool]]:

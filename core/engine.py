@@ -537,6 +537,7 @@ class Trainer:
             "best_epoch": progress.best_epoch,
             "final": final.metrics,
             "final_losses": final.losses,
+            "higher_is_better": final.higher_is_better,  # how to rank the metrics without the task plugins
             "baselines": self.baselines,
             "settings": self.settings.describe(),
             "timings": self.timings,

@@ -74,7 +74,7 @@ def hand_delta_m(run: dict[str, float], ref: dict[str, float]) -> float:
 
 
 def make_run(folder: Path, spec: dict, epochs: list[dict[str, float]], best_epoch: int | None = None,
-             **changes) -> Path:
+             directions: dict | None = None, **changes) -> Path:
     """A run folder written by hand: spec.yaml (`spec` with `changes`, dotted keys), metrics.csv, summary.json."""
     spec = json.loads(json.dumps(spec))
     for key, value in changes.items():
@@ -89,7 +89,8 @@ def make_run(folder: Path, spec: dict, epochs: list[dict[str, float]], best_epoc
     lines = [",".join(columns)] + [",".join([str(i), *map(str, values.values())]) for i, values in
                                    enumerate(epochs, start=1)]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
-    (folder / "summary.json").write_text(json.dumps({"best_epoch": best_epoch or len(epochs)}))
+    summary = {"best_epoch": best_epoch or len(epochs), **({"higher_is_better": directions} if directions else {})}
+    (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
 
@@ -308,3 +309,18 @@ def test_a_task_whose_plugin_is_missing_is_named(spec, tmp_path):
     assert f"{run}: cannot rebuild its task 'decade' to learn whether each of its metrics is better higher or " \
            "lower (unknown task 'decade'" in result.output
     assert "install the plugin that registers 'decade' (`hydranet plugins` lists those loaded)" in result.output
+
+
+def test_a_finished_run_records_its_metrics_directions_and_compares_without_its_task_plugins(runs, spec, tmp_path):
+    summary = json.loads((runs / "sum" / "summary.json").read_text())
+    assert summary["higher_is_better"] == {"age": {"mae": False}, "gender": {"accuracy": True},
+                                           "ethnicity": {"accuracy": True, "macro_f1": True}}
+    decade = {**spec, "tasks": [*spec["tasks"], {"name": "decade", "kind": "decade", "label": "age"}]}
+    directions = {**summary["higher_is_better"], "decade": {"mae": False}}
+    first = make_run(tmp_path / "a", decade, [{**metrics(10, 0.5, 0.4, 0.2), "decade.mae": 2.0}],
+                     directions=directions)
+    second = make_run(tmp_path / "b", decade, [{**metrics(10, 0.5, 0.4, 0.2), "decade.mae": 1.0}],
+                      directions=directions)
+    result = compare(first, second)
+    assert result.exit_code == 0, result.output
+    assert "decade.mae" in result.output and "+12.5" in result.output  # decade: +50%, the others 0: mean of 4
