@@ -62,6 +62,21 @@ def checkpoint(faces, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "best.pt"
 
 
+def with_weighting(name: str, strategy: type, plugin: str = "test-weighting"):
+    """The built-in components plus one weighting, registered by an inline plugin as a user's package would."""
+    import hydranet
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    class Plugin:
+        @hydranet.hookimpl
+        def register_weightings(self, register):
+            register(name, strategy)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(Plugin(), plugin, distribution="test", version="0", builtin=False)
+    return load_components(pm)
+
+
 def make_tasks(components, *names: str) -> list:
     """Real task objects with their default parameters, built as a spec would build them."""
     return [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in names]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hydranet
-from conftest import tiny_spec
+from conftest import tiny_spec, with_weighting
 from hydranet.core.errors import TrainingError
 from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
@@ -177,14 +177,7 @@ def test_logged_weights_are_the_mean_of_those_each_step_applied(faces, tmp_path)
         def multipliers(self):
             return self.steps.expand(self.num_tasks)
 
-    class Plugin:
-        @hydranet.hookimpl
-        def register_weightings(self, register):
-            register("step_count", StepCount)
-
-    pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(Plugin(), "stepcount", distribution="test", version="0", builtin=False)
-    components = load_components(pm)
+    components = with_weighting("step_count", StepCount)
     raw = tiny_spec(faces, epochs=2, batch_size=32)
     raw["weighting"] = "step_count"
     run = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run", components=components,

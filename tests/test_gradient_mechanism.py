@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import hydranet
-from conftest import tiny_model_and_batch, tiny_spec
+from conftest import tiny_model_and_batch, tiny_spec, with_weighting
 from hydranet.core.forward import task_losses
 from hydranet.core.interfaces import StepContext
-from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
 from hydranet.core.weighting import GradientWeighting, per_task_gradients
 
@@ -73,14 +72,7 @@ def test_heads_only_receive_their_own_task_gradient(components):
 
 
 def test_gradient_weighting_trains_through_the_engine(faces, tmp_path):
-    class SumPlugin:
-        @hydranet.hookimpl
-        def register_weightings(self, register):
-            register("sum_of_gradients", SumOfGradients)
-
-    pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(SumPlugin(), "gradsum", distribution="test", version="0", builtin=False)
-    components = load_components(pm)
+    components = with_weighting("sum_of_gradients", SumOfGradients)
     result = {}
     for name in ("sum", "sum_of_gradients"):
         raw = tiny_spec(faces, epochs=2)
