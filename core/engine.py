@@ -109,9 +109,10 @@ def resume_conflict(resume_option: str, resume: str | Path, given: Mapping[str, 
     extra = [name for name, value in given.items() if value]
     if not extra:
         return None
+    weights = Path(resume) if Path(resume).is_file() else Path(resume) / "last.pt"
     return (f"{resume_option} continues a run exactly as it was saved (its spec, settings and run folder); "
             f"give no {english_list(extra, 'or')} with it. To train with other settings, start a new run from "
-            f"its weights with init_from: {Path(resume) / 'last.pt'}")
+            f"its weights with init_from: {weights}")
 
 
 def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, *, overrides: Iterable[str] = (),

@@ -77,9 +77,21 @@ def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Genera
 
 
 def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint to continue a run from: RUN_DIR/last.pt (or a checkpoint file itself)."""
+    """The checkpoint to continue a run from: RUN_DIR/last.pt.
+
+    A run continues in its own folder, from its own last.pt, so RUN_DIR is
+    that folder; `RUN_DIR/last.pt` itself is taken as RUN_DIR. Any other
+    checkpoint file is refused: resuming from an earlier best.pt would train
+    epochs again and overwrite the run's later metrics and its last.pt, and a
+    loose copy has no run folder to continue. Its weights can start a new run
+    (`init_from`).
+    """
     path = Path(run_dir)
-    checkpoint = path / "last.pt" if path.is_dir() else path
+    if path.is_file():
+        if path.name != "last.pt":
+            raise CheckpointError(not_a_run_folder(path))
+        path = path.parent
+    checkpoint = path / "last.pt"
     if not path.exists():
         raise CheckpointError(f"nothing to resume: {path} does not exist. "
                               "Pass the run folder of an earlier `hydranet train` (it holds last.pt).")
@@ -91,3 +103,12 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"{checkpoint} has no training progress (written by an older hydranet); "
                               "it can be evaluated or used for prediction, not resumed")
     return checkpoint, data
+
+
+def not_a_run_folder(file: Path) -> str:
+    """Why a checkpoint file other than a run's last.pt cannot be resumed, and what to pass instead."""
+    run = file.parent
+    folder = f" To continue the run in {run}, pass that folder." if (run / "last.pt").is_file() else ""
+    return (f"resume takes a run folder (it continues from the folder's last.pt and writes there), not the "
+            f"checkpoint file {file}.{folder} To start a new run from that checkpoint's weights, put "
+            f"init_from: {file} in a spec.")

@@ -248,6 +248,30 @@ def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
         hydranet.train(components=components, resume=tmp_path / "empty", progress=False, echo=False)
 
 
+def test_resume_takes_the_run_folder_not_another_checkpoint_file(faces, tmp_path, components):
+    """best.pt or a loose copy given to resume is refused (it rewound and overwrote the run); RUN/last.pt is RUN."""
+    run = tmp_path / "run"
+    hydranet.train(load_spec(tiny_spec(faces, epochs=1), components=components), out_dir=run,
+                   components=components, progress=False, echo=False)
+    before = {name: (run / name).read_bytes() for name in ("train.log", "metrics.csv", "last.pt")}
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "ck.pt").write_bytes((run / "best.pt").read_bytes())
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.train(components=components, resume=run / "best.pt", progress=False, echo=False)
+    assert str(caught.value) == (f"resume takes a run folder (it continues from the folder's last.pt and writes "
+                                 f"there), not the checkpoint file {run / 'best.pt'}. To continue the run in {run}, "
+                                 f"pass that folder. To start a new run from that checkpoint's weights, put "
+                                 f"init_from: {run / 'best.pt'} in a spec.")
+    result = CliRunner().invoke(cli, ["train", "--resume", str(loose / "ck.pt"), "--no-progress"])
+    assert result.exit_code == 1 and "not the checkpoint file" in result.output
+    assert "pass that folder" not in result.output and f"init_from: {loose / 'ck.pt'}" in result.output
+    assert [p.name for p in loose.iterdir()] == ["ck.pt"]  # no run files written beside the copy
+    with pytest.raises(TrainingError, match=f"nothing left to train: the run in {run} already finished"):
+        hydranet.train(components=components, resume=run / "last.pt", progress=False, echo=False)
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
 def test_resume_refuses_overrides_from_python_as_the_cli_does(faces, tmp_path, components):
     """A resumed run takes its spec from the checkpoint: overrides would be ignored, so both APIs refuse them."""
     spec = load_spec(tiny_spec(faces, epochs=2), components=components)
