@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -517,7 +517,7 @@ class Trainer:
             if improved:
                 progress.best_loss, progress.best_epoch = final.total_loss, epoch
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
-            progress.weight_sums = []
+            progress.weight_sums, progress.skipped = [], 0
             progress.epoch_order_state = self.order_generator.get_state()
             self._save(epoch, row, best=improved)
             self.saved_at = (progress.epoch, progress.step)
@@ -560,11 +560,11 @@ class Trainer:
         share = (self.local_rows.start, self.batch_size) if self.dist.active else None
         bar = tqdm(batches, total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch}/{cfg.epochs}",
                    unit="step", disable=not self.progress, leave=False)
+        skipped_before = skipped = progress.skipped  # this epoch's skipped steps, those before a resume too
         host: list[float] = []
         if first_step >= self.steps_per_epoch:  # stopped after the epoch's last step: only validation is left
-            host = self._epoch_means(train_step, first_step)
+            host = self._epoch_means(train_step, first_step - skipped)
         skip_nonfinite = cfg.on_nonfinite == "skip"
-        skipped = 0
         for step, (images, index) in enumerate(bar, start=first_step):
             switching = self.background is not None and self.background.done()
             if switching:
@@ -605,19 +605,24 @@ class Trainer:
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
             if self._stop_requested(done):
+                progress.skipped = skipped
                 self._save_interrupted(epoch, done, train_step)
         if skipped:
-            self.skipped_steps += skipped
+            self.skipped_steps += skipped - skipped_before
             self.run_folder.log(f"epoch {epoch}: skipped {plural(skipped, 'step')} with a non-finite loss "
                                 f"({self.skipped_steps} in this run)")
-        if not host:  # every step was skipped
-            raise TrainingError(f"every step of epoch {epoch} had a non-finite loss; nothing was trained")
+        if skipped >= self.steps_per_epoch:  # no step trained: its means would be 0/0
+            self._stop_nonfinite(epoch, f"every step of epoch {epoch} had a non-finite loss and was skipped "
+                                        "(train.on_nonfinite: skip), so nothing was trained", "the tasks'")
         return host[:k], host[2 * k:]
 
     @staticmethod
     def _epoch_means(train_step: TrainStep, steps: int) -> list[float]:
-        """Mean losses, first non-finite steps, mean weights: one host read of the step's running sums."""
-        steps = max(1, steps)
+        """Mean losses, first non-finite steps, mean weights over the `steps` steps trained (nan for none).
+
+        One host read of the step's running sums. Skipped steps add nothing to
+        the sums, so they are not counted in `steps` either.
+        """
         return torch.cat([train_step.loss_sums / steps, train_step.first_bad.float(),
                           train_step.weight_sums / steps]).tolist()
 
@@ -690,12 +695,16 @@ class Trainer:
         whose = "those tasks'" if len(names) > 1 else "that task's"
         followers = [f"'{name}' (step {step})" for step, name in bad if step != first_step]
         after = f", then {english_list(followers)} once the weights were damaged" if followers else ""
+        self._stop_nonfinite(epoch, f"non-finite loss for {culprits} at epoch {epoch}, step {first_step}{after}",
+                             whose)
+
+    def _stop_nonfinite(self, epoch: int, problem: str, whose: str) -> NoReturn:
+        """Stop for non-finite losses: say what went wrong, which checkpoint is kept and what to try."""
         keep = (f"The last good checkpoint is {self.run_folder.last_checkpoint} (epoch {epoch - 1})."
                 if epoch > 1 else "No checkpoint was written yet.")
-        message = (f"non-finite loss for {culprits} at epoch {epoch}, step {first_step}{after}. "
-                   f"Training stopped. {keep} Try a lower train.lr, check {whose} labels, "
+        message = (f"{problem}. Training stopped. {keep} Try a lower train.lr, check {whose} labels, "
                    "or use another weighting.")
-        self.run_folder.log(message)
+        self.run_folder.log(message, console=False)  # train.log; the error reaches the console, once
         raise TrainingError(message)
 
     # ------------------------------------------------------------ records

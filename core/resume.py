@@ -33,13 +33,15 @@ class Progress:
     loss_sums: list[float] = field(default_factory=list)
     weight_sums: list[float] = field(default_factory=list)
     first_bad: list[int] = field(default_factory=list)
+    #: steps of `epoch` skipped for a non-finite loss (train.on_nonfinite: skip): not in the sums' means
+    skipped: int = 0
     best_loss: float = float("inf")
     best_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
                 "generators": self.generators, "loss_sums": self.loss_sums,
-                "weight_sums": self.weight_sums, "first_bad": self.first_bad,
+                "weight_sums": self.weight_sums, "first_bad": self.first_bad, "skipped": self.skipped,
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch}
 
     @classmethod

@@ -111,11 +111,15 @@ class RunFolder:
     def metrics_csv(self) -> Path:
         return self.path / "metrics.csv"
 
-    def log(self, line: str = "") -> None:
-        """A line for the user (stderr, above any progress bar) and for train.log."""
+    def log(self, line: str = "", *, console: bool = True) -> None:
+        """A line for train.log and, unless `console` is False, for the user (stderr, above any progress bar).
+
+        `console=False` is for the message of an error about to be raised:
+        the error itself reaches the user, and the line would say it twice.
+        """
         with open(self.path / "train.log", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
-        if self.echo:
+        if self.echo and console:
             tqdm.write(line, file=sys.stderr)
 
     def write_text(self, name: str, text: str) -> Path:
@@ -174,7 +178,7 @@ class SilentRunFolder(RunFolder):
         self.created = self.fresh = False  # rank 0's to remove
         self._fields = None
 
-    def log(self, line: str = "") -> None:
+    def log(self, line: str = "", *, console: bool = True) -> None:
         pass
 
     def write_text(self, name: str, text: str) -> Path:

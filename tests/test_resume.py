@@ -132,29 +132,34 @@ def test_sigint_saves_mid_epoch_says_so_once_and_resume_completes_exactly(refere
 
 
 class SignalAfter(RegressionTask):
-    """Sends `signum` to its own process from inside its `at`-th loss call (a training step or a validation batch)."""
+    """Sends `signum` to its own process from inside its `at`-th loss call (a training step or a validation batch);
+    its loss is NaN in the calls numbered in `nan_at`."""
 
     calls = 0
     at = 10
     signum = signal.SIGTERM
+    nan_at: frozenset[int] = frozenset()
 
     def per_sample_loss(self, output, target):
         SignalAfter.calls += 1
         if SignalAfter.calls == SignalAfter.at:
             os.kill(os.getpid(), SignalAfter.signum)
-        return super().per_sample_loss(output, target)
+        loss = super().per_sample_loss(output, target)
+        return loss * float("nan") if SignalAfter.calls in SignalAfter.nan_at else loss
 
 
-def signalled_run(faces, tmp_path, *, epochs: int, at: int, signum: int = signal.SIGTERM, weighting: str = "sum"):
+def signalled_run(faces, tmp_path, *, epochs: int, at: int, signum: int = signal.SIGTERM, weighting: str = "sum",
+                  nan_at: frozenset[int] = frozenset()):
     """A run whose 'age' task signals its process at its `at`-th loss call, stopped there (tmp_path / 'cut'),
     and the same run uninterrupted (tmp_path / 'whole'). With batch_size 16, epoch 1 makes 11 training calls,
-    then 2 validation calls. Returns the components, the TrainingInterrupted raised and the saved progress."""
+    then 2 validation calls. A `nan_at` makes those calls' losses NaN and the run skip them (on_nonfinite: skip).
+    Returns the components, the TrainingInterrupted raised and the saved progress."""
     components = with_task_kind("signal_age", SignalAfter, RegressionParams, plugin="signaller")
-    raw = tiny_spec(faces, epochs=epochs, batch_size=16)
+    raw = tiny_spec(faces, epochs=epochs, batch_size=16, on_nonfinite="skip" if nan_at else "stop")
     raw["tasks"] = [{"name": "age", "kind": "signal_age", "label": "age"}, "gender"]
     raw["weighting"] = weighting
     spec = load_spec(raw, components=components)
-    SignalAfter.calls, SignalAfter.at, SignalAfter.signum = 0, 10**9, signum
+    SignalAfter.calls, SignalAfter.at, SignalAfter.signum, SignalAfter.nan_at = 0, 10**9, signum, nan_at
     hydranet.train(spec, out_dir=tmp_path / "whole", components=components, progress=False, echo=False)
     SignalAfter.calls, SignalAfter.at = 0, at
     try:
@@ -183,6 +188,17 @@ def test_a_resumed_epoch_logs_the_mean_weights_of_all_its_steps(faces, tmp_path)
     components, _, progress = signalled_run(faces, tmp_path, epochs=2, at=14, weighting="uncertainty")
     assert len(progress["weight_sums"]) == 2 and progress["weight_sums"] != [3.0, 3.0]  # 3 steps, weights moved
     resume_matches_the_whole_run(components, tmp_path)  # metrics.csv, weight.* columns included, equal
+
+
+def test_a_resumed_epoch_averages_its_losses_over_the_steps_trained_before_and_after_the_stop(faces, tmp_path):
+    """Steps skipped before the stop are not counted as trained after it (the mean divided by too many steps)."""
+    components, _, progress = signalled_run(faces, tmp_path, epochs=1, at=5, nan_at=frozenset({2, 9}))
+    assert (progress["epoch"], progress["step"], progress["skipped"]) == (1, 5, 1)
+    try:
+        resume_matches_the_whole_run(components, tmp_path)  # metrics.csv's train_loss.* included
+    finally:
+        SignalAfter.nan_at = frozenset()
+    assert "epoch 1: skipped 2 steps with a non-finite loss (1 in this run)" in (tmp_path / "cut" / "train.log").read_text()
 
 
 def test_a_run_stopped_after_an_epochs_last_step_resumes_exactly(faces, tmp_path):
@@ -345,6 +361,52 @@ def test_skip_mode_skips_non_finite_batches_and_counts_them(faces, tmp_path):
     assert all(torch.isfinite(v).all() for v in model_state(tmp_path).values() if v.is_floating_point())
     assert all(torch.isfinite(torch.tensor(row["train_loss.age"])) for row in result.history)
     assert "steps with a non-finite loss" in (tmp_path / "train.log").read_text()
+
+
+class NaNAfterEpochOne(RegressionTask):
+    """Every training step's loss is NaN after the first `steps` (epoch 1's, at batch_size 32)."""
+
+    calls = 0
+    steps = 5
+
+    def per_sample_loss(self, output, target):
+        loss = super().per_sample_loss(output, target)
+        if torch.is_grad_enabled():  # a training step, not validation
+            NaNAfterEpochOne.calls += 1
+            if NaNAfterEpochOne.calls > NaNAfterEpochOne.steps:
+                return loss * float("nan")
+        return loss
+
+
+def test_an_epoch_whose_every_step_is_skipped_stops_the_run(faces, tmp_path, capsys):
+    """It used to log losses and weights of 0 for the epoch and finish 'best epoch 0' with exit status 0."""
+    components = with_task_kind("nan_later", NaNAfterEpochOne, RegressionParams, plugin="nan-later")
+    raw = tiny_spec(faces, epochs=3, on_nonfinite="skip")
+    raw["tasks"] = [{"name": "age", "kind": "nan_later", "label": "age"}, "gender"]
+    NaNAfterEpochOne.calls = 0
+    with pytest.raises(TrainingError) as caught:
+        hydranet.train(load_spec(raw, components=components), out_dir=tmp_path, components=components,
+                       progress=False, echo=True)
+    message = ("every step of epoch 2 had a non-finite loss and was skipped (train.on_nonfinite: skip), so nothing "
+               f"was trained. Training stopped. The last good checkpoint is {tmp_path / 'last.pt'} (epoch 1). "
+               "Try a lower train.lr, check the tasks' labels, or use another weighting.")
+    assert str(caught.value) == message
+    assert [row["epoch"] for row in metric_rows(tmp_path)] == ["1"]  # no row of zeros for epoch 2
+    assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    log = (tmp_path / "train.log").read_text()
+    assert log.count(message) == 1 and "epoch 2: skipped 5 steps with a non-finite loss" in log
+    assert message not in capsys.readouterr().err  # the error carries it to the console
+
+
+def test_a_non_finite_stop_is_said_once_on_the_console(faces, tmp_path):
+    """The run wrote it to the console and the CLI printed it again as 'Error: ...'."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(faces, epochs=2, lr=1e12)))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "spec.yaml"), "--out", str(run_dir), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    said = "Training stopped. "
+    assert result.output.count(said) == 1 and "Error: non-finite loss for task" in result.output
+    assert (run_dir / "train.log").read_text().count(said) == 1
 
 
 class WrongShape(BinaryTask):
