@@ -42,8 +42,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         try:
             path = parse_override_path(key.strip())
             value = yaml12.load(text) if text.strip() else ""
-        except (ValueError, yaml.YAMLError) as error:
+        except ValueError as error:
             problems.append((f"--set {key}", str(error)))
+            continue
+        except yaml.YAMLError as error:
+            problems.append((f"--set {key}", f"the value is {yaml12.error_message(error, text)}"))
             continue
         try:
             _set_path(result, path, value)
@@ -58,8 +61,7 @@ def _set_path(node: Any, path: list[str | int], value: Any) -> None:
     for depth, key in enumerate(path[:-1]):
         following = path[depth + 1]
         if isinstance(node, list):
-            if not isinstance(key, int) or key >= len(node):
-                raise IndexError(f"list index {key} out of range (the list has {len(node)} items)")
+            _check_index(path[:depth], key, node, appending=False)
             if isinstance(node[key], str):  # `- age` becomes {name: age} to take a parameter
                 node[key] = {"name": node[key]}
             node = node[key]
@@ -72,8 +74,7 @@ def _set_path(node: Any, path: list[str | int], value: Any) -> None:
         node = child
     last = path[-1]
     if isinstance(node, list):
-        if not isinstance(last, int) or last > len(node):
-            raise IndexError(f"list index {last} out of range (the list has {len(node)} items)")
+        _check_index(path[:-1], last, node, appending=True)
         if last == len(node):
             node.append(value)
         else:
@@ -82,3 +83,17 @@ def _set_path(node: Any, path: list[str | int], value: Any) -> None:
         node[str(last)] = value
     else:
         raise TypeError(f"'{path[-2] if len(path) > 1 else path[0]}' is not a section")
+
+
+def _check_index(where: list[str | int], key: str | int, node: list[Any], appending: bool) -> None:
+    """`key` must be an index of the list `node` at path `where` (or, to append, its length)."""
+    count = len(node)
+    if appending:
+        choices = f"0 to {count - 1}, or {count} to add an item" if count else "0, to add an item"
+    else:
+        choices = f"0 to {count - 1}" if count else "none: the list is empty"
+    if not isinstance(key, int):
+        name = ".".join(str(part) for part in where) or "it"
+        raise IndexError(f"'{key}' is not an index; {name} is a list, so this needs a number: {choices}")
+    if key >= count + appending:
+        raise IndexError(f"list index {key} out of range: the list has {count} items ({choices})")

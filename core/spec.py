@@ -30,7 +30,7 @@ from hydranet.core.registry import Entry
 from hydranet.core.spec_files import MAX_SPEC_DEPTH, find_spec, nesting_depth, read_spec_file
 from hydranet.core.spec_models import (BackboneSection, Component, DataSection, Spec, TaskSection, TrainSection,
                                        WeightingSection)
-from hydranet.core.spec_problems import format_path, pydantic_problems, unknown_field_message
+from hydranet.core.spec_problems import EMPTY, format_path, pydantic_problems, unknown_field_message
 from hydranet.core.spec_schema import spec_schema
 
 
@@ -262,7 +262,8 @@ def _with_dataset_names(problems: list[tuple[str, str]], components: Components)
     """A missing `data` or `data.name` lists the datasets to choose from."""
     names = ", ".join(components.datasets.names())
     return [(path, f"{message} Datasets: {names}."
-             if path in ("data", "data.name") and message.startswith("required field missing") and names else message)
+             if path in ("data", "data.name") and message.startswith(("required field missing", EMPTY)) and names
+             else message)
             for path, message in problems]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from hydranet.core import yaml12
 from hydranet.core.errors import SpecError, did_you_mean
 from hydranet.core.spec_problems import format_path
 from hydranet.core.yaml12 import SpecLoader
@@ -34,11 +35,16 @@ MAX_SPEC_BYTES = 1 << 20
 MAX_SPEC_VALUES = 100_000
 MAX_SPEC_DEPTH = 50
 
+#: What a spec file's name ends with.
+SPEC_SUFFIXES = (".yaml", ".yml", ".toml")
+
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or TOML spec into a dict; unreadable, malformed or oversized files raise SpecError."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        raise SpecError([("", _a_folder(path))], source)
     if not path.is_file():
         hint = f" Built-in specs: {', '.join(builtin_spec_names())}." if builtin_spec_names() else ""
         raise SpecError([("", f"spec file not found: {path}.{hint}")], source)
@@ -61,10 +67,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         try:
             data = _safe_load_bounded(text)
         except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or str(error)
-            raise SpecError([("", f"invalid YAML{where}: {problem}{_yaml_hint(problem)}")], source) from None
+            raise SpecError([("", yaml12.error_message(error))], source) from None
         except _DuplicateKeys as error:
             raise SpecError(error.problems, source) from None
         except RecursionError:
@@ -81,21 +84,21 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _a_folder(path: Path) -> str:
+    """A folder given where a spec file goes: name the spec files in it, if any."""
+    try:
+        specs = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.is_file())
+    except OSError:
+        specs = []
+    if not specs:
+        return f"{path} is a folder, not a spec file, and holds no .yaml, .yml or .toml file; pass a spec file"
+    more = f" (and {len(specs) - 10} more)" if len(specs) > 10 else ""
+    return (f"{path} is a folder, not a spec file; pass one of the spec files in it: "
+            f"{', '.join(str(path / name) for name in specs[:10])}{more}")
+
+
 class _TooBig(Exception):
     """A YAML document whose aliases would expand past the limits."""
-
-
-def _yaml_hint(problem: str) -> str:
-    """What usually causes PyYAML's terser complaints."""
-    if "'\\t'" in problem:
-        return "; YAML indents with spaces, not tabs"
-    if "mapping values are not allowed" in problem:
-        return "; usually a line indented differently from the lines around it, or an unquoted value with ': ' in it"
-    if "block" in problem:
-        return "; usually a line indented differently from the lines around it"
-    if problem.startswith("expected ',' or"):
-        return "; a list [...] or mapping {...} is not closed, or two of its items lack a ',' between them"
-    return ""
 
 
 class _DuplicateKeys(Exception):
@@ -117,18 +120,24 @@ def _check_duplicate_keys(root: yaml.Node) -> None:
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, [*path, index]) for index, child in enumerate(node.value))
         elif isinstance(node, yaml.MappingNode):
-            lines: dict[str, int] = {}
+            marks: dict[str, yaml.Mark] = {}
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge" else None
-                if name is not None and name in lines:
-                    problems.append((format_path([*path, name]),
-                                     f"given twice (lines {lines[name]} and {key.start_mark.line + 1}); YAML would "
-                                     "silently keep only the last: keep one"))
+                if name is not None and name in marks:
+                    problems.append((format_path([*path, name]), f"given twice ({_where_twice(marks[name], key.start_mark)}); "
+                                                                 "YAML would silently keep only the last: keep one"))
                 elif name is not None:
-                    lines[name] = key.start_mark.line + 1
+                    marks[name] = key.start_mark
                 stack.append((value, [*path, name if name is not None else "?"]))
     if problems:
         raise _DuplicateKeys(sorted(problems))
+
+
+def _where_twice(first: yaml.Mark, second: yaml.Mark) -> str:
+    """"lines 2 and 5", or "line 4, columns 8 and 19" for a flow mapping on one line (`{epochs: 3, epochs: 4}`)."""
+    if first.line == second.line:
+        return f"line {first.line + 1}, columns {first.column + 1} and {second.column + 1}"
+    return f"lines {first.line + 1} and {second.line + 1}"
 
 
 def _safe_load_bounded(text: str) -> Any:
@@ -209,6 +218,6 @@ def builtin_spec_path(name: str) -> Path:
 def find_spec(name_or_path: str | Path) -> Path:
     """A spec file path, or a built-in spec's name such as `demo`."""
     path = Path(name_or_path)
-    if path.exists() or path.suffix.lower() in (".yaml", ".yml", ".toml") or "/" in str(name_or_path):
+    if path.exists() or path.suffix.lower() in SPEC_SUFFIXES or "/" in str(name_or_path):
         return path
     return builtin_spec_path(str(name_or_path))

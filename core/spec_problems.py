@@ -208,6 +208,17 @@ def _merge_union_errors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 NAMED_SECTIONS = (*COMPONENT_SECTIONS, "tasks")
 
+EMPTY = "is empty (nothing is indented under it)"
+
+
+def _empty_section(model: type[BaseModel] | None, loc: Sequence[Any]) -> str:
+    """A section or list left empty (`train:` alone, YAML's null): remove it for its defaults, or fill it in."""
+    owner = _model_at(model, loc[:-1])
+    field = owner.model_fields.get(loc[-1]) if owner else None
+    if field is None or not field.is_required():
+        return f"{EMPTY}; remove the line to use the defaults, or indent its fields under it"
+    return f"{EMPTY}, but it is required" + (f". {field.description}" if field.description else "")
+
 
 def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, prefix: Sequence[Any] = (),
                       also_valid: Sequence[str] = ()) -> list[tuple[str, str]]:
@@ -237,7 +248,11 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
         elif item["type"] == "missing":
             owner = _model_at(model, loc[:-1])
             field = owner.model_fields.get(loc[-1]) if owner and loc and isinstance(loc[-1], str) else None
-            message = "required field missing" + (f": {field.description}" if field and field.description else "")
+            # a sentence apart: "data: required field missing: The dataset: its name" piled up colons
+            message = "required field missing" + (f". {field.description}" if field and field.description else "")
+        elif (item["type"] in ("model_type", "dict_type", "list_type") and item.get("input", "") is None
+              and loc and isinstance(loc[-1], str)):  # `train:` with nothing indented under it
+            message = _empty_section(model, loc)
         elif item["type"] == "model_type":  # pydantic names its own class: "... or instance of TaskSection"
             what = "a name or a mapping of fields" if at_top and loc[0] in NAMED_SECTIONS else "a mapping of fields"
             given = item.get("input")

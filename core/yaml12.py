@@ -60,3 +60,34 @@ SpecLoader.add_constructor(INT_TAG, SpecLoader.construct_yaml_int)
 def load(text: str) -> Any:
     """One YAML document, read with YAML 1.2's booleans and floats."""
     return yaml.load(text, Loader=SpecLoader)  # noqa: S506 (SpecLoader is a SafeLoader)
+
+
+def error_message(error: yaml.YAMLError, value: str | None = None) -> str:
+    """PyYAML's multi-line complaint as one line, with what usually causes it.
+
+    "invalid YAML at line 3, column 9: ...; usually a line indented ..." for a
+    file; for one value (`value`, a --set's text on one line) the column is
+    counted in it: "invalid YAML at column 3 of '[1': ...".
+    """
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    if mark is None:
+        where = ""
+    elif value is not None and "\n" not in value:
+        where = f" at column {mark.column + 1} of {value!r}"
+    else:
+        where = f" at line {mark.line + 1}, column {mark.column + 1}"
+    return f"invalid YAML{where}: {problem}{_hint(problem)}"
+
+
+def _hint(problem: str) -> str:
+    """What usually causes PyYAML's terser complaints."""
+    if "'\\t'" in problem:
+        return "; YAML indents with spaces, not tabs"
+    if "mapping values are not allowed" in problem:
+        return "; usually a line indented differently from the lines around it, or an unquoted value with ': ' in it"
+    if "block" in problem:
+        return "; usually a line indented differently from the lines around it"
+    if problem.startswith("expected ',' or"):
+        return "; a list [...] or mapping {...} is not closed, or two of its items lack a ',' between them"
+    return ""

@@ -67,7 +67,7 @@ def test_all_errors_are_collected_with_paths_and_suggestions(components):
     assert "did you mean 'resnet18'?" in found["backbone.name"]
     assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
     assert "did you mean 'temperature'?" in found["weighting.temprature"]
-    assert found["data.root"] == ("required field missing: Folder of UTKFace images (e.g. data/UTKFace); labels are read "
+    assert found["data.root"] == ("required field missing. Folder of UTKFace images (e.g. data/UTKFace); labels are read "
                                   "from the file names.")
 
 
@@ -161,6 +161,9 @@ def test_malformed_files_name_the_file(tmp_path, content, expected, components):
     ("tasks: [age]\ndata: synthetic\ntrain:\n  epochs: 5\n   lr: 0.1\n", "",
      "mapping values are not allowed here; usually a line indented differently"),
     ("tasks: [age, gender\ndata: synthetic\n", "", "a list [...] or mapping {...} is not closed"),
+    # two equal keys on one line: the columns tell them apart
+    ("tasks: [age]\ndata: synthetic\n\ntrain: {epochs: 3, epochs: 4}\n", "train.epochs",
+     "given twice (line 4, columns 9 and 20); YAML would silently keep only the last: keep one"),
 ])
 def test_common_yaml_slips_are_explained(tmp_path, content, path, expected, components):
     spec = tmp_path / "slip.yaml"
@@ -189,6 +192,34 @@ def test_binary_garbage_and_missing_file(tmp_path, components):
         load(tmp_path / "nope.yaml", components=components)
 
 
+def test_a_folder_given_as_the_spec_names_its_spec_files(tmp_path, components):
+    with pytest.raises(SpecError) as caught:
+        load(tmp_path, components=components)
+    assert dict(caught.value.problems)[""] == (f"{tmp_path} is a folder, not a spec file, and holds no .yaml, .yml "
+                                               "or .toml file; pass a spec file")
+    for name in ("b.toml", "a.yaml", "notes.txt"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(SpecError) as caught:
+        load(tmp_path, components=components)
+    assert dict(caught.value.problems)[""] == (f"{tmp_path} is a folder, not a spec file; pass one of the spec "
+                                               f"files in it: {tmp_path / 'a.yaml'}, {tmp_path / 'b.toml'}")
+
+
+def test_an_empty_section_says_it_is_empty(tmp_path, components):
+    path = tmp_path / "empty.yaml"
+    path.write_text("tasks: [age]\ndata: synthetic\ntrain:\naugment:\n")
+    with pytest.raises(SpecError) as caught:
+        load(path, components=components)
+    found = dict(caught.value.problems)
+    assert found["train"] == ("is empty (nothing is indented under it); remove the line to use the defaults, "
+                              "or indent its fields under it")
+    assert set(found) == {"train", "augment"}
+    path.write_text("tasks: [age]\ndata:\n")
+    found = problems(path, components=components)
+    assert found["data"].startswith("is empty (nothing is indented under it), but it is required. The dataset:")
+    assert found["data"].endswith("Datasets: folder, synthetic, utkface.")
+
+
 def test_overrides_set_nested_values_and_promote_names(components):
     spec = load(BASE, "train.epochs=3", "weighting=dwa", "weighting.temperature=4",
                 "tasks[1].hidden=16", "data.val_fraction=0.2", components=components)
@@ -204,6 +235,25 @@ def test_bad_overrides_are_reported(components):
     found = dict(caught.value.problems)
     assert "key.path=value" in found["--set"]
     assert "out of range" in found["--set tasks[9].label"]
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line_with_a_hint():
+    with pytest.raises(SpecError) as caught:
+        apply_overrides(BASE, ["train.epochs=[1"])
+    assert dict(caught.value.problems)["--set train.epochs"] == (
+        "the value is invalid YAML at column 3 of '[1': expected ',' or ']', but got '<stream end>'; "
+        "a list [...] or mapping {...} is not closed, or two of its items lack a ',' between them")
+
+
+def test_a_set_list_index_that_is_not_a_number_says_so():
+    with pytest.raises(SpecError) as caught:
+        apply_overrides(BASE, ["tasks[x]=1", "tasks.y.label=z", "tasks[4]=age"])
+    found = dict(caught.value.problems)
+    assert found["--set tasks[x]"] == ("cannot set this path: 'x' is not an index; tasks is a list, so this needs "
+                                       "a number: 0 to 2, or 3 to add an item")
+    assert found["--set tasks.y.label"].endswith("'y' is not an index; tasks is a list, so this needs a number: 0 to 2")
+    assert found["--set tasks[4]"] == ("cannot set this path: list index 4 out of range: the list has 3 items "
+                                       "(0 to 2, or 3 to add an item)")
 
 
 def test_resolved_spec_round_trips(components):
@@ -492,9 +542,9 @@ def test_wrong_shapes_say_what_is_expected(components):
 
 def test_a_missing_field_says_what_it_is(components):
     found = problems({"tasks": ["age", {"name": "smiling", "kind": "binary"}]}, components=components)
-    assert found["data"].startswith("required field missing: The dataset: its name, or a mapping")
+    assert found["data"].startswith("required field missing. The dataset: its name, or a mapping")
     assert found["data"].endswith("Datasets: folder, synthetic, utkface.")
-    assert found["tasks[1].label"].startswith("required field missing: Record field holding this task's label")
+    assert found["tasks[1].label"].startswith("required field missing. Record field holding this task's label")
     assert problems({**BASE, "data": {"root": "x"}}, components=components)["data.name"].endswith(
         "Datasets: folder, synthetic, utkface.")
 
