@@ -39,7 +39,8 @@ from hydranet.core.distributed import Distributed
 from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
 from hydranet.core.forward import check_heads, make_forward_losses, model_for_settings
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
-from hydranet.core.errors import CheckpointError, HydranetError, TrainingError, TrainingInterrupted
+from hydranet.core.errors import CheckpointError, HydranetError, InputError, TrainingError, TrainingInterrupted
+from hydranet.core.image_input import given
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.paths import cache_dir
 from hydranet.core.plugins import Components, default_components
@@ -72,7 +73,7 @@ class RunResult:
 def train(
     spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None,
     *,
-    overrides: Iterable[str] = (),
+    overrides: str | Iterable[str] = (),
     out_dir: str | Path | None = None,
     components: Components | None = None,
     progress: bool = True,
@@ -80,6 +81,8 @@ def train(
     resume: str | Path | None = None,
 ) -> RunResult:
     """Train the model a spec describes (default: the built-in demo) and write a run folder; see `Trainer`.
+
+    `overrides` change the spec as `--set` does: "KEY=VALUE" strings, one or a list.
 
     With `resume=RUN_DIR`, continue that run from its last checkpoint instead,
     with the spec stored in the checkpoint; giving `spec`, `overrides` or
@@ -115,21 +118,39 @@ def resume_conflict(resume_option: str, resume: str | Path, given: Mapping[str, 
             f"its weights with init_from: {weights}")
 
 
-def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, *, overrides: Iterable[str] = (),
-             out_dir: str | Path | None = None, resume: str | Path | None = None,
+def override_list(overrides: str | Iterable[str], option: str = "overrides") -> list[str]:
+    """Overrides given one or as a list, as a list: one "KEY=VALUE" string is one override, not its letters.
+
+    Anything else is refused in the words of the argument `option`. (`TrainedModel.evaluate`
+    takes its data overrides the same way, in `inference.check_data_overrides`.)
+    """
+    wrong: Any = overrides
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, Iterable) and not isinstance(overrides, (bytes, Mapping)):
+        items = list(overrides)
+        wrong = next((item for item in items if not isinstance(item, str)), items)
+        if wrong is items:
+            return items
+    raise InputError(f"{option} are 'KEY=VALUE' strings, one or a list (e.g. {option}='train.epochs=5'); "
+                     f"got {given(wrong)}")
+
+
+def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, *,
+             overrides: str | Iterable[str] = (), out_dir: str | Path | None = None, resume: str | Path | None = None,
              components: Components | None = None) -> RunPlan:
     """Resolve what `train` would run, and refuse what cannot run, before any data or model is loaded.
 
     The `--nproc` launcher calls it too, so that a mistake is reported once, before the processes start.
     """
+    overrides = override_list(overrides)
     if resume is None:
-        overrides = list(overrides)
         if isinstance(spec, ResolvedSpec):  # overrides apply to what it resolved from, then it resolves again
             resolved = load_spec(spec.to_dict(), overrides, components) if overrides else spec
         else:
             resolved = load_spec("demo" if spec is None else spec, overrides, components)
         return RunPlan(resolved, out_dir)
-    problem = resume_conflict("resume", resume, {"spec": spec is not None, "overrides": list(overrides),
+    problem = resume_conflict("resume", resume, {"spec": spec is not None, "overrides": overrides,
                                                  "out_dir": out_dir is not None})
     if problem:
         raise HydranetError(problem)

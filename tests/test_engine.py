@@ -198,3 +198,15 @@ def test_overrides_apply_to_an_already_loaded_spec(faces, tmp_path):
                          out_dir=tmp_path / "run", progress=False, echo=False)
     assert [row["epoch"] for row in run.history] == [1]
     assert "name: dwa" in (tmp_path / "run" / "spec.yaml").read_text()
+
+
+def test_one_override_may_be_given_as_a_string(faces, tmp_path, components):
+    """hydranet.train(..., overrides="train.epochs=1") split the string into its letters ('t' is no key=value)."""
+    run = hydranet.train(tiny_spec(faces, epochs=2), overrides="train.epochs=1", out_dir=tmp_path / "run",
+                         components=components, progress=False, echo=False)
+    assert [row["epoch"] for row in run.history] == [1]
+    for wrong, named in ((5, "int 5"), (["train.epochs=1", 2], "int 2"), ({"train.epochs": 1}, "a dict of 1 item")):
+        with pytest.raises(hydranet.InputError, match=rf"^overrides are 'KEY=VALUE' strings, one or a list "
+                                                      rf"\(e.g. overrides='train.epochs=5'\); got {named}$"):
+            hydranet.train(tiny_spec(faces), overrides=wrong, out_dir=tmp_path / "no", components=components)
+    assert not (tmp_path / "no").exists()
