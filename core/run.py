@@ -142,14 +142,18 @@ class RunFolder:
             reader = csv.DictReader(handle)
             fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["epoch"])) <= last_epoch]
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.metrics_csv, buffer.getvalue())
         self._fields = list(fields)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one epoch's row to metrics.csv (header from the first row), flushed to disk."""
+        """Append one epoch's row to metrics.csv (header from the first row), flushed to disk.
+
+        Lines end in "\n" (the csv module's default is "\r\n"); files written
+        with "\r\n" by older versions are read and continued all the same.
+        """
         new_file = not self.metrics_csv.exists()
         if self._fields is None and not new_file:
             with open(self.metrics_csv, newline="", encoding="utf-8") as handle:
@@ -157,7 +161,7 @@ class RunFolder:
         if self._fields is None:
             self._fields = list(row)
         with open(self.metrics_csv, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore", lineterminator="\n")
             if new_file:
                 writer.writeheader()
             writer.writerow({k: _csv_value(v) for k, v in row.items()})

@@ -210,3 +210,17 @@ def test_one_override_may_be_given_as_a_string(faces, tmp_path, components):
                                                       rf"\(e.g. overrides='train.epochs=5'\); got {named}$"):
             hydranet.train(tiny_spec(faces), overrides=wrong, out_dir=tmp_path / "no", components=components)
     assert not (tmp_path / "no").exists()
+
+
+def test_metrics_csv_lines_end_in_newline_and_old_crlf_files_still_continue(checkpoint, tmp_path):
+    """metrics.csv was written with the csv module's default "\r\n" line endings."""
+    from hydranet.core.run import RunFolder, read_metrics
+
+    assert b"\r" not in (checkpoint.parent / "metrics.csv").read_bytes()
+    old = tmp_path / "metrics.csv"
+    old.write_bytes(b"epoch,train_loss.age\r\n1,0.5\r\n2,0.25\r\n")
+    folder = RunFolder(tmp_path, echo=False)
+    folder.append_metrics({"epoch": 3, "train_loss.age": 0.125})
+    assert [row["train_loss.age"] for row in read_metrics(old)] == [0.5, 0.25, 0.125]
+    folder.truncate_metrics(2)
+    assert old.read_bytes() == b"epoch,train_loss.age\n1,0.5\n2,0.25\n"
