@@ -200,25 +200,29 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
 
 
-def _part_problems(spec: Spec) -> list[tuple[str, str]]:
-    """`freeze` and `train.head_lr` may only name the backbone or tasks of this spec."""
-    tasks = [t.name for t in spec.tasks]
+def _part_problems(tasks: Sequence[str] | None, freeze: Any, head_lr: Any) -> list[tuple[str, str]]:
+    """`freeze` and `train.head_lr` may only name the backbone or tasks of this spec.
+
+    Takes raw values, so that it runs on a spec whose shape has problems
+    elsewhere: entries of the wrong type are the shape check's to report.
+    `tasks` is None when the task names are not known (`tasks` has a problem
+    of its own); then only the names are checked that need no task list.
+    """
     problems = []
-    for index, name in enumerate(spec.freeze):
-        if name != "backbone" and name not in tasks:
+    for index, name in enumerate(freeze if isinstance(freeze, list) else []):
+        if isinstance(name, str) and name != "backbone" and tasks is not None and name not in tasks:
             problems.append((f"freeze[{index}]", f"'{name}' is neither 'backbone' nor a task of this spec;"
                                                  f"{did_you_mean(name, ['backbone', *tasks])} tasks: {', '.join(tasks)}"))
-    if isinstance(spec.train.head_lr, dict):
-        for name in spec.train.head_lr:
-            if name not in tasks:
-                problems.append((f"train.head_lr.{name}", f"not a task of this spec;{did_you_mean(name, tasks)} "
-                                                         f"tasks: {', '.join(tasks)}"))
+    for name in head_lr if isinstance(head_lr, Mapping) and tasks is not None else []:
+        if name not in tasks:
+            problems.append((format_path(["train", "head_lr", name]),
+                             f"not a task of this spec;{did_you_mean(str(name), tasks)} tasks: {', '.join(tasks)}"))
     return problems
 
 
 def resolve(spec: Spec, components: Components, source: str | None = None) -> ResolvedSpec:
     """Second pass: resolve names through the registries and validate component params."""
-    problems: list[tuple[str, str]] = _part_problems(spec)
+    problems = _part_problems([t.name for t in spec.tasks], spec.freeze, spec.train.head_lr)
     backbone, data, weighting, tasks = _resolve_sections(components, spec.backbone, spec.data, spec.weighting,
                                                          spec.tasks, problems)
     if problems:
@@ -238,7 +242,13 @@ def _plugin_hint(problems: list[tuple[str, str]], components: Components) -> lis
 
 
 def _lenient_problems(raw: Mapping[str, Any], components: Components) -> list[tuple[str, str]]:
-    """Component problems of the sections whose shape is fine, so one report lists everything."""
+    """The second pass's problems wherever their inputs are fine, so that one report lists everything.
+
+    Component params are checked for each section whose name is usable, even
+    where one of the keys every dataset shares (`data.val_fraction`) has a
+    problem; `freeze` and `train.head_lr` names are checked when every task
+    has a name.
+    """
     normalized = Spec._names_as_components(raw)
 
     def section(model: type[BaseModel], value: Any, default: bool) -> Any:
@@ -247,11 +257,20 @@ def _lenient_problems(raw: Mapping[str, Any], components: Components) -> list[tu
         try:
             return model.model_validate(value)
         except (ValidationError, TypeError):
+            pass
+        if model is TaskSection or not isinstance(value, Mapping):
+            return None
+        try:  # a shared key at fault (reported by the first pass): the component's own params can still be checked
+            return model.model_validate({k: v for k, v in value.items() if k == "name" or k not in model.model_fields})
+        except (ValidationError, TypeError):
             return None
 
     raw_tasks = normalized.get("tasks")
     tasks = [section(TaskSection, t, False) for t in raw_tasks] if isinstance(raw_tasks, list) else []
-    problems: list[tuple[str, str]] = []
+    names = [t.get("name") if isinstance(t, Mapping) else None for t in raw_tasks or []] if tasks else []
+    train = normalized.get("train")
+    problems = _part_problems(names if names and all(isinstance(n, str) for n in names) else None,
+                              normalized.get("freeze"), train.get("head_lr") if isinstance(train, Mapping) else None)
     _resolve_sections(components, section(BackboneSection, normalized.get("backbone"), True),
                       section(DataSection, normalized.get("data"), False),
                       section(WeightingSection, normalized.get("weighting"), True), tasks, problems)

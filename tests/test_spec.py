@@ -61,14 +61,33 @@ def test_all_errors_are_collected_with_paths_and_suggestions(components):
     assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
     assert "did you mean 'batch_size'?" in found["train.bach_size"]
     assert "integer" in found["train.epochs"]
-    # shape errors come first; a second load after fixing them reaches the component errors
-    raw["train"] = {"epochs": 2}
+    # the component errors are in the same report as the shape errors, and stay when those are fixed
+    for found in (found, problems({**raw, "train": {"epochs": 2}}, components=components)):
+        assert "did you mean 'resnet18'?" in found["backbone.name"]
+        assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
+        assert "did you mean 'temperature'?" in found["weighting.temprature"]
+        assert found["data.root"] == ("required field missing. Folder of UTKFace images (e.g. data/UTKFace); labels "
+                                      "are read from the file names.")
+
+
+def test_names_in_freeze_and_head_lr_are_checked_beside_shape_problems(components):
+    """QA: a bad backbone_lr hid the freeze and head_lr names until it was fixed."""
+    raw = {**BASE, "tasks": ["age", "gender"], "weighting": "dwaa", "freeze": ["backbon", "gendr", 3],
+           "train": {"backbone_lr": "x", "head_lr": {"agee": 0.1}}}
     found = problems(raw, components=components)
-    assert "did you mean 'resnet18'?" in found["backbone.name"]
-    assert "did you mean 'num_classes'?" in found["tasks[1].params.num_clases"]
-    assert "did you mean 'temperature'?" in found["weighting.temprature"]
-    assert found["data.root"] == ("required field missing. Folder of UTKFace images (e.g. data/UTKFace); labels are read "
-                                  "from the file names.")
+    assert set(found) == {"train.backbone_lr", "weighting.name", "freeze[0]", "freeze[1]", "freeze[2]",
+                          "train.head_lr.agee"}
+    assert "did you mean 'backbone'?" in found["freeze[0]"] and "did you mean 'gender'?" in found["freeze[1]"]
+    assert found["train.head_lr.agee"] == "not a task of this spec; did you mean 'age'? tasks: age, gender"
+    # without every task's name, the task names cannot be checked against them
+    found = problems({**raw, "tasks": ["age", {"kind": "binary"}]}, components=components)
+    assert "tasks[1].name" in found and not {"freeze[1]", "train.head_lr.agee"} & set(found)
+
+
+def test_a_dataset_s_params_are_checked_beside_a_bad_shared_key(components):
+    found = problems({**BASE, "data": {"name": "utkface", "val_fraction": 2, "rot": "x"}}, components=components)
+    assert set(found) == {"data.val_fraction", "data.root", "data.rot"}
+    assert "did you mean 'root'?" in found["data.rot"]
 
 
 def test_unknown_task_and_section(components):
