@@ -22,7 +22,8 @@ if (_checkout / "core" / "hookspecs.py").is_file() and str(_checkout) not in __p
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
 from hydranet.core.metrics import Metric
-from hydranet.core.errors import HydranetError, InputError, SpecError
+from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, SpecError, TrainingError,
+                                   TrainingInterrupted)
 
 # The engine, spec loader and checkpoint loader import lazily: a plugin's
 # `import hydranet` for `hookimpl` and `Task` should not pull in the engine.
@@ -52,6 +53,10 @@ __all__ = [
     "HydranetError",
     "SpecError",
     "InputError",
+    "DataError",
+    "CheckpointError",
+    "TrainingError",
+    "TrainingInterrupted",
     "load_spec",
     "train",
     "load",

@@ -72,6 +72,31 @@ def test_public_api_is_one_screen():
     assert set(hydranet.__all__) >= {"hookimpl", "Task", "Weighting", "Backbone", "load_spec", "train", "__version__"}
     assert callable(hydranet.train) and callable(hydranet.load_spec) and callable(hydranet.load)
     assert hydranet.__version__ == PYPROJECT["project"]["version"]
+    assert len(hydranet.__all__) <= 20, "the public API grew past one screen; does it all belong in `hydranet`?"
+
+
+def test_the_errors_users_catch_are_importable_from_hydranet():
+    """Every hydranet error a user's page names (troubleshooting.md's `DataError`) is `hydranet.<name>`.
+
+    Plugin authors' pages (docs/plugins, docs/examples) name the errors a
+    plugin raises (ComponentError), imported from hydranet.core.errors; the
+    public face exports only what callers of train, load and load_spec catch.
+    """
+    import re
+
+    from hydranet.core import errors
+
+    pages = [p for p in (ROOT / "docs").rglob("*.md") if p.relative_to(ROOT / "docs").parts[0] not in
+             ("plugins", "examples")] + [ROOT / "README.md"]
+    named = {name for page in pages for name in re.findall(r"\b([A-Z]\w+(?:Error|Interrupted))\b", page.read_text())
+             if isinstance(getattr(errors, name, None), type)}
+    assert {"DataError", "CheckpointError"} <= named  # the scan finds what troubleshooting.md names
+    exported = {name for name in hydranet.__all__ if isinstance(getattr(hydranet, name), type)
+                and issubclass(getattr(hydranet, name), BaseException)}
+    assert named <= exported, f"named in the docs but not importable from hydranet: {sorted(named - exported)}"
+    assert exported >= {"HydranetError", "SpecError", "InputError", "DataError", "CheckpointError", "TrainingError",
+                        "TrainingInterrupted"}
+    assert all(issubclass(getattr(hydranet, name), errors.HydranetError) for name in exported)
 
 
 def test_requirements_the_gpu_machine_also_satisfies():
