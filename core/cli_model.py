@@ -24,6 +24,7 @@ import torch
 
 from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
+from hydranet.core.wording import plural
 
 OUT_HINT = "Choose another with --out FILE."
 
@@ -41,8 +42,11 @@ def pick_device_option(name: str) -> torch.device:
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
 @click.option("--data", "data_root", type=click.Path(), metavar="DIR",
-              help="Evaluate on this data folder instead of the one the model trained on "
-                   "(short for --set data.root=DIR).")
+              help="Evaluate on the images in DIR instead of the data the model trained on: short for --set "
+                   "data.root=DIR, keeping the other data settings. A model trained on a folder (utkface, "
+                   "folder; --set data.csv=FILE names another CSV) reads DIR in the same format; one trained on "
+                   "data that is drawn, not read (synthetic), reads DIR as a UTKFace folder (labels in the "
+                   "file names). Nothing is written to DIR.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
@@ -71,11 +75,11 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
     from hydranet.core.inference import TrainedModel, check_data_overrides
     from hydranet.core.report import metrics_table
 
-    check_data_overrides(overrides)
+    check_data_overrides(overrides, option="--set")
     model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
     if data_root:
         overrides = (f"data.root={data_root}", *overrides)
-    evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty())
+    evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty(), option="--set")
     if as_json:
         click.echo(json.dumps({"checkpoint": checkpoint, **evaluation.to_dict()}, indent=2))
         return
@@ -180,7 +184,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
         raise click.ClickException(nothing_readable(failed, out_file))
     if out_file:
         atomic_write_text(out_file, text)
-        click.echo(f"wrote {len(rows)} predictions to {out_file}", err=True)
+        click.echo(f"wrote {plural(len(rows), 'prediction')} to {out_file}", err=True)
     else:
         click.echo(text, nl=False)
     if failed:
@@ -194,7 +198,7 @@ def nothing_readable(rows: Sequence[Mapping[str, Any]], out_file: str | None, sh
     of RAW photos) must not exit 0, and must not replace an --out file of
     earlier predictions with a file of errors.
     """
-    lines = [f"no image could be read ({len(rows)} file{'s' if len(rows) != 1 else ''} tried):"]
+    lines = [f"no image could be read ({plural(len(rows), 'file')} tried):"]
     lines += [f"  {row['file']}: {row['error']}" for row in rows[:shown]]
     if len(rows) > shown:
         lines.append(f"  ... and {len(rows) - shown} more")

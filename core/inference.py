@@ -8,7 +8,8 @@ are all stored in it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,20 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
-from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError
+from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
                                        given, image_files, image_items, tensor_image)
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec, load_spec
+from hydranet.core.spec_models import DataSection
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all")
+
+#: what evaluating on another folder reads it as when the model's dataset reads no folder (synthetic draws one)
+FOLDER_FORMAT = "utkface"
 
 def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
     """The weights come from the checkpoint: never load (or look for) pretrained files again."""
@@ -217,13 +222,18 @@ class TrainedModel:
         return results
 
     def evaluate(self, overrides: str | Iterable[str] = (), split: str = "val", progress: bool = False,
-                 components: Components | None = None, details: bool = True) -> "Evaluation":
+                 components: Components | None = None, details: bool = True, *,
+                 option: str = "overrides") -> "Evaluation":
         """Metrics on the stored spec's data, or on data changed by `overrides` ("data.KEY=VALUE", one or a list).
 
         `split` is one of `SPLITS`: "val" (the part training scored),
         "train", or "all" (both). There is no separate test split: to score
         held-out images, evaluate a folder of them with
-        `evaluate("data.root=DIR", split="all")`.
+        `evaluate("data.root=DIR", split="all")`: DIR is read in the format
+        of the model's dataset, or as a UTKFace folder when that dataset
+        draws its images instead of reading them (synthetic); nothing is
+        written to DIR. `option` is what messages call the overrides
+        (`hydranet eval` passes "--set").
 
         The metrics come from the training loop's own `evaluate`, so they match
         what training recorded; `details` adds a second pass for what a metric
@@ -234,14 +244,11 @@ class TrainedModel:
         from hydranet.core.evaluation import baseline_metrics, evaluate
 
         if split not in SPLITS:
-            raise InputError(f"split {split!r} does not exist; the splits are 'val' (the part of the data training "
-                             "scored), 'train' and 'all' (both). There is no separate test split: to score "
+            raise InputError(f"{not_a_choice(split, SPLITS, 'split')}. 'val' is the part of the data "
+                             "training scored, 'all' both parts. There is no separate test split: to score "
                              "held-out images, evaluate a folder of them in the same format, "
                              "evaluate('data.root=DIR', split='all') (hydranet eval CKPT --data DIR --split all)")
-        overrides = check_data_overrides(overrides)
-        spec = self.spec
-        if overrides:
-            spec = load_spec(spec.to_dict(), overrides, components)
+        spec = self._data_spec(overrides, components, option)
         data = load_prepared_data(spec, self.tasks, progress)
         index = {"val": data.val_index, "train": data.train_index,
                  "all": torch.cat([data.train_index, data.val_index]).sort().values}[split]
@@ -255,6 +262,36 @@ class TrainedModel:
         baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
         report = self.error_report(data, index) if details else {}
         return Evaluation(split, int(index.numel()), result, baselines, report)
+
+    def _data_spec(self, overrides: str | Iterable[str] = (), components: Components | None = None,
+                  option: str = "overrides") -> ResolvedSpec:
+        """The spec `evaluate` reads its data with: the stored one, changed by `data.*` overrides.
+
+        `data.root=DIR` is another folder in the same format. A model whose
+        dataset reads no folder (`synthetic` draws its own into `root`, which
+        evaluating must never do) reads DIR as a UTKFace folder, labels in
+        the file names, keeping the shared data settings (val_fraction,
+        split_seed, ...). Naming the dataset too (`data.name=folder`) keeps
+        the stored section instead. Problems name the overrides as `option`.
+        """
+        overrides = check_data_overrides(overrides, option)
+        if not overrides:
+            return self.spec
+        raw = self.spec.to_dict()
+        keys = {item.partition("=")[0].strip() for item in overrides}
+        if "data.root" in keys and not keys & {"data", "data.name"} and not reads_a_folder(self.spec):
+            raw["data"] = {"name": FOLDER_FORMAT, **{k: v for k, v in raw["data"].items()
+                                                     if k in DataSection.model_fields and k != "name"}}
+        try:
+            spec = load_spec(raw, overrides, components)
+        except SpecError as error:
+            raise SpecError(name_option(error.problems, option), error.source) from None
+        root = getattr(spec.data.params, "root", None)
+        if "data.root" in keys and reads_a_folder(spec) and not Path(root).is_dir():
+            labels = " (labels in the file names)" if spec.data.entry.name == FOLDER_FORMAT else ""
+            raise DataError(f"{root} is not a folder: data.root names an existing folder of images to evaluate "
+                            f"on, read as a '{spec.data.entry.name}' dataset{labels}")
+        return spec
 
     @torch.no_grad()
     def error_report(self, data, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
@@ -317,25 +354,59 @@ class TrainedModel:
         return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
 
 
-def check_data_overrides(overrides: Iterable[str]) -> tuple[str, ...]:
+def check_data_overrides(overrides: str | Iterable[str], option: str = "overrides") -> tuple[str, ...]:
     """Overrides of the data only: evaluating a trained model can change what it sees, not how it was made.
 
     A `train.epochs=3` would otherwise be applied to a spec nobody trains
     again and silently ignored.
 
     One override may be given as a string, as from Python's
-    `model.evaluate("data.root=DIR")`.
+    `model.evaluate("data.root=DIR")`. Messages name the overrides as
+    `option`: "overrides" (the Python argument) or "--set" (the CLI's).
     """
-    overrides = (overrides,) if isinstance(overrides, str) else tuple(overrides)
+    example = ("--set data.root=DIR or --set data.val_fraction=0.2" if option == "--set"
+               else f"{option}='data.root=DIR' or {option}=['data.root=DIR', 'data.val_fraction=0.2']")
+    if isinstance(overrides, str):
+        overrides = (overrides,)
+    elif not isinstance(overrides, Iterable) or isinstance(overrides, (bytes, Mapping)):
+        raise InputError(f"{option} are 'data.KEY=VALUE' strings, one or a list (e.g. {example}); "
+                         f"got {given(overrides)}")
+    overrides = tuple(overrides)
     for item in overrides:
         if not isinstance(item, str):
-            raise InputError(f"overrides are 'KEY=VALUE' strings; got {given(item)}")
-        key = item.split("=", 1)[0].strip()
+            raise InputError(f"{option} are 'data.KEY=VALUE' strings (e.g. {example}); got {given(item)}")
+        key, equals, _ = item.partition("=")
+        if not equals or not key.strip():
+            raise InputError(f"{option}: {item!r} is not of the form data.KEY=VALUE (e.g. {example})")
+        key = key.strip()
         if key != "data" and not key.startswith("data."):
-            raise HydranetError(f"override '{item}' is not a data.* key: evaluating a checkpoint can change only "
-                                "its data (e.g. --set data.root=DIR or --set data.val_fraction=0.2); the model "
-                                "and its training settings come from the checkpoint")
+            raise HydranetError(f"{option}: '{item}' is not a data.* key: evaluating a checkpoint can change only "
+                                f"its data (e.g. {example}); the model and its training settings come from the "
+                                "checkpoint")
     return overrides
+
+
+def reads_a_folder(spec: ResolvedSpec) -> bool:
+    """Whether the spec's dataset reads a folder its `root` names (utkface, folder), as opposed to drawing one."""
+    params = spec.data.entry.params
+    root = params.model_fields.get("root") if params is not None else None
+    return root is not None and root.is_required()
+
+
+def name_option(problems: Sequence[tuple[str, str]], option: str) -> list[tuple[str, str]]:
+    """`load_spec`'s problems, which name overrides as the CLI's `--set`, naming them as `option` instead."""
+    if option == "--set":
+        return list(problems)
+    renamed = []
+    for path, message in problems:
+        if path == "--set":
+            path = option
+        elif path.startswith("--set "):
+            path = f"{option} ({path[len('--set '):]})"
+        else:
+            path = re.sub(r"\(from --set (.*)\)$", lambda m: f"(from {option} {m.group(1)!r})", path)
+        renamed.append((path, message))
+    return renamed
 
 
 @dataclass

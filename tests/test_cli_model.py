@@ -306,3 +306,25 @@ def test_the_python_api_names_its_device_argument(monkeypatch):
         pick_device("cuda", option="device")
     with pytest.raises(hydranet.HydranetError, match=r"^train.device: cuda .*; use train.device=auto or cpu$"):
         pick_device("cuda")
+
+
+def test_eval_data_reads_a_folder_for_a_model_trained_on_drawn_data_and_never_writes(checkpoint, faces, tmp_path):
+    data = torch.load(checkpoint, weights_only=True)  # the model, as if trained on synthetic faces, as the demo is
+    data["spec"]["data"].update(name="synthetic", root=None, count=40, size=32, seed=0)
+    drawn = tmp_path / "drawn.pt"
+    torch.save(data, drawn)
+    missing = run("eval", drawn, "--data", tmp_path / "myphotos", "--split", "all", "--device", "cpu", ok=False)
+    assert missing.exit_code == 1 and "myphotos is not a folder" in missing.output
+    assert not (tmp_path / "myphotos").exists()  # not drawn into
+    report = json.loads(run("eval", drawn, "--data", faces, "--split", "all", "--json", "--device", "cpu").stdout)
+    assert report["images"] == 240  # read as a UTKFace folder, not refused as foreign synthetic faces
+    typo = run("eval", drawn, "--data", faces, "--set", "data.rot=x", "--device", "cpu", ok=False)
+    assert "data.rot (from --set data.rot=x): unknown field" in typo.output
+    help_text = " ".join(run("eval", "--help").output.split())
+    assert "reads DIR as a UTKFace folder" in help_text and "Nothing is written to DIR" in help_text
+
+
+def test_predict_out_counts_its_predictions_in_words(checkpoint, faces, tmp_path):
+    one = sorted(faces.glob("*.jpg"))[0]
+    result = run("predict", checkpoint, one, "--out", tmp_path / "p.json", "--device", "cpu")
+    assert f"wrote 1 prediction to {tmp_path / 'p.json'}" in result.stderr

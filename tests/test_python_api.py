@@ -44,17 +44,58 @@ def test_evaluate_an_unknown_split_names_the_splits_and_the_way_to_held_out_data
     with pytest.raises(InputError) as caught:
         model.evaluate(split="test")
     message = str(caught.value)
-    assert "split 'test' does not exist" in message
-    assert "'val'" in message and "'train'" in message and "'all'" in message
+    assert "'test' is not a split; splits: val, train, all" in message
     assert "data.root=DIR" in message and "split='all'" in message
+    with pytest.raises(InputError, match=r"^'VAL' is not a split; did you mean 'val'\? splits: val, train, all"):
+        model.evaluate(split="VAL")
 
 
 def test_evaluate_takes_one_override_as_a_string(model, faces):
     as_string = model.evaluate("data.val_fraction=0.5", details=False)
     as_list = model.evaluate(["data.val_fraction=0.5"], details=False)
     assert as_string.images == as_list.images == 120  # half of the 240 faces, not an error about 'd'
-    with pytest.raises(InputError, match=r"overrides are 'KEY=VALUE' strings; got int 3"):
+    with pytest.raises(InputError, match=r"overrides are 'data.KEY=VALUE' strings .*; got int 3"):
         model.evaluate([3])
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ("data.rot=faces", r"data.rot \(from overrides 'data.rot=faces'\): unknown field; did you mean 'root'\?"),
+    ("data.root", r"overrides: 'data.root' is not of the form data.KEY=VALUE \(e.g. overrides='data.root=DIR'"),
+    ("train.epochs=3", r"overrides: 'train.epochs=3' is not a data.\* key: .*\(e.g. overrides='data.root=DIR'"),
+    (5, r"overrides are 'data.KEY=VALUE' strings, one or a list .*; got int 5"),
+    ({"data.root": "x"}, r"overrides are 'data.KEY=VALUE' strings, one or a list .*; got a dict of 1 item"),
+    ("data.val_fraction=[", r"overrides \(data.val_fraction\): "),
+])
+def test_evaluate_messages_name_the_overrides_argument_not_the_cli_option(model, overrides, expected):
+    with pytest.raises(HydranetError, match=expected) as caught:
+        model.evaluate(overrides)
+    assert "--set" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def drawn(checkpoint, tmp_path_factory) -> TrainedModel:
+    """The model, as if trained on the synthetic dataset (as the demo is): only its stored data section differs."""
+    data = torch.load(checkpoint, weights_only=True)
+    data["spec"]["data"].update(name="synthetic", root=None, count=40, size=32, seed=0)
+    path = tmp_path_factory.mktemp("drawn") / "best.pt"
+    torch.save(data, path)
+    return hydranet.load(path)
+
+
+def test_evaluate_on_a_folder_reads_it_for_a_model_trained_on_drawn_data_and_writes_nothing(drawn, faces,
+                                                                                             tmp_path):
+    before = sorted(faces.iterdir())
+    evaluation = drawn.evaluate([f"data.root={faces}", "data.val_fraction=0.5"], split="all", details=False)
+    assert evaluation.images == 240 and sorted(faces.iterdir()) == before  # read as UTKFace, nothing drawn
+    assert drawn.evaluate(f"data.root={faces}", details=False).images == 60  # val_fraction 0.25 kept
+    with pytest.raises(hydranet.DataError, match=rf"^{tmp_path / 'mine'} is not a folder: data.root names an "
+                                                 r"existing folder .*'utkface' dataset \(labels in the file names\)"):
+        drawn.evaluate(f"data.root={tmp_path / 'mine'}", split="all")
+    assert not (tmp_path / "mine").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(hydranet.DataError, match=r"^no .* images in"):
+        drawn.evaluate(f"data.root={tmp_path / 'empty'}", split="all")
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 # --- predict: what it accepts ---------------------------------------------------------------------
