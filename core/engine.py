@@ -39,12 +39,14 @@ from hydranet.core.distributed import Distributed
 from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
 from hydranet.core.forward import check_heads, make_forward_losses, model_for_settings
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
-from hydranet.core.errors import CheckpointError, HydranetError, InputError, TrainingError, TrainingInterrupted
+from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, TrainingError,
+                                  TrainingInterrupted)
 from hydranet.core.image_input import given
 from hydranet.core.interfaces import StepContext, Task, Weighting
-from hydranet.core.paths import cache_dir
+from hydranet.core.paths import MissingPathError, cache_dir
 from hydranet.core.plugins import Components, default_components
-from hydranet.core.resume import Progress, capture_generators, restore_generators, resume_checkpoint
+from hydranet.core.resume import (Progress, capture_generators, missing_on_resume, restore_generators,
+                                  resume_checkpoint)
 from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.step import TrainStep
@@ -196,6 +198,8 @@ class Trainer:
                  resume_state: Mapping[str, Any] | None = None):
         self.started = time.perf_counter()
         self.resume_state = resume_state
+        #: where the run started: relative paths in its spec count from there (None: a checkpoint older than this)
+        self.started_in: str | None = os.getcwd() if resume_state is None else resume_state.get("started_in")
         self.progress_state = Progress()
         self.stop_signal: int | None = None
         self.stop_requested_at = 0.0
@@ -254,8 +258,14 @@ class Trainer:
         self.run_folder.write_text("spec.yaml", self.spec.to_yaml())
         self.tasks = self.spec.build_tasks()
         started = time.perf_counter()
-        with self.dist.main_first():  # rank 0 decodes into the cache, the others then read it
-            data = load_prepared_data(self.spec, self.tasks, self.progress)
+        try:
+            with self.dist.main_first():  # rank 0 decodes into the cache, the others then read it
+                data = load_prepared_data(self.spec, self.tasks, self.progress)
+        except MissingPathError as missing:
+            if self.resume_state is None:
+                raise
+            raise DataError(missing_on_resume(missing, self.run_folder.path, self.started_in)) from None
+        self.started_in = self.started_in or os.getcwd()  # the data was found from here
         self.source = batch_source(self.spec, data, settings)
         self.timings.update(data_seconds=time.perf_counter() - started, placement=self.source.placement,
                             decode_seconds=data.decoded.seconds if data.decoded else math.nan,
@@ -775,6 +785,7 @@ class Trainer:
             "format_version": FORMAT_VERSION,
             "hydranet_version": __version__,
             "epoch": epoch,
+            "started_in": self.started_in,
             "spec": self.spec.to_dict(),
             "tasks": tasks,
             "task_state": {task.name: task.state_dict() for task in self.tasks},

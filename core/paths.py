@@ -17,6 +17,18 @@ from hydranet.core.errors import DataError
 CACHE_ENV = "HYDRANET_CACHE"
 
 
+class MissingPathError(DataError):
+    """A dataset's input that is not there, with its parts kept for a caller that knows a better way out.
+
+    A resumed run does: its spec cannot change, so the dataset's hint to set
+    the path (--set data.root=DIR) does not apply to it.
+    """
+
+    def __init__(self, what: str, path: Path, state: str, hint: str):
+        super().__init__(f"{what} {path} {state}; {hint}")
+        self.what, self.path, self.state = what, path, state
+
+
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$HYDRANET_CACHE`, else `$XDG_CACHE_HOME/hydranet`, else `~/.cache/hydranet`.
 
@@ -40,8 +52,7 @@ def existing_dir(path: str | Path, what: str, hint: str) -> Path:
     folder = Path(path).expanduser()
     if folder.is_dir():
         return folder
-    state = "is not a folder" if folder.exists() else "does not exist"
-    raise DataError(f"{what} {folder} {state}; {hint}")
+    raise MissingPathError(what, folder, "is not a folder" if folder.exists() else "does not exist", hint)
 
 
 def existing_file(path: str | Path, what: str, hint: str) -> Path:
@@ -49,5 +60,4 @@ def existing_file(path: str | Path, what: str, hint: str) -> Path:
     file = Path(path).expanduser()
     if file.is_file():
         return file
-    state = "is not a file" if file.exists() else "does not exist"
-    raise DataError(f"{what} {file} {state}; {hint}")
+    raise MissingPathError(what, file, "is not a file" if file.exists() else "does not exist", hint)

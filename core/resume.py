@@ -20,6 +20,7 @@ from torch import nn
 
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.errors import CheckpointError
+from hydranet.core.paths import MissingPathError
 
 
 @dataclass
@@ -114,3 +115,26 @@ def not_a_run_folder(file: Path) -> str:
     return (f"resume takes a run folder (it continues from the folder's last.pt and writes there), not the "
             f"checkpoint file {file}.{folder} To start a new run from that checkpoint's weights, put "
             f"init_from: {file} in a spec.")
+
+
+def missing_on_resume(missing: MissingPathError, run_dir: Path, started_in: str | None) -> str:
+    """A dataset path a resumed run does not find, and the way out: not --set, since the spec cannot change.
+
+    `started_in` is the folder the run started in (a checkpoint's `started_in`;
+    None for one written before it was recorded): a relative path in the
+    spec counts from there.
+    """
+    said = f"{missing.what} {missing.path} {missing.state}"
+    keeps = "a resumed run keeps the spec it started with (--set cannot change it)"
+    new_run = f"or start a new run from its weights with init_from: {run_dir / 'last.pt'} and another data.root"
+    here = Path.cwd()
+    if missing.path.is_absolute():
+        return f"{said}; {keeps}: put the data back there, {new_run}"
+    if started_in is None:
+        return (f"{said} in {here}; {keeps}, and its relative paths count from the folder the run started in: "
+                f"resume from that folder, {new_run}")
+    if Path(started_in) != here:
+        return (f"{said} in {here}; {keeps}, and its relative paths count from the folder the run started in, "
+                f"{started_in}: resume from there (cd {started_in} && hydranet train --resume "
+                f"{run_dir.resolve()}), {new_run}")
+    return f"{said} in {here}, where the run started; {keeps}: put the data back there, {new_run}"

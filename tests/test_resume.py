@@ -288,6 +288,37 @@ def test_resume_takes_the_run_folder_not_another_checkpoint_file(faces, tmp_path
     assert {name: (run / name).read_bytes() for name in before} == before
 
 
+def test_resume_from_another_folder_says_where_a_relative_data_root_counts_from(faces, tmp_path, monkeypatch):
+    """The message said "--set data.root=DIR", which a resumed run refuses."""
+    real_evaluate = engine.evaluate
+
+    def stop_after_epoch_one(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # finish the validation, save and stop
+        return real_evaluate(*args, **kwargs)
+
+    start, elsewhere = tmp_path / "start", tmp_path / "else" / "where"  # a relative root finds nothing there
+    start.mkdir(), elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(start)
+    components = load_components(make_plugin_manager(entry_points=False))
+    spec = load_spec(tiny_spec(Path(os.path.relpath(faces, start)), epochs=2), components=components)
+    monkeypatch.setattr(engine, "evaluate", stop_after_epoch_one)
+    with pytest.raises(TrainingInterrupted):
+        hydranet.train(spec, out_dir="run", components=components, progress=False, echo=False)
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    assert read_checkpoint(start / "run" / "last.pt")["started_in"] == str(start)
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.train(resume=start / "run", components=components, progress=False, echo=False)
+    assert str(caught.value) == (
+        f"UTKFace folder {os.path.relpath(faces, start)} does not exist in {elsewhere}; a resumed run keeps the "
+        f"spec it started with (--set cannot change it), and its relative paths count from the folder the run "
+        f"started in, {start}: resume from there (cd {start} && hydranet train --resume {start / 'run'}), or start "
+        f"a new run from its weights with init_from: {start / 'run' / 'last.pt'} and another data.root")
+    monkeypatch.chdir(start)
+    result = hydranet.train(resume="run", components=components, progress=False, echo=False)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
 def test_resume_refuses_overrides_from_python_as_the_cli_does(faces, tmp_path, components):
     """A resumed run takes its spec from the checkpoint: overrides would be ignored, so both APIs refuse them."""
     spec = load_spec(tiny_spec(faces, epochs=2), components=components)
