@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from hydranet.core.errors import HydranetError, TrainingInterrupted
+from hydranet.core.launch import error_prefix, error_printed, is_main_rank
 from hydranet.core.report import format_table, indent
 
 SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
@@ -51,10 +52,18 @@ class HydranetGroup(click.Group):
         except StoppedAtOnce:  # a second Ctrl-C: the run has said what it kept
             ctx.exit(128 + signal.SIGINT)
         except KeyboardInterrupt:  # Ctrl-C outside a training loop: nothing of the command's work is kept
-            click.echo("\nstopped by Ctrl-C", err=True)
+            if is_main_rank():  # torchrun passes Ctrl-C to every worker: one says so
+                click.echo("\nstopped by Ctrl-C", err=True)
             ctx.exit(128 + signal.SIGINT)
         except HydranetError as error:
-            raise click.ClickException(str(error)) from None
+            # under torchrun every rank usually fails alike: the error is printed once (core/launch.py)
+            message = str(error)
+            prefix = error_prefix(message)
+            if prefix is None:  # rank 0 said the same
+                ctx.exit(1)
+            click.echo(f"{prefix}Error: {message}", err=True)
+            error_printed(message)
+            ctx.exit(1)
 
 
 def _version() -> str:
@@ -431,7 +440,17 @@ for _command in (eval_command, predict_command, export_command):
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="hydranet")
+    try:
+        cli(prog_name="hydranet")
+    except KeyboardInterrupt:  # Ctrl-C before a command started (click's own handling covers the rest)
+        stopped_by_ctrl_c()
+
+
+def stopped_by_ctrl_c() -> None:
+    """Exit as Ctrl-C asked: status 130, one line (on rank 0 only under torchrun), no traceback."""
+    if is_main_rank():
+        sys.stderr.write("\nstopped by Ctrl-C\n")
+    raise SystemExit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

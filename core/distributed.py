@@ -269,17 +269,42 @@ FORWARDED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM"
 
 
 def launch_local(nproc: int, argv: Sequence[str]) -> int:
-    """Run `hydranet ARGV` in `nproc` processes on this machine through torchrun; return its exit status."""
+    """Run `hydranet ARGV` in `nproc` processes on this machine through torchrun; return its exit status.
+
+    torchrun runs through `hydranet.core.launch`, which takes its arguments
+    but prints only hydranet's messages (no tracebacks when a worker fails or
+    a signal stops the run) and exits with the worker's status.
+    """
     if torch.cuda.is_available() and nproc > torch.cuda.device_count():
         raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
                                f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    command = [sys.executable, "-m", "hydranet.core.launch", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "hydranet", *argv]
     # torchrun kills workers that have not stopped 30 s after a signal; workers stop at the next log
     # interval and then save, which can take longer. A user's own setting wins.
     env = {**os.environ}
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_SECONDS))
+    env.setdefault("OMP_NUM_THREADS", str(worker_threads(nproc)))
     return run_forwarding_signals(command, env=env)
+
+
+def worker_threads(nproc: int) -> int:
+    """The CPU threads each of `nproc` workers on this machine uses (OMP_NUM_THREADS), unless the user chose.
+
+    torchrun sets 1 whenever it starts several workers, and says so in a
+    banner: a blanket guard against oversubscription, since it does not know
+    the machine's share of the job. An equal share of the cores this process
+    may run on is just as safe (the workers together use each core once) and
+    lets their CPU work use the machine: all of a gloo run's training, and on
+    GPUs the one-time image decode and the host-side work of each step, which
+    a share speeds up and which one thread would slow. So the same rule for
+    both: cores // nproc, at least 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // nproc)
 
 
 #: How long torchrun waits for workers to save and stop after a signal before killing them.
@@ -305,9 +330,10 @@ def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str] | None
     worker that was asked to stop by SIGINT takes as "stop at once" (see
     `hydranet.core.interrupts`).
 
-    After a signal torchrun ends with its generic status 1; the wrapper then
-    returns 128 + N, the shell's convention for "stopped by signal N", as one
-    process does.
+    After a signal the wrapper returns 128 + N, the shell's convention for
+    "stopped by signal N", as one process does, whatever status the child
+    ends with (`hydranet.core.launch` ends with that too; a plain torchrun
+    ends with its generic 1).
     """
     received: list[tuple[int, bool]] = []  # (signal, passed on by the handler)
     children: list[subprocess.Popen] = []

@@ -88,8 +88,11 @@ def torchrun(*args: str, nproc: int = 2, **popen: Any) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **popen)
 
 
-def hydranet_cli(*args: str, **popen: Any) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def hydranet_cli(*args: str, threads: str | None = "1", **popen: Any) -> subprocess.Popen:
+    """`hydranet ARGS` as a user runs it; `threads=None` leaves OMP_NUM_THREADS unset, as in a fresh shell."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads}
+    if threads is None:
+        del env["OMP_NUM_THREADS"]
     return subprocess.Popen([sys.executable, "-m", "hydranet", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, **popen)
 
@@ -98,6 +101,16 @@ def succeed(process: subprocess.Popen, timeout: float = 300) -> str:
     output, _ = process.communicate(timeout=timeout)
     assert process.returncode == 0, output
     return output
+
+
+#: What torchrun prints of its own that `hydranet train --nproc` must not show.
+TORCHRUN_NOISE = ("Traceback", "ChildFailedError", "SignalException", "death signal", "closing signal",
+                  "OMP_NUM_THREADS", "Root Cause")
+
+
+def assert_no_torchrun_noise(output: str) -> None:
+    for noise in TORCHRUN_NOISE:
+        assert noise not in output, f"torchrun's {noise!r} in:\n{output}"
 
 
 def one_process(spec: dict, out: Path) -> Trainer:
@@ -187,7 +200,7 @@ def start_two_process_run(faces: Path, tmp_path: Path) -> tuple[subprocess.Popen
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     run = tmp_path / "run"
     process = hydranet_cli("train", str(tmp_path / "spec.yaml"), "--out", str(run), "--nproc", "2",
-                           "--no-progress", start_new_session=True)
+                           "--no-progress", threads=None, start_new_session=True)
     deadline = time.time() + 120
     while not (run / "last.pt").is_file():
         assert process.poll() is None, process.communicate()[0]
@@ -215,6 +228,7 @@ def test_ctrl_c_on_two_processes_saves_once_and_resumes_on_one(faces, tmp_path):
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, output
     assert output.count("Continue with: hydranet train --resume") == 1, output
+    assert_no_torchrun_noise(output)
     progress = read_checkpoint(run / "last.pt")["progress"]
     assert (progress["epoch"], progress["step"]) > (1, 0) and progress["epoch"] <= spec["train"]["epochs"]
     succeed(hydranet_cli("train", "--resume", str(run), "--no-progress"))  # one process now
@@ -236,6 +250,7 @@ def test_a_signal_to_the_nproc_launcher_alone_reaches_the_workers_and_leaves_no_
         assert process.returncode == 128 + signum, output
         assert output.count(f"stopped by {signal.Signals(signum).name} ") == 1, output  # at a step, or after validation
         assert output.count(f"Continue with: hydranet train --resume {run}") == 1, output
+        assert_no_torchrun_noise(output)  # hydranet's own messages only
         progress = read_checkpoint(run / "last.pt")["progress"]
         assert (progress["epoch"], progress["step"]) > (1, 0) and progress["epoch"] <= spec["train"]["epochs"]
     finally:
@@ -250,7 +265,7 @@ def test_a_second_ctrl_c_through_the_launcher_stops_the_workers_at_once(tmp_path
     (finish, save, stop) and the second as SIGTERM, which the workers take as "stop at once"."""
     launcher = ("import sys; from hydranet.core.distributed import run_forwarding_signals; "
                 "sys.exit(run_forwarding_signals(sys.argv[1:]))")
-    process = subprocess.Popen([sys.executable, "-c", launcher, sys.executable, "-m", "torch.distributed.run",
+    process = subprocess.Popen([sys.executable, "-c", launcher, sys.executable, "-m", "hydranet.core.launch",
                                 "--standalone", "--nproc-per-node=2", str(WORKER), "signals", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     logs = [tmp_path / f"rank{rank}.log" for rank in range(2)]
@@ -270,6 +285,7 @@ def test_a_second_ctrl_c_through_the_launcher_stops_the_workers_at_once(tmp_path
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
         assert process.returncode == 128 + signal.SIGINT, output
+        assert_no_torchrun_noise(output)
         for log in logs:
             assert log.read_text().splitlines()[1:] == [
                 "SIGINT received: finishing this step, then saving and stopping (press Ctrl-C again to stop at "
@@ -370,3 +386,97 @@ def test_the_nproc_launcher_gives_workers_time_to_save_unless_the_user_chose(mon
     monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "45")
     distributed.launch_local(1, ["train"])
     assert seen[-1]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "45"
+
+
+def test_a_failure_on_every_rank_prints_one_error_and_no_torchrun_traceback(faces, tmp_path):
+    """Every rank fails alike (a missing data folder): one message, the worker's status, nothing of torchrun's
+    (no ChildFailedError traceback or table, no OMP_NUM_THREADS banner when the user set none)."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(group_norm_spec(faces, epochs=1, batch_size=8)))
+    process = hydranet_cli("train", str(tmp_path / "spec.yaml"), "--nproc", "2", "--set", "data.root=nope",
+                           "--out", str(tmp_path / "run"), threads=None)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output
+    assert output.count("UTKFace folder nope does not exist") == 1, output
+    assert output.strip().startswith("Error: UTKFace folder nope does not exist"), output
+    assert_no_torchrun_noise(output)
+
+
+@pytest.fixture
+def rank(monkeypatch, tmp_path):
+    """This process as rank N of a 2-process launch by `hydranet.core.launch` (its errors folder in tmp_path)."""
+    from hydranet.core import launch
+
+    monkeypatch.setattr(launch, "WAIT_FOR_RANK_ZERO_SECONDS", 0.2)
+    monkeypatch.setenv(launch.ERRORS_VARIABLE, str(tmp_path))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    def become(number: int) -> None:
+        monkeypatch.setenv("RANK", str(number))
+    return become
+
+
+def test_another_rank_is_silent_about_the_error_rank_zero_printed_and_names_itself_for_its_own(rank):
+    import click
+
+    from hydranet.core.cli import HydranetGroup
+
+    group = HydranetGroup("hydranet")
+    group._plugins_added = True  # this group's one command is enough
+
+    @group.command()
+    @click.argument("message")
+    def fail(message: str) -> None:
+        raise DistributedError(message)
+
+    def output_of(message: str) -> tuple[int, str]:
+        result = CliRunner().invoke(group, ["fail", message])
+        return result.exit_code, result.output
+
+    rank(0)
+    assert output_of("no data") == (1, "Error: no data\n")
+    rank(1)
+    assert output_of("no data") == (1, "")  # what rank 0 printed: not again
+    assert output_of("no GPU here") == (1, "[rank 1] Error: no GPU here\n")
+
+
+def test_without_the_launcher_other_ranks_name_themselves(monkeypatch):
+    from hydranet.core import launch
+
+    monkeypatch.delenv(launch.ERRORS_VARIABLE, raising=False)  # a plain torchrun
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert launch.error_prefix("no data") == "[rank 1] "
+    monkeypatch.setenv("RANK", "0")
+    assert launch.error_prefix("no data") == ""
+    monkeypatch.delenv("RANK")
+    assert launch.error_prefix("no data") == ""
+
+
+def test_a_worker_killed_by_a_signal_ends_the_launch_with_128_plus_n_and_is_named(capsys):
+    from types import SimpleNamespace
+
+    from hydranet.core.launch import exit_status
+
+    killed = SimpleNamespace(get_first_failure=lambda: (1, SimpleNamespace(exitcode=-9, pid=77)))
+    assert exit_status(killed) == 137
+    assert "rank 1 (pid 77) was killed by SIGKILL" in capsys.readouterr().err
+    failed = SimpleNamespace(get_first_failure=lambda: (0, SimpleNamespace(exitcode=3, pid=78)))
+    assert exit_status(failed) == 3 and capsys.readouterr().err == ""  # the worker said why itself
+
+
+def test_the_nproc_launcher_gives_workers_a_share_of_the_cores_unless_the_user_chose(monkeypatch):
+    """torchrun would set OMP_NUM_THREADS=1, with a banner saying so; the launcher sets a share instead."""
+    from hydranet.core import distributed
+
+    seen: list[tuple[list, dict]] = []
+    monkeypatch.setattr(distributed, "run_forwarding_signals",
+                        lambda command, env=None: seen.append((command, env)) or 0)
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    distributed.launch_local(2, ["train"])
+    command, env = seen[-1]
+    assert command[1:3] == ["-m", "hydranet.core.launch"] and env["OMP_NUM_THREADS"] == "4"
+    assert distributed.worker_threads(3) == 2 and distributed.worker_threads(16) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    distributed.launch_local(2, ["train"])
+    assert seen[-1][1]["OMP_NUM_THREADS"] == "6"
