@@ -57,6 +57,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     exported = _export_kind(path)
     if exported:
         raise _export_passed(path, exported)
+    stranger = _not_a_torch_file(path)
+    if stranger:
+        raise CheckpointError(f"cannot read checkpoint {path}: {stranger}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -122,6 +125,32 @@ def _export_passed(path: Path, fmt: str) -> CheckpointError:
     way_out = (f"pass {source}" if source and source != path and source.is_file()
                else "pass the .pt checkpoint it was exported from (a run folder keeps last.pt and best.pt)")
     return CheckpointError(f"{path} is {_EXPORT_KINDS[fmt]}{ours}, not a hydranet checkpoint; {way_out}")
+
+
+#: how the files torch.save writes begin: a zip archive, or (before torch 1.6) a pickle of protocol 2 or newer
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_SPEC_SUFFIXES = (".yaml", ".yml", ".toml")
+_WHAT_TO_PASS = "pass a .pt file written by hydranet train (a run folder keeps last.pt and best.pt)"
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """Why `path` is no checkpoint, when its first bytes show torch.save did not write it; None when it may be one.
+
+    torch.load would fail on it with an internal error (a YAML spec gives
+    "IndexError: pop from empty list"), which says nothing to the user. An
+    empty file and an ONNX export are left to the checks after torch.load.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return None  # torch.load reports it
+    if not head or head.startswith(_TORCH_MAGIC) or path.name.endswith(SUFFIX["onnx"]):
+        return None
+    if path.suffix.lower() in _SPEC_SUFFIXES:
+        return (f"it is a spec file, not a checkpoint: train it first (hydranet train {path}) and pass the "
+                "best.pt or last.pt of the run folder that writes")
+    return f"it is not a checkpoint (torch.save did not write it); {_WHAT_TO_PASS}"
 
 
 def _load_failure(error: Exception) -> str:

@@ -128,6 +128,32 @@ def test_empty_and_garbage_files(tmp_path: Path, with_plugin: Components, conten
     assert "cannot read checkpoint" in refused(path, with_plugin)
 
 
+@pytest.mark.parametrize("name, content", [
+    ("tiny.yaml", "backbone: {name: tiny, width: 8}\nimage_size: 16\n"),
+    ("tiny.toml", "image_size = 16\n[backbone]\nname = 'tiny'\n"),
+])
+def test_a_spec_file_passed_as_a_checkpoint_says_to_train_it_first(tmp_path: Path, with_plugin: Components,
+                                                                   name: str, content: str) -> None:
+    from hydranet.core.surgery import load_initial_weights
+
+    spec = tmp_path / name
+    spec.write_text(content)
+    expected = (f"cannot read checkpoint {spec}: it is a spec file, not a checkpoint: train it first "
+                f"(hydranet train {spec}) and pass the best.pt or last.pt of the run folder that writes")
+    assert refused(spec, with_plugin) == expected  # no torch internals (IndexError: pop from empty list)
+    with pytest.raises(CheckpointError) as caught:  # --set init_from=tiny.yaml reads it the same way
+        load_initial_weights(None, [], spec, print)  # type: ignore[arg-type]
+    assert str(caught.value) == expected
+
+
+def test_another_file_passed_as_a_checkpoint_says_what_to_pass(tmp_path: Path, with_plugin: Components) -> None:
+    path = tmp_path / "face.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not a checkpoint")
+    message = refused(path, with_plugin)
+    assert message == (f"cannot read checkpoint {path}: it is not a checkpoint (torch.save did not write it); "
+                       "pass a .pt file written by hydranet train (a run folder keeps last.pt and best.pt)")
+
+
 @pytest.mark.parametrize("foreign", [
     lambda: torch.nn.Linear(3, 2).state_dict(),  # a plain state dict, as most projects save
     lambda: {"model": torch.nn.Linear(3, 2).state_dict(), "epoch": 3},  # someone else's checkpoint layout
