@@ -1,6 +1,15 @@
 """`python -m hydranet` runs the command line (and lets torchrun launch it)."""
 
-from hydranet.core.cli import main
+import signal
+import sys
 
 if __name__ == "__main__":
-    main()
+    try:
+        from hydranet.core.cli import main, stopped_by_ctrl_c
+    except KeyboardInterrupt:  # Ctrl-C while the command line was still importing
+        sys.stderr.write("\nstopped by Ctrl-C\n")
+        raise SystemExit(128 + signal.SIGINT) from None
+    try:
+        main()
+    except KeyboardInterrupt:
+        stopped_by_ctrl_c()

@@ -139,3 +139,28 @@ def test_tables_line_up_without_trailing_spaces():
     table = format_table(["task", "beats baseline"], [["age", "yes"], ["ethnicity", "no"]])
     assert table.splitlines() == ["task       beats baseline", "---------  --------------",
                                   "age        yes", "ethnicity  no"]
+
+
+#: Runs `python -m hydranet` with Ctrl-C arriving while the command line is still importing.
+CTRL_C_WHILE_IMPORTING = """
+import runpy, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hydranet.core.cli":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["hydranet", "--version"]
+runpy.run_module("hydranet", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_python_m_hydranet_starts_exits_130_without_a_traceback():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "\nstopped by Ctrl-C\n"
