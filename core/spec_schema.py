@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema
 
+from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec_models import COMPONENT_SECTIONS, TASK_NAME, BackboneSection, Spec, WeightingSection
 
 
@@ -30,7 +31,7 @@ class _SpecJsonSchema(GenerateJsonSchema):
                           {"enum": [0, 1]}]}
 
 
-def spec_schema() -> dict[str, Any]:
+def spec_schema(components: Components | None = None, *, names: bool = True) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of what the loader accepts: every section's shape, short forms included.
 
     The short forms are those `Spec._names_as_components` and the field
@@ -39,6 +40,11 @@ def spec_schema() -> dict[str, Any]:
     "off", and booleans as words. Component parameters are whatever the named
     plugin takes, so the schema leaves them open (the loader's second pass
     checks them).
+
+    With `names` (the default), the names registered in `components` (default:
+    this process's plugins, as `hydranet spec schema` prints it) are the only
+    ones allowed for the backbone, dataset, weighting, tasks and task kinds;
+    `names=False` gives the shape alone, the same whatever is installed.
     """
     schema = Spec.model_json_schema(schema_generator=_SpecJsonSchema)
     properties = schema["properties"]
@@ -57,6 +63,7 @@ def spec_schema() -> dict[str, Any]:
     cuda_graphs = schema["$defs"]["TrainSection"]["properties"]["cuda_graphs"]
     choices = {key: cuda_graphs.pop(key) for key in ("type", "enum") if key in cuda_graphs}
     cuda_graphs["anyOf"] = [choices, {"const": False, "description": "the same as off"}]
+    registered = _registered_names(components or default_components()) if names else []
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "hydranet spec",
@@ -64,6 +71,36 @@ def spec_schema() -> dict[str, Any]:
                        "training settings of one multi-task model. Unknown keys are errors. Component "
                        "sections (backbone, data, weighting, each task) also take the parameters of the "
                        "component they name: `hydranet list` names the components, the component reference "
-                       "their parameters; `hydranet spec validate FILE` checks those too.",
+                       "their parameters. " + (_NAMES if names else "") + _UNCHECKED,
         **{key: value for key, value in schema.items() if key not in ("title", "description")},
+        **({"allOf": registered} if registered else {}),
     }
+
+
+_NAMES = ("Component names (backbone, data, weighting, tasks and task kinds) must be among those registered "
+          "when this schema was printed: installing or removing a plugin changes them, so print it again then. ")
+_UNCHECKED = ("Not checked here, only by `hydranet spec validate FILE`: the components' parameters, a task "
+              "named twice, the names in freeze and train.head_lr, and each weighting's own checks of the tasks.")
+
+
+def _registered_names(components: Components) -> list[dict[str, Any]]:
+    """The schema's name checks: each component section's name among those its registry holds."""
+    def usable(registry: Any, ready_only: bool = False) -> list[str]:
+        clashing = set(registry.conflicts())  # a name two plugins register is an error to use
+        return sorted(name for entry in registry if not (ready_only and entry.needs_params)
+                      for name in (entry.name, *entry.aliases) if name not in clashing)
+
+    def named(allowed: list[str], mapping: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The name alone, or a mapping with that name (if/then/else, for "not one of [...]" as the error)."""
+        return {"if": {"type": "string"}, "then": {"enum": allowed},
+                "else": mapping or {"properties": {"name": {"enum": allowed}}}}
+
+    tasks = usable(components.tasks)
+    # a task mapping with a kind may take any name; without one, its name is what it is built from
+    task = {"if": {"required": ["kind"], "properties": {"kind": {"type": "string"}}},
+            "then": {"properties": {"kind": {"enum": tasks}}}, "else": {"properties": {"name": {"enum": tasks}}}}
+    return [{"description": "names registered when this schema was printed",
+             "properties": {"backbone": named(usable(components.backbones)),
+                            "data": named(usable(components.datasets)),
+                            "weighting": named(usable(components.weightings)),
+                            "tasks": {"items": named(usable(components.tasks, True), task)}}}]

@@ -304,6 +304,21 @@ def test_schema_is_json_and_describes_sections():
     assert result.exit_code == 0 and json.loads(result.output) == schema
 
 
+def test_schema_lists_the_names_registered_when_printed_and_says_what_it_leaves_to_validate(components):
+    import jsonschema
+    schema = spec_schema(components)
+    assert "registered when this schema was printed" in schema["description"]
+    assert "a task named twice" in schema["description"] and "parameters" in schema["description"]
+    weighting = schema["allOf"][0]["properties"]["weighting"]
+    assert weighting["then"]["enum"] == components.weightings.names()
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors({**BASE, "weighting": "dwaa"}))
+    assert [(e.json_path, e.message.split(" is not")[0]) for e in errors] == [("$.weighting", "'dwaa'")]
+    # the shape alone, whatever is installed
+    shape = spec_schema(names=False)
+    assert "allOf" not in shape and "registered when" not in shape["description"]
+    assert not list(jsonschema.Draft202012Validator(shape).iter_errors({**BASE, "weighting": "dwaa"}))
+
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -327,15 +342,21 @@ def doc_spec_examples() -> list[tuple[str, dict]]:
 
 
 def test_schema_accepts_every_shipped_and_documented_spec(components):
-    """Editors validate with `hydranet spec schema`: the short forms the loader accepts must pass it."""
+    """Editors validate with `hydranet spec schema`: the short forms the loader accepts must pass it.
+
+    The docs' snippets name components of plugins shown on their pages, so they are checked against the
+    shape alone (names=False); the built-in specs against the built-in components' names too.
+    """
     import jsonschema
-    validator = jsonschema.Draft202012Validator(spec_schema())
+    validator = jsonschema.Draft202012Validator(spec_schema(components))
     jsonschema.Draft202012Validator.check_schema(validator.schema)
+    shape = jsonschema.Draft202012Validator(spec_schema(names=False))
+    jsonschema.Draft202012Validator.check_schema(shape.schema)
     examples = doc_spec_examples()
     names = [where for where, _ in examples]
     assert "specs/demo.yaml" in names and "docs/examples/plugins_spec.yaml" in names and len(examples) >= 10
     failures = [f"{where}: {error.json_path}: {error.message}" for where, raw in examples
-                for error in validator.iter_errors(raw)]
+                for error in (validator if where.startswith("specs/") else shape).iter_errors(raw)]
     assert not failures, "\n".join(failures)
     # and every short form the loader's validators take
     short = {"backbone": "tiny", "tasks": ["age", {"name": "smiling", "kind": "binary", "label": "smile"}],
@@ -360,12 +381,21 @@ def test_schema_accepts_every_shipped_and_documented_spec(components):
     {"train": {"cuda_graphs": True}},               # only false is a short form of a choice
     {"augment": {"flip": "maybe"}},                 # not a boolean word
     {"weighting": {"temperature": 2, "name": 3}},   # a name is a string
+    # names no plugin registered (QA: these passed the schema)
+    {"weighting": "dwaa"},
+    {"weighting": {"name": "dwaa"}},
+    {"backbone": "Tiny"},
+    {"data": {"name": "utk", "root": "x"}},
+    {"tasks": ["agee"]},
+    {"tasks": ["binary"]},                          # a kind needs its label: not usable by name alone
+    {"tasks": [{"name": "agee", "hidden": 8}]},
+    {"tasks": [{"name": "smiling", "kind": "binry", "label": "smile"}]},
 ])
 def test_schema_rejects_what_the_loader_rejects(mistake, components):
     import jsonschema
     raw = {**BASE, **mistake}
     raw = {k: v for k, v in raw.items() if v is not None}
-    assert list(jsonschema.Draft202012Validator(spec_schema()).iter_errors(raw)), mistake
+    assert list(jsonschema.Draft202012Validator(spec_schema(components)).iter_errors(raw)), mistake
     with pytest.raises(SpecError):
         load(raw, components=components)
 
