@@ -107,7 +107,7 @@ def fields_table(schema: Mapping[str, Any], defs_link: str | None = "") -> str:
 def render_spec() -> str:
     from hydranet.core.spec import spec_schema
 
-    schema = spec_schema()
+    schema = spec_schema(builtin_components())  # the page is the same whatever plugins are installed
     defs = schema.get("$defs", {})
     out = [GENERATED, "", "# Spec file reference", "",
            "A spec is a YAML or TOML file (or a dict passed to `hydranet.load_spec`). This page is generated",
