@@ -69,8 +69,12 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
-        hint = (" It looks channels first (C, H, W): use array.transpose(1, 2, 0)." if channels_first else "")
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4):
+            hint = " It looks channels first (C, H, W): use array.transpose(1, 2, 0)."
+        elif array.ndim == 4:
+            hint = " For a batch (N, H, W, C), pass it to predict as a whole."
+        else:
+            hint = ""
         raise InputError(f"{given(array)} is not an image: a numpy image is (H, W) or (H, W, C) with C 1, 3 "
                          f"or 4, channels last, as PIL and OpenCV give it.{hint}")
     if 0 in array.shape:
@@ -80,6 +84,7 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
 
 def tensor_image(image: Tensor, size: int) -> Tensor | np.ndarray:
     """A (C, H, W) or (H, W) tensor image as uint8: (3, S, S) as it is, any other size as an (H, W, C) array."""
+    image = image.detach()  # an image needs no autograd graph; reading one that has it makes torch warn
     if image.dim() == 2:
         image = image.unsqueeze(0)
     if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
@@ -122,7 +127,9 @@ def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
                              f"{given(path)}. For PIL images, arrays or tensors use predict().")
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
-        raise InputError("not found: " + ", ".join(missing))
+        raise InputError(f"not found: {', '.join(missing)}. predict_files takes paths of image files and "
+                         f"folders that exist (a folder stands for its image files, searched recursively), "
+                         f"e.g. predict_files('photos/') or predict_files(['a.jpg', 'b.png'])")
     found = expand_image_paths(paths)
     if paths and not found:
         raise InputError("no image files found in: " + ", ".join(map(str, paths))

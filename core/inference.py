@@ -162,6 +162,7 @@ class TrainedModel:
             hint = (" Use torch.from_numpy(array), or predict(array) for (H, W, C) images of any size."
                     if isinstance(images, np.ndarray) else " For files, PIL images or lists, use predict().")
             raise InputError(f"predict_tensor takes a torch.Tensor {want}; got {given(images)}.{hint}")
+        images = images.detach()  # the model runs without autograd; reading a tensor that has it makes torch warn
         if images.dim() != 4:
             hint = " For one image, add the batch dimension: images.unsqueeze(0)." if images.dim() == 3 else ""
             raise InputError(f"predict_tensor takes a batch {want}; got {given(images)}.{hint}")

@@ -86,6 +86,8 @@ def series_from_rows(rows: Sequence[Mapping[str, Any]]) -> RunSeries:
 def load_series(run: str | Path) -> RunSeries:
     """The run folder's metrics.csv as series; a missing or empty file is a message naming the path."""
     run = Path(run)
+    if run.is_file():
+        raise HydranetError(f"{run} is a file, not a run folder; pass the run folder that holds it, {run.parent}")
     if not run.is_dir():
         raise HydranetError(f"run folder not found: {run}. Pass the folder `hydranet train` wrote "
                             "(it holds metrics.csv), e.g. runs/demo-20260101-120000.")

@@ -115,6 +115,15 @@ def test_missing_run_folder_via_cli(tmp_path):
     assert not missing.exists()
 
 
+def test_a_file_of_the_run_names_its_folder(run_dir):
+    for name in ("best.pt", "metrics.csv"):
+        result = CliRunner().invoke(cli, ["plot", str(run_dir / name)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert f"{run_dir / name} is a file, not a run folder; pass the run folder that holds it, {run_dir}" \
+               in result.output
+        assert "not found" not in result.output  # the file is there
+
+
 def test_folder_without_metrics_or_epochs(tmp_path):
     result = CliRunner().invoke(cli, ["plot", str(tmp_path)])
     assert result.exit_code == 1

@@ -10,6 +10,8 @@ is taken. One checkpoint, trained for one epoch on the tiny backbone at
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,9 @@ def test_predict_refuses_arrays_it_cannot_read_as_an_image(model, face):
         model.predict(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(InputError, match=r"empty"):
         model.predict(np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(InputError, match=r"shape \(2, 16, 16, 3\) is not an image.*For a batch \(N, H, W, C\), "
+                                         r"pass it to predict as a whole"):
+        model.predict([np.zeros((2, S, S, 3), np.uint8)])  # the batch inside a list, as the tensor case says too
 
 
 def test_predict_takes_tensors_of_any_size_and_float_in_0_1(model, face):
@@ -147,6 +152,18 @@ def test_predict_takes_tensors_of_any_size_and_float_in_0_1(model, face):
         model.predict(pixels.permute(1, 2, 0).contiguous())
     with pytest.raises(InputError, match=r"torch.int64 .*uint8"):
         model.predict(pixels.long())
+
+
+def test_predict_takes_tensors_that_require_grad_without_torch_warning(model, face):
+    pixels = model.preprocess(face).float() / 255
+    expected = model.predict(pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch: "Converting a tensor with requires_grad=True to a scalar ..."
+        assert model.predict(pixels.clone().requires_grad_()) == expected
+        assert model.predict(pixels[None].clone().requires_grad_()) == expected
+        grad = model.predict_tensor(pixels[None].clone().requires_grad_())
+    for task, value in model.predict_tensor(pixels[None]).items():
+        assert torch.equal(grad[task], value) and not grad[task].requires_grad
 
 
 def test_predict_on_a_folder_points_to_predict_files(model, faces):
@@ -224,6 +241,9 @@ def test_predict_files_takes_a_folder_or_one_path_like_the_cli(model, faces):
 def test_predict_files_refuses_missing_paths_non_paths_and_folders_without_images(model, face, tmp_path):
     with pytest.raises(InputError, match=rf"not found: {tmp_path / 'nope.jpg'}"):
         model.predict_files([tmp_path / "nope.jpg"])
+    with pytest.raises(InputError, match=r"^not found: nope/\. predict_files takes paths of image files and folders "
+                                         r"that exist .*e\.g\. predict_files\('photos/'\)"):
+        model.predict_files("nope/")
     with pytest.raises(InputError, match=r"predict_files takes paths .*got Image .*use predict\(\)"):
         model.predict_files([face])
     (tmp_path / "notes.txt").write_text("no image here")
