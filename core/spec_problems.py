@@ -168,7 +168,7 @@ _PLAIN_WORDS = {"a valid number": "a number", "a valid integer": "an integer", "
 
 def _expected(message: str) -> str:
     """'Input should be a valid number, unable to parse ...' -> 'a number'."""
-    wanted = message.removeprefix("Input should be ").split(", unable", 1)[0]
+    wanted = message.removeprefix("Input should be ").split(", unable", 1)[0].split(", got a number", 1)[0]
     return _PLAIN_WORDS.get(wanted, wanted)
 
 
@@ -207,6 +207,10 @@ def _merge_union_errors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 NAMED_SECTIONS = (*COMPONENT_SECTIONS, "tasks")
+
+#: pydantic error types whose message becomes "should be <plain words> (got ...)"
+PLAIN_TYPE_ERRORS = ("dict_type", "list_type", "float_parsing", "float_type", "int_parsing", "int_type",
+                     "int_from_float", "bool_parsing", "bool_type", "string_type")
 
 EMPTY = "is empty (nothing is indented under it)"
 
@@ -270,7 +274,7 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
             pass
         elif item["type"] == "literal_error" and _choices(item["annotation"]):
             message = not_a_choice(item.get("input"), _choices(item["annotation"]))
-        elif item["type"] in ("dict_type", "list_type"):  # "a valid dictionary" is pydantic's word, not YAML's
+        elif item["type"] in PLAIN_TYPE_ERRORS:  # "a valid dictionary", "unable to parse string": pydantic's words
             message = f"should be {_expected(message)} (got {shown(item.get('input'))})"
         elif "input" in item and (not isinstance(item["input"], (dict, list)) or item["type"].endswith("_type")):
             message = f"{message} (got {shown(item['input'])})"

@@ -641,3 +641,10 @@ def test_messages_carry_no_pydantic_labels_or_class_names(components):
     assert found["tasks[0]"] == "should be a name or a mapping of fields (got 5)"
     assert found["tasks[1].name"].startswith("task name '1x' must start with a letter")
     assert "Value error" not in str(caught.value) and "TaskSection" not in str(caught.value)
+
+
+def test_wrong_scalar_types_say_what_is_expected_in_plain_words(components):
+    found = problems(BASE, "train.backbone_lr=x", "train.epochs=2.5", "image_size=[1]", components=components)
+    assert found["train.backbone_lr (from --set train.backbone_lr=x)"] == "should be a number (got 'x')"
+    assert found["train.epochs (from --set train.epochs=2.5)"] == "should be an integer (got 2.5)"
+    assert found["image_size (from --set image_size=[1])"] == "should be an integer (got [1])"
