@@ -10,6 +10,7 @@ is taken. One checkpoint, trained for one epoch on the tiny backbone at
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import numpy as np
@@ -74,14 +75,19 @@ def test_evaluate_messages_name_the_overrides_argument_not_the_cli_option(model,
     assert "--set" not in str(caught.value)
 
 
+def as_trained_on(checkpoint, folder, **data) -> TrainedModel:
+    """The model, as if trained on other data: only its stored data section differs."""
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["spec"]["data"].update(data)
+    torch.save(saved, folder / "best.pt")
+    return hydranet.load(folder / "best.pt")
+
+
 @pytest.fixture(scope="module")
 def drawn(checkpoint, tmp_path_factory) -> TrainedModel:
-    """The model, as if trained on the synthetic dataset (as the demo is): only its stored data section differs."""
-    data = torch.load(checkpoint, weights_only=True)
-    data["spec"]["data"].update(name="synthetic", root=None, count=40, size=32, seed=0)
-    path = tmp_path_factory.mktemp("drawn") / "best.pt"
-    torch.save(data, path)
-    return hydranet.load(path)
+    """Trained on the synthetic dataset, as the demo is."""
+    return as_trained_on(checkpoint, tmp_path_factory.mktemp("drawn"), name="synthetic", root=None, count=40,
+                         size=32, seed=0)
 
 
 def test_evaluate_on_a_folder_reads_it_for_a_model_trained_on_drawn_data_and_writes_nothing(drawn, faces,
@@ -98,6 +104,19 @@ def test_evaluate_on_a_folder_reads_it_for_a_model_trained_on_drawn_data_and_wri
     with pytest.raises(hydranet.DataError, match=r"^no .* images in"):
         drawn.evaluate(f"data.root={tmp_path / 'empty'}", split="all")
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_evaluate_on_a_folder_of_a_folder_dataset_model_sets_its_root(checkpoint, faces, tmp_path):
+    photos = tmp_path / "photos"  # images and a labels.csv, the folder dataset's format
+    photos.mkdir()
+    rows = ["file,age,gender,race"]
+    for source in sorted(faces.glob("*.jpg"))[:20]:
+        shutil.copy(source, photos / source.name)
+        rows.append(",".join([source.name, *source.name.split("_")[:3]]))
+    (photos / "labels.csv").write_text("\n".join(rows[:13]) + "\n")  # 12 of the 20 images are labelled
+    model = as_trained_on(checkpoint, tmp_path, name="folder", root=str(tmp_path / "elsewhere"), csv=None,
+                          file_column="file")
+    assert model.evaluate(f"data.root={photos}", split="all", details=False).images == 12  # its CSV, not UTKFace
 
 
 # --- predict: what it accepts ---------------------------------------------------------------------
