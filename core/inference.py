@@ -381,7 +381,7 @@ def check_data_overrides(overrides: str | Iterable[str], option: str = "override
             raise InputError(f"{option}: {item!r} is not of the form data.KEY=VALUE (e.g. {example})")
         key = key.strip()
         if key != "data" and not key.startswith("data."):
-            raise HydranetError(f"{option}: '{item}' is not a data.* key: evaluating a checkpoint can change only "
+            raise HydranetError(f"override '{item}' is not a data.* key: evaluating a checkpoint can change only "
                                 f"its data (e.g. {example}); the model and its training settings come from the "
                                 "checkpoint")
     return overrides

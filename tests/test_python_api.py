@@ -64,7 +64,7 @@ def test_evaluate_takes_one_override_as_a_string(model, faces):
 @pytest.mark.parametrize("overrides, expected", [
     ("data.rot=faces", r"data.rot \(from overrides 'data.rot=faces'\): unknown field; did you mean 'root'\?"),
     ("data.root", r"overrides: 'data.root' is not of the form data.KEY=VALUE \(e.g. overrides='data.root=DIR'"),
-    ("train.epochs=3", r"overrides: 'train.epochs=3' is not a data.\* key: .*\(e.g. overrides='data.root=DIR'"),
+    ("train.epochs=3", r"^override 'train.epochs=3' is not a data.\* key: .*\(e.g. overrides='data.root=DIR'"),
     (5, r"overrides are 'data.KEY=VALUE' strings, one or a list .*; got int 5"),
     ({"data.root": "x"}, r"overrides are 'data.KEY=VALUE' strings, one or a list .*; got a dict of 1 item"),
     ("data.val_fraction=[", r"overrides \(data.val_fraction\): "),
