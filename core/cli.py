@@ -116,21 +116,21 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train my.yaml --nproc 4
       torchrun --nproc-per-node 8 -m hydranet train my.yaml
     """
-    from hydranet.core.engine import plan_run, resume_conflict, train as run_training
+    from hydranet.core.engine import plan_run, resume_conflict, run_plan
     from hydranet.core.report import metrics_table
 
     problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir})
     if problem:
         raise click.UsageError(problem)
+    # what the run (or every process of it) would refuse, refused before any data or model is loaded
+    plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume, option="--set")
     if nproc > 1:
         from hydranet.core.distributed import check_global_batch, launch_local
 
-        # what the processes would refuse, refused once and before they start
-        plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume)
         check_global_batch(plan.spec.spec.train.batch_size, nproc)
         raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:])))
     show = sys.stderr.isatty() if progress is None else progress
-    result = run_training(spec, overrides=overrides, out_dir=out_dir, progress=show, resume=resume)
+    result = run_plan(plan, progress=show)
     if not result.is_main:  # another rank of a distributed run: rank 0 reports
         return
     click.echo(f"\nvalidation metrics after epoch {len(result.history)} "

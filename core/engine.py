@@ -39,9 +39,9 @@ from hydranet.core.distributed import Distributed
 from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
 from hydranet.core.forward import check_heads, make_forward_losses, model_for_settings
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
-from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, TrainingError,
+from hydranet.core.errors import (CheckpointError, DataError, HydranetError, TrainingError,
                                   TrainingInterrupted)
-from hydranet.core.image_input import given
+from hydranet.core.overrides import override_list
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.paths import MissingPathError, cache_dir
 from hydranet.core.plugins import Components, default_components
@@ -91,6 +91,12 @@ def train(
     `out_dir` as well is an error (the run continues exactly as it was saved).
     """
     plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume, components=components)
+    return run_plan(plan, components=components, progress=progress, echo=echo)
+
+
+def run_plan(plan: "RunPlan", *, components: Components | None = None, progress: bool = True,
+             echo: bool = True) -> RunResult:
+    """Train what `plan_run` planned (the CLI plans first, so that its problems name `--set`)."""
     return Trainer(plan.spec, out_dir=plan.out_dir, components=components, progress=progress, echo=echo,
                    resume_state=plan.resume_state).run()
 
@@ -120,37 +126,20 @@ def resume_conflict(resume_option: str, resume: str | Path, given: Mapping[str, 
             f"its weights with init_from: {weights}")
 
 
-def override_list(overrides: str | Iterable[str], option: str = "overrides") -> list[str]:
-    """Overrides given one or as a list, as a list: one "KEY=VALUE" string is one override, not its letters.
-
-    Anything else is refused in the words of the argument `option`. (`TrainedModel.evaluate`
-    takes its data overrides the same way, in `inference.check_data_overrides`.)
-    """
-    wrong: Any = overrides
-    if isinstance(overrides, str):
-        return [overrides]
-    if isinstance(overrides, Iterable) and not isinstance(overrides, (bytes, Mapping)):
-        items = list(overrides)
-        wrong = next((item for item in items if not isinstance(item, str)), items)
-        if wrong is items:
-            return items
-    raise InputError(f"{option} are 'KEY=VALUE' strings, one or a list (e.g. {option}='train.epochs=5'); "
-                     f"got {given(wrong)}")
-
-
 def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, *,
              overrides: str | Iterable[str] = (), out_dir: str | Path | None = None, resume: str | Path | None = None,
-             components: Components | None = None) -> RunPlan:
+             components: Components | None = None, option: str = "overrides") -> RunPlan:
     """Resolve what `train` would run, and refuse what cannot run, before any data or model is loaded.
 
     The `--nproc` launcher calls it too, so that a mistake is reported once, before the processes start.
+    Problems name the overrides as `option`: the Python argument, or the CLI's `--set`.
     """
-    overrides = override_list(overrides)
+    overrides = override_list(overrides, option)
     if resume is None:
         if isinstance(spec, ResolvedSpec):  # overrides apply to what it resolved from, then it resolves again
-            resolved = load_spec(spec.to_dict(), overrides, components) if overrides else spec
+            resolved = load_spec(spec.to_dict(), overrides, components, option=option) if overrides else spec
         else:
-            resolved = load_spec("demo" if spec is None else spec, overrides, components)
+            resolved = load_spec("demo" if spec is None else spec, overrides, components, option=option)
         return RunPlan(resolved, out_dir)
     problem = resume_conflict("resume", resume, {"spec": spec is not None, "overrides": overrides,
                                                  "out_dir": out_dir is not None})

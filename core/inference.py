@@ -8,8 +8,7 @@ are all stored in it.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch
                                        given, image_files, image_items, tensor_image)
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet, build_model
+from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.spec_models import DataSection
@@ -283,10 +283,7 @@ class TrainedModel:
         if "data.root" in keys and not keys & {"data", "data.name"} and not reads_a_folder(self.spec):
             raw["data"] = {"name": FOLDER_FORMAT, **{k: v for k, v in raw["data"].items()
                                                      if k in DataSection.model_fields and k != "name"}}
-        try:
-            spec = load_spec(raw, overrides, components)
-        except SpecError as error:
-            raise SpecError(name_option(error.problems, option), error.source) from None
+        spec = load_spec(raw, overrides, components, option=option)
         root = getattr(spec.data.params, "root", None)
         if "data.root" in keys and reads_a_folder(spec) and not Path(root).is_dir():
             labels = " (labels in the file names)" if spec.data.entry.name == FOLDER_FORMAT else ""
@@ -367,15 +364,8 @@ def check_data_overrides(overrides: str | Iterable[str], option: str = "override
     """
     example = ("--set data.root=DIR or --set data.val_fraction=0.2" if option == "--set"
                else f"{option}='data.root=DIR' or {option}=['data.root=DIR', 'data.val_fraction=0.2']")
-    if isinstance(overrides, str):
-        overrides = (overrides,)
-    elif not isinstance(overrides, Iterable) or isinstance(overrides, (bytes, Mapping)):
-        raise InputError(f"{option} are 'data.KEY=VALUE' strings, one or a list (e.g. {example}); "
-                         f"got {given(overrides)}")
-    overrides = tuple(overrides)
+    overrides = tuple(override_list(overrides, option, form="data.KEY=VALUE", example="data.root=DIR"))
     for item in overrides:
-        if not isinstance(item, str):
-            raise InputError(f"{option} are 'data.KEY=VALUE' strings (e.g. {example}); got {given(item)}")
         key, equals, _ = item.partition("=")
         if not equals or not key.strip():
             raise InputError(f"{option}: {item!r} is not of the form data.KEY=VALUE (e.g. {example})")
@@ -392,22 +382,6 @@ def reads_a_folder(spec: ResolvedSpec) -> bool:
     params = spec.data.entry.params
     root = params.model_fields.get("root") if params is not None else None
     return root is not None and root.is_required()
-
-
-def name_option(problems: Sequence[tuple[str, str]], option: str) -> list[tuple[str, str]]:
-    """`load_spec`'s problems, which name overrides as the CLI's `--set`, naming them as `option` instead."""
-    if option == "--set":
-        return list(problems)
-    renamed = []
-    for path, message in problems:
-        if path == "--set":
-            path = option
-        elif path.startswith("--set "):
-            path = f"{option} ({path[len('--set '):]})"
-        else:
-            path = re.sub(r"\(from --set (.*)\)$", lambda m: f"(from {option} {m.group(1)!r})", path)
-        renamed.append((path, message))
-    return renamed
 
 
 @dataclass

@@ -5,18 +5,54 @@ Values are parsed as YAML (with YAML 1.2's booleans and numbers, see `yaml12`), 
 list of two words, and `--set train.cuda_graphs=off` the word off. A component given by name alone
 (`weighting: dwa`) is promoted to a mapping when a parameter is set on it, so
 `--set weighting.temperature=4` works on either spelling.
+
+Problems name where an override came from as the caller calls them: `--set`
+on the command line, the `overrides` argument in Python (see `origin`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
 
 from hydranet.core import yaml12
-from hydranet.core.errors import SpecError
+from hydranet.core.errors import InputError, SpecError
+
+#: how the command line names overrides; the Python API's default is its argument's name, "overrides"
+CLI_OPTION = "--set"
+
+
+def origin(option: str, override: str) -> str:
+    """Where a problem came from: `--set train.epochs=x` on the command line, `overrides 'train.epochs=x'` in Python."""
+    return f"{option} {override}" if option.startswith("-") else f"{option} {override!r}"
+
+
+def key_origin(option: str, key: str) -> str:
+    """A problem with one override's key or value: `--set train.epochs` on the command line, `overrides (train.epochs)`."""
+    return f"{option} {key}" if option.startswith("-") else f"{option} ({key})"
+
+
+def override_list(overrides: str | Iterable[str], option: str = "overrides", form: str = "KEY=VALUE",
+                  example: str = "train.epochs=5") -> list[str]:
+    """Overrides given one or as a list, as a list: one "KEY=VALUE" string is one override, not its letters.
+
+    Anything else is refused in the words of the argument `option`, with `form`
+    and `example` saying what it takes (evaluating a checkpoint takes data keys only).
+    """
+    from hydranet.core.image_input import given
+
+    wrong: Any = overrides
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, Iterable) and not isinstance(overrides, (bytes, Mapping)):
+        items = list(overrides)
+        wrong = next((item for item in items if not isinstance(item, str)), items)
+        if wrong is items:
+            return items
+    raise InputError(f"{option} are '{form}' strings, one or a list (e.g. {option}='{example}'); got {given(wrong)}")
 
 
 
@@ -30,28 +66,28 @@ def parse_override_path(path: str) -> list[str | int]:
     return parts
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply `key.path=value` overrides (values parsed as YAML) to a copy of `raw`."""
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], option: str = CLI_OPTION) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (values parsed as YAML) to a copy of `raw`; problems name `option`."""
     result = copy.deepcopy(raw)
     problems = []
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
-            problems.append(("--set", f"'{override}' is not of the form key.path=value"))
+            problems.append((option, f"'{override}' is not of the form key.path=value"))
             continue
         try:
             path = parse_override_path(key.strip())
             value = yaml12.load(text) if text.strip() else ""
         except ValueError as error:
-            problems.append((f"--set {key}", str(error)))
+            problems.append((key_origin(option, key), str(error)))
             continue
         except yaml.YAMLError as error:
-            problems.append((f"--set {key}", f"the value is {yaml12.error_message(error, text)}"))
+            problems.append((key_origin(option, key), f"the value is {yaml12.error_message(error, text)}"))
             continue
         try:
             _set_path(result, path, value)
         except (KeyError, IndexError, TypeError) as error:
-            problems.append((f"--set {key}", f"cannot set this path: {error}"))
+            problems.append((key_origin(option, key), f"cannot set this path: {error}"))
     if problems:
         raise SpecError(problems)
     return result

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from hydranet.core.errors import ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError, did_you_mean
 from hydranet.core.interfaces import Task, Weighting
-from hydranet.core.overrides import apply_overrides, parse_override_path
+from hydranet.core.overrides import CLI_OPTION, apply_overrides, origin, override_list, parse_override_path
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import Entry
 from hydranet.core.spec_files import MAX_SPEC_DEPTH, find_spec, nesting_depth, read_spec_file
@@ -288,25 +288,28 @@ def _with_dataset_names(problems: list[tuple[str, str]], components: Components)
 
 def load_spec(
     source: str | Path | Mapping[str, Any],
-    overrides: Iterable[str] = (),
+    overrides: str | Iterable[str] = (),
     components: Components | None = None,
+    *,
+    option: str = CLI_OPTION,
 ) -> ResolvedSpec:
     """Read, override, shape-check and resolve a spec: a path, a built-in name, or a dict.
 
     Raises `SpecError` listing every problem found, each with its path; a
-    problem that an override put there says so, with the override.
+    problem that an override put there says so, with the override, named as
+    the caller's `option` (`--set` on the command line, `overrides` in Python).
     """
-    overrides = list(overrides)
+    overrides = override_list(overrides, option)
     try:
-        return _load_spec(source, overrides, components)
+        return _load_spec(source, overrides, components, option)
     except SpecError as error:
         if not overrides:
             raise
-        raise SpecError(blame_overrides(error.problems, overrides), error.source) from None
+        raise SpecError(blame_overrides(error.problems, overrides, option), error.source) from None
 
 
 def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
-               components: Components | None) -> ResolvedSpec:
+               components: Components | None, option: str) -> ResolvedSpec:
     if isinstance(source, Mapping):
         raw, where = dict(source), None
         deep = [key for key, value in raw.items() if nesting_depth(value) >= MAX_SPEC_DEPTH]
@@ -317,7 +320,7 @@ def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
         raw, where = read_spec_file(path), str(path)
     components = components or default_components()
     try:
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(raw, overrides, option)
     except SpecError as error:  # a malformed --set: still say which spec it was applied to
         raise SpecError(error.problems, where) from None
     try:
@@ -332,7 +335,8 @@ def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
     return resolve(spec, components, where)
 
 
-def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str]) -> list[tuple[str, str]]:
+def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str],
+                    option: str = CLI_OPTION) -> list[tuple[str, str]]:
     """Mark each problem at or under a `--set` path with that override: `train.epoch (from --set train.epoch=2)`.
 
     Without it the error says the problem is in the spec file, and the user
@@ -358,7 +362,7 @@ def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str
                 culprit, depth = override, len(target)
         if culprit is None and message.startswith("unknown field"):
             culprit = next((override for target, override in reversed(targets) if under(target, path)), None)
-        return f"{path} (from --set {culprit})" if culprit else path
+        return f"{path} (from {origin(option, culprit)})" if culprit else path
 
     return [(blame(path, message) if path else path, message) for path, message in problems]
 

@@ -224,3 +224,17 @@ def test_metrics_csv_lines_end_in_newline_and_old_crlf_files_still_continue(chec
     assert [row["train_loss.age"] for row in read_metrics(old)] == [0.5, 0.25, 0.125]
     folder.truncate_metrics(2)
     assert old.read_bytes() == b"epoch,train_loss.age\n1,0.5\n2,0.25\n"
+
+
+def test_python_overrides_are_named_as_the_argument_and_cli_ones_as_set(faces, tmp_path):
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+    from hydranet.core.errors import SpecError
+
+    with pytest.raises(SpecError) as caught:
+        hydranet.train(tiny_spec(faces), overrides=["train.epoch=2"], out_dir=tmp_path / "py")
+    assert [path for path, _ in caught.value.problems] == ["train.epoch (from overrides 'train.epoch=2')"]
+    result = CliRunner().invoke(cli, ["train", "--set", "train.epoch=2", "--out", str(tmp_path / "cli")])
+    assert result.exit_code != 0 and "train.epoch (from --set train.epoch=2)" in result.output
+    assert not (tmp_path / "py").exists() and not (tmp_path / "cli").exists()

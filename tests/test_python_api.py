@@ -57,7 +57,7 @@ def test_evaluate_takes_one_override_as_a_string(model, faces):
     as_string = model.evaluate("data.val_fraction=0.5", details=False)
     as_list = model.evaluate(["data.val_fraction=0.5"], details=False)
     assert as_string.images == as_list.images == 120  # half of the 240 faces, not an error about 'd'
-    with pytest.raises(InputError, match=r"overrides are 'data.KEY=VALUE' strings .*; got int 3"):
+    with pytest.raises(InputError, match=r"overrides are 'data.KEY=VALUE' strings, one or a list .*; got int 3"):
         model.evaluate([3])
 
 
