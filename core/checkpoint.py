@@ -57,7 +57,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     exported = _export_kind(path)
     if exported:
         raise _export_passed(path, exported)
-    stranger = _not_a_torch_file(path)
+    stranger = not_a_torch_file(path)
     if stranger:
         raise CheckpointError(f"cannot read checkpoint {path}: {stranger}")
     try:
@@ -133,7 +133,7 @@ _SPEC_SUFFIXES = (".yaml", ".yml", ".toml")
 _WHAT_TO_PASS = "pass a .pt file written by hydranet train (a run folder keeps last.pt and best.pt)"
 
 
-def _not_a_torch_file(path: Path) -> str | None:
+def not_a_torch_file(path: Path) -> str | None:
     """Why `path` is no checkpoint, when its first bytes show torch.save did not write it; None when it may be one.
 
     torch.load would fail on it with an internal error (a YAML spec gives

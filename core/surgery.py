@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.checkpoint import not_a_torch_file, read_checkpoint
 from hydranet.core.errors import CheckpointError
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet
@@ -40,9 +40,12 @@ def freeze(model: HydraNet, names: Iterable[str]) -> None:
 
 
 def init_from_problem(path: str | Path | None) -> str | None:
-    """Why `init_from` cannot be used (None: it can), checked before any data is read."""
-    if path is None or Path(path).is_file():
+    """Why `init_from` cannot be used (None: it can), checked before any data is read (and by spec validate)."""
+    if path is None:
         return None
+    if Path(path).is_file():
+        stranger = not_a_torch_file(Path(path))  # a spec file, say: its first bytes tell, cheaply
+        return f"init_from: {path}: {stranger}" if stranger else None
     what = "is a folder" if Path(path).is_dir() else "was not found"
     return (f"init_from: checkpoint {path} {what}; give a run's best.pt or last.pt, as a path from the folder "
             "you run hydranet in")

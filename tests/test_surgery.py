@@ -107,6 +107,18 @@ def test_a_missing_init_from_is_named_before_any_data_is_read(stages, faces, tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_spec_file_as_init_from_is_named_before_any_data_is_read(stages, faces, tmp_path, monkeypatch):
+    import hydranet.core.engine as engine
+
+    monkeypatch.setattr(engine, "load_prepared_data", lambda *a, **k: pytest.fail("the data was read first"))
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("tasks: [age]\n")
+    with pytest.raises(CheckpointError, match=r"^init_from: .*tiny\.yaml: it is a spec file, not a checkpoint: "
+                                              r"train it first"):
+        train(stages[0], faces, tmp_path / "run", ["age"], init_from=str(spec))
+    assert not (tmp_path / "run").exists()
+
+
 def test_spec_validate_reports_a_missing_init_from(faces, tmp_path):
     from click.testing import CliRunner
 
