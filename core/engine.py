@@ -542,11 +542,19 @@ class Trainer:
             self._save(epoch, row, best=improved)
             self.saved_at = (progress.epoch, progress.step)
             log(self._epoch_line(epoch, row, final))
+            if final.nonfinite_tasks():
+                log(f"warning: epoch {epoch}'s validation loss is not finite for "
+                    f"{english_list([repr(t) for t in final.nonfinite_tasks()])}, so it cannot be the best epoch "
+                    "(best.pt keeps the last one that was); a learning rate too high for the data is the usual "
+                    "cause (train.lr)")
             self.validating = False
             if epoch < cfg.epochs and self._stop_requested_after_validation():  # a request during it: saved
                 self._stop(f"after epoch {epoch} and its validation")
         if final is None:
             raise TrainingError(f"nothing left to train: the run already finished its {plural(cfg.epochs, 'epoch')}")
+        if progress.best_epoch == 0:
+            log(f"no epoch had a finite validation loss, so no best.pt was written; {self.run_folder.last_checkpoint} "
+                "holds the last epoch's weights")
         if self.dist.active:
             gap = self.dist.divergence(self.model, self.weighting)
             log(f"{self.dist.world_size} processes ({self.dist.backend}): parameters identical on every rank"

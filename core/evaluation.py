@@ -31,8 +31,14 @@ class EvalResult:
 
     @property
     def total_loss(self) -> float:
-        finite = [v for v in self.losses.values() if math.isfinite(v)]
-        return sum(finite) if finite else math.inf
+        """The sum of the task losses; inf when any is not finite, so that such an epoch is never the best."""
+        if not all(math.isfinite(v) for v in self.losses.values()):
+            return math.inf
+        return sum(self.losses.values())
+
+    def nonfinite_tasks(self) -> list[str]:
+        """The tasks whose validation loss is inf or NaN (their predictions blew up)."""
+        return [name for name, value in self.losses.items() if not math.isfinite(value)]
 
 
 @torch.no_grad()

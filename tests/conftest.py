@@ -62,19 +62,32 @@ def checkpoint(faces, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "best.pt"
 
 
-def with_weighting(name: str, strategy: type, plugin: str = "test-weighting"):
-    """The built-in components plus one weighting, registered by an inline plugin as a user's package would."""
+def with_inline_plugin(hook: str, *args, plugin: str = "test-plugin", distribution: str = "test", version: str = "0",
+                       **kwargs):
+    """The built-in components plus one inline plugin, as a user's package would add it, whose `hook`
+    registers one component: `register(*args, **kwargs)`."""
     import hydranet
     from hydranet.core.plugins import load_components, make_plugin_manager
 
-    class Plugin:
-        @hydranet.hookimpl
-        def register_weightings(self, register):
-            register(name, strategy)
+    def register_one(self, register):
+        register(*args, **kwargs)
 
     pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(Plugin(), plugin, distribution="test", version="0", builtin=False)
+    pm.add_plugin(type("Plugin", (), {hook: hydranet.hookimpl(register_one)})(), plugin,
+                  distribution=distribution, version=version, builtin=False)
     return load_components(pm)
+
+
+def with_task_kind(kind: str, task_class: type, params: type, *, plugin: str = "test-task", distribution: str = "test",
+                   version: str = "0"):
+    """The built-in components plus one task kind, registered by an inline plugin."""
+    return with_inline_plugin("register_tasks", kind, task_class, params=params, plugin=plugin,
+                              distribution=distribution, version=version)
+
+
+def with_weighting(name: str, strategy: type, plugin: str = "test-weighting"):
+    """The built-in components plus one weighting, registered by an inline plugin."""
+    return with_inline_plugin("register_weightings", name, strategy, plugin=plugin)
 
 
 def make_tasks(components, *names: str) -> list:

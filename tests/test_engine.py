@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hydranet
-from conftest import tiny_spec, with_weighting
+from conftest import tiny_spec, with_task_kind, with_weighting
 from hydranet.core.errors import TrainingError
 from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
@@ -238,3 +238,23 @@ def test_python_overrides_are_named_as_the_argument_and_cli_ones_as_set(faces, t
     result = CliRunner().invoke(cli, ["train", "--set", "train.epoch=2", "--out", str(tmp_path / "cli")])
     assert result.exit_code != 0 and "train.epoch (from --set train.epoch=2)" in result.output
     assert not (tmp_path / "py").exists() and not (tmp_path / "cli").exists()
+
+
+class BlowsUpInValidation(RegressionTask):
+    """Trains normally; its validation loss is infinite (evaluation runs without gradients)."""
+
+    def per_sample_loss(self, output, target):
+        loss = super().per_sample_loss(output, target)
+        return loss if torch.is_grad_enabled() else loss + float("inf")
+
+
+def test_an_epoch_whose_validation_loss_is_not_finite_is_never_the_best_and_is_named(faces, tmp_path):
+    components = with_task_kind("blowup_age", BlowsUpInValidation, RegressionParams)
+    raw = tiny_spec(faces, epochs=2)
+    raw["tasks"] = ["gender", {"name": "bad_age", "kind": "blowup_age", "label": "age"}]
+    run = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run", components=components,
+                         progress=False, echo=False)
+    assert run.best_epoch == 0 and not (tmp_path / "run" / "best.pt").exists()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "warning: epoch 1's validation loss is not finite for 'bad_age', so it cannot be the best epoch" in log
+    assert f"no epoch had a finite validation loss, so no best.pt was written; {tmp_path / 'run' / 'last.pt'}" in log

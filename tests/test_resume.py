@@ -18,7 +18,7 @@ from torch import nn
 from click.testing import CliRunner
 
 import hydranet
-from conftest import tiny_spec
+from conftest import tiny_spec, with_task_kind
 from hydranet.core import engine, interrupts
 from hydranet.core.cli import cli
 from hydranet.core.checkpoint import atomic_torch_save, read_checkpoint
@@ -87,18 +87,6 @@ def assert_same_run(run_dir: Path, reference_dir: Path) -> None:
 
 
 
-def with_task_kind(kind: str, task_class: type, params: type, *, plugin: str, distribution: str = "test",
-                   version: str = "0"):
-    """The built-in components plus one task kind, registered by an inline plugin as a user's package would."""
-
-    class Plugin:
-        @hydranet.hookimpl
-        def register_tasks(self, register):
-            register(kind, task_class, params=params)
-
-    pm = make_plugin_manager(entry_points=False)
-    pm.add_plugin(Plugin(), plugin, distribution=distribution, version=version, builtin=False)
-    return load_components(pm)
 
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(reference, tmp_path):
     spec_file, reference_dir = reference
