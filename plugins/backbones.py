@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torchvision
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
@@ -48,10 +47,14 @@ class TorchvisionModel:
 
     def build(self) -> nn.Module:
         """The torchvision model, randomly initialised (torchvision is never asked for weights)."""
+        import torchvision  # here, not at the top: it takes ~1.5 s to import, which every command would pay
+
         return torchvision.models.get_model(self.name, weights=None)
 
     def default_weights_url(self) -> str:
         """Where torchvision's DEFAULT ImageNet weights for this model are published."""
+        import torchvision
+
         return torchvision.models.get_model_weights(self.name).DEFAULT.url
 
     def hub_cache_path(self) -> Path:
