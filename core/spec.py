@@ -28,7 +28,7 @@ from hydranet.core.overrides import CLI_OPTION, apply_overrides, origin, overrid
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import Entry
 from hydranet.core.spec_files import MAX_SPEC_DEPTH, find_spec, nesting_depth, read_spec_file
-from hydranet.core.spec_models import (BackboneSection, Component, DataSection, Spec, TaskSection, TrainSection,
+from hydranet.core.spec_models import (COMPONENT_SECTIONS, BackboneSection, Component, DataSection, Spec, TaskSection, TrainSection,
                                        WeightingSection)
 from hydranet.core.spec_problems import EMPTY, format_path, pydantic_problems, unknown_field_message
 from hydranet.core.spec_schema import spec_schema
@@ -319,10 +319,19 @@ def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
         path = find_spec(source)
         raw, where = read_spec_file(path), str(path)
     components = components or default_components()
+    original = raw
     try:
         raw = apply_overrides(raw, overrides, option)
     except SpecError as error:  # a malformed --set: still say which spec it was applied to
         raise SpecError(error.problems, where) from None
+    try:
+        return _checked(raw, components, where)
+    except SpecError as error:
+        raise SpecError(_left_by_a_new_name(error.problems, original, raw, option), error.source) from None
+
+
+def _checked(raw: dict[str, Any], components: Components, where: str | None) -> ResolvedSpec:
+    """Shape-check and resolve a spec's raw data (its overrides applied)."""
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as error:
@@ -333,6 +342,41 @@ def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
     except RecursionError:
         raise SpecError([("", "the spec is nested too deeply")], where) from None
     return resolve(spec, components, where)
+
+
+def _component_name(section: Any) -> str | None:
+    if isinstance(section, str):
+        return section
+    return section.get("name") if isinstance(section, Mapping) and isinstance(section.get("name"), str) else None
+
+
+def _left_by_a_new_name(problems: Sequence[tuple[str, str]], before: Mapping[str, Any], after: Mapping[str, Any],
+                        option: str) -> list[tuple[str, str]]:
+    """Say where an unknown key came from when an override renamed its component.
+
+    `--set data.name=utkface` on the demo spec, whose dataset is `synthetic`,
+    keeps synthetic's `count` and `size`, which utkface does not take; the
+    bare "unknown field" would send the user looking for a typo.
+    """
+    renamed = {section: (_component_name(before.get(section)), _component_name(after.get(section)))
+               for section in COMPONENT_SECTIONS}
+    renamed = {section: names for section, names in renamed.items() if all(names) and names[0] != names[1]}
+    if not renamed:
+        return list(problems)
+    result = []
+    for path, message in problems:
+        section, _, key = path.partition(".")
+        kept = before.get(section)
+        if (section in renamed and isinstance(kept, Mapping) and key in kept
+                and message.startswith("unknown field")):  # its did-you-mean would look for a typo
+            old, new = renamed[section]
+            replace = (f"--set '{section}={{name: {new}, ...}}'" if option.startswith("-")
+                       else f"the override '{section}={{name: {new}, ...}}'")
+            message = (f"'{old}' takes this parameter, '{new}' does not: {option} renamed the spec's {section} "
+                       f"from '{old}' to '{new}' and kept its other keys; replace the whole section instead, as "
+                       f"in {replace}")
+        result.append((path, message))
+    return result
 
 
 def blame_overrides(problems: Sequence[tuple[str, str]], overrides: Sequence[str],

@@ -21,13 +21,13 @@ BASE = {
 }
 
 
-def load(raw, *overrides, components=None):
-    return load_spec(raw, overrides, components=components)
+def load(raw, *overrides, components=None, option="--set"):
+    return load_spec(raw, overrides, components=components, option=option)
 
 
-def problems(raw, *overrides, components=None) -> dict[str, str]:
+def problems(raw, *overrides, components=None, option="--set") -> dict[str, str]:
     with pytest.raises(SpecError) as caught:
-        load(raw, *overrides, components=components)
+        load(raw, *overrides, components=components, option=option)
     return dict(caught.value.problems)
 
 
@@ -648,3 +648,19 @@ def test_wrong_scalar_types_say_what_is_expected_in_plain_words(components):
     assert found["train.backbone_lr (from --set train.backbone_lr=x)"] == "should be a number (got 'x')"
     assert found["train.epochs (from --set train.epochs=2.5)"] == "should be an integer (got 2.5)"
     assert found["image_size (from --set image_size=[1])"] == "should be an integer (got [1])"
+
+
+def test_renaming_a_component_by_override_says_its_old_parameters_were_kept(components):
+    """The demo's dataset is synthetic: --set data.name=utkface keeps count/size, which look like typos otherwise."""
+    raw = {**BASE, "data": {"name": "synthetic", "count": 100, "size": 32}}
+    found = problems(raw, "data.name=utkface", "data.root=x", components=components)
+    assert set(found) == {"data.count", "data.size"}
+    assert found["data.count"] == ("'synthetic' takes this parameter, 'utkface' does not: --set renamed the spec's "
+                                   "data from 'synthetic' to 'utkface' and kept its other keys; replace the whole "
+                                   "section instead, as in --set 'data={name: utkface, ...}'")
+    from_python = problems(raw, "data.name=utkface", "data.root=x", components=components, option="overrides")
+    assert "overrides renamed the spec's data" in from_python["data.size"]
+    assert from_python["data.size"].endswith("as in the override 'data={name: utkface, ...}'")
+    # a typo of the new dataset's own key, with no rename, is still a typo
+    assert "did you mean 'root'?" in problems({**BASE, "data": {"name": "utkface", "rot": "x"}},
+                                              components=components)["data.rot"]
