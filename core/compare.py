@@ -106,7 +106,8 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
         raise RunProblem(f"{path} has no finished epoch yet (no metrics in metrics.csv): {what}")
     series = series_from_rows(rows)
     epochs = [int(e) for e in series.epochs]
-    best = _best_epoch(path)
+    summary = _read_summary(path)
+    best = _best_epoch(path, summary)
     at = {"best": best, "last": epochs[-1]}.get(str(epoch), epoch)
     if at is None or at < 1:
         why = "neither summary.json nor best.pt says which" if at is None else "no epoch had a finite validation loss"
@@ -114,7 +115,7 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     if at not in epochs:
         raise RunProblem(f"{path} has no epoch {at} in its metrics.csv (it has {_epoch_span(epochs)})")
     row = len(epochs) - 1 - epochs[::-1].index(at)  # a resumed run may repeat an epoch: its last row counts
-    directions = recorded_directions(path, spec) or metric_directions(path, spec, components)
+    directions = recorded_directions(summary, spec) or metric_directions(path, spec, components)
     metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
                for task, names in directions.items()}
     return RunRecord(path, spec, epochs[-1], best, at, metrics, directions)
@@ -124,14 +125,28 @@ def _epoch_span(epochs: Sequence[int]) -> str:
     return f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]} to {epochs[-1]}"
 
 
-def _best_epoch(path: Path) -> int | None:
-    """The epoch best.pt holds: summary.json says so once the run finished; before that, best.pt itself."""
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    """The run's summary.json, written once the run finished (None before that), read once for all it tells."""
     summary = path / "summary.json"
-    if summary.is_file():
+    if not summary.is_file():
+        return None
+    try:
+        return json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise _unreadable_summary(path, error) from None
+
+
+def _unreadable_summary(path: Path, error: Exception) -> RunProblem:
+    return RunProblem(f"cannot read the best epoch from {path / 'summary.json'}: {error}")
+
+
+def _best_epoch(path: Path, summary: Mapping[str, Any] | None) -> int | None:
+    """The epoch best.pt holds: summary.json says so once the run finished; before that, best.pt itself."""
+    if summary is not None:
         try:
-            return int(json.loads(summary.read_text(encoding="utf-8"))["best_epoch"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RunProblem(f"cannot read the best epoch from {summary}: {error}") from None
+            return int(summary["best_epoch"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise _unreadable_summary(path, error) from None
     if not (path / "best.pt").is_file():
         return None
     from hydranet.core.checkpoint import read_checkpoint
@@ -139,17 +154,15 @@ def _best_epoch(path: Path) -> int | None:
     return int(read_checkpoint(path / "best.pt")["epoch"])
 
 
-def recorded_directions(path: Path, spec: Mapping[str, Any]) -> dict[str, dict[str, bool]] | None:
+def recorded_directions(summary: Mapping[str, Any] | None,
+                        spec: Mapping[str, Any]) -> dict[str, dict[str, bool]] | None:
     """task -> metric -> higher is better, as the run's summary.json recorded it (None: not recorded).
 
     A finished run records it, so it compares even where its task plugins are no
     longer installed; a run that stopped early, or one written before this was
     recorded, has its tasks rebuilt instead (`metric_directions`).
     """
-    try:
-        recorded = json.loads((path / "summary.json").read_text(encoding="utf-8")).get("higher_is_better")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
+    recorded = summary.get("higher_is_better") if summary is not None else None
     names = [section.get("name") if isinstance(section, Mapping) else section for section in spec.get("tasks") or []]
     if not isinstance(recorded, dict) or list(recorded) != names:
         return None
