@@ -34,6 +34,7 @@ import json
 import re
 import sys
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ FENCES = {".py": "python", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".s
 KINDS = ("tasks", "backbones", "datasets", "weightings")
 
 
+@cache
 def builtin_components() -> Any:
+    """The built-in plugins' components, loaded once for all the pages (entry points ignored)."""
     from hydranet.core.plugins import load_components, make_plugin_manager
 
     return load_components(make_plugin_manager(entry_points=False))
