@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from hydranet.core.errors import did_you_mean, not_a_choice, shown
 from hydranet.core.spec_models import COMPONENT_SECTIONS, AugmentSection, DataSection, Spec, TrainSection
@@ -59,10 +60,10 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _sections_elsewhere() -> dict[str, list[str]]:
-    """Section path -> the keys it holds itself ("" is the top level), for keys written in the wrong section."""
-    return {"": list(Spec.model_fields), "train": list(TrainSection.model_fields),
-            "augment": list(AugmentSection.model_fields), "data": [k for k in DataSection.model_fields if k != "name"]}
+#: Section path -> the keys it holds itself ("" is the top level), for keys written in the wrong section.
+_SECTION_KEYS = {"": list(Spec.model_fields), "train": list(TrainSection.model_fields),
+                 "augment": list(AugmentSection.model_fields),
+                 "data": [k for k in DataSection.model_fields if k != "name"]}
 
 
 def unknown_field_message(key: str, known: Sequence[str], section: str, about: str = "") -> str:
@@ -79,9 +80,9 @@ def unknown_field_message(key: str, known: Sequence[str], section: str, about: s
     own = max(known, key=closeness, default=None)
     own_score = closeness(own) if own is not None else 0.0
     hint = f" did you mean '{own}'?" if own_score >= 0.6 else ""
-    if section in _sections_elsewhere():
+    if section in _SECTION_KEYS:
         elsewhere = [(closeness(word), f"{other}.{word}" if other else word)
-                     for other, words in _sections_elsewhere().items() if other != section for word in words]
+                     for other, words in _SECTION_KEYS.items() if other != section for word in words]
         score, path = max(elsewhere, default=(0.0, ""))
         if score >= 0.6 and score > own_score:
             where = f"the {path.split('.')[0]} section" if "." in path else "the top level"
@@ -215,10 +216,15 @@ PLAIN_TYPE_ERRORS = ("dict_type", "list_type", "float_parsing", "float_type", "i
 EMPTY = "is empty (nothing is indented under it)"
 
 
+def _field_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> FieldInfo | None:
+    """The pydantic field at `loc` (for its description and default), or None."""
+    owner = _model_at(model, loc[:-1]) if loc and isinstance(loc[-1], str) else None
+    return owner.model_fields.get(loc[-1]) if owner else None
+
+
 def _empty_section(model: type[BaseModel] | None, loc: Sequence[Any]) -> str:
     """A section or list left empty (`train:` alone, YAML's null): remove it for its defaults, or fill it in."""
-    owner = _model_at(model, loc[:-1])
-    field = owner.model_fields.get(loc[-1]) if owner else None
+    field = _field_at(model, loc)
     if field is None or not field.is_required():
         return f"{EMPTY}; remove the line to use the defaults, or indent its fields under it"
     return f"{EMPTY}, but it is required" + (f". {field.description}" if field.description else "")
@@ -250,8 +256,7 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
                 known += [n for n in also_valid if n not in known]
             message = unknown_field_message(str(loc[-1]), known, format_path([*prefix, *loc[:-1]]))
         elif item["type"] == "missing":
-            owner = _model_at(model, loc[:-1])
-            field = owner.model_fields.get(loc[-1]) if owner and loc and isinstance(loc[-1], str) else None
+            field = _field_at(model, loc)
             # a sentence apart: "data: required field missing: The dataset: its name" piled up colons
             message = "required field missing" + (f". {field.description}" if field and field.description else "")
         elif (item["type"] in ("model_type", "dict_type", "list_type") and item.get("input", "") is None
