@@ -238,10 +238,16 @@ def is_complete(folder: Path, count: int, size: int, seed: int) -> bool:
     The marker is written last and the folder appears by an atomic rename, so
     its presence means every image is there.
     """
+    return _made_with(folder) == _settings(count, size, seed)
+
+
+def _made_with(folder: Path) -> dict[str, Any] | None:
+    """The settings in a folder's marker, or None when it has no readable one."""
     try:
-        return json.loads((folder / MARKER).read_text()) == _settings(count, size, seed)
+        made = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    return made if isinstance(made, dict) else None
 
 
 def _refuse_foreign(out: Path, count: int, size: int, seed: int) -> None:
@@ -255,12 +261,10 @@ def _refuse_foreign(out: Path, count: int, size: int, seed: int) -> None:
 
 def _what_is_there(out: Path) -> str:
     """How to use what a folder already holds, judged from a glance at its files."""
-    try:
-        made = json.loads((out / MARKER).read_text())
+    made = _made_with(out)
+    if made is not None:
         return (f" It holds synthetic faces made with count={made.get('count')}, size={made.get('size')}, "
                 f"seed={made.get('seed')}: pass those settings to reuse it.")
-    except (OSError, ValueError, AttributeError):
-        pass
     if not out.is_dir():
         return ""
     names = [p.name for p, _ in zip(out.iterdir(), range(200))]
