@@ -35,7 +35,7 @@ from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Sample
 from hydranet.core.paths import cache_dir
-from hydranet.plugins.datasets.utkface import UTKFaceDataset
+from hydranet.plugins.datasets.utkface import UTKFaceDataset, is_image_name, utkface_key
 
 #: Bump when the drawing changes, so folders made by an older version are not reused.
 FORMAT_VERSION = 1
@@ -268,7 +268,7 @@ def _what_is_there(out: Path) -> str:
     if not out.is_dir():
         return ""
     names = [p.name for p, _ in zip(out.iterdir(), range(200))]
-    if any(name.count("_") >= 3 and name.lower().endswith(".jpg") for name in names):
+    if any(is_image_name(name) and utkface_key(name) for name in names):  # as the utkface dataset reads them
         return (" To read the UTKFace-named images already in it, use the utkface dataset: "
                 f"data: {{name: utkface, root: {out}}}")
     if any(name.lower().endswith(".csv") for name in names) or any((out / n).is_dir() for n in names):
