@@ -126,9 +126,14 @@ def _resolve_component(registry, section: str, name: str, params: dict[str, Any]
         problems.extend(pydantic_problems(error, entry.params, params_path, section_keys))
         return None
     except ComponentError as error:
-        problems.append((format_path([*params_path, *error.field.split(".")] if error.field else params_path), str(error)))
+        problems.append(_component_problem(params_path, error))
         return None
     return ResolvedComponent(section, entry, validated)
+
+
+def _component_problem(path: Sequence[Any], error: ComponentError) -> tuple[str, str]:
+    """A component's own complaint, at the field it names under the component's `path`."""
+    return format_path([*path, *error.field.split(".")] if error.field else path), str(error)
 
 
 def _unknown_task(registry, name: str, as_kind: bool) -> str:
@@ -152,10 +157,9 @@ def _unknown_task(registry, name: str, as_kind: bool) -> str:
 
 
 def _resolve_task(components: Components, index: int, task: TaskSection, problems: list) -> ResolvedTask | None:
-    if (task.kind or task.name) not in components.tasks:
-        field = "kind" if task.kind else "name"
-        problems.append((f"tasks[{index}].{field}", _unknown_task(components.tasks, task.kind or task.name,
-                                                                  bool(task.kind))))
+    built_from, name_path = task.kind or task.name, f"tasks[{index}].{'kind' if task.kind else 'name'}"
+    if built_from not in components.tasks:
+        problems.append((name_path, _unknown_task(components.tasks, built_from, bool(task.kind))))
         return None
     inline = dict(task.model_extra or {})
     clash = sorted(set(inline) & set(task.params))
@@ -164,16 +168,15 @@ def _resolve_task(components: Components, index: int, task: TaskSection, problem
         return None
     # Inline keys report errors at tasks[i].key, `params:` keys at tasks[i].params.key.
     prefix: list[Any] = ["tasks", index, "params"] if task.params else ["tasks", index]
-    resolved = _resolve_component(components.tasks, "task", task.kind or task.name, {**inline, **task.params},
-                                  problems, f"tasks[{index}].{'kind' if task.kind else 'name'}", prefix,
-                                  () if task.params else list(TaskSection.model_fields))
+    resolved = _resolve_component(components.tasks, "task", built_from, {**inline, **task.params}, problems,
+                                  name_path, prefix, () if task.params else list(TaskSection.model_fields))
     if resolved is None:
         return None
     resolved_task = ResolvedTask(task.name, resolved)
     try:
         resolved_task.build()
     except ComponentError as error:
-        problems.append((format_path([*prefix, *error.field.split(".")] if error.field else prefix), str(error)))
+        problems.append(_component_problem(prefix, error))
         return None
     return resolved_task
 
@@ -196,7 +199,7 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
         try:
             resolved_weighting.build([t.build() for t in resolved_tasks])
         except ComponentError as error:
-            problems.append((format_path(["weighting", *error.field.split(".")] if error.field else ["weighting"]), str(error)))
+            problems.append(_component_problem(["weighting"], error))
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
 
 
