@@ -44,14 +44,14 @@ def override_list(overrides: str | Iterable[str], option: str = "overrides", for
     """
     from hydranet.core.image_input import given
 
-    wrong: Any = overrides
     if isinstance(overrides, str):
         return [overrides]
+    wrong: Any = overrides
     if isinstance(overrides, Iterable) and not isinstance(overrides, (bytes, Mapping)):
         items = list(overrides)
-        wrong = next((item for item in items if not isinstance(item, str)), items)
-        if wrong is items:
+        if all(isinstance(item, str) for item in items):
             return items
+        wrong = next(item for item in items if not isinstance(item, str))
     raise InputError(f"{option} are '{form}' strings, one or a list (e.g. {option}='{example}'); got {given(wrong)}")
 
 
