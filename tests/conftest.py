@@ -90,6 +90,20 @@ def with_weighting(name: str, strategy: type, plugin: str = "test-weighting"):
     return with_inline_plugin("register_weightings", name, strategy, plugin=plugin)
 
 
+#: the data section of a model trained on drawn faces (the synthetic dataset), as the demo is
+DRAWN_DATA = {"name": "synthetic", "root": None, "count": 40, "size": 32, "seed": 0}
+
+
+def trained_on(checkpoint: Path, path: Path, **data) -> Path:
+    """A copy of `checkpoint` at `path`, as if trained on other data: only its stored data section differs."""
+    import torch
+
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["spec"]["data"].update(data)
+    torch.save(saved, path)
+    return path
+
+
 def make_tasks(components, *names: str) -> list:
     """Real task objects with their default parameters, built as a spec would build them."""
     return [components.tasks.get(n).factory(n, components.tasks.get(n).validate_params({})) for n in names]

@@ -22,7 +22,7 @@ import yaml
 from click.testing import CliRunner
 
 import hydranet
-from conftest import tiny_spec
+from conftest import DRAWN_DATA, tiny_spec, trained_on
 from hydranet.core.cli import cli
 
 CLASS_NAMES = {"gender": ["male", "female"], "ethnicity": ["White", "Black", "Asian", "Indian", "Others"]}
@@ -309,10 +309,7 @@ def test_the_python_api_names_its_device_argument(monkeypatch):
 
 
 def test_eval_data_reads_a_folder_for_a_model_trained_on_drawn_data_and_never_writes(checkpoint, faces, tmp_path):
-    data = torch.load(checkpoint, weights_only=True)  # the model, as if trained on synthetic faces, as the demo is
-    data["spec"]["data"].update(name="synthetic", root=None, count=40, size=32, seed=0)
-    drawn = tmp_path / "drawn.pt"
-    torch.save(data, drawn)
+    drawn = trained_on(checkpoint, tmp_path / "drawn.pt", **DRAWN_DATA)  # as if trained on drawn faces, as the demo is
     missing = run("eval", drawn, "--data", tmp_path / "myphotos", "--split", "all", "--device", "cpu", ok=False)
     assert missing.exit_code == 1 and "myphotos is not a folder" in missing.output
     assert not (tmp_path / "myphotos").exists()  # not drawn into

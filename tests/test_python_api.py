@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import hydranet
+from conftest import DRAWN_DATA, trained_on
 from hydranet import HydranetError, InputError
 from hydranet.core.inference import TrainedModel
 
@@ -77,17 +78,13 @@ def test_evaluate_messages_name_the_overrides_argument_not_the_cli_option(model,
 
 def as_trained_on(checkpoint, folder, **data) -> TrainedModel:
     """The model, as if trained on other data: only its stored data section differs."""
-    saved = torch.load(checkpoint, weights_only=True)
-    saved["spec"]["data"].update(data)
-    torch.save(saved, folder / "best.pt")
-    return hydranet.load(folder / "best.pt")
+    return hydranet.load(trained_on(checkpoint, folder / "best.pt", **data))
 
 
 @pytest.fixture(scope="module")
 def drawn(checkpoint, tmp_path_factory) -> TrainedModel:
     """Trained on the synthetic dataset, as the demo is."""
-    return as_trained_on(checkpoint, tmp_path_factory.mktemp("drawn"), name="synthetic", root=None, count=40,
-                         size=32, seed=0)
+    return as_trained_on(checkpoint, tmp_path_factory.mktemp("drawn"), **DRAWN_DATA)
 
 
 def test_evaluate_on_a_folder_reads_it_for_a_model_trained_on_drawn_data_and_writes_nothing(drawn, faces,
