@@ -43,10 +43,11 @@ def init_from_problem(path: str | Path | None) -> str | None:
     """Why `init_from` cannot be used (None: it can), checked before any data is read (and by spec validate)."""
     if path is None:
         return None
-    if Path(path).is_file():
-        stranger = not_a_torch_file(Path(path))  # a spec file, say: its first bytes tell, cheaply
+    checkpoint = Path(path)
+    if checkpoint.is_file():
+        stranger = not_a_torch_file(checkpoint)  # a spec file, say: its first bytes tell, cheaply
         return f"init_from: {path}: {stranger}" if stranger else None
-    what = "is a folder" if Path(path).is_dir() else "was not found"
+    what = "is a folder" if checkpoint.is_dir() else "was not found"
     return (f"init_from: checkpoint {path} {what}; give a run's best.pt or last.pt, as a path from the folder "
             "you run hydranet in")
 
