@@ -220,12 +220,13 @@ class Trainer:
     def _open_run_folder(self, out_dir: str | Path | None, echo: bool) -> RunFolder:
         """The run folder; in a distributed run rank 0 creates and checks it and the others get its path."""
         path = Path(out_dir) if out_dir is not None else default_run_dir(self.spec.source)
+        fresh = self.resume_state is None
         if not self.dist.active:
-            return RunFolder(path, echo=echo, fresh=self.resume_state is None)
+            return RunFolder(path, echo=echo, fresh=fresh)
         folder, problem = None, None
         if self.dist.is_main:
             try:
-                folder = RunFolder(path, echo=echo, fresh=self.resume_state is None)
+                folder = RunFolder(path, echo=echo, fresh=fresh)
             except HydranetError as error:
                 problem = str(error)
         shared_path, problem = self.dist.broadcast_object((str(path), problem))
@@ -542,13 +543,14 @@ class Trainer:
             self._save(epoch, row, best=improved)
             self.saved_at = (progress.epoch, progress.step)
             log(self._epoch_line(epoch, row, final))
-            if final.nonfinite_tasks():
+            nonfinite = final.nonfinite_tasks()
+            if nonfinite:
                 log(f"warning: epoch {epoch}'s validation loss is not finite for "
-                    f"{english_list([repr(t) for t in final.nonfinite_tasks()])}, so it cannot be the best epoch "
+                    f"{english_list([repr(t) for t in nonfinite])}, so it cannot be the best epoch "
                     "(best.pt keeps the last one that was); a learning rate too high for the data is the usual "
                     "cause (train.lr)")
             self.validating = False
-            if epoch < cfg.epochs and self._stop_requested_after_validation():  # a request during it: saved
+            if epoch < cfg.epochs and self._stop_agreed():  # a request during validation: the epoch is saved
                 self._stop(f"after epoch {epoch} and its validation")
         if final is None:
             raise TrainingError(f"nothing left to train: the run already finished its {plural(cfg.epochs, 'epoch')}")
@@ -668,14 +670,12 @@ class Trainer:
         a distributed run must stop after the same step, so they agree at each
         log interval (one tiny all-reduce there, where the host syncs anyway).
         """
-        if not self.dist.active:
-            return self.stop_signal is not None
-        if done % self.cfg.log_every and done != self.steps_per_epoch:
+        if self.dist.active and done % self.cfg.log_every and done != self.steps_per_epoch:
             return False
-        return self.dist.any(self.stop_signal is not None, self.settings.device)
+        return self._stop_agreed()
 
-    def _stop_requested_after_validation(self) -> bool:
-        """Whether to stop at the end of an epoch, once it is saved (every rank agrees, as after a step)."""
+    def _stop_agreed(self) -> bool:
+        """Whether a stop was requested, in this process or (agreed by every rank) in any of a distributed run."""
         if not self.dist.active:
             return self.stop_signal is not None
         return self.dist.any(self.stop_signal is not None, self.settings.device)
