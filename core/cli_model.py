@@ -198,24 +198,20 @@ def nothing_readable(rows: Sequence[Mapping[str, Any]], out_file: str | None, sh
     of RAW photos) must not exit 0, and must not replace an --out file of
     earlier predictions with a file of errors.
     """
+    from hydranet.core.image_input import IMAGE_SUFFIXES
+
     lines = [f"no image could be read ({plural(len(rows), 'file')} tried):"]
     lines += [f"  {row['file']}: {row['error']}" for row in rows[:shown]]
     if len(rows) > shown:
         lines.append(f"  ... and {len(rows) - shown} more")
     kept = f"{out_file} was not written. " if out_file else ""
-    lines.append(f"{kept}Pass image files ({', '.join(_image_suffixes())}) or folders of them.")
+    lines.append(f"{kept}Pass image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them.")
     return "\n".join(lines)
 
 
 def _format_of(out_file: str | None) -> str:
     suffix = Path(out_file).suffix.lower() if out_file else ""
     return {".json": "json", ".csv": "csv"}.get(suffix, "table")
-
-
-def _image_suffixes() -> list[str]:
-    from hydranet.core.image_input import IMAGE_SUFFIXES
-
-    return list(IMAGE_SUFFIXES)
 
 
 def predictions_csv(rows: Sequence[Mapping[str, Any]], tasks: Sequence[Any]) -> str:
