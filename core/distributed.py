@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.interfaces import label_mask
+from hydranet.core.launch import AGENT_SIGNALS
 from hydranet.core.wording import english_list, plural
 
 #: Environment variables torchrun sets for every worker.
@@ -264,8 +265,7 @@ def check_global_batch(batch_size: int, processes: int, field: str = "train.batc
 
 
 #: Signals the --nproc wrapper passes on to torchrun: those torchrun passes on to its workers.
-FORWARDED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-                          if hasattr(signal, name))
+FORWARDED_SIGNALS = AGENT_SIGNALS
 
 
 def launch_local(nproc: int, argv: Sequence[str]) -> int:
