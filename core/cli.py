@@ -52,9 +52,7 @@ class HydranetGroup(click.Group):
         except StoppedAtOnce:  # a second Ctrl-C: the run has said what it kept
             ctx.exit(128 + signal.SIGINT)
         except KeyboardInterrupt:  # Ctrl-C outside a training loop: nothing of the command's work is kept
-            if is_main_rank():  # torchrun passes Ctrl-C to every worker: one says so
-                click.echo("\nstopped by Ctrl-C", err=True)
-            ctx.exit(128 + signal.SIGINT)
+            stopped_by_ctrl_c()
         except HydranetError as error:
             # under torchrun every rank usually fails alike: the error is printed once (core/launch.py)
             message = str(error)

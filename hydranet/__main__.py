@@ -5,11 +5,8 @@ import sys
 
 if __name__ == "__main__":
     try:
-        from hydranet.core.cli import main, stopped_by_ctrl_c
+        from hydranet.core.cli import main
     except KeyboardInterrupt:  # Ctrl-C while the command line was still importing
         sys.stderr.write("\nstopped by Ctrl-C\n")
         raise SystemExit(128 + signal.SIGINT) from None
-    try:
-        main()
-    except KeyboardInterrupt:
-        stopped_by_ctrl_c()
+    main()  # which turns a Ctrl-C into status 130 itself
