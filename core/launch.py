@@ -63,11 +63,9 @@ def error_prefix(message: str) -> str | None:
     ranks print with the prefix, so the lines are not mistaken for repeats.
     """
     rank = os.environ.get("RANK")
-    if rank is None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if rank in (None, "0") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return ""
     folder = os.environ.get(ERRORS_VARIABLE)
-    if rank == "0":
-        return ""
     if folder:
         said = Path(folder) / "rank0"
         deadline = time.monotonic() + WAIT_FOR_RANK_ZERO_SECONDS

@@ -95,12 +95,11 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
             raise CheckpointError(not_a_run_folder(path))
         path = path.parent
     checkpoint = path / "last.pt"
+    hint = "Pass the run folder of an earlier `hydranet train` (it holds last.pt)."
     if not path.exists():
-        raise CheckpointError(f"nothing to resume: {path} does not exist. "
-                              "Pass the run folder of an earlier `hydranet train` (it holds last.pt).")
+        raise CheckpointError(f"nothing to resume: {path} does not exist. {hint}")
     if not checkpoint.is_file():
-        raise CheckpointError(f"nothing to resume in {path}: {checkpoint.name} not found. "
-                              "Pass the run folder of an earlier `hydranet train` (it holds last.pt).")
+        raise CheckpointError(f"nothing to resume in {path}: {checkpoint.name} not found. {hint}")
     data = read_checkpoint(checkpoint)
     if "progress" not in data:
         raise CheckpointError(f"{checkpoint} has no training progress (written by an older hydranet); "
