@@ -21,9 +21,9 @@ from hydranet.core.spec import ResolvedSpec
 from hydranet.core.surgery import freeze
 
 
-def build_tasks_and_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
-    backbone = spec.backbone.build()
-    return build_model(backbone, tasks)
+def spec_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
+    """The spec's backbone with a head for each of the (already built) tasks."""
+    return build_model(spec.backbone.build(), tasks)
 
 
 def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSettings, needs_features: bool,
@@ -68,7 +68,7 @@ def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSet
 
 def model_for_settings(spec: ResolvedSpec, tasks: Sequence[Task], settings: RunSettings) -> HydraNet:
     """The spec's model with its frozen parts, on the device and in the memory format the settings say."""
-    model = build_tasks_and_model(spec, tasks)
+    model = spec_model(spec, tasks)
     if spec.spec.freeze:
         freeze(model, spec.spec.freeze)
     model = model.to(settings.device)

@@ -26,7 +26,8 @@ from hydranet.core.errors import CheckpointError, DataError, HydranetError, Inpu
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
                                        given, image_files, image_items, tensor_image)
 from hydranet.core.interfaces import Task
-from hydranet.core.model import HydraNet, build_model
+from hydranet.core.forward import spec_model
+from hydranet.core.model import HydraNet
 from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec, load_spec
@@ -100,7 +101,7 @@ class TrainedModel:
         tasks = spec.build_tasks()
         for task in tasks:
             task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
-        model = build_model(spec.backbone.build(), tasks)
+        model = spec_model(spec, tasks)
         try:
             model.load_state_dict(data["model"])
         except RuntimeError as error:

@@ -115,14 +115,14 @@ def test_flip_and_shift_move_pixels_as_documented():
 def test_padded_evaluation_gives_exactly_the_unpadded_metrics(faces, components):
     spec = load_spec(tiny_spec(faces), components=components)
     from hydranet.core.engine import batch_source, load_prepared_data
-    from hydranet.core.forward import build_tasks_and_model
+    from hydranet.core.forward import spec_model
 
     tasks = spec.build_tasks()
     data = load_prepared_data(spec, tasks, progress=False)
     for k, task in enumerate(tasks):
         task.fit_targets(data.targets[data.train_index][:, k])
     torch.manual_seed(0)
-    model = build_tasks_and_model(spec, tasks).eval()
+    model = spec_model(spec, tasks).eval()
     settings = resolve_settings("cpu", "fp32", False, False)
     source = batch_source(spec, data, settings)
     augment = DeviceAugment(settings.device, flip=False)
