@@ -37,7 +37,7 @@ import torch
 
 from hydranet.core.augment import DeviceAugment
 from hydranet.core.device import RunSettings
-from hydranet.core.forward import make_forward_losses, model_for_settings
+from hydranet.core.forward import compile_static, make_forward_losses, model_for_settings
 from hydranet.core.spec import load_spec
 
 #: Lines of the child's log quoted when it fails.
@@ -157,7 +157,7 @@ def warm_caches(job: CompileJob) -> None:
 
     started = time.perf_counter()
     model.eval()
-    forward = torch.compile(model, mode=settings.compile_mode)
+    forward = compile_static(model, settings)
     images, _ = batch(job.eval_batch, train=False)
     with torch.no_grad(), settings.autocast():
         if settings.cuda_graphs:

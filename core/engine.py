@@ -37,7 +37,7 @@ from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
 from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
-from hydranet.core.forward import check_heads, make_forward_losses, model_for_settings
+from hydranet.core.forward import check_heads, compile_static, make_forward_losses, model_for_settings
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
 from hydranet.core.errors import (CheckpointError, DataError, HydranetError, TrainingError,
                                   TrainingInterrupted)
@@ -340,7 +340,7 @@ class Trainer:
 
         Called once at setup, and again at the background compile's switch.
         """
-        self.forward = torch.compile(self.model, mode=self.settings.compile_mode) if compile else self.model
+        self.forward = compile_static(self.model, self.settings) if compile else self.model
         return make_forward_losses(self.model, self.tasks, self.settings, self.weighting.needs_features,
                                    compile=compile)
 

@@ -26,6 +26,19 @@ def spec_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
     return build_model(spec.backbone.build(), tasks)
 
 
+def compile_static(function: Callable, settings: RunSettings) -> Callable:
+    """torch.compile with static shapes (`dynamic=False`), the one way the run and its background compiler compile.
+
+    A run's shapes are fixed (the ragged last batch is dropped, evaluation pads),
+    and static graphs are the fastest and the only ones CUDA graphs record
+    without guards on sizes. torch's default instead turns a dimension dynamic
+    once the same code was compiled at another size in the process, as a
+    second run in one Python session does, and the graphs would no longer be
+    those the background compiler put in the cache.
+    """
+    return torch.compile(function, mode=settings.compile_mode, dynamic=False)
+
+
 def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSettings, needs_features: bool,
                         *, compile: bool) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]:
     """images, targets -> (losses, features), compiled or not.
@@ -37,7 +50,7 @@ def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSet
     the background compiler (`hydranet.core.background_compile`) both build
     their graphs here, so that the compiler's cache keys of the two agree.
     """
-    compile_ = (lambda f: torch.compile(f, mode=settings.compile_mode)) if compile else (lambda f: f)
+    compile_ = (lambda f: compile_static(f, settings)) if compile else (lambda f: f)
 
     if not needs_features:
         def fused(images: Tensor, targets: Tensor) -> Tensor:
