@@ -9,6 +9,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from pathlib import Path as _Path
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 # In a source checkout the subpackages (core/, plugins/, tasks/, specs/) sit
 # beside this folder, mapped in by pyproject's package-dir. When the checkout
@@ -19,27 +21,44 @@ _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "core" / "hookspecs.py").is_file() and str(_checkout) not in __path__:
     __path__.append(str(_checkout))
 
-from hydranet.core.hookspecs import hookimpl
-from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
-from hydranet.core.metrics import Metric
-from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, SpecError, TrainingError,
-                                   TrainingInterrupted)
-
-# The engine, spec loader and checkpoint loader import lazily: a plugin's
-# `import hydranet` for `hookimpl` and `Task` should not pull in the engine.
+# Every public name imports on first use (PEP 562). `import hydranet` then costs
+# nothing, so the console entry (`hydranet.__main__.main`) is running, and can turn
+# a Ctrl-C into one line, before torch's import (about 1.5 s) begins; and a
+# plugin's `from hydranet import hookimpl` does not pull in the engine.
 _LAZY = {
+    "hookimpl": "hydranet.core.hookspecs",
+    **dict.fromkeys(("Backbone", "Dataset", "Sample", "Task", "Weighting"), "hydranet.core.interfaces"),
+    "Metric": "hydranet.core.metrics",
+    **dict.fromkeys(("CheckpointError", "DataError", "HydranetError", "InputError", "SpecError", "TrainingError",
+                     "TrainingInterrupted"), "hydranet.core.errors"),
     "load_spec": "hydranet.core.spec",
     "train": "hydranet.core.engine",
     "load": "hydranet.core.checkpoint",
 }
 
+if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
+    from hydranet.core.checkpoint import load
+    from hydranet.core.engine import train
+    from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, SpecError,
+                                       TrainingError, TrainingInterrupted)
+    from hydranet.core.hookspecs import hookimpl
+    from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
+    from hydranet.core.metrics import Metric
+    from hydranet.core.spec import load_spec
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> _Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'hydranet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({name for name in globals() if not name.startswith("_")} | set(__all__))
 
 __all__ = [
     "__version__",

@@ -141,26 +141,33 @@ def test_tables_line_up_without_trailing_spaces():
                                   "age        yes", "ethnicity  no"]
 
 
-#: Runs `python -m hydranet` with Ctrl-C arriving while the command line is still importing.
+#: Starts hydranet the way `python -m hydranet` ({entry} = run_module) or the console script ({entry} = script)
+#: does, with Ctrl-C arriving while torch is still importing (its first second or two).
 CTRL_C_WHILE_IMPORTING = """
 import runpy, sys
 
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
-        if name == "hydranet.core.cli":
+        if name == "torch":
             raise KeyboardInterrupt
 
 sys.meta_path.insert(0, CtrlC())
 sys.argv = ["hydranet", "--version"]
-runpy.run_module("hydranet", run_name="__main__", alter_sys=True)
+if "{entry}" == "run_module":
+    runpy.run_module("hydranet", run_name="__main__", alter_sys=True)
+else:  # what pip's console script for `hydranet` does
+    from importlib.metadata import entry_points
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "hydranet"]
+    sys.exit(script.load()())
 """
 
 
-def test_ctrl_c_while_python_m_hydranet_starts_exits_130_without_a_traceback():
+@pytest.mark.parametrize("entry", ["run_module", "script"])
+def test_ctrl_c_while_hydranet_starts_exits_130_without_a_traceback(entry):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING.format(entry=entry)], capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 130, result.stderr
     assert result.stderr == "\nstopped by Ctrl-C\n"
