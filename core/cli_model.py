@@ -49,6 +49,7 @@ def pick_device_option(name: str) -> torch.device:
                    "file names). Nothing is written to DIR.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
+# The choices are inference.SPLITS, spelt out so that every command need not import inference (test_cli_model).
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
               help="Which part of the data to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (metrics, baselines, confusion matrices, "

@@ -325,3 +325,11 @@ def test_predict_out_counts_its_predictions_in_words(checkpoint, faces, tmp_path
     one = sorted(faces.glob("*.jpg"))[0]
     result = run("predict", checkpoint, one, "--out", tmp_path / "p.json", "--device", "cpu")
     assert f"wrote 1 prediction to {tmp_path / 'p.json'}" in result.stderr
+
+
+def test_eval_split_choices_are_those_the_python_api_takes():
+    """`--split` spells its choices out (importing inference would slow every command's start); keep them in step."""
+    from hydranet.core.inference import SPLITS
+
+    (split,) = [p for p in cli.commands["eval"].params if p.name == "split"]
+    assert tuple(split.type.choices) == SPLITS
