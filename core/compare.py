@@ -36,7 +36,7 @@ import yaml
 from hydranet.core.errors import HydranetError
 from hydranet.core.plot import series_from_rows
 from hydranet.core.report import format_table
-from hydranet.core.run import RUN_FILES, read_metrics
+from hydranet.core.run import RUN_FILES, csv_number, read_metrics
 from hydranet.core.wording import english_list, plural
 
 #: Spec keys that change how a run trains, not what it learns: left out of what "differs" between runs.
@@ -406,7 +406,7 @@ def comparison_csv(comparison: Comparison) -> str:
         values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
         best = "" if run.best_epoch is None else run.best_epoch
         writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
-                         run.epoch, *("" if math.isnan(v) else f"{v:.6g}" for v in values)])
+                         run.epoch, *("" if math.isnan(v) else csv_number(v) for v in values)])
     return buffer.getvalue()
 
 

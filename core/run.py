@@ -164,7 +164,7 @@ class RunFolder:
             writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore", lineterminator="\n")
             if new_file:
                 writer.writeheader()
-            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+            writer.writerow({k: csv_number(v) for k, v in row.items()})
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -195,8 +195,13 @@ class SilentRunFolder(RunFolder):
         pass
 
 
-def _csv_value(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
+def csv_number(value: Any) -> Any:
+    """A float for a CSV cell, with 9 significant digits: enough to give back exactly the float32 training computed.
+
+    So `hydranet compare`, plots and a user's own analysis read the run's own
+    numbers, not ones rounded to 6 digits.
+    """
+    return f"{value:.9g}" if isinstance(value, float) else value
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float | str]]:
