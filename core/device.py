@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 
 from hydranet.core.errors import HydranetError, not_a_choice
+from hydranet.core.wording import plural
 
 
 #: what a device may be named, for the messages
@@ -60,6 +61,10 @@ def pick_device(name: str = "auto", option: str = "train.device") -> torch.devic
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HydranetError(f"{option}: cuda was asked for but this torch sees no CUDA GPU; use {use}auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise HydranetError(f"{option}: {device} was asked for but this machine has {plural(count, 'CUDA GPU')} "
+                            f"(cuda:0 to cuda:{count - 1}); use {use}cuda for the first, or one of those")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise HydranetError(f"{option}: mps was asked for but is not available here; use {use}auto or cpu")
     return device
@@ -114,7 +119,7 @@ def resolve_settings(device: str, precision: str, compile: bool | str, channels_
     dev = pick_device(device)
     cuda = dev.type == "cuda"
     if precision == "auto":
-        bf16 = cuda and torch.cuda.is_bf16_supported()
+        bf16 = cuda and native_bf16(dev)
     else:
         bf16 = precision == "bf16"
     compiling = cuda if compile == "auto" else bool(compile)
@@ -128,6 +133,16 @@ def resolve_settings(device: str, precision: str, compile: bool | str, channels_
         graphs=graphs,
         cudnn_benchmark=cuda and cudnn_benchmark and not deterministic,
     )
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this CUDA GPU computes in bf16 natively (Ampere, compute capability 8.0, or later; any ROCm GPU).
+
+    Not `torch.cuda.is_bf16_supported()`: by default it also says yes where
+    bf16 is only emulated (slower than fp32, and cuDNN has no bf16
+    convolutions there), and it asks about the current device, not this one.
+    """
+    return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
 
 
 def _graphs_and_mode(cuda: bool, compiling: bool, compile_mode: str, cuda_graphs: str) -> tuple[str, GraphsChoice]:

@@ -54,7 +54,9 @@ class Rescale(nn.Module):
         self.register_buffer("std", torch.tensor(float(std)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.std + self.mean
+        # In float32 even under bf16 autocast: bf16 keeps 8 bits of mantissa, so an age near 100
+        # would come out in steps of half a year, and the MAE would measure that rounding.
+        return x.float() * self.std + self.mean
 
 
 class RegressionParams(HeadParams):
