@@ -105,7 +105,8 @@ class TrainSection(BaseModel):
     scheduler: Literal["none", "cosine"] = "cosine"
     seed: int = 0
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device string.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 elsewhere.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on a CUDA GPU with native bf16 (Ampere or later), fp32 elsewhere.")
     compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "auto", description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.")
