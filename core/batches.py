@@ -4,8 +4,12 @@ Three placements, chosen by size (`data.placement: auto`):
 
 - device: the whole uint8 tensor on the training device; a batch is an index
   gather there, with no host work and no copy per step (the fast path);
-- host: in pinned host memory; a batch is gathered on the host and copied
-  asynchronously (for data that fits in RAM but not in the device budget);
+- host: left in host memory as decoded, not pinned; a batch is gathered on
+  the host straight into one of a few reusable pinned buffers and copied
+  asynchronously from there (for data that fits in RAM but not in the device
+  budget). Pinning the whole array would not help: a gather from pinned
+  memory is a new, unpinned tensor, and each process would hold a pinned copy
+  of up to half the RAM;
 - stream: left in the memory-mapped cache file and read by DataLoader workers,
   which gather and pin batches ahead of the step (for data larger than memory).
 
@@ -35,8 +39,10 @@ def host_memory_bytes() -> int:
 
 
 def device_memory_bytes(device: torch.device) -> int:
+    """Memory free on a GPU now (what other processes, such as the background compiler, hold is not);
+    the host's RAM for any other device."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.mem_get_info(device)[0]
     return host_memory_bytes()
 
 
@@ -44,8 +50,9 @@ def choose_placement(nbytes: int, device: torch.device, requested: str = "auto",
                      device_budget_gb: float | None = None, host_budget_gb: float | None = None) -> Placement:
     """`requested` if not auto; else device when it fits the device budget, then host, then stream.
 
-    Default budgets: 40% of the GPU's memory (the model, activations and the
-    optimizer need the rest), half of the host's RAM.
+    Default budgets: 40% of the GPU's free memory (the model, activations and
+    the optimizer need the rest; memory that other processes on the GPU hold is
+    not counted), half of the host's RAM.
     """
     if requested != "auto":
         return requested  # type: ignore[return-value]
@@ -73,17 +80,44 @@ class _GatherBatches(TorchDataset):
         return self.images[index], index
 
 
+class _PinnedBuffers:
+    """A few pinned host buffers, used in turn to gather batches into and copy them to the GPU from.
+
+    A buffer's copy is asynchronous, so before a buffer is written again the
+    host waits for the event recorded after its last copy: a copy `count`
+    batches old, not the current step's.
+    """
+
+    count = 3
+
+    def __init__(self, images: Tensor, index: Tensor, batch_size: int):
+        self.images = [torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype).pin_memory()
+                       for _ in range(self.count)]
+        self.index = [torch.empty(batch_size, dtype=index.dtype).pin_memory() for _ in range(self.count)]
+        self.copied: list[torch.cuda.Event | None] = [None] * self.count
+        self.turn = 0
+
+    def to_device(self, images: Tensor, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+        """`images[index]` and `index` on `device`, by way of the next buffer."""
+        turn, n = self.turn, index.numel()
+        self.turn = (turn + 1) % self.count
+        if self.copied[turn] is not None:
+            self.copied[turn].synchronize()  # the buffer's previous copy has finished
+        image_buffer, index_buffer = self.images[turn][:n], self.index[turn][:n]
+        torch.index_select(images, 0, index, out=image_buffer)
+        index_buffer.copy_(index)
+        on_device = image_buffer.to(device, non_blocking=True), index_buffer.to(device, non_blocking=True)
+        self.copied[turn] = torch.cuda.Event()
+        self.copied[turn].record()
+        return on_device
+
+
 class BatchSource:
     """Yields (uint8 images, index) on the device for a given order of sample indices."""
 
     def __init__(self, images: Tensor, device: torch.device, placement: Placement, workers: int = 4):
         self.device, self.placement, self.workers = device, placement, workers
-        if placement == "device":
-            self.images = images.to(device)
-        elif placement == "host" and device.type == "cuda":
-            self.images = images.pin_memory()
-        else:
-            self.images = images
+        self.images = images.to(device) if placement == "device" else images
 
     def batches(self, order: Tensor, batch_size: int, *, drop_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
         """Consecutive slices of `order` (CPU indices); a ragged tail is dropped or kept."""
@@ -96,8 +130,13 @@ class BatchSource:
             return
         slices = [order[start:min(start + batch_size, stop)] for start in range(0, stop, batch_size)]
         if self.placement == "host":
-            for index in slices:
-                yield self._to_device(self.images[index], index)
+            if self.device.type == "cuda":
+                buffers = _PinnedBuffers(self.images, order, batch_size)
+                for index in slices:
+                    yield buffers.to_device(self.images, index, self.device)
+            else:
+                for index in slices:
+                    yield self.images[index], index
             return
         loader = DataLoader(_GatherBatches(self.images, slices), batch_size=None, shuffle=False,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",

@@ -51,10 +51,10 @@ class DataSection(Component):
     cache: bool = Field(True, description="Keep decoded images in the on-disk cache for the next run.")
     workers: int | None = Field(None, ge=0, description="Decoding processes; default: one per CPU core.")
     placement: Literal["auto", "device", "host", "stream"] = Field(
-        "auto", description="Where decoded images live: on the device, in pinned host memory, or streamed from "
+        "auto", description="Where decoded images live: on the device, in host memory, or streamed from "
                             "the cache file by DataLoader workers; auto picks the first that fits.")
     device_memory_gb: float | None = Field(None, gt=0, description="Budget for images on the device; "
-                                                                   "default: 40% of the GPU's memory.")
+                                                                   "default: 40% of the GPU's free memory.")
 
 
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
