@@ -61,6 +61,8 @@ class DeviceAugment:
         # x/255 then (x - mean)/std folded into one multiply-add
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / std_t
+        # luma weights for saturation jitter, on the device once (a tensor built per step is a host-device copy)
+        self.gray_weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
 
     def normalize(self, images: Tensor) -> Tensor:
         out = torch.addcmul(self.shift, images.float(), self.scale)
@@ -117,5 +119,5 @@ class DeviceAugment:
         images = images * factor()
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         images = (images - mean) * factor() + mean
-        gray = (images * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        gray = (images * self.gray_weights).sum(1, keepdim=True)
         return (images - gray) * factor() + gray

@@ -112,6 +112,24 @@ def test_flip_and_shift_move_pixels_as_documented():
     assert values <= set(range(16))  # a shift repeats edge pixels, never invents values
 
 
+def test_colour_jitter_builds_no_tensor_in_a_step(monkeypatch):
+    """torch.tensor in a step is a blocking host-device copy on CUDA: the jitter's constants are built once."""
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    reference = DeviceAugment(torch.device("cpu"), flip=True, translate=0.2, color_jitter=0.3, seed=0)(images)
+    augment = DeviceAugment(torch.device("cpu"), flip=True, translate=0.2, color_jitter=0.3, seed=0)
+    built, tensor = [], torch.tensor
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return tensor(*args, **kwargs)
+
+    monkeypatch.setattr("hydranet.core.augment.torch.tensor", counted)
+    steps = [augment(images, train=True) for _ in range(3)]
+    monkeypatch.undo()
+    assert built == []
+    assert torch.equal(steps[0], reference)  # the same augmentation as before
+
+
 def test_padded_evaluation_gives_exactly_the_unpadded_metrics(faces, components):
     spec = load_spec(tiny_spec(faces), components=components)
     from hydranet.core.engine import batch_source, load_prepared_data
