@@ -10,7 +10,9 @@ and the same random draws, as a run that was never interrupted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from torch import nn
 
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.errors import CheckpointError
+from hydranet.core.launch import is_main_rank
 from hydranet.core.paths import MissingPathError
+from hydranet.core.wording import english_list, plural
 
 
 @dataclass
@@ -65,18 +69,93 @@ def capture_generators(augment: torch.Generator, weighting: nn.Module) -> dict[s
     return states
 
 
-def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Generator, weighting: nn.Module) -> None:
-    augment.set_state(states["augment"])
-    torch.set_rng_state(states["torch"])
-    for key, state in states.items():
-        if key.startswith("cuda:") and torch.cuda.is_available():
-            index = int(key.split(":")[1])
-            if index < torch.cuda.device_count():
-                torch.cuda.set_rng_state(state, index)
+def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Generator, weighting: nn.Module, *,
+                       epoch: int = 1, step: int = 0, log: Callable[[str], None] | None = None) -> None:
+    """Put every random generator back in the state `capture_generators` saved.
+
+    A run resumed on another kind of device than it was saved on (`device:
+    auto` on a GPU box after a CPU one, or the reverse) holds generators whose
+    saved states do not fit (a CUDA generator's state is 16 bytes, a CPU one's
+    5056); a GPU without a saved state (the run was saved with fewer GPUs) has
+    none to take. Such a generator is reseeded from its own seed (the run's)
+    and the position the run continues at (`epoch`, `step`), so the continued
+    run is still reproducible, and `log` (default: stderr, on rank 0 only) gets
+    one line saying its random draws are not those of an uninterrupted run.
+    """
+    run_seed = torch.initial_seed()  # before set_rng_state puts back the saved run's
+    fits = [_restore_or_reseed(augment, states["augment"], epoch, step),
+            _restore_or_reseed(torch.default_generator, states["torch"], epoch, step)]  # a CPU state: it fits
     owned = module_generators(weighting)
     for key, state in states.items():
-        if key.startswith("weighting.") and key[len("weighting."):] in owned:
-            owned[key[len("weighting."):]].set_state(state)
+        name = key[len("weighting."):]
+        if key.startswith("weighting.") and name in owned:
+            fits.append(_restore_or_reseed(owned[name], state, epoch, step))
+    changes = [] if all(fits) else [f"the checkpoint was saved on another kind of device than this run's "
+                                    f"{augment.device.type}"]
+    changes += _restore_cuda(states, augment, run_seed, epoch, step, reseed=bool(changes))
+    if changes:
+        line = (f"resumed at epoch {epoch}, step {step} with random generators reseeded from the run's seed, "
+                f"since {' and '.join(changes)}: the continued run is reproducible, but its random draws "
+                "(augmentation, dropout, weightings) differ from an uninterrupted run's")
+        if log is not None:
+            log(line)
+        elif is_main_rank():
+            print(line, file=sys.stderr)
+
+
+def resume_seed(seed: int, epoch: int, step: int, stream: int = 0) -> int:
+    """SplitMix64 of (seed, epoch, step, stream): the seed of a generator whose saved state could not be restored."""
+    z = seed & _MASK64
+    for part in (epoch, step, stream):
+        z = (z + (part + 1) * 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+    return z & ((1 << 63) - 1)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _restore_or_reseed(generator: torch.Generator, state: torch.Tensor, epoch: int, step: int) -> bool:
+    """Set `generator` to `state`, True; or, when the state is another kind of device's, reseed it and False."""
+    if state.dtype == torch.uint8 and state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return True
+    generator.manual_seed(resume_seed(generator.initial_seed(), epoch, step))
+    return False
+
+
+def _restore_cuda(states: Mapping[str, torch.Tensor], augment: torch.Generator, run_seed: int,
+                  epoch: int, step: int, *, reseed: bool) -> list[str]:
+    """Put back the saved GPUs' random states; reseed a GPU that has none. Says why when the run's own GPU had none.
+
+    A GPU without a saved state is reseeded when the checkpoint came from a GPU
+    run (with fewer GPUs) or from another kind of device (`reseed`), and only
+    once CUDA is initialised (a run that has not touched it does not draw there).
+    """
+    saved = {int(key.split(":")[1]): state for key, state in states.items() if key.startswith("cuda:")}
+    if not torch.cuda.is_available():
+        return []
+    count = torch.cuda.device_count()
+    for index, state in saved.items():
+        if index < count:
+            torch.cuda.set_rng_state(state, index)
+    missing = [index for index in range(count) if index not in saved]
+    if not missing or not (saved or reseed) or not torch.cuda.is_initialized():
+        return []
+    for index in missing:
+        torch.cuda.default_generators[index].manual_seed(resume_seed(run_seed, epoch, step, stream=index + 1))
+    if not saved or augment.device.type != "cuda":  # another kind of device: said already; or no GPU in use
+        return []
+    in_use = {augment.device.index if augment.device.index is not None else torch.cuda.current_device()}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank of the launch: rank 0 speaks for them
+        in_use.update(range(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    unsaved = sorted(in_use.intersection(missing))
+    if not unsaved:
+        return []
+    return [f"the checkpoint holds the random states of {plural(len(saved), 'GPU')}, none for "
+            f"{english_list(f'cuda:{index}' for index in unsaved)} (this machine has {count})"]
 
 
 def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
