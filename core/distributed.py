@@ -102,7 +102,7 @@ class Distributed:
         if world_size <= 1:
             return cls.single()
         rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        use_cuda = trains_on_cuda(device_name)
         if use_cuda:
             if local_rank >= torch.cuda.device_count():
                 raise DistributedError(
@@ -252,6 +252,12 @@ class Distributed:
                 self.barrier()
 
 
+def trains_on_cuda(device_name: str | torch.device) -> bool:
+    """Whether a run with `train.device` = `device_name` trains on GPUs (NCCL), not on the CPU (gloo)."""
+    name = str(device_name)
+    return name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+
+
 def check_global_batch(batch_size: int, processes: int, field: str = "train.batch_size") -> None:
     """Refuse a global batch that does not split evenly among `processes`, naming the nearest sizes that do."""
     if batch_size % processes == 0:
@@ -268,14 +274,18 @@ def check_global_batch(batch_size: int, processes: int, field: str = "train.batc
 FORWARDED_SIGNALS = AGENT_SIGNALS
 
 
-def launch_local(nproc: int, argv: Sequence[str]) -> int:
+def launch_local(nproc: int, argv: Sequence[str], device: str | torch.device = "auto") -> int:
     """Run `hydranet ARGV` in `nproc` processes on this machine through torchrun; return its exit status.
+
+    `device` is the run's `train.device`: on GPUs (one process each) `nproc`
+    may not exceed their number; CPU processes (gloo) are not counted against
+    the GPUs a machine may also have.
 
     torchrun runs through `hydranet.core.launch`, which takes its arguments
     but prints only hydranet's messages (no tracebacks when a worker fails or
     a signal stops the run) and exits with the worker's status.
     """
-    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+    if torch.cuda.is_available() and trains_on_cuda(device) and nproc > torch.cuda.device_count():
         raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
                                f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
     command = [sys.executable, "-m", "hydranet.core.launch", "--standalone", f"--nproc-per-node={nproc}",

@@ -480,3 +480,51 @@ def test_the_nproc_launcher_gives_workers_a_share_of_the_cores_unless_the_user_c
     monkeypatch.setenv("OMP_NUM_THREADS", "6")
     distributed.launch_local(2, ["train"])
     assert seen[-1][1]["OMP_NUM_THREADS"] == "6"
+
+
+def test_nproc_beyond_the_gpus_is_refused_for_a_gpu_run_only(monkeypatch):
+    """A machine with one GPU can still run two CPU (gloo) processes; two GPU processes it cannot."""
+    from hydranet.core import distributed
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(distributed, "run_forwarding_signals", lambda command, env=None: launched.append(command) or 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed.launch_local(2, ["train"], device="cpu") == 0
+    assert "--nproc-per-node=2" in launched[-1]
+    for device in ("cuda", "cuda:0", "auto", torch.device("cuda")):
+        with pytest.raises(DistributedError, match="--nproc 2 asks for more processes than this machine's 1 GPU"):
+            distributed.launch_local(2, ["train"], device=device)
+    assert len(launched) == 1
+    assert distributed.launch_local(1, ["train"], device="cuda") == 0
+
+
+@pytest.fixture
+def torchrun_worker(monkeypatch):
+    """This process as a torchrun worker on a machine with 2 (pretend) GPUs; what it asked torch for, recorded."""
+    calls: dict[str, Any] = {"set_device": [], "init_process_group": []}
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", calls["set_device"].append)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **options: calls["init_process_group"].append(backend))
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: calls["init_process_group"][-1])
+    return calls
+
+
+def test_a_gpu_worker_takes_nccl_and_its_local_rank_s_gpu(torchrun_worker, monkeypatch):
+    worker = Distributed.from_environment("auto")
+    assert (worker.rank, worker.local_rank, worker.world_size) == (1, 1, 2)
+    assert worker.backend == "nccl" and worker.owns_group and not worker.is_main
+    assert torchrun_worker == {"set_device": [1], "init_process_group": ["nccl"]}
+    assert worker.device(torch.device("cuda")) == torch.device("cuda", 1)
+    cpu = Distributed.from_environment("cpu")  # CPU processes on a GPU machine: gloo, no GPU chosen
+    assert cpu.backend == "gloo" and torchrun_worker["set_device"] == [1]
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(DistributedError, match="local rank 2 has no GPU: this machine has 2"):
+        Distributed.from_environment("cuda")
+    assert torchrun_worker["set_device"] == [1]  # refused before it chose one
