@@ -126,7 +126,7 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
         from hydranet.core.distributed import check_global_batch, launch_local
 
         check_global_batch(plan.spec.spec.train.batch_size, nproc)
-        raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:])))
+        raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:]), device=plan.spec.spec.train.device))
     show = sys.stderr.isatty() if progress is None else progress
     result = run_plan(plan, progress=show)
     if not result.is_main:  # another rank of a distributed run: rank 0 reports

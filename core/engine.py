@@ -501,7 +501,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.progress_state = Progress.from_dict(state["progress"])
         self.order_generator.set_state(self.progress_state.epoch_order_state)
-        restore_generators(self.progress_state.generators, self.augment.generator, self.weighting)
+        restore_generators(self.progress_state.generators, self.augment.generator, self.weighting,
+                           epoch=self.progress_state.epoch, step=self.progress_state.step, log=self.run_folder.log)
         completed = self.progress_state.epoch - 1
         self.run_folder.truncate_metrics(completed)
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)

@@ -11,7 +11,6 @@ and the same random draws, as a run that was never interrupted.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from torch import nn
 
 from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.errors import CheckpointError
-from hydranet.core.launch import is_main_rank
 from hydranet.core.paths import MissingPathError
 from hydranet.core.wording import english_list, plural
 
@@ -70,7 +68,7 @@ def capture_generators(augment: torch.Generator, weighting: nn.Module) -> dict[s
 
 
 def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Generator, weighting: nn.Module, *,
-                       epoch: int = 1, step: int = 0, log: Callable[[str], None] | None = None) -> None:
+                       epoch: int, step: int, log: Callable[[str], None]) -> None:
     """Put every random generator back in the state `capture_generators` saved.
 
     A run resumed on another kind of device than it was saved on (`device:
@@ -79,7 +77,7 @@ def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Genera
     5056); a GPU without a saved state (the run was saved with fewer GPUs) has
     none to take. Such a generator is reseeded from its own seed (the run's)
     and the position the run continues at (`epoch`, `step`), so the continued
-    run is still reproducible, and `log` (default: stderr, on rank 0 only) gets
+    run is still reproducible, and `log` (the run's, which writes on rank 0 only) gets
     one line saying its random draws are not those of an uninterrupted run.
     """
     run_seed = torch.initial_seed()  # before set_rng_state puts back the saved run's
@@ -97,10 +95,7 @@ def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Genera
         line = (f"resumed at epoch {epoch}, step {step} with random generators reseeded from the run's seed, "
                 f"since {' and '.join(changes)}: the continued run is reproducible, but its random draws "
                 "(augmentation, dropout, weightings) differ from an uninterrupted run's")
-        if log is not None:
-            log(line)
-        elif is_main_rank():
-            print(line, file=sys.stderr)
+        log(line)
 
 
 def resume_seed(seed: int, epoch: int, step: int, stream: int = 0) -> int:

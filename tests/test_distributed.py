@@ -311,6 +311,23 @@ def test_the_nproc_launcher_refuses_a_batch_that_does_not_split_before_starting_
     assert not (tmp_path / "run").exists()
 
 
+def test_train_nproc_holds_a_cpu_run_on_a_gpu_machine_to_no_gpu_count(faces, tmp_path, monkeypatch):
+    """`hydranet train --nproc 2` with train.device cpu on a one-GPU machine starts its two gloo processes."""
+    from hydranet.core import distributed
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(distributed, "run_forwarding_signals", lambda command, env=None: launched.append(command) or 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(group_norm_spec(faces, epochs=1, batch_size=8)))
+    args = ["train", str(tmp_path / "spec.yaml"), "--nproc", "2", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(cli, [*args, "--set", "train.device=cpu"])
+    assert result.exit_code == 0 and len(launched) == 1, result.output
+    result = CliRunner().invoke(cli, [*args, "--set", "train.device=cuda"])
+    assert result.exit_code == 1 and len(launched) == 1
+    assert "--nproc 2 asks for more processes than this machine's 1 GPU" in result.output
+
+
 def test_a_global_batch_that_does_not_split_evenly_is_refused_with_a_fix():
     with pytest.raises(DistributedError, match=r"train.batch_size = 30 .* 4 processes; use 28 or 32 "):
         Distributed(rank=0, world_size=4).check_batch_size(30)

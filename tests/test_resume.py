@@ -196,6 +196,21 @@ def test_a_run_stopped_after_an_epochs_last_step_resumes_exactly(faces, tmp_path
     resume_matches_the_whole_run(components, tmp_path)
 
 
+def test_a_checkpoint_from_a_gpu_resumes_on_the_cpu_and_the_log_says_the_draws_differ(faces, tmp_path):
+    """A GPU run's generator states (16 bytes) do not fit the CPU's (5056): reseeded, said in train.log, run done."""
+    components, _, progress = signalled_run(faces, tmp_path, epochs=2, at=14)  # epoch 2, step 3
+    saved = read_checkpoint(tmp_path / "cut" / "last.pt")
+    cuda_state = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    saved["progress"]["generators"] = {**saved["progress"]["generators"], "augment": cuda_state,
+                                       "cuda:0": cuda_state}
+    atomic_torch_save(saved, tmp_path / "cut" / "last.pt")
+    hydranet.train(components=components, resume=tmp_path / "cut", progress=False, echo=False)
+    log = (tmp_path / "cut" / "train.log").read_text()
+    assert log.count(f"resumed at epoch 2, step {progress['step']} with random generators reseeded") == 1, log
+    assert "differ from an uninterrupted run's" in log
+    assert [row["epoch"] for row in metric_rows(tmp_path / "cut")] == ["1", "2"]
+
+
 def test_sigint_during_validation_stops_after_it_without_another_step(faces, tmp_path):
     components, stopped, progress = signalled_run(faces, tmp_path, epochs=2, at=12, signum=signal.SIGINT)
     assert SignalAfter.calls == 13  # epoch 1's 11 steps and 2 validation batches, and no step of epoch 2

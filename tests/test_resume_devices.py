@@ -121,14 +121,6 @@ def test_a_cpu_checkpoint_resumes_on_a_gpu(monkeypatch):
     assert seeds[0] != seeds[1] and not gpus["restored"]
 
 
-def test_the_line_is_printed_on_rank_zero_only_when_no_log_is_given(monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for rank, expected in (("1", 0), ("0", 1)):
-        monkeypatch.setenv("RANK", rank)
-        restore_generators(cuda_checkpoint_states(), torch.Generator(), Owning(1), epoch=2)
-        assert capsys.readouterr().err.count("uninterrupted") == expected
-
-
 def test_a_resume_on_the_same_device_restores_every_state_and_says_nothing(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     augment, weighting = torch.Generator().manual_seed(5), Owning(6)
@@ -144,19 +136,19 @@ def test_gpu_states_saved_with_two_gpus_and_resumed_with_one_or_three(monkeypatc
     # fewer GPUs: the one there takes its saved state; nothing changes for it
     gpus = fake_gpus(monkeypatch, 1)
     lines: list[str] = []
-    restore_generators(cuda_checkpoint_states(gpus=2), CudaLikeGenerator(43), nn.Module(), epoch=2,
+    restore_generators(cuda_checkpoint_states(gpus=2), CudaLikeGenerator(43), nn.Module(), epoch=2, step=0,
                        log=lines.append)
     assert list(gpus["restored"]) == [0] and lines == []
     # more GPUs: the third has no state and is reseeded; said when the run draws on it
     gpus = fake_gpus(monkeypatch, 3)
     before = gpus["generators"][2].initial_seed()
-    restore_generators(cuda_checkpoint_states(gpus=2), CudaLikeGenerator(43), nn.Module(), epoch=2,
+    restore_generators(cuda_checkpoint_states(gpus=2), CudaLikeGenerator(43), nn.Module(), epoch=2, step=0,
                        log=lines.append)
     assert sorted(gpus["restored"]) == [0, 1] and gpus["generators"][2].initial_seed() != before
     assert lines == []  # a one-process run draws on cuda:0 only, which was restored
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
-    restore_generators(cuda_checkpoint_states(gpus=2), CudaLikeGenerator(43), nn.Module(), epoch=2,
+    restore_generators(cuda_checkpoint_states(gpus=2), CudaLikeGenerator(43), nn.Module(), epoch=2, step=0,
                        log=lines.append)
     assert len(lines) == 1 and "2 GPUs, none for cuda:2 (this machine has 3)" in lines[0], lines
 
@@ -166,16 +158,6 @@ def test_a_cpu_run_on_a_gpu_machine_leaves_cuda_uninitialized(monkeypatch):
     gpus = fake_gpus(monkeypatch, 2, initialized=False)
     states = cuda_checkpoint_states(gpus=1)
     lines: list[str] = []
-    restore_generators(states, torch.Generator().manual_seed(1), nn.Module(), epoch=2, log=lines.append)
+    restore_generators(states, torch.Generator().manual_seed(1), nn.Module(), epoch=2, step=0, log=lines.append)
     assert list(gpus["restored"]) == [0] and len(lines) == 1
     assert [g.initial_seed() for g in gpus["generators"]] == [torch.Generator().initial_seed()] * 2
-
-
-def test_the_engines_call_resumes_a_cuda_checkpoint_on_cpu(monkeypatch, capsys):
-    """The call as the engine made it before it passed the position: a CUDA checkpoint on a CPU machine."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.delenv("RANK", raising=False)
-    augment = torch.Generator().manual_seed(43)
-    restore_generators(cuda_checkpoint_states(), augment, Owning(11))
-    assert augment.initial_seed() == resume.resume_seed(43, 1, 0)
-    assert capsys.readouterr().err.count("another kind of device") == 1
