@@ -235,16 +235,29 @@ def gram_root(gram: Tensor) -> Tensor:
     return (vectors * values.clamp_min(0).sqrt()).to(torch.float32)
 
 
+def _grad_like(p: Tensor, values: Tensor) -> Tensor:
+    """A new gradient for `p` holding `values` (flat, in `p`'s logical element order), in `p`'s dtype and layout.
+
+    Fused optimizers walk a parameter and its gradient as raw memory, so they
+    must have the same strides: a contiguous gradient for a channels_last conv
+    weight raises on CUDA and, on CPU, pairs elements with the wrong weights.
+    `empty_like` keeps `p`'s strides; `copy_` writes by logical index.
+    """
+    grad = torch.empty_like(p, memory_format=torch.preserve_format)
+    grad.copy_(values.view(p.shape))
+    return grad
+
+
 def _accumulate_grads(parameters: Sequence[Tensor], flat: Tensor) -> None:
-    """Add a flat gradient vector into the parameters' `.grad`, slice by slice."""
+    """Add a flat gradient vector (the parameters' elements in logical order) into their `.grad`, slice by slice."""
     offset = 0
     for p in parameters:
-        piece = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        piece = flat[offset:offset + p.numel()]
         offset += p.numel()
         if p.grad is None:
-            p.grad = piece.clone()
+            p.grad = _grad_like(p, piece)
         else:
-            p.grad.add_(piece)
+            p.grad.add_(piece.view(p.shape).to(p.grad.dtype))
 
 
 
