@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from hydranet.core._solvers import solver_dtype, symmetric_eigh
 from hydranet.core.errors import ComponentError, did_you_mean
 from hydranet.core.interfaces import StepContext, Task, Weighting
 
@@ -225,13 +226,14 @@ class GradientWeighting(Weighting):
 
 
 def gram_root(gram: Tensor) -> Tensor:
-    """A (K, K) matrix R with R R^T = `gram` (symmetric positive semi-definite), via eigh.
+    """A (K, K) matrix R with R R^T = `gram` (symmetric positive semi-definite): V sqrt(Lambda) from its eigenpairs.
 
-    Float64 where the device has it: R R^T must reproduce G closely, because
-    the strategies' weights are computed from it.
+    By `_solvers.symmetric_eigh` (Jacobi rotations on the device), not
+    `torch.linalg.eigh`, which would read its status back to the host every
+    step. Float64 where the device has it: R R^T must reproduce G closely,
+    because the strategies' weights are computed from it.
     """
-    dtype = torch.float32 if gram.device.type == "mps" else torch.float64
-    values, vectors = torch.linalg.eigh(gram.to(dtype))
+    values, vectors = symmetric_eigh(gram.to(solver_dtype(gram.device)))
     return (vectors * values.clamp_min(0).sqrt()).to(torch.float32)
 
 

@@ -84,3 +84,45 @@ def test_gradient_weighting_trains_through_the_engine(faces, tmp_path):
     for key, value in result["sum"].items():
         if key.startswith(("train_loss", "val_loss")):
             assert result["sum_of_gradients"][key] == pytest.approx(value, rel=1e-3), key
+
+
+def eigh_root(gram):
+    """The reference: R = V sqrt(Lambda) from LAPACK's eigendecomposition, in float64."""
+    values, vectors = torch.linalg.eigh(gram.double())
+    return vectors * values.clamp_min(0).sqrt()
+
+
+def canonical_columns(root):
+    """R's columns in order of their norms (the square roots of the eigenvalues), each signed so its largest
+    entry is positive: an eigendecomposition fixes R only up to that order and sign."""
+    root = root.double()[:, root.double().norm(dim=0).argsort()]
+    signs = torch.sign(root.gather(0, root.abs().argmax(dim=0, keepdim=True)))
+    return root * signs
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_gram_root_matches_the_eigh_based_root(k, monkeypatch):
+    from hydranet.core import weighting
+
+    # gram_root must not call torch.linalg.eigh, which reads its status back to the host every step
+    monkeypatch.setattr(torch.linalg, "eigh", lambda *args, **kwargs: pytest.fail("gram_root called linalg.eigh"))
+    jacobian = torch.randn(k, 50, generator=torch.Generator().manual_seed(k))
+    spd = jacobian @ jacobian.T  # float32 and symmetric positive definite, as the all-reduced Gram matrix is
+    root = weighting.gram_root(spd)
+    monkeypatch.undo()
+    assert root.dtype == torch.float32 and root.shape == (k, k)
+    torch.testing.assert_close(root.double() @ root.double().T, spd.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(canonical_columns(root), canonical_columns(eigh_root(spd)), rtol=1e-5, atol=1e-5)
+
+
+def test_gram_root_of_a_singular_gram_matrix():
+    from hydranet.core.weighting import gram_root
+
+    jacobian = torch.randn(2, 30, generator=torch.Generator().manual_seed(0))
+    jacobian = torch.cat([jacobian, jacobian[:1] + jacobian[1:], torch.zeros(1, 30)])  # rank 2 of 4
+    gram = jacobian @ jacobian.T
+    root = gram_root(gram)
+    assert torch.isfinite(root).all()
+    torch.testing.assert_close(root.double() @ root.double().T, gram.double(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(root.double() @ root.double().T, eigh_root(gram) @ eigh_root(gram).T,
+                               rtol=1e-5, atol=1e-4)
