@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from hydranet.core._solvers import solver_dtype, symmetric_eigh
+from hydranet.core.jacobi import solver_dtype, symmetric_eigh
 from hydranet.core.errors import ComponentError, did_you_mean
 from hydranet.core.interfaces import StepContext, Task, Weighting
 
@@ -228,7 +228,7 @@ class GradientWeighting(Weighting):
 def gram_root(gram: Tensor) -> Tensor:
     """A (K, K) matrix R with R R^T = `gram` (symmetric positive semi-definite): V sqrt(Lambda) from its eigenpairs.
 
-    By `_solvers.symmetric_eigh` (Jacobi rotations on the device), not
+    By `jacobi.symmetric_eigh` (Jacobi rotations on the device), not
     `torch.linalg.eigh`, which would read its status back to the host every
     step. Float64 where the device has it: R R^T must reproduce G closely,
     because the strategies' weights are computed from it.
