@@ -21,6 +21,12 @@ from hydranet.core.report import format_table, indent
 SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
 
 
+def device_option(purpose: str, *, default: str | None = "auto", more: str = "") -> Any:
+    """The `--device` option: `Device to PURPOSE.` and what `more` adds, checked by `cli_model.pick_device_option`."""
+    return click.option("--device", default=default, show_default=default is not None,
+                        help=f"Device to {purpose}.{' ' + more if more else ''}")
+
+
 class HydranetGroup(click.Group):
     """Adds plugin commands on first use and prints HydranetErrors as plain messages."""
 
@@ -95,8 +101,11 @@ def cli() -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Train with N processes on this machine (one per GPU; gloo on CPU): runs torchrun for you.")
+@device_option("train on", default=None,
+               more="Short for --set train.device=DEVICE: auto, cpu, cuda, cuda:N or mps (default: the spec's "
+                    "train.device).")
 def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, resume: str | None,
-          progress: bool | None, nproc: int) -> None:
+          progress: bool | None, nproc: int, device: str | None) -> None:
     """Train the model a SPEC describes (default: the built-in demo).
 
     SPEC is a YAML or TOML spec file, or the name of a built-in spec (demo,
@@ -110,6 +119,7 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train
       hydranet train specs/utkface.yaml --set data.root=data/UTKFace --set train.epochs=20
       hydranet train my.yaml --set weighting=dwa --out runs/dwa
+      hydranet train my.yaml --device cpu
       hydranet train --resume runs/dwa
       hydranet train my.yaml --nproc 4
       torchrun --nproc-per-node 8 -m hydranet train my.yaml
@@ -117,9 +127,17 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     from hydranet.core.engine import plan_run, resume_conflict, run_plan
     from hydranet.core.report import metrics_table
 
-    problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir})
+    problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir,
+                                                             "--device": device})
     if problem:
         raise click.UsageError(problem)
+    if device is not None:
+        from hydranet.core.cli_model import pick_device_option
+
+        if any(o.partition("=")[0].strip() == "train.device" for o in overrides):
+            raise click.UsageError("--device is short for --set train.device=DEVICE; give one of the two, not both")
+        pick_device_option(device)  # named as --device, present on this machine: checked before any data loads
+        overrides = (*overrides, f"train.device={device}")
     # what the run (or every process of it) would refuse, refused before any data or model is loaded
     plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume, option="--set")
     if nproc > 1:
@@ -350,11 +368,13 @@ def plugins() -> None:
         click.echo(f"{info.name}  ({origin})")
         for kind, names in info.components.items():
             click.echo(f"    {kind}: {', '.join(names)}")
-        for error in info.errors:
+        for error in (*info.errors, *info.conflicts):
             click.echo(f"    ERROR: {error}")
-    errors = components.pm.load_errors()
-    if errors:
-        click.echo(f"\n{len(errors)} plugin problem(s); the other plugins work normally.", err=True)
+        for warning in info.warnings:
+            click.echo(f"    WARNING: {warning}")
+    problems = components.pm.problems()
+    if problems:
+        click.echo(f"\n{len(problems)} plugin problem(s); the other plugins work normally.", err=True)
 
 
 # ------------------------------------------------------------------ spec

@@ -3,16 +3,23 @@
 Built-in components are plugins like any other: modules named in
 `BUILTIN_PLUGINS` whose `@hookimpl` functions register them. Third-party
 plugins publish an entry point in group `hydranet`. A plugin that fails to
-import, implements a misspelled hook, or raises while registering is recorded
-with its entry-point name and distribution and left out; the rest keep working.
+import, implements a misspelled hook, or raises (or calls `register` wrongly)
+while registering is recorded with its entry-point name and distribution and
+left out as a whole: registration is atomic per plugin, so none of its
+components is registered, even those its hooks registered before the error.
+The rest keep working. A plugin that registers nothing (hook functions without
+the `@hydranet.hookimpl` marker) and entry points in a group spelt like
+`hydranet` but not it (`hydranets`) are reported too.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as metadata
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,7 +29,7 @@ import pluggy
 
 from hydranet.core import hookspecs
 from hydranet.core.errors import did_you_mean
-from hydranet.core.registry import Registry
+from hydranet.core.registry import RegistrationError, Registry
 
 ENTRY_POINT_GROUP = "hydranet"
 ALLOW_ENV = "HYDRANET_PLUGINS"
@@ -61,10 +68,29 @@ REGISTER_HOOKS: dict[str, str] = {
     "register_datasets": "datasets",
 }
 
+#: every hook a plugin may implement, as `core/hookspecs.py` declares them
+HOOKS: tuple[str, ...] = tuple(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+
+LEFT_OUT = "the plugin is left out: none of its components are registered"
+
+
+def _register_signature(name: str, factory: Callable[..., Any], *, params: Any = None, description: Any = None,
+                        aliases: Any = ()) -> None:
+    """The `register` callback's documented signature, which a plugin's call is checked against."""
+
+
+REGISTER = inspect.signature(_register_signature)
+REGISTER_CALL = "register(name, factory, *, params=None, description=None, aliases=())"
+
 
 @dataclass
 class PluginInfo:
-    """What `hydranet plugins` shows for one plugin."""
+    """What `hydranet plugins` shows for one plugin.
+
+    `errors` say why it is left out (it registers nothing); `conflicts` name
+    the components it shares with another plugin (unusable under that name);
+    `warnings` say why it registers nothing, or less than it seems to.
+    """
 
     name: str
     distribution: str
@@ -72,6 +98,17 @@ class PluginInfo:
     builtin: bool
     components: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def left_out(self) -> bool:
+        return bool(self.errors)
+
+    @property
+    def label(self) -> str:
+        """`name (distribution version)`, as every recorded problem is prefixed."""
+        return f"{self.name} ({self.distribution} {self.version})"
 
 
 class PluginManager(pluggy.PluginManager):
@@ -82,31 +119,132 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
 
-    def record_error(self, plugin: str, message: str) -> None:
+    def _record(self, plugin: str, where: str, message: str) -> None:
         info = self.info.setdefault(plugin, PluginInfo(plugin, "?", "?", builtin=False))
-        if message not in info.errors:  # a hook run twice (e.g. commands listed again) reports once
-            info.errors.append(message)
+        found = getattr(info, where)
+        if message not in found:  # a hook run twice (e.g. commands listed again) reports once
+            found.append(message)
+
+    def record_error(self, plugin: str, message: str) -> None:
+        """`plugin` is left out, because of `message`."""
+        self._record(plugin, "errors", message)
+
+    def record_conflict(self, plugin: str, message: str) -> None:
+        """`plugin` registered a name another plugin registered too."""
+        self._record(plugin, "conflicts", message)
+
+    def record_warning(self, plugin: str, message: str) -> None:
+        """`plugin` loaded but registers nothing, or less than its code suggests."""
+        self._record(plugin, "warnings", message)
 
     def load_errors(self) -> list[str]:
-        """Every recorded problem, each prefixed with the plugin it concerns."""
-        return [f"{i.name} ({i.distribution} {i.version}): {e}" for i in self.info.values() for e in i.errors]
+        """Why plugins are left out or register nothing, each prefixed with the plugin: what may leave a name unknown.
+
+        Name conflicts are not among them (the plugins load; their shared name
+        is refused with a message that names both): `problems()` has everything.
+        """
+        return [f"{i.label}: {e}" for i in self.info.values() for e in (*i.errors, *i.warnings)]
+
+    def problems(self) -> list[str]:
+        """Every recorded problem (errors, conflicts, warnings), each prefixed with the plugin it concerns."""
+        return [f"{i.label}: {e}" for i in self.info.values() for e in (*i.errors, *i.conflicts, *i.warnings)]
 
     def add_plugin(self, plugin: object, name: str, *, distribution: str, version: str, builtin: bool) -> bool:
         """Register one plugin; on a bad hook, record why and leave it out."""
         self.info[name] = PluginInfo(name, distribution, version, builtin)
+        problems = _hook_problems(self, plugin)
+        if problems:
+            for problem in problems:
+                self.record_error(name, f"{problem}; {LEFT_OUT}")
+            return False
         try:
             self.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as error:
-            self.record_error(name, f"could not be registered: {error}")
+            self.record_error(name, f"could not be registered: {' '.join(str(error).split())}")
             return False
         try:
             self.check_pending()
         except pluggy.PluginValidationError as error:
             self.unregister(name=name)
-            self.record_error(name, f"implements an unknown hook ({error}); the known hooks are "
-                              + ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_"))))
+            self.record_error(name, f"implements an unknown hook ({error}); the hooks are {', '.join(HOOKS)}")
             return False
+        for warning in _unmarked_hooks(self, plugin):
+            self.record_warning(name, warning)
         return True
+
+
+def _routines(plugin: object) -> list[tuple[str, Any]]:
+    """The plugin's public functions (or methods), by name."""
+    found = []
+    for attr in dir(plugin):
+        if attr.startswith("_"):
+            continue
+        try:
+            value = getattr(plugin, attr)
+        except Exception:  # a property of a plugin object may raise anything
+            continue
+        if inspect.isroutine(value):
+            found.append((attr, value))
+    return found
+
+
+def _marked(pm: PluginManager, plugin: object, attr: str) -> bool:
+    try:
+        return pm.parse_hookimpl_opts(plugin, attr) is not None
+    except Exception:  # an odd attribute of a plugin object: not a hook
+        return False
+
+
+def _hook_problems(pm: PluginManager, plugin: object) -> list[str]:
+    """Marked functions that pluggy would refuse, said with a did-you-mean or the arguments hydranet passes."""
+    problems = []
+    for attr, function in _routines(plugin):
+        if not _marked(pm, plugin, attr):
+            continue
+        if attr not in HOOKS:
+            problems.append(f"implements an unknown hook '{attr}';{did_you_mean(attr, HOOKS)} "
+                            f"the hooks are {', '.join(HOOKS)}")
+            continue
+        expected = list(inspect.signature(getattr(hookspecs, attr)).parameters)
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            continue
+        unknown = [n for n, p in parameters.items() if n not in expected and p.default is p.empty
+                   and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if unknown:
+            problems.append(f"its hook {attr}({', '.join(parameters)}) takes "
+                            f"{', '.join(repr(n) for n in unknown)}, which hydranet does not pass: the hook's "
+                            f"arguments are named {', '.join(repr(n) for n in expected)}; write "
+                            f"def {attr}({', '.join(expected)})")
+    return problems
+
+
+def _unmarked_hooks(pm: PluginManager, plugin: object) -> list[str]:
+    """Warnings for functions named like hooks without the `@hydranet.hookimpl` marker, which pluggy ignores.
+
+    A function named exactly like a hook is always reported; one named close
+    to a hook (`register_task`) only when the plugin has no marked hook at
+    all, since a working plugin may well have a helper of a similar name.
+    """
+    routines = _routines(plugin)
+    marked = any(_marked(pm, plugin, attr) for attr, _ in routines)
+    found = []
+    for attr, _ in routines:
+        if _marked(pm, plugin, attr):
+            continue
+        if attr in HOOKS:
+            found.append(f"{attr} is named like a hook but has no @hydranet.hookimpl marker, so hydranet never "
+                         f"calls it: put @hydranet.hookimpl on the line above def {attr}")
+        elif not marked:
+            close = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.8)
+            if close:
+                found.append(f"{attr} looks like the hook {close[0]} but is neither marked nor named like it, so "
+                             f"hydranet never calls it: rename it to {close[0]} and put @hydranet.hookimpl above it")
+    if marked:
+        return found
+    return ["registers nothing: " + ("; ".join(found) if found else
+                                     f"it has no @hydranet.hookimpl functions (the hooks: {', '.join(HOOKS)})")]
 
 
 def allowed_plugins(env: dict[str, str] | None = None) -> set[str] | None:
@@ -148,19 +286,25 @@ def load_entry_points(pm: PluginManager, allow: set[str] | None) -> None:
     """Import each allowed entry point of group `hydranet`; record failures by name and distribution.
 
     A name in the allow-list that no installed plugin has is recorded too: a
-    typo in HYDRANET_PLUGINS would otherwise just leave a plugin out.
+    typo in HYDRANET_PLUGINS would otherwise just leave a plugin out. So is an
+    entry point in a group spelt like `hydranet` but not it (`hydranets`,
+    `hydra_net`, `hydranet.plugins`), which hydranet would never see.
     """
-    installed = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-    for name in sorted((allow or set()) - {ep.name for ep in installed}):
+    everything = metadata.entry_points()
+    installed = list(everything.select(group=ENTRY_POINT_GROUP))
+    misgrouped = [ep for group in sorted(everything.groups) if _near_group(group)
+                  for ep in everything.select(group=group)]
+    for ep in misgrouped:
+        if (allow is None or ep.name in allow) and ep.name not in {e.name for e in installed}:
+            _record_misgrouped(pm, ep)
+    for name in sorted((allow or set()) - {ep.name for ep in [*installed, *misgrouped]}):
         pm.record_error(name, f"{ALLOW_ENV} names '{name}', but no installed plugin has that entry point;"
                         + (did_you_mean(name, [ep.name for ep in installed]) or "")
                         + f" installed: {', '.join(sorted(ep.name for ep in installed)) or 'none'}")
     for ep in installed:
         if allow is not None and ep.name not in allow:
             continue
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "?"
-        dist_version = dist.version if dist is not None else "?"
+        dist_name, dist_version = _distribution(ep)
         if ep.name in pm.info:
             pm.record_error(ep.name, f"entry point '{ep.name}' of {dist_name} is a duplicate plugin name; skipped")
             continue
@@ -173,14 +317,39 @@ def load_entry_points(pm: PluginManager, allow: set[str] | None) -> None:
         pm.add_plugin(plugin, ep.name, distribution=dist_name, version=dist_version, builtin=False)
 
 
+def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
+    """(name, version) of the distribution that installed `ep`, "?" where unknown."""
+    dist = getattr(ep, "dist", None)
+    return (dist.metadata["Name"], dist.version) if dist is not None else ("?", "?")
+
+
+def _near_group(group: str) -> bool:
+    """Whether an entry-point group looks meant to be `hydranet` (`hydranets`, `hydra_net`, `hydranet.plugins`)."""
+    if group == ENTRY_POINT_GROUP:
+        return False
+    squashed = re.sub(r"[^a-z0-9]", "", group.lower())
+    return (squashed.startswith(ENTRY_POINT_GROUP)
+            or difflib.SequenceMatcher(None, squashed, ENTRY_POINT_GROUP).ratio() >= 0.8)
+
+
+def _record_misgrouped(pm: PluginManager, ep: metadata.EntryPoint) -> None:
+    dist_name, dist_version = _distribution(ep)
+    table = ep.group if re.fullmatch(r"[A-Za-z0-9_-]+", ep.group) else f'"{ep.group}"'
+    package = f"package {dist_name}" if dist_name != "?" else "an installed package"
+    pm.info.setdefault(ep.name, PluginInfo(ep.name, dist_name, dist_version, builtin=False))
+    pm.record_error(ep.name, f"entry points in group '{ep.group}' of {package} are not loaded: the group is "
+                    f"'{ENTRY_POINT_GROUP}'. In its pyproject.toml, rename [project.entry-points.{table}] to "
+                    f"[project.entry-points.{ENTRY_POINT_GROUP}] and reinstall it (pip install -e .)")
+
+
 @dataclass
 class Components:
     """The registries filled by every loaded plugin, plus the manager that filled them."""
 
     pm: PluginManager
-    tasks: Registry = field(default_factory=lambda: Registry("task"))
+    tasks: Registry = field(default_factory=lambda: Registry("task", ("name",)))
     backbones: Registry = field(default_factory=lambda: Registry("backbone"))
-    weightings: Registry = field(default_factory=lambda: Registry("weighting"))
+    weightings: Registry = field(default_factory=lambda: Registry("weighting", ("tasks",)))
     datasets: Registry = field(default_factory=lambda: Registry("dataset"))
 
     def registry(self, kind: str) -> Registry:
@@ -190,15 +359,26 @@ class Components:
         return getattr(self, kind)
 
     def add_commands(self, cli: Any) -> None:
-        """Let each plugin add click commands; a failing plugin is recorded, not fatal."""
+        """Let each plugin add click commands; a failing plugin is recorded, not fatal.
+
+        A plugin left out of the components adds no commands, and one whose
+        register_commands raises keeps none of the commands it added before.
+        """
         for name, impl in _impls(self.pm, "register_commands"):
-            before = set(getattr(cli, "commands", {}))
-            _call_isolated(self.pm, name, "register_commands", impl, {"cli": cli})
-            added = sorted(set(getattr(cli, "commands", {})) - before)
-            if added:  # shown by `hydranet plugins` next to the plugin's other components
-                info = self.pm.info.setdefault(name, PluginInfo(name, "?", "?", builtin=False))
+            info = self.pm.info.setdefault(name, PluginInfo(name, "?", "?", builtin=False))
+            if info.left_out:
+                continue
+            commands = getattr(cli, "commands", {})
+            before = set(commands)
+            added = lambda: sorted(set(getattr(cli, "commands", {})) - before)  # noqa: E731
+            if not _call_isolated(self.pm, name, "register_commands", impl, {"cli": cli},
+                                  "its commands are left out"):
+                for command in added():
+                    commands.pop(command, None)
+                continue
+            if added():  # shown by `hydranet plugins` next to the plugin's other components
                 listed = info.components.setdefault("commands", [])
-                listed += [command for command in added if command not in listed]
+                listed += [command for command in added() if command not in listed]
 
 
 def _impls(pm: PluginManager, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
@@ -208,33 +388,97 @@ def _impls(pm: PluginManager, hook_name: str) -> list[tuple[str, Callable[..., A
     return [(impl.plugin_name, impl.function) for impl in sorted(impls, key=lambda i: order[i.plugin_name])]
 
 
-def _call_isolated(pm: PluginManager, plugin: str, hook: str, function: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+def _call_isolated(pm: PluginManager, plugin: str, hook: str, function: Callable[..., Any], kwargs: dict[str, Any],
+                   consequence: str = LEFT_OUT) -> bool:
+    """Call one plugin's hook; record what it raised, and what follows from that, against the plugin."""
     accepted = inspect.signature(function).parameters
     try:
         function(**{k: v for k, v in kwargs.items() if k in accepted})
+    except RegistrationError as error:  # register() refused what the plugin passed; the message says why
+        pm.record_error(plugin, f"{hook}: {error.problem}; {consequence}")
+        return False
     except Exception as error:  # a plugin's hook may raise anything
-        pm.record_error(plugin, f"{hook} raised {type(error).__name__}: {error}")
+        pm.record_error(plugin, f"{hook} raised {type(error).__name__}: {error}; {consequence}")
+        return False
+    return True
+
+
+def _register_callback(registry: Registry, info: PluginInfo, calls: list[dict[str, Any]]) -> Callable[..., None]:
+    """The `register` a plugin's hook receives: it checks each call and keeps it in `calls`, registering nothing.
+
+    `load_components` registers a plugin's calls once all its hooks have
+    returned without an error, so that a plugin is registered whole or not at all.
+    """
+
+    def register(*args: Any, **kwargs: Any) -> None:
+        call = _bind_register(args, kwargs, info)
+        registry.check(**call, plugin=info.name, distribution=info.distribution)
+        names = {call["name"], *call["aliases"]}
+        for earlier in calls:
+            again = sorted(names & {earlier["name"], *earlier["aliases"]})
+            if again:
+                raise RegistrationError(f"registers {registry.kind} '{again[0]}' twice; register each name once",
+                                        info.name, info.distribution)
+        calls.append(call)
+
+    return register
+
+
+def _bind_register(args: tuple[Any, ...], kwargs: dict[str, Any], info: PluginInfo) -> dict[str, Any]:
+    """A plugin's `register(...)` arguments by name, or a RegistrationError saying how to call it."""
+    keywords = [n for n, p in REGISTER.parameters.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = [k for k in kwargs if k not in REGISTER.parameters]
+    if unknown:
+        problem = (f"register() got an unexpected keyword argument '{unknown[0]}';"
+                   f"{did_you_mean(unknown[0], keywords)} it is called as {REGISTER_CALL}")
+    elif len(args) > 2:
+        problem = (f"register() takes two arguments by position, the name and the factory, but got {len(args)}: "
+                   f"give the others by keyword ({', '.join(k + '=' for k in keywords)}), as in {REGISTER_CALL}")
+    else:
+        try:
+            bound = REGISTER.bind(*args, **kwargs)
+        except TypeError as error:
+            problem = f"register(): {error}; it is called as {REGISTER_CALL}"
+        else:
+            bound.apply_defaults()
+            return dict(bound.arguments)
+    raise RegistrationError(problem, info.name, info.distribution)
 
 
 def load_components(pm: PluginManager | None = None) -> Components:
-    """Run every plugin's register_* hooks into fresh registries, remembering who registered what."""
+    """Run every plugin's register_* hooks into fresh registries, remembering who registered what.
+
+    Registration is atomic per plugin: if any of a plugin's hooks raises (or
+    calls `register` wrongly), none of its components is registered, from that
+    hook or its others, and the plugin is reported as left out.
+    """
     pm = pm or make_plugin_manager()
     components = Components(pm)
+    calls: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    failed: set[str] = set()
     for hook_name, kind in REGISTER_HOOKS.items():
-        registry: Registry = getattr(components, kind)
         for plugin_name, function in _impls(pm, hook_name):
             info = pm.info.setdefault(plugin_name, PluginInfo(plugin_name, "?", "?", builtin=False))
-
-            def register(name: str, factory: Callable[..., Any], *, _plugin: str = plugin_name,
-                         _info: PluginInfo = info, _kind: str = kind, _registry: Registry = registry,
-                         **options: Any) -> None:
-                _registry.register(name, factory, plugin=_plugin, **options)
-                _info.components.setdefault(_kind, []).append(name)
-
-            _call_isolated(pm, plugin_name, hook_name, function, {"register": register})
+            register = _register_callback(getattr(components, kind), info, calls.setdefault((plugin_name, kind), []))
+            if not _call_isolated(pm, plugin_name, hook_name, function, {"register": register}):
+                failed.add(plugin_name)
+    for info in pm.info.values():  # what this call registers, not an earlier one on the same manager
+        for kind in REGISTER_HOOKS.values():
+            info.components.pop(kind, None)
+    for hook_name, kind in REGISTER_HOOKS.items():
+        registry: Registry = getattr(components, kind)
+        for plugin_name, _ in _impls(pm, hook_name):
+            if plugin_name in failed:
+                continue
+            info = pm.info[plugin_name]
+            for call in calls[(plugin_name, kind)]:
+                registry.register(**call, plugin=plugin_name, distribution=info.distribution, builtin=info.builtin)
+                info.components.setdefault(kind, []).append(call["name"])
         for name, plugins in registry.conflicts().items():
             for plugin_name in plugins[1:]:
-                pm.record_error(plugin_name, f"{registry.kind} '{name}' is also registered by '{plugins[0]}'")
+                pm.record_conflict(plugin_name, f"{registry.kind} '{name}' is also registered by "
+                                   f"{registry.describe(plugins[0])}, so a spec cannot use it: uninstall one of "
+                                   f"the two, or leave one out with {ALLOW_ENV}")
     return components
 
 

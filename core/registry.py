@@ -8,15 +8,47 @@ who is involved and what the known names are.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from hydranet.core.errors import DuplicateNameError, UnknownNameError
+from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError
 
 T = TypeVar("T")
+
+#: lowercase words joined by single '-' or '_', the rule `hydranet new-plugin` applies to NAME
+#: (plugins/scaffold.py, which core may not import; a test keeps the two equal)
+NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
+NAME_RULE = "use lowercase letters and digits, starting with a letter, with single '-' or '_' between words " \
+            "(e.g. smile, age_group, resnet18)"
+
+
+class RegistrationError(HydranetError, ValueError):
+    """A plugin called `register(...)` with something hydranet cannot use.
+
+    `problem` says what is wrong and what to do; the message adds the plugin
+    (and its distribution, where known) in front of it.
+    """
+
+    def __init__(self, problem: str, plugin: str = "<unknown>", distribution: str | None = None):
+        self.problem, self.plugin, self.distribution = problem, plugin, distribution
+        super().__init__(f"plugin {describe_plugin(plugin, distribution)}: {problem}")
+
+
+def describe_plugin(plugin: str, distribution: str | None = None, builtin: bool = False) -> str:
+    """`'shadow_age' (package hydranet-broken)`, `'hydranet.tasks.utkface' (built in)`, or just `'name'`."""
+    if builtin:
+        return f"'{plugin}' (built in)"
+    return f"'{plugin}' (package {distribution})" if distribution and distribution != "?" else f"'{plugin}'"
+
+
+def _type_name(value: object) -> str:
+    return getattr(value, "__qualname__", None) or type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -54,12 +86,94 @@ class Entry(Generic[T]):
 
 @dataclass
 class Registry(Generic[T]):
-    """Components of one kind ("task", "backbone", ...) keyed by name and alias."""
+    """Components of one kind ("task", "backbone", ...) keyed by name and alias.
+
+    `call_args` names what hydranet passes to a factory before its params
+    (`("name",)` for tasks, `("tasks",)` for weightings): a factory is called
+    as `factory(*call_args, params)`, or `factory(*call_args)` when it was
+    registered without `params=`.
+    """
 
     kind: str
+    call_args: tuple[str, ...] = ()
     _entries: dict[str, Entry[T]] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
     _conflicts: dict[str, list[str]] = field(default_factory=dict)
+    _origins: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
+
+    def check(
+        self,
+        name: str,
+        factory: Callable[..., T],
+        *,
+        params: type[BaseModel] | None = None,
+        description: str | None = None,
+        aliases: Sequence[str] = (),
+        plugin: str = "<unknown>",
+        distribution: str | None = None,
+    ) -> None:
+        """Raise a RegistrationError, naming the plugin and what to do, if `register` would get something unusable."""
+        problem = self._problem(name, factory, params, description, aliases)
+        if problem:
+            raise RegistrationError(problem, plugin, distribution)
+
+    def _problem(self, name: Any, factory: Any, params: Any, description: Any, aliases: Any) -> str | None:
+        kind = self.kind
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            return f"{shown_name(name)} is not a valid {kind} name: {NAME_RULE}"
+        about = f"{kind} '{name}'"
+        if not callable(factory):
+            return (f"the factory of {about} is {_describe(factory)}, not a class or a function: pass the class "
+                    f"(or a function) that builds the {kind}")
+        if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
+            if isinstance(params, BaseModel):
+                what = f"an instance of {type(params).__name__}: pass the class itself, params={type(params).__name__}"
+            elif dataclasses.is_dataclass(params):
+                what = (f"{_type_name(params)}, a dataclass: make it a subclass of pydantic.BaseModel "
+                        f"(class {_type_name(params)}(BaseModel): ...), which validates a spec's values")
+            else:
+                what = f"{_describe(params)}: pass a subclass of pydantic.BaseModel"
+            return (f"params of {about} must be a pydantic model class (or left out when it takes no parameters), "
+                    f"but it is {what}")
+        if description is not None and not isinstance(description, str):
+            return f"description of {about} must be a string, not {_describe(description)}"
+        if isinstance(aliases, str) or not isinstance(aliases, (list, tuple, set, frozenset)):
+            return (f"aliases of {about} must be a list of names, not {_describe(aliases)}"
+                    + (f": aliases=[{aliases!r}]" if isinstance(aliases, str) else ""))
+        for alias in aliases:
+            if not isinstance(alias, str) or not NAME.fullmatch(alias):
+                return f"alias {shown_name(alias)} of {about} is not a valid name: {NAME_RULE}"
+            if alias == name:
+                return f"{about} lists its own name among its aliases; leave it out of aliases"
+        return self._call_problem(about, factory, params)
+
+    def _call_problem(self, about: str, factory: Callable[..., Any], params: Any) -> str | None:
+        """Whether hydranet's call, `factory(*call_args[, params])`, fits the factory's signature."""
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # a builtin or an extension type without a signature: trust it
+            return None
+        args = [*self.call_args, *(["params"] if params is not None else [])]
+
+        def fits(arguments: Sequence[str]) -> bool:
+            try:
+                signature.bind(*arguments)
+            except TypeError:
+                return False
+            return True
+
+        if fits(args):
+            return None
+        called = f"factory({', '.join(args)})"
+        shown_factory = f"{_type_name(factory)}{signature}"
+        if params is None and fits([*args, "params"]):
+            return (f"{about} was registered without params=, so hydranet calls its factory as {called}, but "
+                    f"{shown_factory} needs a params argument: pass params=YourModel (a pydantic model of its "
+                    f"parameters) to register(), or give the argument a default")
+        if params is not None and fits(self.call_args):
+            return (f"{about} was registered with params=, so hydranet calls its factory as {called}, but "
+                    f"{shown_factory} takes no params argument: accept one, or leave params= out")
+        return f"hydranet calls the factory of {about} as {called}, which {shown_factory} does not accept"
 
     def register(
         self,
@@ -70,18 +184,27 @@ class Registry(Generic[T]):
         description: str | None = None,
         aliases: Sequence[str] = (),
         plugin: str = "<unknown>",
+        distribution: str | None = None,
+        builtin: bool = False,
     ) -> None:
         """Add a component. A name already taken by another plugin becomes a conflict.
 
+        Arguments hydranet cannot use (see `check`) raise a RegistrationError
+        that names the plugin; a name the same plugin already registered does too.
         The first registration is not silently kept: a conflicted name refuses to
         resolve, naming both plugins, because picking either one would make the
         result depend on plugin load order.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        self.check(name, factory, params=params, description=description, aliases=aliases, plugin=plugin,
+                   distribution=distribution)
+        for key in (name, *aliases):
+            if self._owner(key) == plugin and plugin != "<unknown>":
+                raise RegistrationError(f"registers {self.kind} '{key}' twice; register each name once", plugin,
+                                        distribution)
         if description is None:
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
+        self._origins.setdefault(plugin, (distribution, builtin))
         entry = Entry(name, factory, params, plugin, description, tuple(aliases))
         for key in (name, *aliases):
             owner = self._owner(key)
@@ -92,6 +215,11 @@ class Registry(Generic[T]):
                 self._entries[name] = entry
             else:
                 self._aliases[key] = name
+
+    def describe(self, plugin: str) -> str:
+        """The plugin as messages name it: with its distribution, or "(built in)", where known."""
+        distribution, builtin = self._origins.get(plugin, (None, False))
+        return describe_plugin(plugin, distribution, builtin)
 
     def _owner(self, key: str) -> str | None:
         if key in self._entries:
@@ -105,11 +233,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry[T]:
         """Look a name or alias up; unknown names get a did-you-mean and the known names."""
         if name in self._conflicts:
-            plugins = " and ".join(f"'{p}'" for p in self._conflicts[name])
-            raise DuplicateNameError(
-                f"{self.kind} '{name}' is registered by more than one plugin: {plugins}. "
-                f"Uninstall one of them, or limit the plugins loaded with HYDRANET_PLUGINS."
-            )
+            raise DuplicateNameError(self.conflict_message(name))
         key = self._aliases.get(name, name)
         if key not in self._entries:
             raise UnknownNameError(self.kind, name, self.names())
@@ -118,6 +242,17 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Registered names (not aliases), sorted."""
         return sorted(self._entries)
+
+    def conflict_message(self, name: str) -> str:
+        """Why a conflicted name does not resolve, and what to do: uninstall a package, or leave a plugin out."""
+        plugins = self._conflicts[name]
+        packages = [d for p in plugins for d, builtin in [self._origins.get(p, (None, False))]
+                    if d and d != "?" and not builtin]
+        uninstall = (f"Uninstall the package of one of them (pip uninstall {' or '.join(dict.fromkeys(packages))})"
+                     if packages else "Uninstall one of them")
+        return (f"{self.kind} '{name}' is registered by more than one plugin: "
+                f"{' and '.join(self.describe(p) for p in plugins)}. {uninstall}, or leave one out with "
+                f"HYDRANET_PLUGINS (the entry points to load, comma-separated).")
 
     def conflicts(self) -> dict[str, list[str]]:
         """Names claimed by several plugins, with the plugins that claimed them."""
@@ -131,3 +266,19 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def shown_name(value: object) -> str:
+    return repr(value) if isinstance(value, str) else f"{_describe(value)}"
+
+
+def _describe(value: object) -> str:
+    """`None`, `an int (3)`, `DC` for a class: what a plugin passed, in a message."""
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return _type_name(value)
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    article = "an" if type(value).__name__[:1].lower() in "aeiou" else "a"
+    return f"{article} {type(value).__name__} ({text})"
