@@ -2,8 +2,16 @@
 
 A checkpoint holds only tensors and plain data, so it loads with
 `weights_only=True` (no pickle code runs). It embeds the resolved spec and
-each task's plugin, so `hydranet.load` can rebuild the model without the
-original spec file and can say which plugin is missing when one is.
+each task's plugin (and, from `component_provenance`, the plugins of the
+backbone, dataset and weighting), so `hydranet.load` can rebuild the model
+without the original spec file and can say which plugin is missing when one
+is.
+
+Using a trained model needs fewer plugins than training it did
+(`inference_components`): the backbone and the tasks build the model; the
+dataset is read only by evaluating on the stored data, and the weighting
+never. The ones not needed are answered by stand-ins, which keep their
+section of the spec as it was stored.
 Writes go to a temporary file that is flushed, fsynced and renamed over the
 old one: a crash mid-write leaves the previous checkpoint intact.
 
@@ -15,18 +23,27 @@ zip), so the message says what the file is and which checkpoint to pass.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata as metadata
 import os
 import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from hydranet.core.atomic import atomic_file
-from hydranet.core.errors import CheckpointError
+from hydranet.core.errors import CheckpointError, DataError, DuplicateNameError, UnknownNameError
 from hydranet.core.export import SUFFIX
+from hydranet.core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, Components, allowed_plugins
+from hydranet.core.registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from hydranet.core.plugins import PluginManager
+    from hydranet.core.spec import ResolvedSpec
 
 FORMAT = "hydranet-checkpoint"
 FORMAT_VERSION = 1
@@ -192,6 +209,214 @@ def _structure_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not {"image_size", "mean", "std"} <= set(data["preprocess"]):
         problems.append(("preprocess", "lacks image_size, mean or std"))
     return problems
+
+
+# ---------------------------------------------------------------- what using a checkpoint needs
+
+
+#: the spec sections whose plugin `component_provenance` records, and what messages call them
+SECTIONS = {"backbone": "backbone", "data": "dataset", "weighting": "weighting"}
+
+
+def component_provenance(spec: ResolvedSpec, pm: PluginManager) -> dict[str, dict[str, str]]:
+    """Who provided the backbone, the dataset and the weighting, for a checkpoint's "components" entry.
+
+    `{"backbone": {"name", "plugin", "distribution"}, "data": ..., "weighting": ...}`, as the
+    checkpoint's "tasks" entry records each task: loading the checkpoint where one of them is
+    missing can then name the package to install.
+    """
+    provenance = {}
+    for section in SECTIONS:
+        entry = getattr(spec, section).entry
+        info = pm.info.get(entry.plugin)
+        provenance[section] = {"name": entry.name, "plugin": entry.plugin,
+                               "distribution": info.distribution if info else "?"}
+    return provenance
+
+
+def recorded_origin(data: Mapping[str, Any], section: str) -> tuple[str | None, str | None]:
+    """(plugin, distribution) the checkpoint records for a spec section ("backbone", "data", "weighting").
+
+    (None, None) for a checkpoint written before hydranet recorded them, or one that
+    records another component under that section than its spec names.
+    """
+    recorded = data.get("components")
+    entry = recorded.get(section) if isinstance(recorded, Mapping) else None
+    spec_section = data["spec"].get(section)
+    name = spec_section.get("name") if isinstance(spec_section, Mapping) else spec_section
+    if not isinstance(entry, Mapping) or entry.get("name") != name:
+        return None, None
+    plugin, distribution = entry.get("plugin"), entry.get("distribution")
+    return (plugin if isinstance(plugin, str) else None,
+            distribution if isinstance(distribution, str) and distribution not in ("", "?") else None)
+
+
+def origin_words(plugin: str | None, distribution: str | None) -> str:
+    """" (registered by plugin 'p' from distribution 'd')", or "" when the checkpoint does not say."""
+    if not plugin:
+        return ""
+    return f" (registered by plugin '{plugin}'" + (f" from distribution '{distribution}')" if distribution else ")")
+
+
+def way_to_plugin(components: Components, plugin: str | None, distribution: str | None, what: str) -> str:
+    """How to make `what` ("backbone 'minicnn'") available again, as precisely as the facts allow.
+
+    The plugin is installed but failed to load: its error. It is installed but
+    HYDRANET_PLUGINS leaves it out: say so. Otherwise: the package to install,
+    when the checkpoint records it.
+    """
+    info = components.pm.info.get(plugin) if plugin else None
+    if info is not None and info.errors:
+        return (f"Its plugin '{plugin}' is installed but failed to load: {info.errors[0]}. Fix or reinstall "
+                f"{info.distribution if info.distribution != '?' else 'its package'}")
+    allowed = allowed_plugins()
+    if plugin and allowed is not None and plugin not in allowed and plugin in _installed_entry_points():
+        return f"Its plugin '{plugin}' is installed, but {ALLOW_ENV} leaves it out: add '{plugin}' to {ALLOW_ENV}"
+    if distribution and distribution != "hydranet":
+        return f"Install that plugin (pip install {distribution}) or allow it in {ALLOW_ENV}"
+    left_out = sorted(_installed_entry_points() - allowed) if allowed is not None and not plugin else []
+    if left_out:  # the checkpoint does not say whose it is: one of these may be
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        return (f"{ALLOW_ENV} leaves out installed plugins that may register it: {', '.join(left_out[:5])}{more}; "
+                f"add the one that does, or install the package whose plugin registers {what}")
+    return (f"Install the package whose plugin registers {what} (`hydranet plugins` lists the installed ones) "
+            f"or allow it in {ALLOW_ENV}")
+
+
+def _installed_entry_points() -> set[str]:
+    return {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+class StoredParams(BaseModel):
+    """A stand-in's parameters: whatever the checkpoint stored, kept as they were, unchecked."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class UnavailableDataset:
+    """A stand-in dataset's factory: building it (to read the stored data) says why it cannot be."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def explain(self, option: str = "--set") -> str:
+        """Why the stored data cannot be read, and the ways out, naming the overrides as `option`."""
+        way = ("--set 'data={name: folder, root: DIR}'" if option.startswith("-")
+               else "evaluate('data={name: folder, root: DIR}', split='all')")
+        return (f"{self.why}. Only evaluating on the stored data needs the dataset's plugin (predict and export "
+                f"do not). Or evaluate a folder in a built-in format, replacing the data section: {way} (images "
+                "and a labels.csv), or the same with name utkface (labels in the file names)")
+
+    def __call__(self, params: Any = None) -> Any:
+        raise DataError(self.explain())
+
+
+def unused_weighting(tasks: Any, params: Any = None) -> None:
+    """A stand-in weighting's factory: a loaded model never trains, so no weighting is built (None)."""
+    return None
+
+
+class _WithStandIns(Registry):
+    """A registry that answers some names with stand-ins and everything else as `base` does.
+
+    Listings (names, did-you-mean, conflicts) are `base`'s: a stand-in is not
+    an installed component.
+    """
+
+    def __init__(self, base: Registry, stand_ins: Mapping[str, Entry]):
+        super().__init__(base.kind)
+        self.base, self.stand_ins = base, dict(stand_ins)
+
+    def get(self, name: str) -> Entry:
+        return self.stand_ins[name] if name in self.stand_ins else self.base.get(name)
+
+    def names(self) -> list[str]:
+        return self.base.names()
+
+    def conflicts(self) -> dict[str, list[str]]:
+        return self.base.conflicts()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.stand_ins or name in self.base
+
+    def __iter__(self):
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def with_stand_ins(components: Components, weighting: Entry | None, dataset: Entry | None) -> Components:
+    """`components`, with the weighting and the dataset answered by these stand-ins (None: as `components` does)."""
+    weightings, datasets = components.weightings, components.datasets
+    return dataclasses.replace(
+        components,
+        weightings=_WithStandIns(weightings, {weighting.name: weighting}) if weighting else weightings,
+        datasets=_WithStandIns(datasets, {dataset.name: dataset}) if dataset else datasets)
+
+
+def inference_components(path: Path, data: Mapping[str, Any], components: Components) -> Components:
+    """The components to rebuild a checkpoint's model for predict, eval and export.
+
+    Its backbone and task plugins must be installed: a CheckpointError lists
+    every one that is missing, with the plugin and package the checkpoint
+    records. The weighting is never needed: a stand-in keeps the stored
+    section. So is the dataset, where its plugin is missing (or its name
+    taken by two plugins): its stand-in raises a DataError saying so only
+    when the stored data is read.
+    """
+    problems = []
+    for task in data["tasks"]:
+        if task["kind"] not in components.tasks:
+            problems.append(
+                f"task '{task['name']}' (registered as '{task['kind']}' by plugin '{task['plugin']}' from "
+                f"distribution '{task['distribution']}'), which is not available here. "
+                + way_to_plugin(components, task["plugin"], task["distribution"], f"task '{task['kind']}'"))
+    spec = data["spec"]
+    backbone = _section_name(spec.get("backbone"))
+    if isinstance(backbone, str) and backbone not in components.backbones:
+        plugin, distribution = recorded_origin(data, "backbone")
+        problems.append(f"backbone '{backbone}'{origin_words(plugin, distribution)}, which is not available here. "
+                        + way_to_plugin(components, plugin, distribution, f"backbone '{backbone}'"))
+    if len(problems) == 1:
+        raise CheckpointError(f"{path} needs {problems[0]}.")
+    if problems:
+        raise CheckpointError(f"{path} needs plugins that are not available here:\n"
+                              + "\n".join(f"  {problem}." for problem in problems))
+    return with_stand_ins(components, _weighting_stand_in(data, components), _dataset_stand_in(path, data, components))
+
+
+def _section_name(section: Any) -> Any:
+    return section.get("name") if isinstance(section, Mapping) else section
+
+
+def _weighting_stand_in(data: Mapping[str, Any], components: Components) -> Entry:
+    name = _section_name(data["spec"].get("weighting"))
+    plugin, _ = recorded_origin(data, "weighting")
+    return Entry(str(name), unused_weighting, StoredParams, plugin or "(not needed to use a trained model)",
+                 "the stored weighting; a loaded model never trains")
+
+
+def _dataset_stand_in(path: Path, data: Mapping[str, Any], components: Components) -> Entry | None:
+    """A stand-in for the stored dataset when it cannot be built here; None when it can."""
+    name = _section_name(data["spec"].get("data"))
+    if not isinstance(name, str):
+        return None  # the spec's own check reports it
+    try:
+        components.datasets.get(name)
+        return None
+    except DuplicateNameError as error:
+        why = f"{path} was trained on dataset '{name}', which cannot be used here: {str(error).rstrip('.')}"
+    except UnknownNameError:
+        plugin, distribution = recorded_origin(data, "data")
+        why = (f"{path} was trained on dataset '{name}'{origin_words(plugin, distribution)}, which is not available "
+               f"here. " + way_to_plugin(components, plugin, distribution, f"dataset '{name}'"))
+    return dataset_stand_in(name, why)
+
+
+def dataset_stand_in(name: str, why: str) -> Entry:
+    """An entry for the stored dataset `name` that cannot be built here, for the reason `why`."""
+    return Entry(name, UnavailableDataset(why), StoredParams, "(not available)", "the stored dataset")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):

@@ -43,10 +43,11 @@ def pick_device_option(name: str) -> torch.device:
 @click.argument("checkpoint", type=click.Path())
 @click.option("--data", "data_root", type=click.Path(), metavar="DIR",
               help="Evaluate on the images in DIR instead of the data the model trained on: short for --set "
-                   "data.root=DIR, keeping the other data settings. A model trained on a folder (utkface, "
-                   "folder; --set data.csv=FILE names another CSV) reads DIR in the same format; one trained on "
-                   "data that is drawn, not read (synthetic), reads DIR as a UTKFace folder (labels in the "
-                   "file names). Nothing is written to DIR.")
+                   "data.root=DIR, keeping the other data settings. The model's dataset reads DIR in its own "
+                   "format when it takes a `root` parameter (utkface, folder; --set data.csv=FILE names another "
+                   "CSV); one trained on data that is drawn, not read (synthetic), reads DIR as a UTKFace folder "
+                   "(labels in the file names); a dataset without `root` is refused, with the ways out. Nothing "
+                   "is written to DIR.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
 # The choices are inference.SPLITS, spelt out so that every command need not import inference (test_cli_model).
@@ -81,6 +82,8 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
     if data_root:
         overrides = (f"data.root={data_root}", *overrides)
     evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty(), option="--set")
+    if evaluation.note:
+        click.echo(f"note: {evaluation.note}", err=True)
     if as_json:
         click.echo(json.dumps({"checkpoint": checkpoint, **evaluation.to_dict()}, indent=2))
         return
@@ -116,6 +119,7 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
     lines = [
         f"{task}: error distribution (predicted - true{', in ' + unit if unit else ''}), "
         f"{report['count']} labelled images",
+        *([f"  warning: {report['warning']}"] if report.get("warning") else []),
         f"  bias (mean) {report['bias']:+.2f}  median {report['median']:+.2f}  MAE {report['mae']:.2f}  "
         f"RMSE {report['rmse']:.2f}",
         f"  |error| quantiles: {quantiles}",
@@ -256,10 +260,15 @@ def _readable(prediction: Mapping[str, Any] | None) -> str:
         return "-"
     if "value" in prediction:
         unit = prediction.get("unit") or ""
-        return f"{prediction['value']:.1f} {unit}".strip()
+        value = prediction["value"]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return f"{value:.1f} {unit}".strip() if number else f"{value} {unit}".strip()
     if "class" in prediction:
-        return f"{prediction['class']} ({prediction['probability']:.2f})"
-    return json.dumps(prediction)
+        probability = prediction.get("probability")
+        if isinstance(probability, (int, float)) and not isinstance(probability, bool):
+            return f"{prediction['class']} ({probability:.2f})"
+        return str(prediction["class"])  # a plugin's decode need not give a probability
+    return json.dumps(prediction, default=str)
 
 
 # ------------------------------------------------------------------ export
@@ -319,4 +328,5 @@ def export_summary(result: Any) -> str:
     if result.max_difference is not None:
         lines.append(f"checked against PyTorch on random batches of 1 and 3 images: "
                      f"largest difference {result.max_difference:.2g}")
+    lines += [f"warning: {warning}" for warning in result.warnings]
     return "\n".join(lines)

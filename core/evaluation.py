@@ -1,13 +1,16 @@
 """Evaluation: exact per-task losses and metrics over a set of images, and the constant baseline to beat.
 
 Kept apart from the training loop because `hydranet eval` and the Python API
-evaluate checkpoints with the same code the loop validates with.
+evaluate checkpoints with the same code the loop validates with. The second
+half holds what `hydranet eval` shows beside the metrics: confusion matrices,
+error distributions, and the check that a regression head outputs the
+label's units (what its decode shows).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.batches import BatchSource
 from hydranet.core.device import RunSettings
 from hydranet.core.interfaces import Task, label_mask
+from hydranet.core.metrics import predicted_class
 
 
 @dataclass
@@ -118,3 +122,85 @@ def baseline_metrics(tasks: Sequence[Task], train_targets: Tensor, val_targets: 
             values[name] = float(metric.compute())
         baselines[task.name] = values
     return baselines
+
+
+# ---------------------------------------------------------------- what a metric hides
+
+
+def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] | None) -> dict[str, Any]:
+    """Counts[true class][predicted class] with the class names, from logits."""
+    k = 2 if output.shape[1] == 1 else output.shape[1]
+    names = list(class_names or [str(i) for i in range(k)])
+    matrix = torch.zeros(k, k, dtype=torch.long)
+    if target.numel():
+        matrix.index_put_((target.long(), predicted_class(output)), torch.ones(target.numel(), dtype=torch.long),
+                          accumulate=True)
+    return {"classes": names, "confusion_matrix": matrix.tolist()}
+
+
+ERROR_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def error_distribution(errors: Tensor) -> dict[str, Any]:
+    """Signed errors (predicted - true): bias (mean), median, MAE, RMSE, |error| quantiles, histogram.
+
+    An MAE alone cannot tell a model that is always a little off from one that
+    is usually right and sometimes wildly wrong, or one that is biased.
+    """
+    if errors.numel() == 0:
+        return {"count": 0}
+    absolute = errors.abs()
+    edges = torch.linspace(float(errors.min()), float(errors.max()) + 1e-6, 11)
+    counts = torch.histc(errors, bins=10, min=float(edges[0]), max=float(edges[-1]))
+    return {
+        "count": errors.numel(),
+        "bias": float(errors.mean()),
+        "median": float(errors.median()),
+        "mae": float(absolute.mean()),
+        "rmse": float(errors.pow(2).mean().sqrt()),
+        "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES},
+        "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def task_unit(task: Task, decoded: Sequence[Any] | None = None) -> str:
+    """The unit of a regression task's values: the "unit" its decode gives (what predict shows with each value),
+    else its params' `unit` (the built-in regression kind's parameter), else "".
+
+    `decoded`: rows decode already gave; without them, decode runs on one row of zeros.
+    """
+    if decoded is None:
+        try:
+            decoded = task.decode(torch.zeros(1, int(task.out_features)))
+        except Exception:  # a plugin's decode may raise anything; the unit is only a label
+            decoded = None
+    first = decoded[0] if isinstance(decoded, Sequence) and len(decoded) else None
+    unit = first.get("unit") if isinstance(first, Mapping) else None
+    if not isinstance(unit, str) or not unit:
+        unit = getattr(getattr(task, "params", None), "unit", "")
+    return unit if isinstance(unit, str) else ""
+
+
+def decoded_values(rows: Sequence[Any] | None) -> Tensor | None:
+    """The "value" of each decoded row, as a tensor; None when some row has no number there."""
+    if not rows:
+        return None
+    values = [row.get("value") if isinstance(row, Mapping) else None for row in rows]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def decode_disagreement(output: Tensor, values: Tensor) -> float | None:
+    """The typical |decoded value - head output| where decode does more than round the output; else None.
+
+    The median row decides, so a few values that decode clamps (a negative
+    age shown as 0) do not count. Rounding for display passes: to 1% of the
+    values' size, or to whole units (up to 0.5) for values of 5 or more.
+    """
+    if values.shape != output.shape or output.numel() == 0:
+        return None
+    apart = float((values - output).abs().median())
+    scale = float(torch.maximum(values.abs(), output.abs()).median())
+    tolerance = max(0.01 * scale, min(0.5, 0.1 * scale), 1e-6)
+    return apart if apart > tolerance else None

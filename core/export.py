@@ -9,7 +9,10 @@ holds everything between pixels and per-task outputs:
   normalisation training used (mean/std) is inside the file, so callers only
   divide their 0-255 pixels by 255;
 - outputs, one per task and in the spec's task order: regression tasks in
-  their label's units (e.g. years), classification tasks as logits (one
+  their label's units (e.g. years: a regression head outputs the prediction
+  in the label's units, as the task contract says; a task whose decode
+  rescales its output breaks that, and the export says so), classification
+  tasks as logits (one
   column for a binary task, the logit of its second class; K columns for a
   K-class task). ONNX names each output after its task; TorchScript and
   torch.export return a tuple in that order.
@@ -28,7 +31,7 @@ import importlib.util
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,6 +83,7 @@ class ExportResult:
     fmt: str
     manifest: dict[str, Any]
     max_difference: float | None = None  # largest |exported - PyTorch| of the check, when it ran
+    warnings: list[str] = field(default_factory=list)  # what a user of the file must know (see `decode_warnings`)
 
 
 def default_output(checkpoint: str | Path, fmt: str) -> Path:
@@ -88,8 +92,15 @@ def default_output(checkpoint: str | Path, fmt: str) -> Path:
     return path.with_name(path.stem + SUFFIX[fmt])
 
 
-def output_description(task: Any) -> dict[str, Any]:
-    """What one task's output columns mean, for the manifest and the CLI's summary."""
+def output_description(task: Any, not_in_label_units: bool = False) -> dict[str, Any]:
+    """What one task's output columns mean, for the manifest and the CLI's summary.
+
+    A regression output is the prediction in the label's units (the task
+    contract), with the unit its decode gives; `not_in_label_units` for a
+    task whose decode rescales its output (`decode_warnings`).
+    """
+    from hydranet.core.evaluation import task_unit
+
     width = int(getattr(task, "out_features", 1))
     entry: dict[str, Any] = {"name": task.name, "shape": ["N", width], "problem": getattr(task, "problem", "")}
     names = getattr(task, "class_names", None)
@@ -97,8 +108,10 @@ def output_description(task: Any) -> dict[str, Any]:
         entry["class_names"] = list(names)
         entry["meaning"] = (f"logit of P({names[-1]}) (sigmoid gives it)" if width == 1
                             else f"logits over {', '.join(names)} (softmax gives probabilities)")
+    elif entry["problem"] == "regression" and not_in_label_units:
+        entry["meaning"] = "the head's raw output, not in the label's units (the task's decode rescales it)"
     elif entry["problem"] == "regression":
-        unit = getattr(getattr(task, "params", None), "unit", "") or ""
+        unit = task_unit(task)
         entry["unit"] = unit
         entry["meaning"] = f"value in {unit}" if unit else "value in the label's units"
     else:
@@ -106,7 +119,7 @@ def output_description(task: Any) -> dict[str, Any]:
     return entry
 
 
-def build_manifest(trained: TrainedModel) -> dict[str, Any]:
+def build_manifest(trained: TrainedModel, not_in_label_units: Sequence[str] = ()) -> dict[str, Any]:
     size = trained.image_size
     return {
         "format": "hydranet-export",
@@ -116,8 +129,35 @@ def build_manifest(trained: TrainedModel) -> dict[str, Any]:
                   "note": "pixels / 255; the mean/std normalisation is inside the model",
                   "resize": "as training: EXIF orientation applied, JPEGs decoded with Image.draft('RGB', (S, S)), "
                             "centre-crop to a square and bilinear resize to S (PIL ImageOps.fit)"},
-        "outputs": [output_description(task) for task in trained.tasks],
+        "outputs": [output_description(task, task.name in not_in_label_units) for task in trained.tasks],
     }
+
+
+@torch.no_grad()
+def decode_warnings(trained: TrainedModel, count: int = 8) -> dict[str, str]:
+    """Regression tasks whose decode does more than round the head's output, each with a warning.
+
+    Such a head does not output the label's units, so the exported file's
+    output is not what `hydranet predict` shows. Checked on random images.
+    """
+    from hydranet.core.evaluation import decode_disagreement, decoded_values
+
+    pixels = torch.randint(0, 256, (count, 3, trained.image_size, trained.image_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    outputs = trained.predict_tensor(pixels)
+    found = {}
+    for k, task in enumerate(trained.tasks):
+        if getattr(task, "problem", "") != "regression":
+            continue
+        output = outputs[task.name].float().cpu()
+        values = decoded_values(trained.decode_task(k, output))
+        off = decode_disagreement(output[:, 0], values) if values is not None else None
+        if off is not None:
+            found[task.name] = (f"output '{task.name}' is the head's raw output, not its prediction in the label's "
+                                f"units: the task's decode turns it into other values (typically {off:.3g} apart), "
+                                "which the file does not do. A regression head should output the label's units "
+                                "(see 'The contract' in docs/plugins/task.md)")
+    return found
 
 
 # ---------------------------------------------------------------- export
@@ -155,9 +195,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
     target = Path(out) if out else default_output(checkpoint, fmt)
     writable_folder(target, hint="Choose another output file (--out FILE).")  # before minutes of tracing
     wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std).eval()
-    manifest = build_manifest(trained)
+    warned = decode_warnings(trained)
+    manifest = build_manifest(trained, list(warned))
     example = torch.rand(2, 3, trained.image_size, trained.image_size)
-    result = ExportResult(target, fmt, manifest)
+    result = ExportResult(target, fmt, manifest, warnings=list(warned.values()))
     with atomic_file(target, suffix=SUFFIX[fmt]) as tmp:
         try:
             with torch.no_grad(), warnings.catch_warnings():

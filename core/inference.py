@@ -1,14 +1,16 @@
 """Using a trained model: rebuild it from a checkpoint, predict, evaluate.
 
-`hydranet.load(CKPT)` needs nothing but the checkpoint (and the plugins that
-provided its tasks): the spec, the tasks' fitted state and the preprocessing
-are all stored in it.
+`hydranet.load(CKPT)` needs nothing but the checkpoint and the plugins of
+its backbone and tasks: the spec, the tasks' fitted state and the
+preprocessing are all stored in it. The dataset's plugin is needed only to
+evaluate on the stored data, the weighting's never (see
+`checkpoint.inference_components`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,13 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
+                                      with_stand_ins)
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
+from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
+                                      task_unit)
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
                                        given, image_files, image_items, tensor_image)
 from hydranet.core.interfaces import Task
@@ -32,11 +37,12 @@ from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.spec_models import DataSection
+from hydranet.core.wording import plural
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all")
 
-#: what evaluating on another folder reads it as when the model's dataset reads no folder (synthetic draws one)
+#: what evaluating on another folder reads it as when the model's dataset draws its images (synthetic) instead
 FOLDER_FORMAT = "utkface"
 
 def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
@@ -49,19 +55,31 @@ def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "backbone": backbone}
 
 
-def _resolve_checkpoint_spec(path: Path, data: dict[str, Any], components: Components) -> ResolvedSpec:
-    for task in data["tasks"]:
-        if task["kind"] not in components.tasks:
-            raise CheckpointError(
-                f"{path} needs task '{task['name']}' (registered as '{task['kind']}' by plugin '{task['plugin']}' "
-                f"from distribution '{task['distribution']}'), which is not installed here. Install that plugin "
-                f"(pip install {task['distribution']}) or allow it in HYDRANET_PLUGINS."
-            )
+def _resolve_checkpoint_spec(path: Path, data: dict[str, Any],
+                             components: Components) -> tuple[ResolvedSpec, Components]:
+    """The stored spec, resolved with the plugins a trained model needs, and the components it resolved with.
+
+    A data section that the installed dataset plugin no longer takes (its
+    parameters changed) blocks only evaluating on the stored data, as a
+    missing dataset plugin does.
+    """
+    components = inference_components(path, data, components)
+    spec = _spec_without_weight_loading(data["spec"])
     try:
-        return load_spec(_spec_without_weight_loading(data["spec"]), components=components)
+        return load_spec(spec, components=components), components
     except SpecError as error:
-        raise CheckpointError(f"the spec stored in {path} does not resolve with the plugins installed here:\n"
-                              + "\n".join(f"  {p}: {m}" for p, m in error.problems)) from None
+        problems = error.problems
+    name = spec.get("data", {}).get("name") if isinstance(spec.get("data"), dict) else None
+    if isinstance(name, str) and problems and all(p.startswith("data.") for p, _ in problems):
+        why = (f"the data section stored in {path} does not resolve with dataset '{name}' as installed here: "
+               + "; ".join(f"{p}: {m}" for p, m in problems))
+        components = with_stand_ins(components, None, dataset_stand_in(name, why))
+        try:
+            return load_spec(spec, components=components), components
+        except SpecError as error:
+            problems = error.problems
+    raise CheckpointError(f"the spec stored in {path} does not resolve with the plugins installed here:\n"
+                          + "\n".join(f"  {p}: {m}" for p, m in problems))
 
 
 def _device_argument(device: Any) -> torch.device:
@@ -80,10 +98,13 @@ class TrainedModel:
     """A HydraNet with its tasks and preprocessing, ready to predict or evaluate."""
 
     def __init__(self, model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, preprocess: dict[str, Any],
-                 device: torch.device, checkpoint: dict[str, Any] | None = None):
+                 device: torch.device, checkpoint: dict[str, Any] | None = None,
+                 components: Components | None = None):
         self.model = model.eval()
         self.tasks = list(tasks)
         self.spec = spec
+        #: what `spec` resolved with (stand-ins for the weighting, and for a dataset that is not installed)
+        self.components = components
         self.image_size = int(preprocess["image_size"])
         self.device = device
         self.mean, self.std = tuple(preprocess["mean"]), tuple(preprocess["std"])
@@ -97,7 +118,7 @@ class TrainedModel:
         data = read_checkpoint(path)  # which also refuses a path that is not a str or Path
         path = Path(path)
         components = components or default_components()
-        spec = _resolve_checkpoint_spec(path, data, components)
+        spec, components = _resolve_checkpoint_spec(path, data, components)
         tasks = spec.build_tasks()
         for task in tasks:
             task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
@@ -107,7 +128,7 @@ class TrainedModel:
         except RuntimeError as error:
             raise CheckpointError(f"the weights in {path} do not fit the model its spec describes:\n"
                                   + state_dict_mismatch(error)) from None
-        return cls(model.to(target), tasks, spec, data["preprocess"], target, data)
+        return cls(model.to(target), tasks, spec, data["preprocess"], target, data, components)
 
     @property
     def task_names(self) -> list[str]:
@@ -232,9 +253,11 @@ class TrainedModel:
         "train", or "all" (both). There is no separate test split: to score
         held-out images, evaluate a folder of them with
         `evaluate("data.root=DIR", split="all")`: DIR is read in the format
-        of the model's dataset, or as a UTKFace folder when that dataset
-        draws its images instead of reading them (synthetic); nothing is
-        written to DIR. `option` is what messages call the overrides
+        of the model's dataset (which takes DIR as its `root` parameter), or
+        as a UTKFace folder when that dataset draws its images instead of
+        reading them (synthetic); nothing is written to DIR. A dataset with
+        no `root` parameter is refused, not swapped for another
+        (`folder_role`). `option` is what messages call the overrides
         (`hydranet eval` passes "--set").
 
         The metrics come from the training loop's own `evaluate`, so they match
@@ -250,7 +273,10 @@ class TrainedModel:
                              "training scored, 'all' both parts. There is no separate test split: to score "
                              "held-out images, evaluate a folder of them in the same format, "
                              "evaluate('data.root=DIR', split='all') (hydranet eval CKPT --data DIR --split all)")
-        spec = self._data_spec(overrides, components, option)
+        spec, note = self._data_spec(overrides, components, option)
+        stand_in = spec.data.entry.factory
+        if isinstance(stand_in, UnavailableDataset):  # the stored dataset, whose plugin is not here
+            raise DataError(stand_in.explain(option))
         data = load_prepared_data(spec, self.tasks, progress)
         index = {"val": data.val_index, "train": data.train_index,
                  "all": torch.cat([data.train_index, data.val_index]).sort().values}[split]
@@ -263,38 +289,68 @@ class TrainedModel:
                           index, self.normalize, settings, batch_size=256)
         baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
         report = self.error_report(data, index) if details else {}
-        return Evaluation(split, int(index.numel()), result, baselines, report)
+        return Evaluation(split, int(index.numel()), result, baselines, report, spec.data.entry.name, note)
 
     def _data_spec(self, overrides: str | Iterable[str] = (), components: Components | None = None,
-                  option: str = "overrides") -> ResolvedSpec:
-        """The spec `evaluate` reads its data with: the stored one, changed by `data.*` overrides.
+                   option: str = "overrides") -> tuple[ResolvedSpec, str]:
+        """The spec `evaluate` reads its data with (the stored one, changed by `data.*` overrides), and a note.
 
-        `data.root=DIR` is another folder in the same format. A model whose
-        dataset reads no folder (`synthetic` draws its own into `root`, which
-        evaluating must never do) reads DIR as a UTKFace folder, labels in
-        the file names, keeping the shared data settings (val_fraction,
-        split_seed, ...). Naming the dataset too (`data.name=folder`) keeps
-        the stored section instead. Problems name the overrides as `option`.
+        `data.root=DIR` is another folder in the same format: the model's
+        dataset takes DIR as its `root` parameter (`folder_role`). A model
+        whose dataset draws its images (`synthetic` draws them into `root`,
+        which evaluating must never do) reads DIR as a UTKFace folder, labels
+        in the file names, keeping the shared data settings (val_fraction,
+        split_seed, ...); the note says so. A dataset that has no `root`
+        parameter, or whose plugin is not installed, is refused with the ways
+        out: it is never swapped for another. Naming the dataset too
+        (`data.name=folder`) keeps the stored section instead. Problems name
+        the overrides as `option`.
         """
         overrides = check_data_overrides(overrides, option)
         if not overrides:
-            return self.spec
+            return self.spec, ""
         raw = self.spec.to_dict()
         keys = {item.partition("=")[0].strip() for item in overrides}
-        if "data.root" in keys and not keys & {"data", "data.name"} and not reads_a_folder(self.spec):
-            raw["data"] = {"name": FOLDER_FORMAT, **{k: v for k, v in raw["data"].items()
-                                                     if k in DataSection.model_fields and k != "name"}}
+        components = self._components(components)
+        note = ""
+        if "data.root" in keys and not keys & {"data", "data.name"}:
+            entry = self.spec.data.entry
+            role = folder_role(entry)
+            if isinstance(entry.factory, UnavailableDataset):
+                raise DataError(entry.factory.explain(option))
+            if role == "none":
+                raise DataError(no_root_message(entry, option))
+            if role == "draws":
+                raw["data"] = {"name": FOLDER_FORMAT, **{k: v for k, v in raw["data"].items()
+                                                         if k in DataSection.model_fields and k != "name"}}
+                note = (f"dataset '{entry.name}' draws its images instead of reading a folder, so data.root is read "
+                        f"as a '{FOLDER_FORMAT}' folder (labels in the file names)")
         spec = load_spec(raw, overrides, components, option=option)
         root = getattr(spec.data.params, "root", None)
-        if "data.root" in keys and reads_a_folder(spec) and not Path(root).is_dir():
+        if "data.root" in keys and folder_role(spec.data.entry) == "reads" and not Path(str(root)).is_dir():
             labels = " (labels in the file names)" if spec.data.entry.name == FOLDER_FORMAT else ""
             raise DataError(f"{root} is not a folder: data.root names an existing folder of images to evaluate "
                             f"on, read as a '{spec.data.entry.name}' dataset{labels}")
-        return spec
+        return spec, note
+
+    def _components(self, components: Components | None) -> Components:
+        """`components` (default: the installed ones) with this model's stand-ins for its weighting and dataset."""
+        if components is None:
+            return self.components or default_components()
+        dataset = self.spec.data.entry
+        return with_stand_ins(components, self.spec.weighting.entry,
+                              dataset if isinstance(dataset.factory, UnavailableDataset) else None)
 
     @torch.no_grad()
     def error_report(self, data, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
-        """Per task: a confusion matrix (classification) or the error distribution (regression)."""
+        """Per task: a confusion matrix (classification) or the error distribution (regression).
+
+        A regression head outputs the prediction in the label's units (the
+        task contract; metrics, predict and export read it so). A task whose
+        `decode` turns the output into other values breaks it: its
+        distribution is then of decode's values, which predict shows, and a
+        `warning` says so.
+        """
         outputs: dict[str, list[Tensor]] = {t.name: [] for t in self.tasks}
         for start in range(0, index.numel(), batch_size):
             rows = index[start:start + batch_size]
@@ -308,9 +364,19 @@ class TrainedModel:
             output, target = output[labelled], target[labelled]
             if task.problem == "classification":
                 report[task.name] = confusion_report(output, target, getattr(task, "class_names", None))
-            else:
-                unit = getattr(getattr(task, "params", None), "unit", "") or ""
-                report[task.name] = {"unit": unit, **error_distribution(output[:, 0] - target)}
+                continue
+            decoded = self.decode_task(k, output) if output.shape[0] else None
+            predicted, warning = output[:, 0], ""
+            values = decoded_values(decoded)
+            off = decode_disagreement(predicted, values) if values is not None else None
+            if off is not None:
+                predicted = values
+                warning = (f"decode turns this head's output into other values (typically {off:.3g} apart), so the "
+                           "head does not output the label's units, as a regression task's should: this "
+                           "distribution is of decode's values (what predict shows); exported files give the "
+                           "head's output as it is. See 'The contract' in docs/plugins/task.md")
+            report[task.name] = {"unit": task_unit(task, decoded), **error_distribution(predicted - target),
+                                 **({"warning": warning} if warning else {})}
         return report
 
     def predict_files(self, files: str | os.PathLike | Iterable[str | os.PathLike], batch_size: int = 64,
@@ -348,9 +414,49 @@ class TrainedModel:
         return rows
 
     def _decode(self, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
-        decoded = {task.name: task.decode(outputs[task.name].float().cpu()) for task in self.tasks}
-        count = len(next(iter(decoded.values()))) if decoded else 0
+        count = next(iter(outputs.values())).shape[0] if outputs else 0
+        decoded = {task.name: self.decode_task(k, outputs[task.name].float().cpu())
+                   for k, task in enumerate(self.tasks)}
         return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
+
+    def decode_task(self, k: int, output: Tensor) -> list[Any]:
+        """Task k's `decode` of a batch of its outputs (on the host), checked: one dict per row, in order.
+
+        A plugin's decode that returns another number of rows would pair
+        predictions with the wrong images, or fail with an IndexError that
+        names nothing; this names the task and its plugin.
+        """
+        who = f"the decode of {self._task_origin(k)}"
+        fix = "Fix the task's decode: it returns one dict per row of its output, in order"
+        try:
+            rows = self.tasks[k].decode(output)
+        except HydranetError:
+            raise
+        except Exception as error:  # a plugin's decode may raise anything
+            raise HydranetError(f"{who} raised {type(error).__name__}: {error}. {fix}.") from error
+        count = output.shape[0]
+        if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+            raise HydranetError(f"{who} returned {given(rows)} for a batch of {plural(count, 'image')}; expected a "
+                                f"list of {count} dicts. {fix}.")
+        if len(rows) != count:
+            raise HydranetError(f"{who} returned {plural(len(rows), 'row')} for a batch of {plural(count, 'image')}; "
+                                f"expected {count}. {fix}.")
+        wrong = next((i for i, row in enumerate(rows) if not isinstance(row, Mapping)), None)
+        if wrong is not None:
+            raise HydranetError(f"{who} returned {given(rows[wrong])} for row {wrong}; expected a dict such as "
+                                "{'value': ..., 'unit': ...} or {'class': ..., 'probability': ...}. " + f"{fix}.")
+        return list(rows)
+
+    def _task_origin(self, k: int) -> str:
+        """"task 'x' (kind 'k') from plugin 'p' (package 1.0)", for a message about a plugin's task."""
+        name = self.tasks[k].name
+        entry = self.spec.tasks[k].component.entry if k < len(self.spec.tasks) else None
+        if entry is None:
+            return f"task '{name}'"
+        info = self.components.pm.info.get(entry.plugin) if self.components is not None else None
+        package = f" ({info.distribution} {info.version})" if info and not info.builtin else ""
+        kind = f" (kind '{entry.name}')" if entry.name != name else ""
+        return f"task '{name}'{kind} from plugin '{entry.plugin}'{package}"
 
 
 def check_data_overrides(overrides: str | Iterable[str], option: str = "overrides") -> tuple[str, ...]:
@@ -378,11 +484,37 @@ def check_data_overrides(overrides: str | Iterable[str], option: str = "override
     return overrides
 
 
-def reads_a_folder(spec: ResolvedSpec) -> bool:
-    """Whether the spec's dataset reads a folder its `root` names (utkface, folder), as opposed to drawing one."""
-    params = spec.data.entry.params
-    root = params.model_fields.get("root") if params is not None else None
-    return root is not None and root.is_required()
+def folder_role(entry: Any) -> str:
+    """What a dataset does with the folder `data.root` names, which `--data DIR` sets.
+
+    "reads": it reads its images from there: its parameters have a `root`
+    field, with or without a default (utkface, folder, most plugins).
+    "draws": it writes images there, as `synthetic` does; a dataset class says
+    so with `draws_images = True`. "none": it has no `root` parameter, so
+    `--data` cannot point it at a folder; `--set data.KEY=...` sets what it reads.
+    """
+    owner = getattr(entry.factory, "__self__", entry.factory)  # a class, or a classmethod's class
+    if getattr(owner, "draws_images", False) or (entry.name == "synthetic"
+                                                  and entry.plugin == "hydranet.plugins.datasets.synthetic"):
+        return "draws"  # the built-in synthetic is named until it declares draws_images itself
+    params = entry.params
+    return "reads" if params is not None and "root" in params.model_fields else "none"
+
+
+def no_root_message(entry: Any, option: str) -> str:
+    """Why data.root=DIR cannot be evaluated with a dataset that has no `root` parameter, and what to do."""
+    fields = sorted(entry.params.model_fields) if entry.params is not None else []
+    asked = "--data DIR (data.root=DIR)" if option.startswith("-") else "data.root=DIR"
+    setting = "--set data.KEY=VALUE" if option.startswith("-") else "evaluate('data.KEY=VALUE')"
+    replace = ("--set 'data={name: folder, root: DIR}'" if option.startswith("-")
+               else "evaluate('data={name: folder, root: DIR}')")
+    return (f"{asked} needs a dataset that reads the folder its `root` parameter names; the model's dataset "
+            f"'{entry.name}' (plugin '{entry.plugin}') has no `root` parameter"
+            + (f" (its parameters: {', '.join(fields)})" if fields else " (it takes no parameters)")
+            + f". Set the parameter it reads its data from with {setting}, or read DIR in a built-in format by "
+            f"replacing the data section: {replace} (images and a labels.csv), or the same with name utkface "
+            "(labels in the file names). A plugin author names the dataset's folder parameter `root` to make "
+            "--data work")
 
 
 @dataclass
@@ -394,12 +526,15 @@ class Evaluation:
     result: Any  # evaluation.EvalResult: losses, metrics, labelled counts, higher_is_better
     baselines: dict[str, dict[str, float]]
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset: str = ""  # the dataset that read the images
+    note: str = ""  # how the data was read, where it is not the obvious way (a drawn dataset's folder read as UTKFace)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `hydranet eval --json`."""
         confusion = {k: v for k, v in self.details.items() if "confusion_matrix" in v}
         return {
-            "split": self.split, "images": self.images, "metrics": self.result.metrics,
+            "split": self.split, "images": self.images, "dataset": self.dataset,
+            **({"note": self.note} if self.note else {}), "metrics": self.result.metrics,
             "losses": self.result.losses, "labelled": self.result.labelled, "baselines": self.baselines,
             "confusion_matrices": confusion,
             "error_distributions": {k: v for k, v in self.details.items() if k not in confusion},
@@ -416,41 +551,3 @@ def state_dict_mismatch(error: RuntimeError, limit: int = 5) -> str:
     shown = details[:limit] or [str(error).splitlines()[0]]
     more = f"\n  ... and {len(details) - limit} more" if len(details) > limit else ""
     return "\n".join(f"  {line}" for line in shown) + more
-
-
-def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] | None) -> dict[str, Any]:
-    """Counts[true class][predicted class] with the class names, from logits."""
-    from hydranet.core.metrics import predicted_class
-
-    k = 2 if output.shape[1] == 1 else output.shape[1]
-    names = list(class_names or [str(i) for i in range(k)])
-    matrix = torch.zeros(k, k, dtype=torch.long)
-    if target.numel():
-        matrix.index_put_((target.long(), predicted_class(output)), torch.ones(target.numel(), dtype=torch.long),
-                          accumulate=True)
-    return {"classes": names, "confusion_matrix": matrix.tolist()}
-
-
-ERROR_QUANTILES = (0.5, 0.9, 0.99)
-
-
-def error_distribution(errors: Tensor) -> dict[str, Any]:
-    """Signed errors (predicted - true): bias (mean), median, MAE, RMSE, |error| quantiles, histogram.
-
-    An MAE alone cannot tell a model that is always a little off from one that
-    is usually right and sometimes wildly wrong, or one that is biased.
-    """
-    if errors.numel() == 0:
-        return {"count": 0}
-    absolute = errors.abs()
-    edges = torch.linspace(float(errors.min()), float(errors.max()) + 1e-6, 11)
-    counts = torch.histc(errors, bins=10, min=float(edges[0]), max=float(edges[-1]))
-    return {
-        "count": errors.numel(),
-        "bias": float(errors.mean()),
-        "median": float(errors.median()),
-        "mae": float(absolute.mean()),
-        "rmse": float(errors.pow(2).mean().sqrt()),
-        "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES},
-        "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
-    }
