@@ -225,13 +225,14 @@ def component_provenance(spec: ResolvedSpec, pm: PluginManager) -> dict[str, dic
     checkpoint's "tasks" entry records each task: loading the checkpoint where one of them is
     missing can then name the package to install.
     """
-    provenance = {}
-    for section in SECTIONS:
-        entry = getattr(spec, section).entry
-        info = pm.info.get(entry.plugin)
-        provenance[section] = {"name": entry.name, "plugin": entry.plugin,
-                               "distribution": info.distribution if info else "?"}
-    return provenance
+    return {section: {"name": getattr(spec, section).entry.name, **origin(getattr(spec, section).entry, pm)}
+            for section in SECTIONS}
+
+
+def origin(entry: Entry, pm: PluginManager) -> dict[str, str]:
+    """{"plugin", "distribution"} of a registry entry: what a checkpoint records of each component and task."""
+    info = pm.info.get(entry.plugin)
+    return {"plugin": entry.plugin, "distribution": info.distribution if info else "?"}
 
 
 def recorded_origin(data: Mapping[str, Any], section: str) -> tuple[str | None, str | None]:

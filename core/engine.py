@@ -31,7 +31,7 @@ from hydranet.core import background_compile, capture
 from hydranet.core.background_compile import BackgroundCompile, CompileJob
 from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_blockers, learning_rates_as_tensors,
                                    portable_optimizer_state)
-from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
+from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, origin
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
@@ -771,13 +771,9 @@ class Trainer:
     def checkpoint_state(self, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
         from hydranet import __version__
 
-        pm_info = self.components.pm.info
-        tasks = []
-        for resolved, task in zip(self.spec.tasks, self.tasks):
-            plugin = resolved.component.entry.plugin
-            info = pm_info.get(plugin)
-            tasks.append({"name": task.name, "kind": resolved.component.entry.name, "plugin": plugin,
-                          "distribution": info.distribution if info else "?"})
+        pm = self.components.pm
+        tasks = [{"name": task.name, "kind": resolved.component.entry.name, **origin(resolved.component.entry, pm)}
+                 for resolved, task in zip(self.spec.tasks, self.tasks)]
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -786,6 +782,7 @@ class Trainer:
             "started_in": self.started_in,
             "spec": self.spec.to_dict(),
             "tasks": tasks,
+            "components": component_provenance(self.spec, pm),
             "task_state": {task.name: task.state_dict() for task in self.tasks},
             "model": self.model.state_dict(),
             "weighting": self.weighting.state_dict(),

@@ -494,9 +494,8 @@ def folder_role(entry: Any) -> str:
     `--data` cannot point it at a folder; `--set data.KEY=...` sets what it reads.
     """
     owner = getattr(entry.factory, "__self__", entry.factory)  # a class, or a classmethod's class
-    if getattr(owner, "draws_images", False) or (entry.name == "synthetic"
-                                                  and entry.plugin == "hydranet.plugins.datasets.synthetic"):
-        return "draws"  # the built-in synthetic is named until it declares draws_images itself
+    if getattr(owner, "draws_images", False):
+        return "draws"
     params = entry.params
     return "reads" if params is not None and "root" in params.model_fields else "none"
 

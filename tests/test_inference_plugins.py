@@ -208,8 +208,9 @@ def test_eval_on_the_stored_data_names_the_missing_dataset_and_the_ways_out(run,
     with pytest.raises(DataError) as caught:
         model.evaluate()
     message = str(caught.value)
-    assert f"{run} was trained on dataset 'first_images', which is not available here" in message
-    assert "registers dataset 'first_images'" in message and "HYDRANET_PLUGINS" in message
+    assert (f"{run} was trained on dataset 'first_images' (registered by plugin 'first_plugin' from distribution "
+            "'hydranet-first'), which is not available here. Install that plugin (pip install hydranet-first) or "
+            "allow it in HYDRANET_PLUGINS") in message  # the checkpoint records who provided its dataset
     assert "predict and export do not" in message and "evaluate('data={name: folder, root: DIR}'" in message
     with pytest.raises(DataError, match="trained on dataset 'first_images'"):
         model.evaluate(f"data.root={faces}")  # its format is unknown here: refused, not read as another
@@ -219,6 +220,17 @@ def test_eval_on_the_stored_data_names_the_missing_dataset_and_the_ways_out(run,
     cli_result = invoke("eval", run, "--device", "cpu", ok=False)
     assert cli_result.exit_code == 1 and "Traceback" not in cli_result.output
     assert "dataset 'first_images'" in cli_result.output and "--set 'data={name: folder, root: DIR}'" in cli_result.output
+
+
+def test_a_checkpoint_from_before_components_were_recorded_still_says_what_to_install(run, tmp_path):
+    saved = torch.load(run, weights_only=True)
+    del saved["components"]
+    torch.save(saved, tmp_path / "old.pt")
+    model = TrainedModel.from_checkpoint(tmp_path / "old.pt", components=components_with("task"))
+    with pytest.raises(DataError) as caught:
+        model.evaluate()
+    assert "trained on dataset 'first_images', which is not available here" in str(caught.value)
+    assert "registers dataset 'first_images'" in str(caught.value) and "HYDRANET_PLUGINS" in str(caught.value)
 
 
 def test_a_missing_backbone_or_task_is_named_with_its_plugin_and_package(run, tmp_path):
