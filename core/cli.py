@@ -14,18 +14,10 @@ from typing import Any
 
 import click
 
+from hydranet.core.cli_options import SET_HELP, device_option, pick_device_option
 from hydranet.core.errors import HydranetError, TrainingInterrupted
 from hydranet.core.launch import error_prefix, error_printed, is_main_rank
 from hydranet.core.report import format_table, indent
-
-SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
-
-
-def device_option(purpose: str, *, default: str | None = "auto", more: str = "") -> Any:
-    """The `--device` option: `Device to PURPOSE.` and what `more` adds, checked by `cli_model.pick_device_option`."""
-    return click.option("--device", default=default, show_default=default is not None,
-                        help=f"Device to {purpose}.{' ' + more if more else ''}")
-
 
 class HydranetGroup(click.Group):
     """Adds plugin commands on first use and prints HydranetErrors as plain messages."""
@@ -132,7 +124,6 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     if problem:
         raise click.UsageError(problem)
     if device is not None:
-        from hydranet.core.cli_model import pick_device_option
 
         if any(o.partition("=")[0].strip() == "train.device" for o in overrides):
             raise click.UsageError("--device is short for --set train.device=DEVICE; give one of the two, not both")

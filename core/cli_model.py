@@ -20,20 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 
+from hydranet.core.cli_options import device_option, pick_device_option
 from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
 
 OUT_HINT = "Choose another with --out FILE."
-
-
-def pick_device_option(name: str) -> torch.device:
-    """`--device`, checked before the checkpoint loads, with messages that name the option."""
-    from hydranet.core.device import pick_device
-
-    return pick_device(name, option="--device")
 
 
 # ------------------------------------------------------------------ eval
@@ -55,7 +48,7 @@ def pick_device_option(name: str) -> torch.device:
               help="Which part of the data to evaluate on.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (metrics, baselines, confusion matrices, "
                                                       "error distributions) instead of tables.")
-@click.option("--device", default="auto", show_default=True, help="Device to evaluate on.")
+@device_option("evaluate on")
 def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, ...], split: str, as_json: bool,
                  device: str) -> None:
     """Per-task metrics, confusion matrices and error distributions.
@@ -146,7 +139,7 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
               help="Write to FILE (atomically) instead of stdout; without --json/--csv the format "
                    "follows FILE's ending (.json, .csv, else a table).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="Device to predict on.")
+@device_option("predict on")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on in a terminal).")
 def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_csv: bool, out_file: str | None,
                     batch_size: int, device: str, progress: bool | None) -> None:
