@@ -8,15 +8,15 @@ batch is an index gather.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from hydranet.core.decode import Decoded
-from hydranet.core.errors import DataError
-from hydranet.core.interfaces import Dataset, Sample, Task
+from hydranet.core.errors import DataError, shown
+from hydranet.core.interfaces import Dataset, PluginCall, Sample, Task, kind_of, provenance
 
 SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
 
@@ -44,15 +44,24 @@ def label_problem(task: Task, raw: str) -> str:
     return str(explain(raw) or "") if callable(explain) else ""
 
 
+PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "
+             "never raises; or leave the task out of the spec")
+
+
 def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tensor, LabelReport]:
-    """(N, K) targets with NaN where a task's label is missing or invalid."""
+    """(N, K) targets with NaN where a task's label is missing or invalid.
+
+    `parse_label` is plugin code: when it raises, or returns something that is not a number (or None), the
+    error names the task, its plugin and the sample, instead of a bare traceback from `float()`.
+    """
     table = torch.full((len(samples), len(tasks)), float("nan"), dtype=torch.float32)
     report = LabelReport()
     for k, task in enumerate(tasks):
         labelled = missing = 0
         invalid: list[tuple[str, str, str]] = []
+        parse = PluginCall("the parse_label of", provenance(task, "task"), PARSE_FIX, DataError)
         for i, sample in enumerate(samples):
-            value = task.parse_label(sample.record)
+            value = parse(task.parse_label, sample.record, check=_not_a_label, about=lambda: _sample(task, sample))
             if value is not None:
                 table[i, k] = float(value)
                 labelled += 1
@@ -62,7 +71,47 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
             else:
                 missing += 1
         report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
+        _check_classes(task, table[:, k], samples)
     return table, report
+
+
+def _not_a_label(value: object) -> str | None:
+    """Why what `parse_label` returned is neither a number nor None (a list, a string), or None when it is fine."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes)) and hasattr(type(value), "__float__"):
+        try:
+            float(value)  # type: ignore[arg-type]
+            return None
+        except (TypeError, ValueError, RuntimeError):  # a tensor of several numbers
+            pass
+    return f"returned {kind_of(value)}; expected a number, or None when the label is missing"
+
+
+def _sample(task: Task, sample: Sample) -> str:
+    """"sample faces/1.png, age='45'": the input at fault, for an error about a task's labels."""
+    raw = sample.record.get(task.label) if isinstance(sample.record, Mapping) else None
+    return f"sample {sample.source}" + (f", {task.label}={shown(raw)}" if raw is not None else "")
+
+
+def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> None:
+    """A classification task with `num_classes` takes class indices 0..num_classes-1 only.
+
+    Checked once, here, where labels are parsed: at loss time an index out of range is an IndexError naming
+    nothing on a CPU, and a device-side assert on a GPU.
+    """
+    classes = getattr(task, "num_classes", None)
+    if getattr(task, "problem", None) != "classification" or not isinstance(classes, int) or isinstance(classes, bool):
+        return
+    bad = (~torch.isnan(column) & ((column < 0) | (column >= classes) | (column != column.floor()))).nonzero().flatten()
+    if bad.numel():
+        first = int(bad[0])
+        more = f"; {bad.numel()} samples have such labels" if bad.numel() > 1 else ""
+        raise PluginCall("the parse_label of", provenance(task, "task"),
+                         f"Make parse_label return None for a value that is no class, or fix the task's "
+                         f"num_classes ({classes}); or leave the task out of the spec", DataError).fault(
+            f"returned {float(column[first]):g}, not a class index of its {classes} classes "
+            f"(a whole number 0-{classes - 1}){more}", _sample(task, samples[first]))
 
 
 def invalid_label_lines(task: Task, invalid: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 
 from hydranet.core.device import RunSettings
-from hydranet.core.errors import TrainingError
-from hydranet.core.interfaces import Task
+from hydranet.core.interfaces import PluginCall, Provenance, Task, label_mask, labels_or_zero, provenance, shape_problem
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.plugins import Components
 from hydranet.core.spec import ResolvedSpec
@@ -93,26 +92,63 @@ def task_losses(tasks: Sequence[Task], outputs: Mapping[str, Tensor], targets: T
     return torch.stack([task.loss(outputs[task.name], targets[:, k]) for k, task in enumerate(tasks)])
 
 
+#: rows of the dummy batch `check_heads` runs; the second one has no label
+DUMMY_ROWS = 2
+BACKBONE_FIX = ("Make the backbone's forward return flat features (N, out_features), pooling spatial maps "
+                "(nn.AdaptiveAvgPool2d(1), then nn.Flatten()), and set out_features to their width; "
+                "or use another backbone")
+HEAD_FIX = "Fix the task's build_head/out_features, or leave the task out of the spec"
+LOSS_FIX = ("Return one loss per row, shape (N,), as a float tensor (for example reduction='none'), not their mean "
+            "nor an (N, 1) column: hydranet masks the rows without a label and averages the rest. Or leave the "
+            "task out of the spec")
+
+
 def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, components: Components) -> None:
-    """Run every head once on dummy features: a head of the wrong shape is named with its plugin now,
-    not as a broadcasting error deep inside a loss."""
-    features = torch.zeros(2, int(getattr(model.backbone, "out_features")), device=next(model.parameters()).device)
+    """Run the model once on a dummy batch before training, and name whatever breaks its contract, with its plugin.
+
+    The backbone sees two blank images of the run's size and must give (2, out_features); every head must give
+    (2, its out_features) on those features; every task's loss runs on its head's output with the targets the
+    data would give (float32, NaN for a missing label), and `per_sample_loss` must give one float per row.
+    Without this a wrong width fails as a matrix-product error naming nothing, and a scalar or (N, 1)
+    per-sample loss trains on with wrong values (an (N, 1) loss broadcasts against the (N,) mask).
+    """
+    device = next(model.parameters()).device
+    size = spec.spec.image_size
+    images = torch.zeros(DUMMY_ROWS, 3, size, size, device=device)
+    width = int(getattr(model.backbone, "out_features"))
+    targets = torch.tensor([0.0] * (DUMMY_ROWS - 1) + [float("nan")], device=device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for resolved, task in zip(spec.tasks, tasks):
-                try:
-                    output = model.heads[task.name](features)
-                    problem = None if tuple(output.shape) == (2, task.out_features) else (
-                        f"returned shape {tuple(output.shape)} for 2 samples; expected (2, {task.out_features})")
-                except Exception as error:  # a plugin's head may raise anything
-                    problem = f"raised {type(error).__name__}: {error}"
-                if problem:
-                    plugin = resolved.component.entry.plugin
-                    info = components.pm.info.get(plugin)
-                    origin = f"plugin '{plugin}'" + (f" ({info.distribution} {info.version})" if info else "")
-                    raise TrainingError(f"the head of task '{task.name}' from {origin} {problem}. "
-                                        "Fix the task's build_head/out_features, or leave the task out of the spec.")
+            features = PluginCall("", provenance(model.backbone, "backbone"), BACKBONE_FIX)(
+                model.backbone, images,
+                check=lambda out: shape_problem(out, (DUMMY_ROWS, width), f"{DUMMY_ROWS} images of {size}x{size} px"))
+            for task in tasks:
+                who = provenance(task, "task")
+                output = PluginCall("the head of", who, HEAD_FIX)(
+                    model.heads[task.name], features,
+                    check=lambda out: shape_problem(out, (DUMMY_ROWS, task.out_features), f"{DUMMY_ROWS} samples"))
+                _check_loss(task, who, output, targets)
     finally:
         model.train(was_training)
+
+
+def _check_loss(task: Task, who: Provenance, output: Tensor, targets: Tensor) -> None:
+    """One call of the task's loss on a dummy output: `per_sample_loss` gives (N,) floats (`loss` one number).
+
+    `per_sample_loss` gets what `Task.loss` would give it: the output in float32, missing labels set to 0.
+    A task with a `loss` of its own (it may not use `per_sample_loss` at all) has that called instead.
+    """
+    if type(task).loss is not Task.loss:
+        PluginCall("the loss of", who, LOSS_FIX)(
+            task.loss, output, targets, check=lambda loss: shape_problem(loss, (), f"{DUMMY_ROWS} samples"))
+        return
+
+    def per_row(loss: object) -> str | None:
+        if isinstance(loss, Tensor) and loss.shape == (DUMMY_ROWS,) and not loss.is_floating_point():
+            return f"returned dtype {loss.dtype}; expected a float tensor"
+        return shape_problem(loss, (DUMMY_ROWS,), f"{DUMMY_ROWS} samples")
+
+    PluginCall("the per_sample_loss of", who, LOSS_FIX)(
+        task.per_sample_loss, output.float(), labels_or_zero(targets, label_mask(targets)), check=per_row)

@@ -22,14 +22,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from hydranet.core.errors import ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError, did_you_mean
-from hydranet.core.interfaces import Task, Weighting
+from hydranet.core.errors import (ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError,
+                                  did_you_mean, shown)
+from hydranet.core.interfaces import (PluginCall, Provenance, Task, Weighting, kind_of, problem_of_task, provenance,
+                                      record_provenance)
+from hydranet.core.metrics import Metric
 from hydranet.core.overrides import CLI_OPTION, apply_overrides, origin, override_list, parse_override_path
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import Entry
 from hydranet.core.spec_files import MAX_SPEC_DEPTH, find_spec, nesting_depth, read_spec_file
-from hydranet.core.spec_models import (COMPONENT_SECTIONS, BackboneSection, Component, DataSection, Spec, TaskSection, TrainSection,
-                                       WeightingSection)
+from hydranet.core.spec_models import (COMPONENT_SECTIONS, TASK_NAME, BackboneSection, Component, DataSection, Spec,
+                                       TaskSection, TrainSection, WeightingSection)
 from hydranet.core.spec_problems import EMPTY, format_path, pydantic_problems, unknown_field_message
 from hydranet.core.spec_schema import spec_schema
 
@@ -41,13 +44,54 @@ class ResolvedComponent:
     section: str
     entry: Entry
     params: BaseModel | None
+    #: the plugin that registered it, as errors name it: "plugin 'shapes' (hydranet-shapes 0.3)"
+    origin: str = ""
 
-    def build(self, *args: Any) -> Any:
-        """Call the plugin's factory with `args` and the validated params."""
-        return self.entry.factory(*args, self.params) if self.params is not None else self.entry.factory(*args)
+    def build(self, *args: Any, name: str | None = None) -> Any:
+        """Call the plugin's factory with `args` and the validated params; `name`: the component's own (a task's).
+
+        What the factory raises becomes a `ComponentError` naming the component and its plugin (a spec lists
+        it as a problem); the built object remembers both, for later errors about its code.
+        """
+        who = Provenance(f"{'dataset' if self.section == 'data' else self.section} '{name or self.entry.name}'",
+                         self.origin or f"plugin '{self.entry.plugin}'")
+        args = (*args, self.params) if self.params is not None else args
+        built = PluginCall("building", who, f"Fix its factory ({_factory_name(self.entry.factory)}), "
+                                            f"or leave it out of the spec", ComponentError)(self.entry.factory, *args)
+        return record_provenance(built, who)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.entry.name, **(self.params.model_dump(mode="json") if self.params else {})}
+
+
+METRICS_FIX = ("Return fresh hydranet.Metric objects by name from the task's metrics(), e.g. {'accuracy': "
+               "Accuracy()}; a metric name starts with a letter and holds only letters, digits, '_' or '-' (it "
+               "becomes the metrics.csv column val.<task>.<metric>); or leave the task out of the spec")
+
+
+def metrics_problem(metrics: object) -> str | None:
+    """What is wrong with what a task's `metrics()` returned, or None: a dict of Metric, named as tasks are."""
+    if not isinstance(metrics, dict):
+        return f"returned {kind_of(metrics)}; expected a dict of hydranet.Metric by name"
+    for name, metric in metrics.items():
+        if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+            return f"returned a metric named {shown(name)}"
+        if not isinstance(metric, Metric):
+            return f"returned {kind_of(metric)} as metric '{name}'; expected a hydranet.Metric"
+    return None
+
+
+def _factory_name(factory: Any) -> str:
+    """`hb.tasks.SmileTask`: where a factory is, for an error about it."""
+    name = getattr(factory, "__qualname__", None) or type(factory).__qualname__
+    module = getattr(factory, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
+def plugin_origin(components: Components, plugin: str) -> str:
+    """"plugin 'shapes' (hydranet-shapes 0.3)": a plugin as errors name it, with its distribution when known."""
+    info = components.pm.info.get(plugin)
+    return f"plugin '{plugin}'" + (f" ({info.distribution} {info.version})" if info else "")
 
 
 @dataclass
@@ -56,7 +100,15 @@ class ResolvedTask:
     component: ResolvedComponent
 
     def build(self) -> Task:
-        return self.component.build(self.name)
+        """Build the task and check what it must say of itself, before any data is read: its `problem`,
+        and its `metrics()` (first used for the baseline, where a wrong one would fail naming nothing)."""
+        task = self.component.build(self.name, name=self.name)
+        who = provenance(task, "task")
+        problem = problem_of_task(task)
+        if problem:
+            raise PluginCall("", who, "", ComponentError).fault(problem)
+        PluginCall("the metrics() of", who, METRICS_FIX, ComponentError)(task.metrics, check=metrics_problem)
+        return task
 
     def to_dict(self) -> dict[str, Any]:
         values = self.component.to_dict()
@@ -105,8 +157,8 @@ class ResolvedSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _resolve_component(registry, section: str, name: str, params: dict[str, Any], problems: list,
-                       name_path: str, params_path: Sequence[Any],
+def _resolve_component(components: Components, registry, section: str, name: str, params: dict[str, Any],
+                       problems: list, name_path: str, params_path: Sequence[Any],
                        section_keys: Sequence[str] = ()) -> ResolvedComponent | None:
     """`section_keys`: the keys the section itself holds beside the params, for did-you-mean on a misspelt one."""
     try:
@@ -128,7 +180,7 @@ def _resolve_component(registry, section: str, name: str, params: dict[str, Any]
     except ComponentError as error:
         problems.append(_component_problem(params_path, error))
         return None
-    return ResolvedComponent(section, entry, validated)
+    return ResolvedComponent(section, entry, validated, plugin_origin(components, entry.plugin))
 
 
 def _component_problem(path: Sequence[Any], error: ComponentError) -> tuple[str, str]:
@@ -168,8 +220,8 @@ def _resolve_task(components: Components, index: int, task: TaskSection, problem
         return None
     # Inline keys report errors at tasks[i].key, `params:` keys at tasks[i].params.key.
     prefix: list[Any] = ["tasks", index, "params"] if task.params else ["tasks", index]
-    resolved = _resolve_component(components.tasks, "task", built_from, {**inline, **task.params}, problems,
-                                  name_path, prefix, () if task.params else list(TaskSection.model_fields))
+    resolved = _resolve_component(components, components.tasks, "task", built_from, {**inline, **task.params},
+                                  problems, name_path, prefix, () if task.params else list(TaskSection.model_fields))
     if resolved is None:
         return None
     resolved_task = ResolvedTask(task.name, resolved)
@@ -188,8 +240,8 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     def component(registry, section: Component | None, key: str) -> ResolvedComponent | None:
         if section is None:
             return None
-        return _resolve_component(registry, key, section.name, section.params(), problems, f"{key}.name", [key],
-                                  list(type(section).model_fields))
+        return _resolve_component(components, registry, key, section.name, section.params(), problems,
+                                  f"{key}.name", [key], list(type(section).model_fields))
 
     resolved_backbone = component(components.backbones, backbone, "backbone")
     resolved_data = component(components.datasets, data, "data")

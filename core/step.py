@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from hydranet.core.interfaces import StepContext, Weighting
+from hydranet.core.interfaces import PluginCall, StepContext, Weighting, provenance, shape_problem
 
 #: images, targets -> ((K,) losses, the shared features or None)
 ForwardLosses = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
@@ -74,7 +74,7 @@ class TrainStep:
         self.weighting.backward(losses, self.context(features))
         # The weights this step applied: read after the backward (which sets them, for gradient strategies)
         # and before the update (which moves learned ones, as for uncertainty weighting).
-        self.weight_sums.add_(self.weighting.weights().detach().to(self.weight_sums.device, torch.float32))
+        self.weight_sums.add_(self._checked_weights().detach().to(self.weight_sums.device, torch.float32))
         self.sum_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -82,6 +82,16 @@ class TrainStep:
         newly_bad = ~torch.isfinite(detached) & (self.first_bad < 0)
         self.first_bad.copy_(torch.where(newly_bad, self.step_number, self.first_bad))
         self.loss_sums.add_(detached)
+
+    def _checked_weights(self) -> Tensor:
+        """The weighting's `weights()`, one per task: a shape check is metadata, so it costs no sync."""
+        weights = self.weighting.weights()
+        if getattr(weights, "shape", None) != self.weight_sums.shape:
+            problem = shape_problem(weights, tuple(self.weight_sums.shape), f"{self.weight_sums.numel()} tasks")
+            raise PluginCall("the weights() of", provenance(self.weighting, "weighting"),
+                             "Return one weight per task, in task order, from the weighting's weights(); "
+                             "or use another weighting").fault(problem or "")
+        return weights
 
     def skip(self) -> None:
         """Drop the step whose losses were not finite (train.on_nonfinite: skip)."""
