@@ -10,7 +10,6 @@ through the same `register_commands` hook a third party would use.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Collection
@@ -22,6 +21,8 @@ import click
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.hookspecs import hookimpl
+# the rule register() holds every component name to: valid as a distribution, module and entry point name too
+from hydranet.core.registry import NAME
 
 KINDS = ("task", "weighting", "backbone", "dataset")
 #: kind -> (registry attribute, hook the plugin implements)
@@ -31,8 +32,6 @@ KIND_HOOKS = {
     "backbone": ("backbones", "register_backbones"),
     "dataset": ("datasets", "register_datasets"),
 }
-#: lowercase words joined by single '-' or '_': valid as a distribution, module, entry point and component name
-NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 MAX_NAME = 40
 
 
