@@ -3,7 +3,8 @@
 Each `register_*` hook receives a `register` callback (as in llm and datasette):
 `register(name, factory, *, params=None, description=None, aliases=())`, where
 `params` is a pydantic model that validates the component's spec parameters and
-`factory(params)` (or `factory(name, params)` for tasks) builds it.
+`factory(params)` (or `factory(name, params)` for tasks) builds it; registered without
+`params=`, the factory is called without them (`factory()`, `factory(name)`, `factory(tasks)`).
 """
 
 from __future__ import annotations
