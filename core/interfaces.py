@@ -225,6 +225,10 @@ class Dataset(ABC):
     them in strict mode.
     """
 
+    #: True for a dataset that draws its images into `root` rather than reading a user's folder (as
+    #: `synthetic` does): `hydranet eval --data DIR` then reads DIR as UTKFace instead of drawing into it.
+    draws_images: ClassVar[bool] = False
+
     @abstractmethod
     def samples(self) -> list[Sample]:
         """All usable samples, in a stable order."""

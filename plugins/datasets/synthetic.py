@@ -348,8 +348,7 @@ class SyntheticDataset(UTKFaceDataset):
     """UTKFace listing of a folder that is drawn on first use (not on construction, which must stay cheap)."""
 
     missing_root_hint = "it should have been drawn by write_synthetic; check that its parent folder is writable"
-    #: `root` is where the images are drawn, not a folder of the user's: `eval --data DIR` reads DIR as UTKFace
-    draws_images = True
+    draws_images = True  # `root` is where the images are drawn: `eval --data DIR` reads DIR as UTKFace
 
     def __init__(self, root: str | Path, count: int, size: int, seed: int):
         super().__init__(root)
