@@ -39,7 +39,7 @@ from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import CheckpointError, DataError, DuplicateNameError, UnknownNameError
 from hydranet.core.export import SUFFIX
 from hydranet.core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, Components, allowed_plugins
-from hydranet.core.registry import Entry, Registry
+from hydranet.core.registry import Entry, Registry, describe_plugin
 
 if TYPE_CHECKING:
     from hydranet.core.plugins import PluginManager
@@ -253,10 +253,8 @@ def recorded_origin(data: Mapping[str, Any], section: str) -> tuple[str | None, 
 
 
 def origin_words(plugin: str | None, distribution: str | None) -> str:
-    """" (registered by plugin 'p' from distribution 'd')", or "" when the checkpoint does not say."""
-    if not plugin:
-        return ""
-    return f" (registered by plugin '{plugin}'" + (f" from distribution '{distribution}')" if distribution else ")")
+    """" from plugin 'p' (d)" (`describe_plugin`), or "" when the checkpoint does not say."""
+    return f" from {describe_plugin(plugin, distribution)}" if plugin else ""
 
 
 def way_to_plugin(components: Components, plugin: str | None, distribution: str | None, what: str) -> str:
@@ -268,11 +266,12 @@ def way_to_plugin(components: Components, plugin: str | None, distribution: str 
     """
     info = components.pm.info.get(plugin) if plugin else None
     if info is not None and info.errors:
-        return (f"Its plugin '{plugin}' is installed but failed to load: {info.errors[0]}. Fix or reinstall "
+        return (f"Its {info.label} is installed but failed to load: {info.errors[0]}. Fix or reinstall "
                 f"{info.distribution if info.distribution != '?' else 'its package'}")
     allowed = allowed_plugins()
     if plugin and allowed is not None and plugin not in allowed and plugin in _installed_entry_points():
-        return f"Its plugin '{plugin}' is installed, but {ALLOW_ENV} leaves it out: add '{plugin}' to {ALLOW_ENV}"
+        return (f"Its {components.pm.describe(plugin)} is installed, but {ALLOW_ENV} leaves it out: add '{plugin}' "
+                f"to {ALLOW_ENV}")
     if distribution and distribution != "hydranet":
         return f"Install that plugin (pip install {distribution}) or allow it in {ALLOW_ENV}"
     left_out = sorted(_installed_entry_points() - allowed) if allowed is not None and not plugin else []
@@ -369,9 +368,10 @@ def inference_components(path: Path, data: Mapping[str, Any], components: Compon
     problems = []
     for task in data["tasks"]:
         if task["kind"] not in components.tasks:
+            kind = f" (kind '{task['kind']}')" if task["kind"] != task["name"] else ""
             problems.append(
-                f"task '{task['name']}' (registered as '{task['kind']}' by plugin '{task['plugin']}' from "
-                f"distribution '{task['distribution']}'), which is not available here. "
+                f"task '{task['name']}'{kind}{origin_words(task['plugin'], task['distribution'])}, which is not "
+                f"available here. "
                 + way_to_plugin(components, task["plugin"], task["distribution"], f"task '{task['kind']}'"))
     spec = data["spec"]
     backbone = _section_name(spec.get("backbone"))

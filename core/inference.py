@@ -35,6 +35,7 @@ from hydranet.core.forward import spec_model
 from hydranet.core.model import HydraNet
 from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components, default_components
+from hydranet.core.registry import describe_plugin
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.spec_models import DataSection
 from hydranet.core.wording import plural
@@ -319,7 +320,7 @@ class TrainedModel:
             if isinstance(entry.factory, UnavailableDataset):
                 raise DataError(entry.factory.explain(option))
             if role == "none":
-                raise DataError(no_root_message(entry, option))
+                raise DataError(no_root_message(entry, option, self.spec.data.origin))
             if role == "draws":
                 raw["data"] = {"name": FOLDER_FORMAT, **{k: v for k, v in raw["data"].items()
                                                          if k in DataSection.model_fields and k != "name"}}
@@ -448,15 +449,15 @@ class TrainedModel:
         return list(rows)
 
     def _task_origin(self, k: int) -> str:
-        """"task 'x' (kind 'k') from plugin 'p' (package 1.0)", for a message about a plugin's task."""
+        """"task 'x' (kind 'k') from plugin 'p' (hydranet-p 1.0)", for a message about a plugin's task."""
         name = self.tasks[k].name
         entry = self.spec.tasks[k].component.entry if k < len(self.spec.tasks) else None
         if entry is None:
             return f"task '{name}'"
-        info = self.components.pm.info.get(entry.plugin) if self.components is not None else None
-        package = f" ({info.distribution} {info.version})" if info and not info.builtin else ""
+        pm = self.components.pm if self.components is not None else None
+        who = pm.describe(entry.plugin) if pm is not None else describe_plugin(entry.plugin)
         kind = f" (kind '{entry.name}')" if entry.name != name else ""
-        return f"task '{name}'{kind} from plugin '{entry.plugin}'{package}"
+        return f"task '{name}'{kind} from {who}"
 
 
 def check_data_overrides(overrides: str | Iterable[str], option: str = "overrides") -> tuple[str, ...]:
@@ -500,15 +501,18 @@ def folder_role(entry: Any) -> str:
     return "reads" if params is not None and "root" in params.model_fields else "none"
 
 
-def no_root_message(entry: Any, option: str) -> str:
-    """Why data.root=DIR cannot be evaluated with a dataset that has no `root` parameter, and what to do."""
+def no_root_message(entry: Any, option: str, origin: str = "") -> str:
+    """Why data.root=DIR cannot be evaluated with a dataset that has no `root` parameter, and what to do.
+
+    `origin`: its plugin as messages name it (`describe_plugin`), else just the plugin's name.
+    """
     fields = sorted(entry.params.model_fields) if entry.params is not None else []
     asked = "--data DIR (data.root=DIR)" if option.startswith("-") else "data.root=DIR"
     setting = "--set data.KEY=VALUE" if option.startswith("-") else "evaluate('data.KEY=VALUE')"
     replace = ("--set 'data={name: folder, root: DIR}'" if option.startswith("-")
                else "evaluate('data={name: folder, root: DIR}')")
     return (f"{asked} needs a dataset that reads the folder its `root` parameter names; the model's dataset "
-            f"'{entry.name}' (plugin '{entry.plugin}') has no `root` parameter"
+            f"'{entry.name}' from {origin or describe_plugin(entry.plugin)} has no `root` parameter"
             + (f" (its parameters: {', '.join(fields)})" if fields else " (it takes no parameters)")
             + f". Set the parameter it reads its data from with {setting}, or read DIR in a built-in format by "
             f"replacing the data section: {replace} (images and a labels.csv), or the same with name utkface "

@@ -29,7 +29,7 @@ import pluggy
 
 from hydranet.core import hookspecs
 from hydranet.core.errors import did_you_mean
-from hydranet.core.registry import RegistrationError, Registry
+from hydranet.core.registry import RegistrationError, Registry, describe_plugin
 
 ENTRY_POINT_GROUP = "hydranet"
 ALLOW_ENV = "HYDRANET_PLUGINS"
@@ -107,8 +107,8 @@ class PluginInfo:
 
     @property
     def label(self) -> str:
-        """`name (distribution version)`, as every recorded problem is prefixed."""
-        return f"{self.name} ({self.distribution} {self.version})"
+        """`plugin 'name' (distribution version)` (`describe_plugin`), as every recorded problem is prefixed."""
+        return describe_plugin(self.name, self.distribution, self.version, self.builtin)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -136,6 +136,11 @@ class PluginManager(pluggy.PluginManager):
     def record_warning(self, plugin: str, message: str) -> None:
         """`plugin` loaded but registers nothing, or less than its code suggests."""
         self._record(plugin, "warnings", message)
+
+    def describe(self, plugin: str) -> str:
+        """The plugin as messages name it (`describe_plugin`): with its distribution and version where known."""
+        info = self.info.get(plugin)
+        return info.label if info is not None else describe_plugin(plugin)
 
     def load_errors(self) -> list[str]:
         """Why plugins are left out or register nothing, each prefixed with the plugin: what may leave a name unknown.
@@ -412,13 +417,13 @@ def _register_callback(registry: Registry, info: PluginInfo, calls: list[dict[st
 
     def register(*args: Any, **kwargs: Any) -> None:
         call = _bind_register(args, kwargs, info)
-        registry.check(**call, plugin=info.name, distribution=info.distribution)
+        registry.check(**call, plugin=info.name, distribution=info.distribution, version=info.version)
         names = {call["name"], *call["aliases"]}
         for earlier in calls:
             again = sorted(names & {earlier["name"], *earlier["aliases"]})
             if again:
                 raise RegistrationError(f"registers {registry.kind} '{again[0]}' twice; register each name once",
-                                        info.name, info.distribution)
+                                        info.name, info.distribution, info.version)
         calls.append(call)
 
     return register
@@ -442,7 +447,7 @@ def _bind_register(args: tuple[Any, ...], kwargs: dict[str, Any], info: PluginIn
         else:
             bound.apply_defaults()
             return dict(bound.arguments)
-    raise RegistrationError(problem, info.name, info.distribution)
+    raise RegistrationError(problem, info.name, info.distribution, info.version)
 
 
 def load_components(pm: PluginManager | None = None) -> Components:
@@ -472,7 +477,8 @@ def load_components(pm: PluginManager | None = None) -> Components:
                 continue
             info = pm.info[plugin_name]
             for call in calls[(plugin_name, kind)]:
-                registry.register(**call, plugin=plugin_name, distribution=info.distribution, builtin=info.builtin)
+                registry.register(**call, plugin=plugin_name, distribution=info.distribution, version=info.version,
+                                  builtin=info.builtin)
                 info.components.setdefault(kind, []).append(call["name"])
         for name, plugins in registry.conflicts().items():
             for plugin_name in plugins[1:]:

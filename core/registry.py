@@ -35,16 +35,24 @@ class RegistrationError(HydranetError, ValueError):
     (and its distribution, where known) in front of it.
     """
 
-    def __init__(self, problem: str, plugin: str = "<unknown>", distribution: str | None = None):
-        self.problem, self.plugin, self.distribution = problem, plugin, distribution
-        super().__init__(f"plugin {describe_plugin(plugin, distribution)}: {problem}")
+    def __init__(self, problem: str, plugin: str = "<unknown>", distribution: str | None = None,
+                 version: str | None = None):
+        self.problem, self.plugin, self.distribution, self.version = problem, plugin, distribution, version
+        super().__init__(f"{describe_plugin(plugin, distribution, version)}: {problem}")
 
 
-def describe_plugin(plugin: str, distribution: str | None = None, builtin: bool = False) -> str:
-    """`'shadow_age' (package hydranet-broken)`, `'hydranet.tasks.utkface' (built in)`, or just `'name'`."""
+def describe_plugin(plugin: str, distribution: str | None = None, version: str | None = None,
+                    builtin: bool = False) -> str:
+    """A plugin as every message names it, with what is known of where it comes from.
+
+    `plugin 'shapes' (hydranet-shapes 0.3)`, `plugin 'shapes' (hydranet-shapes)` when the version is not
+    known, `plugin 'hydranet.tasks.utkface' (built in)`, or just `plugin 'shapes'`. "?" counts as unknown.
+    """
     if builtin:
-        return f"'{plugin}' (built in)"
-    return f"'{plugin}' (package {distribution})" if distribution and distribution != "?" else f"'{plugin}'"
+        return f"plugin '{plugin}' (built in)"
+    if not distribution or distribution == "?":
+        return f"plugin '{plugin}'"
+    return f"plugin '{plugin}' ({distribution}" + (f" {version})" if version and version != "?" else ")")
 
 
 def _type_name(value: object) -> str:
@@ -99,7 +107,7 @@ class Registry(Generic[T]):
     _entries: dict[str, Entry[T]] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
     _conflicts: dict[str, list[str]] = field(default_factory=dict)
-    _origins: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
+    _origins: dict[str, tuple[str | None, str | None, bool]] = field(default_factory=dict)
 
     def check(
         self,
@@ -111,11 +119,12 @@ class Registry(Generic[T]):
         aliases: Sequence[str] = (),
         plugin: str = "<unknown>",
         distribution: str | None = None,
+        version: str | None = None,
     ) -> None:
         """Raise a RegistrationError, naming the plugin and what to do, if `register` would get something unusable."""
         problem = self._problem(name, factory, params, description, aliases)
         if problem:
-            raise RegistrationError(problem, plugin, distribution)
+            raise RegistrationError(problem, plugin, distribution, version)
 
     def _problem(self, name: Any, factory: Any, params: Any, description: Any, aliases: Any) -> str | None:
         kind = self.kind
@@ -185,6 +194,7 @@ class Registry(Generic[T]):
         aliases: Sequence[str] = (),
         plugin: str = "<unknown>",
         distribution: str | None = None,
+        version: str | None = None,
         builtin: bool = False,
     ) -> None:
         """Add a component. A name already taken by another plugin becomes a conflict.
@@ -196,15 +206,15 @@ class Registry(Generic[T]):
         result depend on plugin load order.
         """
         self.check(name, factory, params=params, description=description, aliases=aliases, plugin=plugin,
-                   distribution=distribution)
+                   distribution=distribution, version=version)
         for key in (name, *aliases):
             if self._owner(key) == plugin and plugin != "<unknown>":
                 raise RegistrationError(f"registers {self.kind} '{key}' twice; register each name once", plugin,
-                                        distribution)
+                                        distribution, version)
         if description is None:
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
-        self._origins.setdefault(plugin, (distribution, builtin))
+        self._origins.setdefault(plugin, (distribution, version, builtin))
         entry = Entry(name, factory, params, plugin, description, tuple(aliases))
         for key in (name, *aliases):
             owner = self._owner(key)
@@ -217,9 +227,8 @@ class Registry(Generic[T]):
                 self._aliases[key] = name
 
     def describe(self, plugin: str) -> str:
-        """The plugin as messages name it: with its distribution, or "(built in)", where known."""
-        distribution, builtin = self._origins.get(plugin, (None, False))
-        return describe_plugin(plugin, distribution, builtin)
+        """The plugin as messages name it (`describe_plugin`), from what it registered with."""
+        return describe_plugin(plugin, *self._origins.get(plugin, (None, None, False)))
 
     def _owner(self, key: str) -> str | None:
         if key in self._entries:
@@ -246,7 +255,7 @@ class Registry(Generic[T]):
     def conflict_message(self, name: str) -> str:
         """Why a conflicted name does not resolve, and what to do: uninstall a package, or leave a plugin out."""
         plugins = self._conflicts[name]
-        packages = [d for p in plugins for d, builtin in [self._origins.get(p, (None, False))]
+        packages = [d for p in plugins for d, _, builtin in [self._origins.get(p, (None, None, False))]
                     if d and d != "?" and not builtin]
         uninstall = (f"Uninstall the package of one of them (pip uninstall {' or '.join(dict.fromkeys(packages))})"
                      if packages else "Uninstall one of them")

@@ -29,7 +29,7 @@ from hydranet.core.interfaces import (PluginCall, Provenance, Task, Weighting, k
 from hydranet.core.metrics import Metric
 from hydranet.core.overrides import CLI_OPTION, apply_overrides, origin, override_list, parse_override_path
 from hydranet.core.plugins import Components, default_components
-from hydranet.core.registry import Entry
+from hydranet.core.registry import Entry, describe_plugin
 from hydranet.core.spec_files import MAX_SPEC_DEPTH, find_spec, nesting_depth, read_spec_file
 from hydranet.core.spec_models import (COMPONENT_SECTIONS, TASK_NAME, BackboneSection, Component, DataSection, Spec,
                                        TaskSection, TrainSection, WeightingSection)
@@ -54,7 +54,7 @@ class ResolvedComponent:
         it as a problem); the built object remembers both, for later errors about its code.
         """
         who = Provenance(f"{'dataset' if self.section == 'data' else self.section} '{name or self.entry.name}'",
-                         self.origin or f"plugin '{self.entry.plugin}'")
+                         self.origin or describe_plugin(self.entry.plugin))
         args = (*args, self.params) if self.params is not None else args
         built = PluginCall("building", who, f"Fix its factory ({_factory_name(self.entry.factory)}), "
                                             f"or leave it out of the spec", ComponentError)(self.entry.factory, *args)
@@ -86,12 +86,6 @@ def _factory_name(factory: Any) -> str:
     name = getattr(factory, "__qualname__", None) or type(factory).__qualname__
     module = getattr(factory, "__module__", None)
     return f"{module}.{name}" if module else name
-
-
-def plugin_origin(components: Components, plugin: str) -> str:
-    """"plugin 'shapes' (hydranet-shapes 0.3)": a plugin as errors name it, with its distribution when known."""
-    info = components.pm.info.get(plugin)
-    return f"plugin '{plugin}'" + (f" ({info.distribution} {info.version})" if info else "")
 
 
 @dataclass
@@ -180,7 +174,7 @@ def _resolve_component(components: Components, registry, section: str, name: str
     except ComponentError as error:
         problems.append(_component_problem(params_path, error))
         return None
-    return ResolvedComponent(section, entry, validated, plugin_origin(components, entry.plugin))
+    return ResolvedComponent(section, entry, validated, components.pm.describe(entry.plugin))
 
 
 def _component_problem(path: Sequence[Any], error: ComponentError) -> tuple[str, str]:

@@ -208,8 +208,8 @@ def test_eval_on_the_stored_data_names_the_missing_dataset_and_the_ways_out(run,
     with pytest.raises(DataError) as caught:
         model.evaluate()
     message = str(caught.value)
-    assert (f"{run} was trained on dataset 'first_images' (registered by plugin 'first_plugin' from distribution "
-            "'hydranet-first'), which is not available here. Install that plugin (pip install hydranet-first) or "
+    assert (f"{run} was trained on dataset 'first_images' from plugin 'first_plugin' (hydranet-first), which is "
+            "not available here. Install that plugin (pip install hydranet-first) or "
             "allow it in HYDRANET_PLUGINS") in message  # the checkpoint records who provided its dataset
     assert "predict and export do not" in message and "evaluate('data={name: folder, root: DIR}'" in message
     with pytest.raises(DataError, match="trained on dataset 'first_images'"):
@@ -250,9 +250,8 @@ def test_a_missing_backbone_or_task_is_named_with_its_plugin_and_package(run, tm
         TrainedModel.from_checkpoint(recorded)  # the built-ins: the task plugin is missing too
     message = str(caught.value)
     assert message.startswith(f"{recorded} needs plugins that are not available here:\n  task 'scaled_age' "
-                              "(registered as 'scaled_age' by plugin 'scaled_plugin' from distribution "
-                              "'hydranet-scaled')")
-    assert ("backbone 'minicnn' (registered by plugin 'minicnn' from distribution 'hydranet-minicnn'), which is "
+                              "from plugin 'scaled_plugin' (hydranet-scaled), which is not available here.")
+    assert ("backbone 'minicnn' from plugin 'minicnn' (hydranet-minicnn), which is "
             "not available here. Install that plugin (pip install hydranet-minicnn)") in message
     assert "weighting" not in message and "first_images" not in message
 
@@ -368,8 +367,8 @@ def test_data_root_is_refused_for_a_dataset_without_root_never_read_as_another(c
         model.evaluate(f"data.root={faces}", split="all")
     message = str(caught.value)
     assert message.startswith("data.root=DIR needs a dataset that reads the folder its `root` parameter names; the "
-                              "model's dataset 'by_path' (plugin 'path_plugin') has no `root` parameter (its "
-                              "parameters: folder_path)")
+                              "model's dataset 'by_path' from plugin 'path_plugin' (test 0) has no `root` parameter "
+                              "(its parameters: folder_path)")
     assert "evaluate('data.KEY=VALUE')" in message and "evaluate('data={name: folder, root: DIR}')" in message
     assert model.evaluate(f"data.folder_path={faces}", split="all", details=False).images == 240  # the way out
     installed(components)
@@ -404,9 +403,9 @@ def test_a_decode_with_too_few_rows_names_the_task_and_its_plugin(checkpoint, fa
     monkeypatch.setattr(BinaryTask, "decode", lambda self, output: [{"class": "x"}])
     with pytest.raises(HydranetError) as caught:
         model.predict(images)
-    assert str(caught.value) == ("the decode of task 'gender' from plugin 'hydranet.tasks.utkface' returned 1 row "
-                                 "for a batch of 3 images; expected 3. Fix the task's decode: it returns one dict "
-                                 "per row of its output, in order.")
+    assert str(caught.value) == ("the decode of task 'gender' from plugin 'hydranet.tasks.utkface' (built in) "
+                                 "returned 1 row for a batch of 3 images; expected 3. Fix the task's decode: it "
+                                 "returns one dict per row of its output, in order.")
     result = invoke("predict", checkpoint, *images, "--device", "cpu", ok=False)
     assert result.exit_code == 1 and "returned 1 row for a batch of 3 images; expected 3" in result.output
     assert "Traceback" not in result.output and "IndexError" not in result.output

@@ -96,7 +96,7 @@ def test_register_misuse_leaves_the_plugin_out_with_an_error_naming_it(misuse):
 
     components = with_plugin(plugin_with(register_tasks=register_tasks))
     (error,) = components.pm.load_errors()
-    assert error.startswith("mine (hydranet-mine 0.1): register_tasks: ")
+    assert error.startswith("plugin 'mine' (hydranet-mine 0.1): register_tasks: ")
     assert all(part in error for part in said), error
     assert "the plugin is left out" in error and "Traceback" not in error
     assert components.pm.info["mine"].left_out
@@ -110,7 +110,7 @@ def test_registry_register_refuses_a_dataclass_naming_the_plugin():
     registry = Registry("task", ("name",))
     with pytest.raises(RegistrationError) as caught:
         registry.register("dc", BinaryTask, params=DataclassParams, plugin="shapes", distribution="hydranet-shapes")
-    assert str(caught.value).startswith("plugin 'shapes' (package hydranet-shapes): params of task 'dc' must be")
+    assert str(caught.value).startswith("plugin 'shapes' (hydranet-shapes): params of task 'dc' must be")
     assert "dc" not in registry
 
 
@@ -128,7 +128,7 @@ def test_a_plugin_registering_a_dataclass_breaks_no_command(use, tmp_path):
     spec.write_text(yaml.safe_dump({**SPEC, "tasks": ["age", "agee"]}))
     checked = invoke("spec", "validate", str(spec))
     assert checked.exit_code == 1 and "did you mean 'age'?" in checked.output
-    assert "reg_misuse (hydranet-broken 0.1): register_tasks: params of task 'dc_params'" in checked.output
+    assert "plugin 'reg_misuse' (hydranet-broken 0.1): register_tasks: params of task 'dc_params'" in checked.output
     shown = invoke("plugins").output
     assert "reg_misuse  (hydranet-broken 0.1)\n    ERROR: register_tasks: params of task 'dc_params'" in shown
     for result in (listed, checked):
@@ -169,7 +169,7 @@ def test_a_hook_that_raises_after_registering_leaves_nothing_behind():
     assert components.pm.info["partial"].components == {}
     with pytest.raises(SpecError) as caught:
         load_spec({**SPEC, "tasks": ["partial_ok"]}, components=components)
-    assert "a plugin failed to load, which may be why a name is unknown: partial (hydranet-broken 0.1)" in str(
+    assert "a plugin failed to load, which may be why a name is unknown: plugin 'partial' (hydranet-broken 0.1)" in str(
         caught.value)
 
 
@@ -188,9 +188,9 @@ def test_a_failure_in_one_hook_rolls_back_the_plugins_other_hooks():
     components = with_plugin(plugin_with(register_tasks=register_tasks, register_weightings=register_weightings,
                                          register_commands=register_commands))
     assert "smiling" not in components.tasks
-    assert components.pm.load_errors() == ["mine (hydranet-mine 0.1): register_weightings raised RuntimeError: "
-                                           "needs a GPU; the plugin is left out: none of its components are "
-                                           "registered"]
+    assert components.pm.load_errors() == ["plugin 'mine' (hydranet-mine 0.1): register_weightings raised "
+                                           "RuntimeError: needs a GPU; the plugin is left out: none of its "
+                                           "components are registered"]
     import click
 
     group = click.Group()
@@ -269,16 +269,16 @@ def test_entry_points_in_a_misspelt_group_are_reported(site, monkeypatch, use, g
     write_distribution(site, "hydranet-glasses", "hn_load_glasses", GLASSES, f"[{group}]\nglasses = hn_load_glasses\n")
     write_distribution(site, "other-tool", "hn_load_other", "", "[hydra]\nx = hn_load_other\n[pytest12]\ny = z\n")
     components = use(load_components(make_plugin_manager(allow=None)))
-    said = (f"glasses (hydranet-glasses 1.2.3): entry points in group '{group}' of package hydranet-glasses are "
-            f"not loaded: the group is 'hydranet'. In its pyproject.toml, rename [project.entry-points.{table}] "
-            f"to [project.entry-points.hydranet] and reinstall it")
+    said = (f"plugin 'glasses' (hydranet-glasses 1.2.3): entry points in group '{group}' of package "
+            f"hydranet-glasses are not loaded: the group is 'hydranet'. In its pyproject.toml, rename "
+            f"[project.entry-points.{table}] to [project.entry-points.hydranet] and reinstall it")
     assert any(e.startswith(said) for e in components.pm.load_errors()), components.pm.load_errors()
     assert len(components.pm.load_errors()) == 1  # the unrelated 'hydra' group is not reported
     assert "glasses  (hydranet-glasses 1.2.3)\n    ERROR: entry points in group" in invoke("plugins").output
     with pytest.raises(SpecError) as caught:
         load_spec({**SPEC, "tasks": [{"name": "g", "kind": "glasses"}]}, components=components)
-    assert "which may be why a name is unknown: glasses (hydranet-glasses 1.2.3): entry points in group" in str(
-        caught.value)
+    assert ("which may be why a name is unknown: plugin 'glasses' (hydranet-glasses 1.2.3): entry points in group"
+            in str(caught.value))
     monkeypatch.setenv("HYDRANET_PLUGINS", "glasses")  # named in the allow-list: the same, not "no such plugin"
     errors = make_plugin_manager().load_errors()
     assert len(errors) == 1 and errors[0].startswith(said)
@@ -300,11 +300,12 @@ def test_hook_functions_without_the_marker_are_warned_about(site, use):
     components = use(load_components(make_plugin_manager(allow=None)))
     said = ("registers nothing: register_tasks is named like a hook but has no @hydranet.hookimpl marker, so "
             "hydranet never calls it: put @hydranet.hookimpl on the line above def register_tasks")
-    assert components.pm.load_errors() == [f"no_marker (hydranet-broken 1.2.3): {said}"]
+    assert components.pm.load_errors() == [f"plugin 'no_marker' (hydranet-broken 1.2.3): {said}"]
     assert f"no_marker  (hydranet-broken 1.2.3)\n    WARNING: {said}" in invoke("plugins").output
     with pytest.raises(SpecError) as caught:
         load_spec({**SPEC, "tasks": ["no_marker"]}, components=components)
-    assert f"which may be why a name is unknown: no_marker (hydranet-broken 1.2.3): {said}" in str(caught.value)
+    assert (f"which may be why a name is unknown: plugin 'no_marker' (hydranet-broken 1.2.3): {said}"
+            in str(caught.value))
 
 
 def test_an_unmarked_misspelt_hook_and_one_unmarked_hook_beside_marked_ones():
@@ -312,7 +313,7 @@ def test_an_unmarked_misspelt_hook_and_one_unmarked_hook_beside_marked_ones():
     module.register_task = lambda register: None
     components = with_plugin(module)
     assert components.pm.load_errors() == [
-        "mine (hydranet-mine 0.1): registers nothing: register_task looks like the hook register_tasks but is "
+        "plugin 'mine' (hydranet-mine 0.1): registers nothing: register_task looks like the hook register_tasks but is "
         "neither marked nor named like it, so hydranet never calls it: rename it to register_tasks and put "
         "@hydranet.hookimpl above it"]
 
@@ -323,7 +324,7 @@ def test_an_unmarked_misspelt_hook_and_one_unmarked_hook_beside_marked_ones():
     components = with_plugin(module)
     assert "grin" in components.tasks
     assert components.pm.load_errors() == [
-        "mine (hydranet-mine 0.1): register_weightings is named like a hook but has no @hydranet.hookimpl "
+        "plugin 'mine' (hydranet-mine 0.1): register_weightings is named like a hook but has no @hydranet.hookimpl "
         "marker, so hydranet never calls it: put @hydranet.hookimpl on the line above def register_weightings"]
 
 
@@ -354,7 +355,7 @@ def test_the_unknown_name_hint_names_the_plugin_that_failed_not_a_name_conflict(
     with pytest.raises(SpecError) as caught:
         load_spec({**SPEC, "tasks": ["gender", "unheard_of"]}, components=components)
     message = str(caught.value)
-    assert ("a plugin failed to load, which may be why a name is unknown: hook_raises (hydranet-broken 1): "
+    assert ("a plugin failed to load, which may be why a name is unknown: plugin 'hook_raises' (hydranet-broken 1): "
             "register_tasks raised ZeroDivisionError") in message
     assert "also registered" not in message
 
@@ -375,15 +376,15 @@ def test_a_name_clash_names_the_distribution_to_uninstall(use, tmp_path):
     with pytest.raises(DuplicateNameError) as caught:
         components.tasks.get("age")
     assert str(caught.value) == (
-        "task 'age' is registered by more than one plugin: 'hydranet.tasks.utkface' (built in) and 'shadow_age' "
-        "(package hydranet-broken). Uninstall the package of one of them (pip uninstall hydranet-broken), or "
-        "leave one out with HYDRANET_PLUGINS (the entry points to load, comma-separated).")
+        "task 'age' is registered by more than one plugin: plugin 'hydranet.tasks.utkface' (built in) and "
+        "plugin 'shadow_age' (hydranet-broken 0.1). Uninstall the package of one of them (pip uninstall "
+        "hydranet-broken), or leave one out with HYDRANET_PLUGINS (the entry points to load, comma-separated).")
     shown = invoke("plugins").output
     assert ("shadow_age  (hydranet-broken 0.1)\n    tasks: age\n    ERROR: task 'age' is also registered by "
-            "'hydranet.tasks.utkface' (built in)") in shown
+            "plugin 'hydranet.tasks.utkface' (built in)") in shown
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    assert "'shadow_age' (package hydranet-broken)" in invoke("spec", "validate", str(spec)).output
+    assert "plugin 'shadow_age' (hydranet-broken 0.1)" in invoke("spec", "validate", str(spec)).output
 
 
 def test_a_clash_between_two_packages_names_both():
@@ -394,8 +395,8 @@ def test_a_clash_between_two_packages_names_both():
                       name, distribution=f"hydranet-{name.replace('_', '-')}", version="1", builtin=False)
     with pytest.raises(DuplicateNameError) as caught:
         load_components(pm).tasks.get("dupe")
-    assert ("'dup_a' (package hydranet-dup-a) and 'dup_b' (package hydranet-dup-b). Uninstall the package of one "
-            "of them (pip uninstall hydranet-dup-a or hydranet-dup-b)") in str(caught.value)
+    assert ("plugin 'dup_a' (hydranet-dup-a 1) and plugin 'dup_b' (hydranet-dup-b 1). Uninstall the package of "
+            "one of them (pip uninstall hydranet-dup-a or hydranet-dup-b)") in str(caught.value)
 
 
 # ------------------------------------------------------------------ 5. train --device
@@ -461,4 +462,4 @@ def test_a_factory_is_called_without_params_when_registered_without_them():
 def test_a_factory_that_cannot_take_hydranets_call_is_reported_when_the_plugin_loads(hook, args, kwargs, said):
     components = with_plugin(plugin_with(**{hook: lambda self, register: register(*args, **kwargs)}))
     (error,) = components.pm.load_errors()
-    assert error.startswith(f"mine (hydranet-mine 0.1): {hook}: ") and said in error, error
+    assert error.startswith(f"plugin 'mine' (hydranet-mine 0.1): {hook}: ") and said in error, error

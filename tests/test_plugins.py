@@ -66,7 +66,7 @@ def test_duplicate_name_is_an_error_naming_both_plugins():
     with pytest.raises(DuplicateNameError) as caught:
         components.tasks.get("age")
     assert "'hydranet.tasks.utkface'" in str(caught.value) and "'impostor'" in str(caught.value)
-    assert any("also registered by 'hydranet.tasks.utkface'" in e for e in pm.problems())
+    assert any("also registered by plugin 'hydranet.tasks.utkface' (built in)" in e for e in pm.problems())
     assert pm.load_errors() == []  # a conflict is no load failure: both plugins loaded
     # the rest of the registry keeps working
     assert components.tasks.get("gender").plugin == "hydranet.tasks.utkface"
@@ -100,7 +100,7 @@ def test_plugin_raising_during_registration_is_reported_and_isolated():
     components = load_components(pm)
     errors = pm.load_errors()
     assert len(errors) == 1
-    assert "broken (broken-dist 0.0.1)" in errors[0] and "RuntimeError: boom" in errors[0]
+    assert "plugin 'broken' (broken-dist 0.0.1)" in errors[0] and "RuntimeError: boom" in errors[0]
     assert "sum" in components.weightings
 
 
@@ -160,7 +160,7 @@ def test_broken_entry_point_is_named_with_its_distribution(site):
     write_distribution(site, "hn-glasses", "hn_test_glasses", GOOD_PLUGIN, "glasses")
     pm = make_plugin_manager(allow=None)
     errors = pm.load_errors()
-    assert any(e.startswith("broken (hn-broken 1.2.3)") and "needs a GPU driver" in e for e in errors)
+    assert any(e.startswith("plugin 'broken' (hn-broken 1.2.3)") and "needs a GPU driver" in e for e in errors)
     assert "glasses" in load_components(pm).tasks  # the good plugin still works
 
 
@@ -194,7 +194,7 @@ def test_an_unknown_name_mentions_a_plugin_that_failed_to_load(site, monkeypatch
     with pytest.raises(SpecError) as caught:
         load_spec(raw, components=components)
     message = str(caught.value)
-    assert "a plugin failed to load, which may be why a name is unknown: broken (hn-broken 1.2.3)" in message
+    assert "a plugin failed to load, which may be why a name is unknown: plugin 'broken' (hn-broken 1.2.3)" in message
     assert "needs a GPU driver" in message and "hydranet plugins" in message
     with pytest.raises(SpecError) as caught:  # without a failed plugin, no such hint
         load_spec(raw, components=load_components(make_plugin_manager(entry_points=False)))
