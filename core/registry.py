@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError
+from hydranet.core.wording import english_list
 
 T = TypeVar("T")
 
@@ -259,8 +260,8 @@ class Registry(Generic[T]):
                     if d and d != "?" and not builtin]
         uninstall = (f"Uninstall the package of one of them (pip uninstall {' or '.join(dict.fromkeys(packages))})"
                      if packages else "Uninstall one of them")
-        return (f"{self.kind} '{name}' is registered by more than one plugin: "
-                f"{' and '.join(self.describe(p) for p in plugins)}. {uninstall}, or leave one out with "
+        return (f"{self.kind} '{name}' is registered more than once, by "
+                f"{english_list(self.describe(p) for p in plugins)}. {uninstall}, or leave one out with "
                 f"HYDRANET_PLUGINS (the entry points to load, comma-separated).")
 
     def conflicts(self) -> dict[str, list[str]]:

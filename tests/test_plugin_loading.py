@@ -376,7 +376,7 @@ def test_a_name_clash_names_the_distribution_to_uninstall(use, tmp_path):
     with pytest.raises(DuplicateNameError) as caught:
         components.tasks.get("age")
     assert str(caught.value) == (
-        "task 'age' is registered by more than one plugin: plugin 'hydranet.tasks.utkface' (built in) and "
+        "task 'age' is registered more than once, by plugin 'hydranet.tasks.utkface' (built in) and "
         "plugin 'shadow_age' (hydranet-broken 0.1). Uninstall the package of one of them (pip uninstall "
         "hydranet-broken), or leave one out with HYDRANET_PLUGINS (the entry points to load, comma-separated).")
     shown = invoke("plugins").output
