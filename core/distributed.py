@@ -273,6 +273,11 @@ def check_global_batch(batch_size: int, processes: int, field: str = "train.batc
 #: Signals the --nproc wrapper passes on to torchrun: those torchrun passes on to its workers.
 FORWARDED_SIGNALS = AGENT_SIGNALS
 
+#: Signals passed on even when the wrapper started with them ignored, as one process takes them whatever their
+#: disposition (`hydranet.core.interrupts`): a shell starts a script's background job (`cmd &`) with SIGINT
+#: ignored, yet `kill -INT PID` must stop the run. The others stay ignored when they start so (nohup's SIGHUP).
+ALWAYS_FORWARDED = tuple(sig for sig in (signal.SIGINT, signal.SIGTERM) if sig in FORWARDED_SIGNALS)
+
 
 def launch_local(nproc: int, argv: Sequence[str], device: str | torch.device = "auto") -> int:
     """Run `hydranet ARGV` in `nproc` processes on this machine through torchrun; return its exit status.
@@ -356,7 +361,7 @@ def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str] | None
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in FORWARDED_SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored (nohup's SIGHUP)
+            if sig in ALWAYS_FORWARDED or signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
                 previous[sig] = signal.signal(sig, forward)
     try:
         process = subprocess.Popen(list(command), start_new_session=True, env=None if env is None else dict(env))

@@ -295,6 +295,65 @@ def test_a_second_ctrl_c_through_the_launcher_stops_the_workers_at_once(tmp_path
             os.killpg(process.pid, signal.SIGKILL)
 
 
+#: A child that reports the signals it gets, for the launcher's forwarding alone (no torchrun).
+SIGNAL_REPORTER = """
+import signal, sys, time
+def report(signum, frame):
+    print(signal.Signals(signum).name, flush=True)
+    if signum == signal.SIGINT:
+        sys.exit(1)
+for sig in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, report)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def start_launcher_with_ignored(ignored: tuple[signal.Signals, ...]) -> subprocess.Popen:
+    """`run_forwarding_signals` around `SIGNAL_REPORTER`, started with `ignored` ignored, as a non-interactive
+    shell starts a background job (`hydranet train --nproc 2 ... &` in a script ignores SIGINT) or nohup SIGHUP."""
+    launcher = ("import sys; from hydranet.core.distributed import run_forwarding_signals; "
+                "sys.exit(run_forwarding_signals(sys.argv[1:]))")
+
+    def ignore() -> None:
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+
+    process = subprocess.Popen([sys.executable, "-c", launcher, sys.executable, "-c", SIGNAL_REPORTER],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ignore,
+                               start_new_session=True)
+    assert process.stdout.readline() == "ready\n", process.communicate()[0]
+    return process
+
+
+def test_the_nproc_launcher_passes_on_sigint_even_when_started_with_it_ignored():
+    """`kill -INT PID` of a background `hydranet train --nproc` from a script: the shell started it with SIGINT
+    ignored, and one process takes SIGINT anyway, so the launcher passes it on too (it used to swallow it)."""
+    process = start_launcher_with_ignored((signal.SIGINT,))
+    try:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        assert output.split() == ["SIGINT"], output
+        assert process.returncode == 128 + signal.SIGINT, output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_nproc_launcher_leaves_an_ignored_sighup_ignored():
+    """Under nohup a hangup must not stop the run, with --nproc as with one process."""
+    process = start_launcher_with_ignored((signal.SIGINT, signal.SIGHUP))
+    try:
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        assert output.split() == ["SIGINT"], output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def test_the_nproc_launcher_refuses_a_batch_that_does_not_split_before_starting_processes(faces, tmp_path,
                                                                                       monkeypatch):
     def no_launch(*args, **kwargs):
