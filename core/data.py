@@ -8,17 +8,26 @@ batch is an index gather.
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from hydranet.core.atomic import atomic_write_text
 from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
 from hydranet.core.interfaces import Dataset, PluginCall, Sample, Task, kind_of, provenance
+from hydranet.core.paths import cache_dir
+from hydranet.core.wording import english_list, plural
 
 SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
+#: A task with at least this share of its labels invalid gets a warning of its own: the data and the task
+#: disagree on how labels are written (gender=F for a task that takes 0/1 or male/female), not a few typos.
+INVALID_SHARE_WARNING = 0.2
 
 
 @dataclass
@@ -134,12 +143,13 @@ def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: Label
         invalid = report.invalid[task.name]
         if invalid:
             raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': "
-                            f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of {len(samples)} samples "
-                            "have the field). If these labels are right, change the task's parameters (such as "
+                            f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of "
+                            f"{plural(len(samples), 'sample')} {'has' if len(invalid) == 1 else 'have'} the field). "
+                            "If these labels are right, change the task's parameters (such as "
                             "min/max or class_names) to accept them; otherwise fix the labels.")
         raise DataError(
             f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
-            f"({len(samples)} samples). The samples have fields: {', '.join(fields) or '(none)'}. "
+            f"({plural(len(samples), 'sample')}). The samples have fields: {', '.join(fields) or '(none)'}. "
             f"Set the task's `label` to one of them."
         )
 
@@ -171,15 +181,144 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tenso
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
-def describe_problems(what: str, problems: Sequence[tuple[str, str]]) -> list[str]:
-    """Lines for a log: a count, then the first few items."""
+def describe_problems(heading: str, problems: Sequence[tuple[str, str]], full_list: Path | None = None) -> list[str]:
+    """Lines for a log: the heading (which carries the count), then the first few items.
+
+    When items are left out and `full_list` is given, the "and N more" line says where every one is.
+    """
     if not problems:
         return []
-    lines = [f"{len(problems)} {what}:"]
+    lines = [f"{heading}:"]
     lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in problems[:SHOW_PROBLEMS]]
     if len(problems) > SHOW_PROBLEMS:
-        lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more")
+        where = f" (all {len(problems)} are listed in {full_list})" if full_list else ""
+        lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more{where}")
     return lines
+
+
+@dataclass
+class ProblemGroup:
+    """One kind of data problem: what it costs (`outcome`, e.g. "skipped") and its (where, why) items."""
+
+    what: str  # counted noun phrase in the singular: "unreadable image"
+    what_plural: str  # "unreadable images"
+    qualifier: str  # after the noun and the outcome: "for task 'age'"; "" for none
+    outcome: str  # "skipped" / "treated as missing": what happens to these when the run goes on
+    items: list[tuple[str, str]]
+
+    def heading(self, strict: bool = False) -> str:
+        """'3 unreadable images skipped', or in strict mode, where the run stops: '... would be skipped'."""
+        counted = plural(len(self.items), self.what, self.what_plural)
+        outcome = f"would be {self.outcome}" if strict else self.outcome
+        qualifier = f" {self.qualifier}" if self.qualifier else ""
+        if self.outcome == "skipped":
+            return f"{counted}{qualifier} {outcome}"
+        return f"{counted}{qualifier} ({outcome})"
+
+    def lines(self, strict: bool = False, full_list: Path | None = None) -> list[str]:
+        return describe_problems(self.heading(strict), self.items, full_list)
+
+
+def invalid_label_group(task: Task, invalid: Sequence[tuple[str, str, str]]) -> ProblemGroup:
+    return ProblemGroup(f"invalid '{task.label}' label", f"invalid '{task.label}' labels", f"for task '{task.name}'",
+                        "treated as missing", invalid_label_lines(task, invalid))
+
+
+def invalid_share_warnings(tasks: Sequence[Task], report: LabelReport) -> list[str]:
+    """A warning for each task with a large share (INVALID_SHARE_WARNING) of its labels invalid.
+
+    A few invalid labels are typos; half of them means the data writes labels
+    in a way the task does not take (`gender=F` for a task of 0/1 or
+    male/female), and training would go on with that task barely trained. The
+    warning names the commonest raw values, what the task takes, and the fix.
+    """
+    warnings = []
+    for task in tasks:
+        invalid = report.invalid.get(task.name, [])
+        present = report.labelled.get(task.name, 0) + len(invalid)
+        if not invalid or len(invalid) < INVALID_SHARE_WARNING * present:
+            continue
+        counts = Counter(raw for _, raw, _ in invalid).most_common()
+        values = ", ".join(f"{raw!r} ×{count}" for raw, count in counts[:3])
+        if len(counts) > 3:
+            values += f" and {plural(len(counts) - 3, 'other value')}"
+        commonest = counts[0][0]
+        why = next((why for _, raw, why in invalid if raw == commonest and why), "")
+        accepts = f" ({commonest!r}: {why})" if why else ""
+        warnings.append(
+            f"WARNING: task '{task.name}': {len(invalid) / present:.0%} of its labels are invalid "
+            f"({len(invalid)} of {plural(present, 'sample')} with a '{task.label}' value), so they are treated as "
+            f"missing and the task trains on the rest only. Commonest invalid values: {values}{accepts}."
+            f"{_stands_for(task, [raw for raw, _ in counts[:3]])} {_likely_fix(task)}")
+    return warnings
+
+
+def _stands_for(task: Task, values: Sequence[str]) -> str:
+    """" 'F' may stand for class 'female'.": an invalid value that begins exactly one class name."""
+    names = getattr(task, "class_names", None)
+    if not isinstance(names, (list, tuple)):
+        return ""
+    guesses = []
+    for raw in values:
+        matches = [str(name) for name in names if raw.strip() and str(name).lower().startswith(raw.strip().lower())]
+        if len(matches) == 1:
+            guesses.append(f"{raw!r} may stand for class {matches[0]!r}")
+    return f" {english_list(guesses)}." if guesses else ""
+
+
+def _likely_fix(task: Task) -> str:
+    """What to change when most of a task's labels are invalid, by the kind of task."""
+    problem = getattr(task, "problem", None)
+    if problem == "classification":
+        names = getattr(task, "class_names", None)
+        known = f" (now {', '.join(map(str, names))})" if isinstance(names, (list, tuple)) and names else ""
+        return (f"If these values are right, give the task class_names spelled as in the data, in label order"
+                f"{known}, or rewrite them in the data as class indices or class names it accepts; "
+                "otherwise fix the labels.")
+    if problem == "regression":
+        return ("If these values are right, change the task's parameters (such as min/max) to accept them, "
+                "or rewrite them in the data as plain numbers; otherwise fix the labels.")
+    return "If these values are right, change the task's parameters to accept them; otherwise fix the labels."
+
+
+def full_report_path(dataset: Dataset, dataset_name: str) -> Path:
+    """Where the full list of a dataset's problems is written when a report shows only the first few.
+
+    Not the run folder: a run that stops before training (strict mode) takes
+    its folder away again. One file per dataset (its name and root), replaced
+    by each run.
+    """
+    where = f"{dataset_name}\0{getattr(dataset, 'root', '')}\0{getattr(dataset, 'csv', '')}"
+    return cache_dir() / "data-reports" / f"{dataset_name}-{hashlib.sha256(where.encode()).hexdigest()[:12]}.txt"
+
+
+def write_full_report(path: Path, groups: Sequence[ProblemGroup], strict: bool) -> Path | None:
+    """Every item of every group to `path`; None (and no pointer in the report) when it cannot be written."""
+    lines = []
+    for group in groups:
+        if group.items:
+            lines.append(f"{group.heading(strict)}:")
+            lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in group.items]
+    try:
+        return atomic_write_text(path, "\n".join(lines) + "\n")
+    except OSError:  # (OutputError too) a cache folder that takes no files: the report keeps its first few
+        return None
+
+
+def strict_error(dataset_name: str, groups: Sequence[ProblemGroup], warnings: Sequence[str],
+                 full_list: Path | None) -> DataError:
+    """One error listing every kind of problem strict mode found, each with its count and first few items."""
+    found = [group for group in groups if group.items]
+    total = sum(len(group.items) for group in found)
+    kinds = f" of {len(found)} kinds" if len(found) > 1 else ""
+    lines = [f"dataset '{dataset_name}' has {plural(total, 'problem')}{kinds}, and data.strict is true:"]
+    for group in found:
+        lines += group.lines(strict=True, full_list=full_list)
+    lines += warnings
+    outcomes = english_list(sorted({group.outcome for group in found}), "or")
+    lines.append(f"(without strict mode these would be {outcomes}; strict mode stops instead: "
+                 "fix or remove them, or set data.strict: false)")
+    return DataError("\n".join(lines))
 
 
 @dataclass
@@ -214,33 +353,40 @@ def prepare_data(
     strict: bool,
     decode: Callable[[Sequence[str]], Decoded],
 ) -> PreparedData:
-    """List, label, decode and split; skip (or in strict mode, refuse) what is unusable."""
+    """List, label, decode and split; skip (or in strict mode, refuse) what is unusable.
+
+    In strict mode every kind of problem is gathered first (bad entries,
+    invalid labels of every task, unreadable images) and refused in one error,
+    so one run shows everything to fix.
+    """
     samples = dataset.samples()
-    notes = describe_problems(f"entries of dataset '{dataset_name}' skipped", dataset.problems)
-    if strict and dataset.problems:
-        raise DataError("\n".join(notes) + "\n(strict mode: fix or remove these, or set data.strict: false)")
+    entries = ProblemGroup("entry", "entries", f"of dataset '{dataset_name}'", "skipped", list(dataset.problems))
+    report_path = full_report_path(dataset, dataset_name)
     if not samples:
-        raise DataError(f"dataset '{dataset_name}' has no usable samples" + ("\n" + "\n".join(notes) if notes else ""))
+        lines = entries.lines(strict, write_full_report(report_path, [entries], strict) if entries.items else None)
+        raise DataError(f"dataset '{dataset_name}' has no usable samples" + "".join("\n" + line for line in lines))
     targets, report = parse_labels(samples, tasks)
     check_labels(tasks, samples, report, dataset_name)
-    for task in tasks:
-        invalid = report.invalid[task.name]
-        if invalid:
-            notes += describe_problems(f"invalid '{task.label}' labels for task '{task.name}' (treated as missing)",
-                                       invalid_label_lines(task, invalid))
-            if strict:
-                raise DataError("\n".join(notes) + "\n(strict mode: fix these labels, or set data.strict: false)")
+    labels = [invalid_label_group(task, report.invalid[task.name]) for task in tasks]
+    warnings = invalid_share_warnings(tasks, report)
     unlabelled = torch.isnan(targets).all(dim=1)
     decoded = decode([s.source for s in samples])
     failed = torch.zeros(len(samples), dtype=torch.bool)
     for index, _ in decoded.failures:
         failed[index] = True
-    if decoded.failures:
-        notes += describe_problems("unreadable images skipped", [(samples[i].source, r) for i, r in decoded.failures])
-        if strict:
-            raise DataError("\n".join(notes) + "\n(strict mode: remove or replace these files, or set data.strict: false)")
+    unreadable = ProblemGroup("unreadable image", "unreadable images", "", "skipped",
+                              [(samples[i].source, r) for i, r in decoded.failures])
+    groups = [entries, *labels, unreadable]
+    full_list = None
+    if any(len(group.items) > SHOW_PROBLEMS for group in groups):
+        full_list = write_full_report(report_path, groups, strict)
+    if strict and any(group.items for group in groups):
+        raise strict_error(dataset_name, groups, warnings, full_list)
+    notes = [line for group in groups for line in group.lines(full_list=full_list)]
     if int(unlabelled.sum()):
-        notes.append(f"{int(unlabelled.sum())} samples have no valid label for any task; skipped")
+        notes.append(f"{plural(int(unlabelled.sum()), 'sample')} {'has' if int(unlabelled.sum()) == 1 else 'have'} "
+                     "no valid label for any task; skipped")
+    notes += warnings
     keep = (~failed & ~unlabelled).nonzero().flatten()
     if keep.numel() == 0:
         raise DataError(f"dataset '{dataset_name}' has no readable, labelled images\n" + "\n".join(notes))

@@ -22,6 +22,7 @@ from conftest import tiny_spec
 from hydranet.core.engine import load_prepared_data
 from hydranet.core.errors import DataError
 from hydranet.core.spec import load_spec
+from hydranet.core.wording import plural
 from hydranet.plugins.datasets.folder import FolderDataset
 from hydranet.plugins.datasets.utkface import MALFORMED, UTKFaceDataset, utkface_key
 
@@ -109,7 +110,8 @@ def test_train_log_lists_malformed_names_and_invalid_labels(bad_names: Path, tmp
         assert f"{name}: {MALFORMED}" in log
     label_of = {"age": "age", "gender": "gender", "ethnicity": "race"}
     for task, values in INVALID.items():
-        assert f"{len(values)} invalid '{label_of[task]}' labels for task '{task}' (treated as missing):" in log
+        counted = plural(len(values), f"invalid '{label_of[task]}' label")  # '1 invalid 'age' label', not 'labels'
+        assert f"{counted} for task '{task}' (treated as missing):" in log
         for value in values:
             assert any(value in line and ".jpg" in line for line in log.splitlines()), value
     assert f"data: {12 + len(KEPT)} images" in log
