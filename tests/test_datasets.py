@@ -257,3 +257,17 @@ def test_dataset_params_validate_and_build(datasets, tmp_path: Path) -> None:
 ])
 def test_cache_dir_precedence(env: dict[str, str], expected: Path) -> None:
     assert cache_dir(env) == expected
+
+
+def test_synth_command_says_one_face_in_the_singular(tmp_path: Path) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from hydranet.plugins.datasets import synthetic
+
+    group = click.Group()
+    synthetic.register_commands(group)
+    result = CliRunner().invoke(group, ["synth", str(tmp_path / "one"), "--count", "1", "--size", "16",
+                                        "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 1 synthetic face (16x16 px, seed 0) in {tmp_path / 'one'}" in result.output

@@ -35,6 +35,7 @@ from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Sample
 from hydranet.core.paths import cache_dir
+from hydranet.core.wording import plural
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, is_image_name, utkface_key
 
 #: Bump when the drawing changes, so folders made by an older version are not reused.
@@ -388,7 +389,7 @@ def synth_command(out: Path, count: int, size: int, seed: int, progress: bool | 
     except DataError as error:
         raise click.ClickException(str(error)) from error
     verb = "reused" if reused else "wrote"
-    click.echo(f"{verb} {count} synthetic faces ({size}x{size} px, seed {seed}) in {path}")
+    click.echo(f"{verb} {plural(count, 'synthetic face')} ({size}x{size} px, seed {seed}) in {path}")
 
 
 @hookimpl
