@@ -47,7 +47,7 @@ from hydranet.core.paths import MissingPathError, cache_dir
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import (Progress, capture_generators, missing_on_resume, restore_generators,
                                   resume_checkpoint)
-from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
+from hydranet.core.run import RunFolder, SilentRunFolder, check_not_in_use, default_run_dir
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.step import TrainStep
 from hydranet.core.surgery import init_from_problem, load_initial_weights, parameter_groups
@@ -135,6 +135,8 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     Problems name the overrides as `option`: the Python argument, or the CLI's `--set`.
     """
     overrides = override_list(overrides, option)
+    if resume is None and out_dir is not None:
+        _check_folder_free(Path(out_dir))
     if resume is None:
         if isinstance(spec, ResolvedSpec):  # overrides apply to what it resolved from, then it resolves again
             resolved = load_spec(spec.to_dict(), overrides, components, option=option) if overrides else spec
@@ -145,6 +147,8 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
                                                  "out_dir": out_dir is not None})
     if problem:
         raise HydranetError(problem)
+    given = Path(resume)  # RUN or RUN/last.pt (a run in its first epoch has none yet)
+    _check_folder_free(given.parent if given.is_file() or given.name == "last.pt" else given)
     checkpoint, state = resume_checkpoint(resume)
     resolved = load_spec(state["spec"], components=components)
     epochs = resolved.spec.train.epochs
@@ -153,6 +157,17 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
                             f"{plural(epochs, 'epoch')}; to train it further, start a new run from its weights "
                             f"with init_from: {checkpoint.parent / 'best.pt'}")
     return RunPlan(resolved, checkpoint.parent, state)
+
+
+def _check_folder_free(folder: Path) -> None:
+    """Refuse a run folder another run is writing, before any data or model loads.
+
+    In the process that plans the run: a single one, or the `--nproc`
+    launcher, before torchrun starts. Inside a torchrun launch rank 0 takes
+    the folder's lock itself and tells the other ranks when it cannot.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        check_not_in_use(folder)
 
 
 def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool) -> PreparedData:
@@ -490,6 +505,7 @@ class Trainer:
         finally:
             self._stop_background_compile()
             torch.backends.cudnn.benchmark = self.cudnn_benchmark_before
+            self.run_folder.close()  # its lock: another run may write the folder now
             self.dist.close()
 
     def _restore(self, state: Mapping[str, Any]) -> None:

@@ -24,6 +24,8 @@ from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
+#: The run folder's lock file (see `RunLock`): present while a run writes the folder; not one of its files.
+LOCK_FILE = ".lock"
 
 
 def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
@@ -44,6 +46,137 @@ RESULT_FILES = ("metrics.csv", "last.pt", "best.pt", "summary.json")
 RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json", "compile.log")
 
 
+class RunLock:
+    """An exclusive advisory lock on a run folder (RUN/.lock), held by the one process that writes it.
+
+    Two processes writing one run folder interleave their metrics.csv rows and
+    train.log lines and overwrite each other's last.pt, so a run (rank 0 of a
+    distributed one) holds this for as long as it runs, and a second run
+    there is refused. The lock is the operating system's (`flock`; `msvcrt`
+    on Windows): it goes with the process however that ends, so a killed
+    run leaves no stale lock, only a file the next run takes over. The file
+    holds the holder's PID and start time, for the refusal's message; it is
+    removed when the run ends.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._handle: Any = None
+        while True:
+            handle = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b")
+            if not _try_lock(handle):
+                holder = _describe_holder(handle)
+                handle.close()
+                raise HydranetError(in_use_message(self.folder, holder))
+            try:  # the holder before us may have removed the file we opened: then lock the new one
+                same = os.path.samestat(os.fstat(handle.fileno()), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {time.time():.0f}\n".encode())
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        """Remove the lock file and let go of the lock (again: nothing)."""
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still held: a newcomer then locks a file of its own
+        except OSError:
+            pass  # Windows does not remove an open file; the next run takes it over
+        handle.close()
+
+
+def check_not_in_use(folder: str | Path) -> None:
+    """Refuse a run folder another process is running in, without taking it (nothing written, nothing created).
+
+    For the process that only plans a run: the `--nproc` launcher, whose
+    rank 0 then takes the lock itself, and `plan_run` before any data loads.
+    """
+    path = Path(folder) / LOCK_FILE
+    try:
+        handle = open(path, "r+b")
+    except OSError:  # no lock file (or none we may open): no run holds this folder
+        return
+    with handle:
+        if not _try_lock(handle):
+            raise HydranetError(in_use_message(Path(folder), _describe_holder(handle)))
+        _unlock(handle)
+
+
+def in_use_message(folder: Path, holder: tuple[int, float] | None) -> str:
+    """Why a run folder is refused while another run writes it, and what to do."""
+    if holder is None:
+        return f"{folder} is in use by another hydranet run; wait for it to finish or stop it"
+    pid, started = holder
+    when = time.strftime("%H:%M:%S" if time.strftime("%Y%m%d", time.localtime(started)) == time.strftime("%Y%m%d")
+                         else "%Y-%m-%d %H:%M:%S", time.localtime(started))
+    stop = f"kill -INT {pid}" if os.name != "nt" else f"Ctrl-C in its window, or taskkill /PID {pid}"
+    return (f"{folder} is in use by another hydranet run (PID {pid}, started {when}); wait for it to finish or "
+            f"stop it ({stop})")
+
+
+def _describe_holder(handle: Any) -> tuple[int, float] | None:
+    """(PID, start time) written in a lock file, or None when it cannot be read."""
+    try:
+        handle.seek(0)
+        pid, started = handle.read(100).decode().split()[:2]
+        return int(pid), float(started)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+#: where msvcrt locks its one byte: past the PID and time written at the start, which stay readable
+_WINDOWS_LOCK_OFFSET = 1024
+
+
+def _try_lock(handle: Any) -> bool:
+    """Take an exclusive lock on `handle` without waiting: True, or False when another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:  # a file system without locks: run unguarded, as before there were locks
+            return True
+    try:
+        import msvcrt
+
+        handle.seek(_WINDOWS_LOCK_OFFSET)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return True
+    except ImportError:
+        return True
+    except OSError:
+        return False
+
+
+def _unlock(handle: Any) -> None:
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return
+    try:
+        import msvcrt
+
+        handle.seek(_WINDOWS_LOCK_OFFSET)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    except (ImportError, OSError):
+        pass
+
+
 class RunFolder:
     """One training run's output folder.
 
@@ -57,13 +190,7 @@ class RunFolder:
                  fresh: bool = False):
         self.path = Path(path)
         self.echo = echo
-        if fresh and self.path.is_dir():
-            held = [name for name in RUN_FILES if (self.path / name).exists()]
-            if any(name in held for name in RESULT_FILES):
-                raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
-                                    f"`hydranet train --resume {self.path}`, or choose a new folder with --out DIR")
-            for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
-                (self.path / name).unlink()
+        self.lock: RunLock | None = None
         #: True when this run made the folder, so a run that fails before training may take it away again.
         self.created = not self.path.exists()
         self.fresh = fresh
@@ -72,14 +199,37 @@ class RunFolder:
             probe = self.path / ".write-test"
             probe.write_bytes(b"ok")
             probe.unlink()
+            # before looking at (or clearing) the folder's files: another run may be writing them
+            self.lock = RunLock(self.path)
         except OSError as error:
             raise HydranetError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
                                 "Choose another with --out DIR.") from None
-        free = shutil.disk_usage(self.path).free
-        if free < min_free_bytes:
-            raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need more. "
-                                "Free some space or choose another folder with --out DIR.")
+        try:
+            if fresh:
+                self._check_fresh()
+            free = shutil.disk_usage(self.path).free
+            if free < min_free_bytes:
+                raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
+                                    "more. Free some space or choose another folder with --out DIR.")
+        except BaseException:
+            self.close()
+            raise
         self._fields: list[str] | None = None
+
+    def _check_fresh(self) -> None:
+        """Refuse a folder holding another run's results; clear what a run that never finished an epoch left."""
+        held = [name for name in RUN_FILES if (self.path / name).exists()]
+        if any(name in held for name in RESULT_FILES):
+            raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
+                                f"`hydranet train --resume {self.path}`, or choose a new folder with --out DIR")
+        for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
+            (self.path / name).unlink()
+
+    def close(self) -> None:
+        """Let go of the folder (its lock), once the run has written its last file."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def remove_if_unused(self) -> bool:
         """Take away what a new run wrote when it wrote no checkpoint: the folder, if the run made it; True if so.
@@ -180,6 +330,7 @@ class SilentRunFolder(RunFolder):
         self.path = Path(path)
         self.echo = False
         self.created = self.fresh = False  # rank 0's to remove
+        self.lock = None  # rank 0 holds the folder's lock
         self._fields = None
 
     def log(self, line: str = "", *, console: bool = True) -> None:
