@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from hydranet.core.cli_options import SET_HELP, device_option, pick_device_option
+from hydranet.core.cli_options import SET_HELP, HintingCommand, device_option, pick_device_option
 from hydranet.core.errors import HydranetError, TrainingInterrupted
 from hydranet.core.launch import error_prefix, error_printed, is_main_rank
 from hydranet.core.report import format_table, indent
@@ -84,7 +84,7 @@ def cli() -> None:
 # ------------------------------------------------------------------ train
 
 
-@cli.command()
+@cli.command(cls=HintingCommand, spec_sections=None)
 @click.argument("spec", required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<spec>-<time>).")
@@ -163,7 +163,7 @@ def _argv_without_nproc(argv: list[str]) -> list[str]:
 # ------------------------------------------------------------------ plot
 
 
-@cli.command()
+@cli.command(cls=HintingCommand)
 @click.argument("run", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for the PNGs (default: RUN).")
 def plot(run: str, out_dir: str | None) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from hydranet.core.cli_options import device_option, pick_device_option
+from hydranet.core.cli_options import (HintingCommand, device_option, is_model_path, pick_device_option,
+                                       several_models)
 from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
@@ -32,7 +33,7 @@ OUT_HINT = "Choose another with --out FILE."
 # ------------------------------------------------------------------ eval
 
 
-@click.command("eval")
+@click.command("eval", cls=HintingCommand, spec_sections=("data",))
 @click.argument("checkpoint", type=click.Path())
 @click.option("--data", "data_root", type=click.Path(), metavar="DIR",
               help="Evaluate on the images in DIR instead of the data the model trained on: short for --set "
@@ -129,7 +130,7 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
 # ------------------------------------------------------------------ predict
 
 
-@click.command("predict")
+@click.command("predict", cls=HintingCommand)
 @click.argument("checkpoint", type=click.Path())
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per image, every class's probability.")
@@ -166,6 +167,12 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     fmt = "json" if as_json else "csv" if as_csv else _format_of(out_file)
+    models = [path for path in paths if is_model_path(path)]
+    if models:  # before loading the model; a checkpoint read as an image would only be a row "not an image"
+        what = "run folder" if all(Path(m).is_dir() for m in (checkpoint, *models)) else "checkpoint"
+        raise click.UsageError(f"predict takes one checkpoint, then images and folders of them; {', '.join(models)} "
+                               f"{'is a' if len(models) == 1 else 'are'} {what}{'s' if len(models) > 1 else ''} "
+                               f"too ({several_models([checkpoint, *models], what)}). Name one checkpoint.")
     model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
     files = image_files(paths)  # what model.predict_files(paths) runs on; "no image files found in: ..." if none
     if out_file:
@@ -267,7 +274,7 @@ def _readable(prediction: Mapping[str, Any] | None) -> str:
 # ------------------------------------------------------------------ export
 
 
-@click.command("export")
+@click.command("export", cls=HintingCommand)
 @click.argument("checkpoint", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True,
               help="onnx (onnxruntime and most runtimes), torchscript (torch.jit.load), exported (torch.export.load).")
