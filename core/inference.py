@@ -100,8 +100,10 @@ class TrainedModel:
 
     def __init__(self, model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, preprocess: dict[str, Any],
                  device: torch.device, checkpoint: dict[str, Any] | None = None,
-                 components: Components | None = None):
+                 components: Components | None = None, path: str | Path | None = None):
         self.model = model.eval()
+        #: the checkpoint it was loaded from (None when built otherwise)
+        self.path = None if path is None else Path(path)
         self.tasks = list(tasks)
         self.spec = spec
         #: what `spec` resolved with (stand-ins for the weighting, and for a dataset that is not installed)
@@ -129,7 +131,13 @@ class TrainedModel:
         except RuntimeError as error:
             raise CheckpointError(f"the weights in {path} do not fit the model its spec describes:\n"
                                   + state_dict_mismatch(error)) from None
-        return cls(model.to(target), tasks, spec, data["preprocess"], target, data, components)
+        return cls(model.to(target), tasks, spec, data["preprocess"], target, data, components, path=path)
+
+    def __repr__(self) -> str:
+        """TrainedModel('runs/demo/best.pt', backbone tiny, tasks age, gender, ethnicity, image_size 32, device cpu)."""
+        source = f"{str(self.path)!r}, " if self.path is not None else ""
+        return (f"TrainedModel({source}backbone {self.spec.backbone.entry.name}, tasks {', '.join(self.task_names)}, "
+                f"image_size {self.image_size}, device {self.device})")
 
     @property
     def task_names(self) -> list[str]:

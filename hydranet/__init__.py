@@ -58,7 +58,8 @@ def __getattr__(name: str) -> _Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({name for name in globals() if not name.startswith("_")} | set(__all__))
+    # `annotations` is the __future__ import's feature object, not part of the API
+    return sorted({name for name in globals() if not name.startswith("_") and name != "annotations"} | set(__all__))
 
 __all__ = [
     "__version__",

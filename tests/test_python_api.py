@@ -281,3 +281,16 @@ def test_load_names_a_wrong_path_type_and_a_wrong_device(checkpoint, monkeypatch
         with pytest.raises(HydranetError, match=r"^device: cuda was asked for .*; use device=auto or cpu$"):
             hydranet.load(checkpoint, device=device)
     assert hydranet.load(checkpoint, device=torch.device("cpu")).device == torch.device("cpu")
+
+
+def test_a_loaded_model_prints_its_checkpoint_backbone_tasks_and_device(model, checkpoint):
+    """`print(model)` in a notebook said only `<hydranet.core.inference.TrainedModel object at 0x...>`."""
+    assert repr(model) == (f"TrainedModel({str(checkpoint)!r}, backbone tiny, tasks age, gender, ethnicity, "
+                           "image_size 16, device cpu)")
+    assert model.path == checkpoint
+
+
+def test_dir_of_hydranet_lists_the_api_and_no_future_import():
+    names = dir(hydranet)
+    assert "annotations" not in names  # `from __future__ import annotations` is not part of the API
+    assert set(hydranet.__all__) <= set(names)
