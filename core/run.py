@@ -219,11 +219,29 @@ class RunFolder:
     def _check_fresh(self) -> None:
         """Refuse a folder holding another run's results; clear what a run that never finished an epoch left."""
         held = [name for name in RUN_FILES if (self.path / name).exists()]
+        if "summary.json" in held:  # written once the last epoch is done: --resume has nothing left to train
+            raise HydranetError(self._finished_run(held))
         if any(name in held for name in RESULT_FILES):
             raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
                                 f"`hydranet train --resume {self.path}`, or choose a new folder with --out DIR")
         for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
             (self.path / name).unlink()
+
+    def _finished_run(self, held: list[str]) -> str:
+        """Why a new run cannot have a finished run's folder, and the ways on: another folder, or its weights.
+
+        Not --resume: a finished run has nothing left to train, and a resumed
+        run keeps its spec, so it cannot be given more epochs.
+        """
+        try:
+            epochs = len(self.metrics_rows())
+            done = f"finished its {epochs} epoch{'s' if epochs != 1 else ''}; " if epochs else ""
+        except (OSError, ValueError, KeyError):
+            done = ""
+        weights = self.best_checkpoint if self.best_checkpoint.exists() else self.last_checkpoint
+        return (f"{self.path} holds a finished run ({done}{', '.join(held)}), and a new run needs a folder of its "
+                f"own: choose one with --out DIR. To train further from this run's weights, start the new run "
+                f"with init_from: {weights} (in its spec, or --set init_from={weights})")
 
     def close(self) -> None:
         """Let go of the folder (its lock), once the run has written its last file."""

@@ -104,11 +104,12 @@ def test_sample_lacking_a_label_still_trains_the_others(faces, tmp_path, compone
 def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces, tmp_path, components):
     spec = load_spec(tiny_spec(faces, epochs=1), components=components)
     hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    (tmp_path / "run" / "summary.json").unlink()  # as if stopped before the end (a finished run: the next test)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
     with pytest.raises(hydranet.HydranetError) as caught:
         hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
     message = str(caught.value)
-    assert f"{tmp_path / 'run'} already holds a run (spec.yaml, metrics.csv, train.log, last.pt, best.pt" in message
+    assert f"{tmp_path / 'run'} already holds a run (spec.yaml, metrics.csv, train.log, last.pt, best.pt)" in message
     assert f"hydranet train --resume {tmp_path / 'run'}" in message and "--out DIR" in message
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # nothing touched
     stopped = tmp_path / "stopped"  # a run that stopped before its first epoch ended left only these
@@ -121,6 +122,27 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces,
     (tmp_path / "other" / "notes.txt").write_text("mine")  # a folder with other files is fine
     hydranet.train(spec, out_dir=tmp_path / "other", components=components, progress=False, echo=False)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_new_run_in_a_finished_runs_folder_is_offered_another_folder_or_its_weights_not_resume(
+        faces, tmp_path, components):
+    """It said "continue it with --resume", and --resume then said there was nothing left to train: a loop."""
+    run = tmp_path / "run"
+    spec = load_spec(tiny_spec(faces, epochs=2), components=components)
+    hydranet.train(spec, out_dir=run, components=components, progress=False, echo=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.train(spec, out_dir=run, components=components, progress=False, echo=False)
+    message = str(caught.value)
+    assert message == (f"{run} holds a finished run (finished its 2 epochs; spec.yaml, metrics.csv, train.log, "
+                       f"last.pt, best.pt, summary.json), and a new run needs a folder of its own: choose one with "
+                       f"--out DIR. To train further from this run's weights, start the new run with init_from: "
+                       f"{run / 'best.pt'} (in its spec, or --set init_from={run / 'best.pt'})")
+    assert "--resume" not in message
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    further = hydranet.train(spec, overrides=f"init_from={run / 'best.pt'}", out_dir=tmp_path / "further",
+                             components=components, progress=False, echo=False)  # the way offered works
+    assert f"init_from {run / 'best.pt'}: backbone loaded" in (further.run_dir / "train.log").read_text()
 
 
 def test_a_run_that_fails_before_training_leaves_no_folder(faces, tmp_path, components):
