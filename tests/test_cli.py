@@ -171,3 +171,20 @@ def test_ctrl_c_while_hydranet_starts_exits_130_without_a_traceback(entry):
                             text=True, timeout=120)
     assert result.returncode == 130, result.stderr
     assert result.stderr == "\nstopped by Ctrl-C\n"
+
+
+def test_the_readme_s_spec_validate_example_is_what_validate_prints(tmp_path, monkeypatch):
+    """The README's example output, with its typos put into its example spec; '...' ends a line it shortens."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### A task declared in a spec, no code"):]
+    spec = section[section.index("```yaml\n") + 8:section.index("```", section.index("```yaml\n") + 8)]
+    shown = section[section.index("$ hydranet spec validate my.yaml\n"):].split("\n```")[0].splitlines()[1:]
+    assert "(`dwaa` for `dwa`, `class_name` for `class_names`)" in section
+    typos = spec.replace("name: dwa,", "name: dwaa,").replace("class_names:", "class_name:")
+    assert typos.count("dwaa") == 1 and typos.count("class_name:") == 1
+    monkeypatch.chdir(tmp_path)
+    Path("my.yaml").write_text(typos)
+    printed = run("spec", "validate", "my.yaml", ok=False).output.splitlines()
+    assert len(printed) == len(shown), printed
+    for want, got in zip(shown, printed):
+        assert got.startswith(want[:-3]) if want.endswith("...") else got == want, (want, got)
