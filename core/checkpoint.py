@@ -49,6 +49,17 @@ FORMAT = "hydranet-checkpoint"
 FORMAT_VERSION = 1
 
 
+#: What only continuing a run needs: last.pt keeps it; best.pt, which is for using the model (eval, predict,
+#: export, `hydranet.load`, init_from, compare), does not. The optimizer's state alone is twice the weights' size
+#: under AdamW.
+RESUME_ONLY = ("optimizer", "scheduler", "progress")
+
+
+def for_use(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state less what only resuming needs (`RESUME_ONLY`): what best.pt holds."""
+    return {key: value for key, value in state.items() if key not in RESUME_ONLY}
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """torch.save `obj` over `path` in one step (see `hydranet.core.atomic`)."""
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:

@@ -31,7 +31,8 @@ from hydranet.core import background_compile, capture
 from hydranet.core.background_compile import BackgroundCompile, CompileJob
 from hydranet.core.capture import (CapturedStep, MirroredScheduler, capture_blockers, learning_rates_as_tensors,
                                    portable_optimizer_state)
-from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, origin
+from hydranet.core.checkpoint import (FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, for_use,
+                                      origin)
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
@@ -781,8 +782,8 @@ class Trainer:
             return
         state = self.checkpoint_state(epoch, row)
         atomic_torch_save(state, self.run_folder.last_checkpoint)
-        if best:
-            atomic_torch_save(state, self.run_folder.best_checkpoint)
+        if best:  # for using the model: resuming continues from last.pt
+            atomic_torch_save(for_use(state), self.run_folder.best_checkpoint)
 
     def checkpoint_state(self, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
         from hydranet import __version__

@@ -176,8 +176,9 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"nothing to resume in {path}: {checkpoint.name} not found. {hint}")
     data = read_checkpoint(checkpoint)
     if "progress" not in data:
-        raise CheckpointError(f"{checkpoint} has no training progress (written by an older hydranet); "
-                              "it can be evaluated or used for prediction, not resumed")
+        raise CheckpointError(f"{checkpoint} has no training progress (it is a copy of a best.pt, which keeps "
+                              "only what using the model needs, or was written by an older hydranet); it can be "
+                              "evaluated, used for prediction or as init_from, not resumed")
     return checkpoint, data
 
 

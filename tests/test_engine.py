@@ -54,6 +54,31 @@ def test_training_learns_and_checkpoint_round_trips(faces, tmp_path, components)
     assert prediction == model.predict(str(image))[0]
 
 
+def test_best_pt_holds_what_using_the_model_needs_and_last_pt_what_resuming_needs(faces, tmp_path, components):
+    """best.pt carried the optimizer state too (resnet18: 144 MB, as last.pt; the weights alone are 48 MB)."""
+    from hydranet.core.compare import compare_runs, read_runs
+
+    spec = load_spec(tiny_spec(faces, epochs=1), ["train.optimizer=adamw"], components=components)
+    hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "progress"} <= set(last)
+    assert not {"optimizer", "scheduler", "progress"} & set(best)
+    assert {key: value for key, value in last.items() if key not in ("optimizer", "scheduler", "progress")}.keys() \
+        == best.keys() and best["epoch"] == 1
+    assert (tmp_path / "run" / "best.pt").stat().st_size < (tmp_path / "run" / "last.pt").stat().st_size / 2
+    images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
+    outputs = hydranet.load(tmp_path / "run" / "best.pt").predict_tensor(images)
+    for task, value in hydranet.load(tmp_path / "run" / "last.pt").predict_tensor(images).items():
+        assert torch.equal(outputs[task], value), task  # one epoch: the same weights
+    (tmp_path / "run" / "summary.json").unlink()  # as a run still training: compare reads best.pt's epoch
+    records, reference, _ = read_runs([str(tmp_path / "run")], None, "best", False)
+    assert compare_runs(records, reference, "best").runs[0].best_epoch == 1
+    further = hydranet.train(spec, overrides=f"init_from={tmp_path / 'run' / 'best.pt'}", out_dir=tmp_path / "next",
+                             components=components, progress=False, echo=False)
+    assert "backbone loaded" in (further.run_dir / "train.log").read_text()
+
+
 class FailingAge(RegressionTask):
     """Gives a NaN loss from its 7th call on: mid-way through the second epoch."""
 
