@@ -48,7 +48,7 @@ from hydranet.core.paths import MissingPathError, cache_dir
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import (Progress, capture_generators, missing_on_resume, restore_generators,
                                   resume_checkpoint)
-from hydranet.core.run import RunFolder, SilentRunFolder, check_not_in_use, default_run_dir
+from hydranet.core.run import RunFolder, SilentRunFolder, check_not_in_use, default_run_dir, resume_command
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.step import TrainStep
 from hydranet.core.surgery import init_from_problem, load_initial_weights, parameter_groups
@@ -99,7 +99,7 @@ def run_plan(plan: "RunPlan", *, components: Components | None = None, progress:
              echo: bool = True) -> RunResult:
     """Train what `plan_run` planned (the CLI plans first, so that its problems name `--set`)."""
     return Trainer(plan.spec, out_dir=plan.out_dir, components=components, progress=progress, echo=echo,
-                   resume_state=plan.resume_state).run()
+                   resume_state=plan.resume_state, option=plan.option).run()
 
 
 @dataclass
@@ -109,6 +109,8 @@ class RunPlan:
     spec: ResolvedSpec
     out_dir: str | Path | None
     resume_state: Mapping[str, Any] | None = None
+    #: how the caller names overrides, as `plan_run` was told: messages (how to resume) use the caller's words
+    option: str = "overrides"
 
 
 def resume_conflict(resume_option: str, resume: str | Path, given: Mapping[str, Any]) -> str | None:
@@ -143,7 +145,7 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
             resolved = load_spec(spec.to_dict(), overrides, components, option=option) if overrides else spec
         else:
             resolved = load_spec("demo" if spec is None else spec, overrides, components, option=option)
-        return RunPlan(resolved, out_dir)
+        return RunPlan(resolved, out_dir, option=option)
     problem = resume_conflict("resume", resume, {"spec": spec is not None, "overrides": overrides,
                                                  "out_dir": out_dir is not None})
     if problem:
@@ -157,7 +159,7 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
         raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "
                             f"{plural(epochs, 'epoch')}; to train it further, start a new run from its weights "
                             f"with init_from: {checkpoint.parent / 'best.pt'}")
-    return RunPlan(resolved, checkpoint.parent, state)
+    return RunPlan(resolved, checkpoint.parent, state, option=option)
 
 
 def _check_folder_free(folder: Path) -> None:
@@ -200,8 +202,10 @@ class Trainer:
 
     def __init__(self, spec: ResolvedSpec, *, out_dir: str | Path | None = None,
                  components: Components | None = None, progress: bool = True, echo: bool = True,
-                 resume_state: Mapping[str, Any] | None = None):
+                 resume_state: Mapping[str, Any] | None = None, option: str = "overrides"):
         self.started = time.perf_counter()
+        #: how the caller names overrides ("--set": the command line), for messages in the caller's words
+        self.option = option
         self.resume_state = resume_state
         #: where the run started: relative paths in its spec count from there (None: a checkpoint older than this)
         self.started_in: str | None = os.getcwd() if resume_state is None else resume_state.get("started_in")
@@ -238,11 +242,11 @@ class Trainer:
         path = Path(out_dir) if out_dir is not None else default_run_dir(self.spec.source)
         fresh = self.resume_state is None
         if not self.dist.active:
-            return RunFolder(path, echo=echo, fresh=fresh)
+            return RunFolder(path, echo=echo, fresh=fresh, option=self.option)
         folder, problem = None, None
         if self.dist.is_main:
             try:
-                folder = RunFolder(path, echo=echo, fresh=fresh)
+                folder = RunFolder(path, echo=echo, fresh=fresh, option=self.option)
             except HydranetError as error:
                 problem = str(error)
         shared_path, problem = self.dist.broadcast_object((str(path), problem))
@@ -712,7 +716,7 @@ class Trainer:
         """Stop for the signal received, once progress is saved: say so (once) and how to continue."""
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
         message = (f"stopped by {name} {where}; progress saved in {self.run_folder.last_checkpoint}. "
-                   f"Continue with: hydranet train --resume {self.run_folder.path}")
+                   f"Continue with: {resume_command(self.run_folder.path, self.option)}")
         self.run_folder.log(message)  # train.log, and the console on rank 0: the CLI does not repeat it
         raise TrainingInterrupted(message, self.stop_signal or signal.SIGINT)
 
@@ -726,7 +730,7 @@ class Trainer:
             epoch, step = self.saved_at
             at = f"the end of epoch {epoch - 1}" if step == 0 else f"epoch {epoch}, step {step}"
             kept = (f"Kept: {self.run_folder.last_checkpoint}, saved at {at}. "
-                    f"Continue from there with: hydranet train --resume {self.run_folder.path}")
+                    f"Continue from there with: {resume_command(self.run_folder.path, self.option)}")
         message = f"stopped at once by a second Ctrl-C during {during}, without saving its progress. {kept}"
         self.run_folder.log(message)  # the CLI does not repeat it either
         return StoppedAtOnce(message)

@@ -46,6 +46,21 @@ RESULT_FILES = ("metrics.csv", "last.pt", "best.pt", "summary.json")
 RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json", "compile.log")
 
 
+def resume_command(run_dir: str | Path, option: str = "--set") -> str:
+    """How to continue the run in `run_dir`, in the caller's words: `option` is how the caller names overrides
+    (the CLI's "--set", the Python API's "overrides"; see `plan_run`)."""
+    if option.startswith("-"):
+        return f"hydranet train --resume {run_dir}"
+    return f"hydranet.train(resume={json.dumps(str(run_dir))})"
+
+
+def _words(option: str) -> dict[str, str]:
+    """The caller's names for a new run folder and an override, by `option` as in `resume_command`."""
+    if option.startswith("-"):
+        return {"out": "--out DIR", "set": "--set "}
+    return {"out": "out_dir=", "set": "overrides="}
+
+
 class RunLock:
     """An exclusive advisory lock on a run folder (RUN/.lock), held by the one process that writes it.
 
@@ -187,9 +202,11 @@ class RunFolder:
     """
 
     def __init__(self, path: str | Path, *, echo: bool = True, min_free_bytes: int = MIN_FREE_BYTES,
-                 fresh: bool = False):
+                 fresh: bool = False, option: str = "--set"):
         self.path = Path(path)
         self.echo = echo
+        #: how the caller names overrides ("--set" on the command line): messages use the caller's words
+        self.option = option
         self.lock: RunLock | None = None
         #: True when this run made the folder, so a run that fails before training may take it away again.
         self.created = not self.path.exists()
@@ -223,7 +240,8 @@ class RunFolder:
             raise HydranetError(self._finished_run(held))
         if any(name in held for name in RESULT_FILES):
             raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
-                                f"`hydranet train --resume {self.path}`, or choose a new folder with --out DIR")
+                                f"`{resume_command(self.path, self.option)}`, or choose a new folder with "
+                                f"{_words(self.option)['out']}")
         for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
             (self.path / name).unlink()
 
@@ -239,9 +257,12 @@ class RunFolder:
         except (OSError, ValueError, KeyError):
             done = ""
         weights = self.best_checkpoint if self.best_checkpoint.exists() else self.last_checkpoint
+        words = _words(self.option)
+        override = (f"--set init_from={weights}" if self.option.startswith("-")
+                    else f"overrides={json.dumps(f'init_from={weights}')}")
         return (f"{self.path} holds a finished run ({done}{', '.join(held)}), and a new run needs a folder of its "
-                f"own: choose one with --out DIR. To train further from this run's weights, start the new run "
-                f"with init_from: {weights} (in its spec, or --set init_from={weights})")
+                f"own: choose one with {words['out']}. To train further from this run's weights, start the new run "
+                f"with init_from: {weights} (in its spec, or {override})")
 
     def close(self) -> None:
         """Let go of the folder (its lock), once the run has written its last file."""

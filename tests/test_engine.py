@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import hydranet
+from click.testing import CliRunner
 from conftest import tiny_spec, with_task_kind, with_weighting
+from hydranet.core.cli import cli
 from hydranet.core.errors import TrainingError
 from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
@@ -135,7 +137,11 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces,
         hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
     message = str(caught.value)
     assert f"{tmp_path / 'run'} already holds a run (spec.yaml, metrics.csv, train.log, last.pt, best.pt)" in message
-    assert f"hydranet train --resume {tmp_path / 'run'}" in message and "--out DIR" in message
+    # in the caller's words: Python's here, the command line's below
+    assert f'continue it with `hydranet.train(resume="{tmp_path / "run"}")`' in message and "out_dir=" in message
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 1 and f"hydranet train --resume {tmp_path / 'run'}" in result.output
+    assert "--out DIR" in result.output
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # nothing touched
     stopped = tmp_path / "stopped"  # a run that stopped before its first epoch ended left only these
     stopped.mkdir()
@@ -161,9 +167,12 @@ def test_a_new_run_in_a_finished_runs_folder_is_offered_another_folder_or_its_we
     message = str(caught.value)
     assert message == (f"{run} holds a finished run (finished its 2 epochs; spec.yaml, metrics.csv, train.log, "
                        f"last.pt, best.pt, summary.json), and a new run needs a folder of its own: choose one with "
-                       f"--out DIR. To train further from this run's weights, start the new run with init_from: "
-                       f"{run / 'best.pt'} (in its spec, or --set init_from={run / 'best.pt'})")
-    assert "--resume" not in message
+                       f"out_dir=. To train further from this run's weights, start the new run with init_from: "
+                       f"{run / 'best.pt'} (in its spec, or overrides=\"init_from={run / 'best.pt'}\")")
+    assert "resume" not in message
+    result = CliRunner().invoke(cli, ["train", "--out", str(run), "--no-progress"])
+    assert result.exit_code == 1 and "choose one with --out DIR" in result.output, result.output
+    assert f"--set init_from={run / 'best.pt'}" in result.output and "--resume" not in result.output
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     further = hydranet.train(spec, overrides=f"init_from={run / 'best.pt'}", out_dir=tmp_path / "further",
                              components=components, progress=False, echo=False)  # the way offered works

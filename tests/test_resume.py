@@ -169,6 +169,9 @@ def resume_matches_the_whole_run(components, tmp_path) -> None:
 def test_sigterm_in_process_finishes_the_step_and_resumes_exactly(faces, tmp_path):
     components, stopped, progress = signalled_run(faces, tmp_path, epochs=3, at=14)  # epoch 2, step 1
     assert stopped.signum == signal.SIGTERM and "SIGTERM" in str(stopped)
+    # from Python, the way on is said in Python (the CLI's command line is tested above)
+    assert str(stopped).endswith(f'Continue with: hydranet.train(resume="{tmp_path / "cut"}")'), str(stopped)
+    assert "hydranet train --resume" not in str(stopped)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
     assert (progress["epoch"], progress["step"]) == (2, 1)
     resume_matches_the_whole_run(components, tmp_path)
