@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,13 +80,15 @@ def train(
     overrides: str | Iterable[str] = (),
     out_dir: str | Path | None = None,
     components: Components | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     echo: bool = True,
     resume: str | Path | None = None,
 ) -> RunResult:
     """Train the model a spec describes (default: the built-in demo) and write a run folder; see `Trainer`.
 
     `overrides` change the spec as `--set` does: "KEY=VALUE" strings, one or a list.
+    `progress`: progress bars on stderr; None (the default) shows them when stderr is a terminal, as the CLI
+    does, so a notebook's or a script's redirected stderr gets the log lines without bars.
 
     With `resume=RUN_DIR`, continue that run from its last checkpoint instead,
     with the spec stored in the checkpoint; giving `spec`, `overrides` or
@@ -95,11 +98,21 @@ def train(
     return run_plan(plan, components=components, progress=progress, echo=echo)
 
 
-def run_plan(plan: "RunPlan", *, components: Components | None = None, progress: bool = True,
+def run_plan(plan: "RunPlan", *, components: Components | None = None, progress: bool | None = None,
              echo: bool = True) -> RunResult:
     """Train what `plan_run` planned (the CLI plans first, so that its problems name `--set`)."""
+    if progress is None:
+        progress = stderr_is_terminal()
     return Trainer(plan.spec, out_dir=plan.out_dir, components=components, progress=progress, echo=echo,
                    resume_state=plan.resume_state, option=plan.option).run()
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress bars have a terminal to draw on (stderr may be a file, a pipe, or an object without isatty)."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):  # replaced, or closed
+        return False
 
 
 @dataclass

@@ -314,3 +314,44 @@ def test_an_epoch_whose_validation_loss_is_not_finite_is_never_the_best_and_is_n
     log = (tmp_path / "run" / "train.log").read_text()
     assert "warning: epoch 1's validation loss is not finite for 'bad_age', so it cannot be the best epoch" in log
     assert f"no epoch had a finite validation loss, so no best.pt was written; {tmp_path / 'run' / 'last.pt'}" in log
+
+
+class FakeStderr:
+    """sys.stderr as a file or a terminal: what it was written, and what isatty says."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, []
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        self.text.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_python_train_shows_progress_bars_only_on_a_terminal_as_the_cli_does(faces, tmp_path, components, monkeypatch,
+                                                                            tty):
+    """hydranet.train() drew tqdm bars into a stderr redirected to a file."""
+    from hydranet.core.engine import Trainer
+
+    shown = []
+    original = Trainer.run
+
+    def run(self):
+        shown.append(self.progress)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "run", run)
+    stderr = FakeStderr(tty)
+    monkeypatch.setattr("sys.stderr", stderr)
+    hydranet.train(load_spec(tiny_spec(faces, epochs=1), components=components), out_dir=tmp_path / "run",
+                   components=components)
+    assert shown == [tty]
+    written = "".join(stderr.text)
+    assert "epoch 1/1" in written  # the log lines reach stderr either way
+    assert ("step/s" in written or "s/step" in written) == tty, written  # a bar's rate, on a terminal only
