@@ -19,6 +19,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
         _OWN_CACHE = tempfile.mkdtemp(prefix="hydranet-test-cache-")
         os.environ["HYDRANET_CACHE"] = _OWN_CACHE
+    # Built-in plugins only: the tests expect hydranet's own tasks, backbones and weightings, not those of
+    # plugins installed in the environment (the tutorial's pip install adds task 'senior'). Subprocesses
+    # (`hydranet ...`, torchrun) inherit it. Tests that install a plugin (install_as_if_pip) allow it by name,
+    # and those that test the variable itself set or delete it with monkeypatch.
+    os.environ["HYDRANET_PLUGINS"] = ""
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -158,7 +163,9 @@ def install_as_if_pip(package: "Path", site: "Path", monkeypatch: pytest.MonkeyP
         f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n", encoding="utf-8")
     lines = ["[hydranet]"] + [f"{name} = {value}" for name, value in project["entry-points"]["hydranet"].items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    monkeypatch.delenv("HYDRANET_PLUGINS", raising=False)
+    # allowed by name, beside those already allowed: other plugins installed in the environment stay out
+    allowed = {n.strip() for n in os.environ.get("HYDRANET_PLUGINS", "").split(",") if n.strip()}
+    monkeypatch.setenv("HYDRANET_PLUGINS", ",".join(sorted(allowed | set(project["entry-points"]["hydranet"]))))
     monkeypatch.syspath_prepend(str(package / "src"))
     monkeypatch.syspath_prepend(str(site))
     return project

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +191,24 @@ def test_the_readme_s_spec_validate_example_is_what_validate_prints(tmp_path, mo
     assert len(printed) == len(shown), printed
     for want, got in zip(shown, printed):
         assert got.startswith(want[:-3]) if want.endswith("...") else got == want, (want, got)
+
+
+def test_the_suite_ignores_plugins_installed_in_the_environment(tmp_path):
+    """After the tutorial's `pip install -e hydranet-senior`, `pytest` failed: `hydranet list tasks` showed task
+    'senior' too. conftest allows the built-in plugins only (HYDRANET_PLUGINS=''), whatever is installed."""
+    site = tmp_path / "site"
+    info = site / "hydranet_senior-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hydranet-senior\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[hydranet]\nsenior = hn_installed_senior\n")
+    (site / "hn_installed_senior.py").write_text(
+        "import hydranet\nfrom hydranet.tasks.kinds import BinaryParams, BinaryTask\n\n\n@hydranet.hookimpl\n"
+        "def register_tasks(register):\n    register('senior', BinaryTask, params=BinaryParams)\n")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRANET_PLUGINS"}  # a user's shell: not set
+    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
+    assert "senior" in subprocess.run([sys.executable, "-m", "hydranet", "list", "tasks"], env=env,
+                                      capture_output=True, text=True, timeout=120).stdout  # it is installed
+    test = "tests/test_cli.py::test_list_tasks_tells_task_kinds_from_ready_tasks"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
