@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,14 +30,31 @@ LOCK_FILE = ".lock"
 
 
 def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
-    """runs/<spec name>-<date>-<time>, with a numeric suffix if that exists already."""
-    stem = Path(spec_source).stem if spec_source else "run"
-    base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/<spec name>-<date>-<time>, with a numeric suffix if that exists already.
+
+    A spec file named spec.yaml (a run folder's own, trained again) is named by its folder, less the date and
+    time this function gave that folder: runs/demo-20261127-101010/spec.yaml makes runs/demo-<date>-<time>.
+    """
+    base = Path(root) / f"{run_name(spec_source)}-{time.strftime('%Y%m%d-%H%M%S')}"
     candidate, n = base, 1
     while candidate.exists():
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+_RUN_DIR_TIME = re.compile(r"-\d{8}-\d{6}(-\d+)?$")
+
+
+def run_name(spec_source: str | None) -> str:
+    """The name a run of `spec_source` is given: the spec's name ("run" for none; see `default_run_dir`)."""
+    if not spec_source:
+        return "run"
+    path = Path(spec_source)
+    if path.stem != "spec":
+        return path.stem
+    folder = path.resolve().parent.name if path.suffix else ""
+    return _RUN_DIR_TIME.sub("", folder) or "spec"
 
 
 #: Of a run's files, those written once an epoch is done: a folder holding one has a run to resume or keep,

@@ -1,0 +1,34 @@
+"""The name of a run folder hydranet chooses (no --out): runs/<spec name>-<date>-<time>."""
+
+from __future__ import annotations
+
+import re
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.run import default_run_dir, run_name
+from hydranet.core.spec import load_spec
+
+STAMP = r"\d{8}-\d{6}"
+
+
+def test_a_run_is_named_by_its_spec(tmp_path):
+    assert run_name("specs/utkface.yaml") == "utkface" and run_name("demo") == "demo" and run_name(None) == "run"
+    assert re.fullmatch(rf"dwa-{STAMP}", default_run_dir("experiments/dwa.toml", tmp_path).name)
+
+
+def test_a_spec_yaml_is_named_by_its_folder_less_the_folders_own_date_and_time(tmp_path):
+    """Training a run folder's spec.yaml again made runs/spec-<time>."""
+    assert run_name("runs/demo-20261127-101010/spec.yaml") == "demo"
+    assert run_name("runs/demo-20261127-101010-2/spec.yaml") == "demo"  # the suffix of a second run that second
+    assert run_name("experiments/dwa/spec.yml") == "dwa"
+    assert run_name("runs/my-20261127/spec.yaml") == "my-20261127"  # not the date and time hydranet writes
+    assert re.fullmatch(rf"demo-{STAMP}", default_run_dir("runs/demo-20261127-101010/spec.yaml", tmp_path).name)
+
+
+def test_training_a_run_folders_spec_again_names_the_new_run_after_it(faces, tmp_path, components, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = hydranet.train(load_spec(tiny_spec(faces, epochs=1), components=components),
+                           out_dir="runs/tiny-20261127-101010", components=components, progress=False, echo=False)
+    again = hydranet.train(str(first.run_dir / "spec.yaml"), components=components, progress=False, echo=False)
+    assert again.run_dir.parent == first.run_dir.parent and re.fullmatch(rf"tiny-{STAMP}", again.run_dir.name)
