@@ -40,6 +40,7 @@ from hydranet.core.device import RunSettings, fused_if_supported, resolve_settin
 from hydranet.core.distributed import Distributed
 from hydranet.core.evaluation import EvalResult, baseline_metrics, evaluate
 from hydranet.core.forward import check_heads, compile_static, make_forward_losses, model_for_settings
+from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
 from hydranet.core.errors import (CheckpointError, DataError, HydranetError, TrainingError,
                                   TrainingInterrupted)
@@ -236,6 +237,8 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.settings = self._resolve_settings(self.cfg.cuda_graphs)
         self.run_folder = self._open_run_folder(out_dir, echo)
+        # without a bar (no terminal: a log file, nohup, a batch job), a line now and then shows the run is alive
+        self.heartbeat = Heartbeat(self.run_folder.log) if not self.progress and self.dist.is_main else None
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
         self.skipped_steps = 0
         self.background: BackgroundCompile | None = None  # the child compiling into the caches, while it runs
@@ -625,6 +628,8 @@ class Trainer:
         share = (self.local_rows.start, self.batch_size) if self.dist.active else None
         bar = tqdm(batches, total=self.steps_per_epoch, initial=first_step, desc=f"epoch {epoch}/{cfg.epochs}",
                    unit="step", disable=not self.progress, leave=False)
+        if self.heartbeat is not None:
+            self.heartbeat.start_epoch(epoch, cfg.epochs, self.steps_per_epoch, first_step)
         skipped_before = skipped = progress.skipped  # this epoch's skipped steps, those before a resume too
         host: list[float] = []
         if first_step >= self.steps_per_epoch:  # stopped after the epoch's last step: only validation is left
@@ -669,6 +674,8 @@ class Trainer:
                 self._stop_if_nonfinite(epoch, host[k:2 * k])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
+                elif self.heartbeat is not None:
+                    self.heartbeat.beat(done, {t.name: v for t, v in zip(tasks, host[:k])})
             if self._stop_requested(done):
                 progress.skipped = skipped
                 self._save_interrupted(epoch, done, train_step)
