@@ -3,55 +3,35 @@
 Labels are parsed once into an (N, K) float32 table (NaN = no label for that
 task); images are decoded once (`core/decode.py`); the split is a seeded
 permutation; and everything that fits is kept on the training device so a
-batch is an index gather.
+batch is an index gather. What goes wrong on the way (bad entries, invalid
+labels, unreadable images) is worded by `core/data_report.py`; this module
+only decides what is skipped and when the run stops.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from hydranet.core.atomic import atomic_write_text
+from hydranet.core.data_report import (
+    SHOW_PROBLEMS,
+    LabelReport,
+    ProblemGroup,
+    check_labels,
+    full_report_path,
+    invalid_label_group,
+    invalid_share_warnings,
+    label_problem,
+    strict_error,
+    write_full_report,
+)
 from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
 from hydranet.core.interfaces import Dataset, PluginCall, Sample, Task, kind_of, provenance
-from hydranet.core.paths import cache_dir
-from hydranet.core.wording import english_list, plural
-
-SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
-#: A task with at least this share of its labels invalid gets a warning of its own: the data and the task
-#: disagree on how labels are written (gender=F for a task that takes 0/1 or male/female), not a few typos.
-INVALID_SHARE_WARNING = 0.2
-
-
-@dataclass
-class LabelReport:
-    """Per task: how many samples have a valid label, lack the field, or hold an invalid value.
-
-    Each invalid value is kept as (sample source, raw value, why it is no label; "" when the task cannot say).
-    """
-
-    labelled: dict[str, int] = field(default_factory=dict)
-    missing: dict[str, int] = field(default_factory=dict)
-    invalid: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
-
-
-def label_problem(task: Task, raw: str) -> str:
-    """Why `raw` is not a valid label for `task`, or "" when the task does not say.
-
-    `label_problem(raw)` is an optional task method (the built-in kinds have
-    it): without a reason, a user who sees `age='200'` listed as invalid has to
-    guess whether the task wanted a number, a range or a class name.
-    """
-    explain = getattr(task, "label_problem", None)
-    return str(explain(raw) or "") if callable(explain) else ""
-
+from hydranet.core.wording import plural
 
 PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "
              "never raises; or leave the task out of the spec")
@@ -123,54 +103,6 @@ def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> Non
             f"(a whole number 0-{classes - 1}){more}", _sample(task, samples[first]))
 
 
-def invalid_label_lines(task: Task, invalid: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
-    """(source, "label='raw': why") pairs for `describe_problems`."""
-    return [(source, f"{task.label}={raw!r}" + (f": {why}" if why else "")) for source, raw, why in invalid]
-
-
-def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: LabelReport, dataset: str) -> None:
-    """Fail when a task has no label at all.
-
-    When no sample has the field, the `label` names the wrong field: list the
-    fields there are. When samples have it but no value is valid, the field is
-    right and the task's parameters (min/max, class_names) or the data are
-    wrong: say why the values fail instead of suggesting another field.
-    """
-    fields = sorted({key for s in samples[:1000] for key in s.record})
-    for task in tasks:
-        if report.labelled[task.name]:
-            continue
-        invalid = report.invalid[task.name]
-        if invalid:
-            raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': "
-                            f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of "
-                            f"{plural(len(samples), 'sample')} {'has' if len(invalid) == 1 else 'have'} the field). "
-                            "If these labels are right, change the task's parameters (such as "
-                            "min/max or class_names) to accept them; otherwise fix the labels.")
-        raise DataError(
-            f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
-            f"({plural(len(samples), 'sample')}). The samples have fields: {', '.join(fields) or '(none)'}. "
-            f"Set the task's `label` to one of them."
-        )
-
-
-def _why_all_invalid(label: str, invalid: Sequence[tuple[str, str, str]]) -> str:
-    """`every value of 'age' is outside [150, 200] (min/max), e.g. '20', '21'`, or one example per reason."""
-    by_reason: dict[str, list[str]] = {}
-    for _, raw, why in invalid:
-        examples = by_reason.setdefault(why, [])
-        if raw not in examples and len(examples) < 3:
-            examples.append(raw)
-    if len(by_reason) == 1:
-        (why, examples), = by_reason.items()
-        listed = ", ".join(map(repr, examples))
-        if why:
-            return f"every value of '{label}' is {why}, e.g. {listed}"
-        return f"no value of '{label}' is valid, e.g. {listed}"
-    shown = [f"{examples[0]!r}" + (f" ({why})" if why else "") for why, examples in list(by_reason.items())[:3]]
-    return f"no value of '{label}' is valid, e.g. {', '.join(shown)}"
-
-
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Deterministic train/validation indices: a seeded permutation, validation first."""
     generator = torch.Generator().manual_seed(seed)
@@ -179,146 +111,6 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tenso
     if val_fraction > 0 and n > 1:
         n_val = min(max(n_val, 1), n - 1)
     return order[n_val:].sort().values, order[:n_val].sort().values
-
-
-def describe_problems(heading: str, problems: Sequence[tuple[str, str]], full_list: Path | None = None) -> list[str]:
-    """Lines for a log: the heading (which carries the count), then the first few items.
-
-    When items are left out and `full_list` is given, the "and N more" line says where every one is.
-    """
-    if not problems:
-        return []
-    lines = [f"{heading}:"]
-    lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in problems[:SHOW_PROBLEMS]]
-    if len(problems) > SHOW_PROBLEMS:
-        where = f" (all {len(problems)} are listed in {full_list})" if full_list else ""
-        lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more{where}")
-    return lines
-
-
-@dataclass
-class ProblemGroup:
-    """One kind of data problem: what it costs (`outcome`, e.g. "skipped") and its (where, why) items."""
-
-    what: str  # counted noun phrase in the singular: "unreadable image"
-    what_plural: str  # "unreadable images"
-    qualifier: str  # after the noun and the outcome: "for task 'age'"; "" for none
-    outcome: str  # "skipped" / "treated as missing": what happens to these when the run goes on
-    items: list[tuple[str, str]]
-
-    def heading(self, strict: bool = False) -> str:
-        """'3 unreadable images skipped', or in strict mode, where the run stops: '... would be skipped'."""
-        counted = plural(len(self.items), self.what, self.what_plural)
-        outcome = f"would be {self.outcome}" if strict else self.outcome
-        qualifier = f" {self.qualifier}" if self.qualifier else ""
-        if self.outcome == "skipped":
-            return f"{counted}{qualifier} {outcome}"
-        return f"{counted}{qualifier} ({outcome})"
-
-    def lines(self, strict: bool = False, full_list: Path | None = None) -> list[str]:
-        return describe_problems(self.heading(strict), self.items, full_list)
-
-
-def invalid_label_group(task: Task, invalid: Sequence[tuple[str, str, str]]) -> ProblemGroup:
-    return ProblemGroup(f"invalid '{task.label}' label", f"invalid '{task.label}' labels", f"for task '{task.name}'",
-                        "treated as missing", invalid_label_lines(task, invalid))
-
-
-def invalid_share_warnings(tasks: Sequence[Task], report: LabelReport) -> list[str]:
-    """A warning for each task with a large share (INVALID_SHARE_WARNING) of its labels invalid.
-
-    A few invalid labels are typos; half of them means the data writes labels
-    in a way the task does not take (`gender=F` for a task of 0/1 or
-    male/female), and training would go on with that task barely trained. The
-    warning names the commonest raw values, what the task takes, and the fix.
-    """
-    warnings = []
-    for task in tasks:
-        invalid = report.invalid.get(task.name, [])
-        present = report.labelled.get(task.name, 0) + len(invalid)
-        if not invalid or len(invalid) < INVALID_SHARE_WARNING * present:
-            continue
-        counts = Counter(raw for _, raw, _ in invalid).most_common()
-        values = ", ".join(f"{raw!r} ×{count}" for raw, count in counts[:3])
-        if len(counts) > 3:
-            values += f" and {plural(len(counts) - 3, 'other value')}"
-        commonest = counts[0][0]
-        why = next((why for _, raw, why in invalid if raw == commonest and why), "")
-        accepts = f" ({commonest!r}: {why})" if why else ""
-        warnings.append(
-            f"WARNING: task '{task.name}': {len(invalid) / present:.0%} of its labels are invalid "
-            f"({len(invalid)} of {plural(present, 'sample')} with a '{task.label}' value), so they are treated as "
-            f"missing and the task trains on the rest only. Commonest invalid values: {values}{accepts}."
-            f"{_stands_for(task, [raw for raw, _ in counts[:3]])} {_likely_fix(task)}")
-    return warnings
-
-
-def _stands_for(task: Task, values: Sequence[str]) -> str:
-    """" 'F' may stand for class 'female'.": an invalid value that begins exactly one class name."""
-    names = getattr(task, "class_names", None)
-    if not isinstance(names, (list, tuple)):
-        return ""
-    guesses = []
-    for raw in values:
-        matches = [str(name) for name in names if raw.strip() and str(name).lower().startswith(raw.strip().lower())]
-        if len(matches) == 1:
-            guesses.append(f"{raw!r} may stand for class {matches[0]!r}")
-    return f" {english_list(guesses)}." if guesses else ""
-
-
-def _likely_fix(task: Task) -> str:
-    """What to change when most of a task's labels are invalid, by the kind of task."""
-    problem = getattr(task, "problem", None)
-    if problem == "classification":
-        names = getattr(task, "class_names", None)
-        known = f" (now {', '.join(map(str, names))})" if isinstance(names, (list, tuple)) and names else ""
-        return (f"If these values are right, give the task class_names spelled as in the data, in label order"
-                f"{known}, or rewrite them in the data as class indices or class names it accepts; "
-                "otherwise fix the labels.")
-    if problem == "regression":
-        return ("If these values are right, change the task's parameters (such as min/max) to accept them, "
-                "or rewrite them in the data as plain numbers; otherwise fix the labels.")
-    return "If these values are right, change the task's parameters to accept them; otherwise fix the labels."
-
-
-def full_report_path(dataset: Dataset, dataset_name: str) -> Path:
-    """Where the full list of a dataset's problems is written when a report shows only the first few.
-
-    Not the run folder: a run that stops before training (strict mode) takes
-    its folder away again. One file per dataset (its name and root), replaced
-    by each run.
-    """
-    where = f"{dataset_name}\0{getattr(dataset, 'root', '')}\0{getattr(dataset, 'csv', '')}"
-    return cache_dir() / "data-reports" / f"{dataset_name}-{hashlib.sha256(where.encode()).hexdigest()[:12]}.txt"
-
-
-def write_full_report(path: Path, groups: Sequence[ProblemGroup], strict: bool) -> Path | None:
-    """Every item of every group to `path`; None (and no pointer in the report) when it cannot be written."""
-    lines = []
-    for group in groups:
-        if group.items:
-            lines.append(f"{group.heading(strict)}:")
-            lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in group.items]
-    try:
-        return atomic_write_text(path, "\n".join(lines) + "\n")
-    except OSError:  # (OutputError too) a cache folder that takes no files: the report keeps its first few
-        return None
-
-
-def strict_error(dataset_name: str, groups: Sequence[ProblemGroup], warnings: Sequence[str],
-                 full_list: Path | None) -> DataError:
-    """One error listing every kind of problem strict mode found, each with its count and first few items."""
-    found = [group for group in groups if group.items]
-    total = sum(len(group.items) for group in found)
-    kinds = f" of {len(found)} kinds" if len(found) > 1 else ""
-    lines = [f"dataset '{dataset_name}' has {plural(total, 'problem')}{kinds}, and data.strict is true:"]
-    for group in found:
-        lines += group.lines(strict=True, full_list=full_list)
-    lines += warnings
-    outcomes = english_list(sorted({group.outcome for group in found}), "or")
-    lines.append(f"(without strict mode these would be {outcomes}; strict mode stops instead: "
-                 "fix or remove them, or set data.strict: false)")
-    return DataError("\n".join(lines))
 
 
 @dataclass
