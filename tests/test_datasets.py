@@ -265,7 +265,9 @@ def test_synth_command_says_one_face_in_the_singular(tmp_path: Path) -> None:
 
     from hydranet.plugins.datasets import synthetic
 
-    group = click.Group()
+    from hydranet.core.cli import cli as hydranet_cli
+
+    group = click.Group(context_settings=hydranet_cli.context_settings)  # see test_synthetic's cli fixture
     synthetic.register_commands(group)
     result = CliRunner().invoke(group, ["synth", str(tmp_path / "one"), "--count", "1", "--size", "16",
                                         "--no-progress"])

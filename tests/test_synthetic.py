@@ -188,7 +188,11 @@ def test_cues_survive_downscaling_to_8px(tmp_path: Path) -> None:
 
 @pytest.fixture
 def cli() -> click.Group:
-    group = click.Group()
+    # With hydranet's own context settings: click caches a command's help option from the first context
+    # that asks, so a bare group would leave `hydranet synth -h` unknown for the rest of the session.
+    from hydranet.core.cli import cli as hydranet_cli
+
+    group = click.Group(context_settings=hydranet_cli.context_settings)
     synthetic.register_commands(group)
     return group
 
