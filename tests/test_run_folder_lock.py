@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import hydranet
 from conftest import tiny_spec
-from hydranet.core import engine
+from hydranet.core import run_setup
 from hydranet.core.cli import cli
 from hydranet.core.engine import Trainer
 from hydranet.core.run import LOCK_FILE, RUN_FILES
@@ -52,7 +52,7 @@ def no_data_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("data loaded for a run that should have been refused")
 
-    monkeypatch.setattr(engine, "load_prepared_data", refuse)
+    monkeypatch.setattr(run_setup, "load_prepared_data", refuse)  # where Trainer._setup looks it up
 
 
 def test_a_run_folder_in_use_is_refused_before_anything_loads(faces, tmp_path, components, holder, monkeypatch):

@@ -96,21 +96,21 @@ def test_init_from_a_different_backbone_is_a_clear_error(stages, faces, tmp_path
 
 def test_a_missing_init_from_is_named_before_any_data_is_read(stages, faces, tmp_path, monkeypatch):
     components = stages[0]
-    import hydranet.core.engine as engine
+    import hydranet.core.run_setup as run_setup  # where Trainer._setup looks it up
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the data was read before init_from was checked")
 
-    monkeypatch.setattr(engine, "load_prepared_data", must_not_run)
+    monkeypatch.setattr(run_setup, "load_prepared_data", must_not_run)
     with pytest.raises(CheckpointError, match=r"init_from: checkpoint .*nope\.pt was not found; give a run's best.pt"):
         train(components, faces, tmp_path / "run", ["age"], init_from=str(tmp_path / "nope.pt"))
     assert not (tmp_path / "run").exists()
 
 
 def test_a_spec_file_as_init_from_is_named_before_any_data_is_read(stages, faces, tmp_path, monkeypatch):
-    import hydranet.core.engine as engine
+    import hydranet.core.run_setup as run_setup
 
-    monkeypatch.setattr(engine, "load_prepared_data", lambda *a, **k: pytest.fail("the data was read first"))
+    monkeypatch.setattr(run_setup, "load_prepared_data", lambda *a, **k: pytest.fail("the data was read first"))
     spec = tmp_path / "tiny.yaml"
     spec.write_text("tasks: [age]\n")
     with pytest.raises(CheckpointError, match=r"^init_from: .*tiny\.yaml: it is a spec file, not a checkpoint: "

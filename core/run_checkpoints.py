@@ -1,0 +1,94 @@
+"""A run's checkpoints from the training side: what last.pt and best.pt hold, writing them, and restoring.
+
+Split out of the engine so that the train loop does not also spell out the
+checkpoint's contents; `checkpoint.py` is the other side (the format, safe
+loading, using a trained model). The `RunCheckpoints` methods are the
+`Trainer`'s own (a mixin), called at the same points of the loop as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD
+from hydranet.core.capture import portable_optimizer_state
+from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, for_use, origin
+from hydranet.core.resume import Progress, capture_generators, restore_generators
+from hydranet.core.step import TrainStep
+
+
+class RunCheckpoints:
+    """The `Trainer`'s checkpoints: saved after each epoch and on a stop request, restored on resume."""
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        """Put the freshly built run back where the checkpoint left it."""
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.progress_state = Progress.from_dict(state["progress"])
+        self.order_generator.set_state(self.progress_state.epoch_order_state)
+        restore_generators(self.progress_state.generators, self.augment.generator, self.weighting,
+                           epoch=self.progress_state.epoch, step=self.progress_state.step, log=self.run_folder.log)
+        completed = self.progress_state.epoch - 1
+        self.run_folder.truncate_metrics(completed)
+        self.saved_at = (self.progress_state.epoch, self.progress_state.step)
+        self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
+                            f"step {self.progress_state.step} of {self.steps_per_epoch}")
+
+    def _save_interrupted(self, epoch: int, done: int, train_step: TrainStep) -> None:
+        """Save the epoch in progress (its step and running sums) to last.pt, then stop as the signal asked.
+
+        The checkpoint names the last finished epoch, with the progress beyond
+        it, so a resume continues at the step after `done`.
+        """
+        progress = self.progress_state
+        progress.epoch, progress.step = epoch, done
+        progress.loss_sums, progress.first_bad = train_step.loss_sums.tolist(), train_step.first_bad.tolist()
+        progress.weight_sums = train_step.weight_sums.tolist()
+        if self.dist.is_main:
+            atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
+        self.saved_at = (epoch, done)
+        self._stop(f"at epoch {epoch}, step {done}")
+
+    def _save(self, epoch: int, row: Mapping[str, Any], *, best: bool) -> None:
+        """After an epoch: last.pt to resume from, and best.pt (weights for use) when the epoch improved.
+
+        Rank 0 alone writes: every rank holds the same model.
+        """
+        if not self.dist.is_main:
+            return
+        state = self.checkpoint_state(epoch, row)
+        atomic_torch_save(state, self.run_folder.last_checkpoint)
+        if best:  # for using the model: resuming continues from last.pt
+            atomic_torch_save(for_use(state), self.run_folder.best_checkpoint)
+
+    def checkpoint_state(self, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Everything last.pt holds: plain data and tensors only, so it loads with `weights_only=True`."""
+        from hydranet import __version__
+
+        pm = self.components.pm
+        tasks = [{"name": task.name, "kind": resolved.component.entry.name, **origin(resolved.component.entry, pm)}
+                 for resolved, task in zip(self.spec.tasks, self.tasks)]
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "hydranet_version": __version__,
+            "epoch": epoch,
+            "started_in": self.started_in,
+            "spec": self.spec.to_dict(),
+            "tasks": tasks,
+            "components": component_provenance(self.spec, pm),
+            "task_state": {task.name: task.state_dict() for task in self.tasks},
+            "model": self.model.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "metrics": {k: v for k, v in row.items()},
+            "progress": {**self.progress_state.to_dict(),
+                         "generators": capture_generators(self.augment.generator, self.weighting)},
+            "preprocess": {"image_size": self.spec.spec.image_size, "mean": list(IMAGENET_MEAN),
+                           "std": list(IMAGENET_STD)},
+        }
