@@ -30,7 +30,8 @@ from hydranet.core.data_report import (
 )
 from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
-from hydranet.core.interfaces import Dataset, PluginCall, Sample, Task, kind_of, provenance
+from hydranet.core.interfaces import Dataset, Sample, Task
+from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
 from hydranet.core.wording import plural
 
 PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "

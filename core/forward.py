@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from hydranet.core.device import RunSettings
-from hydranet.core.interfaces import PluginCall, Provenance, Task, label_mask, labels_or_zero, provenance, shape_problem
+from hydranet.core.interfaces import Task, label_mask, labels_or_zero
+from hydranet.core.plugin_calls import PluginCall, Provenance, provenance, shape_problem
 from hydranet.core.model import HydraNet, build_model
 from hydranet.core.plugins import Components
 from hydranet.core.spec import ResolvedSpec

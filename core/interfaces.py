@@ -13,7 +13,6 @@ train age and gender.
 from __future__ import annotations
 
 import math
-import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -24,8 +23,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from hydranet.core.errors import HydranetError, TrainingError, shown
+from hydranet.core.errors import shown
 from hydranet.core.metrics import Metric
+from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
 Problem = Literal["regression", "classification"]
 PROBLEMS: tuple[str, ...] = typing.get_args(Problem)
@@ -250,119 +250,6 @@ def logit(p: float) -> float:
     """log(p / (1 - p)), clamped away from infinity."""
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
-
-
-# ---------------------------------------------------------------- plugin code that breaks its contract
-#
-# hydranet calls plugin code (a factory, a head, a backbone, parse_label, per_sample_loss, metrics, a
-# weighting's combine) and relies on what it returns. When that code raises, or returns the wrong thing,
-# the user must learn which task, backbone or weighting it was, which plugin (and distribution) it came
-# from, what was wrong and what to fix: not a traceback from deep inside torch. Every such check goes
-# through `PluginCall`, so the errors read alike.
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Which component an object is and which plugin registered it.
-
-    As errors write it: "task 'smile' from plugin 'shapes' (hydranet-shapes 0.3)".
-    """
-
-    component: str  #: "task 'smile'", "backbone 'tiny'", "weighting 'dwa'"
-    origin: str = ""  #: "plugin 'shapes' (hydranet-shapes 0.3)"; "" when unknown
-
-    def __str__(self) -> str:
-        return f"{self.component} from {self.origin}" if self.origin else self.component
-
-
-_PROVENANCE = "_hydranet_provenance"
-
-
-def record_provenance(component: Any, who: Provenance) -> Any:
-    """Remember on a built component (a task, backbone, weighting, dataset) what it is and who registered it."""
-    try:
-        object.__setattr__(component, _PROVENANCE, who)
-    except (AttributeError, TypeError):  # __slots__, or a builtin: errors then name its class instead
-        pass
-    return component
-
-
-def provenance(component: Any, kind: str) -> Provenance:
-    """What `record_provenance` remembered (a component built from a spec), else the `kind` and its class."""
-    who = getattr(component, _PROVENANCE, None)
-    if isinstance(who, Provenance):
-        return who
-    name = getattr(component, "name", None) if kind == "task" else None
-    cls = type(component)
-    return Provenance(f"{kind} '{name}'" if isinstance(name, str) else kind,
-                      f"class {cls.__module__}.{cls.__qualname__}")
-
-
-def kind_of(value: Any) -> str:
-    """"[1.0, 2.0] (a list)": a returned value as an error shows it, with its type."""
-    if isinstance(value, Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
-        return f"the function {value.__qualname__}"
-    name = type(value).__name__
-    return f"{shown(value)} (a{'n' if name[:1].lower() in 'aeiou' else ''} {name})"
-
-
-@dataclass(frozen=True)
-class PluginCall:
-    """One kind of call into plugin code, and the error that names it when the code breaks its contract.
-
-    `what` and `who` name the code ("the head of" + "task 'smile' from plugin 'shapes' (hydranet-shapes
-    0.3)"), `fix` says what to change. Calling it runs the code; an exception it raises, or a problem
-    `check` finds with what it returned, becomes `error`:
-
-        the head of task 'smile' from plugin 'shapes' (hydranet-shapes 0.3) returned shape (2, 3) for
-        2 samples; expected (2, 1). Fix the task's build_head/out_features, or leave the task out of the spec.
-
-    A `HydranetError` the code raises passes unchanged: it is already worded for the user.
-    """
-
-    what: str
-    who: Provenance
-    fix: str
-    error: type[HydranetError] = TrainingError
-
-    def fault(self, problem: str, about: str | Callable[[], str] = "") -> HydranetError:
-        """The error for `problem` ("returned ...; expected ..."); `about` says on which input (a sample).
-
-        `about` may be a function, called only when there is a fault: a call per sample need not word it.
-        """
-        about = about() if callable(about) else about
-        subject = f"{self.what} {self.who}" if self.what else str(self.who)
-        where = f" ({about})" if about else ""
-        return self.error(f"{subject} {problem}{where}." + (f" {self.fix}." if self.fix else ""))
-
-    def __call__(self, function: Callable[..., Any], *args: Any,
-                 check: Callable[[Any], str | None] | None = None, about: str | Callable[[], str] = "") -> Any:
-        try:
-            result = function(*args)
-        except HydranetError:
-            raise
-        except Exception as caught:  # plugin code may raise anything
-            raise self.fault(f"raised {type(caught).__name__}: {caught}", about) from caught
-        problem = check(result) if check is not None else None
-        if problem:
-            raise self.fault(problem, about)
-        return result
-
-
-def shape_problem(value: Any, expected: tuple[int, ...], of: str = "") -> str | None:
-    """"returned shape (2, 16) for 2 samples; expected (2, 64)", or None when `value` is a tensor of that shape.
-
-    `of` says what the input was ("2 samples"). A shape is metadata: checking it never waits for the device.
-    """
-    wanted = f"a scalar, shape {expected}" if expected == () else f"{expected}"
-    given = f" for {of}" if of else ""
-    if not isinstance(value, Tensor):
-        return f"returned {kind_of(value)}{given}; expected a tensor of shape {expected}"
-    if tuple(value.shape) != expected:
-        return f"returned shape {tuple(value.shape)}{given}; expected {wanted}"
-    return None
 
 
 def problem_of_task(task: Task) -> str | None:

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from hydranet.core.errors import (ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError,
                                   did_you_mean, shown)
-from hydranet.core.interfaces import (PluginCall, Provenance, Task, Weighting, kind_of, problem_of_task, provenance,
-                                      record_provenance)
+from hydranet.core.interfaces import Task, Weighting, problem_of_task
+from hydranet.core.plugin_calls import PluginCall, Provenance, kind_of, provenance, record_provenance
 from hydranet.core.metrics import Metric
 from hydranet.core.overrides import CLI_OPTION, apply_overrides, origin, override_list, parse_override_path
 from hydranet.core.plugins import Components, default_components

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from hydranet.core.interfaces import PluginCall, StepContext, Weighting, provenance, shape_problem
+from hydranet.core.interfaces import StepContext, Weighting
+from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
 #: images, targets -> ((K,) losses, the shared features or None)
 ForwardLosses = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]

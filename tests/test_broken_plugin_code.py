@@ -23,7 +23,7 @@ from hydranet.core.metrics import Accuracy
 from hydranet.core.spec import load_spec
 from hydranet.tasks.kinds import BinaryParams, BinaryTask, MulticlassParams, MulticlassTask
 
-from conftest import tiny_spec, with_inline_plugin, with_task_kind, with_weighting
+from conftest import tiny_spec, with_inline_plugin, with_weighting
 
 PLUGIN = "plugin 'broken' (hydranet-broken 0.0.1)"
 
