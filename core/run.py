@@ -238,14 +238,14 @@ class RunFolder:
             self.lock = RunLock(self.path)
         except OSError as error:
             raise HydranetError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
-                                "Choose another with --out DIR.") from None
+                                f"Choose another with {_words(option)['out']}.") from None
         try:
             if fresh:
                 self._check_fresh()
             free = shutil.disk_usage(self.path).free
             if free < min_free_bytes:
                 raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
-                                    "more. Free some space or choose another folder with --out DIR.")
+                                    f"more. Free some space or choose another folder with {_words(option)['out']}.")
         except BaseException:
             self.close()
             raise

@@ -32,3 +32,25 @@ def test_training_a_run_folders_spec_again_names_the_new_run_after_it(faces, tmp
                            out_dir="runs/tiny-20261127-101010", components=components, progress=False, echo=False)
     again = hydranet.train(str(first.run_dir / "spec.yaml"), components=components, progress=False, echo=False)
     assert again.run_dir.parent == first.run_dir.parent and re.fullmatch(rf"tiny-{STAMP}", again.run_dir.name)
+
+
+def test_an_unwritable_or_full_output_folder_is_refused_in_the_callers_words(tmp_path, monkeypatch):
+    """From Python the way out is out_dir=, on the command line --out DIR."""
+    import shutil
+    from collections import namedtuple
+
+    import pytest
+
+    from hydranet.core.errors import HydranetError
+    from hydranet.core.run import RunFolder
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(HydranetError, match=r"cannot write to the output folder .*Choose another with out_dir=\."):
+        RunFolder(blocker / "run", option="overrides")
+    with pytest.raises(HydranetError, match=r"Choose another with --out DIR\."):
+        RunFolder(blocker / "run", option="--set")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1024))
+    with pytest.raises(HydranetError, match=r"only 0 MiB free .*choose another folder with out_dir=\."):
+        RunFolder(tmp_path / "full", option="overrides")
