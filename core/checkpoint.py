@@ -11,7 +11,10 @@ Using a trained model needs fewer plugins than training it did
 (`inference_components`): the backbone and the tasks build the model; the
 dataset is read only by evaluating on the stored data, and the weighting
 never. The ones not needed are answered by stand-ins, which keep their
-section of the spec as it was stored.
+section of the spec as it was stored. A name that a second plugin also
+registers (a conflict, which a spec refuses) resolves to the plugin the
+checkpoint records for it (`recorded_plugins`).
+
 Writes go to a temporary file that is flushed, fsynced and renamed over the
 old one: a crash mid-write leaves the previous checkpoint intact.
 
@@ -328,18 +331,21 @@ def unused_weighting(tasks: Any, params: Any = None) -> None:
 
 
 class _WithStandIns(Registry):
-    """A registry that answers some names with stand-ins and everything else as `base` does.
+    """A registry that answers some names with stand-ins, resolves some conflicted names to the plugin a
+    checkpoint records (`preferred`: name -> plugin), and everything else as `base` does.
 
     Listings (names, did-you-mean, conflicts) are `base`'s: a stand-in is not
-    an installed component.
+    an installed component, and a name two plugins claim is still claimed by both.
     """
 
-    def __init__(self, base: Registry, stand_ins: Mapping[str, Entry]):
+    def __init__(self, base: Registry, stand_ins: Mapping[str, Entry], preferred: Mapping[str, str] | None = None):
         super().__init__(base.kind)
-        self.base, self.stand_ins = base, dict(stand_ins)
+        self.base, self.stand_ins, self.preferred = base, dict(stand_ins), dict(preferred or {})
 
-    def get(self, name: str) -> Entry:
-        return self.stand_ins[name] if name in self.stand_ins else self.base.get(name)
+    def get(self, name: str, prefer_plugin: str | None = None) -> Entry:
+        if name in self.stand_ins:
+            return self.stand_ins[name]
+        return self.base.get(name, prefer_plugin or self.preferred.get(name))
 
     def names(self) -> list[str]:
         return self.base.names()
@@ -357,13 +363,41 @@ class _WithStandIns(Registry):
         return len(self.base)
 
 
-def with_stand_ins(components: Components, weighting: Entry | None, dataset: Entry | None) -> Components:
-    """`components`, with the weighting and the dataset answered by these stand-ins (None: as `components` does)."""
-    weightings, datasets = components.weightings, components.datasets
-    return dataclasses.replace(
-        components,
-        weightings=_WithStandIns(weightings, {weighting.name: weighting}) if weighting else weightings,
-        datasets=_WithStandIns(datasets, {dataset.name: dataset}) if dataset else datasets)
+def with_stand_ins(components: Components, weighting: Entry | None, dataset: Entry | None,
+                   preferred: Mapping[str, Mapping[str, str]] | None = None) -> Components:
+    """`components`, with the weighting and the dataset answered by these stand-ins (None: as `components` does).
+
+    `preferred` ({"tasks": {name: plugin}, "backbones": ..., "datasets": ..., "weightings": ...}) resolves a
+    name that several plugins claim to the entry of the plugin given, where that plugin is one of them: what a
+    checkpoint records of who provided each component (`recorded_plugins`). Other conflicts still refuse.
+    """
+    preferred = {kind: dict(names) for kind, names in (preferred or {}).items() if names}
+    stand_ins = {"weightings": weighting, "datasets": dataset}
+    changes = {}
+    for kind in ("tasks", "backbones", "weightings", "datasets"):
+        entry = stand_ins.get(kind)
+        if entry is not None or kind in preferred:
+            changes[kind] = _WithStandIns(getattr(components, kind), {entry.name: entry} if entry else {},
+                                          preferred.get(kind))
+    return dataclasses.replace(components, **changes)
+
+
+def recorded_plugins(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Which plugin the checkpoint records for each task kind, backbone, dataset and weighting, by registry.
+
+    `{"tasks": {"age": "hydranet.tasks.utkface"}, "backbones": {"tiny": ...}, ...}`; what a checkpoint from
+    before hydranet recorded them does not say is left out. `with_stand_ins(preferred=...)` takes it.
+    """
+    recorded: dict[str, dict[str, str]] = {"tasks": {}}
+    for task in data["tasks"]:
+        if isinstance(task.get("kind"), str) and isinstance(task.get("plugin"), str):
+            recorded["tasks"][task["kind"]] = task["plugin"]
+    for section, kind in (("backbone", "backbones"), ("data", "datasets"), ("weighting", "weightings")):
+        plugin, _ = recorded_origin(data, section)
+        name = _section_name(data["spec"].get(section))
+        if plugin and isinstance(name, str):
+            recorded[kind] = {name: plugin}
+    return recorded
 
 
 def inference_components(path: Path, data: Mapping[str, Any], components: Components) -> Components:
@@ -375,6 +409,12 @@ def inference_components(path: Path, data: Mapping[str, Any], components: Compon
     section. So is the dataset, where its plugin is missing (or its name
     taken by two plugins): its stand-in raises a DataError saying so only
     when the stored data is read.
+
+    A name that several installed plugins claim resolves to the entry of the
+    plugin the checkpoint records for it, where that is one of them
+    (`recorded_plugins`): a plugin that reuses a built-in name does not make
+    the models trained with the built-in unusable. A checkpoint that records
+    no plugin, or another one, gets the conflict's error as a spec does.
     """
     problems = []
     for task in data["tasks"]:
@@ -395,7 +435,8 @@ def inference_components(path: Path, data: Mapping[str, Any], components: Compon
     if problems:
         raise CheckpointError(f"{path} needs plugins that are not available here:\n"
                               + "\n".join(f"  {problem}." for problem in problems))
-    return with_stand_ins(components, _weighting_stand_in(data, components), _dataset_stand_in(path, data, components))
+    return with_stand_ins(components, _weighting_stand_in(data, components), _dataset_stand_in(path, data, components),
+                          recorded_plugins(data))
 
 
 def _section_name(section: Any) -> Any:
@@ -415,7 +456,7 @@ def _dataset_stand_in(path: Path, data: Mapping[str, Any], components: Component
     if not isinstance(name, str):
         return None  # the spec's own check reports it
     try:
-        components.datasets.get(name)
+        components.datasets.get(name, recorded_origin(data, "data")[0])
         return None
     except DuplicateNameError as error:
         why = f"{path} was trained on dataset '{name}', which cannot be used here: {str(error).rstrip('.')}"

@@ -348,7 +348,15 @@ class TrainedModel:
             return self.components or default_components()
         dataset = self.spec.data.entry
         return with_stand_ins(components, self.spec.weighting.entry,
-                              dataset if isinstance(dataset.factory, UnavailableDataset) else None)
+                              dataset if isinstance(dataset.factory, UnavailableDataset) else None,
+                              self._resolved_plugins())
+
+    def _resolved_plugins(self) -> dict[str, dict[str, str]]:
+        """The plugin each of this model's components resolved to: the one a name several plugins claim keeps."""
+        spec = self.spec
+        return {"tasks": {t.component.entry.name: t.component.entry.plugin for t in spec.tasks},
+                "backbones": {spec.backbone.entry.name: spec.backbone.entry.plugin},
+                "datasets": {spec.data.entry.name: spec.data.entry.plugin}}
 
     @torch.no_grad()
     def error_report(self, data, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:

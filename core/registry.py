@@ -109,6 +109,8 @@ class Registry(Generic[T]):
     _aliases: dict[str, str] = field(default_factory=dict)
     _conflicts: dict[str, list[str]] = field(default_factory=dict)
     _origins: dict[str, tuple[str | None, str | None, bool]] = field(default_factory=dict)
+    #: each conflicted name's entry, per plugin that claims it (for `get(name, prefer_plugin=...)`)
+    _claims: dict[str, dict[str, Entry[T]]] = field(default_factory=dict)
 
     def check(
         self,
@@ -220,6 +222,9 @@ class Registry(Generic[T]):
         for key in (name, *aliases):
             owner = self._owner(key)
             if owner is not None:
+                if key not in self._claims:
+                    self._claims[key] = {owner: self.get(key)}
+                self._claims[key].setdefault(plugin, entry)
                 self._conflicts.setdefault(key, [owner]).append(plugin)
                 continue
             if key == name:
@@ -240,9 +245,19 @@ class Registry(Generic[T]):
             return self._conflicts[key][0]
         return None
 
-    def get(self, name: str) -> Entry[T]:
-        """Look a name or alias up; unknown names get a did-you-mean and the known names."""
+    def get(self, name: str, prefer_plugin: str | None = None) -> Entry[T]:
+        """Look a name or alias up; unknown names get a did-you-mean and the known names.
+
+        A name several plugins claim refuses to resolve (a DuplicateNameError
+        naming them), unless `prefer_plugin` is one of them: then it is that
+        plugin's entry. Only what records who provided a component (a
+        checkpoint) may prefer one; a spec never does, since which plugin
+        wins would then depend on load order.
+        """
         if name in self._conflicts:
+            claims = self._claims.get(name, {})
+            if prefer_plugin is not None and prefer_plugin in claims:
+                return claims[prefer_plugin]
             raise DuplicateNameError(self.conflict_message(name))
         key = self._aliases.get(name, name)
         if key not in self._entries:

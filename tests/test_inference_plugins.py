@@ -7,7 +7,9 @@
   a task's decode shows other values than its head gives;
 - `--data DIR` sets the model's dataset's `root`, whatever its default, and
   refuses a dataset without one instead of swapping in another;
-- a decode that returns the wrong number of rows names its task and plugin.
+- a decode that returns the wrong number of rows names its task and plugin;
+- a name two plugins claim (a plugin reusing a built-in's) resolves, for a
+  checkpoint, to the plugin the checkpoint records; a spec still refuses it.
 
 One tiny run (one epoch, 16 px) on three inline plugins, a weighting, a
 dataset and a task, serves most tests.
@@ -32,14 +34,16 @@ from conftest import tiny_spec, trained_on, with_inline_plugin
 from hydranet.core import checkpoint as checkpoint_module
 from hydranet.core import inference as inference_module
 from hydranet.core.cli import cli
-from hydranet.core.errors import CheckpointError, DataError, HydranetError
+from hydranet.core.errors import CheckpointError, DataError, HydranetError, SpecError
 from hydranet.core.export import export_checkpoint
 from hydranet.core.inference import TrainedModel
 from hydranet.core.metrics import MaskedMean
-from hydranet.core.plugins import Components, load_components, make_plugin_manager
+from hydranet.core.plugins import BUILTIN_PLUGINS, Components, load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
 from hydranet.plugins.datasets.utkface import UTKFaceDataset
 from hydranet.plugins.weighting.sum import Sum
+from hydranet.tasks.kinds import RegressionTask
+from hydranet.tasks.utkface import AgeParams
 
 SCALE = 100.0  # the scaled task's head outputs age / SCALE
 
@@ -430,3 +434,76 @@ def test_the_task_page_documents_the_regression_units_the_metric_direction_and_l
     contract = page[page.index("## The contract"):page.index("## A complete example")]
     for member in ("higher_is_better", "label_problem", "unit", "label's units"):
         assert member in contract, member
+
+
+# --- 6. a name another plugin also claims: a checkpoint uses the plugin it records ------------------
+
+class ShadowAge(RegressionTask):
+    """A third-party task registered as 'age', the built-in's name: its rows say whose they are."""
+
+    def decode(self, output: Tensor) -> list[dict[str, Any]]:
+        return [{**row, "by": "shadow"} for row in super().decode(output)]
+
+
+def shadowed(builtins=BUILTIN_PLUGINS) -> Components:
+    """`builtins` plus plugin 'shadow_age', which registers task 'age' too (a conflict beside the built-in)."""
+    pm = make_plugin_manager(builtins=builtins, entry_points=False)
+    inline(pm, "shadow_age", "hydranet-shadow", "register_tasks", "age", ShadowAge, params=AgeParams)
+    return load_components(pm)
+
+
+@pytest.fixture(scope="module")
+def shadow_run(faces, tmp_path_factory) -> Path:
+    """best.pt of a run whose task 'age' came from plugin 'shadow_age' (the built-in UTKFace tasks not loaded)."""
+    components = shadowed([b for b in BUILTIN_PLUGINS if b != "hydranet.tasks.utkface"])
+    raw = {**tiny_spec(faces, epochs=1), "tasks": ["age"]}
+    out = tmp_path_factory.mktemp("shadow") / "run"
+    hydranet.train(load_spec(raw, components=components), out_dir=out, components=components, progress=False,
+                   echo=False)
+    return out / "best.pt"
+
+
+def test_a_checkpoint_uses_the_builtin_it_records_when_a_plugin_also_registers_the_name(checkpoint, faces, tmp_path,
+                                                                                       installed):
+    components = shadowed()
+    assert components.tasks.conflicts() == {"age": ["hydranet.tasks.utkface", "shadow_age"]}
+    with pytest.raises(SpecError, match="task 'age' is registered more than once"):
+        load_spec(tiny_spec(faces), components=components)  # training from a spec still refuses
+    image = sorted(faces.glob("*.jpg"))[0]
+    model = TrainedModel.from_checkpoint(checkpoint, components=components)
+    assert model.spec.tasks[0].component.entry.plugin == "hydranet.tasks.utkface"
+    assert type(model.tasks[0]) is RegressionTask
+    assert model.predict(image) == hydranet.load(checkpoint).predict(image)
+    assert "by" not in model.predict(image)[0]["age"]
+    assert model.evaluate(details=False).result.metrics["age"]["mae"] >= 0
+    assert model.evaluate(f"data.root={faces}", split="all", components=components, details=False).images == 240
+    installed(components)
+    assert hydranet.load(checkpoint).spec.tasks[0].component.entry.plugin == "hydranet.tasks.utkface"
+    rows = json.loads(invoke("predict", checkpoint, image, "--json", "--device", "cpu").stdout)
+    assert rows[0]["age"]["unit"] == "years" and "by" not in rows[0]["age"]
+    assert "age" in json.loads(invoke("eval", checkpoint, "--json", "--device", "cpu").stdout)["metrics"]
+    assert export_checkpoint(checkpoint, tmp_path / "m.ts.pt", "torchscript", check=False).path.is_file()
+
+
+def test_a_checkpoint_trained_with_the_shadowing_plugin_uses_that_plugin(shadow_run, faces):
+    model = TrainedModel.from_checkpoint(shadow_run, components=shadowed())
+    assert model.spec.tasks[0].component.entry.plugin == "shadow_age" and type(model.tasks[0]) is ShadowAge
+    assert model.predict(sorted(faces.glob("*.jpg"))[0])[0]["age"]["by"] == "shadow"
+    assert model.evaluate(f"data.root={faces}", split="all", components=shadowed(), details=False).images == 240
+
+
+def test_a_checkpoint_that_records_another_plugin_or_none_still_gets_the_conflict(checkpoint, tmp_path):
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["tasks"][0]["plugin"] = "gone_age"
+    torch.save(saved, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"task 'age' is registered more than once, by plugin "
+                                              r"'hydranet.tasks.utkface' \(built in\) and plugin 'shadow_age'"):
+        TrainedModel.from_checkpoint(tmp_path / "other.pt", components=shadowed())
+    backbone = with_inline_plugin("register_backbones", "tiny", lambda: None, plugin="shadow_tiny")
+    assert TrainedModel.from_checkpoint(checkpoint, components=backbone).spec.backbone.entry.plugin == \
+        "hydranet.plugins.backbones"  # the checkpoint records its backbone's plugin
+    saved = torch.load(checkpoint, weights_only=True)
+    del saved["components"]  # written before hydranet recorded it
+    torch.save(saved, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"backbone 'tiny' is registered more than once"):
+        TrainedModel.from_checkpoint(tmp_path / "old.pt", components=backbone)
