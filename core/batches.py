@@ -50,9 +50,11 @@ def choose_placement(nbytes: int, device: torch.device, requested: str = "auto",
                      device_budget_gb: float | None = None, host_budget_gb: float | None = None) -> Placement:
     """`requested` if not auto; else device when it fits the device budget, then host, then stream.
 
-    Default budgets: 40% of the GPU's free memory (the model, activations and
-    the optimizer need the rest; memory that other processes on the GPU hold is
-    not counted), half of the host's RAM.
+    Default budgets: 40% of the GPU's free memory when the data is placed (the
+    model, activations and the optimizer need the rest; memory other processes
+    hold at that moment is not counted, but the background compiler starts
+    later), half of the host's RAM. Under torchrun each rank measures its own
+    GPU, so ranks may place differently; that changes speed, not results.
     """
     if requested != "auto":
         return requested  # type: ignore[return-value]
@@ -108,7 +110,7 @@ class _PinnedBuffers:
         index_buffer.copy_(index)
         on_device = image_buffer.to(device, non_blocking=True), index_buffer.to(device, non_blocking=True)
         self.copied[turn] = torch.cuda.Event()
-        self.copied[turn].record()
+        self.copied[turn].record(torch.cuda.current_stream(device))  # the stream the copies went to
         return on_device
 
 

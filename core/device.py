@@ -135,6 +135,17 @@ def resolve_settings(device: str, precision: str, compile: bool | str, channels_
     )
 
 
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make `device` the current CUDA device while a run trains on it (`cuda:1` in one process); else nothing.
+
+    Events, streams and CUDA graphs made without a device go to the current
+    device, which is cuda:0 unless someone set it: a run on cuda:1 would
+    record its pinned-copy events and its graphs on another GPU's stream (and
+    open a context there). torchrun workers set theirs already.
+    """
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether this CUDA GPU computes in bf16 natively (Ampere, compute capability 8.0, or later; any ROCm GPU).
 

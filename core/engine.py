@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from hydranet.core.background_compile import BackgroundCompile
-from hydranet.core.device import RunSettings
+from hydranet.core.device import RunSettings, on_device
 from hydranet.core.distributed import Distributed
 from hydranet.core.errors import TrainingError, TrainingInterrupted
 from hydranet.core.evaluation import EvalResult, evaluate
@@ -147,6 +147,10 @@ class Trainer(RunSetup, RunCheckpoints):
     # ------------------------------------------------------------ loop
 
     def run(self) -> RunResult:
+        with on_device(self.settings.device):
+            return self._run()
+
+    def _run(self) -> RunResult:
         try:
             try:
                 self._setup()

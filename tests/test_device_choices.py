@@ -80,3 +80,13 @@ def test_regression_predictions_stay_float32_under_bf16_autocast():
     assert standardised.dtype == torch.bfloat16  # the layers do run in bf16
     assert prediction.dtype == torch.float32
     torch.testing.assert_close(prediction, standardised.float() * task.std + task.mean, rtol=0, atol=0)
+
+
+def test_a_run_on_a_second_gpu_makes_it_the_current_device_and_a_cpu_run_touches_none():
+    """Events, streams and graphs made without a device go to the current one: cuda:0 unless set."""
+    from hydranet.core.device import on_device
+
+    context = on_device(torch.device("cuda", 1))
+    assert isinstance(context, torch.cuda.device) and context.idx == 1
+    with on_device(torch.device("cpu")):
+        pass

@@ -60,6 +60,7 @@ def fake_cuda(monkeypatch):
             self.id, Event.count = Event.count, Event.count + 1
 
         def record(self, stream=None):
+            assert stream == ("stream", torch.device("cuda")), "recorded on the current device's stream"
             log.append(("record", self.id))
 
         def synchronize(self):
@@ -70,6 +71,7 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "to", to)
     monkeypatch.setattr(torch, "index_select", index_select)
     monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream", device))
     return log
 
 
