@@ -84,13 +84,16 @@ class RunSetup:
         fresh = self.resume_state is None
         if not self.dist.active:
             return RunFolder(path, echo=echo, fresh=fresh, option=self.option)
-        folder, problem = None, None
+        folder, problem, failure = None, None, None
         if self.dist.is_main:
             try:
                 folder = RunFolder(path, echo=echo, fresh=fresh, option=self.option)
-            except HydranetError as error:
-                problem = str(error)
+            except Exception as error:  # any failure reaches the other ranks, which would wait in the broadcast
+                failure = error
+                problem = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"
         shared_path, problem = self.dist.broadcast_object((str(path), problem))
+        if failure is not None:
+            raise failure
         if problem:
             raise HydranetError(problem)
         return folder or SilentRunFolder(shared_path)

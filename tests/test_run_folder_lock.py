@@ -126,3 +126,24 @@ def test_a_failed_start_leaves_no_lock_file(faces, tmp_path, components):
         hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "mine", components=components,
                        progress=False, echo=False)
     assert list((tmp_path / "mine").iterdir()) == []
+
+
+def test_any_failure_to_open_the_run_folder_on_rank_zero_reaches_the_other_ranks(tmp_path, monkeypatch):
+    """An OSError (or anything not a HydranetError) on rank 0 used to skip the broadcast the others wait in."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from hydranet.core import run_setup
+
+    sent = []
+    dist = SimpleNamespace(active=True, is_main=True, broadcast_object=lambda value: sent.append(value) or value)
+    trainer = SimpleNamespace(dist=dist, resume_state=None, option="--set", spec=SimpleNamespace(source=None))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(run_setup, "RunFolder", refuse)
+    with pytest.raises(PermissionError):
+        run_setup.RunSetup._open_run_folder(trainer, tmp_path / "run", echo=False)
+    assert sent == [(str(tmp_path / "run"), "PermissionError: [Errno 13] Permission denied")]
