@@ -120,6 +120,9 @@ class BatchSource:
     def __init__(self, images: Tensor, device: torch.device, placement: Placement, workers: int = 4):
         self.device, self.placement, self.workers = device, placement, workers
         self.images = images.to(device) if placement == "device" else images
+        #: pinned buffers by batch size, kept for the whole run: training and evaluation each need one set,
+        #: and pinned memory is slow to allocate (torch's pinned cache would also round new sets up)
+        self.pinned: dict[int, _PinnedBuffers] = {}
 
     def batches(self, order: Tensor, batch_size: int, *, drop_last: bool) -> Iterator[tuple[Tensor, Tensor]]:
         """Consecutive slices of `order` (CPU indices); a ragged tail is dropped or kept."""
@@ -133,7 +136,9 @@ class BatchSource:
         slices = [order[start:min(start + batch_size, stop)] for start in range(0, stop, batch_size)]
         if self.placement == "host":
             if self.device.type == "cuda":
-                buffers = _PinnedBuffers(self.images, order, batch_size)
+                if batch_size not in self.pinned:
+                    self.pinned[batch_size] = _PinnedBuffers(self.images, order, batch_size)
+                buffers = self.pinned[batch_size]
                 for index in slices:
                     yield buffers.to_device(self.images, index, self.device)
             else:

@@ -125,3 +125,16 @@ def test_host_placement_on_the_cpu_pins_nothing(fake_cuda):
     assert [x.tolist() for _, x in got] == [order[:8].tolist(), order[8:16].tolist()]
     assert all(torch.equal(i, images[x]) for i, x in got)
     assert fake_cuda == []
+
+
+def test_pinned_buffers_are_kept_across_epochs_and_made_once_per_batch_size(fake_cuda):
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    source = BatchSource(images, torch.device("cuda"), "host")
+    for _ in range(3):  # three epochs of training at batch 8
+        epoch = list(source.batches(torch.randperm(40), 8, drop_last=True))
+        assert len(epoch) == 5
+    pins_after_training = len([entry for entry in fake_cuda if entry[0] == "pin"])
+    list(source.batches(torch.arange(40), 16, drop_last=False))  # evaluation at its own batch size
+    list(source.batches(torch.arange(40), 16, drop_last=False))
+    pins = len([entry for entry in fake_cuda if entry[0] == "pin"])
+    assert pins_after_training == 6 and pins == 12  # 3 image and 3 index buffers per batch size, once each
