@@ -12,6 +12,15 @@ timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -n 15
 step "demo on cuda"
 timeout 150 hydranet train --out /tmp/runs/demo --no-progress 2>&1 | tail -n 16
 
+# Paths CPU tests can only stand in for: a parameter-space gradient weighting on channels_last weights
+# (fused AdamW refuses gradients of another layout), a feature-space one under the compiler's CUDA graphs,
+# and batches through pinned host buffers (data.placement: host, events on the run's stream).
+for variant in "weighting=pcgrad" "weighting=mgda" "data.placement=host"; do
+  step "demo on cuda, 2 epochs, $variant"
+  timeout 150 hydranet train --set "$variant" --set train.epochs=2 --out "/tmp/runs/demo-${variant%%=*}-${variant#*=}" \
+    --no-progress 2>&1 | tail -n 7
+done
+
 step "synthetic UTKFace-sized folder"
 /usr/bin/time -f "synth %e s" hydranet synth /tmp/utk --count 23708 --size 200 --no-progress 2>&1 | tail -n 2
 
