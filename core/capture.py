@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from hydranet.core.errors import HydranetError
 from hydranet.core.interfaces import Weighting
 from hydranet.core.step import TrainStep
 
@@ -270,6 +271,9 @@ class CapturedStep:
             step.optimizer.zero_grad(set_to_none=True)
             static_images, static_targets = self.static
             graph = self.backend.record(lambda: step(static_images, static_targets))
+        except HydranetError:  # the step's own fault (a plugin's weights() of the wrong length ...): said as it is
+            snapshot.restore()
+            raise
         except Exception as error:  # any failure to record: run on without a graph
             first_line = (str(error).strip().splitlines() or [""])[0]
             self._fall_back(snapshot, f"{type(error).__name__}: {first_line}")

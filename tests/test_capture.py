@@ -24,7 +24,7 @@ from conftest import make_tasks, tiny_spec
 from hydranet.core.capture import MirroredScheduler, StateSnapshot, learning_rates_as_tensors
 from hydranet.core.device import resolve_settings
 from hydranet.core.engine import Trainer
-from hydranet.core.errors import HydranetError, TrainingInterrupted
+from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.spec import load_spec
 
 
@@ -130,6 +130,24 @@ def test_a_failed_recording_falls_back_to_the_plain_step_with_nothing_lost(faces
     assert "recording the training step as a CUDA graph failed (RuntimeError: operation not permitted" in log
     assert backend.replays == 0
     assert_same_training(fell_back, plain)
+
+
+class FaultyStep(EagerReplay):
+    """A step that raises hydranet's own error while it is recorded, as a plugin's wrong-shape weights() does."""
+
+    def record(self, step: Callable[[], None]) -> Callable[[], None]:
+        raise TrainingError("the weights() of weighting 'w' from plugin 'p' returned shape (2,); expected (3,)")
+
+
+def test_hydranets_own_error_while_recording_is_raised_not_taken_for_a_failed_recording(faces, tmp_path,
+                                                                                    monkeypatch):
+    """It used to log 'recording ... failed (TrainingError: ...)', fall back, and raise the same error eagerly."""
+    monkeypatch.setattr(capture, "graph_backend", lambda device: FaultyStep())
+    with pytest.raises(TrainingError, match=r"the weights\(\) of weighting 'w'"):
+        hydranet.train(tiny_spec(faces, epochs=1), overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "run",
+                       progress=False, echo=False)
+    log = (tmp_path / "run" / "train.log").read_text() if (tmp_path / "run" / "train.log").exists() else ""
+    assert "failed" not in log and "fell back" not in log
 
 
 class SilentReplay(EagerReplay):
