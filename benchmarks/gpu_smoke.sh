@@ -21,6 +21,9 @@ for variant in "weighting=pcgrad" "weighting=mgda" "data.placement=host"; do
     --no-progress 2>&1 | tail -n 7
 done
 
+step "linalg.eigh (one sync) against the Jacobi solver (no sync, many launches), as gram_root uses it"
+timeout 60 python3 benchmarks/eigh.py 2>&1 | tail -n 6
+
 step "synthetic UTKFace-sized folder"
 /usr/bin/time -f "synth %e s" hydranet synth /tmp/utk --count 23708 --size 200 --no-progress 2>&1 | tail -n 2
 

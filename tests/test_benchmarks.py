@@ -95,3 +95,12 @@ def test_decode_benchmark_compares_both_loops_on_a_folder(faces: Path) -> None:
     assert f"{len(list(faces.glob('*.jpg')))} images from {faces}" in done.stdout
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("memory", "cache"))]
     assert len(rows) == 2 and all(float(row[-1].rstrip("x")) > 0 for row in rows)
+
+
+def test_eigh_script_times_both_solvers(tmp_path: Path) -> None:
+    command = [sys.executable, str(BENCHMARKS / "eigh.py"), "--device", "cpu", "--work", "32", "--iterations", "2",
+               "--tasks", "2", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
+    assert len(rows) == 2 and all(row.rstrip().endswith("x |") for row in rows), done.stdout
