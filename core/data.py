@@ -30,7 +30,7 @@ from hydranet.core.data_report import (
 )
 from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
-from hydranet.core.interfaces import Dataset, Sample, Task
+from hydranet.core.interfaces import Dataset, Sample, Task, label_mask
 from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
 from hydranet.core.wording import plural
 
@@ -93,7 +93,7 @@ def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> Non
     classes = getattr(task, "num_classes", None)
     if getattr(task, "problem", None) != "classification" or not isinstance(classes, int) or isinstance(classes, bool):
         return
-    bad = (~torch.isnan(column) & ((column < 0) | (column >= classes) | (column != column.floor()))).nonzero().flatten()
+    bad = (label_mask(column) & ((column < 0) | (column >= classes) | (column != column.floor()))).nonzero().flatten()
     if bad.numel():
         first = int(bad[0])
         more = f"; {bad.numel()} samples have such labels" if bad.numel() > 1 else ""
@@ -163,12 +163,13 @@ def prepare_data(
     labels = [invalid_label_group(task, report.invalid[task.name]) for task in tasks]
     warnings = invalid_share_warnings(tasks, report)
     unlabelled = torch.isnan(targets).all(dim=1)
-    decoded = decode([s.source for s in samples])
+    sources = [s.source for s in samples]
+    decoded = decode(sources)
     failed = torch.zeros(len(samples), dtype=torch.bool)
     for index, _ in decoded.failures:
         failed[index] = True
     unreadable = ProblemGroup("unreadable image", "unreadable images", "", "skipped",
-                              [(samples[i].source, r) for i, r in decoded.failures])
+                              [(sources[i], r) for i, r in decoded.failures])
     groups = [entries, *labels, unreadable]
     full_list = None
     if any(len(group.items) > SHOW_PROBLEMS for group in groups):
@@ -176,8 +177,9 @@ def prepare_data(
     if strict and any(group.items for group in groups):
         raise strict_error(dataset_name, groups, warnings, full_list)
     notes = [line for group in groups for line in group.lines(full_list=full_list)]
-    if int(unlabelled.sum()):
-        notes.append(f"{plural(int(unlabelled.sum()), 'sample')} {'has' if int(unlabelled.sum()) == 1 else 'have'} "
+    n_unlabelled = int(unlabelled.sum())
+    if n_unlabelled:
+        notes.append(f"{plural(n_unlabelled, 'sample')} {'has' if n_unlabelled == 1 else 'have'} "
                      "no valid label for any task; skipped")
     notes += warnings
     keep = (~failed & ~unlabelled).nonzero().flatten()
@@ -187,7 +189,7 @@ def prepare_data(
     return PreparedData(
         images=decoded.images,
         targets=targets,
-        sources=[s.source for s in samples],
+        sources=sources,
         train_index=keep[train_part],
         val_index=keep[val_part],
         notes=notes,
