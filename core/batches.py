@@ -87,7 +87,8 @@ class _PinnedBuffers:
 
     A buffer's copy is asynchronous, so before a buffer is written again the
     host waits for the event recorded after its last copy: a copy `count`
-    batches old, not the current step's.
+    batches old, not the current step's. Each buffer keeps one event,
+    recorded again after each of its copies (not a new event per batch).
     """
 
     count = 3
@@ -96,21 +97,22 @@ class _PinnedBuffers:
         self.images = [torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype).pin_memory()
                        for _ in range(self.count)]
         self.index = [torch.empty(batch_size, dtype=index.dtype).pin_memory() for _ in range(self.count)]
-        self.copied: list[torch.cuda.Event | None] = [None] * self.count
+        self.copied = [torch.cuda.Event() for _ in range(self.count)]
+        self.recorded = [False] * self.count  # a buffer not yet copied from has nothing to wait for
         self.turn = 0
 
     def to_device(self, images: Tensor, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
         """`images[index]` and `index` on `device`, by way of the next buffer."""
         turn, n = self.turn, index.numel()
         self.turn = (turn + 1) % self.count
-        if self.copied[turn] is not None:
+        if self.recorded[turn]:
             self.copied[turn].synchronize()  # the buffer's previous copy has finished
         image_buffer, index_buffer = self.images[turn][:n], self.index[turn][:n]
         torch.index_select(images, 0, index, out=image_buffer)
         index_buffer.copy_(index)
         on_device = image_buffer.to(device, non_blocking=True), index_buffer.to(device, non_blocking=True)
-        self.copied[turn] = torch.cuda.Event()
         self.copied[turn].record(torch.cuda.current_stream(device))  # the stream the copies went to
+        self.recorded[turn] = True
         return on_device
 
 
