@@ -109,11 +109,16 @@ def describe_problems(heading: str, problems: Sequence[tuple[str, str]], full_li
     if not problems:
         return []
     lines = [f"{heading}:"]
-    lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in problems[:SHOW_PROBLEMS]]
+    lines += [_item_line(source, reason) for source, reason in problems[:SHOW_PROBLEMS]]
     if len(problems) > SHOW_PROBLEMS:
         where = f" (all {len(problems)} are listed in {full_list})" if full_list else ""
         lines.append(f"  ... and {len(problems) - SHOW_PROBLEMS} more{where}")
     return lines
+
+
+def _item_line(source: str, reason: str) -> str:
+    """"  faces/1.png: cannot identify image file", as the log and the full list both write an item."""
+    return f"  {source}: {reason}" if reason else f"  {source}"
 
 
 @dataclass
@@ -218,7 +223,7 @@ def write_full_report(path: Path, groups: Sequence[ProblemGroup], strict: bool) 
     for group in groups:
         if group.items:
             lines.append(f"{group.heading(strict)}:")
-            lines += [f"  {source}: {reason}" if reason else f"  {source}" for source, reason in group.items]
+            lines += [_item_line(source, reason) for source, reason in group.items]
     try:
         return atomic_write_text(path, "\n".join(lines) + "\n")
     except OSError:  # (OutputError too) a cache folder that takes no files: the report keeps its first few
