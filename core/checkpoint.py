@@ -283,12 +283,14 @@ def way_to_plugin(components: Components, plugin: str | None, distribution: str 
         return (f"Its {info.label} is installed but failed to load: {info.errors[0]}. Fix or reinstall "
                 f"{info.distribution if info.distribution != '?' else 'its package'}")
     allowed = allowed_plugins()
-    if plugin and allowed is not None and plugin not in allowed and plugin in _installed_entry_points():
+    # the installed entry points, scanned once and only when the allow-list leaves out the plugin (or may)
+    installed = _installed_entry_points() if allowed is not None and plugin not in allowed else set()
+    if plugin and allowed is not None and plugin not in allowed and plugin in installed:
         return (f"Its {components.pm.describe(plugin)} is installed, but {ALLOW_ENV} leaves it out: add '{plugin}' "
                 f"to {ALLOW_ENV}")
     if distribution and distribution != "hydranet":
         return f"Install that plugin (pip install {distribution}) or allow it in {ALLOW_ENV}"
-    left_out = sorted(_installed_entry_points() - allowed) if allowed is not None and not plugin else []
+    left_out = sorted(installed - allowed) if allowed is not None and not plugin else []
     if left_out:  # the checkpoint does not say whose it is: one of these may be
         more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         return (f"{ALLOW_ENV} leaves out installed plugins that may register it: {', '.join(left_out[:5])}{more}; "
