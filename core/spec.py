@@ -202,7 +202,9 @@ def _unknown_task(registry, name: str, as_kind: bool) -> str:
     return message
 
 
-def _resolve_task(components: Components, index: int, task: TaskSection, problems: list) -> ResolvedTask | None:
+def _resolve_task(components: Components, index: int, task: TaskSection,
+                  problems: list) -> tuple[ResolvedTask, Task] | None:
+    """The resolved task and the task it builds (checked once here; the weighting's check builds on it)."""
     built_from, name_path = task.kind or task.name, f"tasks[{index}].{'kind' if task.kind else 'name'}"
     if built_from not in components.tasks:
         problems.append((name_path, _unknown_task(components.tasks, built_from, bool(task.kind))))
@@ -220,11 +222,10 @@ def _resolve_task(components: Components, index: int, task: TaskSection, problem
         return None
     resolved_task = ResolvedTask(task.name, resolved)
     try:
-        resolved_task.build()
+        return resolved_task, resolved_task.build()
     except ComponentError as error:
         problems.append(_component_problem(prefix, error))
         return None
-    return resolved_task
 
 
 def _resolve_sections(components: Components, backbone: Component | None, data: Component | None,
@@ -240,10 +241,11 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     resolved_backbone = component(components.backbones, backbone, "backbone")
     resolved_data = component(components.datasets, data, "data")
     resolved_weighting = component(components.weightings, weighting, "weighting")
-    resolved_tasks = [None if t is None else _resolve_task(components, i, t, problems) for i, t in enumerate(tasks)]
-    if resolved_weighting is not None and tasks and all(resolved_tasks):
+    built = [None if t is None else _resolve_task(components, i, t, problems) for i, t in enumerate(tasks)]
+    resolved_tasks = [pair[0] if pair else None for pair in built]
+    if resolved_weighting is not None and tasks and all(built):
         try:
-            resolved_weighting.build([t.build() for t in resolved_tasks])
+            resolved_weighting.build([task for _, task in built])
         except ComponentError as error:
             problems.append(_component_problem(["weighting"], error))
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
