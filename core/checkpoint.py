@@ -257,9 +257,7 @@ def recorded_origin(data: Mapping[str, Any], section: str) -> tuple[str | None, 
     """
     recorded = data.get("components")
     entry = recorded.get(section) if isinstance(recorded, Mapping) else None
-    spec_section = data["spec"].get(section)
-    name = spec_section.get("name") if isinstance(spec_section, Mapping) else spec_section
-    if not isinstance(entry, Mapping) or entry.get("name") != name:
+    if not isinstance(entry, Mapping) or entry.get("name") != _section_name(data["spec"].get(section)):
         return None, None
     plugin, distribution = entry.get("plugin"), entry.get("distribution")
     return (plugin if isinstance(plugin, str) else None,
@@ -457,13 +455,13 @@ def _dataset_stand_in(path: Path, data: Mapping[str, Any], components: Component
     name = _section_name(data["spec"].get("data"))
     if not isinstance(name, str):
         return None  # the spec's own check reports it
+    plugin, distribution = recorded_origin(data, "data")
     try:
-        components.datasets.get(name, recorded_origin(data, "data")[0])
+        components.datasets.get(name, plugin)
         return None
     except DuplicateNameError as error:
         why = f"{path} was trained on dataset '{name}', which cannot be used here: {str(error).rstrip('.')}"
     except UnknownNameError:
-        plugin, distribution = recorded_origin(data, "data")
         why = (f"{path} was trained on dataset '{name}'{origin_words(plugin, distribution)}, which is not available "
                f"here. " + way_to_plugin(components, plugin, distribution, f"dataset '{name}'"))
     return dataset_stand_in(name, why)
