@@ -191,14 +191,16 @@ def decoded_values(rows: Sequence[Any] | None) -> Tensor | None:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def decode_disagreement(output: Tensor, values: Tensor) -> float | None:
+def decode_disagreement(output: Tensor, values: Tensor | None) -> float | None:
     """The typical |decoded value - head output| where decode does more than round the output; else None.
+
+    `values`: what `decoded_values` gives, None included (decode gave no numbers: nothing to compare).
 
     The median row decides, so a few values that decode clamps (a negative
     age shown as 0) do not count. Rounding for display passes: to 1% of the
     values' size, or to whole units (up to 0.5) for values of 5 or more.
     """
-    if values.shape != output.shape or output.numel() == 0:
+    if values is None or values.shape != output.shape or output.numel() == 0:
         return None
     apart = float((values - output).abs().median())
     scale = float(torch.maximum(values.abs(), output.abs()).median())

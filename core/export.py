@@ -151,7 +151,7 @@ def decode_warnings(trained: TrainedModel, count: int = 8) -> dict[str, str]:
             continue
         output = outputs[task.name].float().cpu()
         values = decoded_values(trained.decode_task(k, output))
-        off = decode_disagreement(output[:, 0], values) if values is not None else None
+        off = decode_disagreement(output[:, 0], values)
         if off is not None:
             found[task.name] = (f"output '{task.name}' is the head's raw output, not its prediction in the label's "
                                 f"units: the task's decode turns it into other values (typically {off:.3g} apart), "

@@ -385,7 +385,7 @@ class TrainedModel:
             decoded = self.decode_task(k, output) if output.shape[0] else None
             predicted, warning = output[:, 0], ""
             values = decoded_values(decoded)
-            off = decode_disagreement(predicted, values) if values is not None else None
+            off = decode_disagreement(predicted, values)
             if off is not None:
                 predicted = values
                 warning = (f"decode turns this head's output into other values (typically {off:.3g} apart), so the "
