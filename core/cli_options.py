@@ -15,6 +15,8 @@ from typing import Any
 import click
 import torch
 
+from hydranet.core.wording import plural
+
 SET_HELP = "Override a spec value, e.g. --set train.epochs=5 --set data.root=DIR (repeatable)."
 
 
@@ -54,7 +56,7 @@ def shell_pattern(paths: Sequence[str]) -> str:
 
 def several_models(paths: Sequence[str], what: str) -> str:
     """'2 checkpoints given: A, B; a shell pattern like runs/demo-*/best.pt matches every run it fits'."""
-    return (f"{len(paths)} {what}s given: {', '.join(paths)}; a shell pattern like {shell_pattern(paths)} matches "
+    return (f"{plural(len(paths), what)} given: {', '.join(paths)}; a shell pattern like {shell_pattern(paths)} matches "
             "every run it fits")
 
 
