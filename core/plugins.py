@@ -119,8 +119,12 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
 
+    def info_for(self, plugin: str) -> PluginInfo:
+        """The plugin's info, made (origin unknown) for a name `add_plugin` did not add."""
+        return self.info.setdefault(plugin, PluginInfo(plugin, "?", "?", builtin=False))
+
     def _record(self, plugin: str, where: str, message: str) -> None:
-        info = self.info.setdefault(plugin, PluginInfo(plugin, "?", "?", builtin=False))
+        info = self.info_for(plugin)
         found = getattr(info, where)
         if message not in found:  # a hook run twice (e.g. commands listed again) reports once
             found.append(message)
@@ -370,7 +374,7 @@ class Components:
         register_commands raises keeps none of the commands it added before.
         """
         for name, impl in _impls(self.pm, "register_commands"):
-            info = self.pm.info.setdefault(name, PluginInfo(name, "?", "?", builtin=False))
+            info = self.pm.info_for(name)
             if info.left_out:
                 continue
             commands = getattr(cli, "commands", {})
@@ -463,7 +467,7 @@ def load_components(pm: PluginManager | None = None) -> Components:
     failed: set[str] = set()
     for hook_name, kind in REGISTER_HOOKS.items():
         for plugin_name, function in _impls(pm, hook_name):
-            info = pm.info.setdefault(plugin_name, PluginInfo(plugin_name, "?", "?", builtin=False))
+            info = pm.info_for(plugin_name)
             register = _register_callback(getattr(components, kind), info, calls.setdefault((plugin_name, kind), []))
             if not _call_isolated(pm, plugin_name, hook_name, function, {"register": register}):
                 failed.add(plugin_name)
