@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError
+from hydranet.core.wording import plural
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 #: The run folder's lock file (see `RunLock`): present while a run writes the folder; not one of its files.
@@ -271,7 +272,7 @@ class RunFolder:
         """
         try:
             epochs = len(self.metrics_rows())
-            done = f"finished its {epochs} epoch{'s' if epochs != 1 else ''}; " if epochs else ""
+            done = f"finished its {plural(epochs, 'epoch')}; " if epochs else ""
         except (OSError, ValueError, KeyError):
             done = ""
         weights = self.best_checkpoint if self.best_checkpoint.exists() else self.last_checkpoint
