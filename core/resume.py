@@ -92,10 +92,12 @@ def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Genera
                                     f"{augment.device.type}"]
     changes += _restore_cuda(states, augment, run_seed, epoch, step, reseed=bool(changes))
     if changes:
-        line = (f"resumed at epoch {epoch}, step {step} with random generators reseeded from the run's seed, "
-                f"since {' and '.join(changes)}: the continued run is reproducible, but its random draws "
-                "(augmentation, dropout, weightings) differ from an uninterrupted run's")
-        log(line)
+        log(f"resumed at epoch {epoch}, step {step} with random generators reseeded from the run's seed, "
+            f"since {' and '.join(changes)}: the continued run is reproducible, but its random draws "
+            "(augmentation, dropout, weightings) differ from an uninterrupted run's")
+
+
+_MASK64 = (1 << 64) - 1
 
 
 def resume_seed(seed: int, epoch: int, step: int, stream: int = 0) -> int:
@@ -107,9 +109,6 @@ def resume_seed(seed: int, epoch: int, step: int, stream: int = 0) -> int:
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
         z ^= z >> 31
     return z & ((1 << 63) - 1)
-
-
-_MASK64 = (1 << 64) - 1
 
 
 def _restore_or_reseed(generator: torch.Generator, state: torch.Tensor, epoch: int, step: int) -> bool:
