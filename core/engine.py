@@ -89,7 +89,7 @@ def train(
     return run_plan(plan, components=components, progress=progress, echo=echo)
 
 
-def run_plan(plan: "RunPlan", *, components: Components | None = None, progress: bool | None = None,
+def run_plan(plan: RunPlan, *, components: Components | None = None, progress: bool | None = None,
              echo: bool = True) -> RunResult:
     """Train what `plan_run` planned (the CLI plans first, so that its problems name `--set`)."""
     if progress is None:
