@@ -124,7 +124,6 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     if problem:
         raise click.UsageError(problem)
     if device is not None:
-
         if any(o.partition("=")[0].strip() == "train.device" for o in overrides):
             raise click.UsageError("--device is short for --set train.device=DEVICE; give one of the two, not both")
         pick_device_option(device)  # named as --device, present on this machine: checked before any data loads
