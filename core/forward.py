@@ -16,7 +16,6 @@ from hydranet.core.device import RunSettings
 from hydranet.core.interfaces import Task, label_mask, labels_or_zero
 from hydranet.core.plugin_calls import PluginCall, Provenance, provenance, shape_problem
 from hydranet.core.model import HydraNet, build_model
-from hydranet.core.plugins import Components
 from hydranet.core.spec import ResolvedSpec
 from hydranet.core.surgery import freeze
 
@@ -104,7 +103,7 @@ LOSS_FIX = ("Return one loss per row, shape (N,), as a float tensor (for example
             "task out of the spec")
 
 
-def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec, components: Components) -> None:
+def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec) -> None:
     """Run the model once on a dummy batch before training, and name whatever breaks its contract, with its plugin.
 
     The backbone sees two blank images of the run's size and must give (2, out_features); every head must give

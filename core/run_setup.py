@@ -146,7 +146,7 @@ class RunSetup:
             load_initial_weights(model, self.tasks, fresh_init, log)
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
-        check_heads(model, self.tasks, self.spec, self.components)
+        check_heads(model, self.tasks, self.spec)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
         settings = self._settle_graphs()

@@ -107,7 +107,7 @@ def test_the_dummy_loss_sees_a_missing_label_as_the_data_gives_it(faces, tmp_pat
     tasks = spec.build_tasks()
     from hydranet.core.forward import check_heads
 
-    check_heads(spec_model(spec, tasks), tasks, spec, components)
+    check_heads(spec_model(spec, tasks), tasks, spec)
     assert len(seen) == 1  # one call, with the NaN masked as Task.loss masks it
     assert seen[0].dtype == torch.float32 and seen[0].shape == (2,) and not torch.isnan(seen[0]).any()
 
