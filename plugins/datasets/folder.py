@@ -10,6 +10,7 @@ the others.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,27 @@ from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir, existing_file
+from hydranet.core.wording import plural
 
 DEFAULT_CSV = "labels.csv"
+#: Separators tried on the header, in order: Excel writes ';' where the decimal mark is a comma, and
+#: exports tab-separated text; a CSV read with the wrong one is one column whose name is the whole header.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(header: str, file_column: str) -> str:
+    """The separator that makes `file_column` a column of `header`; else the one giving the most columns.
+
+    Only the header is read: it names the columns, and a label cell (a decimal
+    written `3,5`, a quoted name) could mislead a guess from the data rows.
+    """
+    def cells(delimiter: str) -> list[str]:
+        return [cell.strip() for cell in next(csv.reader([header], delimiter=delimiter), [])]
+
+    for delimiter in DELIMITERS:
+        if file_column in cells(delimiter):
+            return delimiter
+    return max(DELIMITERS, key=lambda delimiter: len(cells(delimiter)))  # max keeps the first of a tie: ','
 
 
 def row_record(row: Mapping[str | None, Any], file_column: str) -> dict[str, str]:
@@ -32,6 +52,23 @@ def row_record(row: Mapping[str | None, Any], file_column: str) -> dict[str, str
     """
     return {column: value.strip() for column, value in row.items()
             if column is not None and column != file_column and isinstance(value, str) and value.strip()}
+
+
+def _other_case(path: Path, listings: dict[Path, dict[str, str]]) -> str | None:
+    """The name of a file beside `path` that differs from it only in case (`A.JPG` for `a.jpg`), or None.
+
+    A CSV written on Windows or macOS, whose file systems ignore case, often
+    spells names differently from the files; here that is another file.
+    `listings` keeps each folder's names, lower-cased, so that a CSV whose
+    every row is missing reads each folder once.
+    """
+    if path.parent not in listings:
+        try:
+            listings[path.parent] = {name.lower(): name for name in sorted(os.listdir(path.parent), reverse=True)}
+        except OSError:
+            listings[path.parent] = {}
+    match = listings[path.parent].get(path.name.lower())
+    return match if match != path.name else None
 
 
 class FolderParams(BaseModel):
@@ -70,7 +107,9 @@ class FolderDataset(Dataset):
                                                       f"naming each image, plus one column per label)")
         try:
             with open(table, newline="", encoding="utf-8-sig") as handle:
-                return self._read(csv.DictReader(handle), folder)
+                delimiter = sniff_delimiter(handle.readline(), self.file_column)
+                handle.seek(0)
+                return self._read(csv.DictReader(handle, delimiter=delimiter), folder)
         except UnicodeDecodeError as error:
             raise DataError(f"{table} is not UTF-8 text ({error.reason} at byte {error.start}); "
                             "save it as a UTF-8 CSV") from error
@@ -81,22 +120,71 @@ class FolderDataset(Dataset):
         columns = self._columns(reader)
         samples = []
         first: dict[Path, int] = {}  # resolved image path -> CSV line that listed it first
+        listings: dict[Path, dict[str, str]] = {}  # folder -> its file names by lower case, for hints
         for row in reader:
             where = f"{self.csv}:{reader.line_num}"
             file = (row.get(self.file_column) or "").strip()
-            if None in row:  # more cells than the header: the labels would land in the wrong columns
-                self.report_problem(where, f"row has {len(columns) + len(row[None])} cells "  # type: ignore[index]
-                                           f"but the header has {len(columns)}")
+            problem = self._row_problem(row, columns, reader.reader.dialect.delimiter)
+            if problem:
+                self.report_problem(where, problem)
             elif not file:
                 self.report_problem(where, f"no image file in column '{self.file_column}'")
-            elif not (folder / file).is_file():
-                self.report_problem(where, f"image file '{file}' not found in {folder}")
-            elif (image := (folder / file).resolve()) in first:
+            elif (path := self._image_path(folder, file)) is None:
+                self.report_problem(where, self._not_found(folder, file, listings))
+            elif (image := path.resolve()) in first:
                 self.report_problem(where, f"duplicate of {self.csv}:{first[image]} (image '{file}' is listed twice)")
             else:
                 first[image] = reader.line_num
-                samples.append(Sample(str(folder / file), row_record(row, self.file_column)))
+                samples.append(Sample(str(path), row_record(row, self.file_column)))
         return samples
+
+    @staticmethod
+    def _row_problem(row: Mapping[str | None, Any], columns: list[str], delimiter: str) -> str:
+        """Why a row's cells cannot be matched to the header's columns, or "".
+
+        With more cells than columns, or fewer, a cell may sit under the wrong
+        column (`a.jpg,0,yes` under `file,age,gender,smile` would train age 0):
+        the row is skipped rather than trained on labels that may be shifted.
+        """
+        extra = row.get(None)
+        if extra:  # more cells than the header: the labels would land in the wrong columns
+            return f"row has {plural(len(columns) + len(extra), 'cell')} but the header has {len(columns)}"
+        absent = sum(1 for column in columns if row.get(column) is None)
+        if absent:
+            empty = delimiter.join(["a.jpg", "30", "", ""]) if delimiter != "\t" else "a.jpg<TAB>30<TAB><TAB>"
+            return (f"row has {plural(len(columns) - absent, 'cell')} but the header has {len(columns)}, so a label "
+                    f"may be in the wrong column; write an empty cell for each missing label (e.g. {empty})")
+        return ""
+
+    @staticmethod
+    def _image_path(folder: Path, file: str) -> Path | None:
+        """The image a CSV cell names, relative to `folder` (or absolute); None when there is no such file.
+
+        A Windows-made CSV writes `imgs\\a.jpg`: where `\\` is no path separator,
+        the cell is tried with `/` too.
+        """
+        for name in dict.fromkeys([file, file.replace("\\", "/")]):
+            if (folder / name).is_file():
+                return folder / name
+        return None
+
+    def _not_found(self, folder: Path, file: str, listings: dict[Path, dict[str, str]]) -> str:
+        """Why the image a row names is not there, with the file the user most likely meant."""
+        path = folder / file.replace("\\", "/")
+        if path.is_dir():
+            return f"'{file}' in {folder} is a folder, not an image file"
+        if path.is_symlink():
+            return (f"image file '{file}' in {folder} is a broken symbolic link "
+                    f"(to {os.readlink(path)}, which does not exist)")
+        reason = f"image file '{file}' not found in {folder}"
+        other_case = _other_case(path, listings)
+        if other_case:
+            return f"{reason}; there is '{other_case}' (file names differ in upper/lower case here): fix the CSV"
+        for base, what in ((Path(self.csv).parent, "the CSV's folder"), (Path.cwd(), "the current folder")):
+            if (base / file).is_file() and base.resolve() != folder.resolve():
+                return (f"{reason}, but it is in {what} ({base / file}); the CSV's file names count from "
+                        f"data.root ({folder}): write them relative to it, or set data.root to {base}")
+        return reason
 
     def _columns(self, reader: csv.DictReader) -> list[str]:
         """The header, with stray spaces dropped (`file, age` is common); checks the file column is there."""
@@ -104,6 +192,10 @@ class FolderDataset(Dataset):
             raise DataError(f"{self.csv} is empty; it needs a header row with a '{self.file_column}' column "
                             "and one column per label")
         reader.fieldnames = columns = [name.strip() for name in reader.fieldnames]
+        twice = sorted({name for name in columns if name and columns.count(name) > 1})
+        if twice:  # csv.DictReader would keep the last such cell of each row, and drop the others unsaid
+            raise DataError(f"{self.csv} names column{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
+                            "more than once in its header; rename or remove the extra ones")
         if self.file_column not in columns:
             raise DataError(f"{self.csv} has no '{self.file_column}' column (its columns: {', '.join(columns)}); "
                             f"set data.file_column to the column that names the images")

@@ -1,0 +1,116 @@
+"""Messy data as people bring it: CSVs from Excel and pandas, file names from other systems, odd image files.
+
+Each test is one thing a real folder of images, or its CSV, often gets
+wrong. The outcome is either that it works, or that the sample is skipped
+and the report names the file or row and what to do; never a silent wrong
+label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hydranet.core.errors import DataError
+from hydranet.plugins.datasets.folder import FolderDataset
+
+
+def make_image(path: Path, size: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (120, 80, 60)).save(path)
+    return path
+
+
+@pytest.fixture
+def people(tmp_path: Path) -> Path:
+    """A folder of three images, a.jpg, b.jpg and sub/c.jpg, without a CSV."""
+    root = tmp_path / "people"
+    for name in ["a.jpg", "b.jpg", "sub/c.jpg"]:
+        make_image(root / name)
+    return root
+
+
+def listed(root: Path, csv_text: str, **kwargs) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
+    """({image relative to root: record}, problems) of a folder dataset whose labels.csv is `csv_text`."""
+    (root / "labels.csv").write_bytes(csv_text.encode("utf-8"))
+    dataset = FolderDataset(root, **kwargs)
+    samples = dataset.samples()
+    return {Path(s.source).relative_to(root).as_posix(): dict(s.record) for s in samples}, list(dataset.problems)
+
+
+# --- CSV shape -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_csv_with_another_separator_is_read(people: Path, separator: str) -> None:
+    """Excel writes ';' where the decimal mark is a comma; it used to be one column named 'file;age;gender'."""
+    text = "\r\n".join(separator.join(row) for row in [["file", "age", "gender"], ["a.jpg", "30", "1"],
+                                                           ["b.jpg", "41", "0"]]) + "\r\n"
+    records, problems = listed(people, "\ufeff" + text)
+    assert records == {"a.jpg": {"age": "30", "gender": "1"}, "b.jpg": {"age": "41", "gender": "0"}}
+    assert problems == []
+
+
+def test_a_comma_in_a_quoted_cell_does_not_make_the_separator_a_semicolon(people: Path) -> None:
+    records, _ = listed(people, 'file,age,note\na.jpg,30,"tall; dark, hat"\n')
+    assert records == {"a.jpg": {"age": "30", "note": "tall; dark, hat"}}
+
+
+def test_a_row_with_fewer_cells_than_the_header_is_skipped_not_shifted(people: Path) -> None:
+    """`a.jpg,0,yes` under `file,age,gender,smile` (age forgotten) used to train age 0 and gender 'yes'."""
+    records, problems = listed(people, "file,age,gender,smile\na.jpg,0,yes\nb.jpg,41,1,no\n")
+    assert records == {"b.jpg": {"age": "41", "gender": "1", "smile": "no"}}
+    (where, reason), = problems
+    assert where.endswith("labels.csv:2")
+    assert "row has 3 cells but the header has 4" in reason and "empty cell for each missing label" in reason
+    assert "a.jpg,30,," in reason
+
+
+def test_a_row_of_one_cell_is_counted_in_the_singular(people: Path) -> None:
+    _, problems = listed(people, "file,age\na.jpg\n")
+    assert "row has 1 cell but" in problems[0][1]
+
+
+def test_a_column_named_twice_is_an_error_naming_it(people: Path) -> None:
+    """csv.DictReader keeps the last of two 'age' cells and drops the first without a word."""
+    with pytest.raises(DataError, match=r"labels.csv names column 'age' more than once in its header"):
+        listed(people, "file,age,gender,age\na.jpg,30,1,31\n")
+
+
+# --- file names in the CSV -------------------------------------------------------------------
+
+def test_windows_backslash_paths_are_read(people: Path) -> None:
+    records, problems = listed(people, "file,age\nsub\\c.jpg,30\n")
+    assert records == {"sub/c.jpg": {"age": "30"}} and problems == []
+
+
+def test_a_name_in_another_case_says_which_file_is_there(people: Path) -> None:
+    """A CSV made on Windows or macOS (case-insensitive) names A.JPG for a.jpg."""
+    _, problems = listed(people, "file,age\nA.JPG,30\n")
+    assert "image file 'A.JPG' not found" in problems[0][1] and "there is 'a.jpg'" in problems[0][1]
+
+
+def test_paths_relative_to_the_current_folder_say_where_they_count_from(people: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(people.parent)
+    _, problems = listed(people, "file,age\npeople/a.jpg,30\n")
+    reason = problems[0][1]
+    assert "not found" in reason and "it is in the current folder" in reason
+    assert "count from data.root" in reason and f"set data.root to {people.parent}" in reason
+
+
+def test_paths_relative_to_the_csv_folder_say_where_they_count_from(people: Path, tmp_path: Path) -> None:
+    table = tmp_path / "meta" / "labels.csv"
+    make_image(table.parent / "photos" / "x.jpg")
+    table.write_text("file,age\nphotos/x.jpg,30\n")
+    dataset = FolderDataset(people, table)
+    dataset.samples()
+    assert "it is in the CSV's folder" in dataset.problems[0][1]
+
+
+def test_a_folder_or_a_broken_link_in_the_file_column_says_so(people: Path) -> None:
+    (people / "gone.jpg").symlink_to(people / "nowhere.jpg")
+    _, problems = listed(people, "file,age\nsub,30\ngone.jpg,31\n")
+    assert "'sub' in" in problems[0][1] and "is a folder, not an image file" in problems[0][1]
+    assert "broken symbolic link" in problems[1][1] and "nowhere.jpg" in problems[1][1]
