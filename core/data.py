@@ -32,7 +32,11 @@ from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
 from hydranet.core.interfaces import Dataset, Sample, Task, label_mask
 from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
-from hydranet.core.wording import plural
+
+#: Cells that spreadsheets, pandas and R write for "no value" (`df.to_csv` writes NaN as "" or "nan", R writes
+#: NA, Excel #N/A): a missing label, not an invalid one that the report lists. A task that takes one of them
+#: as a class name still gets it, since `parse_label` is asked first.
+MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "#n/a", "<na>"})
 
 PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "
              "never raises; or leave the task out of the spec")
@@ -55,7 +59,7 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
             if value is not None:
                 table[i, k] = float(value)
                 labelled += 1
-            elif task.label in sample.record:
+            elif task.label in sample.record and not is_missing_marker(sample.record[task.label]):
                 raw = sample.record[task.label]
                 invalid.append((sample.source, raw, label_problem(task, raw)))
             else:
@@ -63,6 +67,11 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
         report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
         _check_classes(task, table[:, k], samples)
     return table, report
+
+
+def is_missing_marker(raw: object) -> bool:
+    """Whether a raw field says "no value" the way exporters write it (NA, nan, N/A, null, ...)."""
+    return isinstance(raw, str) and raw.strip().lower() in MISSING_MARKERS
 
 
 def _not_a_label(value: object) -> str | None:
@@ -102,6 +111,16 @@ def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> Non
                          f"num_classes ({classes}); or leave the task out of the spec", DataError).fault(
             f"returned {float(column[first]):g}, not a class index of its {classes} classes "
             f"(a whole number 0-{classes - 1}){more}", _sample(task, samples[first]))
+
+
+def _unlabelled(sources: Sequence[str], unlabelled: Tensor) -> ProblemGroup:
+    """The readable samples that no task has a valid label for, listed like a problem so they can be found.
+
+    Not one that strict mode stops for: a sample may lack every label, as a
+    missing label is normal. Unreadable ones are left out; they are listed as such.
+    """
+    return ProblemGroup("sample with no valid label for any task", "samples with no valid label for any task", "",
+                        "skipped", [(sources[int(i)], "") for i in unlabelled.nonzero().flatten()])
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -171,16 +190,13 @@ def prepare_data(
     unreadable = ProblemGroup("unreadable image", "unreadable images", "", "skipped",
                               [(sources[i], r) for i, r in decoded.failures])
     groups = [entries, *labels, unreadable]
+    unlabelled_group = _unlabelled(sources, unlabelled & ~failed)
     full_list = None
-    if any(len(group.items) > SHOW_PROBLEMS for group in groups):
-        full_list = write_full_report(report_path, groups, strict)
+    if any(len(group.items) > SHOW_PROBLEMS for group in [*groups, unlabelled_group]):
+        full_list = write_full_report(report_path, [*groups, unlabelled_group], strict)
     if strict and any(group.items for group in groups):
         raise strict_error(dataset_name, groups, warnings, full_list)
-    notes = [line for group in groups for line in group.lines(full_list=full_list)]
-    n_unlabelled = int(unlabelled.sum())
-    if n_unlabelled:
-        notes.append(f"{plural(n_unlabelled, 'sample')} {'has' if n_unlabelled == 1 else 'have'} "
-                     "no valid label for any task; skipped")
+    notes = [line for group in [*groups, unlabelled_group] for line in group.lines(full_list=full_list)]
     notes += warnings
     keep = (~failed & ~unlabelled).nonzero().flatten()
     if keep.numel() == 0:

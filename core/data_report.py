@@ -12,6 +12,7 @@ wording can change without touching them.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
@@ -77,11 +78,23 @@ def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: Label
                             f"{plural(len(samples), 'sample')} {'has' if len(invalid) == 1 else 'have'} the field). "
                             "If these labels are right, change the task's parameters (such as "
                             "min/max or class_names) to accept them; otherwise fix the labels.")
+        markers = [s.record[task.label] for s in samples if task.label in s.record]
+        if markers:  # the field is there, but every value says "no value" (NA, nan, ...)
+            raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': every value of "
+                            f"'{task.label}' ({len(markers)} of {plural(len(samples), 'sample')}) marks a missing "
+                            f"value, e.g. {markers[0]!r}. Fill in the labels, or leave the task out of the spec.")
         raise DataError(
             f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
-            f"({plural(len(samples), 'sample')}). The samples have fields: {', '.join(fields) or '(none)'}. "
-            f"Set the task's `label` to one of them."
+            f"({plural(len(samples), 'sample')}).{_did_you_mean(task.label, fields)} The samples have fields: "
+            f"{', '.join(fields) or '(none)'}. Set the task's `label` to one of them."
         )
+
+
+def _did_you_mean(label: str, fields: Sequence[str]) -> str:
+    """" Did you mean 'Age'?": a field spelt like `label` but for case or a typo (a CSV header's `Age`, `gendr`)."""
+    same = [name for name in fields if name.lower() == label.lower()]
+    close = same or difflib.get_close_matches(label, fields, n=1, cutoff=0.7)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _why_all_invalid(label: str, invalid: Sequence[tuple[str, str, str]]) -> str:

@@ -116,7 +116,8 @@ def test_counts_of_one_are_singular(tmp_path: Path, components) -> None:
     notes = load_prepared_data(spec, spec.build_tasks(), progress=False).notes
     assert "1 entry of dataset 'utkface' skipped:" in notes
     assert "1 unreadable image skipped:" in notes
-    assert "1 sample has no valid label for any task; skipped" in notes
+    assert "1 sample with no valid label for any task skipped:" in notes
+    assert f"  {utk(root, 300, 7, 9, 32)}" in notes  # named, so that it can be found
     assert "2 invalid 'age' labels for task 'age' (treated as missing):" in notes
     assert "1 invalid 'gender' label for task 'gender' (treated as missing):" in notes
 

@@ -114,3 +114,40 @@ def test_a_folder_or_a_broken_link_in_the_file_column_says_so(people: Path) -> N
     _, problems = listed(people, "file,age\nsub,30\ngone.jpg,31\n")
     assert "'sub' in" in problems[0][1] and "is a folder, not an image file" in problems[0][1]
     assert "broken symbolic link" in problems[1][1] and "nowhere.jpg" in problems[1][1]
+
+
+# --- label cells -----------------------------------------------------------------------------
+
+def prepared(root: Path, components, csv_text: str, tasks: list | None = None):
+    """The prepared data of a folder dataset with `csv_text` as its labels.csv, for the given tasks."""
+    from conftest import tiny_spec
+    from hydranet.core.engine import load_prepared_data
+    from hydranet.core.spec import load_spec
+
+    (root / "labels.csv").write_text(csv_text)
+    raw = tiny_spec(root)
+    raw["tasks"] = tasks or ["age", "gender"]
+    raw["data"] = {"name": "folder", "root": str(root), "val_fraction": 0}
+    spec = load_spec(raw, components=components)
+    return load_prepared_data(spec, spec.build_tasks(), progress=False)
+
+
+def test_na_nan_and_null_cells_are_missing_labels_not_invalid_ones(people: Path, components) -> None:
+    """pandas writes NaN as 'nan', R writes 'NA', Excel '#N/A': none is a wrong label to list or warn about."""
+    data = prepared(people, components, "file,age,gender\na.jpg,NA,female\nb.jpg,nan,#N/A\nsub/c.jpg,30,N/A\n")
+    assert not [line for line in data.notes if "invalid" in line or "WARNING" in line], data.notes
+    assert data.usable == 2  # b.jpg has no label left for any task
+    assert "1 sample with no valid label for any task skipped:" in data.notes
+    assert f"  {people / 'b.jpg'}" in data.notes
+
+
+def test_a_task_whose_every_value_is_na_says_so(people: Path, components) -> None:
+    with pytest.raises(DataError, match=r"every value of 'age' \(2 of 3 samples\) marks a missing value, e.g. 'NA'"):
+        prepared(people, components, "file,age,gender\na.jpg,NA,0\nb.jpg,nan,1\nsub/c.jpg,,1\n")
+
+
+@pytest.mark.parametrize("header, suggestion", [("Age", "Age"), ("agee", "agee")])
+def test_a_label_column_spelt_otherwise_gets_a_did_you_mean(people: Path, components, header: str,
+                                                            suggestion: str) -> None:
+    with pytest.raises(DataError, match=rf"field 'age' .* Did you mean '{suggestion}'\? The samples have fields"):
+        prepared(people, components, f"file,{header},gender\na.jpg,30,0\nb.jpg,41,1\n")
