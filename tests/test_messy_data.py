@@ -151,3 +151,31 @@ def test_a_label_column_spelt_otherwise_gets_a_did_you_mean(people: Path, compon
                                                             suggestion: str) -> None:
     with pytest.raises(DataError, match=rf"field 'age' .* Did you mean '{suggestion}'\? The samples have fields"):
         prepared(people, components, f"file,{header},gender\na.jpg,30,0\nb.jpg,41,1\n")
+
+
+# --- UTKFace folders -------------------------------------------------------------------------
+
+def test_utkface_reads_every_format_predict_reads(tmp_path: Path) -> None:
+    """.webp, .bmp and .tif faces used to be left out of training without a word, though predict read them."""
+    from hydranet.core.image_input import IMAGE_SUFFIXES
+    from hydranet.plugins.datasets.utkface import UTKFaceDataset
+
+    root = tmp_path / "utk"
+    for i, suffix in enumerate(IMAGE_SUFFIXES):
+        make_image(root / f"{20 + i}_0_1_2017011600000000{i}{suffix.upper() if i % 2 else suffix}")
+    dataset = UTKFaceDataset(root)
+    assert sorted(Path(s.source).suffix.lower() for s in dataset.samples()) == sorted(IMAGE_SUFFIXES)
+    assert dataset.problems == []
+
+
+def test_utkface_reports_a_broken_symbolic_link(tmp_path: Path) -> None:
+    from hydranet.plugins.datasets.utkface import UTKFaceDataset
+
+    root = tmp_path / "utk"
+    make_image(root / "20_0_1_20170116000000000.jpg")
+    (root / "21_0_1_20170116000000001.jpg").symlink_to(tmp_path / "moved" / "x.jpg")
+    dataset = UTKFaceDataset(root)
+    assert len(dataset.samples()) == 1
+    (where, reason), = dataset.problems
+    assert where.endswith("21_0_1_20170116000000001.jpg") and "broken symbolic link" in reason
+    assert str(tmp_path / "moved" / "x.jpg") in reason

@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
+from hydranet.core.image_input import IMAGE_SUFFIXES
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# IMAGE_SUFFIXES are those `hydranet predict` reads: a .webp or .tif face that predict takes must not be
+# left out of training without a word.
 #: The label fields of a name, in order; the date that follows them is not a label.
 LABEL_FIELDS = ("age", "gender", "race")
 MALFORMED = "file name does not match AGE_GENDER_RACE_DATE.jpg"
@@ -80,8 +82,18 @@ def is_image_name(name: str) -> bool:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name so sample order is stable across runs."""
-    return sorted(path for path in folder.iterdir() if is_image_name(path.name) and path.is_file())
+    """Image files directly in `folder`, sorted by name so sample order is stable across runs.
+
+    A broken symbolic link is listed too (it is named like an image): the
+    dataset reports it, rather than leaving it out unsaid.
+    """
+    return sorted(path for path in folder.iterdir()
+                  if is_image_name(path.name) and (path.is_file() or _broken_link(path)))
+
+
+def _broken_link(path: Path) -> bool:
+    """A symbolic link whose target is gone (a moved data folder, a link copied without it)."""
+    return path.is_symlink() and not path.exists()
 
 
 def _no_images_error(folder: Path) -> DataError:
@@ -127,7 +139,9 @@ class UTKFaceDataset(Dataset):
         first: dict[str, Path] = {}
         for path in files:
             record, key = parse_utkface_name(path.name), utkface_key(path.name)
-            if record is None or key is None:
+            if _broken_link(path):
+                self.report_problem(str(path), f"broken symbolic link (to {os.readlink(path)}, which does not exist)")
+            elif record is None or key is None:
                 self.report_problem(str(path), MALFORMED)
             elif key in first:
                 self.report_problem(str(path), f"duplicate of {first[key].name}")
