@@ -42,7 +42,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-DECODE_FORMAT = 3  # bump when decoding changes, so old caches stop matching
+DECODE_FORMAT = 4  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
 
 
@@ -72,17 +72,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
     - Alpha (RGBA, LA, PA, a palette or grayscale PNG with a transparent
       colour) is composited onto `BACKGROUND`: dropping it would expose
       whatever colour the file happens to store under transparent pixels.
+    - 32-bit float grayscale (mode F, from TIFFs) is read as [0, 1] when no
+      value is above 1, else as 0..255: Pillow's own conversion clips [0, 1]
+      to black.
     - Grayscale, bilevel, palette and CMYK images go through Pillow's
       conversion (CMYK JPEGs, Adobe-inverted ones included, decode correctly).
     """
     if image.mode.startswith("I"):  # I, I;16, I;16B, I;16L, I;16N
         pixels = np.asarray(image).astype(np.int64).clip(0, 65535)
         image = Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = _float_to_gray(image)
     if image.has_transparency_data:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _float_to_gray(image: Image.Image) -> Image.Image:
+    """A mode F image as 8-bit grayscale: values in [0, 1] scaled by 255, others taken as 0..255 (NaN is 0)."""
+    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
+    return Image.fromarray((pixels * scale).round().clip(0, 255).astype(np.uint8), mode="L")
 
 
 def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
@@ -98,8 +110,13 @@ def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def unreadable_reason(error: Exception) -> str:
-    """Why an image could not be decoded, in words a user can act on (the caller names the file)."""
+def unreadable_reason(error: Exception, source: str | os.PathLike | None = None) -> str:
+    """Why an image could not be decoded, in words a user can act on (the caller names the file).
+
+    Given the `source` path, a zero-byte file says so: Pillow calls it "not an image".
+    """
+    if source is not None:
+        return _empty_or(source, unreadable_reason(error))
     text = str(error).strip()
     if isinstance(error, Image.DecompressionBombError):
         return (f"too large to decode safely, a possible decompression bomb "
@@ -149,7 +166,7 @@ def _decode_one(source: str, out: np.ndarray) -> str:
         with _job.opener(source) as image:
             pixels = to_square_rgb(image, _job.size)
     except Exception as error:  # any decoder failure means "unreadable": report it, skip it
-        return _empty_or(source, unreadable_reason(error))
+        return unreadable_reason(error, source)
     out[:] = pixels.reshape(-1)  # written only once closing succeeded too, so a failed row stays zero
     return ""
 
@@ -169,7 +186,7 @@ def _decode_span(span: tuple[int, int]) -> tuple[int, int, bytes | None, list[tu
     return start, stop, None if shared else rows.tobytes(), failures
 
 
-def _empty_or(source: str, reason: str) -> str:
+def _empty_or(source: str | os.PathLike, reason: str) -> str:
     """A zero-byte file is the commonest bad image (an interrupted copy): say so plainly."""
     try:
         if os.path.getsize(source) == 0:

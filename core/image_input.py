@@ -156,12 +156,24 @@ def image_items(images: Any) -> list[Any]:
 
 
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders as their image files (sorted, recursive)."""
+    """Files as given, folders as their image files (sorted, recursive), hidden ones left out."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not _hidden(p.relative_to(path)))
         else:
             found.append(path)
     return found
+
+
+def _hidden(relative: Path) -> bool:
+    """A hidden file or one in a hidden folder, below the folder given: not a photo of the user's.
+
+    A folder copied from a Mac to a USB stick or a share holds a `._x.jpg`
+    (resource fork, not an image) beside every `x.jpg`; `.thumbnails/` and
+    `.git/` hold images that are not the user's either. Training's datasets
+    skip them the same way.
+    """
+    return any(part.startswith(".") for part in relative.parts)

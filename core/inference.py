@@ -173,7 +173,7 @@ class TrainedModel:
         try:
             return self._read_file(path)
         except Exception as error:  # PIL raises many kinds; the message says which
-            reason = "file not found" if isinstance(error, FileNotFoundError) else unreadable_reason(error)
+            reason = "file not found" if isinstance(error, FileNotFoundError) else unreadable_reason(error, path)
             raise InputError(f"cannot read image {path}: {reason}. predict_files() reports an unreadable file "
                              "in its row instead of stopping") from None
 
@@ -422,7 +422,7 @@ class TrainedModel:
                         images.append(self._read_file(path))
                         readable.append(slot)
                     except Exception as error:  # PIL raises many kinds; the row says which
-                        slot["error"] = unreadable_reason(error)
+                        slot["error"] = unreadable_reason(error, path)
                 if images:
                     for slot, prediction in zip(readable, self._decode(self.predict_tensor(torch.stack(images)))):
                         slot.update(prediction)

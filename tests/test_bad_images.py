@@ -285,3 +285,14 @@ def test_a_jpeg_cut_inside_its_header_is_reported_as_truncated(tmp_path: Path) -
     path.write_bytes(path.read_bytes()[:2000])
     (failure,) = decode_images([str(path)], SIZE, progress=False).failures
     assert failure[1].startswith("truncated or damaged file:"), failure
+
+
+@pytest.mark.parametrize("value, expected", [(0.5, 128), (1.0, 255), (200.0, 200), (-3.0, 0), (float("nan"), 0)])
+def test_a_float_tiff_is_scaled_not_clipped_to_black(tmp_path: Path, value: float, expected: int) -> None:
+    """Mode F (32-bit float TIFFs): Pillow's own conversion clipped [0, 1] to black, so every such image
+    trained as a black square without a word."""
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((20, 20), value, np.float32)).save(path)
+    decoded = decode_images([str(path)], SIZE, progress=False)
+    assert decoded.failures == []
+    assert decoded.images[0].unique().tolist() == [expected]

@@ -179,3 +179,19 @@ def test_utkface_reports_a_broken_symbolic_link(tmp_path: Path) -> None:
     (where, reason), = dataset.problems
     assert where.endswith("21_0_1_20170116000000001.jpg") and "broken symbolic link" in reason
     assert str(tmp_path / "moved" / "x.jpg") in reason
+
+
+# --- predict on the same messy folder --------------------------------------------------------
+
+def test_predict_skips_hidden_files_and_says_an_empty_file_is_empty(checkpoint: Path, tmp_path: Path) -> None:
+    """A folder copied from a Mac holds a `._x.jpg` resource fork beside every x.jpg: not a photo to predict."""
+    import hydranet
+
+    folder = tmp_path / "photos"
+    make_image(folder / "a.jpg", 16)
+    (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    make_image(folder / ".thumbnails" / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"")
+    rows = hydranet.load(checkpoint).predict_files(folder)
+    assert [Path(row["file"]).name for row in rows] == ["a.jpg", "b.jpg"]
+    assert "error" not in rows[0] and rows[1]["error"] == "empty file (0 bytes)"
