@@ -32,6 +32,7 @@ from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
 from hydranet.core.interfaces import Dataset, Sample, Task, label_mask
 from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
+from hydranet.core.wording import plural
 
 #: Cells that spreadsheets, pandas and R write for "no value" (`df.to_csv` writes NaN as "" or "nan", R writes
 #: NA, Excel #N/A): a missing label, not an invalid one that the report lists. A task that takes one of them
@@ -202,12 +203,44 @@ def prepare_data(
     if keep.numel() == 0:
         raise DataError(f"dataset '{dataset_name}' has no readable, labelled images\n" + "\n".join(notes))
     train_part, val_part = split_indices(keep.numel(), val_fraction, split_seed)
+    train_index, val_index = _validate_every_task(tasks, targets, sources, keep[train_part], keep[val_part],
+                                                  split_seed, notes)
     return PreparedData(
         images=decoded.images,
         targets=targets,
         sources=sources,
-        train_index=keep[train_part],
-        val_index=keep[val_part],
+        train_index=train_index,
+        val_index=val_index,
         notes=notes,
         decoded=decoded,
     )
+
+
+def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequence[str], train_index: Tensor,
+                         val_index: Tensor, seed: int, notes: list[str]) -> tuple[Tensor, Tensor]:
+    """The split, with one labelled training sample moved to validation for each task that has none there.
+
+    A task labelled on few images (a new CSV column filled in for 3 of 300)
+    can have every label land in training. Its validation loss is then not a
+    number, so no epoch could be the best, and its metrics would be blank.
+    The sample moved is drawn with the split's seed, so the split stays the
+    same on every run over the same data. Each move, or a task left without a
+    validation label, is added to `notes`.
+    """
+    if val_index.numel() == 0:
+        return train_index, val_index
+    for k, task in enumerate(tasks):
+        if label_mask(targets[val_index, k]).any():
+            continue
+        labelled = train_index[label_mask(targets[train_index, k])]
+        if labelled.numel() < 2:  # moving its only label would leave training without one
+            notes.append(f"task '{task.name}' has no label among the validation images and "
+                         f"{plural(labelled.numel(), 'label')} in training: its validation metrics cannot be measured; "
+                         "label more images for it")
+            continue
+        pick = labelled[torch.randint(labelled.numel(), (1,), generator=torch.Generator().manual_seed(seed + k))]
+        train_index = train_index[train_index != pick]
+        val_index = torch.cat([val_index, pick]).sort().values
+        notes.append(f"task '{task.name}' had none of its {labelled.numel()} labels among the validation images: "
+                     f"moved {sources[int(pick)]} there from training, so that the task is measured")
+    return train_index, val_index

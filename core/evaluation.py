@@ -35,14 +35,18 @@ class EvalResult:
 
     @property
     def total_loss(self) -> float:
-        """The sum of the task losses; inf when any is not finite, so that such an epoch is never the best."""
-        if not all(math.isfinite(v) for v in self.losses.values()):
+        """The sum of the task losses; inf when any is not finite, so that such an epoch is never the best.
+
+        A task with no labelled sample here has no loss (NaN, not a blow-up) and adds nothing: counting it
+        would keep every epoch from being the best, and no best.pt would ever be written.
+        """
+        if self.nonfinite_tasks():
             return math.inf
-        return sum(self.losses.values())
+        return sum(value for name, value in self.losses.items() if self.labelled.get(name, 1))
 
     def nonfinite_tasks(self) -> list[str]:
-        """The tasks whose validation loss is inf or NaN (their predictions blew up)."""
-        return [name for name, value in self.losses.items() if not math.isfinite(value)]
+        """The tasks whose validation loss is inf or NaN (their predictions blew up); not those with no label."""
+        return [name for name, value in self.losses.items() if self.labelled.get(name, 1) and not math.isfinite(value)]
 
 
 @torch.no_grad()

@@ -195,3 +195,60 @@ def test_predict_skips_hidden_files_and_says_an_empty_file_is_empty(checkpoint: 
     rows = hydranet.load(checkpoint).predict_files(folder)
     assert [Path(row["file"]).name for row in rows] == ["a.jpg", "b.jpg"]
     assert "error" not in rows[0] and rows[1]["error"] == "empty file (0 bytes)"
+
+
+# --- a task labelled on few images -----------------------------------------------------------
+
+def sparse_folder(root: Path, smiles: dict[int, str], count: int = 12) -> Path:
+    """`count` images with age and gender, and a smile label only on the images `smiles` names."""
+    rows = ["file,age,gender,smile"]
+    for i in range(count):
+        make_image(root / f"{i}.jpg", 16)
+        rows.append(f"{i}.jpg,{20 + i},{i % 2},{smiles.get(i, '')}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def sparse_spec(root: Path, components):
+    from conftest import tiny_spec
+    from hydranet.core.spec import load_spec
+
+    raw = tiny_spec(root, epochs=1)
+    raw["tasks"] = ["age", "gender", {"name": "smiling", "kind": "binary", "label": "smile",
+                                      "class_names": ["no", "yes"]}]
+    raw["data"] = {"name": "folder", "root": str(root), "val_fraction": 0.25}
+    return load_spec(raw, components=components)
+
+
+def test_a_task_whose_few_labels_all_fell_in_training_gets_one_in_validation(tmp_path: Path, components) -> None:
+    """Its validation loss was NaN: no epoch could be the best, and the warning blamed the learning rate."""
+    from hydranet.core.data import split_indices
+    from hydranet.core.engine import load_prepared_data
+    from hydranet.core.interfaces import label_mask
+
+    train_part, _ = split_indices(12, 0.25, 0)  # as the default split_seed splits 12 images
+    first, second = train_part[:2].tolist()  # both smile labels land in training
+    root = sparse_folder(tmp_path / "people", {first: "yes", second: "no"})
+    spec = sparse_spec(root, components)
+    data = load_prepared_data(spec, spec.build_tasks(), progress=False)
+    assert label_mask(data.targets[data.val_index, 2]).sum() == 1
+    assert label_mask(data.targets[data.train_index, 2]).sum() == 1
+    assert set(data.train_index.tolist()).isdisjoint(data.val_index.tolist())
+    assert data.usable == 12
+    assert any("task 'smiling' had none of its 2 labels among the validation images: moved" in n for n in data.notes)
+    again = load_prepared_data(spec, spec.build_tasks(), progress=False)
+    assert again.val_index.tolist() == data.val_index.tolist()  # the same split on every run
+
+
+def test_a_task_with_no_validation_label_still_lets_an_epoch_be_the_best(tmp_path: Path, components) -> None:
+    import hydranet
+    from hydranet.core.data import split_indices
+
+    train_part, _ = split_indices(12, 0.25, 0)
+    root = sparse_folder(tmp_path / "people", {int(train_part[0]): "yes"})  # its one label, in training
+    out = tmp_path / "run"
+    hydranet.train(sparse_spec(root, components), out_dir=out, components=components, progress=False, echo=False)
+    assert (out / "best.pt").is_file()
+    log = (out / "train.log").read_text()
+    assert "task 'smiling' has no label among the validation images and 1 label in training" in log
+    assert "learning rate" not in log
