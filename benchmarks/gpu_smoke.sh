@@ -3,11 +3,14 @@
 # machine's Python/torch, the demo on CUDA (compile, bf16, channels_last,
 # fused AdamW), then UTKFace-sized synthetic data (23,708 images at 200 px)
 # with resnet18 at 32 px / batch 512 and 128 px / batch 256.
-# Usage: OUT=/some/dir bash benchmarks/gpu_smoke.sh
+# Usage: here, bash ../shared/device/prepare.sh && bash benchmarks/gpu_wheels.sh; there, prepare.sh's
+# install line, then OUT=/some/dir bash benchmarks/gpu_smoke.sh
 . "$(dirname "$0")/gpu_common.sh"
 
 step "pytest"
-timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -n 15
+# The image has pytest-xdist and 16 cores; torchjd and jsonschema come from benchmarks/gpu_wheels.sh.
+workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+timeout 300 python3 -m pytest -q --maxfail=5 -p no:cacheprovider $workers tests 2>&1 | tail -n 25
 
 step "demo on cuda"
 timeout 150 hydranet train --out /tmp/runs/demo --no-progress 2>&1 | tail -n 16
