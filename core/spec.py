@@ -35,6 +35,7 @@ from hydranet.core.spec_models import (COMPONENT_SECTIONS, TASK_NAME, BackboneSe
                                        TaskSection, TrainSection, WeightingSection)
 from hydranet.core.spec_problems import EMPTY, format_path, pydantic_problems, unknown_field_message
 from hydranet.core.spec_schema import spec_schema
+from hydranet.core.weighting import check_state_registered
 
 
 @dataclass
@@ -245,7 +246,7 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     resolved_tasks = [pair[0] if pair else None for pair in built]
     if resolved_weighting is not None and tasks and all(built):
         try:
-            resolved_weighting.build([task for _, task in built])
+            check_state_registered(resolved_weighting.build([task for _, task in built]))
         except ComponentError as error:
             problems.append(_component_problem(["weighting"], error))
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks

@@ -25,6 +25,7 @@ from torch import Tensor
 from hydranet.core.jacobi import solver_dtype, symmetric_eigh
 from hydranet.core.errors import ComponentError, did_you_mean
 from hydranet.core.interfaces import StepContext, Task, Weighting
+from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
 
 class WeightedSum(Weighting):
@@ -47,10 +48,25 @@ class WeightedSum(Weighting):
                 f"{type(self).__name__}.combine expects one loss per task, shape ({self.num_tasks},) "
                 f"for tasks {', '.join(self.task_names)}; got shape {tuple(losses.shape)}"
             )
-        return (self.multipliers() * losses).sum()
+        return (self.checked_multipliers() * losses).sum()
+
+    def checked_multipliers(self) -> Tensor:
+        """`multipliers()`, refused unless it holds one value per task.
+
+        A (1,) or scalar vector would broadcast over the losses into a plausible
+        but wrong sum, and a (K-1,) one fail inside torch naming no weighting;
+        the shape is metadata, so the check costs no sync.
+        """
+        multipliers = self.multipliers()
+        problem = shape_problem(multipliers, (self.num_tasks,), f"{self.num_tasks} tasks")
+        if problem:
+            raise PluginCall("the multipliers() of", provenance(self, "weighting"),
+                             "Return one multiplier per task, in task order, from the weighting's multipliers(); "
+                             "or use another weighting").fault(problem)
+        return multipliers
 
     def weights(self) -> Tensor:
-        return self.multipliers().detach()
+        return self.checked_multipliers().detach()
 
 
 class ConstantWeights(WeightedSum):
@@ -87,6 +103,26 @@ def per_task_values(task_names: Sequence[str], values: Mapping[str, float], defa
                 field=f"{field}.{name}",
             )
     return [float(values.get(name, default)) for name in task_names]
+
+
+def check_state_registered(weighting: Weighting) -> None:
+    """Refuse a weighting that keeps tensors in plain attributes (`self.ema = torch.ones(k)`).
+
+    nn.Module saves and moves only parameters and buffers: such a tensor is
+    left out of checkpoints (a resumed run silently restarts it, so it no
+    longer matches an uninterrupted one) and stays on the CPU when the model
+    moves to a GPU. Called on the freshly built weighting, so the mistake is a
+    spec problem before any data is read, not a wrong result later.
+    """
+    names = [name for name, value in vars(weighting).items() if isinstance(value, Tensor)]
+    if not names:
+        return
+    quoted = ", ".join(f"'{name}'" for name in names)
+    problem = (f"keeps the tensor attribute{'s' if len(names) > 1 else ''} {quoted} outside its state: checkpoints "
+               "do not save it, so a resumed run would restart it, and .to(device) does not move it")
+    fix = (f"Register it in __init__ with self.register_buffer('{names[0]}', tensor) for state, or with "
+           "persistent=False for configuration the spec rebuilds (a learned value: an nn.Parameter)")
+    raise PluginCall("", provenance(weighting, "weighting"), fix, ComponentError).fault(problem)
 
 
 
@@ -168,6 +204,22 @@ class GradientWeighting(Weighting):
         """(K, D) float32 per-task gradients -> (D,) combined gradient."""
         raise NotImplementedError
 
+    def checked_aggregate(self, jacobian: Tensor) -> Tensor:
+        """`aggregate(jacobian)`, refused unless it is one (D,) gradient.
+
+        A (K, D) result (the rows not yet combined) or one of another length
+        would otherwise fail deep in a `view` naming no weighting, or, in
+        parameter space, be spread over the wrong parameters.
+        """
+        direction = self.aggregate(jacobian)
+        k, d = jacobian.shape
+        problem = shape_problem(direction, (d,), f"a ({k}, {d}) Jacobian")
+        if problem:
+            raise PluginCall("the aggregate() of", provenance(self, "weighting"),
+                             "Return the one combined gradient, e.g. weights @ jacobian, from the weighting's "
+                             "aggregate(); or use another weighting").fault(problem)
+        return direction
+
     def weights(self) -> Tensor:
         """The per-task weights of the last step (strategies that have them record them in `last_weights`)."""
         return self.last_weights.detach()
@@ -188,14 +240,14 @@ class GradientWeighting(Weighting):
             if context.world_size > 1:
                 direction = self.distributed_direction(jacobian, context)
             else:
-                direction = self.aggregate(jacobian)
+                direction = self.checked_aggregate(jacobian)
             context.features.backward(direction.view_as(context.features).to(context.features.dtype))
         else:
             shared = list(context.shared_parameters)
             # Each rank holds its share of every task's gradient: sum them before combining, then
             # leave 1/W of the (identical) result, since the engine sums the ranks' gradients.
             jacobian = context.all_reduce(per_task_gradients(losses, shared, batched=False))
-            direction = self.aggregate(jacobian)
+            direction = self.checked_aggregate(jacobian)
             _accumulate_grads(shared, direction / context.world_size if context.world_size > 1 else direction)
         return total.detach()
 
@@ -213,7 +265,7 @@ class GradientWeighting(Weighting):
         """
         gram = context.all_reduce((jacobian @ jacobian.T).float())
         stand_in = gram_root(gram)
-        combined = self.aggregate(stand_in)
+        combined = self.checked_aggregate(stand_in)
         if not self._checked_linear:
             expected = self.last_weights.to(stand_in.dtype) @ stand_in
             if not torch.allclose(combined, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()) + 1e-12):
@@ -273,5 +325,5 @@ class GradientParams(BaseModel):
                           "backbone's parameters (params: exact, K backward passes); default: the strategy's own.")
 
 
-__all__ = ["WeightedSum", "ConstantWeights", "per_task_values", "GradientWeighting", "GradientParams",
-           "per_task_gradients"]
+__all__ = ["WeightedSum", "ConstantWeights", "per_task_values", "check_state_registered", "GradientWeighting",
+           "GradientParams", "per_task_gradients"]
