@@ -32,6 +32,7 @@ from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
 from hydranet.core.planning import RunPlan, plan_run, resume_conflict
+from hydranet.core.plugin_calls import provenance
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress
 from hydranet.core.run import resume_command
@@ -299,7 +300,7 @@ class Trainer(RunSetup, RunCheckpoints):
             done = step + 1
             if done % cfg.log_every == 0 or done == self.steps_per_epoch:
                 host = self._epoch_means(train_step, done - skipped)
-                self._stop_if_nonfinite(epoch, host[k:2 * k])
+                self._stop_if_nonfinite(epoch, host[k:2 * k], host[3 * k])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
                 elif self.heartbeat is not None:
@@ -314,17 +315,18 @@ class Trainer(RunSetup, RunCheckpoints):
         if skipped >= self.steps_per_epoch:  # no step trained: its means would be 0/0
             self._stop_nonfinite(epoch, f"every step of epoch {epoch} had a non-finite loss and was skipped "
                                         "(train.on_nonfinite: skip), so nothing was trained", "the tasks'")
-        return host[:k], host[2 * k:]
+        return host[:k], host[2 * k:3 * k]
 
     @staticmethod
     def _epoch_means(train_step: TrainStep, steps: int) -> list[float]:
-        """Mean losses, first non-finite steps, mean weights over the `steps` steps trained (nan for none).
+        """Mean losses, first non-finite steps, mean weights over the `steps` steps trained (nan for none),
+        and the step of the weighting's first non-finite weights.
 
         One host read of the step's running sums. Skipped steps add nothing to
         the sums, so they are not counted in `steps` either.
         """
         return torch.cat([train_step.loss_sums / steps, train_step.first_bad.float(),
-                          train_step.weight_sums / steps]).tolist()
+                          train_step.weight_sums / steps, train_step.first_bad_weights.float().view(1)]).tolist()
 
     def _local_order(self, order: Tensor) -> Tensor:
         """This rank's rows of each global batch in `order`, batch after batch (all of it in one process)."""
@@ -373,11 +375,17 @@ class Trainer(RunSetup, RunCheckpoints):
         self.run_folder.log(message)  # the CLI does not repeat it either
         return StoppedAtOnce(message)
 
-    def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float]) -> None:
+    def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float], first_bad_weights: float = -1) -> None:
         bad = sorted((int(step), task.name) for task, step in zip(self.tasks, first_bad) if step >= 0)
         if not bad:
             return
         first_step = bad[0][0]
+        if 0 <= first_bad_weights <= first_step:  # the weighting broke the update, not the data or the rate
+            who = provenance(self.weighting, "weighting")
+            self._stop_nonfinite(epoch, f"{who} returned non-finite weights at epoch {epoch}, step "
+                                        f"{int(first_bad_weights)}, while every loss was finite; the losses were "
+                                        f"non-finite from step {first_step} on", "",
+                                 advice="Fix the weighting (its weights must stay finite), or use another weighting.")
         names = [f"'{name}'" for step, name in bad if step == first_step]
         culprits = f"task{'s' if len(names) > 1 else ''} {english_list(names)}"
         whose = "those tasks'" if len(names) > 1 else "that task's"
@@ -386,12 +394,12 @@ class Trainer(RunSetup, RunCheckpoints):
         self._stop_nonfinite(epoch, f"non-finite loss for {culprits} at epoch {epoch}, step {first_step}{after}",
                              whose)
 
-    def _stop_nonfinite(self, epoch: int, problem: str, whose: str) -> NoReturn:
+    def _stop_nonfinite(self, epoch: int, problem: str, whose: str, advice: str = "") -> NoReturn:
         """Stop for non-finite losses: say what went wrong, which checkpoint is kept and what to try."""
         keep = (f"The last good checkpoint is {self.run_folder.last_checkpoint} (epoch {epoch - 1})."
                 if epoch > 1 else "No checkpoint was written yet.")
-        message = (f"{problem}. Training stopped. {keep} Try a lower train.lr, check {whose} labels, "
-                   "or use another weighting.")
+        advice = advice or f"Try a lower train.lr, check {whose} labels, or use another weighting."
+        message = f"{problem}. Training stopped. {keep} {advice}"
         self.run_folder.log(message, console=False)  # train.log; the error reaches the console, once
         raise TrainingError(message)
 

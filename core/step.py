@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from hydranet.core.errors import HydranetError
 from hydranet.core.interfaces import StepContext, Weighting
 from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
@@ -31,7 +32,9 @@ class TrainStep:
     so far; `weight_sums` the sum of the weights the weighting applied in
     them (so the epoch's logged weights are the mean of those used, not a
     snapshot from before or after it); `first_bad` the 1-based step at which
-    each task's loss was first non-finite (-1: never); `step_number` the
+    each task's loss was first non-finite (-1: never); `first_bad_weights` the
+    step at which the weighting's weights were first non-finite while every
+    loss was finite (its own fault, not the data's); `step_number` the
     steps counted so far. All are read by the host only at log intervals.
     """
 
@@ -52,6 +55,7 @@ class TrainStep:
         self.loss_sums = torch.zeros(num_tasks, device=device)
         self.weight_sums = torch.zeros(num_tasks, device=device)
         self.first_bad = torch.full((num_tasks,), -1, dtype=torch.long, device=device)
+        self.first_bad_weights = torch.full((), -1, dtype=torch.long, device=device)
         self.step_number = torch.zeros((), dtype=torch.long, device=device)
 
     def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int,
@@ -62,6 +66,7 @@ class TrainStep:
             weight_sums = (self.weighting.weights().detach().float().cpu() * steps_done).tolist()
         self.weight_sums.copy_(torch.tensor(list(weight_sums) or [0.0] * self.weight_sums.numel()))
         self.first_bad.copy_(torch.tensor(list(first_bad) or [-1] * self.first_bad.numel()))
+        self.first_bad_weights.fill_(-1)
         self.step_number.fill_(steps_done)
 
     def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -72,26 +77,57 @@ class TrainStep:
     def update(self, losses: Tensor, features: Tensor | None) -> None:
         """The weighting's backward, the gradient sum over processes, the optimizer step, the bookkeeping."""
         detached = losses.detach()
-        self.weighting.backward(losses, self.context(features))
+        context = self.context(features)
+        self._plugin_code(self._call("the backward of", self._backward_fix(context)),
+                          self.weighting.backward, losses, context)
         # The weights this step applied: read after the backward (which sets them, for gradient strategies)
         # and before the update (which moves learned ones, as for uncertainty weighting).
-        self.weight_sums.add_(self._checked_weights().detach().to(self.weight_sums.device, torch.float32))
+        weights = self._checked_weights().detach().to(self.weight_sums.device, torch.float32)
+        self.weight_sums.add_(weights)
         self.sum_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_number.add_(1)
         newly_bad = ~torch.isfinite(detached) & (self.first_bad < 0)
         self.first_bad.copy_(torch.where(newly_bad, self.step_number, self.first_bad))
+        weights_bad = ~torch.isfinite(weights).all() & torch.isfinite(detached).all() & (self.first_bad_weights < 0)
+        self.first_bad_weights.copy_(torch.where(weights_bad, self.step_number, self.first_bad_weights))
         self.loss_sums.add_(detached)
+
+    def _call(self, what: str, fix: str) -> PluginCall:
+        return PluginCall(what, provenance(self.weighting, "weighting"), fix)
+
+    def _backward_fix(self, context: StepContext) -> str:
+        """What to fix when the weighting's backward raises; reading features it did not ask for is the usual slip."""
+        if context.features is None and not self.weighting.needs_features:
+            return ("Fix the weighting's backward; if it reads context.features (None here), set needs_features = "
+                    "True on its class. Or use another weighting")
+        return "Fix the weighting's backward, or use another weighting"
+
+    def _plugin_code(self, call: PluginCall, function: Callable[..., Tensor], *args: object) -> Tensor:
+        """`function(*args)`; an exception it raises becomes `call`'s error, which names the weighting and plugin.
+
+        Two exceptions stay as they are: running out of memory (the batch's
+        size, not the plugin's code, is at fault) and anything raised while a
+        CUDA graph is recorded (torch refusing an op in a graph, which the
+        recorder falls back from; `hydranet.core.capture`).
+        """
+        try:
+            return function(*args)
+        except (HydranetError, torch.OutOfMemoryError):
+            raise
+        except Exception as caught:  # plugin code may raise anything
+            if self.loss_sums.is_cuda and torch.cuda.is_current_stream_capturing():
+                raise
+            raise call.fault(f"raised {type(caught).__name__}: {caught}") from caught
 
     def _checked_weights(self) -> Tensor:
         """The weighting's `weights()`, one per task: a shape check is metadata, so it costs no sync."""
-        weights = self.weighting.weights()
+        fix = "Return one weight per task, in task order, from the weighting's weights(); or use another weighting"
+        weights = self._plugin_code(self._call("the weights() of", fix), self.weighting.weights)
         if getattr(weights, "shape", None) != self.weight_sums.shape:
             problem = shape_problem(weights, tuple(self.weight_sums.shape), f"{self.weight_sums.numel()} tasks")
-            raise PluginCall("the weights() of", provenance(self.weighting, "weighting"),
-                             "Return one weight per task, in task order, from the weighting's weights(); "
-                             "or use another weighting").fault(problem or "")
+            raise self._call("the weights() of", fix).fault(problem or "")
         return weights
 
     def skip(self) -> None:
