@@ -117,10 +117,12 @@ def check_state_registered(weighting: Weighting) -> None:
     names = [name for name, value in vars(weighting).items() if isinstance(value, Tensor)]
     if not names:
         return
+    several = len(names) > 1
+    them = "them" if several else "it"
     quoted = ", ".join(f"'{name}'" for name in names)
-    problem = (f"keeps the tensor attribute{'s' if len(names) > 1 else ''} {quoted} outside its state: checkpoints "
-               "do not save it, so a resumed run would restart it, and .to(device) does not move it")
-    fix = (f"Register it in __init__ with self.register_buffer('{names[0]}', tensor) for state, or with "
+    problem = (f"keeps the tensor attribute{'s' if several else ''} {quoted} outside its state: checkpoints "
+               f"do not save {them}, so a resumed run would restart {them}, and .to(device) does not move {them}")
+    fix = (f"Register {them} in __init__ with self.register_buffer('{names[0]}', tensor) for state, or with "
            "persistent=False for configuration the spec rebuilds (a learned value: an nn.Parameter)")
     raise PluginCall("", provenance(weighting, "weighting"), fix, ComponentError).fault(problem)
 

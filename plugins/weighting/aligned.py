@@ -8,7 +8,9 @@ M = G G^T = V diag(lambda) V^T (G = J, the (K, D) gradients), the balance transf
 turns G into B G, whose rows are orthogonal with equal norms sqrt(lambda_min) (condition
 number 1). The update is the weighted sum of the aligned gradients, d = w' B G, with
 task weights w = 1/K each (torchjd's AlignedMTL convention; the paper's preference
-weights). The weights logged are B w. Eigenvalues at or below lambda_max K eps (eps of
+weights). The weights logged are B w. The authors' released code (and LibMTL) sum the
+aligned gradients instead (w = 1 each), a step K times larger: multiply `train.lr` by K
+to reproduce their runs with plain SGD (Adam-type optimizers are nearly scale-free). Eigenvalues at or below lambda_max K eps (eps of
 the Jacobian's dtype) count as zero, like torchjd; with none left, B = I and d is the
 plain mean. `scale_mode` picks the eigenvalue that sets the scale: `min` (the paper's
 lambda_min, default), `median`, or `rmse` (the mean eigenvalue, as in the authors'

@@ -8,7 +8,8 @@ Its dual over the simplex is
 
 and d = g0 + (sqrt(phi) / ||g_w*||) g_w*, divided by (1 + c^2) when `rescale` is on
 (the official code's default `rescale=1`). The paper's multi-task experiments use
-c = 0.4 (the default here); c = 0 gives the plain average gradient. The weights logged
+c = 0.4 (the default here, as in the official NYU-v2 run script); LibMTL defaults to
+c = 0.5. c = 0 gives the plain average gradient. The weights logged
 are those of d = sum_i lambda_i g_i: lambda = (1/K + sqrt(phi)/||g_w*|| w*) / (1 + c^2).
 When g_w* is (numerically) zero, the point is Pareto-stationary and the update is zero
 (torchjd's rule: ||g_w*|| below 1e-4 ||J||_F).
