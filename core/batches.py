@@ -20,7 +20,7 @@ device) pairs for the same order, so results do not depend on placement.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -46,20 +46,36 @@ def device_memory_bytes(device: torch.device) -> int:
     return host_memory_bytes()
 
 
-def choose_placement(nbytes: int, device: torch.device, requested: str = "auto",
-                     device_budget_gb: float | None = None, host_budget_gb: float | None = None) -> Placement:
-    """`requested` if not auto; else device when it fits the device budget, then host, then stream.
+def placement_budgets(device: torch.device, device_budget_gb: float | None = None,
+                      host_budget_gb: float | None = None) -> tuple[float, float]:
+    """The bytes the decoded images may take on `device` and in host memory: a set budget as set.
 
     Default budgets: 40% of the GPU's free memory when the data is placed (the
     model, activations and the optimizer need the rest; memory other processes
     hold at that moment is not counted, but the background compiler starts
-    later), half of the host's RAM. Under torchrun each rank measures its own
-    GPU, so ranks may place differently; that changes speed, not results.
+    later), half of the host's RAM.
+    """
+    device_budget = device_budget_gb * 2**30 if device_budget_gb is not None else 0.4 * device_memory_bytes(device)
+    host_budget = host_budget_gb * 2**30 if host_budget_gb is not None else 0.5 * host_memory_bytes()
+    return device_budget, host_budget
+
+
+def choose_placement(nbytes: int, device: torch.device, requested: str = "auto",
+                     device_budget_gb: float | None = None, host_budget_gb: float | None = None, *,
+                     least: Callable[[Sequence[float]], Sequence[float]] | None = None) -> Placement:
+    """`requested` if not auto; else device when it fits the device budget, then host, then stream.
+
+    The budgets are `placement_budgets`'. Under torchrun each rank measures its
+    own GPU and host, so ranks could place differently: only speed would
+    differ, but runs would not repeat and the logs (rank 0's) would not tell.
+    `least` (`Distributed.least`: each budget at its smallest over the ranks)
+    makes every rank decide from the tightest budget, so all place alike. It is
+    called on every rank or none, since `requested` comes from the same spec.
     """
     if requested != "auto":
         return requested  # type: ignore[return-value]
-    device_budget = device_budget_gb * 2**30 if device_budget_gb is not None else 0.4 * device_memory_bytes(device)
-    host_budget = host_budget_gb * 2**30 if host_budget_gb is not None else 0.5 * host_memory_bytes()
+    budgets = placement_budgets(device, device_budget_gb, host_budget_gb)
+    device_budget, host_budget = least(budgets) if least is not None else budgets
     if device.type != "cuda":
         # On the CPU "device" and "host" are the same memory; the memory map pages in on demand.
         return "device" if nbytes <= host_budget else "stream"

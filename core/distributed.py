@@ -150,11 +150,38 @@ class Distributed:
     # ------------------------------------------------------------ collectives
 
     def all_reduce(self, tensor: Tensor, op: str = "sum") -> Tensor:
-        """Sum (or max) `tensor` over the ranks, in place, and return it; the identity in one process."""
+        """Sum (or max, or min) `tensor` over the ranks, in place, and return it; the identity in one process."""
         if self.active:
-            reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+            reduce_op = {"max": torch.distributed.ReduceOp.MAX,
+                         "min": torch.distributed.ReduceOp.MIN}.get(op, torch.distributed.ReduceOp.SUM)
             torch.distributed.all_reduce(tensor, op=reduce_op)
         return tensor
+
+    def least(self, values: Sequence[float]) -> list[float]:
+        """Each of `values` at its smallest over the ranks: what every rank can afford (memory budgets).
+
+        A decision each rank would take from its own measurement (where the
+        data fits) is taken from these on every rank, so all decide alike.
+        """
+        if not self.active:
+            return list(values)
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=self._collective_device)
+        return self.all_reduce(tensor, op="min").tolist()
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank (e.g. each rank's random generator states)."""
+        if not self.active:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
+    @property
+    def _collective_device(self) -> torch.device:
+        """Where a tensor made for a collective must live: NCCL reduces GPU tensors only, gloo CPU ones."""
+        if self.backend == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
 
     def share_losses(self, losses: Tensor, targets: Tensor) -> Tensor:
         """Per-task losses whose value is the global batch's and whose gradient is this rank's share."""

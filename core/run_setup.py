@@ -31,6 +31,7 @@ from hydranet.core.capture import CapturedStep, MirroredScheduler, capture_block
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
+from hydranet.core.distributed import Distributed
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, TrainingError
 from hydranet.core.evaluation import baseline_metrics
 from hydranet.core.forward import check_heads, compile_static, make_forward_losses, model_for_settings
@@ -61,10 +62,16 @@ def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool
     )
 
 
-def batch_source(spec: ResolvedSpec, data: PreparedData, settings: RunSettings) -> BatchSource:
-    """Place the decoded images as the spec's `data.placement` (auto: by size) says."""
+def batch_source(spec: ResolvedSpec, data: PreparedData, settings: RunSettings,
+                 dist: Distributed | None = None) -> BatchSource:
+    """Place the decoded images as the spec's `data.placement` (auto: by size) says.
+
+    In a distributed run (`dist`) every rank places them alike, as the
+    smallest budget of any rank allows (see `choose_placement`).
+    """
     section = spec.spec.data
-    placement = choose_placement(data.images.numel(), settings.device, section.placement, section.device_memory_gb)
+    placement = choose_placement(data.images.numel(), settings.device, section.placement, section.device_memory_gb,
+                                 least=dist.least if dist is not None else None)
     return BatchSource(data.images, settings.device, placement, workers=min(8, os.cpu_count() or 1))
 
 
@@ -120,13 +127,13 @@ class RunSetup:
                 raise
             raise DataError(missing_on_resume(missing, self.run_folder.path, self.started_in)) from None
         self.started_in = self.started_in or os.getcwd()  # the data was found from here
-        self.source = batch_source(self.spec, data, settings)
+        self.source = batch_source(self.spec, data, settings, self.dist)
         self.timings.update(data_seconds=time.perf_counter() - started, placement=self.source.placement,
                             decode_seconds=data.decoded.seconds if data.decoded else math.nan,
                             cache_hit=bool(data.decoded and data.decoded.from_cache))
         for line in data.notes:
             log(line)
-        log(f"data: {data.usable} images at {self.spec.spec.image_size}px, "
+        log(f"data: {plural(data.usable, 'image')} at {self.spec.spec.image_size}px, "
             f"{data.train_index.numel()} train / {data.val_index.numel()} validation; "
             f"{'cache hit' if self.timings['cache_hit'] else 'decoded'} in {self.timings['decode_seconds']:.1f}s; "
             f"images on {self.source.placement}")
