@@ -32,7 +32,10 @@ class Progress:
     epoch: int = 1
     step: int = 0
     epoch_order_state: torch.Tensor | None = None
+    #: rank 0's generator states (every generator; the only states of a one-process run)
     generators: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: with several processes, each rank's own generators' states, in rank order (see `process_states`)
+    process_generators: list[dict[str, torch.Tensor]] = field(default_factory=list)
     loss_sums: list[float] = field(default_factory=list)
     weight_sums: list[float] = field(default_factory=list)
     first_bad: list[int] = field(default_factory=list)
@@ -42,10 +45,14 @@ class Progress:
     best_epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
+        """The checkpoint's `progress`; a one-process run's has no `process_generators`, as before they existed."""
+        data = {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
                 "generators": self.generators, "loss_sums": self.loss_sums,
                 "weight_sums": self.weight_sums, "first_bad": self.first_bad, "skipped": self.skipped,
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch}
+        if self.process_generators:
+            data["process_generators"] = self.process_generators
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Progress":
@@ -67,22 +74,63 @@ def capture_generators(augment: torch.Generator, weighting: nn.Module) -> dict[s
     return states
 
 
+def is_per_process(key: str) -> bool:
+    """Whether a generator (a `capture_generators` key) is each rank's own: torch's CPU one and the GPUs'.
+
+    A rank draws dropout and the like for its own rows from these, so their
+    states differ between ranks (each rank's GPU generator most of all). The
+    others (augmentation, a weighting's) draw for the global batch, alike on
+    every rank, and fit a run with any number of processes.
+    """
+    return key == "torch" or key.startswith("cuda:")
+
+
+def process_states(states: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The per-process part of `capture_generators`' states (see `is_per_process`)."""
+    return {key: state for key, state in states.items() if is_per_process(key)}
+
+
+def rank_generator_states(progress: Progress, rank: int, world_size: int) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The generator states rank `rank` of `world_size` restores, and why its own are not among them (or None).
+
+    A checkpoint holds rank 0's states (`generators`) and, from several
+    processes, every rank's own (`process_generators`). With as many processes
+    as wrote it, each rank takes its own. With another number (or a checkpoint
+    from before `process_generators`, which holds one process's states)
+    no rank's own states are this rank's: only the shared generators are
+    restored, and the per-process ones are reseeded (see `restore_generators`).
+    """
+    saved = progress.process_generators
+    writers = len(saved) or 1
+    if writers == world_size:
+        return {**progress.generators, **(saved[rank] if saved else {})}, None
+    shared = {key: state for key, state in progress.generators.items() if not is_per_process(key)}
+    return shared, (f"the checkpoint holds the random states of {plural(writers, 'process', 'processes')}, "
+                    f"not those of each of this run's {world_size}")
+
+
 def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Generator, weighting: nn.Module, *,
-                       epoch: int, step: int, log: Callable[[str], None]) -> None:
+                       epoch: int, step: int, log: Callable[[str], None], unsaved: str | None = None) -> None:
     """Put every random generator back in the state `capture_generators` saved.
 
     A run resumed on another kind of device than it was saved on (`device:
     auto` on a GPU box after a CPU one, or the reverse) holds generators whose
     saved states do not fit (a CUDA generator's state is 16 bytes, a CPU one's
     5056); a GPU without a saved state (the run was saved with fewer GPUs) has
-    none to take. Such a generator is reseeded from its own seed (the run's)
-    and the position the run continues at (`epoch`, `step`), so the continued
-    run is still reproducible, and `log` (the run's, which writes on rank 0 only) gets
-    one line saying its random draws are not those of an uninterrupted run.
+    none to take; with `unsaved` (why: a checkpoint from another number of
+    processes, `rank_generator_states`) this process's own generators (torch's
+    CPU one and the GPUs') have none. Such a generator is reseeded from its
+    own seed (the run's) and the position the run continues at (`epoch`,
+    `step`), so the continued run is still reproducible, and `log` (the run's,
+    which writes on rank 0 only) gets one line saying its random draws are not
+    those of an uninterrupted run.
     """
     run_seed = torch.initial_seed()  # before set_rng_state puts back the saved run's
-    fits = [_restore_or_reseed(augment, states["augment"], epoch, step),
-            _restore_or_reseed(torch.default_generator, states["torch"], epoch, step)]  # a CPU state: it fits
+    fits = [_restore_or_reseed(augment, states["augment"], epoch, step)]
+    if unsaved is None:
+        fits.append(_restore_or_reseed(torch.default_generator, states["torch"], epoch, step))  # a CPU state: fits
+    else:
+        _reseed(torch.default_generator, epoch, step)
     owned = module_generators(weighting)
     for key, state in states.items():
         name = key[len("weighting."):]
@@ -90,7 +138,9 @@ def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Genera
             fits.append(_restore_or_reseed(owned[name], state, epoch, step))
     changes = [] if all(fits) else [f"the checkpoint was saved on another kind of device than this run's "
                                     f"{augment.device.type}"]
-    changes += _restore_cuda(states, augment, run_seed, epoch, step, reseed=bool(changes))
+    changes += [unsaved] if unsaved else []
+    cuda_states = states if unsaved is None else {}  # with `unsaved`, every GPU's generator is reseeded
+    changes += _restore_cuda(cuda_states, augment, run_seed, epoch, step, reseed=bool(changes))
     if changes:
         log(f"resumed at epoch {epoch}, step {step} with random generators reseeded from the run's seed, "
             f"since {' and '.join(changes)}: the continued run is reproducible, but its random draws "
@@ -116,8 +166,13 @@ def _restore_or_reseed(generator: torch.Generator, state: torch.Tensor, epoch: i
     if state.dtype == torch.uint8 and state.numel() == generator.get_state().numel():
         generator.set_state(state)
         return True
-    generator.manual_seed(resume_seed(generator.initial_seed(), epoch, step))
+    _reseed(generator, epoch, step)
     return False
+
+
+def _reseed(generator: torch.Generator, epoch: int, step: int) -> None:
+    """Seed `generator` from its own seed and the position the run continues at: reproducible, position-dependent."""
+    generator.manual_seed(resume_seed(generator.initial_seed(), epoch, step))
 
 
 def _restore_cuda(states: Mapping[str, torch.Tensor], augment: torch.Generator, run_seed: int,

@@ -14,7 +14,8 @@ from typing import Any
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD
 from hydranet.core.capture import portable_optimizer_state
 from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, for_use, origin
-from hydranet.core.resume import Progress, capture_generators, restore_generators
+from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
+                                  restore_generators)
 from hydranet.core.step import TrainStep
 
 
@@ -30,8 +31,9 @@ class RunCheckpoints:
             self.scheduler.load_state_dict(state["scheduler"])
         self.progress_state = Progress.from_dict(state["progress"])
         self.order_generator.set_state(self.progress_state.epoch_order_state)
-        restore_generators(self.progress_state.generators, self.augment.generator, self.weighting,
-                           epoch=self.progress_state.epoch, step=self.progress_state.step, log=self.run_folder.log)
+        states, unsaved = rank_generator_states(self.progress_state, self.dist.rank, self.dist.world_size)
+        restore_generators(states, self.augment.generator, self.weighting, epoch=self.progress_state.epoch,
+                           step=self.progress_state.step, log=self.run_folder.log, unsaved=unsaved)
         completed = self.progress_state.epoch - 1
         self.run_folder.truncate_metrics(completed)
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)
@@ -48,6 +50,7 @@ class RunCheckpoints:
         progress.epoch, progress.step = epoch, done
         progress.loss_sums, progress.first_bad = train_step.loss_sums.tolist(), train_step.first_bad.tolist()
         progress.weight_sums = train_step.weight_sums.tolist()
+        self._gather_generators()
         if self.dist.is_main:
             atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
         self.saved_at = (epoch, done)
@@ -58,12 +61,23 @@ class RunCheckpoints:
 
         Rank 0 alone writes: every rank holds the same model.
         """
+        self._gather_generators()
         if not self.dist.is_main:
             return
         state = self.checkpoint_state(epoch, row)
         atomic_torch_save(state, self.run_folder.last_checkpoint)
         if best:  # for using the model: resuming continues from last.pt
             atomic_torch_save(for_use(state), self.run_folder.best_checkpoint)
+
+    def _gather_generators(self) -> None:
+        """Every rank's own generator states into the progress rank 0 saves (none in one process).
+
+        Each rank draws dropout and the like for its own rows, from its own
+        generators (its GPU's above all), so each must resume from its own
+        states, not rank 0's. A collective: every rank calls it at every save.
+        """
+        own = process_states(capture_generators(self.augment.generator, self.weighting))
+        self.progress_state.process_generators = self.dist.gather_objects(own) if self.dist.active else []
 
     def checkpoint_state(self, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
         """Everything last.pt holds: plain data and tensors only, so it loads with `weights_only=True`."""
