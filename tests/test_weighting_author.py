@@ -162,3 +162,26 @@ def test_non_finite_weights_are_blamed_on_the_weighting_not_the_labels(faces, tm
     message = str(caught.value)
     assert f"{PLUGIN} returned non-finite weights at epoch 1, step 1, while every loss was finite" in message
     assert "check those tasks' labels" not in message
+
+
+# ---------------------------------------------------------------- built-ins against their papers, end to end
+
+
+def test_dwa_weights_logged_in_epoch_3_follow_the_papers_formula_from_the_logged_losses(faces, tmp_path):
+    """Liu et al. 2019, eq. 7: w_i(3) = K exp(r_i / T) / sum_j exp(r_j / T), r_i = L_i(2) / L_i(1), T = 2,
+    with L_i(t) task i's mean training loss over epoch t: what metrics.csv logs as train_loss.<task>."""
+    import csv
+
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    components = load_components(make_plugin_manager(entry_points=False))
+    spec = load_spec({**tiny_spec(faces, epochs=3), "weighting": "dwa"}, components=components)
+    hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    names = ["age", "gender", "ethnicity"]
+    for epoch in (0, 1):
+        assert [float(rows[epoch][f"weight.{t}"]) for t in names] == [1.0, 1.0, 1.0]
+    ratios = [float(rows[1][f"train_loss.{t}"]) / float(rows[0][f"train_loss.{t}"]) for t in names]
+    exps = [math.exp(r / 2.0) for r in ratios]
+    expected = [3 * e / sum(exps) for e in exps]
+    assert [float(rows[2][f"weight.{t}"]) for t in names] == pytest.approx(expected, rel=1e-5)
