@@ -80,8 +80,11 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
         click.echo(f"note: {evaluation.note}", err=True)
     if as_json:
         click.echo(json.dumps({"checkpoint": checkpoint, **evaluation.to_dict()}, indent=2))
+        click.echo(data_report_text(evaluation), err=True)  # the JSON has it as "data"; a terminal shows it too
         return
-    click.echo(f"{checkpoint}: {split} split, {evaluation.images} images; baseline = best constant prediction")
+    click.echo(f"{checkpoint}: {split} split, {plural(evaluation.images, 'image')}; "
+               "baseline = best constant prediction")
+    click.echo(data_report_text(evaluation))
     click.echo(metrics_table(evaluation.result.metrics, evaluation.baselines, evaluation.result.higher_is_better))
     for task, detail in evaluation.details.items():
         click.echo("")
@@ -89,6 +92,17 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
             click.echo(confusion_text(task, detail))
         else:
             click.echo(distribution_text(task, detail))
+
+
+def data_report_text(evaluation: Any) -> str:
+    """How many images the metrics cover, then training's data report on what was left out, and why.
+
+    Part of the answer, not progress: metrics on a quietly smaller set of
+    images (unreadable files, skipped rows, unlabelled samples) read as
+    metrics on all of them.
+    """
+    notes = "\n".join(evaluation.data_notes)
+    return evaluation.coverage + ("\n" + indent(notes) if notes else "")
 
 
 def confusion_text(task: str, report: Mapping[str, Any]) -> str:

@@ -150,6 +150,9 @@ class PreparedData:
     val_index: Tensor
     notes: list[str] = field(default_factory=list)
     decoded: Decoded | None = None
+    #: every kind of problem met (bad entries, invalid labels, unreadable and unlabelled images), empty ones too:
+    #: what `hydranet eval` reports next to its metrics, counted and listed as training lists them in `notes`
+    problems: list[ProblemGroup] = field(default_factory=list)
 
     @property
     def usable(self) -> int:
@@ -213,6 +216,7 @@ def prepare_data(
         val_index=val_index,
         notes=notes,
         decoded=decoded,
+        problems=[*groups, unlabelled_group],
     )
 
 

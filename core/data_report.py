@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import DataError
@@ -155,6 +156,38 @@ class ProblemGroup:
 
     def lines(self, strict: bool = False, full_list: Path | None = None) -> list[str]:
         return describe_problems(self.heading(strict), self.items, full_list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a JSON report (`hydranet eval --json`): every item, not only the first few."""
+        return {"problem": self.heading(), "count": len(self.items), "outcome": self.outcome,
+                "items": [{"source": source, "reason": reason} for source, reason in self.items]}
+
+
+#: How `coverage_line` names the part of the data an evaluation scored (the choices of `hydranet eval --split`).
+SPLIT_WORDS = {"val": "the validation split", "train": "the training split", "all": "both splits"}
+
+
+def coverage_line(evaluated: int, usable: int, split: str, groups: Sequence[ProblemGroup]) -> str:
+    """What an evaluation's metrics cover, and what the data lost before it, in one line.
+
+    Training prints its data report before the first epoch; an evaluation
+    that printed only metrics would score a subset of the data (unreadable
+    images, rows the dataset skipped, samples with no label) without a word.
+    The groups are training's own (`PreparedData.problems`), so both say the
+    same thing in the same words: "data: 20 images evaluated (the validation
+    split of 96 usable images); 4 of the 100 images listed were left out: ...".
+    Labels treated as missing leave no image out; the report's lists, printed
+    below this line, name them.
+    """
+    skipped = [group for group in groups if group.items and group.outcome == "skipped"]
+    scope = SPLIT_WORDS.get(split, f"the {split!r} split")
+    line = f"data: {plural(evaluated, 'image')} evaluated ({scope} of {plural(usable, 'usable image')})"
+    left = sum(len(group.items) for group in skipped)
+    if left:
+        listed = plural(usable + left, "image")
+        line += f"; {left} of the {listed} listed {'was' if left == 1 else 'were'} left out: "
+        return line + "; ".join(group.heading() for group in skipped)
+    return line + "; nothing was left out"
 
 
 def invalid_label_group(task: Task, invalid: Sequence[tuple[str, str, str]]) -> ProblemGroup:

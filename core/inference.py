@@ -23,6 +23,7 @@ from torch import Tensor
 from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
                                       with_stand_ins)
+from hydranet.core.data_report import ProblemGroup, coverage_line
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
@@ -298,7 +299,8 @@ class TrainedModel:
                           index, self.normalize, settings, batch_size=256)
         baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
         report = self.error_report(data, index) if details else {}
-        return Evaluation(split, int(index.numel()), result, baselines, report, spec.data.entry.name, note)
+        return Evaluation(split, int(index.numel()), result, baselines, report, spec.data.entry.name, note,
+                          usable=data.usable, data_notes=list(data.notes), problems=list(data.problems))
 
     def _data_spec(self, overrides: str | Iterable[str] = (), components: Components | None = None,
                    option: str = "overrides") -> tuple[ResolvedSpec, str]:
@@ -547,13 +549,29 @@ class Evaluation:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset: str = ""  # the dataset that read the images
     note: str = ""  # how the data was read, where it is not the obvious way (a drawn dataset's folder read as UTKFace)
+    usable: int = 0  # readable, labelled images in both splits
+    #: the data report training prints (`PreparedData.notes`): what was skipped or treated as missing, and why
+    data_notes: list[str] = field(default_factory=list)
+    problems: list[ProblemGroup] = field(default_factory=list)  # the same, as counted groups with every item
+
+    @property
+    def coverage(self) -> str:
+        """'data: 20 images evaluated (the validation split of 96 usable images); 4 of ... were left out: ...'."""
+        return coverage_line(self.images, self.usable, self.split, self.problems)
+
+    def data_dict(self) -> dict[str, Any]:
+        """What the metrics cover and what was left out of them, for `to_dict`: a JSON report must say it too."""
+        skipped = sum(len(group.items) for group in self.problems if group.outcome == "skipped")
+        return {"evaluated": self.images, "usable": self.usable, "listed": self.usable + skipped,
+                "summary": self.coverage, "report": self.data_notes,
+                "problems": [group.to_dict() for group in self.problems if group.items]}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for `hydranet eval --json`."""
         confusion = {k: v for k, v in self.details.items() if "confusion_matrix" in v}
         return {
             "split": self.split, "images": self.images, "dataset": self.dataset,
-            **({"note": self.note} if self.note else {}), "metrics": self.result.metrics,
+            **({"note": self.note} if self.note else {}), "data": self.data_dict(), "metrics": self.result.metrics,
             "losses": self.result.losses, "labelled": self.result.labelled, "baselines": self.baselines,
             "confusion_matrices": confusion,
             "error_distributions": {k: v for k, v in self.details.items() if k not in confusion},
