@@ -445,6 +445,10 @@ from hydranet.core.cli_model import eval_command, export_command, predict_comman
 for _command in (eval_command, predict_command, export_command):
     cli.add_command(_command)
 
+from hydranet.core.cache_command import cache_group  # noqa: E402
+
+cli.add_command(cache_group)
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -11,7 +11,11 @@ added file gives a new key. Decoding writes straight into a memory map of the
 file, so data larger than memory can be decoded, and loading is a memory map
 too: the next run opens it in milliseconds and pages it in as it is read.
 The header is written last, after the pixels are flushed, so an interrupted
-decode never leaves a cache entry that looks complete.
+decode never leaves a cache entry that looks complete. The header also names
+the data folder and image size: writing an entry removes the entries it
+supersedes (same folder and size, other files), unless they were used in the
+last 15 minutes; `core/decode_cache.py` says why that is safe, and
+`hydranet cache` lists and clears the cache.
 
 With forked workers the pixels never travel between processes. Each worker
 task is a contiguous range of indices; the workers are forked after the
@@ -41,6 +45,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
+
+from hydranet.core.decode_cache import CacheEntry, data_folder, prune_superseded, touch
 
 DECODE_FORMAT = 4  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
@@ -216,15 +222,20 @@ def _open_pixels(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | None:
-    """The cache entry for `key`, or None when absent, incomplete or damaged."""
+    """The cache entry for `key`, or None when absent, incomplete or damaged.
+
+    A hit marks the entry as used now, so that a run on newer files does not prune it while this one starts.
+    """
     header, pixels = cache_dir / f"decoded-{key}.json", cache_dir / f"decoded-{key}.u8"
     try:
         meta = json.loads(header.read_text())
         if tuple(meta["shape"]) != shape or pixels.stat().st_size != int(np.prod(shape)):
             return None
-        return Decoded(_open_pixels(pixels, shape), [tuple(f) for f in meta["failures"]], from_cache=True)
+        decoded = Decoded(_open_pixels(pixels, shape), [tuple(f) for f in meta["failures"]], from_cache=True)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a damaged cache entry is only a cache miss
+    touch(header)
+    return decoded
 
 
 def decode_images(
@@ -253,6 +264,7 @@ def decode_images(
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".decoded-{key}.", suffix=".tmp", dir=cache_dir)
+    meta = {"format": DECODE_FORMAT, "shape": list(shape), "root": data_folder(sources), "image_size": size}
     try:
         if hasattr(os, "posix_fallocate") and len(sources):
             # Reserve the space now: a memory map on a full disk would crash with SIGBUS later.
@@ -266,16 +278,19 @@ def decode_images(
             pixels.flush()
         del pixels
         os.replace(tmp, cache_dir / f"decoded-{key}.u8")
-        _write_header(cache_dir / f"decoded-{key}.json", {"format": DECODE_FORMAT, "shape": list(shape),
-                                                          "failures": [list(f) for f in failures]})
-    except OSError:
+        _write_header(cache_dir / f"decoded-{key}.json", {**meta, "failures": [list(f) for f in failures]})
+    except BaseException as error:  # Ctrl-C too: a killed decode must not leave its full-size file behind
         if fd >= 0:
             os.close(fd)
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
         # The disk refused (full, read-only): decode without caching instead of failing the run.
         return decode_images(sources, size, opener, workers=workers, cache_dir=None, progress=progress)
     result = load_cached(cache_dir, key, shape)
-    assert result is not None
+    assert result is not None  # just written, so in use: no other process removes it (decode_cache.py)
+    prune_superseded(cache_dir, CacheEntry(key, cache_dir / f"decoded-{key}.json", cache_dir / f"decoded-{key}.u8",
+                                           meta))
     return Decoded(result.images, result.failures, from_cache=False, seconds=time.perf_counter() - started)
 
 

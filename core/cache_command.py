@@ -1,0 +1,169 @@
+"""`hydranet cache list` and `hydranet cache clear`: what the cache folder holds, and getting the space back.
+
+Runs prune the decode cache themselves (a new entry removes the ones it
+supersedes, see `core/decode_cache.py`), but a user still needs to see
+where hundreds of MB went and to clear entries of data that is gone. Both
+commands follow the pruning's safety rule: an item used in the last
+15 minutes may belong to a running process and is kept, and said to be.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, orphans, remove_entry,
+                                        remove_tree)
+from hydranet.core.paths import CACHE_ENV, cache_dir
+from hydranet.core.report import format_table, indent
+from hydranet.core.wording import plural
+
+#: The cache's subfolders, as `cache_dir()` users name them (run_setup, data_report, the synthetic dataset).
+DECODED, REPORTS, SYNTHETIC = "decoded", "data-reports", "synthetic"
+IN_USE_MINUTES = IN_USE_SECONDS // 60
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """See and clear hydranet's cache folder.
+
+    The cache holds each dataset's decoded images (one entry per data folder
+    and image size; a run on changed files replaces its folder's entry), the
+    full lists of data problems, and the drawn synthetic faces. Everything in
+    it can be rebuilt: clearing it costs only the time to decode again. Its
+    place is $HYDRANET_CACHE, else $XDG_CACHE_HOME/hydranet, else
+    ~/.cache/hydranet.
+
+    \b
+    Examples:
+      hydranet cache list
+      hydranet cache clear
+      hydranet cache clear --all
+    """
+
+
+@cache_group.command("list")
+def list_command() -> None:
+    """List the decoded-image entries (data folder, image size, images, disk space, last use) and the rest."""
+    folder = cache_dir()
+    decoded = entries(folder / DECODED)
+    click.echo(f"cache folder: {folder} (set {CACHE_ENV} to move it)")
+    if decoded:
+        now = time.time()
+        rows = [[entry.root or "(written by an older hydranet)", _px(entry.image_size), _count(entry.images),
+                 _mb(entry.nbytes), _ago(now - entry.last_used), _state(entry, decoded, now)] for entry in decoded]
+        click.echo(f"decoded images ({plural(len(decoded), 'entry', 'entries')}):")
+        click.echo(indent(format_table(["data folder", "size", "images", "disk", "last used", "state"], rows)))
+    else:
+        click.echo("decoded images: none")
+    others = [(name, paths) for name, paths in _others(folder) if paths]
+    for name, paths in others:
+        click.echo(f"{name}: {plural(len(paths), 'item')}, {_mb(sum(map(_disk, paths)))}")
+    total = sum(entry.nbytes for entry in decoded) + sum(_disk(p) for _, paths in others for p in paths)
+    click.echo(f"total: {_mb(total)}. Free it with: hydranet cache clear (--all for the synthetic faces too)")
+
+
+@cache_group.command("clear")
+@click.option("--all", "everything", is_flag=True,
+              help="Also remove the synthetic faces (drawn again on next use). Stop runs on them first.")
+def clear_command(everything: bool) -> None:
+    """Remove the decoded images, unfinished decodes and data-problem lists.
+
+    Items used in the last 15 minutes are kept: a running hydranet may be
+    decoding into them or reading them. Each is decoded again when a run
+    needs it.
+    """
+    folder = cache_dir()
+    now = time.time()
+    decoded = entries(folder / DECODED)
+    busy = [entry for entry in decoded if in_use(entry.last_used, now)]
+    sizes = {entry.key: entry.nbytes for entry in decoded}  # before removal, which takes the files' sizes with it
+    removed = [entry for entry in decoded if entry not in busy and remove_entry(entry)]
+    freed = sum(sizes[entry.key] for entry in removed)
+    items = [path for name, paths in _others(folder) if everything or name != "synthetic faces" for path in paths]
+    kept = [path for path in items if in_use(_mtime(path), now)]
+    cleared = 0
+    for path in items:
+        if path in kept:
+            continue
+        size = _disk(path)
+        if remove_tree(path) if path.is_dir() else _unlink(path):
+            freed, cleared = freed + size, cleared + 1
+    click.echo(f"removed {plural(len(removed), 'decoded-image entry', 'decoded-image entries')} and "
+               f"{plural(cleared, 'other item')} from {folder}, freeing {_mb(freed)}")
+    if busy or kept:
+        click.echo(f"kept {plural(len(busy) + len(kept), 'item')} used in the last {IN_USE_MINUTES} minutes "
+                   "(a run may be using them); run this again once no hydranet is running to remove them")
+
+
+def _others(folder: Path) -> list[tuple[str, list[Path]]]:
+    """The cache's other items, by what they are: unfinished decodes, data-problem lists, synthetic faces."""
+    return [("unfinished decodes", orphans(folder / DECODED)),
+            ("data-problem lists", _children(folder / REPORTS)),
+            ("synthetic faces", _children(folder / SYNTHETIC))]
+
+
+def _state(entry: CacheEntry, decoded: Sequence[CacheEntry], now: float) -> str:
+    """Why an entry may be worth clearing: superseded by a newer one, its data folder gone; or in use."""
+    if in_use(entry.last_used, now):
+        return "in use"
+    if any(newer.supersedes(entry) and newer.last_used > entry.last_used for newer in decoded):
+        return "superseded"
+    if entry.root and not Path(entry.root).is_dir():
+        return "data folder gone"
+    return ""
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _disk(path: Path) -> int:
+    """Bytes a file or folder takes (0 when it is gone or unreadable)."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB"
+
+
+def _px(size: int | None) -> str:
+    return f"{size}px" if size else "?"
+
+
+def _count(images: int | None) -> str:
+    return str(images) if images is not None else "?"
+
+
+def _ago(seconds: float) -> str:
+    """'5 minutes ago', '3 hours ago', '2 days ago'."""
+    for unit, length in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= length:
+            return f"{plural(int(seconds // length), unit)} ago"
+    return "just now"
