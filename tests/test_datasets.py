@@ -84,12 +84,13 @@ def utk_folder(tmp_path: Path) -> Path:
         make_image(folder / name)
     (folder / "notes.txt").write_text("not an image")
     (folder / "._30_0_3_20170117145159065.jpg.chip.jpg").write_bytes(b"macOS resource fork")
-    make_image(folder / "nested" / "25_0_0_20170116000000003.jpg")  # listing is not recursive
+    make_image(folder / "nested" / "25_0_0_20170116000000003.jpg")  # read too, unless data.recursive is false
+    make_image(folder / ".thumbnails" / "26_0_0_20170116000000004.jpg")  # hidden: never read
     return folder
 
 
 def test_utkface_lists_sorted_samples_with_raw_records(utk_folder: Path) -> None:
-    samples = UTKFaceDataset(utk_folder).samples()
+    samples = UTKFaceDataset(utk_folder, recursive=False).samples()
     names = [Path(s.source).name for s in samples]
     assert names == sorted(names)
     assert names == ["2_1_2_20170116000000001.JPG", "30_0_3_20170117145159065.jpg.chip.jpg",
@@ -113,10 +114,37 @@ def test_utkface_missing_root_names_the_path(tmp_path: Path) -> None:
     assert "set data.root to its folder (in the spec, or --set data.root=DIR)" in str(caught.value)
 
 
-def test_utkface_folder_without_images_points_at_subfolder(tmp_path: Path) -> None:
-    make_image(tmp_path / "UTKFace" / "30_0_3_20170117145159065.jpg")
-    with pytest.raises(DataError, match=r"no .* images in .*subfolders UTKFace hold images: set data.root to"):
-        UTKFaceDataset(tmp_path).samples()
+def test_utkface_reads_subfolders_in_path_order(utk_folder: Path) -> None:
+    """The top folder's samples keep their sources and order (the decode cache's key, the split); the
+    subfolder's are listed by their path below root, and the hidden folder is skipped."""
+    flat = [s.source for s in UTKFaceDataset(utk_folder, recursive=False).samples()]
+    every = [s.source for s in UTKFaceDataset(utk_folder).samples()]
+    assert every == [*flat, str(utk_folder / "nested" / "25_0_0_20170116000000003.jpg")]  # '7' sorts before 'n'
+
+
+def test_utkface_reads_the_in_the_wild_parts(tmp_path: Path) -> None:
+    """The in-the-wild download unpacks into part1/, part2/, part3/: all three are read, not one of them,
+    and a photo in two parts is one sample, its copy listed as a duplicate by its path below root."""
+    root = tmp_path / "UTKface_inthewild"
+    for part, date in [("part1", 1), ("part2", 2), ("part3", 3), ("part3", 1)]:
+        make_image(root / part / f"30_0_3_2017011600000000{date}.jpg")
+    dataset = UTKFaceDataset(root)
+    assert [Path(s.source).relative_to(root).as_posix() for s in dataset.samples()] == [
+        "part1/30_0_3_20170116000000001.jpg", "part2/30_0_3_20170116000000002.jpg",
+        "part3/30_0_3_20170116000000003.jpg"]
+    assert dataset.problems == [(str(root / "part3" / "30_0_3_20170116000000001.jpg"),
+                                 "duplicate of part1/30_0_3_20170116000000001.jpg")]
+
+
+def test_utkface_without_recursion_names_the_subfolders_that_hold_images(tmp_path: Path) -> None:
+    make_image(tmp_path / "part1" / "30_0_3_20170117145159065.jpg")
+    make_image(tmp_path / "part2" / "31_0_3_20170117145159066.jpg")
+    with pytest.raises(DataError, match=r"no .* images in .*\(data.recursive is false\); its subfolders part1, part2 "
+                                        r"hold images: set data.recursive: true to read them all"):
+        UTKFaceDataset(tmp_path, recursive=False).samples()
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"no .* images in .*empty or its subfolders; set data.root to the folder"):
+        UTKFaceDataset(tmp_path / "empty").samples()
 
 
 def test_datasets_pickle_and_open_images(utk_folder: Path) -> None:

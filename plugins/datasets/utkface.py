@@ -81,14 +81,23 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.strip().lower().endswith(IMAGE_SUFFIXES)
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name so sample order is stable across runs.
+def image_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files in `folder` and, when `recursive`, in its subfolders, in a stable order.
 
-    A broken symbolic link is listed too (it is named like an image): the
-    dataset reports it, rather than leaving it out unsaid.
+    The order is by path below `folder`, part by part, so a folder without
+    subfolders lists exactly as it always did (by name): its samples keep
+    their decode-cache key and their train/validation split. Hidden folders
+    (`.thumbnails/`, `.git/`) are skipped, as `hydranet predict` skips them,
+    and symbolic links to folders are not followed (one pointing at a parent
+    would never end). A broken symbolic link is listed (it is named like an
+    image): the dataset reports it, rather than leaving it out unsaid.
     """
-    return sorted(path for path in folder.iterdir()
-                  if is_image_name(path.name) and (path.is_file() or _broken_link(path)))
+    found = []
+    for place, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")] if recursive else []
+        found += [path for path in map(Path(place).joinpath, names)
+                  if is_image_name(path.name) and (path.is_file() or _broken_link(path))]
+    return sorted(found, key=lambda path: path.relative_to(folder).parts)
 
 
 def _broken_link(path: Path) -> bool:
@@ -96,45 +105,55 @@ def _broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def _no_images_error(folder: Path) -> DataError:
-    """Explain an empty folder; pointing at the parent of the image folder is the usual cause."""
-    nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(map(is_image_name, os.listdir(p))))
-    hint = (f"its subfolders {', '.join(nested)} hold images: set data.root to one of them"
+def _no_images_error(folder: Path, recursive: bool) -> DataError:
+    """Explain a folder without images; with `recursive` off, name the subfolders that hold some."""
+    if recursive:
+        return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder} or its subfolders; set data.root to "
+                         "the folder that holds the UTKFace .jpg files")
+    nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and image_files(p))
+    hint = (f"its subfolders {', '.join(nested)} hold images: set data.recursive: true to read them all"
             if nested else "set data.root to the folder that holds the UTKFace .jpg files")
-    return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}; {hint}")
+    return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder} (data.recursive is false); {hint}")
 
 
 class UTKFaceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     root: str = Field(description="Folder of UTKFace images (e.g. data/UTKFace); labels are read from the file names.")
+    recursive: bool = Field(True, description="Read the images in root's subfolders too (the in-the-wild download "
+                                              "unpacks into part1/, part2/, part3/); false reads root's own only.")
 
 
 class UTKFaceDataset(Dataset):
-    """Every image in `root` whose name parses; malformed names and duplicates are reported and skipped.
+    """Every image in `root` and its subfolders whose name parses; malformed names and duplicates are reported.
 
-    Two files with the same label fields and date (`X.jpg` and `X.jpg.chip.jpg`)
-    are one sample: the first in sorted order is kept, the other reported as
-    its duplicate, so it cannot land in both the training and validation split.
+    Subfolders are read because the real downloads come in them: the
+    in-the-wild set unpacks into part1/, part2/ and part3/, and reading only
+    the top folder (or, as the old error advised, one part) trained on a third
+    of the data without a word. Two files with the same label fields and date
+    (`X.jpg` and `X.jpg.chip.jpg`, or one photo in two parts) are one sample:
+    the first in path order is kept, the other reported as its duplicate, so
+    it cannot land in both the training and validation split.
     """
 
     #: What to tell a user whose root is missing; subclasses point elsewhere.
     missing_root_hint = ("download UTKFace (the aligned and cropped faces) and set data.root to its folder "
                          "(in the spec, or --set data.root=DIR), or try `data: synthetic`, which needs no download")
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, recursive: bool = True):
         self.root = str(root)
+        self.recursive = recursive
 
     @classmethod
     def from_params(cls, params: UTKFaceParams) -> UTKFaceDataset:
-        return cls(params.root)
+        return cls(params.root, params.recursive)
 
     def samples(self) -> list[Sample]:
         self.problems.clear()  # listing twice must not report every problem twice
         folder = existing_dir(self.root, "UTKFace folder", self.missing_root_hint)
-        files = image_files(folder)
+        files = image_files(folder, self.recursive)
         if not files:
-            raise _no_images_error(folder)
+            raise _no_images_error(folder, self.recursive)
         samples = []
         first: dict[str, Path] = {}
         for path in files:
@@ -144,14 +163,15 @@ class UTKFaceDataset(Dataset):
             elif record is None or key is None:
                 self.report_problem(str(path), MALFORMED)
             elif key in first:
-                self.report_problem(str(path), f"duplicate of {first[key].name}")
+                self.report_problem(str(path), f"duplicate of {first[key].relative_to(folder).as_posix()}")
             else:
                 first[key] = path
                 samples.append(Sample(str(path), record))
         return samples
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(root={self.root!r})"
+        recursive = "" if self.recursive else ", recursive=False"
+        return f"{type(self).__name__}(root={self.root!r}{recursive})"
 
 
 @hookimpl
