@@ -47,7 +47,17 @@ def cache_group() -> None:
 
 @cache_group.command("list")
 def list_command() -> None:
-    """List the decoded-image entries (data folder, image size, images, disk space, last use) and the rest."""
+    """List what the cache holds and how much disk it takes.
+
+    Each decoded-image entry is shown with its data folder, image size,
+    number of images, disk space, last use and state: `in use` (used in the
+    last 15 minutes), `superseded` (a newer entry holds the same folder and
+    size) or `data folder gone`. The other items follow, counted.
+
+    \b
+    Example:
+      hydranet cache list
+    """
     folder = cache_dir()
     decoded = entries(folder / DECODED)
     click.echo(f"cache folder: {folder} (set {CACHE_ENV} to move it)")
@@ -75,6 +85,11 @@ def clear_command(everything: bool) -> None:
     Items used in the last 15 minutes are kept: a running hydranet may be
     decoding into them or reading them. Each is decoded again when a run
     needs it.
+
+    \b
+    Examples:
+      hydranet cache clear
+      hydranet cache clear --all
     """
     folder = cache_dir()
     now = time.time()
