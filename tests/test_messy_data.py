@@ -252,3 +252,16 @@ def test_a_task_with_no_validation_label_still_lets_an_epoch_be_the_best(tmp_pat
     log = (out / "train.log").read_text()
     assert "task 'smiling' has no label among the validation images and 1 label in training" in log
     assert "learning rate" not in log
+
+
+def test_a_run_on_one_image_counts_it_in_the_singular(tmp_path: Path, components) -> None:
+    """The data line of train.log said "data: 1 images" (fixed in core/run_setup.py)."""
+    import hydranet
+    from conftest import tiny_spec
+    from hydranet.core.spec import load_spec
+
+    make_image(tmp_path / "faces" / "30_0_3_20170117145159065.jpg.chip.jpg", 16)
+    out = tmp_path / "run"
+    spec = load_spec(tiny_spec(tmp_path / "faces", epochs=1), components=components)
+    hydranet.train(spec, out_dir=out, components=components, progress=False, echo=False)
+    assert "data: 1 image at 16px, 1 train / 0 validation" in (out / "train.log").read_text()
