@@ -114,7 +114,8 @@ def check_state_registered(weighting: Weighting) -> None:
     moves to a GPU. Called on the freshly built weighting, so the mistake is a
     spec problem before any data is read, not a wrong result later.
     """
-    names = [name for name, value in vars(weighting).items() if isinstance(value, Tensor)]
+    # getattr: what a stand-in factory returns (inference builds no weighting) may have no __dict__
+    names = [name for name, value in getattr(weighting, "__dict__", {}).items() if isinstance(value, Tensor)]
     if not names:
         return
     several = len(names) > 1
@@ -125,8 +126,6 @@ def check_state_registered(weighting: Weighting) -> None:
     fix = (f"Register {them} in __init__ with self.register_buffer('{names[0]}', tensor) for state, or with "
            "persistent=False for configuration the spec rebuilds (a learned value: an nn.Parameter)")
     raise PluginCall("", provenance(weighting, "weighting"), fix, ComponentError).fault(problem)
-
-
 
 
 # ---------------------------------------------------------------- gradient-based strategies
