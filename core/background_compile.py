@@ -86,6 +86,7 @@ class BackgroundCompile:
         self.started = time.perf_counter()
         self.log_path = log_path
         text = job.to_json()  # first: a job that cannot be written leaves nothing behind
+        use_graph_cache()  # here, and in the child through the environment
         self._folder = tempfile.TemporaryDirectory(prefix="hydranet-compile-")
         job_path = Path(self._folder.name) / "job.json"
         job_path.write_text(text, encoding="utf-8")
@@ -126,6 +127,19 @@ class BackgroundCompile:
             self.process.kill()
             self.process.wait()
         self._folder.cleanup()
+
+
+def use_graph_cache() -> None:
+    """Turn on inductor's on-disk FX-graph cache, the only way compiled graphs pass from the child to the run.
+
+    It is on by default from torch 2.5. Torch 2.4 has it but off, and there the
+    run would compile every graph again after the child. A user's explicit
+    TORCHINDUCTOR_FX_GRAPH_CACHE=0 is kept (the switch then saves nothing).
+    """
+    if os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1") != "0":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
 
 
 def warm_caches(job: CompileJob) -> None:

@@ -128,7 +128,8 @@ def _export_kind(path: Path) -> str | None:
     A checkpoint's archive holds data.pkl and data/; TorchScript adds code/
     and constants.pkl (what torch.load itself looks for before handing the
     file to torch.jit.load, with a warning); a torch.export program holds
-    models/ and archive_format instead of data.pkl. Reading the zip's
+    models/ and archive_format instead of data.pkl (torch 2.5 and older
+    wrote serialized_exported_program.json instead). Reading the zip's
     directory is cheap: the member data is not read.
     """
     try:
@@ -138,7 +139,8 @@ def _export_kind(path: Path) -> str | None:
         return None
     if "constants.pkl" in members or any(name.startswith("code/") for name in members):
         return "torchscript"
-    if "archive_format" in members or any(name.startswith("models/") for name in members):
+    if ("archive_format" in members or "serialized_exported_program.json" in members
+            or any(name.startswith("models/") for name in members)):
         return "exported"
     return None
 
@@ -148,7 +150,8 @@ def _export_passed(path: Path, fmt: str) -> CheckpointError:
     ours = ""
     if fmt != "onnx":
         with zipfile.ZipFile(path) as archive:
-            if any(name.endswith("/extra/hydranet.json") for name in archive.namelist()):
+            # extra/ in torch's current archive layout, extra_files/ in torch 2.5's and older
+            if any(name.endswith(("extra/hydranet.json", "extra_files/hydranet.json")) for name in archive.namelist()):
                 ours = " (written by hydranet export)"
     source = None
     if path.name.endswith(SUFFIX[fmt]):

@@ -28,6 +28,7 @@ the file is refused before exporting starts.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -227,6 +228,9 @@ def _write_onnx(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest
     if size > ONNX_LIMIT_BYTES:
         raise ExportError(f"the model's weights take {size / 1024**3:.1f} GiB, more than one ONNX file can hold "
                           "(2 GiB); use --format exported")
+    if not _dynamo_onnx_exporter():
+        _write_onnx_torchscript_based(wrapper, example, path, manifest, opset)
+        return
     program = torch.onnx.export(wrapper, (example,), None, input_names=[INPUT_NAME], output_names=wrapper.task_names,
                                 dynamic_shapes=_batch_dim(), dynamo=True, verbose=False, opset_version=opset)
     written = program.model.opset_imports.get("", None)
@@ -235,6 +239,30 @@ def _write_onnx(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest
                           "leave out --opset or pick another")
     program.model.metadata_props["hydranet"] = json.dumps(manifest)
     program.save(str(path), external_data=False)  # one self-contained file
+
+
+def _dynamo_onnx_exporter() -> bool:
+    """Whether torch.onnx.export takes `dynamo=True` with `dynamic_shapes` (torch 2.5 and newer; not 2.4)."""
+    return "dynamic_shapes" in inspect.signature(torch.onnx.export).parameters
+
+
+def _write_onnx_torchscript_based(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
+                                  opset: int | None) -> None:
+    """ONNX through torch's older, TorchScript-based exporter, for torch 2.4.
+
+    The same file as the dynamo path writes: one input `images`, one output
+    per task, a dynamic batch dimension, the manifest in the metadata.
+    """
+    import onnx
+
+    names = [INPUT_NAME, *wrapper.task_names]
+    torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(wrapper.task_names),
+                      dynamic_axes={name: {0: "batch"} for name in names}, opset_version=opset or MIN_OPSET,
+                      dynamo=False)
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "hydranet", json.dumps(manifest)
+    onnx.save(model, str(path))
 
 
 def _write_torchscript(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],

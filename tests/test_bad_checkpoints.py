@@ -287,3 +287,17 @@ def test_missing_task_plugin_names_task_plugin_and_distribution(run: Path) -> No
     assert "'years'" in message  # the name it was registered under
     assert f"'{PLUGIN}'" in message and DISTRIBUTION in message
     assert f"pip install {DISTRIBUTION}" in message  # and the way out
+
+
+def test_torch_2_5s_export_archive_is_named_as_one(run: Path, tmp_path: Path, with_plugin: Components) -> None:
+    # torch 2.5 and older wrote serialized_exported_program.json and extra_files/ at the archive's top level
+    import zipfile
+
+    old = tmp_path / "best.pt2"
+    with zipfile.ZipFile(old, "w") as archive:
+        for member in ("serialized_exported_program.json", "serialized_state_dict.pt", "version",
+                       "extra_files/hydranet.json"):
+            archive.writestr(member, "{}")
+    message = refused(old, with_plugin)
+    assert "is an exported torch.export program (written by hydranet export), not a hydranet checkpoint" in message
+

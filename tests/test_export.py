@@ -83,6 +83,23 @@ def test_exported_outputs_match_pytorch_at_any_batch_size(fmt, checkpoint, train
     assert "P(female)" in by_name["gender"]["meaning"]
 
 
+@needs_onnx
+def test_torch_2_4_writes_onnx_through_the_torchscript_based_exporter(checkpoint, trained, tmp_path, monkeypatch):
+    # torch 2.4's torch.onnx.export has no dynamic_shapes: the older exporter must write the same file.
+    monkeypatch.setattr(export_module, "_dynamo_onnx_exporter", lambda: False)
+    out = tmp_path / "model.onnx"
+    result = export_checkpoint(checkpoint, out, "onnx", opset=18, check=True)
+    assert result.max_difference is not None and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    pixels = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    got, expected = run_onnx(out, pixels.float() / 255), trained.predict_tensor(pixels)
+    assert list(got) == TASKS
+    for task in TASKS:
+        torch.testing.assert_close(got[task], expected[task], rtol=1e-4, atol=1e-5)
+    assert [o["name"] for o in read_manifest(out)["outputs"]] == TASKS
+    import onnx
+    assert onnx.load(str(out)).opset_import[0].version == 18
+
+
 def test_default_path_sits_next_to_the_checkpoint_and_the_check_runs(checkpoint):
     result = export_checkpoint(checkpoint, fmt="torchscript")
     try:
