@@ -78,9 +78,11 @@ BAD_NAMES = st.sampled_from(["", " ", "1age", "age gender", "a.b", "../etc/passw
 KEYS = st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(["name", "kind", "params", "label", "root", "epochs",
                                                         "num_clases", "bach_size", "tasks", "data"]),
                  st.integers(-3, 3), st.none(), st.booleans())
+# No subnormal floats: some torch builds (2.4's) load a library that flushes them to zero for the whole
+# process, and hypothesis then refuses to draw them. Specs gain nothing from them.
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(-(10**30), 10**30),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.binary(max_size=8),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False), st.text(max_size=20), st.binary(max_size=8),
     st.dates(), st.datetimes(), BAD_NAMES,
     st.sampled_from(["tiny", "resnet18", "age", "gender", "ethnicity", "binary", "synthetic", "utkface", "dwa",
                      "sum", "auto", "cpu", "cosine", "1e-3", "8", "true", -1, 0, 1, 7, 2**63, math.inf]),
