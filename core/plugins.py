@@ -198,23 +198,30 @@ def _routines(plugin: object) -> list[tuple[str, Any]]:
 
 
 def _marked(pm: PluginManager, plugin: object, attr: str) -> bool:
+    return _hook_name(pm, plugin, attr) is not None
+
+
+def _hook_name(pm: PluginManager, plugin: object, attr: str) -> str | None:
+    """The hook a marked function implements: its name, or the one `@hookimpl(specname=...)` gives; None if unmarked."""
     try:
-        return pm.parse_hookimpl_opts(plugin, attr) is not None
+        options = pm.parse_hookimpl_opts(plugin, attr)
     except Exception:  # an odd attribute of a plugin object: not a hook
-        return False
+        return None
+    return None if options is None else (options.get("specname") or attr)
 
 
 def _hook_problems(pm: PluginManager, plugin: object) -> list[str]:
     """Marked functions that pluggy would refuse, said with a did-you-mean or the arguments hydranet passes."""
     problems = []
     for attr, function in _routines(plugin):
-        if not _marked(pm, plugin, attr):
+        hook = _hook_name(pm, plugin, attr)
+        if hook is None:
             continue
-        if attr not in HOOKS:
-            problems.append(f"implements an unknown hook '{attr}';{did_you_mean(attr, HOOKS)} "
+        if hook not in HOOKS:
+            problems.append(f"implements an unknown hook '{hook}';{did_you_mean(hook, HOOKS)} "
                             f"the hooks are {', '.join(HOOKS)}")
             continue
-        expected = list(inspect.signature(getattr(hookspecs, attr)).parameters)
+        expected = list(inspect.signature(getattr(hookspecs, hook)).parameters)
         try:
             parameters = inspect.signature(function).parameters
         except (TypeError, ValueError):

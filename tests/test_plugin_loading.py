@@ -336,6 +336,19 @@ def test_a_misspelt_hook_gets_a_did_you_mean():
     assert "implements an unknown hook 'register_task'; did you mean 'register_tasks'?" in error
 
 
+def test_a_hook_named_through_specname_is_called():
+    # pluggy lets a function implement a hook under another name: @hookimpl(specname="register_tasks")
+    def add_grin(register):
+        register("grin", BinaryTask, params=BinaryParams)
+
+    module = types.ModuleType("hn_specname")
+    module.add_my_tasks = hydranet.hookimpl(specname="register_tasks")(add_grin)
+    pm = make_plugin_manager(entry_points=False)
+    assert pm.add_plugin(module, "aliased", distribution="t", version="1", builtin=False)
+    assert pm.load_errors() == []
+    assert "grin" in load_components(pm).tasks
+
+
 def test_a_hook_with_a_wrong_argument_name_says_which_name_to_use():
     pm = make_plugin_manager(entry_points=False)
     assert not pm.add_plugin(plugin_with(register_tasks=lambda self, registry: None), "wrong_arg",
