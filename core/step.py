@@ -110,11 +110,15 @@ class TrainStep:
         Two exceptions stay as they are: running out of memory (the batch's
         size, not the plugin's code, is at fault) and anything raised while a
         CUDA graph is recorded (torch refusing an op in a graph, which the
-        recorder falls back from; `hydranet.core.capture`).
+        recorder falls back from; `hydranet.core.capture`). Ctrl-C is no
+        Exception and passes too. `torch.cuda.OutOfMemoryError`, not
+        `torch.OutOfMemoryError`: the latter is new in torch 2.5 (the former is
+        its alias there), and on 2.4 naming it turned every error into an
+        AttributeError.
         """
         try:
             return function(*args)
-        except (HydranetError, torch.OutOfMemoryError):
+        except (HydranetError, torch.cuda.OutOfMemoryError, MemoryError):
             raise
         except Exception as caught:  # plugin code may raise anything
             if self.loss_sums.is_cuda and torch.cuda.is_current_stream_capturing():
