@@ -252,13 +252,16 @@ def _write_onnx_torchscript_based(wrapper: ExportedHydraNet, example: Tensor, pa
 
     The same file as the dynamo path writes: one input `images`, one output
     per task, a dynamic batch dimension, the manifest in the metadata.
+    Torch 2.4's export has no `dynamo` argument (2.5 added it, with
+    `dynamic_shapes`): it is passed only where torch takes it.
     """
     import onnx
 
     names = [INPUT_NAME, *wrapper.task_names]
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(wrapper.task_names),
                       dynamic_axes={name: {0: "batch"} for name in names}, opset_version=opset or MIN_OPSET,
-                      dynamo=False)
+                      **legacy)
     model = onnx.load(str(path))
     entry = model.metadata_props.add()
     entry.key, entry.value = "hydranet", json.dumps(manifest)
