@@ -9,6 +9,7 @@ commands follow the pruning's safety rule: an item used in the last
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,10 +116,33 @@ def clear_command(everything: bool) -> None:
 
 
 def _others(folder: Path) -> list[tuple[str, list[Path]]]:
-    """The cache's other items, by what they are: unfinished decodes, data-problem lists, synthetic faces."""
+    """The cache's other items, by what they are: unfinished decodes, data-problem lists, synthetic faces.
+
+    Only what hydranet itself writes there is listed, and so cleared: $HYDRANET_CACHE
+    may be a folder that holds the user's own files too (a home or shared folder),
+    and a symbolic link may point anywhere.
+    """
     return [("unfinished decodes", orphans(folder / DECODED)),
-            ("data-problem lists", _children(folder / REPORTS)),
-            ("synthetic faces", _children(folder / SYNTHETIC))]
+            ("data-problem lists", [path for path in _children(folder / REPORTS) if _is_report(path)]),
+            ("synthetic faces", [path for path in _children(folder / SYNTHETIC) if _is_synthetic(path)])]
+
+
+#: The file that marks a folder of drawn faces complete (the synthetic dataset's MARKER; core imports no plugin).
+SYNTHETIC_MARKER = ".hydranet-synthetic.json"
+#: A data-problem list's name: the dataset's name and 12 hex digits of its place (`data_report.full_report_path`).
+REPORT_NAME = re.compile(r".+-[0-9a-f]{12}\.txt")
+
+
+def _is_report(path: Path) -> bool:
+    """A data-problem list that hydranet wrote: a plain file (no link) named as `full_report_path` names them."""
+    return REPORT_NAME.fullmatch(path.name) is not None and path.is_file() and not path.is_symlink()
+
+
+def _is_synthetic(path: Path) -> bool:
+    """A folder (no link) of drawn faces: complete (its marker), or the hidden partial folder of a draw."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / SYNTHETIC_MARKER).is_file() or (path.name.startswith(".") and ".partial-" in path.name)
 
 
 def _state(entry: CacheEntry, decoded: Sequence[CacheEntry], now: float) -> str:

@@ -113,7 +113,7 @@ def test_cache_list_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     age(cache)
     decode_images(draw(tmp_path / "other"), SIZE * 2, cache_dir=cache, progress=False, workers=1)  # in use
     (tmp_path / "home-cache" / "data-reports").mkdir()
-    report = tmp_path / "home-cache" / "data-reports" / "utkface-abc.txt"
+    report = tmp_path / "home-cache" / "data-reports" / "utkface-0123456789ab.txt"
     report.write_text("1 unreadable image skipped:\n")
     os.utime(report, (HOUR_AGO, HOUR_AGO))
     runner = CliRunner()

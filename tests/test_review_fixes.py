@@ -84,3 +84,58 @@ def test_the_torchscript_based_onnx_writer_passes_only_what_torch_2_4_takes(monk
     export_module._write_onnx_torchscript_based(wrapper, torch.zeros(2, 3, 16, 16), tmp_path / "m.onnx", {}, None)
     assert calls and calls[0]["opset_version"] == export_module.MIN_OPSET
     assert set(calls[0]["dynamic_axes"]) == {"images", "age", "gender"}
+
+
+# ---------------------------------------------------------------- cache clear: only what hydranet wrote
+
+
+def test_cache_clear_removes_only_hydranets_own_items_from_the_cache_folder(tmp_path, monkeypatch):
+    """HYDRANET_CACHE may point at a folder that holds other things (a home folder, a shared disk)."""
+    from hydranet.core.cli import cli
+
+    cache = tmp_path / "somewhere"
+    monkeypatch.setenv("HYDRANET_CACHE", str(cache))
+    reports, synthetic = cache / "data-reports", cache / "synthetic"
+    reports.mkdir(parents=True)
+    synthetic.mkdir()
+    ours_report = reports / "utkface-0123456789ab.txt"
+    ours_report.write_text("1 unreadable image skipped:\n")
+    theirs_notes = reports / "notes"  # a folder of the user's, not a data-problem list
+    theirs_notes.mkdir()
+    (theirs_notes / "thesis.tex").write_text("months of work")
+    theirs_file = reports / "budget.xlsx"
+    theirs_file.write_text("numbers")
+    ours_faces = synthetic / "n40-s32-seed0"
+    ours_faces.mkdir()
+    (ours_faces / ".hydranet-synthetic.json").write_text("{}")
+    (ours_faces / "30_0_3_0.jpg").write_bytes(b"x")
+    theirs_photos = synthetic / "holiday"
+    theirs_photos.mkdir()
+    (theirs_photos / "beach.jpg").write_bytes(b"y")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    (reports / "link.txt").symlink_to(outside / "keep.txt")
+    for path in [ours_report, theirs_notes, theirs_file, ours_faces, theirs_photos, *theirs_notes.iterdir(),
+                 *ours_faces.iterdir(), *theirs_photos.iterdir()]:
+        os.utime(path, (HOUR_AGO, HOUR_AGO))
+    listing = CliRunner().invoke(cli, ["cache", "list"])
+    assert listing.exit_code == 0, listing.output
+    assert "data-problem lists: 1 item" in listing.output and "synthetic faces: 1 item" in listing.output
+    result = CliRunner().invoke(cli, ["cache", "clear", "--all"])
+    assert result.exit_code == 0, result.output
+    assert not ours_report.exists() and not ours_faces.exists()
+    assert (theirs_notes / "thesis.tex").read_text() == "months of work"
+    assert theirs_file.exists() and (theirs_photos / "beach.jpg").exists()
+    assert (reports / "link.txt").is_symlink() and (outside / "keep.txt").read_text() == "keep"
+    assert "removed 0 decoded-image entries and 2 other items" in result.output
+
+
+def test_cache_clear_knows_the_synthetic_datasets_marker_and_report_names():
+    from hydranet.core import cache_command
+    from hydranet.core.data_report import full_report_path
+    from hydranet.plugins.datasets.synthetic import MARKER
+
+    assert cache_command.SYNTHETIC_MARKER == MARKER
+    dataset = types.SimpleNamespace(root="/data/UTKFace", csv="")
+    assert cache_command.REPORT_NAME.fullmatch(full_report_path(dataset, "utkface").name)
