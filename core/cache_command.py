@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, orphans, remove_entry,
-                                        remove_tree)
+                                        remove_file, remove_tree)
 from hydranet.core.paths import CACHE_ENV, cache_dir
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
@@ -106,7 +106,7 @@ def clear_command(everything: bool) -> None:
         if path in kept:
             continue
         size = _disk(path)
-        if remove_tree(path) if path.is_dir() else _unlink(path):
+        if remove_tree(path) if path.is_dir() else remove_file(path):
             freed, cleared = freed + size, cleared + 1
     click.echo(f"removed {plural(len(removed), 'decoded-image entry', 'decoded-image entries')} and "
                f"{plural(cleared, 'other item')} from {folder}, freeing {_mb(freed)}")
@@ -178,14 +178,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        return False
-    return True
 
 
 def _mb(nbytes: int) -> str:

@@ -157,8 +157,18 @@ def prune_superseded(cache_dir: Path, newest: CacheEntry, now: float | None = No
                if newest.supersedes(entry) and not in_use(entry.last_used, now) and remove_entry(entry)]
     for path in orphans(cache_dir):
         if not in_use(_mtime(path), now, ORPHAN_SECONDS):
-            path.unlink(missing_ok=True)
+            remove_file(path)
     return removed
+
+
+def remove_file(path: Path) -> bool:
+    """Remove a file; False when the system refuses (another user's file in a shared folder, a file mapped on
+    Windows): pruning is housekeeping, and must never fail the decode that just succeeded."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def remove_tree(path: Path) -> bool:

@@ -139,3 +139,30 @@ def test_cache_clear_knows_the_synthetic_datasets_marker_and_report_names():
     assert cache_command.SYNTHETIC_MARKER == MARKER
     dataset = types.SimpleNamespace(root="/data/UTKFace", csv="")
     assert cache_command.REPORT_NAME.fullmatch(full_report_path(dataset, "utkface").name)
+
+
+# ---------------------------------------------------------------- pruning never fails the decode it follows
+
+
+def test_an_orphan_the_system_refuses_to_remove_does_not_fail_the_decode(tmp_path, monkeypatch):
+    """Another user's killed decode in a shared (sticky) cache folder, or a file mapped on Windows."""
+    from test_cache_pruning import SIZE, draw
+
+    from hydranet.core.decode import decode_images
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    theirs = cache / ".decoded-0123.abc.tmp"
+    theirs.write_bytes(b"\0" * 10)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(theirs, (two_days_ago, two_days_ago))
+    unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self.name == theirs.name:
+            raise PermissionError(13, "Operation not permitted", str(self))
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    decoded = decode_images(draw(tmp_path / "data"), SIZE, cache_dir=cache, progress=False, workers=1)
+    assert decoded.images.shape[0] == 4 and theirs.exists()
