@@ -8,6 +8,7 @@ Plugins add commands through the `register_commands` hook.
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sys
 from typing import Any
@@ -90,6 +91,12 @@ def cli() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<spec>-<time>).")
 @click.option("--resume", "resume", type=click.Path(), metavar="RUN_DIR",
               help="Continue a stopped run from RUN_DIR/last.pt (its spec, weights, optimizer, data order, RNG).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="Train one run per combination of the values (repeatable: every combination, the last "
+                   "--sweep varying fastest), each in its own folder under --out (default: "
+                   "runs/<spec>-sweep-<time>), then compare them (seeds grouped) into --out/compare.csv. Values "
+                   "are read as --set reads them; a value holding a comma goes in the list form, "
+                   "KEY='[v1, {a: 1, b: 2}]'. The same command again continues the sweep.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Train with N processes on this machine (one per GPU; gloo on CPU): runs torchrun for you.")
@@ -97,7 +104,7 @@ def cli() -> None:
                more="Short for --set train.device=DEVICE: auto, cpu, cuda, cuda:N or mps (default: the spec's "
                     "train.device).")
 def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, resume: str | None,
-          progress: bool | None, nproc: int, device: str | None) -> None:
+          sweeps: tuple[str, ...], progress: bool | None, nproc: int, device: str | None) -> None:
     """Train the model a SPEC describes (default: the built-in demo).
 
     SPEC is a YAML or TOML spec file, or the name of a built-in spec (demo,
@@ -115,19 +122,24 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train --resume runs/dwa
       hydranet train my.yaml --nproc 4
       torchrun --nproc-per-node 8 -m hydranet train my.yaml
+      hydranet train my.yaml --sweep weighting=sum,dwa --sweep train.seed=0,1,2 --out runs/w
     """
     from hydranet.core.engine import plan_run, resume_conflict, run_plan
     from hydranet.core.report import metrics_table
 
     problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir,
-                                                             "--device": device})
+                                                             "--device": device, "--sweep": sweeps})
     if problem:
         raise click.UsageError(problem)
+    given = overrides
     if device is not None:
         if any(o.partition("=")[0].strip() == "train.device" for o in overrides):
             raise click.UsageError("--device is short for --set train.device=DEVICE; give one of the two, not both")
         pick_device_option(device)  # named as --device, present on this machine: checked before any data loads
         overrides = (*overrides, f"train.device={device}")
+    if sweeps:
+        _train_sweep(spec, sweeps, overrides, given, out_dir, device, progress, nproc)
+        return
     # what the run (or every process of it) would refuse, refused before any data or model is loaded
     plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume, option="--set")
     if nproc > 1:
@@ -143,6 +155,39 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
                f"(best epoch {result.best_epoch}); baseline = best constant prediction:")
     click.echo(metrics_table(result.final.metrics, result.baselines, result.final.higher_is_better))
     click.echo(f"\nrun folder: {result.run_dir}")
+
+
+def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str, ...], given: tuple[str, ...],
+                 out_dir: str | None, device: str | None, progress: bool | None, nproc: int) -> None:
+    """`train --sweep`: plan every combination (all problems at once), train them in turn, print the comparison.
+
+    `given` are the --set overrides as typed (without --device's), for the command that continues the sweep.
+    """
+    from hydranet.core.compare import comparison_table
+    from hydranet.core.sweep import failure_report, parse_sweeps, plan_sweep, run_sweep
+
+    if nproc > 1:  # one torchrun per run would restart the processes, and Ctrl-C, per run; not built
+        raise click.UsageError("--sweep trains its runs one after another in this process and does not take "
+                               "--nproc; run each combination as its own `hydranet train ... --nproc N --set "
+                               "KEY=VALUE --out DIR`, then `hydranet compare DIR...`")
+    plan = plan_sweep(spec, parse_sweeps(sweeps), overrides=overrides, out_dir=out_dir)
+    again = shlex.join(["hydranet", "train", *([spec] if spec else []), *_pairs("--set", given),
+                        *_pairs("--sweep", sweeps), *(["--device", device] if device else []),
+                        "--out", str(plan.out_dir)])
+    result = run_sweep(plan, progress=sys.stderr.isatty() if progress is None else progress, again=again)
+    if result.comparison is not None:
+        click.echo("\n" + comparison_table(result.comparison))
+        click.echo(f"\nwrote {result.compare_csv}")
+    for note in result.notes:
+        click.echo(note, err=True)
+    click.echo(f"sweep folder: {plan.out_dir}")
+    if result.failures:
+        raise HydranetError(failure_report(result, len(plan.runs)))
+
+
+def _pairs(option: str, values: tuple[str, ...]) -> list[str]:
+    """`--set a=1 --set b=2`: each value after its option again, for a command to print."""
+    return [part for value in values for part in (option, value)]
 
 
 def _argv_without_nproc(argv: list[str]) -> list[str]:
@@ -205,10 +250,12 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="Leave out, with a note, the folders that are not runs or have no finished epoch "
                    "(as runs/* may name), instead of stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: every run's metrics, delta_m, differences, notes.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per run, the compared metrics, "
-                                                    "delta_m_percent (notes go to stderr).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one line per run (or group of seeds: each metric's "
+                                                    "mean and std, and n), the compared metrics, delta_m_percent "
+                                                    "(notes go to stderr).")
+@click.option("--no-group", is_flag=True, help="One row per run, even for runs that differ only in train.seed.")
 def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool, skip_bad: bool, as_json: bool,
-            as_csv: bool) -> None:
+            as_csv: bool, no_group: bool) -> None:
     """Compare runs of the same tasks: their validation metrics and delta_m.
 
     Each RUN is a folder `hydranet train` wrote. One row per run: its
@@ -220,6 +267,12 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
     last column lists what else differs from the reference's spec, if
     anything does.
 
+    Runs whose specs differ only in train.seed are one row (unless
+    --no-group): each metric as mean ± sample std over the n runs, and
+    delta_m computed on the means, against the group holding the reference
+    run. Runs with another data.split_seed stay apart: they validate on
+    other images. With no seeds to group, the table is one row per run.
+
     Runs with other tasks or metrics are compared on those every run has;
     a note names what was left out.
 
@@ -229,6 +282,7 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
       hydranet compare runs/* --skip-bad --sort
       hydranet compare runs/w-* --ref runs/w-sum --epoch last
       hydranet compare runs/w-* --csv > weightings.csv
+      hydranet compare runs/sweep/* --no-group
     """
     from hydranet.core.compare import (compare_runs, comparison_csv, comparison_json, comparison_table,
                                        read_runs)
@@ -236,7 +290,7 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     records, reference, skipped = read_runs(runs, ref, epoch, skip_bad)
-    comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped)
+    comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=not no_group)
     if as_json:
         click.echo(comparison_json(comparison), nl=False)
     elif as_csv:

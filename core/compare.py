@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import statistics
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,16 @@ import yaml
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.plot import series_from_rows
-from hydranet.core.report import format_table
+from hydranet.core.report import format_table, format_value
 from hydranet.core.run import RUN_FILES, csv_number, read_metrics
 from hydranet.core.wording import english_list, plural
+
+#: Spec keys in which runs of one experiment, repeated for its spread, differ: `compare` shows such runs as one
+#: row (mean ± std). Not data.split_seed: another split validates on other images, which do not average.
+SEED_KEYS = ("train.seed",)
+
+#: The file a sweep writes beside its run folders (core/sweep.py): `hydranet compare SWEEP/*` passes over it.
+COMPARE_CSV = "compare.csv"
 
 #: Spec keys that change how a run trains, not what it learns: left out of what "differs" between runs.
 HOW_NOT_WHAT = {"data.workers", "data.cache", "data.placement", "data.device_memory_gb", "train.log_every",
@@ -76,6 +84,57 @@ class RunRecord:
 
 def _name(section: Any) -> str:
     return str(section.get("name", "?")) if isinstance(section, Mapping) else str(section)
+
+
+@dataclass
+class RunGroup:
+    """Runs whose specs differ only in a seed (SEED_KEYS): one experiment, measured `n` times.
+
+    It stands where a run stands in Δm (`metrics` are the means), so Δm is
+    computed on the means, as the literature reports it.
+    """
+
+    runs: list[RunRecord]
+    label: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def path(self) -> Path:  # the key Δm is stored under: its first run's
+        return self.runs[0].path
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.runs[0].spec
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [_seed(run.spec) for run in self.runs]
+
+    @property
+    def higher_is_better(self) -> dict[str, dict[str, bool]]:
+        return self.runs[0].higher_is_better
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Each metric's mean over the runs (NaN where a run has none)."""
+        return self._over_runs(statistics.fmean)
+
+    @property
+    def std(self) -> dict[str, dict[str, float]]:
+        """Each metric's sample standard deviation over the runs (NaN for one run)."""
+        return self._over_runs(lambda values: statistics.stdev(values) if len(values) > 1 else math.nan)
+
+    def _over_runs(self, reduce: Any) -> dict[str, dict[str, float]]:
+        return {task: {metric: reduce([run.metrics[task][metric] for run in self.runs]) for metric in metrics}
+                for task, metrics in self.higher_is_better.items()}
+
+
+def _seed(spec: Mapping[str, Any]) -> Any:
+    train = spec.get("train")
+    return train.get("seed", 0) if isinstance(train, Mapping) else 0
 
 
 def read_run(path: str | Path, epoch: str | int = "best", components: Any = None) -> RunRecord:
@@ -205,6 +264,8 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
     """
     unique: dict[Path, Path] = {}
     for path in map(Path, paths):
+        if path.name == COMPARE_CSV and path.is_file():  # a sweep's table, which `SWEEP/*` names too
+            continue
         unique.setdefault(path.resolve(), path)
     if ref is not None and Path(ref).resolve() not in unique:
         unique = {Path(ref).resolve(): Path(ref), **unique}
@@ -238,14 +299,21 @@ class Comparison:
     shared: list[tuple[str, str]]  # (task, metric), in the reference's order
     delta_m: dict[Path, float]  # run.path -> Δm in percent (NaN: no metric to compute it on)
     notes: list[str] = field(default_factory=list)
+    #: the runs grouped by seed (the reference's group first among equals), when some group has several runs;
+    #: their Δm, on the means, is in group_delta_m under each group's path
+    groups: list[RunGroup] | None = None
+    group_delta_m: dict[Path, float] = field(default_factory=dict)
 
     def higher_is_better(self, task: str, metric: str) -> bool:
         return self.reference.higher_is_better[task][metric]
 
 
 def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | int = "best", sort: bool = False,
-                 notes: Sequence[str] = ()) -> Comparison:
-    """Compare `runs` (which include `reference`) on the task metrics all of them have; `notes` come first."""
+                 notes: Sequence[str] = (), group: bool = True) -> Comparison:
+    """Compare `runs` (which include `reference`) on the task metrics all of them have; `notes` come first.
+
+    With `group`, runs that differ only in their seed are also grouped (see `group_runs`).
+    """
     keys = [_metric_keys(run) for run in runs]
     shared_keys = set.intersection(*keys)
     if not shared_keys:
@@ -272,8 +340,70 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
         notes += _run_notes(run, reference)
     ordered = list(runs)
     if sort:
-        ordered.sort(key=lambda run: -delta[run.path] if math.isfinite(delta[run.path]) else math.inf)
-    return Comparison(ordered, reference, str(epoch), shared, delta, notes)
+        ordered.sort(key=lambda run: _best_first(delta[run.path]))
+    comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes)
+    if group:
+        _add_groups(comparison, sort)
+    return comparison
+
+
+def _best_first(delta: float) -> float:
+    return -delta if math.isfinite(delta) else math.inf
+
+
+def _add_groups(comparison: Comparison, sort: bool) -> None:
+    """Group the compared runs by seed; only when some group has several runs (else the table stays per run)."""
+    groups, notes = group_runs(comparison.runs)
+    comparison.notes += notes
+    if all(g.n == 1 for g in groups):
+        return
+    reference = next(g for g in groups if comparison.reference in g.runs)
+    for g in groups:
+        comparison.group_delta_m[g.path] = _delta_m(g, reference, comparison.shared)[0]
+    if sort:
+        groups.sort(key=lambda g: _best_first(comparison.group_delta_m[g.path]))
+    comparison.groups = groups
+
+
+def group_runs(runs: Sequence[RunRecord]) -> tuple[list[RunGroup], list[str]]:
+    """Runs whose specs differ only in SEED_KEYS, as groups (in the order of their first run), and notes.
+
+    Runs of the same spec and the same seed are repeats of one run, not seeds:
+    where some runs of a group share a seed, its runs are shown apart, with a note.
+    """
+    classes: list[list[RunRecord]] = []
+    for run in runs:
+        same = next((c for c in classes if set(differences(c[0].spec, run.spec, names=True)) <= set(SEED_KEYS)),
+                    None)
+        if same is None:
+            classes.append([run])
+        else:
+            same.append(run)
+    groups, notes = [], []
+    for members in classes:
+        seeds = [_seed(run.spec) for run in members]
+        if len(set(map(repr, seeds))) == len(seeds):
+            groups.append(RunGroup(members))
+            continue
+        groups += [RunGroup([run]) for run in members]
+        if len(set(map(repr, seeds))) > 1:
+            notes.append(f"{english_list([run.label for run in members])} differ only in {english_list(SEED_KEYS)}, "
+                         "but some share one: repeats of a run are not seeds, so they are shown apart")
+    for g in groups:
+        g.label = _group_label(g)
+    return groups, notes
+
+
+def _group_label(group: RunGroup) -> str:
+    """The runs' common name: a sweep's `weighting=dwa,train.seed=1` less its seed; else the first run's name."""
+    first = group.runs[0].label
+    if group.n == 1:
+        return first
+    stripped = {",".join(part for part in run.label.split(",") if not part.startswith(tuple(f"{k}=" for k in SEED_KEYS)))
+                for run in group.runs}
+    if len(stripped) == 1 and "" not in stripped:
+        return stripped.pop()
+    return f"{first} and {plural(group.n - 1, 'other seed')}"
 
 
 def _metric_keys(run: RunRecord, ordered: bool = False) -> Any:
@@ -295,8 +425,9 @@ def _nothing_shared(runs: Sequence[RunRecord], reference: RunRecord) -> str:
             + "; ".join(f"{run.path}: {tasks(run)}" for run in runs) + "); compare fewer runs at a time.")
 
 
-def _delta_m(run: RunRecord, reference: RunRecord, shared: Sequence[tuple[str, str]]) -> tuple[float, list[str]]:
-    """Δm of `run` against `reference` in percent, and the shared metrics it has no value for."""
+def _delta_m(run: RunRecord | RunGroup, reference: RunRecord | RunGroup,
+             shared: Sequence[tuple[str, str]]) -> tuple[float, list[str]]:
+    """Δm of `run` against `reference` in percent, and the shared metrics it has no value for (groups: their means)."""
     per_task: dict[str, list[float]] = {}
     missing = []
     for task, metric in shared:
@@ -330,19 +461,22 @@ def _label(runs: Sequence[RunRecord]) -> None:
         run.label = name if names.count(name) == 1 else str(run.path)
 
 
-def differences(reference: Mapping[str, Any], spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def differences(reference: Mapping[str, Any], spec: Mapping[str, Any], prefix: str = "",
+                names: bool = False) -> dict[str, Any]:
     """Dotted spec keys whose value in `spec` is not the reference's: key -> the run's value.
 
     Tasks are matched by name. A key only one side has maps to "(added)" or
     "(removed)". The weighting's and the backbone's names have their own
     columns; when a name differs, its parameters differ with it and are not
-    listed. Settings that change how a run trains, not what it learns
+    listed, unless `names` (every difference, names included: whether two
+    specs train the same thing, as a sweep asks of a folder it continues).
+    Settings that change how a run trains, not what it learns
     (HOW_NOT_WHAT), are left out.
     """
     out: dict[str, Any] = {}
     for key in [*reference, *(k for k in spec if k not in reference)]:
         path = f"{prefix}{key}"
-        if path in HOW_NOT_WHAT or path in ("weighting.name", "backbone.name"):
+        if path in HOW_NOT_WHAT or (not names and path in ("weighting.name", "backbone.name")):
             continue
         if key not in spec or key not in reference:
             out[path] = "(added)" if key in spec else "(removed)"
@@ -350,10 +484,10 @@ def differences(reference: Mapping[str, Any], spec: Mapping[str, Any], prefix: s
         mine, theirs = spec[key], reference[key]
         if path == "tasks":
             mine, theirs = _by_task_name(mine), _by_task_name(theirs)
-        if path in ("weighting", "backbone") and _name(mine) != _name(theirs):
+        if not names and path in ("weighting", "backbone") and _name(mine) != _name(theirs):
             continue
         if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
-            out.update(differences(theirs, mine, f"{path}."))
+            out.update(differences(theirs, mine, f"{path}.", names))
         elif mine != theirs:
             out[path] = mine
     return out
@@ -388,8 +522,27 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
             "delta_m": _value(comparison.delta_m[run.path]),
             "differs": differences(ref.spec, run.spec),
         } for run in comparison.runs],
+        **({"groups": [_group_dict(comparison, g) for g in comparison.groups]} if comparison.groups else {}),
         "notes": comparison.notes,
     }
+
+
+def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
+    """A group for programs: its runs and seeds, each metric's mean and sample std, Δm on the means."""
+    def values(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+        return {t: {m: _value(v) for m, v in metrics.items()} for t, metrics in table.items()}
+
+    return {"name": group.label, "runs": [str(run.path) for run in group.runs], "n": group.n,
+            "seeds": group.seeds, "weighting": group.runs[0].weighting, "backbone": group.runs[0].backbone,
+            "mean": values(group.metrics), "std": values(group.std),
+            "delta_m": _value(comparison.group_delta_m[group.path]),
+            "differs": _group_differences(comparison, group)}
+
+
+def _group_differences(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
+    """What, besides the seed, sets a group apart from the reference's group."""
+    reference = next(g for g in comparison.groups or () if comparison.reference in g.runs)
+    return {key: value for key, value in differences(reference.spec, group.spec).items() if key not in SEED_KEYS}
 
 
 def comparison_json(comparison: Comparison) -> str:
@@ -397,7 +550,12 @@ def comparison_json(comparison: Comparison) -> str:
 
 
 def comparison_csv(comparison: Comparison) -> str:
-    """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent."""
+    """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent.
+
+    Grouped by seed, one line per group: its runs, n, seeds, each metric's mean and std, delta_m_percent.
+    """
+    if comparison.groups:
+        return _groups_csv(comparison)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
@@ -410,8 +568,29 @@ def comparison_csv(comparison: Comparison) -> str:
     return buffer.getvalue()
 
 
+def _csv_value(value: float) -> Any:
+    return "" if math.isnan(value) else csv_number(value)
+
+
+def _groups_csv(comparison: Comparison) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["group", "runs", "n", "seeds", "weighting", "backbone",
+                     *(f"{t}.{m}.{what}" for t, m in comparison.shared for what in ("mean", "std")),
+                     "delta_m_percent"])
+    for g in comparison.groups or ():
+        mean, std = g.metrics, g.std
+        writer.writerow([g.label, ";".join(str(run.path) for run in g.runs), g.n, ";".join(map(str, g.seeds)),
+                         g.runs[0].weighting, g.runs[0].backbone,
+                         *(_csv_value(table[t][m]) for t, m in comparison.shared for table in (mean, std)),
+                         _csv_value(comparison.group_delta_m[g.path])])
+    return buffer.getvalue()
+
+
 def comparison_table(comparison: Comparison) -> str:
     """The table, a line above saying at which epoch and against which run, a legend and the notes below."""
+    if comparison.groups:
+        return _groups_table(comparison)
     ref = comparison.reference
     changes = {run.path: ", ".join(f"{k}={v}" for k, v in differences(ref.spec, run.spec).items()) or "-"
                for run in comparison.runs}
@@ -426,18 +605,54 @@ def comparison_table(comparison: Comparison) -> str:
                      "-" if run.best_epoch is None else run.best_epoch,
                      *(run.metrics[t][m] for t, m in comparison.shared), shown,
                      *([changes[run.path]] if with_changes else [])])
-    at = {"best": "its best epoch (the lowest total validation loss: what best.pt holds)",
-          "last": "its last epoch"}.get(comparison.epoch, f"epoch {comparison.epoch}")
+    return _framed(comparison, f"validation metrics of each run at {_at(comparison)}; reference: {ref.label}",
+                   format_table(headers, rows), f"delta_m%: the mean relative change against {ref.label}")
+
+
+def _at(comparison: Comparison) -> str:
+    return {"best": "its best epoch (the lowest total validation loss: what best.pt holds)",
+            "last": "its last epoch"}.get(comparison.epoch, f"epoch {comparison.epoch}")
+
+
+def _framed(comparison: Comparison, title: str, table: str, delta_m: str) -> str:
+    """A table with its title line above, and the legend (`delta_m` starts it) and the notes below."""
     lower = [f"{t}.{m}" for t, m in comparison.shared if not comparison.higher_is_better(t, m)]
-    legend = (f"delta_m%: the mean relative change against {ref.label}, over the tasks (each task's metrics averaged "
-              f"first), in percent; positive is better. "
+    legend = (f"{delta_m}, over the tasks (each task's metrics averaged first), in percent; positive is better. "
               + (f"Lower is better for {english_list(lower)}, higher for the others." if lower
                  else "Higher is better for every metric."))
-    lines = [f"validation metrics of each run at {at}; reference: {ref.label}", "",
-             format_table(headers, rows), "", textwrap.fill(legend, 100)]
+    lines = [title, "", table, "", textwrap.fill(legend, 100)]
     if comparison.notes:
         lines += ["", "notes:", *(f"  {note}" for note in comparison.notes)]
     return "\n".join(lines)
+
+
+def _groups_table(comparison: Comparison) -> str:
+    """One row per group of seeds: each metric as mean ± sample std over its n runs, Δm on the means."""
+    groups = comparison.groups or []
+    ref = next(g for g in groups if comparison.reference in g.runs)
+    changes = {g.path: ", ".join(f"{k}={v}" for k, v in _group_differences(comparison, g).items()) or "-"
+               for g in groups}
+    with_changes = any(text != "-" for text in changes.values())
+    headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", *(f"{t}.{m}" for t, m in comparison.shared),
+               "delta_m%", *(["differs from the reference"] if with_changes else [])]
+    rows = []
+    for g in groups:
+        mean, std = g.metrics, g.std
+        delta = comparison.group_delta_m[g.path]
+        shown = "0 (ref)" if g is ref else "-" if math.isnan(delta) else f"{delta:+.2f}"
+        epochs = ",".join(dict.fromkeys(f"{run.epochs_done}/{run.epochs_planned}" for run in g.runs))
+        rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting, g.runs[0].backbone, epochs,
+                     *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared), shown,
+                     *([changes[g.path]] if with_changes else [])])
+    keys = english_list(SEED_KEYS)
+    title = (f"validation metrics at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
+             f"{keys} grouped: mean ± sample std over n runs; reference: {ref.label}")
+    return _framed(comparison, title, format_table(headers, rows),
+                   f"delta_m%: computed on the means, the mean relative change against {ref.label}'s")
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return format_value(mean) if math.isnan(std) else f"{format_value(mean)} ± {format_value(std)}"
 
 
 def describe_problems(problems: Sequence[RunProblem]) -> str:

@@ -56,6 +56,25 @@ def override_list(overrides: str | Iterable[str], option: str = "overrides", for
 
 
 
+def parse_value(text: str) -> Any:
+    """An override's value as `--set` reads it (YAML 1.2; nothing at all is the empty string).
+
+    One function, so that `--sweep` (core/sweep.py) reads each of its values exactly as `--set` would.
+    Raises yaml.YAMLError; `yaml12.error_message` words it.
+    """
+    return yaml12.load(text) if text.strip() else ""
+
+
+def value_text(value: Any) -> str:
+    """A Python value written as `--set` text that `parse_value` reads back as the same value.
+
+    The Python API's sweep values go through it, so that they are applied (and name their run
+    folders) as the command line's would be: "off" stays the word off, 1e-3 a number.
+    """
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, sort_keys=False, allow_unicode=True)
+    return text.removesuffix("\n...\n").strip()
+
+
 def parse_override_path(path: str) -> list[str | int]:
     """`tasks[1].label` or `tasks.1.label` -> ["tasks", 1, "label"]."""
     parts: list[str | int] = []
@@ -77,7 +96,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], option: str =
             continue
         try:
             path = parse_override_path(key.strip())
-            value = yaml12.load(text) if text.strip() else ""
+            value = parse_value(text)
         except ValueError as error:
             problems.append((key_origin(option, key), str(error)))
             continue

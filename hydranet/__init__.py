@@ -33,6 +33,7 @@ _LAZY = {
                      "TrainingInterrupted"), "hydranet.core.errors"),
     "load_spec": "hydranet.core.spec",
     "train": "hydranet.core.engine",
+    "sweep": "hydranet.core.sweep",
     "load": "hydranet.core.checkpoint",
 }
 
@@ -45,6 +46,7 @@ if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
     from hydranet.core.metrics import Metric
     from hydranet.core.spec import load_spec
+    from hydranet.core.sweep import sweep
 
 
 def __getattr__(name: str) -> _Any:
@@ -79,5 +81,6 @@ __all__ = [
     "TrainingInterrupted",
     "load_spec",
     "train",
+    "sweep",
     "load",
 ]

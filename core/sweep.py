@@ -1,0 +1,447 @@
+"""`hydranet train SPEC --sweep KEY=V1,V2,...`: every combination of some spec values, one run each.
+
+An MTL researcher compares weightings across seeds: the same spec trained
+once per (weighting, seed). A sweep is that shell loop made safe: every
+combination's spec is resolved before anything trains (a typo in the third
+value is reported at once, not after two runs), each run is a normal run in
+its own folder under the sweep folder, and running the same command again
+continues it (finished runs are skipped, an interrupted one resumes with the
+usual resume machinery). At the end the runs are compared as
+`hydranet compare` compares them (seeds grouped) and the table is written to
+the sweep folder's compare.csv.
+
+Values are read exactly as `--set` reads one (`overrides.parse_value`): a
+`--sweep KEY=V1,V2` is the runs `--set KEY=V1`, `--set KEY=V2`. A value that
+holds a comma is written in the list form, a YAML flow sequence:
+`--sweep 'weighting=[sum, {name: static, weights: {age: 2}}]'`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from hydranet.core import yaml12
+from hydranet.core.atomic import atomic_write_text
+from hydranet.core.errors import HydranetError, InputError, SpecError, TrainingInterrupted
+from hydranet.core.overrides import origin, override_list, parse_override_path, parse_value, value_text
+from hydranet.core.wording import english_list, plural
+
+#: a run folder's name is the swept values as written when it is made of these characters (and short)
+_SAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
+_MAX_NAME = 100
+
+
+class SweepProblem(HydranetError):
+    """A sweep that cannot start (or go on); the message names the --sweep value or run folder and what to do."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept key and its values, each as `--set` text (what names the run folders)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One run of the sweep: its number (from 1) and a value for each swept key."""
+
+    number: int
+    settings: tuple[tuple[str, str], ...]
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{key}={value}" for key, value in self.settings]
+
+    @property
+    def label(self) -> str:
+        """How the user reads it: `weighting=dwa, train.seed=1`."""
+        return ", ".join(self.overrides)
+
+    @property
+    def folder(self) -> str:
+        return folder_name(self.settings)
+
+
+@dataclass
+class PlannedRun:
+    """A combination, its run folder, and what the sweep does there: train it new, resume it, or skip it."""
+
+    combination: Combination
+    path: Path
+    state: str  # "new", "resume" or "finished"
+    plan: Any = None  # the RunPlan to train (None for a finished run)
+
+
+@dataclass
+class SweepPlan:
+    """Every run of a sweep, checked and planned before any trains."""
+
+    out_dir: Path
+    axes: list[Axis]
+    runs: list[PlannedRun]
+    #: how the caller names the swept values and the overrides: messages use the caller's words
+    sweep_option: str = "--sweep"
+    set_option: str = "--set"
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: its folder, each run's outcome, the failures, and the comparison of its runs."""
+
+    out_dir: Path
+    outcomes: dict[int, str]  # combination number -> "trained", "resumed", "skipped" or "failed"
+    failures: list[tuple[Combination, str]] = field(default_factory=list)
+    comparison: Any = None  # a compare.Comparison; None when no run finished an epoch
+    compare_csv: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ the values
+
+
+def parse_sweeps(sweeps: Iterable[str], option: str = "--sweep") -> list[Axis]:
+    """`KEY=V1,V2,...` (or `KEY=[V1, V2]`) strings as axes; every problem reported at once, named as `option`."""
+    axes: list[Axis] = []
+    problems, keys = [], []
+    for text in sweeps:
+        key, sep, values = text.partition("=")
+        key = key.strip()
+        keys.append(key)
+        try:
+            if not sep or not key:
+                raise ValueError(f"not of the form KEY=V1,V2,... (e.g. {option} train.seed=0,1,2)")
+            axes.append(Axis(key, tuple(split_values(values, option))))
+        except ValueError as error:
+            problems.append(f"{origin(option, text)}: {error}")
+    problems += _key_problems([k for k in keys if k], option)
+    if problems:
+        raise SweepProblem("\n".join(problems))
+    return axes
+
+
+def axes_from_mapping(values: Mapping[str, Any], option: str = "values") -> list[Axis]:
+    """The Python API's {key: [value, ...]} as axes: each value written as `--set` text (`value_text`).
+
+    A string is read as the command line reads it ("sum,dwa" is two values); so
+    is a list of strings, each one value as given.
+    """
+    if not isinstance(values, Mapping) or not values:
+        raise InputError(f"{option} maps each swept key to its values, e.g. "
+                         f"{{'weighting': ['sum', 'dwa'], 'train.seed': [0, 1]}}; got {values!r}")
+    axes = []
+    for key, given in values.items():
+        if isinstance(given, str):
+            axes.append(Axis(str(key), tuple(split_values(given, option))))
+        elif isinstance(given, Sequence) and given:
+            axes.append(Axis(str(key), tuple(value_text(v) for v in given)))
+        else:
+            raise InputError(f"{option}[{key!r}] is a non-empty list of values; got {given!r}")
+    problems = _key_problems([axis.key for axis in axes], option)
+    if problems:
+        raise InputError("\n".join(problems))
+    return axes
+
+
+def split_values(text: str, option: str = "--sweep") -> list[str]:
+    """One --sweep's values, each as `--set` text: split at commas, or a YAML flow list `[a, {b: c}]`.
+
+    Each value is parsed here as --set parses it, so that a value cut at a comma
+    it holds (`{name: static, weights: {age: 2, gender: 1}}`) is reported with
+    the form that takes it, before any run starts.
+    """
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            listed = parse_value(stripped)
+        except yaml.YAMLError as error:
+            raise ValueError(f"the list of values is {yaml12.error_message(error, stripped)}") from None
+        if not listed:
+            raise ValueError("the list of values is empty")
+        values = [value_text(value) for value in listed]
+    else:
+        values = [piece.strip() for piece in text.split(",")]
+        for piece in values:
+            if not piece:
+                raise ValueError("an empty value (two commas together, or one at an end); to sweep over the "
+                                 "empty string, write the list form: KEY=['', x]")
+            try:
+                parse_value(piece)
+            except yaml.YAMLError as error:
+                raise ValueError(f"the value is {yaml12.error_message(error, piece)}; a value holding a comma is "
+                                 f"written in the list form: {option} 'KEY=[v1, {{a: 1, b: 2}}]'") from None
+    twice = sorted({value for value in values if values.count(value) > 1})
+    if twice:
+        raise ValueError(f"{english_list(twice)} listed twice; each value once")
+    return values
+
+
+def _key_problems(keys: Sequence[str], option: str) -> list[str]:
+    """A key swept twice, or one that is not a spec path."""
+    problems = []
+    for key in sorted({k for k in keys if keys.count(k) > 1}):
+        problems.append(f"{option} {key}: swept twice; give all its values in one {option} {key}=V1,V2")
+    for key in dict.fromkeys(keys):
+        try:
+            parse_override_path(key)
+        except ValueError as error:
+            problems.append(f"{option} {key}: {error}")
+    return problems
+
+
+def combinations(axes: Sequence[Axis]) -> list[Combination]:
+    """Every combination of the axes' values, the last axis varying fastest (as nested loops would)."""
+    product = itertools.product(*[[(axis.key, value) for value in axis.values] for axis in axes])
+    return [Combination(number, tuple(settings)) for number, settings in enumerate(product, start=1)]
+
+
+def folder_name(settings: Sequence[tuple[str, str]]) -> str:
+    """`weighting=dwa,train.seed=1`: the swept values as written, when they make a safe, short file name.
+
+    Otherwise (a `/`, a space, braces, a long value) the characters that are
+    not safe on every file system, or in a shell's glob, become `_` and a
+    hash of the exact values keeps two such names apart.
+    """
+    raw = ",".join(f"{key}={value}" for key, value in settings)
+    safe = _SAFE.sub("_", raw).strip("._-") or "run"
+    if safe == raw and len(raw) <= _MAX_NAME:
+        return raw
+    return f"{safe[:_MAX_NAME]}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+
+
+# ------------------------------------------------------------------ planning
+
+
+def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str] = (),
+               out_dir: str | Path | None = None, components: Any = None, set_option: str = "--set",
+               sweep_option: str = "--sweep") -> SweepPlan:
+    """Resolve every combination's spec and look at its run folder, before any run trains.
+
+    Every problem is reported at once, each naming its combinations: a spec
+    value that does not resolve, or a run folder holding a run of another
+    spec than the sweep now asks for.
+    """
+    from hydranet.core.planning import plan_run
+    from hydranet.core.run import default_run_dir
+
+    overrides = override_list(overrides, set_option)
+    _refuse_set_and_swept(axes, overrides, set_option, sweep_option)
+    root = Path(out_dir) if out_dir is not None else default_run_dir(f"{_spec_name(spec)}-sweep")
+    combos = combinations(axes)
+    runs, spec_problems, folder_problems = [], {}, []
+    for combo in combos:
+        try:
+            resolved = _resolve(spec, combo, overrides, components, set_option, sweep_option)
+            run = _plan_folder(combo, root / combo.folder, resolved, components, set_option, sweep_option, plan_run)
+        except SpecError as error:
+            spec_problems.setdefault(str(error), []).append(combo)
+            continue
+        except HydranetError as error:
+            folder_problems.append(f"{_run_name(combo, len(combos))}: {error}")
+            continue
+        runs.append(run)
+    problems = [f"{english_list([_run_name(c, len(combos)) for c in combos_])}: {message}"
+                for message, combos_ in spec_problems.items()] + folder_problems
+    if problems:
+        bad = sum(map(len, spec_problems.values())) + len(folder_problems)
+        raise SweepProblem(f"{bad} of the sweep's {plural(len(combos), 'run')} cannot start, so none was started:\n"
+                           + "\n".join(textwrap.indent(problem, "    ")[2:] for problem in problems))
+    return SweepPlan(root, list(axes), runs, sweep_option, set_option)
+
+
+def _spec_name(spec: Any) -> str | None:
+    """What names the default sweep folder: the spec file's or built-in spec's name ("demo" for none)."""
+    from hydranet.core.run import run_name
+
+    if spec is None:
+        return "demo"
+    source = getattr(spec, "source", spec)
+    return run_name(str(source)) if isinstance(source, (str, Path)) else "run"
+
+
+def _refuse_set_and_swept(axes: Sequence[Axis], overrides: Sequence[str], set_option: str, sweep_option: str) -> None:
+    """A key both set and swept: the sweep's value would silently win over the --set one."""
+    swept = {axis.key for axis in axes}
+    both = [o for o in overrides if o.partition("=")[0].strip() in swept]
+    if both:
+        raise SweepProblem(f"{english_list([origin(set_option, o) for o in both])} also "
+                           f"{'is' if len(both) == 1 else 'are'} swept by {sweep_option}; give "
+                           f"{'its' if len(both) == 1 else 'their'} values in {sweep_option} only")
+
+
+def _resolve(spec: Any, combo: Combination, overrides: Sequence[str], components: Any, set_option: str,
+             sweep_option: str) -> Any:
+    """The combination's resolved spec; a problem a swept value caused names it as the sweep's, not as a --set."""
+    from hydranet.core.spec import load_spec
+
+    try:
+        return load_spec("demo" if spec is None else spec, [*overrides, *combo.overrides], components,
+                         option=set_option)
+    except SpecError as error:
+        swaps = [(f"(from {origin(set_option, o)})", f"(from {origin(sweep_option, o)})") for o in combo.overrides]
+
+        def renamed(path: str) -> str:
+            for mine, theirs in swaps:
+                path = path.replace(mine, theirs)
+            return path
+
+        raise SpecError([(renamed(path), message) for path, message in error.problems], error.source) from None
+
+
+def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any, set_option: str,
+                 sweep_option: str, plan_run: Callable[..., Any]) -> PlannedRun:
+    """What to do in the combination's folder: skip a finished run, resume a stopped one, or start one.
+
+    A folder holding a run of another spec is refused: continuing it would mix
+    two experiments under one name.
+    """
+    if (path / "spec.yaml").is_file():
+        changed = spec_changes(path, resolved)
+        if changed:
+            raise SweepProblem(
+                f"{path} holds a run of another spec than this sweep asks for ({changed}); it was made by "
+                f"another sweep or command. Move or delete that folder, or give the sweep another --out")
+        if (path / "summary.json").is_file():
+            return PlannedRun(combo, path, "finished")
+        if (path / "last.pt").is_file():
+            return PlannedRun(combo, path, "resume", plan_run(resume=path, components=components,
+                                                              option=set_option))
+    return PlannedRun(combo, path, "new", plan_run(resolved, out_dir=path, components=components,
+                                                   option=set_option))
+
+
+def spec_changes(path: Path, resolved: Any) -> str:
+    """How the spec a run folder holds differs from `resolved` ("" if it does not), as `key=theirs (ours)`."""
+    from hydranet.core.compare import differences
+
+    try:
+        saved = yaml.safe_load((path / "spec.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SweepProblem(f"cannot read {path / 'spec.yaml'} ({error}); move or delete that folder") from None
+    wanted = yaml.safe_load(resolved.to_yaml())  # as spec.yaml would hold it
+    if not isinstance(saved, dict):
+        return "its spec.yaml is not a spec"
+    theirs = differences(wanted, saved, names=True)
+    ours = differences(saved, wanted, names=True)
+    return ", ".join(f"{key}={value} there, {ours.get(key, '(removed)')} now" for key, value in theirs.items())
+
+
+def _run_name(combo: Combination, total: int) -> str:
+    return f"run {combo.number}/{total} ({combo.label})"
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None = None, echo: bool = True,
+              again: str | None = None) -> SweepResult:
+    """Train the planned runs one after the other, then compare them and write compare.csv.
+
+    A run that fails is reported and the sweep goes on; the result lists it.
+    Ctrl-C (or SIGTERM) stops the sweep once the current run has saved, and
+    says how to continue: `again`, the command (or call) that runs this sweep again.
+    """
+    from hydranet.core.engine import run_plan
+    from hydranet.core.interrupts import StoppedAtOnce
+
+    say = _sayer(echo)
+    total = len(plan.runs)
+    again = again or f"the same sweep again, into {plan.out_dir}"
+    result = SweepResult(plan.out_dir, {})
+    say(f"sweep of {plural(total, 'run')} in {plan.out_dir}: "
+        + " x ".join(f"{axis.key} ({', '.join(axis.values)})" for axis in plan.axes))
+    for run in plan.runs:
+        head = f"run {run.combination.number}/{total}: {run.combination.label}"
+        if run.state == "finished":
+            say(f"{head}: finished already in {run.path}, skipped")
+            result.outcomes[run.combination.number] = "skipped"
+            continue
+        say(head + (" (resuming its interrupted run)" if run.state == "resume" else ""))
+        try:
+            trained = run_plan(run.plan, components=components, progress=progress, echo=echo)
+        except (TrainingInterrupted, StoppedAtOnce):
+            say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "
+                f"rest), run {again}")
+            raise
+        except (HydranetError, RuntimeError) as error:  # RuntimeError: torch's own (out of memory, ...)
+            message = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"
+            say(f"run {run.combination.number}/{total} failed: {message}")
+            result.failures.append((run.combination, message))
+            result.outcomes[run.combination.number] = "failed"
+            continue
+        result.outcomes[run.combination.number] = "resumed" if run.state == "resume" else "trained"
+        say(f"run {run.combination.number}/{total} done: best epoch {trained.best_epoch}, in {trained.run_dir}")
+    _compare(plan, result, components)
+    return result
+
+
+def _sayer(echo: bool) -> Callable[[str], None]:
+    """The sweep's own lines go where the runs' log lines go: stderr, above any progress bar."""
+    def say(line: str) -> None:
+        if echo:
+            tqdm.write(line, file=sys.stderr)
+    return say
+
+
+def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
+    """Compare the sweep's runs (seeds grouped, the first run the reference) and write compare.csv.
+
+    A failed run is left out: the failure report says why, where a note would only say it has no epoch.
+    """
+    from hydranet.core.compare import COMPARE_CSV, RunProblem, compare_runs, comparison_csv, read_runs
+
+    failed = {combo.number for combo, _ in result.failures}  # the failure report names them
+    paths = [run.path for run in plan.runs
+             if run.combination.number not in failed and (run.path / "spec.yaml").is_file()]
+    try:
+        if not paths:
+            raise RunProblem("no run of the sweep wrote a run folder")
+        records, reference, skipped = read_runs(paths, skip_bad=True, components=components)
+    except RunProblem as problem:
+        result.notes.append(f"nothing to compare: {problem}")
+        return
+    result.comparison = compare_runs(records, reference, notes=skipped)
+    result.compare_csv = atomic_write_text(plan.out_dir / COMPARE_CSV, comparison_csv(result.comparison))
+
+
+def failure_report(result: SweepResult, total: int) -> str:
+    """The failed runs, each with why, and how to try them again."""
+    lines = [f"{len(result.failures)} of the sweep's {plural(total, 'run')} failed:"]
+    lines += [f"  {_run_name(combo, total)}: {message}" for combo, message in result.failures]
+    lines.append(f"Their folders are under {result.out_dir} (train.log says more). Fix the cause and run the same "
+                 "command again: finished runs are skipped, the failed ones trained again.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the Python API
+
+
+def sweep(spec: Any, values: Mapping[str, Any], *, overrides: str | Iterable[str] = (),
+          out_dir: str | Path | None = None, components: Any = None, progress: bool | None = None,
+          echo: bool = True) -> SweepResult:
+    """Train every combination of `values` (`{"weighting": ["sum", "dwa"], "train.seed": [0, 1]}`), one run each.
+
+    As `hydranet train SPEC --sweep KEY=V1,V2 ...`: `overrides` apply to every
+    run, the runs go in folders under `out_dir` (default
+    runs/<spec>-sweep-<time>), calling it again with the same `out_dir`
+    continues the sweep, and the result holds the comparison of the runs
+    (also written to `out_dir`/compare.csv). A failed run does not raise:
+    `result.failures` lists it.
+    """
+    axes = axes_from_mapping(values)
+    plan = plan_sweep(spec, axes, overrides=overrides, out_dir=out_dir, components=components,
+                      set_option="overrides", sweep_option="values")
+    again = f"hydranet.sweep(...) again with out_dir={str(plan.out_dir)!r}"
+    return run_sweep(plan, components=components, progress=progress, echo=echo, again=again)
