@@ -399,8 +399,8 @@ def _group_label(group: RunGroup) -> str:
     first = group.runs[0].label
     if group.n == 1:
         return first
-    stripped = {",".join(part for part in run.label.split(",") if not part.startswith(tuple(f"{k}=" for k in SEED_KEYS)))
-                for run in group.runs}
+    seeds = tuple(f"{key}=" for key in SEED_KEYS)
+    stripped = {",".join(part for part in run.label.split(",") if not part.startswith(seeds)) for run in group.runs}
     if len(stripped) == 1 and "" not in stripped:
         return stripped.pop()
     return f"{first} and {plural(group.n - 1, 'other seed')}"

@@ -324,3 +324,77 @@ def test_a_finished_run_records_its_metrics_directions_and_compares_without_its_
     result = compare(first, second)
     assert result.exit_code == 0, result.output
     assert "decade.mae" in result.output and "+12.5" in result.output  # decade: +50%, the others 0: mean of 4
+
+
+# ------------------------------------------------------------------ runs that differ only in their seed
+
+
+def test_runs_that_differ_only_in_train_seed_are_one_row_mean_and_sample_std(runs, tmp_path):
+    """Real runs: sum with seeds 0 and 1 against uncertainty (seed 0); numbers from each metrics.csv by hand."""
+    components = load_components(make_plugin_manager(entry_points=False))
+    seed1 = tmp_path / "sum-seed1"
+    spec = yaml.safe_load((runs / "sum" / "spec.yaml").read_text())
+    spec["train"]["seed"] = 1
+    hydranet.train(load_spec(spec, components=components), out_dir=seed1, components=components, progress=False,
+                   echo=False)
+    members = [runs / "sum", seed1]
+    values = [csv_row(run, json.loads((run / "summary.json").read_text())["best_epoch"]) for run in members]
+    mean = {name: (values[0][name] + values[1][name]) / 2 for name in METRICS}
+    std = {name: (((values[0][name] - mean[name]) ** 2 + (values[1][name] - mean[name]) ** 2) / (2 - 1)) ** 0.5
+           for name in METRICS}  # the sample std: n - 1 = 1
+    report = compare_json(runs / "sum", runs / "uncertainty", seed1)
+    assert [(g["name"], g["n"], g["seeds"]) for g in report["groups"]] == [("sum and 1 other seed", 2, [0, 1]),
+                                                                          ("uncertainty", 1, [0])]
+    group = report["groups"][0]
+    assert group["runs"] == [str(runs / "sum"), str(seed1)] and group["delta_m"] == 0
+    for name in METRICS:
+        task, metric = name.split(".")
+        assert group["mean"][task][metric] == pytest.approx(mean[name], rel=1e-6)
+        assert group["std"][task][metric] == pytest.approx(std[name], rel=1e-5)
+    assert report["groups"][1]["std"]["age"]["mae"] is None  # one run: no spread
+    other = csv_row(runs / "uncertainty", json.loads((runs / "uncertainty" / "summary.json").read_text())["best_epoch"])
+    assert report["groups"][1]["delta_m"] == pytest.approx(hand_delta_m(other, mean), rel=1e-6)  # on the means
+    assert len(report["runs"]) == 3  # the runs are all still there, each against the reference run
+
+    lines = compare(runs / "sum", runs / "uncertainty", seed1).output.splitlines()
+    assert "the runs that differ only in train.seed grouped: mean ± sample std over n runs" in lines[0]
+    assert lines[2].split()[:6] == ["runs", "n", "seeds", "weighting", "backbone", "epochs"]
+    assert f"{mean['age.mae']:.4f} ± {std['age.mae']:.4f}" in lines[4] and lines[4].endswith("0 (ref)")
+    assert lines[5].split()[:4] == ["uncertainty", "1", "0", "uncertainty"]
+    assert "delta_m%: computed on the means" in " ".join(lines)
+
+    rows = list(csv.DictReader(io.StringIO(compare(runs / "sum", runs / "uncertainty", seed1, "--csv").output)))
+    assert list(rows[0])[:6] == ["group", "runs", "n", "seeds", "weighting", "backbone"]
+    assert list(rows[0])[6:8] == ["age.mae.mean", "age.mae.std"] and list(rows[0])[-1] == "delta_m_percent"
+    assert (rows[0]["n"], rows[0]["seeds"], rows[1]["n"], rows[1]["age.mae.std"]) == ("2", "0;1", "1", "")
+    assert float(rows[0]["age.mae.std"]) == pytest.approx(std["age.mae"], rel=1e-5)
+
+    apart = compare_json(runs / "sum", runs / "uncertainty", seed1, "--no-group")  # today's table
+    assert "groups" not in apart and len(apart["runs"]) == 3
+    text = compare(runs / "sum", runs / "uncertainty", seed1, "--no-group").output
+    assert text.splitlines()[2].split()[0] == "run" and "train.seed=1" in text
+
+
+def test_grouping_by_hand_the_reference_group_sort_and_what_is_not_a_seed(spec, tmp_path):
+    def run(name: str, seed: int, age: float, **changes) -> Path:
+        return make_run(tmp_path / name, spec, [metrics(age, 0.5, 0.4, 0.2)], train__seed=seed, **changes)
+
+    a0, a1, a2 = run("a0", 0, 10), run("a1", 1, 12), run("a2", 2, 14)  # mean 12, sample std 2
+    b0, b1 = run("b0", 0, 9, train__lr=0.01), run("b1", 1, 10, train__lr=0.01)  # mean 9.5
+    report = compare_json(b0, a0, a1, a2, b1, "--ref", a1, "--sort")
+    groups = {g["name"]: g for g in report["groups"]}
+    assert groups["a0 and 2 other seeds"]["delta_m"] == 0  # the reference's group, whichever of its runs it is
+    assert groups["a0 and 2 other seeds"]["std"]["age"]["mae"] == pytest.approx(2)
+    assert groups["a0 and 2 other seeds"]["seeds"] == [0, 1, 2]
+    b = groups["b0 and 1 other seed"]
+    assert b["mean"]["age"]["mae"] == 9.5 and b["std"]["age"]["mae"] == pytest.approx(0.5 ** 0.5)
+    assert b["delta_m"] == pytest.approx(-(9.5 - 12) / 12 * 100 / 3)  # age only differs; one task of three
+    assert b["differs"] == {"train.lr": 0.01}
+    assert [g["name"] for g in report["groups"]] == ["b0 and 1 other seed", "a0 and 2 other seeds"]  # --sort
+
+    split = run("split", 3, 10, data__split_seed=5)  # other validation images: not a seed of a's
+    repeat = run("repeat", 0, 11)  # the same spec and seed as a0: a repeat, not a seed
+    report = compare_json(a0, a1, split, repeat)
+    assert "groups" not in report  # no group of several runs is left: one row per run
+    assert any("a0, a1 and repeat differ only in train.seed, but some share one" in note for note in report["notes"])
+    assert "groups" not in compare_json(a0, split)  # nothing to group: the table is per run, as before
