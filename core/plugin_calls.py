@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from hydranet.core.errors import HydranetError, TrainingError, shown
@@ -69,6 +70,16 @@ def kind_of(value: Any) -> str:
     return f"{shown(value)} (a{'n' if name[:1].lower() in 'aeiou' else ''} {name})"
 
 
+#: What a call into plugin code lets through as raised. `torch.cuda.OutOfMemoryError`, not
+#: `torch.OutOfMemoryError`: the latter is new in torch 2.5 (the former is its alias there).
+PASS_THROUGH = (HydranetError, torch.cuda.OutOfMemoryError, MemoryError)
+
+
+def _recording_cuda_graph() -> bool:
+    """Whether this thread's CUDA stream is recording a graph (asked only after an exception: never per call)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 @dataclass(frozen=True)
 class PluginCall:
     """One kind of call into plugin code, and the error that names it when the code breaks its contract.
@@ -80,7 +91,10 @@ class PluginCall:
         the head of task 'smile' from plugin 'shapes' (hydranet-shapes 0.3) returned shape (2, 3) for
         2 samples; expected (2, 1). Fix the task's build_head/out_features, or leave the task out of the spec.
 
-    A `HydranetError` the code raises passes unchanged: it is already worded for the user.
+    Some exceptions pass unchanged, since the plugin's code is not what to fix: a `HydranetError` (already
+    worded for the user), running out of memory (the batch's size is at fault) and anything raised while a
+    CUDA graph is recorded (torch refusing an op in a graph, which the recorder falls back from;
+    `hydranet.core.capture`). Ctrl-C is no Exception and passes too.
     """
 
     what: str
@@ -102,9 +116,11 @@ class PluginCall:
                  check: Callable[[Any], str | None] | None = None, about: str | Callable[[], str] = "") -> Any:
         try:
             result = function(*args)
-        except HydranetError:
+        except PASS_THROUGH:
             raise
         except Exception as caught:  # plugin code may raise anything
+            if _recording_cuda_graph():
+                raise
             raise self.fault(f"raised {type(caught).__name__}: {caught}", about) from caught
         problem = check(result) if check is not None else None
         if problem:

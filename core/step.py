@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from hydranet.core.errors import HydranetError
 from hydranet.core.interfaces import StepContext, Weighting
 from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
@@ -78,8 +77,7 @@ class TrainStep:
         """The weighting's backward, the gradient sum over processes, the optimizer step, the bookkeeping."""
         detached = losses.detach()
         context = self.context(features)
-        self._plugin_code(self._call("the backward of", self._backward_fix(context)),
-                          self.weighting.backward, losses, context)
+        self._call("the backward of", self._backward_fix(context))(self.weighting.backward, losses, context)
         # The weights this step applied: read after the backward (which sets them, for gradient strategies)
         # and before the update (which moves learned ones, as for uncertainty weighting).
         weights = self._checked_weights().detach().to(self.weight_sums.device, torch.float32)
@@ -99,36 +97,19 @@ class TrainStep:
 
     def _backward_fix(self, context: StepContext) -> str:
         """What to fix when the weighting's backward raises; reading features it did not ask for is the usual slip."""
+        # The backward pass through the model runs inside the weighting's backward, so a head's or backbone's
+        # autograd error lands here too: a run with weighting=sum tells the two apart.
+        through_model = ("; if the same run with --set weighting=sum fails too, the fault is in the backward pass "
+                         "through the model (a head or the backbone), not in the weighting")
         if context.features is None and not self.weighting.needs_features:
             return ("Fix the weighting's backward; if it reads context.features (None here), set needs_features = "
-                    "True on its class. Or use another weighting")
-        return "Fix the weighting's backward, or use another weighting"
-
-    def _plugin_code(self, call: PluginCall, function: Callable[..., Tensor], *args: object) -> Tensor:
-        """`function(*args)`; an exception it raises becomes `call`'s error, which names the weighting and plugin.
-
-        Two exceptions stay as they are: running out of memory (the batch's
-        size, not the plugin's code, is at fault) and anything raised while a
-        CUDA graph is recorded (torch refusing an op in a graph, which the
-        recorder falls back from; `hydranet.core.capture`). Ctrl-C is no
-        Exception and passes too. `torch.cuda.OutOfMemoryError`, not
-        `torch.OutOfMemoryError`: the latter is new in torch 2.5 (the former is
-        its alias there), and on 2.4 naming it turned every error into an
-        AttributeError.
-        """
-        try:
-            return function(*args)
-        except (HydranetError, torch.cuda.OutOfMemoryError, MemoryError):
-            raise
-        except Exception as caught:  # plugin code may raise anything
-            if self.loss_sums.is_cuda and torch.cuda.is_current_stream_capturing():
-                raise
-            raise call.fault(f"raised {type(caught).__name__}: {caught}") from caught
+                    "True on its class. Or use another weighting" + through_model)
+        return "Fix the weighting's backward, or use another weighting" + through_model
 
     def _checked_weights(self) -> Tensor:
         """The weighting's `weights()`, one per task: a shape check is metadata, so it costs no sync."""
         fix = "Return one weight per task, in task order, from the weighting's weights(); or use another weighting"
-        weights = self._plugin_code(self._call("the weights() of", fix), self.weighting.weights)
+        weights = self._call("the weights() of", fix)(self.weighting.weights)
         if getattr(weights, "shape", None) != self.weight_sums.shape:
             problem = shape_problem(weights, tuple(self.weight_sums.shape), f"{self.weight_sums.numel()} tasks")
             raise self._call("the weights() of", fix).fault(problem or "")

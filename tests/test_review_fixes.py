@@ -57,6 +57,22 @@ def test_running_out_of_memory_or_ctrl_c_in_a_weighting_is_not_blamed_on_it(face
         train(faces, RaisesInBackward, tmp_path)
 
 
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory"), MemoryError()])
+def test_running_out_of_memory_in_any_plugin_code_is_not_blamed_on_the_plugin(error):
+    # Heads, losses and backbones go through the same PluginCall as a weighting's backward.
+    from hydranet.core.plugin_calls import PluginCall, Provenance
+
+    def head(_):
+        raise error
+
+    call = PluginCall("the head of", Provenance("task 'smile'", "plugin 'shapes'"), "Fix the head")
+    with pytest.raises(type(error)) as caught:
+        call(head, torch.zeros(1))
+    assert caught.value is error
+    with pytest.raises(TrainingError, match="the head of task 'smile' from plugin 'shapes' raised KeyError"):
+        call(lambda _: {}["x"], torch.zeros(1))
+
+
 # ---------------------------------------------------------------- export: torch 2.4's ONNX exporter
 
 
