@@ -314,16 +314,13 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
 
     With `group`, runs that differ only in their seed are also grouped (see `group_runs`).
     """
-    keys = [_metric_keys(run) for run in runs]
-    shared_keys = set.intersection(*keys)
-    if not shared_keys:
+    shared, left_out = shared_metrics(runs, reference)
+    if not shared:
         raise HydranetError(_nothing_shared(runs, reference))
-    shared = [(task, metric) for task, metric, _ in _metric_keys(reference, ordered=True)
-              if (task, metric, reference.higher_is_better[task][metric]) in shared_keys]
-    _label(runs)
+    label_runs(runs)
     notes = list(notes)
-    for run, own in zip(runs, keys):
-        left = [f"{t}.{m}" for t, m, _ in sorted(own - shared_keys)]
+    for run in runs:
+        left = left_out[run.path]
         if left:
             notes.append(f"{run.label}: left out, as not every run has {'it' if len(left) == 1 else 'them'}: "
                          f"{', '.join(left)}")
@@ -345,6 +342,21 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     if group:
         _add_groups(comparison, sort)
     return comparison
+
+
+def shared_metrics(runs: Sequence[RunRecord],
+                   reference: RunRecord) -> tuple[list[tuple[str, str]], dict[Path, list[str]]]:
+    """The (task, metric) pairs every run has, in the reference's order, and per run.path the `task.metric`s it
+    has that not every run has (what comparing, or plotting, them together leaves out).
+
+    A metric counts as shared only where every run agrees whether higher is better.
+    """
+    keys = [_metric_keys(run) for run in runs]
+    shared_keys = set.intersection(*keys) if keys else set()
+    shared = [(task, metric) for task, metric, _ in _metric_keys(reference, ordered=True)
+              if (task, metric, reference.higher_is_better[task][metric]) in shared_keys]
+    left_out = {run.path: [f"{t}.{m}" for t, m, _ in sorted(own - shared_keys)] for run, own in zip(runs, keys)}
+    return shared, left_out
 
 
 def _best_first(delta: float) -> float:
@@ -454,8 +466,8 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
     return notes
 
 
-def _label(runs: Sequence[RunRecord]) -> None:
-    """Each run's folder name; the path as given where two runs share a name."""
+def label_runs(runs: Sequence[RunRecord]) -> None:
+    """Each run's folder name; the path as given where two runs share a name (what every output calls a run)."""
     names = [run.path.name or str(run.path) for run in runs]
     for run, name in zip(runs, names):
         run.label = name if names.count(name) == 1 else str(run.path)
