@@ -31,6 +31,7 @@ from hydranet.core.errors import TrainingError, TrainingInterrupted
 from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
+from hydranet.core.observers import RunInfo, RunObservers
 from hydranet.core.planning import RunPlan, plan_run, resume_conflict
 from hydranet.core.plugin_calls import provenance
 from hydranet.core.plugins import Components, default_components
@@ -144,6 +145,7 @@ class Trainer(RunSetup, RunCheckpoints):
         self.skipped_steps = 0
         self.background: BackgroundCompile | None = None  # the child compiling into the caches, while it runs
         self.cudnn_benchmark_before = torch.backends.cudnn.benchmark  # a process-wide switch: put back after the run
+        self.observers = RunObservers.idle()  # the run's own, once it is set up (`_observers`)
 
     # ------------------------------------------------------------ loop
 
@@ -162,7 +164,8 @@ class Trainer(RunSetup, RunCheckpoints):
             if self.resume_state is not None:
                 self._restore(self.resume_state)
             self._record_steps()
-            with interrupt_requests(self):
+            self.observers = self._observers()
+            with self.observers.watching(), interrupt_requests(self):
                 try:
                     return self._loop()
                 except KeyboardInterrupt as stop:
@@ -216,6 +219,7 @@ class Trainer(RunSetup, RunCheckpoints):
                     f"{english_list([repr(t) for t in nonfinite])}, so it cannot be the best epoch "
                     "(best.pt keeps the last one that was); a learning rate too high for the data is the usual "
                     "cause (train.lr)")
+            self.observers.epoch_finished(epoch, row)  # the row's own numbers, once it and last.pt are written
             self.validating = False
             if epoch < cfg.epochs and self._stop_agreed():  # a request during validation: the epoch is saved
                 self._stop(f"after epoch {epoch} and its validation")
@@ -401,9 +405,20 @@ class Trainer(RunSetup, RunCheckpoints):
         advice = advice or f"Try a lower train.lr, check {whose} labels, or use another weighting."
         message = f"{problem}. Training stopped. {keep} {advice}"
         self.run_folder.log(message, console=False)  # train.log; the error reaches the console, once
+        self.observers.nonfinite = True  # run_finished's status: "nonfinite", not "failed"
         raise TrainingError(message)
 
     # ------------------------------------------------------------ records
+
+    def _observers(self) -> RunObservers:
+        """The run observer plugins' hooks for this run: rank 0's only (one report per run, no rank waits)."""
+        from hydranet import __version__
+
+        resumed_from = None if self.resume_state is None else self.progress_state.epoch
+        run = RunInfo(run_dir=self.run_folder.path, spec=self.spec.to_dict(), tasks=tuple(self.spec.task_names),
+                      epochs=self.cfg.epochs, device=str(self.settings.device), world_size=self.dist.world_size,
+                      rank=self.dist.rank, resumed_from=resumed_from, version=__version__)
+        return RunObservers(self.components.pm if self.dist.is_main else None, run, self.run_folder.log)
 
     def _row(self, epoch: int, train_seconds: float, val_seconds: float, train_losses: Sequence[float],
              weights: Sequence[float], evaluation: EvalResult) -> dict[str, Any]:

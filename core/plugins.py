@@ -29,6 +29,7 @@ import pluggy
 
 from hydranet.core import hookspecs
 from hydranet.core.errors import did_you_mean
+from hydranet.core.observers import observing_plugins
 from hydranet.core.registry import RegistrationError, Registry, describe_plugin
 
 ENTRY_POINT_GROUP = "hydranet"
@@ -68,10 +69,14 @@ REGISTER_HOOKS: dict[str, str] = {
     "register_datasets": "datasets",
 }
 
-#: every hook a plugin may implement, as `core/hookspecs.py` declares them
-HOOKS: tuple[str, ...] = tuple(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+#: every hook a plugin may implement, in the order `core/hookspecs.py` declares them: each function there that
+#: carries the `@hookspec` marker, so a new hook (the run observers') gets the checks and did-you-mean below
+HOOKS: tuple[str, ...] = tuple(name for name, value in vars(hookspecs).items()
+                               if hasattr(value, f"{hookspecs.PROJECT}_spec"))
 
 LEFT_OUT = "the plugin is left out: none of its components are registered"
+#: the key of `PluginInfo.components` that lists a plugin's run observer hooks (`hydranet plugins`: "observes: ...")
+OBSERVES = "observes"
 
 
 def _register_signature(name: str, factory: Callable[..., Any], *, params: Any = None, description: Any = None,
@@ -479,7 +484,7 @@ def load_components(pm: PluginManager | None = None) -> Components:
             if not _call_isolated(pm, plugin_name, hook_name, function, {"register": register}):
                 failed.add(plugin_name)
     for info in pm.info.values():  # what this call registers, not an earlier one on the same manager
-        for kind in REGISTER_HOOKS.values():
+        for kind in (*REGISTER_HOOKS.values(), OBSERVES):
             info.components.pop(kind, None)
     for hook_name, kind in REGISTER_HOOKS.items():
         registry: Registry = getattr(components, kind)
@@ -496,6 +501,9 @@ def load_components(pm: PluginManager | None = None) -> Components:
                 pm.record_conflict(plugin_name, f"{registry.kind} '{name}' is also registered by "
                                    f"{registry.describe(plugins[0])}, so a spec cannot use it: uninstall one of "
                                    f"the two, or leave one out with {ALLOW_ENV}")
+    for plugin_name, hooks in observing_plugins(pm).items():  # listed by `hydranet plugins`, as components are
+        if plugin_name not in failed:
+            pm.info_for(plugin_name).components[OBSERVES] = hooks
     return components
 
 

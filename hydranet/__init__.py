@@ -35,6 +35,7 @@ _LAZY = {
     "train": "hydranet.core.engine",
     "sweep": "hydranet.core.sweep",
     "load": "hydranet.core.checkpoint",
+    "RunInfo": "hydranet.core.observers",
 }
 
 if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
@@ -45,6 +46,7 @@ if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.hookspecs import hookimpl
     from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
     from hydranet.core.metrics import Metric
+    from hydranet.core.observers import RunInfo
     from hydranet.core.spec import load_spec
     from hydranet.core.sweep import sweep
 
@@ -83,4 +85,5 @@ __all__ = [
     "train",
     "sweep",
     "load",
+    "RunInfo",
 ]
