@@ -208,24 +208,52 @@ def _argv_without_nproc(argv: list[str]) -> list[str]:
 
 
 @cli.command(cls=HintingCommand)
-@click.argument("run", type=click.Path())
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for the PNGs (default: RUN).")
-def plot(run: str, out_dir: str | None) -> None:
-    """Write PNG charts of a RUN folder's metrics.csv.
+@click.argument("runs", nargs=-1, required=True, type=click.Path(), metavar="RUN [RUN ...]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for the PNGs (default: RUN for one run, the sweep folder for a sweep; several runs "
+                   "need it).")
+@click.option("--no-group", is_flag=True, help="One line per run, even for runs that differ only in train.seed.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out, with a note, the folders that are not runs or have no finished epoch, instead of "
+                   "stopping (a sweep folder's runs always are).")
+def plot(runs: tuple[str, ...], out_dir: str | None, no_group: bool, skip_bad: bool) -> None:
+    """Write PNG charts of runs' metrics.csv: one run's, or several runs side by side.
 
     losses.png (each task's training and validation loss), metrics.png (each
     task's validation metrics) and weights.png (each task's weight), over the
     epochs. Needs matplotlib: pip install 'hydranet[plot]'.
 
+    With several runs, or a sweep folder (what `hydranet train --sweep`
+    wrote: its runs are all drawn), each panel has one line per run, named
+    as `hydranet compare` names it, over the run's own epochs. Runs that
+    differ only in train.seed are one line (unless --no-group): their mean,
+    in a shaded band of ± one sample std, over the epochs all of them have.
+    Only the tasks and metrics every run has are drawn; a note names what
+    was left out.
+
     \b
     Examples:
       hydranet plot runs/demo-20260101-120000
       hydranet plot runs/dwa --out charts/dwa
+      hydranet plot runs/w                    (a sweep: charts in runs/w)
+      hydranet plot runs/w --no-group
+      hydranet plot runs/w-sum runs/w-dwa --out charts/sum-vs-dwa
     """
-    from hydranet.core.plot import plot_run
+    from hydranet.core.plot import NeedsOut, plot_run, plot_runs, sweep_runs
 
-    for path in plot_run(run, out_dir):
+    if len(runs) == 1 and sweep_runs(runs[0]) is None:
+        written = plot_run(runs[0], out_dir)
+        notes: list[str] = []
+    else:
+        try:
+            drawn = plot_runs(runs, out_dir, group=not no_group, skip_bad=skip_bad)
+        except NeedsOut as error:
+            raise click.UsageError(str(error)) from None
+        written, notes = drawn.written, drawn.notes
+    for path in written:
         click.echo(f"wrote {path}")
+    for note in notes:
+        click.echo(f"note: {note}")
 
 
 # ------------------------------------------------------------------ compare

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from hydranet.core.errors import HydranetError
-from hydranet.core.plot import series_from_rows
+from hydranet.core.plot import CHARTS, series_from_rows
 from hydranet.core.report import format_table, format_value
 from hydranet.core.run import RUN_FILES, csv_number, read_metrics
 from hydranet.core.wording import english_list, plural
@@ -264,7 +264,7 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
     """
     unique: dict[Path, Path] = {}
     for path in map(Path, paths):
-        if path.name == COMPARE_CSV and path.is_file():  # a sweep's table, which `SWEEP/*` names too
+        if path.name in (COMPARE_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
             continue
         unique.setdefault(path.resolve(), path)
     if ref is not None and Path(ref).resolve() not in unique:

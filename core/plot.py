@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,11 @@ from typing import Any
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.run import read_metrics
+from hydranet.core.wording import english_list, plural
 
 MISSING_MATPLOTLIB = "hydranet plot needs matplotlib: pip install 'hydranet[plot]'"
+#: the files a plot writes (into a run folder, or a sweep folder, where `SWEEP/*` names them beside the runs)
+CHARTS = ("losses.png", "metrics.png", "weights.png")
 PANEL_SIZE = (4.8, 3.3)  # inches per panel
 MAX_COLUMNS = 3
 DPI = 100
@@ -130,20 +134,7 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     x = data.epochs
 
     def grid(panels: int, title: str) -> tuple[Any, list[Any]]:
-        columns = min(MAX_COLUMNS, panels)
-        rows = math.ceil(panels / columns)
-        figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows + 0.6), dpi=DPI,
-                        layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
-        for unused in axes[panels:]:
-            unused.set_visible(False)
-        figure.suptitle(f"{name}: {title}")
-        for ax in axes[:panels]:
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(True, alpha=0.3)
-        return figure, axes[:panels]
+        return _grid((Figure, FigureCanvasAgg, MaxNLocator), panels, f"{name}: {title}")
 
     written = []
     loss_tasks = [t for t in data.tasks if t in data.train_loss or t in data.val_loss]
@@ -184,6 +175,275 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     return written
 
 
+# ------------------------------------------------------------------ several runs
+
+
+#: what the band around a group's mean line spans; the legend says it too
+BAND = "± 1 sample std"
+
+
+class NeedsOut(HydranetError):
+    """Several runs and no --out: no one run's folder is theirs, so the caller must name one."""
+
+
+@dataclass
+class Line:
+    """One line of a chart: a run's values over its own epochs, or a group's mean over the epochs all its runs have.
+
+    A group's line has a band, `low` to `high`: the mean ± one sample std over its `n` runs, as compare shows it.
+    """
+
+    label: str
+    epochs: list[float]
+    values: list[float]
+    low: list[float] | None = None
+    high: list[float] | None = None
+    n: int = 1
+
+
+@dataclass
+class RunsPlot:
+    """What `plot_runs` drew: the files, each chart's panels and their lines, and what was left out and why."""
+
+    written: list[Path]
+    #: chart file name -> panel (its metrics.csv column: train_loss.age, val.age.mae, weight.age) -> lines
+    charts: dict[str, dict[str, list[Line]]]
+    notes: list[str] = field(default_factory=list)
+
+
+def sweep_runs(folder: str | Path) -> list[Path] | None:
+    """The run folders of a sweep folder (`hydranet train --sweep`), in its compare.csv's order; None if not one.
+
+    A sweep folder is no run (no spec.yaml) but holds compare.csv or folders that are runs; `hydranet plot
+    SWEEP` draws them all. Runs compare.csv does not list (not yet compared) follow, by name.
+    """
+    from hydranet.core.compare import COMPARE_CSV
+
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / "spec.yaml").is_file() or (folder / "metrics.csv").is_file():
+        return None
+    runs = sorted(p for p in folder.iterdir() if (p / "spec.yaml").is_file())
+    if not runs and not (folder / COMPARE_CSV).is_file():
+        return None
+    listed = _compare_csv_names(folder / COMPARE_CSV)
+    return sorted(runs, key=lambda run: (listed.index(run.name) if run.name in listed else len(listed), run.name))
+
+
+def _compare_csv_names(path: Path) -> list[str]:
+    """The run folder names compare.csv lists, in its order (its `run` column, or each group's `runs`)."""
+    import csv
+
+    try:
+        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # the order is a nicety; the runs themselves are read and checked as compare checks them
+    paths = [p for row in rows for p in (row.get("run") or row.get("runs") or "").split(";") if p]
+    return [Path(p).name for p in paths]
+
+
+def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, group: bool = True,
+              skip_bad: bool = False, components: Any = None) -> RunsPlot:
+    """Draw losses.png, metrics.png and weights.png with one line per run (or per group of seeds) in `out_dir`.
+
+    `paths` are run folders, or sweep folders, whose runs are all drawn (a run of a sweep folder that cannot be
+    read is left out with a note, as the sweep's own comparison leaves it out). The runs are read, checked,
+    labelled and grouped as `hydranet compare` does it: runs that differ only in train.seed are one line, their
+    mean, in a band of ± one sample std (unless not `group`). Only what every run has is drawn; notes say
+    what was left out. `out_dir` defaults to the sweep folder when `paths` is one.
+    """
+    from hydranet.core.compare import group_runs, label_runs, read_runs, shared_metrics
+
+    out = _charts_folder(paths, out_dir)
+    expanded = _expand(paths)
+    records, reference, skipped = read_runs([p for p, _ in expanded], epoch="last",
+                                            skip_bad=skip_bad or all(swept for _, swept in expanded),
+                                            components=components)
+    label_runs(records)
+    shared, left_metrics = shared_metrics(records, reference)
+    columns = {run.path: _columns(load_series(run.path)) for run in records}
+    order = list(columns[reference.path])
+    common = [c for c in order if all(c in own for own in columns.values())]
+    panels = {"losses.png": [c for c in common if c.startswith(("train_loss.", "val_loss."))],
+              "metrics.png": [f"val.{t}.{m}" for t, m in shared if f"val.{t}.{m}" in common],
+              "weights.png": [c for c in common if c.startswith("weight.")]}
+    drawn = {c for chosen in panels.values() for c in chosen}
+    notes = skipped + _left_out_notes(records, columns, drawn, left_metrics)
+    if not drawn:
+        raise HydranetError("nothing to plot together: no task is common to all these runs ("
+                            + "; ".join(f"{run.path}: {', '.join(run.higher_is_better) or '(none)'}"
+                                        for run in records) + "); plot runs of the same tasks.")
+    if group:
+        groups, group_notes = group_runs(records)
+        notes += group_notes
+    else:
+        from hydranet.core.compare import RunGroup
+
+        groups = [RunGroup([run], run.label) for run in records]
+    charts = {chart: {c: [] for c in chosen} for chart, chosen in panels.items() if chosen}
+    for g in groups:
+        lines, note = _group_lines(g.label, [columns[run.path] for run in g.runs], drawn)
+        notes += [note] if note else []
+        for chart in charts.values():
+            for column, panel in chart.items():
+                panel.append(lines[column])
+    title = Path(paths[0]).resolve().name if len(paths) == 1 else plural(len(records), "run")
+    written = _draw_runs(charts, out, title)
+    return RunsPlot(written, charts, notes)
+
+
+def _expand(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """Each path, or a sweep folder's runs in its place, as (path, whether it came from a sweep folder)."""
+    expanded: list[tuple[Path, bool]] = []
+    for path in map(Path, paths):
+        runs = sweep_runs(path)
+        if runs is None:
+            expanded.append((path, False))
+        elif not runs:
+            raise HydranetError(f"{path} holds a sweep's compare.csv but no run folder; pass the folder that holds "
+                                "the sweep's runs")
+        else:
+            expanded += [(run, True) for run in runs]
+    return expanded
+
+
+def _charts_folder(paths: Sequence[str | Path], out_dir: str | Path | None) -> Path:
+    """`out_dir`, else the one sweep folder given; several runs of no one folder need --out."""
+    if out_dir is not None:
+        return Path(out_dir)
+    if len(paths) == 1 and sweep_runs(paths[0]) is not None:
+        return Path(paths[0])
+    raise NeedsOut(f"{plural(len(paths), 'run')} given: pass --out DIR, the folder for their charts (with several "
+                   "runs no run folder is theirs; a sweep folder given alone is its own default)")
+
+
+def _columns(data: RunSeries) -> dict[str, tuple[list[float], list[float]]]:
+    """Every drawable metrics.csv column -> (epochs, values); a resumed run's repeated epoch counts once, its last row
+    (as compare reads it)."""
+    last = {epoch: i for i, epoch in enumerate(data.epochs)}
+    rows = sorted(last.values(), key=lambda i: data.epochs[i])
+    families = [("train_loss", data.train_loss), ("val_loss", data.val_loss), ("weight", data.weights)]
+    out = {}
+    for task in data.tasks:
+        for family, table in families:
+            if task in table:
+                out[f"{family}.{task}"] = table[task]
+        for metric, values in data.metrics.get(task, {}).items():
+            out[f"val.{task}.{metric}"] = values
+    return {c: ([data.epochs[i] for i in rows], [values[i] for i in rows]) for c, values in out.items()}
+
+
+def _left_out_notes(records: Sequence[Any], columns: Mapping[Path, Mapping[str, Any]], drawn: set[str],
+                    left_metrics: Mapping[Path, list[str]]) -> list[str]:
+    """Per run, what it has that not every run has and so is not drawn: metrics as compare names them, then the
+    losses and weights of tasks not every run has."""
+    notes = []
+    for run in records:
+        left = list(left_metrics[run.path])
+        left += [c for c in columns[run.path] if c not in drawn and not c.startswith("val.")]
+        if left:
+            notes.append(f"{run.label}: not drawn, as not every run has {'it' if len(left) == 1 else 'them'}: "
+                         f"{', '.join(left)}")
+    return notes
+
+
+def _group_lines(label: str, members: Sequence[Mapping[str, tuple[list[float], list[float]]]],
+                 columns: set[str]) -> tuple[dict[str, Line], str | None]:
+    """One Line per column: the run's own, or the members' mean and band over the epochs all of them have (and a
+    note when some member has epochs the others lack)."""
+    if len(members) == 1:
+        return {c: Line(label, *members[0][c]) for c in columns}, None
+    lines: dict[str, Line] = {}
+    for column in columns:
+        per_run = [dict(zip(*run[column])) for run in members]
+        epochs = sorted(set.intersection(*(set(values) for values in per_run)))
+        at = [[values[e] for values in per_run] for e in epochs]
+        mean = [statistics.fmean(v) for v in at]
+        std = [statistics.stdev(v) for v in at]
+        lines[column] = Line(f"{label} (mean of {len(members)} seeds)", epochs, mean,
+                             [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], len(members))
+    own = [len(next(iter(run.values()))[0]) for run in members]  # every column of a run has its epochs
+    if len(set(own)) == 1:
+        return lines, None
+    kept = len(lines[next(iter(columns))].epochs)
+    return lines, (f"{label}: its runs have {english_list(map(str, own))} epochs; its mean and band cover only "
+                   f"the {plural(kept, 'epoch')} all of them have")
+
+
+def _draw_runs(charts: Mapping[str, Mapping[str, list[Line]]], out: Path, title: str) -> list[Path]:
+    """Each chart a grid of panels (losses: training | validation, a row per task), one legend below them all."""
+    matplotlib = _matplotlib()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HydranetError(f"cannot create the output folder {out}: {error.strerror or error}") from None
+    what = {"losses.png": "per-task loss", "metrics.png": "validation metrics", "weights.png": "weight of each task"}
+    written = []
+    for chart, panels in charts.items():
+        lines = next(iter(panels.values()))
+        rows = math.ceil(len(lines) / MAX_COLUMNS)
+        columns = 2 if chart == "losses.png" and len(panels) % 2 == 0 else MAX_COLUMNS
+        figure, axes = _grid(matplotlib, len(panels), f"{title}: {what[chart]}", columns, 0.3 + 0.25 * rows)
+        handles = []
+        for ax, (column, panel) in zip(axes, panels.items()):
+            handles = [_draw_line(ax, i, line) for i, line in enumerate(panel)]
+            ax.set_title(_panel_title(column))
+            ax.set_ylabel(_panel_unit(column))
+        banded = any(line.low is not None for line in lines)
+        figure.legend(handles, [line.label for line in lines], loc="outside lower center",
+                      ncols=min(MAX_COLUMNS, len(lines)),
+                      title=f"a group of seeds: its mean, shaded {BAND} over its runs" if banded else None)
+        written.append(_save(figure, out / chart))
+    return written
+
+
+def _draw_line(ax: Any, i: int, line: Line) -> Any:
+    """Line `i` in the same colour, dash and marker in every panel; a group's band under it. Its legend handle.
+
+    Runs that learn alike (sum and DWA in their first epochs) draw on top of each other: the dashes and
+    markers, which cycle apart from the colours, keep the line below visible.
+    """
+    style = {"color": f"C{i % 10}", "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+    (drawn,) = ax.plot(line.epochs, line.values, marker=MARKERS[i % len(MARKERS)], markersize=4, **style)
+    if line.low is None or line.high is None:
+        return drawn
+    band = ax.fill_between(line.epochs, line.low, line.high, color=style["color"], alpha=0.2, linewidth=0)
+    return (band, drawn)
+
+
+def _panel_title(column: str) -> str:
+    family, _, rest = column.partition(".")
+    return {"train_loss": f"{rest} training loss", "val_loss": f"{rest} validation loss",
+            "weight": f"{rest} weight"}.get(family, rest.replace(".", ": ", 1))
+
+
+def _panel_unit(column: str) -> str:
+    family, _, rest = column.partition(".")
+    return {"train_loss": "loss", "val_loss": "loss", "weight": "weight"}.get(family, rest.partition(".")[2])
+
+
+def _grid(matplotlib: tuple[Any, Any, Any], panels: int, title: str, columns: int = MAX_COLUMNS,
+          extra_height: float = 0.0) -> tuple[Any, list[Any]]:
+    """A figure of `panels` small panels, `columns` a row, each with an integer epoch axis and a light grid.
+
+    `extra_height` (inches) leaves room below the panels for a legend shared by all of them.
+    """
+    Figure, FigureCanvasAgg, MaxNLocator = matplotlib
+    columns = min(columns, panels)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows + 0.6 + extra_height), dpi=DPI,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
+    for unused in axes[panels:]:
+        unused.set_visible(False)
+    figure.suptitle(title)
+    for ax in axes[:panels]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    return figure, axes[:panels]
+
+
 def _save(figure: Any, path: Path) -> Path:
     """Write the PNG under a temporary name and rename it, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -196,4 +456,5 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
-__all__ = ["MISSING_MATPLOTLIB", "RunSeries", "load_series", "plot_run", "series_from_rows"]
+__all__ = ["BAND", "CHARTS", "MISSING_MATPLOTLIB", "Line", "NeedsOut", "RunSeries", "RunsPlot", "load_series", "plot_run",
+           "plot_runs", "series_from_rows", "sweep_runs"]

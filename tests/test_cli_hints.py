@@ -87,10 +87,10 @@ def test_eval_and_export_say_one_checkpoint_at_a_time(two_runs, command):
     assert ("hydranet compare runs/demo-a runs/demo-b" in output) == (command == "eval")
 
 
-def test_plot_says_one_run_at_a_time(two_runs):
+def test_plot_of_several_runs_asks_where_to_write_their_charts(two_runs):
+    """plot draws several runs side by side now; with no --out, no one run's folder is theirs."""
     output = fail("plot", "runs/demo-a", "runs/demo-b")
-    assert "hydranet plot takes one run folder at a time" in output
-    assert "hydranet compare runs/demo-a runs/demo-b" in output
+    assert "2 runs given: pass --out DIR" in output
 
 
 def test_an_extra_argument_that_is_no_model_keeps_click_s_message(two_runs):
