@@ -3,8 +3,8 @@
 A plugin author's first hour goes on packaging, not on the task: which entry
 point group, which module, how to test that hydranet finds it. This command
 writes all of that once, with a small component of the chosen kind that
-already works (it trains, and its own test passes), so the author only edits
-the part that is theirs. It is a built-in plugin itself: its command arrives
+already works (it trains, or for an observer, watches a run; and its own
+test passes), so the author only edits the part that is theirs. It is a built-in plugin itself: its command arrives
 through the same `register_commands` hook a third party would use.
 """
 
@@ -24,14 +24,18 @@ from hydranet.core.hookspecs import hookimpl
 # the rule register() holds every component name to: valid as a distribution, module and entry point name too
 from hydranet.core.registry import NAME
 
-KINDS = ("task", "weighting", "backbone", "dataset")
-#: kind -> (registry attribute, hook the plugin implements)
+KINDS = ("task", "weighting", "backbone", "dataset", "observer")
+#: kind -> (registry attribute, hook the plugin implements); an observer registers no component: what
+#: `hydranet plugins` lists for it ("observes") and the first of its hooks
 KIND_HOOKS = {
     "task": ("tasks", "register_tasks"),
     "weighting": ("weightings", "register_weightings"),
     "backbone": ("backbones", "register_backbones"),
     "dataset": ("datasets", "register_datasets"),
+    "observer": ("observes", "run_started"),
 }
+#: kinds whose plugin registers a component (a spec names it); the others watch runs
+COMPONENT_KINDS = ("task", "weighting", "backbone", "dataset")
 MAX_NAME = 40
 
 
@@ -52,8 +56,9 @@ def check_name(name: str, taken: Collection[str] = (), kind: str = "task") -> st
         raise ScaffoldError(f"'{name}': leave out the 'hydranet-' prefix, the package is named hydranet-NAME "
                             f"anyway (hydranet new-plugin {bare})")
     if module in taken:
-        raise ScaffoldError(f"a {kind} named '{module}' is already registered (see hydranet list "
-                            f"{KIND_HOOKS.get(kind, ('',))[0]}); pick another name, or the two would clash. "
+        what = (f"a {kind} named '{module}' is already registered (see hydranet list {KIND_HOOKS[kind][0]})"
+                if kind in COMPONENT_KINDS else f"a plugin named '{module}' is already loaded (see hydranet plugins)")
+        raise ScaffoldError(f"{what}; pick another name, or the two would clash. "
                             f"If it is an earlier plugin of yours, pip uninstall hydranet-{name} first")
     return module
 
@@ -67,8 +72,14 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
     if kind not in KINDS:
         raise ScaffoldError(f"unknown kind '{kind}'; choose one of {', '.join(KINDS)}")
     module = name.replace("-", "_")
+    component = kind in COMPONENT_KINDS
     values = {"name": module, "dist": module.replace("_", "-"), "Class": class_name(module), "kind": kind,
               "registry": KIND_HOOKS[kind][0], "hook": KIND_HOOKS[kind][1]}
+    listed = f"hydranet plugins           # lists: {module}  (hydranet-{values['dist']} 0.1.0)"
+    values["listed"] = (f"{listed}\nhydranet list {values['registry']}    # a row for {module}, from plugin {module}"
+                        if component else f"{listed}, which observes: run_started, epoch_finished, run_finished")
+    values["what"] = (f"registers the **{module}** {kind}" if component
+                      else f"adds **{module}**, an observer that watches every training run")
     fill = lambda text: Template(text).substitute(values)  # noqa: E731 - a tiny local helper
     package = f"src/hydranet_{module}"
     return {
@@ -77,8 +88,18 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
         "spec.yaml": fill(SPECS[kind]),
         f"{package}/__init__.py": fill(INIT),
         f"{package}/plugin.py": fill(PLUGINS[kind]),
-        "tests/test_plugin.py": fill(TEST_HEAD + TESTS[kind]),
+        "tests/test_plugin.py": fill(TEST_HEAD + (TEST_COMPONENT if component else "") + TESTS[kind]),
     }
+
+
+def taken_names(kind: str) -> set[str]:
+    """Names a new plugin of `kind` must not take: its kind's registered components, or (an observer) the plugins."""
+    from hydranet.core.plugins import default_components
+
+    components = default_components()
+    if kind in COMPONENT_KINDS:
+        return set(components.registry(KIND_HOOKS[kind][0]).names())
+    return {name.replace("-", "_") for name in components.pm.info}
 
 
 def write_plugin(name: str, kind: str = "task", out: str | Path = ".", taken: Collection[str] = ()) -> Path:
@@ -109,33 +130,33 @@ def write_plugin(name: str, kind: str = "task", out: str | Path = ".", taken: Co
 @click.command("new-plugin")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default="task", show_default=True,
-              help="What the plugin registers.")
+              help="What the plugin registers; an observer watches training runs instead.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder to write hydranet-NAME/ into.")
 def new_plugin_command(name: str, kind: str, out_dir: str) -> None:
     """Write a pip-installable plugin package, hydranet-NAME/, to start from.
 
     It holds a pyproject.toml with the `hydranet` entry point, a working
-    component of the chosen kind in src/hydranet_NAME/plugin.py, a spec that
-    uses it, a README and a test that passes. An existing folder is never
-    overwritten.
+    component of the chosen kind in src/hydranet_NAME/plugin.py (an
+    observer: hooks that write each run's epochs to a JSON-lines file), a
+    spec that uses it, a README and a test that passes. An existing folder
+    is never overwritten.
 
     \b
     Examples:
       hydranet new-plugin smile
       hydranet new-plugin age-bands --kind task --out plugins/
       hydranet new-plugin balanced --kind weighting
+      hydranet new-plugin jsonlog --kind observer
       cd hydranet-smile && pip install -e '.[test]' && pytest && hydranet train spec.yaml
     """
-    from hydranet.core.plugins import default_components
-
-    taken = default_components().registry(KIND_HOOKS[kind][0]).names()
-    target = write_plugin(name, kind, out_dir, taken)
+    target = write_plugin(name, kind, out_dir, taken_names(kind))
+    uses = "uses it" if kind in COMPONENT_KINDS else "it observes"
     click.echo(f"wrote {target}/ (a {kind} plugin named '{name.replace('-', '_')}'). Next:\n"
                f"  cd {target}\n"
                f"  pip install -e '.[test]'    # hydranet now finds it: hydranet plugins\n"
                f"  pytest                      # its own test\n"
-               f"  hydranet train spec.yaml    # a short run that uses it")
+               f"  hydranet train spec.yaml    # a short run that {uses}")
 
 
 @hookimpl
@@ -182,15 +203,14 @@ __version__ = "0.1.0"
 README = '''\
 # hydranet-$dist
 
-A hydranet plugin that registers the **$name** $kind
+A hydranet plugin that $what
 (`src/hydranet_$name/plugin.py`). Written by `hydranet new-plugin`.
 
 ## Install and test
 
 ```bash
 pip install -e '.[test]'   # with hydranet already installed in this environment
-hydranet plugins           # lists: $name  (hydranet-$dist 0.1.0)
-hydranet list $registry    # a row for $name, from plugin $name
+$listed
 pytest                     # tests/test_plugin.py
 ```
 
@@ -255,6 +275,23 @@ hydranet train spec.yaml --set data.root=data/$name
 Edit `class_names` in `spec.yaml` to your subfolder names, and `samples` in
 `plugin.py` to read your own layout.
 ''',
+    "observer": '''
+## Use it
+
+Installed, the observer watches every run; nothing in a spec names it:
+
+```bash
+hydranet train spec.yaml   # then: cat runs/*/$name.jsonl
+```
+
+Each run folder gets `$name.jsonl`: a JSON line when the run starts (its
+tasks, epochs, device, the epoch a resumed run continues at), one per epoch
+(the numbers of that epoch's `metrics.csv` row) and one when it ends (status
+`finished`, `interrupted`, `nonfinite` or `failed`, and the message). Edit
+the three hooks in `plugin.py` to send them to your tracker instead. Keep
+them quick, or hand slow work to a thread: they run between epochs.
+`HYDRANET_PLUGINS` without `$name` turns it off.
+''',
 }
 
 SPECS = {
@@ -296,6 +333,14 @@ tasks:
   - {name: category, kind: multiclass, label: class, class_names: [cat, dog]}   # your subfolder names
 data: {name: $name, root: data/$name}         # this plugin's dataset
 train: {epochs: 5, batch_size: 64, lr: 3.0e-3}
+''',
+    "observer": '''\
+# hydranet train spec.yaml   (any spec: an installed observer watches every run)
+backbone: {name: tiny, width: 32}
+image_size: 32
+tasks: [age, gender, ethnicity]
+data: {name: synthetic, count: 2000, size: 64}
+train: {epochs: 3, batch_size: 64, lr: 3.0e-3}
 ''',
 }
 
@@ -538,6 +583,55 @@ class ${Class}Dataset(hydranet.Dataset):
 def register_datasets(register: Any) -> None:
     register("$name", ${Class}Dataset, params=${Class}Params)
 ''',
+    "observer": '''\
+"""The `$name` observer: a hydranet plugin that watches training runs.
+
+hydranet finds this module through the entry point in pyproject.toml and calls
+its hooks in every training run (in rank 0's process of a distributed run):
+`run_started` once the run is set up, `epoch_finished` after each epoch's row
+is written to metrics.csv (and the epoch saved), `run_finished` however the run
+ends. This one appends each as a JSON line to `$name.jsonl` in the run folder;
+change the three hooks to send them to your tracker.
+
+The hooks run in the training process between epochs: keep them quick, and
+hand slow work (uploads, network calls) to a thread. What one raises is logged
+as a warning naming this plugin and the hook, which is then not called again
+in that run; the run itself goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import hydranet
+
+FILE_NAME = "$name.jsonl"
+
+
+def append(run: hydranet.RunInfo, event: str, **fields: Any) -> None:
+    """One JSON line for `event`, written at once: a run that crashes keeps every line before the crash."""
+    line = json.dumps({"event": event, "run": run.name, **fields})
+    with open(run.run_dir / FILE_NAME, "a", encoding="utf-8") as handle:
+        handle.write(line + "\\n")
+
+
+@hydranet.hookimpl
+def run_started(run: hydranet.RunInfo) -> None:
+    append(run, "run_started", tasks=list(run.tasks), epochs=run.epochs, device=run.device,
+           world_size=run.world_size, resumed_from=run.resumed_from, hydranet=run.version)
+
+
+@hydranet.hookimpl
+def epoch_finished(run: hydranet.RunInfo, epoch: int, metrics: Mapping[str, float]) -> None:
+    append(run, "epoch_finished", epoch=epoch, metrics=dict(metrics))  # metrics.csv's row for the epoch
+
+
+@hydranet.hookimpl
+def run_finished(run: hydranet.RunInfo, status: str, message: str | None) -> None:
+    append(run, "run_finished", status=status, message=message)  # finished, interrupted, nonfinite or failed
+''',
 }
 
 TEST_HEAD = '''\
@@ -566,13 +660,15 @@ def components():
     return load_components(pm)
 
 
-def test_the_entry_point_registers_the_$kind(components):
-    assert components.$registry.get("$name").plugin == PLUGIN
-
-
 def test_the_example_spec_validates(components):
     spec = load_spec(SPEC, components=components)
     assert spec.to_dict()  # every name resolved, every parameter validated
+
+'''
+
+TEST_COMPONENT = '''
+def test_the_entry_point_registers_the_$kind(components):
+    assert components.$registry.get("$name").plugin == PLUGIN
 
 
 def build(components, *args, **params):
@@ -635,5 +731,51 @@ def test_samples_take_their_label_from_the_subfolder(components, tmp_path):
     assert [(Path(s.source).parent.name, dict(s.record)) for s in samples] == [
         ("cat", {"class": "cat"}), ("dog", {"class": "dog"})]
     assert [Path(source).name for source, _ in dataset.problems] == ["notes.txt"]
+''',
+    "observer": '''
+def events(run_dir: Path) -> list[dict]:
+    import json
+
+    from hydranet_$name.plugin import FILE_NAME
+
+    return [json.loads(line) for line in (run_dir / FILE_NAME).read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_entry_point_adds_the_observer_hooks(components):
+    observes = components.pm.info[PLUGIN].components["observes"]
+    assert observes == ["run_started", "epoch_finished", "run_finished"]  # what `hydranet plugins` lists
+
+
+def test_each_hook_appends_one_json_line(tmp_path):
+    import hydranet
+    from hydranet_$name import plugin
+
+    run = hydranet.RunInfo(run_dir=tmp_path, spec={}, tasks=("age",), epochs=1)
+    plugin.run_started(run)
+    plugin.epoch_finished(run, 1, {"train_loss.age": 0.5, "lr": 0.001})
+    plugin.run_finished(run, "interrupted", "stopped by SIGINT")
+    lines = events(tmp_path)
+    assert [line["event"] for line in lines] == ["run_started", "epoch_finished", "run_finished"]
+    assert lines[1]["metrics"] == {"train_loss.age": 0.5, "lr": 0.001}
+    assert (lines[2]["status"], lines[2]["message"]) == ("interrupted", "stopped by SIGINT")
+
+
+def test_a_short_run_is_observed_with_the_numbers_of_metrics_csv(components, tmp_path):
+    import csv
+
+    import hydranet
+
+    small = ["data.count=64", "data.size=16", "image_size=16", "train.epochs=2", "train.batch_size=16",
+             "train.device=cpu"]
+    result = hydranet.train(load_spec(SPEC, small, components=components), out_dir=tmp_path / "run",
+                            components=components, progress=False, echo=False)
+    lines = events(result.run_dir)
+    assert [(line["event"], line.get("epoch")) for line in lines] == [
+        ("run_started", None), ("epoch_finished", 1), ("epoch_finished", 2), ("run_finished", None)]
+    assert lines[-1]["status"] == "finished" and lines[0]["tasks"] == ["age", "gender", "ethnicity"]
+    rows = list(csv.DictReader(open(result.run_dir / "metrics.csv", encoding="utf-8")))
+    for line, row in zip(lines[1:3], rows):
+        assert line["metrics"]["val_loss.age"] == pytest.approx(float(row["val_loss.age"]), rel=1e-6)
+    assert "warning" not in (result.run_dir / "train.log").read_text(encoding="utf-8")
 ''',
 }

@@ -397,3 +397,36 @@ def test_the_tensorboard_example_writes_an_event_file_per_run(faces, tmp_path):
     result = train(faces, tmp_path / "run", observed_by(tensorboard=load_tensorboard_example()), epochs=2)
     assert "warning" not in (result.run_dir / "train.log").read_text(encoding="utf-8")
     assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+# ---------------------------------------------------------------- distributed: rank 0 alone observes
+
+
+def test_with_two_processes_only_rank_zero_observes(faces, tmp_path, monkeypatch):
+    """`hydranet train --nproc 2` with an installed observer (the one `hydranet new-plugin --kind observer`
+    writes): one line per event, not two, and the run knows its world size."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import install_as_if_pip
+    from hydranet.plugins.scaffold import write_plugin
+
+    package = write_plugin("ranks", "observer", tmp_path)
+    install_as_if_pip(package, tmp_path / "site", monkeypatch)  # allows it in HYDRANET_PLUGINS
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(faces, epochs=2)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(package / "src")]),
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    run = subprocess.run([sys.executable, "-m", "hydranet", "train", str(tmp_path / "spec.yaml"), "--out",
+                          str(tmp_path / "run"), "--nproc", "2", "--no-progress"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [json.loads(line) for line in (tmp_path / "run" / "ranks.jsonl").read_text().splitlines()]
+    assert [(line["event"], line.get("epoch")) for line in lines] == [
+        ("run_started", None), ("epoch_finished", 1), ("epoch_finished", 2), ("run_finished", None)]
+    assert lines[0]["world_size"] == 2 and lines[-1]["status"] == "finished"
+    rows = csv_rows(tmp_path / "run")
+    assert [line["metrics"]["val_loss.age"] for line in lines[1:3]] == [
+        pytest.approx(float(row["val_loss.age"]), rel=1e-6) for row in rows]

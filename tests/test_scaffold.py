@@ -40,7 +40,7 @@ FILES = {"pyproject.toml", "README.md", "spec.yaml", "tests/test_plugin.py"}
 #: The hook each kind's generated plugin implements, and the registry it fills: the generated
 #: packages exercise these hooks through real entry points.
 HOOK_OF_KIND = {"task": "register_tasks", "weighting": "register_weightings", "backbone": "register_backbones",
-                "dataset": "register_datasets"}
+                "dataset": "register_datasets", "observer": "run_started"}
 
 
 def new_plugin(*args: str):
@@ -72,7 +72,7 @@ def test_new_plugin_is_a_builtin_plugin_command():
     assert "hydranet.plugins.scaffold" in [impl.plugin_name for impl in pm.hook.register_commands.get_hookimpls()]
     help_text = new_plugin("-h").output
     assert "Usage: hydranet new-plugin [OPTIONS] NAME" in help_text and "Examples:" in help_text
-    assert "task|weighting|backbone|dataset" in help_text
+    assert "task|weighting|backbone|dataset|observer" in help_text
 
 
 @pytest.mark.parametrize("name", ["", "Smile", "1smile", "smile face", "smile!", "a--b", "a_", "_a", "é",
@@ -102,7 +102,7 @@ def test_a_name_a_builtin_component_has_is_refused_for_that_kind_only(tmp_path):
 
 def test_an_unknown_kind_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["new-plugin", "smile", "--kind", "loss", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "'loss' is not one of 'task', 'weighting', 'backbone', 'dataset'" in result.output
+    assert result.exit_code == 2 and "'loss' is not one of 'task', 'weighting', 'backbone', 'dataset', 'observer'" in result.output
 
 
 @pytest.mark.parametrize("name, module, folder", [
@@ -177,13 +177,16 @@ def test_generated_package_installs_passes_its_own_test_and_resolves(kind, tmp_p
     assert hook == HOOK_OF_KIND[kind]
     assert [impl.plugin_name for impl in getattr(pm.hook, hook).get_hookimpls()][-1] == module
     components = load_components(pm)
-    assert info.components == {registry: [module]}
-    assert components.registry(registry).get(module).plugin == module
+    if kind == "observer":  # no component: `hydranet plugins` lists the hooks it observes runs with
+        assert info.components == {"observes": ["run_started", "epoch_finished", "run_finished"]}
+    else:
+        assert info.components == {registry: [module]}
+        assert components.registry(registry).get(module).plugin == module
     assert Path(sys.modules[f"hydranet_{module}.plugin"].__file__).is_relative_to(package / "src")
 
     # the spec it ships resolves with it
     spec = load_spec(package / "spec.yaml", components=components)
-    assert module in yaml.safe_dump(spec.to_dict())
+    assert (module in yaml.safe_dump(spec.to_dict())) == (kind != "observer")  # an observer watches any spec
 
     # its README tells how to install, test and use it
     readme = (package / "README.md").read_text()
@@ -263,3 +266,14 @@ def test_templates_fill_every_placeholder():
                 assert isinstance(yaml.safe_load(text), dict)
             if path.endswith(".toml"):
                 tomllib.loads(text)
+
+
+def test_an_observer_takes_no_name_of_a_loaded_plugin(tmp_path, monkeypatch):
+    """Its name is only the plugin's (entry point's): one a loaded plugin has would be skipped as a duplicate."""
+    monkeypatch.setattr(scaffold, "taken_names", lambda kind: {"jsonlog"} if kind == "observer" else set())
+    result = new_plugin("jsonlog", "--kind", "observer", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert "a plugin named 'jsonlog' is already loaded (see hydranet plugins)" in result.output
+    assert list(tmp_path.iterdir()) == []
+    assert new_plugin("age", "--kind", "observer", "--out", str(tmp_path)).exit_code == 0  # a task's name is free
+    assert "'age'" not in str(scaffold.taken_names("observer"))
