@@ -251,7 +251,7 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
     mean, in a band of ± one sample std (unless not `group`). Only what every run has is drawn; notes say
     what was left out. `out_dir` defaults to the sweep folder when `paths` is one.
     """
-    from hydranet.core.compare import group_runs, label_runs, read_runs, shared_metrics
+    from hydranet.core.compare import group_runs, label_runs, read_runs
 
     out = _charts_folder(paths, out_dir)
     expanded = _expand(paths)
@@ -259,19 +259,10 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
                                             skip_bad=skip_bad or all(swept for _, swept in expanded),
                                             components=components)
     label_runs(records)
-    shared, left_metrics = shared_metrics(records, reference)
     columns = {run.path: _columns(load_series(run.path)) for run in records}
-    order = list(columns[reference.path])
-    common = [c for c in order if all(c in own for own in columns.values())]
-    panels = {"losses.png": [c for c in common if c.startswith(("train_loss.", "val_loss."))],
-              "metrics.png": [f"val.{t}.{m}" for t, m in shared if f"val.{t}.{m}" in common],
-              "weights.png": [c for c in common if c.startswith("weight.")]}
+    panels, left = _shared_panels(records, reference, columns)
     drawn = {c for chosen in panels.values() for c in chosen}
-    notes = skipped + _left_out_notes(records, columns, drawn, left_metrics)
-    if not drawn:
-        raise HydranetError("nothing to plot together: no task is common to all these runs ("
-                            + "; ".join(f"{run.path}: {', '.join(run.higher_is_better) or '(none)'}"
-                                        for run in records) + "); plot runs of the same tasks.")
+    notes = skipped + left
     if group:
         groups, group_notes = group_runs(records)
         notes += group_notes
@@ -289,6 +280,25 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
     title = Path(paths[0]).resolve().name if len(paths) == 1 else plural(len(records), "run")
     written = _draw_runs(charts, out, title)
     return RunsPlot(written, charts, notes)
+
+
+def _shared_panels(records: Sequence[Any], reference: Any,
+                   columns: Mapping[Path, Mapping[str, Any]]) -> tuple[dict[str, list[str]], list[str]]:
+    """Each chart's panels (metrics.csv columns) that every run has, metrics as compare shares them, and notes
+    on what was left out; nothing shared at all is an error naming each run's tasks."""
+    from hydranet.core.compare import shared_metrics
+
+    shared, left_metrics = shared_metrics(records, reference)
+    common = [c for c in columns[reference.path] if all(c in own for own in columns.values())]
+    panels = {"losses.png": [c for c in common if c.startswith(("train_loss.", "val_loss."))],
+              "metrics.png": [f"val.{t}.{m}" for t, m in shared if f"val.{t}.{m}" in common],
+              "weights.png": [c for c in common if c.startswith("weight.")]}
+    drawn = {c for chosen in panels.values() for c in chosen}
+    if not drawn:
+        raise HydranetError("nothing to plot together: no task is common to all these runs ("
+                            + "; ".join(f"{run.path}: {', '.join(run.higher_is_better) or '(none)'}"
+                                        for run in records) + "); plot runs of the same tasks.")
+    return panels, _left_out_notes(records, columns, drawn, left_metrics)
 
 
 def _expand(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
