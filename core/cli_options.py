@@ -134,6 +134,6 @@ class HintingCommand(click.Command):
             what = "run folder" if all(Path(m).is_dir() for m in models) else "checkpoint"
             runs = [m if Path(m).is_dir() else str(Path(m).parent) for m in models]
             compare = (f" (to compare runs: hydranet compare {' '.join(runs)})"
-                       if self.name in ("eval", "plot") else "")
+                       if self.name == "eval" else "")
             raise click.UsageError(f"{ctx.command_path} takes one {what} at a time ({several_models(models, what)})."
                                    f" Name one{compare}.", ctx) from None
