@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -392,11 +393,42 @@ def test_the_tensorboard_example_without_tensorboard_says_how_to_install_it(face
     assert "pip install tensorboard" in log and "it does not observe this run" in log
 
 
-def test_the_tensorboard_example_writes_an_event_file_per_run(faces, tmp_path):
-    pytest.importorskip("tensorboard")
+class StandInSummaryWriter:
+    """torch.utils.tensorboard's SummaryWriter as the example uses it, recording the calls (tensorboard is no
+    test dependency: what is tested is what the example hands TensorBoard)."""
+
+    made: list[StandInSummaryWriter] = []
+
+    def __init__(self, log_dir: str, purge_step: int | None = None):
+        self.log_dir, self.purge_step, self.scalars, self.texts, self.closed = log_dir, purge_step, [], {}, False
+        StandInSummaryWriter.made.append(self)
+
+    def add_scalar(self, tag: str, value: float, global_step: int) -> None:
+        self.scalars.append((tag, value, global_step))
+
+    def add_text(self, tag: str, text: str) -> None:
+        self.texts[tag] = text
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_tensorboard_example_writes_each_epochs_row_and_closes(faces, tmp_path, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        types.SimpleNamespace(SummaryWriter=StandInSummaryWriter))
+    monkeypatch.setattr(StandInSummaryWriter, "made", [])
     result = train(faces, tmp_path / "run", observed_by(tensorboard=load_tensorboard_example()), epochs=2)
     assert "warning" not in (result.run_dir / "train.log").read_text(encoding="utf-8")
-    assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    (writer,) = StandInSummaryWriter.made
+    assert writer.log_dir == str(result.run_dir / "tensorboard") and writer.purge_step is None
+    assert writer.closed and writer.texts["status"] == "finished" and '"tasks"' in writer.texts["spec"]
+    rows = csv_rows(result.run_dir)
+    expected = [(name.replace(".", "/", 1), float(value), int(row["epoch"]))
+                for row in rows for name, value in row.items() if name != "epoch" and value != ""]
+    got = [(tag, float(f"{value:.9g}"), step) for tag, value, step in writer.scalars]
+    assert sorted(got) == sorted((tag, float(value), step) for tag, value, step in expected)
 
 
 # ---------------------------------------------------------------- distributed: rank 0 alone observes
