@@ -138,13 +138,18 @@ def test_the_graph_cache_is_on_for_the_run_and_its_child(monkeypatch):
     # The switch works only through inductor's FX-graph cache, which torch 2.4 has but leaves off.
     import torch._inductor.config as inductor_config
 
-    monkeypatch.delenv("TORCHINDUCTOR_FX_GRAPH_CACHE", raising=False)
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    background_compile.use_graph_cache()
-    assert inductor_config.fx_graph_cache is True
-    assert background_compile.os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"  # what the child inherits
-    monkeypatch.setenv("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")  # a user's explicit choice is kept
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    background_compile.use_graph_cache()
-    assert inductor_config.fx_graph_cache is False
+    # Restored by hand: torch 2.4's config module cannot take monkeypatch's delete-then-set.
+    before = inductor_config.fx_graph_cache
+    try:
+        monkeypatch.delenv("TORCHINDUCTOR_FX_GRAPH_CACHE", raising=False)
+        inductor_config.fx_graph_cache = False
+        background_compile.use_graph_cache()
+        assert inductor_config.fx_graph_cache is True
+        assert background_compile.os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"  # what the child inherits
+        monkeypatch.setenv("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")  # a user's explicit choice is kept
+        inductor_config.fx_graph_cache = False
+        background_compile.use_graph_cache()
+        assert inductor_config.fx_graph_cache is False
+    finally:
+        inductor_config.fx_graph_cache = before
 
