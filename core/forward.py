@@ -25,6 +25,29 @@ def spec_model(spec: ResolvedSpec, tasks: Sequence[Task]) -> HydraNet:
     return build_model(spec.backbone.build(), tasks)
 
 
+#: whether a run in this process has compiled already (see `fresh_compiler`)
+_compiled_before = False
+
+
+def fresh_compiler() -> None:
+    """Forget what earlier runs in this process compiled, before this run compiles its functions.
+
+    dynamo keeps the graphs it compiled with the code they came from, and a
+    run's step functions share their code with every earlier run's in the
+    process (a sweep, a notebook that trains twice). Past dynamo's limit of
+    recompilations (8) a later run would silently train uncompiled, and the
+    earlier runs' graphs, CUDA graph memory pools included, would stay alive.
+    Those runs are over, so their graphs can go. The first compiled run of a
+    process resets nothing, so a single run leaves the rest of the process's
+    compiled code alone; from the second on, other compiled code in the
+    process compiles again when next called.
+    """
+    global _compiled_before
+    if _compiled_before:
+        torch._dynamo.reset()
+    _compiled_before = True
+
+
 def compile_static(function: Callable, settings: RunSettings) -> Callable:
     """torch.compile with static shapes (`dynamic=False`), the one way the run and its background compiler compile.
 

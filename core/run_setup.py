@@ -34,7 +34,8 @@ from hydranet.core.device import RunSettings, fused_if_supported, resolve_settin
 from hydranet.core.distributed import Distributed
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, TrainingError
 from hydranet.core.evaluation import baseline_metrics
-from hydranet.core.forward import check_heads, compile_static, make_forward_losses, model_for_settings
+from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, make_forward_losses,
+                                   model_for_settings)
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.paths import MissingPathError, cache_dir
 from hydranet.core.resume import missing_on_resume
@@ -211,6 +212,8 @@ class RunSetup:
 
         Called once at setup, and again at the background compile's switch.
         """
+        if compile:
+            fresh_compiler()
         self.forward = compile_static(self.model, self.settings) if compile else self.model
         return make_forward_losses(self.model, self.tasks, self.settings, self.weighting.needs_features,
                                    compile=compile)

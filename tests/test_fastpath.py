@@ -225,6 +225,30 @@ def test_compiled_path_trains(faces, tmp_path, components):
     assert time.perf_counter() - started < 300
 
 
+def test_every_run_of_a_session_trains_compiled(faces, tmp_path, components):
+    """A sweep or a notebook trains several runs in one process; each must compile, not only the first few.
+
+    The runs' step functions share their code, and dynamo stops compiling a code past its limit of
+    recompilations (8 by default; 1 here, so that three runs show it) and runs it eagerly, silently.
+    """
+    import torch._dynamo.config as dynamo_config
+    from torch._dynamo.utils import counters
+
+    # the name changed in torch 2.7 (the old one is an alias); set and restored by hand, as dynamo's config
+    # module cannot take monkeypatch's restore of an alias
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    before = getattr(dynamo_config, name)
+    setattr(dynamo_config, name, 1)
+    try:
+        spec = load_spec(tiny_spec(faces, epochs=1, compile=True, batch_size=60), components=components)
+        for run in range(3):
+            graphs_before = counters["stats"]["unique_graphs"]
+            hydranet.train(spec, out_dir=tmp_path / f"run{run}", components=components, progress=False, echo=False)
+            assert counters["stats"]["unique_graphs"] > graphs_before, f"run {run + 1} of the session trained eagerly"
+    finally:
+        setattr(dynamo_config, name, before)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_optimizer_is_fused_on_the_cpu_where_torch_has_the_kernel(faces, tmp_path, components, optimizer):
     """Fused kernels are a third to a half of the plain optimizer step on a CPU; the run must pick them there too."""
