@@ -40,9 +40,14 @@ def host_memory_bytes() -> int:
 
 def device_memory_bytes(device: torch.device) -> int:
     """Memory free on a GPU now (what other processes, such as the background compiler, hold is not);
-    the host's RAM for any other device."""
+    the host's RAM for any other device.
+
+    Free includes what this process's caching allocator holds but no tensor uses: after an earlier run
+    in the process (a sweep, a notebook) the driver counts that memory as taken, though this run gets it.
+    """
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + max(0, cached_unused)
     return host_memory_bytes()
 
 

@@ -96,6 +96,8 @@ def test_one_process_places_by_its_own_budget_without_a_process_group(monkeypatc
 def test_placement_takes_the_least_budget_of_any_rank_on_gpus(monkeypatch):
     """On GPUs each rank measures its own free memory; `least` gives every rank the smallest."""
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     cuda = torch.device("cuda")
     asked: list[list[float]] = []
 

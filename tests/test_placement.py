@@ -18,11 +18,22 @@ def test_default_cuda_budget_is_a_share_of_free_memory(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: Properties())
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     cuda = torch.device("cuda")
     assert choose_placement(4 * GIB, cuda, host_budget_gb=100) == "device"  # 40% of the 10 GiB free
     assert choose_placement(5 * GIB, cuda, host_budget_gb=100) == "host"  # fits 40% of 80, not of 10
     assert choose_placement(5 * GIB, cuda, device_budget_gb=6, host_budget_gb=100) == "device"  # a set budget is as set
     assert choose_placement(200 * GIB, cuda, host_budget_gb=100) == "stream"
+
+
+def test_memory_an_earlier_run_left_in_the_allocators_cache_counts_as_free(monkeypatch):
+    """After a run in the same process (a sweep), torch's caching allocator holds memory no tensor uses; the
+    driver reports it as taken, but this run gets it, so it must not push the images off the GPU."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 9 * GIB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * GIB)
+    assert choose_placement(4 * GIB, torch.device("cuda"), host_budget_gb=100) == "device"  # 40% of 2 + 8 GiB
 
 
 @pytest.fixture
