@@ -24,6 +24,12 @@ for variant in "weighting=pcgrad" "weighting=mgda" "data.placement=host"; do
     --no-progress 2>&1 | tail -n 7
 done
 
+# Two compiled runs in one process (torch._dynamo.reset between them, CUDA graph pools freed); the issue saw
+# inductor fail compiling a second channels_last model in one process with torch 2.11.
+step "sweep on cuda: three compiled runs in one process"
+timeout 200 hydranet train --sweep weighting=sum,pcgrad,uncertainty --set train.epochs=2 --out /tmp/runs/sweep \
+  --no-progress 2>&1 | grep -v "^epoch" | tail -n 14
+
 step "linalg.eigh (one sync) against the Jacobi solver (no sync, many launches), as gram_root uses it"
 timeout 60 python3 benchmarks/eigh.py 2>&1 | tail -n 6
 
