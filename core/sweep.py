@@ -239,6 +239,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     overrides = override_list(overrides, set_option)
     _refuse_set_and_swept(axes, overrides, set_option, sweep_option)
     root = Path(out_dir) if out_dir is not None else default_run_dir(f"{_spec_name(spec)}-sweep")
+    _refuse_run_folder(root)
     combos = combinations(axes)
     runs, spec_problems, folder_problems = [], {}, []
     for combo in combos:
@@ -261,6 +262,19 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     return SweepPlan(root, list(axes), runs, sweep_option, set_option)
 
 
+def _refuse_run_folder(root: Path) -> None:
+    """A sweep folder that is a file, or a run folder: the runs would be buried among another run's files, and
+    `hydranet plot` and `compare` would take the folder for that one run."""
+    if root.exists() and not root.is_dir():
+        raise SweepProblem(f"{root} is a file; give the sweep a folder (a new one, or an earlier sweep's to "
+                           "continue it)")
+    held = [name for name in ("spec.yaml", "metrics.csv") if (root / name).is_file()]
+    if held:
+        raise SweepProblem(f"{root} is a run folder (it holds {held[0]}), not a sweep folder: a sweep puts each "
+                           "run in a folder of its own under the one it is given. Give the sweep a new folder "
+                           "(or an earlier sweep's, to continue it)")
+
+
 def _spec_name(spec: Any) -> str | None:
     """What names the default sweep folder: the spec file's or built-in spec's name ("demo" for none)."""
     from hydranet.core.run import run_name
@@ -276,8 +290,8 @@ def _refuse_set_and_swept(axes: Sequence[Axis], overrides: Sequence[str], set_op
     swept = {axis.key for axis in axes}
     both = [o for o in overrides if o.partition("=")[0].strip() in swept]
     if both:
-        raise SweepProblem(f"{english_list([origin(set_option, o) for o in both])} also "
-                           f"{'is' if len(both) == 1 else 'are'} swept by {sweep_option}; give "
+        raise SweepProblem(f"{english_list([origin(set_option, o) for o in both])} "
+                           f"{'is' if len(both) == 1 else 'are'} also swept by {sweep_option}; give "
                            f"{'its' if len(both) == 1 else 'their'} values in {sweep_option} only")
 
 
@@ -311,8 +325,9 @@ def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any,
         changed = spec_changes(path, resolved)
         if changed:
             raise SweepProblem(
-                f"{path} holds a run of another spec than this sweep asks for ({changed}); it was made by "
-                f"another sweep or command. Move or delete that folder, or give the sweep another --out")
+                f"{path} holds a run of another spec than this sweep asks for ({changed}); it was made with other "
+                f"{set_option} values or by another command. Move or delete that folder, or give the sweep "
+                "another --out")
         if (path / "summary.json").is_file():
             return PlannedRun(combo, path, "finished")
         if (path / "last.pt").is_file():
@@ -368,7 +383,7 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
             say(f"{head}: finished already in {run.path}, skipped")
             result.outcomes[run.combination.number] = "skipped"
             continue
-        say(head + (" (resuming its interrupted run)" if run.state == "resume" else ""))
+        say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
         try:
             trained = run_plan(run.plan, components=components, progress=progress, echo=echo)
         except (TrainingInterrupted, StoppedAtOnce):
@@ -407,7 +422,7 @@ def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
              if run.combination.number not in failed and (run.path / "spec.yaml").is_file()]
     try:
         if not paths:
-            raise RunProblem("no run of the sweep wrote a run folder")
+            raise RunProblem("every run of the sweep failed" if failed else "no run of the sweep wrote a run folder")
         records, reference, skipped = read_runs(paths, skip_bad=True, components=components)
     except RunProblem as problem:
         result.notes.append(f"nothing to compare: {problem}")
@@ -420,8 +435,11 @@ def failure_report(result: SweepResult, total: int) -> str:
     """The failed runs, each with why, and how to try them again."""
     lines = [f"{len(result.failures)} of the sweep's {plural(total, 'run')} failed:"]
     lines += [f"  {_run_name(combo, total)}: {message}" for combo, message in result.failures]
-    lines.append(f"Their folders are under {result.out_dir} (train.log says more). Fix the cause and run the same "
-                 "command again: finished runs are skipped, the failed ones trained again.")
+    lines.append(f"Their folders are under {result.out_dir} (train.log says more). The same command again skips "
+                 "the finished runs and resumes each failed one from its last.pt (where it has one): that helps "
+                 "where the cause was outside the spec (memory, a file). Where it was a value of the spec (a "
+                 "train.lr too high), the run fails again: leave that value out of the sweep, or move the failed "
+                 "runs' folders away before changing a --set (a run folder of another spec is refused).")
     return "\n".join(lines)
 
 

@@ -133,7 +133,7 @@ def test_every_bad_combination_is_named_before_any_run_starts(spec_file, tmp_pat
     assert "run 2/8 (weighting=sum, train.seed=0, train.epochs=0)" in result.output
     assert not out.exists()
     result = train(spec_file, "--set", "train.seed=3", "--sweep", "train.seed=0,1", code=1)
-    assert "--set train.seed=3 also is swept by --sweep; give its values in --sweep only" in result.output
+    assert "--set train.seed=3 is also swept by --sweep; give its values in --sweep only" in result.output
     assert "does not take --nproc" in train(spec_file, "--sweep", "train.seed=0,1", "--nproc", "2", code=2).output
     assert "give no --sweep with it" in train("--resume", tmp_path, "--sweep", "train.seed=0,1", code=2).output
 
@@ -146,6 +146,28 @@ def test_a_failing_run_is_reported_and_the_sweep_goes_on_with_a_nonzero_exit(spe
     assert "1 of the sweep's 2 runs failed:\n  run 1/2 (train.lr=1e30): non-finite loss" in result.output
     rows = list(csv.DictReader(open(out / "compare.csv")))
     assert [row["run"] for row in rows] == [str(out / "train.lr=0.003")]
+    # the same command again resumes the failed run (it does not train it anew): a swept value at fault fails again
+    assert "resumes each failed one from its last.pt" in result.output
+    assert "leave that value out of the sweep" in result.output
+
+
+def test_a_sweep_whose_runs_all_fail_says_so(spec_file, tmp_path):
+    result = train(spec_file, "--set", "train.lr=1e30", "--sweep", "train.seed=0,1", "--out", tmp_path / "nan",
+                   code=1)
+    assert "nothing to compare: every run of the sweep failed" in result.output
+    assert "2 of the sweep's 2 runs failed" in result.output and not (tmp_path / "nan" / "compare.csv").exists()
+
+
+def test_a_run_folder_or_a_file_is_refused_as_the_sweep_folder(spec_file, tmp_path):
+    run = tmp_path / "one"
+    train(spec_file, "--out", run)
+    result = train(spec_file, "--sweep", "train.seed=0,1", "--out", run, code=1)
+    assert f"{run} is a run folder (it holds spec.yaml), not a sweep folder" in result.output
+    assert "Give the sweep a new folder" in result.output
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == []  # no run trained inside the run folder
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SweepProblem, match="is a file; give the sweep a folder"):
+        hydranet.sweep(spec_file, {"train.seed": [0, 1]}, out_dir=tmp_path / "file", echo=False)
 
 
 def test_ctrl_c_stops_after_the_run_saves_and_the_same_command_resumes_it(spec_file, tmp_path, monkeypatch):
@@ -167,7 +189,7 @@ def test_ctrl_c_stops_after_the_run_saves_and_the_same_command_resumes_it(spec_f
     monkeypatch.undo()
     result = train(*args)
     assert f"run 1/2: train.seed=0: finished already in {out / 'train.seed=0'}, skipped" in result.output
-    assert "run 2/2: train.seed=1 (resuming its interrupted run)" in result.output
+    assert "run 2/2: train.seed=1 (resuming its stopped run from its last.pt)" in result.output
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "train.seed=1" / "metrics.csv"))][-1] == 2
 
 
