@@ -270,7 +270,8 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--ref", metavar="RUN", type=click.Path(),
-              help="The run the others are measured against (default: the first RUN).")
+              help="The run the others are measured against (default: the first RUN; for the runs of one sweep "
+                   "folder, the sweep's first run).")
 @click.option("--epoch", default="best", show_default=True, metavar="best|last|N", callback=_epoch_choice,
               help="Read each run's metrics at its best epoch (what best.pt holds), its last, or epoch N.")
 @click.option("--sort", is_flag=True, help="Order the runs by delta_m, best first.")

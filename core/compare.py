@@ -267,6 +267,8 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
         if path.name in (COMPARE_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
             continue
         unique.setdefault(path.resolve(), path)
+    if ref is None:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again
+        unique = {path.resolve(): path for path in _sweep_ordered(list(unique.values()))}
     if ref is not None and Path(ref).resolve() not in unique:
         unique = {Path(ref).resolve(): Path(ref), **unique}
     runs, problems = [], []
@@ -284,6 +286,36 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
                          "or pass --skip-bad to compare the others.")
     reference = runs[0] if ref is None else next(r for r in runs if r.path.resolve() == Path(ref).resolve())
     return runs, reference, [f"skipped: {problem}" for problem in problems]
+
+
+def _sweep_ordered(paths: list[Path]) -> list[Path]:
+    """`paths` in their sweep's order when all are runs of one sweep folder (it holds compare.csv), else as given.
+
+    The shell sorts `SWEEP/*` by name, where the sweep ran (and compared) its runs in the order of its values:
+    without this, `hydranet compare SWEEP/*` would measure against another reference than the sweep's table.
+    """
+    folders = {path.resolve().parent for path in paths}
+    if len(folders) != 1 or not (next(iter(folders)) / COMPARE_CSV).is_file():
+        return paths
+    return in_sweep_order(next(iter(folders)), paths)
+
+
+def in_sweep_order(folder: Path, runs: Sequence[Path]) -> list[Path]:
+    """`runs` of a sweep `folder` in the order its compare.csv lists them; the runs it does not list follow, by name."""
+    listed = _compare_csv_names(folder / COMPARE_CSV)
+    return sorted(runs, key=lambda run: (listed.index(run.name) if run.name in listed else len(listed), run.name))
+
+
+def _compare_csv_names(path: Path) -> list[str]:
+    """The run folder names compare.csv lists, in its order (its `run` column, or each group's `runs`)."""
+    import csv
+
+    try:
+        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # the order is a nicety; the runs themselves are read and checked as ever
+    paths = [p for row in rows for p in (row.get("run") or row.get("runs") or "").split(";") if p]
+    return [Path(p).name for p in paths]
 
 
 # ------------------------------------------------------------------ the comparison

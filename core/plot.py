@@ -217,7 +217,7 @@ def sweep_runs(folder: str | Path) -> list[Path] | None:
     A sweep folder is no run (no spec.yaml) but holds compare.csv or folders that are runs; `hydranet plot
     SWEEP` draws them all. Runs compare.csv does not list (not yet compared) follow, by name.
     """
-    from hydranet.core.compare import COMPARE_CSV
+    from hydranet.core.compare import COMPARE_CSV, in_sweep_order
 
     folder = Path(folder)
     if not folder.is_dir() or (folder / "spec.yaml").is_file() or (folder / "metrics.csv").is_file():
@@ -225,20 +225,7 @@ def sweep_runs(folder: str | Path) -> list[Path] | None:
     runs = sorted(p for p in folder.iterdir() if (p / "spec.yaml").is_file())
     if not runs and not (folder / COMPARE_CSV).is_file():
         return None
-    listed = _compare_csv_names(folder / COMPARE_CSV)
-    return sorted(runs, key=lambda run: (listed.index(run.name) if run.name in listed else len(listed), run.name))
-
-
-def _compare_csv_names(path: Path) -> list[str]:
-    """The run folder names compare.csv lists, in its order (its `run` column, or each group's `runs`)."""
-    import csv
-
-    try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return []  # the order is a nicety; the runs themselves are read and checked as compare checks them
-    paths = [p for row in rows for p in (row.get("run") or row.get("runs") or "").split(";") if p]
-    return [Path(p).name for p in paths]
+    return in_sweep_order(folder, runs)
 
 
 def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, group: bool = True,

@@ -398,3 +398,18 @@ def test_grouping_by_hand_the_reference_group_sort_and_what_is_not_a_seed(spec, 
     assert "groups" not in report  # no group of several runs is left: one row per run
     assert any("a0, a1 and repeat differ only in train.seed, but some share one" in note for note in report["notes"])
     assert "groups" not in compare_json(a0, split)  # nothing to group: the table is per run, as before
+
+
+def test_the_runs_of_a_sweep_folder_are_compared_in_the_sweeps_order_against_its_reference(spec, tmp_path):
+    """`compare SWEEP/*`: the shell sorts by name, so `weighting=_name_static...` would come before the sweep's
+    first run, `weighting=sum`, and be the reference; the sweep's compare.csv gives the order back."""
+    sweep = tmp_path / "w"
+    first = make_run(sweep / "weighting=sum", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    other = make_run(sweep / "weighting=_name_static-1234", spec, [metrics(12, 0.5, 0.4, 0.2)])
+    (sweep / "compare.csv").write_text(f"run,delta_m_percent\n{first},0\n{other},-6.7\n")
+    report = compare_json(*sorted(sweep.iterdir()))  # as `hydranet compare w/*` names them
+    assert report["reference"] == str(first)
+    assert [entry["name"] for entry in report["runs"]] == ["weighting=sum", "weighting=_name_static-1234"]
+    assert compare_json(other, first, "--ref", other)["reference"] == str(other)  # --ref still chooses
+    loose = make_run(tmp_path / "elsewhere", spec, [metrics(11, 0.5, 0.4, 0.2)])
+    assert compare_json(other, loose, first)["reference"] == str(other)  # runs of no one sweep: as given
