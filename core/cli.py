@@ -334,21 +334,28 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
 
 
 KINDS = ("tasks", "backbones", "weightings", "datasets")
+#: what `hydranet list` shows: the component kinds, then the plugins that observe runs (they register no component)
+LISTED = (*KINDS, "observers")
 
 
 @cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(KINDS))
+@click.argument("kind", required=False, type=click.Choice(LISTED))
 def list_components(kind: str | None) -> None:
-    """List registered components: tasks, backbones, weightings, datasets.
+    """List registered components (tasks, backbones, weightings, datasets) and observers.
 
     \b
     Examples:
       hydranet list
       hydranet list weightings
+      hydranet list observers
     """
     from hydranet.core.plugins import default_components
     components = default_components()
-    for name in [kind] if kind else KINDS:
+    for name in [kind] if kind else LISTED:
+        if name == "observers":
+            click.echo("observers: installed plugins that watch every run (no spec names them)")
+            click.echo(indent(_observers_table(components.pm)) + "\n")
+            continue
         registry = components.registry(name)
         click.echo(f"{name}:")
         if name == "weightings":
@@ -359,6 +366,17 @@ def list_components(kind: str | None) -> None:
             rows = [[e.name, e.description, e.plugin] for e in registry]
             click.echo(indent(format_table(["name", "description", "plugin"], rows)))
         click.echo("")
+
+
+def _observers_table(pm: Any) -> str:
+    """plugin | observes | from: the plugins `load_components` recorded as observing (`hydranet plugins`' list)."""
+    from hydranet.core.plugins import OBSERVES
+
+    rows = [[info.name, ", ".join(info.components[OBSERVES]), "built-in" if info.builtin
+             else f"{info.distribution} {info.version}"] for info in pm.info.values() if info.components.get(OBSERVES)]
+    if not rows:
+        return "none loaded (`hydranet new-plugin NAME --kind observer` writes one)"
+    return format_table(["plugin", "observes", "from"], rows)
 
 
 def _tasks_listing(registry: Any) -> str:

@@ -87,6 +87,28 @@ def test_list_and_plugins():
     assert "hydranet.tasks.utkface  (built-in)" in plugins and "tasks: age, gender, ethnicity" in plugins
 
 
+def test_list_shows_the_observers_hydranet_plugins_shows(monkeypatch):
+    """An observer registers no component: `hydranet list` has a section of its own for the plugins that observe."""
+    import types
+
+    import hydranet
+    from hydranet.core import plugins
+
+    watcher = types.ModuleType("watcher")
+    watcher.run_finished = hydranet.hookimpl(lambda run, status: None)
+    pm = plugins.make_plugin_manager(entry_points=False)
+    pm.add_plugin(watcher, "watcher", distribution="hydranet-watcher", version="0.2", builtin=False)
+    monkeypatch.setattr(plugins, "default_components", lambda: plugins.load_components(pm))
+    lines = run("list").output.splitlines()
+    at = lines.index("observers: installed plugins that watch every run (no spec names them)")
+    assert lines[at + 1].split() == ["plugin", "observes", "from"]
+    assert lines[at + 3].split() == ["watcher", "run_finished", "hydranet-watcher", "0.2"]
+    assert run("list", "observers").output.splitlines()[3].split()[:2] == ["watcher", "run_finished"]
+    monkeypatch.setattr(plugins, "default_components",
+                        lambda: plugins.load_components(plugins.make_plugin_manager(entry_points=False)))
+    assert "none loaded (`hydranet new-plugin NAME --kind observer` writes one)" in run("list", "observers").output
+
+
 def test_list_tasks_tells_task_kinds_from_ready_tasks():
     lines = run("list", "tasks").output.splitlines()
     ready = lines.index("  ready tasks: name one in a spec, as in `tasks: [age]`")
