@@ -139,7 +139,8 @@ def new_plugin_command(name: str, kind: str, out_dir: str) -> None:
     It holds a pyproject.toml with the `hydranet` entry point, a working
     component of the chosen kind in src/hydranet_NAME/plugin.py (an
     observer: hooks that write each run's epochs to a JSON-lines file), a
-    spec that uses it, a README and a test that passes. An existing folder
+    spec that uses it (for an observer, a short run for it to watch), a
+    README and a test that passes. An existing folder
     is never overwritten.
 
     \b
@@ -152,7 +153,8 @@ def new_plugin_command(name: str, kind: str, out_dir: str) -> None:
     """
     target = write_plugin(name, kind, out_dir, taken_names(kind))
     uses = "uses it" if kind in COMPONENT_KINDS else "it observes"
-    click.echo(f"wrote {target}/ (a {kind} plugin named '{name.replace('-', '_')}'). Next:\n"
+    article = "an" if kind[0] in "aeiou" else "a"  # "an observer plugin"
+    click.echo(f"wrote {target}/ ({article} {kind} plugin named '{name.replace('-', '_')}'). Next:\n"
                f"  cd {target}\n"
                f"  pip install -e '.[test]'    # hydranet now finds it: hydranet plugins\n"
                f"  pytest                      # its own test\n"

@@ -462,3 +462,12 @@ def test_with_two_processes_only_rank_zero_observes(faces, tmp_path, monkeypatch
     rows = csv_rows(tmp_path / "run")
     assert [line["metrics"]["val_loss.age"] for line in lines[1:3]] == [
         pytest.approx(float(row["val_loss.age"]), rel=1e-6) for row in rows]
+
+
+def test_new_plugin_kind_observer_says_an_observer_plugin(tmp_path):
+    from hydranet.core.cli import cli
+
+    result = CliRunner().invoke(cli, ["new-plugin", "watch", "--kind", "observer", "--out", str(tmp_path)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "(an observer plugin named 'watch')" in result.output
