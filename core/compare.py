@@ -125,11 +125,19 @@ class RunGroup:
     @property
     def std(self) -> dict[str, dict[str, float]]:
         """Each metric's sample standard deviation over the runs (NaN for one run)."""
-        return self._over_runs(lambda values: statistics.stdev(values) if len(values) > 1 else math.nan)
+        return self._over_runs(sample_std)
 
     def _over_runs(self, reduce: Any) -> dict[str, dict[str, float]]:
         return {task: {metric: reduce([run.metrics[task][metric] for run in self.runs]) for metric in metrics}
                 for task, metrics in self.higher_is_better.items()}
+
+
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation; NaN for one value, or where a value is NaN (a run with no value there, or
+    one that diverged), as the mean is: `statistics.stdev` raises AttributeError on a NaN."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return math.nan
+    return statistics.stdev(values)
 
 
 def _seed(spec: Mapping[str, Any]) -> Any:
@@ -363,7 +371,7 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     for run in runs:
         delta[run.path], missing = _delta_m(run, reference, shared)
         if missing:
-            notes.append(f"{run.label}: no value (no labelled validation image) for {', '.join(missing)}, "
+            notes.append(f"{run.label}: no value (NaN: no labelled validation image, or the run diverged) for {', '.join(missing)}, "
                          "left out of its delta_m")
     for run in runs:
         notes += _run_notes(run, reference)

@@ -347,6 +347,8 @@ def _group_lines(label: str, members: Sequence[Mapping[str, tuple[list[float], l
                  columns: set[str]) -> tuple[dict[str, Line], str | None]:
     """One Line per column: the run's own, or the members' mean and band over the epochs all of them have (and a
     note when some member has epochs the others lack)."""
+    from hydranet.core.compare import sample_std
+
     if len(members) == 1:
         return {c: Line(label, *members[0][c]) for c in columns}, None
     lines: dict[str, Line] = {}
@@ -355,7 +357,7 @@ def _group_lines(label: str, members: Sequence[Mapping[str, tuple[list[float], l
         epochs = sorted(set.intersection(*(set(values) for values in per_run)))
         at = [[values[e] for values in per_run] for e in epochs]
         mean = [statistics.fmean(v) for v in at]
-        std = [statistics.stdev(v) for v in at]
+        std = [sample_std(v) for v in at]
         lines[column] = Line(f"{label} (mean of {len(members)} seeds)", epochs, mean,
                              [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)], len(members))
     own = [len(next(iter(run.values()))[0]) for run in members]  # every column of a run has its epochs

@@ -235,8 +235,8 @@ def test_what_delta_m_cannot_use_is_said(spec, tmp_path):
     assert report["runs"][1]["metrics"]["gender"]["accuracy"] is None  # JSON has no NaN
     assert report["runs"][1]["delta_m"] == pytest.approx((20 + 25) / 2)  # age +20%, ethnicity accuracy +25%
     assert "left out of delta_m, the reference's value being 0: ethnicity.macro_f1" in report["notes"]
-    assert ("run: no value (no labelled validation image) for gender.accuracy, left out of its delta_m"
-            in report["notes"])
+    assert ("run: no value (NaN: no labelled validation image, or the run diverged) for gender.accuracy, left out "
+            "of its delta_m" in report["notes"])
 
 
 def test_other_settings_are_listed_and_other_data_is_flagged(spec, tmp_path):
@@ -413,3 +413,17 @@ def test_the_runs_of_a_sweep_folder_are_compared_in_the_sweeps_order_against_its
     assert compare_json(other, first, "--ref", other)["reference"] == str(other)  # --ref still chooses
     loose = make_run(tmp_path / "elsewhere", spec, [metrics(11, 0.5, 0.4, 0.2)])
     assert compare_json(other, loose, first)["reference"] == str(other)  # runs of no one sweep: as given
+
+
+def test_a_seed_group_with_a_nan_metric_has_a_nan_std_not_a_crash(spec, tmp_path):
+    """statistics.stdev raises AttributeError on a NaN: a diverged seed crashed `compare` and `plot` of its group."""
+    a0 = make_run(tmp_path / "a0", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=0)
+    a1 = make_run(tmp_path / "a1", spec, [metrics(float("nan"), 0.5, 0.4, 0.2)], train__seed=1)
+    report = compare_json(a0, a1)
+    assert report["groups"][0]["std"]["age"]["mae"] is None  # NaN, printed as null
+    assert report["groups"][0]["std"]["gender"]["accuracy"] == 0
+    from hydranet.core.plot import plot_runs
+
+    pytest.importorskip("matplotlib")
+    drawn = plot_runs([a0, a1], tmp_path / "charts")
+    assert [p.name for p in drawn.written] == ["metrics.png"]
