@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, orphans, remove_entry,
-                                        remove_file, remove_tree)
+from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, modified_time, orphans,
+                                        remove_entry, remove_file, remove_tree)
 from hydranet.core.paths import CACHE_ENV, cache_dir
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
@@ -100,7 +100,7 @@ def clear_command(everything: bool) -> None:
     removed = [entry for entry in decoded if entry not in busy and remove_entry(entry)]
     freed = sum(sizes[entry.key] for entry in removed)
     items = [path for name, paths in _others(folder) if everything or name != "synthetic faces" for path in paths]
-    kept = [path for path in items if in_use(_mtime(path), now)]
+    kept = [path for path in items if in_use(modified_time(path), now)]
     cleared = 0
     for path in items:
         if path in kept:
@@ -171,13 +171,6 @@ def _disk(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def _mb(nbytes: int) -> str:

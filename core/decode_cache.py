@@ -97,7 +97,7 @@ class CacheEntry:
     @property
     def last_used(self) -> float:
         """The newest modification of its files: a cache hit touches the header, decoding writes the pixels."""
-        return max(_mtime(self.header), _mtime(self.pixels))
+        return max(modified_time(self.header), modified_time(self.pixels))
 
     def supersedes(self, other: "CacheEntry") -> bool:
         """Same data folder and image size, different files: `other` can never be a cache hit again."""
@@ -156,7 +156,7 @@ def prune_superseded(cache_dir: Path, newest: CacheEntry, now: float | None = No
     removed = [entry for entry in entries(cache_dir)
                if newest.supersedes(entry) and not in_use(entry.last_used, now) and remove_entry(entry)]
     for path in orphans(cache_dir):
-        if not in_use(_mtime(path), now, ORPHAN_SECONDS):
+        if not in_use(modified_time(path), now, ORPHAN_SECONDS):
             remove_file(path)
     return removed
 
@@ -184,7 +184,8 @@ def _listing(folder: Path, pattern: str) -> Iterator[Path]:
         return iter(())
 
 
-def _mtime(path: Path) -> float:
+def modified_time(path: Path) -> float:
+    """When `path` was last written (0 when it is gone or unreadable: the oldest, so never "in use")."""
     try:
         return path.stat().st_mtime
     except OSError:
