@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import CheckpointError, DataError, DuplicateNameError, UnknownNameError
-from hydranet.core.export import SUFFIX
+from hydranet.core.export_formats import SUFFIX
 from hydranet.core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, Components, allowed_plugins
 from hydranet.core.registry import Entry, Registry, describe_plugin
 

@@ -23,7 +23,7 @@ import click
 
 from hydranet.core.cli_options import (HintingCommand, device_option, is_model_path, pick_device_option,
                                        several_models)
-from hydranet.core.export import FORMATS, MIN_OPSET, SUFFIX
+from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
 

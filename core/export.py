@@ -34,24 +34,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from hydranet.core.atomic import atomic_file, writable_folder
 from hydranet.core.errors import HydranetError
+from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX, Format
 
 if TYPE_CHECKING:
     from hydranet.core.inference import TrainedModel
 
-Format = Literal["onnx", "torchscript", "exported"]
-FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported")
-#: default file name endings, next to the checkpoint (`best.pt` -> `best.onnx`); never `.pt`, the checkpoint's own
-SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported": ".pt2"}
 INPUT_NAME = "images"
 MANIFEST = "hydranet.json"
-MIN_OPSET = 18  # torch's ONNX exporter has no implementations below this
 ONNX_LIMIT_BYTES = 2 * 1024**3 - 64 * 1024**2  # one protobuf file holds < 2 GiB
 INSTALL_HINT = "pip install 'hydranet[export]'"
 CHECK_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # of each output's largest magnitude

@@ -1,0 +1,15 @@
+"""The export formats' names, file endings and the lowest ONNX opset: what the command line needs to offer them.
+
+Apart from export.py because that imports torch, and `hydranet --help` (or
+`hydranet export --help`) should not wait for torch to load.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Format = Literal["onnx", "torchscript", "exported"]
+FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported")
+#: default file name endings, next to the checkpoint (`best.pt` -> `best.onnx`); never `.pt`, the checkpoint's own
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported": ".pt2"}
+MIN_OPSET = 18  # torch's ONNX exporter has no implementations below this
