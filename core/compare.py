@@ -261,11 +261,14 @@ def metric_directions(path: Path, spec: Mapping[str, Any], components: Any = Non
 
 
 def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch: str | int = "best",
-              skip_bad: bool = False, components: Any = None) -> tuple[list[RunRecord], RunRecord, list[str]]:
+              skip_bad: bool = False, components: Any = None,
+              as_given: bool = False) -> tuple[list[RunRecord], RunRecord, list[str]]:
     """The runs `paths` name (each once), the reference among them, and a note per folder skipped.
 
     The reference is `ref` (put first when `paths` do not name it), else the
-    first of `paths`. A folder that cannot be compared stops the command,
+    first of `paths`; runs of one sweep folder are taken in its compare.csv's
+    order unless `as_given` (the sweep itself, whose order is its own, and
+    whose compare.csv may be an earlier run's, of values in another order). A folder that cannot be compared stops the command,
     every such folder listed at once; with `skip_bad` it is left out with a
     note instead (`hydranet compare runs/*` over a folder holding other
     things), except the reference named by `ref`.
@@ -275,7 +278,7 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
         if path.name in (COMPARE_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
             continue
         unique.setdefault(path.resolve(), path)
-    if ref is None:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again
+    if ref is None and not as_given:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again
         unique = {path.resolve(): path for path in _sweep_ordered(list(unique.values()))}
     if ref is not None and Path(ref).resolve() not in unique:
         unique = {Path(ref).resolve(): Path(ref), **unique}

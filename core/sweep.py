@@ -423,7 +423,8 @@ def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
     try:
         if not paths:
             raise RunProblem("every run of the sweep failed" if failed else "no run of the sweep wrote a run folder")
-        records, reference, skipped = read_runs(paths, skip_bad=True, components=components)
+        # in the sweep's order (its first run the reference), not that of an earlier compare.csv in the folder
+        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True)
     except RunProblem as problem:
         result.notes.append(f"nothing to compare: {problem}")
         return

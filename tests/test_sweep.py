@@ -199,3 +199,16 @@ def test_the_python_api(faces, tmp_path, components):
     assert result.outcomes == {1: "trained", 2: "trained"} and not result.failures
     assert sorted(p.name for p in (tmp_path / "py").iterdir()) == ["compare.csv", "train.seed=0", "train.seed=1"]
     assert [group.n for group in result.comparison.groups] == [2]
+
+
+def test_a_rerun_in_another_order_compares_in_its_own_order_not_the_old_compare_csv(swept, tmp_path):
+    """The sweep's first run is its reference, as documented, even where an earlier compare.csv lists another first."""
+    import shutil
+
+    spec, out, _ = swept
+    copy = tmp_path / "w"
+    shutil.copytree(out, copy)
+    output = train(spec, "--sweep", "weighting=dwa,sum", "--sweep", "train.seed=0,1", "--out", copy).output
+    assert "reference: weighting=dwa" in output
+    rows = list(csv.DictReader(open(copy / "compare.csv")))
+    assert [row["group"] for row in rows] == ["weighting=dwa", "weighting=sum"]
