@@ -369,7 +369,6 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
     says how to continue: `again`, the command (or call) that runs this sweep again.
     """
     from hydranet.core.engine import run_plan
-    from hydranet.core.interrupts import StoppedAtOnce
 
     say = _sayer(echo)
     total = len(plan.runs)
@@ -386,7 +385,7 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
         say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
         try:
             trained = run_plan(run.plan, components=components, progress=progress, echo=echo)
-        except (TrainingInterrupted, StoppedAtOnce):
+        except (TrainingInterrupted, KeyboardInterrupt):  # a stop in the loop, or Ctrl-C while a run set up
             say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "
                 f"rest), run {again}")
             raise

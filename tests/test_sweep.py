@@ -212,3 +212,23 @@ def test_a_rerun_in_another_order_compares_in_its_own_order_not_the_old_compare_
     assert "reference: weighting=dwa" in output
     rows = list(csv.DictReader(open(copy / "compare.csv")))
     assert [row["group"] for row in rows] == ["weighting=dwa", "weighting=sum"]
+
+
+def test_ctrl_c_while_a_run_sets_up_says_how_to_continue_the_sweep(spec_file, tmp_path, monkeypatch):
+    """Before a run's loop (its data decoding, its model) Ctrl-C is a plain KeyboardInterrupt: the earlier runs are
+    kept all the same, and the sweep says how to continue it."""
+    from hydranet.core.engine import Trainer
+
+    setup = Trainer._setup
+
+    def ctrl_c_in_seed_one(self):
+        if self.cfg.seed == 1:
+            raise KeyboardInterrupt
+        return setup(self)
+
+    monkeypatch.setattr(Trainer, "_setup", ctrl_c_in_seed_one)
+    out = tmp_path / "seeds"
+    result = train(spec_file, "--sweep", "train.seed=0,1", "--out", out, code=130)
+    assert "run 1/2 done" in result.output
+    assert f"sweep stopped at run 2/2. To continue it (this run, then the rest), run hydranet train" in result.output
+    assert (out / "train.seed=0" / "summary.json").is_file()
