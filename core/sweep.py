@@ -18,6 +18,7 @@ holds a comma is written in the list form, a YAML flow sequence:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import re
@@ -383,6 +384,9 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
             result.outcomes[run.combination.number] = "skipped"
             continue
         say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
+        # the run before (finished or failed) is held by reference cycles until the cyclic collector comes round:
+        # free its model, optimizer and images (GPU memory) before this run measures free memory and places its own
+        gc.collect()
         try:
             trained = run_plan(run.plan, components=components, progress=progress, echo=echo)
         except (TrainingInterrupted, KeyboardInterrupt):  # a stop in the loop, or Ctrl-C while a run set up

@@ -232,3 +232,30 @@ def test_ctrl_c_while_a_run_sets_up_says_how_to_continue_the_sweep(spec_file, tm
     assert "run 1/2 done" in result.output
     assert f"sweep stopped at run 2/2. To continue it (this run, then the rest), run hydranet train" in result.output
     assert (out / "train.seed=0" / "summary.json").is_file()
+
+
+def test_a_run_is_freed_before_the_next_one_sets_up(spec_file, tmp_path, monkeypatch):
+    """A finished run's trainer (its model, optimizer, images: GPU memory on the main path) is held by reference
+    cycles, which only the cyclic collector frees: the sweep frees it before the next run measures free memory
+    and places its images, so that two runs' worth is never held at once."""
+    import gc
+    import weakref
+
+    from hydranet.core.engine import Trainer
+
+    setup, earlier, alive = Trainer._setup, [], []
+
+    def setup_after_checking(self):
+        alive.extend(ref() is not None for ref in earlier)
+        earlier.append(weakref.ref(self))
+        return setup(self)
+
+    monkeypatch.setattr(Trainer, "_setup", setup_after_checking)
+    enabled = gc.isenabled()
+    gc.disable()  # as when the collector has not come round yet
+    try:
+        hydranet.sweep(spec_file, {"train.seed": [0, 1]}, out_dir=tmp_path / "freed", progress=False, echo=False)
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive == [False]
