@@ -128,12 +128,15 @@ class RunObservers:
     def call(self, hook: str, **kwargs: Any) -> None:
         """Call `hook` of every observing plugin; what one raises is reported and does not reach the others."""
         for plugin, caller in self.callers.get(hook, []):
-            if (plugin, hook) in self.failed:
-                continue
-            try:
-                caller(**kwargs)
-            except Exception as error:  # an observer may raise anything; Ctrl-C (not an Exception) passes
-                self._failed(plugin, hook, error)
+            self._call_one(plugin, hook, caller, **kwargs)
+
+    def _call_one(self, plugin: str, hook: str, caller: Callable[..., Any], **kwargs: Any) -> None:
+        if (plugin, hook) in self.failed:
+            return
+        try:
+            caller(**kwargs)
+        except Exception as error:  # an observer may raise anything; Ctrl-C (not an Exception) passes
+            self._failed(plugin, hook, error)
 
     def _failed(self, plugin: str, hook: str, error: Exception) -> None:
         """Say once that `plugin`'s `hook` raised, and stop calling it (all its hooks, if it never started)."""
@@ -153,8 +156,21 @@ class RunObservers:
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[RunObservers]:
-        """`run_started` on entry; `run_finished` on exit, with how the run ended (the error goes on up)."""
-        self.call("run_started", run=self.run)
+        """`run_started` on entry; `run_finished` on exit, with how the run ended (the error goes on up).
+
+        Ctrl-C in one plugin's `run_started` still gets `run_finished` to those that had started (they may
+        have opened something); the plugins whose `run_started` had not returned are not told.
+        """
+        started = [plugin for plugin, _ in self.callers.get("run_started", [])]
+        try:
+            for plugin, caller in self.callers.get("run_started", []):
+                self._call_one(plugin, "run_started", caller, run=self.run)
+                started.remove(plugin)
+        except BaseException as error:
+            self.failed |= {(plugin, hook) for plugin in started for hook in OBSERVER_HOOKS}
+            status, message = outcome(error, self.nonfinite)
+            self.call("run_finished", run=self.run, status=status, message=message)
+            raise
         try:
             yield self
         except BaseException as error:

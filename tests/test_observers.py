@@ -471,3 +471,25 @@ def test_new_plugin_kind_observer_says_an_observer_plugin(tmp_path):
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "(an observer plugin named 'watch')" in result.output
+
+
+def test_ctrl_c_in_one_observers_run_started_still_finishes_those_that_started(faces, tmp_path):
+    """Every run_started is followed by one run_finished: Ctrl-C in a slow run_started (wandb.init) must not leave
+    an observer that already started (an open writer, a thread) without its run_finished."""
+    class Stuck:
+        finished: list = []
+
+        @hydranet.hookimpl
+        def run_started(self, run):
+            raise KeyboardInterrupt
+
+        @hydranet.hookimpl
+        def run_finished(self, run, status, message):
+            self.finished.append(status)
+
+    stuck, watcher = Stuck(), Raising(None)
+    components = observed_by(stuck=stuck, watcher=watcher)  # pluggy calls the last added first: watcher, then stuck
+    with pytest.raises(KeyboardInterrupt):
+        train(faces, tmp_path / "run", components, epochs=1)
+    assert watcher.hooks() == [("run_started", None), ("run_finished", "interrupted")]
+    assert stuck.finished == []  # it never started
