@@ -19,6 +19,7 @@ device) pairs for the same order, so results do not depend on placement.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
@@ -44,8 +45,11 @@ def device_memory_bytes(device: torch.device) -> int:
 
     Free includes what this process's caching allocator holds but no tensor uses: after an earlier run
     in the process (a sweep, a notebook) the driver counts that memory as taken, though this run gets it.
+    That run's tensors may still be held by reference cycles the collector has not reached: collect first
+    (once per run, so its cost does not matter).
     """
     if device.type == "cuda":
+        gc.collect()
         cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return torch.cuda.mem_get_info(device)[0] + max(0, cached_unused)
     return host_memory_bytes()

@@ -57,13 +57,15 @@ CONSEQUENCE = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunInfo:
     """What an observer is told about a run, once, in `run_started`; the same object reaches every hook of the run.
 
     `spec` is the resolved spec as `spec.yaml` holds it (every default filled
-    in), a copy of its own: changing it changes nothing. It is left out of
-    comparisons and the hash, so a RunInfo can key a dict.
+    in), a copy made for the run's observers: changing it changes nothing in
+    the run, but every observer of the run sees the same dict, so treat it as
+    read-only. It is left out of comparisons and the hash, so a RunInfo can
+    key a dict. Fields are keyword-only, so that later versions can add some.
     """
 
     run_dir: Path  #: the run folder: metrics.csv, train.log, last.pt, best.pt, summary.json at the end

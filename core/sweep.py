@@ -393,7 +393,7 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
             say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "
                 f"rest), run {again}")
             raise
-        except (HydranetError, RuntimeError) as error:  # RuntimeError: torch's own (out of memory, ...)
+        except Exception as error:  # hydranet's own, torch's (out of memory, ...), a plugin's: the next run may work
             message = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"
             say(f"run {run.combination.number}/{total} failed: {message}")
             result.failures.append((run.combination, message))

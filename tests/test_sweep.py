@@ -259,3 +259,21 @@ def test_a_run_is_freed_before_the_next_one_sets_up(spec_file, tmp_path, monkeyp
         if enabled:
             gc.enable()
     assert alive == [False]
+
+
+def test_any_error_of_a_run_is_a_failed_run_not_the_end_of_the_sweep(spec_file, tmp_path, monkeypatch):
+    # a plugin's own ValueError, say, raised while the run sets up
+    from hydranet.core.engine import Trainer
+
+    setup = Trainer._setup
+
+    def fails_for_seed_zero(self):
+        if self.cfg.seed == 0:
+            raise ValueError("a plugin's own mistake")
+        return setup(self)
+
+    monkeypatch.setattr(Trainer, "_setup", fails_for_seed_zero)
+    result = train(spec_file, "--sweep", "train.seed=0,1", "--out", tmp_path / "seeds", code=1)
+    assert "run 1/2 failed: ValueError: a plugin's own mistake" in result.output
+    assert "run 2/2 done" in result.output
+
