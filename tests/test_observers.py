@@ -493,3 +493,9 @@ def test_ctrl_c_in_one_observers_run_started_still_finishes_those_that_started(f
         train(faces, tmp_path / "run", components, epochs=1)
     assert watcher.hooks() == [("run_started", None), ("run_finished", "interrupted")]
     assert stuck.finished == []  # it never started
+
+
+def test_run_info_takes_keywords_only_so_fields_can_be_added():
+    with pytest.raises(TypeError):
+        RunInfo(Path("run"), {})  # positional: a later field inserted before another would shift them
+    assert RunInfo(run_dir=Path("run"), spec={}).name == "run"
