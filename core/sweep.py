@@ -83,7 +83,8 @@ class PlannedRun:
     combination: Combination
     path: Path
     state: str  # "new", "resume" or "finished"
-    plan: Any = None  # the RunPlan to train (None for a finished run)
+    plan: Any = None  # the RunPlan to train (None for a finished run, and for a stopped one until it resumes)
+    resolved: Any = None  # the combination's resolved spec
 
 
 @dataclass
@@ -316,11 +317,13 @@ def _resolve(spec: Any, combo: Combination, overrides: Sequence[str], components
 
 
 def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any, set_option: str,
-                 sweep_option: str, plan_run: Callable[..., Any]) -> PlannedRun:
+                 sweep_option: str, plan_run: Callable[..., Any], keep: bool = False) -> PlannedRun:
     """What to do in the combination's folder: skip a finished run, resume a stopped one, or start one.
 
     A folder holding a run of another spec is refused: continuing it would mix
-    two experiments under one name.
+    two experiments under one name. Called when the sweep is planned (every
+    problem up front) and again just before the run trains (`keep`): by then
+    another sweep into the same folder may have trained or stopped it.
     """
     if (path / "spec.yaml").is_file():
         changed = spec_changes(path, resolved)
@@ -330,12 +333,13 @@ def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any,
                 f"{set_option} values or by another command. Move or delete that folder, or give the sweep "
                 "another --out")
         if (path / "summary.json").is_file():
-            return PlannedRun(combo, path, "finished")
+            return PlannedRun(combo, path, "finished", resolved=resolved)
         if (path / "last.pt").is_file():
-            return PlannedRun(combo, path, "resume", plan_run(resume=path, components=components,
-                                                              option=set_option))
+            plan = plan_run(resume=path, components=components, option=set_option)
+            # kept only when it trains next: a resume plan holds the whole checkpoint
+            return PlannedRun(combo, path, "resume", plan if keep else None, resolved)
     return PlannedRun(combo, path, "new", plan_run(resolved, out_dir=path, components=components,
-                                                   option=set_option))
+                                                   option=set_option), resolved)
 
 
 def spec_changes(path: Path, resolved: Any) -> str:
@@ -377,17 +381,25 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
     result = SweepResult(plan.out_dir, {})
     say(f"sweep of {plural(total, 'run')} in {plan.out_dir}: "
         + " x ".join(f"{axis.key} ({', '.join(axis.values)})" for axis in plan.axes))
+    from hydranet.core.planning import plan_run
+
     for run in plan.runs:
         head = f"run {run.combination.number}/{total}: {run.combination.label}"
         if run.state == "finished":
             say(f"{head}: finished already in {run.path}, skipped")
             result.outcomes[run.combination.number] = "skipped"
             continue
-        say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
         # the run before (finished or failed) is held by reference cycles until the cyclic collector comes round:
         # free its model, optimizer and images (GPU memory) before this run measures free memory and places its own
         gc.collect()
         try:
+            run = _plan_folder(run.combination, run.path, run.resolved, components, plan.set_option,
+                               plan.sweep_option, plan_run, keep=True)
+            if run.state == "finished":
+                say(f"{head}: finished meanwhile in {run.path} (by another sweep or command), skipped")
+                result.outcomes[run.combination.number] = "skipped"
+                continue
+            say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
             trained = run_plan(run.plan, components=components, progress=progress, echo=echo)
         except (TrainingInterrupted, KeyboardInterrupt):  # a stop in the loop, or Ctrl-C while a run set up
             say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "

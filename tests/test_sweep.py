@@ -277,3 +277,18 @@ def test_any_error_of_a_run_is_a_failed_run_not_the_end_of_the_sweep(spec_file, 
     assert "run 1/2 failed: ValueError: a plugin's own mistake" in result.output
     assert "run 2/2 done" in result.output
 
+
+
+def test_a_run_another_sweep_finished_after_planning_is_skipped_not_trained_again(faces, tmp_path, components):
+    # Two sweeps into one folder: each looks at a run's folder again just before training it.
+    from hydranet.core.sweep import axes_from_mapping, plan_sweep, run_sweep
+
+    out = tmp_path / "shared"
+    plan = plan_sweep(tiny_spec(faces, epochs=1), axes_from_mapping({"train.seed": [0, 1]}), out_dir=out,
+                      components=components)
+    hydranet.sweep(tiny_spec(faces, epochs=1), {"train.seed": [1]}, out_dir=out, components=components,
+                   progress=False, echo=False)  # the other sweep trains seed 1 meanwhile
+    finished_at = (out / "train.seed=1" / "summary.json").stat().st_mtime_ns
+    result = run_sweep(plan, components=components, progress=False, echo=False)
+    assert result.outcomes == {1: "trained", 2: "skipped"}
+    assert (out / "train.seed=1" / "summary.json").stat().st_mtime_ns == finished_at
