@@ -163,7 +163,7 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
 
     `given` are the --set overrides as typed (without --device's), for the command that continues the sweep.
     """
-    from hydranet.core.compare import comparison_table
+    from hydranet.core.compare_output import comparison_table
     from hydranet.core.sweep import failure_report, parse_sweeps, plan_sweep, run_sweep
 
     if nproc > 1:  # one torchrun per run would restart the processes, and Ctrl-C, per run; not built
@@ -313,8 +313,8 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
       hydranet compare runs/w-* --csv > weightings.csv
       hydranet compare runs/sweep/* --no-group
     """
-    from hydranet.core.compare import (compare_runs, comparison_csv, comparison_json, comparison_table,
-                                       read_runs)
+    from hydranet.core.compare import compare_runs, read_runs
+    from hydranet.core.compare_output import comparison_csv, comparison_json, comparison_table
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")

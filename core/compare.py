@@ -22,11 +22,9 @@ say.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import statistics
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +34,7 @@ import yaml
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.plot import CHARTS, series_from_rows
-from hydranet.core.report import format_table, format_value
-from hydranet.core.run import RUN_FILES, csv_number, read_metrics
+from hydranet.core.run import RUN_FILES, read_metrics
 from hydranet.core.wording import english_list, plural
 
 #: Spec keys in which runs of one experiment, repeated for its spread, differ: `compare` shows such runs as one
@@ -552,162 +549,6 @@ def _by_task_name(tasks: Any) -> Any:
     if not isinstance(tasks, list):
         return tasks
     return {(t.get("name") if isinstance(t, Mapping) else t): t for t in tasks}
-
-
-# ------------------------------------------------------------------ outputs
-
-
-def _value(value: float) -> float | None:
-    return value if math.isfinite(value) else None  # JSON has no NaN
-
-
-def comparison_dict(comparison: Comparison) -> dict[str, Any]:
-    """Everything the table shows, for programs: NaN is null, Δm in percent."""
-    ref = comparison.reference
-    return {
-        "reference": str(ref.path),
-        "epoch": comparison.epoch,
-        "compared": [{"task": t, "metric": m, "higher_is_better": comparison.higher_is_better(t, m)}
-                     for t, m in comparison.shared],
-        "runs": [{
-            "run": str(run.path), "name": run.label, "weighting": run.weighting, "backbone": run.backbone,
-            "epochs_done": run.epochs_done, "epochs_planned": run.epochs_planned, "best_epoch": run.best_epoch,
-            "epoch": run.epoch,
-            "metrics": {t: {m: _value(v) for m, v in values.items()} for t, values in run.metrics.items()},
-            "delta_m": _value(comparison.delta_m[run.path]),
-            "differs": differences(ref.spec, run.spec),
-        } for run in comparison.runs],
-        **({"groups": [_group_dict(comparison, g) for g in comparison.groups]} if comparison.groups else {}),
-        "notes": comparison.notes,
-    }
-
-
-def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
-    """A group for programs: its runs and seeds, each metric's mean and sample std, Δm on the means."""
-    def values(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
-        return {t: {m: _value(v) for m, v in metrics.items()} for t, metrics in table.items()}
-
-    return {"name": group.label, "runs": [str(run.path) for run in group.runs], "n": group.n,
-            "seeds": group.seeds, "weighting": group.runs[0].weighting, "backbone": group.runs[0].backbone,
-            "mean": values(group.metrics), "std": values(group.std),
-            "delta_m": _value(comparison.group_delta_m[group.path]),
-            "differs": _group_differences(comparison, group)}
-
-
-def _group_differences(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
-    """What, besides the seed, sets a group apart from the reference's group."""
-    reference = next(g for g in comparison.groups or () if comparison.reference in g.runs)
-    return {key: value for key, value in differences(reference.spec, group.spec).items() if key not in SEED_KEYS}
-
-
-def comparison_json(comparison: Comparison) -> str:
-    return json.dumps(comparison_dict(comparison), indent=2) + "\n"
-
-
-def comparison_csv(comparison: Comparison) -> str:
-    """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent.
-
-    Grouped by seed, one line per group: its runs, n, seeds, each metric's mean and std, delta_m_percent.
-    """
-    if comparison.groups:
-        return _groups_csv(comparison)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
-                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent"])
-    for run in comparison.runs:
-        values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
-        best = "" if run.best_epoch is None else run.best_epoch
-        writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
-                         run.epoch, *("" if math.isnan(v) else csv_number(v) for v in values)])
-    return buffer.getvalue()
-
-
-def _csv_value(value: float) -> Any:
-    return "" if math.isnan(value) else csv_number(value)
-
-
-def _groups_csv(comparison: Comparison) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["group", "runs", "n", "seeds", "weighting", "backbone",
-                     *(f"{t}.{m}.{what}" for t, m in comparison.shared for what in ("mean", "std")),
-                     "delta_m_percent"])
-    for g in comparison.groups or ():
-        mean, std = g.metrics, g.std
-        writer.writerow([g.label, ";".join(str(run.path) for run in g.runs), g.n, ";".join(map(str, g.seeds)),
-                         g.runs[0].weighting, g.runs[0].backbone,
-                         *(_csv_value(table[t][m]) for t, m in comparison.shared for table in (mean, std)),
-                         _csv_value(comparison.group_delta_m[g.path])])
-    return buffer.getvalue()
-
-
-def comparison_table(comparison: Comparison) -> str:
-    """The table, a line above saying at which epoch and against which run, a legend and the notes below."""
-    if comparison.groups:
-        return _groups_table(comparison)
-    ref = comparison.reference
-    changes = {run.path: ", ".join(f"{k}={v}" for k, v in differences(ref.spec, run.spec).items()) or "-"
-               for run in comparison.runs}
-    with_changes = any(text != "-" for text in changes.values())
-    headers = ["run", "weighting", "backbone", "epochs", "best epoch", *(f"{t}.{m}" for t, m in comparison.shared),
-               "delta_m%", *(["differs from the reference"] if with_changes else [])]
-    rows = []
-    for run in comparison.runs:
-        delta = comparison.delta_m[run.path]
-        shown = "0 (ref)" if run is ref else "-" if math.isnan(delta) else f"{delta:+.2f}"
-        rows.append([run.label, run.weighting, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
-                     "-" if run.best_epoch is None else run.best_epoch,
-                     *(run.metrics[t][m] for t, m in comparison.shared), shown,
-                     *([changes[run.path]] if with_changes else [])])
-    return _framed(comparison, f"validation metrics of each run at {_at(comparison)}; reference: {ref.label}",
-                   format_table(headers, rows), f"delta_m%: the mean relative change against {ref.label}")
-
-
-def _at(comparison: Comparison) -> str:
-    return {"best": "its best epoch (the lowest total validation loss: what best.pt holds)",
-            "last": "its last epoch"}.get(comparison.epoch, f"epoch {comparison.epoch}")
-
-
-def _framed(comparison: Comparison, title: str, table: str, delta_m: str) -> str:
-    """A table with its title line above, and the legend (`delta_m` starts it) and the notes below."""
-    lower = [f"{t}.{m}" for t, m in comparison.shared if not comparison.higher_is_better(t, m)]
-    legend = (f"{delta_m}, over the tasks (each task's metrics averaged first), in percent; positive is better. "
-              + (f"Lower is better for {english_list(lower)}, higher for the others." if lower
-                 else "Higher is better for every metric."))
-    lines = [title, "", table, "", textwrap.fill(legend, 100)]
-    if comparison.notes:
-        lines += ["", "notes:", *(f"  {note}" for note in comparison.notes)]
-    return "\n".join(lines)
-
-
-def _groups_table(comparison: Comparison) -> str:
-    """One row per group of seeds: each metric as mean ± sample std over its n runs, Δm on the means."""
-    groups = comparison.groups or []
-    ref = next(g for g in groups if comparison.reference in g.runs)
-    changes = {g.path: ", ".join(f"{k}={v}" for k, v in _group_differences(comparison, g).items()) or "-"
-               for g in groups}
-    with_changes = any(text != "-" for text in changes.values())
-    headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", *(f"{t}.{m}" for t, m in comparison.shared),
-               "delta_m%", *(["differs from the reference"] if with_changes else [])]
-    rows = []
-    for g in groups:
-        mean, std = g.metrics, g.std
-        delta = comparison.group_delta_m[g.path]
-        shown = "0 (ref)" if g is ref else "-" if math.isnan(delta) else f"{delta:+.2f}"
-        epochs = ",".join(dict.fromkeys(f"{run.epochs_done}/{run.epochs_planned}" for run in g.runs))
-        rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting, g.runs[0].backbone, epochs,
-                     *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared), shown,
-                     *([changes[g.path]] if with_changes else [])])
-    keys = english_list(SEED_KEYS)
-    title = (f"validation metrics at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
-             f"{keys} grouped: mean ± sample std over n runs; reference: {ref.label}")
-    return _framed(comparison, title, format_table(headers, rows),
-                   f"delta_m%: computed on the means, the mean relative change against {ref.label}'s")
-
-
-def _mean_std(mean: float, std: float) -> str:
-    return format_value(mean) if math.isnan(std) else f"{format_value(mean)} ± {format_value(std)}"
 
 
 def describe_problems(problems: Sequence[RunProblem]) -> str:

@@ -430,7 +430,8 @@ def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
 
     A failed run is left out: the failure report says why, where a note would only say it has no epoch.
     """
-    from hydranet.core.compare import COMPARE_CSV, RunProblem, compare_runs, comparison_csv, read_runs
+    from hydranet.core.compare import COMPARE_CSV, RunProblem, compare_runs, read_runs
+    from hydranet.core.compare_output import comparison_csv
 
     failed = {combo.number for combo, _ in result.failures}  # the failure report names them
     paths = [run.path for run in plan.runs
