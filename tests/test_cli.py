@@ -177,7 +177,7 @@ class CtrlC:
             raise KeyboardInterrupt
 
 sys.meta_path.insert(0, CtrlC())
-sys.argv = ["hydranet", "--version"]
+sys.argv = ["hydranet", "list", "tasks"]  # loads the plugins, and so torch (--version does not)
 if "{entry}" == "run_module":
     runpy.run_module("hydranet", run_name="__main__", alter_sys=True)
 else:  # what pip's console script for `hydranet` does
