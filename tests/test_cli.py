@@ -234,3 +234,13 @@ def test_the_suite_ignores_plugins_installed_in_the_environment(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_command_line_imports_without_torch():
+    # torch takes seconds to import; `hydranet --version` and, once plugins load lazily, help need none of it
+    import subprocess
+    import sys
+
+    code = "import sys, hydranet.core.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
