@@ -99,6 +99,10 @@ class TrainStep:
         """What to fix when the weighting's backward raises; reading features it did not ask for is the usual slip."""
         # The backward pass through the model runs inside the weighting's backward, so a head's or backbone's
         # autograd error lands here too: a run with weighting=sum tells the two apart.
+        who = provenance(self.weighting, "weighting")
+        if who.component == "weighting 'sum'" and who.origin.endswith("(built in)"):
+            return ("The built-in sum only adds the losses up, so the fault is in the backward pass through the model: "
+                    "a head, a task's loss or the backbone")
         through_model = ("; if the same run with --set weighting=sum fails too, the fault is in the backward pass "
                          "through the model (a head or the backbone), not in the weighting")
         if context.features is None and not self.weighting.needs_features:

@@ -386,3 +386,32 @@ def test_the_combine_check_reads_no_tensor_on_the_host():
     weighting = VectorCombine(tasks)
     with pytest.raises(TrainingError, match=r"returned shape \(2,\) for 2 task losses"):
         weighting.backward(torch.ones(2, device="meta", requires_grad=True))
+
+
+# ---------------------------------------------------------------- a head whose backward raises, under sum
+
+class _BreaksInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise ValueError("this head's gradient cannot be computed")
+
+
+class BackwardBreakingHead(BinaryTask):
+    def per_sample_loss(self, output, target):
+        return super().per_sample_loss(_BreaksInBackward.apply(output), target)
+
+
+def test_a_models_backward_error_under_the_built_in_sum_points_at_the_model(faces, tmp_path):
+    # The built-in sum only adds the losses: telling the user to fix "the weighting's backward" would mislead.
+    raw, components = with_smile(faces, BackwardBreakingHead)
+    raw["weighting"] = "sum"
+    with pytest.raises(TrainingError) as caught:
+        train(raw, components, tmp_path)
+    message = str(caught.value)
+    assert "this head's gradient cannot be computed" in message
+    assert "the fault is in the backward pass through the model: a head, a task's loss or the backbone" in message
+    assert "Fix the weighting's backward" not in message
