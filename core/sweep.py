@@ -235,7 +235,6 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     value that does not resolve, or a run folder holding a run of another
     spec than the sweep now asks for.
     """
-    from hydranet.core.planning import plan_run
     from hydranet.core.run import default_run_dir
 
     overrides = override_list(overrides, set_option)
@@ -247,7 +246,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     for combo in combos:
         try:
             resolved = _resolve(spec, combo, overrides, components, set_option, sweep_option)
-            run = _plan_folder(combo, root / combo.folder, resolved, components, set_option, sweep_option, plan_run)
+            run = _plan_folder(combo, root / combo.folder, resolved, components, set_option)
         except SpecError as error:
             spec_problems.setdefault(str(error), []).append(combo)
             continue
@@ -317,7 +316,7 @@ def _resolve(spec: Any, combo: Combination, overrides: Sequence[str], components
 
 
 def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any, set_option: str,
-                 sweep_option: str, plan_run: Callable[..., Any], keep: bool = False) -> PlannedRun:
+                 keep: bool = False) -> PlannedRun:
     """What to do in the combination's folder: skip a finished run, resume a stopped one, or start one.
 
     A folder holding a run of another spec is refused: continuing it would mix
@@ -325,6 +324,8 @@ def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any,
     problem up front) and again just before the run trains (`keep`): by then
     another sweep into the same folder may have trained or stopped it.
     """
+    from hydranet.core.planning import plan_run
+
     if (path / "spec.yaml").is_file():
         changed = spec_changes(path, resolved)
         if changed:
@@ -381,8 +382,6 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
     result = SweepResult(plan.out_dir, {})
     say(f"sweep of {plural(total, 'run')} in {plan.out_dir}: "
         + " x ".join(f"{axis.key} ({', '.join(axis.values)})" for axis in plan.axes))
-    from hydranet.core.planning import plan_run
-
     for run in plan.runs:
         head = f"run {run.combination.number}/{total}: {run.combination.label}"
         if run.state == "finished":
@@ -393,8 +392,7 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
         # free its model, optimizer and images (GPU memory) before this run measures free memory and places its own
         gc.collect()
         try:
-            run = _plan_folder(run.combination, run.path, run.resolved, components, plan.set_option,
-                               plan.sweep_option, plan_run, keep=True)
+            run = _plan_folder(run.combination, run.path, run.resolved, components, plan.set_option, keep=True)
             if run.state == "finished":
                 say(f"{head}: finished meanwhile in {run.path} (by another sweep or command), skipped")
                 result.outcomes[run.combination.number] = "skipped"
