@@ -62,18 +62,22 @@ def list_command() -> None:
     folder = cache_dir()
     decoded = entries(folder / DECODED)
     click.echo(f"cache folder: {folder} (set {CACHE_ENV} to move it)")
+    sizes = [entry.nbytes for entry in decoded]
     if decoded:
         now = time.time()
         rows = [[entry.root or "(written by an older hydranet)", _px(entry.image_size), _count(entry.images),
-                 _mb(entry.nbytes), _ago(now - entry.last_used), _state(entry, decoded, now)] for entry in decoded]
+                 _mb(size), _ago(now - entry.last_used), _state(entry, decoded, now)]
+                for entry, size in zip(decoded, sizes)]
         click.echo(f"decoded images ({plural(len(decoded), 'entry', 'entries')}):")
         click.echo(indent(format_table(["data folder", "size", "images", "disk", "last used", "state"], rows)))
     else:
         click.echo("decoded images: none")
-    others = [(name, paths) for name, paths in _others(folder) if paths]
-    for name, paths in others:
-        click.echo(f"{name}: {plural(len(paths), 'item')}, {_mb(sum(map(_disk, paths)))}")
-    total = sum(entry.nbytes for entry in decoded) + sum(_disk(p) for _, paths in others for p in paths)
+    total = sum(sizes)
+    for name, paths in _others(folder):
+        if paths:  # a folder of synthetic faces is walked once, for its line and the total both
+            size = sum(map(_disk, paths))
+            total += size
+            click.echo(f"{name}: {plural(len(paths), 'item')}, {_mb(size)}")
     click.echo(f"total: {_mb(total)}. Free it with: hydranet cache clear (--all for the synthetic faces too)")
 
 
@@ -95,23 +99,26 @@ def clear_command(everything: bool) -> None:
     folder = cache_dir()
     now = time.time()
     decoded = entries(folder / DECODED)
-    busy = [entry for entry in decoded if in_use(entry.last_used, now)]
-    sizes = {entry.key: entry.nbytes for entry in decoded}  # before removal, which takes the files' sizes with it
-    removed = [entry for entry in decoded if entry not in busy and remove_entry(entry)]
-    freed = sum(sizes[entry.key] for entry in removed)
+    freed = removed = kept = cleared = 0
+    for entry in decoded:
+        if in_use(entry.last_used, now):
+            kept += 1
+            continue
+        size = entry.nbytes  # before removal, which takes the files' sizes with it
+        if remove_entry(entry):
+            freed, removed = freed + size, removed + 1
     items = [path for name, paths in _others(folder) if everything or name != "synthetic faces" for path in paths]
-    kept = [path for path in items if in_use(modified_time(path), now)]
-    cleared = 0
     for path in items:
-        if path in kept:
+        if in_use(modified_time(path), now):
+            kept += 1
             continue
         size = _disk(path)
         if remove_tree(path) if path.is_dir() else remove_file(path):
             freed, cleared = freed + size, cleared + 1
-    click.echo(f"removed {plural(len(removed), 'decoded-image entry', 'decoded-image entries')} and "
+    click.echo(f"removed {plural(removed, 'decoded-image entry', 'decoded-image entries')} and "
                f"{plural(cleared, 'other item')} from {folder}, freeing {_mb(freed)}")
-    if busy or kept:
-        click.echo(f"kept {plural(len(busy) + len(kept), 'item')} used in the last {IN_USE_MINUTES} minutes "
+    if kept:
+        click.echo(f"kept {plural(kept, 'item')} used in the last {IN_USE_MINUTES} minutes "
                    "(a run may be using them); run this again once no hydranet is running to remove them")
 
 
