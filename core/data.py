@@ -193,14 +193,14 @@ def prepare_data(
         failed[index] = True
     unreadable = ProblemGroup("unreadable image", "unreadable images", "", "skipped",
                               [(sources[i], r) for i, r in decoded.failures])
-    groups = [entries, *labels, unreadable]
-    unlabelled_group = _unlabelled(sources, unlabelled & ~failed)
+    groups = [entries, *labels, unreadable]  # what strict mode stops for
+    problems = [*groups, _unlabelled(sources, unlabelled & ~failed)]
     full_list = None
-    if any(len(group.items) > SHOW_PROBLEMS for group in [*groups, unlabelled_group]):
-        full_list = write_full_report(report_path, [*groups, unlabelled_group], strict)
+    if any(len(group.items) > SHOW_PROBLEMS for group in problems):
+        full_list = write_full_report(report_path, problems, strict)
     if strict and any(group.items for group in groups):
         raise strict_error(dataset_name, groups, warnings, full_list)
-    notes = [line for group in [*groups, unlabelled_group] for line in group.lines(full_list=full_list)]
+    notes = [line for group in problems for line in group.lines(full_list=full_list)]
     notes += warnings
     keep = (~failed & ~unlabelled).nonzero().flatten()
     if keep.numel() == 0:
@@ -216,7 +216,7 @@ def prepare_data(
         val_index=val_index,
         notes=notes,
         decoded=decoded,
-        problems=[*groups, unlabelled_group],
+        problems=problems,
     )
 
 
