@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from hydranet.core.errors import HydranetError
-from hydranet.core.plot import CHARTS, series_from_rows
+from hydranet.core.plot import CHARTS, RunSeries, series_from_rows
 from hydranet.core.run import RUN_FILES, read_metrics
 from hydranet.core.wording import english_list, plural
 
@@ -65,6 +65,8 @@ class RunRecord:
     metrics: dict[str, dict[str, float]]  # task -> metric -> value
     higher_is_better: dict[str, dict[str, bool]]
     label: str = ""
+    #: its metrics.csv, every column (what `hydranet plot` draws, read once with the rest)
+    series: RunSeries = field(default_factory=lambda: RunSeries([]), repr=False, compare=False)
 
     @property
     def weighting(self) -> str:
@@ -182,7 +184,7 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     directions = recorded_directions(summary, spec) or metric_directions(path, spec, components)
     metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
                for task, names in directions.items()}
-    return RunRecord(path, spec, epochs[-1], best, at, metrics, directions)
+    return RunRecord(path, spec, epochs[-1], best, at, metrics, directions, series=series)
 
 
 def _epoch_span(epochs: Sequence[int]) -> str:
@@ -316,8 +318,6 @@ def in_sweep_order(folder: Path, runs: Sequence[Path]) -> list[Path]:
 
 def _compare_csv_names(path: Path) -> list[str]:
     """The run folder names compare.csv lists, in its order (its `run` column, or each group's `runs`)."""
-    import csv
-
     try:
         rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
     except (OSError, UnicodeDecodeError, csv.Error):

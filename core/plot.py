@@ -246,7 +246,7 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
                                             skip_bad=skip_bad or all(swept for _, swept in expanded),
                                             components=components)
     label_runs(records)
-    columns = {run.path: _columns(load_series(run.path)) for run in records}
+    columns = {run.path: _columns(run.series) for run in records}  # read_runs read each metrics.csv
     panels, left = _shared_panels(records, reference, columns)
     drawn = {c for chosen in panels.values() for c in chosen}
     notes = skipped + left
