@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from hydranet.core.interfaces import StepContext, Weighting
-from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
+from hydranet.core.plugin_calls import PluginCall, Provenance, provenance, shape_problem
 
 #: images, targets -> ((K,) losses, the shared features or None)
 ForwardLosses = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
@@ -56,6 +56,12 @@ class TrainStep:
         self.first_bad = torch.full((num_tasks,), -1, dtype=torch.long, device=device)
         self.first_bad_weights = torch.full((), -1, dtype=torch.long, device=device)
         self.step_number = torch.zeros((), dtype=torch.long, device=device)
+        # The calls into the weighting, named and worded once per run, not per step.
+        who = provenance(weighting, "weighting")
+        self._backward_calls = {undeclared: PluginCall("the backward of", who, _backward_fix(who, undeclared))
+                                for undeclared in (False, True)}
+        self._weights_call = PluginCall("the weights() of", who, "Return one weight per task, in task order, from "
+                                        "the weighting's weights(); or use another weighting")
 
     def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int,
                     weight_sums: Sequence[float] = ()) -> None:
@@ -77,7 +83,9 @@ class TrainStep:
         """The weighting's backward, the gradient sum over processes, the optimizer step, the bookkeeping."""
         detached = losses.detach()
         context = self.context(features)
-        self._call("the backward of", self._backward_fix(context))(self.weighting.backward, losses, context)
+        # Reading features it did not ask for is the usual slip: the fix says so when there are none.
+        undeclared = context.features is None and not self.weighting.needs_features
+        self._backward_calls[undeclared](self.weighting.backward, losses, context)
         # The weights this step applied: read after the backward (which sets them, for gradient strategies)
         # and before the update (which moves learned ones, as for uncertainty weighting).
         weights = self._checked_weights().detach().to(self.weight_sums.device, torch.float32)
@@ -92,31 +100,12 @@ class TrainStep:
         self.first_bad_weights.copy_(torch.where(weights_bad, self.step_number, self.first_bad_weights))
         self.loss_sums.add_(detached)
 
-    def _call(self, what: str, fix: str) -> PluginCall:
-        return PluginCall(what, provenance(self.weighting, "weighting"), fix)
-
-    def _backward_fix(self, context: StepContext) -> str:
-        """What to fix when the weighting's backward raises; reading features it did not ask for is the usual slip."""
-        # The backward pass through the model runs inside the weighting's backward, so a head's or backbone's
-        # autograd error lands here too: a run with weighting=sum tells the two apart.
-        who = provenance(self.weighting, "weighting")
-        if who.component == "weighting 'sum'" and who.origin.endswith("(built in)"):
-            return ("The built-in sum only adds the losses up, so the fault is in the backward pass through the model: "
-                    "a head, a task's loss or the backbone")
-        through_model = ("; if the same run with --set weighting=sum fails too, the fault is in the backward pass "
-                         "through the model (a head or the backbone), not in the weighting")
-        if context.features is None and not self.weighting.needs_features:
-            return ("Fix the weighting's backward; if it reads context.features (None here), set needs_features = "
-                    "True on its class. Or use another weighting" + through_model)
-        return "Fix the weighting's backward, or use another weighting" + through_model
-
     def _checked_weights(self) -> Tensor:
         """The weighting's `weights()`, one per task: a shape check is metadata, so it costs no sync."""
-        fix = "Return one weight per task, in task order, from the weighting's weights(); or use another weighting"
-        weights = self._call("the weights() of", fix)(self.weighting.weights)
+        weights = self._weights_call(self.weighting.weights)
         if getattr(weights, "shape", None) != self.weight_sums.shape:
             problem = shape_problem(weights, tuple(self.weight_sums.shape), f"{self.weight_sums.numel()} tasks")
-            raise self._call("the weights() of", fix).fault(problem or "")
+            raise self._weights_call.fault(problem or "")
         return weights
 
     def skip(self) -> None:
@@ -127,3 +116,17 @@ class TrainStep:
     def __call__(self, images: Tensor, targets: Tensor) -> None:
         self.update(*self.forward(images, targets))
 
+
+def _backward_fix(who: Provenance, undeclared: bool) -> str:
+    """What to fix when the weighting's backward raises; `undeclared`: it got no features and did not ask for them."""
+    # The backward pass through the model runs inside the weighting's backward, so a head's or backbone's
+    # autograd error lands here too: a run with weighting=sum tells the two apart.
+    if who.component == "weighting 'sum'" and who.origin.endswith("(built in)"):
+        return ("The built-in sum only adds the losses up, so the fault is in the backward pass through the model: "
+                "a head, a task's loss or the backbone")
+    through_model = ("; if the same run with --set weighting=sum fails too, the fault is in the backward pass "
+                     "through the model (a head or the backbone), not in the weighting")
+    if undeclared:
+        return ("Fix the weighting's backward; if it reads context.features (None here), set needs_features = "
+                "True on its class. Or use another weighting" + through_model)
+    return "Fix the weighting's backward, or use another weighting" + through_model
