@@ -167,6 +167,11 @@ class ProblemGroup:
 SPLIT_WORDS = {"val": "the validation split", "train": "the training split", "all": "both splits"}
 
 
+def left_out(groups: Sequence[ProblemGroup]) -> int:
+    """How many listed images the groups left out (those "skipped"; a label treated as missing leaves none out)."""
+    return sum(len(group.items) for group in groups if group.outcome == "skipped")
+
+
 def coverage_line(evaluated: int, usable: int, split: str, groups: Sequence[ProblemGroup]) -> str:
     """What an evaluation's metrics cover, and what the data lost before it, in one line.
 
@@ -182,7 +187,7 @@ def coverage_line(evaluated: int, usable: int, split: str, groups: Sequence[Prob
     skipped = [group for group in groups if group.items and group.outcome == "skipped"]
     scope = SPLIT_WORDS.get(split, f"the {split!r} split")
     line = f"data: {plural(evaluated, 'image')} evaluated ({scope} of {plural(usable, 'usable image')})"
-    left = sum(len(group.items) for group in skipped)
+    left = left_out(skipped)
     if left:
         listed = plural(usable + left, "image")
         line += f"; {left} of the {listed} listed {'was' if left == 1 else 'were'} left out: "

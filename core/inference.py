@@ -23,7 +23,7 @@ from torch import Tensor
 from hydranet.core.augment import DeviceAugment
 from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
                                       with_stand_ins)
-from hydranet.core.data_report import ProblemGroup, coverage_line
+from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
@@ -561,8 +561,7 @@ class Evaluation:
 
     def data_dict(self) -> dict[str, Any]:
         """What the metrics cover and what was left out of them, for `to_dict`: a JSON report must say it too."""
-        skipped = sum(len(group.items) for group in self.problems if group.outcome == "skipped")
-        return {"evaluated": self.images, "usable": self.usable, "listed": self.usable + skipped,
+        return {"evaluated": self.images, "usable": self.usable, "listed": self.usable + left_out(self.problems),
                 "summary": self.coverage, "report": self.data_notes,
                 "problems": [group.to_dict() for group in self.problems if group.items]}
 
