@@ -125,11 +125,7 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write losses.png, metrics.png and weights.png (those the CSV has data for); return their paths."""
     data = load_series(run)
     Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
-    out = Path(out_dir) if out_dir is not None else Path(run)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise HydranetError(f"cannot create the output folder {out}: {error.strerror or error}") from None
+    out = _make_folder(Path(out_dir) if out_dir is not None else Path(run))
     name = Path(run).resolve().name
     x = data.epochs
 
@@ -371,10 +367,7 @@ def _group_lines(label: str, members: Sequence[Mapping[str, tuple[list[float], l
 def _draw_runs(charts: Mapping[str, Mapping[str, list[Line]]], out: Path, title: str) -> list[Path]:
     """Each chart a grid of panels (losses: training | validation, a row per task), one legend below them all."""
     matplotlib = _matplotlib()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise HydranetError(f"cannot create the output folder {out}: {error.strerror or error}") from None
+    _make_folder(out)
     what = {"losses.png": "per-task loss", "metrics.png": "validation metrics", "weights.png": "weight of each task"}
     written = []
     for chart, panels in charts.items():
@@ -441,6 +434,15 @@ def _grid(matplotlib: tuple[Any, Any, Any], panels: int, title: str, columns: in
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     return figure, axes[:panels]
+
+
+def _make_folder(out: Path) -> Path:
+    """The charts' folder, made if need be; a message naming it where it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HydranetError(f"cannot create the output folder {out}: {error.strerror or error}") from None
+    return out
 
 
 def _save(figure: Any, path: Path) -> Path:
