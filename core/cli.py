@@ -147,8 +147,7 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
 
         check_global_batch(plan.spec.spec.train.batch_size, nproc)
         raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:]), device=plan.spec.spec.train.device))
-    show = sys.stderr.isatty() if progress is None else progress
-    result = run_plan(plan, progress=show)
+    result = run_plan(plan, progress=progress)  # None: bars when stderr is a terminal
     if not result.is_main:  # another rank of a distributed run: rank 0 reports
         return
     click.echo(f"\nvalidation metrics after epoch {len(result.history)} "
@@ -174,7 +173,7 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
     again = shlex.join(["hydranet", "train", *([spec] if spec else []), *_pairs("--set", given),
                         *_pairs("--sweep", sweeps), *(["--device", device] if device else []),
                         "--out", str(plan.out_dir)])
-    result = run_sweep(plan, progress=sys.stderr.isatty() if progress is None else progress, again=again)
+    result = run_sweep(plan, progress=progress, again=again)
     if result.comparison is not None:
         click.echo("\n" + comparison_table(result.comparison))
         click.echo(f"\nwrote {result.compare_csv}")
