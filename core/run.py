@@ -73,11 +73,9 @@ def resume_command(run_dir: str | Path, option: str = "--set") -> str:
     return f"hydranet.train(resume={json.dumps(str(run_dir))})"
 
 
-def _words(option: str) -> dict[str, str]:
-    """The caller's names for a new run folder and an override, by `option` as in `resume_command`."""
-    if option.startswith("-"):
-        return {"out": "--out DIR", "set": "--set "}
-    return {"out": "out_dir=", "set": "overrides="}
+def _new_folder(option: str) -> str:
+    """The caller's way to name a new run folder, by `option` as in `resume_command`."""
+    return "--out DIR" if option.startswith("-") else "out_dir="
 
 
 class RunLock:
@@ -239,14 +237,14 @@ class RunFolder:
             self.lock = RunLock(self.path)
         except OSError as error:
             raise HydranetError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
-                                f"Choose another with {_words(option)['out']}.") from None
+                                f"Choose another with {_new_folder(option)}.") from None
         try:
             if fresh:
                 self._check_fresh()
             free = shutil.disk_usage(self.path).free
             if free < min_free_bytes:
                 raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
-                                    f"more. Free some space or choose another folder with {_words(option)['out']}.")
+                                    f"more. Free some space or choose another folder with {_new_folder(option)}.")
         except BaseException:
             self.close()
             raise
@@ -260,7 +258,7 @@ class RunFolder:
         if any(name in held for name in RESULT_FILES):
             raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
                                 f"`{resume_command(self.path, self.option)}`, or choose a new folder with "
-                                f"{_words(self.option)['out']}")
+                                f"{_new_folder(self.option)}")
         for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
             (self.path / name).unlink()
 
@@ -276,11 +274,10 @@ class RunFolder:
         except (OSError, ValueError, KeyError):
             done = ""
         weights = self.best_checkpoint if self.best_checkpoint.exists() else self.last_checkpoint
-        words = _words(self.option)
         override = (f"--set init_from={weights}" if self.option.startswith("-")
                     else f"overrides={json.dumps(f'init_from={weights}')}")
         return (f"{self.path} holds a finished run ({done}{', '.join(held)}), and a new run needs a folder of its "
-                f"own: choose one with {words['out']}. To train further from this run's weights, start the new run "
+                f"own: choose one with {_new_folder(self.option)}. To train further from this run's weights, start the new run "
                 f"with init_from: {weights} (in its spec, or {override})")
 
     def close(self) -> None:
