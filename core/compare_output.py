@@ -82,7 +82,7 @@ def comparison_csv(comparison: Comparison) -> str:
         values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
         best = "" if run.best_epoch is None else run.best_epoch
         writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
-                         run.epoch, *("" if math.isnan(v) else csv_number(v) for v in values)])
+                         run.epoch, *map(_csv_value, values)])
     return buffer.getvalue()
 
 

@@ -276,7 +276,7 @@ def _refuse_run_folder(root: Path) -> None:
                            "(or an earlier sweep's, to continue it)")
 
 
-def _spec_name(spec: Any) -> str | None:
+def _spec_name(spec: Any) -> str:
     """What names the default sweep folder: the spec file's or built-in spec's name ("demo" for none)."""
     from hydranet.core.run import run_name
 
