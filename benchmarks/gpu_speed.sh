@@ -2,8 +2,8 @@
 # One prepared GPU measurement for the speed targets (issue 3), sized for one call of under 10 minutes on
 # an H100: UTKFace-sized synthetic data (23,708 JPEGs at 200 px), the decode benchmark at 128 and 32 px,
 # then hydranet alone (no article loop: its figures are in docs/guides/performance.md) at 32 px / batch 512
-# and 128 px / batch 256, each with the compiler's CUDA graphs (the default) against the recorded whole step
-# (cuda_graphs=step), and the recorded step without torch.compile (32 px) or with cuDNN's benchmark
+# and 128 px / batch 256, each with the recorded whole step (the default) against the compiler's CUDA graphs
+# (cuda_graphs=compiler), and the recorded step without torch.compile (32 px) or with cuDNN's benchmark
 # mode (128 px); cold caches, 3 epochs. Last, at 32 px, compiling in the background
 # (train.compile_in_background) over 60 epochs, long enough for the compiled model to take over.
 # Every figure goes to $OUT/*.json, the tables to stdout.
@@ -27,8 +27,8 @@ if part decode; then
   timeout 60 python3 benchmarks/decode.py --root "/tmp/utk-$COUNT" --size 32 --repeat 1 2>&1 | tail -n 8
 fi
 
-for cfg in "32 512 200 3 auto,cuda_graphs=step,cuda_graphs=step+compile=false" \
-           "128 256 260 3 auto,cuda_graphs=step,cuda_graphs=step+cudnn_benchmark=true" \
+for cfg in "32 512 200 3 auto,cuda_graphs=compiler,cuda_graphs=step+compile=false" \
+           "128 256 260 3 auto,cuda_graphs=compiler,cuda_graphs=step+cudnn_benchmark=true" \
            "32 512 150 60 compile_in_background=true background"; do
   set -- $cfg
   part "${6:-$1}" || continue

@@ -137,7 +137,7 @@ class Trainer(RunSetup, RunCheckpoints):
         self.cfg = spec.spec.train
         self.dist = Distributed.from_environment(self.cfg.device)
         self.progress = progress and self.dist.is_main
-        self.settings = self._resolve_settings(self.cfg.cuda_graphs)
+        self.settings = self._resolve_settings()
         self.run_folder = self._open_run_folder(out_dir, echo)
         # without a bar (no terminal: a log file, nohup, a batch job), a line now and then shows the run is alive
         self.heartbeat = Heartbeat(self.run_folder.log) if not self.progress and self.dist.is_main else None

@@ -79,11 +79,16 @@ def batch_source(spec: ResolvedSpec, data: PreparedData, settings: RunSettings,
 class RunSetup:
     """The `Trainer`'s setup: everything built before the first step, and rebuilt at the compile switch."""
 
-    def _resolve_settings(self, cuda_graphs: str) -> RunSettings:
-        """The train section's switches for this process's device, with `cuda_graphs` as given."""
+    def _resolve_settings(self, cuda_graphs: str | None = None, whole_step: bool = True) -> RunSettings:
+        """The train section's switches for this process's device, with `cuda_graphs` as given (None: the spec's).
+
+        A background compile caches the compiler's graphs for the switch, so
+        with it `cuda_graphs: auto` does not choose the recorded step.
+        """
         cfg = self.cfg
         settings = resolve_settings(cfg.device, cfg.precision, cfg.compile, cfg.channels_last, cfg.compile_mode,
-                                    cuda_graphs, cfg.cudnn_benchmark, cfg.deterministic)
+                                    cuda_graphs or cfg.cuda_graphs, cfg.cudnn_benchmark, cfg.deterministic,
+                                    whole_step=whole_step and not cfg.compile_in_background)
         return dataclasses.replace(settings, device=self.dist.device(settings.device))
 
     def _open_run_folder(self, out_dir: str | Path | None, echo: bool) -> RunFolder:
@@ -289,14 +294,18 @@ class RunSetup:
         return f"the first step {' and '.join(work)}, so it takes longer{cached}"
 
     def _settle_graphs(self) -> RunSettings:
-        """Keep `cuda_graphs: step` only where the whole step can be recorded; else say why and fall back."""
+        """Keep the recorded step (`cuda_graphs: step`, or auto's choice on CUDA) only where the whole step can be
+        recorded; else say why and fall back to the graphs of `cuda_graphs: auto` without it."""
         settings, cfg = self.settings, self.cfg
         if settings.graphs == "step":
             blockers = capture_blockers(settings.device, self.weighting, processes=self.dist.world_size,
                                         on_nonfinite=cfg.on_nonfinite, placement=self.source.placement)
             if blockers:
-                self.settings = settings = self._resolve_settings("auto")
-                self.run_folder.log(f"train.cuda_graphs: step is not possible here ({'; '.join(blockers)}); "
+                self.settings = settings = self._resolve_settings("auto", whole_step=False)
+                because = "; ".join(blockers)
+                self.run_folder.log(f"train.cuda_graphs: step is not possible here ({because}); "
+                                    f"running {settings.describe()}" if cfg.cuda_graphs == "step" else
+                                    f"the whole step is not recorded as one CUDA graph here ({because}); "
                                     f"running {settings.describe()}")
         return settings
 

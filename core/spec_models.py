@@ -109,7 +109,8 @@ class TrainSection(BaseModel):
         "auto", description="auto: bf16 autocast on a CUDA GPU with native bf16 (Ampere or later), fp32 elsewhere.")
     compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        "auto", description="torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere.")
+        "auto", description="torch.compile mode; auto: default on CUDA, where hydranet records the whole step as "
+                            "one CUDA graph (reduce-overhead where it cannot), and default elsewhere.")
     compile_in_background: bool = Field(
         False, description="Start training at once, uncompiled, while a child process compiles the same model "
                            "into the compiler's on-disk cache; switch to the compiled model when it is done (a "
@@ -120,7 +121,8 @@ class TrainSection(BaseModel):
         "auto", description="Who records CUDA graphs: compiler (torch.compile's reduce-overhead mode records the "
                             "forward and backward), step (hydranet records the whole step, optimizer included, and "
                             "replays it once per step; for weightings that allow it, in one process), or off; "
-                            "auto: as compile_mode says.")
+                            "auto: step on CUDA where the run allows it and compile_mode is auto, else as "
+                            "compile_mode says.")
     cudnn_benchmark: bool = Field(
         False, description="Let cuDNN time its convolution algorithms for each shape on the first step and keep "
                             "the fastest (costs start-up time; ignored with deterministic).")

@@ -197,6 +197,47 @@ def test_step_recording_where_it_cannot_work_says_why_and_trains_anyway(faces, t
     assert "data.placement is stream" in (streamed.run_dir / "train.log").read_text()
 
 
+@pytest.fixture
+def auto_is_step(monkeypatch):
+    """`cuda_graphs: auto` resolves as it does on a GPU (the recorded step), unless the run rules that out."""
+    import dataclasses
+
+    import hydranet.core.run_setup as run_setup
+
+    real = run_setup.resolve_settings
+    asked = []
+
+    def as_on_a_gpu(*args, whole_step=True, **options):
+        settings = real(*args, whole_step=whole_step, **options)
+        asked.append(whole_step)
+        return dataclasses.replace(settings, graphs="step") if whole_step and args[5] == "auto" else settings
+
+    monkeypatch.setattr(run_setup, "resolve_settings", as_on_a_gpu)
+    return asked
+
+
+def test_auto_records_the_step_where_it_can_and_says_why_where_it_cannot(faces, tmp_path, stand_in, auto_is_step):
+    recorded = hydranet.train(tiny_spec(faces, epochs=1), out_dir=tmp_path / "sum", progress=False, echo=False)
+    assert stand_in.recorded == 1 and "CUDA graph per step" in recorded.settings.describe()
+
+    spec = tiny_spec(faces, epochs=1)
+    spec["weighting"] = "mgda"
+    fallen_back = hydranet.train(spec, out_dir=tmp_path / "mgda", progress=False, echo=False)
+    log = (fallen_back.run_dir / "train.log").read_text()
+    assert ("the whole step is not recorded as one CUDA graph here (weighting MGDA is not capturable" in log
+            and "train.cuda_graphs: step" not in log)  # the spec did not ask for it: no complaint about the spec
+    assert stand_in.recorded == 1 and "CUDA graph per step" not in fallen_back.settings.describe()
+
+
+def test_auto_leaves_the_step_unrecorded_for_a_background_compile(faces, tmp_path, stand_in, auto_is_step):
+    """The background compiler caches the compiler's graphs for the switch, which the recorded step would not use."""
+    from hydranet.core.engine import Trainer
+
+    spec = load_spec(tiny_spec(faces, epochs=1), overrides=["train.compile_in_background=true"])
+    trainer = Trainer(spec, out_dir=tmp_path / "bg", progress=False, echo=False)
+    assert auto_is_step == [False] and trainer.settings.graphs != "step"
+
+
 def test_without_cuda_graphs_the_run_names_the_device(faces, tmp_path):
     result = hydranet.train(tiny_spec(faces, epochs=1), overrides=["train.cuda_graphs=step"],
                             out_dir=tmp_path / "cpu", progress=False, echo=False)

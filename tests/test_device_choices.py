@@ -28,8 +28,32 @@ def on_cuda(monkeypatch):
 def test_auto_on_cuda_turns_every_fast_switch_on(on_cuda):
     settings = resolve_settings("auto", "auto", "auto", "auto", cudnn_benchmark=True)
     assert (settings.bf16, settings.compile, settings.channels_last) == (True, True, True)
-    assert (settings.compile_mode, settings.graphs, settings.cuda_graphs) == ("reduce-overhead", "compiler", True)
+    # hydranet records the whole step; the compiler then compiles without graphs of its own
+    assert (settings.compile_mode, settings.graphs, settings.cuda_graphs) == ("default", "step", False)
     assert settings.cudnn_benchmark is True
+
+
+def test_auto_records_the_compilers_graphs_where_the_whole_step_cannot_be_recorded(on_cuda):
+    settings = resolve_settings("auto", "auto", "auto", "auto", whole_step=False)
+    assert (settings.compile_mode, settings.graphs, settings.cuda_graphs) == ("reduce-overhead", "compiler", True)
+
+
+@pytest.mark.parametrize("compile, compile_mode, cuda_graphs, expected", [
+    ("auto", "reduce-overhead", "auto", ("reduce-overhead", "compiler")),  # a mode that records graphs is kept
+    ("auto", "default", "auto", ("default", "off")),                      # and one that does not
+    ("auto", "max-autotune", "step", ("max-autotune-no-cudagraphs", "step")),
+    (False, "auto", "auto", ("reduce-overhead", "off")),  # uncompiled: no graphs unless asked (the mode goes unused)
+    (False, "auto", "step", ("default", "step")),
+])
+def test_auto_chooses_the_recorded_step_only_when_nothing_else_was_asked(on_cuda, compile, compile_mode, cuda_graphs,
+                                                                         expected):
+    settings = resolve_settings("auto", "auto", compile, "auto", compile_mode=compile_mode, cuda_graphs=cuda_graphs)
+    assert (settings.compile_mode, settings.graphs) == expected
+
+
+def test_auto_on_a_cpu_records_nothing():
+    settings = resolve_settings("cpu", "auto", "auto", "auto")
+    assert (settings.compile, settings.compile_mode, settings.graphs) == (False, "default", "off")
 
 
 def test_auto_on_cuda_respects_off_switches_and_determinism(on_cuda):
