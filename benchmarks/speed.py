@@ -198,7 +198,7 @@ def train_and_time(spec: dict[str, Any]) -> dict[str, Any]:
     else:  # setup only (data, model build); a compile in the first step is not in it
         figures["first_step_seconds"] = total - sum(float(row["seconds"]) for row in result.history)
         figures["first_step_estimated"] = True
-    for key in ("data_seconds", "setup_seconds", "compiled_from", "decode_seconds", "cache_hit", "placement", "epoch_val_seconds", "train_images"):
+    for key in ("data_seconds", "setup_seconds", "setup_parts", "compiled_from", "decode_seconds", "cache_hit", "placement", "epoch_val_seconds", "train_images"):
         if key in timings:
             figures[key] = timings[key]
     return figures
@@ -318,7 +318,9 @@ def _notes(loop: dict[str, Any]) -> str:
             notes.append(f"decode {_num(loop['decode_seconds'])} s")
         if loop.get("setup_seconds") is not None and loop.get("first_step_seconds") is not None:
             # where a cold start goes: everything before the step loop, then the first step (compile, graphs)
-            notes.append(f"setup {_num(loop['setup_seconds'])} s, "
+            parts = loop.get("setup_parts") or {}
+            split = f" ({', '.join(f'{name} {_num(seconds)}' for name, seconds in parts.items())})" if parts else ""
+            notes.append(f"setup {_num(loop['setup_seconds'])} s{split}, "
                          f"first step {_num(loop['first_step_seconds'] - loop['setup_seconds'])} s")
         switch = loop.get("compiled_from")
         if switch:  # train.compile_in_background: when the compiled model took over, and what the switch cost

@@ -60,8 +60,9 @@ class RunResult:
     best_epoch: int
     settings: RunSettings
     notes: list[str] = field(default_factory=list)
-    #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), first_step_seconds,
-    #: epoch_train_seconds (list), epoch_val_seconds (list); synchronised with the device
+    #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), setup_seconds, setup_parts
+    #: (seconds of before_data, data, model, step), first_step_seconds, epoch_train_seconds (list),
+    #: epoch_val_seconds (list); synchronised with the device
     timings: dict[str, Any] = field(default_factory=dict)
     #: False on the other ranks of a distributed run: only rank 0 reports (and wrote the run folder).
     is_main: bool = True

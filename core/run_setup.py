@@ -134,7 +134,8 @@ class RunSetup:
             raise DataError(missing_on_resume(missing, self.run_folder.path, self.started_in)) from None
         self.started_in = self.started_in or os.getcwd()  # the data was found from here
         self.source = batch_source(self.spec, data, settings, self.dist)
-        self.timings.update(data_seconds=time.perf_counter() - started, placement=self.source.placement,
+        data_done = time.perf_counter()
+        self.timings.update(data_seconds=data_done - started, placement=self.source.placement,
                             decode_seconds=data.decoded.seconds if data.decoded else math.nan,
                             cache_hit=bool(data.decoded and data.decoded.from_cache))
         for line in data.notes:
@@ -163,6 +164,7 @@ class RunSetup:
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
         settings = self._settle_graphs()
+        model_done = time.perf_counter()
         self.dist.broadcast_module(model)  # the same seed builds the same model; this makes sure of it
         self.dist.broadcast_module(self.weighting)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -195,7 +197,12 @@ class RunSetup:
         self.step_fn: Callable[[Tensor, Tensor], None] = self.train_step
         if settings.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-        self.timings["setup_seconds"] = time.perf_counter() - self.started  # the first step's own share is the rest
+        done = time.perf_counter()
+        self.timings["setup_seconds"] = done - self.started  # the first step's own share is the rest
+        # where a slow start went, for the benchmark: the run folder and tasks, the data, the model (its imports,
+        # and on a GPU the CUDA context), then the optimizer, the step and the compiler's wrappers
+        self.timings["setup_parts"] = {"before_data": started - self.started, "data": data_done - started,
+                                       "model": model_done - data_done, "step": done - model_done}
 
     def _fit_batch_size(self, train_images: int) -> int:
         """The global batch: train.batch_size, cut to the training set when that is smaller (and said so)."""

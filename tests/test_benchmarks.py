@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -40,7 +41,11 @@ def test_speed_script_end_to_end(tmp_path: Path) -> None:
     assert kinds["article"]["images_per_epoch"] > 0 and kinds["hydranet"]["images_per_epoch"] > 0
     hydra = kinds["hydranet"]  # the cold start is split: setup (data, model), then the first step itself
     assert hydra["data_seconds"] < hydra["setup_seconds"] < hydra["first_step_seconds"]
-    assert "setup " in done.stdout and "first step " in done.stdout
+    parts = hydra["setup_parts"]  # and the setup split again: where a slow start went
+    assert list(parts) == ["before_data", "data", "model", "step"] and min(parts.values()) >= 0
+    assert parts["data"] == hydra["data_seconds"]
+    assert sum(parts.values()) == pytest.approx(hydra["setup_seconds"], abs=0.05)
+    assert "setup " in done.stdout and "(before_data " in done.stdout and "first step " in done.stdout
     assert "| loop |" in done.stdout and "hydranet" in done.stdout
 
 
