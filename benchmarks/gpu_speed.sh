@@ -8,18 +8,27 @@
 # (train.compile_in_background) over 60 epochs, long enough for the compiled model to take over.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
+# "setup" profiles the start before the first step (benchmarks/profile_setup.py, $OUT/setup-*.txt).
 # PARTS picks what runs (default: all, about 10 minutes): PARTS="decode 32" then PARTS="128 background"
 # fit two calls; the synthetic folder is written once and reused while the machine stays warm.
 # A dry run elsewhere: COUNT=300 EXTRA="--backbone tiny --device cpu" bash benchmarks/gpu_speed.sh
 . "$(dirname "$0")/gpu_common.sh"
 COUNT=${COUNT:-23708}
 EXTRA=${EXTRA:-}
-PARTS=${PARTS:-decode 32 128 background}
+PARTS=${PARTS:-setup decode 32 128 background}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 step "synthetic UTKFace-sized folder"
 [ -d "/tmp/utk-$COUNT" ] && echo "reusing /tmp/utk-$COUNT" ||
   /usr/bin/time -f "synth %e s" hydranet synth "/tmp/utk-$COUNT" --count "$COUNT" --size 200 --no-progress 2>&1 | tail -n 2
+
+if part setup; then
+  step "where the start goes before the first step: cProfile of the setup, cold then warm decode cache (32 px)"
+  for state in cold warm; do
+    timeout 90 python3 benchmarks/profile_setup.py --root "/tmp/utk-$COUNT" --size 32 --rows 25 \
+      --out "$OUT/setup-$state.txt" $EXTRA 2>&1 | head -n 1
+  done
+fi
 
 if part decode; then
   step "decode $COUNT images (workers write in place vs pixels through pipes)"
