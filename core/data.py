@@ -10,6 +10,7 @@ only decides what is skipped and when the run stops.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,9 @@ from hydranet.core.wording import plural
 #: as a class name still gets it, since `parse_label` is asked first.
 MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "#n/a", "<na>"})
 
+#: The largest float32: a label beyond it (and not infinite) has always stopped the run with torch's overflow error.
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
 PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "
              "never raises; or leave the task out of the spec")
 
@@ -55,10 +59,15 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
         labelled = missing = 0
         invalid: list[tuple[str, str, str]] = []
         parse = PluginCall("the parse_label of", provenance(task, "task"), PARSE_FIX, DataError)
+        # A Python list, turned into the column at once: setting tensor elements one by one costs microseconds
+        # each, a third of a warm start's data time on UTKFace's 23,708 images and three tasks.
+        column = [math.nan] * len(samples)
         for i, sample in enumerate(samples):
             value = parse(task.parse_label, sample.record, check=_not_a_label, about=lambda: _sample(task, sample))
             if value is not None:
-                table[i, k] = float(value)
+                column[i] = number = float(value)
+                if abs(number) > FLOAT32_MAX:  # as before, a finite number beyond float32 stops with torch's error
+                    table[i, k] = number
                 labelled += 1
             elif task.label in sample.record and not is_missing_marker(sample.record[task.label]):
                 raw = sample.record[task.label]
@@ -66,6 +75,7 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
             else:
                 missing += 1
         report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
+        table[:, k] = torch.tensor(column, dtype=torch.float32)
         _check_classes(task, table[:, k], samples)
     return table, report
 

@@ -1,13 +1,19 @@
 """The fast paths of preparing data give what the plain ones gave: sources spelt as before (the decode cache's
-key depends on them), links and folders listed as before, labels parsed into the same table."""
+key depends on them), links and folders listed as before, labels parsed into the same table, the same
+decode-cache key."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from hydranet.core.data import parse_labels
+from hydranet.core.interfaces import Sample
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, image_files
 
 FACE = "30_0_3_20170117145159065.jpg.chip.jpg"
@@ -53,3 +59,36 @@ def test_links_and_folders_are_listed_as_before(tmp_path: Path) -> None:
     assert [p.relative_to(root).as_posix() for p in image_files(root)] == [
         "41_0_0_20170117145159073.jpg", "42_0_0_20170117145159074.jpg", "43_0_0_20170117145159075.jpg",
         "sub/31_1_2_20170117145159066.jpg"]
+
+
+class _AsGiven:
+    """A task whose label is the sample's "v" field as it is: a number of any kind, or None (no label)."""
+
+    label = "v"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def parse_label(self, record: dict) -> object:
+        return record.get("v")
+
+
+def test_labels_fill_the_table_as_setting_each_element_did() -> None:
+    """The column is built at once; each value is rounded to float32 as an element assignment rounds it."""
+    values = [1, 2.5, 1 / 3, np.float64(0.1), torch.tensor(2.0), True, math.nan, math.inf, -math.inf, 16777217,
+              1e-46, 3.4028234663852886e38, None]
+    samples = [Sample(f"{i}.jpg", {} if v is None else {"v": v}) for i, v in enumerate(values)]
+    table, report = parse_labels(samples, [_AsGiven("a"), _AsGiven("b")])
+    expected = torch.full((len(values), 2), math.nan)
+    for i, v in enumerate(values):
+        if v is not None:
+            expected[i] = float(v)
+    assert table.dtype == torch.float32 and torch.equal(table.nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert report.labelled == {"a": len(values) - 1, "b": len(values) - 1} and report.missing == {"a": 1, "b": 1}
+
+
+@pytest.mark.parametrize("huge", [1e39, -1e39, 3.4028235e38])
+def test_a_label_beyond_float32_stops_as_it_did(huge: float) -> None:
+    samples = [Sample("0.jpg", {"v": 1.0}), Sample("1.jpg", {"v": huge})]
+    with pytest.raises(RuntimeError, match="cannot be converted to type float without overflow"):
+        parse_labels(samples, [_AsGiven("a")])
