@@ -2,8 +2,8 @@
 
     python benchmarks/profile_setup.py --root /tmp/utk-23708 --size 32 --batch-size 512 [--out setup.txt]
 
-Runs `hydranet.train` on the folder with the speed benchmark's spec (compiled
-on CUDA, as `auto` says) and profiles `RunSetup._setup` alone: the part of
+Runs `hydranet.train` on the folder with the speed benchmark's spec
+(`speed.hydranet_spec`: compiled on CUDA, as `auto` says) and profiles `RunSetup._setup` alone: the part of
 the start-up `timings["setup_parts"]` splits into before_data, data, model
 and step. The first step itself (compiling, recording the CUDA graph) is not
 profiled; the speed benchmark times it. Run it twice to see a warm start:
@@ -40,6 +40,7 @@ def main() -> None:
 
     import hydranet
     import hydranet.core.run_setup as run_setup
+    from speed import hydranet_spec  # beside this script
 
     setup = run_setup.RunSetup._setup
     report = io.StringIO()
@@ -62,11 +63,8 @@ def main() -> None:
         raise SetupDone
 
     run_setup.RunSetup._setup = profiled
-    spec = {"backbone": {"name": args.backbone, "pretrained": False}, "image_size": args.size,
-            "tasks": ["age", "gender", "ethnicity"], "data": {"name": "utkface", "root": args.root},
-            "weighting": "sum", "augment": {"flip": False, "translate": 0},
-            "train": {"epochs": 1, "batch_size": args.batch_size, "optimizer": "sgd", "scheduler": "none",
-                      "device": args.device}}
+    args.epochs = 1
+    spec = hydranet_spec(args, Path(args.root), args.device, "auto")  # the speed benchmark's spec
     with tempfile.TemporaryDirectory(prefix="hydranet-profile-setup-") as out_dir:
         try:
             hydranet.train(spec, out_dir=out_dir, progress=False, echo=False)

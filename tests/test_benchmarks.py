@@ -8,6 +8,7 @@ figures are never asserted (they depend on the machine), only their presence.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,17 @@ def test_eigh_script_times_both_solvers(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
     assert len(rows) == 2 and all(row.rstrip().endswith("x |") for row in rows), done.stdout
+
+
+def test_setup_profile_splits_the_start_and_stops_before_the_first_step(faces: Path, tmp_path: Path) -> None:
+    report = tmp_path / "setup.txt"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_setup.py"), "--root", str(faces), "--size", "16",
+                           "--batch-size", "32", "--backbone", "tiny", "--device", "cpu", "--rows", "5",
+                           "--out", str(report)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HYDRANET_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = report.read_text().splitlines()[0]
+    assert first.startswith("setup ") and "(before_data " in first and ", step " in first
+    assert "device cpu" in first and "decode cache miss" in first  # a fresh cache folder
+    assert "--- by cumulative" in done.stdout and "run_setup.py" in done.stdout  # the profile is of the setup
+    assert "epoch 1" not in done.stdout + done.stderr  # the run stopped before training
