@@ -203,15 +203,19 @@ def _empty_or(source: str | os.PathLike, reason: str) -> str:
 
 
 def cache_key(sources: Sequence[str], size: int) -> str:
-    """Hash of what the pixels depend on: files (path, size, mtime), image size, decoder version."""
-    digest = hashlib.sha256(f"hydranet-decode-v{DECODE_FORMAT} size={size}\n".encode())
+    """Hash of what the pixels depend on: files (path, size, mtime), image size, decoder version.
+
+    One line per file, hashed as one text: the same digest as hashing line by line (what keys were made
+    with), without a call per file.
+    """
+    lines = [f"hydranet-decode-v{DECODE_FORMAT} size={size}\n"]
     for source in sources:
         try:
             stat = os.stat(source)
-            digest.update(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            lines.append(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
         except OSError:
-            digest.update(f"{source}\0missing\n".encode())
-    return digest.hexdigest()[:32]
+            lines.append(f"{source}\0missing\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:32]
 
 
 def _open_pixels(path: Path, shape: tuple[int, ...]) -> torch.Tensor:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from hydranet.core.data import parse_labels
+from hydranet.core.decode import cache_key
 from hydranet.core.interfaces import Sample
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, image_files
 
@@ -92,3 +93,14 @@ def test_a_label_beyond_float32_stops_as_it_did(huge: float) -> None:
     samples = [Sample("0.jpg", {"v": 1.0}), Sample("1.jpg", {"v": huge})]
     with pytest.raises(RuntimeError, match="cannot be converted to type float without overflow"):
         parse_labels(samples, [_AsGiven("a")])
+
+
+def test_the_decode_cache_key_is_the_one_existing_caches_were_written_under(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned: a key that changed would make every cache on disk a miss, and decode the data again."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.jpg").write_bytes(b"abc")
+    Path("b.jpg").write_bytes(b"hello")
+    for name in ("a.jpg", "b.jpg"):
+        os.utime(name, ns=(1577934245123456789, 1577934245123456789))
+    assert cache_key(["a.jpg", "b.jpg", "gone.jpg", "dir/ü.jpg"], 64) == "6f2587e899268793dbe855c994f1c0e2"
