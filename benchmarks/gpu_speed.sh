@@ -4,7 +4,7 @@
 # then hydranet alone (no article loop: its figures are in docs/guides/performance.md) at 32 px / batch 512
 # and 128 px / batch 256, each with the recorded whole step (the default) against the compiler's CUDA graphs
 # (cuda_graphs=compiler), and the recorded step without torch.compile (32 px) or with cuDNN's benchmark
-# mode (128 px); cold caches, 3 epochs. Last, at 32 px, compiling in the background
+# mode (128 px, where convolutions are most of the step); cold caches, 3 epochs. Last, at 32 px, compiling in the background
 # (train.compile_in_background) over 60 epochs, long enough for the compiled model to take over.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
@@ -37,7 +37,7 @@ if part decode; then
 fi
 
 for cfg in "32 512 200 3 auto,cuda_graphs=compiler,cuda_graphs=step+compile=false" \
-           "128 256 260 3 auto,cuda_graphs=compiler,cuda_graphs=step+cudnn_benchmark=true" \
+           "128 256 260 3 auto,cudnn_benchmark=true,cuda_graphs=compiler" \
            "32 512 150 60 compile_in_background=true background"; do
   set -- $cfg
   part "${6:-$1}" || continue
