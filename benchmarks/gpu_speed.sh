@@ -3,8 +3,9 @@
 # an H100: UTKFace-sized synthetic data (23,708 JPEGs at 200 px), the decode benchmark at 128 and 32 px,
 # then hydranet alone (no article loop: its figures are in docs/guides/performance.md) at 32 px / batch 512
 # and 128 px / batch 256, each with the recorded whole step (the default) against the compiler's CUDA graphs
-# (cuda_graphs=compiler), and the recorded step without torch.compile (32 px) or with cuDNN's benchmark
-# mode (128 px, where convolutions are most of the step); cold caches, 3 epochs. Last, at 32 px, compiling in the background
+# (cuda_graphs=compiler), plus the recorded step without torch.compile (32 px) and the default with cuDNN's
+# benchmark mode (128 px, where convolutions are most of the step); cold caches, 3 epochs. Last, at 32 px,
+# compiling in the background
 # (train.compile_in_background) over 60 epochs, long enough for the compiled model to take over.
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
