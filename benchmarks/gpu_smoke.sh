@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU correctness check (see ../shared/device), for one call of under 10 minutes: the test
-# suite on the GPU machine's Python/torch, the demo on CUDA (compile, bf16, channels_last, fused AdamW),
+# suite on the GPU machine's Python/torch, the demo on CUDA (compile, bf16, channels_last, fused AdamW, the
+# whole step recorded as a CUDA graph),
 # the paths CPU tests can only stand in for, a sweep (compiled runs one after another in one process), and
 # the eigendecomposition gram_root uses. The speed targets are gpu_speed.sh's.
 # Usage: here, bash ../shared/device/prepare.sh && bash benchmarks/gpu_wheels.sh, and carry .whl; there,
@@ -22,13 +23,16 @@ fi
 if part demo; then
   step "demo on cuda"
   timeout 150 hydranet train --out /tmp/runs/demo --no-progress 2>&1 | tail -n 16
+  # the recorded step (auto's choice on CUDA) was kept, or why it was not
+  grep -E "^model:|graph|warning" /tmp/runs/demo/train.log | cut -c 1-300
 fi
 
 # Paths CPU tests can only stand in for: a parameter-space gradient weighting on channels_last weights
 # (fused AdamW refuses gradients of another layout), a feature-space one under the compiler's CUDA graphs,
-# and batches through pinned host buffers (data.placement: host, events on the run's stream).
+# batches through pinned host buffers (data.placement: host, events on the run's stream, the step recorded),
+# and the compiler's graphs (reduce-overhead), the default before the recorded step.
 if part variants; then
-  for variant in "weighting=pcgrad" "weighting=mgda" "data.placement=host"; do
+  for variant in "weighting=pcgrad" "weighting=mgda" "data.placement=host" "train.cuda_graphs=compiler"; do
     step "demo on cuda, 2 epochs, $variant"
     timeout 150 hydranet train --set "$variant" --set train.epochs=2 --out "/tmp/runs/demo-${variant%%=*}-${variant#*=}" \
       --no-progress 2>&1 | tail -n 7
