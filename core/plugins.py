@@ -507,7 +507,23 @@ def load_components(pm: PluginManager | None = None) -> Components:
     return components
 
 
+#: what waits for `default_components()` to be built: the command line's adding of every plugin's commands
+#: (core/plugin_commands.py), which it lists from lighter components until then
+_WHEN_LOADED: list[Callable[[Components], None]] = []
+
+
 @cache
 def default_components() -> Components:
     """The components of this process's installed plugins, built on first use."""
-    return load_components(make_plugin_manager())
+    components = load_components(make_plugin_manager())
+    while _WHEN_LOADED:  # each once, taken off first: one that asks for these components again gets no second call
+        _WHEN_LOADED.pop(0)(components)
+    return components
+
+
+def when_default_components_load(callback: Callable[[Components], None]) -> None:
+    """Call `callback` with `default_components()` when they are built: at once if they are, else on first use."""
+    if default_components.cache_info().currsize:
+        callback(default_components())
+    else:
+        _WHEN_LOADED.append(callback)
