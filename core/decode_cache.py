@@ -57,8 +57,8 @@ def data_folder(sources: Sequence[str]) -> str | None:
     """
     if not sources:
         return None
-    try:
-        return os.path.commonpath([os.path.dirname(os.path.abspath(source)) for source in sources])
+    try:  # a set: most sources share their folder, and commonpath splits every path it is given
+        return os.path.commonpath({os.path.dirname(os.path.abspath(source)) for source in sources})
     except ValueError:  # paths on different drives (Windows), or a mix of absolute and relative
         return None
 

@@ -14,6 +14,7 @@ import torch
 
 from hydranet.core.data import parse_labels
 from hydranet.core.decode import cache_key
+from hydranet.core.decode_cache import data_folder
 from hydranet.core.interfaces import Sample
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, image_files
 
@@ -39,8 +40,8 @@ def test_sources_are_spelt_as_path_spells_them(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
 def test_links_and_folders_are_listed_as_before(tmp_path: Path) -> None:
-    """A link to an image is an image; a broken or looping link is listed and reported; a folder named like an
-    image is no image (a link to itself counts as broken); a linked folder is not followed; a hidden folder is skipped."""
+    """A link to an image is an image; a broken link, or one to itself, is listed and reported as broken; a
+    folder named like an image is no image; a linked folder is not followed; a hidden folder is skipped."""
     root = tmp_path / "faces"
     (root / "sub").mkdir(parents=True)
     (root / ".hidden").mkdir()
@@ -104,3 +105,14 @@ def test_the_decode_cache_key_is_the_one_existing_caches_were_written_under(tmp_
     for name in ("a.jpg", "b.jpg"):
         os.utime(name, ns=(1577934245123456789, 1577934245123456789))
     assert cache_key(["a.jpg", "b.jpg", "gone.jpg", "dir/ü.jpg"], 64) == "6f2587e899268793dbe855c994f1c0e2"
+
+
+def test_the_data_folder_is_the_deepest_folder_holding_every_source(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a cache entry's header records as its data (the entries it supersedes share it)."""
+    monkeypatch.chdir(tmp_path)
+    assert data_folder([]) is None
+    assert data_folder(["faces/a.jpg", "faces/b.jpg"]) == str(tmp_path / "faces")
+    assert data_folder(["faces/part1/a.jpg", "faces/part2/b.jpg", "faces/part2/c.jpg"]) == str(tmp_path / "faces")
+    assert data_folder(["a.jpg", str(tmp_path / "faces" / "b.jpg")]) == str(tmp_path)
+    assert data_folder(["faces/../x/a.jpg", "x/./b.jpg"]) == str(tmp_path / "x")
