@@ -1,6 +1,6 @@
 """The fast paths of preparing data give what the plain ones gave: sources spelt as before (the decode cache's
-key depends on them), links and folders listed as before, labels parsed into the same table, the same
-decode-cache key."""
+key depends on them), links and folders listed as before, a CSV's duplicates found as before, labels parsed
+into the same table, the same decode-cache key."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hydranet.core.data import parse_labels
 from hydranet.core.decode import cache_key
 from hydranet.core.decode_cache import data_folder
 from hydranet.core.interfaces import Sample
+from hydranet.plugins.datasets.folder import FolderDataset
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, image_files
 
 FACE = "30_0_3_20170117145159065.jpg.chip.jpg"
@@ -116,3 +117,24 @@ def test_the_data_folder_is_the_deepest_folder_holding_every_source(tmp_path: Pa
     assert data_folder(["faces/part1/a.jpg", "faces/part2/b.jpg", "faces/part2/c.jpg"]) == str(tmp_path / "faces")
     assert data_folder(["a.jpg", str(tmp_path / "faces" / "b.jpg")]) == str(tmp_path)
     assert data_folder(["faces/../x/a.jpg", "x/./b.jpg"]) == str(tmp_path / "x")
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_a_csv_finds_one_image_through_linked_folders_and_same_names_in_two_folders(tmp_path: Path) -> None:
+    """Each folder is resolved once, and a file's own name per row: an image reached through a linked folder
+    is still a duplicate, and files of one name in two folders are two images."""
+    real = tmp_path / "real"
+    for name in ("a.jpg", "one/b.jpg", "two/b.jpg"):
+        (real / name).parent.mkdir(parents=True, exist_ok=True)
+        (real / name).write_bytes(b"x")
+    (tmp_path / "root").symlink_to(real)
+    (real / "alias").symlink_to(real)
+    (real / "labels.csv").write_text("file,smile\na.jpg,1\none/b.jpg,0\ntwo/b.jpg,1\nalias/a.jpg,0\n"
+                                     "alias/one/b.jpg,1\none/../a.jpg,1\n")
+    dataset = FolderDataset(tmp_path / "root")
+    assert [Path(s.source).relative_to(tmp_path / "root").as_posix() for s in dataset.samples()] == [
+        "a.jpg", "one/b.jpg", "two/b.jpg"]
+    assert [(where.rsplit(":", 1)[1], why.split(" (")[0]) for where, why in dataset.problems] == [
+        ("5", f"duplicate of {tmp_path / 'root' / 'labels.csv'}:2"),
+        ("6", f"duplicate of {tmp_path / 'root' / 'labels.csv'}:3"),
+        ("7", f"duplicate of {tmp_path / 'root' / 'labels.csv'}:2")]
