@@ -25,8 +25,7 @@ class HydranetGroup(click.Group):
 
     Listing the commands (`hydranet --help`, `hydranet CMD --help`, shell
     completion) imports no torch: core/plugin_commands.py lists the plugin
-    commands from the plugins that add them, a built-in one that imports torch
-    by a stand-in, which is exchanged for its real command before that runs.
+    commands from the plugins that add them.
     """
 
     _plugins_added = False
@@ -45,18 +44,6 @@ class HydranetGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         self._add_plugin_commands()
         return super().get_command(ctx, name)
-
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
-                                                                            list[str]]:
-        name, command, rest = super().resolve_command(ctx, args)
-        from hydranet.core.plugin_commands import StandIn, add_every_plugin_command
-
-        if isinstance(command, StandIn):  # a built-in plugin's command, to run or to show its help: load it
-            from hydranet.core import plugins
-
-            add_every_plugin_command(self, plugins.default_components())
-            name, command, rest = super().resolve_command(ctx, args)
-        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         from hydranet.core.interrupts import StoppedAtOnce

@@ -59,6 +59,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "hydranet.plugins.datasets.synthetic",
     "hydranet.plugins.datasets.folder",
     "hydranet.plugins.scaffold",
+    "hydranet.plugins.synth_command",
 )
 
 #: hook name -> attribute of `Components` that holds the registry it fills

@@ -291,12 +291,11 @@ def test_synth_command_says_one_face_in_the_singular(tmp_path: Path) -> None:
     import click
     from click.testing import CliRunner
 
-    from hydranet.plugins.datasets import synthetic
-
     from hydranet.core.cli import cli as hydranet_cli
+    from hydranet.plugins import synth_command
 
     group = click.Group(context_settings=hydranet_cli.context_settings)  # see test_synthetic's cli fixture
-    synthetic.register_commands(group)
+    synth_command.register_commands(group)
     result = CliRunner().invoke(group, ["synth", str(tmp_path / "one"), "--count", "1", "--size", "16",
                                         "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hydranet.core.errors import DataError
+from hydranet.plugins import synth_command
 from hydranet.plugins.datasets import synthetic
 from hydranet.plugins.datasets.synthetic import (
     MARKER,
@@ -193,7 +194,7 @@ def cli() -> click.Group:
     from hydranet.core.cli import cli as hydranet_cli
 
     group = click.Group(context_settings=hydranet_cli.context_settings)
-    synthetic.register_commands(group)
+    synth_command.register_commands(group)
     return group
 
 

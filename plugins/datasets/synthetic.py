@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +34,6 @@ from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Sample
 from hydranet.core.paths import cache_dir
-from hydranet.core.wording import plural
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, is_image_name, utkface_key
 
 #: Bump when the drawing changes, so folders made by an older version are not reused.
@@ -365,39 +363,7 @@ class SyntheticDataset(UTKFaceDataset):
         return super().samples()
 
 
-@click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--count", default=2000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
-@click.option("--size", default=64, show_default=True, type=click.IntRange(16, 512), help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the drawing.")
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
-def synth_command(out: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
-    """Draw a UTKFace-style folder of synthetic faces into OUT.
-
-    Labels are in the file names (AGE_GENDER_RACE_DATE.jpg.chip.jpg), so the
-    folder trains with the `utkface` dataset. An existing folder made with the
-    same settings is reused.
-
-    \b
-    Example:
-      hydranet synth data/faces --count 5000 --size 64
-      # then, in a spec:  data: {name: utkface, root: data/faces}
-    """
-    reused = is_complete(out, count, size, seed)
-    try:
-        path = write_synthetic(out, count, size, seed, progress=progress)
-    except DataError as error:
-        raise click.ClickException(str(error)) from error
-    verb = "reused" if reused else "wrote"
-    click.echo(f"{verb} {plural(count, 'synthetic face')} ({size}x{size} px, seed {seed}) in {path}")
-
-
 @hookimpl
 def register_datasets(register: Any) -> None:
     register("synthetic", SyntheticDataset.from_params, params=SyntheticParams,
              description="Synthetic UTKFace-style faces (age, gender, race cues), drawn on first use; no download.")
-
-
-@hookimpl
-def register_commands(cli: Any) -> None:
-    cli.add_command(synth_command)
