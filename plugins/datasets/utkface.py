@@ -112,15 +112,16 @@ class _Listed(NamedTuple):
 
 
 def _listed_images(folder: Path, recursive: bool) -> list[_Listed]:
-    """`image_files`' listing, without a system call or a `Path` per file.
+    """`image_files`' listing, without a system call or a `Path` per regular file.
 
     The real data is 23,708 files in one folder, listed on every run before
     the decode cache is even asked: a `stat` per file (`Path.is_file`), then
     an `lstat` (is it a broken link?), plus a `Path` built, joined and made
     relative for the sort, cost most of a warm start's data time. The type a
-    folder listing already reports (`os.scandir`) tells a regular file from a
-    link; only links are asked about further, as before. Errors are treated
-    as `os.walk` treats them: an unreadable folder lists nothing.
+    folder listing already reports (`os.scandir`; a file system that reports
+    none is asked, by `DirEntry`) tells a regular file from a link; only links
+    are asked about further, as before. Errors are treated as `os.walk` treats
+    them: an unreadable folder lists nothing.
     """
     found: list[_Listed] = []
     pending: list[tuple[str, ...]] = [()]  # folders still to read, as parts below `folder`
