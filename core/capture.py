@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -79,9 +80,13 @@ class CudaGraphs:
     def warmup(self) -> Iterator[None]:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            yield
-        torch.cuda.current_stream(self.device).wait_stream(side)
+        try:
+            with torch.cuda.stream(side):
+                yield
+        finally:
+            # Also when a warm-up step raised: the snapshot is then restored on the run's stream, and must
+            # not overwrite the state while the side stream's earlier steps are still writing it.
+            torch.cuda.current_stream(self.device).wait_stream(side)
 
     def record(self, step: Callable[[], None]) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
@@ -154,6 +159,11 @@ class StateSnapshot:
         torch.set_rng_state(self.cpu_rng)
         if self.device_rng is not None:
             torch.cuda.set_rng_state(self.device_rng, self.device)
+
+
+def _same_layout(a: Tensor, b: Tensor) -> bool:
+    """Whether `a` can be copied into the static input `b` as one batch of the same size and kind."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
 
 
 def _clone(value: Any) -> Any:
@@ -243,6 +253,8 @@ class CapturedStep:
         self.graph: Any = None
         self.failed: str | None = None
         self.static: tuple[Tensor, Tensor] | None = None
+        #: (cosine, size ratio) of the first replayed update against the eager one, once recorded
+        self.agreement: tuple[float, float] | None = None
 
     def __call__(self, images: Tensor, targets: Tensor) -> None:
         if self.failed is None and self.graph is None:
@@ -254,9 +266,23 @@ class CapturedStep:
             return
         assert self.static is not None
         static_images, static_targets = self.static
+        if not (_same_layout(images, static_images) and _same_layout(targets, static_targets)):
+            # copy_ would broadcast a smaller batch into the recorded one (or fail): a batch of another shape
+            # is taken eagerly, on the same state tensors the graph updates. Metadata only, no sync.
+            self.step(images, targets)
+            return
         static_images.copy_(images)
         static_targets.copy_(targets)
         self.backend.replay(self.graph)
+
+    def close(self) -> None:
+        """Drop the recorded graph and its static inputs (its private memory pool goes with them); the run is over.
+
+        A finished run's trainer is held by reference cycles until the collector comes round, and with it a
+        graph pool as large as a step's activations and gradients: closing frees that at once.
+        """
+        self.graph, self.static = None, None
+        self.failed = self.failed or "closed"
 
     def _record(self, images: Tensor, targets: Tensor) -> None:
         step = self.step
@@ -321,8 +347,15 @@ class CapturedStep:
         dot, eager_sq, replayed_sq = figures
         if eager_sq == 0 and replayed_sq == 0:
             return ""  # nothing moved either way (every gradient zero): nothing to tell apart
+        if not math.isfinite(eager_sq):
+            # The eager step itself broke the weights (a non-finite loss or gradient on the first batch): there
+            # is nothing to compare against, and a run without a graph would be just as broken. The run's own
+            # check of the losses stops it at the log interval and names the task; calling that a failed
+            # recording would blame the graph.
+            return ""
         size = (replayed_sq / eager_sq) ** 0.5 if eager_sq > 0 else float("inf")
         cosine = dot / (eager_sq * replayed_sq) ** 0.5 if eager_sq > 0 and replayed_sq > 0 else 0.0
+        self.agreement = (cosine, size)
         if cosine >= REPLAY_COSINE and abs(size - 1) <= REPLAY_SIZE:
             return ""
         return (f"the replayed step's update disagrees with an eager step's (cosine {cosine:.3f}, "

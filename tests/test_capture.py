@@ -376,3 +376,109 @@ def test_capturable_weightings_change_state_only_in_place(name, components):
     if name not in ("sum", "static", "gls"):  # those keep no state a step changes (gls: only its log record)
         assert any(not torch.equal(before[k], tensors[k]) for k in tensors) or any(
             p.grad is not None for p in weighting.parameters()), f"{name}: nothing changed, the test saw nothing"
+
+
+# ---------------------------------------------------------------- the recorded step on its own (no run)
+
+def toy_step(optimizer: str = "adamw"):
+    """A real `TrainStep` on a linear model with the built-in sum weighting."""
+    from types import SimpleNamespace
+
+    from hydranet.core.interfaces import StepContext
+    from hydranet.core.step import TrainStep
+    from hydranet.plugins.weighting.sum import Sum
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    weighting = Sum([SimpleNamespace(name=n, problem="regression") for n in "abc"])
+    make = torch.optim.AdamW if optimizer == "adamw" else (lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9))
+    opt = make(model.parameters(), lr=0.01)
+
+    def forward_losses(images, targets):
+        return (model(images) - targets).pow(2).mean(0), None
+
+    step = TrainStep(forward_losses, weighting, opt, lambda features: StepContext(features, [], [], []),
+                     num_tasks=3, device=torch.device("cpu"))
+    return step, model, weighting
+
+
+def batch(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 4, generator=generator), torch.randn(rows, 3, generator=generator)
+
+
+def test_a_batch_of_another_size_is_taken_eagerly_not_broadcast_into_the_recorded_one():
+    """copy_ into the static input broadcasts a one-row batch over all eight rows without a word."""
+    recorded, model, weighting = toy_step()
+    plain, plain_model, _ = toy_step()
+    backend = EagerReplay()
+    captured = capture.CapturedStep(recorded, [model, weighting], backend, torch.device("cpu"), warmup_steps=1)
+    for rows, seed in [(8, 0), (8, 1), (1, 2), (8, 3)]:
+        captured(*batch(rows, seed))
+        plain(*batch(rows, seed))
+    assert captured.failed is None and backend.replays == 3  # the check's, then the two 8-row batches
+    for got, want in zip(model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(recorded.loss_sums, plain.loss_sums)
+
+
+def test_a_non_finite_first_batch_is_left_to_the_loss_check_not_blamed_on_the_recording():
+    """Both updates are NaN: that is the data's (or the rate's) fault, which the run's loss check names."""
+    step, model, weighting = toy_step()
+    reasons: list[str] = []
+    captured = capture.CapturedStep(step, [model, weighting], EagerReplay(), torch.device("cpu"),
+                                    on_fallback=reasons.append, warmup_steps=1)
+    images, targets = batch(8, 0)
+    targets[3, 0] = float("inf")  # task a's loss is not finite, and so is its part of the update
+    captured(images, targets)
+    assert reasons == [] and captured.failed is None and captured.graph is not None
+    assert step.first_bad.tolist() == [1, -1, -1]  # what stops the run, naming the task
+
+
+def test_the_first_replays_agreement_is_kept_and_closing_drops_the_graph():
+    step, model, weighting = toy_step(optimizer="sgd")
+    captured = capture.CapturedStep(step, [model, weighting], EagerReplay(), torch.device("cpu"), warmup_steps=1)
+    captured(*batch(8, 0))
+    cosine, size = captured.agreement
+    assert cosine == pytest.approx(1.0, abs=1e-6) and size == pytest.approx(1.0, abs=1e-6)
+    captured.close()
+    assert captured.graph is None and captured.static is None
+    before = [p.detach().clone() for p in model.parameters()]
+    captured(*batch(8, 1))  # a closed step still trains, eagerly
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_the_warm_up_stream_is_joined_even_when_a_warm_up_step_raises(monkeypatch):
+    """Otherwise the snapshot is restored on the run's stream while the side stream may still write the weights."""
+    joined = []
+
+    class FakeStream:
+        def wait_stream(self, other):
+            joined.append((self, other))
+
+    run_stream, side_streams = FakeStream(), []
+
+    def new_stream(device):
+        side_streams.append(FakeStream())
+        return side_streams[-1]
+
+    monkeypatch.setattr(torch.cuda, "Stream", new_stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: run_stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    backend = capture.CudaGraphs(torch.device("cuda"))
+    with pytest.raises(RuntimeError, match="compile failed"):
+        with backend.warmup():
+            raise RuntimeError("compile failed")
+    assert joined == [(side_streams[0], run_stream), (run_stream, side_streams[0])]
+
+
+def test_what_blocks_recording_the_whole_step(components, monkeypatch):
+    """Pinned host buffers may feed a recorded step (no thread calls CUDA); several processes may not."""
+    tasks = make_tasks(components, "age", "gender")
+    sum_ = components.weightings.get("sum")
+    weighting = sum_.factory(tasks, sum_.validate_params({}))
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(capture, "graph_backend", lambda device: object())  # as on a GPU
+    assert capture.capture_blockers(cuda, weighting, processes=1, on_nonfinite="stop", placement="host") == []
+    assert capture.capture_blockers(cuda, weighting, processes=1, on_nonfinite="stop") == []
+    assert capture.capture_blockers(cuda, weighting, processes=2, on_nonfinite="stop") == ["the run uses 2 processes"]
