@@ -175,6 +175,7 @@ class Trainer(RunSetup, RunCheckpoints):
                     raise self._stopped_at_once() from None
         finally:
             self._stop_background_compile()
+            self._close_recorded_step()
             torch.backends.cudnn.benchmark = self.cudnn_benchmark_before
             self.run_folder.close()  # its lock: another run may write the folder now
             self.dist.close()
@@ -297,6 +298,7 @@ class Trainer(RunSetup, RunCheckpoints):
                 self.timings["first_step_seconds"] = time.perf_counter() - self.started
                 if self._first_step_note:
                     self.run_folder.log(f"first step done {self.timings['first_step_seconds']:.1f}s after the start")
+                self._note_recorded_step()
             if switching:  # the first compiled step: a compile from the cache, and CUDA graphs recorded
                 if settings.device.type == "cuda":
                     torch.cuda.synchronize(settings.device)

@@ -340,6 +340,23 @@ class RunSetup:
         self.step_fn = CapturedStep(self.train_step, [self.model, self.weighting], backend, self.settings.device,
                                     on_fallback=fallback)
 
+    def _note_recorded_step(self) -> None:
+        """After the first step: say that the step was recorded, and how closely its replay matched an eager step.
+
+        The check's tolerance (`capture.REPLAY_COSINE`) must leave room for bf16's rounding; the log shows how much.
+        """
+        step = self.step_fn
+        if isinstance(step, CapturedStep) and step.failed is None and step.agreement is not None:
+            cosine, size = step.agreement
+            self.run_folder.log(f"the training step is recorded as one CUDA graph; its first replay matched an eager "
+                                f"step (update cosine {cosine:.5f}, size ratio {size:.5f})")
+
+    def _close_recorded_step(self) -> None:
+        """Free the recorded step's graph memory now that the run is over, not when the collector finds the run."""
+        step = getattr(self, "step_fn", None)
+        if isinstance(step, CapturedStep):
+            step.close()
+
     def _step_context(self, features: Tensor | None) -> StepContext:
         return StepContext(features, self.shared_parameters, self.head_parameters, self.last_shared_parameters,
                            all_reduce=self.dist.all_reduce, world_size=self.dist.world_size)

@@ -482,3 +482,24 @@ def test_what_blocks_recording_the_whole_step(components, monkeypatch):
     assert capture.capture_blockers(cuda, weighting, processes=1, on_nonfinite="stop", placement="host") == []
     assert capture.capture_blockers(cuda, weighting, processes=1, on_nonfinite="stop") == []
     assert capture.capture_blockers(cuda, weighting, processes=2, on_nonfinite="stop") == ["the run uses 2 processes"]
+
+
+def test_a_recorded_run_logs_the_replays_agreement_and_frees_its_graph_when_it_ends(faces, tmp_path, stand_in,
+                                                                                   monkeypatch):
+    closed = []
+    close = capture.CapturedStep.close
+    monkeypatch.setattr(capture.CapturedStep, "close", lambda self: (closed.append(self.graph is not None),
+                                                                     close(self)))
+    result = hydranet.train(tiny_spec(faces, epochs=1), overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "r",
+                            progress=False, echo=False)
+    log = (result.run_dir / "train.log").read_text()
+    assert ("the training step is recorded as one CUDA graph; its first replay matched an eager step "
+            "(update cosine 1.0") in log
+    assert closed == [True]  # the run closed its graph (which was still there) on the way out
+
+    spec = tiny_spec(faces, epochs=1)
+    spec["weighting"] = "mgda"  # not capturable: nothing recorded, nothing said about a replay
+    unrecorded = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "m", progress=False,
+                                echo=False)
+    assert "its first replay matched" not in (unrecorded.run_dir / "train.log").read_text()
+    assert closed == [True]
