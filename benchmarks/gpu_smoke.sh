@@ -6,11 +6,11 @@
 # the eigendecomposition gram_root uses. The speed targets are gpu_speed.sh's.
 # Usage: here, bash ../shared/device/prepare.sh && bash benchmarks/gpu_wheels.sh, and carry .whl; there,
 # prepare.sh's install line, then OUT=/some/dir bash benchmarks/gpu_smoke.sh
-# PARTS picks what runs (default: all, about 6 minutes): pytest demo variants sweep eigh.
-# With the session's 15 minutes of device time, run gpu_speed.sh PARTS="32 128" first (the issue's
-# figures), then PARTS="demo variants sweep eigh" here if time is left.
+# PARTS picks what runs (default: all, about 9 minutes): pytest demo variants sweep capture eigh.
+# With the session's 15 minutes of device time, run gpu_speed.sh PARTS="setup 32 128" first (the issue's
+# figures), then PARTS="demo capture variants" here at once (the machine goes back after 30 s idle).
 . "$(dirname "$0")/gpu_common.sh"
-PARTS=${PARTS:-pytest demo variants sweep eigh}
+PARTS=${PARTS:-pytest demo variants sweep capture eigh}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if part pytest; then
@@ -45,6 +45,13 @@ if part sweep; then
   step "sweep on cuda: three compiled runs in one process"
   timeout 200 hydranet train --sweep weighting=sum,pcgrad,uncertainty --set train.epochs=2 --out /tmp/runs/sweep \
     --no-progress 2>&1 | grep -v "^epoch" | tail -n 14
+fi
+
+# The recorded step (auto's choice on CUDA) against no graphs on the demo and variants (dwa's per-epoch state,
+# dropout drawing inside the graph, pinned host batches), and stopped then resumed from last.pt.
+if part capture; then
+  step "recorded step against no graphs: demo variants, and a resume"
+  timeout 300 python3 benchmarks/capture_check.py --variants demo,dwa,dropout,host --resume 2>&1 | tail -n 8
 fi
 
 if part eigh; then

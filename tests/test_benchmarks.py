@@ -124,3 +124,17 @@ def test_setup_profile_splits_the_start_and_stops_before_the_first_step(faces: P
     assert "device cpu" in first and "decode cache miss" in first  # a fresh cache folder
     assert "--- by cumulative" in done.stdout and "run_setup.py" in done.stdout  # the profile is of the setup
     assert "epoch 1" not in done.stdout + done.stderr  # the run stopped before training
+
+
+def test_capture_check_compares_the_default_with_no_graphs_per_variant(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "capture_check.py"), "--epochs", "1", "--variants",
+                           "dropout"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HYDRANET_CACHE": str(tmp_path / "cache"), "HYDRANET_PLUGINS": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| dropout |"))
+    default, off = (float(cell) for cell in row.split("|")[2:4])
+    assert default == off  # on a CPU both are the same unrecorded path
+    assert row.rstrip().endswith("| nothing recorded |")
+    wrong = subprocess.run([sys.executable, str(BENCHMARKS / "capture_check.py"), "--variants", "demo,nope"],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unknown variants ['nope']" in wrong.stderr
