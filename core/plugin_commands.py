@@ -49,7 +49,14 @@ def add_plugin_commands(group: click.Group) -> None:
 
 
 def add_every_plugin_command(group: click.Group, components: Components) -> None:
-    """Add the commands of every loaded plugin to `group`, once."""
+    """Add the commands of every loaded plugin to `group`, once.
+
+    They are added to a group of their own first: `group` already holds the
+    light listing's commands, and `add_commands` records for each plugin only
+    the names it adds that were not there before.
+    """
     if not getattr(group, "_every_plugin_added", False):
         group._every_plugin_added = True  # type: ignore[attr-defined]
-        components.add_commands(group)
+        own = click.Group()
+        components.add_commands(own)
+        group.commands.update(own.commands)

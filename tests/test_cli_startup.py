@@ -146,3 +146,16 @@ def test_third_party_commands_are_listed_as_when_every_plugin_loads(site):
     # the components every command reads record what the plugins' commands did, as `hydranet plugins` shows them
     assert "plugin 'left_out' (hn-start 1.0): register_tasks raised RuntimeError: tasks broke" in errors
     assert "plugin 'bad_commands' (hn-start 1.0): register_commands raised RuntimeError: commands broke" in errors
+
+
+def test_the_components_every_command_reads_record_each_plugins_commands():
+    out = run_python("""
+        from hydranet.core.cli import cli
+        from hydranet.core.plugins import default_components
+
+        cli.list_commands(None)  # the light listing adds the commands first
+        info = default_components().pm.info
+        print(info["hydranet.plugins.scaffold"].components.get("commands"),
+              info["hydranet.plugins.synth_command"].components.get("commands"))
+    """)
+    assert out.split() == ["['new-plugin']", "['synth']"]
