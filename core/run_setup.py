@@ -309,11 +309,9 @@ class RunSetup:
                                         on_nonfinite=cfg.on_nonfinite, placement=self.source.placement)
             if blockers:
                 self.settings = settings = self._resolve_settings("auto", whole_step=False)
-                because = "; ".join(blockers)
-                self.run_folder.log(f"train.cuda_graphs: step is not possible here ({because}); "
-                                    f"running {settings.describe()}" if cfg.cuda_graphs == "step" else
-                                    f"the whole step is not recorded as one CUDA graph here ({because}); "
-                                    f"running {settings.describe()}")
+                what = ("train.cuda_graphs: step is not possible here" if cfg.cuda_graphs == "step" else
+                        "the whole step is not recorded as one CUDA graph here")
+                self.run_folder.log(f"{what} ({'; '.join(blockers)}); running {settings.describe()}")
         return settings
 
     def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
