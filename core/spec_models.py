@@ -121,8 +121,8 @@ class TrainSection(BaseModel):
         "auto", description="Who records CUDA graphs: compiler (torch.compile's reduce-overhead mode records the "
                             "forward and backward), step (hydranet records the whole step, optimizer included, and "
                             "replays it once per step; for weightings that allow it, in one process), or off; "
-                            "auto: step on CUDA where the run allows it and compile_mode is auto, else as "
-                            "compile_mode says.")
+                            "auto: step on CUDA for a compiled model with compile_mode auto, where the run allows it; "
+                            "else as compile_mode says (nothing when not compiled).")
     cudnn_benchmark: bool = Field(
         False, description="Let cuDNN time its convolution algorithms for each shape on the first step and keep "
                             "the fastest (costs start-up time; ignored with deterministic).")
