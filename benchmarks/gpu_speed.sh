@@ -10,7 +10,7 @@
 # Every figure goes to $OUT/*.json, the tables to stdout.
 # Usage (after ../shared/device/prepare.sh's install line): OUT=/some/dir bash benchmarks/gpu_speed.sh
 # "setup" profiles the start before the first step (benchmarks/profile_setup.py, $OUT/setup-*.txt).
-# PARTS picks what runs (default: all, about 10 minutes): PARTS="decode 32" then PARTS="128 background"
+# PARTS picks what runs (default: all, about 11 minutes): PARTS="setup decode 32" then PARTS="128 background"
 # fit two calls; the synthetic folder is written once and reused while the machine stays warm.
 # A dry run elsewhere: COUNT=300 EXTRA="--backbone tiny --device cpu" bash benchmarks/gpu_speed.sh
 . "$(dirname "$0")/gpu_common.sh"
