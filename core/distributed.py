@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import signal
 import subprocess
@@ -130,8 +131,17 @@ class Distributed:
         return device
 
     def close(self) -> None:
+        """End the group this process started, while the interpreter is fully alive.
+
+        `destroy_process_group` only drops torch's own references; a group
+        still held elsewhere (a reference cycle through the finished run) would
+        be destroyed at interpreter shutdown, where gloo's threads can abort
+        the process ("terminate called without an active exception", seen once
+        in CI on a rank that had finished). Collecting now destroys it here.
+        """
         if self.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+            gc.collect()
 
     # ------------------------------------------------------------ data
 
