@@ -46,7 +46,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from hydranet.core.decode_cache import CacheEntry, data_folder, prune_superseded, touch
+from hydranet.core.decode_cache import (PARTIAL_SUFFIX, CacheEntry, data_folder, entry_files, partial_prefix,
+                                        prune_superseded, touch)
 
 DECODE_FORMAT = 4  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
@@ -230,7 +231,7 @@ def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | 
 
     A hit marks the entry as used now, so that a run on newer files does not prune it while this one starts.
     """
-    header, pixels = cache_dir / f"decoded-{key}.json", cache_dir / f"decoded-{key}.u8"
+    header, pixels = entry_files(cache_dir, key)
     try:
         meta = json.loads(header.read_text())
         if tuple(meta["shape"]) != shape or pixels.stat().st_size != int(np.prod(shape)):
@@ -267,7 +268,8 @@ def decode_images(
         return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".decoded-{key}.", suffix=".tmp", dir=cache_dir)
+    header, pixel_file = entry_files(cache_dir, key)
+    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(key), suffix=PARTIAL_SUFFIX, dir=cache_dir)
     meta = {"format": DECODE_FORMAT, "shape": list(shape), "root": data_folder(sources), "image_size": size}
     try:
         if hasattr(os, "posix_fallocate") and len(sources):
@@ -281,8 +283,8 @@ def decode_images(
         if isinstance(pixels, np.memmap):
             pixels.flush()
         del pixels
-        os.replace(tmp, cache_dir / f"decoded-{key}.u8")
-        _write_header(cache_dir / f"decoded-{key}.json", {**meta, "failures": [list(f) for f in failures]})
+        os.replace(tmp, pixel_file)
+        _write_header(header, {**meta, "failures": [list(f) for f in failures]})
     except BaseException as error:  # Ctrl-C too: a killed decode must not leave its full-size file behind
         if fd >= 0:
             os.close(fd)
@@ -293,8 +295,7 @@ def decode_images(
         return decode_images(sources, size, opener, workers=workers, cache_dir=None, progress=progress)
     result = load_cached(cache_dir, key, shape)
     assert result is not None  # just written, so in use: no other process removes it (decode_cache.py)
-    prune_superseded(cache_dir, CacheEntry(key, cache_dir / f"decoded-{key}.json", cache_dir / f"decoded-{key}.u8",
-                                           meta))
+    prune_superseded(cache_dir, CacheEntry(key, header, pixel_file, meta))
     return Decoded(result.images, result.failures, from_cache=False, seconds=time.perf_counter() - started)
 
 

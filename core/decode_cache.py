@@ -47,6 +47,18 @@ IN_USE_SECONDS = 15 * 60
 #: A temporary file untouched this long belongs to a decode that was killed, not to one still running.
 ORPHAN_SECONDS = 24 * 3600
 PREFIX = "decoded-"
+#: How a decode's temporary pixel file ends: `.decoded-KEY.XXXXXX.tmp`, hidden until it is complete.
+PARTIAL_SUFFIX = ".tmp"
+
+
+def entry_files(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    """The header and the pixel file of the entry for `key`: `decoded-KEY.json` and `decoded-KEY.u8`."""
+    return cache_dir / f"{PREFIX}{key}.json", cache_dir / f"{PREFIX}{key}.u8"
+
+
+def partial_prefix(key: str) -> str:
+    """The start of the temporary file a decode for `key` writes its pixels into (`orphans` lists them)."""
+    return f".{PREFIX}{key}."
 
 
 def data_folder(sources: Sequence[str]) -> str | None:
@@ -114,7 +126,7 @@ def entries(cache_dir: Path) -> list[CacheEntry]:
             meta = json.loads(header.read_text())
         except (OSError, ValueError):
             meta = {}
-        found.append(CacheEntry(key, header, cache_dir / f"{PREFIX}{key}.u8", meta if isinstance(meta, dict) else {}))
+        found.append(CacheEntry(key, *entry_files(cache_dir, key), meta if isinstance(meta, dict) else {}))
     return sorted(found, key=lambda entry: entry.last_used, reverse=True)
 
 
@@ -122,7 +134,7 @@ def orphans(cache_dir: Path) -> list[Path]:
     """Files of unfinished writes: temporary files, and pixel files without a header (killed before it)."""
     headless = [path for path in _listing(cache_dir, f"{PREFIX}*.u8")
                 if not path.with_suffix(".json").exists()]
-    return [*_listing(cache_dir, f".{PREFIX}*.tmp"), *headless]
+    return [*_listing(cache_dir, f".{PREFIX}*{PARTIAL_SUFFIX}"), *headless]
 
 
 def in_use(mtime: float, now: float | None = None, seconds: float = IN_USE_SECONDS) -> bool:
