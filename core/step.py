@@ -94,9 +94,10 @@ class TrainStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_number.add_(1)
-        newly_bad = ~torch.isfinite(detached) & (self.first_bad < 0)
+        finite = torch.isfinite(detached)
+        newly_bad = ~finite & (self.first_bad < 0)
         self.first_bad.copy_(torch.where(newly_bad, self.step_number, self.first_bad))
-        weights_bad = ~torch.isfinite(weights).all() & torch.isfinite(detached).all() & (self.first_bad_weights < 0)
+        weights_bad = ~torch.isfinite(weights).all() & finite.all() & (self.first_bad_weights < 0)
         self.first_bad_weights.copy_(torch.where(weights_bad, self.step_number, self.first_bad_weights))
         self.loss_sums.add_(detached)
 
