@@ -40,6 +40,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 #: An entry (or other cached item) modified or used this recently may be in use by a running process.
@@ -106,9 +107,13 @@ class CacheEntry:
     def nbytes(self) -> int:
         return sum(_size(path) for path in (self.header, self.pixels))
 
-    @property
+    @cached_property
     def last_used(self) -> float:
-        """The newest modification of its files: a cache hit touches the header, decoding writes the pixels."""
+        """The newest modification of its files: a cache hit touches the header, decoding writes the pixels.
+
+        Read once, when first asked (`entries` sorts by it): `cache list` compares every entry with every
+        other, and reading it on each comparison statted the files n² times. A run that touches the entry
+        after that has it mapped already (`load_cached` maps, then touches), so removing it does no harm."""
         return max(modified_time(self.header), modified_time(self.pixels))
 
     def supersedes(self, other: "CacheEntry") -> bool:
