@@ -243,9 +243,9 @@ def plot(runs: tuple[str, ...], out_dir: str | None, no_group: bool, skip_bad: b
       hydranet plot runs/w --no-group
       hydranet plot runs/w-sum runs/w-dwa --out charts/sum-vs-dwa
     """
-    from hydranet.core.plot import NeedsOut, plot_run, plot_runs, sweep_runs
+    from hydranet.core.plot import NeedsOut, is_sweep_folder, plot_run, plot_runs
 
-    if len(runs) == 1 and sweep_runs(runs[0]) is None:
+    if len(runs) == 1 and not is_sweep_folder(runs[0]):
         written = plot_run(runs[0], out_dir)
         notes: list[str] = []
     else:

@@ -207,21 +207,31 @@ class RunsPlot:
     notes: list[str] = field(default_factory=list)
 
 
-def sweep_runs(folder: str | Path) -> list[Path] | None:
-    """The run folders of a sweep folder (`hydranet train --sweep`), in its compare.csv's order; None if not one.
+def is_sweep_folder(folder: str | Path) -> bool:
+    """Whether `folder` is a sweep folder (`hydranet train --sweep`'s), told without reading its compare.csv.
 
     A sweep folder is no run (no spec.yaml) but holds compare.csv or folders that are runs; `hydranet plot
-    SWEEP` draws them all. Runs compare.csv does not list (not yet compared) follow, by name.
+    SWEEP` draws them all.
     """
-    from hydranet.core.compare import COMPARE_CSV, in_sweep_order
+    from hydranet.core.compare import COMPARE_CSV
 
     folder = Path(folder)
     if not folder.is_dir() or (folder / "spec.yaml").is_file() or (folder / "metrics.csv").is_file():
+        return False
+    return (folder / COMPARE_CSV).is_file() or any((p / "spec.yaml").is_file() for p in folder.iterdir())
+
+
+def sweep_runs(folder: str | Path) -> list[Path] | None:
+    """The run folders of a sweep folder (`is_sweep_folder`), in its compare.csv's order; None if not one.
+
+    Runs compare.csv does not list (not yet compared) follow, by name.
+    """
+    from hydranet.core.compare import in_sweep_order
+
+    if not is_sweep_folder(folder):
         return None
-    runs = sorted(p for p in folder.iterdir() if (p / "spec.yaml").is_file())
-    if not runs and not (folder / COMPARE_CSV).is_file():
-        return None
-    return in_sweep_order(folder, runs)
+    folder = Path(folder)
+    return in_sweep_order(folder, sorted(p for p in folder.iterdir() if (p / "spec.yaml").is_file()))
 
 
 def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, group: bool = True,
@@ -238,9 +248,9 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
 
     out = _charts_folder(paths, out_dir)
     expanded = _expand(paths)
-    records, reference, skipped = read_runs([p for p, _ in expanded], epoch="last",
-                                            skip_bad=skip_bad or all(swept for _, swept in expanded),
-                                            components=components)
+    swept = all(from_sweep for _, from_sweep in expanded)  # a sweep folder's runs: in its order already
+    records, reference, skipped = read_runs([p for p, _ in expanded], epoch="last", skip_bad=skip_bad or swept,
+                                            components=components, as_given=swept)
     label_runs(records)
     columns = {run.path: _columns(run.series) for run in records}  # read_runs read each metrics.csv
     panels, left = _shared_panels(records, reference, columns)
@@ -303,7 +313,7 @@ def _charts_folder(paths: Sequence[str | Path], out_dir: str | Path | None) -> P
     """`out_dir`, else the one sweep folder given; several runs of no one folder need --out."""
     if out_dir is not None:
         return Path(out_dir)
-    if len(paths) == 1 and sweep_runs(paths[0]) is not None:
+    if len(paths) == 1 and is_sweep_folder(paths[0]):
         return Path(paths[0])
     raise NeedsOut(f"{plural(len(paths), 'run')} given: pass --out DIR, the folder for their charts (with several "
                    "runs no run folder is theirs; a sweep folder given alone is its own default)")
