@@ -104,11 +104,11 @@ def image_files(folder: Path, recursive: bool = True) -> list[Path]:
 
 class _Listed(NamedTuple):
     """One listed image: its path as `str(folder / part / ...)` spells it, its parts below `folder`, and whether
-    it is a symbolic link (only a link can be broken)."""
+    it is a broken symbolic link (reported, not read: found while listing, so it is not asked again)."""
 
     source: str
     parts: tuple[str, ...]
-    link: bool
+    broken: bool
 
 
 def _listed_images(folder: Path, recursive: bool) -> list[_Listed]:
@@ -146,18 +146,25 @@ def _read_folder(place: Path, below: tuple[str, ...]) -> tuple[list[tuple[str, .
                     if not name.startswith(".") and not entry.is_symlink():
                         subfolders.append((*below, name))
                 elif is_image_name(name):
-                    path, link = prefix + name, entry.is_symlink()
-                    listed = _is_image_link(Path(path)) if link else entry.is_file(follow_symlinks=False)
+                    path = prefix + name
+                    if entry.is_symlink():
+                        listed, broken = _link_listing(Path(path))
+                    else:
+                        listed, broken = entry.is_file(follow_symlinks=False), False
                     if listed:
-                        images.append(_Listed(path, (*below, name), link))
+                        images.append(_Listed(path, (*below, name), broken))
     except OSError:
         pass
     return subfolders, images
 
 
-def _is_image_link(path: Path) -> bool:
-    """A link is listed when it leads to a file, or leads nowhere (reported as broken)."""
-    return path.is_file() or _broken_link(path)
+def _link_listing(path: Path) -> tuple[bool, bool]:
+    """Whether a link is listed, and whether it is broken: listed when it leads to a file, or leads nowhere
+    (then reported as broken)."""
+    if path.is_file():
+        return True, False
+    broken = _broken_link(path)
+    return broken, broken
 
 
 def _is_folder(entry: os.DirEntry) -> bool:
@@ -230,9 +237,9 @@ class UTKFaceDataset(Dataset):
             raise _no_images_error(folder, self.recursive)
         samples = []
         first: dict[str, tuple[str, ...]] = {}  # key -> the parts below `folder` of the file that has it
-        for source, parts, link in files:
+        for source, parts, broken in files:
             split = _split_name(parts[-1])  # once per name: it gives both the record and the key
-            if link and _broken_link(Path(source)):
+            if broken:
                 self.report_problem(source, f"broken symbolic link (to {os.readlink(source)}, which does not exist)")
             elif split is None:
                 self.report_problem(source, MALFORMED)
