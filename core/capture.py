@@ -287,8 +287,7 @@ class CapturedStep:
     def _record(self, images: Tensor, targets: Tensor) -> None:
         step = self.step
         self.static = (images.clone(), targets.clone())
-        running = [step.loss_sums, step.weight_sums, step.first_bad, step.first_bad_weights, step.step_number]
-        snapshot = StateSnapshot(self.modules, step.optimizer, running, self.device)
+        snapshot = StateSnapshot(self.modules, step.optimizer, step.running, self.device)
         try:
             with self.backend.warmup():
                 for _ in range(self.warmup_steps):

@@ -74,6 +74,11 @@ class TrainStep:
         self.first_bad_weights.fill_(-1)
         self.step_number.fill_(steps_done)
 
+    @property
+    def running(self) -> list[Tensor]:
+        """The step's running tensors, which every step updates in place: what a recorder snapshots and restores."""
+        return [self.loss_sums, self.weight_sums, self.first_bad, self.first_bad_weights, self.step_number]
+
     def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
         """The (K,) losses of the batch (the global batch's value in a distributed run) and the features."""
         losses, features = self.forward_losses(images, targets)
