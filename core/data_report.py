@@ -12,7 +12,6 @@ wording can change without touching them.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydranet.core.atomic import atomic_write_text
-from hydranet.core.errors import DataError
+from hydranet.core.errors import DataError, closest_name
 from hydranet.core.interfaces import Dataset, Sample, Task
 from hydranet.core.paths import cache_dir
 from hydranet.core.wording import english_list, plural
@@ -92,10 +91,12 @@ def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: Label
 
 
 def _did_you_mean(label: str, fields: Sequence[str]) -> str:
-    """" Did you mean 'Age'?": a field spelt like `label` but for case or a typo (a CSV header's `Age`, `gendr`)."""
-    same = [name for name in fields if name.lower() == label.lower()]
-    close = same or difflib.get_close_matches(label, fields, n=1, cutoff=0.7)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    """" Did you mean 'Age'?": a field spelt like `label` but for case or a typo (a CSV header's `Age`, `gendr`).
+
+    A sentence of its own, so capitalised, unlike `errors.did_you_mean`'s clause; the match is its, a little
+    stricter (a wrong field suggested would mislead more than none)."""
+    close = closest_name(label, fields, cutoff=0.7)
+    return f" Did you mean {close!r}?" if close is not None else ""
 
 
 def _why_all_invalid(label: str, invalid: Sequence[tuple[str, str, str]]) -> str:

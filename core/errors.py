@@ -16,20 +16,25 @@ class HydranetError(Exception):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """Return " did you mean 'x'?" for the closest candidate, or "" when none is close.
+    """Return " did you mean 'x'?" for the closest candidate, or "" when none is close (`closest_name`)."""
+    best = closest_name(word, candidates)
+    return f" did you mean '{best}'?" if best is not None else ""
 
-    Case is ignored in the match (`DWA` is close to `dwa`), and the candidate
-    is suggested as it is spelt.
+
+def closest_name(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The candidate closest to `word`, as it is spelt, or None when none is close (`difflib`'s `cutoff`).
+
+    Case is ignored in the match (`DWA` is close to `dwa`): a name typed in
+    another case is the commonest near miss.
     """
     spellings: dict[str, list[str]] = {}
     for candidate in candidates:
         spellings.setdefault(candidate.lower(), []).append(candidate)
-    matches = difflib.get_close_matches(word.lower(), list(spellings), n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(word.lower(), list(spellings), n=1, cutoff=cutoff)
     if not matches:
-        return ""
+        return None
     same = spellings[matches[0]]  # names that differ only in case: the one closest as written
-    best = max(same, key=lambda candidate: difflib.SequenceMatcher(None, word, candidate).ratio())
-    return f" did you mean '{best}'?"
+    return max(same, key=lambda candidate: difflib.SequenceMatcher(None, word, candidate).ratio())
 
 
 def shown(value: object) -> str:
