@@ -457,7 +457,7 @@ def plugins() -> None:
     from hydranet.core.plugins import default_components
 
     components = default_components()
-    components.add_commands(click.Group())  # a scratch group: records which commands each plugin adds
+    components.record_commands()
     for info in components.pm.info.values():
         origin = "built-in" if info.builtin else f"{info.distribution} {info.version}"
         click.echo(f"{info.name}  ({origin})")

@@ -11,9 +11,9 @@ allowed entry point (a third-party plugin may add commands, and whether it is
 left out decides whether they are listed, as for `default_components()`).
 
 Once every plugin loads (`default_components()`, which any command that reads
-a spec or a registry calls), their commands are added to the group again: the
-default components then record what each plugin's `register_commands` did
-(`hydranet plugins` shows it), as when the group added them from there.
+a spec or a registry calls), the default components record what each plugin's
+`register_commands` did (`hydranet plugins` shows it, and `load_errors` names a
+plugin whose commands raised), as when the group added the commands from there.
 
 tests/test_cli_startup.py keeps `COMMAND_PLUGINS` in step with the built-in
 plugins' hooks, and checks that those modules import no torch.
@@ -26,7 +26,7 @@ from functools import cache
 import click
 
 from hydranet.core.plugins import BUILTIN_PLUGINS, Components, load_components, make_plugin_manager, \
-    when_default_components_load
+    record_commands_in_default_components
 
 #: the built-in plugins that implement register_commands: modules light enough to import when the commands are listed
 COMMAND_PLUGINS: tuple[str, ...] = ("hydranet.plugins.scaffold", "hydranet.plugins.synth_command")
@@ -43,20 +43,7 @@ def command_components() -> Components:
 
 
 def add_plugin_commands(group: click.Group) -> None:
-    """Add every plugin's commands to `group`: the command plugins' now, every plugin's once they all load."""
+    """Add every plugin's commands to `group` (the command plugins' and the entry points'), to be recorded by the
+    default components once they load."""
     command_components().add_commands(group)
-    when_default_components_load(lambda components: add_every_plugin_command(group, components))
-
-
-def add_every_plugin_command(group: click.Group, components: Components) -> None:
-    """Add the commands of every loaded plugin to `group`, once.
-
-    They are added to a group of their own first: `group` already holds the
-    light listing's commands, and `add_commands` records for each plugin only
-    the names it adds that were not there before.
-    """
-    if not getattr(group, "_every_plugin_added", False):
-        group._every_plugin_added = True  # type: ignore[attr-defined]
-        own = click.Group()
-        components.add_commands(own)
-        group.commands.update(own.commands)
+    record_commands_in_default_components()

@@ -402,6 +402,13 @@ class Components:
                 listed = info.components.setdefault("commands", [])
                 listed += [command for command in added() if command not in listed]
 
+    def record_commands(self) -> None:
+        """Record which commands each plugin adds, and which plugin's register_commands raises, as `hydranet
+        plugins` lists them: `add_commands` into a scratch group, since the command line's may hold them already."""
+        import click
+
+        self.add_commands(click.Group())
+
 
 def _impls(pm: PluginManager, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
     """(plugin name, hook function) in plugin registration order."""
@@ -508,23 +515,23 @@ def load_components(pm: PluginManager | None = None) -> Components:
     return components
 
 
-#: what waits for `default_components()` to be built: the command line's adding of every plugin's commands
-#: (core/plugin_commands.py), which it lists from lighter components until then
-_WHEN_LOADED: list[Callable[[Components], None]] = []
+#: whether `default_components()` record each plugin's commands (`Components.record_commands`): set once the
+#: command line lists its plugin commands, which it does from lighter components (core/plugin_commands.py)
+_records_commands = False
 
 
 @cache
 def default_components() -> Components:
     """The components of this process's installed plugins, built on first use."""
     components = load_components(make_plugin_manager())
-    while _WHEN_LOADED:  # each once, taken off first: one that asks for these components again gets no second call
-        _WHEN_LOADED.pop(0)(components)
+    if _records_commands:
+        components.record_commands()
     return components
 
 
-def when_default_components_load(callback: Callable[[Components], None]) -> None:
-    """Call `callback` with `default_components()` when they are built: at once if they are, else on first use."""
+def record_commands_in_default_components() -> None:
+    """Have `default_components()` record each plugin's commands: at once if they are built, else when they are."""
+    global _records_commands
+    _records_commands = True
     if default_components.cache_info().currsize:
-        callback(default_components())
-    else:
-        _WHEN_LOADED.append(callback)
+        default_components().record_commands()
