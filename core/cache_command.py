@@ -18,12 +18,10 @@ import click
 
 from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, modified_time, orphans,
                                         remove_entry, remove_file, remove_tree)
-from hydranet.core.paths import CACHE_ENV, cache_dir
+from hydranet.core.paths import CACHE_ENV, DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE, SYNTHETIC_MARKER, cache_dir
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
 
-#: The cache's subfolders, as `cache_dir()` users name them (run_setup, data_report, the synthetic dataset).
-DECODED, REPORTS, SYNTHETIC = "decoded", "data-reports", "synthetic"
 IN_USE_MINUTES = IN_USE_SECONDS // 60
 
 
@@ -60,7 +58,7 @@ def list_command() -> None:
       hydranet cache list
     """
     folder = cache_dir()
-    decoded = entries(folder / DECODED)
+    decoded = entries(folder / DECODED_CACHE)
     click.echo(f"cache folder: {folder} (set {CACHE_ENV} to move it)")
     sizes = [entry.nbytes for entry in decoded]
     if decoded:
@@ -98,7 +96,7 @@ def clear_command(everything: bool) -> None:
     """
     folder = cache_dir()
     now = time.time()
-    decoded = entries(folder / DECODED)
+    decoded = entries(folder / DECODED_CACHE)
     freed = removed = kept = cleared = 0
     for entry in decoded:
         if in_use(entry.last_used, now):
@@ -129,13 +127,11 @@ def _others(folder: Path) -> list[tuple[str, list[Path]]]:
     may be a folder that holds the user's own files too (a home or shared folder),
     and a symbolic link may point anywhere.
     """
-    return [("unfinished decodes", orphans(folder / DECODED)),
-            ("data-problem lists", [path for path in _children(folder / REPORTS) if _is_report(path)]),
-            ("synthetic faces", [path for path in _children(folder / SYNTHETIC) if _is_synthetic(path)])]
+    return [("unfinished decodes", orphans(folder / DECODED_CACHE)),
+            ("data-problem lists", [path for path in _children(folder / REPORTS_CACHE) if _is_report(path)]),
+            ("synthetic faces", [path for path in _children(folder / SYNTHETIC_CACHE) if _is_synthetic(path)])]
 
 
-#: The file that marks a folder of drawn faces complete (the synthetic dataset's MARKER; core imports no plugin).
-SYNTHETIC_MARKER = ".hydranet-synthetic.json"
 #: A data-problem list's name: the dataset's name and 12 hex digits of its place (`data_report.full_report_path`).
 REPORT_NAME = re.compile(r".+-[0-9a-f]{12}\.txt")
 

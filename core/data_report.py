@@ -22,7 +22,7 @@ from typing import Any
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import DataError, closest_name
 from hydranet.core.interfaces import Dataset, Sample, Task
-from hydranet.core.paths import cache_dir
+from hydranet.core.paths import REPORTS_CACHE, cache_dir
 from hydranet.core.wording import english_list, plural
 
 SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
@@ -266,7 +266,7 @@ def full_report_path(dataset: Dataset, dataset_name: str) -> Path:
     by each run.
     """
     where = f"{dataset_name}\0{getattr(dataset, 'root', '')}\0{getattr(dataset, 'csv', '')}"
-    return cache_dir() / "data-reports" / f"{dataset_name}-{hashlib.sha256(where.encode()).hexdigest()[:12]}.txt"
+    return cache_dir() / REPORTS_CACHE / f"{dataset_name}-{hashlib.sha256(where.encode()).hexdigest()[:12]}.txt"
 
 
 def write_full_report(path: Path, groups: Sequence[ProblemGroup], strict: bool) -> Path | None:

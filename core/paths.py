@@ -15,6 +15,12 @@ from pathlib import Path
 from hydranet.core.errors import DataError
 
 CACHE_ENV = "HYDRANET_CACHE"
+#: The cache's subfolders, one per kind of item: the decoded images (`decode_cache`), the full lists of data
+#: problems (`data_report`) and the drawn faces (the synthetic dataset); `hydranet cache` lists and clears them.
+DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE = "decoded", "data-reports", "synthetic"
+#: The file that marks a folder of drawn faces complete: here, so that `hydranet cache` knows it without
+#: importing the plugin that draws them.
+SYNTHETIC_MARKER = ".hydranet-synthetic.json"
 
 
 class MissingPathError(DataError):

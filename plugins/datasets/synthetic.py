@@ -33,12 +33,12 @@ from tqdm import tqdm
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Sample
-from hydranet.core.paths import cache_dir
+from hydranet.core.paths import SYNTHETIC_CACHE, cache_dir
+from hydranet.core.paths import SYNTHETIC_MARKER as MARKER  # what `hydranet cache` looks for
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, is_image_name, utkface_key
 
 #: Bump when the drawing changes, so folders made by an older version are not reused.
 FORMAT_VERSION = 1
-MARKER = ".hydranet-synthetic.json"
 #: UTKFace's race shares (White, Black, Asian, Indian, Others), roughly.
 RACE_SHARES = (0.42, 0.19, 0.15, 0.17, 0.07)
 #: Share of names written without race, like the three real UTKFace files.
@@ -331,7 +331,7 @@ def _publish(partial: Path, out: Path, count: int, size: int, seed: int) -> None
 
 def default_root(count: int, size: int, seed: int) -> Path:
     """The cache folder for these settings: each combination is drawn once per machine."""
-    return cache_dir() / "synthetic" / f"n{count}-s{size}-seed{seed}"
+    return cache_dir() / SYNTHETIC_CACHE / f"n{count}-s{size}-seed{seed}"
 
 
 class SyntheticParams(BaseModel):
