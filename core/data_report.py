@@ -188,7 +188,7 @@ def coverage_line(evaluated: int, usable: int, split: str, groups: Sequence[Prob
     skipped = [group for group in groups if group.items and group.outcome == "skipped"]
     scope = SPLIT_WORDS.get(split, f"the {split!r} split")
     line = f"data: {plural(evaluated, 'image')} evaluated ({scope} of {plural(usable, 'usable image')})"
-    left = left_out(skipped)
+    left = left_out(groups)
     if left:
         listed = plural(usable + left, "image")
         line += f"; {left} of the {listed} listed {'was' if left == 1 else 'were'} left out: "
