@@ -110,21 +110,29 @@ def comparison_table(comparison: Comparison) -> str:
     if comparison.groups:
         return _groups_table(comparison)
     ref = comparison.reference
-    changes = {run.path: ", ".join(f"{k}={v}" for k, v in differences(ref.spec, run.spec).items()) or "-"
-               for run in comparison.runs}
+    changes = {run.path: _differs_text(differences(ref.spec, run.spec)) for run in comparison.runs}
     with_changes = any(text != "-" for text in changes.values())
     headers = ["run", "weighting", "backbone", "epochs", "best epoch", *(f"{t}.{m}" for t, m in comparison.shared),
                "delta_m%", *(["differs from the reference"] if with_changes else [])]
     rows = []
     for run in comparison.runs:
-        delta = comparison.delta_m[run.path]
-        shown = "0 (ref)" if run is ref else "-" if math.isnan(delta) else f"{delta:+.2f}"
         rows.append([run.label, run.weighting, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
                      "-" if run.best_epoch is None else run.best_epoch,
-                     *(run.metrics[t][m] for t, m in comparison.shared), shown,
+                     *(run.metrics[t][m] for t, m in comparison.shared),
+                     _delta_text(comparison.delta_m[run.path], run is ref),
                      *([changes[run.path]] if with_changes else [])])
     return _framed(comparison, f"validation metrics of each run at {_at(comparison)}; reference: {ref.label}",
                    format_table(headers, rows), f"delta_m%: the mean relative change against {ref.label}")
+
+
+def _differs_text(changes: dict[str, Any]) -> str:
+    """The "differs from the reference" cell: `key=value, ...`, or "-"."""
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "-"
+
+
+def _delta_text(delta: float, is_reference: bool) -> str:
+    """The delta_m% cell: "0 (ref)" for the reference, "-" where it cannot be computed, else signed."""
+    return "0 (ref)" if is_reference else "-" if math.isnan(delta) else f"{delta:+.2f}"
 
 
 def _at(comparison: Comparison) -> str:
@@ -148,19 +156,17 @@ def _groups_table(comparison: Comparison) -> str:
     """One row per group of seeds: each metric as mean ± sample std over its n runs, Δm on the means."""
     groups = comparison.groups or []
     ref = next(g for g in groups if comparison.reference in g.runs)
-    changes = {g.path: ", ".join(f"{k}={v}" for k, v in _group_differences(comparison, g).items()) or "-"
-               for g in groups}
+    changes = {g.path: _differs_text(_group_differences(comparison, g)) for g in groups}
     with_changes = any(text != "-" for text in changes.values())
     headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", *(f"{t}.{m}" for t, m in comparison.shared),
                "delta_m%", *(["differs from the reference"] if with_changes else [])]
     rows = []
     for g in groups:
         mean, std = g.metrics, g.std
-        delta = comparison.group_delta_m[g.path]
-        shown = "0 (ref)" if g is ref else "-" if math.isnan(delta) else f"{delta:+.2f}"
         epochs = ",".join(dict.fromkeys(f"{run.epochs_done}/{run.epochs_planned}" for run in g.runs))
         rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting, g.runs[0].backbone, epochs,
-                     *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared), shown,
+                     *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared),
+                     _delta_text(comparison.group_delta_m[g.path], g is ref),
                      *([changes[g.path]] if with_changes else [])])
     keys = english_list(SEED_KEYS)
     title = (f"validation metrics at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
