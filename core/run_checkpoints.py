@@ -76,8 +76,9 @@ class RunCheckpoints:
         generators (its GPU's above all), so each must resume from its own
         states, not rank 0's. A collective: every rank calls it at every save.
         """
-        own = process_states(capture_generators(self.augment.generator, self.weighting))
-        self.progress_state.process_generators = self.dist.gather_objects(own) if self.dist.active else []
+        self.progress_state.process_generators = (
+            self.dist.gather_objects(process_states(capture_generators(self.augment.generator, self.weighting)))
+            if self.dist.active else [])
 
     def checkpoint_state(self, epoch: int, row: Mapping[str, Any]) -> dict[str, Any]:
         """Everything last.pt holds: plain data and tensors only, so it loads with `weights_only=True`."""
