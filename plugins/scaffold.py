@@ -24,7 +24,9 @@ from hydranet.core.hookspecs import hookimpl
 # the rule register() holds every component name to: valid as a distribution, module and entry point name too
 from hydranet.core.registry import NAME
 
-KINDS = ("task", "weighting", "backbone", "dataset", "observer")
+#: kinds whose plugin registers a component (a spec names it); the others watch runs
+COMPONENT_KINDS = ("task", "weighting", "backbone", "dataset")
+KINDS = (*COMPONENT_KINDS, "observer")
 #: kind -> (registry attribute, hook the plugin implements); an observer registers no component: what
 #: `hydranet plugins` lists for it ("observes") and the first of its hooks
 KIND_HOOKS = {
@@ -34,8 +36,6 @@ KIND_HOOKS = {
     "dataset": ("datasets", "register_datasets"),
     "observer": ("observes", "run_started"),
 }
-#: kinds whose plugin registers a component (a spec names it); the others watch runs
-COMPONENT_KINDS = ("task", "weighting", "backbone", "dataset")
 MAX_NAME = 40
 
 
