@@ -37,7 +37,7 @@ from hydranet.core.evaluation import baseline_metrics
 from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, make_forward_losses,
                                    model_for_settings)
 from hydranet.core.interfaces import StepContext, Task, Weighting
-from hydranet.core.paths import MissingPathError, cache_dir
+from hydranet.core.paths import DECODED_CACHE, MissingPathError, cache_dir
 from hydranet.core.resume import missing_on_resume
 from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec
@@ -50,7 +50,7 @@ def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool
     """The dataset a spec names, listed, labelled, decoded (through the cache) and split."""
     data = spec.spec.data
     dataset = spec.data.build()
-    cache = cache_dir() / "decoded" if data.cache else None
+    cache = cache_dir() / DECODED_CACHE if data.cache else None
     return prepare_data(
         dataset,
         spec.data.entry.name,
