@@ -251,17 +251,18 @@ class CapturedStep:
         self.step, self.modules, self.backend, self.device = step, list(modules), backend, device
         self.on_fallback, self.warmup_steps = on_fallback, warmup_steps
         self.graph: Any = None
-        self.failed: str | None = None
+        self.failed: str | None = None  #: why recording (or its check against an eager step) failed
+        self.closed = False  #: the run is over and the graph dropped: later calls run eagerly
         self.static: tuple[Tensor, Tensor] | None = None
         #: (cosine, size ratio) of the first replayed update against the eager one, once recorded
         self.agreement: tuple[float, float] | None = None
 
     def __call__(self, images: Tensor, targets: Tensor) -> None:
-        if self.failed is None and self.graph is None:
+        if self.failed is None and self.graph is None and not self.closed:
             self._record(images, targets)  # which also takes this batch's step, checked against an eager one
             if self.failed is None:
                 return
-        if self.failed is not None:
+        if self.failed is not None or self.closed:
             self.step(images, targets)
             return
         assert self.static is not None
@@ -282,7 +283,7 @@ class CapturedStep:
         graph pool as large as a step's activations and gradients: closing frees that at once.
         """
         self.graph, self.static = None, None
-        self.failed = self.failed or "closed"
+        self.closed = True
 
     def _record(self, images: Tensor, targets: Tensor) -> None:
         step = self.step

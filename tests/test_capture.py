@@ -443,6 +443,7 @@ def test_the_first_replays_agreement_is_kept_and_closing_drops_the_graph():
     assert cosine == pytest.approx(1.0, abs=1e-6) and size == pytest.approx(1.0, abs=1e-6)
     captured.close()
     assert captured.graph is None and captured.static is None
+    assert captured.closed and captured.failed is None  # closing is not a failed recording
     before = [p.detach().clone() for p in model.parameters()]
     captured(*batch(8, 1))  # a closed step still trains, eagerly
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
