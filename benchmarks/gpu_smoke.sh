@@ -2,15 +2,15 @@
 # One prepared GPU correctness check (see ../shared/device), for one call of under 10 minutes: the test
 # suite on the GPU machine's Python/torch, the demo on CUDA (compile, bf16, channels_last, fused AdamW, the
 # whole step recorded as a CUDA graph),
-# the paths CPU tests can only stand in for, a sweep (compiled runs one after another in one process), and
-# the eigendecomposition gram_root uses. The speed targets are gpu_speed.sh's.
+# the paths CPU tests can only stand in for, and a sweep (compiled runs one after another in one process).
+# The speed targets are gpu_speed.sh's.
 # Usage: here, bash ../shared/device/prepare.sh && bash benchmarks/gpu_wheels.sh, and carry .whl; there,
 # prepare.sh's install line, then OUT=/some/dir bash benchmarks/gpu_smoke.sh
-# PARTS picks what runs (default: all, about 9 minutes): pytest demo variants sweep capture eigh.
+# PARTS picks what runs (default: all, about 9 minutes): pytest demo variants sweep capture.
 # With the session's 15 minutes of device time, run gpu_speed.sh PARTS="setup 32 128" first (the issue's
 # figures), then PARTS="demo capture variants" here at once (the machine goes back after 30 s idle).
 . "$(dirname "$0")/gpu_common.sh"
-PARTS=${PARTS:-pytest demo variants sweep capture eigh}
+PARTS=${PARTS:-pytest demo variants sweep capture}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if part pytest; then
@@ -52,9 +52,4 @@ fi
 if part capture; then
   step "recorded step against no graphs: demo variants, and a resume"
   timeout 300 python3 benchmarks/capture_check.py --variants demo,dwa,dropout,host --resume 2>&1 | tail -n 8
-fi
-
-if part eigh; then
-  step "linalg.eigh (one sync) against the Jacobi solver (no sync, many launches), as gram_root uses it"
-  timeout 60 python3 benchmarks/eigh.py 2>&1 | tail -n 6
 fi

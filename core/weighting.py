@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from hydranet.core.jacobi import solver_dtype, symmetric_eigh
+from hydranet.core.eigen import solver_dtype, symmetric_eigh
 from hydranet.core.errors import ComponentError, did_you_mean
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
@@ -281,10 +281,10 @@ class GradientWeighting(Weighting):
 def gram_root(gram: Tensor) -> Tensor:
     """A (K, K) matrix R with R R^T = `gram` (symmetric positive semi-definite): V sqrt(Lambda) from its eigenpairs.
 
-    By `jacobi.symmetric_eigh` (Jacobi rotations on the device), not
-    `torch.linalg.eigh`, which would read its status back to the host every
-    step. Float64 where the device has it: R R^T must reproduce G closely,
-    because the strategies' weights are computed from it.
+    By `eigen.symmetric_eigh`, so a non-finite G gives a NaN root (and the
+    run's loss check names the task) instead of an error inside the solver.
+    Float64 where the device has it: R R^T must reproduce G closely, because
+    the strategies' weights are computed from it.
     """
     values, vectors = symmetric_eigh(gram.to(solver_dtype(gram.device)))
     return (vectors * values.clamp_min(0).sqrt()).to(torch.float32)

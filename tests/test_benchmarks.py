@@ -103,15 +103,6 @@ def test_decode_benchmark_compares_both_loops_on_a_folder(faces: Path) -> None:
     assert len(rows) == 2 and all(float(row[-1].rstrip("x")) > 0 for row in rows)
 
 
-def test_eigh_script_times_both_solvers(tmp_path: Path) -> None:
-    command = [sys.executable, str(BENCHMARKS / "eigh.py"), "--device", "cpu", "--work", "32", "--iterations", "2",
-               "--tasks", "2", "3"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
-    assert len(rows) == 2 and all(row.rstrip().endswith("x |") for row in rows), done.stdout
-
-
 def test_setup_profile_splits_the_start_and_stops_before_the_first_step(faces: Path, tmp_path: Path) -> None:
     report = tmp_path / "setup.txt"
     done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_setup.py"), "--root", str(faces), "--size", "16",

@@ -1,18 +1,17 @@
-"""Small fixed-work numerical kernels shared by the gradient-based weightings.
+"""Small numerical kernels shared by the gradient-based weightings.
 
 Every strategy reduces the (K, D) Jacobian to its K x K Gram matrix and solves
 a tiny problem on it. Library solvers would do that on the host (cvxpy,
-quadprog, scipy) or check their status on the host (`torch.linalg.eigh`,
-`torch.linalg.solve` read an error code back), so each step would wait for
-the GPU. These kernels use tensor operations only, a number of iterations
-fixed in advance, and no branch on a tensor's value:
+quadprog, scipy), so each step would copy to the host and wait. These kernels
+stay on the device:
 
-- `symmetric_eigh` (from `core/jacobi.py`, which `core/weighting.py` uses
-  too): cyclic Jacobi rotations (round-robin order, all disjoint rotations of
-  a round applied as one matrix product) for K x K matrices;
+- `symmetric_eigh` (from `core/eigen.py`, which `core/weighting.py` uses
+  too): `torch.linalg.eigh`, its one status check measured cheaper than a
+  sync-free solver's many small launches, with NaN out for non-finite input;
 - `psd_pinv`: the pseudo-inverse of a Gram matrix from that decomposition;
 - `frank_wolfe_min_norm`: Algorithm 2 of Sener and Koltun (2018), with the
-  paper's stop rule kept as a mask rather than a `break`;
+  paper's stop rule kept as a mask rather than a `break`, so that the loop
+  never reads a value back to the host;
 - `box_qp`: min v'Gv subject to v >= u (UPGrad's projection, in its dual), exactly
   by enumerating the 2^K active sets in one batched solve, or by accelerated
   projected gradient for many tasks;
@@ -36,7 +35,7 @@ import torch
 from torch import Tensor
 
 # the eigendecomposition lives in core, which needs it too (gram_root); re-exported here for the strategies
-from hydranet.core.jacobi import default_sweeps, solver_dtype, symmetric_eigh
+from hydranet.core.eigen import solver_dtype, symmetric_eigh
 
 #: Above this many tasks the 2^K active-set enumeration gives way to iterative solvers (256 subsets:
 #: one batched solve, a few milliseconds even on a CPU; 4096 at K = 12 would cost tenths of a second per CPU step).
@@ -58,13 +57,13 @@ def rank_rtol(dtype: torch.dtype, k: int) -> float:
     return k * torch.finfo(dtype).eps
 
 
-def psd_pinv(g: Tensor, rtol: float, sweeps: int | None = None) -> Tensor:
+def psd_pinv(g: Tensor, rtol: float) -> Tensor:
     """Moore-Penrose pseudo-inverse of a symmetric PSD matrix; eigenvalues <= rtol * max |lambda| count as 0.
 
     The same cut as `torch.linalg.pinv(g, rtol=rtol)` (whose default rtol is K * eps of
-    the dtype), but it cannot fail or synchronise on singular input.
+    the dtype); a non-finite `g` gives NaN (see `symmetric_eigh`) rather than an error.
     """
-    values, vectors = symmetric_eigh(g, sweeps)
+    values, vectors = symmetric_eigh(g)
     keep = values.abs() > rtol * values.abs().amax()
     inverse = torch.where(keep, 1.0 / torch.where(keep, values, torch.ones_like(values)), torch.zeros_like(values))
     return (vectors * inverse) @ vectors.T
@@ -157,5 +156,5 @@ def _box_qp_iterative(g: Tensor, lower: Tensor, iterations: int) -> Tensor:
     return v
 
 
-__all__ = ["MAX_EXACT_TASKS", "take", "solver_dtype", "gram", "rank_rtol", "default_sweeps", "symmetric_eigh",
+__all__ = ["MAX_EXACT_TASKS", "take", "solver_dtype", "gram", "rank_rtol", "symmetric_eigh",
            "psd_pinv", "frank_wolfe_min_norm", "project_simplex", "support_masks", "box_qp"]

@@ -16,8 +16,9 @@ plain mean. `scale_mode` picks the eigenvalue that sets the scale: `min` (the pa
 lambda_min, default), `median`, or `rmse` (the mean eigenvalue, as in the authors'
 released code).
 
-The eigendecomposition of the K x K matrix is Jacobi rotations on the device (see
-`_solvers.symmetric_eigh`): `torch.linalg.eigh` would read its status back to the host.
+The eigendecomposition of the K x K matrix is `torch.linalg.eigh` (see
+`_solvers.symmetric_eigh`: a non-finite Gram matrix gives NaN weights, which the
+run's loss check reports, rather than an error inside the solver).
 
 Default grad space: `features`. The paper's Aligned-MTL-UB applies the same alignment
 to the gradients of the shared representation, an upper bound that costs one plain
