@@ -41,7 +41,7 @@ def test_eval_says_how_many_images_it_scored_and_what_was_left_out(checkpoint: P
             "out: 1 entry of dataset 'utkface' skipped; 1 unreadable image skipped; 1 sample with no valid label "
             "for any task skipped") in text
     assert "  1 unreadable image skipped:" in text
-    assert f"30_0_1_20170116000000099.jpg.chip.jpg: not an image" in text
+    assert "30_0_1_20170116000000099.jpg.chip.jpg: not an image" in text
     assert f"{folder / 'no_labels_here.jpg'}: file name does not match" in text
     assert "1 invalid 'age' label for task 'age' (treated as missing)" in text
     assert "all 3 tasks" not in text and "12 images; baseline" in text
