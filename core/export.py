@@ -27,6 +27,7 @@ the file is refused before exporting starts.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import json
@@ -237,9 +238,15 @@ def _write_onnx(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest
     program.save(str(path), external_data=False)  # one self-contained file
 
 
+@functools.lru_cache(maxsize=None)
+def _parameter_names(function: Callable[..., Any]) -> frozenset[str]:
+    """The names `function` takes, read from its signature once (keyed by the function, so a stand-in is read anew)."""
+    return frozenset(inspect.signature(function).parameters)
+
+
 def _dynamo_onnx_exporter() -> bool:
     """Whether torch.onnx.export takes `dynamo=True` with `dynamic_shapes` (torch 2.5 and newer; not 2.4)."""
-    return "dynamic_shapes" in inspect.signature(torch.onnx.export).parameters
+    return "dynamic_shapes" in _parameter_names(torch.onnx.export)
 
 
 def _write_onnx_torchscript_based(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
@@ -254,7 +261,7 @@ def _write_onnx_torchscript_based(wrapper: ExportedHydraNet, example: Tensor, pa
     import onnx
 
     names = [INPUT_NAME, *wrapper.task_names]
-    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    legacy = {"dynamo": False} if "dynamo" in _parameter_names(torch.onnx.export) else {}
     torch.onnx.export(wrapper, (example,), str(path), input_names=[INPUT_NAME], output_names=list(wrapper.task_names),
                       dynamic_axes={name: {0: "batch"} for name in names}, opset_version=opset or MIN_OPSET,
                       **legacy)
