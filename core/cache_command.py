@@ -18,7 +18,8 @@ import click
 
 from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, modified_time, orphans,
                                         remove_entry, remove_file, remove_tree)
-from hydranet.core.paths import CACHE_ENV, DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE, SYNTHETIC_MARKER, cache_dir
+from hydranet.core.paths import (CACHE_ENV, DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE, SYNTHETIC_MARKER, cache_dir,
+                                 is_partial_name)
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
 
@@ -145,7 +146,7 @@ def _is_synthetic(path: Path) -> bool:
     """A folder (no link) of drawn faces: complete (its marker), or the hidden partial folder of a draw."""
     if path.is_symlink() or not path.is_dir():
         return False
-    return (path / SYNTHETIC_MARKER).is_file() or (path.name.startswith(".") and ".partial-" in path.name)
+    return (path / SYNTHETIC_MARKER).is_file() or is_partial_name(path.name)
 
 
 def _state(entry: CacheEntry, decoded: Sequence[CacheEntry], now: float) -> str:

@@ -21,6 +21,9 @@ DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE = "decoded", "data-reports", "synt
 #: The file that marks a folder of drawn faces complete: here, so that `hydranet cache` knows it without
 #: importing the plugin that draws them.
 SYNTHETIC_MARKER = ".hydranet-synthetic.json"
+#: What names a half-written folder: hidden, `.<folder>.partial-<random>`, beside the folder it is renamed to when
+#: complete; `hydranet cache` counts such leftovers of a draw that was killed.
+PARTIAL_INFIX = ".partial-"
 
 
 class MissingPathError(DataError):
@@ -47,6 +50,16 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     if env.get("XDG_CACHE_HOME"):
         return Path(env["XDG_CACHE_HOME"]).expanduser() / "hydranet"
     return Path("~/.cache").expanduser() / "hydranet"
+
+
+def partial_prefix(folder: Path) -> str:
+    """The name prefix of a hidden, half-written copy of `folder` (for `tempfile.mkdtemp(prefix=...)`)."""
+    return f".{folder.name}{PARTIAL_INFIX}"
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether `name` is that of a half-written folder, one that `partial_prefix` began."""
+    return name.startswith(".") and PARTIAL_INFIX in name
 
 
 def existing_dir(path: str | Path, what: str, hint: str) -> Path:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Sample
-from hydranet.core.paths import SYNTHETIC_CACHE, cache_dir
+from hydranet.core.paths import SYNTHETIC_CACHE, cache_dir, partial_prefix
 from hydranet.core.paths import SYNTHETIC_MARKER as MARKER  # what `hydranet cache` looks for
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, is_image_name, utkface_key
 
@@ -306,7 +306,7 @@ def write_synthetic(out_dir: str | Path, count: int, size: int = 64, seed: int =
         return out
     _refuse_foreign(out, count, size, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    partial = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
     try:
         _render_all(partial, count, size, seed, progress)
         (partial / MARKER).write_text(json.dumps(_settings(count, size, seed)))
