@@ -146,6 +146,15 @@ def tiny_spec(root: Path, **train) -> dict:
     }
 
 
+def make_image(path: Path, size: int = 16) -> Path:
+    """A plain `size` px square image at `path` (its parent folders made), in the format its suffix names."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (120, 80, 60)).save(path)
+    return path
+
+
 def install_as_if_pip(package: "Path", site: "Path", monkeypatch: pytest.MonkeyPatch) -> dict:
     """Make a plugin package (src/ layout) importable and discoverable as pip would; return its [project] table.
 

@@ -6,9 +6,9 @@ import pickle
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from pydantic import ValidationError
 
+from conftest import make_image
 from hydranet.core.errors import DataError
 from hydranet.core.interfaces import Dataset
 from hydranet.core.paths import cache_dir
@@ -20,12 +20,6 @@ DATASET_MODULES = {
     "synthetic": "hydranet.plugins.datasets.synthetic",
     "folder": "hydranet.plugins.datasets.folder",
 }
-
-
-def make_image(path: Path, size: int = 16) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), (120, 80, 60)).save(path, format="JPEG" if path.suffix != ".png" else "PNG")
-    return path
 
 
 # --- UTKFace name parsing --------------------------------------------------------------------

@@ -11,16 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from conftest import make_image
 from hydranet.core.errors import DataError
 from hydranet.plugins.datasets.folder import FolderDataset
-
-
-def make_image(path: Path, size: int = 8) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), (120, 80, 60)).save(path)
-    return path
 
 
 @pytest.fixture
@@ -28,7 +22,7 @@ def people(tmp_path: Path) -> Path:
     """A folder of three images, a.jpg, b.jpg and sub/c.jpg, without a CSV."""
     root = tmp_path / "people"
     for name in ["a.jpg", "b.jpg", "sub/c.jpg"]:
-        make_image(root / name)
+        make_image(root / name, 8)
     return root
 
 
@@ -102,7 +96,7 @@ def test_paths_relative_to_the_current_folder_say_where_they_count_from(people: 
 
 def test_paths_relative_to_the_csv_folder_say_where_they_count_from(people: Path, tmp_path: Path) -> None:
     table = tmp_path / "meta" / "labels.csv"
-    make_image(table.parent / "photos" / "x.jpg")
+    make_image(table.parent / "photos" / "x.jpg", 8)
     table.write_text("file,age\nphotos/x.jpg,30\n")
     dataset = FolderDataset(people, table)
     dataset.samples()
@@ -162,7 +156,7 @@ def test_utkface_reads_every_format_predict_reads(tmp_path: Path) -> None:
 
     root = tmp_path / "utk"
     for i, suffix in enumerate(IMAGE_SUFFIXES):
-        make_image(root / f"{20 + i}_0_1_2017011600000000{i}{suffix.upper() if i % 2 else suffix}")
+        make_image(root / f"{20 + i}_0_1_2017011600000000{i}{suffix.upper() if i % 2 else suffix}", 8)
     dataset = UTKFaceDataset(root)
     assert sorted(Path(s.source).suffix.lower() for s in dataset.samples()) == sorted(IMAGE_SUFFIXES)
     assert dataset.problems == []
@@ -172,7 +166,7 @@ def test_utkface_reports_a_broken_symbolic_link(tmp_path: Path) -> None:
     from hydranet.plugins.datasets.utkface import UTKFaceDataset
 
     root = tmp_path / "utk"
-    make_image(root / "20_0_1_20170116000000000.jpg")
+    make_image(root / "20_0_1_20170116000000000.jpg", 8)
     (root / "21_0_1_20170116000000001.jpg").symlink_to(tmp_path / "moved" / "x.jpg")
     dataset = UTKFaceDataset(root)
     assert len(dataset.samples()) == 1
@@ -190,7 +184,7 @@ def test_predict_skips_hidden_files_and_says_an_empty_file_is_empty(checkpoint: 
     folder = tmp_path / "photos"
     make_image(folder / "a.jpg", 16)
     (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
-    make_image(folder / ".thumbnails" / "a.jpg")
+    make_image(folder / ".thumbnails" / "a.jpg", 8)
     (folder / "b.jpg").write_bytes(b"")
     rows = hydranet.load(checkpoint).predict_files(folder)
     assert [Path(row["file"]).name for row in rows] == ["a.jpg", "b.jpg"]
