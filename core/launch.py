@@ -17,7 +17,9 @@ it prints and how it ends:
 - torchrun's own log lines ("Received 2 death signal, shutting down workers",
   "Sending process N closing signal", "failed (exitcode: 1) ...") go below
   ERROR unless the user set LOGLEVEL, torchrun's own switch for them.
-- A worker's error is printed once, not once per rank: see `error_prefix`.
+- A worker's error is printed once, not once per rank: see `error_prefix`. A
+  caller that needs it (a sweep's failure report) names a file for it in
+  `ERROR_FILE_VARIABLE`.
 
 Everything torch-specific is imported inside `main`, guarded, so this module
 is cheap to import (the CLI's error handler uses `error_prefix`) and works with
@@ -38,6 +40,9 @@ from pathlib import Path
 
 #: Set by the launcher for its workers: a folder where rank 0 leaves the error it printed.
 ERRORS_VARIABLE = "HYDRANET_LAUNCH_ERRORS"
+#: Set by whoever starts the launcher and wants that error too (a sweep, to name it in its failure report):
+#: the file the launcher copies it to before it removes its folder. Absent: the error goes only to the console.
+ERROR_FILE_VARIABLE = "HYDRANET_LAUNCH_ERROR_FILE"
 #: How long another rank waits for rank 0's error before printing its own.
 WAIT_FOR_RANK_ZERO_SECONDS = 10.0
 #: torchrun's loggers quieted to ERROR (and their children).
@@ -158,7 +163,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
     finally:
         os.environ.pop(ERRORS_VARIABLE, None)
+        _keep_error(Path(folder) / "rank0")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_error(said: Path) -> None:
+    """Copy the error rank 0 printed to the file ERROR_FILE_VARIABLE names, if the caller named one."""
+    wanted = os.environ.get(ERROR_FILE_VARIABLE)
+    if wanted and said.is_file():
+        try:
+            shutil.copyfile(said, wanted)
+        except OSError:  # the error was printed all the same; the caller says less
+            pass
 
 
 if __name__ == "__main__":
