@@ -101,10 +101,12 @@ def cli() -> None:
                    "--sweep varying fastest), each in its own folder under --out (default: "
                    "runs/<spec>-sweep-<time>), then compare them (seeds grouped) into --out/compare.csv. Values "
                    "are read as --set reads them; a value holding a comma goes in the list form, "
-                   "KEY='[v1, {a: 1, b: 2}]'. The same command again continues the sweep.")
+                   "KEY='[v1, {a: 1, b: 2}]'. The same command again continues the sweep. With --nproc, "
+                   "each run is its own launch of N processes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
-              help="Train with N processes on this machine (one per GPU; gloo on CPU): runs torchrun for you.")
+              help="Train with N processes on this machine (one per GPU; gloo on CPU): runs torchrun for you "
+                   "(with --sweep, once per run).")
 @device_option("train on", default=None,
                more="Short for --set train.device=DEVICE: auto, cpu, cuda, cuda:N or mps (default: the spec's "
                     "train.device).")
@@ -128,6 +130,7 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train my.yaml --nproc 4
       torchrun --nproc-per-node 8 -m hydranet train my.yaml
       hydranet train my.yaml --sweep weighting=sum,dwa --sweep train.seed=0,1,2 --out runs/w
+      hydranet train my.yaml --sweep weighting=sum,dwa --nproc 4 --out runs/w4
     """
     from hydranet.core.engine import plan_run, resume_conflict, run_plan
     from hydranet.core.report import metrics_table
@@ -165,20 +168,19 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
                  out_dir: str | None, device: str | None, progress: bool | None, nproc: int) -> None:
     """`train --sweep`: plan every combination (all problems at once), train them in turn, print the comparison.
 
+    With --nproc N each run is its own torchrun launch of N processes (a process group lives as long as its
+    processes), one after another; planning, skipping, the reports and the comparison stay in this process.
     `given` are the --set overrides as typed (without --device's), for the command that continues the sweep.
     """
     from hydranet.core.compare_output import comparison_table
-    from hydranet.core.sweep import failure_report, parse_sweeps, plan_sweep, run_sweep
+    from hydranet.core.sweep import Launcher, failure_report, parse_sweeps, plan_sweep, run_sweep
 
-    if nproc > 1:  # one torchrun per run would restart the processes, and Ctrl-C, per run; not built
-        raise click.UsageError("--sweep trains its runs one after another in this process and does not take "
-                               "--nproc; run each combination as its own `hydranet train ... --nproc N --set "
-                               "KEY=VALUE --out DIR`, then `hydranet compare DIR...`")
-    plan = plan_sweep(spec, parse_sweeps(sweeps), overrides=overrides, out_dir=out_dir)
+    plan = plan_sweep(spec, parse_sweeps(sweeps), overrides=overrides, out_dir=out_dir, nproc=nproc)
     again = shlex.join(["hydranet", "train", *([spec] if spec else []), *_pairs("--set", given),
                         *_pairs("--sweep", sweeps), *(["--device", device] if device else []),
-                        "--out", str(plan.out_dir)])
-    result = run_sweep(plan, progress=progress, again=again)
+                        *(["--nproc", str(nproc)] if nproc > 1 else []), "--out", str(plan.out_dir)])
+    launcher = Launcher(nproc, spec, overrides, progress) if nproc > 1 else None
+    result = run_sweep(plan, progress=progress, again=again, train_run=launcher)
     if result.comparison is not None:
         click.echo("\n" + comparison_table(result.comparison))
         click.echo(f"\nwrote {result.compare_csv}")

@@ -8,7 +8,8 @@ its own folder under the sweep folder, and running the same command again
 continues it (finished runs are skipped, an interrupted one resumes with the
 usual resume machinery). At the end the runs are compared as
 `hydranet compare` compares them (seeds grouped) and the table is written to
-the sweep folder's compare.csv.
+the sweep folder's compare.csv. With `--nproc N` each run trains in a torchrun
+launch of N processes of its own (`Launcher`); the rest stays in this process.
 
 Values are read exactly as `--set` reads one (`overrides.parse_value`): a
 `--sweep KEY=V1,V2` is the runs `--set KEY=V1`, `--set KEY=V2`. A value that
@@ -228,13 +229,15 @@ def folder_name(settings: Sequence[tuple[str, str]]) -> str:
 
 def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str] = (),
                out_dir: str | Path | None = None, components: Any = None, set_option: str = "--set",
-               sweep_option: str = "--sweep") -> SweepPlan:
+               sweep_option: str = "--sweep", nproc: int = 1) -> SweepPlan:
     """Resolve every combination's spec and look at its run folder, before any run trains.
 
     Every problem is reported at once, each naming its combinations: a spec
-    value that does not resolve, or a run folder holding a run of another
-    spec than the sweep now asks for.
+    value that does not resolve, a global batch that does not split among
+    `nproc` processes (each run then trains as `train --nproc` would), or a
+    run folder holding a run of another spec than the sweep now asks for.
     """
+    from hydranet.core.distributed import DistributedError
     from hydranet.core.run import default_run_dir
 
     overrides = override_list(overrides, set_option)
@@ -246,8 +249,9 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     for combo in combos:
         try:
             resolved = _resolve(spec, combo, overrides, components, set_option, sweep_option)
+            _check_batch(resolved, nproc, axes, sweep_option)
             run = _plan_folder(combo, root / combo.folder, resolved, components, set_option)
-        except SpecError as error:
+        except (SpecError, DistributedError) as error:
             spec_problems.setdefault(str(error), []).append(combo)
             continue
         except HydranetError as error:
@@ -261,6 +265,22 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
         raise SweepProblem(f"{bad} of the sweep's {plural(len(combos), 'run')} cannot start, so none was started:\n"
                            + "\n".join(textwrap.indent(problem, "    ")[2:] for problem in problems))
     return SweepPlan(root, list(axes), runs, sweep_option, set_option)
+
+
+def _check_batch(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_option: str) -> None:
+    """The global batch must split evenly among the processes of each run: refused before any run starts,
+    where `train --nproc` would refuse it only when that run's turn came."""
+    if nproc <= 1:
+        return
+    from hydranet.core.distributed import DistributedError, check_global_batch
+
+    try:
+        check_global_batch(resolved.spec.train.batch_size, nproc)
+    except DistributedError as error:
+        if any(axis.key == "train.batch_size" for axis in axes):  # a --set of it would be refused as swept
+            raise DistributedError(str(error).replace("(--set train.batch_size=N)",
+                                                      f"(in {sweep_option} train.batch_size=...)")) from None
+        raise
 
 
 def _refuse_run_folder(root: Path) -> None:
@@ -367,15 +387,27 @@ def _run_name(combo: Combination, total: int) -> str:
 
 
 def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None = None, echo: bool = True,
-              again: str | None = None) -> SweepResult:
+              again: str | None = None, train_run: Callable[[PlannedRun], Any] | None = None) -> SweepResult:
     """Train the planned runs one after the other, then compare them and write compare.csv.
 
     A run that fails is reported and the sweep goes on; the result lists it.
     Ctrl-C (or SIGTERM) stops the sweep once the current run has saved, and
     says how to continue: `again`, the command (or call) that runs this sweep again.
+
+    `train_run` trains one run elsewhere than in this process (a `Launcher`:
+    torchrun with N processes) and returns what it says of it (`best_epoch`,
+    `run_dir`); it raises `TrainingInterrupted` when a signal stopped the run,
+    any other error when the run failed. A stopped run it is given has no
+    `plan` (its processes load the checkpoint; this one need not hold it
+    meanwhile). Skipping, resuming, the reports and the comparison are the
+    same either way.
     """
     from hydranet.core.engine import run_plan
 
+    def in_process(run: PlannedRun) -> Any:
+        return run_plan(run.plan, components=components, progress=progress, echo=echo)
+
+    train = train_run or in_process
     say = _sayer(echo)
     total = len(plan.runs)
     again = again or f"the same sweep again, into {plan.out_dir}"
@@ -392,13 +424,14 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
         # free its model, optimizer and images (GPU memory) before this run measures free memory and places its own
         gc.collect()
         try:
-            run = _plan_folder(run.combination, run.path, run.resolved, components, plan.set_option, keep=True)
+            run = _plan_folder(run.combination, run.path, run.resolved, components, plan.set_option,
+                               keep=train_run is None)
             if run.state == "finished":
                 say(f"{head}: finished meanwhile in {run.path} (by another sweep or command), skipped")
                 result.outcomes[run.combination.number] = "skipped"
                 continue
             say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
-            trained = run_plan(run.plan, components=components, progress=progress, echo=echo)
+            trained = train(run)
         except (TrainingInterrupted, KeyboardInterrupt):  # a stop in the loop, or Ctrl-C while a run set up
             say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "
                 f"rest), run {again}")
@@ -456,6 +489,78 @@ def failure_report(result: SweepResult, total: int) -> str:
                  "train.lr too high), the run fails again: leave that value out of the sweep, or move the failed "
                  "runs' folders away before changing a --set (a run folder of another spec is refused).")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ runs of several processes
+
+
+@dataclass(frozen=True)
+class LaunchedRun:
+    """What the sweep says of a run a `Launcher` trained, as it says it of one trained in its own process."""
+
+    best_epoch: int | None
+    run_dir: Path
+
+
+class RunFailed(HydranetError):
+    """A launched run ended with an error; the message is the error its processes printed (or their status)."""
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Trains a sweep's run as `hydranet train ... --nproc N` trains one: a torchrun launch of N processes.
+
+    Each run needs processes of its own (a process group is set up once per
+    process), so the sweep stays in this process and launches its runs one
+    after another (`launch_local`), each given the command line of that one
+    run: `SPEC --set ... --out RUN`, or `--resume RUN` for a stopped one.
+    Its folder is then what a run of the one-process sweep leaves, and the
+    sweep skips, resumes, reports and compares it the same way.
+    """
+
+    nproc: int
+    spec: str | None  #: the spec file or built-in spec name as given (None: the demo)
+    overrides: tuple[str, ...] = ()  #: the --set values every run takes
+    progress: bool | None = None
+
+    def argv(self, run: PlannedRun) -> list[str]:
+        """`train ...` for the launch: the arguments of `hydranet train` for this one run."""
+        bars = [] if self.progress is None else ["--progress" if self.progress else "--no-progress"]
+        if run.state == "resume":
+            return ["train", "--resume", str(run.path), *bars]
+        sets = [part for value in [*self.overrides, *run.combination.overrides] for part in ("--set", value)]
+        return ["train", *([self.spec] if self.spec is not None else []), *sets, "--out", str(run.path), *bars]
+
+    def __call__(self, run: PlannedRun) -> LaunchedRun:
+        """Train `run` in `nproc` processes; TrainingInterrupted if a signal stopped it, RunFailed if it failed."""
+        import os
+        import tempfile
+
+        from hydranet.core.compare import RunProblem, read_run
+        from hydranet.core.distributed import launch_local
+        from hydranet.core.launch import AGENT_SIGNALS, ERROR_FILE_VARIABLE
+
+        with tempfile.TemporaryDirectory(prefix="hydranet-sweep-") as folder:
+            error_file = Path(folder) / "error"
+            before = os.environ.get(ERROR_FILE_VARIABLE)
+            os.environ[ERROR_FILE_VARIABLE] = str(error_file)  # the launcher leaves rank 0's error there
+            try:
+                status = launch_local(self.nproc, self.argv(run), device=run.resolved.spec.train.device)
+            finally:
+                if before is None:
+                    os.environ.pop(ERROR_FILE_VARIABLE, None)
+                else:
+                    os.environ[ERROR_FILE_VARIABLE] = before
+            said = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""
+        if status - 128 in AGENT_SIGNALS:  # Ctrl-C or SIGTERM: the run saved and said so; the sweep stops too
+            raise TrainingInterrupted(f"the run in {run.path} was stopped by a signal", status - 128)
+        if status != 0:
+            raise RunFailed(said or f"its {plural(self.nproc, 'process')} ended with exit status {status} "
+                                    "(the error is printed above)")
+        try:
+            return LaunchedRun(read_run(run.path).best_epoch, run.path)
+        except RunProblem as problem:
+            raise RunFailed(f"its processes ended without an error, but {problem}") from None
 
 
 # ------------------------------------------------------------------ the Python API
