@@ -173,7 +173,8 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
     `given` are the --set overrides as typed (without --device's), for the command that continues the sweep.
     """
     from hydranet.core.compare_output import comparison_table
-    from hydranet.core.sweep import Launcher, failure_report, parse_sweeps, plan_sweep, run_sweep
+    from hydranet.core.sweep import failure_report, parse_sweeps, plan_sweep, run_sweep
+    from hydranet.core.sweep_launch import Launcher
 
     plan = plan_sweep(spec, parse_sweeps(sweeps), overrides=overrides, out_dir=out_dir, nproc=nproc)
     again = shlex.join(["hydranet", "train", *([spec] if spec else []), *_pairs("--set", given),

@@ -9,7 +9,7 @@ continues it (finished runs are skipped, an interrupted one resumes with the
 usual resume machinery). At the end the runs are compared as
 `hydranet compare` compares them (seeds grouped) and the table is written to
 the sweep folder's compare.csv. With `--nproc N` each run trains in a torchrun
-launch of N processes of its own (`Launcher`); the rest stays in this process.
+launch of N processes of its own (`sweep_launch.Launcher`); the rest stays in this process.
 
 Values are read exactly as `--set` reads one (`overrides.parse_value`): a
 `--sweep KEY=V1,V2` is the runs `--set KEY=V1`, `--set KEY=V2`. A value that
@@ -489,78 +489,6 @@ def failure_report(result: SweepResult, total: int) -> str:
                  "train.lr too high), the run fails again: leave that value out of the sweep, or move the failed "
                  "runs' folders away before changing a --set (a run folder of another spec is refused).")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ runs of several processes
-
-
-@dataclass(frozen=True)
-class LaunchedRun:
-    """What the sweep says of a run a `Launcher` trained, as it says it of one trained in its own process."""
-
-    best_epoch: int | None
-    run_dir: Path
-
-
-class RunFailed(HydranetError):
-    """A launched run ended with an error; the message is the error its processes printed (or their status)."""
-
-
-@dataclass(frozen=True)
-class Launcher:
-    """Trains a sweep's run as `hydranet train ... --nproc N` trains one: a torchrun launch of N processes.
-
-    Each run needs processes of its own (a process group is set up once per
-    process), so the sweep stays in this process and launches its runs one
-    after another (`launch_local`), each given the command line of that one
-    run: `SPEC --set ... --out RUN`, or `--resume RUN` for a stopped one.
-    Its folder is then what a run of the one-process sweep leaves, and the
-    sweep skips, resumes, reports and compares it the same way.
-    """
-
-    nproc: int
-    spec: str | None  #: the spec file or built-in spec name as given (None: the demo)
-    overrides: tuple[str, ...] = ()  #: the --set values every run takes
-    progress: bool | None = None
-
-    def argv(self, run: PlannedRun) -> list[str]:
-        """`train ...` for the launch: the arguments of `hydranet train` for this one run."""
-        bars = [] if self.progress is None else ["--progress" if self.progress else "--no-progress"]
-        if run.state == "resume":
-            return ["train", "--resume", str(run.path), *bars]
-        sets = [part for value in [*self.overrides, *run.combination.overrides] for part in ("--set", value)]
-        return ["train", *([self.spec] if self.spec is not None else []), *sets, "--out", str(run.path), *bars]
-
-    def __call__(self, run: PlannedRun) -> LaunchedRun:
-        """Train `run` in `nproc` processes; TrainingInterrupted if a signal stopped it, RunFailed if it failed."""
-        import os
-        import tempfile
-
-        from hydranet.core.compare import RunProblem, read_run
-        from hydranet.core.distributed import launch_local
-        from hydranet.core.launch import AGENT_SIGNALS, ERROR_FILE_VARIABLE
-
-        with tempfile.TemporaryDirectory(prefix="hydranet-sweep-") as folder:
-            error_file = Path(folder) / "error"
-            before = os.environ.get(ERROR_FILE_VARIABLE)
-            os.environ[ERROR_FILE_VARIABLE] = str(error_file)  # the launcher leaves rank 0's error there
-            try:
-                status = launch_local(self.nproc, self.argv(run), device=run.resolved.spec.train.device)
-            finally:
-                if before is None:
-                    os.environ.pop(ERROR_FILE_VARIABLE, None)
-                else:
-                    os.environ[ERROR_FILE_VARIABLE] = before
-            said = error_file.read_text(encoding="utf-8").strip() if error_file.is_file() else ""
-        if status - 128 in AGENT_SIGNALS:  # Ctrl-C or SIGTERM: the run saved and said so; the sweep stops too
-            raise TrainingInterrupted(f"the run in {run.path} was stopped by a signal", status - 128)
-        if status != 0:
-            raise RunFailed(said or f"its {plural(self.nproc, 'process')} ended with exit status {status} "
-                                    "(the error is printed above)")
-        try:
-            return LaunchedRun(read_run(run.path).best_epoch, run.path)
-        except RunProblem as problem:
-            raise RunFailed(f"its processes ended without an error, but {problem}") from None
 
 
 # ------------------------------------------------------------------ the Python API

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from hydranet.core import distributed
 from hydranet.core.cli import cli
 from hydranet.core.launch import ERROR_FILE_VARIABLE
-from hydranet.core.sweep import Combination, Launcher, PlannedRun
+from hydranet.core.sweep import Combination, PlannedRun
+from hydranet.core.sweep_launch import Launcher
 from test_distributed import assert_no_torchrun_noise, group_norm_spec, hydranet_cli, processes_of, succeed
 
 
