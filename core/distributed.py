@@ -327,9 +327,7 @@ def launch_local(nproc: int, argv: Sequence[str], device: str | torch.device = "
     but prints only hydranet's messages (no tracebacks when a worker fails or
     a signal stops the run) and exits with the worker's status.
     """
-    if torch.cuda.is_available() and trains_on_cuda(device) and nproc > torch.cuda.device_count():
-        raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
-                               f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
+    check_process_count(nproc, device)
     command = [sys.executable, "-m", "hydranet.core.launch", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "hydranet", *argv]
     # torchrun kills workers that have not stopped 30 s after a signal; workers stop at the next log
@@ -338,6 +336,13 @@ def launch_local(nproc: int, argv: Sequence[str], device: str | torch.device = "
     env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_SECONDS))
     env.setdefault("OMP_NUM_THREADS", str(worker_threads(nproc)))
     return run_forwarding_signals(command, env=env)
+
+
+def check_process_count(nproc: int, device: str | torch.device = "auto") -> None:
+    """Refuse more processes than GPUs when the run trains on them (one GPU each); CPU processes are not counted."""
+    if torch.cuda.is_available() and trains_on_cuda(device) and nproc > torch.cuda.device_count():
+        raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
+                               f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
 
 
 def worker_threads(nproc: int) -> int:

@@ -249,7 +249,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     for combo in combos:
         try:
             resolved = _resolve(spec, combo, overrides, components, set_option, sweep_option)
-            _check_batch(resolved, nproc, axes, sweep_option)
+            _check_processes(resolved, nproc, axes, sweep_option)
             run = _plan_folder(combo, root / combo.folder, resolved, components, set_option)
         except (SpecError, DistributedError) as error:
             spec_problems.setdefault(str(error), []).append(combo)
@@ -267,13 +267,14 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     return SweepPlan(root, list(axes), runs, sweep_option, set_option)
 
 
-def _check_batch(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_option: str) -> None:
-    """The global batch must split evenly among the processes of each run: refused before any run starts,
-    where `train --nproc` would refuse it only when that run's turn came."""
+def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_option: str) -> None:
+    """Each run's processes must fit the machine's GPUs and split its global batch evenly: refused before any
+    run starts, where `train --nproc` would refuse it only when that run's turn came."""
     if nproc <= 1:
         return
-    from hydranet.core.distributed import DistributedError, check_global_batch
+    from hydranet.core.distributed import DistributedError, check_global_batch, check_process_count
 
+    check_process_count(nproc, resolved.spec.train.device)
     try:
         check_global_batch(resolved.spec.train.batch_size, nproc)
     except DistributedError as error:

@@ -167,3 +167,21 @@ def test_a_batch_that_does_not_split_is_refused_for_each_combination_before_any_
             in " ".join(result.output.split()))
     assert "(--set train.batch_size=N)" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_more_processes_than_gpus_is_refused_for_the_runs_on_cuda_before_any_launch(spec_file, tmp_path,
+                                                                                    monkeypatch):
+    import torch
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(distributed, "run_forwarding_signals", lambda command, env=None: launched.append(command) or 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    out = tmp_path / "w"
+    result = CliRunner().invoke(cli, ["train", str(spec_file), "--sweep", "train.device=cpu,cuda",
+                                      "--nproc", "2", "--out", str(out)])
+    assert result.exit_code == 1 and not launched and not out.exists(), result.output
+    said = " ".join(result.output.split())
+    assert ("run 2/2 (train.device=cuda): --nproc 2 asks for more processes than this machine's 1 GPU; "
+            "use at most one per GPU") in said
+    assert "run 1/2" not in said  # CPU processes are not counted against the GPUs
