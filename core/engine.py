@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,13 @@ from tqdm import tqdm
 from hydranet.core.background_compile import BackgroundCompile
 from hydranet.core.device import RunSettings, on_device
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import TrainingError, TrainingInterrupted
+from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
-from hydranet.core.observers import RunInfo, RunObservers
+from hydranet.core.observers import RunInfo, RunObservers, outcome
 from hydranet.core.planning import RunPlan, plan_run, resume_conflict
-from hydranet.core.plugin_calls import provenance
+from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress
 from hydranet.core.run import resume_command
@@ -66,6 +67,25 @@ class RunResult:
     timings: dict[str, Any] = field(default_factory=dict)
     #: False on the other ranks of a distributed run: only rank 0 reports (and wrote the run folder).
     is_main: bool = True
+
+    @property
+    def best(self) -> dict[str, dict[str, float]] | None:
+        """The validation metrics of the best epoch, the weights in best.pt (None: no epoch had a finite loss).
+
+        `final` is the last epoch's, the weights in last.pt; `hydranet eval best.pt`
+        and `hydranet compare` report these.
+        """
+        return metrics_at(self.history, self.best_epoch, self.final.metrics)
+
+
+def metrics_at(history: Sequence[Mapping[str, Any]], epoch: int,
+               like: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]] | None:
+    """Task -> metric -> value of `epoch`'s row of metrics.csv (`val.TASK.METRIC`), for the tasks and metrics
+    of `like`; None when no row is that epoch's. From the rows, so a resumed run has its earlier epochs' too."""
+    row = next((row for row in history if int(float(row["epoch"])) == epoch), None)
+    if row is None:
+        return None
+    return {task: {metric: float(row[f"val.{task}.{metric}"]) for metric in metrics} for task, metrics in like.items()}
 
 
 def train(
@@ -173,6 +193,9 @@ class Trainer(RunSetup, RunCheckpoints):
                     if isinstance(stop, StoppedAtOnce):
                         raise
                     raise self._stopped_at_once() from None
+        except Exception as error:
+            self._log_failure(error)
+            raise
         finally:
             self._stop_background_compile()
             self._close_recorded_step()
@@ -192,7 +215,9 @@ class Trainer(RunSetup, RunCheckpoints):
             started = time.perf_counter()
             train_losses, weights_used = self._train_epoch(epoch, order)
             train_seconds = time.perf_counter() - started
-            self.weighting.epoch_end(torch.tensor(train_losses, device=self.settings.device))
+            PluginCall("the epoch_end of", provenance(self.weighting, "weighting"),
+                       "Fix the weighting's epoch_end, or use another weighting")(
+                self.weighting.epoch_end, torch.tensor(train_losses, device=self.settings.device))
             started = time.perf_counter()
             self.model.eval()
             self.validating = True
@@ -239,7 +264,8 @@ class Trainer(RunSetup, RunCheckpoints):
                            self.data.notes, self.timings, is_main=self.dist.is_main)
         self.run_folder.write_json("summary.json", {
             "best_epoch": progress.best_epoch,
-            "final": final.metrics,
+            "best": result.best,  # the metrics of the weights in best.pt; null when no epoch's loss was finite
+            "final": final.metrics,  # the last epoch's, in last.pt
             "final_losses": final.losses,
             "higher_is_better": final.higher_is_better,  # how to rank the metrics without the task plugins
             "baselines": self.baselines,
@@ -374,9 +400,7 @@ class Trainer(RunSetup, RunCheckpoints):
             kept = ("No checkpoint had been written yet, so there is nothing to resume; "
                     "start the run again to train it.")
         else:
-            epoch, step = self.saved_at
-            at = f"the end of epoch {epoch - 1}" if step == 0 else f"epoch {epoch}, step {step}"
-            kept = (f"Kept: {self.run_folder.last_checkpoint}, saved at {at}. "
+            kept = (f"Kept: {self.run_folder.last_checkpoint}, saved at {self._saved_point()}. "
                     f"Continue from there with: {resume_command(self.run_folder.path, self.option)}")
         message = f"stopped at once by a second Ctrl-C during {during}, without saving its progress. {kept}"
         self.run_folder.log(message)  # the CLI does not repeat it either
@@ -400,6 +424,28 @@ class Trainer(RunSetup, RunCheckpoints):
         after = f", then {english_list(followers)} once the weights were damaged" if followers else ""
         self._stop_nonfinite(epoch, f"non-finite loss for {culprits} at epoch {epoch}, step {first_step}{after}",
                              whose)
+
+    def _saved_point(self) -> str:
+        """Where last.pt was saved: "the end of epoch 2" or "epoch 3, step 40" (`saved_at` is set)."""
+        assert self.saved_at is not None
+        epoch, step = self.saved_at
+        return f"the end of epoch {epoch - 1}" if step == 0 else f"epoch {epoch}, step {step}"
+
+    def _log_failure(self, error: Exception) -> None:
+        """Say in train.log why a set-up run ended, so its folder explains itself (`hydranet compare`, a reader).
+
+        A stop (Ctrl-C) and a non-finite loss have logged their own lines; a folder
+        that setup removed has no log. An error hydranet worded is logged as shown;
+        any other (a bug, in a plugin or here) with its traceback, which the console's
+        one-line message leaves out.
+        """
+        status, message = outcome(error, self.observers.nonfinite)
+        if status != "failed" or not (self.run_folder.path / "train.log").is_file():
+            return
+        saved = "no checkpoint written" if self.saved_at is None else f"last.pt saved at {self._saved_point()}"
+        self.run_folder.log(f"error: the run stopped ({saved}): {message}", console=False)
+        if not isinstance(error, HydranetError):
+            self.run_folder.log("".join(traceback.format_exception(error)).rstrip(), console=False)
 
     def _stop_nonfinite(self, epoch: int, problem: str, whose: str, advice: str = "") -> NoReturn:
         """Stop for non-finite losses: say what went wrong, which checkpoint is kept and what to try."""

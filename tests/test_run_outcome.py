@@ -1,0 +1,111 @@
+"""What a finished or failed run leaves to read: the best epoch's metrics, and why a run stopped.
+
+A run's best.pt holds its best epoch, the one `hydranet eval` and `compare`
+report; the run's result and summary.json must give those metrics too, not
+only the last epoch's. A run that fails after it was set up keeps its folder
+(its earlier epochs may be saved), so its train.log must say why it stopped,
+with the traceback when the error was not one hydranet worded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import hydranet
+from hydranet.core.weighting import WeightedSum
+from conftest import tiny_spec, with_weighting
+from hydranet.core.engine import metrics_at
+from hydranet.core.errors import TrainingError
+from hydranet.core.run import read_metrics
+from hydranet.core.spec import load_spec
+
+
+class AscentAfterFirstEpoch(WeightedSum):
+    """Descends in epoch 1, then climbs the loss (multipliers -1): a later epoch is worse than the first."""
+
+    def __init__(self, tasks):
+        super().__init__(tasks)
+        self.register_buffer("sign", torch.ones(()))
+
+    def multipliers(self):
+        return self.sign * torch.ones(self.num_tasks, device=self.sign.device)
+
+    def epoch_end(self, losses):
+        self.sign.fill_(-1.0)
+
+
+def train(faces, tmp_path, strategy, **train_settings):
+    components = with_weighting("probe", strategy, plugin="w-plugin")
+    spec = load_spec({**tiny_spec(faces, **train_settings), "weighting": "probe"}, components=components)
+    return hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+
+
+def assert_metrics(got, expected):
+    assert got.keys() == expected.keys()
+    for task, metrics in expected.items():
+        assert got[task] == pytest.approx(metrics, rel=1e-7), task
+
+
+def test_the_result_and_summary_give_the_best_epochs_metrics_beside_the_last(faces, tmp_path):
+    result = train(faces, tmp_path, AscentAfterFirstEpoch, epochs=3, optimizer="adamw", lr=0.01)
+    assert result.best_epoch == 1  # the climbing epochs validate worse
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    first, last = rows[0], rows[-1]
+    expected_best = {task: {metric: first[f"val.{task}.{metric}"] for metric in metrics}
+                     for task, metrics in result.final.metrics.items()}
+    assert_metrics(result.best, expected_best)  # metrics.csv keeps 9 significant digits
+    assert result.final.metrics["age"]["mae"] == pytest.approx(last["val.age.mae"])
+    assert result.best["age"]["mae"] != pytest.approx(result.final.metrics["age"]["mae"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best_epoch"] == 1
+    assert_metrics(summary["best"], expected_best)
+    assert summary["final"]["age"]["mae"] == pytest.approx(last["val.age.mae"])
+
+
+def test_metrics_at_reads_an_epochs_row_as_metrics_csv_gives_it():
+    rows = [{"epoch": 1.0, "val.age.mae": 9.5, "val.gender.accuracy": 0.5},
+            {"epoch": 2.0, "val.age.mae": 8.0, "val.gender.accuracy": 0.75}]
+    like = {"age": {"mae": 0.0}, "gender": {"accuracy": 0.0}}
+    assert metrics_at(rows, 2, like) == {"age": {"mae": 8.0}, "gender": {"accuracy": 0.75}}
+    assert metrics_at(rows, 0, like) is None  # no epoch had a finite loss: no best.pt
+
+
+class FailingEpochEnd(WeightedSum):
+    def multipliers(self):
+        return torch.ones(self.num_tasks)
+
+    def epoch_end(self, losses):
+        raise ValueError("history buffer not initialised")
+
+
+def test_a_weighting_whose_epoch_end_raises_is_named_and_train_log_says_why_the_run_stopped(faces, tmp_path):
+    with pytest.raises(TrainingError) as caught:
+        train(faces, tmp_path, FailingEpochEnd, epochs=1)
+    message = str(caught.value)
+    assert message.startswith("the epoch_end of weighting 'probe' from plugin 'w-plugin'")
+    assert "raised ValueError: history buffer not initialised" in message and "Fix the weighting's epoch_end" in message
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"error: the run stopped (no checkpoint written): {message}" in log
+    assert "Traceback" not in log  # a worded error is enough
+
+
+class FailingStateDict(WeightedSum):
+    """A bug hydranet does not check for: state_dict raises when the epoch's checkpoint is saved."""
+
+    def multipliers(self):
+        return torch.ones(self.num_tasks)
+
+    def state_dict(self, *args, **kwargs):
+        raise KeyError("not_a_buffer")
+
+
+def test_an_unexpected_error_after_setup_leaves_its_traceback_in_train_log(faces, tmp_path):
+    with pytest.raises(KeyError):
+        train(faces, tmp_path, FailingStateDict, epochs=1)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "error: the run stopped (no checkpoint written): KeyError: 'not_a_buffer'" in log
+    assert "Traceback (most recent call last)" in log and "in state_dict" in log
+    assert log.rstrip().endswith("KeyError: 'not_a_buffer'")
