@@ -10,15 +10,45 @@ plugin registered. Every field's description is the user's documentation:
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hydranet.core.device import device_name_problem
 
 
-class Component(BaseModel):
+def takes_numbers_not_bools(annotation: Any) -> bool:
+    """Whether a field of this type holds numbers (int, float, in a union too) and no bool.
+
+    pydantic's lax mode reads `true` as 1 for an int or float field, so
+    `epochs: true` would train one epoch: a typo, refused instead.
+    """
+    if annotation is bool:
+        return False
+    if annotation in (int, float):
+        return True
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(takes_numbers_not_bools(a) for a in arguments) and bool not in arguments
+    return False
+
+
+class SpecSection(BaseModel):
+    """A spec section: `true` or `false` is no number, whatever pydantic's lax mode would make of it."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and takes_numbers_not_bools(field.annotation):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
+
+
+class Component(SpecSection):
     """A named component; keys other than `name` are that component's parameters."""
 
     model_config = ConfigDict(extra="allow")
@@ -60,7 +90,7 @@ class DataSection(Component):
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
-class TaskSection(BaseModel):
+class TaskSection(SpecSection):
     """One task: a registered task (`age`) or a new task from a kind (`{name: smiling, kind: binary, ...}`)."""
 
     model_config = ConfigDict(extra="allow")
@@ -82,7 +112,7 @@ class TaskSection(BaseModel):
         return name
 
 
-class AugmentSection(BaseModel):
+class AugmentSection(SpecSection):
     model_config = ConfigDict(extra="forbid")
 
     flip: bool = Field(True, description="Random horizontal flip.")
@@ -90,7 +120,7 @@ class AugmentSection(BaseModel):
     color_jitter: float = Field(0.0, ge=0, lt=1, description="Random brightness/contrast/saturation strength.")
 
 
-class TrainSection(BaseModel):
+class TrainSection(SpecSection):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(10, ge=1)
@@ -154,7 +184,7 @@ class TrainSection(BaseModel):
 COMPONENT_SECTIONS = ("backbone", "weighting", "data")
 
 
-class Spec(BaseModel):
+class Spec(SpecSection):
     """The shape of a spec file (first pass)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from torch import Tensor, nn
 
 from hydranet.core.errors import ComponentError
@@ -61,8 +62,8 @@ class Rescale(nn.Module):
 
 class RegressionParams(HeadParams):
     loss: Literal["l1", "mse", "huber"] = Field("l1", description="Per-sample loss on the standardised value.")
-    min: float | None = Field(None, description="Labels below this are treated as missing.")
-    max: float | None = Field(None, description="Labels above this are treated as missing.")
+    min: float | None = Field(None, allow_inf_nan=False, description="Labels below this are treated as missing.")
+    max: float | None = Field(None, allow_inf_nan=False, description="Labels above this are treated as missing.")
     normalize: bool = Field(True, description="Learn the label standardised by the training mean and std.")
     unit: str = Field("", description="Unit shown with predictions (e.g. years).")
 
@@ -147,6 +148,24 @@ class RegressionTask(Task):
 
 class ClassificationParams(HeadParams):
     class_names: list[str] | None = Field(None, description="Display name of each class, in label order.")
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct_names(cls, names: list[str] | None) -> list[str] | None:
+        """Labels are read by class name too, case-insensitively: two names alike would be one class."""
+        if names is None:
+            return names
+        if len(names) < 2:
+            raise ValueError(f"a classification task needs at least 2 classes, got {len(names)}")
+        if any(not name.strip() for name in names):
+            raise ValueError("a class name is empty")
+        seen: dict[str, str] = {}
+        for name in names:
+            if name.strip().lower() in seen:
+                raise ValueError(f"class names {seen[name.strip().lower()]!r} and {name!r} are the same name "
+                                 "(labels match class names case-insensitively); give each class its own")
+            seen[name.strip().lower()] = name
+        return names
 
 
 class ClassificationTask(Task):
@@ -275,8 +294,12 @@ class MulticlassTask(ClassificationTask):
 
 
 def preset(params: type[BaseModel], model_name: str, **defaults: Any) -> type[BaseModel]:
-    """A params model like `params` with new defaults, for tasks that are a kind with presets."""
-    fields = {key: (params.model_fields[key].annotation, Field(value, description=params.model_fields[key].description))
+    """A params model like `params` with new defaults, for tasks that are a kind with presets.
+
+    Each field keeps all its constraints (bounds, finiteness, description); only the default changes.
+    """
+    fields = {key: (params.model_fields[key].annotation, FieldInfo.merge_field_infos(params.model_fields[key],
+                                                                                     default=value))
               for key, value in defaults.items()}
     return create_model(model_name, __base__=params, **fields)
 

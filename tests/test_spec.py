@@ -664,3 +664,39 @@ def test_renaming_a_component_by_override_says_its_old_parameters_were_kept(comp
     # a typo of the new dataset's own key, with no rename, is still a typo
     assert "did you mean 'root'?" in problems({**BASE, "data": {"name": "utkface", "rot": "x"}},
                                               components=components)["data.rot"]
+
+
+@pytest.mark.parametrize("override, path", [
+    ("train.epochs=true", "train.epochs"),
+    ("train.batch_size=false", "train.batch_size"),
+    ("train.lr=true", "train.lr"),
+    ("train.eval_batch_size=true", "train.eval_batch_size"),
+    ("image_size=true", "image_size"),
+    ("data.val_fraction=true", "data.val_fraction"),
+    ("augment.translate=true", "augment.translate"),
+])
+def test_true_or_false_is_no_number(components, override, path):
+    # pydantic's lax mode would read `epochs: true` as 1 epoch; a typo must not train
+    found = problems(BASE, override, components=components)
+    assert found == {f"{path} (from --set {override})": f"expected a number, not {override.split('=')[1]}"}
+
+
+def test_a_bool_field_still_takes_a_bool(components):
+    assert load(BASE, "augment.flip=false", components=components).spec.augment.flip is False
+
+
+@pytest.mark.parametrize("task, path, expected", [
+    ({"name": "age", "min": float("nan")}, "tasks[0].min", "finite number"),
+    ({"name": "age", "max": float("inf")}, "tasks[0].max", "finite number"),
+    ({"name": "ethnicity", "num_classes": 1}, "tasks[0].num_classes", "greater than or equal to 2"),
+    ({"name": "ethnicity", "num_classes": None, "class_names": ["only"]}, "tasks[0].class_names",
+     "needs at least 2 classes, got 1"),
+    ({"name": "gender", "class_names": ["Male", "male"]}, "tasks[0].class_names",
+     "class names 'Male' and 'male' are the same name"),
+    ({"name": "hair", "kind": "multiclass", "label": "hair", "class_names": ["a", " "]}, "tasks[0].class_names",
+     "a class name is empty"),
+])
+def test_task_params_a_preset_task_keeps_its_kinds_constraints(components, task, path, expected):
+    # `age`, `gender` and `ethnicity` are presets of the kinds: a new default must not drop a kind's bounds
+    found = problems({**BASE, "tasks": [task]}, components=components)
+    assert path in found and expected in found[path], found
