@@ -13,6 +13,17 @@ over the T tasks and each task's M_t metrics, with l_tm = 1 where lower is
 better. Each task counts once, whatever its number of metrics; positive is
 better than the reference.
 
+Runs that differ only in their seed are one group: each metric's mean and
+sample std over its runs, Δm computed on the means against the reference's
+group (as the literature reports it), and, for its spread, each run's own Δm
+against the reference group's means, their mean and sample std (the mean is
+the Δm on the means wherever every run has every metric: Δm is linear in
+the run's metrics). Each run's cost is shown too: the median seconds of its
+training epochs.
+
+A RUN may be a sweep folder (`hydranet train --sweep`'s), which stands for
+its runs in the sweep's order, as `hydranet plot` takes it.
+
 Whether higher is better is known to each task's metrics, not to the run
 folder. The run's spec.yaml names its tasks, so they are built again through
 the task registry (this module does not import a task), and their metrics
@@ -33,7 +44,7 @@ from typing import Any
 import yaml
 
 from hydranet.core.errors import HydranetError
-from hydranet.core.plot import CHARTS, RunSeries, series_from_rows
+from hydranet.core.plot import CHARTS, RunSeries, expand_sweep_folders, series_from_rows
 from hydranet.core.run import RUN_FILES, read_metrics
 from hydranet.core.wording import english_list, plural
 
@@ -67,6 +78,8 @@ class RunRecord:
     label: str = ""
     #: its metrics.csv, every column (what `hydranet plot` draws, read once with the rest)
     series: RunSeries = field(default_factory=lambda: RunSeries([]), repr=False, compare=False)
+    #: the median seconds of its training epochs (`train_seconds_per_epoch`); None where the run recorded none
+    train_seconds: float | None = None
 
     @property
     def weighting(self) -> str:
@@ -87,10 +100,11 @@ def _name(section: Any) -> str:
 
 @dataclass
 class RunGroup:
-    """Runs whose specs differ only in a seed (SEED_KEYS): one experiment, measured `n` times.
+    """Runs whose specs differ only in a seed (SEED_KEYS): one experiment, measured `n` times, in seed order.
 
     It stands where a run stands in Δm (`metrics` are the means), so Δm is
-    computed on the means, as the literature reports it.
+    computed on the means, as the literature reports it; its spread over the
+    seeds is Comparison.group_run_delta_m.
     """
 
     runs: list[RunRecord]
@@ -126,9 +140,20 @@ class RunGroup:
         """Each metric's sample standard deviation over the runs (NaN for one run)."""
         return self._over_runs(sample_std)
 
+    @property
+    def train_seconds(self) -> tuple[float, float] | None:
+        """The mean and sample std (NaN for one) of its runs' training seconds per epoch, over the runs that
+        recorded them; None where none did."""
+        return mean_std([run.train_seconds for run in self.runs if run.train_seconds is not None])
+
     def _over_runs(self, reduce: Any) -> dict[str, dict[str, float]]:
         return {task: {metric: reduce([run.metrics[task][metric] for run in self.runs]) for metric in metrics}
                 for task, metrics in self.higher_is_better.items()}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
+    """The mean and sample std (`sample_std`) of `values`; None for no value."""
+    return (statistics.fmean(values), sample_std(values)) if values else None
 
 
 def sample_std(values: Sequence[float]) -> float:
@@ -142,6 +167,13 @@ def sample_std(values: Sequence[float]) -> float:
 def _seed(spec: Mapping[str, Any]) -> Any:
     train = spec.get("train")
     return train.get("seed", 0) if isinstance(train, Mapping) else 0
+
+
+def _seed_order(run: RunRecord) -> tuple[int, Any]:
+    """Seeds in order: numbers by value, anything else after them, by its text."""
+    seed = _seed(run.spec)
+    number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
+    return (0, seed) if number else (1, repr(seed))
 
 
 def read_run(path: str | Path, epoch: str | int = "best", components: Any = None) -> RunRecord:
@@ -184,7 +216,20 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     directions = recorded_directions(summary, spec) or metric_directions(path, spec, components)
     metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
                for task, names in directions.items()}
-    return RunRecord(path, spec, epochs[-1], best, at, metrics, directions, series=series)
+    return RunRecord(path, spec, epochs[-1], best, at, metrics, directions, series=series,
+                     train_seconds=train_seconds_per_epoch(summary, rows))
+
+
+def train_seconds_per_epoch(summary: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median seconds of a run's training epochs (validation not counted; the median, so that the first
+    epoch's compilation does not count): summary.json's timings.epoch_train_seconds, or, where it has none (a
+    run that has not finished), metrics.csv's train_seconds column; None where neither has a number."""
+    timings = summary.get("timings") if summary is not None else None
+    seconds = timings.get("epoch_train_seconds") if isinstance(timings, Mapping) else None
+    if not isinstance(seconds, list) or not seconds:
+        seconds = [row.get("train_seconds") for row in rows]
+    values = [float(v) for v in seconds if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return statistics.median(values) if values else None
 
 
 def _epoch_span(epochs: Sequence[int]) -> str:
@@ -264,38 +309,44 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
               as_given: bool = False) -> tuple[list[RunRecord], RunRecord, list[str]]:
     """The runs `paths` name (each once), the reference among them, and a note per folder skipped.
 
-    The reference is `ref` (put first when `paths` do not name it), else the
-    first of `paths`; runs of one sweep folder are taken in its compare.csv's
-    order unless `as_given` (the sweep itself, whose order is its own, and
-    whose compare.csv may be an earlier run's, of values in another order). A folder that cannot be compared stops the command,
-    every such folder listed at once; with `skip_bad` it is left out with a
-    note instead (`hydranet compare runs/*` over a folder holding other
-    things), except the reference named by `ref`.
+    A sweep folder among `paths` stands for its runs, in the sweep's order
+    (`expand_sweep_folders`, as `hydranet plot` takes it). The reference is
+    `ref`, else the first of the runs. Runs of one sweep folder are taken in
+    its compare.csv's order unless `as_given` (the sweep itself, whose order
+    is its own, and whose compare.csv may be an earlier run's, of values in
+    another order); `ref` keeps its place among them, and is put first only
+    when `paths` do not name it. A folder that cannot be compared stops the
+    command, every such folder listed at once; with `skip_bad` it is left out
+    with a note instead (`hydranet compare runs/*` over a folder holding
+    other things), except the reference named by `ref`. A sweep folder's run
+    that cannot be compared (one that failed) is always left out with a note,
+    as the sweep's own comparison leaves it out.
     """
-    unique: dict[Path, Path] = {}
-    for path in map(Path, paths):
+    unique: dict[Path, tuple[Path, bool]] = {}  # resolved -> (the path as given, whether from a sweep folder)
+    for path, from_sweep in expand_sweep_folders(paths):
         if path.name in (COMPARE_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
             continue
-        unique.setdefault(path.resolve(), path)
-    if ref is None and not as_given:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again
-        unique = {path.resolve(): path for path in _sweep_ordered(list(unique.values()))}
+        unique.setdefault(path.resolve(), (path, from_sweep))
+    if not as_given:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again
+        unique = {path.resolve(): unique[path.resolve()] for path in _sweep_ordered([p for p, _ in unique.values()])}
     if ref is not None and Path(ref).resolve() not in unique:
-        unique = {Path(ref).resolve(): Path(ref), **unique}
-    runs, problems = [], []
-    for resolved, path in unique.items():
+        unique = {Path(ref).resolve(): (Path(ref), False), **unique}
+    runs, problems, left_out = [], [], []
+    for resolved, (path, from_sweep) in unique.items():
         try:
             runs.append(read_run(path, epoch, components))
         except RunProblem as problem:
             if ref is not None and resolved == Path(ref).resolve():
                 raise RunProblem(f"the reference (--ref) cannot be compared: {problem}") from None
-            problems.append(problem)
-    if problems and not (skip_bad and runs):
-        if not runs:
-            raise RunProblem(problems[0] if len(problems) == 1 else describe_problems(problems))
+            (left_out if skip_bad or from_sweep else problems).append(problem)
+    if not runs:
+        problems += left_out
+        raise RunProblem(problems[0] if len(problems) == 1 else describe_problems(problems))
+    if problems:
         raise RunProblem(f"{describe_problems(problems)}\nLeave {'it' if len(problems) == 1 else 'them'} out, "
                          "or pass --skip-bad to compare the others.")
     reference = runs[0] if ref is None else next(r for r in runs if r.path.resolve() == Path(ref).resolve())
-    return runs, reference, [f"skipped: {problem}" for problem in problems]
+    return runs, reference, [f"skipped: {problem}" for problem in left_out]
 
 
 def _sweep_ordered(paths: list[Path]) -> list[Path]:
@@ -343,6 +394,14 @@ class Comparison:
     #: their Δm, on the means, is in group_delta_m under each group's path
     groups: list[RunGroup] | None = None
     group_delta_m: dict[Path, float] = field(default_factory=dict)
+    #: under each group's path, each of its runs' Δm (in the group's order) against the reference group's means:
+    #: the spread of the group's Δm over its seeds (`group_delta_m_spread`)
+    group_run_delta_m: dict[Path, list[float]] = field(default_factory=dict)
+
+    def group_delta_m_spread(self, group: RunGroup) -> tuple[float, float]:
+        """The mean and sample std of the group's runs' Δm against the reference group's means (std NaN for one
+        run); the mean is group_delta_m wherever every run has every metric."""
+        return mean_std(self.group_run_delta_m[group.path]) or (math.nan, math.nan)
 
     def higher_is_better(self, task: str, metric: str) -> bool:
         return self.reference.higher_is_better[task][metric]
@@ -380,7 +439,7 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
         ordered.sort(key=lambda run: _best_first(delta[run.path]))
     comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes)
     if group:
-        _add_groups(comparison, sort)
+        _add_groups(comparison, runs, sort)  # grouped as given: --sort orders the groups, not a group's seeds
     return comparison
 
 
@@ -403,22 +462,24 @@ def _best_first(delta: float) -> float:
     return -delta if math.isfinite(delta) else math.inf
 
 
-def _add_groups(comparison: Comparison, sort: bool) -> None:
-    """Group the compared runs by seed; only when some group has several runs (else the table stays per run)."""
-    groups, notes = group_runs(comparison.runs)
+def _add_groups(comparison: Comparison, runs: Sequence[RunRecord], sort: bool) -> None:
+    """Group `runs` (as given) by seed; only when some group has several runs (else the table stays per run)."""
+    groups, notes = group_runs(runs)
     comparison.notes += notes
     if all(g.n == 1 for g in groups):
         return
     reference = next(g for g in groups if comparison.reference in g.runs)
     for g in groups:
         comparison.group_delta_m[g.path] = _delta_m(g, reference, comparison.shared)[0]
+        comparison.group_run_delta_m[g.path] = [_delta_m(run, reference, comparison.shared)[0] for run in g.runs]
     if sort:
         groups.sort(key=lambda g: _best_first(comparison.group_delta_m[g.path]))
     comparison.groups = groups
 
 
 def group_runs(runs: Sequence[RunRecord]) -> tuple[list[RunGroup], list[str]]:
-    """Runs whose specs differ only in SEED_KEYS, as groups (in the order of their first run), and notes.
+    """Runs whose specs differ only in SEED_KEYS, as groups (in the order of their first run; each group's runs in
+    the order of their seeds), and notes.
 
     Runs of the same spec and the same seed are repeats of one run, not seeds:
     where some runs of a group share a seed, its runs are shown apart, with a note.
@@ -435,7 +496,7 @@ def group_runs(runs: Sequence[RunRecord]) -> tuple[list[RunGroup], list[str]]:
     for members in classes:
         seeds = [_seed(run.spec) for run in members]
         if len(set(map(repr, seeds))) == len(seeds):
-            groups.append(RunGroup(members))
+            groups.append(RunGroup(sorted(members, key=_seed_order)))
             continue
         groups += [RunGroup([run]) for run in members]
         if len(set(map(repr, seeds))) > 1:

@@ -20,8 +20,17 @@ from hydranet.core.run import csv_number
 from hydranet.core.wording import english_list
 
 
-def _value(value: float) -> float | None:
-    return value if math.isfinite(value) else None  # JSON has no NaN
+def _value(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None  # JSON has no NaN
+
+
+#: the name of the training-time field (JSON) and column (CSV): the median seconds of a run's training epochs
+SECONDS = "train_seconds_per_epoch"
+
+
+def _group_seconds(group: RunGroup) -> tuple[float, float]:
+    """The group's training seconds per epoch, mean and std: NaN where its runs recorded none."""
+    return group.train_seconds or (math.nan, math.nan)
 
 
 def comparison_dict(comparison: Comparison) -> dict[str, Any]:
@@ -38,6 +47,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
             "epoch": run.epoch,
             "metrics": {t: {m: _value(v) for m, v in values.items()} for t, values in run.metrics.items()},
             "delta_m": _value(comparison.delta_m[run.path]),
+            SECONDS: _value(run.train_seconds),
             "differs": differences(ref.spec, run.spec),
         } for run in comparison.runs],
         **({"groups": [_group_dict(comparison, g) for g in comparison.groups]} if comparison.groups else {}),
@@ -46,14 +56,20 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
 
 
 def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
-    """A group for programs: its runs and seeds, each metric's mean and sample std, Δm on the means."""
+    """A group for programs: its runs and seeds, each metric's mean and sample std, Δm on the means, each run's Δm
+    against the reference group's means and their mean and sample std, the training seconds per epoch."""
     def values(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
         return {t: {m: _value(v) for m, v in metrics.items()} for t, metrics in table.items()}
 
+    delta_mean, delta_std = comparison.group_delta_m_spread(group)
+    seconds_mean, seconds_std = _group_seconds(group)
     return {"name": group.label, "runs": [str(run.path) for run in group.runs], "n": group.n,
             "seeds": group.seeds, "weighting": group.runs[0].weighting, "backbone": group.runs[0].backbone,
             "mean": values(group.metrics), "std": values(group.std),
             "delta_m": _value(comparison.group_delta_m[group.path]),
+            "delta_m_runs": [_value(v) for v in comparison.group_run_delta_m[group.path]],
+            "delta_m_mean": _value(delta_mean), "delta_m_std": _value(delta_std),
+            f"{SECONDS}_mean": _value(seconds_mean), f"{SECONDS}_std": _value(seconds_std),
             "differs": _group_differences(comparison, group)}
 
 
@@ -68,18 +84,22 @@ def comparison_json(comparison: Comparison) -> str:
 
 
 def comparison_csv(comparison: Comparison) -> str:
-    """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent.
+    """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent,
+    train_seconds_per_epoch.
 
-    Grouped by seed, one line per group: its runs, n, seeds, each metric's mean and std, delta_m_percent.
+    Grouped by seed, one line per group: its runs, n, seeds, each metric's mean and std, delta_m_percent (on the
+    means), delta_m_percent.mean and .std (over its runs' own), train_seconds_per_epoch.mean and .std. A value
+    the runs do not have is an empty cell.
     """
     if comparison.groups:
         return _groups_csv(comparison)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
-                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent"])
+                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent", SECONDS])
     for run in comparison.runs:
         values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
+        values.append(math.nan if run.train_seconds is None else run.train_seconds)
         best = "" if run.best_epoch is None else run.best_epoch
         writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
                          run.epoch, *map(_csv_value, values)])
@@ -95,13 +115,15 @@ def _groups_csv(comparison: Comparison) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["group", "runs", "n", "seeds", "weighting", "backbone",
                      *(f"{t}.{m}.{what}" for t, m in comparison.shared for what in ("mean", "std")),
-                     "delta_m_percent"])
+                     "delta_m_percent", "delta_m_percent.mean", "delta_m_percent.std", f"{SECONDS}.mean",
+                     f"{SECONDS}.std"])
     for g in comparison.groups or ():
         mean, std = g.metrics, g.std
         writer.writerow([g.label, ";".join(str(run.path) for run in g.runs), g.n, ";".join(map(str, g.seeds)),
                          g.runs[0].weighting, g.runs[0].backbone,
                          *(_csv_value(table[t][m]) for t, m in comparison.shared for table in (mean, std)),
-                         _csv_value(comparison.group_delta_m[g.path])])
+                         _csv_value(comparison.group_delta_m[g.path]),
+                         *map(_csv_value, comparison.group_delta_m_spread(g)), *map(_csv_value, _group_seconds(g))])
     return buffer.getvalue()
 
 
@@ -112,17 +134,34 @@ def comparison_table(comparison: Comparison) -> str:
     ref = comparison.reference
     changes = {run.path: _differs_text(differences(ref.spec, run.spec)) for run in comparison.runs}
     with_changes = any(text != "-" for text in changes.values())
-    headers = ["run", "weighting", "backbone", "epochs", "best epoch", *(f"{t}.{m}" for t, m in comparison.shared),
-               "delta_m%", *(["differs from the reference"] if with_changes else [])]
+    headers = ["run", "weighting", "backbone", "epochs", "best epoch", TIME,
+               *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
+               *(["differs from the reference"] if with_changes else [])]
     rows = []
     for run in comparison.runs:
         rows.append([run.label, run.weighting, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
-                     "-" if run.best_epoch is None else run.best_epoch,
+                     "-" if run.best_epoch is None else run.best_epoch, _seconds(run.train_seconds),
                      *(run.metrics[t][m] for t, m in comparison.shared),
                      _delta_text(comparison.delta_m[run.path], run is ref),
                      *([changes[run.path]] if with_changes else [])])
     return _framed(comparison, f"validation metrics of each run at {_at(comparison)}; reference: {ref.label}",
                    format_table(headers, rows), f"delta_m%: the mean relative change against {ref.label}")
+
+
+#: the training-time column of the table, and its legend
+TIME = "train s/epoch"
+TIME_LEGEND = (f"{TIME}: the median seconds of a run's training epochs (validation not counted), from its summary.json "
+               "timings, or its metrics.csv before it finished; - where it recorded none. Compare it only between "
+               "runs on the same machine.")
+
+
+def _seconds(seconds: float | None, std: float = math.nan) -> str:
+    """A training-time cell: the seconds to 3 significant digits (whole from 100 s on), a group's std to as many
+    decimals; "-" where there are none."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    decimals = max(0, 2 - math.floor(math.log10(abs(seconds)))) if seconds else 2
+    return f"{seconds:.{decimals}f}" + ("" if math.isnan(std) else f" ± {std:.{decimals}f}")
 
 
 def _differs_text(changes: dict[str, Any]) -> str:
@@ -141,38 +180,50 @@ def _at(comparison: Comparison) -> str:
 
 
 def _framed(comparison: Comparison, title: str, table: str, delta_m: str) -> str:
-    """A table with its title line above, and the legend (`delta_m` starts it) and the notes below."""
+    """A table with its title line above, and the legend (`delta_m` starts it, the time column ends it) and the
+    notes below."""
     lower = [f"{t}.{m}" for t, m in comparison.shared if not comparison.higher_is_better(t, m)]
     legend = (f"{delta_m}, over the tasks (each task's metrics averaged first), in percent; positive is better. "
               + (f"Lower is better for {english_list(lower)}, higher for the others." if lower
                  else "Higher is better for every metric."))
-    lines = [title, "", table, "", textwrap.fill(legend, 100)]
+    lines = [title, "", table, "", textwrap.fill(legend, 100), textwrap.fill(TIME_LEGEND, 100)]
     if comparison.notes:
         lines += ["", "notes:", *(f"  {note}" for note in comparison.notes)]
     return "\n".join(lines)
 
 
 def _groups_table(comparison: Comparison) -> str:
-    """One row per group of seeds: each metric as mean ± sample std over its n runs, Δm on the means."""
+    """One row per group of seeds: each metric, Δm and the training time as mean ± sample std over its n runs."""
     groups = comparison.groups or []
     ref = next(g for g in groups if comparison.reference in g.runs)
     changes = {g.path: _differs_text(_group_differences(comparison, g)) for g in groups}
     with_changes = any(text != "-" for text in changes.values())
-    headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", *(f"{t}.{m}" for t, m in comparison.shared),
-               "delta_m%", *(["differs from the reference"] if with_changes else [])]
+    headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", TIME,
+               *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
+               *(["differs from the reference"] if with_changes else [])]
     rows = []
     for g in groups:
         mean, std = g.metrics, g.std
         epochs = ",".join(dict.fromkeys(f"{run.epochs_done}/{run.epochs_planned}" for run in g.runs))
         rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting, g.runs[0].backbone, epochs,
+                     _seconds(*_group_seconds(g)),
                      *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared),
-                     _delta_text(comparison.group_delta_m[g.path], g is ref),
+                     _group_delta_text(*comparison.group_delta_m_spread(g), g is ref),
                      *([changes[g.path]] if with_changes else [])])
     keys = english_list(SEED_KEYS)
     title = (f"validation metrics at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
              f"{keys} grouped: mean ± sample std over n runs; reference: {ref.label}")
     return _framed(comparison, title, format_table(headers, rows),
-                   f"delta_m%: computed on the means, the mean relative change against {ref.label}'s")
+                   f"delta_m%: each run's mean relative change against {ref.label}'s means, shown as mean ± "
+                   "sample std over the group's runs (the mean is the delta_m of the group's means)")
+
+
+def _group_delta_text(mean: float, std: float, is_reference: bool) -> str:
+    """A group's delta_m% cell: mean ± std of its runs' Δm; "(ref)" after the reference group's (mean 0)."""
+    spread = "" if math.isnan(std) else f" ± {std:.2f}"
+    if is_reference:
+        return f"0{spread} (ref)"
+    return "-" if math.isnan(mean) else f"{mean:+.2f}{spread}"
 
 
 def _mean_std(mean: float, std: float) -> str:

@@ -247,10 +247,7 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
     from hydranet.core.compare import group_runs, label_runs, read_runs
 
     out = _charts_folder(paths, out_dir)
-    expanded = _expand(paths)
-    swept = all(from_sweep for _, from_sweep in expanded)  # a sweep folder's runs: in its order already
-    records, reference, skipped = read_runs([p for p, _ in expanded], epoch="last", skip_bad=skip_bad or swept,
-                                            components=components, as_given=swept)
+    records, reference, skipped = read_runs(paths, epoch="last", skip_bad=skip_bad, components=components)
     label_runs(records)
     columns = {run.path: _columns(run.series) for run in records}  # read_runs read each metrics.csv
     panels, left = _shared_panels(records, reference, columns)
@@ -294,8 +291,12 @@ def _shared_panels(records: Sequence[Any], reference: Any,
     return panels, _left_out_notes(records, columns, drawn, left_metrics)
 
 
-def _expand(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
-    """Each path, or a sweep folder's runs in its place, as (path, whether it came from a sweep folder)."""
+def expand_sweep_folders(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """Each path, or a sweep folder's runs in its place, as (path, whether it came from a sweep folder).
+
+    What `hydranet plot SWEEP` and `hydranet compare SWEEP` share (`read_runs` calls it): a sweep folder's runs
+    in its order (`sweep_runs`).
+    """
     expanded: list[tuple[Path, bool]] = []
     for path in map(Path, paths):
         runs = sweep_runs(path)
@@ -467,5 +468,5 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
-__all__ = ["BAND", "CHARTS", "MISSING_MATPLOTLIB", "Line", "NeedsOut", "RunSeries", "RunsPlot", "load_series", "plot_run",
-           "plot_runs", "series_from_rows", "sweep_runs"]
+__all__ = ["BAND", "CHARTS", "MISSING_MATPLOTLIB", "Line", "NeedsOut", "RunSeries", "RunsPlot", "expand_sweep_folders",
+           "is_sweep_folder", "load_series", "plot_run", "plot_runs", "series_from_rows", "sweep_runs"]

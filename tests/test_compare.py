@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,12 @@ def compare(*args, ok: bool = True):
 
 def compare_json(*args) -> dict:
     return json.loads(compare(*args, "--json").output)
+
+
+def compare_csv(*args) -> list[dict[str, str]]:
+    """The rows of `compare --csv`, less the notes it writes to stderr (which the runner's output holds too)."""
+    lines = compare(*args, "--csv").output.splitlines()
+    return list(csv.DictReader(line for line in lines if not line.startswith("note: ")))
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +81,9 @@ def hand_delta_m(run: dict[str, float], ref: dict[str, float]) -> float:
 
 
 def make_run(folder: Path, spec: dict, epochs: list[dict[str, float]], best_epoch: int | None = None,
-             directions: dict | None = None, **changes) -> Path:
-    """A run folder written by hand: spec.yaml (`spec` with `changes`, dotted keys), metrics.csv, summary.json."""
+             directions: dict | None = None, timings: dict | None = None, **changes) -> Path:
+    """A run folder written by hand: spec.yaml (`spec` with `changes`, dotted keys), metrics.csv, summary.json
+    (with `timings` where given, as the engine records them: {"epoch_train_seconds": [...], ...})."""
     spec = json.loads(json.dumps(spec))
     for key, value in changes.items():
         *parents, last = key.split("__")
@@ -89,7 +97,8 @@ def make_run(folder: Path, spec: dict, epochs: list[dict[str, float]], best_epoc
     lines = [",".join(columns)] + [",".join([str(i), *map(str, values.values())]) for i, values in
                                    enumerate(epochs, start=1)]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
-    summary = {"best_epoch": best_epoch or len(epochs), **({"higher_is_better": directions} if directions else {})}
+    summary = {"best_epoch": best_epoch or len(epochs), **({"higher_is_better": directions} if directions else {}),
+               **({"timings": timings} if timings else {})}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
@@ -123,12 +132,16 @@ def test_each_run_at_its_best_epoch_and_its_delta_m_against_the_first(runs):
     delta = hand_delta_m(found["uncertainty"][0], found["sum"][0])
     assert found["uncertainty"][1]["delta_m"] == pytest.approx(delta, rel=1e-6)
     assert found["uncertainty"][1]["differs"] == {}  # the weighting has its own column
+    for name, (_, entry) in found.items():  # the median of the training epochs' seconds summary.json recorded
+        timings = json.loads((runs / name / "summary.json").read_text())["timings"]
+        assert entry["train_seconds_per_epoch"] == statistics.median(timings["epoch_train_seconds"]) > 0
 
     table = compare(runs / "sum", runs / "uncertainty").output
     lines = table.splitlines()
     assert lines[0] == ("validation metrics of each run at its best epoch (the lowest total validation loss: "
                         "what best.pt holds); reference: sum")
-    assert lines[2].split() == ["run", "weighting", "backbone", "epochs", "best", "epoch", *METRICS, "delta_m%"]
+    assert lines[2].split() == ["run", "weighting", "backbone", "epochs", "best", "epoch", "train", "s/epoch",
+                                *METRICS, "delta_m%"]
     assert lines[4].split()[:4] == ["sum", "sum", "tiny", "2/2"] and lines[4].endswith("0 (ref)")
     assert lines[5].split()[:4] == ["uncertainty", "uncertainty", "tiny", "2/2"]
     assert lines[5].endswith(f"{delta:+.2f}")
@@ -150,7 +163,7 @@ def test_ref_sort_and_csv(runs):
     text = compare(runs / "uncertainty", runs / "sum", runs / "uncertainty", "--csv").output  # once each
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
-                             *METRICS, "delta_m_percent"]
+                             *METRICS, "delta_m_percent", "train_seconds_per_epoch"]
     assert [row["weighting"] for row in rows] == ["uncertainty", "sum"]
     assert float(rows[0]["delta_m_percent"]) == 0
     best = json.loads((runs / "sum" / "summary.json").read_text())["best_epoch"]
@@ -171,6 +184,8 @@ def test_a_stopped_run_reads_its_best_epoch_from_best_pt(runs, tmp_path):
     assert entry["best_epoch"] == torch.load(stopped / "best.pt")["epoch"]
     assert (entry["epochs_done"], entry["epochs_planned"]) == (2, 5)
     assert entry["delta_m"] == 0 and entry["differs"] == {"train.epochs": 5}
+    seconds = [float(row["train_seconds"]) for row in csv.DictReader(open(stopped / "metrics.csv"))]
+    assert entry["train_seconds_per_epoch"] == statistics.median(seconds)  # no summary.json yet: metrics.csv's
     assert any(f"stopped stopped after epoch 2 of 5; continue it with `hydranet train --resume {stopped}`" in note
                for note in report["notes"])
     assert "2/5" in compare(runs / "sum", stopped).output
@@ -271,9 +286,6 @@ def test_folders_that_cannot_be_compared_are_named_with_what_to_do(runs, spec, t
     assert f"{runs / 'sum' / 'best.pt'} is a file, not a run folder; pass its folder, {runs / 'sum'}" in result.output
     assert "Leave them out, or pass --skip-bad to compare the others." in result.output
 
-    result = compare(runs, ok=False)  # the folder holding the runs, not the runs
-    assert (f"{runs} is not a run folder (no spec.yaml); it holds runs (sum and uncertainty): pass them, "
-            f"as in `hydranet compare {runs}/*`") in result.output
     result = compare(tmp_path, ok=False)
     assert f"{tmp_path} is not a run folder (no spec.yaml); pass folders that `hydranet train` wrote" in result.output
 
@@ -359,13 +371,15 @@ def test_runs_that_differ_only_in_train_seed_are_one_row_mean_and_sample_std(run
     lines = compare(runs / "sum", runs / "uncertainty", seed1).output.splitlines()
     assert "the runs that differ only in train.seed grouped: mean ± sample std over n runs" in lines[0]
     assert lines[2].split()[:6] == ["runs", "n", "seeds", "weighting", "backbone", "epochs"]
-    assert f"{mean['age.mae']:.4f} ± {std['age.mae']:.4f}" in lines[4] and lines[4].endswith("0 (ref)")
+    assert f"{mean['age.mae']:.4f} ± {std['age.mae']:.4f}" in lines[4] and lines[4].endswith(" (ref)")
     assert lines[5].split()[:4] == ["uncertainty", "1", "0", "uncertainty"]
-    assert "delta_m%: computed on the means" in " ".join(lines)
+    assert "delta_m%: each run's mean relative change against sum and 1 other seed's means" in " ".join(lines)
 
     rows = list(csv.DictReader(io.StringIO(compare(runs / "sum", runs / "uncertainty", seed1, "--csv").output)))
     assert list(rows[0])[:6] == ["group", "runs", "n", "seeds", "weighting", "backbone"]
-    assert list(rows[0])[6:8] == ["age.mae.mean", "age.mae.std"] and list(rows[0])[-1] == "delta_m_percent"
+    assert list(rows[0])[6:8] == ["age.mae.mean", "age.mae.std"]
+    assert list(rows[0])[-5:] == ["delta_m_percent", "delta_m_percent.mean", "delta_m_percent.std",
+                                  "train_seconds_per_epoch.mean", "train_seconds_per_epoch.std"]
     assert (rows[0]["n"], rows[0]["seeds"], rows[1]["n"], rows[1]["age.mae.std"]) == ("2", "0;1", "1", "")
     assert float(rows[0]["age.mae.std"]) == pytest.approx(std["age.mae"], rel=1e-5)
 
@@ -427,3 +441,132 @@ def test_a_seed_group_with_a_nan_metric_has_a_nan_std_not_a_crash(spec, tmp_path
     pytest.importorskip("matplotlib")
     drawn = plot_runs([a0, a1], tmp_path / "charts")
     assert [p.name for p in drawn.written] == ["metrics.png"]
+
+
+def test_a_groups_delta_m_as_mean_and_sample_std_over_its_seeds_by_hand(spec, tmp_path):
+    a0 = make_run(tmp_path / "a0", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=0)
+    a1 = make_run(tmp_path / "a1", spec, [metrics(12, 0.5, 0.4, 0.2)], train__seed=1)
+    b0 = make_run(tmp_path / "b0", spec, [metrics(8.8, 0.55, 0.4, 0.2)], train__seed=0, train__lr=0.01)
+    b1 = make_run(tmp_path / "b1", spec, [metrics(11, 0.5, 0.44, 0.22)], train__seed=1, train__lr=0.01)
+    # The reference is a's means: age 11, gender 0.5, ethnicity accuracy 0.4, macro-F1 0.2.
+    # b0: age -(8.8 - 11)/11 = +20%, gender (0.55 - 0.5)/0.5 = +10%, ethnicity (0 + 0)/2 = 0  -> (20 + 10 + 0)/3 = 10
+    # b1: age 0, gender 0, ethnicity (+10% + 10%)/2 = +10%                                    -> 10/3 = 3.3333
+    # mean (10 + 10/3)/2 = 20/3 = 6.6667; sample std of two values |10 - 10/3| / sqrt(2) = (20/3)/sqrt(2) = 4.7140
+    # On the means (age 9.9, gender 0.525, 0.42, 0.21): (+10% + 5% + (5% + 5%)/2)/3 = 20/3 as well: Δm is linear.
+    # a0: age -(10 - 11)/11 = +9.0909%, the rest 0 -> +3.0303; a1: -3.0303; mean 0, std 6.0606/sqrt(2) = 4.2855
+    report = compare_json(a0, a1, b0, b1)
+    a, b = report["groups"]
+    assert b["delta_m_runs"] == pytest.approx([10, 10 / 3])
+    assert b["delta_m_mean"] == pytest.approx(20 / 3) and b["delta_m_std"] == pytest.approx(20 / 3 / 2 ** 0.5)
+    assert b["delta_m"] == pytest.approx(20 / 3)  # on the means, as before
+    assert a["delta_m_runs"] == pytest.approx([100 / 33, -100 / 33])
+    assert a["delta_m"] == 0 and a["delta_m_mean"] == pytest.approx(0, abs=1e-12)
+    assert a["delta_m_std"] == pytest.approx(200 / 33 / 2 ** 0.5)
+    # each run's own delta_m, against the reference run a0 (unchanged): a1 -20%/3; b0 (+12% + 10%)/3; b1 (-10% + 10%)/3
+    assert [r["delta_m"] for r in report["runs"]] == pytest.approx([0, -20 / 3, 22 / 3, 0], abs=1e-12)
+
+    lines = compare(a0, a1, b0, b1).output.splitlines()
+    assert lines[4].split()[0] == "a0" and "  0 ± 4.29 (ref)  " in lines[4]
+    assert lines[5].split()[0] == "b0" and "+6.67 ± 4.71" in lines[5]
+
+    rows = compare_csv(a0, a1, b0, b1)
+    assert float(rows[1]["delta_m_percent"]) == pytest.approx(20 / 3)
+    assert float(rows[1]["delta_m_percent.mean"]) == pytest.approx(20 / 3)
+    assert float(rows[1]["delta_m_percent.std"]) == pytest.approx(20 / 3 / 2 ** 0.5)
+
+
+def test_the_training_time_column_from_the_runs_timings_and_a_dash_without(spec, tmp_path):
+    def timed(name: str, seed: int, seconds: list[float] | None, **changes) -> Path:
+        timings = {"epoch_train_seconds": seconds, "epoch_val_seconds": [0.5] * len(seconds)} if seconds else None
+        return make_run(tmp_path / name, spec, [metrics(10, 0.5, 0.4, 0.2)], timings=timings, train__seed=seed,
+                        **changes)
+
+    a0 = timed("a0", 0, [5.0, 2.0, 2.2])  # the first epoch compiles: the median, 2.2, leaves it out
+    a1 = timed("a1", 1, [4.0, 2.4, 2.6])  # 2.6; a's mean 2.4, sample std sqrt(0.2^2 + 0.2^2) = 0.2828
+    b0 = timed("b0", 0, None, train__lr=0.01)  # no timings recorded
+    b1 = timed("b1", 1, None, train__lr=0.01)
+    report = compare_json(a0, a1, b0, b1)
+    assert [r["train_seconds_per_epoch"] for r in report["runs"]] == [2.2, 2.6, None, None]
+    a, b = report["groups"]
+    assert a["train_seconds_per_epoch_mean"] == pytest.approx(2.4)
+    assert a["train_seconds_per_epoch_std"] == pytest.approx(0.08 ** 0.5)
+    assert b["train_seconds_per_epoch_mean"] is None and b["train_seconds_per_epoch_std"] is None
+
+    lines = compare(a0, a1, b0, b1).output.splitlines()
+    column = lines[2].index("train s/epoch")
+    assert lines[4][column:].startswith("2.40 ± 0.28 ") and lines[5][column:].startswith("- ")
+    rows = compare_csv(a0, a1, b0, b1)
+    assert float(rows[0]["train_seconds_per_epoch.mean"]) == pytest.approx(2.4)
+    assert rows[1]["train_seconds_per_epoch.mean"] == rows[1]["train_seconds_per_epoch.std"] == ""
+
+    lines = compare(a0, b0, "--no-group").output.splitlines()  # one row per run
+    column = lines[2].index("train s/epoch")
+    assert lines[4][column:].startswith("2.20 ") and lines[5][column:].startswith("- ")
+    rows = compare_csv(a0, b0)
+    assert [row["train_seconds_per_epoch"] for row in rows] == ["2.2", ""]
+
+
+def test_seeds_stay_in_seed_order_within_a_group_whatever_the_sort(spec, tmp_path):
+    # the seed-2 run is the best of its group and seed 0 the worst: sorted by their own delta_m they would read 2,1,0
+    a2 = make_run(tmp_path / "a2", spec, [metrics(8, 0.5, 0.4, 0.2)], train__seed=2)
+    a0 = make_run(tmp_path / "a0", spec, [metrics(12, 0.5, 0.4, 0.2)], train__seed=0)
+    a1 = make_run(tmp_path / "a1", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=1)
+    b0 = make_run(tmp_path / "b0", spec, [metrics(13, 0.5, 0.4, 0.2)], train__seed=0, train__lr=0.01)
+    b1 = make_run(tmp_path / "b1", spec, [metrics(9, 0.5, 0.4, 0.2)], train__seed=1, train__lr=0.01)
+    for order in ([b0, b1, a2, a0, a1], [a1, b1, a0, a2, b0]):
+        for sort in ([], ["--sort"]):
+            report = compare_json(*order, *sort)
+            groups = {g["weighting"] + str(len(g["seeds"])): g for g in report["groups"]}
+            assert groups["sum3"]["seeds"] == [0, 1, 2] and groups["sum2"]["seeds"] == [0, 1]
+            assert groups["sum3"]["runs"] == [str(a0), str(a1), str(a2)]
+            rows = compare_csv(*order, *sort)
+            assert sorted(row["seeds"] for row in rows) == ["0;1", "0;1;2"]
+            assert f"{a0};{a1};{a2}" in [row["runs"] for row in rows]
+            table = compare(*order, *sort).output
+            assert " 0,1,2 " in table and " 0,1 " in table
+    deltas = [r["delta_m"] for r in compare_json(b0, b1, a2, a0, a1, "--sort")["runs"]]
+    assert deltas == sorted(deltas, reverse=True)  # the runs themselves (--json, --no-group) are sorted as before
+
+
+def make_sweep(spec: dict, folder: Path) -> list[Path]:
+    """A sweep folder as `--sweep weighting=sum,...,dwa` leaves it: its compare.csv lists the runs in the sweep's
+    order, which is not the order of their names."""
+    names = [("weighting=sum", 10.0), ("weighting=_name_static-1234", 12.0), ("weighting=dwa", 9.0)]
+    runs = [make_run(folder / name, spec, [metrics(age, 0.5, 0.4, 0.2)]) for name, age in names]
+    (folder / "compare.csv").write_text("run,delta_m_percent\n" + "".join(f"{run},0\n" for run in runs))
+    return runs
+
+
+def test_a_sweep_folder_is_compared_as_its_runs_in_the_sweeps_order(spec, tmp_path):
+    runs = make_sweep(spec, tmp_path / "w")
+    everything = sorted((tmp_path / "w").iterdir())  # as the shell gives `w/*`: compare.csv and names sorted
+    for extra in ([], ["--sort"], ["--csv"], ["--epoch", "last"]):
+        assert compare(tmp_path / "w", *extra).output == compare(*everything, *extra).output
+    report = compare_json(tmp_path / "w")
+    assert [Path(r["run"]) for r in report["runs"]] == runs and report["reference"] == str(runs[0])
+
+    started = tmp_path / "w" / "weighting=gls"  # a run of the sweep that failed in its first epoch
+    started.mkdir()
+    (started / "spec.yaml").write_text(yaml.safe_dump(spec))
+    report = compare_json(tmp_path / "w")
+    assert [Path(r["run"]) for r in report["runs"]] == runs  # left out with a note, as the sweep's table does
+    assert report["notes"][0].startswith(f"skipped: {started} has no finished epoch yet")
+
+    loose = tmp_path / "loose"  # a folder of runs that no sweep wrote (no compare.csv): its runs, by name
+    first, second = (make_run(loose / name, spec, [metrics(10, 0.5, 0.4, 0.2)]) for name in ("x", "y"))
+    assert [Path(r["run"]) for r in compare_json(loose)["runs"]] == [first, second]
+
+
+def test_ref_keeps_the_sweeps_order(spec, tmp_path):
+    runs = make_sweep(spec, tmp_path / "w")
+    everything = sorted((tmp_path / "w").iterdir())
+    for given in (everything, [tmp_path / "w"]):
+        report = compare_json(*given, "--ref", runs[1])
+        assert [Path(r["run"]) for r in report["runs"]] == runs  # the sweep's order, the reference in its place
+        assert report["reference"] == str(runs[1])
+        assert [r["delta_m"] for r in report["runs"]][1] == 0
+        lines = compare(*given, "--ref", runs[1]).output.splitlines()
+        assert [line.split()[0] for line in lines[4:7]] == [run.name for run in runs]
+    loose = make_run(tmp_path / "elsewhere", spec, [metrics(11, 0.5, 0.4, 0.2)])
+    report = compare_json(*everything, "--ref", loose)  # a reference the RUNs do not name comes first
+    assert [Path(r["run"]) for r in report["runs"]] == [loose, *runs]
