@@ -225,7 +225,21 @@ def _structure_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
             problems.append((f"tasks[{index}]", "lacks name, kind, plugin or distribution"))
     if not {"image_size", "mean", "std"} <= set(data["preprocess"]):
         problems.append(("preprocess", "lacks image_size, mean or std"))
+    if BASELINES in data and not _baselines_fit(data[BASELINES]):
+        problems.append((BASELINES, "is not a mapping of task name to a list of numbers (or None)"))
     return problems
+
+
+#: Each task's best constant prediction (its head output) fitted on the training labels, {task: [float] or None};
+#: what `hydranet eval` scores as the baseline on any data. Optional: checkpoints written before it lack it.
+BASELINES = "baseline_outputs"
+
+
+def _baselines_fit(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(name, str) and (constant is None or (isinstance(constant, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in constant)))
+        for name, constant in value.items())
 
 
 # ---------------------------------------------------------------- what using a checkpoint needs

@@ -10,7 +10,7 @@ label's units (what its decode shows).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,9 @@ from hydranet.core.augment import DeviceAugment
 from hydranet.core.batches import BatchSource
 from hydranet.core.device import RunSettings
 from hydranet.core.interfaces import Task, label_mask
-from hydranet.core.metrics import predicted_class
+from hydranet.core.metrics import MaskedMean, Metric, predicted_class
+from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
+from hydranet.core.wording import plural
 
 
 @dataclass
@@ -74,6 +76,8 @@ def evaluate(
     """
     device = settings.device
     metrics = {task.name: {k: m.to(device) for k, m in task.metrics().items()} for task in tasks}
+    updates = {task.name: [(metric_call(task, name, m, "update"), m.update) for name, m in metrics[task.name].items()]
+               for task in tasks}
     loss_sums = torch.zeros(len(tasks), device=device)
     counts = torch.zeros(len(tasks), device=device)
     batch_size = min(batch_size, max(1, index.numel()))
@@ -93,13 +97,14 @@ def evaluate(
             n = mask.sum()
             loss_sums[k] += task.loss(output, target) * n
             counts[k] += n
-            for metric in metrics[task.name].values():
-                metric.update(output, target, mask)
+            for guard, update in updates[task.name]:
+                guard(update, output, target, mask)
     if all_reduce is not None:
         for total in [loss_sums, counts, *(b for t in tasks for m in metrics[t.name].values() for b in m.buffers())]:
             all_reduce(total)
     values = torch.cat([loss_sums / counts.clamp_min(1), counts] +
-                       [m.compute().reshape(1).float() for task in tasks for m in metrics[task.name].values()])
+                       [metric_call(task, name, m, "compute")(m.compute, check=_one_number).reshape(1).float()
+                        for task in tasks for name, m in metrics[task.name].items()])
     host = values.tolist()  # the one synchronisation of an evaluation
     k = len(tasks)
     losses = {t.name: (host[i] if host[k + i] > 0 else math.nan) for i, t in enumerate(tasks)}
@@ -110,20 +115,82 @@ def evaluate(
     return EvalResult(losses, result, labelled, directions)
 
 
-def baseline_metrics(tasks: Sequence[Task], train_targets: Tensor, val_targets: Tensor) -> dict[str, dict[str, float]]:
-    """Each task's metrics for the best constant prediction (mean / majority class)."""
+TRIVIAL_FIX = ("Fix the task's trivial_output: it returns the head's output for the best constant prediction on "
+               "the labels it is given (NaN = missing), a tensor of out_features values, or raises "
+               "NotImplementedError when the task has none; or leave the task out of the spec")
+METRIC_FIX = ("Fix the metric: update(output, target, mask) adds a batch (a MaskedMean's row_values returns one "
+              "value per row, shape (N,)) and compute() returns one number as a tensor; or leave the task out of "
+              "the spec")
+
+
+def metric_call(task: Task, name: str, metric: Metric, method: str) -> PluginCall:
+    """The guard of a call to a task's metric, `method` being "update" or "compute".
+
+    Its errors name the method the plugin wrote: a MaskedMean's `row_values` where the update is MaskedMean's own.
+    """
+    if method == "update" and isinstance(metric, MaskedMean) and type(metric).update is MaskedMean.update:
+        method = "row_values"
+    return PluginCall(f"the {method} of metric '{name}' of", provenance(task, "task"), METRIC_FIX)
+
+
+def _one_number(value: Any) -> str | None:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return None
+    return f"returned {kind_of(value)}; expected one number as a tensor"
+
+
+def _constant_problem(task: Task) -> Callable[[Any], str | None]:
+    def problem(value: Any) -> str | None:
+        n = int(task.out_features)
+        if not isinstance(value, Tensor):
+            return f"returned {kind_of(value)}; expected a tensor of {plural(n, 'value')} (out_features)"
+        if value.numel() != n:
+            return f"returned shape {tuple(value.shape)}; expected {plural(n, 'value')} (out_features)"
+        return None
+    return problem
+
+
+def baseline_outputs(tasks: Sequence[Task], train_targets: Tensor,
+                     only: Container[str] | None = None) -> dict[str, Tensor | None]:
+    """Each task's best constant prediction (mean / majority class) on the training labels, as a head output.
+
+    None for a task whose `trivial_output` raises NotImplementedError (it has no baseline). `only`: the names
+    of the tasks to fit (default: all). Training stores these in the checkpoint (`constants_for_checkpoint`),
+    so that evaluating other data scores the constant of the labels the model learnt from, not of that data.
+    """
+    constants: dict[str, Tensor | None] = {}
+    for k, task in enumerate(tasks):
+        if only is not None and task.name not in only:
+            continue
+        call = PluginCall("the trivial_output of", provenance(task, "task"), TRIVIAL_FIX, passes=(NotImplementedError,))
+        try:
+            constant = call(task.trivial_output, train_targets[:, k], check=_constant_problem(task))
+        except NotImplementedError:
+            constants[task.name] = None
+            continue
+        constants[task.name] = constant.detach().float().cpu().reshape(-1)
+    return constants
+
+
+def constants_for_checkpoint(constants: Mapping[str, Tensor | None]) -> dict[str, list[float] | None]:
+    """`baseline_outputs` as plain lists, which a checkpoint loaded with `weights_only=True` can hold."""
+    return {name: None if value is None else value.tolist() for name, value in constants.items()}
+
+
+def score_baselines(tasks: Sequence[Task], constants: Mapping[str, Tensor | Sequence[float] | None],
+                    targets: Tensor) -> dict[str, dict[str, float]]:
+    """Each task's metrics for its constant prediction (`baseline_outputs`) on `targets`; a task with none is left out."""
     baselines = {}
     for k, task in enumerate(tasks):
-        try:
-            constant = task.trivial_output(train_targets[:, k])
-        except NotImplementedError:
+        constant = constants.get(task.name)
+        if constant is None:
             continue
-        target = val_targets[:, k]
-        output = constant.reshape(1, -1).expand(target.shape[0], -1)
+        target = targets[:, k]
+        output = torch.as_tensor(constant, dtype=torch.float32).reshape(1, -1).expand(target.shape[0], -1)
         values = {}
         for name, metric in task.metrics().items():
-            metric.update(output, target, label_mask(target))
-            values[name] = float(metric.compute())
+            metric_call(task, name, metric, "update")(metric.update, output, target, label_mask(target))
+            values[name] = float(metric_call(task, name, metric, "compute")(metric.compute, check=_one_number))
         baselines[task.name] = values
     return baselines
 

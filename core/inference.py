@@ -21,8 +21,8 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
-                                      with_stand_ins)
+from hydranet.core.checkpoint import (BASELINES, UnavailableDataset, dataset_stand_in, inference_components,
+                                      read_checkpoint, with_stand_ins)
 from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
@@ -46,6 +46,10 @@ SPLITS = ("val", "train", "all")
 
 #: what evaluating on another folder reads it as when the model's dataset draws its images (synthetic) instead
 FOLDER_FORMAT = "utkface"
+
+#: `Evaluation.note` for a checkpoint that does not store the constants fitted on its training labels
+UNSTORED_BASELINE = ("the baseline is fitted on this data's own train split: this checkpoint is older than hydranet's "
+                     "storing the one fitted on its training labels")
 
 def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
     """The weights come from the checkpoint: never load (or look for) pretrained files again."""
@@ -114,6 +118,9 @@ class TrainedModel:
         self.mean, self.std = tuple(preprocess["mean"]), tuple(preprocess["std"])
         self.normalize = DeviceAugment(device, flip=False, mean=self.mean, std=self.std)
         self.info = {k: v for k, v in (checkpoint or {}).items() if k in ("epoch", "metrics", "hydranet_version")}
+        #: each task's best constant prediction fitted on the training labels (`evaluation.baseline_outputs`), as
+        #: the checkpoint stores it: the baseline `evaluate` scores on any data. Empty for an older checkpoint.
+        self.baseline_outputs: dict[str, list[float] | None] = dict((checkpoint or {}).get(BASELINES) or {})
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -126,6 +133,12 @@ class TrainedModel:
         tasks = spec.build_tasks()
         for task in tasks:
             task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
+        stored = data.get(BASELINES) or {}
+        for task in tasks:
+            if stored.get(task.name) is not None and len(stored[task.name]) != task.out_features:
+                raise CheckpointError(f"{path}: '{BASELINES}' holds {plural(len(stored[task.name]), 'value')} for "
+                                      f"task '{task.name}', whose head outputs {task.out_features}; the file was "
+                                      "altered")
         model = spec_model(spec, tasks)
         try:
             model.load_state_dict(data["model"])
@@ -273,10 +286,14 @@ class TrainedModel:
         The metrics come from the training loop's own `evaluate`, so they match
         what training recorded; `details` adds a second pass for what a metric
         hides: each classification task's confusion matrix and each regression
-        task's error distribution.
+        task's error distribution. The baseline is the constant prediction
+        fitted on the labels the model was trained on (stored in the
+        checkpoint), scored on this data, so that any data is measured against
+        the same constant; a checkpoint older than that fits it on this
+        data's own train split, and the note says so.
         """
         from hydranet.core.engine import batch_source, load_prepared_data
-        from hydranet.core.evaluation import baseline_metrics, evaluate
+        from hydranet.core.evaluation import baseline_outputs, evaluate, score_baselines
 
         if split not in SPLITS:
             raise InputError(f"{not_a_choice(split, SPLITS, 'split')}. 'val' is the part of the data "
@@ -297,7 +314,12 @@ class TrainedModel:
         self.model.eval()
         result = evaluate(self.model, self.tasks, batch_source(spec, data, settings), data.targets.to(self.device),
                           index, self.normalize, settings, batch_size=256)
-        baselines = baseline_metrics(self.tasks, data.targets[data.train_index], data.targets[index])
+        constants: dict[str, Any] = dict(self.baseline_outputs)
+        unstored = {task.name for task in self.tasks} - set(constants)
+        if unstored:  # an older checkpoint: fit them on this data's train split, as hydranet did before
+            constants.update(baseline_outputs(self.tasks, data.targets[data.train_index], only=unstored))
+            note = "; ".join(filter(None, [note, UNSTORED_BASELINE]))
+        baselines = score_baselines(self.tasks, constants, data.targets[index])
         report = self.error_report(data, index) if details else {}
         return Evaluation(split, int(index.numel()), result, baselines, report, spec.data.entry.name, note,
                           usable=data.usable, data_notes=list(data.notes), problems=list(data.problems))

@@ -94,13 +94,16 @@ class PluginCall:
     Some exceptions pass unchanged, since the plugin's code is not what to fix: a `HydranetError` (already
     worded for the user), running out of memory (the batch's size is at fault) and anything raised while a
     CUDA graph is recorded (torch refusing an op in a graph, which the recorder falls back from;
-    `hydranet.core.capture`). Ctrl-C is no Exception and passes too.
+    `hydranet.core.capture`). Ctrl-C is no Exception and passes too. So do the exceptions in `passes`:
+    those the contract lets the code raise as an answer (a `trivial_output` raising NotImplementedError:
+    the task has no baseline).
     """
 
     what: str
     who: Provenance
     fix: str
     error: type[HydranetError] = TrainingError
+    passes: tuple[type[Exception], ...] = ()
 
     def fault(self, problem: str, about: str | Callable[[], str] = "") -> HydranetError:
         """The error for `problem` ("returned ...; expected ..."); `about` says on which input (a sample).
@@ -119,7 +122,7 @@ class PluginCall:
         except PASS_THROUGH:
             raise
         except Exception as caught:  # plugin code may raise anything
-            if _recording_cuda_graph():
+            if isinstance(caught, self.passes) or _recording_cuda_graph():
                 raise
             raise self.fault(f"raised {type(caught).__name__}: {caught}", about) from caught
         problem = check(result) if check is not None else None

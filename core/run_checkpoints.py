@@ -13,7 +13,9 @@ from typing import Any
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD
 from hydranet.core.capture import portable_optimizer_state
-from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, for_use, origin
+from hydranet.core.checkpoint import (BASELINES, FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance,
+                                      for_use, origin)
+from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
                                   restore_generators)
 from hydranet.core.step import TrainStep
@@ -97,6 +99,7 @@ class RunCheckpoints:
             "tasks": tasks,
             "components": component_provenance(self.spec, pm),
             "task_state": {task.name: task.state_dict() for task in self.tasks},
+            BASELINES: constants_for_checkpoint(self.baseline_outputs),
             "model": self.model.state_dict(),
             "weighting": self.weighting.state_dict(),
             "optimizer": portable_optimizer_state(self.optimizer.state_dict()),

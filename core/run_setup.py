@@ -33,17 +33,22 @@ from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, TrainingError
-from hydranet.core.evaluation import baseline_metrics
+from hydranet.core.evaluation import baseline_outputs, score_baselines
 from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, make_forward_losses,
                                    model_for_settings)
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.paths import DECODED_CACHE, MissingPathError, cache_dir
+from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.resume import missing_on_resume
 from hydranet.core.run import RunFolder, SilentRunFolder, default_run_dir
 from hydranet.core.spec import ResolvedSpec
 from hydranet.core.step import TrainStep
 from hydranet.core.surgery import init_from_problem, load_initial_weights, parameter_groups
 from hydranet.core.wording import plural
+
+
+FIT_FIX = ("Fix the task's fit_targets: it sees the training labels (NaN = missing) and keeps what it learns as "
+           "plain values (its state_dict); or leave the task out of the spec")
 
 
 def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool) -> PreparedData:
@@ -146,12 +151,14 @@ class RunSetup:
             f"images on {self.source.placement}")
         train_targets = data.targets[data.train_index]
         for k, task in enumerate(self.tasks):
-            task.fit_targets(train_targets[:, k])
+            PluginCall("the fit_targets of", provenance(task, "task"), FIT_FIX)(task.fit_targets, train_targets[:, k])
         self.eval_index = data.val_index if data.val_index.numel() else data.train_index
         if not data.val_index.numel():
             log("no validation split (data.val_fraction is 0, or too few images): "
                 "the metrics and the best checkpoint are measured on the training set")
-        self.baselines = baseline_metrics(self.tasks, train_targets, data.targets[self.eval_index])
+        # the constants are fitted on the training labels and stored in the checkpoint: eval scores them on any data
+        self.baseline_outputs = baseline_outputs(self.tasks, train_targets)
+        self.baselines = score_baselines(self.tasks, self.baseline_outputs, data.targets[self.eval_index])
         self.data = data
         self.targets = data.targets.to(settings.device)
 

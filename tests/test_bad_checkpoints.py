@@ -274,9 +274,23 @@ def test_weights_of_the_wrong_shape_are_refused(tmp_path: Path, run: Path, with_
     pytest.param(lambda d: d.__setitem__("tasks", [{"name": "how_old"}]), id="task_entry_incomplete"),
     pytest.param(lambda d: d.__setitem__("format_version", "one"), id="format_version_not_a_number"),
     pytest.param(lambda d: d.pop("preprocess"), id="preprocess_missing"),
+    pytest.param(lambda d: d.__setitem__("baseline_outputs", [1.0]), id="baselines_not_a_dict"),
+    pytest.param(lambda d: d["baseline_outputs"].__setitem__("how_old", "30"), id="baseline_not_numbers"),
 ])
 def test_tampered_checkpoint_contents(tmp_path: Path, run: Path, with_plugin: Components, edit) -> None:
     refused(tampered(tmp_path, run, edit), with_plugin)
+
+
+def test_a_stored_baseline_of_the_wrong_length_is_refused(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    path = tampered(tmp_path, run, lambda data: data["baseline_outputs"].__setitem__("how_old", [30.0, 40.0]))
+    message = refused(path, with_plugin)
+    assert "'baseline_outputs' holds 2 values for task 'how_old', whose head outputs 1; the file was altered" in message
+
+
+def test_a_checkpoint_without_stored_baselines_loads(tmp_path: Path, run: Path, with_plugin: Components) -> None:
+    """Written before hydranet stored them: the model loads, and eval fits them on the data (test_eval_baseline)."""
+    path = tampered(tmp_path, run, lambda data: data.pop("baseline_outputs"))
+    assert TrainedModel.from_checkpoint(path, components=with_plugin).baseline_outputs == {}
 
 
 # --- a task plugin that is not installed ----------------------------------------------------------

@@ -19,7 +19,8 @@ from torch import nn
 import hydranet
 from hydranet.core.errors import DataError, SpecError, TrainingError
 from hydranet.core.forward import spec_model
-from hydranet.core.metrics import Accuracy
+from hydranet.core.inference import TrainedModel
+from hydranet.core.metrics import Accuracy, MaskedMean
 from hydranet.core.spec import load_spec
 from hydranet.tasks.kinds import BinaryParams, BinaryTask, MulticlassParams, MulticlassTask
 
@@ -415,3 +416,99 @@ def test_a_models_backward_error_under_the_built_in_sum_points_at_the_model(face
     assert "this head's gradient cannot be computed" in message
     assert "the fault is in the backward pass through the model: a head, a task's loss or the backbone" in message
     assert "Fix the weighting's backward" not in message
+
+
+# ---------------------------------------------------------------- fit_targets, trivial_output, a metric's row_values
+
+class FitBreaks(BinaryTask):
+    def fit_targets(self, targets):
+        raise ValueError("cannot fit these labels")
+
+
+class BaselineBreaks(BinaryTask):
+    def trivial_output(self, targets):
+        return torch.tensor([float(targets.nanmean())]) / self.no_such_attribute
+
+
+class BaselineOfTheWrongShape(BinaryTask):
+    def trivial_output(self, targets):
+        return torch.zeros(3)
+
+
+class NoBaseline(BinaryTask):
+    def trivial_output(self, targets):
+        raise NotImplementedError
+
+
+
+
+class RowValuesBreaks(MaskedMean):
+    def row_values(self, output, target):
+        raise KeyError("smiles")
+
+
+class MetricBreaks(BinaryTask):
+    def metrics(self):
+        return {"accuracy": Accuracy(), "smiles": RowValuesBreaks()}
+
+
+def train_from_the_cli(raw: dict, components, tmp_path, monkeypatch):
+    """`hydranet train SPEC` with `components` as the installed plugins."""
+    import yaml
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    for module in ("hydranet.core.spec", "hydranet.core.engine"):
+        monkeypatch.setattr(f"{module}.default_components", lambda: components)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return CliRunner().invoke(cli, ["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+
+
+@pytest.mark.parametrize("task_class, said", [
+    (FitBreaks, "the fit_targets of task 'smile' from {plugin} raised ValueError: cannot fit these labels. "
+                "Fix the task's fit_targets"),
+    (BaselineBreaks, "the trivial_output of task 'smile' from {plugin} raised AttributeError: 'BaselineBreaks' "
+                     "object has no attribute 'no_such_attribute'. Fix the task's trivial_output"),
+    (BaselineOfTheWrongShape, "the trivial_output of task 'smile' from {plugin} returned shape (3,); expected 1 "
+                              "value (out_features). Fix the task's trivial_output"),
+    (MetricBreaks, "the row_values of metric 'smiles' of task 'smile' from {plugin} raised KeyError: 'smiles'. "
+                   "Fix the metric"),
+])
+def test_a_task_method_that_breaks_before_training_names_plugin_task_and_method(faces, tmp_path, monkeypatch,
+                                                                                task_class, said):
+    raw, components = with_smile(faces, task_class)
+    result = train_from_the_cli(raw, components, tmp_path, monkeypatch)
+    assert result.exit_code == 1, result.output
+    assert said.format(plugin=PLUGIN) in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "metrics.csv").exists()  # not one step trained
+
+
+def test_a_metric_that_breaks_only_in_validation_is_named_too(faces, tmp_path):
+    class LateBreaks(MaskedMean):
+        def row_values(self, output, target):
+            if output.unique().numel() > 2:  # the baseline's constant passes; the model's varied outputs do not
+                raise ValueError("only two values expected")
+            return (output[:, 0] > 0).float()
+
+    class LateMetric(BinaryTask):
+        def metrics(self):
+            return {"accuracy": Accuracy(), "late": LateBreaks()}
+
+    raw, components = with_smile(faces, LateMetric)
+    with pytest.raises(TrainingError) as caught:
+        train(raw, components, tmp_path)
+    assert str(caught.value).startswith(f"the row_values of metric 'late' of task 'smile' from {PLUGIN} raised "
+                                        "ValueError: only two values expected")
+
+
+def test_a_trivial_output_that_raises_not_implemented_means_no_baseline(faces, tmp_path):
+    raw, components = with_smile(faces, NoBaseline)
+    result = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run", components=components,
+                            progress=False, echo=False)
+    assert "smile" not in result.baselines and "age" in result.baselines
+    saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert saved["baseline_outputs"]["smile"] is None and len(saved["baseline_outputs"]["age"]) == 1
+    evaluation = TrainedModel.from_checkpoint(tmp_path / "run" / "best.pt", components=components).evaluate()
+    assert "smile" not in evaluation.baselines and "age" in evaluation.baselines and not evaluation.note
