@@ -189,7 +189,9 @@ class Weighting(nn.Module):
 
     def combine(self, losses: Tensor) -> Tensor:
         """One scalar from the (K,) per-task losses, in task order."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__qualname__} does not implement combine(losses): return one scalar loss from the (K,) "
+            "per-task losses, e.g. (self.weights() * losses).sum(); or override backward() (a gradient method)")
 
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
         """Run the backward pass for this step and return the (detached) combined loss."""
@@ -203,7 +205,9 @@ class Weighting(nn.Module):
 
     def weights(self) -> Tensor:
         """The (K,) weights this step applied, read after its backward; the epoch's mean is logged. Tensor ops only."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__qualname__} does not implement weights(): return the (K,) weights this step applied, "
+            "one per task in task order, as a tensor (torch.ones(self.num_tasks) for a plain sum)")
 
     def epoch_end(self, mean_losses: Tensor) -> None:
         """Called with the epoch's (K,) mean training losses; epoch-level strategies adapt here."""
