@@ -3,12 +3,20 @@
 Every error hydranet raises on bad input derives from `HydranetError`; the CLI
 prints its message without a traceback, so messages must name the file, field,
 plugin or task at fault and suggest a way out.
+
+An exception raised in a plugin's code becomes such a message too (`describe_raised` words it, with the file
+and line of the plugin's code where it was raised); `hydranet --traceback` (or HYDRANET_TRACEBACK=1) has the
+CLI print its whole traceback as well, for which `describe_raised` keeps the exceptions it worded (`raised_in`).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import sys
+from collections import deque
 from collections.abc import Iterable, Sequence
+from types import TracebackType
 
 
 class HydranetError(Exception):
@@ -117,3 +125,111 @@ class InputError(HydranetError, TypeError, ValueError):
     It is a TypeError and a ValueError too, so code that catches those (as
     for any Python function given the wrong thing) catches it.
     """
+
+
+#: Set (to 1) for the command line to print the whole traceback of an error, as `hydranet --traceback` does; a
+#: launch's worker processes inherit it.
+TRACEBACK_ENV = "HYDRANET_TRACEBACK"
+#: the hint under an error raised in plugin code, when the traceback is not printed
+TRACEBACK_HINT = "(raised in plugin code: `hydranet --traceback COMMAND ...` prints the whole traceback)"
+
+
+def wants_traceback() -> bool:
+    """Whether errors are shown with their whole traceback: HYDRANET_TRACEBACK set to anything but 0/false/no/off."""
+    return os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+#: top-level packages whose frames are not a plugin's own code, beside the standard library's
+NOT_PLUGIN_CODE = frozenset({"hydranet", "torch", "torchvision", "pluggy", "pydantic", "pydantic_core", "click",
+                             "numpy", "PIL", "importlib_metadata", "typing_extensions", "_pytest", "pytest"})
+
+#: (words, where, exception) of what plugin code raised, newest last: the exception only while a traceback is
+#: wanted (or `keep`), since its frames hold on to whatever the code had (tensors of a batch)
+_RAISED: deque[tuple[str, str, BaseException | None]] = deque(maxlen=32)
+
+
+def _top_package(module: object) -> str | None:
+    return module.split(".", 1)[0] if isinstance(module, str) and module else None
+
+
+def code_package(code: object) -> str | None:
+    """The top-level package of a plugin's function or class (`hydranet_oops`), or None for hydranet's own and
+    library code: where `raised_where` looks first for the plugin's frame."""
+    function = getattr(code, "__func__", code)
+    module = getattr(function, "__module__", None)
+    if not isinstance(module, str):
+        module = getattr(type(code), "__module__", None)
+    top = _top_package(module)
+    return None if top is None or top in NOT_PLUGIN_CODE or top in sys.stdlib_module_names else top
+
+
+def _frames(traceback: TracebackType | None) -> list[tuple[str, str, int, str]]:
+    """(module, file, line, function) of each frame of a traceback, outermost first."""
+    found = []
+    while traceback is not None:
+        frame = traceback.tb_frame
+        found.append((str(frame.f_globals.get("__name__", "")), frame.f_code.co_filename, traceback.tb_lineno,
+                      frame.f_code.co_name))
+        traceback = traceback.tb_next
+    return found
+
+
+def _shown_file(path: str) -> str:
+    """A file as a message names it: relative to the working folder when under it, else as it is."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith(os.pardir) else relative
+
+
+def raised_where(error: BaseException, package: str | None = None) -> str:
+    """"at src/hydranet_oops/plugin.py:7 in bins_of": the innermost frame of plugin code in `error`'s traceback.
+
+    That is the innermost frame of `package` (the plugin's top-level package) where it has one, else the
+    innermost frame outside hydranet, torch, the libraries they use and the standard library; "" when there
+    is none (hydranet's own code raised, or a builtin). Cheap: it reads the traceback, no source.
+    """
+    frames = _frames(error.__traceback__)
+    if package:
+        own = [f for f in frames if _top_package(f[0]) == package]
+        if own:
+            frames = own
+    plugin = [f for f in frames if (_top_package(f[0]) or "") not in NOT_PLUGIN_CODE
+              and (_top_package(f[0]) or "") not in sys.stdlib_module_names]
+    if not plugin:
+        return ""
+    _, file, line, function = plugin[-1]
+    return f"at {_shown_file(file)}:{line}" + (f" in {function}" if function != "<module>" else "")
+
+
+def describe_raised(error: BaseException, package: str | None = None, *, keep: bool = False) -> tuple[str, str]:
+    """("KeyError: 'bins'", "at src/hydranet_oops/plugin.py:7 in bins_of"): what plugin code raised, and where
+    (`raised_where`; "" where not known, and for a SyntaxError, whose words say where).
+
+    It is remembered, with the exception where a traceback is wanted (or `keep`: a plugin's import, whose
+    frames hold nothing big), for the CLI to find again in the message that tells of it (`raised_in`).
+    """
+    text = str(error)
+    words = f"{type(error).__name__}: {text}" if text.strip() else type(error).__name__
+    where = "" if isinstance(error, SyntaxError) else raised_where(error, package)
+    _RAISED.append((words, where, error if keep or wants_traceback() else None))
+    return words, where
+
+
+def plugin_raised(error: BaseException, package: str | None = None, *, keep: bool = False) -> str:
+    """"KeyError: 'bins' (at src/hydranet_oops/plugin.py:7 in bins_of)": `describe_raised` in one phrase."""
+    words, where = describe_raised(error, package, keep=keep)
+    return f"{words} ({where})" if where else words
+
+
+def raised_in(message: str) -> list[tuple[str, BaseException | None]]:
+    """What plugin code raised that `message` tells of (it holds where it was raised, as `describe_raised` worded
+    it, or its words where that is not known): "KeyError: 'bins' (at ...)", each once, oldest first, with the
+    exception, or None where it was not kept."""
+    found: dict[str, BaseException | None] = {}
+    for words, where, error in _RAISED:
+        if (where or words) in message:
+            said = f"{words} ({where})" if where else words
+            found[said] = error if error is not None else found.get(said)
+    return list(found.items())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hydranet.core.errors import HydranetError, TrainingError, shown
+from hydranet.core.errors import HydranetError, TrainingError, code_package, describe_raised, shown
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,17 @@ class PluginCall:
     error: type[HydranetError] = TrainingError
     passes: tuple[type[Exception], ...] = ()
 
-    def fault(self, problem: str, about: str | Callable[[], str] = "") -> HydranetError:
-        """The error for `problem` ("returned ...; expected ..."); `about` says on which input (a sample).
+    def fault(self, problem: str, about: str | Callable[[], str] = "", at: str = "") -> HydranetError:
+        """The error for `problem` ("returned ...; expected ..."); `about` says on which input (a sample), `at`
+        where the plugin's code raised it ("at src/shapes/tasks.py:12 in parse_label"), said last.
 
         `about` may be a function, called only when there is a fault: a call per sample need not word it.
         """
         about = about() if callable(about) else about
         subject = f"{self.what} {self.who}" if self.what else str(self.who)
         where = f" ({about})" if about else ""
-        return self.error(f"{subject} {problem}{where}." + (f" {self.fix}." if self.fix else ""))
+        return self.error(f"{subject} {problem}{where}." + (f" {self.fix}." if self.fix else "")
+                          + (f" Raised {at}." if at else ""))
 
     def __call__(self, function: Callable[..., Any], *args: Any,
                  check: Callable[[Any], str | None] | None = None, about: str | Callable[[], str] = "") -> Any:
@@ -124,7 +126,8 @@ class PluginCall:
         except Exception as caught:  # plugin code may raise anything
             if isinstance(caught, self.passes) or _recording_cuda_graph():
                 raise
-            raise self.fault(f"raised {type(caught).__name__}: {caught}", about) from caught
+            words, at = describe_raised(caught, code_package(function))
+            raise self.fault(f"raised {words}", about, at) from caught
         problem = check(result) if check is not None else None
         if problem:
             raise self.fault(problem, about)

@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 from hydranet.core import hookspecs
-from hydranet.core.errors import did_you_mean
+from hydranet.core.errors import code_package, did_you_mean, plugin_raised
 from hydranet.core.observers import observing_plugins
 from hydranet.core.registry import RegistrationError, Registry, describe_plugin
 
@@ -334,7 +334,8 @@ def load_entry_points(pm: PluginManager, allow: set[str] | None) -> None:
             plugin = ep.load()
         except Exception as error:  # a plugin's import may raise anything
             pm.info[ep.name] = PluginInfo(ep.name, dist_name, dist_version, builtin=False)
-            pm.record_error(ep.name, f"failed to import '{ep.value}': {type(error).__name__}: {error}")
+            words = plugin_raised(error, ep.value.split(":")[0].split(".")[0], keep=True)
+            pm.record_error(ep.name, f"failed to import '{ep.value}': {words}")
             continue
         pm.add_plugin(plugin, ep.name, distribution=dist_name, version=dist_version, builtin=False)
 
@@ -427,7 +428,8 @@ def _call_isolated(pm: PluginManager, plugin: str, hook: str, function: Callable
         pm.record_error(plugin, f"{hook}: {error.problem}; {consequence}")
         return False
     except Exception as error:  # a plugin's hook may raise anything
-        pm.record_error(plugin, f"{hook} raised {type(error).__name__}: {error}; {consequence}")
+        pm.record_error(plugin, f"{hook} raised {plugin_raised(error, code_package(function), keep=True)}; "
+                                f"{consequence}")
         return False
     return True
 
@@ -507,8 +509,8 @@ def load_components(pm: PluginManager | None = None) -> Components:
         for name, plugins in registry.conflicts().items():
             for plugin_name in plugins[1:]:
                 pm.record_conflict(plugin_name, f"{registry.kind} '{name}' is also registered by "
-                                   f"{registry.describe(plugins[0])}, so a spec cannot use it: uninstall one of "
-                                   f"the two, or leave one out with {ALLOW_ENV}")
+                                   f"{registry.describe(plugins[0])}, so a spec cannot use it. "
+                                   f"{registry.clash_advice(name)}")
     for plugin_name, hooks in observing_plugins(pm).items():  # listed by `hydranet plugins`, as components are
         if plugin_name not in failed:
             pm.info_for(plugin_name).components[OBSERVES] = hooks
@@ -533,5 +535,6 @@ def record_commands_in_default_components() -> None:
     """Have `default_components()` record each plugin's commands: at once if they are built, else when they are."""
     global _records_commands
     _records_commands = True
-    if default_components.cache_info().currsize:
+    cache_info = getattr(default_components, "cache_info", None)  # absent where a test put its own in
+    if cache_info is None or cache_info().currsize:
         default_components().record_commands()

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, AliasPath, BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
-from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError
+from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError, shown
 from hydranet.core.wording import english_list
 
 T = TypeVar("T")
@@ -82,7 +84,13 @@ class Entry(Generic[T]):
         return self.params is not None and any(field.is_required() for field in self.params.model_fields.values())
 
     def validate_params(self, raw: dict[str, Any]) -> BaseModel | None:
-        """Validate raw params against this entry's model (pydantic errors propagate)."""
+        """Validate raw params against this entry's model (pydantic errors propagate).
+
+        A key the model has no field (or alias) for is refused, as pydantic's `extra_forbidden` (which a spec
+        words as "unknown field; did you mean ...?"), whatever the model's own `extra` says, unless it is
+        "allow" (the plugin takes any key on purpose): a model left at pydantic's default would drop a
+        misspelt key and build the component with the default value. See `strict_params`.
+        """
         if self.params is None:
             if raw:
                 from hydranet.core.errors import ComponentError
@@ -90,7 +98,111 @@ class Entry(Generic[T]):
                 unexpected = sorted(raw)[0]
                 raise ComponentError(f"'{self.name}' takes no parameters", field=unexpected)
             return None
-        return self.params.model_validate(raw)
+        return strict_params(self.params, raw)
+
+
+def _alias_keys(alias: Any) -> list[str]:
+    """The top-level keys a validation alias reads: a string, or each choice's (an AliasPath's first key)."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasPath):
+        return [alias.path[0]] if alias.path and isinstance(alias.path[0], str) else []
+    if isinstance(alias, AliasChoices):
+        return [key for choice in alias.choices for key in _alias_keys(choice)]
+    return []
+
+
+def params_keys(model: type[BaseModel]) -> dict[str, str]:
+    """Every key `model` takes, to the key it is validated under (itself, or a field name's alias).
+
+    A field with an alias is read by its alias; by its name too where the model says so (populate_by_name,
+    validate_by_name). Its name is taken regardless, as its alias: a resolved spec (a run's spec.yaml, a
+    checkpoint's) writes each parameter under its field name, which pydantic would drop otherwise.
+    """
+    config = model.model_config
+    by_alias = config.get("validate_by_alias", True) is not False
+    by_name = bool(config.get("validate_by_name") or config.get("populate_by_name")) or not by_alias
+    keys: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        aliases = _alias_keys(info.validation_alias) + ([info.alias] if isinstance(info.alias, str) else [])
+        aliases = list(dict.fromkeys(aliases)) if by_alias else []
+        for alias in aliases:
+            keys[alias] = alias
+        if by_name or not aliases:
+            keys.setdefault(name, name)
+        elif isinstance(info.validation_alias or info.alias, str):
+            keys.setdefault(name, info.validation_alias or info.alias)
+    return keys
+
+
+def params_rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) of each parameter `model` takes, in a spec's words (`hydranet list KIND
+    NAME`): its JSON Schema's, as the spec reference writes them (`number (>= 0)`, `"mean" | "sum"`)."""
+    try:
+        schema = model.model_json_schema()
+    except Exception:  # a type JSON Schema cannot say (arbitrary_types_allowed): the annotations instead
+        schema = None
+    rows = []
+    for name, info in model.model_fields.items():
+        key = info.alias if isinstance(info.alias, str) else name
+        prop = (schema or {}).get("properties", {}).get(key)
+        kind = _schema_type(prop) if prop is not None else _annotation_text(info.annotation)
+        if info.is_required():
+            default = "(required)"
+        elif prop is not None and "default" in prop:
+            default = json.dumps(prop["default"])
+        else:
+            default = shown(info.get_default(call_default_factory=True))
+        rows.append((key, kind, default, " ".join((info.description or "").split())))
+    return rows
+
+
+def _schema_type(prop: dict[str, Any]) -> str:
+    """A short type for one JSON Schema property (`integer (>= 1)`, `"auto" | boolean`), as docs/generate.py
+    writes it on the spec and component reference pages."""
+    if "$ref" in prop:
+        return prop["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in prop:
+        return " | ".join(_schema_type(p) for p in prop["anyOf"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    kind = prop.get("type", "any")
+    if kind == "array":
+        text = f"list of {_schema_type(prop.get('items', {}))}"
+    elif kind == "object" and isinstance(prop.get("additionalProperties"), dict):
+        text = f"mapping of string to {_schema_type(prop['additionalProperties'])}"
+    else:
+        text = "mapping" if kind == "object" else str(kind)
+    bounds = [f"{op} {prop[key]}" for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                  ("maximum", "<="), ("exclusiveMaximum", "<")) if key in prop]
+    return text + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _annotation_text(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return re.sub(r"\btyping\.", "", str(annotation))
+
+
+def strict_params(model: type[BaseModel], raw: Any) -> BaseModel:
+    """`model.model_validate(raw)`, refusing the keys `model` has no field or alias for (`params_keys`): one
+    ValidationError with them (`extra_forbidden`) and whatever else pydantic finds in the other keys."""
+    if model.model_config.get("extra") == "allow" or not isinstance(raw, dict):
+        return model.model_validate(raw)
+    keys = params_keys(model)
+    unknown = [key for key in raw if key not in keys]
+    given = {key if keys[key] in raw else keys[key]: value for key, value in raw.items() if key in keys}
+    if not unknown:
+        return model.model_validate(given)
+    problems: list[Any] = [{"type": "extra_forbidden", "loc": (key,), "input": raw[key]} for key in unknown]
+    try:
+        model.model_validate(given)
+    except ValidationError as error:
+        problems += [{"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"], "input": e.get("input")}
+                     for e in error.errors()]
+    raise ValidationError.from_exception_data(model.__name__, problems)
 
 
 @dataclass
@@ -269,15 +381,38 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def conflict_message(self, name: str) -> str:
-        """Why a conflicted name does not resolve, and what to do: uninstall a package, or leave a plugin out."""
+        """Why a conflicted name does not resolve, and what to do (`clash_advice`)."""
         plugins = self._conflicts[name]
-        packages = [d for p in plugins for d, _, builtin in [self._origins.get(p, (None, None, False))]
-                    if d and d != "?" and not builtin]
-        uninstall = (f"Uninstall the package of one of them (pip uninstall {' or '.join(dict.fromkeys(packages))})"
-                     if packages else "Uninstall one of them")
         return (f"{self.kind} '{name}' is registered more than once, by "
-                f"{english_list(self.describe(p) for p in plugins)}. {uninstall}, or leave one out with "
-                f"HYDRANET_PLUGINS (the entry points to load, comma-separated).")
+                f"{english_list(self.describe(p) for p in plugins)}, so no spec can use the name until one of "
+                f"them is left out. {self.clash_advice(name)}")
+
+    def clash_advice(self, name: str) -> str:
+        """What to do about a name several plugins registered: uninstall a package, or leave a plugin out.
+
+        HYDRANET_PLUGINS lists the entry points to load: it cannot leave out a built-in plugin, so when one
+        side is built in, the advice is about the other side only.
+        """
+        plugins = self._conflicts[name]
+        origins = {p: self._origins.get(p, (None, None, False)) for p in plugins}
+        others = [p for p in plugins if not origins[p][2]]
+        packages = list(dict.fromkeys(origins[p][0] for p in others if origins[p][0] and origins[p][0] != "?"))
+        pip = f" (pip uninstall {' or '.join(packages)})" if packages else ""
+        if len(others) == len(plugins):
+            return (f"Uninstall the package of one of them{pip}, or leave one out with HYDRANET_PLUGINS (the entry "
+                    f"points to load, comma-separated).")
+        if not others:  # two built-ins: hydranet's own mistake
+            return "Both are built in: please report this to hydranet's developers."
+        names = english_list(f"'{p}'" for p in others)
+        them = "it" if len(others) == 1 else "them"
+        return (f"A built-in plugin cannot be left out, so uninstall plugin {names}{pip}, or leave {them} out "
+                f"with HYDRANET_PLUGINS (the entry points to load, comma-separated, without {names}); or have "
+                f"{them} register the {self.kind} under another name.")
+
+    def claims(self, name: str) -> dict[str, Entry[T]]:
+        """Each plugin's entry for a name several plugins registered (by plugin, first registered first); {} for
+        any other name."""
+        return dict(self._claims.get(name, {}))
 
     def conflicts(self) -> dict[str, list[str]]:
         """Names claimed by several plugins, with the plugins that claimed them."""

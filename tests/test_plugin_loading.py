@@ -180,6 +180,8 @@ def test_a_failure_in_one_hook_rolls_back_the_plugins_other_hooks():
     def register_weightings(self, register):
         raise RuntimeError("needs a GPU")
 
+    line = register_weightings.__code__.co_firstlineno + 1
+
     def register_commands(self, cli):
         @cli.command()
         def hello():
@@ -189,7 +191,8 @@ def test_a_failure_in_one_hook_rolls_back_the_plugins_other_hooks():
                                          register_commands=register_commands))
     assert "smiling" not in components.tasks
     assert components.pm.load_errors() == ["plugin 'mine' (hydranet-mine 0.1): register_weightings raised "
-                                           "RuntimeError: needs a GPU; the plugin is left out: none of its "
+                                           f"RuntimeError: needs a GPU (at tests/test_plugin_loading.py:{line} in "
+                                           "register_weightings); the plugin is left out: none of its "
                                            "components are registered"]
     import click
 
@@ -214,8 +217,8 @@ def test_a_register_commands_hook_that_raises_keeps_none_of_its_commands():
     group = click.Group()
     components.add_commands(group)
     assert "hello" not in group.commands
-    assert "register_commands raised RuntimeError: second command broke; its commands are left out" in (
-        components.pm.load_errors()[0])
+    assert "register_commands raised RuntimeError: second command broke (at " in components.pm.load_errors()[0]
+    assert "in register_commands); its commands are left out" in components.pm.load_errors()[0]
 
 
 @pytest.mark.parametrize("call, said", [
@@ -388,13 +391,17 @@ def test_a_name_clash_names_the_distribution_to_uninstall(use, tmp_path):
         "age", BinaryTask, params=BinaryParams)), "shadow_age", "hydranet-broken"))
     with pytest.raises(DuplicateNameError) as caught:
         components.tasks.get("age")
+    # HYDRANET_PLUGINS lists entry points: it cannot leave the built-in out, so the advice is about the other
     assert str(caught.value) == (
         "task 'age' is registered more than once, by plugin 'hydranet.tasks.utkface' (built in) and "
-        "plugin 'shadow_age' (hydranet-broken 0.1). Uninstall the package of one of them (pip uninstall "
-        "hydranet-broken), or leave one out with HYDRANET_PLUGINS (the entry points to load, comma-separated).")
+        "plugin 'shadow_age' (hydranet-broken 0.1), so no spec can use the name until one of them is left out. "
+        "A built-in plugin cannot be left out, so uninstall plugin 'shadow_age' (pip uninstall hydranet-broken), "
+        "or leave it out with HYDRANET_PLUGINS (the entry points to load, comma-separated, without "
+        "'shadow_age'); or have it register the task under another name.")
     shown = invoke("plugins").output
     assert ("shadow_age  (hydranet-broken 0.1)\n    tasks: age\n    ERROR: task 'age' is also registered by "
-            "plugin 'hydranet.tasks.utkface' (built in)") in shown
+            "plugin 'hydranet.tasks.utkface' (built in), so a spec cannot use it. A built-in plugin cannot be left "
+            "out, so uninstall plugin 'shadow_age' (pip uninstall hydranet-broken)") in shown
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     assert "plugin 'shadow_age' (hydranet-broken 0.1)" in invoke("spec", "validate", str(spec)).output
@@ -408,8 +415,9 @@ def test_a_clash_between_two_packages_names_both():
                       name, distribution=f"hydranet-{name.replace('_', '-')}", version="1", builtin=False)
     with pytest.raises(DuplicateNameError) as caught:
         load_components(pm).tasks.get("dupe")
-    assert ("plugin 'dup_a' (hydranet-dup-a 1) and plugin 'dup_b' (hydranet-dup-b 1). Uninstall the package of "
-            "one of them (pip uninstall hydranet-dup-a or hydranet-dup-b)") in str(caught.value)
+    assert ("plugin 'dup_a' (hydranet-dup-a 1) and plugin 'dup_b' (hydranet-dup-b 1), so no spec can use the name "
+            "until one of them is left out. Uninstall the package of one of them (pip uninstall hydranet-dup-a or "
+            "hydranet-dup-b), or leave one out with HYDRANET_PLUGINS") in str(caught.value)
 
 
 # ------------------------------------------------------------------ 5. train --device
