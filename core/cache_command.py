@@ -9,6 +9,7 @@ commands follow the pruning's safety rule: an item used in the last
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -18,8 +19,9 @@ import click
 
 from hydranet.core.decode_cache import (IN_USE_SECONDS, CacheEntry, entries, in_use, modified_time, orphans,
                                         remove_entry, remove_file, remove_tree)
+from hydranet.core.errors import HydranetError
 from hydranet.core.paths import (CACHE_ENV, DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE, SYNTHETIC_MARKER, cache_dir,
-                                 is_partial_name)
+                                 is_partial_name, os_reason)
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
 
@@ -59,6 +61,7 @@ def list_command() -> None:
       hydranet cache list
     """
     folder = cache_dir()
+    _check_readable(folder)
     decoded = entries(folder / DECODED_CACHE)
     click.echo(f"cache folder: {folder} (set {CACHE_ENV} to move it)")
     sizes = [entry.nbytes for entry in decoded]
@@ -96,29 +99,67 @@ def clear_command(everything: bool) -> None:
       hydranet cache clear --all
     """
     folder = cache_dir()
+    _check_readable(folder)
     now = time.time()
     decoded = entries(folder / DECODED_CACHE)
     freed = removed = kept = cleared = 0
+    refused: list[tuple[Path, list[OSError]]] = []  # what the system would not remove, and why
     for entry in decoded:
         if in_use(entry.last_used, now):
             kept += 1
             continue
         size = entry.nbytes  # before removal, which takes the files' sizes with it
-        if remove_entry(entry):
+        errors: list[OSError] = []
+        if remove_entry(entry, errors):
             freed, removed = freed + size, removed + 1
+        else:
+            refused.append((entry.header, errors))
     items = [path for name, paths in _others(folder) if everything or name != "synthetic faces" for path in paths]
     for path in items:
         if in_use(modified_time(path), now):
             kept += 1
             continue
         size = _disk(path)
-        if remove_tree(path) if path.is_dir() else remove_file(path):
+        errors = []
+        if remove_tree(path, errors) if path.is_dir() else remove_file(path, errors):
             freed, cleared = freed + size, cleared + 1
+        else:
+            refused.append((path, errors))
     click.echo(f"removed {plural(removed, 'decoded-image entry', 'decoded-image entries')} and "
                f"{plural(cleared, 'other item')} from {folder}, freeing {_mb(freed)}")
     if kept:
         click.echo(f"kept {plural(kept, 'item')} used in the last {IN_USE_MINUTES} minutes "
                    "(a run may be using them); run this again once no hydranet is running to remove them")
+    if refused:
+        raise HydranetError(_refused_message(folder, refused))
+
+
+def _check_readable(folder: Path) -> None:
+    """Refuse a cache folder that is a file or cannot be listed: it would look empty, and clearing it do nothing.
+
+    A folder that does not exist yet is fine (nothing is cached); so are its
+    subfolders, each of which hydranet makes when it first writes there.
+    """
+    for place in (folder, *(folder / name for name in (DECODED_CACHE, REPORTS_CACHE, SYNTHETIC_CACHE))):
+        try:
+            with os.scandir(place):
+                pass
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            raise HydranetError(f"the cache folder {place} is a file, not a folder; remove it, or set {CACHE_ENV} "
+                                "to a folder for hydranet's cache") from None
+        except OSError as error:
+            raise HydranetError(f"cannot list the cache folder {place}: {os_reason(error)}; make it readable by "
+                                f"this user, or set {CACHE_ENV} to a folder of your own") from None
+
+
+def _refused_message(folder: Path, refused: Sequence[tuple[Path, Sequence[OSError]]]) -> str:
+    """`could not remove 2 items from CACHE: permission denied (e.g. PATH)`, with a way out."""
+    reasons = sorted({os_reason(error) for _, errors in refused for error in errors}) or ["the system refused"]
+    first = refused[0][0]
+    return (f"could not remove {plural(len(refused), 'item')} from {folder}: {', '.join(reasons)} (e.g. {first}); "
+            "check that this user may delete files there, or that no other program holds them open")
 
 
 def _others(folder: Path) -> list[tuple[str, list[Path]]]:

@@ -210,7 +210,8 @@ def prepare_data(
         full_list = write_full_report(report_path, problems, strict)
     if strict and any(group.items for group in groups):
         raise strict_error(dataset_name, groups, warnings, full_list)
-    notes = [line for group in problems for line in group.lines(full_list=full_list)]
+    notes = [*decoded.warnings]  # the decode cache could not be written, when it could not
+    notes += [line for group in problems for line in group.lines(full_list=full_list)]
     notes += warnings
     keep = (~failed & ~unlabelled).nonzero().flatten()
     if keep.numel() == 0:

@@ -38,7 +38,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from hydranet.core.decode_cache import (PARTIAL_SUFFIX, CacheEntry, data_folder, entry_files, partial_prefix,
                                         prune_superseded, touch)
+from hydranet.core.paths import CACHE_ENV, os_reason, printable
 
 DECODE_FORMAT = 4  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
@@ -55,12 +56,16 @@ CHUNK = 64
 
 @dataclass
 class Decoded:
-    """Decoded pixels plus the images that could not be read (index, reason)."""
+    """Decoded pixels plus the images that could not be read (index, reason).
+
+    `warnings` are lines for the run's log: why the cache could not be written, when it could not.
+    """
 
     images: torch.Tensor
     failures: list[tuple[int, str]]
     from_cache: bool = False
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 #: Transparent pixels are composited onto this colour. Black: a transparent
@@ -267,9 +272,12 @@ def decode_images(
         failures = _decode_into(pixels, sources, size, opener, workers, progress)
         return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started)
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     header, pixel_file = entry_files(cache_dir, key)
-    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(key), suffix=PARTIAL_SUFFIX, dir=cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=partial_prefix(key), suffix=PARTIAL_SUFFIX, dir=cache_dir)
+    except OSError as error:  # a read-only cache folder, or a file where it should be: decode all the same
+        return _uncached(sources, size, opener, workers, progress, started, cache_dir, error)
     meta = {"format": DECODE_FORMAT, "shape": list(shape), "root": data_folder(sources), "image_size": size}
     try:
         if hasattr(os, "posix_fallocate") and len(sources):
@@ -292,11 +300,27 @@ def decode_images(
         if not isinstance(error, OSError):
             raise
         # The disk refused (full, read-only): decode without caching instead of failing the run.
-        return decode_images(sources, size, opener, workers=workers, cache_dir=None, progress=progress)
+        return _uncached(sources, size, opener, workers, progress, started, cache_dir, error)
     result = load_cached(cache_dir, key, shape)
     assert result is not None  # just written, so in use: no other process removes it (decode_cache.py)
     prune_superseded(cache_dir, CacheEntry(key, header, pixel_file, meta))
     return Decoded(result.images, result.failures, from_cache=False, seconds=time.perf_counter() - started)
+
+
+def _uncached(sources: Sequence[str], size: int, opener: Callable[[str], Image.Image], workers: int, progress: bool,
+              started: float, cache_dir: Path, error: OSError) -> Decoded:
+    """Decode without the cache, which could not be written, with a warning that says why and what to do.
+
+    The cache only saves the next run's decoding: a cache folder that takes no
+    files (read-only, full, a file where the folder should be) must not stop a
+    run that can decode all the same.
+    """
+    pixels = _shared_zeros((len(sources), 3, size, size))
+    failures = _decode_into(pixels, sources, size, opener, workers, progress)
+    warning = (f"warning: cannot write the decode cache in {printable(str(cache_dir))} ({os_reason(error)}), so the "
+               f"images were decoded without it and the next run decodes them again; set {CACHE_ENV} to a "
+               "writable folder to keep them")
+    return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started, warnings=[warning])
 
 
 def _write_header(path: Path, meta: dict) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -155,12 +156,17 @@ def touch(header: Path) -> None:
         pass  # a read-only cache is still a cache: it just cannot be marked
 
 
-def remove_entry(entry: CacheEntry) -> bool:
-    """Remove the header, then the pixels; False (and the entry left whole or headless) when the system refuses."""
+def remove_entry(entry: CacheEntry, errors: list[OSError] | None = None) -> bool:
+    """Remove the header, then the pixels; False (and the entry left whole or headless) when the system refuses.
+
+    Why it refused is added to `errors`, when given (`hydranet cache clear` says it).
+    """
     try:
         entry.header.unlink(missing_ok=True)
         entry.pixels.unlink(missing_ok=True)
-    except OSError:  # Windows refuses to delete a file another process has mapped
+    except OSError as error:  # Windows refuses to delete a file another process has mapped
+        if errors is not None:
+            errors.append(error)
         return False
     return True
 
@@ -178,19 +184,32 @@ def prune_superseded(cache_dir: Path, newest: CacheEntry, now: float | None = No
     return removed
 
 
-def remove_file(path: Path) -> bool:
+def remove_file(path: Path, errors: list[OSError] | None = None) -> bool:
     """Remove a file; False when the system refuses (another user's file in a shared folder, a file mapped on
-    Windows): pruning is housekeeping, and must never fail the decode that just succeeded."""
+    Windows): pruning is housekeeping, and must never fail the decode that just succeeded. Why it refused is
+    added to `errors`, when given."""
     try:
         path.unlink(missing_ok=True)
-    except OSError:
+    except OSError as error:
+        if errors is not None:
+            errors.append(error)
         return False
     return True
 
 
-def remove_tree(path: Path) -> bool:
-    """Remove a cached folder (synthetic faces, data reports); False when it could not be removed whole."""
-    shutil.rmtree(path, ignore_errors=True)
+def remove_tree(path: Path, errors: list[OSError] | None = None) -> bool:
+    """Remove a cached folder (synthetic faces, data reports); False when it could not be removed whole.
+
+    Why not is added to `errors`, when given."""
+    def refused(function: object, where: str, info: object) -> None:
+        error = info[1] if isinstance(info, tuple) else info  # onerror gets sys.exc_info(), onexc the error
+        if errors is not None and isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+            errors.append(error)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=refused)
+    else:  # Python 3.10 and 3.11
+        shutil.rmtree(path, onerror=refused)
     return not path.exists()
 
 

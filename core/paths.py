@@ -38,6 +38,33 @@ class MissingPathError(DataError):
         self.what, self.path, self.state = what, path, state
 
 
+def os_reason(error: OSError) -> str:
+    """Why the system refused, in lower-case words and without the path (the message names it):
+    `permission denied`, `not a directory`, `no space left on device`."""
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    text = error.strerror or str(error) or type(error).__name__
+    return text[:1].lower() + text[1:]
+
+
+def printable(text: str) -> str:
+    """`text` with each byte of a file name that is not UTF-8 written as `\\xNN`.
+
+    Python holds such a byte (a Latin-1 `caf\\xe9.jpg` copied from an old disk)
+    as a lone surrogate, which no UTF-8 terminal, log or report can take: a
+    message naming the file would fail to print. UTF-8 text is returned as it is.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to: write it as an escape too
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$HYDRANET_CACHE`, else `$XDG_CACHE_HOME/hydranet`, else `~/.cache/hydranet`.
 

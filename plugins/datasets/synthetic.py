@@ -33,7 +33,7 @@ from tqdm import tqdm
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Sample
-from hydranet.core.paths import SYNTHETIC_CACHE, cache_dir, partial_prefix
+from hydranet.core.paths import CACHE_ENV, SYNTHETIC_CACHE, cache_dir, os_reason, partial_prefix
 from hydranet.core.paths import SYNTHETIC_MARKER as MARKER  # what `hydranet cache` looks for
 from hydranet.plugins.datasets.utkface import UTKFaceDataset, is_image_name, utkface_key
 
@@ -293,27 +293,47 @@ def _render_all(folder: Path, count: int, size: int, seed: int, progress: bool |
                 bar.update()
 
 
+#: What to do when the folder to draw in cannot be written, unless the caller knows better.
+WRITABLE_HINT = "choose a folder you can write to"
+
+
 def write_synthetic(out_dir: str | Path, count: int, size: int = 64, seed: int = 0,
-                    progress: bool | None = None) -> Path:
+                    progress: bool | None = None, *, unwritable_hint: str = WRITABLE_HINT) -> Path:
     """Write `count` synthetic faces of `size` px into `out_dir` (reused when already complete).
 
     Images are drawn into a hidden sibling folder that is renamed into place
     at the end, so an interrupted run leaves no folder that looks complete.
-    The same (count, size, seed) always gives the same bytes.
+    The same (count, size, seed) always gives the same bytes. A folder that
+    cannot be written (read-only, a file in its path, a full disk) is a
+    DataError naming it and the reason, ending with `unwritable_hint`.
     """
     out = Path(out_dir).expanduser()
     if is_complete(out, count, size, seed):
         return out
-    _refuse_foreign(out, count, size, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+    try:
+        _refuse_foreign(out, count, size, seed)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+    except OSError as error:
+        raise _unwritable(out, error, unwritable_hint) from None
     try:
         _render_all(partial, count, size, seed, progress)
         (partial / MARKER).write_text(json.dumps(_settings(count, size, seed)))
         _publish(partial, out, count, size, seed)
+    except OSError as error:
+        raise _unwritable(out, error, unwritable_hint) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+def _unwritable(out: Path, error: OSError, hint: str) -> DataError:
+    """The images must be written somewhere: say where they could not be, why, and what to do."""
+    reason = os_reason(error)
+    existing = next((folder for folder in out.parents if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    return DataError(f"cannot write the synthetic faces into {out}: {reason}; {hint}")
 
 
 def _publish(partial: Path, out: Path, count: int, size: int, seed: int) -> None:
@@ -349,17 +369,23 @@ class SyntheticDataset(UTKFaceDataset):
     missing_root_hint = "it should have been drawn by write_synthetic; check that its parent folder is writable"
     draws_images = True  # `root` is where the images are drawn: `eval --data DIR` reads DIR as UTKFace
 
-    def __init__(self, root: str | Path, count: int, size: int, seed: int):
+    def __init__(self, root: str | Path, count: int, size: int, seed: int, in_cache: bool = False):
         super().__init__(root)
         self.count, self.size, self.seed = count, size, seed
+        self.in_cache = in_cache  # drawn in the cache folder (no data.root given)
 
     @classmethod
     def from_params(cls, params: SyntheticParams) -> SyntheticDataset:  # type: ignore[override]
-        root = params.root or default_root(params.count, params.size, params.seed)
-        return cls(root, params.count, params.size, params.seed)
+        if params.root:
+            return cls(params.root, params.count, params.size, params.seed)
+        return cls(default_root(params.count, params.size, params.seed), params.count, params.size, params.seed,
+                   in_cache=True)
 
     def samples(self) -> list[Sample]:
-        write_synthetic(self.root, self.count, self.size, self.seed)
+        hint = (f"the faces are drawn under hydranet's cache folder: set {CACHE_ENV} to a writable folder, or set "
+                "data.root to a writable folder to draw them in" if self.in_cache
+                else "set data.root to a folder you can write to")
+        write_synthetic(self.root, self.count, self.size, self.seed, unwritable_hint=hint)
         return super().samples()
 
 
