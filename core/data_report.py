@@ -22,7 +22,7 @@ from typing import Any
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import DataError, closest_name
 from hydranet.core.interfaces import Dataset, Sample, Task
-from hydranet.core.paths import REPORTS_CACHE, cache_dir
+from hydranet.core.paths import REPORTS_CACHE, cache_dir, printable
 from hydranet.core.wording import english_list, plural
 
 SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
@@ -132,8 +132,12 @@ def describe_problems(heading: str, problems: Sequence[tuple[str, str]], full_li
 
 
 def _item_line(source: str, reason: str) -> str:
-    """"  faces/1.png: cannot identify image file", as the log and the full list both write an item."""
-    return f"  {source}: {reason}" if reason else f"  {source}"
+    """"  faces/1.png: cannot identify image file", as the log and the full list both write an item.
+
+    A file name that is not UTF-8 is written with its odd bytes escaped (`caf\\xe9.jpg`): the line must print
+    and be written as UTF-8 text, and the escape still says which file it is.
+    """
+    return f"  {printable(source)}: {printable(reason)}" if reason else f"  {printable(source)}"
 
 
 @dataclass
@@ -161,7 +165,7 @@ class ProblemGroup:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a JSON report (`hydranet eval --json`): every item, not only the first few."""
         return {"problem": self.heading(), "count": len(self.items), "outcome": self.outcome,
-                "items": [{"source": source, "reason": reason} for source, reason in self.items]}
+                "items": [{"source": printable(source), "reason": printable(reason)} for source, reason in self.items]}
 
 
 #: How `coverage_line` names the part of the data an evaluation scored (the choices of `hydranet eval --split`).
@@ -266,7 +270,8 @@ def full_report_path(dataset: Dataset, dataset_name: str) -> Path:
     by each run.
     """
     where = f"{dataset_name}\0{getattr(dataset, 'root', '')}\0{getattr(dataset, 'csv', '')}"
-    return cache_dir() / REPORTS_CACHE / f"{dataset_name}-{hashlib.sha256(where.encode()).hexdigest()[:12]}.txt"
+    digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()[:12]  # a root not in UTF-8 too
+    return cache_dir() / REPORTS_CACHE / f"{dataset_name}-{digest}.txt"
 
 
 def write_full_report(path: Path, groups: Sequence[ProblemGroup], strict: bool) -> Path | None:

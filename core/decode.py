@@ -212,7 +212,9 @@ def cache_key(sources: Sequence[str], size: int) -> str:
     """Hash of what the pixels depend on: files (path, size, mtime), image size, decoder version.
 
     One line per file, hashed as one text: the same digest as hashing line by line (what keys were made
-    with), without a call per file.
+    with), without a call per file. A name that is not UTF-8 (a Latin-1 `caf\xe9.jpg`, which Python holds
+    with a surrogate escape) is hashed as its bytes on disk, so its key is stable and its own; UTF-8 names
+    hash as they always did.
     """
     lines = [f"hydranet-decode-v{DECODE_FORMAT} size={size}\n"]
     for source in sources:
@@ -221,7 +223,7 @@ def cache_key(sources: Sequence[str], size: int) -> str:
             lines.append(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
         except OSError:
             lines.append(f"{source}\0missing\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()[:32]
+    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _open_pixels(path: Path, shape: tuple[int, ...]) -> torch.Tensor:

@@ -10,7 +10,9 @@ folder is expected.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,8 +21,9 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import tiny_spec
+from hydranet.core import decode
 from hydranet.core.cli import cli
-from hydranet.core.decode import decode_images
+from hydranet.core.decode import cache_key, decode_images
 
 def train(*args: str, env: dict[str, str] | None = None):
     """`hydranet train ARGS` as a user runs it: exceptions become output and an exit status, as in a terminal."""
@@ -151,3 +154,65 @@ def test_cache_clear_says_what_it_could_not_remove(tmp_path, monkeypatch):
     no_traceback(result)
     assert report.is_file()
     assert "could not remove 1 item" in result.output and "permission denied" in result.output.lower(), result.output
+
+
+# --- 2. file names that are not UTF-8 ---------------------------------------------------------------------------
+
+#: A UTKFace name whose date is followed by a Latin-1 byte: the parser keeps its 17 date digits, so it is valid.
+LATIN1_VALID = os.fsdecode(b"30_0_1_20170116174525125\xe9.jpg.chip.jpg")
+#: Here the date ends at the Latin-1 byte, after 4 digits: too short for a date, so the name is malformed.
+LATIN1_SHORT_DATE = os.fsdecode(b"30_0_1_2017\xe9.jpg.chip.jpg")
+LATIN1_PLAIN = os.fsdecode(b"caf\xe9.jpg")
+
+
+@pytest.fixture
+def small_faces(faces: Path, tmp_path: Path) -> Path:
+    """A copy of 40 of the session's faces, to add odd files to."""
+    root = tmp_path / "utk"
+    root.mkdir()
+    for path in sorted(faces.glob("*.jpg"))[:40]:
+        shutil.copy2(path, root / path.name)
+    return root
+
+
+def test_the_cache_key_of_a_non_utf8_name_is_stable_and_its_own(tmp_path):
+    odd = str(tmp_path / LATIN1_PLAIN)
+    assert cache_key([odd], 16) == cache_key([odd], 16)
+    assert cache_key([odd], 16) != cache_key([str(tmp_path / "caf\xe9.jpg")], 16)  # é as UTF-8 is another file
+    plain = str(tmp_path / "a.jpg")  # a UTF-8 name keeps the key it always had
+    expected = f"hydranet-decode-v{decode.DECODE_FORMAT} size=16\n{plain}\0missing\n"
+    assert cache_key([plain], 16) == hashlib.sha256(expected.encode()).hexdigest()[:32]
+
+
+def test_non_utf8_names_are_trained_on_or_listed_escaped(small_faces, tmp_path, components):
+    from hydranet.core.data_report import full_report_path
+    from hydranet.core.run_setup import load_prepared_data
+    from hydranet.core.spec import load_spec
+
+    jpeg = sorted(small_faces.glob("*.jpg"))[0]
+    for name in (LATIN1_VALID, LATIN1_SHORT_DATE, LATIN1_PLAIN):
+        shutil.copy2(jpeg, small_faces / name)
+    for i in range(5):  # more than the report shows, so the full list is written too
+        shutil.copy2(jpeg, small_faces / os.fsdecode(b"bad%d\xe9.jpg" % i))
+    spec = load_spec(tiny_spec(small_faces), components=components)
+    for _ in range(2):  # decoded, then from the cache: the key of the odd names is stable
+        data = load_prepared_data(spec, spec.build_tasks(), progress=False)
+    assert data.decoded.from_cache
+    assert str(small_faces / LATIN1_VALID) in [data.sources[int(i)] for i in data.train_index.tolist()
+                                               + data.val_index.tolist()]
+    text = "\n".join(data.notes)
+    text.encode("utf-8")  # printable and writable as it is
+    assert "7 entries of dataset 'utkface' skipped" in text
+    assert "30_0_1_2017\\xe9.jpg.chip.jpg: file name does not match" in text and "bad0\\xe9.jpg" in text
+    full = full_report_path(spec.data.build(), "utkface").read_text(encoding="utf-8")
+    assert "bad4\\xe9.jpg: file name does not match" in full and "caf\\xe9.jpg: file name does not match" in full
+
+
+def test_non_utf8_names_train_from_the_command_line(small_faces, tmp_path):
+    jpeg = sorted(small_faces.glob("*.jpg"))[0]
+    shutil.copy2(jpeg, small_faces / LATIN1_VALID)
+    shutil.copy2(jpeg, small_faces / LATIN1_PLAIN)
+    result = train(str(spec_file(tmp_path, small_faces)), "--out", str(tmp_path / "run"))
+    no_traceback(result)
+    assert result.exit_code == 0, result.output
+    assert "1 entry of dataset 'utkface' skipped" in result.output and "caf\\xe9.jpg" in result.output
