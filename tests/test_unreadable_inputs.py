@@ -20,10 +20,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import tiny_spec
+from conftest import make_image, tiny_spec
 from hydranet.core import decode
 from hydranet.core.cli import cli
 from hydranet.core.decode import cache_key, decode_images
+from hydranet.core.errors import DataError
+from hydranet.plugins.datasets.utkface import UTKFaceDataset
 
 def train(*args: str, env: dict[str, str] | None = None):
     """`hydranet train ARGS` as a user runs it: exceptions become output and an exit status, as in a terminal."""
@@ -216,3 +218,59 @@ def test_non_utf8_names_train_from_the_command_line(small_faces, tmp_path):
     no_traceback(result)
     assert result.exit_code == 0, result.output
     assert "1 entry of dataset 'utkface' skipped" in result.output and "caf\\xe9.jpg" in result.output
+
+
+# --- 3. data folders that cannot be listed ----------------------------------------------------------------------
+
+@pytest.fixture
+def parts(faces: Path, tmp_path: Path) -> Path:
+    """part1/ and part2/ of 30 faces each, as the in-the-wild download unpacks."""
+    root = tmp_path / "wild"
+    for k, part in enumerate(("part1", "part2")):
+        (root / part).mkdir(parents=True)
+        for path in sorted(faces.glob("*.jpg"))[30 * k:30 * (k + 1)]:
+            shutil.copy2(path, root / part / path.name)
+    return root
+
+
+def test_a_subfolder_that_cannot_be_listed_is_reported(parts, monkeypatch, components):
+    from hydranet.core.run_setup import load_prepared_data
+    from hydranet.core.spec import load_spec
+
+    deny(monkeypatch, os, "scandir", lambda path: Path(path) == parts / "part2")
+    dataset = UTKFaceDataset(parts)
+    assert len(dataset.samples()) == 30
+    assert dataset.problems == [(str(parts / "part2"), "cannot list this folder (permission denied), "
+                                                        "so the images in it are left out")]
+    spec = load_spec(tiny_spec(parts), components=components)
+    data = load_prepared_data(spec, spec.build_tasks(), progress=False)
+    assert "1 entry of dataset 'utkface' skipped:" in data.notes
+    assert f"  {parts / 'part2'}: cannot list this folder (permission denied), so the images in it are left out" \
+        in data.notes
+
+
+def test_a_subfolder_that_cannot_be_listed_stops_a_strict_run(parts, monkeypatch, tmp_path):
+    deny(monkeypatch, os, "scandir", lambda path: Path(path) == parts / "part2")
+    result = train(str(spec_file(tmp_path, parts, strict=True)), "--out", str(tmp_path / "run"))
+    no_traceback(result)
+    assert result.exit_code == 1, result.output
+    assert "data.strict is true" in result.output and f"{parts / 'part2'}: cannot list this folder" in result.output
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_a_root_that_cannot_be_listed_says_permission_denied(parts, monkeypatch, recursive):
+    deny(monkeypatch, os, "scandir", lambda path: Path(path) == parts)
+    monkeypatch.setattr(Path, "iterdir", lambda self: (_ for _ in ()).throw(permission_denied(self)))
+    with pytest.raises(DataError) as raised:
+        UTKFaceDataset(parts, recursive=recursive).samples()
+    message = str(raised.value)
+    assert f"cannot list UTKFace folder {parts}: permission denied" in message, message
+    assert "no .jpg" not in message
+
+
+def test_a_root_whose_only_subfolder_cannot_be_listed_says_so(tmp_path, monkeypatch):
+    make_image(tmp_path / "root" / "locked" / "30_0_1_20170116174525125.jpg")
+    deny(monkeypatch, os, "scandir", lambda path: Path(path) == tmp_path / "root" / "locked")
+    with pytest.raises(DataError) as raised:
+        UTKFaceDataset(tmp_path / "root").samples()
+    assert f"{tmp_path / 'root' / 'locked'} could not be listed (permission denied)" in str(raised.value)

@@ -19,7 +19,7 @@ from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.image_input import IMAGE_SUFFIXES
 from hydranet.core.interfaces import Dataset, Sample
-from hydranet.core.paths import existing_dir
+from hydranet.core.paths import existing_dir, os_reason, printable
 
 # IMAGE_SUFFIXES are those `hydranet predict` reads: a .webp or .tif face that predict takes must not be
 # left out of training without a word.
@@ -99,7 +99,7 @@ def image_files(folder: Path, recursive: bool = True) -> list[Path]:
     would never end). A broken symbolic link is listed (it is named like an
     image): the dataset reports it, rather than leaving it out unsaid.
     """
-    return [Path(image.source) for image in _listed_images(folder, recursive)]
+    return [Path(image.source) for image in _listed_images(folder, recursive, [])]
 
 
 class _Listed(NamedTuple):
@@ -111,7 +111,7 @@ class _Listed(NamedTuple):
     broken: bool
 
 
-def _listed_images(folder: Path, recursive: bool) -> list[_Listed]:
+def _listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]]) -> list[_Listed]:
     """`image_files`' listing, without a system call or a `Path` per regular file.
 
     The real data is 23,708 files in one folder, listed on every run before
@@ -120,22 +120,27 @@ def _listed_images(folder: Path, recursive: bool) -> list[_Listed]:
     relative for the sort, cost most of a warm start's data time. The type a
     folder listing already reports (`os.scandir`; a file system that reports
     none is asked, by `DirEntry`) tells a regular file from a link; only links
-    are asked about further, as before. Errors are treated as `os.walk` treats
-    them: an unreadable folder lists nothing.
+    are asked about further, as before. A folder that cannot be listed (no
+    permission) lists nothing, and is added to `unlisted` with the error, so
+    the dataset can report it rather than lose its images without a word.
     """
     found: list[_Listed] = []
     pending: list[tuple[str, ...]] = [()]  # folders still to read, as parts below `folder`
     while pending:
         below = pending.pop()
-        subfolders, images = _read_folder(folder.joinpath(*below), below)
+        subfolders, images = _read_folder(folder.joinpath(*below), below, unlisted)
         found += images
         if recursive:
             pending += subfolders
     return sorted(found, key=lambda image: image.parts)
 
 
-def _read_folder(place: Path, below: tuple[str, ...]) -> tuple[list[tuple[str, ...]], list[_Listed]]:
-    """The visible subfolders of `place` (not links to folders) and its images; `below` is its parts."""
+def _read_folder(place: Path, below: tuple[str, ...],
+                 unlisted: list[tuple[str, OSError]]) -> tuple[list[tuple[str, ...]], list[_Listed]]:
+    """The visible subfolders of `place` (not links to folders) and its images; `below` is its parts.
+
+    When `place` cannot be listed, it is added to `unlisted` (with why) and whatever was read is kept.
+    """
     prefix = _child_prefix(place)
     subfolders, images = [], []
     try:
@@ -153,8 +158,8 @@ def _read_folder(place: Path, below: tuple[str, ...]) -> tuple[list[tuple[str, .
                         listed, broken = entry.is_file(follow_symlinks=False), False
                     if listed:
                         images.append(_Listed(path, (*below, name), broken))
-    except OSError:
-        pass
+    except OSError as error:
+        unlisted.append((str(place), error))
     return subfolders, images
 
 
@@ -186,12 +191,29 @@ def _broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def _no_images_error(folder: Path, recursive: bool) -> DataError:
-    """Explain a folder without images; with `recursive` off, name the subfolders that hold some."""
+def _unlisted_reason(error: OSError) -> str:
+    """Why a folder below data.root was not read, as its report line says it."""
+    return f"cannot list this folder ({os_reason(error)}), so the images in it are left out"
+
+
+def _no_images_error(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]]) -> DataError:
+    """Explain a folder without images; with `recursive` off, name the subfolders that hold some.
+
+    Subfolders that could not be listed may hold the images: they are named, with why.
+    """
+    found = f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}"
+    if unlisted:
+        named = "; ".join(f"{printable(place)} could not be listed ({os_reason(error)})"
+                          for place, error in unlisted[:5])
+        more = f"; and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+        return DataError(f"{found} or the subfolders that could be read; {named}{more}. Make them readable by "
+                         "this user, or set data.root to the folder that holds the UTKFace .jpg files")
     if recursive:
-        return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder} or its subfolders; set data.root to "
-                         "the folder that holds the UTKFace .jpg files")
-    nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and image_files(p))
+        return DataError(f"{found} or its subfolders; set data.root to the folder that holds the UTKFace .jpg files")
+    try:
+        nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and image_files(p))
+    except OSError:
+        nested = []
     hint = (f"its subfolders {', '.join(nested)} hold images: set data.recursive: true to read them all"
             if nested else "set data.root to the folder that holds the UTKFace .jpg files")
     return DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder} (data.recursive is false); {hint}")
@@ -232,9 +254,15 @@ class UTKFaceDataset(Dataset):
     def samples(self) -> list[Sample]:
         self.problems.clear()  # listing twice must not report every problem twice
         folder = existing_dir(self.root, "UTKFace folder", self.missing_root_hint)
-        files = _listed_images(folder, self.recursive)
+        unlisted: list[tuple[str, OSError]] = []  # folders that could not be listed, and why
+        files = _listed_images(folder, self.recursive, unlisted)
+        if unlisted and unlisted[0][0] == str(folder):  # the root itself, read first
+            raise DataError(f"cannot list UTKFace folder {printable(str(folder))}: {os_reason(unlisted[0][1])}; "
+                            "make it readable by this user, or set data.root to another folder")
         if not files:
-            raise _no_images_error(folder, self.recursive)
+            raise _no_images_error(folder, self.recursive, unlisted)
+        for place, error in unlisted:  # reported like any other skipped entry, so strict mode stops for them
+            self.report_problem(place, _unlisted_reason(error))
         samples = []
         first: dict[str, tuple[str, ...]] = {}  # key -> the parts below `folder` of the file that has it
         for source, parts, broken in files:
