@@ -18,6 +18,7 @@ import yaml
 
 from hydranet.core import yaml12
 from hydranet.core.errors import SpecError, did_you_mean
+from hydranet.core.paths import os_reason
 from hydranet.core.spec_problems import format_path
 from hydranet.core.yaml12 import SpecLoader
 
@@ -46,16 +47,21 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise SpecError([("", _a_folder(path))], source)
     if not path.is_file():
+        if path.exists():  # /dev/null, a pipe, a socket: reading it could hang, or give nothing
+            raise SpecError([("", f"{path} is not a regular file (a device, pipe or socket); pass a spec file")],
+                            source)
         hint = f" Built-in specs: {', '.join(builtin_spec_names())}." if builtin_spec_names() else ""
         raise SpecError([("", f"spec file not found: {path}.{hint}")], source)
-    size = path.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        raise SpecError([("", f"{path.name} is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit for a spec "
-                              "(a spec is a few hundred bytes); is this the right file?")], source)
     try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([("", f"{path.name} is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit for a spec "
+                                  "(a spec is a few hundred bytes); is this the right file?")], source)
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise SpecError([("", f"not a text file (byte {error.start} is not UTF-8)")], source) from None
+    except OSError as error:
+        raise SpecError([("", f"cannot read spec file {path}: {os_reason(error)}")], source) from None
     if path.suffix.lower() == ".toml":
         try:
             data: Any = tomllib.loads(text)

@@ -24,7 +24,7 @@ from conftest import make_image, tiny_spec
 from hydranet.core import decode
 from hydranet.core.cli import cli
 from hydranet.core.decode import cache_key, decode_images
-from hydranet.core.errors import DataError
+from hydranet.core.errors import DataError, SpecError
 from hydranet.plugins.datasets.utkface import UTKFaceDataset
 
 def train(*args: str, env: dict[str, str] | None = None):
@@ -274,3 +274,48 @@ def test_a_root_whose_only_subfolder_cannot_be_listed_says_so(tmp_path, monkeypa
     with pytest.raises(DataError) as raised:
         UTKFaceDataset(tmp_path / "root").samples()
     assert f"{tmp_path / 'root' / 'locked'} could not be listed (permission denied)" in str(raised.value)
+
+
+# --- 4. an unreadable spec file or label CSV --------------------------------------------------------------------
+
+def test_an_unreadable_spec_file_names_it_and_the_reason(faces, tmp_path, monkeypatch):
+    spec = spec_file(tmp_path, faces)
+    deny(monkeypatch, Path, "read_bytes", lambda path: Path(path) == spec)
+    result = train(str(spec), "--out", str(tmp_path / "run"))
+    no_traceback(result)
+    assert result.exit_code == 1, result.output
+    assert f"cannot read spec file {spec}" in result.output, result.output
+    assert "permission denied" in result.output.lower(), result.output
+
+
+def test_a_device_file_is_not_a_spec_file():
+    result = train("/dev/null")
+    no_traceback(result)
+    assert result.exit_code == 1 and "/dev/null is not a regular file" in result.output, result.output
+    assert "not found" not in result.output
+
+
+def test_read_spec_file_refuses_a_device_and_an_unreadable_file(tmp_path, monkeypatch):
+    from hydranet.core.spec_files import read_spec_file
+
+    with pytest.raises(SpecError, match="is not a regular file"):
+        read_spec_file("/dev/null")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("tasks: [age]\n")
+    deny(monkeypatch, Path, "read_bytes", lambda path: Path(path) == spec)
+    with pytest.raises(SpecError, match="permission denied"):
+        read_spec_file(spec)
+
+
+def test_an_unreadable_label_csv_names_it_and_the_reason(tmp_path, monkeypatch):
+    import builtins
+
+    from hydranet.plugins.datasets.folder import FolderDataset
+
+    make_image(tmp_path / "people" / "a.jpg")
+    table = tmp_path / "people" / "labels.csv"
+    table.write_text("file,age\na.jpg,30\n")
+    deny(monkeypatch, builtins, "open", lambda path: Path(path) == table)
+    with pytest.raises(DataError) as raised:
+        FolderDataset(tmp_path / "people").samples()
+    assert str(raised.value).startswith(f"cannot read label CSV {table}: permission denied"), raised.value

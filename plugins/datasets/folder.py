@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
-from hydranet.core.paths import existing_dir, existing_file
+from hydranet.core.paths import existing_dir, existing_file, os_reason
 from hydranet.core.wording import plural
 
 DEFAULT_CSV = "labels.csv"
@@ -130,6 +130,9 @@ class FolderDataset(Dataset):
                             "save it as a UTF-8 CSV") from error
         except csv.Error as error:
             raise DataError(f"{table} is not a readable CSV: {error}") from error
+        except OSError as error:  # permission denied, an I/O error: the file is there (checked above)
+            raise DataError(f"cannot read label CSV {table}: {os_reason(error)}; make it readable by this user, "
+                            "or set data.csv to another CSV of labels") from error
 
     def _read(self, reader: csv.DictReader, folder: Path) -> list[Sample]:
         columns = self._columns(reader)
