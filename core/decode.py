@@ -233,6 +233,24 @@ def _open_pixels(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
 
 
+def _failures(listed: object, count: int) -> list[tuple[int, str]] | None:
+    """A header's failures as (index, reason) pairs; None when they are not what `decode_images` writes.
+
+    A header edited by hand (or by another program) may hold anything: an index
+    beyond the images or a reason that is no text would fail the run later, far
+    from the cause. Such an entry is a cache miss, decoded again and rewritten.
+    """
+    if not isinstance(listed, list):
+        return None
+    failures = []
+    for item in listed:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and 0 <= item[0] < count
+                and isinstance(item[1], str)):
+            return None
+        failures.append((item[0], item[1]))
+    return failures
+
+
 def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | None:
     """The cache entry for `key`, or None when absent, incomplete or damaged.
 
@@ -241,9 +259,12 @@ def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | 
     header, pixels = entry_files(cache_dir, key)
     try:
         meta = json.loads(header.read_text())
-        if tuple(meta["shape"]) != shape or pixels.stat().st_size != int(np.prod(shape)):
+        if not isinstance(meta, dict) or meta.get("shape") != list(shape):
             return None
-        decoded = Decoded(_open_pixels(pixels, shape), [tuple(f) for f in meta["failures"]], from_cache=True)
+        failures = _failures(meta.get("failures"), shape[0])
+        if failures is None or pixels.stat().st_size != int(np.prod(shape)):
+            return None
+        decoded = Decoded(_open_pixels(pixels, shape), failures, from_cache=True)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a damaged cache entry is only a cache miss
     touch(header)

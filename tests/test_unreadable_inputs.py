@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -319,3 +321,43 @@ def test_an_unreadable_label_csv_names_it_and_the_reason(tmp_path, monkeypatch):
     with pytest.raises(DataError) as raised:
         FolderDataset(tmp_path / "people").samples()
     assert str(raised.value).startswith(f"cannot read label CSV {table}: permission denied"), raised.value
+
+
+# --- 5. decode-cache headers edited by hand ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("failures", ["x", [[9999, "x"]], [[-1, "x"]], [["0", "x"]], [[0]], [[0, 1]], None, 5,
+                                      [[True, "x"]], [[0.5, "x"]]])
+def test_a_malformed_failure_list_in_a_cache_header_is_a_miss(faces, tmp_path, failures):
+    sources = [str(p) for p in sorted(faces.glob("*.jpg"))[:6]]
+    cache = tmp_path / "cache"
+    first = decode_images(sources, 16, workers=1, cache_dir=cache, progress=False)
+    (header,) = cache.glob("decoded-*.json")
+    meta = json.loads(header.read_text())
+    header.write_text(json.dumps({**meta, "failures": failures}))
+    again = decode_images(sources, 16, workers=1, cache_dir=cache, progress=False)
+    assert not again.from_cache and again.failures == [] and torch.equal(again.images, first.images)
+    assert json.loads(header.read_text())["failures"] == []  # rewritten whole
+    assert decode_images(sources, 16, workers=1, cache_dir=cache, progress=False).from_cache
+
+
+@pytest.mark.parametrize("meta", [[], "x", {"shape": "abc", "failures": []}, {"failures": []}])
+def test_a_cache_header_that_is_no_mapping_or_lacks_a_shape_is_a_miss(faces, tmp_path, meta):
+    sources = [str(p) for p in sorted(faces.glob("*.jpg"))[:6]]
+    cache = tmp_path / "cache"
+    decode_images(sources, 16, workers=1, cache_dir=cache, progress=False)
+    (header,) = cache.glob("decoded-*.json")
+    header.write_text(json.dumps(meta))
+    assert not decode_images(sources, 16, workers=1, cache_dir=cache, progress=False).from_cache
+    assert decode_images(sources, 16, workers=1, cache_dir=cache, progress=False).from_cache
+
+
+def test_training_over_a_hand_edited_cache_header_decodes_again(faces, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    spec = spec_file(tmp_path, faces)
+    assert train(str(spec), "--out", str(tmp_path / "run1"), env={"HYDRANET_CACHE": str(cache)}).exit_code == 0
+    (header,) = (cache / "decoded").glob("decoded-*.json")
+    header.write_text(json.dumps({**json.loads(header.read_text()), "failures": [[9999, "x"]]}))
+    result = train(str(spec), "--out", str(tmp_path / "run2"), env={"HYDRANET_CACHE": str(cache)})
+    no_traceback(result)
+    assert result.exit_code == 0, result.output
+    assert "unreadable" not in result.output
