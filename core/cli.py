@@ -199,9 +199,10 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     result = run_plan(plan, progress=progress)  # None: bars when stderr is a terminal
     if not result.is_main:  # another rank of a distributed run: rank 0 reports
         return
-    click.echo(f"\nvalidation metrics after epoch {len(result.history)} "
-               f"(best epoch {result.best_epoch}); baseline = best constant prediction:")
-    click.echo(metrics_table(result.final.metrics, result.baselines, result.final.higher_is_better))
+    heading, metrics = final_report(result.history[-1]["epoch"], result.best_epoch, result.best,
+                                    result.final.metrics)
+    click.echo(f"\n{heading}; baseline = best constant prediction:")
+    click.echo(metrics_table(metrics, result.baselines, result.final.higher_is_better))
     click.echo(f"\nrun folder: {result.run_dir}")
 
 
@@ -231,6 +232,17 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
     click.echo(f"sweep folder: {plan.out_dir}")
     if result.failures:
         raise HydranetError(failure_report(result, len(plan.runs)))
+
+
+def final_report(last: Any, best: int, best_metrics: Any, last_metrics: Any) -> tuple[str, Any]:
+    """What `train` reports at the end: the best epoch's metrics, which best.pt holds and `eval` and `compare`
+    report, under a heading that says which epoch they are; the last epoch's when no epoch could be the best."""
+    last = int(last)
+    if best == last or not best_metrics:
+        why = "the best epoch: best.pt" if best == last else "no epoch's validation loss was finite: no best.pt"
+        return f"validation metrics after epoch {last} ({why})", last_metrics
+    return (f"validation metrics of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
+            "and metrics.csv)"), best_metrics
 
 
 def _pairs(option: str, values: tuple[str, ...]) -> list[str]:

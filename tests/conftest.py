@@ -180,3 +180,17 @@ def install_as_if_pip(package: "Path", site: "Path", monkeypatch: pytest.MonkeyP
     monkeypatch.syspath_prepend(str(package / "src"))
     monkeypatch.syspath_prepend(str(site))
     return project
+
+
+def train_from_the_cli(raw: dict, components, tmp_path, monkeypatch):
+    """`hydranet train SPEC` with `components` as the installed plugins."""
+    import yaml
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    for module in ("hydranet.core.spec", "hydranet.core.engine"):
+        monkeypatch.setattr(f"{module}.default_components", lambda: components)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return CliRunner().invoke(cli, ["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"])

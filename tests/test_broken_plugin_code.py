@@ -24,7 +24,7 @@ from hydranet.core.metrics import Accuracy, MaskedMean
 from hydranet.core.spec import load_spec
 from hydranet.tasks.kinds import BinaryParams, BinaryTask, MulticlassParams, MulticlassTask
 
-from conftest import tiny_spec, with_inline_plugin, with_weighting
+from conftest import tiny_spec, train_from_the_cli, with_inline_plugin, with_weighting
 
 PLUGIN = "plugin 'broken' (hydranet-broken 0.0.1)"
 
@@ -450,20 +450,6 @@ class RowValuesBreaks(MaskedMean):
 class MetricBreaks(BinaryTask):
     def metrics(self):
         return {"accuracy": Accuracy(), "smiles": RowValuesBreaks()}
-
-
-def train_from_the_cli(raw: dict, components, tmp_path, monkeypatch):
-    """`hydranet train SPEC` with `components` as the installed plugins."""
-    import yaml
-    from click.testing import CliRunner
-
-    from hydranet.core.cli import cli
-
-    for module in ("hydranet.core.spec", "hydranet.core.engine"):
-        monkeypatch.setattr(f"{module}.default_components", lambda: components)
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return CliRunner().invoke(cli, ["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
 
 
 @pytest.mark.parametrize("task_class, said, fix", [

@@ -186,7 +186,7 @@ def test_nproc_from_the_cli_equals_one_process(faces, tmp_path):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     output = succeed(hydranet_cli("train", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "two"),
                                   "--nproc", "2", "--no-progress"))
-    assert output.count("validation metrics after epoch 2") == 1  # rank 1 prints no second report
+    assert output.count("validation metrics ") == 1  # rank 1 prints no second report
     assert "parameters identical on every rank" in output
     single = one_process(spec, tmp_path / "one")
     saved = torch.load(tmp_path / "two" / "last.pt", weights_only=True)

@@ -16,7 +16,7 @@ import torch
 
 import hydranet
 from hydranet.core.weighting import WeightedSum
-from conftest import tiny_spec, with_weighting
+from conftest import tiny_spec, train_from_the_cli, with_weighting
 from hydranet.core.engine import metrics_at
 from hydranet.core.errors import TrainingError
 from hydranet.core.run import read_metrics
@@ -109,3 +109,28 @@ def test_an_unexpected_error_after_setup_leaves_its_traceback_in_train_log(faces
     assert "error: the run stopped (no checkpoint written): KeyError: 'not_a_buffer'" in log
     assert "Traceback (most recent call last)" in log and "in state_dict" in log
     assert log.rstrip().endswith("KeyError: 'not_a_buffer'")
+
+
+def test_train_reports_the_best_epoch_and_says_which_when_it_is_not_the_last():
+    from hydranet.core.cli import final_report
+
+    best, last = {"age": {"mae": 6.0}}, {"age": {"mae": 7.5}}
+    heading, shown = final_report(4.0, 3, best, last)  # metrics.csv's epoch is a float
+    assert shown is best
+    assert heading == ("validation metrics of epoch 3, the best (best.pt; the last, epoch 4, is in last.pt and "
+                       "metrics.csv)")
+    heading, shown = final_report(4, 4, last, last)
+    assert shown is last and heading == "validation metrics after epoch 4 (the best epoch: best.pt)"
+    heading, shown = final_report(4, 0, None, last)
+    assert shown is last and "no epoch's validation loss was finite: no best.pt" in heading
+
+
+def test_the_train_command_prints_the_best_epochs_table(faces, tmp_path, monkeypatch):
+    components = with_weighting("probe", AscentAfterFirstEpoch, plugin="w-plugin")
+    raw = {**tiny_spec(faces, epochs=3, optimizer="adamw", lr=0.01), "weighting": "probe"}
+    result = train_from_the_cli(raw, components, tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    first = read_metrics(tmp_path / "run" / "metrics.csv")[0]
+    assert "validation metrics of epoch 1, the best (best.pt; the last, epoch 3," in result.output
+    age_row = next(line for line in result.output.splitlines() if line.startswith("age "))
+    assert f"{first['val.age.mae']:.4f}" in age_row
