@@ -177,6 +177,9 @@ class Weighting(nn.Module):
     #: on the host or draw from a Python-side generator: the engine may then record the whole training step
     #: as one CUDA graph and replay it (train.cuda_graphs: step; see `hydranet.core.capture`).
     capturable: ClassVar[bool] = False
+    #: Epochs at the start of a run whose weights are all 1 while the weighting gathers what it adapts from
+    #: (DWA's loss ratios need two epochs): a run of no more epochs trains exactly as `sum`, and says so.
+    uniform_epochs: ClassVar[int] = 0
 
     def __init__(self, tasks: Sequence[Task]):
         super().__init__()

@@ -195,6 +195,12 @@ class RunSetup:
         log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
             f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
+        uniform = self.weighting.uniform_epochs
+        if uniform >= cfg.epochs:
+            name = self.spec.weighting.entry.name
+            log(f"warning: weighting '{name}' weights every task 1 for its first {plural(uniform, 'epoch')}, so "
+                f"this run of {plural(cfg.epochs, 'epoch')} trains exactly as weighting 'sum' would; train more "
+                f"epochs (train.epochs > {uniform}) to see it adapt")
         self.background = self._start_background_compile() if settings.compile else None
         forward_losses = self._build_forward(compile=settings.compile and self.background is None)
         self.train_step = TrainStep(forward_losses, self.weighting, self.optimizer, self._step_context,

@@ -521,3 +521,15 @@ def test_trains_through_the_engine(components, faces, tmp_path, weighting):
     fresh.load_state_dict(checkpoint["weighting"])  # the checkpoint restores the strategy's state...
     # ...which training moved away from where it starts
     assert fresh.weights().tolist() != make(components, name, ("age", "gender", "ethnicity")).weights().tolist()
+
+
+@pytest.mark.parametrize("epochs, warned", [(2, True), (3, False)])
+def test_a_dwa_run_too_short_to_adapt_says_it_trains_as_sum(faces, tmp_path, components, epochs, warned):
+    # DWA's weights stay 1 until two epochs have ended: a 2-epoch comparison against sum would show Δm 0
+    spec = load_spec({**tiny_spec(faces, epochs=epochs), "weighting": "dwa"}, components=components)
+    hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    warning = ("warning: weighting 'dwa' weights every task 1 for its first 2 epochs, so this run of 2 epochs "
+               "trains exactly as weighting 'sum' would; train more epochs (train.epochs > 2) to see it adapt")
+    assert (warning in log) is warned
+    assert ("weighting 'dwa' weights every task 1" in log) is warned  # and not in another wording

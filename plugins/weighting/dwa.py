@@ -42,6 +42,7 @@ class DynamicWeightAverage(WeightedSum):
     """Weights from the rate at which each task's epoch loss fell (softmax of loss ratios)."""
 
     capturable = True
+    uniform_epochs = 2  # no loss ratio before two epochs have ended
 
     description = "Dynamic Weight Average: weights from each task's epoch-to-epoch loss ratio."
     reference = "Liu, Johns, Davison. End-to-End Multi-Task Learning with Attention. CVPR 2019."
