@@ -211,7 +211,10 @@ def describe_raised(error: BaseException, package: str | None = None, *, keep: b
     frames hold nothing big), for the CLI to find again in the message that tells of it (`raised_in`).
     """
     text = str(error)
-    words = f"{type(error).__name__}: {text}" if text.strip() else type(error).__name__
+    if isinstance(error, SystemExit):  # plugin code that ends the process: say so, not "SystemExit: 0"
+        words = f"sys.exit({error.code!r}), which would end hydranet"
+    else:
+        words = f"{type(error).__name__}: {text}" if text.strip() else type(error).__name__
     where = "" if isinstance(error, SyntaxError) else raised_where(error, package)
     _RAISED.append((words, where, error if keep or wants_traceback() else None))
     return words, where

@@ -332,7 +332,7 @@ def load_entry_points(pm: PluginManager, allow: set[str] | None) -> None:
             continue
         try:
             plugin = ep.load()
-        except Exception as error:  # a plugin's import may raise anything
+        except (Exception, SystemExit) as error:  # a plugin's import may raise anything, even sys.exit()
             pm.info[ep.name] = PluginInfo(ep.name, dist_name, dist_version, builtin=False)
             words = plugin_raised(error, ep.value.split(":")[0].split(".")[0], keep=True)
             pm.record_error(ep.name, f"failed to import '{ep.value}': {words}")
@@ -427,7 +427,7 @@ def _call_isolated(pm: PluginManager, plugin: str, hook: str, function: Callable
     except RegistrationError as error:  # register() refused what the plugin passed; the message says why
         pm.record_error(plugin, f"{hook}: {error.problem}; {consequence}")
         return False
-    except Exception as error:  # a plugin's hook may raise anything
+    except (Exception, SystemExit) as error:  # a plugin's hook may raise anything, even sys.exit()
         pm.record_error(plugin, f"{hook} raised {plugin_raised(error, code_package(function), keep=True)}; "
                                 f"{consequence}")
         return False

@@ -356,3 +356,35 @@ def test_a_hook_that_raises_names_its_line():
     (error,) = load_components(pm).pm.load_errors()
     line = register_tasks.__code__.co_firstlineno + 1
     assert f"register_tasks raised RuntimeError: needs a GPU (at tests/{HERE}:{line} in register_tasks)" in error
+
+
+@pytest.mark.parametrize("code", ["0", "'usage: foo'"])
+def test_a_plugin_that_calls_sys_exit_at_import_is_a_load_error_not_the_end_of_hydranet(tmp_path, monkeypatch,
+                                                                                        code):
+    package = tmp_path / "hydranet-oops"
+    (package / "src" / "hydranet_oops").mkdir(parents=True)
+    (package / "pyproject.toml").write_text(OOPS_PYPROJECT)
+    (package / "src" / "hydranet_oops" / "__init__.py").write_text("")
+    (package / "src" / "hydranet_oops" / "plugin.py").write_text(f"import sys\nsys.exit({code})\n")
+    install_as_if_pip(package, tmp_path / "site", monkeypatch)
+    try:
+        (error,) = load_components(make_plugin_manager()).pm.load_errors()
+        shown = invoke("plugins")
+    finally:
+        sys.modules.pop("hydranet_oops.plugin", None)
+        sys.modules.pop("hydranet_oops", None)
+    assert f"failed to import 'hydranet_oops.plugin': sys.exit({code}), which would end hydranet" in error
+    assert shown.exit_code == 1 and "oops  (hydranet-oops 0.0.1)\n    ERROR: failed to import" in shown.output
+
+
+def test_a_register_hook_that_calls_sys_exit_leaves_its_plugin_out():
+    def leave(register):
+        sys.exit(3)
+
+    pm = make_plugin_manager(entry_points=False)
+    pm.add_plugin(type("Plugin", (), {"register_tasks": hydranet.hookimpl(leave)})(), "oops",
+                  distribution="hydranet-oops", version="0.0.1", builtin=False)
+    components = load_components(pm)
+    (error,) = components.pm.load_errors()
+    assert "register_tasks raised sys.exit(3), which would end hydranet" in error
+    assert "age" in components.tasks.names()  # the built-ins still load
