@@ -359,7 +359,7 @@ def test_a_hook_that_raises_names_its_line():
 
 
 @pytest.mark.parametrize("code", ["0", "'usage: foo'"])
-def test_a_plugin_that_calls_sys_exit_at_import_is_a_load_error_not_the_end_of_hydranet(tmp_path, monkeypatch,
+def test_a_plugin_that_calls_sys_exit_at_import_is_a_load_error_not_the_end_of_hydranet(tmp_path, monkeypatch, use,
                                                                                         code):
     package = tmp_path / "hydranet-oops"
     (package / "src" / "hydranet_oops").mkdir(parents=True)
@@ -368,7 +368,7 @@ def test_a_plugin_that_calls_sys_exit_at_import_is_a_load_error_not_the_end_of_h
     (package / "src" / "hydranet_oops" / "plugin.py").write_text(f"import sys\nsys.exit({code})\n")
     install_as_if_pip(package, tmp_path / "site", monkeypatch)
     try:
-        (error,) = load_components(make_plugin_manager()).pm.load_errors()
+        (error,) = use(load_components(make_plugin_manager())).pm.load_errors()
         shown = invoke("plugins")
     finally:
         sys.modules.pop("hydranet_oops.plugin", None)
