@@ -79,8 +79,8 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     epochs = resolved.spec.train.epochs
     if int(state["progress"].get("epoch", 1)) > epochs:  # say so before loading the data and the model
         raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "
-                            f"{plural(epochs, 'epoch')}; to train it further, start a new run from its weights "
-                            f"with init_from: {checkpoint.parent / 'best.pt'}")
+                            f"{plural(epochs, 'epoch')}; to train it further, start a new run from its last weights "
+                            f"with init_from: {checkpoint} (or from its best epoch's, {checkpoint.parent / 'best.pt'})")
     return RunPlan(resolved, checkpoint.parent, state, option=option)
 
 

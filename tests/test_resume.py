@@ -263,8 +263,12 @@ def test_resume_of_a_finished_run_says_so(faces, tmp_path, components):
     spec = load_spec(tiny_spec(faces, epochs=1), components=components)
     hydranet.train(spec, out_dir=tmp_path, components=components, progress=False, echo=False)
     log = (tmp_path / "train.log").read_text()
-    with pytest.raises(TrainingError, match="already finished its 1 epoch; .* init_from: "):
+    with pytest.raises(TrainingError) as caught:
         hydranet.train(components=components, resume=tmp_path, progress=False, echo=False)
+    assert str(caught.value) == (  # the same last.pt as the other refusals of --resume suggest, and best.pt
+        f"nothing left to train: the run in {tmp_path} already finished its 1 epoch; to train it further, start a "
+        f"new run from its last weights with init_from: {tmp_path / 'last.pt'} (or from its best epoch's, "
+        f"{tmp_path / 'best.pt'})")
     assert (tmp_path / "train.log").read_text() == log  # refused before loading data or writing anything
     with pytest.raises(hydranet.HydranetError, match="nothing to resume: .*nope does not exist"):
         hydranet.train(components=components, resume=tmp_path / "nope", progress=False, echo=False)
