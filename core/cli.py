@@ -267,7 +267,7 @@ def _argv_without_nproc(argv: list[str]) -> list[str]:
 # ------------------------------------------------------------------ plot
 
 
-@cli.command(cls=HintingCommand)
+@cli.command(cls=HintingCommand, short_help="Write PNG charts of one run's or several runs' metrics.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(), metavar="RUN [RUN ...]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Folder for the PNGs (default: RUN for one run, the sweep folder for a sweep; several runs "
@@ -327,7 +327,7 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
     raise click.BadParameter(f"{value!r} is not best, last or an epoch number (1, 2, ...)")
 
 
-@cli.command()
+@cli.command(short_help="Compare runs of the same tasks: metrics, delta_m, time.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--ref", metavar="RUN", type=click.Path(),
               help="The run the others are measured against (default: the first RUN; for the runs of one sweep "
@@ -398,7 +398,7 @@ KINDS = ("tasks", "backbones", "weightings", "datasets")
 LISTED = (*KINDS, "observers")
 
 
-@cli.command("list")
+@cli.command("list", short_help="List registered components, or one with its parameters.")
 @click.argument("kind", required=False, type=click.Choice(LISTED))
 @click.argument("name", required=False)
 def list_components(kind: str | None, name: str | None) -> None:
@@ -612,7 +612,7 @@ def _weightings_table(registry: Any) -> str:
     return "\n".join(out)
 
 
-@cli.command()
+@cli.command(short_help="List plugins, their components and their load errors.")
 def plugins() -> None:
     """List loaded plugins, their versions, components and load errors.
 

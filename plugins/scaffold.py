@@ -127,7 +127,7 @@ def write_plugin(name: str, kind: str = "task", out: str | Path = ".", taken: Co
     return target
 
 
-@click.command("new-plugin")
+@click.command("new-plugin", short_help="Write a pip-installable plugin package, hydranet-NAME/.")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), default="task", show_default=True,
               help="What the plugin registers; an observer watches training runs instead.")

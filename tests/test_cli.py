@@ -244,3 +244,11 @@ def test_the_command_line_imports_without_torch():
     code = "import sys, hydranet.core.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_command_list_fits_an_80_column_terminal_without_cutting_a_summary():
+    # click cuts a command's first docstring sentence to fit, ending it with "..."; each command gives its own
+    # short summary instead
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    commands = result.output.split("Commands:\n", 1)[1].splitlines()
+    assert len(commands) >= 12 and not [line for line in commands if line.rstrip().endswith("...")], result.output
