@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError
-from hydranet.core.wording import plural
+from hydranet.core.wording import english_list, plural
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 #: The run folder's lock file (see `RunLock`): present while a run writes the folder; not one of its files.
@@ -228,6 +228,8 @@ class RunFolder:
         #: True when this run made the folder, so a run that fails before training may take it away again.
         self.created = not self.path.exists()
         self.fresh = fresh
+        #: a lock file there before this run took the folder: left by a run that was killed (see `_check_fresh`)
+        self.stale_lock = (self.path / LOCK_FILE).is_file()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -259,8 +261,33 @@ class RunFolder:
             raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
                                 f"`{resume_command(self.path, self.option)}`, or choose a new folder with "
                                 f"{_new_folder(self.option)}")
+        if held and not self._left_by_a_run(held):
+            raise HydranetError(self._not_a_runs_files(held))
         for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
             (self.path / name).unlink()
+
+    def _left_by_a_run(self, held: list[str]) -> bool:
+        """Whether `held` (spec.yaml, train.log, compile.log: no results) is what a hydranet run left, provably.
+
+        A run writes its resolved spec first, byte for byte as `yaml.safe_dump`
+        writes it (a hand-written or commented spec never reads so), then
+        train.log; a run killed before it could clean up leaves its lock file
+        too. So: spec.yaml as hydranet writes it, beside train.log or a stale
+        lock. Anything else may be the user's own (their spec in the folder
+        given as --out, a log they keep there) and is not ours to remove.
+        """
+        if "spec.yaml" not in held or not ("train.log" in held or self.stale_lock):
+            return False
+        return is_written_spec(self.path / "spec.yaml")
+
+    def _not_a_runs_files(self, held: list[str]) -> str:
+        """Why a new run refuses a folder holding files it would replace that no run of hydranet left there."""
+        one = len(held) == 1
+        them = "it" if one else "them"
+        return (f"{self.path} holds {english_list(held)}, which a run writes in its folder, but "
+                f"{'it is' if one else 'they are'} not what an earlier hydranet run left there: a new run would "
+                f"replace or remove {them}. Choose another folder for the run with {_new_folder(self.option)} (e.g. a "
+                f"new folder under runs/), or move {them} away")
 
     def _finished_run(self, held: list[str]) -> str:
         """Why a new run cannot have a finished run's folder, and the ways on: another folder, or its weights.
@@ -399,6 +426,23 @@ class SilentRunFolder(RunFolder):
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         pass
+
+
+#: a run's spec.yaml holds these sections (`ResolvedSpec.to_dict`); a hand-written spec may leave most out
+_RESOLVED_SECTIONS = ("backbone", "image_size", "tasks", "data", "weighting", "augment", "train", "init_from", "freeze")
+
+
+def is_written_spec(path: Path) -> bool:
+    """Whether `path` reads as a spec.yaml a run wrote: every section, in `yaml.safe_dump`'s own spelling."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (isinstance(data, dict) and all(key in data for key in _RESOLVED_SECTIONS)
+            and yaml.safe_dump(data, sort_keys=False) == text)
 
 
 def csv_number(value: Any) -> Any:

@@ -145,7 +145,7 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces,
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # nothing touched
     stopped = tmp_path / "stopped"  # a run that stopped before its first epoch ended left only these
     stopped.mkdir()
-    (stopped / "spec.yaml").write_text("old")
+    (stopped / "spec.yaml").write_text(spec.to_yaml())  # as the run wrote it: not a spec of the user's
     (stopped / "train.log").write_text("non-finite loss at epoch 1, step 2\n")
     hydranet.train(spec, out_dir=stopped, components=components, progress=False, echo=False)
     assert (stopped / "last.pt").exists() and "non-finite" not in (stopped / "train.log").read_text()

@@ -1,0 +1,87 @@
+"""Nothing the user wrote is lost: a run, an export, predictions and a sweep replace only what hydranet wrote.
+
+Each test is a bad input found on a tour of the commands: a folder given as
+`train --out` that holds the user's own spec.yaml, `export --out` or
+`predict --out` naming the checkpoint being read or a file of the user's, a
+sweep into another sweep's folder, a metrics.csv saved again by a
+spreadsheet, a file name that is not UTF-8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core.cli import cli
+from hydranet.core.spec import load_spec
+
+
+def invoke(*args, code: int | None = None):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if code is not None:
+        assert result.exit_code == code, result.output
+    return result
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+# ------------------------------------------------------------------ train --out
+
+
+def test_train_out_at_a_folder_holding_the_users_own_spec_keeps_it(faces, tmp_path, monkeypatch):
+    mine = "# my experiment: the tiny spec\n" + yaml.safe_dump(tiny_spec(faces, epochs=1))
+    (tmp_path / "spec.yaml").write_text(mine)
+    monkeypatch.chdir(tmp_path)
+    failed = invoke("train", "spec.yaml", "--set", "data.root=../nope", "--out", ".", "--no-progress", code=1)
+    assert "spec.yaml" in failed.output and "--out DIR" in failed.output
+    assert (tmp_path / "spec.yaml").read_text() == mine
+    invoke("train", "spec.yaml", "--out", ".", "--no-progress", code=1)  # data that loads: refused all the same
+    assert files(tmp_path) == {"spec.yaml": mine.encode()}
+    invoke("train", "spec.yaml", "--out", "run", "--no-progress", code=0)  # the way out offered works
+    assert (tmp_path / "spec.yaml").read_text() == mine and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_a_train_log_or_compile_log_of_the_users_is_refused_and_kept(faces, tmp_path, components):
+    spec = load_spec(tiny_spec(faces, epochs=1), components=components)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.log").write_text("my notes of the last week\n")  # e.g. `hydranet train ... > train.log`
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.train(spec, out_dir=out, components=components, progress=False, echo=False)
+    assert f"{out} holds train.log" in str(caught.value) and "out_dir=" in str(caught.value)
+    assert files(out) == {"train.log": b"my notes of the last week\n"}
+    (out / "spec.yaml").write_text(spec.to_yaml())  # a copy of a run's spec, with a log of the user's: no run's
+    (out / "train.log").unlink()
+    with pytest.raises(hydranet.HydranetError, match="holds spec.yaml, which a run writes"):
+        hydranet.train(spec, out_dir=out, components=components, progress=False, echo=False)
+    assert (out / "spec.yaml").read_text() == spec.to_yaml()
+
+
+def test_what_a_killed_run_left_is_cleared_and_the_folder_reused(faces, tmp_path, components):
+    """A run killed before its first epoch ended leaves its spec.yaml and its lock file (and perhaps train.log)."""
+    spec = load_spec(tiny_spec(faces, epochs=1), components=components)
+    out = tmp_path / "killed"
+    out.mkdir()
+    (out / "spec.yaml").write_text(spec.to_yaml())
+    (out / ".lock").write_text("12345 1700000000\n")
+    result = hydranet.train(spec, out_dir=out, components=components, progress=False, echo=False)
+    assert result.run_dir == out and (out / "summary.json").is_file() and not (out / ".lock").exists()
+
+
+def test_a_failed_runs_own_folder_is_still_removed_and_an_existing_run_still_refused(faces, tmp_path):
+    raw = tiny_spec(faces, epochs=1)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    invoke("train", tmp_path / "s.yaml", "--set", "data.root=nope", "--out", tmp_path / "new", "--no-progress",
+           code=1)
+    assert not (tmp_path / "new").exists()
+    invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--no-progress", code=0)
+    (tmp_path / "run" / "summary.json").unlink()
+    again = invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--no-progress", code=1)
+    assert f"hydranet train --resume {tmp_path / 'run'}" in again.output
