@@ -110,3 +110,11 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def same_file(one: str | Path, other: str | Path) -> bool:
+    """Whether two paths name one file (through links, `..` or another spelling); False if either is missing."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False

@@ -153,11 +153,14 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write to FILE (atomically) instead of stdout; without --json/--csv the format "
                    "follows FILE's ending (.json, .csv, else a table).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out FILE that is not an earlier predictions file of the same format "
+                   "(never the checkpoint or an image being read).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @device_option("predict on")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on in a terminal).")
 def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_csv: bool, out_file: str | None,
-                    batch_size: int, device: str, progress: bool | None) -> None:
+                    force: bool, batch_size: int, device: str, progress: bool | None) -> None:
     """Predict every task for image files and folders.
 
     Folders are searched recursively for image files.
@@ -167,6 +170,8 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
     its reason in its row instead of stopping the run; their number is
     printed on stderr at the end. When no image at all can be read, the
     command exits with status 1 and leaves an existing --out file alone.
+    An existing --out file is replaced only when it holds earlier predictions
+    in the same format, or with --force.
 
     \b
     Examples:
@@ -190,6 +195,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
     model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
     files = image_files(paths)  # what model.predict_files(paths) runs on; "no image files found in: ..." if none
     if out_file:
+        check_out_file(Path(out_file), fmt, [checkpoint, *files], force)
         writable_folder(out_file, hint=OUT_HINT)  # before predicting, not after
     show = sys.stderr.isatty() if progress is None else progress
     rows = model.predict_files(files, batch_size=batch_size, progress=show)
@@ -208,6 +214,48 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
         click.echo(text, nl=False)
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} images could not be read; their rows say why.", err=True)
+
+
+def check_out_file(out: Path, fmt: str, inputs: Sequence[str | Path], force: bool) -> None:
+    """Refuse an --out FILE that is an input (the checkpoint, an image), or a file other than earlier predictions.
+
+    Predictions replace the file whole, so --out best.pt, or a spec or table
+    the user keeps, would be lost; earlier predictions in the same format are
+    what a second run of the same command replaces.
+    """
+    from hydranet.core.atomic import same_file
+
+    if not out.exists():
+        return
+    read = next((k for k, path in enumerate(inputs) if same_file(path, out)), None)
+    if read is not None:
+        what = "the checkpoint" if read == 0 else "an image"
+        raise click.ClickException(f"--out {out} is {what} being read ({inputs[read]}): the predictions would "
+                                   f"replace it. {OUT_HINT}")
+    if not force and not is_predictions_file(out, fmt):
+        raise click.ClickException(f"{out} exists and is not a {fmt} file of predictions hydranet wrote: the "
+                                   f"predictions would replace it. {OUT_HINT[:-1]}, or pass --force to replace it.")
+
+
+def is_predictions_file(path: Path, fmt: str) -> bool:
+    """Whether `path` is what `predict` writes in `fmt`: a CSV from `file` to `error`, a JSON list of rows with
+    `file`, or a table headed `file`. Told from its start (a JSON file whole); any other file is not."""
+    try:
+        if not path.is_file():
+            return False
+        if fmt == "json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(rows, list) and all(isinstance(row, dict) and "file" in row for row in rows)
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            head = handle.read(65536)
+        lines = head.splitlines()
+        if fmt == "csv":
+            header = next(csv.reader(lines[:1]), [])
+            return header[:1] == ["file"] and header[-1:] == ["error"]
+        return (len(lines) >= 2 and lines[0].split()[:1] == ["file"]
+                and set(lines[1]) <= {"-", " "} and "-" in lines[1])
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return False
 
 
 def nothing_readable(rows: Sequence[Mapping[str, Any]], out_file: str | None, shown: int = 5) -> str:
@@ -299,7 +347,11 @@ def _readable(prediction: Mapping[str, Any] | None) -> str:
               help=f"ONNX opset version ({MIN_OPSET} or newer; default: the exporter's).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run the written file on random images and compare it with PyTorch (to 1e-4) before keeping it.")
-def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int | None, check: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out FILE that is not an earlier export in this format (never CHECKPOINT "
+                   "itself).")
+def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int | None, check: bool,
+                   force: bool) -> None:
     """Write a model as one ONNX, TorchScript or torch.export file.
 
     The file is for deployment: it needs neither hydranet nor its plugins.
@@ -310,7 +362,9 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     classification logits. ONNX names each output after its task;
     TorchScript and torch.export return a tuple in that order. The names,
     class names and units are also stored in the file as a JSON manifest.
-    ONNX needs pip install 'hydranet[export]'.
+    ONNX needs pip install 'hydranet[export]'. An existing output file is
+    replaced only when it is an earlier export in the same format, or with
+    --force.
 
     \b
     Examples:
@@ -320,7 +374,8 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     """
     from hydranet.core.export import export_checkpoint
 
-    result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check)  # type: ignore[arg-type]
+    result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check,  # type: ignore[arg-type]
+                               force=force)
     click.echo(export_summary(result))
 
 

@@ -22,7 +22,10 @@ A JSON manifest (input, outputs, class names, units) travels inside the file
 receives the file can decode it without the spec. Files are written to a
 temporary name, checked against PyTorch when asked, and only then renamed:
 a failed export leaves nothing behind. An output folder that cannot take
-the file is refused before exporting starts.
+the file is refused before exporting starts, and so is an output file that
+is the checkpoint itself, or any file already there but an earlier export of
+the same format (with its manifest): what a user wrote is replaced only when
+they say so (`force`, `--force`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from hydranet.core.atomic import atomic_file, writable_folder
+from hydranet.core.atomic import atomic_file, same_file, writable_folder
 from hydranet.core.errors import HydranetError
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX, Format
 
@@ -172,12 +175,14 @@ def require_onnx(runtime: bool = False) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt: Format = "onnx", *,
-                      opset: int | None = None, check: bool = True) -> ExportResult:
+                      opset: int | None = None, check: bool = True, force: bool = False) -> ExportResult:
     """Write the checkpoint's model as one file in `fmt`.
 
     With `check`, the written file is loaded back and run on random images at
     two batch sizes before it replaces `out`; outputs that differ from
     PyTorch's beyond `CHECK_TOLERANCE` make it an error, and nothing is kept.
+    An existing `out` is replaced only when it is an earlier export of `fmt`
+    or with `force`; never when it is `checkpoint` itself.
     """
     from hydranet.core.inference import TrainedModel
 
@@ -191,6 +196,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
         require_onnx(runtime=check)
     trained = TrainedModel.from_checkpoint(checkpoint, device="cpu")
     target = Path(out) if out else default_output(checkpoint, fmt)
+    check_target(checkpoint, target, fmt, force)
     writable_folder(target, hint="Choose another output file (--out FILE).")  # before minutes of tracing
     wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std).eval()
     warned = decode_warnings(trained)
@@ -213,6 +219,50 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
         if check:
             result.max_difference = check_export(tmp, fmt, trained, task_names=trained.task_names)
     return result
+
+
+def check_target(checkpoint: str | Path, target: Path, fmt: str, force: bool = False) -> None:
+    """Refuse an output file that is the checkpoint, or one not exported before in `fmt` unless `force`."""
+    if same_file(checkpoint, target):
+        raise ExportError(f"--out {target} is the checkpoint being exported: the export would replace it. Choose "
+                          f"another output file (--out FILE), e.g. {default_output(checkpoint, fmt)}")
+    if force or not target.exists() or (target.is_file() and exported_as(target) == fmt):
+        return
+    raise ExportError(f"{target} exists and is not a {fmt} file hydranet exported: the export would replace it. "
+                      "Choose another output file (--out FILE), or pass --force to replace it")
+
+
+def exported_as(path: Path) -> str | None:
+    """The format of a file hydranet exported (its manifest inside says so), or None for any other file.
+
+    Read without running anything in it: a TorchScript or torch.export file is
+    a zip archive, read as one; an ONNX file is a protobuf, parsed by onnx.
+    """
+    import zipfile
+
+    def hydranet_manifest(text: bytes | str) -> bool:
+        try:
+            return json.loads(text).get("format") == "hydranet-export"
+        except (ValueError, AttributeError):
+            return False
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [name.split("/")[1:] for name in archive.namelist()]
+                manifest = next((name for name in archive.namelist() if name.split("/")[1:] == ["extra", MANIFEST]),
+                                None)
+                if manifest is None or not hydranet_manifest(archive.read(manifest)):
+                    return None
+            return "torchscript" if any(parts[:1] == ["code"] for parts in names) else "exported"
+        if importlib.util.find_spec("onnx") is None:
+            return None
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return "onnx" if hydranet_manifest(props.get("hydranet", "")) else None
+    except Exception:  # any file at all may be there: whatever cannot be read as an export is not one
+        return None
 
 
 def _batch_dim() -> dict[str, dict[int, object]]:

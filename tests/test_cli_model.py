@@ -291,7 +291,8 @@ def test_predict_fails_when_no_image_can_be_read(runs, pictures, tmp_path):
     assert f"no image could be read (1 file tried):\n  {spec}: not an image" in result.stderr
     out = tmp_path / "old.csv"
     out.write_text("the previous predictions\n")
-    written = run("predict", runs["tuned"], spec, pictures / "broken.jpg", "--out", out, "--device", "cpu", ok=False)
+    written = run("predict", runs["tuned"], spec, pictures / "broken.jpg", "--out", out, "--force", "--device", "cpu",
+                  ok=False)  # --force: old.csv is no predictions file, which predict would refuse to replace
     assert written.exit_code == 1 and f"{out} was not written" in written.stderr
     assert out.read_text() == "the previous predictions\n"  # nothing lost for a run with nothing to write
     partial = run("predict", runs["tuned"], spec, pictures, "--device", "cpu")  # some readable: still 0

@@ -9,6 +9,9 @@ spreadsheet, a file name that is not UTF-8.
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 import hydranet
-from conftest import tiny_spec
+from conftest import make_image, tiny_spec
 from hydranet.core.cli import cli
 from hydranet.core.spec import load_spec
 
@@ -85,3 +88,77 @@ def test_a_failed_runs_own_folder_is_still_removed_and_an_existing_run_still_ref
     (tmp_path / "run" / "summary.json").unlink()
     again = invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--no-progress", code=1)
     assert f"hydranet train --resume {tmp_path / 'run'}" in again.output
+
+
+# ------------------------------------------------------------------ export --out, predict --out
+
+
+@pytest.fixture
+def own_checkpoint(checkpoint, tmp_path) -> Path:
+    """A copy of the session's checkpoint, which a test may lose without harming the others."""
+    (tmp_path / "run").mkdir()
+    return Path(shutil.copy(checkpoint, tmp_path / "run" / "best.pt"))
+
+
+def test_export_never_writes_over_the_checkpoint_it_reads(own_checkpoint, tmp_path):
+    before = own_checkpoint.read_bytes()
+    link = tmp_path / "link.pt"
+    link.symlink_to(own_checkpoint)
+    for out in (own_checkpoint, link, tmp_path / "run" / ".." / "run" / "best.pt"):
+        result = invoke("export", own_checkpoint, "--format", "torchscript", "--out", out, "--no-check", "--force",
+                        code=1)
+        assert "is the checkpoint being exported" in result.output
+    assert own_checkpoint.read_bytes() == before
+    from hydranet.core.export import ExportError, export_checkpoint
+
+    with pytest.raises(ExportError, match="is the checkpoint being exported"):
+        export_checkpoint(link, own_checkpoint, "torchscript", check=False, force=True)
+    assert own_checkpoint.read_bytes() == before
+
+
+def test_export_replaces_only_an_earlier_export_of_its_format_unless_forced(own_checkpoint, tmp_path):
+    from hydranet.core.export import ExportError, export_checkpoint, read_manifest
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("backbone: tiny\n")
+    refused = invoke("export", own_checkpoint, "--format", "torchscript", "--out", spec, "--no-check", code=1)
+    assert f"{spec} exists and is not a torchscript file hydranet exported" in refused.output
+    assert "--force" in refused.output and spec.read_text() == "backbone: tiny\n"
+    with pytest.raises(ExportError, match="not a torchscript file hydranet exported"):
+        export_checkpoint(own_checkpoint, spec, "torchscript", check=False)
+    model = tmp_path / "model.ts.pt"
+    invoke("export", own_checkpoint, "--format", "torchscript", "--out", model, "--no-check", code=0)
+    invoke("export", own_checkpoint, "--format", "torchscript", "--out", model, "--no-check", code=0)  # again
+    program = tmp_path / "model.pt2"
+    invoke("export", own_checkpoint, "--format", "exported", "--out", program, "--no-check", code=0)
+    other = invoke("export", own_checkpoint, "--format", "torchscript", "--out", program, "--no-check", code=1)
+    assert "is not a torchscript file hydranet exported" in other.output  # an export, but of another format
+    invoke("export", own_checkpoint, "--format", "torchscript", "--out", spec, "--no-check", "--force", code=0)
+    assert read_manifest(spec, "torchscript")["format"] == "hydranet-export"
+    invoke("export", own_checkpoint, "--format", "torchscript", "--no-check", code=0)  # the default name, twice
+    invoke("export", own_checkpoint, "--format", "torchscript", "--no-check", code=0)
+
+
+def test_predict_never_writes_over_its_inputs_or_a_file_of_the_users(own_checkpoint, tmp_path):
+    images = tmp_path / "images"
+    make_image(images / "a.jpg")
+    make_image(images / "b.png")
+    before = own_checkpoint.read_bytes()
+    refused = invoke("predict", own_checkpoint, images, "--csv", "--out", own_checkpoint, "--force", code=1)
+    assert "is the checkpoint being read" in refused.output and own_checkpoint.read_bytes() == before
+    picture = (images / "a.jpg").read_bytes()
+    refused = invoke("predict", own_checkpoint, images, "--json", "--out", images / "a.jpg", "--force", code=1)
+    assert "is an image being read" in refused.output and (images / "a.jpg").read_bytes() == picture
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,phone\nme,123\n")
+    refused = invoke("predict", own_checkpoint, images, "--out", notes, code=1)
+    assert f"{notes} exists and is not a csv file of predictions hydranet wrote" in refused.output
+    assert "--force" in refused.output and notes.read_text() == "name,phone\nme,123\n"
+    for out in (tmp_path / "p.csv", tmp_path / "p.json", tmp_path / "p.txt"):
+        invoke("predict", own_checkpoint, images, "--out", out, code=0)
+        invoke("predict", own_checkpoint, images / "a.jpg", "--out", out, code=0)  # earlier predictions: replaced
+    assert len(json.loads((tmp_path / "p.json").read_text())) == 1
+    refused = invoke("predict", own_checkpoint, images, "--json", "--out", tmp_path / "p.csv", code=1)
+    assert "is not a json file of predictions" in refused.output  # predictions, but another format
+    invoke("predict", own_checkpoint, images, "--out", notes, "--force", code=0)
+    assert next(csv.reader(notes.open()))[0] == "file"
