@@ -244,6 +244,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     _refuse_set_and_swept(axes, overrides, set_option, sweep_option)
     root = Path(out_dir) if out_dir is not None else default_run_dir(f"{_spec_name(spec)}-sweep")
     _refuse_run_folder(root)
+    _refuse_another_sweep(root, axes, sweep_option)
     combos = combinations(axes)
     runs, spec_problems, folder_problems = [], {}, []
     for combo in combos:
@@ -295,6 +296,45 @@ def _refuse_run_folder(root: Path) -> None:
         raise SweepProblem(f"{root} is a run folder (it holds {held[0]}), not a sweep folder: a sweep puts each "
                            "run in a folder of its own under the one it is given. Give the sweep a new folder "
                            "(or an earlier sweep's, to continue it)")
+
+
+def _refuse_another_sweep(root: Path, axes: Sequence[Axis], sweep_option: str) -> None:
+    """A sweep folder holding the runs of a sweep of other keys: this one's runs would sit among them and its
+    compare.csv replace theirs, which would then list this sweep's runs alone.
+
+    A sweep records its keys in its runs' folder names (`folder_name`), so a run
+    folder named by other keys is another sweep's. The same keys with other
+    values (one added, one left out, another order) are the same sweep, continued.
+    """
+    if not root.is_dir():
+        return
+    keys = [axis.key for axis in axes]
+    others = sorted(run.name for run in root.iterdir()
+                    if (run / "spec.yaml").is_file() and not _named_by(run.name, keys))
+    if not others:
+        return
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    out = "--out" if sweep_option.startswith("-") else "out_dir="
+    raise SweepProblem(f"{root} holds the runs of another sweep ({shown}), not of one over {english_list(keys)}: "
+                       f"this sweep's runs would be mixed with them and its compare.csv would replace theirs. Give "
+                       f"this sweep another folder with {out} (to continue that sweep, sweep the keys it swept)")
+
+
+def _named_by(name: str, keys: Sequence[str]) -> bool:
+    """Whether a run folder's name is `folder_name`'s for some values of `keys`, in that order.
+
+    A safe name is `k1=v1,k2=v2`; a long or unsafe one has its unsafe characters
+    made `_` and is cut to `_MAX_NAME` before its hash: the keys are checked as
+    far as they survive that.
+    """
+    hashed = re.fullmatch(r"(.+)-[0-9a-f]{8}", name)
+    text = hashed.group(1) if hashed else name
+    wanted = [_SAFE.sub("_", key) if hashed else key for key in keys]
+    found = [piece.partition("=")[0] for piece in re.split(r",(?=[A-Za-z_][A-Za-z0-9_.\[\]-]*=)", text)]
+    if hashed and len(text) == _MAX_NAME:  # cut short: the keys before the cut, and the start of the next
+        head, last = found[:-1], found[-1]
+        return len(found) <= len(wanted) and head == wanted[:len(head)] and wanted[len(head)].startswith(last)
+    return found == wanted
 
 
 def _spec_name(spec: Any) -> str:

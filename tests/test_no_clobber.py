@@ -162,3 +162,28 @@ def test_predict_never_writes_over_its_inputs_or_a_file_of_the_users(own_checkpo
     assert "is not a json file of predictions" in refused.output  # predictions, but another format
     invoke("predict", own_checkpoint, images, "--out", notes, "--force", code=0)
     assert next(csv.reader(notes.open()))[0] == "file"
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+def test_a_sweep_of_other_keys_is_refused_from_another_sweeps_folder(faces, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=1)))
+    out = tmp_path / "sw"
+    invoke("train", spec, "--sweep", "train.lr=1e-3", "--out", out, "--no-progress", code=0)
+    compared = (out / "compare.csv").read_bytes()
+    refused = invoke("train", spec, "--sweep", "weighting=sum,dwa", "--out", out, "--no-progress", code=1)
+    assert f"{out} holds the runs of another sweep (train.lr=1e-3), not of one over weighting" in refused.output
+    assert "another folder with --out" in refused.output
+    assert sorted(p.name for p in out.iterdir()) == ["compare.csv", "train.lr=1e-3"]
+    assert (out / "compare.csv").read_bytes() == compared
+    refused = invoke("train", spec, "--sweep", "train.lr=1e-3", "--sweep", "train.seed=0", "--out", out,
+                     "--no-progress", code=1)  # a key added is another sweep too: its runs are named otherwise
+    assert "holds the runs of another sweep" in refused.output
+    with pytest.raises(hydranet.HydranetError, match="another folder with out_dir="):
+        hydranet.sweep(spec, {"weighting": ["sum"]}, out_dir=out, progress=False, echo=False)
+    added = invoke("train", spec, "--sweep", "train.lr=1e-3,1e-2", "--out", out, "--no-progress", code=0)
+    assert "finished already" in added.output and "run 2/2 done" in added.output  # the same sweep, a value added
+    rows = list(csv.DictReader((out / "compare.csv").open()))
+    assert len(rows) == 2
