@@ -243,6 +243,8 @@ class RunFolder:
         try:
             if fresh:
                 self._check_fresh()
+            else:  # a resumed run continues metrics.csv's rows: refuse one it cannot continue, before training
+                self._check_metrics_to_continue()
             free = shutil.disk_usage(self.path).free
             if free < min_free_bytes:
                 raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
@@ -307,6 +309,57 @@ class RunFolder:
                 f"own: choose one with {_new_folder(self.option)}. To train further from this run's weights, start the new run "
                 f"with init_from: {weights} (in its spec, or {override})")
 
+    def _check_metrics_to_continue(self) -> None:
+        """Refuse a metrics.csv a resumed run cannot continue: one whose header lacks the run's columns.
+
+        A file re-saved by a spreadsheet (a byte-order mark, which is read
+        past) keeps them; one emptied, or with its header changed, would take
+        the continued epochs' rows as blank lines under the wrong columns.
+        """
+        if not self.metrics_csv.is_file():
+            return
+        try:
+            with open(self.metrics_csv, newline="", encoding="utf-8-sig") as handle:
+                lines = list(csv.reader(handle))
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text"
+        except (OSError, csv.Error) as error:
+            problem = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+        else:
+            header = lines[0] if lines else []
+            missing = [column for column in self._run_columns() if column not in header]
+            epochs = header.index("epoch") if "epoch" in header else None
+            bad = next((number for number, line in enumerate(lines[1:], start=2)
+                        if line and epochs is not None and not _is_number(line[epochs] if epochs < len(line) else "")),
+                       None)
+            if not lines:
+                problem = "is empty (it has no header)"
+            elif missing:
+                problem = (f"has no {english_list(missing)} {'column' if len(missing) == 1 else 'columns'} in its "
+                           f"header (it has {', '.join(header)[:200] or 'none'})")
+            elif bad is not None:
+                problem = f"has no epoch number on line {bad}"
+            else:
+                return
+        override = (f"--set init_from={self.last_checkpoint}" if self.option.startswith("-")
+                    else f"overrides={json.dumps(f'init_from={self.last_checkpoint}')}")
+        raise HydranetError(f"{self.metrics_csv} {problem}: it is not the file this run wrote (edited, or saved again "
+                            f"by a spreadsheet), and the resumed run could not continue its rows. Put back the "
+                            f"metrics.csv the run wrote and resume again, or start a new run from this run's weights "
+                            f"with init_from: {self.last_checkpoint} (in its spec, or {override})")
+
+    def _run_columns(self) -> list[str]:
+        """Columns every row of this run's metrics.csv has, in every version: the epoch, each task's losses."""
+        import yaml
+
+        columns = ["epoch"]
+        try:
+            tasks = yaml.safe_load((self.path / "spec.yaml").read_text(encoding="utf-8")).get("tasks") or []
+            columns += [f"{kind}.{task['name']}" for task in tasks for kind in ("train_loss", "val_loss")]
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, TypeError, KeyError):
+            pass  # no readable spec.yaml: the epoch column alone
+        return columns
+
     def close(self) -> None:
         """Let go of the folder (its lock), once the run has written its last file."""
         if self.lock is not None:
@@ -370,7 +423,7 @@ class RunFolder:
         """Drop rows after `last_epoch`: a run killed between writing a row and its checkpoint repeats that epoch."""
         if not self.metrics_csv.exists():
             return
-        with open(self.metrics_csv, newline="", encoding="utf-8") as handle:
+        with open(self.metrics_csv, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["epoch"])) <= last_epoch]
         buffer = io.StringIO()
@@ -388,7 +441,7 @@ class RunFolder:
         """
         new_file = not self.metrics_csv.exists()
         if self._fields is None and not new_file:
-            with open(self.metrics_csv, newline="", encoding="utf-8") as handle:
+            with open(self.metrics_csv, newline="", encoding="utf-8-sig") as handle:
                 self._fields = next(csv.reader(handle), None) or list(row)
         if self._fields is None:
             self._fields = list(row)
@@ -445,6 +498,14 @@ def is_written_spec(path: Path) -> bool:
             and yaml.safe_dump(data, sort_keys=False) == text)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def csv_number(value: Any) -> Any:
     """A float for a CSV cell, with 9 significant digits: enough to give back exactly the float32 training computed.
 
@@ -457,7 +518,7 @@ def csv_number(value: Any) -> Any:
 def read_metrics(path: str | Path) -> list[dict[str, float | str]]:
     """Rows of a metrics.csv with numbers parsed."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: one a spreadsheet saved again
         for row in csv.DictReader(handle):
             parsed: dict[str, float | str] = {}
             for key, value in row.items():

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,48 @@ def test_a_sweep_of_other_keys_is_refused_from_another_sweeps_folder(faces, tmp_
     assert "finished already" in added.output and "run 2/2 done" in added.output  # the same sweep, a value added
     rows = list(csv.DictReader((out / "compare.csv").open()))
     assert len(rows) == 2
+
+
+# ------------------------------------------------------------------ resume and metrics.csv
+
+
+def stopped_run(faces, tmp_path, components, monkeypatch) -> Path:
+    """A run of 2 epochs stopped (SIGTERM) after its first: metrics.csv holds epoch 1, last.pt goes on."""
+    from hydranet.core.observers import RunObservers
+
+    finished = RunObservers.epoch_finished
+
+    def stop_after_it(self, epoch, row):
+        finished(self, epoch, row)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    spec = load_spec(tiny_spec(faces, epochs=2), components=components)
+    monkeypatch.setattr(RunObservers, "epoch_finished", stop_after_it)
+    with pytest.raises(hydranet.TrainingInterrupted):
+        hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    monkeypatch.setattr(RunObservers, "epoch_finished", finished)
+    return tmp_path / "run"
+
+
+def test_resume_reads_a_metrics_csv_a_spreadsheet_saved_with_a_byte_order_mark(faces, tmp_path, components,
+                                                                                  monkeypatch):
+    run = stopped_run(faces, tmp_path, components, monkeypatch)
+    text = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text("\ufeff" + text.replace("\n", "\r\n"), encoding="utf-8")
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    rows = list(csv.DictReader((run / "metrics.csv").open(encoding="utf-8-sig")))
+    assert [row["epoch"] for row in rows] == ["1", "2"] and all(row["train_loss.age"] for row in rows)
+
+
+@pytest.mark.parametrize("header", ["", "a;b;c\n", "garbled\n"])
+def test_resume_refuses_a_metrics_csv_without_the_runs_columns_before_training(faces, tmp_path, components,
+                                                                                monkeypatch, header):
+    run = stopped_run(faces, tmp_path, components, monkeypatch)
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    (run / "metrics.csv").write_text(header + ("".join(lines[1:]) if header else ""))
+    before = files(run)
+    result = invoke("train", "--resume", run, "--no-progress", code=1)
+    assert f"{run / 'metrics.csv'}" in result.output
+    assert "Put back the metrics.csv the run wrote" in result.output
+    assert f"--set init_from={run / 'last.pt'}" in result.output
+    assert files(run) == before  # nothing trained, nothing written
