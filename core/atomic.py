@@ -106,9 +106,14 @@ def atomic_file(target: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
 
 
 def atomic_write_text(target: str | Path, text: str) -> Path:
-    """Replace `target` with `text` (UTF-8) in one step."""
+    """Replace `target` with `text` (UTF-8) in one step.
+
+    A file name that is not UTF-8 (Latin-1 bytes, which Python holds as
+    lone surrogates) is written backslash-escaped (`caf\\udce9.jpg`): the
+    file is still written, every line in it, and stays UTF-8.
+    """
     with atomic_file(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     return Path(target)
 
 

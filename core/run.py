@@ -402,7 +402,8 @@ class RunFolder:
         `console=False` is for the message of an error about to be raised:
         the error itself reaches the user, and the line would say it twice.
         """
-        with open(self.path / "train.log", "a", encoding="utf-8") as handle:
+        # a file name that is not UTF-8 (a Latin-1 name read from disk) is written escaped, not lost with its line
+        with open(self.path / "train.log", "a", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(line + "\n")
         if self.echo and console:
             tqdm.write(line, file=sys.stderr)

@@ -234,3 +234,29 @@ def test_resume_refuses_a_metrics_csv_without_the_runs_columns_before_training(f
     assert "Put back the metrics.csv the run wrote" in result.output
     assert f"--set init_from={run / 'last.pt'}" in result.output
     assert files(run) == before  # nothing trained, nothing written
+
+
+# ------------------------------------------------------------------ file names that are not UTF-8
+
+
+LATIN1 = os.fsdecode(b"caf\xe9.jpg")  # as Python lists a Latin-1 name on a UTF-8 system: 'caf\udce9.jpg'
+
+
+def test_a_latin1_file_name_in_the_data_is_written_escaped_to_train_log(faces, tmp_path, components):
+    data = tmp_path / "faces"
+    shutil.copytree(faces, data)
+    make_image(data / LATIN1)  # not AGE_GENDER_RACE_DATE.jpg: skipped and listed in train.log
+    raw = tiny_spec(data, epochs=1)
+    result = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run",
+                            components=components, progress=False, echo=False)
+    log = (result.run_dir / "train.log").read_text(encoding="utf-8")
+    assert "caf\\udce9.jpg" in log and "epoch 1/1" in log
+
+
+def test_predict_writes_a_latin1_file_name_escaped(checkpoint, tmp_path):
+    make_image(tmp_path / "images" / LATIN1)
+    make_image(tmp_path / "images" / "b.jpg")
+    for out in ("p.csv", "p.txt", "p.json"):
+        invoke("predict", checkpoint, tmp_path / "images", "--out", tmp_path / out, code=0)
+        text = (tmp_path / out).read_text(encoding="utf-8")
+        assert "caf\\udce9.jpg" in text and "b.jpg" in text
