@@ -27,6 +27,7 @@ from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
+from hydranet.core.paths import MissingPathError
 from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
                                       task_unit)
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
@@ -118,6 +119,8 @@ class TrainedModel:
         self.mean, self.std = tuple(preprocess["mean"]), tuple(preprocess["std"])
         self.normalize = DeviceAugment(device, flip=False, mean=self.mean, std=self.std)
         self.info = {k: v for k, v in (checkpoint or {}).items() if k in ("epoch", "metrics", "hydranet_version")}
+        #: the folder its run started in, where the spec's relative paths count from (None: not recorded)
+        self.started_in: str | None = (checkpoint or {}).get("started_in")
         #: each task's best constant prediction fitted on the training labels (`evaluation.baseline_outputs`), as
         #: the checkpoint stores it: the baseline `evaluate` scores on any data. Empty for an older checkpoint.
         self.baseline_outputs: dict[str, list[float] | None] = dict((checkpoint or {}).get(BASELINES) or {})
@@ -304,7 +307,10 @@ class TrainedModel:
         stand_in = spec.data.entry.factory
         if isinstance(stand_in, UnavailableDataset):  # the stored dataset, whose plugin is not here
             raise DataError(stand_in.explain(option))
-        data = load_prepared_data(spec, self.tasks, progress)
+        try:
+            data = load_prepared_data(spec, self.tasks, progress)
+        except MissingPathError as missing:
+            raise DataError(self._missing_data(missing, option) if not overrides else str(missing)) from None
         index = {"val": data.val_index, "train": data.train_index,
                  "all": torch.cat([data.train_index, data.val_index]).sort().values}[split]
         if index.numel() == 0:
@@ -323,6 +329,23 @@ class TrainedModel:
         report = self.error_report(data, index) if details else {}
         return Evaluation(split, int(index.numel()), result, baselines, report, spec.data.entry.name, note,
                           usable=data.usable, data_notes=list(data.notes), problems=list(data.problems))
+
+    def _missing_data(self, missing: MissingPathError, option: str) -> str:
+        """The model's own data not found: with a relative path, say where its run read it from, and the ways out.
+
+        A relative `data.root` counts from the folder the run started in (the
+        checkpoint records it); evaluating from another folder misses it.
+        """
+        said = f"{missing.what} {missing.path} {missing.state}"
+        where = Path(self.started_in) / missing.path if self.started_in else None
+        if missing.path.is_absolute() or where is None or Path(self.started_in or "") == Path.cwd():
+            return str(missing)
+        found = "is there" if where.exists() else "is not there either"
+        other = (f"hydranet eval {self.path or 'CKPT'} --data {where}" if option == "--set"
+                 else f"evaluate(\"data.root={where}\")")
+        return (f"{said} in {Path.cwd()}: this model's spec names it relative to the folder its run started in, "
+                f"{self.started_in}, where it {found} ({where}). Evaluate from there (cd {self.started_in}), or "
+                f"name the folder: {other}")
 
     def _data_spec(self, overrides: str | Iterable[str] = (), components: Components | None = None,
                    option: str = "overrides") -> tuple[ResolvedSpec, str]:
