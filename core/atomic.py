@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hydranet.core.errors import HydranetError
+from hydranet.core.paths import printable
 
 
 class OutputError(HydranetError, OSError):
@@ -109,11 +110,12 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
     """Replace `target` with `text` (UTF-8) in one step.
 
     A file name that is not UTF-8 (Latin-1 bytes, which Python holds as
-    lone surrogates) is written backslash-escaped (`caf\\udce9.jpg`): the
-    file is still written, every line in it, and stays UTF-8.
+    lone surrogates) is written with its bytes escaped (`caf\\xe9.jpg`, as
+    `paths.printable` writes it everywhere): the file is still written, every
+    line in it, and stays UTF-8.
     """
     with atomic_file(target) as tmp:
-        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
+        tmp.write_text(printable(text), encoding="utf-8")
     return Path(target)
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError
+from hydranet.core.paths import printable
 from hydranet.core.wording import english_list, plural
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
@@ -402,8 +403,8 @@ class RunFolder:
         `console=False` is for the message of an error about to be raised:
         the error itself reaches the user, and the line would say it twice.
         """
-        # a file name that is not UTF-8 (a Latin-1 name read from disk) is written escaped, not lost with its line
-        with open(self.path / "train.log", "a", encoding="utf-8", errors="backslashreplace") as handle:
+        line = printable(line)  # a file name that is not UTF-8 (a Latin-1 name) is written escaped, not lost
+        with open(self.path / "train.log", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         if self.echo and console:
             tqdm.write(line, file=sys.stderr)

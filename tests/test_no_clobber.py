@@ -250,7 +250,7 @@ def test_a_latin1_file_name_in_the_data_is_written_escaped_to_train_log(faces, t
     result = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run",
                             components=components, progress=False, echo=False)
     log = (result.run_dir / "train.log").read_text(encoding="utf-8")
-    assert "caf\\udce9.jpg" in log and "epoch 1/1" in log
+    assert "caf\\xe9.jpg" in log and "epoch 1/1" in log
 
 
 def test_predict_writes_a_latin1_file_name_escaped(checkpoint, tmp_path):
@@ -259,4 +259,5 @@ def test_predict_writes_a_latin1_file_name_escaped(checkpoint, tmp_path):
     for out in ("p.csv", "p.txt", "p.json"):
         invoke("predict", checkpoint, tmp_path / "images", "--out", tmp_path / out, code=0)
         text = (tmp_path / out).read_text(encoding="utf-8")
-        assert "caf\\udce9.jpg" in text and "b.jpg" in text
+        escaped = "caf\\udce9.jpg" if out.endswith(".json") else "caf\\xe9.jpg"  # JSON's own escape, which loads back
+        assert escaped in text and "b.jpg" in text
