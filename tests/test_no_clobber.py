@@ -242,15 +242,18 @@ def test_resume_refuses_a_metrics_csv_without_the_runs_columns_before_training(f
 LATIN1 = os.fsdecode(b"caf\xe9.jpg")  # as Python lists a Latin-1 name on a UTF-8 system: 'caf\udce9.jpg'
 
 
-def test_a_latin1_file_name_in_the_data_is_written_escaped_to_train_log(faces, tmp_path, components):
+def test_a_latin1_file_name_is_written_escaped_to_train_log(faces, checkpoint, tmp_path, components):
+    """The data report escapes the names it lists itself; any other line naming such a file (init_from's) was lost
+    with the run: `UnicodeEncodeError: 'utf-8' codec can't encode character '\\udce9'`."""
+    weights = Path(shutil.copy(checkpoint, tmp_path / os.fsdecode(b"caf\xe9.pt")))
     data = tmp_path / "faces"
     shutil.copytree(faces, data)
     make_image(data / LATIN1)  # not AGE_GENDER_RACE_DATE.jpg: skipped and listed in train.log
-    raw = tiny_spec(data, epochs=1)
+    raw = {**tiny_spec(data, epochs=1), "init_from": str(weights)}
     result = hydranet.train(load_spec(raw, components=components), out_dir=tmp_path / "run",
                             components=components, progress=False, echo=False)
     log = (result.run_dir / "train.log").read_text(encoding="utf-8")
-    assert "caf\\xe9.jpg" in log and "epoch 1/1" in log
+    assert "caf\\xe9.pt: backbone loaded" in log and "caf\\xe9.jpg" in log and "epoch 1/1" in log
 
 
 def test_predict_writes_a_latin1_file_name_escaped(checkpoint, tmp_path):
