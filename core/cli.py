@@ -347,9 +347,11 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
             as_csv: bool, no_group: bool) -> None:
     """Compare runs of the same tasks: their validation metrics and delta_m.
 
-    Each RUN is a folder `hydranet train` wrote. One row per run: its
-    weighting, backbone, epochs, best epoch, each task's validation metrics,
-    and delta_m% (Delta m in the multi-task literature: Maninis et al.
+    Each RUN is a folder `hydranet train` wrote, or a sweep folder (`train
+    --sweep --out DIR`), which stands for its runs in the sweep's order. One
+    row per run: its weighting, backbone, epochs, best epoch, training
+    seconds per epoch (the median), each task's validation metrics, and
+    delta_m% (Delta m in the multi-task literature: Maninis et al.
     2019, computed as LibMTL does): the mean relative change of the metrics
     against the reference run, each task's metrics averaged first, with the
     sign flipped where lower is better (an MAE), so positive is better. A
@@ -357,10 +359,11 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
     anything does.
 
     Runs whose specs differ only in train.seed are one row (unless
-    --no-group): each metric as mean ± sample std over the n runs, and
-    delta_m computed on the means, against the group holding the reference
-    run. Runs with another data.split_seed stay apart: they validate on
-    other images. With no seeds to group, the table is one row per run.
+    --no-group): each metric, the time and delta_m as mean ± sample std
+    over the n runs (each run's delta_m against the reference group's mean
+    metrics; --json and --csv also give delta_m on the means). Runs with
+    another data.split_seed stay apart: they validate on other images. With
+    no seeds to group, the table is one row per run.
 
     Runs with other tasks or metrics are compared on those every run has;
     a note names what was left out.
@@ -371,7 +374,7 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
       hydranet compare runs/* --skip-bad --sort
       hydranet compare runs/w-* --ref runs/w-sum --epoch last
       hydranet compare runs/w-* --csv > weightings.csv
-      hydranet compare runs/sweep/* --no-group
+      hydranet compare runs/sweep --no-group
     """
     from hydranet.core.compare import compare_runs, read_runs
     from hydranet.core.compare_output import comparison_csv, comparison_json, comparison_table

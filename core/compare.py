@@ -45,7 +45,7 @@ import yaml
 
 from hydranet.core.errors import HydranetError
 from hydranet.core.plot import CHARTS, RunSeries, expand_sweep_folders, series_from_rows
-from hydranet.core.run import RUN_FILES, read_metrics
+from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
 from hydranet.core.wording import english_list, plural
 
 #: Spec keys in which runs of one experiment, repeated for its spread, differ: `compare` shows such runs as one
@@ -198,9 +198,13 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     if not isinstance(spec, dict):
         raise RunProblem(f"{path / 'spec.yaml'} is not a spec; was it written by `hydranet train`?")
     if not rows:
-        what = (f"it stopped during its first epoch; continue it with `hydranet train --resume {path}`"
-                if (path / "last.pt").is_file() else
-                "it is still in its first epoch, or stopped before that epoch ended and must be trained again")
+        failure = _failure_logged(path)
+        if failure:
+            what = f"it failed ({failure}); fix that and train it again"
+        elif (path / "last.pt").is_file():
+            what = f"it stopped during its first epoch; continue it with `hydranet train --resume {path}`"
+        else:
+            what = "it is still in its first epoch, or stopped before that epoch ended and must be trained again"
         raise RunProblem(f"{path} has no finished epoch yet (no metrics in metrics.csv): {what}")
     series = series_from_rows(rows)
     epochs = [int(e) for e in series.epochs]
@@ -234,6 +238,16 @@ def train_seconds_per_epoch(summary: Mapping[str, Any] | None, rows: Sequence[Ma
 
 def _epoch_span(epochs: Sequence[int]) -> str:
     return f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]} to {epochs[-1]}"
+
+
+def _failure_logged(path: Path) -> str | None:
+    """The error a run that failed after setup logged last in its train.log (None: it logged none)."""
+    try:
+        lines = (path / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    said = [line for line in lines if line.startswith(FAILURE_LINE)]
+    return said[-1].split("): ", 1)[-1] if said else None
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:

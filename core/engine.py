@@ -37,7 +37,7 @@ from hydranet.core.planning import RunPlan, plan_run, resume_conflict
 from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress
-from hydranet.core.run import resume_command
+from hydranet.core.run import FAILURE_LINE, resume_command
 from hydranet.core.run_checkpoints import RunCheckpoints
 from hydranet.core.run_setup import RunSetup, batch_source, load_prepared_data
 from hydranet.core.spec import ResolvedSpec
@@ -443,7 +443,7 @@ class Trainer(RunSetup, RunCheckpoints):
         if status != "failed" or not (self.run_folder.path / "train.log").is_file():
             return
         saved = "no checkpoint written" if self.saved_at is None else f"last.pt saved at {self._saved_point()}"
-        self.run_folder.log(f"error: the run stopped ({saved}): {message}", console=False)
+        self.run_folder.log(f"{FAILURE_LINE}({saved}): {message}", console=False)
         if not isinstance(error, HydranetError):
             self.run_folder.log("".join(traceback.format_exception(error)).rstrip(), console=False)
 

@@ -30,6 +30,9 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 #: The run folder's lock file (see `RunLock`): present while a run writes the folder; not one of its files.
 LOCK_FILE = ".lock"
 
+#: how train.log's line about a run that ended with an error begins (`Trainer._log_failure`; `compare` reads it)
+FAILURE_LINE = "error: the run stopped "
+
 
 def default_run_dir(spec_source: str | None, root: str | Path = "runs") -> Path:
     """runs/<spec name>-<date>-<time>, with a numeric suffix if that exists already.

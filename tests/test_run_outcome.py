@@ -134,3 +134,14 @@ def test_the_train_command_prints_the_best_epochs_table(faces, tmp_path, monkeyp
     assert "validation metrics of epoch 1, the best (best.pt; the last, epoch 3," in result.output
     age_row = next(line for line in result.output.splitlines() if line.startswith("age "))
     assert f"{first['val.age.mae']:.4f}" in age_row
+
+
+def test_compare_says_a_run_failed_and_why_instead_of_still_in_its_first_epoch(faces, tmp_path):
+    from hydranet.core.compare import RunProblem, read_run
+
+    with pytest.raises(TrainingError) as caught:
+        train(faces, tmp_path, FailingEpochEnd, epochs=1)
+    with pytest.raises(RunProblem) as problem:
+        read_run(tmp_path / "run")
+    assert str(problem.value) == (f"{tmp_path / 'run'} has no finished epoch yet (no metrics in metrics.csv): it "
+                                  f"failed ({caught.value}); fix that and train it again")
