@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydranet.core.errors import HydranetError, TrainingError
+from hydranet.core.errors import HydranetError, InputError, TrainingError
 from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components
 from hydranet.core.resume import resume_checkpoint
@@ -60,6 +60,9 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     Problems name the overrides as `option`: the Python argument, or the CLI's `--set`.
     """
     overrides = override_list(overrides, option)
+    if out_dir is not None and not str(out_dir).strip():  # Path("") is the current folder: never meant
+        name = "--out" if option == "--set" else "out_dir"
+        raise InputError(f"{name} is empty; name the run folder to write, or give no {name} for runs/<spec>-<time>")
     if resume is None and out_dir is not None:
         _check_folder_free(Path(out_dir))
     if resume is None:

@@ -224,6 +224,14 @@ class Spec(SpecSection):
             raw["tasks"] = [{"name": t} if isinstance(t, str) else t for t in raw["tasks"]]
         return raw
 
+    @field_validator("init_from")
+    @classmethod
+    def _a_path(cls, path: str | None) -> str | None:
+        """An empty path would name the folder hydranet runs in; leave init_from out (or null) for none."""
+        if path is not None and not path.strip():
+            raise ValueError("is empty; give a run's best.pt or last.pt, or leave init_from out to start afresh")
+        return path
+
     @field_validator("tasks")
     @classmethod
     def _unique_task_names(cls, tasks: list[TaskSection]) -> list[TaskSection]:

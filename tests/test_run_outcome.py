@@ -145,3 +145,16 @@ def test_compare_says_a_run_failed_and_why_instead_of_still_in_its_first_epoch(f
         read_run(tmp_path / "run")
     assert str(problem.value) == (f"{tmp_path / 'run'} has no finished epoch yet (no metrics in metrics.csv): it "
                                   f"failed ({caught.value}); fix that and train it again")
+
+
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(faces, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["train", "--out", "", "--set", f"data.root={faces}"])
+    assert result.exit_code == 1 and not any(tmp_path.iterdir())
+    assert "--out is empty; name the run folder to write, or give no --out for runs/<spec>-<time>" in result.output
+    with pytest.raises(hydranet.HydranetError, match="^out_dir is empty;"):
+        hydranet.train(tiny_spec(faces), out_dir=" ", progress=False, echo=False)

@@ -700,3 +700,10 @@ def test_task_params_a_preset_task_keeps_its_kinds_constraints(components, task,
     # `age`, `gender` and `ethnicity` are presets of the kinds: a new default must not drop a kind's bounds
     found = problems({**BASE, "tasks": [task]}, components=components)
     assert path in found and expected in found[path], found
+
+
+def test_an_empty_init_from_is_refused_not_read_as_the_current_folder(components):
+    found = problems(BASE, "init_from=''", components=components)
+    assert found == {"init_from (from --set init_from='')": "is empty; give a run's best.pt or last.pt, or leave "
+                                                           "init_from out to start afresh"}
+    assert load(BASE, "init_from=null", components=components).spec.init_from is None
