@@ -12,6 +12,8 @@ import dataclasses
 import inspect
 import json
 import re
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -186,22 +188,55 @@ def _annotation_text(annotation: Any) -> str:
     return re.sub(r"\btyping\.", "", str(annotation))
 
 
+def takes_numbers_not_bools(annotation: Any) -> bool:
+    """Whether a field of this type holds numbers (int, float, in a union too) and no bool.
+
+    pydantic's lax mode reads `true` as 1 for an int or float field, so
+    `epochs: true` would train one epoch: a typo, refused instead.
+    """
+    if annotation is bool:
+        return False
+    if annotation in (int, float):
+        return True
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(takes_numbers_not_bools(a) for a in arguments) and bool not in arguments
+    return False
+
+
+def _bools_for_numbers(model: type[BaseModel], given: dict[str, Any]) -> list[str]:
+    """The keys of `given` holding true/false where `model`'s field takes a number (`takes_numbers_not_bools`)."""
+    annotations: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        for key in [name, *_alias_keys(info.validation_alias), *([info.alias] if isinstance(info.alias, str) else [])]:
+            annotations.setdefault(key, info.annotation)
+    return [key for key, value in given.items()
+            if isinstance(value, bool) and takes_numbers_not_bools(annotations.get(key))]
+
+
 def strict_params(model: type[BaseModel], raw: Any) -> BaseModel:
-    """`model.model_validate(raw)`, refusing the keys `model` has no field or alias for (`params_keys`): one
-    ValidationError with them (`extra_forbidden`) and whatever else pydantic finds in the other keys."""
-    if model.model_config.get("extra") == "allow" or not isinstance(raw, dict):
+    """`model.model_validate(raw)`, refusing the keys `model` has no field or alias for (`params_keys`) and
+    true/false where a field takes a number (pydantic's lax mode reads them as 1 and 0): one ValidationError
+    with them (`extra_forbidden`, `bool_number`) and whatever else pydantic finds in the other keys."""
+    if not isinstance(raw, dict):
         return model.model_validate(raw)
+    allow_any = model.model_config.get("extra") == "allow"
     keys = params_keys(model)
-    unknown = [key for key in raw if key not in keys]
-    given = {key if keys[key] in raw else keys[key]: value for key, value in raw.items() if key in keys}
-    if not unknown:
+    unknown = [] if allow_any else [key for key in raw if key not in keys]
+    given = raw if allow_any else {key if keys[key] in raw else keys[key]: value
+                                   for key, value in raw.items() if key in keys}
+    bools = _bools_for_numbers(model, given)
+    if not unknown and not bools:
         return model.model_validate(given)
     problems: list[Any] = [{"type": "extra_forbidden", "loc": (key,), "input": raw[key]} for key in unknown]
+    problems += [{"type": PydanticCustomError("bool_number", "expected a number, not {value}",
+                                              {"value": str(given[key]).lower()}), "loc": (key,), "input": given[key]}
+                 for key in bools]
     try:
         model.model_validate(given)
     except ValidationError as error:
         problems += [{"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"], "input": e.get("input")}
-                     for e in error.errors()]
+                     for e in error.errors() if not (e["loc"] and e["loc"][0] in bools)]  # said once, as a bool
     raise ValidationError.from_exception_data(model.__name__, problems)
 
 

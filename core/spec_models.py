@@ -10,30 +10,13 @@ plugin registered. Every field's description is the user's documentation:
 from __future__ import annotations
 
 import re
-import types
-import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hydranet.core.device import device_name_problem
-
-
-def takes_numbers_not_bools(annotation: Any) -> bool:
-    """Whether a field of this type holds numbers (int, float, in a union too) and no bool.
-
-    pydantic's lax mode reads `true` as 1 for an int or float field, so
-    `epochs: true` would train one epoch: a typo, refused instead.
-    """
-    if annotation is bool:
-        return False
-    if annotation in (int, float):
-        return True
-    arguments = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(takes_numbers_not_bools(a) for a in arguments) and bool not in arguments
-    return False
+from hydranet.core.registry import takes_numbers_not_bools
 
 
 class SpecSection(BaseModel):

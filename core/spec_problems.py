@@ -270,6 +270,8 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
                 f"; is a ':' missing after '{colon[1]}'?" if colon else "")
         elif item["type"] == "value_error":
             message = message.removeprefix("Value error, ")  # our validators' own words need no pydantic label
+        elif item["type"] == "bool_number":  # `registry.strict_params`' words say what was given
+            pass
         elif at_top and loc == ["tasks"] and item["type"] == "list_type":
             message = (f"should be a list of tasks, one name or mapping each (`tasks: [age, gender]`); "
                        f"got {shown(item.get('input'))}")

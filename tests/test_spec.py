@@ -707,3 +707,30 @@ def test_an_empty_init_from_is_refused_not_read_as_the_current_folder(components
     assert found == {"init_from (from --set init_from='')": "is empty; give a run's best.pt or last.pt, or leave "
                                                            "init_from out to start afresh"}
     assert load(BASE, "init_from=null", components=components).spec.init_from is None
+
+
+@pytest.mark.parametrize("override, path", [
+    ("weighting={name: dwa, temperature: true}", "weighting.temperature"),
+    ("backbone.width=true", "backbone.width"),
+    ("tasks[0].dropout=false", "tasks[0].dropout"),
+    ("tasks[0].hidden=true", "tasks[0].hidden"),
+])
+def test_true_or_false_is_no_number_in_a_components_params_either(components, override, path):
+    # a plugin's params model is pydantic's too: `width: true` would build a backbone of width 1
+    found = problems(BASE, override, components=components)
+    assert found == {f"{path} (from --set {override})": f"expected a number, not {'true' if 'true' in override else 'false'}"}
+
+
+def test_a_params_model_that_allows_any_key_still_refuses_a_bool_for_a_number(components):
+    from pydantic import BaseModel, ConfigDict
+
+    from hydranet.core.registry import strict_params
+
+    class Loose(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        power: float = 1.0
+        on: bool = False
+
+    assert strict_params(Loose, {"power": 2, "on": True, "anything": 3}).power == 2.0
+    with pytest.raises(Exception, match="expected a number, not true"):
+        strict_params(Loose, {"power": True})
