@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from hydranet.core.decode_cache import (PARTIAL_SUFFIX, CacheEntry, data_folder, entry_files, partial_prefix,
                                         prune_superseded, touch)
-from hydranet.core.paths import CACHE_ENV, os_reason, printable
+from hydranet.core.paths import CACHE_ENV, dead_link, os_reason, printable
 
 DECODE_FORMAT = 4  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
@@ -199,8 +199,12 @@ def _decode_span(span: tuple[int, int]) -> tuple[int, int, bytes | None, list[tu
 
 
 def _empty_or(source: str | os.PathLike, reason: str) -> str:
-    """A zero-byte file is the commonest bad image (an interrupted copy): say so plainly."""
+    """A zero-byte file is the commonest bad image (an interrupted copy): say so plainly; a link that leads
+    nowhere (its target moved, or links that point at each other) says where it points."""
     try:
+        link = dead_link(source)
+        if link:
+            return link
         if os.path.getsize(source) == 0:
             return "empty file (0 bytes)"
     except (OSError, TypeError, ValueError):

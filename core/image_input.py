@@ -125,7 +125,7 @@ def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
         if not isinstance(path, (str, os.PathLike)):
             raise InputError(f"predict_files takes paths (str or pathlib.Path) of image files or folders; got "
                              f"{given(path)}. For PIL images, arrays or tensors use predict().")
-    missing = [str(p) for p in paths if not Path(p).exists()]
+    missing = [str(p) for p in paths if not Path(p).exists() and not Path(p).is_symlink()]  # a broken link: a row
     if missing:
         raise InputError(f"not found: {', '.join(missing)}. predict_files takes paths of image files and "
                          f"folders that exist (a folder stands for its image files, searched recursively), "
@@ -161,8 +161,9 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                            and not _hidden(p.relative_to(path)))
+            # a broken link is kept, so that its row says so instead of the image going missing without a word
+            found += sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink())
+                            and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(path)))
         else:
             found.append(path)
     return found

@@ -8,6 +8,7 @@ and the way out, rather than an empty dataset or a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,20 @@ def os_reason(error: OSError) -> str:
         return "permission denied"
     text = error.strerror or str(error) or type(error).__name__
     return text[:1].lower() + text[1:]
+
+
+def dead_link(path: str | os.PathLike) -> str | None:
+    """Why a symbolic link leads to no file: "broken symbolic link (to T, which does not exist)", or a loop of
+    links; None for anything else (a file, a folder, a link that works, nothing there)."""
+    if not os.path.islink(path) or os.path.exists(path):
+        return None
+    target = os.readlink(path)
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"symbolic link loop (to {target}, which leads back to a link already followed)"
+    return f"broken symbolic link (to {target}, which does not exist)"
 
 
 def printable(text: str) -> str:
