@@ -194,3 +194,15 @@ def train_from_the_cli(raw: dict, components, tmp_path, monkeypatch):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     return CliRunner().invoke(cli, ["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"])
+
+
+@pytest.fixture
+def use(monkeypatch):
+    """Make the CLI (and the spec loader it calls) use the given components instead of the installed ones."""
+
+    def use(components):
+        for module in ("hydranet.core.plugins", "hydranet.core.spec", "hydranet.core.spec_schema"):
+            monkeypatch.setattr(f"{module}.default_components", lambda: components)
+        return components
+
+    return use

@@ -37,18 +37,6 @@ HERE = Path(__file__).name
 SPEC = {"backbone": "tiny", "tasks": ["age"], "data": {"name": "utkface", "root": "x"}}
 
 
-@pytest.fixture
-def use(monkeypatch):
-    """Have the command line use these components instead of the installed ones."""
-
-    def use(components):
-        for module in ("hydranet.core.plugins", "hydranet.core.spec", "hydranet.core.spec_schema"):
-            monkeypatch.setattr(f"{module}.default_components", lambda: components)
-        return components
-
-    return use
-
-
 def invoke(*args: str, env: dict | None = None):
     return CliRunner().invoke(cli, list(args), env=env)
 

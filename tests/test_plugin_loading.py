@@ -38,18 +38,6 @@ def plugin_with(**hooks) -> object:
     return type("Plugin", (), {name: hydranet.hookimpl(function) for name, function in hooks.items()})()
 
 
-@pytest.fixture
-def use(monkeypatch):
-    """Make the CLI (and the spec loader it calls) use the given components instead of the installed ones."""
-
-    def use(components):
-        for module in ("hydranet.core.plugins", "hydranet.core.spec", "hydranet.core.spec_schema"):
-            monkeypatch.setattr(f"{module}.default_components", lambda: components)
-        return components
-
-    return use
-
-
 def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
