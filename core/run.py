@@ -242,8 +242,11 @@ class RunFolder:
             # before looking at (or clearing) the folder's files: another run may be writing them
             self.lock = RunLock(self.path)
         except OSError as error:
+            way_out = (f"Choose another with {_new_folder(option)}." if fresh else  # a resumed run writes its own
+                       f"A resumed run writes the folder it started in: make it writable, or start a new run from "
+                       f"its weights with init_from: {self.path / 'last.pt'} and another folder.")
             raise HydranetError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
-                                f"Choose another with {_new_folder(option)}.") from None
+                                f"{way_out}") from None
         try:
             if fresh:
                 self._check_fresh()
@@ -251,8 +254,9 @@ class RunFolder:
                 self._check_metrics_to_continue()
             free = shutil.disk_usage(self.path).free
             if free < min_free_bytes:
+                elsewhere = f" or choose another folder with {_new_folder(option)}" if fresh else ""
                 raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
-                                    f"more. Free some space or choose another folder with {_new_folder(option)}.")
+                                    f"more. Free some space{elsewhere}.")
         except BaseException:
             self.close()
             raise

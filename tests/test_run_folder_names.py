@@ -47,10 +47,18 @@ def test_an_unwritable_or_full_output_folder_is_refused_in_the_callers_words(tmp
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(HydranetError, match=r"cannot write to the output folder .*Choose another with out_dir=\."):
-        RunFolder(blocker / "run", option="overrides")
+        RunFolder(blocker / "run", option="overrides", fresh=True)
     with pytest.raises(HydranetError, match=r"Choose another with --out DIR\."):
+        RunFolder(blocker / "run", option="--set", fresh=True)
+    # a resumed run cannot move (--resume takes no --out): make it writable, or a new run from its weights
+    with pytest.raises(HydranetError) as caught:
         RunFolder(blocker / "run", option="--set")
+    assert str(caught.value).endswith(
+        "A resumed run writes the folder it started in: make it writable, or start a new run from its weights "
+        f"with init_from: {blocker / 'run' / 'last.pt'} and another folder.") and "--out" not in str(caught.value)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1024))
     with pytest.raises(HydranetError, match=r"only 0 MiB free .*choose another folder with out_dir=\."):
+        RunFolder(tmp_path / "full", option="overrides", fresh=True)
+    with pytest.raises(HydranetError, match=r"only 0 MiB free .* Free some space\.$"):
         RunFolder(tmp_path / "full", option="overrides")
