@@ -12,6 +12,7 @@ where it came from.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,12 +127,31 @@ class PluginCall:
         except Exception as caught:  # plugin code may raise anything
             if isinstance(caught, self.passes) or _recording_cuda_graph():
                 raise
+            if _out_of_memory(caught):  # the sizes the spec asks for, not the plugin's code, are at fault
+                subject = f"{self.what} {self.who}" if self.what else str(self.who)
+                raise self.error(f"{subject} ran out of memory ({_allocation(caught)}). The spec "
+                                 "asks for more than this machine has: make the component smaller in its params "
+                                 "(a backbone's width, a head's hidden size) or lower train.batch_size") from caught
             words, at = describe_raised(caught, code_package(function))
             raise self.fault(f"raised {words}", about, at) from caught
         problem = check(result) if check is not None else None
         if problem:
             raise self.fault(problem, about)
         return result
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """A failed allocation torch reports as a RuntimeError (the CPU allocator's "can't allocate memory")."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def _allocation(error: Exception) -> str:
+    """"it asked for 670.6 GiB at once" from the allocator's words, else their last line."""
+    asked = re.search(r"tried to allocate (\d+) bytes", str(error))
+    if asked:
+        return f"it asked for {int(asked[1]) / 2**30:.1f} GiB at once"
+    return str(error).strip().splitlines()[-1]
 
 
 def shape_problem(value: Any, expected: tuple[int, ...], of: str = "") -> str | None:
