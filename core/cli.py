@@ -203,6 +203,9 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
                                     result.final.metrics)
     click.echo(f"\n{heading}; baseline = best constant prediction:")
     click.echo(metrics_table(metrics, result.baselines, result.final.higher_is_better))
+    test_note = test_report(result)
+    if test_note:
+        click.echo(f"\n{test_note}")
     click.echo(f"\nrun folder: {result.run_dir}")
 
 
@@ -243,6 +246,22 @@ def final_report(last: Any, best: int, best_metrics: Any, last_metrics: Any) -> 
         return f"validation metrics after epoch {last} ({why})", last_metrics
     return (f"validation metrics of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
             "and metrics.csv)"), best_metrics
+
+
+def test_report(result: Any) -> str:
+    """The test split's metrics (data.test_fraction), beside the validation ones the best epoch was chosen on:
+    what to report. Empty for a run without a test split, so its closing table reads as it always did."""
+    from hydranet.core.report import format_table
+
+    if result.test is None:
+        return ("test metrics: none, as no epoch had a finite validation loss (no best.pt to score on the test "
+                "split)" if result.test_images else "")
+    best = result.best or {}
+    rows = [[task, metric, best.get(task, {}).get(metric, float("nan")), value]
+            for task, values in result.test.items() for metric, value in values.items()]
+    return (f"test metrics of epoch {result.best_epoch}, the best (best.pt), scored once on the held-out test "
+            "split; the validation ones chose the epoch, report these:\n"
+            + format_table(["task", "metric", "validation", "test"], rows))
 
 
 def _pairs(option: str, values: tuple[str, ...]) -> list[str]:

@@ -45,8 +45,9 @@ OUT_HINT = "Choose another with --out FILE."
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
 # The choices are inference.SPLITS, spelt out so that every command need not import inference (test_cli_model).
-@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
-              help="Which part of the data to evaluate on.")
+@click.option("--split", type=click.Choice(["val", "train", "all", "test"]), default="val", show_default=True,
+              help="Which part of the data to evaluate on: test is the part held out from training and from "
+                   "choosing the best epoch (only a spec with data.test_fraction > 0 has one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (metrics, baselines, confusion matrices, "
                                                       "error distributions) instead of tables.")
 @device_option("evaluate on")
@@ -66,6 +67,7 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
     Examples:
       hydranet eval runs/demo-20260101-120000/best.pt
       hydranet eval best.pt --data data/UTKFace --split all
+      hydranet eval best.pt --split test
       hydranet eval best.pt --json > eval.json
     """
     from hydranet.core.inference import TrainedModel, check_data_overrides

@@ -134,23 +134,36 @@ def _unlabelled(sources: Sequence[str], unlabelled: Tensor) -> ProblemGroup:
                         "skipped", [(sources[int(i)], "") for i in unlabelled.nonzero().flatten()])
 
 
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Deterministic train/validation indices: a seeded permutation, validation first."""
+def split_indices(n: int, val_fraction: float, seed: int, test_fraction: float = 0.0) -> tuple[Tensor, ...]:
+    """Deterministic train/validation indices, and test indices when `test_fraction` > 0: one seeded permutation,
+    validation first, then test, the rest training.
+
+    With `test_fraction` 0 it returns (train, val) exactly as before the test split existed; with a test split
+    the validation images are the same ones, and the test images come out of what would have been training.
+    """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     n_val = int(round(n * val_fraction))
     if val_fraction > 0 and n > 1:
         n_val = min(max(n_val, 1), n - 1)
-    return order[n_val:].sort().values, order[:n_val].sort().values
+    if test_fraction <= 0:
+        return order[n_val:].sort().values, order[:n_val].sort().values
+    n_test = int(round(n * test_fraction))
+    room = n - n_val - 1  # training keeps at least one image
+    n_test = max(0, min(max(n_test, 1), room))
+    held = n_val + n_test
+    return order[held:].sort().values, order[:n_val].sort().values, order[n_val:held].sort().values
 
 
 @dataclass
 class PreparedData:
     """Decoded images and label table of every listed sample, with the split.
 
-    `train_index` and `val_index` hold only usable samples (readable, with at
-    least one label); rows outside them are never read, so a few bad images
-    cost nothing and the (possibly memory-mapped) image tensor is never copied.
+    `train_index`, `val_index` and `test_index` hold only usable samples
+    (readable, with at least one label); rows outside them are never read, so a
+    few bad images cost nothing and the (possibly memory-mapped) image tensor is
+    never copied. `test_index` is empty unless `data.test_fraction` > 0: images
+    held out from training and from choosing the best epoch, scored once at the end.
     """
 
     images: Tensor  # uint8 (N, 3, S, S)
@@ -163,10 +176,11 @@ class PreparedData:
     #: every kind of problem met (bad entries, invalid labels, unreadable and unlabelled images), empty ones too:
     #: what `hydranet eval` reports next to its metrics, counted and listed as training lists them in `notes`
     problems: list[ProblemGroup] = field(default_factory=list)
+    test_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     @property
     def usable(self) -> int:
-        return self.train_index.numel() + self.val_index.numel()
+        return self.train_index.numel() + self.val_index.numel() + self.test_index.numel()
 
 
 def prepare_data(
@@ -178,6 +192,7 @@ def prepare_data(
     split_seed: int,
     strict: bool,
     decode: Callable[[Sequence[str]], Decoded],
+    test_fraction: float = 0.0,
 ) -> PreparedData:
     """List, label, decode and split; skip (or in strict mode, refuse) what is unusable.
 
@@ -216,9 +231,13 @@ def prepare_data(
     keep = (~failed & ~unlabelled).nonzero().flatten()
     if keep.numel() == 0:
         raise DataError(f"dataset '{dataset_name}' has no readable, labelled images\n" + "\n".join(notes))
-    train_part, val_part = split_indices(keep.numel(), val_fraction, split_seed)
-    train_index, val_index = _validate_every_task(tasks, targets, sources, keep[train_part], keep[val_part],
+    parts = split_indices(keep.numel(), val_fraction, split_seed, test_fraction)
+    train_index, val_index = _validate_every_task(tasks, targets, sources, keep[parts[0]], keep[parts[1]],
                                                   split_seed, notes)
+    test_index = torch.empty(0, dtype=torch.long)
+    if len(parts) == 3:
+        train_index, test_index = _validate_every_task(tasks, targets, sources, train_index, keep[parts[2]],
+                                                       split_seed + TEST_SEED_OFFSET, notes, held_out="test")
     return PreparedData(
         images=decoded.images,
         targets=targets,
@@ -228,11 +247,16 @@ def prepare_data(
         notes=notes,
         decoded=decoded,
         problems=problems,
+        test_index=test_index,
     )
 
 
+#: added to data.split_seed for the draws that give the test split a label of each task (not those of validation)
+TEST_SEED_OFFSET = 7919
+
 def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequence[str], train_index: Tensor,
-                         val_index: Tensor, seed: int, notes: list[str]) -> tuple[Tensor, Tensor]:
+                         val_index: Tensor, seed: int, notes: list[str],
+                         held_out: str = "validation") -> tuple[Tensor, Tensor]:
     """The split, with one labelled training sample moved to validation for each task that has none there.
 
     A task labelled on few images (a new CSV column filled in for 3 of 300)
@@ -240,7 +264,8 @@ def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequen
     number, so no epoch could be the best, and its metrics would be blank.
     The sample moved is drawn with the split's seed, so the split stays the
     same on every run over the same data. Each move, or a task left without a
-    validation label, is added to `notes`.
+    validation label, is added to `notes`. The test split (`held_out`
+    "test") gets the same, from what training has left.
     """
     if val_index.numel() == 0:
         return train_index, val_index
@@ -249,13 +274,13 @@ def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequen
             continue
         labelled = train_index[label_mask(targets[train_index, k])]
         if labelled.numel() < 2:  # moving its only label would leave training without one
-            notes.append(f"task '{task.name}' has no label among the validation images and "
-                         f"{plural(labelled.numel(), 'label')} in training: its validation metrics cannot be measured; "
+            notes.append(f"task '{task.name}' has no label among the {held_out} images and "
+                         f"{plural(labelled.numel(), 'label')} in training: its {held_out} metrics cannot be measured; "
                          "label more images for it")
             continue
         pick = labelled[torch.randint(labelled.numel(), (1,), generator=torch.Generator().manual_seed(seed + k))]
         train_index = train_index[train_index != pick]
         val_index = torch.cat([val_index, pick]).sort().values
-        notes.append(f"task '{task.name}' had none of its {labelled.numel()} labels among the validation images: "
+        notes.append(f"task '{task.name}' had none of its {labelled.numel()} labels among the {held_out} images: "
                      f"moved {sources[int(pick)]} there from training, so that the task is measured")
     return train_index, val_index

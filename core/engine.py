@@ -67,6 +67,11 @@ class RunResult:
     timings: dict[str, Any] = field(default_factory=dict)
     #: False on the other ranks of a distributed run: only rank 0 reports (and wrote the run folder).
     is_main: bool = True
+    #: task -> metric -> value on the test split (data.test_fraction), scored once with the best epoch's weights
+    #: (those in best.pt); None without a test split, or when no epoch had a finite validation loss
+    test: dict[str, dict[str, float]] | None = None
+    #: how many images the test split holds (0: no test split)
+    test_images: int = 0
 
     @property
     def best(self) -> dict[str, dict[str, float]] | None:
@@ -167,6 +172,8 @@ class Trainer(RunSetup, RunCheckpoints):
         self.background: BackgroundCompile | None = None  # the child compiling into the caches, while it runs
         self.cudnn_benchmark_before = torch.backends.cudnn.benchmark  # a process-wide switch: put back after the run
         self.observers = RunObservers.idle()  # the run's own, once it is set up (`_observers`)
+        #: a host copy of the best epoch's weights, kept for the test split's evaluation at the end (`_keep_best_weights`)
+        self.best_weights: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------ loop
 
@@ -234,6 +241,7 @@ class Trainer(RunSetup, RunCheckpoints):
             improved = final.total_loss < progress.best_loss
             if improved:
                 progress.best_loss, progress.best_epoch = final.total_loss, epoch
+                self._keep_best_weights()
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
             progress.weight_sums, progress.skipped = [], 0
             progress.epoch_order_state = self.order_generator.get_state()
@@ -260,11 +268,18 @@ class Trainer(RunSetup, RunCheckpoints):
             log(f"{self.dist.world_size} processes ({self.dist.backend}): parameters identical on every rank"
                 if gap == 0 else f"warning: the {self.dist.world_size} processes' parameters differ by up to "
                                  f"{gap:.3g} (rank 0's were saved)")
+        test = self._evaluate_test(progress.best_epoch)
         result = RunResult(self.run_folder.path, history, final, self.baselines, progress.best_epoch, self.settings,
-                           self.data.notes, self.timings, is_main=self.dist.is_main)
+                           self.data.notes, self.timings, is_main=self.dist.is_main,
+                           test=test.metrics if test is not None else None,
+                           test_images=int(self.data.test_index.numel()))
+        # a run without a test split (data.test_fraction 0) writes no test keys, as before the test split existed
+        held_out = ({"test_epoch": progress.best_epoch if test is not None else None, "test": result.test}
+                    if self.spec.spec.data.test_fraction > 0 else {})
         self.run_folder.write_json("summary.json", {
             "best_epoch": progress.best_epoch,
             "best": result.best,  # the metrics of the weights in best.pt; null when no epoch's loss was finite
+            **held_out,  # the best epoch's weights scored once on the test split; null when there are none
             "final": final.metrics,  # the last epoch's, in last.pt
             "final_losses": final.losses,
             "higher_is_better": final.higher_is_better,  # how to rank the metrics without the task plugins
@@ -272,6 +287,48 @@ class Trainer(RunSetup, RunCheckpoints):
             "settings": self.settings.describe(),
             "timings": self.timings,
         })
+        return result
+
+    # ------------------------------------------------------------ the test split
+
+    def _keep_best_weights(self) -> None:
+        """A host copy of the weights best.pt gets, for the test split's one evaluation at the end (none without
+        a test split: it costs a copy per improved epoch)."""
+        if self.data.test_index.numel():
+            self.best_weights = {key: value.detach().to("cpu", copy=True)
+                                 for key, value in self.model.state_dict().items()}
+
+    def _evaluate_test(self, best_epoch: int) -> EvalResult | None:
+        """Score the best epoch's weights (best.pt's) once on the test split, as validation scores each epoch.
+
+        Every rank evaluates its share of the test images and the sums are
+        all-reduced, as in validation. The weights are this run's copy of the
+        best epoch's; a resumed run whose best epoch came before the resume
+        reads them back from best.pt. None: no test split, or no best epoch.
+        """
+        index, log = self.data.test_index, self.run_folder.log
+        if not index.numel():
+            if self.spec.spec.data.test_fraction > 0:
+                log("no test metrics: the test split is empty (too few usable images for data.test_fraction)")
+            return None
+        if best_epoch < 1:
+            log("no test metrics: no epoch had a finite validation loss, so there are no best-epoch weights to "
+                "score on the test split")
+            return None
+        weights = self.best_weights
+        if weights is None:  # resumed after its best epoch: best.pt holds that epoch's weights
+            from hydranet.core.checkpoint import read_checkpoint
+
+            weights = read_checkpoint(self.run_folder.best_checkpoint)["model"]
+        self.model.load_state_dict(weights)
+        self.model.eval()
+        result = evaluate(self.forward, self.tasks, self.source, self.targets, self.dist.local_index(index),
+                          self.augment, self.settings, self._eval_batch, pad=self.settings.compile,
+                          all_reduce=self.dist.all_reduce if self.dist.active else None)
+        parts = [f"{task.name}: " + " ".join(f"{m} {v:.3f}" for m, v in result.metrics[task.name].items())
+                 for task in self.tasks]
+        log(f"test split ({plural(index.numel(), 'image')}), scored once with the weights of epoch {best_epoch}, "
+            f"the best (best.pt): " + "; ".join(parts))
         return result
 
     def _train_epoch(self, epoch: int, order: Tensor) -> tuple[list[float], list[float]]:

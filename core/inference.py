@@ -43,7 +43,7 @@ from hydranet.core.spec_models import DataSection
 from hydranet.core.wording import plural
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
-SPLITS = ("val", "train", "all")
+SPLITS = ("val", "train", "all", "test")
 
 #: what evaluating on another folder reads it as when the model's dataset draws its images (synthetic) instead
 FOLDER_FORMAT = "utkface"
@@ -276,8 +276,10 @@ class TrainedModel:
         """Metrics on the stored spec's data, or on data changed by `overrides` ("data.KEY=VALUE", one or a list).
 
         `split` is one of `SPLITS`: "val" (the part training scored),
-        "train", or "all" (both). There is no separate test split: to score
-        held-out images, evaluate a folder of them with
+        "train", "all" (every part), or "test": the part held out from
+        training and from choosing the best epoch, which only a spec with
+        `data.test_fraction` > 0 has. To score other held-out images,
+        evaluate a folder of them with
         `evaluate("data.root=DIR", split="all")`: DIR is read in the format
         of the model's dataset (which takes DIR as its `root` parameter), or
         as a UTKFace folder when that dataset draws its images instead of
@@ -300,7 +302,8 @@ class TrainedModel:
 
         if split not in SPLITS:
             raise InputError(f"{not_a_choice(split, SPLITS, 'split')}. 'val' is the part of the data "
-                             "training scored, 'all' both parts. There is no separate test split: to score "
+                             "training scored, 'test' the part held out (data.test_fraction), 'all' every part. "
+                             "To score other "
                              "held-out images, evaluate a folder of them in the same format, "
                              "evaluate('data.root=DIR', split='all') (hydranet eval CKPT --data DIR --split all)")
         spec, note = self._data_spec(overrides, components, option)
@@ -311,8 +314,13 @@ class TrainedModel:
             data = load_prepared_data(spec, self.tasks, progress)
         except MissingPathError as missing:
             raise DataError(self._missing_data(missing, option) if not overrides else str(missing)) from None
-        index = {"val": data.val_index, "train": data.train_index,
-                 "all": torch.cat([data.train_index, data.val_index]).sort().values}[split]
+        if split == "test" and spec.spec.data.test_fraction <= 0:
+            raise DataError(f"this model's spec has no test split (data.test_fraction is "
+                            f"{spec.spec.data.test_fraction:g}): its run held no images out. Evaluate split 'val', "
+                            "train a new run with data.test_fraction > 0 (e.g. --set data.test_fraction=0.1), or "
+                            "score a folder of held-out images with --data DIR --split all")
+        index = {"val": data.val_index, "train": data.train_index, "test": data.test_index,
+                 "all": torch.cat([data.train_index, data.val_index, data.test_index]).sort().values}[split]
         if index.numel() == 0:
             raise DataError(f"the '{split}' split of this data is empty; evaluate on split 'all' "
                             "(--split all) instead")

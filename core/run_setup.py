@@ -61,6 +61,7 @@ def load_prepared_data(spec: ResolvedSpec, tasks: Sequence[Task], progress: bool
         spec.data.entry.name,
         tasks,
         val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
         split_seed=data.split_seed,
         strict=data.strict,
         decode=lambda sources: decode_images(sources, spec.spec.image_size, dataset.open_image,
@@ -146,7 +147,8 @@ class RunSetup:
         for line in data.notes:
             log(line)
         log(f"data: {plural(data.usable, 'image')} at {self.spec.spec.image_size}px, "
-            f"{data.train_index.numel()} train / {data.val_index.numel()} validation; "
+            f"{data.train_index.numel()} train / {data.val_index.numel()} validation"
+            f"{f' / {data.test_index.numel()} test' if data.test_index.numel() else ''}; "
             f"{'cache hit' if self.timings['cache_hit'] else 'decoded'} in {self.timings['decode_seconds']:.1f}s; "
             f"images on {self.source.placement}")
         train_targets = data.targets[data.train_index]

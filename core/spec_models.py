@@ -57,7 +57,13 @@ class DataSection(Component):
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of samples held out for validation; 0: no "
                                                              "validation split, the metrics and the best checkpoint "
                                                              "are then measured on the training set.")
-    split_seed: int = Field(0, description="Seed of the train/validation split (independent of the training seed).")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="Share of samples held out as a test split: never "
+                                                               "trained on, never used to choose the best epoch, "
+                                                               "scored once with the best epoch's weights at the end "
+                                                               "(summary.json's `test`). 0: no test split. Report "
+                                                               "these numbers; the validation ones chose the model.")
+    split_seed: int = Field(0, description="Seed of the train/validation/test split (independent of the training "
+                                           "seed).")
     strict: bool = Field(False, description="Stop before training, with the list of what is wrong, when images "
                                             "are unreadable or entries or labels malformed, instead of skipping "
                                             "them.")
@@ -68,6 +74,15 @@ class DataSection(Component):
                             "the cache file by DataLoader workers; auto picks the first that fits.")
     device_memory_gb: float | None = Field(None, gt=0, description="Budget for images on the device; "
                                                                    "default: 40% of the GPU's free memory.")
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> "DataSection":
+        """Validation and test together must leave images to train on."""
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction ({self.val_fraction:g}) + test_fraction ({self.test_fraction:g}) is "
+                             f"{self.val_fraction + self.test_fraction:g}; together they must be less than 1, to "
+                             "leave images to train on: lower one of them")
+        return self
 
 
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
