@@ -353,6 +353,10 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
                    "folder, the sweep's first run).")
 @click.option("--epoch", default="best", show_default=True, metavar="best|last|N", callback=_epoch_choice,
               help="Read each run's metrics at its best epoch (what best.pt holds), its last, or epoch N.")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Compare the validation metrics (which chose each run's best epoch), or the test metrics its "
+                   "best epoch scored once on its held-out test split (data.test_fraction > 0; summary.json's "
+                   "test): the numbers to report. test needs --epoch best.")
 @click.option("--sort", is_flag=True, help="Order the runs by delta_m, best first.")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out, with a note, the folders that are not runs or have no finished epoch "
@@ -362,8 +366,8 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
                                                     "mean and std, and n), the compared metrics, delta_m_percent "
                                                     "(notes go to stderr).")
 @click.option("--no-group", is_flag=True, help="One row per run, even for runs that differ only in train.seed.")
-def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool, skip_bad: bool, as_json: bool,
-            as_csv: bool, no_group: bool) -> None:
+def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, split: str, sort: bool, skip_bad: bool,
+            as_json: bool, as_csv: bool, no_group: bool) -> None:
     """Compare runs of the same tasks: their validation metrics and delta_m.
 
     Each RUN is a folder `hydranet train` wrote, or a sweep folder (`train
@@ -387,6 +391,11 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
     Runs with other tasks or metrics are compared on those every run has;
     a note names what was left out.
 
+    The validation metrics chose each run's best epoch, so they flatter it.
+    Runs trained with data.test_fraction > 0 also scored their best epoch
+    once on a held-out test split: --split test compares those (a run
+    without them is refused, or left out with --skip-bad).
+
     \b
     Examples:
       hydranet compare runs/w-sum runs/w-uncertainty runs/w-dwa
@@ -394,14 +403,18 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, sort: bool
       hydranet compare runs/w-* --ref runs/w-sum --epoch last
       hydranet compare runs/w-* --csv > weightings.csv
       hydranet compare runs/sweep --no-group
+      hydranet compare runs/w-* --split test
     """
     from hydranet.core.compare import compare_runs, read_runs
     from hydranet.core.compare_output import comparison_csv, comparison_json, comparison_table
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    records, reference, skipped = read_runs(runs, ref, epoch, skip_bad)
-    comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=not no_group)
+    if split == "test" and str(epoch) != "best":
+        raise click.UsageError("test metrics exist only for the best epoch (scored once with best.pt's weights): "
+                               "use --split test without --epoch, or --epoch with --split val")
+    records, reference, skipped = read_runs(runs, ref, epoch, skip_bad, split=split)
+    comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=not no_group, split=split)
     if as_json:
         click.echo(comparison_json(comparison), nl=False)
     elif as_csv:

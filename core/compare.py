@@ -21,6 +21,11 @@ the Δm on the means wherever every run has every metric: Δm is linear in
 the run's metrics). Each run's cost is shown too: the median seconds of its
 training epochs.
 
+With `split="test"` (`--split test`) each run contributes instead the
+metrics its best epoch's weights scored once on its held-out test split
+(`data.test_fraction`, summary.json's `test`): the numbers to report, as the
+validation ones chose the epoch. Δm and grouping work the same on either.
+
 A RUN may be a sweep folder (`hydranet train --sweep`'s), which stands for
 its runs in the sweep's order, as `hydranet plot` takes it.
 
@@ -54,6 +59,11 @@ SEED_KEYS = ("train.seed",)
 
 #: The file a sweep writes beside its run folders (core/sweep.py): `hydranet compare SWEEP/*` passes over it.
 COMPARE_CSV = "compare.csv"
+#: The same comparison on the runs' test splits, written beside it when the sweep's runs have test metrics.
+COMPARE_TEST_CSV = "compare-test.csv"
+
+#: The parts of the data `compare --split` reads each run's metrics from.
+COMPARE_SPLITS = ("val", "test")
 
 #: Spec keys that change how a run trains, not what it learns: left out of what "differs" between runs.
 HOW_NOT_WHAT = {"data.workers", "data.cache", "data.placement", "data.device_memory_gb", "train.log_every",
@@ -176,9 +186,13 @@ def _seed_order(run: RunRecord) -> tuple[int, Any]:
     return (0, seed) if number else (1, repr(seed))
 
 
-def read_run(path: str | Path, epoch: str | int = "best", components: Any = None) -> RunRecord:
-    """A run folder's spec and its validation metrics at `epoch` (best, last or a number)."""
+def read_run(path: str | Path, epoch: str | int = "best", components: Any = None, split: str = "val") -> RunRecord:
+    """A run folder's spec and its validation metrics at `epoch` (best, last or a number); with `split` "test",
+    the test metrics its best epoch's weights scored (summary.json's `test`), for which `epoch` must be best."""
     path = Path(path)
+    if split == "test" and str(epoch) != "best":
+        raise HydranetError(f"test metrics exist only for the best epoch (scored once with best.pt's weights); "
+                            f"use --epoch best with --split test, not --epoch {epoch}")
     if not path.exists():
         raise RunProblem(f"{path}: no such folder")
     if not path.is_dir():
@@ -220,8 +234,34 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     directions = recorded_directions(summary, spec) or metric_directions(path, spec, components)
     metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
                for task, names in directions.items()}
+    if split == "test":
+        metrics = _test_metrics(path, summary, directions)
     return RunRecord(path, spec, epochs[-1], best, at, metrics, directions, series=series,
                      train_seconds=train_seconds_per_epoch(summary, rows))
+
+
+def _test_metrics(path: Path, summary: Mapping[str, Any] | None,
+                  directions: Mapping[str, Mapping[str, bool]]) -> dict[str, dict[str, float]]:
+    """task -> metric -> value on the run's test split, as summary.json recorded them (NaN where it has none)."""
+    if summary is None:
+        raise RunProblem(f"{path} has no test metrics yet: they are scored when a run finishes, and it has no "
+                         "summary.json; compare it with --split val, or finish it first")
+    if "test" not in summary:
+        raise RunProblem(f"{path} has no test metrics: its spec has no test split (data.test_fraction is 0); "
+                         "compare it with --split val, or train it again with data.test_fraction > 0")
+    test = summary["test"]
+    if test is None:
+        raise RunProblem(f"{path} has no test metrics: no epoch had a finite validation loss, so there were no "
+                         "best-epoch weights to score on its test split")
+    if not isinstance(test, Mapping):
+        raise _unreadable_summary(path, ValueError(f"'test' is {type(test).__name__}, not task metrics"))
+
+    def value(task: str, metric: str) -> float:
+        found = test.get(task)
+        number = found.get(metric) if isinstance(found, Mapping) else None
+        return float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else math.nan
+
+    return {task: {metric: value(task, metric) for metric in names} for task, names in directions.items()}
 
 
 def train_seconds_per_epoch(summary: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]]) -> float | None:
@@ -320,7 +360,7 @@ def metric_directions(path: Path, spec: Mapping[str, Any], components: Any = Non
 
 def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch: str | int = "best",
               skip_bad: bool = False, components: Any = None,
-              as_given: bool = False) -> tuple[list[RunRecord], RunRecord, list[str]]:
+              as_given: bool = False, split: str = "val") -> tuple[list[RunRecord], RunRecord, list[str]]:
     """The runs `paths` name (each once), the reference among them, and a note per folder skipped.
 
     A sweep folder among `paths` stands for its runs, in the sweep's order
@@ -338,7 +378,7 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
     """
     unique: dict[Path, tuple[Path, bool]] = {}  # resolved -> (the path as given, whether from a sweep folder)
     for path, from_sweep in expand_sweep_folders(paths):
-        if path.name in (COMPARE_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
+        if path.name in (COMPARE_CSV, COMPARE_TEST_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
             continue
         unique.setdefault(path.resolve(), (path, from_sweep))
     if not as_given:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again
@@ -348,7 +388,7 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
     runs, problems, left_out = [], [], []
     for resolved, (path, from_sweep) in unique.items():
         try:
-            runs.append(read_run(path, epoch, components))
+            runs.append(read_run(path, epoch, components, split))
         except RunProblem as problem:
             if ref is not None and resolved == Path(ref).resolve():
                 raise RunProblem(f"the reference (--ref) cannot be compared: {problem}") from None
@@ -411,6 +451,8 @@ class Comparison:
     #: under each group's path, each of its runs' Δm (in the group's order) against the reference group's means:
     #: the spread of the group's Δm over its seeds (`group_delta_m_spread`)
     group_run_delta_m: dict[Path, list[float]] = field(default_factory=dict)
+    #: which metrics the runs contribute: "val" (at `epoch`), or "test" (their test split's, at the best epoch)
+    split: str = "val"
 
     def group_delta_m_spread(self, group: RunGroup) -> tuple[float, float]:
         """The mean and sample std of the group's runs' Δm against the reference group's means (std NaN for one
@@ -422,7 +464,7 @@ class Comparison:
 
 
 def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | int = "best", sort: bool = False,
-                 notes: Sequence[str] = (), group: bool = True) -> Comparison:
+                 notes: Sequence[str] = (), group: bool = True, split: str = "val") -> Comparison:
     """Compare `runs` (which include `reference`) on the task metrics all of them have; `notes` come first.
 
     With `group`, runs that differ only in their seed are also grouped (see `group_runs`).
@@ -444,14 +486,15 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     for run in runs:
         delta[run.path], missing = _delta_m(run, reference, shared)
         if missing:
-            notes.append(f"{run.label}: no value (NaN: no labelled validation image, or the run diverged) for {', '.join(missing)}, "
+            where = "test" if split == "test" else "validation"
+            notes.append(f"{run.label}: no value (NaN: no labelled {where} image, or the run diverged) for {', '.join(missing)}, "
                          "left out of its delta_m")
     for run in runs:
         notes += _run_notes(run, reference)
     ordered = list(runs)
     if sort:
         ordered.sort(key=lambda run: _best_first(delta[run.path]))
-    comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes)
+    comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes, split=split)
     if group:
         _add_groups(comparison, runs, sort)  # grouped as given: --sort orders the groups, not a group's seeds
     return comparison

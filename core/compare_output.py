@@ -39,6 +39,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
     return {
         "reference": str(ref.path),
         "epoch": comparison.epoch,
+        **({"split": "test"} if comparison.split == "test" else {}),
         "compared": [{"task": t, "metric": m, "higher_is_better": comparison.higher_is_better(t, m)}
                      for t, m in comparison.shared],
         "runs": [{
@@ -144,7 +145,7 @@ def comparison_table(comparison: Comparison) -> str:
                      *(run.metrics[t][m] for t, m in comparison.shared),
                      _delta_text(comparison.delta_m[run.path], run is ref),
                      *([changes[run.path]] if with_changes else [])])
-    return _framed(comparison, f"validation metrics of each run at {_at(comparison)}; reference: {ref.label}",
+    return _framed(comparison, f"{_which(comparison)} of each run at {_at(comparison)}; reference: {ref.label}",
                    format_table(headers, rows), f"delta_m%: the mean relative change against {ref.label}")
 
 
@@ -179,6 +180,12 @@ def _at(comparison: Comparison) -> str:
             "last": "its last epoch"}.get(comparison.epoch, f"epoch {comparison.epoch}")
 
 
+def _which(comparison: Comparison) -> str:
+    """What the table's metrics are: the validation split's (which chose the epoch), or the held-out test split's."""
+    return ("test metrics (the held-out test split, scored once with the weights)" if comparison.split == "test"
+            else "validation metrics")
+
+
 def _framed(comparison: Comparison, title: str, table: str, delta_m: str) -> str:
     """A table with its title line above, and the legend (`delta_m` starts it, the time column ends it) and the
     notes below."""
@@ -211,7 +218,7 @@ def _groups_table(comparison: Comparison) -> str:
                      _group_delta_text(*comparison.group_delta_m_spread(g), g is ref),
                      *([changes[g.path]] if with_changes else [])])
     keys = english_list(SEED_KEYS)
-    title = (f"validation metrics at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
+    title = (f"{_which(comparison)} at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
              f"{keys} grouped: mean ± sample std over n runs; reference: {ref.label}")
     return _framed(comparison, title, format_table(headers, rows),
                    f"delta_m%: each run's mean relative change against {ref.label}'s means, shown as mean ± "

@@ -110,6 +110,10 @@ class SweepResult:
     comparison: Any = None  # a compare.Comparison; None when no run finished an epoch
     compare_csv: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: the same comparison on the runs' test splits (data.test_fraction > 0), and its compare-test.csv; None
+    #: where the runs have no test split
+    test_comparison: Any = None
+    test_csv: Path | None = None
 
 
 # ------------------------------------------------------------------ the values
@@ -518,6 +522,33 @@ def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
         return
     result.comparison = compare_runs(records, reference, notes=skipped)
     result.compare_csv = atomic_write_text(plan.out_dir / COMPARE_CSV, comparison_csv(result.comparison))
+    if any(_test_fraction(record.spec) > 0 for record in records):
+        _compare_test(plan, result, [record.path for record in records], components)
+
+
+def _test_fraction(spec: Any) -> float:
+    data = spec.get("data") if isinstance(spec, dict) else None
+    value = data.get("test_fraction", 0) if isinstance(data, dict) else 0
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _compare_test(plan: SweepPlan, result: SweepResult, paths: list[Path], components: Any) -> None:
+    """The same comparison on the runs' held-out test splits, written to compare-test.csv: the numbers to report,
+    compare.csv's validation metrics having chosen each run's epoch. Runs without test metrics are left out
+    with a note."""
+    from hydranet.core.compare import COMPARE_TEST_CSV, RunProblem, compare_runs, read_runs
+    from hydranet.core.compare_output import comparison_csv
+
+    try:
+        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True,
+                                                split="test")
+    except RunProblem as problem:
+        result.notes.append(f"no test comparison: {problem}")
+        return
+    result.test_comparison = compare_runs(records, reference, notes=skipped, split="test")
+    result.test_csv = atomic_write_text(plan.out_dir / COMPARE_TEST_CSV, comparison_csv(result.test_comparison))
+    result.notes.append(f"wrote {result.test_csv}: the same comparison on the runs' held-out test splits (report "
+                        f"these; `hydranet compare {plan.out_dir} --split test` shows it)")
 
 
 def failure_report(result: SweepResult, total: int) -> str:
