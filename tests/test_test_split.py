@@ -197,3 +197,21 @@ def test_a_resumed_run_scores_best_pt_on_the_test_split(faces, tmp_path, monkeyp
     for task, metrics in result.test.items():
         for metric, value in metrics.items():
             assert math.isclose(evaluation.result.metrics[task][metric], value, rel_tol=1e-6, abs_tol=1e-7)
+
+
+def test_a_sweep_of_runs_with_a_test_split_writes_compare_test_csv(faces, tmp_path, components):
+    import csv
+
+    from hydranet.core.compare import COMPARE_CSV, COMPARE_TEST_CSV
+    from hydranet.core.sweep import axes_from_mapping, plan_sweep, run_sweep
+
+    spec = tiny_spec(faces, epochs=1)
+    spec["data"]["test_fraction"] = 0.2
+    plan = plan_sweep(spec, axes_from_mapping({"train.seed": [0, 1]}), out_dir=tmp_path / "sweep",
+                      components=components)
+    result = run_sweep(plan, components=components, progress=False, echo=False)
+    assert (tmp_path / "sweep" / COMPARE_CSV).is_file() and result.test_csv == tmp_path / "sweep" / COMPARE_TEST_CSV
+    rows = list(csv.DictReader((tmp_path / "sweep" / COMPARE_TEST_CSV).read_text().splitlines()))
+    first = json.loads((plan.runs[0].path / "summary.json").read_text())["test"]
+    assert float(rows[0]["age.mae.mean"]) == pytest.approx(
+        (first["age"]["mae"] + json.loads((plan.runs[1].path / "summary.json").read_text())["test"]["age"]["mae"]) / 2)
