@@ -51,6 +51,7 @@ import yaml
 from hydranet.core.errors import HydranetError
 from hydranet.core.plot import CHARTS, RunSeries, expand_sweep_folders, series_from_rows
 from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
+from hydranet.core.spec_models import with_section_defaults
 from hydranet.core.wording import english_list, plural
 
 #: Spec keys in which runs of one experiment, repeated for its spread, differ: `compare` shows such runs as one
@@ -211,6 +212,7 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
         raise RunProblem(f"cannot read the run in {path}: {error}") from None
     if not isinstance(spec, dict):
         raise RunProblem(f"{path / 'spec.yaml'} is not a spec; was it written by `hydranet train`?")
+    spec = with_section_defaults(spec)  # a key added since the run was written is the default it trained with
     if not rows:
         failure = _failure_logged(path)
         if failure:

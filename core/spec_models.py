@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from hydranet.core.device import device_name_problem
 from hydranet.core.registry import takes_numbers_not_bools
 
 
@@ -173,6 +172,8 @@ class TrainSection(SpecSection):
     @classmethod
     def _a_device(cls, device: str) -> str:
         """A device torch can parse (it need not be present: that is checked when a run starts)."""
+        from hydranet.core.device import device_name_problem  # torch: not for readers of saved specs (compare)
+
         problem = device_name_problem(device)
         if problem:
             raise ValueError(problem)
@@ -239,3 +240,17 @@ class Spec(SpecSection):
                 raise ValueError(f"task '{task.name}' appears more than once; give each task its own name")
             seen.add(task.name)
         return tasks
+
+
+def with_section_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved spec (a run's spec.yaml) with this version's defaults for keys its data, train and augment
+    sections lack: a key added since the run was written (data.test_fraction) then reads as the default it
+    trained with, not as a difference from a newer run (`compare`, a sweep continuing its folder)."""
+    out = dict(raw)
+    for key, model in (("data", DataSection), ("train", TrainSection), ("augment", AugmentSection)):
+        section = out.get(key)
+        if isinstance(section, Mapping):
+            missing = {name: field.get_default(call_default_factory=True)
+                       for name, field in model.model_fields.items() if name not in section and not field.is_required()}
+            out[key] = {**section, **missing}
+    return out

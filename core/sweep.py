@@ -411,6 +411,7 @@ def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any,
 def spec_changes(path: Path, resolved: Any) -> str:
     """How the spec a run folder holds differs from `resolved` ("" if it does not), as `key=theirs (ours)`."""
     from hydranet.core.compare import differences
+    from hydranet.core.spec_models import with_section_defaults
 
     try:
         saved = yaml.safe_load((path / "spec.yaml").read_text(encoding="utf-8"))
@@ -419,6 +420,7 @@ def spec_changes(path: Path, resolved: Any) -> str:
     wanted = yaml.safe_load(resolved.to_yaml())  # as spec.yaml would hold it
     if not isinstance(saved, dict):
         return "its spec.yaml is not a spec"
+    saved = with_section_defaults(saved)  # a run written before a key was added trained with its default
     theirs = differences(wanted, saved, names=True)
     ours = differences(saved, wanted, names=True)
     return ", ".join(f"{key}={value} there, {ours.get(key, '(removed)')} now" for key, value in theirs.items())

@@ -570,3 +570,16 @@ def test_ref_keeps_the_sweeps_order(spec, tmp_path):
     loose = make_run(tmp_path / "elsewhere", spec, [metrics(11, 0.5, 0.4, 0.2)])
     report = compare_json(*everything, "--ref", loose)  # a reference the RUNs do not name comes first
     assert [Path(r["run"]) for r in report["runs"]] == [loose, *runs]
+
+
+def test_a_run_written_before_a_spec_key_existed_reads_as_its_default_not_as_a_difference(spec, tmp_path):
+    # data.test_fraction came later: an older run's spec.yaml lacks it, and trained without a test split
+    older = json.loads(json.dumps(spec))
+    del older["data"]["test_fraction"]
+    make_run(tmp_path / "old", older, [metrics(8.0, 0.7, 0.5, 0.4)])
+    make_run(tmp_path / "new", spec, [metrics(7.0, 0.8, 0.6, 0.5)])
+    made = compare_json(str(tmp_path / "old"), str(tmp_path / "new"))
+    assert [run["differs"] for run in made["runs"]] == [{}, {}]
+    make_run(tmp_path / "other", spec, [metrics(7.0, 0.8, 0.6, 0.5)], data__test_fraction=0.2)
+    made = compare_json(str(tmp_path / "old"), str(tmp_path / "other"))
+    assert made["runs"][1]["differs"] == {"data.test_fraction": 0.2}
