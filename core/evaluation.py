@@ -199,17 +199,37 @@ def score_baselines(tasks: Sequence[Task], constants: Mapping[str, Tensor | Sequ
 
 
 def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] | None) -> dict[str, Any]:
-    """Counts[true class][predicted class] with the class names, from logits."""
+    """Counts[true class][predicted class] with the class names, from logits.
+
+    Rows whose logits are not all finite (NaN or inf) are counted in
+    "nonfinite", with a "warning": the matrix counts them where the metrics
+    do, in the class such logits happen to pick.
+    """
     k = 2 if output.shape[1] == 1 else output.shape[1]
     names = list(class_names or [str(i) for i in range(k)])
     matrix = torch.zeros(k, k, dtype=torch.long)
     if target.numel():
         matrix.index_put_((target.long(), predicted_class(output)), torch.ones(target.numel(), dtype=torch.long),
                           accumulate=True)
-    return {"classes": names, "confusion_matrix": matrix.tolist()}
+    report: dict[str, Any] = {"classes": names, "confusion_matrix": matrix.tolist()}
+    nonfinite = int((~torch.isfinite(output)).any(dim=1).sum()) if output.numel() else 0
+    if nonfinite:
+        report.update(nonfinite=nonfinite, warning=nonfinite_warning(
+            nonfinite, int(target.numel()), "the matrix and the metrics count each in the class its NaN or inf "
+                                            "logits happen to pick"))
+    return report
 
 
 ERROR_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def nonfinite_warning(nonfinite: int, count: int, consequence: str) -> str:
+    """That `nonfinite` of `count` predictions are NaN or inf, what the report does with them, and the way out."""
+    some = (f"{'the' if count == 1 else 'all'} {plural(count, 'prediction')} {'is' if count == 1 else 'are'}"
+            if nonfinite == count else f"{nonfinite} of {count} predictions {'is' if nonfinite == 1 else 'are'}")
+    return (f"the model outputs NaN or inf: {some} not finite, and {consequence}. Its weights may hold NaN or inf "
+            "(a damaged checkpoint, or training that diverged): evaluate another checkpoint of the run, or retrain "
+            "with a lower train.lr")
 
 
 def error_distribution(errors: Tensor) -> dict[str, Any]:
@@ -217,21 +237,41 @@ def error_distribution(errors: Tensor) -> dict[str, Any]:
 
     An MAE alone cannot tell a model that is always a little off from one that
     is usually right and sometimes wildly wrong, or one that is biased.
+
+    `count` is every error given; an error that is not finite (the model
+    output NaN or inf) is counted in `nonfinite` and left out of the rest,
+    which are of the finite ones (NaN when there is none), and a `warning`
+    says so.
     """
     if errors.numel() == 0:
         return {"count": 0}
-    absolute = errors.abs()
-    edges = torch.linspace(float(errors.min()), float(errors.max()) + 1e-6, 11)
-    counts = torch.histc(errors, bins=10, min=float(edges[0]), max=float(edges[-1]))
+    finite = errors[torch.isfinite(errors)]
+    nonfinite = errors.numel() - finite.numel()
+    if finite.numel():
+        absolute = finite.abs()
+        edges = torch.linspace(float(finite.min()), float(finite.max()) + 1e-6, 11)
+        counts = torch.histc(finite, bins=10, min=float(edges[0]), max=float(edges[-1])).tolist()
+        summary = {"bias": float(finite.mean()), "median": float(finite.median()), "mae": float(absolute.mean()),
+                   "rmse": float(finite.pow(2).mean().sqrt()),
+                   "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES}}
+    else:  # one empty bin: there is nothing to draw
+        edges, counts = torch.full((2,), math.nan), [0]
+        summary = {"bias": math.nan, "median": math.nan, "mae": math.nan, "rmse": math.nan,
+                   "abs_error_quantiles": {f"p{int(q * 100)}": math.nan for q in ERROR_QUANTILES}}
     return {
         "count": errors.numel(),
-        "bias": float(errors.mean()),
-        "median": float(errors.median()),
-        "mae": float(absolute.mean()),
-        "rmse": float(errors.pow(2).mean().sqrt()),
-        "abs_error_quantiles": {f"p{int(q * 100)}": float(absolute.quantile(q)) for q in ERROR_QUANTILES},
+        "nonfinite": nonfinite,
+        **summary,
         "histogram": {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]},
+        **({"warning": nonfinite_warning(nonfinite, errors.numel(), _left_out(errors.numel() - nonfinite))}
+           if nonfinite else {}),
     }
+
+
+def _left_out(finite: int) -> str:
+    if not finite:
+        return "no finite one is left to summarise"
+    return f"these statistics and the histogram are of the {plural(finite, 'finite one')} only"
 
 
 def task_unit(task: Task, decoded: Sequence[Any] | None = None) -> str:

@@ -21,8 +21,8 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import (BASELINES, UnavailableDataset, dataset_stand_in, inference_components,
-                                      read_checkpoint, with_stand_ins)
+from hydranet.core.checkpoint import (BASELINES, UnavailableDataset, check_task_states, dataset_stand_in,
+                                      inference_components, read_checkpoint, with_stand_ins)
 from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
 from hydranet.core.decode import to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
@@ -134,6 +134,7 @@ class TrainedModel:
         components = components or default_components()
         spec, components = _resolve_checkpoint_spec(path, data, components)
         tasks = spec.build_tasks()
+        check_task_states(path, data, tasks)
         for task in tasks:
             task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
         stored = data.get(BASELINES) or {}

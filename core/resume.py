@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.checkpoint import check_for_resume, read_checkpoint
 from hydranet.core.errors import CheckpointError
 from hydranet.core.paths import MissingPathError
 from hydranet.core.wording import english_list, plural
@@ -233,6 +233,7 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"{checkpoint} has no training progress (it is a copy of a best.pt, which keeps "
                               "only what using the model needs, or was written by an older hydranet); it can be "
                               "evaluated, used for prediction or as init_from, not resumed")
+    check_for_resume(checkpoint, data)
     return checkpoint, data
 
 

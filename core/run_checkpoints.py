@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD
 from hydranet.core.capture import portable_optimizer_state
 from hydranet.core.checkpoint import (BASELINES, FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance,
                                       for_use, origin)
+from hydranet.core.errors import CheckpointError
 from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
                                   restore_generators)
@@ -26,11 +29,11 @@ class RunCheckpoints:
 
     def _restore(self, state: Mapping[str, Any]) -> None:
         """Put the freshly built run back where the checkpoint left it."""
-        self.model.load_state_dict(state["model"])
-        self.weighting.load_state_dict(state["weighting"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_into("model", self.model, state)
+        self._load_into("weighting", self.weighting, state)
+        self._load_into("optimizer", self.optimizer, state)
         if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
+            self._load_into("scheduler", self.scheduler, state)
         self.progress_state = Progress.from_dict(state["progress"])
         self.order_generator.set_state(self.progress_state.epoch_order_state)
         states, unsaved = rank_generator_states(self.progress_state, self.dist.rank, self.dist.world_size)
@@ -41,6 +44,27 @@ class RunCheckpoints:
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)
         self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
                             f"step {self.progress_state.step} of {self.steps_per_epoch}")
+
+    def _load_into(self, key: str, target: Any, state: Mapping[str, Any]) -> None:
+        """`target.load_state_dict(state[key])`; a state that does not fit the rebuilt run names the file and key.
+
+        `resume.resume_checkpoint` checked what can be checked before the run was
+        built; whether the states fit its model and optimizer shows only here.
+        """
+        try:
+            target.load_state_dict(state[key])
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            raise
+        except Exception as error:
+            from hydranet.core.inference import state_dict_mismatch
+
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            why = (":\n" + state_dict_mismatch(error) + "\n" if key in ("model", "weighting")
+                   and isinstance(error, RuntimeError) else f" ({first}); ")
+            path = self.run_folder.last_checkpoint
+            raise CheckpointError(f"{path}: {key} does not fit the run its spec describes{why}the file was edited "
+                                  f"or damaged: resume from an undamaged copy of it, or start a new run from its "
+                                  f"weights with init_from: {path}") from None
 
     def _save_interrupted(self, epoch: int, done: int, train_step: TrainStep) -> None:
         """Save the epoch in progress (its step and running sums) to last.pt, then stop as the signal asked.
