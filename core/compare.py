@@ -201,8 +201,10 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
         raise RunProblem(f"{path} is a file, not a run folder{folder}")
     if not (path / "spec.yaml").is_file():
         inside = sorted(p.name for p in path.iterdir() if (p / "spec.yaml").is_file())
+        # a RUN that holds runs is a sweep folder and stands for them (`read_runs`): what comes here is one
+        # run asked for, as --ref asks for one
         hint = (f"; it holds runs ({english_list(inside[:3])}{', ...' if len(inside) > 3 else ''}): "
-                f"pass them, as in `hydranet compare {path}/*`" if inside
+                f"name one of them, as in {path / inside[0]}" if inside
                 else "; pass folders that `hydranet train` wrote")
         raise RunProblem(f"{path} is not a run folder (no spec.yaml){hint}")
     try:

@@ -583,3 +583,13 @@ def test_a_run_written_before_a_spec_key_existed_reads_as_its_default_not_as_a_d
     make_run(tmp_path / "other", spec, [metrics(7.0, 0.8, 0.6, 0.5)], data__test_fraction=0.2)
     made = compare_json(str(tmp_path / "old"), str(tmp_path / "other"))
     assert made["runs"][1]["differs"] == {"data.test_fraction": 0.2}
+
+
+def test_ref_naming_a_sweep_folder_asks_for_one_of_its_runs(spec, tmp_path):
+    runs = make_sweep(spec, tmp_path / "w")
+    result = compare(tmp_path / "w", "--ref", tmp_path / "w", ok=False)  # --ref takes one run, not a folder of them
+    first = sorted(run.name for run in runs)[0]
+    assert (f"the reference (--ref) cannot be compared: {tmp_path / 'w'} is not a run folder (no spec.yaml); it "
+            f"holds runs (") in result.output
+    assert f"name one of them, as in {tmp_path / 'w' / first}" in result.output
+    assert "hydranet compare" not in result.output  # not `compare w/*`: the folder was passed as RUN already
