@@ -494,15 +494,20 @@ class Trainer(RunSetup, RunCheckpoints):
         A stop (Ctrl-C) and a non-finite loss have logged their own lines; a folder
         that setup removed has no log. An error hydranet worded is logged as shown;
         any other (a bug, in a plugin or here) with its traceback, which the console's
-        one-line message leaves out.
+        one-line message leaves out. A train.log that cannot be written (a full
+        disk, often the very error) is left as it is: the run's own error is what
+        the user must see, not one raised while noting it.
         """
         status, message = outcome(error, self.observers.nonfinite)
         if status != "failed" or not (self.run_folder.path / "train.log").is_file():
             return
         saved = "no checkpoint written" if self.saved_at is None else f"last.pt saved at {self._saved_point()}"
-        self.run_folder.log(f"{FAILURE_LINE}({saved}): {message}", console=False)
-        if not isinstance(error, HydranetError):
-            self.run_folder.log("".join(traceback.format_exception(error)).rstrip(), console=False)
+        try:
+            self.run_folder.log(f"{FAILURE_LINE}({saved}): {message}", console=False)
+            if not isinstance(error, HydranetError):
+                self.run_folder.log("".join(traceback.format_exception(error)).rstrip(), console=False)
+        except OSError:
+            pass
 
     def _stop_nonfinite(self, epoch: int, problem: str, whose: str, advice: str = "") -> NoReturn:
         """Stop for non-finite losses: say what went wrong, which checkpoint is kept and what to try."""

@@ -158,3 +158,18 @@ def test_an_empty_out_is_refused_not_read_as_the_current_folder(faces, tmp_path,
     assert "--out is empty; name the run folder to write, or give no --out for runs/<spec>-<time>" in result.output
     with pytest.raises(hydranet.HydranetError, match="^out_dir is empty;"):
         hydranet.train(tiny_spec(faces), out_dir=" ", progress=False, echo=False)
+
+
+def test_a_train_log_that_cannot_take_the_failure_line_leaves_the_runs_own_error(faces, tmp_path, monkeypatch):
+    from hydranet.core.run import FAILURE_LINE, RunFolder
+
+    write = RunFolder.log
+
+    def full_disk(self, line, *args, **kwargs):
+        if line.startswith(FAILURE_LINE):
+            raise OSError(28, "No space left on device")
+        return write(self, line, *args, **kwargs)
+
+    monkeypatch.setattr(RunFolder, "log", full_disk)
+    with pytest.raises(TrainingError, match="the epoch_end of weighting 'probe'"):  # not the OSError
+        train(faces, tmp_path, FailingEpochEnd, epochs=1)
