@@ -222,7 +222,8 @@ def _groups_table(comparison: Comparison) -> str:
              f"{keys} grouped: mean ± sample std over n runs; reference: {ref.label}")
     return _framed(comparison, title, format_table(headers, rows),
                    f"delta_m%: each run's mean relative change against {ref.label}'s means, shown as mean ± "
-                   "sample std over the group's runs (the mean is the delta_m of the group's means)")
+                   "sample std over the group's runs (the mean is the delta_m of the group's means where "
+                   "every run has every metric)")
 
 
 def _group_delta_text(mean: float, std: float, is_reference: bool) -> str:

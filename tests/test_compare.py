@@ -593,3 +593,17 @@ def test_ref_naming_a_sweep_folder_asks_for_one_of_its_runs(spec, tmp_path):
             f"holds runs (") in result.output
     assert f"name one of them, as in {tmp_path / 'w' / first}" in result.output
     assert "hydranet compare" not in result.output  # not `compare w/*`: the folder was passed as RUN already
+
+
+def test_a_group_with_a_run_missing_a_metric_does_not_claim_its_mean_delta_m_is_on_the_means(spec, tmp_path):
+    # b1 has no age.mae: its own delta_m is on the others, while the means' leaves age out for the whole group
+    a0 = make_run(tmp_path / "a0", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=0)
+    a1 = make_run(tmp_path / "a1", spec, [metrics(12, 0.5, 0.4, 0.2)], train__seed=1)
+    b0 = make_run(tmp_path / "b0", spec, [metrics(8.8, 0.55, 0.4, 0.2)], train__seed=0, train__lr=0.01)
+    b1 = make_run(tmp_path / "b1", spec, [metrics(float("nan"), 0.5, 0.4, 0.2)], train__seed=1, train__lr=0.01)
+    b = compare_json(a0, a1, b0, b1)["groups"][1]
+    # b0: (+20% + 10% + 0)/3 = 10; b1: (0 + 0)/2 = 0 -> mean 5; on the means (gender 0.525, age left out): 5/2 = 2.5
+    assert b["delta_m_runs"] == pytest.approx([10, 0]) and b["delta_m_mean"] == pytest.approx(5)
+    assert b["delta_m"] == pytest.approx(2.5)
+    legend = " ".join(compare(a0, a1, b0, b1).output.split())
+    assert "(the mean is the delta_m of the group's means where every run has every metric)" in legend
