@@ -82,6 +82,12 @@ def _new_folder(option: str) -> str:
     return "--out DIR" if option.startswith("-") else "out_dir="
 
 
+def _init_from_override(weights: Path, option: str) -> str:
+    """The caller's override that starts a new run from `weights`, by `option` as in `resume_command`."""
+    return (f"--set init_from={weights}" if option.startswith("-")
+            else f"overrides={json.dumps(f'init_from={weights}')}")
+
+
 class RunLock:
     """An exclusive advisory lock on a run folder (RUN/.lock), held by the one process that writes it.
 
@@ -311,8 +317,7 @@ class RunFolder:
         except (OSError, ValueError, KeyError):
             done = ""
         weights = self.best_checkpoint if self.best_checkpoint.exists() else self.last_checkpoint
-        override = (f"--set init_from={weights}" if self.option.startswith("-")
-                    else f"overrides={json.dumps(f'init_from={weights}')}")
+        override = _init_from_override(weights, self.option)
         return (f"{self.path} holds a finished run ({done}{', '.join(held)}), and a new run needs a folder of its "
                 f"own: choose one with {_new_folder(self.option)}. To train further from this run's weights, start the new run "
                 f"with init_from: {weights} (in its spec, or {override})")
@@ -349,8 +354,7 @@ class RunFolder:
                 problem = f"has no epoch number on line {bad}"
             else:
                 return
-        override = (f"--set init_from={self.last_checkpoint}" if self.option.startswith("-")
-                    else f"overrides={json.dumps(f'init_from={self.last_checkpoint}')}")
+        override = _init_from_override(self.last_checkpoint, self.option)
         raise HydranetError(f"{self.metrics_csv} {problem}: it is not the file this run wrote (edited, or saved again "
                             f"by a spreadsheet), and the resumed run could not continue its rows. Put back the "
                             f"metrics.csv the run wrote and resume again, or start a new run from this run's weights "
