@@ -81,21 +81,18 @@ def echo_error(error: BaseException, line: str) -> None:
     """Print an error's message (`line`) to stderr: after its whole traceback, and that of what plugin code
     raised that the message tells of, where tracebacks are wanted; else with a hint to ask for them when
     plugin code raised it (`hydranet.core.errors.raised_in`)."""
-    from hydranet.core.errors import TRACEBACK_HINT, raised_in, wants_traceback
+    from hydranet.core.errors import TRACEBACK_HINT, raised_in, traceback_text, wants_traceback
 
     raised = raised_in(line)
     if wants_traceback():
-        import traceback
-
         chained, cause = set(), error  # what the error's own traceback shows already
         while cause is not None and id(cause) not in chained:
             chained.add(id(cause))
             cause = cause.__cause__ or cause.__context__
         for words, exception in raised:
             if exception is not None and id(exception) not in chained:
-                click.echo(f"plugin code raised {words}:\n" + "".join(traceback.format_exception(
-                    type(exception), exception, exception.__traceback__)), err=True)
-        click.echo("".join(traceback.format_exception(type(error), error, error.__traceback__)), err=True)
+                click.echo(f"plugin code raised {words}:\n" + traceback_text(exception), err=True)
+        click.echo(traceback_text(error), err=True)
     click.echo(line, err=True)
     if raised and not wants_traceback():
         click.echo(TRACEBACK_HINT, err=True)

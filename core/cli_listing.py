@@ -278,9 +278,6 @@ def plugins_command() -> None:
 
 def _tracebacks(message: str) -> str:
     """The tracebacks of what plugin code raised that `message` tells of (`hydranet.core.errors.raised_in`)."""
-    import traceback
+    from hydranet.core.errors import raised_in, traceback_text
 
-    from hydranet.core.errors import raised_in
-
-    return "".join("".join(traceback.format_exception(type(error), error, error.__traceback__))
-                   for _, error in raised_in(message) if error is not None)
+    return "".join(traceback_text(error) for _, error in raised_in(message) if error is not None)

@@ -134,6 +134,13 @@ TRACEBACK_ENV = "HYDRANET_TRACEBACK"
 TRACEBACK_HINT = "(raised in plugin code: `hydranet --traceback COMMAND ...` prints the whole traceback)"
 
 
+def traceback_text(error: BaseException) -> str:
+    """`error`'s whole traceback (with what caused it) as Python prints it: for `--traceback`."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
 def wants_traceback() -> bool:
     """Whether errors are shown with their whole traceback: HYDRANET_TRACEBACK set to anything but 0/false/no/off."""
     return os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")

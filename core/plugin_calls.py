@@ -93,7 +93,8 @@ class PluginCall:
         2 samples; expected (2, 1). Fix the task's build_head/out_features, or leave the task out of the spec.
 
     Some exceptions pass unchanged, since the plugin's code is not what to fix: a `HydranetError` (already
-    worded for the user), running out of memory (the batch's size is at fault) and anything raised while a
+    worded for the user), running out of memory (the batch's size is at fault: a failed allocation that torch
+    reports as a plain RuntimeError becomes `error` saying so, not blaming the code) and anything raised while a
     CUDA graph is recorded (torch refusing an op in a graph, which the recorder falls back from;
     `hydranet.core.capture`). Ctrl-C is no Exception and passes too. So do the exceptions in `passes`:
     those the contract lets the code raise as an answer (a `trivial_output` raising NotImplementedError:
@@ -106,6 +107,11 @@ class PluginCall:
     error: type[HydranetError] = TrainingError
     passes: tuple[type[Exception], ...] = ()
 
+    @property
+    def subject(self) -> str:
+        """The code as a message names it: "the head of task 'smile' from plugin 'shapes' (...)"."""
+        return f"{self.what} {self.who}" if self.what else str(self.who)
+
     def fault(self, problem: str, about: str | Callable[[], str] = "", at: str = "") -> HydranetError:
         """The error for `problem` ("returned ...; expected ..."); `about` says on which input (a sample), `at`
         where the plugin's code raised it ("at src/shapes/tasks.py:12 in parse_label"), said last.
@@ -113,9 +119,8 @@ class PluginCall:
         `about` may be a function, called only when there is a fault: a call per sample need not word it.
         """
         about = about() if callable(about) else about
-        subject = f"{self.what} {self.who}" if self.what else str(self.who)
         where = f" ({about})" if about else ""
-        return self.error(f"{subject} {problem}{where}." + (f" {self.fix}." if self.fix else "")
+        return self.error(f"{self.subject} {problem}{where}." + (f" {self.fix}." if self.fix else "")
                           + (f" Raised {at}." if at else ""))
 
     def __call__(self, function: Callable[..., Any], *args: Any,
@@ -128,8 +133,7 @@ class PluginCall:
             if isinstance(caught, self.passes) or _recording_cuda_graph():
                 raise
             if _out_of_memory(caught):  # the sizes the spec asks for, not the plugin's code, are at fault
-                subject = f"{self.what} {self.who}" if self.what else str(self.who)
-                raise self.error(f"{subject} ran out of memory ({_allocation(caught)}). The spec "
+                raise self.error(f"{self.subject} ran out of memory ({_allocation(caught)}). The spec "
                                  "asks for more than this machine has: make the component smaller in its params "
                                  "(a backbone's width, a head's hidden size) or lower train.batch_size") from caught
             words, at = describe_raised(caught, code_package(function))
