@@ -61,7 +61,7 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     """
     overrides = override_list(overrides, option)
     if out_dir is not None and not str(out_dir).strip():  # Path("") is the current folder: never meant
-        name = "--out" if option == "--set" else "out_dir"
+        name = "--out" if option.startswith("-") else "out_dir"  # the caller's words, as run._new_folder's
         raise InputError(f"{name} is empty; name the run folder to write, or give no {name} for runs/<spec>-<time>")
     if resume is None and out_dir is not None:
         _check_folder_free(Path(out_dir))

@@ -341,9 +341,9 @@ class RunFolder:
         else:
             header = lines[0] if lines else []
             missing = [column for column in self._run_columns() if column not in header]
-            epochs = header.index("epoch") if "epoch" in header else None
+            column = header.index("epoch") if "epoch" in header else None  # where each row's epoch number is
             bad = next((number for number, line in enumerate(lines[1:], start=2)
-                        if line and epochs is not None and not _is_number(line[epochs] if epochs < len(line) else "")),
+                        if line and column is not None and not _is_number(line[column] if column < len(line) else "")),
                        None)
             if not lines:
                 problem = "is empty (it has no header)"
