@@ -159,6 +159,11 @@ def _top_package(module: object) -> str | None:
     return module.split(".", 1)[0] if isinstance(module, str) and module else None
 
 
+def _is_library(top: str) -> bool:
+    """Whether a top-level package is hydranet's, a library's or the standard library's: not a plugin's code."""
+    return top in NOT_PLUGIN_CODE or top in sys.stdlib_module_names
+
+
 def code_package(code: object) -> str | None:
     """The top-level package of a plugin's function or class (`hydranet_oops`), or None for hydranet's own and
     library code: where `raised_where` looks first for the plugin's frame."""
@@ -167,7 +172,7 @@ def code_package(code: object) -> str | None:
     if not isinstance(module, str):
         module = getattr(type(code), "__module__", None)
     top = _top_package(module)
-    return None if top is None or top in NOT_PLUGIN_CODE or top in sys.stdlib_module_names else top
+    return None if top is None or _is_library(top) else top
 
 
 def _frames(traceback: TracebackType | None) -> list[tuple[str, str, int, str]]:
@@ -202,8 +207,7 @@ def raised_where(error: BaseException, package: str | None = None) -> str:
         own = [f for f in frames if _top_package(f[0]) == package]
         if own:
             frames = own
-    plugin = [f for f in frames if (_top_package(f[0]) or "") not in NOT_PLUGIN_CODE
-              and (_top_package(f[0]) or "") not in sys.stdlib_module_names]
+    plugin = [f for f in frames if not _is_library(_top_package(f[0]) or "")]
     if not plugin:
         return ""
     _, file, line, function = plugin[-1]
