@@ -295,16 +295,14 @@ def decode_images(
             return cached
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if cache_dir is None:
-        pixels = _shared_zeros(shape)
-        failures = _decode_into(pixels, sources, size, opener, workers, progress)
-        return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started)
+        return _uncached(sources, size, opener, workers, progress, started)
     cache_dir = Path(cache_dir)
     header, pixel_file = entry_files(cache_dir, key)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=partial_prefix(key), suffix=PARTIAL_SUFFIX, dir=cache_dir)
     except OSError as error:  # a read-only cache folder, or a file where it should be: decode all the same
-        return _uncached(sources, size, opener, workers, progress, started, cache_dir, error)
+        return _uncached(sources, size, opener, workers, progress, started, [_cache_refused(cache_dir, error)])
     meta = {"format": DECODE_FORMAT, "shape": list(shape), "root": data_folder(sources), "image_size": size}
     try:
         if hasattr(os, "posix_fallocate") and len(sources):
@@ -327,7 +325,7 @@ def decode_images(
         if not isinstance(error, OSError):
             raise
         # The disk refused (full, read-only): decode without caching instead of failing the run.
-        return _uncached(sources, size, opener, workers, progress, started, cache_dir, error)
+        return _uncached(sources, size, opener, workers, progress, started, [_cache_refused(cache_dir, error)])
     result = load_cached(cache_dir, key, shape)
     assert result is not None  # just written, so in use: no other process removes it (decode_cache.py)
     prune_superseded(cache_dir, CacheEntry(key, header, pixel_file, meta))
@@ -335,19 +333,23 @@ def decode_images(
 
 
 def _uncached(sources: Sequence[str], size: int, opener: Callable[[str], Image.Image], workers: int, progress: bool,
-              started: float, cache_dir: Path, error: OSError) -> Decoded:
-    """Decode without the cache, which could not be written, with a warning that says why and what to do.
+              started: float, warnings: Sequence[str] = ()) -> Decoded:
+    """Decode into shared memory without the cache: none was asked for, or it could not be written (`warnings`)."""
+    pixels = _shared_zeros((len(sources), 3, size, size))
+    failures = _decode_into(pixels, sources, size, opener, workers, progress)
+    return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started, warnings=list(warnings))
+
+
+def _cache_refused(cache_dir: Path, error: OSError) -> str:
+    """The warning for a decode cache that could not be written, which says why and what to do.
 
     The cache only saves the next run's decoding: a cache folder that takes no
     files (read-only, full, a file where the folder should be) must not stop a
     run that can decode all the same.
     """
-    pixels = _shared_zeros((len(sources), 3, size, size))
-    failures = _decode_into(pixels, sources, size, opener, workers, progress)
-    warning = (f"warning: cannot write the decode cache in {printable(str(cache_dir))} ({os_reason(error)}), so the "
-               f"images were decoded without it and the next run decodes them again; set {CACHE_ENV} to a "
-               "writable folder to keep them")
-    return Decoded(torch.from_numpy(pixels), failures, seconds=time.perf_counter() - started, warnings=[warning])
+    return (f"warning: cannot write the decode cache in {printable(str(cache_dir))} ({os_reason(error)}), so the "
+            f"images were decoded without it and the next run decodes them again; set {CACHE_ENV} to a "
+            "writable folder to keep them")
 
 
 def _write_header(path: Path, meta: dict) -> None:
