@@ -80,7 +80,8 @@ class Launcher:
             raise RunFailed(said or f"its {plural(self.nproc, 'process')} ended with exit status {status} "
                                     "(the error is printed above)")
         try:
-            return LaunchedRun(read_run(run.path).best_epoch, run.path)
+            # at its last epoch: a run none of whose epochs had a finite validation loss finished (best epoch 0)
+            return LaunchedRun(read_run(run.path, epoch="last").best_epoch, run.path)
         except RunProblem as problem:
             raise RunFailed(f"its processes ended without an error, but {problem}") from None
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ from hydranet.core import distributed
 from hydranet.core.cli import cli
 from hydranet.core.launch import ERROR_FILE_VARIABLE
 from hydranet.core.sweep import Combination, PlannedRun
-from hydranet.core.sweep_launch import Launcher
+from hydranet.core.sweep_launch import LaunchedRun, Launcher
 from test_distributed import assert_no_torchrun_noise, group_norm_spec, hydranet_cli, processes_of, succeed
 
 
@@ -185,3 +186,20 @@ def test_more_processes_than_gpus_is_refused_for_the_runs_on_cuda_before_any_lau
     assert ("run 2/2 (train.device=cuda): --nproc 2 asks for more processes than this machine's 1 GPU; "
             "use at most one per GPU") in said
     assert "run 1/2" not in said  # CPU processes are not counted against the GPUs
+
+
+def test_a_launched_run_that_finished_with_no_finite_validation_loss_is_done_not_failed(tmp_path, monkeypatch):
+    """In the sweep's own process such a run (a learning rate too high) is done, best epoch 0: so it is launched."""
+    run = PlannedRun(Combination(1, (("train.lr", "10"),)), tmp_path / "train.lr=10", "new",
+                     resolved=SimpleNamespace(spec=SimpleNamespace(train=SimpleNamespace(device="cpu"))))
+
+    def launch(nproc: int, argv, device="auto") -> int:  # what the run leaves: every epoch's losses NaN
+        run.path.mkdir()
+        (run.path / "spec.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "age"}], "train": {"epochs": 1}}))
+        (run.path / "metrics.csv").write_text("epoch,val.loss,val.age.mae\n1,nan,nan\n")
+        summary = {"best_epoch": 0, "higher_is_better": {"age": {"mae": False}}}
+        (run.path / "summary.json").write_text(json.dumps(summary))
+        return 0
+
+    monkeypatch.setattr(distributed, "launch_local", launch)
+    assert Launcher(2, "my.yaml")(run) == LaunchedRun(0, run.path)
