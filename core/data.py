@@ -155,6 +155,10 @@ def split_indices(n: int, val_fraction: float, seed: int, test_fraction: float =
     return order[held:].sort().values, order[:n_val].sort().values, order[n_val:held].sort().values
 
 
+#: added to data.split_seed for the draws that give the test split a label of each task (not those of validation)
+TEST_SEED_OFFSET = 7919
+
+
 @dataclass
 class PreparedData:
     """Decoded images and label table of every listed sample, with the split.
@@ -251,13 +255,11 @@ def prepare_data(
     )
 
 
-#: added to data.split_seed for the draws that give the test split a label of each task (not those of validation)
-TEST_SEED_OFFSET = 7919
-
 def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequence[str], train_index: Tensor,
-                         val_index: Tensor, seed: int, notes: list[str],
+                         held_index: Tensor, seed: int, notes: list[str],
                          held_out: str = "validation") -> tuple[Tensor, Tensor]:
-    """The split, with one labelled training sample moved to validation for each task that has none there.
+    """The split, with one labelled training sample moved to the held-out images (`held_index`: validation, or
+    test) for each task that has none there.
 
     A task labelled on few images (a new CSV column filled in for 3 of 300)
     can have every label land in training. Its validation loss is then not a
@@ -267,10 +269,10 @@ def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequen
     validation label, is added to `notes`. The test split (`held_out`
     "test") gets the same, from what training has left.
     """
-    if val_index.numel() == 0:
-        return train_index, val_index
+    if held_index.numel() == 0:
+        return train_index, held_index
     for k, task in enumerate(tasks):
-        if label_mask(targets[val_index, k]).any():
+        if label_mask(targets[held_index, k]).any():
             continue
         labelled = train_index[label_mask(targets[train_index, k])]
         if labelled.numel() < 2:  # moving its only label would leave training without one
@@ -280,7 +282,7 @@ def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequen
             continue
         pick = labelled[torch.randint(labelled.numel(), (1,), generator=torch.Generator().manual_seed(seed + k))]
         train_index = train_index[train_index != pick]
-        val_index = torch.cat([val_index, pick]).sort().values
+        held_index = torch.cat([held_index, pick]).sort().values
         notes.append(f"task '{task.name}' had none of its {labelled.numel()} labels among the {held_out} images: "
                      f"moved {sources[int(pick)]} there from training, so that the task is measured")
-    return train_index, val_index
+    return train_index, held_index
