@@ -163,8 +163,8 @@ def _observers_table(pm: Any) -> str:
     """plugin | observes | from: the plugins `load_components` recorded as observing (`hydranet plugins`' list)."""
     from hydranet.core.plugins import OBSERVES
 
-    rows = [[info.name, ", ".join(info.components[OBSERVES]), "built-in" if info.builtin
-             else f"{info.distribution} {info.version}"] for info in pm.info.values() if info.components.get(OBSERVES)]
+    rows = [[info.name, ", ".join(info.components[OBSERVES]), info.origin]
+            for info in pm.info.values() if info.components.get(OBSERVES)]
     if not rows:
         return "none loaded (`hydranet new-plugin NAME --kind observer` writes one)"
     return format_table(["plugin", "observes", "from"], rows)
@@ -257,8 +257,7 @@ def plugins_command() -> None:
     components = default_components()
     components.record_commands()
     for info in components.pm.info.values():
-        origin = "built-in" if info.builtin else f"{info.distribution} {info.version}"
-        click.echo(f"{info.name}  ({origin})")
+        click.echo(f"{info.name}  ({info.origin})")
         for kind, names in info.components.items():
             click.echo(f"    {kind}: {', '.join(names)}")
         for error in (*info.errors, *info.conflicts):

@@ -112,6 +112,11 @@ class PluginInfo:
         return bool(self.errors)
 
     @property
+    def origin(self) -> str:
+        """Where it comes from, as `hydranet plugins` lists it: `built-in`, or `distribution version`."""
+        return "built-in" if self.builtin else f"{self.distribution} {self.version}"
+
+    @property
     def label(self) -> str:
         """`plugin 'name' (distribution version)` (`describe_plugin`), as every recorded problem is prefixed."""
         return describe_plugin(self.name, self.distribution, self.version, self.builtin)
