@@ -58,7 +58,7 @@ class DynamicWeightAverage(WeightedSum):
         previous, last = self.history[0], self.history[1]
         ratio = last / previous.clamp_min(MIN_PREVIOUS_LOSS)
         dynamic = self.num_tasks * torch.softmax(ratio / self.temperature, dim=0)
-        return torch.where(self.epochs_seen >= 2, dynamic, torch.ones_like(dynamic))
+        return torch.where(self.epochs_seen >= self.uniform_epochs, dynamic, torch.ones_like(dynamic))
 
     def epoch_end(self, mean_losses: Tensor) -> None:
         latest = mean_losses.detach().to(self.history)
