@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hydranet.core.checkpoint import check_for_resume, read_checkpoint
+from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.checkpoint_checks import check_for_resume
 from hydranet.core.errors import CheckpointError
 from hydranet.core.paths import MissingPathError
 from hydranet.core.wording import english_list, plural

@@ -15,8 +15,8 @@ import torch
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD
 from hydranet.core.capture import portable_optimizer_state
-from hydranet.core.checkpoint import (BASELINES, FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance,
-                                      for_use, origin)
+from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, for_use, origin
+from hydranet.core.checkpoint_checks import BASELINES
 from hydranet.core.errors import CheckpointError
 from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
