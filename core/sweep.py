@@ -504,53 +504,56 @@ def _sayer(echo: bool) -> Callable[[str], None]:
 
 
 def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
-    """Compare the sweep's runs (seeds grouped, the first run the reference) and write compare.csv.
+    """Compare the sweep's runs (seeds grouped, the first run the reference) and write compare.csv; when they
+    held out a test split, the same on it in compare-test.csv: the numbers to report, compare.csv's validation
+    metrics having chosen each run's epoch.
 
     A failed run is left out: the failure report says why, where a note would only say it has no epoch.
     """
-    from hydranet.core.compare import COMPARE_CSV, RunProblem, compare_runs, read_runs
-    from hydranet.core.compare_output import comparison_csv
+    from hydranet.core.compare import COMPARE_CSV, COMPARE_TEST_CSV
 
     failed = {combo.number for combo, _ in result.failures}  # the failure report names them
     paths = [run.path for run in plan.runs
              if run.combination.number not in failed and (run.path / "spec.yaml").is_file()]
-    try:
-        if not paths:
-            raise RunProblem("every run of the sweep failed" if failed else "no run of the sweep wrote a run folder")
-        # in the sweep's order (its first run the reference), not that of an earlier compare.csv in the folder
-        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True)
-    except RunProblem as problem:
-        result.notes.append(f"nothing to compare: {problem}")
+    if not paths:
+        result.notes.append("nothing to compare: " + ("every run of the sweep failed" if failed
+                                                       else "no run of the sweep wrote a run folder"))
         return
-    result.comparison = compare_runs(records, reference, notes=skipped)
-    result.compare_csv = atomic_write_text(plan.out_dir / COMPARE_CSV, comparison_csv(result.comparison))
+    compared = _compare_split(plan.out_dir / COMPARE_CSV, paths, components, "val", result.notes, "nothing to compare")
+    if compared is None:
+        return
+    result.comparison, result.compare_csv, records = compared
     if any(_test_fraction(record.spec) > 0 for record in records):
-        _compare_test(plan, result, [record.path for record in records], components)
+        tested = _compare_split(plan.out_dir / COMPARE_TEST_CSV, [record.path for record in records], components,
+                                "test", result.notes, "no test comparison")
+        if tested is not None:
+            result.test_comparison, result.test_csv, _ = tested
+            result.notes.append(f"wrote {result.test_csv}: the same comparison on the runs' held-out test splits "
+                                f"(report these; `hydranet compare {plan.out_dir} --split test` shows it)")
+
+
+def _compare_split(target: Path, paths: list[Path], components: Any, split: str, notes: list[str],
+                   none_heading: str) -> tuple[Any, Path, list[Any]] | None:
+    """Read the runs in the sweep's order (its first run the reference, not an earlier compare.csv's order),
+    compare them on `split` and write the table to `target`: (comparison, target, the runs read); None, with
+    a note, when no run can be read."""
+    from hydranet.core.compare import RunProblem, compare_runs, read_runs
+    from hydranet.core.compare_output import comparison_csv
+
+    try:
+        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True,
+                                                split=split)
+    except RunProblem as problem:
+        notes.append(f"{none_heading}: {problem}")
+        return None
+    comparison = compare_runs(records, reference, notes=skipped, split=split)
+    return comparison, atomic_write_text(target, comparison_csv(comparison)), records
 
 
 def _test_fraction(spec: Any) -> float:
     data = spec.get("data") if isinstance(spec, dict) else None
     value = data.get("test_fraction", 0) if isinstance(data, dict) else 0
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def _compare_test(plan: SweepPlan, result: SweepResult, paths: list[Path], components: Any) -> None:
-    """The same comparison on the runs' held-out test splits, written to compare-test.csv: the numbers to report,
-    compare.csv's validation metrics having chosen each run's epoch. Runs without test metrics are left out
-    with a note."""
-    from hydranet.core.compare import COMPARE_TEST_CSV, RunProblem, compare_runs, read_runs
-    from hydranet.core.compare_output import comparison_csv
-
-    try:
-        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True,
-                                                split="test")
-    except RunProblem as problem:
-        result.notes.append(f"no test comparison: {problem}")
-        return
-    result.test_comparison = compare_runs(records, reference, notes=skipped, split="test")
-    result.test_csv = atomic_write_text(plan.out_dir / COMPARE_TEST_CSV, comparison_csv(result.test_comparison))
-    result.notes.append(f"wrote {result.test_csv}: the same comparison on the runs' held-out test splits (report "
-                        f"these; `hydranet compare {plan.out_dir} --split test` shows it)")
 
 
 def failure_report(result: SweepResult, total: int) -> str:
