@@ -407,9 +407,6 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, split: str
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    if split == "test" and str(epoch) != "best":
-        raise click.UsageError("test metrics exist only for the best epoch (scored once with best.pt's weights): "
-                               "use --split test without --epoch, or --epoch with --split val")
     records, reference, skipped = read_runs(runs, ref, epoch, skip_bad, split=split)
     comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=not no_group, split=split)
     if as_json:

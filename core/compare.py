@@ -192,8 +192,9 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     the test metrics its best epoch's weights scored (summary.json's `test`), for which `epoch` must be best."""
     path = Path(path)
     if split == "test" and str(epoch) != "best":
-        raise HydranetError(f"test metrics exist only for the best epoch (scored once with best.pt's weights); "
-                            f"use --epoch best with --split test, not --epoch {epoch}")
+        raise HydranetError(f"test metrics exist only for the best epoch (scored once with best.pt's weights), "
+                            f"not epoch {epoch}: compare the test split at the best epoch, or epoch {epoch} on the "
+                            "validation split (--split val)")
     if not path.exists():
         raise RunProblem(f"{path}: no such folder")
     if not path.is_dir():
