@@ -117,7 +117,8 @@ def confusion_text(task: str, report: Mapping[str, Any]) -> str:
         rows.append([name, *counts, sum(counts), recall])
     table = format_table(["true \\ predicted", *names, "total", "recall"], rows)
     header = f"{task}: confusion matrix, {total} labelled images (rows: true class, columns: predicted class)"
-    return header + "\n" + indent(table)
+    warning = f"\n  warning: {report['warning']}" if report.get("warning") else ""  # the model outputs NaN/inf
+    return header + warning + "\n" + indent(table)
 
 
 def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> str:

@@ -145,9 +145,11 @@ class PluginCall:
 
 
 def _out_of_memory(error: Exception) -> bool:
-    """A failed allocation torch reports as a RuntimeError (the CPU allocator's "can't allocate memory")."""
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    """A failed allocation torch reports as a RuntimeError: the CPU allocator's "can't allocate memory: you tried
+    to allocate N bytes", MPS's "out of memory ... Tried to allocate"; not a plugin's own words about memory."""
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and "tried to allocate" in text and (
+        "can't allocate memory" in text or "out of memory" in text)
 
 
 def _allocation(error: Exception) -> str:

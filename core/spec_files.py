@@ -18,7 +18,7 @@ import yaml
 
 from hydranet.core import yaml12
 from hydranet.core.errors import SpecError, did_you_mean
-from hydranet.core.paths import os_reason
+from hydranet.core.paths import dead_link, os_reason
 from hydranet.core.spec_problems import format_path
 from hydranet.core.yaml12 import SpecLoader
 
@@ -50,6 +50,9 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         if path.exists():  # /dev/null, a pipe, a socket: reading it could hang, or give nothing
             raise SpecError([("", f"{path} is not a regular file (a device, pipe or socket); pass a spec file")],
                             source)
+        link = dead_link(path)
+        if link:
+            raise SpecError([("", f"{path} is a {link}; point it at the spec file, or pass the spec file")], source)
         hint = f" Built-in specs: {', '.join(builtin_spec_names())}." if builtin_spec_names() else ""
         raise SpecError([("", f"spec file not found: {path}.{hint}")], source)
     try:

@@ -153,6 +153,8 @@ def test_eval_of_a_model_that_outputs_nan_warns_and_reports(checkpoint: Path, tm
     assert result.exit_code == 0, result.output
     assert "warning: the model outputs NaN or inf: all " in result.output and "are not finite" in result.output
     assert "age: error distribution" in result.output and "gender: confusion matrix, 60 labelled" in result.output
+    confusion = result.output.split("gender: confusion matrix", 1)[1].splitlines()[1]
+    assert confusion.startswith("  warning: the model outputs NaN or inf")  # classification tasks say so too
     report = CliRunner().invoke(cli, ["eval", str(path), "--device", "cpu", "--json"])
     assert report.exit_code == 0, report.output
 

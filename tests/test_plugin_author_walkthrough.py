@@ -394,3 +394,15 @@ def test_a_factory_out_of_memory_blames_the_sizes_in_the_spec_not_the_plugins_co
         "building backbone 'tiny' from plugin 'hydranet.plugins.backbones' (built in) ran out of memory (it asked "
         "for 670.6 GiB at once). The spec asks for more than this machine has: make the component smaller in its "
         "params (a backbone's width, a head's hidden size) or lower train.batch_size")
+
+
+def test_a_plugins_own_words_about_memory_are_not_taken_for_the_allocator():
+    from hydranet.core.errors import ComponentError
+    from hydranet.core.plugin_calls import PluginCall, Provenance
+
+    def build():
+        raise RuntimeError("cache out of memory budget: raise cache_mb")
+
+    with pytest.raises(ComponentError, match="raised RuntimeError: cache out of memory budget") as caught:
+        PluginCall("building", Provenance("backbone 'mine'"), "Fix its factory", ComponentError)(build)
+    assert "The spec asks for more" not in str(caught.value)
