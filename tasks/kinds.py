@@ -182,7 +182,7 @@ class ClassificationTask(Task):
         self.params = params
         self.num_classes = num_classes
         self.class_names = list(params.class_names or [str(i) for i in range(num_classes)])
-        self._by_name = {n.lower(): i for i, n in enumerate(self.class_names)}
+        self._by_name = {n.strip().lower(): i for i, n in enumerate(self.class_names)}  # as labels are read
 
     def parse_label(self, record: Mapping[str, str]) -> int | None:
         raw = record.get(self.label)

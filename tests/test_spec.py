@@ -708,6 +708,14 @@ def test_task_params_a_preset_task_keeps_its_kinds_constraints(components, task,
     assert path in found and expected in found[path], found
 
 
+def test_a_class_name_with_spaces_around_it_reads_its_labels(components):
+    # the labels are stripped before matching, and the names count as distinct stripped: so must their lookup
+    spec = load({**BASE, "tasks": [{"name": "smiling", "kind": "binary", "label": "smile",
+                                    "class_names": [" no", "Yes "]}]}, components=components)
+    smiling = spec.build_tasks()[0]
+    assert [smiling.parse_label({"smile": raw}) for raw in ("yes", " no ", "Yes ", "1")] == [1, 0, 1, 1]
+
+
 def test_an_empty_init_from_is_refused_not_read_as_the_current_folder(components):
     found = problems(BASE, "init_from=''", components=components)
     assert found == {"init_from (from --set init_from='')": "is empty; give a run's best.pt or last.pt, or leave "
@@ -728,3 +736,13 @@ def test_a_params_model_that_allows_any_key_still_refuses_a_bool_for_a_number(co
     assert strict_params(Loose, {"power": 2, "on": True, "anything": 3}).power == 2.0
     with pytest.raises(Exception, match="expected a number, not true"):
         strict_params(Loose, {"power": True})
+
+
+def test_a_spec_that_is_a_broken_link_says_so(tmp_path, components):
+    import os
+
+    os.symlink(tmp_path / "moved.yaml", tmp_path / "spec.yaml")
+    with pytest.raises(SpecError) as caught:
+        load(str(tmp_path / "spec.yaml"), components=components)
+    assert (f"is a broken symbolic link (to {tmp_path / 'moved.yaml'}, which does not exist); point it at the spec "
+            "file, or pass the spec file") in str(caught.value)
