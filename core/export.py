@@ -257,10 +257,7 @@ def exported_as(path: Path) -> str | None:
             return "torchscript" if any(parts[:1] == ["code"] for parts in names) else "exported"
         if importlib.util.find_spec("onnx") is None:
             return None
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        return "onnx" if hydranet_manifest(props.get("hydranet", "")) else None
+        return "onnx" if hydranet_manifest(_onnx_properties(path).get("hydranet", "")) else None
     except Exception:  # any file at all may be there: whatever cannot be read as an export is not one
         return None
 
@@ -363,6 +360,13 @@ def load_exported(path: str | Path, fmt: str | None = None) -> Callable[[Tensor]
     return lambda images: tuple(program(images))
 
 
+def _onnx_properties(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata properties (where hydranet keeps its manifest), parsed without external data."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def format_of(path: str | Path) -> str:
     name = Path(path).name
     for fmt, suffix in SUFFIX.items():
@@ -377,10 +381,7 @@ def read_manifest(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
     fmt = fmt or format_of(path)
     if fmt == "onnx":
         require_onnx()
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        return json.loads(props["hydranet"])
+        return json.loads(_onnx_properties(path)["hydranet"])
     files = {MANIFEST: ""}
     if fmt == "torchscript":
         with warnings.catch_warnings():
