@@ -132,9 +132,19 @@ def params_keys(model: type[BaseModel]) -> dict[str, str]:
             keys[alias] = alias
         if by_name or not aliases:
             keys.setdefault(name, name)
-        elif isinstance(info.validation_alias or info.alias, str):
-            keys.setdefault(name, info.validation_alias or info.alias)
+        elif (read_as := _plain_alias(info.validation_alias or info.alias)) is not None:
+            keys.setdefault(name, read_as)
     return keys
+
+
+def _plain_alias(alias: Any) -> str | None:
+    """The key a field's value can be given under as it is: a string alias, or an AliasChoices' first string
+    choice (an AliasPath reads inside a key, where a value given by field name does not fit)."""
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return next((choice for choice in alias.choices if isinstance(choice, str)), None)
+    return None
 
 
 def params_rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:

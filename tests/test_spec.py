@@ -738,6 +738,22 @@ def test_a_params_model_that_allows_any_key_still_refuses_a_bool_for_a_number(co
         strict_params(Loose, {"power": True})
 
 
+def test_params_written_under_their_field_name_read_back_when_the_alias_has_choices():
+    # a run's spec.yaml writes each parameter under its field name; resume and eval read that spec back
+    from pydantic import AliasChoices, BaseModel, Field
+
+    from hydranet.core.registry import strict_params
+
+    class Choices(BaseModel):
+        rate: float = Field(1.0, validation_alias=AliasChoices("lr", "learning_rate"))
+
+    written = strict_params(Choices, {"learning_rate": 0.5}).model_dump(mode="json")
+    assert written == {"rate": 0.5}
+    assert strict_params(Choices, written).rate == 0.5
+    with pytest.raises(Exception, match="Extra inputs are not permitted"):
+        strict_params(Choices, {"rates": 0.5})
+
+
 def test_a_spec_that_is_a_broken_link_says_so(tmp_path, components):
     import os
 
