@@ -11,6 +11,7 @@ from them.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -83,6 +84,14 @@ class RunResult:
         return metrics_at(self.history, self.best_epoch, self.final.metrics)
 
 
+def _saved_position(resume_state: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(epoch, step) of the last.pt a run resumes from; None for a new run (read_checkpoint checked the types)."""
+    if resume_state is None:
+        return None
+    progress = resume_state.get("progress") or {}
+    return int(progress.get("epoch", 1)), int(progress.get("step", 0))
+
+
 def metrics_at(history: Sequence[Mapping[str, Any]], epoch: int,
                like: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]] | None:
     """Task -> metric -> value of `epoch`'s row of metrics.csv (`val.TASK.METRIC`), for the tasks and metrics
@@ -90,7 +99,16 @@ def metrics_at(history: Sequence[Mapping[str, Any]], epoch: int,
     row = next((row for row in history if int(float(row["epoch"])) == epoch), None)
     if row is None:
         return None
-    return {task: {metric: float(row[f"val.{task}.{metric}"]) for metric in metrics} for task, metrics in like.items()}
+    return {task: {metric: _number(row.get(f"val.{task}.{metric}")) for metric in metrics}
+            for task, metrics in like.items()}
+
+
+def _number(value: Any) -> float:
+    """A metrics.csv cell as a number; NaN for one that is blank or missing (a row the user edited)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def metrics_text(metrics: Mapping[str, float]) -> str:
@@ -161,8 +179,9 @@ class Trainer(RunSetup, RunCheckpoints):
         self.stop_requested_at = 0.0
         self.validating = False  # what a stop request waits for: the step, or the epoch's validation
         self.epoch_running = 0
-        #: (epoch, step) a resume from last.pt continues at; None while this run has no checkpoint
-        self.saved_at: tuple[int, int] | None = None
+        #: (epoch, step) a resume from last.pt continues at; None while this run has no checkpoint (a resumed run
+        #: has its last.pt from the start, which a failure or a second Ctrl-C during its setup must not deny)
+        self.saved_at: tuple[int, int] | None = _saved_position(resume_state)
         self.spec = spec
         self.components = components or default_components()
         self.cfg = spec.spec.train

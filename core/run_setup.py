@@ -198,7 +198,7 @@ class RunSetup:
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
             f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
         uniform = self.weighting.uniform_epochs
-        if uniform >= cfg.epochs:
+        if isinstance(uniform, int) and uniform >= cfg.epochs:  # a plugin's odd value only loses the warning
             name = self.spec.weighting.entry.name
             log(f"warning: weighting '{name}' weights every task 1 for its first {plural(uniform, 'epoch')}, so "
                 f"this run of {plural(cfg.epochs, 'epoch')} trains exactly as weighting 'sum' would; train more "

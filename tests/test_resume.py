@@ -327,6 +327,9 @@ def test_resume_from_another_folder_says_where_a_relative_data_root_counts_from(
         f"spec it started with (--set cannot change it), and its relative paths count from the folder the run "
         f"started in, {start}: resume from there (cd {start} && hydranet train --resume {start / 'run'}), or start "
         f"a new run from its weights with init_from: {start / 'run' / 'last.pt'} and another data.root")
+    # the folder keeps its last.pt, and its train.log says so, not "no checkpoint written"
+    assert f"error: the run stopped (last.pt saved at the end of epoch 1): {caught.value}" in (
+        start / "run" / "train.log").read_text()
     monkeypatch.chdir(start)
     result = hydranet.train(resume="run", components=components, progress=False, echo=False)
     assert [row["epoch"] for row in result.history] == [1, 2]

@@ -10,6 +10,7 @@ with the traceback when the error was not one hydranet worded.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -71,6 +72,9 @@ def test_metrics_at_reads_an_epochs_row_as_metrics_csv_gives_it():
     like = {"age": {"mae": 0.0}, "gender": {"accuracy": 0.0}}
     assert metrics_at(rows, 2, like) == {"age": {"mae": 8.0}, "gender": {"accuracy": 0.75}}
     assert metrics_at(rows, 0, like) is None  # no epoch had a finite loss: no best.pt
+    edited = [{"epoch": "1", "val.age.mae": ""}]  # a row the user emptied and a column removed
+    found = metrics_at(edited, 1, like)
+    assert math.isnan(found["age"]["mae"]) and math.isnan(found["gender"]["accuracy"])
 
 
 class FailingEpochEnd(WeightedSum):
