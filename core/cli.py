@@ -171,7 +171,7 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
       hydranet train my.yaml --sweep weighting=sum,dwa --nproc 4 --out runs/w4
     """
     from hydranet.core.engine import plan_run, resume_conflict, run_plan
-    from hydranet.core.report import metrics_table
+    from hydranet.core.report import final_report, metrics_table, test_report
 
     problem = resume and resume_conflict("--resume", resume, {"SPEC": spec, "--set": overrides, "--out": out_dir,
                                                              "--device": device, "--sweep": sweeps})
@@ -232,33 +232,6 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
     click.echo(f"sweep folder: {plan.out_dir}")
     if result.failures:
         raise HydranetError(failure_report(result, len(plan.runs)))
-
-
-def final_report(last: Any, best: int, best_metrics: Any, last_metrics: Any) -> tuple[str, Any]:
-    """What `train` reports at the end: the best epoch's metrics, which best.pt holds and `eval` and `compare`
-    report, under a heading that says which epoch they are; the last epoch's when no epoch could be the best."""
-    last = int(last)
-    if best == last or not best_metrics:
-        why = "the best epoch: best.pt" if best == last else "no epoch's validation loss was finite: no best.pt"
-        return f"validation metrics after epoch {last} ({why})", last_metrics
-    return (f"validation metrics of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
-            "and metrics.csv)"), best_metrics
-
-
-def test_report(result: Any) -> str:
-    """The test split's metrics (data.test_fraction), beside the validation ones the best epoch was chosen on:
-    what to report. Empty for a run without a test split, so its closing table reads as it always did."""
-    from hydranet.core.report import format_table
-
-    if result.test is None:
-        return ("test metrics: none, as no epoch had a finite validation loss (no best.pt to score on the test "
-                "split)" if result.test_images else "")
-    best = result.best or {}
-    rows = [[task, metric, best.get(task, {}).get(metric, float("nan")), value]
-            for task, values in result.test.items() for metric, value in values.items()]
-    return (f"test metrics of epoch {result.best_epoch}, the best (best.pt), scored once on the held-out test "
-            "split; the validation ones chose the epoch, report these:\n"
-            + format_table(["task", "metric", "validation", "test"], rows))
 
 
 def _pairs(option: str, values: tuple[str, ...]) -> list[str]:

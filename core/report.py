@@ -44,3 +44,32 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]], baselines: Mapping
 def indent(text: str, prefix: str = "  ") -> str:
     """Every line of `text` with `prefix` before it (a table nested under its heading)."""
     return "\n".join(prefix + line for line in text.splitlines())
+
+
+Metrics = Mapping[str, Mapping[str, float]]
+
+
+def final_report(last: float | int, best: int, best_metrics: Metrics | None,
+                 last_metrics: Metrics) -> tuple[str, Metrics]:
+    """What `train` reports at the end: the best epoch's metrics, which best.pt holds and `eval` and `compare`
+    report, under a heading that says which epoch they are; the last epoch's when no epoch could be the best."""
+    last = int(last)
+    if best == last or not best_metrics:
+        why = "the best epoch: best.pt" if best == last else "no epoch's validation loss was finite: no best.pt"
+        return f"validation metrics after epoch {last} ({why})", last_metrics
+    return (f"validation metrics of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
+            "and metrics.csv)"), best_metrics
+
+
+def test_report(result: Any) -> str:
+    """The test split's metrics (data.test_fraction), beside the validation ones the best epoch was chosen on:
+    what to report. Empty for a run without a test split, so its closing table reads as it always did."""
+    if result.test is None:
+        return ("test metrics: none, as no epoch had a finite validation loss (no best.pt to score on the test "
+                "split)" if result.test_images else "")
+    best = result.best or {}
+    rows = [[task, metric, best.get(task, {}).get(metric, float("nan")), value]
+            for task, values in result.test.items() for metric, value in values.items()]
+    return (f"test metrics of epoch {result.best_epoch}, the best (best.pt), scored once on the held-out test "
+            "split; the validation ones chose the epoch, report these:\n"
+            + format_table(["task", "metric", "validation", "test"], rows))

@@ -116,7 +116,7 @@ def test_an_unexpected_error_after_setup_leaves_its_traceback_in_train_log(faces
 
 
 def test_train_reports_the_best_epoch_and_says_which_when_it_is_not_the_last():
-    from hydranet.core.cli import final_report
+    from hydranet.core.report import final_report
 
     best, last = {"age": {"mae": 6.0}}, {"age": {"mae": 7.5}}
     heading, shown = final_report(4.0, 3, best, last)  # metrics.csv's epoch is a float
