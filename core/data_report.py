@@ -169,7 +169,7 @@ class ProblemGroup:
 
 
 #: How `coverage_line` names the part of the data an evaluation scored (the choices of `hydranet eval --split`).
-SPLIT_WORDS = {"val": "the validation split", "train": "the training split", "all": "both splits",
+SPLIT_WORDS = {"val": "the validation split", "train": "the training split", "all": "all splits",
                "test": "the test split"}
 
 

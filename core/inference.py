@@ -604,7 +604,7 @@ class Evaluation:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset: str = ""  # the dataset that read the images
     note: str = ""  # how the data was read, where it is not the obvious way (a drawn dataset's folder read as UTKFace)
-    usable: int = 0  # readable, labelled images in both splits
+    usable: int = 0  # readable, labelled images in every split
     #: the data report training prints (`PreparedData.notes`): what was skipped or treated as missing, and why
     data_notes: list[str] = field(default_factory=list)
     problems: list[ProblemGroup] = field(default_factory=list)  # the same, as counted groups with every item

@@ -37,7 +37,7 @@ def test_eval_says_how_many_images_it_scored_and_what_was_left_out(checkpoint: P
                                                                     tmp_path: Path) -> None:
     folder = messy_copy(faces, tmp_path / "messy")
     text = eval_cli("eval", checkpoint, "--data", folder, "--split", "all", "--device", "cpu").stdout
-    assert ("data: 12 images evaluated (both splits of 12 usable images); 3 of the 15 images listed were left "
+    assert ("data: 12 images evaluated (all splits of 12 usable images); 3 of the 15 images listed were left "
             "out: 1 entry of dataset 'utkface' skipped; 1 unreadable image skipped; 1 sample with no valid label "
             "for any task skipped") in text
     assert "  1 unreadable image skipped:" in text
