@@ -198,7 +198,7 @@ def test_a_resume_that_fails_keeps_the_run_folder(faces, tmp_path, components):
     spec = load_spec(tiny_spec(faces, epochs=2), components=components)
     hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    state["progress"]["epoch"] = 2  # as if stopped after epoch 1
+    state["progress"]["epoch"], state["progress"]["best_epoch"] = 2, 1  # as if stopped after epoch 1
     state["spec"]["data"]["root"] = str(tmp_path / "moved-away")
     torch.save(state, tmp_path / "run" / "last.pt")
     before = sorted(p.name for p in (tmp_path / "run").iterdir())

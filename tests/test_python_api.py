@@ -46,11 +46,11 @@ def test_input_errors_are_hydranet_errors_and_the_builtin_kinds_callers_catch():
 
 def test_evaluate_an_unknown_split_names_the_splits_and_the_way_to_held_out_data(model):
     with pytest.raises(InputError) as caught:
-        model.evaluate(split="test")
+        model.evaluate(split="holdout")
     message = str(caught.value)
-    assert "'test' is not a split; splits: val, train, all" in message
+    assert "'holdout' is not a split; splits: val, train, all, test" in message
     assert "data.root=DIR" in message and "split='all'" in message
-    with pytest.raises(InputError, match=r"^'VAL' is not a split; did you mean 'val'\? splits: val, train, all"):
+    with pytest.raises(InputError, match=r"^'VAL' is not a split; did you mean 'val'\? splits: val, train, all, test"):
         model.evaluate(split="VAL")
 
 
