@@ -169,6 +169,7 @@ class RunSetup:
             load_initial_weights(model, self.tasks, fresh_init, log)
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
+            self._warn_random_frozen_backbone(fresh_init)
         check_heads(model, self.tasks, self.spec)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
@@ -218,6 +219,21 @@ class RunSetup:
         # and on a GPU the CUDA context), then the optimizer, the step and the compiler's wrappers
         self.timings["setup_parts"] = {"before_data": started - self.started, "data": data_done - started,
                                        "model": model_done - data_done, "step": done - model_done}
+
+    def _warn_random_frozen_backbone(self, init_from: str | None) -> None:
+        """A frozen backbone that no weights were loaded into keeps its random start: the heads then learn from
+        random features. Said once, for a new run with `freeze: [backbone]`, no init_from, and a backbone whose
+        params load nothing (neither `pretrained` nor `weights`; a plugin's backbone may load its own: hence
+        a warning, not an error)."""
+        if "backbone" not in self.spec.spec.freeze or init_from or self.resume_state is not None:
+            return
+        params = self.spec.backbone.params
+        if getattr(params, "pretrained", False) or getattr(params, "weights", None):
+            return
+        self.run_folder.log(f"warning: the backbone is frozen but starts from random weights (no init_from, and "
+                            f"backbone '{self.spec.backbone.entry.name}' loads none): the heads will learn from "
+                            "random features. Give init_from: CKPT or backbone.pretrained: true, or leave the "
+                            "backbone out of freeze")
 
     def _fit_batch_size(self, train_images: int) -> int:
         """The global batch: train.batch_size, cut to the training set when that is smaller (and said so)."""

@@ -144,3 +144,16 @@ def test_a_resumed_run_does_not_need_its_init_from_any_more(stages, faces, tmp_p
     start.unlink()
     result = hydranet.train(components=components, resume=tmp_path / "run", progress=False, echo=False)
     assert len(result.history) == 2
+
+
+def test_a_frozen_backbone_with_nothing_loaded_into_it_is_warned_about(faces, tmp_path):
+    from hydranet.core.spec import load_spec
+
+    random_frozen = {**tiny_spec(faces, epochs=1), "freeze": ["backbone"]}
+    hydranet.train(load_spec(random_frozen), out_dir=tmp_path / "frozen", progress=False, echo=False)
+    log = (tmp_path / "frozen" / "train.log").read_text()
+    assert ("warning: the backbone is frozen but starts from random weights (no init_from, and backbone 'tiny' "
+            "loads none): the heads will learn from random features.") in log
+    fine_tune = {**random_frozen, "init_from": str(tmp_path / "frozen" / "best.pt")}
+    hydranet.train(load_spec(fine_tune), out_dir=tmp_path / "tuned", progress=False, echo=False)
+    assert "starts from random weights" not in (tmp_path / "tuned" / "train.log").read_text()
