@@ -481,7 +481,7 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
             trained = train(run)
         except (TrainingInterrupted, KeyboardInterrupt):  # a stop in the loop, or Ctrl-C while a run set up
             say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "
-                f"rest), run {again}")
+                f"rest), run {again}; a --resume of this run alone would not train the rest, nor compare them")
             raise
         except Exception as error:  # hydranet's own, torch's (out of memory, ...), a plugin's: the next run may work
             message = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"

@@ -183,7 +183,8 @@ def test_ctrl_c_stops_after_the_run_saves_and_the_same_command_resumes_it(spec_f
     result = train(*args, code=130)
     assert "run 1/2 done" in result.output and "run 2/2: train.seed=1" in result.output
     assert (f"sweep stopped at run 2/2. To continue it (this run, then the rest), run hydranet train {spec_file} "
-            f"--set train.epochs=2 --sweep train.seed=0,1 --out {out}") in result.output
+            f"--set train.epochs=2 --sweep train.seed=0,1 --out {out}; a --resume of this run alone would not "
+            "train the rest, nor compare them") in result.output
     assert (out / "train.seed=1" / "last.pt").is_file() and not (out / "train.seed=1" / "summary.json").exists()
     monkeypatch.undo()
     result = train(*args)
