@@ -604,3 +604,20 @@ def test_a_gpu_worker_takes_nccl_and_its_local_rank_s_gpu(torchrun_worker, monke
     with pytest.raises(DistributedError, match="local rank 2 has no GPU: this machine has 2"):
         Distributed.from_environment("cuda")
     assert torchrun_worker["set_device"] == [1]  # refused before it chose one
+
+
+def test_two_processes_score_the_test_split_as_one_process_evaluates_best_pt(faces, tmp_path):
+    # each rank scores its share of the held-out test images and the sums are all-reduced, as for validation:
+    # the summary's test metrics must be those of best.pt evaluated on the whole test split in one process
+    spec = group_norm_spec(faces, epochs=1, batch_size=32)
+    spec["data"]["test_fraction"] = 0.2
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    succeed(hydranet_cli("train", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "two"), "--nproc", "2",
+                         "--no-progress"))
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["test_epoch"] == 1 and set(summary["test"]) == {"age", "gender", "ethnicity"}
+    from hydranet.core.inference import TrainedModel
+
+    scored = TrainedModel.from_checkpoint(tmp_path / "two" / "best.pt").evaluate(split="test", details=False)
+    for task, metrics in summary["test"].items():
+        assert metrics == pytest.approx(scored.result.metrics[task], rel=1e-5, abs=1e-6), task
