@@ -262,16 +262,14 @@ class CapturedStep:
             self._record(images, targets)  # which also takes this batch's step, checked against an eager one
             if self.failed is None:
                 return
-        if self.failed is not None or self.closed:
+        # No graph (recording failed, or the run is closed), or a batch of another shape: copy_ would broadcast a
+        # smaller batch into the recorded one (or fail), so it is taken eagerly, on the same state tensors the
+        # graph updates. Metadata only, no sync.
+        if self.static is None or self.graph is None or not (
+                _same_layout(images, self.static[0]) and _same_layout(targets, self.static[1])):
             self.step(images, targets)
             return
-        assert self.static is not None
         static_images, static_targets = self.static
-        if not (_same_layout(images, static_images) and _same_layout(targets, static_targets)):
-            # copy_ would broadcast a smaller batch into the recorded one (or fail): a batch of another shape
-            # is taken eagerly, on the same state tensors the graph updates. Metadata only, no sync.
-            self.step(images, targets)
-            return
         static_images.copy_(images)
         static_targets.copy_(targets)
         self.backend.replay(self.graph)
