@@ -216,9 +216,13 @@ def is_sweep_folder(folder: str | Path) -> bool:
     from hydranet.core.compare import COMPARE_CSV
 
     folder = Path(folder)
-    if not folder.is_dir() or (folder / "spec.yaml").is_file() or (folder / "metrics.csv").is_file():
-        return False
-    return (folder / COMPARE_CSV).is_file() or any((p / "spec.yaml").is_file() for p in folder.iterdir())
+    return _holds_no_run(folder) and ((folder / COMPARE_CSV).is_file()
+                                      or any((p / "spec.yaml").is_file() for p in folder.iterdir()))
+
+
+def _holds_no_run(folder: Path) -> bool:
+    """A folder that is not itself a run: what a sweep folder is, before what it holds is looked at."""
+    return folder.is_dir() and not (folder / "spec.yaml").is_file() and not (folder / "metrics.csv").is_file()
 
 
 def sweep_runs(folder: str | Path) -> list[Path] | None:
@@ -226,12 +230,15 @@ def sweep_runs(folder: str | Path) -> list[Path] | None:
 
     Runs compare.csv does not list (not yet compared) follow, by name.
     """
-    from hydranet.core.compare import in_sweep_order
+    from hydranet.core.compare import COMPARE_CSV, in_sweep_order
 
-    if not is_sweep_folder(folder):
-        return None
     folder = Path(folder)
-    return in_sweep_order(folder, sorted(p for p in folder.iterdir() if (p / "spec.yaml").is_file()))
+    if not _holds_no_run(folder):
+        return None
+    runs = sorted(p for p in folder.iterdir() if (p / "spec.yaml").is_file())  # listed once, not again to tell
+    if not runs and not (folder / COMPARE_CSV).is_file():
+        return None
+    return in_sweep_order(folder, runs)
 
 
 def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *, group: bool = True,
