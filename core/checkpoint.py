@@ -103,8 +103,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a hydranet checkpoint (no '{FORMAT}' marker); "
                               "was it written by another program?")
     version = data.get("format_version", 0)
-    if version_problems(version):
-        raise damaged(path, version_problems(version))
+    problems = version_problems(version)
+    if problems:
+        raise damaged(path, problems)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer hydranet (checkpoint format "
                               f"{version}); upgrade hydranet to read it")
