@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hydranet.core.errors import CheckpointError, HydranetError
+from hydranet.core.values import is_number, is_whole_number
 from hydranet.core.wording import plural
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ def damaged(path: str | Path, problems: list[tuple[str, str]], way_out: str = _U
     return CheckpointError(f"{path}: {key} {problem}{more}; {_DAMAGED}: {way_out}")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _shown(value: Any) -> str:
     """A stored value as a problem shows it: 'x', 3, [0.5, 0.5], a torch.uint8 tensor of shape (16,), a dict of 2 items."""
     if isinstance(value, torch.Tensor):
@@ -75,7 +68,7 @@ def _shown(value: Any) -> str:
 
 def version_problems(version: Any) -> list[tuple[str, str]]:
     """format_version must be a whole number (a newer one than this hydranet reads is the caller's to refuse)."""
-    return [] if _is_int(version) else [("format_version", f"is {_shown(version)}, not a whole number")]
+    return [] if is_whole_number(version) else [("format_version", f"is {_shown(version)}, not a whole number")]
 
 
 def structure_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -114,12 +107,12 @@ def _preprocess_problems(preprocess: Mapping[str, Any]) -> list[tuple[str, str]]
         return [("preprocess", f"lacks {', '.join(missing)}")]
     problems = []
     size = preprocess["image_size"]
-    if not _is_int(size) or size < 1:
+    if not is_whole_number(size) or size < 1:
         problems.append(("preprocess.image_size", f"is {_shown(size)}, not a positive whole number"))
     for key in ("mean", "std"):
         value = preprocess[key]
         if (not isinstance(value, (list, tuple)) or len(value) != 3
-                or not all(_is_number(x) and math.isfinite(x) for x in value)):
+                or not all(is_number(x) and math.isfinite(x) for x in value)):
             problems.append((f"preprocess.{key}", f"is {_shown(value)}, not 3 numbers (one per RGB channel)"))
         elif key == "std" and not all(x > 0 for x in value):
             problems.append(("preprocess.std", f"is {list(value)}, not 3 numbers above 0"))
@@ -198,10 +191,10 @@ def _optimizer_problems(optimizer: Any) -> list[tuple[str, str]]:
         return problems + [("optimizer.param_groups", f"is {_shown(groups)}, not a list of parameter groups")]
     for index, group in enumerate(groups):
         params = group.get("params") if isinstance(group, Mapping) else None
-        if not isinstance(params, list) or not all(_is_int(x) for x in params):
+        if not isinstance(params, list) or not all(is_whole_number(x) for x in params):
             problems.append((f"optimizer.param_groups[{index}]", "is not a parameter group (its params, a list of "
                                                                  "parameter numbers, and its settings)"))
-        elif "lr" in group and not _is_number(group["lr"]):
+        elif "lr" in group and not is_number(group["lr"]):
             problems.append((f"optimizer.param_groups[{index}].lr", f"is {_shown(group['lr'])}, not a number"))
     return problems
 
@@ -209,18 +202,18 @@ def _optimizer_problems(optimizer: Any) -> list[tuple[str, str]]:
 def _progress_checks(tasks: int) -> dict[str, tuple[bool, Any]]:
     """progress key -> (whether resuming needs it, its check: None when the value fits, else what it is not)."""
     def whole(low: int) -> Any:
-        return lambda v: None if _is_int(v) and v >= low else f"not a whole number of {low} or more"
+        return lambda v: None if is_whole_number(v) and v >= low else f"not a whole number of {low} or more"
 
     def numbers(v: Any) -> str | None:
-        if isinstance(v, list) and len(v) in (0, tasks) and all(_is_number(x) for x in v):
+        if isinstance(v, list) and len(v) in (0, tasks) and all(is_number(x) for x in v):
             return None
         return f"not a list of {tasks} numbers (one per task)"
 
     def best(v: Any) -> str | None:
-        return None if _is_number(v) and not math.isnan(v) else "not a number"
+        return None if is_number(v) and not math.isnan(v) else "not a number"
 
     def first_bad(v: Any) -> str | None:
-        if isinstance(v, list) and len(v) in (0, tasks) and all(_is_int(x) for x in v):
+        if isinstance(v, list) and len(v) in (0, tasks) and all(is_whole_number(x) for x in v):
             return None
         return f"not a list of {tasks} whole numbers (one per task)"
 
@@ -294,7 +287,7 @@ BASELINES = "baseline_outputs"
 def _baselines_fit(value: Any) -> bool:
     return isinstance(value, Mapping) and all(
         isinstance(name, str) and (constant is None or (isinstance(constant, list) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in constant)))
+            is_number(x) for x in constant)))
         for name, constant in value.items())
 
 

@@ -25,6 +25,7 @@ from hydranet.core.cli_options import (HintingCommand, device_option, is_model_p
                                        several_models)
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.report import format_table, indent
+from hydranet.core.values import is_number
 from hydranet.core.wording import plural
 
 OUT_HINT = "Choose another with --out FILE."
@@ -326,11 +327,11 @@ def _readable(prediction: Mapping[str, Any] | None) -> str:
     if "value" in prediction:
         unit = prediction.get("unit") or ""
         value = prediction["value"]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = is_number(value)
         return f"{value:.1f} {unit}".strip() if number else f"{value} {unit}".strip()
     if "class" in prediction:
         probability = prediction.get("probability")
-        if isinstance(probability, (int, float)) and not isinstance(probability, bool):
+        if is_number(probability):
             return f"{prediction['class']} ({probability:.2f})"
         return str(prediction["class"])  # a plugin's decode need not give a probability
     return json.dumps(prediction, default=str)

@@ -52,6 +52,7 @@ from hydranet.core.errors import HydranetError
 from hydranet.core.plot import CHARTS, RunSeries, expand_sweep_folders, series_from_rows
 from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
 from hydranet.core.spec_models import with_section_defaults
+from hydranet.core.values import is_number
 from hydranet.core.wording import english_list, plural
 
 #: Spec keys in which runs of one experiment, repeated for its spread, differ: `compare` shows such runs as one
@@ -183,7 +184,7 @@ def _seed(spec: Mapping[str, Any]) -> Any:
 def _seed_order(run: RunRecord) -> tuple[int, Any]:
     """Seeds in order: numbers by value, anything else after them, by its text."""
     seed = _seed(run.spec)
-    number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
+    number = is_number(seed)
     return (0, seed) if number else (1, repr(seed))
 
 
@@ -264,7 +265,7 @@ def _test_metrics(path: Path, summary: Mapping[str, Any] | None,
     def value(task: str, metric: str) -> float:
         found = test.get(task)
         number = found.get(metric) if isinstance(found, Mapping) else None
-        return float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else math.nan
+        return float(number) if is_number(number) else math.nan
 
     return {task: {metric: value(task, metric) for metric in names} for task, names in directions.items()}
 
@@ -277,7 +278,7 @@ def train_seconds_per_epoch(summary: Mapping[str, Any] | None, rows: Sequence[Ma
     seconds = timings.get("epoch_train_seconds") if isinstance(timings, Mapping) else None
     if not isinstance(seconds, list) or not seconds:
         seconds = [row.get("train_seconds") for row in rows]
-    values = [float(v) for v in seconds if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    values = [float(v) for v in seconds if is_number(v) and math.isfinite(v)]
     return statistics.median(values) if values else None
 
 

@@ -33,6 +33,7 @@ from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
 from hydranet.core.interfaces import Dataset, Sample, Task, label_mask
 from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
+from hydranet.core.values import is_whole_number
 from hydranet.core.wording import plural
 
 #: Cells that spreadsheets, pandas and R write for "no value" (`df.to_csv` writes NaN as "" or "nan", R writes
@@ -111,7 +112,7 @@ def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> Non
     nothing on a CPU, and a device-side assert on a GPU.
     """
     classes = getattr(task, "num_classes", None)
-    if getattr(task, "problem", None) != "classification" or not isinstance(classes, int) or isinstance(classes, bool):
+    if getattr(task, "problem", None) != "classification" or not is_whole_number(classes):
         return
     bad = (label_mask(column) & ((column < 0) | (column >= classes) | (column != column.floor()))).nonzero().flatten()
     if bad.numel():

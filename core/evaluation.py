@@ -23,6 +23,7 @@ from hydranet.core.device import RunSettings
 from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import MaskedMean, Metric, predicted_class
 from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
+from hydranet.core.values import is_number
 from hydranet.core.wording import plural
 
 
@@ -297,7 +298,7 @@ def decoded_values(rows: Sequence[Any] | None) -> Tensor | None:
     if not rows:
         return None
     values = [row.get("value") if isinstance(row, Mapping) else None for row in rows]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if not all(is_number(v) for v in values):
         return None
     return torch.tensor(values, dtype=torch.float32)
 

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.errors import InputError
+from hydranet.core.values import is_whole_number
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -41,7 +42,7 @@ def given(value: Any) -> str:
 
 
 def batch_size_argument(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole_number(value) or value < 1:
         raise InputError(f"batch_size must be a whole number >= 1; got {given(value)}")
     return value
 

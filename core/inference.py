@@ -33,14 +33,15 @@ from hydranet.core.evaluation import (confusion_report, decode_disagreement, dec
                                       task_unit)
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
                                        given, image_files, image_items, tensor_image)
-from hydranet.core.interfaces import Task
 from hydranet.core.forward import spec_model
+from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet
 from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import describe_plugin
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.spec_models import DataSection
+from hydranet.core.values import is_whole_number
 from hydranet.core.wording import plural
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
@@ -92,7 +93,7 @@ def _resolve_checkpoint_spec(path: Path, data: dict[str, Any],
 
 def _device_argument(device: Any) -> torch.device:
     """`device=` as a str ("auto", "cpu", "cuda:1"), a torch.device or a CUDA index, checked by `pick_device`."""
-    if isinstance(device, int) and not isinstance(device, bool):
+    if is_whole_number(device):
         device = f"cuda:{device}"  # torch's meaning of a bare index
     elif isinstance(device, torch.device):
         device = str(device)

@@ -37,6 +37,7 @@ from hydranet.core import yaml12
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError, InputError, SpecError, TrainingInterrupted
 from hydranet.core.overrides import origin, override_list, parse_override_path, parse_value, value_text
+from hydranet.core.values import is_number
 from hydranet.core.wording import english_list, plural
 
 #: a run folder's name is the swept values as written when it is made of these characters (and short)
@@ -553,7 +554,7 @@ def _compare_split(target: Path, paths: list[Path], components: Any, split: str,
 def _test_fraction(spec: Any) -> float:
     data = spec.get("data") if isinstance(spec, dict) else None
     value = data.get("test_fraction", 0) if isinstance(data, dict) else 0
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    return float(value) if is_number(value) else 0.0
 
 
 def failure_report(result: SweepResult, total: int) -> str:

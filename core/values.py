@@ -1,0 +1,20 @@
+"""Type checks for values read from YAML, JSON and checkpoints.
+
+Python's `bool` is a subclass of `int`, so `isinstance(True, int)` holds and a
+`true` typed where a number belongs would pass as 1. Every place that reads a
+number from a user's file or a saved run asks these two instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, but not a bool (NaN and inf count: callers that need finite say so)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_whole_number(value: Any) -> bool:
+    """An int, but not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
