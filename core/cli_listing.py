@@ -108,7 +108,7 @@ def _component_details(components: Any, kind: str, name: str) -> str:
 
 
 def _entry_details(components: Any, kind: str, entry: Any, asked: str) -> str:
-    from hydranet.core.registry import params_rows
+    from hydranet.core.params_listing import params_rows
 
     factory = entry.factory
     where = getattr(factory, "__module__", None)
@@ -173,12 +173,13 @@ def _observers_table(pm: Any) -> str:
 def _tasks_listing(registry: Any) -> str:
     """Ready tasks (named alone in a spec) apart from task kinds (which need parameters, at least a `label`)."""
     listed = _listed_entries(registry)
-    ready = [[_listed_name(registry, e), e.description, e.plugin] for e in listed if not e.needs_params]
+    ready = [e for e in listed if not e.needs_params]
     kinds = [e for e in listed if e.needs_params]
     parts = []
     if ready:
-        parts += [f"ready tasks: name one in a spec, as in `tasks: [{ready[0][0].split()[0]}]`",
-                  indent(format_table(["name", "description", "plugin"], ready))]
+        rows = [[_listed_name(registry, e), e.description, e.plugin] for e in ready]
+        parts += [f"ready tasks: name one in a spec, as in `tasks: [{ready[0].name}]`",
+                  indent(format_table(["name", "description", "plugin"], rows))]
     if kinds:
         needed = {e.name: [n for n, f in e.params.model_fields.items() if f.is_required()] for e in kinds}
         first = kinds[0].name
@@ -189,7 +190,7 @@ def _tasks_listing(registry: Any) -> str:
                   indent(format_table(["name", "needs", "description", "plugin"], rows))]
     if ready:
         parts.append(f"a ready task serves as a kind too, with its presets: `{{name: NAME, kind: "
-                     f"{ready[0][0].split()[0]}, label: FIELD}}`")
+                     f"{ready[0].name}, label: FIELD}}`")
     return "\n".join(parts)
 
 

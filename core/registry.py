@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 import types
 import typing
@@ -21,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import AliasChoices, AliasPath, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError, shown
+from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError
 from hydranet.core.wording import english_list
 
 T = TypeVar("T")
@@ -145,57 +144,6 @@ def _plain_alias(alias: Any) -> str | None:
     if isinstance(alias, AliasChoices):
         return next((choice for choice in alias.choices if isinstance(choice, str)), None)
     return None
-
-
-def params_rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) of each parameter `model` takes, in a spec's words (`hydranet list KIND
-    NAME`): its JSON Schema's, as the spec reference writes them (`number (>= 0)`, `"mean" | "sum"`)."""
-    try:
-        schema = model.model_json_schema()
-    except Exception:  # a type JSON Schema cannot say (arbitrary_types_allowed): the annotations instead
-        schema = None
-    rows = []
-    for name, info in model.model_fields.items():
-        key = info.alias if isinstance(info.alias, str) else name
-        prop = (schema or {}).get("properties", {}).get(key)
-        kind = _schema_type(prop) if prop is not None else _annotation_text(info.annotation)
-        if info.is_required():
-            default = "(required)"
-        elif prop is not None and "default" in prop:
-            default = json.dumps(prop["default"])
-        else:
-            default = shown(info.get_default(call_default_factory=True))
-        rows.append((key, kind, default, " ".join((info.description or "").split())))
-    return rows
-
-
-def _schema_type(prop: dict[str, Any]) -> str:
-    """A short type for one JSON Schema property (`integer (>= 1)`, `"auto" | boolean`), as docs/generate.py
-    writes it on the spec and component reference pages."""
-    if "$ref" in prop:
-        return prop["$ref"].rsplit("/", 1)[-1]
-    if "anyOf" in prop:
-        return " | ".join(_schema_type(p) for p in prop["anyOf"])
-    if "const" in prop:
-        return json.dumps(prop["const"])
-    if "enum" in prop:
-        return " | ".join(json.dumps(v) for v in prop["enum"])
-    kind = prop.get("type", "any")
-    if kind == "array":
-        text = f"list of {_schema_type(prop.get('items', {}))}"
-    elif kind == "object" and isinstance(prop.get("additionalProperties"), dict):
-        text = f"mapping of string to {_schema_type(prop['additionalProperties'])}"
-    else:
-        text = "mapping" if kind == "object" else str(kind)
-    bounds = [f"{op} {prop[key]}" for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
-                                                  ("maximum", "<="), ("exclusiveMaximum", "<")) if key in prop]
-    return text + (f" ({', '.join(bounds)})" if bounds else "")
-
-
-def _annotation_text(annotation: Any) -> str:
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return re.sub(r"\btyping\.", "", str(annotation))
 
 
 def takes_numbers_not_bools(annotation: Any) -> bool:

@@ -36,7 +36,10 @@ import sys
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hydranet.core.params_listing import TypeStyle
 
 DOCS = Path(__file__).resolve().parent
 WIDTH = 100  # help text width: fixed, so the output does not depend on the terminal
@@ -57,33 +60,16 @@ def builtin_components() -> Any:
 # ---------------------------------------------------------------- JSON Schema -> Markdown
 
 
-def schema_type(prop: Mapping[str, Any], defs_link: str = "") -> str:
-    """A short, readable type for one JSON Schema property (`integer >= 1`, `"auto" | boolean`)."""
-    if "$ref" in prop:
-        name = prop["$ref"].rsplit("/", 1)[-1]
-        return f"[{name}]({defs_link}#{name.lower()})" if defs_link is not None else name
-    if "anyOf" in prop:
-        return " \\| ".join(schema_type(p, defs_link) for p in prop["anyOf"])
-    if "const" in prop:
-        return f"`{json.dumps(prop['const'])}`"
-    if "enum" in prop:
-        return " \\| ".join(f"`{json.dumps(v)}`" for v in prop["enum"])
-    kind = prop.get("type", "any")
-    if kind == "array":
-        text = f"list of {schema_type(prop.get('items', {}), defs_link)}"
-    elif kind == "object" and isinstance(prop.get("additionalProperties"), dict):
-        text = f"mapping of string to {schema_type(prop['additionalProperties'], defs_link)}"
-    elif kind == "object":
-        text = "mapping"
-    else:
-        text = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
-                "null": "null"}.get(kind, str(kind))
-    bounds = [f"{op} {prop[key]}" for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
-                                                  ("maximum", "<="), ("exclusiveMaximum", "<"))
-              if key in prop]
-    if "minItems" in prop:
-        bounds.append(f"at least {prop['minItems']} item{'s' if prop['minItems'] != 1 else ''}")
-    return text + (f" ({', '.join(bounds)})" if bounds else "")
+def markdown_style(defs_link: str | None) -> TypeStyle:
+    """How a type reads in a Markdown table cell (`hydranet.core.params_listing.schema_type` writes it, as
+    `hydranet list` does): values in code spans, `\\|` between choices, a model linked to its section of the
+    page `defs_link` (`""`: this page), or named plainly where `defs_link` is None."""
+    from hydranet.core.params_listing import TypeStyle
+
+    def ref(name: str) -> str:
+        return name if defs_link is None else f"[{name}]({defs_link}#{name.lower()})"
+
+    return TypeStyle(literal=lambda text: f"`{text}`", union=" \\| ", ref=ref)
 
 
 def cell(text: Any) -> str:
@@ -92,6 +78,9 @@ def cell(text: Any) -> str:
 
 
 def fields_table(schema: Mapping[str, Any], defs_link: str | None = "") -> str:
+    from hydranet.core.params_listing import schema_type
+
+    style = markdown_style(defs_link)
     required = set(schema.get("required", ()))
     rows = ["| field | type | default | description |", "|---|---|---|---|"]
     for name, prop in schema.get("properties", {}).items():
@@ -103,7 +92,7 @@ def fields_table(schema: Mapping[str, Any], defs_link: str | None = "") -> str:
             default = "its fields' defaults"
         else:
             default = "empty" if prop.get("type") in ("array", "object") else "-"
-        rows.append(f"| `{name}` | {schema_type(prop, defs_link)} | {default} | {cell(prop.get('description', ''))} |")
+        rows.append(f"| `{name}` | {schema_type(prop, style)} | {default} | {cell(prop.get('description', ''))} |")
     return "\n".join(rows) if len(rows) > 2 else "No parameters."
 
 
