@@ -77,7 +77,7 @@ def test_every_combination_in_order_the_last_varying_fastest_with_safe_folder_na
                                              "weighting=sum, train.seed=2", "weighting=dwa, train.seed=0"]
     assert combos[3].folder == "weighting=dwa,train.seed=0"
     odd = folder_name([("weighting", "{name: static, weights: {age: 2}}"), ("data.root", "a/b c")])
-    assert odd.startswith("weighting=_name_static,_weights_age_2_,data.root=a_b_c-") and "/" not in odd
+    assert odd.startswith("weighting=static(weights.age=2),data.root=a_b_c-") and "/" not in odd
     assert odd != folder_name([("weighting", "{name: static, weights: {age: 3}}"), ("data.root", "a/b c")])
     assert len(folder_name([("data.root", "x" * 500)])) < 120
 
