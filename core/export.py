@@ -248,13 +248,12 @@ def exported_as(path: Path) -> str | None:
 
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names = [name.split("/")[1:] for name in archive.namelist()]
-                manifest = next((name for name in archive.namelist() if name.split("/")[1:] == ["extra", MANIFEST]),
-                                None)
+            with zipfile.ZipFile(path) as archive:  # each name below the archive's top folder, split once
+                entries = {name: name.split("/")[1:] for name in archive.namelist()}
+                manifest = next((name for name, parts in entries.items() if parts == ["extra", MANIFEST]), None)
                 if manifest is None or not hydranet_manifest(archive.read(manifest)):
                     return None
-            return "torchscript" if any(parts[:1] == ["code"] for parts in names) else "exported"
+            return "torchscript" if any(parts[:1] == ["code"] for parts in entries.values()) else "exported"
         if importlib.util.find_spec("onnx") is None:
             return None
         return "onnx" if hydranet_manifest(_onnx_properties(path).get("hydranet", "")) else None
