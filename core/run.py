@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,8 +230,11 @@ class RunFolder:
     """
 
     def __init__(self, path: str | Path, *, echo: bool = True, min_free_bytes: int = MIN_FREE_BYTES,
-                 fresh: bool = False, option: str = "--set"):
+                 fresh: bool = False, option: str = "--set", tasks: Sequence[str] | None = None):
         self.path = Path(path)
+        #: the run's task names, from the spec the caller read (a resumed run's last.pt holds it): metrics.csv
+        #: must have their loss columns. None: read them from the folder's spec.yaml, the same resolved spec.
+        self.tasks = None if tasks is None else list(tasks)
         self.echo = echo
         #: how the caller names overrides ("--set" on the command line): messages use the caller's words
         self.option = option
@@ -339,20 +343,8 @@ class RunFolder:
         except (OSError, csv.Error) as error:
             problem = f"cannot be read ({getattr(error, 'strerror', None) or error})"
         else:
-            header = lines[0] if lines else []
-            missing = [column for column in self._run_columns() if column not in header]
-            column = header.index("epoch") if "epoch" in header else None  # where each row's epoch number is
-            bad = next((number for number, line in enumerate(lines[1:], start=2)
-                        if line and column is not None and not _is_number(line[column] if column < len(line) else "")),
-                       None)
-            if not lines:
-                problem = "is empty (it has no header)"
-            elif missing:
-                problem = (f"has no {english_list(missing)} {'column' if len(missing) == 1 else 'columns'} in its "
-                           f"header (it has {', '.join(header)[:200] or 'none'})")
-            elif bad is not None:
-                problem = f"has no epoch number on line {bad}"
-            else:
+            problem = self._metrics_problem(lines)
+            if problem is None:
                 return
         override = _init_from_override(self.last_checkpoint, self.option)
         raise HydranetError(f"{self.metrics_csv} {problem}: it is not the file this run wrote (edited, or saved again "
@@ -360,17 +352,39 @@ class RunFolder:
                             f"metrics.csv the run wrote and resume again, or start a new run from this run's weights "
                             f"with init_from: {self.last_checkpoint} (in its spec, or {override})")
 
+    def _metrics_problem(self, lines: list[list[str]]) -> str | None:
+        """Why metrics.csv's `lines` cannot be continued, or None; cheapest check first.
+
+        An empty file is told before anything else is looked at, and the rows
+        are scanned for an epoch number only once the header has every column.
+        """
+        if not lines:
+            return "is empty (it has no header)"
+        header = lines[0]
+        missing = [column for column in self._run_columns() if column not in header]
+        if missing:
+            return (f"has no {english_list(missing)} {'column' if len(missing) == 1 else 'columns'} in its "
+                    f"header (it has {', '.join(header)[:200] or 'none'})")
+        column = header.index("epoch")  # there: "epoch" is one of the run's columns
+        bad = next((number for number, line in enumerate(lines[1:], start=2)
+                    if line and not _is_number(line[column] if column < len(line) else "")), None)
+        return None if bad is None else f"has no epoch number on line {bad}"
+
     def _run_columns(self) -> list[str]:
         """Columns every row of this run's metrics.csv has, in every version: the epoch, each task's losses."""
+        return ["epoch"] + [f"{kind}.{name}" for name in self._task_names() for kind in ("train_loss", "val_loss")]
+
+    def _task_names(self) -> list[str]:
+        """The run's task names: as given (`tasks`), else from spec.yaml; none when it cannot be read."""
+        if self.tasks is not None:
+            return self.tasks
         import yaml
 
-        columns = ["epoch"]
         try:
             tasks = yaml.safe_load((self.path / "spec.yaml").read_text(encoding="utf-8")).get("tasks") or []
-            columns += [f"{kind}.{task['name']}" for task in tasks for kind in ("train_loss", "val_loss")]
+            return [task["name"] for task in tasks]
         except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, TypeError, KeyError):
-            pass  # no readable spec.yaml: the epoch column alone
-        return columns
+            return []  # no readable spec.yaml: the epoch column alone
 
     def close(self) -> None:
         """Let go of the folder (its lock), once the run has written its last file."""

@@ -22,6 +22,7 @@ from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
                                   restore_generators)
 from hydranet.core.step import TrainStep
+from hydranet.core.wording import english_list
 
 
 class RunCheckpoints:
@@ -62,9 +63,40 @@ class RunCheckpoints:
             why = (":\n" + state_dict_mismatch(error) + "\n" if key in ("model", "weighting")
                    and isinstance(error, RuntimeError) else f" ({first}); ")
             path = self.run_folder.last_checkpoint
+            if key == "model" and isinstance(error, RuntimeError):
+                raise CheckpointError(f"{path}: model does not fit the run its spec describes{why}"
+                                      f"{self._model_way_out(state)}") from None
             raise CheckpointError(f"{path}: {key} does not fit the run its spec describes{why}the file was edited "
                                   f"or damaged: resume from an undamaged copy of it, or start a new run from its "
                                   f"weights with init_from: {path}") from None
+
+    def _model_way_out(self, state: Mapping[str, Any]) -> str:
+        """What to do when last.pt's weights do not fit the model its own spec builds here.
+
+        The spec a run resumes with is the one last.pt stores, so its weights
+        and the rebuilt model differ only when that spec was edited in the file
+        or a plugin now builds the model otherwise (another version). Resuming
+        from a copy of the same file would fail the same way, and so would
+        init_from where the backbone differs: it loads the backbone and only
+        the heads that still fit. So the advice depends on which parts differ.
+        """
+        from hydranet import __version__
+
+        path = self.run_folder.last_checkpoint
+        misfits = _misfit_parts(self.model.state_dict(), state["model"])
+        written_by = state.get("hydranet_version")
+        version = (f" (it was written by hydranet {written_by}; this is {__version__})"
+                   if isinstance(written_by, str) and written_by != __version__ else "")
+        builders = f"backbone '{self.spec.backbone.entry.name}', tasks {', '.join(t.name for t in self.tasks)}"
+        new_run = (f"with init_from: {path}, which loads the backbone and the heads that still fit "
+                   f"({english_list(misfits)} {'starts' if len(misfits) == 1 else 'start'} afresh)"
+                   if misfits and "backbone" not in misfits else
+                   "from scratch (init_from cannot load these weights either: the backbone differs)")
+        return (f"these weights were trained as another model than the spec stored in {path} builds here "
+                f"({english_list(misfits) or 'its tensors'} {'differs' if len(misfits) == 1 else 'differ'}): that spec was edited, or a plugin that builds "
+                f"the model ({builders}) changed since the run trained{version}. Resuming continues these weights, "
+                f"so it needs the model they were trained as: put back the spec or the plugins the run trained with "
+                f"and resume again, or start a new run without --resume, {new_run}")
 
     def _save_interrupted(self, epoch: int, done: int, train_step: TrainStep) -> None:
         """Save the epoch in progress (its step and running sums) to last.pt, then stop as the signal asked.
@@ -134,3 +166,17 @@ class RunCheckpoints:
             "preprocess": {"image_size": self.spec.spec.image_size, "mean": list(IMAGENET_MEAN),
                            "std": list(IMAGENET_STD)},
         }
+
+
+def _misfit_parts(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> list[str]:
+    """The model's parts ("backbone", "head 'age'") whose tensors differ from the saved ones in name or shape."""
+    def part(key: str) -> str:
+        words = key.split(".")
+        return f"head '{words[1]}'" if words[0] == "heads" and len(words) > 2 else words[0]
+
+    shapes: dict[str, dict[str, set]] = {}
+    for side, tensors in (("own", own), ("saved", saved)):
+        for key, tensor in tensors.items():
+            shapes.setdefault(part(key), {"own": set(), "saved": set()})[side].add(
+                (key, tuple(getattr(tensor, "shape", ()))))
+    return [name for name, sides in shapes.items() if sides["own"] != sides["saved"]]

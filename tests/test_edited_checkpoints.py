@@ -172,3 +172,30 @@ def test_a_partly_non_finite_model_histograms_its_finite_predictions() -> None:
     assert sum(map(sum, confusion["confusion_matrix"])) == 2  # counted as the metrics count it
     assert confusion["nonfinite"] == 1 and "1 of 2 predictions is not finite" in confusion["warning"]
 
+
+
+# --- resume: weights that do not fit the model the stored spec builds ----------------------------------
+
+def _stored_spec(*keys: str, value: Any) -> Edit:
+    return lambda d: (resumable(d), _set("spec", *keys, value=value)(d))
+
+
+@pytest.mark.parametrize("edit, differs, new_run", [
+    pytest.param(_stored_spec("backbone", "width", value=16), "(backbone, head 'age', head 'gender' and head 'ethnicity' differ)",
+                 "from scratch (init_from cannot load these weights either: the backbone differs)", id="backbone"),
+    pytest.param(lambda d: (resumable(d), d["spec"]["tasks"][0].__setitem__("hidden", 8)), "(head 'age' differs)",
+                 "which loads the backbone and the heads that still fit (head 'age' starts afresh)", id="one_head"),
+])
+def test_resuming_weights_another_model_trained_says_so_not_to_use_init_from_alike(
+        checkpoint: Path, tmp_path: Path, edit: Edit, differs: str, new_run: str) -> None:
+    """The model's weights misfit: resuming from a copy of last.pt, or (with another backbone) init_from, fails alike.
+
+    It used to say "the file was edited or damaged: ... start a new run from its weights with init_from: last.pt",
+    advice that fails the same way when the backbone differs."""
+    run = tmp_path / "run"
+    last = edited(checkpoint.parent / "last.pt", run / "last.pt", edit)
+    output = refused(["train", "--resume", str(run), "--no-progress"], last,
+                     f"{last}: model does not fit the run its spec describes", differs,
+                     "put back the spec or the plugins the run trained with and resume again",
+                     "start a new run without --resume, ", new_run)
+    assert "resume from an undamaged copy" not in output

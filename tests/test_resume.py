@@ -471,3 +471,20 @@ def test_head_of_the_wrong_shape_names_its_task_and_plugin(faces, tmp_path):
     message = str(caught.value)
     assert "task 'smile'" in message and "plugin 'shapes' (hydranet-shapes 0.3)" in message
     assert "(2, 3)" in message and "expected (2, 1)" in message
+
+
+def test_a_resumed_run_folder_checks_metrics_csv_against_the_tasks_it_is_given(tmp_path: Path) -> None:
+    """The caller has read the run's spec (last.pt's): its task names are used, spec.yaml is not read again."""
+    from hydranet.core.errors import HydranetError
+    from hydranet.core.run import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,train_loss.age,val_loss.age\n1,0.5,0.6\n")
+    (run / "spec.yaml").write_text("tasks: [{name: smile}]\n")
+    RunFolder(run, echo=False, tasks=["age"]).close()
+    with pytest.raises(HydranetError, match=r"has no train_loss.smile and val_loss.smile columns"):
+        RunFolder(run, echo=False)  # without them, spec.yaml's
+    (run / "metrics.csv").write_text("")
+    with pytest.raises(HydranetError, match=r"metrics.csv is empty \(it has no header\)"):
+        RunFolder(run, echo=False, tasks=["age"])
