@@ -93,9 +93,18 @@ class RunRecord:
     #: the median seconds of its training epochs (`train_seconds_per_epoch`); None where the run recorded none
     train_seconds: float | None = None
 
+    #: the weighting's parameters (dotted keys) in which runs of its weighting compared with it differ
+    #: (`label_weightings`): what tells two `static` runs apart
+    weighting_params: dict[str, Any] = field(default_factory=dict)
+
     @property
     def weighting(self) -> str:
         return _name(self.spec.get("weighting"))
+
+    @property
+    def weighting_label(self) -> str:
+        """The weighting column: its name, and the parameters that set it apart, `static(weights.age=2)`."""
+        return call_text(self.weighting, [(key, leaf_text(value)) for key, value in self.weighting_params.items()])
 
     @property
     def backbone(self) -> str:
@@ -516,6 +525,7 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     if not shared:
         raise HydranetError(_nothing_shared(runs, reference))
     label_runs(runs)
+    label_weightings(runs)
     notes = list(notes)
     for run in runs:
         left = left_out[run.path]
@@ -665,6 +675,26 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
         notes.append(f"{run.label} validates on other data than the reference ({', '.join(data)} differ"
                      f"{'s' if len(data) == 1 else ''}): its metrics and delta_m compare different images")
     return notes
+
+
+def label_weightings(runs: Sequence[RunRecord]) -> None:
+    """Set each run's `weighting_params`: the parameters in which runs of the same weighting differ.
+
+    A sweep over `{name: static, weights: ...}` gives runs whose weighting is
+    `static` in each; its name alone would show them alike. Parameters every
+    run of that weighting shares (its defaults, or one run's own) are left out,
+    so the column stays the name wherever that says it all.
+    """
+    missing = object()
+    params = [_weighting_items(run.spec.get("weighting")) for run in runs]
+    for run, own in zip(runs, params):
+        peers = [other for r, other in zip(runs, params) if r.weighting == run.weighting]
+        run.weighting_params = {key: value for key, value in own.items()
+                                if any(other.get(key, missing) != value for other in peers)}
+
+
+def _weighting_items(section: Any) -> dict[str, Any]:
+    return {key: value for key, value in flat_items(section) if key != "name"} if isinstance(section, Mapping) else {}
 
 
 def label_runs(runs: Sequence[RunRecord]) -> None:

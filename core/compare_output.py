@@ -14,7 +14,7 @@ import math
 import textwrap
 from typing import Any
 
-from hydranet.core.compare import SEED_KEYS, Comparison, RunGroup, differences
+from hydranet.core.compare import SEED_KEYS, Comparison, RunGroup, RunRecord, differences, leaf_text
 from hydranet.core.report import format_table, format_value
 from hydranet.core.run import csv_number
 from hydranet.core.wording import english_list
@@ -43,7 +43,8 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
         "compared": [{"task": t, "metric": m, "higher_is_better": comparison.higher_is_better(t, m)}
                      for t, m in comparison.shared],
         "runs": [{
-            "run": str(run.path), "name": run.label, "weighting": run.weighting, "backbone": run.backbone,
+            "run": str(run.path), "name": run.label, "weighting": run.weighting,
+            "weighting_params": run.weighting_params, "backbone": run.backbone,
             "epochs_done": run.epochs_done, "epochs_planned": run.epochs_planned, "best_epoch": run.best_epoch,
             "epoch": run.epoch,
             "metrics": {t: {m: _value(v) for m, v in values.items()} for t, values in run.metrics.items()},
@@ -65,7 +66,8 @@ def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
     delta_mean, delta_std = comparison.group_delta_m_spread(group)
     seconds_mean, seconds_std = _group_seconds(group)
     return {"name": group.label, "runs": [str(run.path) for run in group.runs], "n": group.n,
-            "seeds": group.seeds, "weighting": group.runs[0].weighting, "backbone": group.runs[0].backbone,
+            "seeds": group.seeds, "weighting": group.runs[0].weighting,
+            "weighting_params": group.runs[0].weighting_params, "backbone": group.runs[0].backbone,
             "mean": values(group.metrics), "std": values(group.std),
             "delta_m": _value(comparison.group_delta_m[group.path]),
             "delta_m_runs": [_value(v) for v in comparison.group_run_delta_m[group.path]],
@@ -86,7 +88,7 @@ def comparison_json(comparison: Comparison) -> str:
 
 def comparison_csv(comparison: Comparison) -> str:
     """One line per run: run, weighting, backbone, epochs, the shared metrics as task.metric, delta_m_percent,
-    train_seconds_per_epoch.
+    train_seconds_per_epoch, weighting_params (last, so that the columns before keep their places).
 
     Grouped by seed, one line per group: its runs, n, seeds, each metric's mean and std, delta_m_percent (on the
     means), delta_m_percent.mean and .std (over its runs' own), train_seconds_per_epoch.mean and .std. A value
@@ -97,14 +99,23 @@ def comparison_csv(comparison: Comparison) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
-                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent", SECONDS])
+                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent", SECONDS, WEIGHTING_PARAMS])
     for run in comparison.runs:
         values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
         values.append(math.nan if run.train_seconds is None else run.train_seconds)
         best = "" if run.best_epoch is None else run.best_epoch
         writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
-                         run.epoch, *map(_csv_value, values)])
+                         run.epoch, *map(_csv_value, values), _params_text(run)])
     return buffer.getvalue()
+
+
+#: the CSV column of the weighting parameters that set a run apart from others of its weighting (`weights.age=2`)
+WEIGHTING_PARAMS = "weighting_params"
+
+
+def _params_text(run: RunRecord) -> str:
+    """The weighting_params cell: what the table's weighting column shows in parentheses; empty where nothing."""
+    return ",".join(f"{key}={leaf_text(value)}" for key, value in run.weighting_params.items())
 
 
 def _csv_value(value: float) -> Any:
@@ -117,14 +128,15 @@ def _groups_csv(comparison: Comparison) -> str:
     writer.writerow(["group", "runs", "n", "seeds", "weighting", "backbone",
                      *(f"{t}.{m}.{what}" for t, m in comparison.shared for what in ("mean", "std")),
                      "delta_m_percent", "delta_m_percent.mean", "delta_m_percent.std", f"{SECONDS}.mean",
-                     f"{SECONDS}.std"])
+                     f"{SECONDS}.std", WEIGHTING_PARAMS])
     for g in comparison.groups or ():
         mean, std = g.metrics, g.std
         writer.writerow([g.label, ";".join(str(run.path) for run in g.runs), g.n, ";".join(map(str, g.seeds)),
                          g.runs[0].weighting, g.runs[0].backbone,
                          *(_csv_value(table[t][m]) for t, m in comparison.shared for table in (mean, std)),
                          _csv_value(comparison.group_delta_m[g.path]),
-                         *map(_csv_value, comparison.group_delta_m_spread(g)), *map(_csv_value, _group_seconds(g))])
+                         *map(_csv_value, comparison.group_delta_m_spread(g)), *map(_csv_value, _group_seconds(g)),
+                         _params_text(g.runs[0])])
     return buffer.getvalue()
 
 
@@ -133,14 +145,14 @@ def comparison_table(comparison: Comparison) -> str:
     if comparison.groups:
         return _groups_table(comparison)
     ref = comparison.reference
-    changes = {run.path: _differs_text(differences(ref.spec, run.spec)) for run in comparison.runs}
+    changes = {run.path: _differs_text(differences(ref.spec, run.spec), run) for run in comparison.runs}
     with_changes = any(text != "-" for text in changes.values())
     headers = ["run", "weighting", "backbone", "epochs", "best epoch", TIME,
                *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
                *(["differs from the reference"] if with_changes else [])]
     rows = []
     for run in comparison.runs:
-        rows.append([run.label, run.weighting, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
+        rows.append([run.label, run.weighting_label, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
                      "-" if run.best_epoch is None else run.best_epoch, _seconds(run.train_seconds),
                      *(run.metrics[t][m] for t, m in comparison.shared),
                      _delta_text(comparison.delta_m[run.path], run is ref),
@@ -165,9 +177,11 @@ def _seconds(seconds: float | None, std: float = math.nan) -> str:
     return f"{seconds:.{decimals}f}" + ("" if math.isnan(std) else f" ± {std:.{decimals}f}")
 
 
-def _differs_text(changes: dict[str, Any]) -> str:
-    """The "differs from the reference" cell: `key=value, ...`, or "-"."""
-    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "-"
+def _differs_text(changes: dict[str, Any], run: RunRecord) -> str:
+    """The "differs from the reference" cell: `key=value, ...`, or "-"; less the weighting parameters the
+    weighting column shows already."""
+    shown = {f"weighting.{key}" for key in run.weighting_params}
+    return ", ".join(f"{k}={v}" for k, v in changes.items() if k not in shown) or "-"
 
 
 def _delta_text(delta: float, is_reference: bool) -> str:
@@ -203,7 +217,7 @@ def _groups_table(comparison: Comparison) -> str:
     """One row per group of seeds: each metric, Δm and the training time as mean ± sample std over its n runs."""
     groups = comparison.groups or []
     ref = next(g for g in groups if comparison.reference in g.runs)
-    changes = {g.path: _differs_text(_group_differences(comparison, g)) for g in groups}
+    changes = {g.path: _differs_text(_group_differences(comparison, g), g.runs[0]) for g in groups}
     with_changes = any(text != "-" for text in changes.values())
     headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", TIME,
                *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
@@ -212,7 +226,7 @@ def _groups_table(comparison: Comparison) -> str:
     for g in groups:
         mean, std = g.metrics, g.std
         epochs = ",".join(dict.fromkeys(f"{run.epochs_done}/{run.epochs_planned}" for run in g.runs))
-        rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting, g.runs[0].backbone, epochs,
+        rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting_label, g.runs[0].backbone, epochs,
                      _seconds(*_group_seconds(g)),
                      *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared),
                      _group_delta_text(*comparison.group_delta_m_spread(g), g is ref),

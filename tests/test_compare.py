@@ -163,7 +163,7 @@ def test_ref_sort_and_csv(runs):
     text = compare(runs / "uncertainty", runs / "sum", runs / "uncertainty", "--csv").output  # once each
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
-                             *METRICS, "delta_m_percent", "train_seconds_per_epoch"]
+                             *METRICS, "delta_m_percent", "train_seconds_per_epoch", "weighting_params"]
     assert [row["weighting"] for row in rows] == ["uncertainty", "sum"]
     assert float(rows[0]["delta_m_percent"]) == 0
     best = json.loads((runs / "sum" / "summary.json").read_text())["best_epoch"]
@@ -378,8 +378,8 @@ def test_runs_that_differ_only_in_train_seed_are_one_row_mean_and_sample_std(run
     rows = list(csv.DictReader(io.StringIO(compare(runs / "sum", runs / "uncertainty", seed1, "--csv").output)))
     assert list(rows[0])[:6] == ["group", "runs", "n", "seeds", "weighting", "backbone"]
     assert list(rows[0])[6:8] == ["age.mae.mean", "age.mae.std"]
-    assert list(rows[0])[-5:] == ["delta_m_percent", "delta_m_percent.mean", "delta_m_percent.std",
-                                  "train_seconds_per_epoch.mean", "train_seconds_per_epoch.std"]
+    assert list(rows[0])[-6:] == ["delta_m_percent", "delta_m_percent.mean", "delta_m_percent.std",
+                                  "train_seconds_per_epoch.mean", "train_seconds_per_epoch.std", "weighting_params"]
     assert (rows[0]["n"], rows[0]["seeds"], rows[1]["n"], rows[1]["age.mae.std"]) == ("2", "0;1", "1", "")
     assert float(rows[0]["age.mae.std"]) == pytest.approx(std["age.mae"], rel=1e-5)
 
@@ -616,3 +616,36 @@ def test_test_metrics_at_another_epoch_than_the_best_are_refused_once_with_the_w
     assert ("test metrics exist only for the best epoch (scored once with best.pt's weights), not epoch last: "
             "compare the test split at the best epoch, or epoch last on the validation split (--split val)"
             in " ".join(result.output.split()))
+
+
+def test_runs_of_one_weighting_with_other_params_show_them_in_the_weighting_column(spec, tmp_path):
+    """A sweep over `{name: static, weights: ...}`: two `static` rows are told apart by the weights that differ."""
+    ref = make_run(tmp_path / "sum", spec, [metrics(10, 0.5, 0.4, 0.2)])
+    weights = {"age": 1, "gender": 1, "ethnicity": 1}
+    two = make_run(tmp_path / "s2", spec, [metrics(9, 0.5, 0.4, 0.2)],
+                   weighting={"name": "static", "weights": {**weights, "age": 2}})
+    three = make_run(tmp_path / "s3", spec, [metrics(8, 0.5, 0.4, 0.2)],
+                     weighting={"name": "static", "weights": {**weights, "age": 3}})
+    lines = compare(ref, two, three).output.splitlines()
+    assert lines[2].split()[:2] == ["run", "weighting"]
+    assert [line.split()[1] for line in lines[4:7]] == ["sum", "static(weights.age=2)", "static(weights.age=3)"]
+    report = compare_json(ref, two, three)
+    assert [r["weighting"] for r in report["runs"]] == ["sum", "static", "static"]  # the name, as before
+    assert [r["weighting_params"] for r in report["runs"]] == [{}, {"weights.age": 2}, {"weights.age": 3}]
+    rows = compare_csv(ref, two, three)
+    assert [(r["weighting"], r["weighting_params"]) for r in rows] == [
+        ("sum", ""), ("static", "weights.age=2"), ("static", "weights.age=3")]
+    assert list(rows[0])[:3] == ["run", "weighting", "backbone"]  # the columns before keep their places
+    # one static run alone: its name says it all; against another static run, the differing weight only
+    lines = compare(ref, two).output.splitlines()
+    assert lines[5].split()[1] == "static"
+    lines = compare(two, three).output.splitlines()
+    assert "static(weights.age=3)" in lines[5] and "weighting.weights.age=3" not in lines[5]  # shown once
+    # seeds grouped: each group's row shows its weights
+    seeded = make_run(tmp_path / "s2-seed1", spec, [metrics(9, 0.5, 0.4, 0.2)], train__seed=1,
+                      weighting={"name": "static", "weights": {**weights, "age": 2}})
+    groups = compare_json(ref, two, seeded, three)["groups"]
+    assert [(g["weighting"], g["weighting_params"], g["n"]) for g in groups] == [
+        ("sum", {}, 1), ("static", {"weights.age": 2}, 2), ("static", {"weights.age": 3}, 1)]
+    table = compare(ref, two, seeded, three).output
+    assert " static(weights.age=2) " in table and " static(weights.age=3) " in table
