@@ -36,15 +36,15 @@ def symmetric_eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """
     a = (matrix + matrix.mT) / 2
     finite = torch.isfinite(a).all()
-    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    safe = torch.where(finite, a, eye)  # eigh raises on NaN; the identity decomposes, then NaN replaces it
+    # eigh raises on NaN: a non-finite matrix is swapped for zeros, which decompose, and NaN replaces the result.
+    # Python scalars, not tensors made per call (an identity, a NaN): no allocation or fill kernel per step
+    safe = torch.where(finite, a, 0.0)
     if a.device.type == "mps":  # no eigh kernel there; a K x K matrix costs nothing to move
         values, vectors = torch.linalg.eigh(safe.cpu())
         values, vectors = values.to(a.device), vectors.to(a.device)
     else:
         values, vectors = torch.linalg.eigh(safe)
-    nan = torch.full((), torch.nan, dtype=a.dtype, device=a.device)
-    return torch.where(finite, values, nan), torch.where(finite, vectors, nan)
+    return torch.where(finite, values, torch.nan), torch.where(finite, vectors, torch.nan)
 
 
 __all__ = ["solver_dtype", "symmetric_eigh"]

@@ -138,3 +138,25 @@ def test_gram_root_of_a_singular_gram_matrix():
     torch.testing.assert_close(root.double() @ root.double().T, gram.double(), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(root.double() @ root.double().T, eigh_root(gram) @ eigh_root(gram).T,
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_symmetric_eigh_is_eigh_of_the_symmetrised_matrix_and_makes_no_matrix_per_call(monkeypatch, dtype):
+    """Exactly `linalg.eigh((A + A^T) / 2)` (batched too), NaN for a non-finite matrix, with no identity (or other
+    tensor) built per call: the gradient weightings call it every step."""
+    from hydranet.core.eigen import symmetric_eigh
+
+    jacobian = torch.randn(2, 4, 30, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    gram = jacobian @ jacobian.mT
+    gram[..., 0, -1] += 1e-3  # a hair asymmetric, as rounding leaves J J^T
+    expected = torch.linalg.eigh((gram + gram.mT) / 2)
+    for name in ("eye", "full"):
+        monkeypatch.setattr(torch, name, lambda *args, name=name, **kwargs: pytest.fail(f"torch.{name} per call"))
+    values, vectors = symmetric_eigh(gram)
+    assert torch.equal(values, expected.eigenvalues) and torch.equal(vectors, expected.eigenvectors)
+    for bad in (torch.nan, torch.inf, -torch.inf):
+        broken = gram.clone()
+        broken[1, 0, 2] = bad  # one triangle of one matrix of the batch: eigh alone would read past it or raise
+        values, vectors = symmetric_eigh(broken)
+        assert values.dtype == vectors.dtype == dtype and values.shape == (2, 4) and vectors.shape == (2, 4, 4)
+        assert torch.isnan(values).all() and torch.isnan(vectors).all()
