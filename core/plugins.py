@@ -379,6 +379,9 @@ class Components:
     backbones: Registry = field(default_factory=lambda: Registry("backbone"))
     weightings: Registry = field(default_factory=lambda: Registry("weighting", ("tasks",)))
     datasets: Registry = field(default_factory=lambda: Registry("dataset"))
+    #: whether `record_commands` ran: the command line's `default_components()` records them, and `hydranet
+    #: plugins` asks for them as well (it may run apart from the command line's group, as in a test)
+    _commands_recorded: bool = field(default=False, init=False, repr=False)
 
     def registry(self, kind: str) -> Registry:
         """Registry by plural kind name ("tasks", "backbones", ...)."""
@@ -410,9 +413,16 @@ class Components:
 
     def record_commands(self) -> None:
         """Record which commands each plugin adds, and which plugin's register_commands raises, as `hydranet
-        plugins` lists them: `add_commands` into a scratch group, since the command line's may hold them already."""
+        plugins` lists them: `add_commands` into a scratch group, since the command line's may hold them already.
+
+        Once: a second call (`hydranet plugins` after the command line's `default_components()`) would run
+        every plugin's register_commands again, for nothing but its side effects.
+        """
         import click
 
+        if self._commands_recorded:
+            return
+        self._commands_recorded = True
         self.add_commands(click.Group())
 
 

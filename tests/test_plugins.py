@@ -235,6 +235,37 @@ def test_plugins_command_lists_the_commands_a_plugin_adds():
     assert "hydranet.plugins.scaffold  (built-in)\n    commands: new-plugin" in output
 
 
+def test_a_cli_run_of_plugins_records_each_plugins_commands_once(use):
+    """`hydranet plugins` runs each plugin's register_commands once to record its commands (the command line's
+    `default_components()` records them, and `hydranet plugins` asked again)."""
+    import copy
+
+    import click
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    calls = []
+
+    class Commands:
+        @hydranet.hookimpl
+        def register_commands(self, cli):
+            calls.append(cli)
+
+            @cli.command()
+            def hello():
+                click.echo("hello")
+
+    pm = fresh_pm()
+    pm.add_plugin(Commands(), "greeter", distribution="g", version="1", builtin=False)
+    use(load_components(pm))
+    group = copy.copy(cli)  # a command line that has not added its plugin commands yet, as in a fresh process
+    group.commands, group._plugins_added = dict(cli.commands), False
+    output = CliRunner().invoke(group, ["plugins"]).output
+    assert "greeter  (g 1)\n    commands: hello" in output
+    assert len(calls) == 1, calls
+
+
 def test_plugin_manager_is_built_fresh_each_time():
     assert fresh_pm() is not fresh_pm()
     module = types.ModuleType("nothing")
