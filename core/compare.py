@@ -227,11 +227,14 @@ def _seed(spec: Mapping[str, Any]) -> Any:
     return train.get("seed", 0) if isinstance(train, Mapping) else 0
 
 
+def seed_key(seed: Any) -> tuple[int, Any]:
+    """What tells seeds apart, and orders them: numbers by value (1 and 1.0 are one seed, as `differences` holds
+    1 == 1.0 everywhere else in a spec), anything else after them by its text (so `true` is not the seed 1)."""
+    return (0, seed) if is_number(seed) else (1, repr(seed))
+
+
 def _seed_order(run: RunRecord) -> tuple[int, Any]:
-    """Seeds in order: numbers by value, anything else after them, by its text."""
-    seed = _seed(run.spec)
-    number = is_number(seed)
-    return (0, seed) if number else (1, repr(seed))
+    return seed_key(_seed(run.spec))
 
 
 def read_run(path: str | Path, epoch: str | int = "best", components: Any = None, split: str = "val") -> RunRecord:
@@ -582,8 +585,9 @@ def _add_groups(comparison: Comparison, runs: Sequence[RunRecord], sort: bool) -
     for g in groups:
         comparison.group_delta_m[g.path] = _delta_m(g, reference, comparison.shared)[0]
         comparison.group_run_delta_m[g.path] = [_delta_m(run, reference, comparison.shared)[0] for run in g.runs]
-    if sort:
-        groups.sort(key=lambda g: _best_first(comparison.group_delta_m[g.path]))
+    if sort:  # by the Δm the table shows: the mean of the group's runs' (not the Δm on its means, which a run
+        # lacking a metric can set apart from it)
+        groups.sort(key=lambda g: _best_first(comparison.group_delta_m_spread(g)[0]))
     comparison.groups = groups
 
 
@@ -604,12 +608,12 @@ def group_runs(runs: Sequence[RunRecord]) -> tuple[list[RunGroup], list[str]]:
             same.append(run)
     groups, notes = [], []
     for members in classes:
-        seeds = [_seed(run.spec) for run in members]
-        if len(set(map(repr, seeds))) == len(seeds):
+        seeds = {seed_key(_seed(run.spec)) for run in members}
+        if len(seeds) == len(members):
             groups.append(RunGroup(sorted(members, key=_seed_order)))
             continue
         groups += [RunGroup([run]) for run in members]
-        if len(set(map(repr, seeds))) > 1:
+        if len(seeds) > 1:
             notes.append(f"{english_list([run.label for run in members])} differ only in {english_list(SEED_KEYS)}, "
                          "but some share one: repeats of a run are not seeds, so they are shown apart")
     for g in groups:

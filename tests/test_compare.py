@@ -649,3 +649,35 @@ def test_runs_of_one_weighting_with_other_params_show_them_in_the_weighting_colu
         ("sum", {}, 1), ("static", {"weights.age": 2}, 2), ("static", {"weights.age": 3}, 1)]
     table = compare(ref, two, seeded, three).output
     assert " static(weights.age=2) " in table and " static(weights.age=3) " in table
+
+
+def test_sort_orders_groups_by_the_delta_m_the_table_shows_where_a_run_lacks_a_metric(spec, tmp_path):
+    """The table shows a group's Δm as the mean of its runs' (± std); --sort must order by that number, which a
+    run lacking a metric sets apart from the Δm on the group's means."""
+    a0 = make_run(tmp_path / "a0", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=0)
+    a1 = make_run(tmp_path / "a1", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=1)
+    # b0: age +50% -> +50/3 = +16.67; b1 has no age: gender -20%, ethnicity 0 -> -10. Mean +3.33.
+    # On b's means (age NaN, gender 0.45): gender -10%, ethnicity 0 -> -5.
+    b0 = make_run(tmp_path / "b0", spec, [metrics(5, 0.5, 0.4, 0.2)], train__seed=0, train__lr=0.01)
+    b1 = make_run(tmp_path / "b1", spec, [metrics(float("nan"), 0.4, 0.4, 0.2)], train__seed=1, train__lr=0.01)
+    # c: gender -2% in both runs -> -0.67 either way
+    c0 = make_run(tmp_path / "c0", spec, [metrics(10, 0.49, 0.4, 0.2)], train__seed=0, train__lr=0.02)
+    c1 = make_run(tmp_path / "c1", spec, [metrics(10, 0.49, 0.4, 0.2)], train__seed=1, train__lr=0.02)
+    report = compare_json(a0, a1, c0, c1, b0, b1, "--sort")
+    b = next(g for g in report["groups"] if g["runs"][0] == str(b0))
+    assert b["delta_m_mean"] == pytest.approx((50 / 3 - 10) / 2) and b["delta_m"] == pytest.approx(-5)
+    assert [g["runs"][0] for g in report["groups"]] == [str(b0), str(a0), str(c0)]  # +3.33, 0, -0.67
+    table = compare(a0, a1, c0, c1, b0, b1, "--sort").output.splitlines()
+    assert [line.split()[0] for line in table[4:7]] == ["b0", "a0", "c0"]
+    assert "+3.33 ± " in table[4]
+
+
+def test_seeds_equal_as_numbers_are_one_seed_but_true_is_not_1(spec, tmp_path):
+    one = make_run(tmp_path / "one", spec, [metrics(10, 0.5, 0.4, 0.2)], train__seed=1)
+    same = make_run(tmp_path / "same", spec, [metrics(12, 0.5, 0.4, 0.2)], train__seed=1.0)
+    two = make_run(tmp_path / "two", spec, [metrics(11, 0.5, 0.4, 0.2)], train__seed=2)
+    report = compare_json(one, same, two)
+    assert "groups" not in report  # a repeat of seed 1, not a second seed: shown apart
+    assert any("one, same and two differ only in train.seed, but some share one" in n for n in report["notes"])
+    true = make_run(tmp_path / "true", spec, [metrics(12, 0.5, 0.4, 0.2)], train__seed=True)
+    assert [g["seeds"] for g in compare_json(one, true)["groups"]] == [[1, True]]  # true is no number: two seeds
