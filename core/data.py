@@ -230,7 +230,7 @@ def prepare_data(
         full_list = write_full_report(report_path, problems, strict)
     if strict and any(group.items for group in groups):
         raise strict_error(dataset_name, groups, warnings, full_list)
-    notes = [*decoded.warnings]  # the decode cache could not be written, when it could not
+    notes = [*dataset_notes(dataset), *decoded.warnings]  # decode's: the cache could not be written, when it could not
     notes += [line for group in problems for line in group.lines(full_list=full_list)]
     notes += warnings
     keep = (~failed & ~unlabelled).nonzero().flatten()
@@ -254,6 +254,17 @@ def prepare_data(
         problems=problems,
         test_index=test_index,
     )
+
+
+def dataset_notes(dataset: Dataset) -> list[str]:
+    """What the dataset's listing noted that skipped nothing (e.g. a CSV name matched in another Unicode form).
+
+    A dataset may keep such lines in a `notes` list, beside `problems` (what
+    it skipped): the `Dataset` contract does not require one, so a dataset
+    without it has none.
+    """
+    notes = getattr(dataset, "notes", None)
+    return [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []
 
 
 def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequence[str], train_index: Tensor,

@@ -8,6 +8,7 @@ label.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,50 @@ def test_a_name_in_another_case_says_which_file_is_there(people: Path) -> None:
     """A CSV made on Windows or macOS (case-insensitive) names A.JPG for a.jpg."""
     _, problems = listed(people, "file,age\nA.JPG,30\n")
     assert "image file 'A.JPG' not found" in problems[0][1] and "there is 'a.jpg'" in problems[0][1]
+
+
+NFC, NFD = "caf\u00e9.jpg", "cafe\u0301.jpg"  # one name, composed (most programs) and decomposed (macOS)
+
+
+@pytest.mark.parametrize("on_disk, in_csv", [(NFD, NFC), (NFC, NFD)], ids=["nfd_file_nfc_csv", "nfc_file_nfd_csv"])
+def test_a_name_in_another_unicode_normalisation_is_matched_with_a_note(people: Path, on_disk: str,
+                                                                        in_csv: str) -> None:
+    """A CSV typed on Linux or Windows names the files copied from a Mac in another form: it was "not found"."""
+    make_image(people / "été" / on_disk, 8)
+    folder = unicodedata.normalize("NFD" if on_disk == NFC else "NFC", "été")  # with an NFD CSV, the folder differs too
+    (people / "labels.csv").write_text(f"file,age\n{folder}/{in_csv},30\na.jpg,31\n", encoding="utf-8")
+    dataset = FolderDataset(people)
+    samples = dataset.samples()
+    assert [s.source for s in samples] == [str(people / "été" / on_disk), str(people / "a.jpg")]
+    assert dataset.problems == []
+    note, = dataset.notes
+    assert "1 image of the CSV is named in another Unicode normalisation than its file" in note
+    assert f"labels.csv:2 names {ascii(folder + '/' + in_csv)}" in note and ascii("été/" + on_disk) in note
+
+
+def test_a_name_in_two_other_unicode_normalisations_on_disk_is_not_guessed(people: Path) -> None:
+    composed, decomposed, mixed = "\u01d8.jpg", "u\u0308\u0301.jpg", "\u00fc\u0301.jpg"  # ǘ three ways
+    make_image(people / decomposed, 8)
+    make_image(people / mixed, 8)
+    records, problems = listed(people, f"file,age\n{composed},30\n")
+    assert records == {}
+    reason = problems[0][1]
+    assert f"image file {ascii(composed)} (NFC) not found" in reason
+    assert f"{ascii(decomposed)} (NFD), {ascii(mixed)} (mixed)" in reason and "byte for byte" in reason
+
+
+def test_one_image_named_in_both_unicode_forms_is_a_duplicate(people: Path) -> None:
+    make_image(people / NFD, 8)
+    records, problems = listed(people, f"file,age\n{NFD},30\n{NFC},31\n")
+    assert records == {NFD: {"age": "30"}}
+    assert "duplicate of" in problems[0][1] and problems[0][0].endswith("labels.csv:3")
+
+
+def test_training_reports_the_names_matched_in_another_unicode_form(people: Path, components) -> None:
+    make_image(people / NFD, 8)
+    data = prepared(people, components, f"file,age,gender\n{NFC},30,0\na.jpg,31,1\nb.jpg,32,0\n")
+    assert data.usable == 3
+    assert any("named in another Unicode normalisation" in note for note in data.notes), data.notes
 
 
 def test_paths_relative_to_the_current_folder_say_where_they_count_from(people: Path,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,16 +60,62 @@ def _other_case(path: Path, listings: dict[Path, dict[str, str]]) -> str | None:
 
     A CSV written on Windows or macOS, whose file systems ignore case, often
     spells names differently from the files; here that is another file.
-    `listings` keeps each folder's names, lower-cased, so that a CSV whose
-    every row is missing reads each folder once.
+    `listings` keeps each folder's names, lower-cased (and in NFC, as
+    `_otherwise_normalised` compares them), so that a CSV whose every row is
+    missing reads each folder once.
     """
     if path.parent not in listings:
         try:
-            listings[path.parent] = {name.lower(): name for name in sorted(os.listdir(path.parent), reverse=True)}
+            listings[path.parent] = {_nfc(name).lower(): name for name in sorted(os.listdir(path.parent), reverse=True)}
         except OSError:
             listings[path.parent] = {}
-    match = listings[path.parent].get(path.name.lower())
+    match = listings[path.parent].get(_nfc(path.name).lower())
     return match if match != path.name else None
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _otherwise_normalised(folder: Path, name: str, listings: dict[Path, dict[str, list[str]]]) -> list[Path]:
+    """The files whose path below `folder` is `name` once both are in Unicode's NFC form.
+
+    macOS writes file names decomposed (NFD: "e" then a combining accent),
+    most editors and spreadsheets composed (NFC: one "é"); Linux keeps the
+    bytes as written, so a CSV typed on one system names the files copied
+    from the other in a form that is not there. Each part of `name` that is
+    not there as written is looked up in its folder's names by their NFC form;
+    `listings` keeps those, each folder listed once. Called only for a name
+    not found as written, so a CSV whose names are all there lists nothing.
+    """
+    found = [folder]
+    for part in PurePath(name).parts:
+        found = [base / other for base in found
+                 for other in ([part] if os.path.lexists(base / part) else _by_nfc(base, listings).get(_nfc(part), []))]
+    return [path for path in found if path.is_file()]
+
+
+def _by_nfc(folder: Path, listings: dict[Path, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """`folder`'s names by their NFC form (several when the folder holds one name in two forms); {} if unlistable."""
+    if folder not in listings:
+        listings[folder] = {}
+        try:
+            for name in sorted(os.listdir(folder)):
+                listings[folder].setdefault(_nfc(name), []).append(name)
+        except OSError:
+            pass
+    return listings[folder]
+
+
+def _below(path: Path, folder: Path) -> str:
+    """`path` as a CSV names it: relative to `folder` when it is in it, else whole."""
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
+
+
+def _spelled(name: str) -> str:
+    """A name with its code points shown, so that two normalisations of it read apart: 'cafe\\u0301.jpg' (NFD)."""
+    form = next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, name)), "mixed")
+    return f"{name!a} ({form})"
 
 
 def _resolve(path: Path, folders: dict[Path, Path]) -> Path:
@@ -113,8 +160,17 @@ class FolderDataset(Dataset):
     def from_params(cls, params: FolderParams) -> FolderDataset:
         return cls(params.root, params.csv, params.file_column)
 
+    @property
+    def notes(self) -> list[str]:
+        """What listing did that the user should know but skipped nothing (names matched in another normalisation).
+
+        Training's data report (`prepare_data`) adds them to its notes.
+        """
+        return self.__dict__.setdefault("_notes", [])
+
     def samples(self) -> list[Sample]:
         self.problems.clear()  # listing twice must not report every problem twice
+        self.notes.clear()
         folder = existing_dir(self.root, "image folder", "set data.root to the folder that holds the images "
                                                           "(in the spec, or --set data.root=DIR)")
         table = existing_file(self.csv, "label CSV", f"set data.csv to the CSV of labels, or put it at "
@@ -139,23 +195,41 @@ class FolderDataset(Dataset):
         samples = []
         first: dict[Path, int] = {}  # resolved image path -> CSV line that listed it first
         listings: dict[Path, dict[str, str]] = {}  # folder -> its file names by lower case, for hints
+        normalised: dict[Path, dict[str, list[str]]] = {}  # folder -> its file names by NFC form
         resolved: dict[Path, Path] = {}  # folder -> itself resolved, for `_resolve`
+        renamed: list[tuple[str, str, Path]] = []  # (where, the CSV's name, the file) matched in another form
         for row in reader:
             where = f"{self.csv}:{reader.line_num}"
             file = (row.get(self.file_column) or "").strip()
-            problem = self._row_problem(row, columns, reader.reader.dialect.delimiter)
+            problem = (self._row_problem(row, columns, reader.reader.dialect.delimiter)
+                       or ("" if file else f"no image file in column '{self.file_column}'"))
+            path, others = (None, []) if problem else self._find_image(folder, file, normalised)
+            if not problem and path is None:
+                problem = self._not_found(folder, file, listings, others)
+            elif path is not None and (image := _resolve(path, resolved)) in first:
+                problem = f"duplicate of {self.csv}:{first[image]} (image '{file}' is listed twice)"
             if problem:
                 self.report_problem(where, problem)
-            elif not file:
-                self.report_problem(where, f"no image file in column '{self.file_column}'")
-            elif (path := self._image_path(folder, file)) is None:
-                self.report_problem(where, self._not_found(folder, file, listings))
-            elif (image := _resolve(path, resolved)) in first:
-                self.report_problem(where, f"duplicate of {self.csv}:{first[image]} (image '{file}' is listed twice)")
-            else:
-                first[image] = reader.line_num
-                samples.append(Sample(str(path), row_record(row, self.file_column)))
+                continue
+            first[image] = reader.line_num
+            samples.append(Sample(str(path), row_record(row, self.file_column)))
+            if others:
+                renamed.append((where, file, path))
+        if renamed:
+            self.notes.append(self._renamed_note(folder, renamed))
         return samples
+
+    @staticmethod
+    def _renamed_note(folder: Path, renamed: list[tuple[str, str, Path]]) -> str:
+        """The note for rows whose image name matched a file only in another Unicode normalisation."""
+        where, file, path = renamed[0]
+        count = len(renamed)
+        one = count == 1
+        return (f"{plural(count, 'image')} of the CSV {'is' if one else 'are'} named in another Unicode "
+                f"normalisation than {'its file' if one else 'their files'} in {folder} (macOS writes names "
+                f"decomposed, NFD; most other programs composed, NFC), and matched to {'it' if one else 'them'}: "
+                f"e.g. {where} names {_spelled(file)}, the file is {_spelled(_below(path, folder))}. "
+                f"Nothing is skipped; to match byte for byte, write the CSV's names as the files are named")
 
     @staticmethod
     def _row_problem(row: Mapping[str | None, Any], columns: list[str], delimiter: str) -> str:
@@ -176,20 +250,38 @@ class FolderDataset(Dataset):
         return ""
 
     @staticmethod
-    def _image_path(folder: Path, file: str) -> Path | None:
-        """The image a CSV cell names, relative to `folder` (or absolute); None when there is no such file.
+    def _spellings(file: str) -> list[str]:
+        """A CSV cell as written and, where `\\` is no path separator, with `/` (a Windows-made CSV: `imgs\\a.jpg`)."""
+        return list(dict.fromkeys([file, file.replace("\\", "/")]))
 
-        A Windows-made CSV writes `imgs\\a.jpg`: where `\\` is no path separator,
-        the cell is tried with `/` too.
+    def _find_image(self, folder: Path, file: str,
+                    normalised: dict[Path, dict[str, list[str]]]) -> tuple[Path | None, list[Path]]:
+        """The image a CSV cell names, relative to `folder` (or absolute), and the files it names in another form.
+
+        A name that is there as written is that file (others: []). One that is
+        not, but names one file in another Unicode normalisation, is that file
+        (others: [it]); two or more such files leave it unmatched (None), as
+        which one was meant is anyone's guess; the message lists them.
         """
-        for name in dict.fromkeys([file, file.replace("\\", "/")]):
+        spellings = self._spellings(file)
+        for name in spellings:
             if (path := folder / name).is_file():
-                return path
-        return None
+                return path, []
+        others = list(dict.fromkeys(path for name in spellings
+                                    for path in _otherwise_normalised(folder, name, normalised)))
+        return (others[0] if len(others) == 1 else None), others
 
-    def _not_found(self, folder: Path, file: str, listings: dict[Path, dict[str, str]]) -> str:
-        """Why the image a row names is not there, with the file the user most likely meant."""
+    def _not_found(self, folder: Path, file: str, listings: dict[Path, dict[str, str]],
+                   others: list[Path]) -> str:
+        """Why the image a row names is not there, with the file the user most likely meant.
+
+        `others`: the files it names in other Unicode normalisations, when there are several to choose from.
+        """
         path = folder / file.replace("\\", "/")
+        if others:
+            return (f"image file {_spelled(file)} not found in {folder}, and files with the same name in other "
+                    f"Unicode normalisations are: {', '.join(_spelled(_below(p, folder)) for p in others)}"
+                    f"; write the CSV's name as the one meant is named, byte for byte")
         if path.is_dir():
             return f"'{file}' in {folder} is a folder, not an image file"
         if path.is_symlink():
