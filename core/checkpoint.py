@@ -112,7 +112,34 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     problems = structure_problems(data)
     if problems:
         raise damaged(path, problems)
-    return dict(data)
+    return {**data, "spec": spec_as_trained(data)}
+
+
+#: Parameters added to a built-in component after checkpoints already stored its section, with the value that
+#: keeps what the component did before: (section, component, plugin) -> {key: value}. A stored spec is resolved
+#: (every default written out), so it lacks such a key only when it was written before the key existed.
+#: utkface's `recursive` (commit 8db75a3): before it, the dataset read root's own images, never its subfolders.
+ADDED_SINCE: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("data", "utkface", "hydranet.plugins.datasets.utkface"): {"recursive": False},
+}
+
+
+def spec_as_trained(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored spec, with each parameter added since it was written set to what matched then.
+
+    Reloaded as stored, a key it lacks would take today's default: an old
+    utkface run would read `data.recursive` as true and, resumed or evaluated
+    on its stored data, take in images from root's subfolders it never saw
+    (`ADDED_SINCE`). Only the built-in component gets them: a section another
+    plugin provided (the checkpoint records whose) is left as stored.
+    """
+    spec = dict(data["spec"])
+    for (section, name, plugin), added in ADDED_SINCE.items():
+        stored = spec.get(section)
+        recorded, _ = recorded_origin(data, section)
+        if isinstance(stored, Mapping) and stored.get("name") == name and recorded in (None, plugin):
+            spec[section] = {**added, **stored}
+    return spec
 
 
 def checkpoints_in(folder: Path) -> list[Path]:

@@ -92,11 +92,12 @@ class RunCheckpoints:
                    f"({english_list(misfits)} {'starts' if len(misfits) == 1 else 'start'} afresh)"
                    if misfits and "backbone" not in misfits else
                    "from scratch (init_from cannot load these weights either: the backbone differs)")
+        differ = f"{english_list(misfits) or 'its tensors'} {'differs' if len(misfits) == 1 else 'differ'}"
         return (f"these weights were trained as another model than the spec stored in {path} builds here "
-                f"({english_list(misfits) or 'its tensors'} {'differs' if len(misfits) == 1 else 'differ'}): that spec was edited, or a plugin that builds "
-                f"the model ({builders}) changed since the run trained{version}. Resuming continues these weights, "
-                f"so it needs the model they were trained as: put back the spec or the plugins the run trained with "
-                f"and resume again, or start a new run without --resume, {new_run}")
+                f"({differ}): that spec was edited, or a plugin that builds the model ({builders}) changed since the "
+                f"run trained{version}. Resuming continues these weights, so it needs the model they were trained "
+                f"as: put back the spec or the plugins the run trained with and resume again, or start a new run "
+                f"without --resume, {new_run}")
 
     def _save_interrupted(self, epoch: int, done: int, train_step: TrainStep) -> None:
         """Save the epoch in progress (its step and running sums) to last.pt, then stop as the signal asked.

@@ -199,3 +199,36 @@ def test_resuming_weights_another_model_trained_says_so_not_to_use_init_from_ali
                      "put back the spec or the plugins the run trained with and resume again",
                      "start a new run without --resume, ", new_run)
     assert "resume from an undamaged copy" not in output
+
+
+# --- a checkpoint from before a parameter existed keeps doing what it did then -------------------------
+
+def _without_recursive(data: dict[str, Any]) -> None:
+    del data["spec"]["data"]["recursive"]
+
+
+def test_a_checkpoint_from_before_data_recursive_reads_its_root_alone_as_it_trained(checkpoint: Path,
+                                                                                      tmp_path: Path) -> None:
+    """utkface read root's own images until data.recursive came (default true): an older stored spec means false."""
+    import hydranet
+    from hydranet.core.checkpoint import read_checkpoint
+
+    old = edited(checkpoint, tmp_path / "old.pt", _without_recursive)
+    assert read_checkpoint(old)["spec"]["data"]["recursive"] is False
+    assert hydranet.load(old).spec.to_dict()["data"]["recursive"] is False
+    assert read_checkpoint(checkpoint)["spec"]["data"]["recursive"] is True  # a newer one says so itself
+    theirs = edited(checkpoint, tmp_path / "theirs.pt", lambda d: (
+        _without_recursive(d), d["components"]["data"].__setitem__("plugin", "their.utkface")))
+    assert "recursive" not in read_checkpoint(theirs)["spec"]["data"]  # another plugin's dataset: as stored
+
+
+def test_resuming_a_run_from_before_data_recursive_keeps_reading_its_root_alone(checkpoint: Path,
+                                                                                tmp_path: Path) -> None:
+    from hydranet.core.checkpoint import read_checkpoint
+
+    run = tmp_path / "run"
+    edited(checkpoint.parent / "last.pt", run / "last.pt", lambda d: (resumable(d), _without_recursive(d)))
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert read_checkpoint(run / "last.pt")["spec"]["data"]["recursive"] is False
+    assert "recursive: false" in (run / "spec.yaml").read_text()
