@@ -238,12 +238,18 @@ def plugin_raised(error: BaseException, package: str | None = None, *, keep: boo
 
 
 def raised_in(message: str) -> list[tuple[str, BaseException | None]]:
-    """What plugin code raised that `message` tells of (it holds where it was raised, as `describe_raised` worded
-    it, or its words where that is not known): "KeyError: 'bins' (at ...)", each once, oldest first, with the
-    exception, or None where it was not kept."""
+    """What plugin code raised that `message` tells of: "KeyError: 'bins' (at ...)", each once, oldest first, with
+    the exception, or None where it was not kept.
+
+    The message is text (a recorded load error, an error's words), so an exception is known in it by what
+    `describe_raised` said of it: its words and, where known, where it was raised (a message may hold them
+    apart: "... raised KeyError: 'bins' (on sample 3). Fix ... Raised at ..."). Where alone would take two
+    exceptions raised at one line (a helper that raises for each bad field) for each other, and print both
+    tracebacks under each message. An exception said alike at the same place is told of once, the newest kept.
+    """
     found: dict[str, BaseException | None] = {}
     for words, where, error in _RAISED:
-        if (where or words) in message:
+        if words in message and where in message:
             said = f"{words} ({where})" if where else words
             found[said] = error if error is not None else found.get(said)
     return list(found.items())

@@ -499,3 +499,42 @@ def test_a_trivial_output_that_raises_not_implemented_means_no_baseline(faces, t
     assert saved["baseline_outputs"]["smile"] is None and len(saved["baseline_outputs"]["age"]) == 1
     evaluation = TrainedModel.from_checkpoint(tmp_path / "run" / "best.pt", components=components).evaluate()
     assert "smile" not in evaluation.baselines and "age" in evaluation.baselines and not evaluation.note
+
+
+# ---------------------------------------------------------------- which raised exception a message tells of
+
+def refuse(what: str):
+    raise ValueError(f"no {what}")  # one line, two exceptions raised at it below
+
+
+def test_two_exceptions_raised_at_one_line_are_told_apart_by_the_message_that_tells_of_each():
+    """`raised_in` finds, in a message, the exception it tells of (for its traceback): by what was raised and
+    where, not by the line alone, which two plugins' hooks (or two calls of one helper) may share."""
+    from hydranet.core.errors import raised_in
+    from hydranet.core.plugin_calls import PluginCall, Provenance
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    def refusing(what: str):
+        class Plugin:
+            @hydranet.hookimpl
+            def register_tasks(self, register):
+                refuse(what)
+
+        return Plugin()
+
+    pm = make_plugin_manager(entry_points=False)
+    for what in ("apples", "pears"):
+        pm.add_plugin(refusing(what), what, distribution=f"hydranet-{what}", version="1", builtin=False)
+    load_components(pm)
+    for what in ("apples", "pears"):
+        (message,) = pm.info[what].errors
+        (said, error), = raised_in(message)
+        assert said.startswith(f"ValueError: no {what} (at ") and str(error) == f"no {what}"
+
+    faults = []
+    for what in ("plums", "figs"):  # a call into plugin code words it apart: "raised ... (about). Fix. Raised at ..."
+        with pytest.raises(TrainingError) as caught:
+            PluginCall("the head of", Provenance(f"task '{what}'"), "Fix it")(refuse, what, about="on a sample")
+        faults.append(str(caught.value))
+    assert [[said.split(" (at ")[0] for said, _ in raised_in(fault)] for fault in faults] == [
+        ["ValueError: no plums"], ["ValueError: no figs"]]
