@@ -38,6 +38,7 @@ say.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -92,6 +93,8 @@ class RunRecord:
     series: RunSeries = field(default_factory=lambda: RunSeries([]), repr=False, compare=False)
     #: the median seconds of its training epochs (`train_seconds_per_epoch`); None where the run recorded none
     train_seconds: float | None = None
+    #: its summary.json (None before it finished), kept so that its test metrics need no second read (`on_test_split`)
+    summary: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     #: the weighting's parameters (dotted keys) in which runs of its weighting compared with it differ
     #: (`label_weightings`): what tells two `static` runs apart
@@ -289,10 +292,40 @@ def read_run(path: str | Path, epoch: str | int = "best", components: Any = None
     directions = recorded_directions(summary, spec) or metric_directions(path, spec, components)
     metrics = {task: {m: series.metrics.get(task, {}).get(m, [math.nan] * len(epochs))[row] for m in names}
                for task, names in directions.items()}
-    if split == "test":
-        metrics = _test_metrics(path, summary, directions)
-    return RunRecord(path, spec, epochs[-1], best, at, metrics, directions, series=series,
-                     train_seconds=train_seconds_per_epoch(summary, rows))
+    record = RunRecord(path, spec, epochs[-1], best, at, metrics, directions, series=series,
+                       train_seconds=train_seconds_per_epoch(summary, rows), summary=summary)
+    return _test_record(record) if split == "test" else record
+
+
+def _test_record(record: RunRecord) -> RunRecord:
+    """The run read at its best epoch, with the metrics its best epoch's weights scored on its test split."""
+    return dataclasses.replace(record, metrics=_test_metrics(record.path, record.summary, record.higher_is_better))
+
+
+def on_test_split(records: Sequence[RunRecord]) -> tuple[list[RunRecord], RunRecord, list[str]]:
+    """`records` (read at their best epoch) with their test split's metrics, as `read_runs(..., skip_bad=True,
+    as_given=True, split="test")` would read them, without reading any run again: the runs, the first of them
+    as the reference, and a note per run left out (one without test metrics).
+
+    What a sweep that writes both compare.csv and compare-test.csv reads its runs once for.
+    """
+    found, left_out = [], []
+    for record in records:
+        try:
+            if record.epoch != record.best_epoch:
+                raise RunProblem(f"{record.path} was read at epoch {record.epoch}: test metrics are its best "
+                                 "epoch's only")
+            found.append(_test_record(record))
+        except RunProblem as problem:
+            left_out.append(problem)
+    if not found:
+        raise _none_to_compare(left_out)
+    return found, found[0], [f"skipped: {problem}" for problem in left_out]
+
+
+def _none_to_compare(problems: Sequence[RunProblem]) -> RunProblem:
+    """No run can be compared: the one reason, or each folder's."""
+    return RunProblem(str(problems[0]) if len(problems) == 1 else describe_problems(problems))
 
 
 def _test_metrics(path: Path, summary: Mapping[str, Any] | None,
@@ -449,8 +482,7 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
                 raise RunProblem(f"the reference (--ref) cannot be compared: {problem}") from None
             (left_out if skip_bad or from_sweep else problems).append(problem)
     if not runs:
-        problems += left_out
-        raise RunProblem(problems[0] if len(problems) == 1 else describe_problems(problems))
+        raise _none_to_compare(problems + left_out)
     if problems:
         raise RunProblem(f"{describe_problems(problems)}\nLeave {'it' if len(problems) == 1 else 'them'} out, "
                          "or pass --skip-bad to compare the others.")

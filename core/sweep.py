@@ -573,7 +573,7 @@ def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
 
     A failed run is left out: the failure report says why, where a note would only say it has no epoch.
     """
-    from hydranet.core.compare import COMPARE_CSV, COMPARE_TEST_CSV
+    from hydranet.core.compare import COMPARE_CSV, COMPARE_TEST_CSV, RunProblem, on_test_split, read_runs
 
     failed = {combo.number for combo, _ in result.failures}  # the failure report names them
     paths = [run.path for run in plan.runs
@@ -582,35 +582,34 @@ def _compare(plan: SweepPlan, result: SweepResult, components: Any) -> None:
         result.notes.append("nothing to compare: " + ("every run of the sweep failed" if failed
                                                        else "no run of the sweep wrote a run folder"))
         return
-    compared = _compare_split(plan.out_dir / COMPARE_CSV, paths, components, "val", result.notes, "nothing to compare")
-    if compared is None:
+    try:  # in the sweep's order (its first run the reference), not an earlier compare.csv's
+        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True)
+    except RunProblem as problem:
+        result.notes.append(f"nothing to compare: {problem}")
         return
-    result.comparison, result.compare_csv, records = compared
-    if any(_test_fraction(record.spec) > 0 for record in records):
-        tested = _compare_split(plan.out_dir / COMPARE_TEST_CSV, [record.path for record in records], components,
-                                "test", result.notes, "no test comparison")
-        if tested is not None:
-            result.test_comparison, result.test_csv, _ = tested
-            result.notes.append(f"wrote {result.test_csv}: the same comparison on the runs' held-out test splits "
-                                f"(report these; `hydranet compare {plan.out_dir} --split test` shows it)")
+    result.comparison, result.compare_csv = _write_comparison(plan.out_dir / COMPARE_CSV, records, reference,
+                                                              skipped, "val")
+    if not any(_test_fraction(record.spec) > 0 for record in records):
+        return
+    try:  # the runs as read above: their summary.json holds the test metrics too
+        tested, reference, skipped = on_test_split(records)
+    except RunProblem as problem:
+        result.notes.append(f"no test comparison: {problem}")
+        return
+    result.test_comparison, result.test_csv = _write_comparison(plan.out_dir / COMPARE_TEST_CSV, tested, reference,
+                                                                skipped, "test")
+    result.notes.append(f"wrote {result.test_csv}: the same comparison on the runs' held-out test splits "
+                        f"(report these; `hydranet compare {plan.out_dir} --split test` shows it)")
 
 
-def _compare_split(target: Path, paths: list[Path], components: Any, split: str, notes: list[str],
-                   none_heading: str) -> tuple[Any, Path, list[Any]] | None:
-    """Read the runs in the sweep's order (its first run the reference, not an earlier compare.csv's order),
-    compare them on `split` and write the table to `target`: (comparison, target, the runs read); None, with
-    a note, when no run can be read."""
-    from hydranet.core.compare import RunProblem, compare_runs, read_runs
+def _write_comparison(target: Path, records: list[Any], reference: Any, skipped: list[str],
+                      split: str) -> tuple[Any, Path]:
+    """Compare the runs on `split` and write the table to `target`: (the comparison, target)."""
+    from hydranet.core.compare import compare_runs
     from hydranet.core.compare_output import comparison_csv
 
-    try:
-        records, reference, skipped = read_runs(paths, skip_bad=True, components=components, as_given=True,
-                                                split=split)
-    except RunProblem as problem:
-        notes.append(f"{none_heading}: {problem}")
-        return None
     comparison = compare_runs(records, reference, notes=skipped, split=split)
-    return comparison, atomic_write_text(target, comparison_csv(comparison)), records
+    return comparison, atomic_write_text(target, comparison_csv(comparison))
 
 
 def _test_fraction(spec: Any) -> float:

@@ -292,3 +292,47 @@ def test_a_run_another_sweep_finished_after_planning_is_skipped_not_trained_agai
     result = run_sweep(plan, components=components, progress=False, echo=False)
     assert result.outcomes == {1: "trained", 2: "skipped"}
     assert (out / "train.seed=1" / "summary.json").stat().st_mtime_ns == finished_at
+
+
+def test_a_sweep_reads_each_run_once_for_compare_csv_and_compare_test_csv(faces, tmp_path, components, monkeypatch):
+    from hydranet.core import compare
+
+    spec = tiny_spec(faces, epochs=1)
+    spec["data"]["test_fraction"] = 0.2
+    out = tmp_path / "tested"
+    hydranet.sweep(spec, {"train.seed": [0, 1]}, out_dir=out, components=components, progress=False, echo=False)
+    reads: list[str] = []
+    read_metrics, read_summary = compare.read_metrics, compare._read_summary
+    monkeypatch.setattr(compare, "read_metrics", lambda path: reads.append(str(path)) or read_metrics(path))
+    monkeypatch.setattr(compare, "_read_summary", lambda path: reads.append(str(path)) or read_summary(path))
+    # again: both runs skipped, so what reads them is the two comparisons alone
+    result = hydranet.sweep(spec, {"train.seed": [0, 1]}, out_dir=out, components=components, progress=False,
+                            echo=False)
+    assert result.outcomes == {1: "skipped", 2: "skipped"}
+    runs = [out / "train.seed=0", out / "train.seed=1"]
+    assert sorted(reads) == sorted([*(str(run / "metrics.csv") for run in runs), *map(str, runs)])  # once each
+    assert result.test_csv == out / "compare-test.csv" and result.test_comparison.split == "test"
+    [group] = result.test_comparison.groups
+    for run, record in zip(runs, group.runs):
+        test = yaml.safe_load((run / "summary.json").read_text())["test"]
+        assert record.metrics["age"]["mae"] == pytest.approx(test["age"]["mae"])
+        assert record.metrics != next(r for r in result.comparison.runs if r.path == run).metrics  # not val's
+
+
+def test_the_test_comparison_leaves_out_a_run_without_test_metrics_with_a_note(faces, tmp_path, components):
+    from hydranet.core.compare import RunProblem, on_test_split, read_runs
+
+    spec = tiny_spec(faces, epochs=1)
+    spec["data"]["test_fraction"] = 0.2
+    hydranet.sweep(spec, {"train.seed": [0, 1]}, out_dir=tmp_path / "w", components=components, progress=False,
+                   echo=False)
+    summary = tmp_path / "w" / "train.seed=0" / "summary.json"
+    summary.write_text(summary.read_text().replace('"test"', '"untested"'))
+    records, _, _ = read_runs([tmp_path / "w"], components=components, as_given=True)
+    tested, reference, notes = on_test_split(records)
+    assert [r.path.name for r in tested] == ["train.seed=1"] and reference is tested[0]
+    assert notes == [f"skipped: {tmp_path / 'w' / 'train.seed=0'} has no test metrics: its spec has no test split "
+                     "(data.test_fraction is 0); compare it with --split val, or train it again with "
+                     "data.test_fraction > 0"]
+    with pytest.raises(RunProblem, match="has no test metrics"):
+        on_test_split(records[:1])
