@@ -37,7 +37,7 @@ from hydranet.core import yaml12
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError, InputError, SpecError, TrainingInterrupted
 from hydranet.core.overrides import origin, override_list, parse_override_path, parse_value, value_text
-from hydranet.core.values import is_number
+from hydranet.core.values import is_number, is_whole_number
 from hydranet.core.wording import english_list, plural
 
 #: a run folder's name is the swept values as written when it is made of these characters (and short)
@@ -303,7 +303,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     for combo in combos:
         try:
             resolved = _resolve(spec, combo, overrides, components, set_option, sweep_option)
-            _check_processes(resolved, nproc, axes, sweep_option)
+            _check_processes(resolved, nproc, axes, sweep_option, set_option)
             run = _plan_folder(combo, run_folder(root, combo), resolved, components, set_option)
         except (SpecError, DistributedError) as error:
             spec_problems.setdefault(str(error), []).append(combo)
@@ -321,7 +321,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     return SweepPlan(root, list(axes), runs, sweep_option, set_option)
 
 
-def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_option: str) -> None:
+def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_option: str, set_option: str) -> None:
     """Each run's processes must fit the machine's GPUs and split its global batch evenly: refused before any
     run starts, where `train --nproc` would refuse it only when that run's turn came."""
     if nproc <= 1:
@@ -332,10 +332,9 @@ def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_opti
     try:
         check_global_batch(resolved.spec.train.batch_size, nproc)
     except DistributedError as error:
-        if any(axis.key == "train.batch_size" for axis in axes):  # a --set of it would be refused as swept
-            raise DistributedError(str(error).replace("(--set train.batch_size=N)",
-                                                      f"(in {sweep_option} train.batch_size=...)")) from None
-        raise
+        swept = any(axis.key == "train.batch_size" for axis in axes)  # a --set of it would be refused as swept
+        where = f"in {sweep_option} train.batch_size=..." if swept else f"{set_option} train.batch_size=N"
+        raise DistributedError(str(error).replace("(--set train.batch_size=N)", f"({where})")) from None
 
 
 def _refuse_run_folder(root: Path) -> None:
@@ -635,7 +634,7 @@ def failure_report(result: SweepResult, total: int) -> str:
 
 def sweep(spec: Any, values: Mapping[str, Any], *, overrides: str | Iterable[str] = (),
           out_dir: str | Path | None = None, components: Any = None, progress: bool | None = None,
-          echo: bool = True) -> SweepResult:
+          echo: bool = True, nproc: int = 1) -> SweepResult:
     """Train every combination of `values` (`{"weighting": ["sum", "dwa"], "train.seed": [0, 1]}`), one run each.
 
     As `hydranet train SPEC --sweep KEY=V1,V2 ...`: `overrides` apply to every
@@ -644,9 +643,40 @@ def sweep(spec: Any, values: Mapping[str, Any], *, overrides: str | Iterable[str
     continues the sweep, and the result holds the comparison of the runs
     (also written to `out_dir`/compare.csv). A failed run does not raise:
     `result.failures` lists it.
+
+    With `nproc` N > 1 each run trains as `--sweep ... --nproc N` trains it
+    (the same `sweep_launch.Launcher`): a torchrun launch of N processes,
+    which load the spec themselves, so `spec` is then a spec file or a
+    built-in spec's name, and the installed plugins are theirs (no
+    `components`). Each run's global batch must split among the N; every
+    combination is checked before any run starts.
     """
+    _check_nproc(nproc, spec, components)
     axes = axes_from_mapping(values)
     plan = plan_sweep(spec, axes, overrides=overrides, out_dir=out_dir, components=components,
-                      set_option="overrides", sweep_option="values")
+                      set_option="overrides", sweep_option="values", nproc=nproc)
     again = f"hydranet.sweep(...) again with out_dir={str(plan.out_dir)!r}"
-    return run_sweep(plan, components=components, progress=progress, echo=echo, again=again)
+    launcher = None
+    if nproc > 1:
+        from hydranet.core.sweep_launch import Launcher
+
+        launcher = Launcher(nproc, None if spec is None else str(spec),
+                            tuple(override_list(overrides, "overrides")), progress)
+    return run_sweep(plan, components=components, progress=progress, echo=echo, again=again, train_run=launcher)
+
+
+def _check_nproc(nproc: Any, spec: Any, components: Any) -> None:
+    """`nproc` is a whole number from 1; above 1 the launched processes must be able to load the spec and the
+    plugins themselves, from the command line `Launcher` gives them."""
+    if not is_whole_number(nproc) or nproc < 1:
+        raise InputError(f"nproc is the number of processes each run trains with, a whole number from 1; got "
+                         f"{nproc!r}")
+    if nproc == 1:
+        return
+    if spec is not None and not isinstance(spec, (str, Path)):
+        raise InputError(f"nproc={nproc} starts each run's processes with the spec on their command line, so "
+                         f"spec is a spec file's path or a built-in spec's name, not a {type(spec).__name__}: "
+                         "write it to a YAML file and pass its path (or leave nproc at 1)")
+    if components is not None:
+        raise InputError(f"nproc={nproc} starts each run's processes apart from this one, and they load the "
+                         "installed plugins, not the given components: leave components out (or nproc at 1)")

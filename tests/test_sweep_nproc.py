@@ -203,3 +203,44 @@ def test_a_launched_run_that_finished_with_no_finite_validation_loss_is_done_not
 
     monkeypatch.setattr(distributed, "launch_local", launch)
     assert Launcher(2, "my.yaml")(run) == LaunchedRun(0, run.path)
+
+
+# ------------------------------------------------------------------ the Python API: hydranet.sweep(..., nproc=N)
+
+
+def test_the_python_api_launches_each_run_as_the_command_line_does(spec_file, tmp_path, monkeypatch):
+    import hydranet
+
+    launched = fake_launches(monkeypatch, [0, 0])  # launches that train nothing: each run then fails, named
+    out = tmp_path / "py"
+    result = hydranet.sweep(spec_file, {"train.seed": [0, 1]}, overrides=["train.lr=0.01"], out_dir=out, nproc=2,
+                            progress=False, echo=False)
+    assert launched == [["2", "train", str(spec_file), "--set", "train.lr=0.01", "--set", f"train.seed={seed}",
+                         "--out", str(out / f"train.seed={seed}"), "--no-progress"] for seed in (0, 1)]
+    assert result.outcomes == {1: "failed", 2: "failed"}
+    assert "its processes ended without an error, but" in result.failures[0][1]
+
+
+def test_the_python_apis_nproc_is_checked_before_any_run_starts(spec_file, faces, tmp_path, monkeypatch):
+    import hydranet
+    from hydranet.core.errors import InputError
+    from hydranet.core.sweep import SweepProblem
+
+    launched = fake_launches(monkeypatch, [])
+    out = tmp_path / "py"
+    for bad in (0, -1, True, 2.0, "2"):
+        with pytest.raises(InputError, match=r"nproc is the number of processes each run trains with, a whole "
+                                             rf"number from 1; got {bad!r}"):
+            hydranet.sweep(spec_file, {"train.seed": [0, 1]}, out_dir=out, nproc=bad)
+    with pytest.raises(InputError, match="spec is a spec file's path or a built-in spec's name, not a dict"):
+        hydranet.sweep(yaml.safe_load(spec_file.read_text()), {"train.seed": [0, 1]}, out_dir=out, nproc=2)
+    with pytest.raises(InputError, match="leave components out"):
+        hydranet.sweep(spec_file, {"train.seed": [0, 1]}, out_dir=out, nproc=2, components=object())
+    with pytest.raises(SweepProblem) as error:
+        hydranet.sweep(spec_file, {"train.seed": [0, 1]}, overrides=["train.batch_size=31"], out_dir=out, nproc=2)
+    said = " ".join(str(error.value).split())
+    assert "2 of the sweep's 2 runs cannot start, so none was started" in said
+    assert "must divide by the 2 processes; use 30 or 32 (overrides train.batch_size=N)" in said
+    with pytest.raises(SweepProblem, match=r"use 30 or 32 \(in values train.batch_size=...\)"):
+        hydranet.sweep(spec_file, {"train.batch_size": [32, 31]}, out_dir=out, nproc=2)
+    assert launched == [] and not out.exists()
