@@ -10,7 +10,6 @@ again beside them.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
