@@ -327,7 +327,7 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
               help="Compare the validation metrics (which chose each run's best epoch), or the test metrics its "
                    "best epoch scored once on its held-out test split (data.test_fraction > 0; summary.json's "
                    "test): the numbers to report. test needs --epoch best.")
-@click.option("--sort", is_flag=True, help="Order the runs by delta_m, best first.")
+@click.option("--sort", is_flag=True, help="Order the runs by delta_m, best first (seed groups by the mean delta_m the table shows).")
 @click.option("--skip-bad", is_flag=True,
               help="Leave out, with a note, the folders that are not runs or have no finished epoch "
                    "(as runs/* may name), instead of stopping.")

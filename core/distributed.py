@@ -338,10 +338,14 @@ def launch_local(nproc: int, argv: Sequence[str], device: str | torch.device = "
     return run_forwarding_signals(command, env=env)
 
 
-def check_process_count(nproc: int, device: str | torch.device = "auto") -> None:
-    """Refuse more processes than GPUs when the run trains on them (one GPU each); CPU processes are not counted."""
+def check_process_count(nproc: int, device: str | torch.device = "auto", option: str = "--nproc") -> None:
+    """Refuse more processes than GPUs when the run trains on them (one GPU each); CPU processes are not counted.
+
+    `option` is how the user asked: the CLI's `--nproc`, or `nproc` for the Python API's argument.
+    """
     if torch.cuda.is_available() and trains_on_cuda(device) and nproc > torch.cuda.device_count():
-        raise DistributedError(f"--nproc {nproc} asks for more processes than this machine's "
+        asked = f"{option} {nproc}" if option.startswith("-") else f"{option}={nproc}"
+        raise DistributedError(f"{asked} asks for more processes than this machine's "
                                f"{plural(torch.cuda.device_count(), 'GPU')}; use at most one per GPU")
 
 

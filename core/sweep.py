@@ -328,7 +328,7 @@ def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_opti
         return
     from hydranet.core.distributed import DistributedError, check_global_batch, check_process_count
 
-    check_process_count(nproc, resolved.spec.train.device)
+    check_process_count(nproc, resolved.spec.train.device, option="--nproc" if set_option.startswith("-") else "nproc")
     try:
         check_global_batch(resolved.spec.train.batch_size, nproc)
     except DistributedError as error:

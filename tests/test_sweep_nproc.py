@@ -244,3 +244,20 @@ def test_the_python_apis_nproc_is_checked_before_any_run_starts(spec_file, faces
     with pytest.raises(SweepProblem, match=r"use 30 or 32 \(in values train.batch_size=...\)"):
         hydranet.sweep(spec_file, {"train.batch_size": [32, 31]}, out_dir=out, nproc=2)
     assert launched == [] and not out.exists()
+
+
+def test_the_python_apis_gpu_count_refusal_names_its_nproc_argument(spec_file, tmp_path, monkeypatch):
+    """The refusal speaks the API's language (nproc=2), as the CLI's says --nproc 2."""
+    import torch
+
+    import hydranet
+    from hydranet.core.sweep import SweepProblem
+
+    launched = fake_launches(monkeypatch, [])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SweepProblem) as error:
+        hydranet.sweep(spec_file, {"train.device": ["cuda"]}, out_dir=tmp_path / "py", nproc=2)
+    said = " ".join(str(error.value).split())
+    assert "nproc=2 asks for more processes than this machine's 1 GPU; use at most one per GPU" in said
+    assert "--nproc" not in said and launched == []
