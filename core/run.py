@@ -493,6 +493,7 @@ class SilentRunFolder(RunFolder):
         self.echo = False
         self.created = self.fresh = False  # rank 0's to remove
         self.lock = None  # rank 0 holds the folder's lock
+        self.tasks = None
         self._fields = None
 
     def log(self, line: str = "", *, console: bool = True) -> None:
