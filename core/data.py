@@ -259,9 +259,8 @@ def prepare_data(
 def dataset_notes(dataset: Dataset) -> list[str]:
     """What the dataset's listing noted that skipped nothing (e.g. a CSV name matched in another Unicode form).
 
-    A dataset may keep such lines in a `notes` list, beside `problems` (what
-    it skipped): the `Dataset` contract does not require one, so a dataset
-    without it has none.
+    `Dataset.notes` keeps them; a plugin's dataset that does not derive from `Dataset`, or that set `notes` to
+    something other than a list, has none.
     """
     notes = getattr(dataset, "notes", None)
     return [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []

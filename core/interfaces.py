@@ -252,6 +252,12 @@ class Dataset(ABC):
     def report_problem(self, source: str, reason: str) -> None:
         self.problems.append((source, reason))
 
+    @property
+    def notes(self) -> list[str]:
+        """What listing did that the user should know but that skipped nothing (a CSV name matched on disk in
+        another Unicode normalisation, say). Training's data report adds these lines to its notes."""
+        return self.__dict__.setdefault("_notes", [])
+
 
 def logit(p: float) -> float:
     """log(p / (1 - p)), clamped away from infinity."""

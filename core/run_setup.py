@@ -102,11 +102,11 @@ class RunSetup:
         path = Path(out_dir) if out_dir is not None else default_run_dir(self.spec.source)
         fresh = self.resume_state is None
         if not self.dist.active:
-            return RunFolder(path, echo=echo, fresh=fresh, option=self.option)
+            return RunFolder(path, echo=echo, fresh=fresh, option=self.option, tasks=self.spec.task_names)
         folder, problem, failure = None, None, None
         if self.dist.is_main:
             try:
-                folder = RunFolder(path, echo=echo, fresh=fresh, option=self.option)
+                folder = RunFolder(path, echo=echo, fresh=fresh, option=self.option, tasks=self.spec.task_names)
             except Exception as error:  # any failure reaches the other ranks, which would wait in the broadcast
                 failure = error
                 problem = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"

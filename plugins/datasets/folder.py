@@ -160,14 +160,6 @@ class FolderDataset(Dataset):
     def from_params(cls, params: FolderParams) -> FolderDataset:
         return cls(params.root, params.csv, params.file_column)
 
-    @property
-    def notes(self) -> list[str]:
-        """What listing did that the user should know but skipped nothing (names matched in another normalisation).
-
-        Training's data report (`prepare_data`) adds them to its notes.
-        """
-        return self.__dict__.setdefault("_notes", [])
-
     def samples(self) -> list[Sample]:
         self.problems.clear()  # listing twice must not report every problem twice
         self.notes.clear()
