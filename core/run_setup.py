@@ -195,7 +195,7 @@ class RunSetup:
         tasks = self.tasks
 
         n_params = sum(p.numel() for p in model.parameters())
-        log(f"model: {self.spec.backbone.entry.name} backbone + {len(self.tasks)} heads "
+        log(f"model: {self.spec.backbone.entry.name} backbone + {plural(len(self.tasks), 'head')} "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
             f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
         uniform = self.weighting.uniform_epochs
