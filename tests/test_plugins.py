@@ -293,6 +293,9 @@ def test_readme_task_plugin_snippet_works():
     task = spec.build_tasks()[0]
     assert [task.parse_label({"age": a}) for a in ("5", "13", "45", "70", "x")] == [0, 1, 2, 3, None]
     assert task.out_features == 4
+    years = load_spec({"tasks": [{"name": "age_group", "label": "years", "class_names": ["c", "t", "a", "s"]}],
+                       "data": {"name": "utkface", "root": "x"}, "backbone": "tiny"}, components=components)
+    assert years.build_tasks()[0].parse_label({"years": "70", "age": "5"}) == 3  # the field `label` names
 
 
 def test_a_plugin_task_that_needs_a_label_is_listed_as_a_kind():
