@@ -81,12 +81,17 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
     evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty(), option="--set")
     if evaluation.note:
         click.echo(f"note: {evaluation.note}", err=True)
+    stage = model.stage
+    header = f"{checkpoint}: {stage.summary()}" if stage is not None else checkpoint
+    where = evaluation.data_root or f"dataset '{evaluation.dataset}'"
     if as_json:
-        click.echo(json.dumps({"checkpoint": checkpoint, **evaluation.to_dict()}, indent=2))
-        click.echo(data_report_text(evaluation), err=True)  # the JSON has it as "data"; a terminal shows it too
+        trained = {"trained": stage.to_dict() if stage is not None else None}
+        click.echo(json.dumps({"checkpoint": checkpoint, **trained, **evaluation.to_dict()}, indent=2))
+        # the JSON has them as "trained" and "data"; a terminal shows them too
+        click.echo(f"{header}\ndata: {where}\n{data_report_text(evaluation)}", err=True)
         return
-    click.echo(f"{checkpoint}: {split} split, {plural(evaluation.images, 'image')}; "
-               "baseline = best constant prediction")
+    click.echo(header)
+    click.echo(f"{split} split of {where}, {plural(evaluation.images, 'image')}; baseline = best constant prediction")
     click.echo(data_report_text(evaluation))
     click.echo(metrics_table(evaluation.result.metrics, evaluation.baselines, evaluation.result.higher_is_better))
     for task, detail in evaluation.details.items():
@@ -150,7 +155,11 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
 
 @click.command("predict", cls=HintingCommand)
 @click.argument("checkpoint", type=click.Path())
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
+@click.option("--files-from", "list_file", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              metavar="FILE", help="Also predict the paths FILE lists, one a line (- reads them from stdin); blank "
+                                   "lines and lines starting with # are skipped. A relative path counts from FILE's "
+                                   "folder (from the current folder for stdin).")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per image, every class's probability.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="CSV: file, then per task its value (regression) or class and <task>_probability; then error.")
@@ -159,12 +168,12 @@ def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> 
                    "follows FILE's ending (.json, .csv, else a table).")
 @click.option("--force", is_flag=True,
               help="Replace an existing --out FILE that is not an earlier predictions file of the same format "
-                   "(never the checkpoint or an image being read).")
+                   "(never a checkpoint or an image being read).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @device_option("predict on")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on in a terminal).")
-def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_csv: bool, out_file: str | None,
-                    force: bool, batch_size: int, device: str, progress: bool | None) -> None:
+def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | None, as_json: bool, as_csv: bool,
+                    out_file: str | None, force: bool, batch_size: int, device: str, progress: bool | None) -> None:
     """Predict every task for image files and folders.
 
     Folders are searched recursively for image files.
@@ -175,13 +184,19 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
     printed on stderr at the end. When no image at all can be read, the
     command exits with status 1 and leaves an existing --out file alone.
     An existing --out file is replaced only when it holds earlier predictions
-    in the same format, or with --force.
+    in the same format, or with --force; a hydranet checkpoint never is.
+
+    A list of paths (a .txt file, or find's output on stdin) is read with
+    --files-from: its relative paths count from the list's folder, so a list
+    kept beside its images works from anywhere.
 
     \b
     Examples:
       hydranet predict runs/demo-20260101-120000/best.pt face.jpg
       hydranet predict best.pt photos/ --csv --out predictions.csv
       hydranet predict best.pt photos/ more.jpg --json > predictions.json
+      hydranet predict best.pt --files-from photos/list.txt
+      find photos -name '*.jpg' -newer last.csv | hydranet predict best.pt --files-from -
     """
     from hydranet.core.atomic import atomic_write_text, writable_folder
     from hydranet.core.image_input import image_files
@@ -190,20 +205,37 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], as_json: bool, as_c
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     fmt = "json" if as_json else "csv" if as_csv else _format_of(out_file)
+    if "-" in paths:
+        raise click.UsageError("'-' (stdin) is not read as an image: to predict the paths listed on stdin, one a "
+                               "line, pass --files-from -")
     models = [path for path in paths if is_model_path(path)]
+    if models and not is_model_path(checkpoint) and Path(checkpoint).exists() and len(models) == 1:
+        rest = [path for path in (checkpoint, *paths) if path != models[0]]
+        raise click.UsageError(f"{checkpoint} is not a checkpoint but {models[0]} is: the checkpoint comes first: "
+                               f"hydranet predict {models[0]} {' '.join(rest)}")
     if models:  # before loading the model; a checkpoint read as an image would only be a row "not an image"
         what = "run folder" if all(Path(m).is_dir() for m in (checkpoint, *models)) else "checkpoint"
         raise click.UsageError(f"predict takes one checkpoint, then images and folders of them; {', '.join(models)} "
                                f"{'is a' if len(models) == 1 else 'are'} {what}{'s' if len(models) > 1 else ''} "
                                f"too ({several_models([checkpoint, *models], what)}). Name one checkpoint.")
+    listed = listed_paths(list_file) if list_file else []
+    if not paths and not listed:
+        raise click.UsageError("no images given: name image files or folders of them after the checkpoint, or a "
+                               "list of their paths with --files-from FILE")
     model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
-    files = image_files(paths)  # what model.predict_files(paths) runs on; "no image files found in: ..." if none
+    if model.stage is not None and model.stage.kind == "unfinished":
+        click.echo(f"note: {checkpoint}: {model.stage.summary()}", err=True)
+    # what model.predict_files runs on; "no image files found in: ..." if none
+    files = image_files([*paths, *listed])
     if out_file:
         check_out_file(Path(out_file), fmt, [checkpoint, *files], force)
         writable_folder(out_file, hint=OUT_HINT)  # before predicting, not after
     show = sys.stderr.isatty() if progress is None else progress
     rows = model.predict_files(files, batch_size=batch_size, progress=show)
     failed = [row for row in rows if "error" in row]
+    for row in failed:
+        if Path(row["file"]).suffix.lower() in LIST_SUFFIXES:
+            row["error"] += f"; to predict the images a list names, one a line, pass --files-from {row['file']}"
     text = {"json": lambda: json.dumps(rows, indent=2) + "\n",
             "csv": lambda: predictions_csv(rows, model.tasks),
             "table": lambda: predictions_table(rows, model.task_names) + "\n"}[fmt]()
@@ -225,7 +257,8 @@ def check_out_file(out: Path, fmt: str, inputs: Sequence[str | Path], force: boo
 
     Predictions replace the file whole, so --out best.pt, or a spec or table
     the user keeps, would be lost; earlier predictions in the same format are
-    what a second run of the same command replaces.
+    what a second run of the same command replaces. Any hydranet checkpoint
+    is refused even with --force (`refuse_checkpoint`).
     """
     from hydranet.core.atomic import same_file
 
@@ -236,9 +269,74 @@ def check_out_file(out: Path, fmt: str, inputs: Sequence[str | Path], force: boo
         what = "the checkpoint" if read == 0 else "an image"
         raise click.ClickException(f"--out {out} is {what} being read ({inputs[read]}): the predictions would "
                                    f"replace it. {OUT_HINT}")
+    refuse_checkpoint(out)
     if not force and not is_predictions_file(out, fmt):
         raise click.ClickException(f"{out} exists and is not a {fmt} file of predictions hydranet wrote: the "
                                    f"predictions would replace it. {OUT_HINT[:-1]}, or pass --force to replace it.")
+
+
+def refuse_checkpoint(out: Path) -> None:
+    """Refuse to write over a hydranet checkpoint, --force or not.
+
+    --force is for replacing a file the user no longer wants (a table, an old
+    export). A checkpoint is a run's result: --out runs/r1/last.pt (a slip
+    of completion or of history) would destroy its weights and the means to
+    resume the run, which no retrain gives back exactly. The check reads the
+    file's marker, not its tensors (`is_hydranet_checkpoint`).
+    """
+    from hydranet.core.checkpoint import is_hydranet_checkpoint
+
+    if is_hydranet_checkpoint(out):
+        raise click.ClickException(
+            f"--out {out} is a hydranet checkpoint: writing there would destroy its weights (a last.pt's also "
+            "resume its run), so a checkpoint is never replaced, even with --force. Choose another --out FILE; if "
+            "you really mean to discard the checkpoint, delete it yourself first.")
+
+
+#: endings of files that usually list paths; predict's row for one, "not an image", points to --files-from
+LIST_SUFFIXES = (".txt", ".csv", ".lst")
+
+
+def listed_paths(list_file: str, shown: int = 5) -> list[Path]:
+    """The paths `list_file` lists, one a line ("-": stdin), blank lines and # comments skipped.
+
+    A relative path counts from the list's folder (the current folder for
+    stdin), as rsync's --files-from counts from its source: a list kept
+    beside its images (photos/list.txt naming a.jpg) works from any folder,
+    and `find photos ... > list.txt` in the current folder too. Paths that
+    are not there are refused before the model loads, each with its line;
+    one that the current folder has instead is pointed out.
+    """
+    if list_file == "-":
+        text, base = sys.stdin.read(), Path()
+    else:
+        try:
+            text = Path(list_file).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as error:
+            raise click.ClickException(f"--files-from {list_file}: cannot read it ({error}); pass a text file "
+                                       "of paths, one a line") from None
+        base = Path(list_file).parent
+    entries = [(number, Path(line.strip()).expanduser()) for number, line in enumerate(text.splitlines(), 1)
+               if line.strip() and not line.strip().startswith("#")]
+    where = "stdin" if list_file == "-" else list_file
+    if not entries:
+        raise click.ClickException(f"--files-from {where} lists no paths (one a line; blank lines and # comments "
+                                   "are skipped)")
+    paths = [base / entry for _, entry in entries]
+    missing = [(number, entry, path) for (number, entry), path in zip(entries, paths)
+               if not path.exists() and not path.is_symlink()]  # a broken link gets its row, as a given one does
+    if not missing:
+        return paths
+    lines = [f"--files-from {where}: {plural(len(missing), 'listed path')} not found:"]
+    lines += [f"  line {number}: {path}" for number, _, path in missing[:shown]]
+    if len(missing) > shown:
+        lines.append(f"  ... and {len(missing) - shown} more")
+    if base != Path() and any(entry.exists() for _, entry, _ in missing):
+        lines.append(f"Relative paths in a list count from its folder, {base}; these are in the current folder: "
+                     f"list them relative to {base}, or as absolute paths.")
+    else:
+        lines.append("List files and folders that exist, one a line.")
+    raise click.ClickException("\n".join(lines))
 
 
 def is_predictions_file(path: Path, fmt: str) -> bool:
@@ -353,7 +451,7 @@ def _readable(prediction: Mapping[str, Any] | None) -> str:
               help="Run the written file on random images and compare it with PyTorch (to 1e-4) before keeping it.")
 @click.option("--force", is_flag=True,
               help="Replace an existing --out FILE that is not an earlier export in this format (never CHECKPOINT "
-                   "itself).")
+                   "or any other hydranet checkpoint).")
 def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int | None, check: bool,
                    force: bool) -> None:
     """Write a model as one ONNX, TorchScript or torch.export file.
@@ -368,7 +466,7 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     class names and units are also stored in the file as a JSON manifest.
     ONNX needs pip install 'hydranet[export]'. An existing output file is
     replaced only when it is an earlier export in the same format, or with
-    --force.
+    --force; a hydranet checkpoint never is.
 
     \b
     Examples:
@@ -376,8 +474,11 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
       hydranet export best.pt --format torchscript --out model.ts.pt
       hydranet export best.pt --format onnx --opset 20 --out deploy/model.onnx
     """
+    from hydranet.core.atomic import same_file
     from hydranet.core.export import export_checkpoint
 
+    if out_file and not same_file(checkpoint, out_file):  # export's own check names CHECKPOINT itself
+        refuse_checkpoint(Path(out_file))
     result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check,  # type: ignore[arg-type]
                                force=force)
     click.echo(export_summary(result))

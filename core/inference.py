@@ -21,8 +21,8 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
-                                      with_stand_ins)
+from hydranet.core.checkpoint import (Stage, UnavailableDataset, checkpoint_stage, dataset_stand_in,
+                                      inference_components, read_checkpoint, with_stand_ins)
 from hydranet.core.checkpoint_checks import BASELINES, check_task_states
 from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
 from hydranet.core.decode import to_square_rgb, unreadable_reason
@@ -123,6 +123,8 @@ class TrainedModel:
         self.info = {k: v for k, v in (checkpoint or {}).items() if k in ("epoch", "metrics", "hydranet_version")}
         #: the folder its run started in, where the spec's relative paths count from (None: not recorded)
         self.started_in: str | None = (checkpoint or {}).get("started_in")
+        #: which epoch of its run the weights are from, and whether best.pt's or an unfinished run's (None: unknown)
+        self.stage: Stage | None = checkpoint_stage(checkpoint) if checkpoint else None
         #: each task's best constant prediction fitted on the training labels (`evaluation.baseline_outputs`), as
         #: the checkpoint stores it: the baseline `evaluate` scores on any data. Empty for an older checkpoint.
         self.baseline_outputs: dict[str, list[float] | None] = dict((checkpoint or {}).get(BASELINES) or {})
@@ -154,9 +156,11 @@ class TrainedModel:
         return cls(model.to(target), tasks, spec, data["preprocess"], target, data, components, path=path)
 
     def __repr__(self) -> str:
-        """TrainedModel('runs/demo/best.pt', backbone tiny, tasks age, gender, ethnicity, image_size 32, device cpu)."""
+        """TrainedModel('runs/demo/best.pt', epoch 3 of 20, best, backbone tiny, tasks age, gender, ethnicity,
+        image_size 32, device cpu): the epoch, so that a mid-run last.pt is not taken for the final model."""
         source = f"{str(self.path)!r}, " if self.path is not None else ""
-        return (f"TrainedModel({source}backbone {self.spec.backbone.entry.name}, tasks {', '.join(self.task_names)}, "
+        stage = f"{self.stage.short()}, " if self.stage is not None else ""
+        return (f"TrainedModel({source}{stage}backbone {self.spec.backbone.entry.name}, tasks {', '.join(self.task_names)}, "
                 f"image_size {self.image_size}, device {self.device})")
 
     @property
@@ -310,6 +314,10 @@ class TrainedModel:
                              "held-out images, evaluate a folder of them in the same format, "
                              "evaluate('data.root=DIR', split='all') (hydranet eval CKPT --data DIR --split all)")
         spec, note = self._data_spec(overrides, components, option)
+        if not {item.partition("=")[0].strip() for item in check_data_overrides(overrides, option)} & {"data",
+                                                                                                    "data.root"}:
+            spec, moved = self._root_as_run_read(spec, components, option)
+            note = "; ".join(filter(None, [note, moved]))
         stand_in = spec.data.entry.factory
         if isinstance(stand_in, UnavailableDataset):  # the stored dataset, whose plugin is not here
             raise DataError(stand_in.explain(option))
@@ -338,8 +346,52 @@ class TrainedModel:
             note = "; ".join(filter(None, [note, UNSTORED_BASELINE]))
         baselines = score_baselines(self.tasks, constants, data.targets[index])
         report = self.error_report(data, index) if details else {}
+        root = getattr(spec.data.params, "root", None)
         return Evaluation(split, int(index.numel()), result, baselines, report, spec.data.entry.name, note,
-                          usable=data.usable, data_notes=list(data.notes), problems=list(data.problems))
+                          usable=data.usable, data_notes=list(data.notes), problems=list(data.problems),
+                          data_root=os.path.abspath(os.path.expanduser(root)) if isinstance(root, (str, os.PathLike))
+                          else None)
+
+    def _root_as_run_read(self, spec: ResolvedSpec, components: Components | None,
+                          option: str) -> tuple[ResolvedSpec, str]:
+        """`spec` with a relative stored `data.root` counted from the folder the run started in, and a note.
+
+        A relative root means the folder the run read, which the checkpoint
+        records (`started_in`); read from the current folder instead, it may
+        be another folder of the same name, and the metrics would be of other
+        data without a word (its val split would even hold images the model
+        trained on). So the run's folder is evaluated, and when the current
+        folder has one of that name too, the note names both and how to
+        evaluate the other (--data). When the run's folder is gone, the
+        current folder's is read, and the note says so; when neither exists,
+        loading says so (`_missing_data`). A checkpoint that does not record
+        where its run started keeps the current folder's meaning.
+        """
+        root = getattr(spec.data.params, "root", None)
+        if not isinstance(root, (str, os.PathLike)) or not self.started_in:
+            return spec, ""
+        stored = Path(root).expanduser()
+        if stored.is_absolute():
+            return spec, ""
+        run_read, here = Path(self.started_in) / stored, Path.cwd() / stored
+        if not run_read.exists():
+            if here.exists() and Path(self.started_in) != Path.cwd():
+                return spec, (f"the folder this model's run read, {run_read} (its data.root {str(stored)!r} counts "
+                              f"from {self.started_in}, where the run started), no longer exists; evaluating "
+                              f"{here} in the current folder instead, which may hold other images")
+            return spec, ""
+        if here.exists() and os.path.samefile(here, run_read):
+            return spec, ""
+        raw = spec.to_dict()
+        raw["data"] = {**raw["data"], "root": str(run_read)}
+        spec = load_spec(raw, components=self._components(components), option=option)
+        if not here.exists():
+            return spec, ""
+        other = (f"hydranet eval {self.path or 'CKPT'} --data {stored}" if option == "--set"
+                 else f"evaluate(\"data.root={stored}\")")
+        return spec, (f"data.root {str(stored)!r} is relative to the folder this model's run started in, "
+                      f"{self.started_in}: evaluating {run_read}, the data it trained on, not {here} of the same "
+                      f"name in the current folder. To evaluate that one instead: {other}")
 
     def _missing_data(self, missing: MissingPathError, option: str) -> str:
         """The model's own data not found: with a relative path, say where its run read it from, and the ways out.
@@ -609,6 +661,8 @@ class Evaluation:
     #: the data report training prints (`PreparedData.notes`): what was skipped or treated as missing, and why
     data_notes: list[str] = field(default_factory=list)
     problems: list[ProblemGroup] = field(default_factory=list)  # the same, as counted groups with every item
+    #: the absolute path of the folder the dataset read (its `root`); None for a dataset with no `root`
+    data_root: str | None = None
 
     @property
     def coverage(self) -> str:
@@ -625,7 +679,7 @@ class Evaluation:
         """Plain data for `hydranet eval --json`."""
         confusion = {k: v for k, v in self.details.items() if "confusion_matrix" in v}
         return {
-            "split": self.split, "images": self.images, "dataset": self.dataset,
+            "split": self.split, "images": self.images, "dataset": self.dataset, "data_root": self.data_root,
             **({"note": self.note} if self.note else {}), "data": self.data_dict(), "metrics": self.result.metrics,
             "losses": self.result.losses, "labelled": self.result.labelled, "baselines": self.baselines,
             "confusion_matrices": confusion,

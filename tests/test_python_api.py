@@ -285,7 +285,8 @@ def test_load_names_a_wrong_path_type_and_a_wrong_device(checkpoint, monkeypatch
 
 def test_a_loaded_model_prints_its_checkpoint_backbone_tasks_and_device(model, checkpoint):
     """`print(model)` in a notebook said only `<hydranet.core.inference.TrainedModel object at 0x...>`."""
-    assert repr(model) == (f"TrainedModel({str(checkpoint)!r}, backbone tiny, tasks age, gender, ethnicity, "
+    assert repr(model) == (f"TrainedModel({str(checkpoint)!r}, epoch 1 of 1, best, backbone tiny, tasks age, "
+                           "gender, ethnicity, "
                            "image_size 16, device cpu)")
     assert model.path == checkpoint
 
