@@ -57,7 +57,12 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
     """Per-task metrics, confusion matrices and error distributions.
 
     Evaluates a checkpoint on the data it trained on (its validation split by
-    default) or on other data (--data, --set data.*).
+    default) or on other data (--data, --set data.*). The header says which
+    epoch of its run the checkpoint holds (a last.pt of an interrupted run is
+    a mid-run snapshot) and the folder read: a relative data.root that the
+    model trained with counts from the folder its run started in, wherever
+    eval runs, and a note names a folder of that name in the current folder
+    (evaluate that one with --data DIR, which counts from the current folder).
 
     The metrics table puts each metric next to the best constant prediction
     (the baseline a model must beat). Then each classification task gets its
@@ -196,7 +201,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | No
       hydranet predict best.pt photos/ --csv --out predictions.csv
       hydranet predict best.pt photos/ more.jpg --json > predictions.json
       hydranet predict best.pt --files-from photos/list.txt
-      find photos -name '*.jpg' -newer last.csv | hydranet predict best.pt --files-from -
+      find photos -name '*.jpg' | hydranet predict best.pt --files-from -
     """
     from hydranet.core.atomic import atomic_write_text, writable_folder
     from hydranet.core.image_input import image_files
