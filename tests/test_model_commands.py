@@ -16,7 +16,6 @@ from click.testing import CliRunner
 import hydranet
 from hydranet.core.checkpoint import Stage, checkpoint_stage, is_hydranet_checkpoint
 from hydranet.core.cli import cli
-from hydranet.core.inference import TrainedModel
 
 
 def invoke(*args: str, input: str | None = None):
