@@ -160,8 +160,8 @@ class TrainedModel:
         image_size 32, device cpu): the epoch, so that a mid-run last.pt is not taken for the final model."""
         source = f"{str(self.path)!r}, " if self.path is not None else ""
         stage = f"{self.stage.short()}, " if self.stage is not None else ""
-        return (f"TrainedModel({source}{stage}backbone {self.spec.backbone.entry.name}, tasks {', '.join(self.task_names)}, "
-                f"image_size {self.image_size}, device {self.device})")
+        return (f"TrainedModel({source}{stage}backbone {self.spec.backbone.entry.name}, "
+                f"tasks {', '.join(self.task_names)}, image_size {self.image_size}, device {self.device})")
 
     @property
     def task_names(self) -> list[str]:
