@@ -123,8 +123,8 @@ def test_a_run_resumed_from_an_older_checkpoint_stores_the_constants(faces, tmp_
     assert resumed == whole
 
 
-def test_eval_from_another_folder_says_where_a_relative_data_root_counts_from(faces, tmp_path, monkeypatch):
-    # the run read data.root "utk" from the folder it started in; eval run elsewhere would not find it
+def test_eval_from_another_folder_reads_a_relative_data_root_where_the_run_started(faces, tmp_path, monkeypatch):
+    # the run read data.root "utk" from the folder it started in; eval run elsewhere reads that same folder
     project, elsewhere = faces.parent, tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(project)
@@ -133,9 +133,7 @@ def test_eval_from_another_folder_says_where_a_relative_data_root_counts_from(fa
     best = tmp_path / "run" / "best.pt"
     monkeypatch.chdir(elsewhere)
     result = CliRunner().invoke(cli, ["eval", str(best), "--device", "cpu"])
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
-    assert (f"UTKFace folder {faces.name} does not exist in {elsewhere}: this model's spec names it relative to "
-            f"the folder its run started in, {project}, where it is there ({faces}). Evaluate from there "
-            f"(cd {project}), or name the folder: hydranet eval {best} --data {faces}") in said
+    assert f"val split of {faces}" in said
     assert CliRunner().invoke(cli, ["eval", str(best), "--device", "cpu", "--data", str(faces)]).exit_code == 0
