@@ -7,7 +7,8 @@ holds everything between pixels and per-task outputs:
   size, N free (a dynamic batch dimension). Floats rather than uint8 because
   every runtime and image library hands them over without a cast, and the
   normalisation training used (mean/std) is inside the file, so callers only
-  divide their 0-255 pixels by 255;
+  divide their 0-255 pixels by 255. Every format refuses another shape or
+  dtype (`check_images`); none checks the range (see there why);
 - outputs, one per task and in the spec's task order: regression tasks in
   their label's units (e.g. years: a regression head outputs the prediction
   in the label's units, as the task contract says; a task whose decode
@@ -45,7 +46,7 @@ from torch import Tensor, nn
 
 from hydranet.core.atomic import atomic_file, same_file, writable_folder
 from hydranet.core.errors import HydranetError
-from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX, Format
+from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX, TITLE, Format
 
 if TYPE_CHECKING:
     from hydranet.core.inference import TrainedModel
@@ -61,19 +62,84 @@ class ExportError(HydranetError):
     """An export could not be written or does not reproduce the PyTorch model."""
 
 
-class ExportedHydraNet(nn.Module):
-    """images in [0, 1] -> a tuple of per-task outputs, in task order."""
+def check_images(images: Tensor, size: int) -> None:
+    """Raise a ValueError unless `images` is (N, 3, size, size) float32: what every exported file takes.
 
-    def __init__(self, model: nn.Module, task_names: Sequence[str], mean: Sequence[float], std: Sequence[float]):
+    Written in the subset of Python that TorchScript compiles, because a
+    TorchScript file is traced, and a trace keeps no Python checks: without
+    this function scripted around the trace (`_write_torchscript`) such a
+    file took a 1-channel, a 224 px or a uint8 batch and returned
+    normal-looking outputs (the normalisation broadcast one channel to
+    three; uint8 0-255 pixels gave ages in the thousands). ONNX and
+    torch.export enforce the shape themselves; this check also runs, as
+    plain Python, when those are traced, where it costs nothing.
+
+    The value range is deliberately not checked: that needs a reduction
+    over the whole batch and, to raise, a device-to-host sync on every call,
+    and ONNX cannot raise on values at all, so the formats would disagree.
+    0-255 floats therefore give wrong outputs without an error, in every
+    format; the manifest and the docs say so.
+    """
+    if images.dim() == 4 and images.size(1) == 3 and images.size(2) == size and images.size(3) == size \
+            and images.dtype == torch.float32:
+        return
+    names: list[tuple[torch.dtype, str]] = [
+        (torch.float32, "float32"), (torch.uint8, "uint8"), (torch.float64, "float64"), (torch.float16, "float16"),
+        (torch.bfloat16, "bfloat16"), (torch.int64, "int64"), (torch.int32, "int32"), (torch.bool, "bool")]
+    dtype = "another dtype"  # TorchScript has no dtype names of its own (str(dtype) is a number there)
+    for known, name in names:
+        if images.dtype == known:
+            dtype = name
+    shape = "(" + ", ".join([str(d) for d in images.shape]) + ")"
+    hint = " (divide 0-255 pixels by 255)" if dtype == "uint8" else ""
+    raise ValueError(f"this model expects images as (N, 3, {size}, {size}) float32 RGB in [0, 1], got {dtype} "
+                     f"of shape {shape}{hint}; prepare them as the file's manifest (hydranet.json) says")
+
+
+class ExportedHydraNet(nn.Module):
+    """images in [0, 1] -> a tuple of per-task outputs, in task order; other shapes and dtypes are refused.
+
+    `check_images` runs here in eager mode and while torch.export or the
+    dynamo ONNX exporter trace it; `torch.jit.trace` would bake its outcome
+    in as a constant, so under a trace it is skipped and the TorchScript
+    writer scripts it around the traced module instead.
+    """
+
+    def __init__(self, model: nn.Module, task_names: Sequence[str], mean: Sequence[float], std: Sequence[float],
+                 image_size: int):
         super().__init__()
         self.model = model
         self.task_names = list(task_names)
+        self.image_size = int(image_size)
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        if not torch.jit.is_tracing():
+            check_images(images, self.image_size)
+            # torch.export keeps this op in its graph, so the .pt2 file refuses another dtype when run (a uint8
+            # batch would otherwise be promoted by the normalisation and give garbage); ONNX declares the dtype.
+            torch.ops.aten._assert_tensor_metadata(images, dtype=torch.float32)
         outputs = self.model((images - self.mean) / self.std)
         return tuple(outputs[name] for name in self.task_names)
+
+
+class CheckedTorchScript(nn.Module):
+    """A traced ExportedHydraNet with `check_images` in front, compiled by `torch.jit.script`.
+
+    The trace records tensor operations only; scripting this small module
+    keeps the check's branches, so the saved file refuses wrong input by
+    itself, with no hydranet installed.
+    """
+
+    def __init__(self, traced: nn.Module, image_size: int):
+        super().__init__()
+        self.traced = traced
+        self.image_size = image_size
+
+    def forward(self, images: Tensor):  # the tuple's length is the task count, so TorchScript infers the type
+        check_images(images, self.image_size)
+        return self.traced(images)
 
 
 @dataclass
@@ -120,6 +186,17 @@ def output_description(task: Any, not_in_label_units: bool = False) -> dict[str,
     return entry
 
 
+#: How hydranet turns an image file into RGB pixels (core/decode.py `to_square_rgb`, `to_rgb`), step by step, for
+#: the manifest: a deployment that does less gets other pixels, and other outputs, for every image that is not
+#: plain 8-bit RGB. docs/guides/using-models.md ships a `preprocess()` that does exactly this.
+DECODING = ("as hydranet decodes image files (PIL): JPEGs opened with Image.draft('RGB', (S, S)); "
+            "EXIF orientation applied; "
+            "16-bit grayscale (modes I;16*, I) clipped to 0..65535 and shifted right 8 bits (keeps the high byte); "
+            "32-bit float grayscale (mode F) scaled by 255 when no value is above 1, else taken as 0..255; "
+            "transparent pixels (RGBA, LA, PA, a palette or grayscale image with a transparent colour) composited "
+            "over opaque black (0, 0, 0); every other mode through .convert('RGB')")
+
+
 def build_manifest(trained: TrainedModel, not_in_label_units: Sequence[str] = ()) -> dict[str, Any]:
     size = trained.image_size
     return {
@@ -127,9 +204,11 @@ def build_manifest(trained: TrainedModel, not_in_label_units: Sequence[str] = ()
         "hydranet_version": trained.info.get("hydranet_version"),
         "input": {"name": INPUT_NAME, "shape": ["N", 3, size, size], "dtype": "float32",
                   "range": [0.0, 1.0], "channels": "RGB", "mean": list(trained.mean), "std": list(trained.std),
-                  "note": "pixels / 255; the mean/std normalisation is inside the model",
-                  "resize": "as training: EXIF orientation applied, JPEGs decoded with Image.draft('RGB', (S, S)), "
-                            "centre-crop to a square and bilinear resize to S (PIL ImageOps.fit)"},
+                  "note": "pixels / 255; the mean/std normalisation is inside the model. Shape and dtype are "
+                          "checked, the range is not: 0-255 floats give wrong outputs without an error",
+                  "decode": DECODING,
+                  "resize": "after decoding, centre-crop to a square and bilinear resize to S "
+                            "(PIL ImageOps.fit(image, (S, S), Image.Resampling.BILINEAR))"},
         "outputs": [output_description(task, task.name in not_in_label_units) for task in trained.tasks],
     }
 
@@ -198,11 +277,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
     target = Path(out) if out else default_output(checkpoint, fmt)
     check_target(checkpoint, target, fmt, force)
     writable_folder(target, hint="Choose another output file (--out FILE).")  # before minutes of tracing
-    wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std).eval()
+    wrapper = ExportedHydraNet(trained.model.eval(), trained.task_names, trained.mean, trained.std,
+                               trained.image_size).eval()
     warned = decode_warnings(trained)
     manifest = build_manifest(trained, list(warned))
     example = torch.rand(2, 3, trained.image_size, trained.image_size)
-    result = ExportResult(target, fmt, manifest, warnings=list(warned.values()))
+    named = name_warning(target, fmt)
+    result = ExportResult(target, fmt, manifest, warnings=[*([named] if named else []), *warned.values()])
     with atomic_file(target, suffix=SUFFIX[fmt]) as tmp:
         try:
             with torch.no_grad(), warnings.catch_warnings():
@@ -228,8 +309,32 @@ def check_target(checkpoint: str | Path, target: Path, fmt: str, force: bool = F
                           f"another output file (--out FILE), e.g. {default_output(checkpoint, fmt)}")
     if force or not target.exists() or (target.is_file() and exported_as(target) == fmt):
         return
-    raise ExportError(f"{target} exists and is not a {fmt} file hydranet exported: the export would replace it. "
-                      "Choose another output file (--out FILE), or pass --force to replace it")
+    article = "an" if fmt[0] in "aeiou" else "a"
+    raise ExportError(f"{target} exists and is not {article} {fmt} file hydranet exported: the export would replace "
+                      "it. Choose another output file (--out FILE), or pass --force to replace it")
+
+
+def name_warning(target: Path, fmt: str) -> str | None:
+    """A warning when `target`'s name does not end as `fmt` files do, else None.
+
+    Not an error: the name is the user's choice, and the file works whatever
+    it is called. But people and tools (hydranet's own `format_of`, model
+    viewers, deployment scripts) tell an export's format by its ending, so a
+    TorchScript file named `model.onnx` is handed to onnxruntime and fails
+    far from the cause.
+    """
+    name, usual = target.name, SUFFIX[fmt]
+    if name.endswith(usual):
+        return None
+    other = next((f for f, suffix in SUFFIX.items() if f != fmt and name.endswith(suffix)), None)
+    if other is not None:
+        renamed = target.with_name(name[:-len(SUFFIX[other])] + usual)
+        return (f"{target} holds a {TITLE[fmt]} model, but its name ends in {SUFFIX[other]}, the ending of "
+                f"{TITLE[other]} files: whoever goes by the name will load it as {TITLE[other]} and fail. "
+                f"{TITLE[fmt]} files end in {usual}: rename it {renamed.name}, or export with --out {renamed}")
+    return (f"{target} holds a {TITLE[fmt]} model, but its name does not end in {usual}, the usual ending of "
+            f"{TITLE[fmt]} files: tools that go by the name cannot tell its format (hydranet's read_manifest then "
+            f"needs fmt='{fmt}')")
 
 
 def exported_as(path: Path) -> str | None:
@@ -320,7 +425,8 @@ def _write_onnx_torchscript_based(wrapper: ExportedHydraNet, example: Tensor, pa
 def _write_torchscript(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
                        opset: int | None) -> None:
     traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-    torch.jit.save(traced, str(path), _extra_files={MANIFEST: json.dumps(manifest)})
+    checked = torch.jit.script(CheckedTorchScript(traced, wrapper.image_size))
+    torch.jit.save(checked, str(path), _extra_files={MANIFEST: json.dumps(manifest)})
 
 
 def _write_exported(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],

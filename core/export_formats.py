@@ -12,4 +12,6 @@ Format = Literal["onnx", "torchscript", "exported"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported")
 #: default file name endings, next to the checkpoint (`best.pt` -> `best.onnx`); never `.pt`, the checkpoint's own
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported": ".pt2"}
+#: what each format is called in messages
+TITLE = {"onnx": "ONNX", "torchscript": "TorchScript", "exported": "torch.export"}
 MIN_OPSET = 18  # torch's ONNX exporter has no implementations below this
