@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -91,8 +92,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
       conversion (CMYK JPEGs, Adobe-inverted ones included, decode correctly).
     """
     if image.mode.startswith("I"):  # I, I;16, I;16B, I;16L, I;16N
-        pixels = np.asarray(image).astype(np.int64).clip(0, 65535)
-        image = Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
+        image = Image.fromarray(high_byte(np.asarray(image).astype(np.int64).clip(0, 65535)), mode="L")
     elif image.mode == "F":
         image = _float_to_gray(image)
     if image.has_transparency_data:
@@ -102,6 +102,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def high_byte(pixels: np.ndarray) -> np.ndarray:
+    """16-bit pixels (0..65535) as 8-bit by keeping the high byte, v >> 8: how a 16-bit image is read.
+
+    One rule for files (`to_rgb`) and for the uint16 arrays and tensors that
+    `predict` takes, so an image gives the same prediction either way.
+    """
+    return (pixels >> 8).astype(np.uint8)
+
+
 def _float_to_gray(image: Image.Image) -> Image.Image:
     """A mode F image as 8-bit grayscale: values in [0, 1] scaled by 255, others taken as 0..255 (NaN is 0)."""
     pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
@@ -109,17 +118,35 @@ def _float_to_gray(image: Image.Image) -> Image.Image:
     return Image.fromarray((pixels * scale).round().clip(0, 255).astype(np.uint8), mode="L")
 
 
-def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
+def to_square_rgb(image: Image.Image, size: int, *, draft: bool = False) -> np.ndarray:
     """Centre-crop to a square and resize to `size`, as (3, size, size) uint8.
 
     EXIF orientation is applied first, so a phone photo stored sideways trains
     upright; any mode becomes RGB as `to_rgb` describes.
+
+    `draft=True` lets libjpeg decode a JPEG not yet loaded at 1/2, 1/4 or 1/8
+    scale (much faster for big photos, slightly different pixels). It changes
+    `image` itself (`Image.draft` shrinks it in place), so it is only for an
+    image hydranet opened and closes again: `decode_file` and training's
+    decode. A caller's image is never drafted, so it is left as it was given,
+    and it decodes the same whether it was loaded before or not.
     """
-    if image.format == "JPEG":
-        image.draft("RGB", (size, size))  # let libjpeg scale down while decoding
+    if draft and image.format == "JPEG":
+        image.draft("RGB", (size, size))
     image = to_rgb(ImageOps.exif_transpose(image))
     image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def decode_file(source: str | os.PathLike | BinaryIO, size: int) -> np.ndarray:
+    """An image file (a path, or a binary file object such as io.BytesIO) decoded as training decodes its files.
+
+    hydranet opens the file itself, so a JPEG may be drafted (`to_square_rgb`):
+    a prediction on a file or on its bytes matches training's decode of the
+    same file. A file object is read from its start and left open.
+    """
+    with Image.open(source) as image:
+        return to_square_rgb(image, size, draft=True)
 
 
 def unreadable_reason(error: Exception, source: str | os.PathLike | None = None) -> str:
@@ -176,7 +203,7 @@ def _decode_one(source: str, out: np.ndarray) -> str:
     assert _job is not None
     try:
         with _job.opener(source) as image:
-            pixels = to_square_rgb(image, _job.size)
+            pixels = to_square_rgb(image, _job.size, draft=True)  # the opener's image is this call's own
     except Exception as error:  # any decoder failure means "unreadable": report it, skip it
         return unreadable_reason(error, source)
     out[:] = pixels.reshape(-1)  # written only once closing succeeded too, so a failed row stays zero

@@ -7,26 +7,31 @@ inputs and refuses the same mistakes with the same words.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from hydranet.core.decode import high_byte
 from hydranet.core.errors import InputError
 from hydranet.core.values import is_whole_number
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
+ImageInput = str | os.PathLike | IO[bytes] | Image.Image | np.ndarray | Tensor
 
 #: what `predict` and `preprocess` take, for the messages
-ACCEPTED = ("image files (a str or pathlib.Path), PIL images, numpy arrays (H, W) or (H, W, C) uint8, "
-            "or tensors (C, H, W) uint8 or float in [0, 1]")
+ACCEPTED = ("image files (a str or pathlib.Path, or a binary file object such as io.BytesIO), PIL images, "
+            "numpy arrays (H, W) or (H, W, C) uint8 or uint16, or tensors (C, H, W) uint8, uint16 or float in [0, 1]; "
+            "C is 1, 3 (RGB) or 4 (RGBA, composited onto black)")
 
 
 def given(value: Any) -> str:
@@ -59,14 +64,24 @@ def float_range_problem(images: Tensor) -> str | None:
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
-    """A numpy image as PIL gives and takes it: (H, W) grayscale or (H, W, C) with C 1, 3 (RGB) or 4 (RGBA), uint8.
+    """A numpy image as PIL gives and takes it: (H, W) grayscale or (H, W, C) with C 1, 3 (RGB) or 4 (RGBA).
 
-    Channels are taken as RGB: OpenCV's BGR arrays need `array[..., ::-1]`
-    (or cv2.cvtColor(array, cv2.COLOR_BGR2RGB)) first.
+    uint8, or uint16 (a 16-bit image, as OpenCV's IMREAD_UNCHANGED gives it)
+    kept to its high byte, as a 16-bit file is read (`decode.to_rgb`), so the
+    array and the file give the same prediction. Channels are taken as RGB:
+    OpenCV's BGR arrays need `array[..., ::-1]` (or cv2.cvtColor(array,
+    cv2.COLOR_BGR2RGB)) first.
+
+    Four channels are read as RGBA, alpha composited onto black as for files
+    (`decode.BACKGROUND`), whatever they hold: `np.asarray` of a CMYK image
+    (a CMYK JPEG) also has four channels, and nothing in the array tells them
+    apart, so such an image must be passed as the PIL image itself, or
+    `image.convert("RGB")` first. The messages say 4 is RGBA for that reason.
     """
+    if array.dtype == np.uint16:
+        array = high_byte(array)
     if array.dtype != np.uint8:
-        raise InputError(f"{given(array)}: a numpy image must be uint8 (0-255), as PIL and OpenCV give it; "
-                         "for values in [0, 1] use (array * 255).round().astype('uint8')")
+        raise InputError(f"{given(array)}: {dtype_problem('a numpy image', 'astype')}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
@@ -77,10 +92,23 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
         else:
             hint = ""
         raise InputError(f"{given(array)} is not an image: a numpy image is (H, W) or (H, W, C) with C 1, 3 "
-                         f"or 4, channels last, as PIL and OpenCV give it.{hint}")
+                         f"or 4 (gray, RGB, RGBA), channels last, as PIL and OpenCV give it.{hint}")
     if 0 in array.shape:
         raise InputError(f"{given(array)} is empty: an image needs at least one pixel")
     return Image.fromarray(np.ascontiguousarray(array))
+
+
+def dtype_problem(what: str, cast: str) -> str:
+    """Which pixel types `what` (an array or a tensor image) may have, and how to get one from another.
+
+    A float image is most often [0, 1], another integer type most often
+    0-255 that arithmetic widened; `cast` is numpy's `astype` or torch's `to`.
+    """
+    target = "'uint8'" if cast == "astype" else "torch.uint8"
+    floats = " or a float in [0, 1]" if cast == "to" else ""
+    return (f"{what} must be uint8 (0-255) or uint16 (0-65535, read as its high byte, as 16-bit files are)"
+            f"{floats}; for values 0-255 in another type use .round().{cast}({target}), for values in [0, 1] "
+            f"(image * 255).round().{cast}({target})")
 
 
 def tensor_image(image: Tensor, size: int) -> Tensor | np.ndarray:
@@ -95,26 +123,36 @@ def tensor_image(image: Tensor, size: int) -> Tensor | np.ndarray:
             hint = " It looks channels last (H, W, C): use image.permute(2, 0, 1)."
         else:
             hint = ""
-        raise InputError(f"{given(image)} is not an image: a tensor image is (C, H, W) with C 1, 3 or 4, "
-                         f"or (H, W).{hint}")
+        raise InputError(f"{given(image)} is not an image: a tensor image is (C, H, W) with C 1, 3 or 4 "
+                         f"(gray, RGB, RGBA), or (H, W).{hint}")
     if image.is_floating_point():
         problem = float_range_problem(image)
         if problem:
             raise InputError(problem)
         image = (image * 255).round().to(torch.uint8)
+    elif image.dtype == torch.uint16:
+        image = torch.from_numpy(high_byte(image.cpu().numpy()))  # torch has no >> for uint16
     elif image.dtype != torch.uint8:
-        raise InputError(f"{given(image)}: a tensor image must be torch.uint8 (0-255) or a float in [0, 1]")
+        raise InputError(f"{given(image)}: {dtype_problem('a tensor image', 'to')}")
     if image.shape == (3, size, size):
         return image
     return image.permute(1, 2, 0).cpu().numpy()
 
 
 def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """What `predict_files` and `hydranet predict` run on: files as given, folders as their image files.
+    """What `predict_files` and `hydranet predict` run on: `find_image_files(paths).files`."""
+    return find_image_files(paths).files
+
+
+def find_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> FoundImages:
+    """Files as given, folders as their image files, and the files in those folders that were left out.
 
     Folders are searched recursively for the `IMAGE_SUFFIXES`, sorted. A path
     that does not exist, an item that is not a path, and paths that hold no
-    image file at all are refused before any work.
+    image file at all are refused before any work. What the search leaves out
+    that looks like an image is returned too (`FoundImages.skipped`), so that
+    the caller can say so (`FoundImages.note`): a user whose .gif or
+    `.hidden.jpg` got no row must learn why, not find it missing.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -131,51 +169,153 @@ def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
         raise InputError(f"not found: {', '.join(missing)}. predict_files takes paths of image files and "
                          f"folders that exist (a folder stands for its image files, searched recursively), "
                          f"e.g. predict_files('photos/') or predict_files(['a.jpg', 'b.png'])")
-    found = expand_image_paths(paths)
-    if paths and not found:
+    found = search_image_paths(paths)
+    if paths and not found.files:
+        skipped = f"\n{found.note()}" if found.skipped else ""
         raise InputError("no image files found in: " + ", ".join(map(str, paths))
-                         + " (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
+                         + " (looked for " + ", ".join(IMAGE_SUFFIXES) + ")" + skipped)
     return found
 
 
 IMAGE_TYPES = (str, os.PathLike, Image.Image, np.ndarray, Tensor)
 
 
+def file_object(value: Any) -> IO[bytes] | None:
+    """`value` when it is a binary file object (io.BytesIO, open(path, 'rb'), anything with .read), else None.
+
+    One file object is one image, as for PIL's Image.open; without this check
+    it would be iterated as a list of its lines. A text-mode file cannot hold
+    an image and is refused, with the way out.
+    """
+    if isinstance(value, (str, bytes, os.PathLike, Image.Image, np.ndarray, Tensor)):
+        return None
+    if not callable(getattr(value, "read", None)):
+        return None
+    if isinstance(value, io.TextIOBase):
+        raise InputError(f"{given(value)} is a file opened in text mode, which cannot hold an image: open it in "
+                         "binary mode, open(path, 'rb'), or pass its path")
+    return value
+
+
 def image_items(images: Any) -> list[Any]:
     """`predict`'s argument as a list of single images; anything that is not an image is refused by its index."""
     if isinstance(images, (Tensor, np.ndarray)):
         return list(images) if images.ndim == 4 else [images]
-    if isinstance(images, (str, os.PathLike, Image.Image)):
+    if isinstance(images, (str, os.PathLike, Image.Image)) or file_object(images) is not None:
         return [images]
     if not isinstance(images, Iterable) or isinstance(images, (bytes, Mapping)):
-        raise InputError(f"predict takes {ACCEPTED}, or a list of them; got {given(images)}")
+        raise InputError(f"predict takes {ACCEPTED}, or a list of them; got {given(images)}{_bytes_hint(images)}")
     items = list(images)
     for index, item in enumerate(items):
-        if not isinstance(item, IMAGE_TYPES):
-            raise InputError(f"images[{index}] is {given(item)}; predict takes {ACCEPTED}")
+        try:
+            if isinstance(item, IMAGE_TYPES) or file_object(item) is not None:
+                continue
+        except InputError as error:
+            raise InputError(f"images[{index}]: {error}") from None
+        raise InputError(f"images[{index}] is {given(item)}; predict takes {ACCEPTED}{_bytes_hint(item)}")
     return items
+
+
+def _bytes_hint(value: Any) -> str:
+    """For raw bytes: they are taken as a file's contents only when wrapped, so that a list of them is no puzzle."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ". For the bytes of an image file, pass io.BytesIO(data)"
+    return ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that a folder search left out although it looks like an image (by its name), and why (`SKIP_REASONS`)."""
+
+    path: Path
+    reason: str
+
+
+#: Why a folder search leaves an image-like file out, in the order `FoundImages.note` lists them. Each skip
+#: is right, but silent it looks like a lost image, so every one is recorded.
+IN_HIDDEN_FOLDER = "in hidden folders (.git/, .thumbnails/), which are not searched"
+RESOURCE_FORK = "macOS resource forks (._x.jpg beside x.jpg), which are not images"
+HIDDEN_FILE = "hidden (the name starts with a dot), as training's datasets skip them; rename one to include it"
+OTHER_FORMAT = "named as an image format that is not searched for, as training's datasets do not read it either"
+SKIP_REASONS = (IN_HIDDEN_FOLDER, RESOURCE_FORK, HIDDEN_FILE, OTHER_FORMAT)
+
+
+@dataclass
+class FoundImages:
+    """What `find_image_files` found: the files to read, and the image-like files of the folders left out."""
+
+    files: list[Path]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def note(self, shown: int = 3) -> str:
+        """The skipped files in a few lines for the user ("" when none): a count and examples per reason.
+
+        `hydranet predict` prints it on stderr; each line names up to `shown` files.
+        """
+        if not self.skipped:
+            return ""
+        count = len(self.skipped)
+        lines = [f"skipped {count} file{'s' if count != 1 else ''} in the folders given that look like images "
+                 f"(the search reads {', '.join(IMAGE_SUFFIXES)}); name a file to read it anyway:"]
+        for reason in SKIP_REASONS:
+            paths = [str(s.path) for s in self.skipped if s.reason == reason]
+            if paths:
+                more = f", ... and {len(paths) - shown} more" if len(paths) > shown else ""
+                lines.append(f"  {len(paths)} {reason}: {', '.join(paths[:shown])}{more}")
+        return "\n".join(lines)
 
 
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders as their image files (sorted, recursive), hidden ones left out."""
-    found: list[Path] = []
+    return search_image_paths(paths).files
+
+
+def search_image_paths(paths: Iterable[str | Path]) -> FoundImages:
+    """Files as given, folders as their image files (sorted, recursive), and what the folders' search left out.
+
+    A file named directly is always kept: the user asked for it, and its row
+    says if it cannot be read.
+    """
+    found = FoundImages([])
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            # a broken link is kept, so that its row says so instead of the image going missing without a word
-            found += sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink())
-                            and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(path)))
-        else:
-            found.append(path)
+        if not path.is_dir():
+            found.files.append(path)
+            continue
+        # a broken link is kept, so that its row says so instead of the image going missing without a word
+        for file in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
+            reason = _skip_reason(file.relative_to(path))
+            if reason is None:
+                found.files.append(file)
+            elif reason:
+                found.skipped.append(Skipped(file, reason))
     return found
 
 
-def _hidden(relative: Path) -> bool:
-    """A hidden file or one in a hidden folder, below the folder given: not a photo of the user's.
+def _skip_reason(relative: Path) -> str | None:
+    """Why the folder search leaves out the file at `relative` (below the folder given): None when it is read,
+    "" when it is no image by its name (notes.txt, .DS_Store), else one of `SKIP_REASONS`.
 
-    A folder copied from a Mac to a USB stick or a share holds a `._x.jpg`
-    (resource fork, not an image) beside every `x.jpg`; `.thumbnails/` and
-    `.git/` hold images that are not the user's either. Training's datasets
-    skip them the same way.
+    Hidden files and folders are not the user's photos: a folder copied from
+    a Mac to a USB stick or a share holds a `._x.jpg` (resource fork, not an
+    image) beside every `x.jpg`; `.thumbnails/` and `.git/` hold images that
+    are not the user's either. Training's datasets skip them the same way,
+    and read only the `IMAGE_SUFFIXES`, so predict does too.
     """
-    return any(part.startswith(".") for part in relative.parts)
+    suffix = relative.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES and suffix not in _pillow_suffixes():
+        return ""
+    if any(part.startswith(".") for part in relative.parts[:-1]):
+        return IN_HIDDEN_FOLDER
+    if relative.name.startswith("._"):
+        return RESOURCE_FORK
+    if relative.name.startswith("."):
+        return HIDDEN_FILE
+    return None if suffix in IMAGE_SUFFIXES else OTHER_FORMAT
+
+
+@cache
+def _pillow_suffixes() -> frozenset[str]:
+    """File name suffixes of the formats Pillow can open (.gif, .ico, .ppm, ...): what looks like an image."""
+    Image.init()
+    return frozenset(suffix for suffix, name in Image.registered_extensions().items() if name in Image.OPEN)
