@@ -214,6 +214,19 @@ def is_hydranet_checkpoint(path: str | Path) -> bool:
         return False
 
 
+def never_replaced(out: str | Path, option: str = "--out") -> str:
+    """Why a hydranet checkpoint is not overwritten by an output, --force or not (predict and export say it).
+
+    --force is for replacing a file the user no longer wants (a table, an old
+    export). A checkpoint is a run's result: --out runs/r1/last.pt (a slip
+    of completion or of history) would destroy its weights and the means to
+    resume the run, which no retrain gives back exactly.
+    """
+    return (f"{option} {out} is a hydranet checkpoint: writing there would destroy its weights (a last.pt's also "
+            "resume its run), so a checkpoint is never replaced, even with --force. Choose another output file; "
+            "if you really mean to discard the checkpoint, delete it yourself first.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """Which point of its run a checkpoint's weights are from: what eval, predict and `repr` say beside them.

@@ -281,21 +281,12 @@ def check_out_file(out: Path, fmt: str, inputs: Sequence[str | Path], force: boo
 
 
 def refuse_checkpoint(out: Path) -> None:
-    """Refuse to write over a hydranet checkpoint, --force or not.
-
-    --force is for replacing a file the user no longer wants (a table, an old
-    export). A checkpoint is a run's result: --out runs/r1/last.pt (a slip
-    of completion or of history) would destroy its weights and the means to
-    resume the run, which no retrain gives back exactly. The check reads the
-    file's marker, not its tensors (`is_hydranet_checkpoint`).
-    """
-    from hydranet.core.checkpoint import is_hydranet_checkpoint
+    """Refuse to write predictions over a hydranet checkpoint, --force or not (`never_replaced` says why). The
+    check reads the file's marker, not its tensors (`is_hydranet_checkpoint`)."""
+    from hydranet.core.checkpoint import is_hydranet_checkpoint, never_replaced
 
     if is_hydranet_checkpoint(out):
-        raise click.ClickException(
-            f"--out {out} is a hydranet checkpoint: writing there would destroy its weights (a last.pt's also "
-            "resume its run), so a checkpoint is never replaced, even with --force. Choose another --out FILE; if "
-            "you really mean to discard the checkpoint, delete it yourself first.")
+        raise click.ClickException(never_replaced(out))
 
 
 #: endings of files that usually list paths; predict's row for one, "not an image", points to --files-from
@@ -479,11 +470,8 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
       hydranet export best.pt --format torchscript --out model.ts.pt
       hydranet export best.pt --format onnx --opset 20 --out deploy/model.onnx
     """
-    from hydranet.core.atomic import same_file
     from hydranet.core.export import export_checkpoint
 
-    if out_file and not same_file(checkpoint, out_file):  # export's own check names CHECKPOINT itself
-        refuse_checkpoint(Path(out_file))
     result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check,  # type: ignore[arg-type]
                                force=force)
     click.echo(export_summary(result))

@@ -303,10 +303,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
 
 
 def check_target(checkpoint: str | Path, target: Path, fmt: str, force: bool = False) -> None:
-    """Refuse an output file that is the checkpoint, or one not exported before in `fmt` unless `force`."""
+    """Refuse an output file that is the checkpoint or another hydranet checkpoint (even with `force`: a run's
+    weights), or one not exported before in `fmt` unless `force`."""
+    from hydranet.core.checkpoint import is_hydranet_checkpoint, never_replaced
+
     if same_file(checkpoint, target):
         raise ExportError(f"--out {target} is the checkpoint being exported: the export would replace it. Choose "
                           f"another output file (--out FILE), e.g. {default_output(checkpoint, fmt)}")
+    if is_hydranet_checkpoint(target):
+        raise ExportError(never_replaced(target))
     if force or not target.exists() or (target.is_file() and exported_as(target) == fmt):
         return
     article = "an" if fmt[0] in "aeiou" else "a"

@@ -44,7 +44,7 @@ def test_predict_out_never_replaces_another_checkpoint_even_with_force(checkpoin
     result = invoke("predict", checkpoint, first_images(faces, 1)[0], "--out", last_pt, "--force")
     assert result.exit_code == 1
     assert (f"--out {last_pt} is a hydranet checkpoint: writing there would destroy its weights (a last.pt's also "
-            "resume its run), so a checkpoint is never replaced, even with --force. Choose another --out FILE; if "
+            "resume its run), so a checkpoint is never replaced, even with --force. Choose another output file; if "
             "you really mean to discard the checkpoint, delete it yourself first.") in said(result)
     assert last_pt.read_bytes() == before
 
@@ -54,6 +54,15 @@ def test_export_out_never_replaces_another_checkpoint_even_with_force(checkpoint
     result = invoke("export", checkpoint, "--format", "torchscript", "--no-check", "--out", last_pt, "--force")
     assert result.exit_code == 1
     assert f"--out {last_pt} is a hydranet checkpoint" in said(result) and "even with --force" in said(result)
+    assert last_pt.read_bytes() == before
+
+
+def test_the_python_export_never_replaces_another_checkpoint_even_with_force(checkpoint, last_pt):
+    from hydranet.core.export import ExportError, export_checkpoint
+
+    before = last_pt.read_bytes()
+    with pytest.raises(ExportError, match="is a hydranet checkpoint: .* never replaced, even with --force"):
+        export_checkpoint(checkpoint, last_pt, "torchscript", check=False, force=True)
     assert last_pt.read_bytes() == before
 
 
