@@ -46,7 +46,7 @@ def _old_decode_one(source: str) -> tuple[bytes | None, str]:
     assert _opener is not None
     try:
         with _opener(source) as image:
-            return decode.to_square_rgb(image, _size).tobytes(), ""
+            return decode.to_square_rgb(image, _size, draft=True).tobytes(), ""
     except Exception as error:  # as the old loop: any failure means unreadable
         return None, decode.unreadable_reason(error)
 

@@ -204,7 +204,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | No
       find photos -name '*.jpg' | hydranet predict best.pt --files-from -
     """
     from hydranet.core.atomic import atomic_write_text, writable_folder
-    from hydranet.core.image_input import image_files
+    from hydranet.core.image_input import find_image_files
     from hydranet.core.inference import TrainedModel
 
     if as_json and as_csv:
@@ -231,7 +231,10 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | No
     if model.stage is not None and model.stage.kind == "unfinished":
         click.echo(f"note: {checkpoint}: {model.stage.summary()}", err=True)
     # what model.predict_files runs on; "no image files found in: ..." if none
-    files = image_files([*paths, *listed])
+    found = find_image_files([*paths, *listed])
+    files = found.files
+    if found.skipped:  # a folder's .gif or .hidden.jpg must not go missing without a word
+        click.echo(found.note(), err=True)
     if out_file:
         check_out_file(Path(out_file), fmt, [checkpoint, *files], force)
         writable_folder(out_file, hint=OUT_HINT)  # before predicting, not after

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -25,14 +25,14 @@ from hydranet.core.checkpoint import (Stage, UnavailableDataset, checkpoint_stag
                                       inference_components, read_checkpoint, with_stand_ins)
 from hydranet.core.checkpoint_checks import BASELINES, check_task_states
 from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
-from hydranet.core.decode import to_square_rgb, unreadable_reason
+from hydranet.core.decode import decode_file, to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
 from hydranet.core.paths import MissingPathError
 from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
                                       task_unit)
-from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, float_range_problem,
-                                       given, image_files, image_items, tensor_image)
+from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, file_object,
+                                       float_range_problem, given, image_files, image_items, tensor_image)
 from hydranet.core.forward import spec_model
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet
@@ -170,12 +170,16 @@ class TrainedModel:
     def preprocess(self, image: ImageInput) -> Tensor:
         """One image as uint8 (3, S, S) RGB, prepared exactly as the training images were.
 
-        Takes an image file (str or Path), a PIL image, a numpy array (H, W)
-        or (H, W, C) uint8 with C 1, 3 or 4, read as grayscale, RGB or RGBA
-        (flip OpenCV's BGR first: `array[..., ::-1]`), or a tensor (C, H, W)
-        uint8 or float in [0, 1]. Any size is centre-cropped to a square and
-        resized to S, as training did; a uint8 (3, S, S) tensor is taken as
-        already prepared and returned as it is.
+        Takes an image file (str or Path, or a binary file object such as
+        io.BytesIO), a PIL image, a numpy array (H, W) or (H, W, C) uint8 or
+        uint16 with C 1, 3 or 4, read as grayscale, RGB or RGBA (flip OpenCV's
+        BGR first: `array[..., ::-1]`; a CMYK image's array is not RGBA: pass
+        the PIL image), or a tensor (C, H, W) uint8, uint16 or float in [0, 1].
+        16-bit pixels keep their high byte, as 16-bit files do. Any size is
+        centre-cropped to a square and resized to S, as training did; a uint8
+        (3, S, S) tensor is taken as already prepared and returned as it is.
+        A file is decoded as training decoded its files (large JPEGs at
+        reduced scale); a PIL image is the caller's, so it is never changed.
         """
         if isinstance(image, Tensor):
             image = tensor_image(image, self.image_size)
@@ -187,6 +191,9 @@ class TrainedModel:
             return torch.from_numpy(to_square_rgb(image, self.image_size))
         if isinstance(image, (str, os.PathLike)):
             return self._read_path(Path(image))
+        stream = file_object(image)
+        if stream is not None:
+            return self._read_stream(stream)
         raise InputError(f"preprocess takes one image: {ACCEPTED}; got {given(image)}")
 
     def _read_path(self, path: Path) -> Tensor:
@@ -202,8 +209,14 @@ class TrainedModel:
                              "in its row instead of stopping") from None
 
     def _read_file(self, path: Path) -> Tensor:
-        with Image.open(path) as opened:
-            return torch.from_numpy(to_square_rgb(opened, self.image_size))
+        return torch.from_numpy(decode_file(path, self.image_size))
+
+    def _read_stream(self, stream: IO[bytes]) -> Tensor:
+        """A binary file object's image, decoded as the file itself would be (`decode_file`)."""
+        try:
+            return torch.from_numpy(decode_file(stream, self.image_size))
+        except Exception as error:  # PIL raises many kinds; the message says which
+            raise InputError(f"cannot read an image from {given(stream)}: {unreadable_reason(error)}") from None
 
     def _check_batch(self, images: Any) -> Tensor:
         """`images` if `predict_tensor` can take it, else an InputError that says what is wrong and what to do.

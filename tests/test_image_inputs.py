@@ -193,3 +193,33 @@ def test_a_folder_of_only_skipped_images_says_what_it_skipped(tmp_path, model):
     with pytest.raises(InputError, match=r"(?s)no image files found in: .*looked for .jpg.*\nskipped 2 files.*c.gif"):
         model.predict_files(tmp_path)
     assert model.predict([tmp_path / "c.gif"])  # a .gif predicts when named
+
+
+# --- with core/inference.py and core/cli_model.py taking them (proposed with these) --------------
+
+def test_a_file_is_decoded_as_training_decoded_it(model, big_jpeg):
+    trained = decode_images([str(big_jpeg)], S, progress=False).images[0]
+    assert torch.equal(model.preprocess(big_jpeg), trained)
+
+
+def test_predict_takes_a_binary_file_object_as_its_file(model, big_jpeg):
+    data = io.BytesIO(big_jpeg.read_bytes())
+    assert torch.equal(model.preprocess(data), model.preprocess(big_jpeg))
+    with open(big_jpeg, "rb") as handle:
+        assert model.predict(handle) == model.predict([data]) == model.predict(str(big_jpeg))
+    with pytest.raises(InputError, match=r"cannot read an image from BytesIO .*: not an image, or a format Pillow "
+                                         r"cannot read"):
+        model.predict(io.BytesIO(b"not an image"))
+
+
+def test_hydranet_predict_says_what_it_skipped_in_a_folder(checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    _tree(tmp_path / "photos", "a.jpg", "c.gif", ".hidden.jpg")
+    result = CliRunner().invoke(cli, ["predict", str(checkpoint), str(tmp_path / "photos"), "--csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 2  # the header and a.jpg
+    assert "skipped 2 files in the folders given that look like images" in result.stderr
+    assert f"{tmp_path / 'photos' / 'c.gif'}" in result.stderr
