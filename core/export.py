@@ -111,6 +111,7 @@ class ExportedHydraNet(nn.Module):
         self.model = model
         self.task_names = list(task_names)
         self.image_size = int(image_size)
+        self.assert_dtype = True
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -119,7 +120,9 @@ class ExportedHydraNet(nn.Module):
             check_images(images, self.image_size)
             # torch.export keeps this op in its graph, so the .pt2 file refuses another dtype when run (a uint8
             # batch would otherwise be promoted by the normalisation and give garbage); ONNX declares the dtype.
-            torch.ops.aten._assert_tensor_metadata(images, dtype=torch.float32)
+            # Older torch (2.4) fixes the batch size by it: `_write_exported` then exports without it.
+            if self.assert_dtype:
+                torch.ops.aten._assert_tensor_metadata(images, dtype=torch.float32)
         outputs = self.model((images - self.mean) / self.std)
         return tuple(outputs[name] for name in self.task_names)
 
@@ -288,7 +291,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-                _WRITERS[fmt](wrapper, example, tmp, manifest, opset)
+                result.warnings += _WRITERS[fmt](wrapper, example, tmp, manifest, opset) or []
         except HydranetError:
             raise
         except Exception as error:
@@ -435,9 +438,25 @@ def _write_torchscript(wrapper: ExportedHydraNet, example: Tensor, path: Path, m
 
 
 def _write_exported(wrapper: ExportedHydraNet, example: Tensor, path: Path, manifest: dict[str, Any],
-                    opset: int | None) -> None:
-    program = torch.export.export(wrapper, (example,), dynamic_shapes=_batch_dim())
+                    opset: int | None) -> list[str]:
+    """Write the torch.export file; the warnings its user must know (none, where this torch keeps every check).
+
+    The dtype assert fixes the batch size in older torch's export (2.4: "batch was inferred to be a
+    constant"), which would refuse every other batch size. There the file is written without it, checking the
+    shape only, and the manifest and a warning say so.
+    """
+    try:
+        program = torch.export.export(wrapper, (example,), dynamic_shapes=_batch_dim())
+        said: list[str] = []
+    except Exception:  # noqa: BLE001 - which error a torch raises for it varies; without the assert it must pass
+        wrapper.assert_dtype = False
+        program = torch.export.export(wrapper, (example,), dynamic_shapes=_batch_dim())
+        unchecked = (f"torch {torch.__version__} cannot keep a dtype check in a torch.export file whose batch size "
+                     "is free: this file checks the input's shape, not its dtype (give it float32)")
+        manifest["input"]["note"] += f". {unchecked}"
+        said = [unchecked]
     torch.export.save(program, str(path), extra_files={MANIFEST: json.dumps(manifest)})
+    return said
 
 
 _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}

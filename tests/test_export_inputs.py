@@ -28,7 +28,8 @@ from PIL import Image
 from hydranet.core import export as export_module
 from hydranet.core.cli import cli
 from hydranet.core.decode import decode_images
-from hydranet.core.export import ExportError, check_images, check_target, export_checkpoint, read_manifest
+from hydranet.core.export import (ExportError, ExportResult, check_images, check_target, export_checkpoint,
+                                  read_manifest)
 from hydranet.core.inference import TrainedModel
 
 SIZE = 16  # the conftest checkpoint's image size
@@ -46,12 +47,21 @@ WRONG = {
 }
 
 
+#: what an export says when its torch cannot keep the dtype check in a .pt2 with a free batch size (torch 2.4)
+NO_DTYPE_CHECK = "cannot keep a dtype check in a torch.export file"
+
+
 @pytest.fixture(scope="module")
-def exports(checkpoint, tmp_path_factory) -> dict[str, Path]:
+def exported_results(checkpoint, tmp_path_factory) -> dict[str, ExportResult]:
     """The conftest checkpoint in each format whose packages are installed, checked against PyTorch."""
     folder = tmp_path_factory.mktemp("exports")
     formats = ["torchscript", "exported"] + (["onnx"] if importlib.util.find_spec("onnxruntime") else [])
-    return {fmt: export_checkpoint(checkpoint, folder / f"m{export_module.SUFFIX[fmt]}", fmt).path for fmt in formats}
+    return {fmt: export_checkpoint(checkpoint, folder / f"m{export_module.SUFFIX[fmt]}", fmt) for fmt in formats}
+
+
+@pytest.fixture(scope="module")
+def exports(exported_results) -> dict[str, Path]:
+    return {fmt: result.path for fmt, result in exported_results.items()}
 
 
 def load_plain(path: Path, fmt: str):
@@ -73,9 +83,12 @@ def load_plain(path: Path, fmt: str):
 
 @pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_onnx), "torchscript", "exported"])
 @pytest.mark.parametrize("wrong", list(WRONG))
-def test_every_format_refuses_a_wrong_shape_or_dtype(fmt, wrong, exports):
+def test_every_format_refuses_a_wrong_shape_or_dtype(fmt, wrong, exports, exported_results):
     run = load_plain(exports[fmt], fmt)
     assert len(run(torch.rand(4, 3, SIZE, SIZE))) == 3  # a right batch, of a size not traced with, runs
+    if wrong == "uint8" and any(NO_DTYPE_CHECK in w for w in exported_results[fmt].warnings):
+        assert fmt == "exported" and NO_DTYPE_CHECK in exported_results[fmt].manifest["input"]["note"]
+        return  # this torch's .pt2 checks the shape only, as the export said and its manifest says
     with pytest.raises(Exception) as refused:
         run(WRONG[wrong]())
     if fmt == "torchscript":  # ours; the other runtimes word their own
@@ -139,7 +152,7 @@ def test_an_output_named_as_another_format_gets_a_warning(checkpoint, tmp_path):
             "of ONNX files") in result.output
     assert "TorchScript files end in .ts.pt: rename it weird.ts.pt" in result.output
     odd = export_checkpoint(checkpoint, tmp_path / "model.bin", "exported", check=False)
-    assert odd.warnings == [f"{tmp_path / 'model.bin'} holds a torch.export model, but its name does not end in "
+    assert [w for w in odd.warnings if NO_DTYPE_CHECK not in w] == [f"{tmp_path / 'model.bin'} holds a torch.export model, but its name does not end in "
                             ".pt2, the usual ending of torch.export files: tools that go by the name cannot tell "
                             "its format (hydranet's read_manifest then needs fmt='exported')"]
     assert export_checkpoint(checkpoint, tmp_path / "model.ts.pt", "torchscript", check=False).warnings == []
@@ -226,3 +239,24 @@ def test_the_docs_preprocess_gives_hydranets_pixels_for_every_kind_of_image(chec
         with Image.open(files[name]) as image:
             naive = np.asarray(image.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32) / 255
         assert not np.allclose(naive.transpose(2, 0, 1)[None], preprocess(files[name], SIZE), atol=0.1), name
+
+
+def test_where_torch_cannot_keep_the_dtype_check_the_pt2_is_written_without_it_and_says_so(checkpoint, tmp_path,
+                                                                                          monkeypatch):
+    """torch 2.4's export fixes the batch size by the dtype assert ("batch was inferred to be a constant"): the
+    file is then written without the assert, still taking any batch size, and the export and manifest say so."""
+    real_export = torch.export.export
+
+    def export_as_torch_2_4(module, args, **kwargs):
+        if module.assert_dtype:
+            raise RuntimeError("Constraints violated (batch)! batch was inferred to be a constant (2)")
+        return real_export(module, args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "export", export_as_torch_2_4)
+    result = export_checkpoint(checkpoint, tmp_path / "m.pt2", "exported")
+    assert [w for w in result.warnings if NO_DTYPE_CHECK in w] and NO_DTYPE_CHECK in result.manifest["input"]["note"]
+    assert NO_DTYPE_CHECK in read_manifest(result.path)["input"]["note"]
+    run = load_plain(result.path, "exported")
+    assert len(run(torch.rand(5, 3, SIZE, SIZE))) == 3
+    with pytest.raises(Exception):
+        run(torch.rand(1, 1, SIZE, SIZE))  # the shape is still checked
