@@ -11,23 +11,32 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hydranet.core.errors import DataError
+from hydranet.core.errors import DataError, closest_name
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir, existing_file, os_reason
-from hydranet.core.wording import plural
+from hydranet.core.wording import english_list, plural
+from hydranet.plugins.datasets.utkface import _listed_images
 
 DEFAULT_CSV = "labels.csv"
 #: Separators tried on the header, in order: Excel writes ';' where the decimal mark is a comma, and
 #: exports tab-separated text; a CSV read with the wrong one is one column whose name is the whole header.
 DELIMITERS = (",", ";", "\t", "|")
+#: A number written with a decimal comma, as Excel writes it where the decimal mark is a comma: `133,41`, `-0,5`,
+#: and with its thousands grouped by '.' or a space (`1.234,5`, `1 234,5`; French Excel groups with a no-break
+#: space), the same separator throughout. Nothing else (`12,5 kg`, `1,2,3`, `1.234`) is one.
+DECIMAL_COMMA = re.compile(r"[-+]?(?:\d{1,3}(?P<group>[. \u00a0\u202f])\d{3}(?:(?P=group)\d{3})*|\d+),\d+")
+#: The least number of images the search for images the CSV leaves out reads; it reads ten per CSV row beyond
+#: that (see `FolderDataset._unused_note`).
+UNUSED_SEARCH_MIN = 10_000
 
 
 def sniff_delimiter(header: str, file_column: str) -> str:
@@ -55,56 +64,69 @@ def row_record(row: Mapping[str | None, Any], file_column: str) -> dict[str, str
             if column is not None and column != file_column and isinstance(value, str) and value.strip()}
 
 
-def _other_case(path: Path, listings: dict[Path, dict[str, str]]) -> str | None:
-    """The name of a file beside `path` that differs from it only in case (`A.JPG` for `a.jpg`), or None.
+def decimal_point(cell: str) -> str | None:
+    """`cell` written with a decimal point if it is a number written with a decimal comma, else None.
 
-    A CSV written on Windows or macOS, whose file systems ignore case, often
-    spells names differently from the files; here that is another file.
-    `listings` keeps each folder's names, lower-cased (and in NFC, as
-    `_otherwise_normalised` compares them), so that a CSV whose every row is
-    missing reads each folder once.
+    `'133,41'` -> `'133.41'`, `'1.234,5'` and `'1 234,5'` -> `'1234.5'`. The
+    result stays a string (records hold raw fields), so no digit is rounded.
     """
-    if path.parent not in listings:
-        try:
-            listings[path.parent] = {_nfc(name).lower(): name for name in sorted(os.listdir(path.parent), reverse=True)}
-        except OSError:
-            listings[path.parent] = {}
-    match = listings[path.parent].get(_nfc(path.name).lower())
-    return match if match != path.name else None
+    match = DECIMAL_COMMA.fullmatch(cell)
+    if match is None:
+        return None
+    return (cell.replace(match["group"], "") if match["group"] else cell).replace(",", ".")
 
 
 def _nfc(name: str) -> str:
+    """A name in Unicode's NFC form: macOS writes file names decomposed (NFD: "e" then a combining accent), most
+    editors and spreadsheets composed (NFC: one "é"), and Linux keeps the bytes as written."""
     return unicodedata.normalize("NFC", name)
 
 
-def _otherwise_normalised(folder: Path, name: str, listings: dict[Path, dict[str, list[str]]]) -> list[Path]:
-    """The files whose path below `folder` is `name` once both are in Unicode's NFC form.
+def _folded(name: str) -> str:
+    """A name as a case-insensitive file system (Windows, macOS) compares it, and in NFC as `_nfc`."""
+    return _nfc(name).casefold()
 
-    macOS writes file names decomposed (NFD: "e" then a combining accent),
-    most editors and spreadsheets composed (NFC: one "é"); Linux keeps the
-    bytes as written, so a CSV typed on one system names the files copied
-    from the other in a form that is not there. Each part of `name` that is
-    not there as written is looked up in its folder's names by their NFC form;
-    `listings` keeps those, each folder listed once. Called only for a name
-    not found as written, so a CSV whose names are all there lists nothing.
+
+class _Listings:
+    """Folders' names by a spelling key (`_nfc`, `_folded`), to find the file a CSV names in another spelling.
+
+    A CSV typed on one system names files copied from another in a form that
+    is not there: decomposed on macOS, composed elsewhere; in another case on
+    Windows and macOS, whose file systems ignore case. Used only for a name not
+    found as written, so a CSV whose names are all there lists no folder; and
+    each folder is listed once, so a CSV whose every row misses does not list
+    one folder per row.
     """
-    found = [folder]
-    for part in PurePath(name).parts:
-        found = [base / other for base in found
-                 for other in ([part] if os.path.lexists(base / part) else _by_nfc(base, listings).get(_nfc(part), []))]
-    return [path for path in found if path.is_file()]
 
+    def __init__(self) -> None:
+        self._names: dict[Path, list[str]] = {}
+        self._keyed: dict[tuple[Path, Callable[[str], str]], dict[str, list[str]]] = {}
 
-def _by_nfc(folder: Path, listings: dict[Path, dict[str, list[str]]]) -> dict[str, list[str]]:
-    """`folder`'s names by their NFC form (several when the folder holds one name in two forms); {} if unlistable."""
-    if folder not in listings:
-        listings[folder] = {}
-        try:
-            for name in sorted(os.listdir(folder)):
-                listings[folder].setdefault(_nfc(name), []).append(name)
-        except OSError:
-            pass
-    return listings[folder]
+    def matches(self, folder: Path, name: str, key: Callable[[str], str]) -> list[Path]:
+        """The files whose path below `folder` is `name`, each part not there as written matched by its `key`.
+
+        Every part counts, not only the file's own name: `HOUSE2/FLOOR0/IMG_030.JPG` finds
+        `house2/floor0/img_030.jpg`. A part with several matches (`a.jpg` and `A.jpg`) gives each.
+        """
+        found = [folder]
+        for part in PurePath(name).parts:
+            found = [base / other for base in found
+                     for other in ([part] if os.path.lexists(base / part) else self._by(base, key).get(key(part), []))]
+        return [path for path in found if path.is_file()]
+
+    def _by(self, folder: Path, key: Callable[[str], str]) -> dict[str, list[str]]:
+        """`folder`'s names by their `key` (several when two names share one); {} if it cannot be listed."""
+        if (folder, key) not in self._keyed:
+            if folder not in self._names:
+                try:
+                    self._names[folder] = sorted(os.listdir(folder))
+                except OSError:
+                    self._names[folder] = []
+            keyed: dict[str, list[str]] = {}
+            for name in self._names[folder]:
+                keyed.setdefault(key(name), []).append(name)
+            self._keyed[folder, key] = keyed
+        return self._keyed[folder, key]
 
 
 def _below(path: Path, folder: Path) -> str:
@@ -116,6 +138,35 @@ def _spelled(name: str) -> str:
     """A name with its code points shown, so that two normalisations of it read apart: 'cafe\\u0301.jpg' (NFD)."""
     form = next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, name)), "mixed")
     return f"{name!a} ({form})"
+
+
+def _not_utf8(table: Path, error: UnicodeDecodeError) -> DataError:
+    """The error for a CSV that is not UTF-8: where the first odd byte is, and what it is in Windows' Latin-1.
+
+    Excel's plain "CSV" in a Western locale is cp1252 (Latin-1 plus a few
+    characters): `José` is written `Jos` and the byte 0xE9. The decoder's own
+    position counts from the start of the chunk it was given, not the file,
+    so the file is decoded again whole (only on this error) to give the line
+    and column, and the byte read as cp1252 says which character it was.
+    """
+    place = ""  # where in the file, when it can be read again and still is not UTF-8
+    try:
+        raw = table.read_bytes()
+        raw.decode("utf-8")
+    except UnicodeDecodeError as whole:
+        error = whole
+        line_start = raw.rfind(b"\n", 0, error.start) + 1
+        column = len(raw[line_start:error.start].decode("utf-8-sig" if line_start == 0 else "utf-8")) + 1
+        line = raw.count(b"\n", 0, error.start) + 1
+        place = f"line {line}, column {column}: "
+    except OSError:
+        pass
+    bad = error.object[error.start:error.end]
+    character = bad.decode("cp1252", errors="replace")
+    guess = f" ({character!r} in Latin-1/cp1252)" if character.isprintable() and "\ufffd" not in character else ""
+    return DataError(f"{table} is not UTF-8 text ({place}the byte{'s' if len(bad) > 1 else ''} {bad!r}{guess}: "
+                     f"{error.reason}); save it as a UTF-8 CSV (Excel: Save As, 'CSV UTF-8'), or convert it "
+                     f"(iconv -f cp1252 -t utf-8)")
 
 
 def _resolve(path: Path, folders: dict[Path, Path]) -> Path:
@@ -174,8 +225,7 @@ class FolderDataset(Dataset):
                 handle.seek(0)
                 return self._read(csv.DictReader(handle, delimiter=delimiter), folder)
         except UnicodeDecodeError as error:
-            raise DataError(f"{table} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                            "save it as a UTF-8 CSV") from error
+            raise _not_utf8(table, error) from error
         except csv.Error as error:
             raise DataError(f"{table} is not a readable CSV: {error}") from error
         except OSError as error:  # permission denied, an I/O error: the file is there (checked above)
@@ -184,32 +234,117 @@ class FolderDataset(Dataset):
 
     def _read(self, reader: csv.DictReader, folder: Path) -> list[Sample]:
         columns = self._columns(reader)
+        delimiter = reader.reader.dialect.delimiter
         samples = []
-        first: dict[Path, int] = {}  # resolved image path -> CSV line that listed it first
-        listings: dict[Path, dict[str, str]] = {}  # folder -> its file names by lower case, for hints
-        normalised: dict[Path, dict[str, list[str]]] = {}  # folder -> its file names by NFC form
+        first: dict[Path, tuple[int, dict[str, str]]] = {}  # resolved image -> its first line, its record
+        named: set[Path] = set()  # resolved images some row names, usable or not: the others are unused
+        listings = _Listings()  # folders' names, for names written in another form
         resolved: dict[Path, Path] = {}  # folder -> itself resolved, for `_resolve`
         renamed: list[tuple[str, str, Path]] = []  # (where, the CSV's name, the file) matched in another form
+        decimals: list[tuple[str, str, str, str]] = []  # (where, column, cell, number) read with a decimal comma
         for row in reader:
             where = f"{self.csv}:{reader.line_num}"
             file = (row.get(self.file_column) or "").strip()
-            problem = (self._row_problem(row, columns, reader.reader.dialect.delimiter)
+            path, others = self._find_image(folder, file, listings) if file else (None, [])
+            image = _resolve(path, resolved) if path is not None else None
+            problem = (self._row_problem(row, columns, delimiter)
                        or ("" if file else f"no image file in column '{self.file_column}'"))
-            path, others = (None, []) if problem else self._find_image(folder, file, normalised)
-            if not problem and path is None:
-                problem = self._not_found(folder, file, listings, others)
-            elif path is not None and (image := _resolve(path, resolved)) in first:
-                problem = f"duplicate of {self.csv}:{first[image]} (image '{file}' is listed twice)"
+            record, read = self._decimal_points(row_record(row, self.file_column), delimiter == ";")
+            if image is not None:
+                named.add(image)
+                if not problem and image in first:
+                    problem = self._duplicate(file, record, *first[image])
+            elif file:
+                hinted, reason = self._not_found(folder, file, listings, others)
+                named.update(_resolve(other, resolved) for other in hinted)
+                problem = problem or reason
             if problem:
                 self.report_problem(where, problem)
                 continue
-            first[image] = reader.line_num
-            samples.append(Sample(str(path), row_record(row, self.file_column)))
+            first[image] = (reader.line_num, record)
+            samples.append(Sample(str(path), record))
+            decimals += [(where, column, cell, number) for column, (cell, number) in read.items()]
             if others:
                 renamed.append((where, file, path))
         if renamed:
             self.notes.append(self._renamed_note(folder, renamed))
+        if decimals:
+            self.notes.append(self._decimals_note(decimals))
+        unused = self._unused_note(folder, named, resolved, limit=UNUSED_SEARCH_MIN + 10 * reader.line_num)
+        if unused:
+            self.notes.append(unused)
         return samples
+
+    @staticmethod
+    def _decimal_points(record: dict[str, str],
+                        comma_decimals: bool) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+        """`record` with its decimal-comma numbers written with a point, and {column: (cell, number)} of those.
+
+        Only in a ';'-separated CSV (`comma_decimals`): Excel writes ';' where the
+        decimal mark is a comma, so `133,41` there is 133.41, and read as written a
+        regression task would find it "not a number". In a ','-separated CSV such a
+        cell must be quoted, and may as well be a list or text: it is left alone.
+        Tasks get the number as a string, as every record field is one.
+        """
+        if not comma_decimals:
+            return record, {}
+        read = {column: (cell, number) for column, cell in record.items()
+                if (number := decimal_point(cell)) is not None}
+        return {**record, **{column: number for column, (_, number) in read.items()}}, read
+
+    @staticmethod
+    def _decimals_note(decimals: list[tuple[str, str, str, str]]) -> str:
+        """The note for the cells read with a decimal comma: how many, and the first, so it can be checked."""
+        where, column, cell, number = decimals[0]
+        numbers = "a number" if len(decimals) == 1 else "numbers"
+        return (f"read {plural(len(decimals), 'cell')} with a decimal comma as {numbers} "
+                f"(e.g. {where} {column} {cell!r} -> {number}), as the file is ';'-separated (Excel's way where the "
+                f"decimal mark is a comma); thousands grouped by '.' or a space count too (1.234,5 -> 1234.5)")
+
+    def _duplicate(self, file: str, record: dict[str, str], line: int, kept: dict[str, str]) -> str:
+        """Why a row naming an image an earlier row (at `line`, with the labels `kept`) named is skipped.
+
+        Whether the two rows' labels differ matters: the same labels twice is a
+        harmless repeat, other labels are a conflict the user must settle, and
+        the message says which row's labels the run uses.
+        """
+        same = f"duplicate of {self.csv}:{line} (image '{file}' is listed twice"
+        differ = [column for column in dict.fromkeys([*kept, *record]) if record.get(column) != kept.get(column)]
+        if not differ:
+            return f"{same}, with the same labels)"
+
+        def cell(value: str | None) -> str:
+            return repr(value) if value is not None else "empty"
+
+        shown = ", ".join(f"{column} {cell(record.get(column))} here, {cell(kept.get(column))} at line {line}"
+                          for column in differ[:3])
+        more = f", and {plural(len(differ) - 3, 'other column')}" if len(differ) > 3 else ""
+        return (f"{same} with other labels: {shown}{more}); line {line}'s labels are used: if this row's are the "
+                f"right ones, remove line {line}, else remove this row")
+
+    def _unused_note(self, folder: Path, named: set[Path], resolved: dict[Path, Path], limit: int) -> str:
+        """The note for images under `folder` that no row of the CSV names, or "": they are left out unsaid otherwise.
+
+        The folder is searched as the `utkface` dataset and `hydranet predict`
+        search one (image suffixes; hidden files and folders skipped), one
+        listing per folder and no system call per regular file: less than the
+        CSV's rows already cost (a `stat` each). A CSV naming a few images of a
+        huge tree (data.root a home folder) need not pay for listing it whole:
+        the search stops after `limit` images (ten per row, and some), and the
+        count is then a lower bound.
+        """
+        listed = _listed_images(folder, True, [], limit=limit)
+        unused = [Path(image.source) for image in listed
+                  if not image.broken and _resolve(Path(image.source), resolved) not in named]
+        if not unused:
+            return ""
+        count = plural(len(unused), "image")
+        if len(listed) >= limit:
+            count = f"at least {count} (the search stopped after {limit} images)"
+        one = len(unused) == 1
+        examples = ", ".join(repr(_below(path, folder)) for path in unused[:3])
+        return (f"{count} under {folder} {'is' if one else 'are'} not named in {self.csv}, e.g. {examples}; "
+                f"{'it is' if one else 'they are'} not used. Add a row for each image to train on")
 
     @staticmethod
     def _renamed_note(folder: Path, renamed: list[tuple[str, str, Path]]) -> str:
@@ -230,24 +365,32 @@ class FolderDataset(Dataset):
         With more cells than columns, or fewer, a cell may sit under the wrong
         column (`a.jpg,0,yes` under `file,age,gender,smile` would train age 0):
         the row is skipped rather than trained on labels that may be shifted.
+        The advice is the likely cause of each: more cells, a separator inside
+        an unquoted value (a decimal comma in a ','-separated file, most often)
+        or a column the header does not name; fewer, labels left out.
         """
-        extra = row.get(None)
-        if extra:  # more cells than the header: the labels would land in the wrong columns
-            return f"row has {plural(len(columns) + len(extra), 'cell')} but the header has {len(columns)}"
-        absent = sum(1 for column in columns if row.get(column) is None)
-        if absent:
-            empty = delimiter.join(["a.jpg", "30", "", ""]) if delimiter != "\t" else "a.jpg<TAB>30<TAB><TAB>"
-            return (f"row has {plural(len(columns) - absent, 'cell')} but the header has {len(columns)}, so a label "
-                    f"may be in the wrong column; write an empty cell for each missing label (e.g. {empty})")
-        return ""
+        extra = row.get(None) or []
+        cells = len(columns) + len(extra) - sum(1 for column in columns if row.get(column) is None)
+        if cells == len(columns):
+            return ""
+        mismatch = (f"row has {plural(cells, 'cell')} but the header has {len(columns)}, so a label may be in the "
+                    f"wrong column; ")
+        if extra:
+            if delimiter == ",":
+                value = "a ',' (text, or a decimal comma as in 133,41) must be quoted (\"133,41\", or write 133.41)"
+            else:
+                shown = "a tab" if delimiter == "\t" else f"a '{delimiter}'"
+                value = f"{shown} must be quoted (\"a{delimiter}b\")"
+            return f"{mismatch}a value holding {value}; or the header lacks a column: add its name to the header"
+        empty = delimiter.join(["a.jpg", "30", "", ""]) if delimiter != "\t" else "a.jpg<TAB>30<TAB><TAB>"
+        return f"{mismatch}write an empty cell for each missing label (e.g. {empty})"
 
     @staticmethod
     def _spellings(file: str) -> list[str]:
         """A CSV cell as written and, where `\\` is no path separator, with `/` (a Windows-made CSV: `imgs\\a.jpg`)."""
         return list(dict.fromkeys([file, file.replace("\\", "/")]))
 
-    def _find_image(self, folder: Path, file: str,
-                    normalised: dict[Path, dict[str, list[str]]]) -> tuple[Path | None, list[Path]]:
+    def _find_image(self, folder: Path, file: str, listings: _Listings) -> tuple[Path | None, list[Path]]:
         """The image a CSV cell names, relative to `folder` (or absolute), and the files it names in another form.
 
         A name that is there as written is that file (others: []). One that is
@@ -259,35 +402,41 @@ class FolderDataset(Dataset):
         for name in spellings:
             if (path := folder / name).is_file():
                 return path, []
-        others = list(dict.fromkeys(path for name in spellings
-                                    for path in _otherwise_normalised(folder, name, normalised)))
+        others = self._matches(folder, file, listings, _nfc)
         return (others[0] if len(others) == 1 else None), others
 
-    def _not_found(self, folder: Path, file: str, listings: dict[Path, dict[str, str]],
-                   others: list[Path]) -> str:
-        """Why the image a row names is not there, with the file the user most likely meant.
+    def _matches(self, folder: Path, file: str, listings: _Listings, key: Callable[[str], str]) -> list[Path]:
+        """The files a CSV cell names, in any of its `_spellings`, once each part is compared by `key`."""
+        return list(dict.fromkeys(path for name in self._spellings(file)
+                                  for path in listings.matches(folder, name, key)))
+
+    def _not_found(self, folder: Path, file: str, listings: _Listings, others: list[Path]) -> tuple[list[Path], str]:
+        """Why the image a row names is not there, with the files the user most likely meant (and those files).
 
         `others`: the files it names in other Unicode normalisations, when there are several to choose from.
         """
         path = folder / file.replace("\\", "/")
         if others:
-            return (f"image file {_spelled(file)} not found in {folder}, and files with the same name in other "
-                    f"Unicode normalisations are: {', '.join(_spelled(_below(p, folder)) for p in others)}"
-                    f"; write the CSV's name as the one meant is named, byte for byte")
+            return others, (f"image file {_spelled(file)} not found in {folder}, and files with the same name in "
+                            f"other Unicode normalisations are: "
+                            f"{', '.join(_spelled(_below(p, folder)) for p in others)}"
+                            f"; write the CSV's name as the one meant is named, byte for byte")
         if path.is_dir():
-            return f"'{file}' in {folder} is a folder, not an image file"
+            return [], f"'{file}' in {folder} is a folder, not an image file"
         if path.is_symlink():
-            return (f"image file '{file}' in {folder} is a broken symbolic link "
-                    f"(to {os.readlink(path)}, which does not exist)")
+            return [], (f"image file '{file}' in {folder} is a broken symbolic link "
+                        f"(to {os.readlink(path)}, which does not exist)")
         reason = f"image file '{file}' not found in {folder}"
-        other_case = _other_case(path, listings)
+        other_case = self._matches(folder, file, listings, _folded)
         if other_case:
-            return f"{reason}; there is '{other_case}' (file names differ in upper/lower case here): fix the CSV"
+            names = english_list(repr(_below(other, folder)) for other in other_case)
+            return other_case, (f"{reason}; there {'is' if len(other_case) == 1 else 'are'} {names} (file and folder "
+                                f"names differ in upper/lower case here): fix the CSV")
         for base, what in ((Path(self.csv).parent, "the CSV's folder"), (Path.cwd(), "the current folder")):
             if (base / file).is_file() and base.resolve() != folder.resolve():
-                return (f"{reason}, but it is in {what} ({base / file}); the CSV's file names count from "
-                        f"data.root ({folder}): write them relative to it, or set data.root to {base}")
-        return reason
+                return [], (f"{reason}, but it is in {what} ({base / file}); the CSV's file names count from "
+                            f"data.root ({folder}): write them relative to it, or set data.root to {base}")
+        return [], reason
 
     def _columns(self, reader: csv.DictReader) -> list[str]:
         """The header, with stray spaces dropped (`file, age` is common); checks the file column is there."""
@@ -300,8 +449,10 @@ class FolderDataset(Dataset):
             raise DataError(f"{self.csv} names column{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} "
                             "more than once in its header; rename or remove the extra ones")
         if self.file_column not in columns:
-            raise DataError(f"{self.csv} has no '{self.file_column}' column (its columns: {', '.join(columns)}); "
-                            f"set data.file_column to the column that names the images")
+            close = closest_name(self.file_column, columns, cutoff=0.7)  # `File`, `files`: a near miss, not a choice
+            meant = (f"; did you mean {close!r}? Rename it to '{self.file_column}', or set data.file_column={close}"
+                     if close is not None else "; set data.file_column to the column that names the images")
+            raise DataError(f"{self.csv} has no '{self.file_column}' column (its columns: {', '.join(columns)}){meant}")
         return columns
 
     def __repr__(self) -> str:
