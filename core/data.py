@@ -11,6 +11,7 @@ only decides what is skipped and when the run stops.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from hydranet.core.data_report import (
     invalid_label_group,
     invalid_share_warnings,
     label_problem,
+    mixed_reading_warnings,
     strict_error,
     write_full_report,
 )
@@ -59,6 +61,9 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
     for k, task in enumerate(tasks):
         labelled = missing = 0
         invalid: list[tuple[str, str, str]] = []
+        # How a classification task read its values, for the report's check of a column that mixes class names
+        # and class indices; not for regression, whose distinct values may be as many as its samples.
+        read = Counter[tuple[str, float]]() if getattr(task, "problem", None) == "classification" else None
         parse = PluginCall("the parse_label of", provenance(task, "task"), PARSE_FIX, DataError)
         # A Python list, turned into the column at once: setting tensor elements one by one costs microseconds
         # each, a third of a warm start's data time on UTKFace's 23,708 images and three tasks.
@@ -70,12 +75,15 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
                 if abs(number) > FLOAT32_MAX:  # as before, a finite number beyond float32 stops with torch's error
                     table[i, k] = number
                 labelled += 1
+                if read is not None:
+                    read[str(sample.record.get(task.label, "")).strip(), number] += 1
             elif task.label in sample.record and not is_missing_marker(sample.record[task.label]):
                 raw = sample.record[task.label]
                 invalid.append((sample.source, raw, label_problem(task, raw)))
             else:
                 missing += 1
         report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
+        report.read[task.name] = read or Counter()
         table[:, k] = torch.tensor(column, dtype=torch.float32)
         _check_classes(task, table[:, k], samples)
     return table, report
@@ -214,7 +222,7 @@ def prepare_data(
     targets, report = parse_labels(samples, tasks)
     check_labels(tasks, samples, report, dataset_name)
     labels = [invalid_label_group(task, report.invalid[task.name]) for task in tasks]
-    warnings = invalid_share_warnings(tasks, report)
+    warnings = [*invalid_share_warnings(tasks, report), *mixed_reading_warnings(tasks, report)]
     unlabelled = torch.isnan(targets).all(dim=1)
     sources = [s.source for s in samples]
     decoded = decode(sources)

@@ -13,6 +13,8 @@ wording can change without touching them.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,11 +38,14 @@ class LabelReport:
     """Per task: how many samples have a valid label, lack the field, or hold an invalid value.
 
     Each invalid value is kept as (sample source, raw value, why it is no label; "" when the task cannot say).
+    For a classification task, `read` counts each distinct valid value (stripped) with the class it was read
+    as: how the report tells a column of class names from one that mixes names and indices.
     """
 
     labelled: dict[str, int] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
     invalid: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    read: dict[str, Counter[tuple[str, float]]] = field(default_factory=dict)
 
 
 def label_problem(task: Task, raw: str) -> str:
@@ -65,7 +70,8 @@ def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: Label
     When no sample has the field, the `label` names the wrong field: list the
     fields there are. When samples have it but no value is valid, the field is
     right and the task's parameters (min/max, class_names) or the data are
-    wrong: say why the values fail instead of suggesting another field.
+    wrong: say why the values fail, and the fix for the kind of task (the
+    class_names to paste, for words), instead of suggesting another field.
     """
     fields = sorted({key for s in samples[:1000] for key in s.record})
     for task in tasks:
@@ -76,8 +82,7 @@ def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: Label
             raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': "
                             f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of "
                             f"{plural(len(samples), 'sample')} {'has' if len(invalid) == 1 else 'have'} the field). "
-                            "If these labels are right, change the task's parameters (such as "
-                            "min/max or class_names) to accept them; otherwise fix the labels.")
+                            f"{_likely_fix(task, invalid, report.read.get(task.name))}")
         markers = [s.record[task.label] for s in samples if task.label in s.record]
         if markers:  # the field is there, but every value says "no value" (NA, nan, ...)
             raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': every value of "
@@ -231,8 +236,53 @@ def invalid_share_warnings(tasks: Sequence[Task], report: LabelReport) -> list[s
             f"WARNING: task '{task.name}': {len(invalid) / present:.0%} of its labels are invalid "
             f"({len(invalid)} of {plural(present, 'sample')} with a '{task.label}' value), so they are treated as "
             f"missing and the task trains on the rest only. Commonest invalid values: {values}{accepts}."
-            f"{_stands_for(task, [raw for raw, _ in counts[:3]])} {_likely_fix(task)}")
+            f"{_stands_for(task, [raw for raw, _ in counts[:3]])} "
+            f"{_likely_fix(task, invalid, report.read.get(task.name))}")
     return warnings
+
+
+def mixed_reading_warnings(tasks: Sequence[Task], report: LabelReport) -> list[str]:
+    """A warning for each classification task whose column holds both class names and class indices.
+
+    Each value alone is read right, but together they say the column was
+    written by two hands (or two exports): `yes`, `no`, `1`, `0` with
+    class_names [yes, no] reads 1 as 'no', by position, which is rarely what
+    the one who wrote 1 meant. Said once per task, with how each index reads.
+    """
+    warnings = []
+    for task in tasks:
+        names = getattr(task, "class_names", None)
+        read = report.read.get(task.name)
+        if not read or not isinstance(names, (list, tuple)):
+            continue
+        spelled = {str(name).strip().lower() for name in names}
+        by_name: Counter[str] = Counter()
+        by_index: Counter[tuple[str, float]] = Counter()
+        for (raw, value), count in read.items():
+            if raw.lower() in spelled:
+                by_name[raw] += count
+            elif _is_float(raw):
+                by_index[raw, value] += count
+        if not by_name or not by_index:
+            continue
+        indices = [raw for (raw, _), _ in by_index.most_common()]
+        readings = [f"{raw} as {names[int(value)]!r}" for (raw, value), _ in by_index.most_common(3)
+                    if 0 <= value < len(names)]
+        warnings.append(
+            f"WARNING: task '{task.name}': its '{task.label}' column holds both class names "
+            f"({', '.join(raw for raw, _ in by_name.most_common(5))}) and class indices ({', '.join(indices[:5])}); "
+            f"an index is a position in class_names ({', '.join(map(str, names))}), so it reads "
+            f"{english_list(readings)}. If that is not what the data means, write the column with class names only.")
+    return warnings
+
+
+def _is_float(raw: str) -> bool:
+    """Whether `raw` reads as a number ('1', '1.0', 'inf'): a class index, where it is not a class name."""
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def _stands_for(task: Task, values: Sequence[str]) -> str:
@@ -248,10 +298,22 @@ def _stands_for(task: Task, values: Sequence[str]) -> str:
     return f" {english_list(guesses)}." if guesses else ""
 
 
-def _likely_fix(task: Task) -> str:
-    """What to change when most of a task's labels are invalid, by the kind of task."""
+#: How many distinct values a suggested `class_names: [...]` lists at most.
+SUGGEST_NAMES = 20
+
+
+def _likely_fix(task: Task, invalid: Sequence[tuple[str, str, str]] = (),
+                read: Counter[tuple[str, float]] | None = None) -> str:
+    """What to change when many (or all) of a task's labels are invalid, by the kind of task.
+
+    For a classification task whose invalid values are words, the fix is its
+    class_names, so the sentence gives them ready to paste (`_suggest_names`).
+    """
     problem = getattr(task, "problem", None)
     if problem == "classification":
+        suggestion = _suggest_names(task, invalid, read or Counter())
+        if suggestion:
+            return suggestion
         names = getattr(task, "class_names", None)
         known = f" (now {', '.join(map(str, names))})" if isinstance(names, (list, tuple)) and names else ""
         return (f"If these values are right, give the task class_names spelled as in the data, in label order"
@@ -261,6 +323,39 @@ def _likely_fix(task: Task) -> str:
         return ("If these values are right, change the task's parameters (such as min/max) to accept them, "
                 "or rewrite them in the data as plain numbers; otherwise fix the labels.")
     return "If these values are right, change the task's parameters to accept them; otherwise fix the labels."
+
+
+def _suggest_names(task: Task, invalid: Sequence[tuple[str, str, str]], read: Counter[tuple[str, float]]) -> str:
+    """"If these are its classes, give the task `class_names: [cat, dog, bird]` ...", or "" for no words.
+
+    The names it reads now come first, where some value was read by name, so that no class
+    changes its index; then every word among the invalid values, commonest first.
+    """
+    words = Counter(raw.strip() for _, raw, _ in invalid if raw.strip() and not _is_float(raw.strip()))
+    if not words:
+        return ""
+    names = [str(name) for name in getattr(task, "class_names", None) or ()]
+    spelled = {name.strip().lower() for name in names}
+    kept = names if any(raw.lower() in spelled for raw, _ in read) else []
+    seen = {name.lower() for name in kept}
+    new = [word for word, _ in words.most_common() if word.lower() not in seen and not seen.add(word.lower())]
+    listed = [*kept, *new]
+    more = f" ({len(listed) - SUGGEST_NAMES} more values are left out)" if len(listed) > SUGGEST_NAMES else ""
+    classes = getattr(task, "num_classes", None)
+    takes_count = hasattr(getattr(task, "params", None), "num_classes")  # a multiclass task's; binary has 2
+    count = (f" That is {plural(len(listed), 'name')} for its {classes} classes: keep one per class and fix the "
+             "other values in the data" + (", or change num_classes" if takes_count else "") + "."
+             if isinstance(classes, int) and classes != len(listed) else "")
+    pasted = ", ".join(map(_yaml_word, listed[:SUGGEST_NAMES]))
+    return (f"If these values are its classes, give the task `class_names: [{pasted}]`{more}, in label order "
+            f"(a label is read by class name, case-insensitively).{count} Otherwise fix the labels.")
+
+
+def _yaml_word(name: str) -> str:
+    """A class name as written in a YAML flow list: bare where YAML 1.2 reads it as that text, else quoted."""
+    if re.fullmatch(r"[A-Za-z_][\w.-]*( [\w.-]+)*", name) and name.lower() not in {"true", "false", "null"}:
+        return name
+    return json.dumps(name, ensure_ascii=False)
 
 
 def full_report_path(dataset: Dataset, dataset_name: str) -> Path:

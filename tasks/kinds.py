@@ -21,8 +21,12 @@ from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
+from hydranet.core.values import is_number
 
 CONFIDENT_LOGIT = 10.0  # what a "certain" constant predictor outputs, for baselines
+
+#: The yes/no words a binary task reads (lowercase, after stripping), and what each means.
+TRUTH = {"true": True, "yes": True, "y": True, "t": True, "false": False, "no": False, "n": False, "f": False}
 
 
 class HeadParams(BaseModel):
@@ -44,6 +48,15 @@ def parse_number(raw: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
+
+
+def _is_float(raw: str) -> bool:
+    """Whether `raw` reads as a float at all ('inf', '1e400' do, though not as a finite one)."""
+    try:
+        float(str(raw).strip())
+    except ValueError:
+        return False
+    return True
 
 
 class Rescale(nn.Module):
@@ -102,7 +115,7 @@ class RegressionTask(Task):
         """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
         value = parse_number(raw)
         if value is None:
-            return "not a number"
+            return "not a finite number" if _is_float(raw) else "not a number"
         low, high = self.params.min, self.params.max
         if (low is None or value >= low) and (high is None or value <= high):
             return ""
@@ -147,32 +160,57 @@ class RegressionTask(Task):
 
 
 class ClassificationParams(HeadParams):
-    class_names: list[str] | None = Field(None, description="Display name of each class, in label order.")
+    class_names: list[str] | None = Field(
+        None, description="Name of each class, in label order. A label is read by class name (case-insensitive); "
+                          "when no name is a number, a class index (0, 1, ...) is read too.")
+
+    @field_validator("class_names", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, names: Any) -> Any:
+        """`class_names: [0, 1, 2]` (unquoted, so YAML numbers) means the names "0", "1", "2".
+
+        Refusing each number with its own "should be a string" sent users quoting five values for no reason:
+        a number's text is the name it was meant to be, and a column of such numbers is read by name.
+        """
+        if not isinstance(names, (list, tuple)):
+            return names
+        return [str(name).lower() if isinstance(name, bool) else str(name) if is_number(name) else name
+                for name in names]
 
     @field_validator("class_names")
     @classmethod
     def _distinct_names(cls, names: list[str] | None) -> list[str] | None:
-        """Labels are read by class name too, case-insensitively: two names alike would be one class."""
+        """Labels are read by class name, case-insensitively, and by number when names are numbers:
+        two names alike (`Cat` and `cat`, `1` and `1.0`) would be one class."""
         if names is None:
             return names
         if len(names) < 2:
             raise ValueError(f"a classification task needs at least 2 classes, got {len(names)}")
         if any(not name.strip() for name in names):
             raise ValueError("a class name is empty")
-        seen: dict[str, str] = {}
+        seen: dict[str | float, str] = {}
         for name in names:
-            if name.strip().lower() in seen:
-                raise ValueError(f"class names {seen[name.strip().lower()]!r} and {name!r} are the same name "
-                                 "(labels match class names case-insensitively); give each class its own")
-            seen[name.strip().lower()] = name
+            number = parse_number(name)
+            key = number if number is not None else name.strip().lower()
+            if key in seen:
+                how = "the same number" if number is not None else "the same name (labels match class names " \
+                                                                  "case-insensitively)"
+                raise ValueError(f"class names {seen[key]!r} and {name!r} are {how}; give each class its own")
+            seen[key] = name
         return names
 
 
 class ClassificationTask(Task):
     """Shared label parsing and decoding for binary and multiclass tasks.
 
-    A raw label is accepted as a class index ("3") or a class name ("Indian",
-    case-insensitive); anything else is treated as missing.
+    A raw label is read, after stripping and case-insensitively, as a class
+    name ("Indian"); then, only when no class name is a number, as a class
+    index ("3"); then as one of the kind's extra spellings (`spellings`: a
+    binary task's yes/no words). Anything else is invalid (reported, and
+    treated as missing). With numeric names the index reading is off because
+    the two readings collide: names 1-5 on a column of 0-4 would make a 1
+    class "1" and a 0 class "1" too; so a value that reads as a number is
+    matched to a name by its number ("2.0" is class "2"), never by position.
     """
 
     problem = "classification"
@@ -183,25 +221,48 @@ class ClassificationTask(Task):
         self.num_classes = num_classes
         self.class_names = list(params.class_names or [str(i) for i in range(num_classes)])
         self._by_name = {n.strip().lower(): i for i, n in enumerate(self.class_names)}  # as labels are read
+        numbers = {parse_number(n): i for i, n in enumerate(params.class_names or ())}
+        numbers.pop(None, None)
+        #: class by the number its name reads as; not empty = the class names are numbers, and no index is read
+        self._by_number: dict[float, int] = numbers  # type: ignore[assignment]
+        self._by_spelling = self.spellings()
+
+    @property
+    def reads_indices(self) -> bool:
+        """Whether a value may be a class index: not when a class name is a number (see the class docstring)."""
+        return not self._by_number
+
+    def spellings(self) -> dict[str, int]:
+        """Extra lowercase spellings of a class beyond its name and index; none for a kind of its own."""
+        return {}
 
     def parse_label(self, record: Mapping[str, str]) -> int | None:
         raw = record.get(self.label)
         if raw is None:
             return None
-        text = str(raw).strip()
-        if text.lower() in self._by_name:
-            return self._by_name[text.lower()]
+        text = str(raw).strip().lower()
+        if text in self._by_name:
+            return self._by_name[text]
         value = parse_number(text)
-        if value is None or value != int(value) or not 0 <= value < self.num_classes:
+        if value is not None:
+            if self._by_number:
+                return self._by_number.get(value)
+            if value == int(value) and 0 <= value < self.num_classes:
+                return int(value)
             return None
-        return int(value)
+        return self._by_spelling.get(text)
 
     def label_problem(self, raw: str) -> str:
         """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
-        last = self.num_classes - 1
-        if self.params.class_names is None:
-            return f"not a class index 0-{last}"
-        return f"not a class index 0-{last} or class name ({', '.join(self.class_names)})"
+        names = ", ".join(self.class_names)
+        if self._by_number:
+            return f"not one of the class names ({names}); they are numbers, so no value is read as a class index"
+        problem = f"not a class index 0-{self.num_classes - 1}"
+        if self.params.class_names is not None:  # the names the user chose say what the data holds; the words
+            return f"{problem} or class name ({names})"  # are a convenience, not what to write
+        if self._by_spelling:
+            return f"{problem} or yes/no word (true/false, yes/no, y/n, t/f)"
+        return problem
 
     def probabilities(self, output: Tensor) -> Tensor:
         raise NotImplementedError
@@ -229,13 +290,37 @@ class BinaryParams(ClassificationParams):
 
 
 class BinaryTask(ClassificationTask):
-    """Two classes from one logit; BCE with logits; accuracy."""
+    """Two classes from one logit; BCE with logits; accuracy; reads class names, 0/1, yes/no, true/false."""
 
     def __init__(self, name: str, params: BinaryParams):
         if params.class_names is not None and len(params.class_names) != 2:
             raise ComponentError(f"a binary task needs exactly 2 class_names, got {len(params.class_names)}",
                                  field="class_names")
         super().__init__(name, params, num_classes=2)
+
+    def spellings(self) -> dict[str, int]:
+        """true/yes/y/t and false/no/n/f, as spreadsheets and pandas write a yes/no column.
+
+        Which class each word means: class 1 for the true words, as an index 1 would; but where a class name
+        is itself such a word (`class_names: [yes, no]`) the words follow the names, so `true` is class 'yes'
+        and `false` the other class.
+        A word is left out where it would contradict a class name it begins ('f' with [male, female] is not
+        read as false = male) or where names are numbers other than 0 and 1: a guess there would be a silent
+        wrong label, while an invalid one is reported.
+        """
+        names = [name.strip().lower() for name in self.params.class_names or ()]
+        meanings = [_truth_of(name) for name in names]
+        if self._by_number and None in meanings:
+            return {}
+        by_truth = {False: 0, True: 1}
+        pinned = {meaning: i for i, meaning in enumerate(meanings) if meaning is not None}
+        if len(pinned) < sum(meaning is not None for meaning in meanings):  # [yes, y]: both mean true
+            return {}
+        for meaning, i in pinned.items():  # of two classes, the one not named true is the false one
+            by_truth[meaning], by_truth[not meaning] = i, 1 - i
+        words = {word: by_truth[truth] for word, truth in TRUTH.items() if truth in by_truth}
+        return {word: index for word, index in words.items()
+                if not any(name.startswith(word) and i != index for i, name in enumerate(names))}
 
     @property
     def out_features(self) -> int:
@@ -253,6 +338,13 @@ class BinaryTask(ClassificationTask):
 
     def trivial_output(self, targets: Tensor) -> Tensor:
         return torch.tensor([CONFIDENT_LOGIT if self.majority_class(targets) == 1 else -CONFIDENT_LOGIT])
+
+
+def _truth_of(name: str) -> bool | None:
+    """What a lowercase class name means as a yes/no answer: 'yes' and '1' true, 'no' and '0' false, else None."""
+    if name in TRUTH:
+        return TRUTH[name]
+    return {0.0: False, 1.0: True}.get(parse_number(name))  # type: ignore[arg-type]
 
 
 class MulticlassParams(ClassificationParams):
