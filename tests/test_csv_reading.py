@@ -197,6 +197,12 @@ def test_a_csv_naming_every_image_however_spelt_has_no_such_note(houses: Path) -
     assert not [note for note in dataset.notes if "not named in" in note], dataset.notes
 
 
+def test_a_link_to_a_named_image_is_that_image_not_an_unused_one(houses: Path) -> None:
+    (houses / "house2" / "latest.jpg").symlink_to(houses / "a.jpg")
+    dataset, _ = read(houses, b"file,price\na.jpg,1\nb.jpg,2\nc.jpg,3\nhouse2/floor0/img_030.jpg,4\n")
+    assert not [note for note in dataset.notes if "not named in" in note], dataset.notes
+
+
 def test_the_search_for_unused_images_stops_on_a_huge_folder(houses: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(folder_module, "UNUSED_SEARCH_MIN", 0)  # then ten images per CSV line: 20 for 2 lines
     for i in range(25):

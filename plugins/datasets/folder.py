@@ -327,15 +327,26 @@ class FolderDataset(Dataset):
 
         The folder is searched as the `utkface` dataset and `hydranet predict`
         search one (image suffixes; hidden files and folders skipped), one
-        listing per folder and no system call per regular file: less than the
-        CSV's rows already cost (a `stat` each). A CSV naming a few images of a
-        huge tree (data.root a home folder) need not pay for listing it whole:
-        the search stops after `limit` images (ten per row, and some), and the
-        count is then a lower bound.
+        listing per folder and no system call per regular file, so it costs
+        less than the CSV's rows already did (a `stat` each): each image's
+        resolved path is its folder's, resolved once, plus its name, and only
+        one that no row names that way (a link, say) is resolved whole. A CSV
+        naming a few images of a huge tree (data.root a home folder) need not
+        pay for listing it whole: the search stops after `limit` images (ten
+        per row, and some), and the count is then a lower bound.
         """
         listed = _listed_images(folder, True, [], limit=limit)
-        unused = [Path(image.source) for image in listed
-                  if not image.broken and _resolve(Path(image.source), resolved) not in named]
+        named_text = {str(path) for path in named}
+        folders: dict[tuple[str, ...], str] = {}  # parts below `folder` -> that folder resolved, with a separator
+        unused = []
+        for image in listed:
+            below = image.parts[:-1]
+            if below not in folders:
+                folders[below] = os.path.join(folder.joinpath(*below).resolve(), "")
+            if image.broken or folders[below] + image.parts[-1] in named_text:
+                continue
+            if _resolve(path := Path(image.source), resolved) not in named:
+                unused.append(path)
         if not unused:
             return ""
         count = plural(len(unused), "image")
