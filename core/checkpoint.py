@@ -41,12 +41,13 @@ from pydantic import BaseModel, ConfigDict
 from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import CheckpointError, DataError, DuplicateNameError, UnknownNameError
 from hydranet.core.export_formats import SUFFIX
-from hydranet.core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, Components, allowed_plugins
+from hydranet.core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, INLINE, Components, allowed_plugins, defined_inline
 from hydranet.core.registry import Entry, Registry, describe_plugin
 from hydranet.core.checkpoint_checks import damaged, structure_problems, version_problems
 from hydranet.core.wording import plural
 
 if TYPE_CHECKING:
+    from hydranet.core.inference import TrainedModel
     from hydranet.core.plugins import PluginManager
     from hydranet.core.spec import ResolvedSpec
 
@@ -356,7 +357,12 @@ def component_provenance(spec: ResolvedSpec, pm: PluginManager) -> dict[str, dic
 def origin(entry: Entry, pm: PluginManager) -> dict[str, str]:
     """{"plugin", "distribution"} of a registry entry: what a checkpoint records of each component and task."""
     info = pm.info.get(entry.plugin)
-    return {"plugin": entry.plugin, "distribution": info.distribution if info else "?"}
+    distribution = info.distribution if info else "?"
+    if info is not None and not info.builtin and defined_inline(pm.get_plugin(entry.plugin)):
+        # a plugin made in a notebook or script: whatever distribution its caller gave it (a notebook's name),
+        # there is no package to install, and a later load must be told to pass the plugin again
+        distribution = INLINE
+    return {"plugin": entry.plugin, "distribution": distribution}
 
 
 def recorded_origin(data: Mapping[str, Any], section: str) -> tuple[str | None, str | None]:
@@ -376,6 +382,8 @@ def recorded_origin(data: Mapping[str, Any], section: str) -> tuple[str | None, 
 
 def origin_words(plugin: str | None, distribution: str | None) -> str:
     """" from plugin 'p' (d)" (`describe_plugin`), or "" when the checkpoint does not say."""
+    if plugin and distribution == INLINE:
+        return f" from plugin '{plugin}', defined in the training code (not installed)"
     return f" from {describe_plugin(plugin, distribution)}" if plugin else ""
 
 
@@ -396,6 +404,10 @@ def way_to_plugin(components: Components, plugin: str | None, distribution: str 
     if plugin and allowed is not None and plugin not in allowed and plugin in installed:
         return (f"Its {components.pm.describe(plugin)} is installed, but {ALLOW_ENV} leaves it out: add '{plugin}' "
                 f"to {ALLOW_ENV}")
+    if distribution == INLINE:
+        return (f"Pass components= with the plugin that registers {what} (as at training), as in "
+                f"hydranet.load(path, components=hydranet.components(plugin)); the command line sees installed "
+                f"plugins only")
     if distribution and distribution != "hydranet":
         return f"Install that plugin (pip install {distribution}) or allow it in {ALLOW_ENV}"
     left_out = sorted(installed - allowed) if allowed is not None and not plugin else []
@@ -582,8 +594,15 @@ def dataset_stand_in(name: str, why: str) -> Entry:
     return Entry(name, UnavailableDataset(why), StoredParams, "(not available)", "the stored dataset")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from a checkpoint: `hydranet.load(CKPT).predict(images)`."""
+def load(path: str | Path, device: str | torch.device = "cpu", *,
+         components: Components | None = None) -> TrainedModel:
+    """Rebuild a trained model from a checkpoint: `hydranet.load(CKPT).predict(images)`.
+
+    `components` are the plugins to rebuild it with (default: the built-in
+    and installed ones). A model trained with plugins defined in a notebook
+    or script needs them again: `hydranet.load(CKPT,
+    components=hydranet.components(MyPlugin()))`, as `hydranet.train` was given.
+    """
     from hydranet.core.inference import TrainedModel
 
-    return TrainedModel.from_checkpoint(path, device=device)
+    return TrainedModel.from_checkpoint(path, device=device, components=components)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from hydranet.core.errors import HydranetError, not_a_choice
+from hydranet.core.errors import HydranetError, InputError, not_a_choice
 from hydranet.core.wording import plural
 
 
@@ -46,9 +46,14 @@ def pick_device(name: str = "auto", option: str = "train.device") -> torch.devic
 
     `option` is what the user set, for the messages: the spec key (the
     default), a command-line option such as `--device`, or a function's
-    argument such as `device`.
+    argument such as `device`. A device refused for an option or argument
+    raises `InputError`, the Python API's error for an argument it cannot use.
     """
     use = f"{option} " if option.startswith("-") else f"{option}="
+    # a function's argument or a command-line option is the caller's input (InputError, a HydranetError);
+    # a spec key keeps the plain HydranetError the spec's run reports
+    spec_key = "." in option and not option.startswith("-")  # train.device
+    refused = HydranetError if spec_key else InputError
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -57,16 +62,16 @@ def pick_device(name: str = "auto", option: str = "train.device") -> torch.devic
         return torch.device("cpu")
     problem = device_name_problem(name)
     if problem:
-        raise HydranetError(f"{option}: {problem}")
+        raise refused(f"{option}: {problem}")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise HydranetError(f"{option}: cuda was asked for but this torch sees no CUDA GPU; use {use}auto or cpu")
+        raise refused(f"{option}: cuda was asked for but this torch sees no CUDA GPU; use {use}auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise HydranetError(f"{option}: {device} was asked for but this machine has {plural(count, 'CUDA GPU')} "
-                            f"(cuda:0 to cuda:{count - 1}); use {use}cuda for the first, or one of those")
+        raise refused(f"{option}: {device} was asked for but this machine has {plural(count, 'CUDA GPU')} "
+                      f"(cuda:0 to cuda:{count - 1}); use {use}cuda for the first, or one of those")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise HydranetError(f"{option}: mps was asked for but is not available here; use {use}auto or cpu")
+        raise refused(f"{option}: mps was asked for but is not available here; use {use}auto or cpu")
     return device
 
 

@@ -13,6 +13,7 @@ on the command line, the `overrides` argument in Python (see `origin`).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,9 +26,30 @@ from hydranet.core.errors import InputError, SpecError
 CLI_OPTION = "--set"
 
 
+#: `,KEY=` inside an override's value: several overrides joined into one string ("train.epochs=1,train.lr=0.01")
+_JOINED = re.compile(r",\s*[A-Za-z_][\w.\[\]]*\s*=")
+
+
 def origin(option: str, override: str) -> str:
-    """Where a problem came from: `--set train.epochs=x` on the command line, `overrides 'train.epochs=x'` in Python."""
-    return f"{option} {override}" if option.startswith("-") else f"{option} {override!r}"
+    """Where a problem came from: `--set train.epochs=x` on the command line, `overrides 'train.epochs=x'` in Python.
+
+    An override whose value holds `,KEY=` is most likely several overrides
+    joined by commas, which is one override whose value is the rest of the
+    string: the words then say how to give them apart (`joined_hint`).
+    """
+    where = f"{option} {override}" if option.startswith("-") else f"{option} {override!r}"
+    return where + joined_hint(option, override)
+
+
+def joined_hint(option: str, override: str) -> str:
+    """"; pass several overrides as a list, ..." for `train.epochs=1,train.lr=0.01`, else ""."""
+    key, equals, value = override.partition("=")
+    if not equals or not _JOINED.search(value):
+        return ""
+    parts = [part.strip() for part in re.split(r",(?=\s*[A-Za-z_][\w.\[\]]*\s*=)", override)]
+    if option.startswith("-"):
+        return f"; one {option} per override: " + " ".join(f"{option} {part}" for part in parts)
+    return f"; pass several overrides as a list: {option}={parts!r}"
 
 
 def key_origin(option: str, key: str) -> str:

@@ -28,12 +28,15 @@ from typing import Any
 import pluggy
 
 from hydranet.core import hookspecs
-from hydranet.core.errors import code_package, did_you_mean, plugin_raised
+from hydranet.core.errors import InputError, code_package, did_you_mean, plugin_raised
 from hydranet.core.observers import observing_plugins
 from hydranet.core.registry import RegistrationError, Registry, describe_plugin
 
 ENTRY_POINT_GROUP = "hydranet"
 ALLOW_ENV = "HYDRANET_PLUGINS"
+#: the distribution recorded for a plugin defined in the caller's own code (a notebook, a script) rather than
+#: installed from a package: not a valid distribution name, so no `pip install` is ever suggested for it
+INLINE = "<inline>"
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "hydranet.tasks.kinds",
@@ -170,7 +173,14 @@ class PluginManager(pluggy.PluginManager):
         return [f"{i.label}: {e}" for i in self.info.values() for e in (*i.errors, *i.conflicts, *i.warnings)]
 
     def add_plugin(self, plugin: object, name: str, *, distribution: str, version: str, builtin: bool) -> bool:
-        """Register one plugin; on a bad hook, record why and leave it out."""
+        """Register one plugin; on a bad hook, record why and leave it out.
+
+        A name already taken raises an `InputError` saying so: recording it would overwrite (or mark as left
+        out) the plugin that holds the name, and pluggy's own refusal prints its whole table of plugins.
+        """
+        if name in self.info or self.has_plugin(name):
+            raise InputError(f"plugin name '{name}' is already registered (by {self.describe(name)}); give this "
+                             "plugin another name")
         self.info[name] = PluginInfo(name, distribution, version, builtin)
         problems = _hook_problems(self, plugin)
         if problems:
@@ -553,3 +563,48 @@ def record_commands_in_default_components() -> None:
     cache_info = getattr(default_components, "cache_info", None)  # absent where a test put its own in
     if cache_info is None or cache_info().currsize:
         default_components().record_commands()
+
+
+def inline_plugin_name(plugin: object) -> str:
+    """The name `components` registers an inline plugin under: a module's name, else its class's (or its own)."""
+    if inspect.ismodule(plugin) or inspect.isclass(plugin):
+        return plugin.__name__
+    return type(plugin).__name__
+
+
+def defined_inline(plugin: object) -> bool:
+    """Whether a plugin object comes from the running script or notebook (`__main__`), not from a package."""
+    if inspect.ismodule(plugin):
+        return plugin.__name__ == "__main__"
+    return getattr(plugin if inspect.isclass(plugin) else type(plugin), "__module__", None) == "__main__"
+
+
+def components(*plugins: object) -> Components:
+    """The built-in and installed plugins' components plus those of `plugins`, defined in your own code.
+
+    For a notebook or a script: each plugin is an object (a module, a class or
+    an instance) with `@hydranet.hookimpl` functions, registered under its
+    module's or class's name, as an installed plugin would be, so that
+    `hydranet.train(spec, components=hydranet.components(MyPlugin()))` can use
+    what it registers. A checkpoint records such a plugin as inline, and
+    loading it elsewhere says to pass `components=` with the plugin again
+    (`hydranet.load(path, components=...)`) instead of naming a package to
+    install. HYDRANET_PLUGINS limits the installed plugins as usual; a plugin
+    given here is always included. A plugin whose hooks fail is left out and
+    reported as an installed one is (`hydranet.components().pm.problems()`);
+    two plugins under one name are refused.
+    """
+    pm = make_plugin_manager()
+    for index, plugin in enumerate(plugins):
+        if plugin is None or isinstance(plugin, (str, bytes, int, float, bool, list, tuple, dict)):
+            raise InputError(f"plugins are objects with @hydranet.hookimpl functions (a module, a class or an "
+                             f"instance); plugin {index + 1} is a {type(plugin).__name__} {plugin!r:.60}")
+        pm.add_plugin(plugin, inline_plugin_name(plugin), distribution=INLINE, version="?", builtin=False)
+    made = load_components(pm)
+    # a plugin the caller passed is meant to work: its problems are raised here, not left for a spec to
+    # find as an unknown name (an installed plugin's are only reported, so that the others keep working)
+    problems = [f"{pm.info[name].label}: {error}" for name in map(inline_plugin_name, plugins)
+                for error in pm.info[name].errors]
+    if problems:
+        raise InputError("\n".join(problems))
+    return made

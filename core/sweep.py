@@ -28,7 +28,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from tqdm import tqdm
@@ -39,6 +39,10 @@ from hydranet.core.errors import HydranetError, InputError, SpecError, TrainingI
 from hydranet.core.overrides import origin, override_list, parse_override_path, parse_value, value_text
 from hydranet.core.values import is_number, is_whole_number
 from hydranet.core.wording import english_list, plural
+
+if TYPE_CHECKING:
+    from hydranet.core.plugins import Components
+    from hydranet.core.spec import ResolvedSpec
 
 #: a run folder's name is the swept values as written when it is made of these characters (and short)
 _SAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
@@ -116,6 +120,23 @@ class SweepResult:
     test_comparison: Any = None
     test_csv: Path | None = None
 
+    def __repr__(self) -> str:
+        """SweepResult('runs/s', 4 runs: 3 trained, 1 failed; compare.csv): what a notebook shows at a glance.
+
+        The dataclass's own repr printed every run's comparison record, whole
+        specs included: some ten thousand characters for a small sweep.
+        """
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes.values():
+            counts[outcome] = counts.get(outcome, 0) + 1
+        done = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
+        parts = [f"{plural(len(self.outcomes), 'run')}" + (f": {done}" if done else "")]
+        if self.failures:
+            parts.append("failed: " + ", ".join(combo.label for combo, _ in self.failures))
+        if self.compare_csv is not None:
+            parts.append(f"compared in {self.compare_csv.name}" + (f" and {self.test_csv.name}" if self.test_csv else ""))
+        return f"SweepResult({str(self.out_dir)!r}, {'; '.join(parts)})"
+
 
 # ------------------------------------------------------------------ the values
 
@@ -156,7 +177,7 @@ def axes_from_mapping(values: Mapping[str, Any], option: str = "values") -> list
         elif isinstance(given, Sequence) and given:
             axes.append(Axis(str(key), tuple(value_text(v) for v in given)))
         else:
-            raise InputError(f"{option}[{key!r}] is a non-empty list of values; got {given!r}")
+            raise InputError(f"{option}[{key!r}] must be a non-empty list of values (e.g. [0, 1]); got {given!r}")
     problems = _key_problems([axis.key for axis in axes], option)
     if problems:
         raise InputError("\n".join(problems))
@@ -496,12 +517,16 @@ def _run_name(combo: Combination, total: int) -> str:
 
 
 def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None = None, echo: bool = True,
-              again: str | None = None, train_run: Callable[[PlannedRun], Any] | None = None) -> SweepResult:
+              again: str | None = None, train_run: Callable[[PlannedRun], Any] | None = None,
+              alone: str = "a --resume of this run alone", continue_with: str | None = None) -> SweepResult:
     """Train the planned runs one after the other, then compare them and write compare.csv.
 
     A run that fails is reported and the sweep goes on; the result lists it.
     Ctrl-C (or SIGTERM) stops the sweep once the current run has saved, and
-    says how to continue: `again`, the command (or call) that runs this sweep again.
+    says how to continue: "run `again`", the command that runs this sweep again (or `continue_with`, the
+    whole advice, as the Python API words it), rather than `alone`, resuming the stopped run by itself, which
+    the run's own message suggests. A stop in a run's loop is raised again as a `TrainingInterrupted` that
+    says this: a caller in Python sees only the exception.
 
     `train_run` trains one run elsewhere than in this process (a `Launcher`:
     torchrun with N processes) and returns what it says of it (`best_epoch`,
@@ -519,7 +544,7 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
     train = train_run or in_process
     say = _sayer(echo)
     total = len(plan.runs)
-    again = again or f"the same sweep again, into {plan.out_dir}"
+    continue_with = continue_with or f"run {again or f'the same sweep again, into {plan.out_dir}'}"
     result = SweepResult(plan.out_dir, {})
     say(f"sweep of {plural(total, 'run')} in {plan.out_dir}: "
         + " x ".join(f"{axis.key} ({', '.join(axis.values)})" for axis in plan.axes))
@@ -541,9 +566,13 @@ def run_sweep(plan: SweepPlan, *, components: Any = None, progress: bool | None 
                 continue
             say(head + (" (resuming its stopped run from its last.pt)" if run.state == "resume" else ""))
             trained = train(run)
-        except (TrainingInterrupted, KeyboardInterrupt):  # a stop in the loop, or Ctrl-C while a run set up
-            say(f"sweep stopped at run {run.combination.number}/{total}. To continue it (this run, then the "
-                f"rest), run {again}; a --resume of this run alone would not train the rest, nor compare them")
+        except (TrainingInterrupted, KeyboardInterrupt) as stop:  # a stop in the loop, or Ctrl-C while a run set up
+            advice = (f"To continue it (this run, then the rest), {continue_with}; {alone} would not train the "
+                      "rest, nor compare them")
+            say(f"sweep stopped at run {run.combination.number}/{total}. {advice}")
+            if isinstance(stop, TrainingInterrupted):  # its own message says to resume this run alone
+                raise TrainingInterrupted(f"sweep stopped at run {run.combination.number}/{total}, its progress "
+                                          f"saved in {run.path / 'last.pt'}. {advice}", stop.signum) from stop
             raise
         except Exception as error:  # hydranet's own, torch's (out of memory, ...), a plugin's: the next run may work
             message = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"
@@ -632,9 +661,10 @@ def failure_report(result: SweepResult, total: int) -> str:
 # ------------------------------------------------------------------ the Python API
 
 
-def sweep(spec: Any, values: Mapping[str, Any], *, overrides: str | Iterable[str] = (),
-          out_dir: str | Path | None = None, components: Any = None, progress: bool | None = None,
-          echo: bool = True, nproc: int = 1) -> SweepResult:
+def sweep(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None, values: Mapping[str, Any], *,
+          overrides: str | Iterable[str] = (), out_dir: str | Path | None = None,
+          components: Components | None = None, progress: bool | None = None, echo: bool = True,
+          nproc: int = 1) -> SweepResult:
     """Train every combination of `values` (`{"weighting": ["sum", "dwa"], "train.seed": [0, 1]}`), one run each.
 
     As `hydranet train SPEC --sweep KEY=V1,V2 ...`: `overrides` apply to every
@@ -655,14 +685,15 @@ def sweep(spec: Any, values: Mapping[str, Any], *, overrides: str | Iterable[str
     axes = axes_from_mapping(values)
     plan = plan_sweep(spec, axes, overrides=overrides, out_dir=out_dir, components=components,
                       set_option="overrides", sweep_option="values", nproc=nproc)
-    again = f"hydranet.sweep(...) again with out_dir={str(plan.out_dir)!r}"
+    again = f"call hydranet.sweep again with the same out_dir ({str(plan.out_dir)!r})"
     launcher = None
     if nproc > 1:
         from hydranet.core.sweep_launch import Launcher
 
         launcher = Launcher(nproc, None if spec is None else str(spec),
                             tuple(override_list(overrides, "overrides")), progress)
-    return run_sweep(plan, components=components, progress=progress, echo=echo, again=again, train_run=launcher)
+    return run_sweep(plan, components=components, progress=progress, echo=echo, continue_with=again,
+                     train_run=launcher, alone="hydranet.train(resume=...) of this run alone")
 
 
 def _check_nproc(nproc: Any, spec: Any, components: Any) -> None:

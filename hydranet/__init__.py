@@ -35,12 +35,24 @@ _LAZY = {
     "train": "hydranet.core.engine",
     "sweep": "hydranet.core.sweep",
     "load": "hydranet.core.checkpoint",
+    "components": "hydranet.core.plugins",
+    "Components": "hydranet.core.plugins",
     "RunInfo": "hydranet.core.observers",
+    # what the functions return, for isinstance checks and annotations
+    "RunResult": "hydranet.core.engine",
+    "SweepResult": "hydranet.core.sweep",
+    **dict.fromkeys(("TrainedModel", "Evaluation"), "hydranet.core.inference"),
+    "EvalResult": "hydranet.core.evaluation",
+    "Comparison": "hydranet.core.compare",
 }
 
 if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.checkpoint import load
-    from hydranet.core.engine import train
+    from hydranet.core.compare import Comparison
+    from hydranet.core.engine import RunResult, train
+    from hydranet.core.evaluation import EvalResult
+    from hydranet.core.inference import Evaluation, TrainedModel
+    from hydranet.core.plugins import Components, components
     from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, SpecError,
                                        TrainingError, TrainingInterrupted)
     from hydranet.core.hookspecs import hookimpl
@@ -48,7 +60,7 @@ if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.metrics import Metric
     from hydranet.core.observers import RunInfo
     from hydranet.core.spec import load_spec
-    from hydranet.core.sweep import sweep
+    from hydranet.core.sweep import SweepResult, sweep
 
 
 def __getattr__(name: str) -> _Any:
@@ -85,5 +97,13 @@ __all__ = [
     "train",
     "sweep",
     "load",
+    "components",
+    "Components",
     "RunInfo",
+    "RunResult",
+    "SweepResult",
+    "TrainedModel",
+    "Evaluation",
+    "EvalResult",
+    "Comparison",
 ]
