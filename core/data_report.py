@@ -259,7 +259,8 @@ def mixed_reading_warnings(tasks: Sequence[Task], report: LabelReport) -> list[s
         by_name: Counter[str] = Counter()
         by_index: Counter[tuple[str, float]] = Counter()
         for (raw, value), count in read.items():
-            if raw.lower() in spelled:
+            named = names[int(value)] if 0 <= value < len(names) else ""
+            if raw.lower() in spelled or _same_number(raw, str(named)):  # '2.0' for the class named 2 is its name
                 by_name[raw] += count
             elif _is_float(raw):
                 by_index[raw, value] += count
@@ -274,6 +275,11 @@ def mixed_reading_warnings(tasks: Sequence[Task], report: LabelReport) -> list[s
             f"an index is a position in class_names ({', '.join(map(str, names))}), so it reads "
             f"{english_list(readings)}. If that is not what the data means, write the column with class names only.")
     return warnings
+
+
+def _same_number(raw: str, name: str) -> bool:
+    """Whether `raw` and a class name read as one number ('2.0' and '2'): then `raw` names that class."""
+    return _is_float(raw) and _is_float(name) and float(raw) == float(name)
 
 
 def _is_float(raw: str) -> bool:

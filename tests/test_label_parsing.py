@@ -149,6 +149,13 @@ def test_a_column_of_names_only_or_indices_only_gets_no_warning(tmp_path: Path, 
         assert not [line for line in notes if "WARNING" in line], notes
 
 
+def test_numbers_matching_numeric_class_names_are_names_not_indices(tmp_path: Path, components) -> None:
+    spec = folder_spec(folder(tmp_path, ["1", "2.0", "3", "2"] * 4), components,
+                       {"name": "stars", "kind": "multiclass", "label": "v", "class_names": [1, 2, 3]})
+    notes = load_prepared_data(spec, spec.build_tasks(), progress=False).notes
+    assert not [line for line in notes if "WARNING" in line], notes
+
+
 # --- the fix for a task whose values are words: class_names ready to paste ------------------------------
 
 def test_a_multiclass_task_with_no_valid_label_is_given_its_class_names(tmp_path: Path, components) -> None:
