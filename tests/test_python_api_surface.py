@@ -208,3 +208,21 @@ def test_load_and_sweep_are_annotated():
     assert inspect.signature(hydranet.load).return_annotation in ("TrainedModel", hydranet.TrainedModel)
     hints = inspect.signature(hydranet.sweep).parameters
     assert "Components" in str(hints["components"].annotation) and str(hints["spec"].annotation).startswith("ResolvedSpec")
+
+
+# --- 5: the guide's examples run -------------------------------------------------------------------------
+
+def test_the_python_api_guides_examples_run_in_order(tmp_path, monkeypatch):
+    """docs/guides/python-api.md says its examples run as they are, in order, in one session."""
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).parent.parent / "docs" / "guides" / "python-api.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+    assert len(blocks) >= 6
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__main__"}
+    for block in blocks:
+        exec(compile(block, "docs/guides/python-api.md", "exec"), namespace)
+    assert namespace["years"].tasks[0].name == "years"
+    assert repr(namespace["swept"]).endswith("2 runs: 2 trained; compared in compare.csv)")
