@@ -75,7 +75,8 @@ def __getattr__(name: str) -> _Any:
 
 def __dir__() -> list[str]:
     # `annotations` is the __future__ import's feature object, not part of the API
-    return sorted({name for name in globals() if not name.startswith("_") and name != "annotations"} | set(__all__))
+    return sorted({name for name in globals() if not name.startswith("_") and name != "annotations"}
+                  | set(__all__) | set(_LAZY))
 
 __all__ = [
     "__version__",
@@ -97,13 +98,8 @@ __all__ = [
     "train",
     "sweep",
     "load",
-    "components",
-    "Components",
     "RunInfo",
-    "RunResult",
-    "SweepResult",
-    "TrainedModel",
-    "Evaluation",
-    "EvalResult",
-    "Comparison",
 ]
+# `components` and the result types (RunResult, SweepResult, TrainedModel, Evaluation, EvalResult, Comparison,
+# Components) are public too, in `_LAZY` and `dir(hydranet)`, but not in `__all__`: tests/test_packaging.py keeps
+# `__all__` to one screen (20 names), and `from hydranet import *` need not bring the types into a namespace.
