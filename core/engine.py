@@ -32,15 +32,16 @@ from hydranet.core.distributed import Distributed
 from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
-from hydranet.core.interrupts import StoppedAtOnce, interrupt_requests
+from hydranet.core.interrupts import SecondCtrlC, StoppedAtOnce, interrupt_requests
 from hydranet.core.observers import RunInfo, RunObservers, outcome
+from hydranet.core.paths import printable
 from hydranet.core.planning import RunPlan, plan_run, resume_conflict
 from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress
 from hydranet.core.run import FAILURE_LINE, resume_command
 from hydranet.core.run_checkpoints import RunCheckpoints
-from hydranet.core.run_setup import RunSetup, batch_source, load_prepared_data
+from hydranet.core.run_setup import RunSetup, batch_source, callers_random_state, load_prepared_data
 from hydranet.core.spec import ResolvedSpec
 from hydranet.core.step import TrainStep
 from hydranet.core.wording import english_list, plural
@@ -53,14 +54,30 @@ __all__ = ["RunPlan", "RunResult", "Trainer", "batch_source", "load_prepared_dat
 
 @dataclass
 class RunResult:
-    """What `train` returns: where it wrote, and the figures it measured."""
+    """What `train` returns: where it wrote, and the figures it measured.
 
+    Its repr is short (`__repr__`: the folder, the epochs, the best epoch's
+    metrics), for a notebook cell that ends in `train(...)`; the fields hold
+    the rest.
+    """
+
+    #: the run folder: spec.yaml, train.log, metrics.csv, summary.json, last.pt, best.pt
     run_dir: Path
+    #: one row per epoch, as metrics.csv has it: "epoch" (an int), train/val seconds, "lr", then per task
+    #: "train_loss.TASK", "val_loss.TASK", "val.TASK.METRIC" and "weight.TASK". A resumed run's earlier epochs are
+    #: read back from metrics.csv, so their figures are as it stored them (9 significant digits).
     history: list[dict[str, Any]]
+    #: the last epoch's validation (the weights in last.pt): losses, metrics and which metrics are better higher
     final: EvalResult
+    #: task -> metric -> value, on the validation images, of each task's best constant prediction (the training
+    #: labels' mean or majority class), to read the metrics against; a task without one is left out
     baselines: dict[str, dict[str, float]]
+    #: the epoch with the lowest finite validation loss, whose weights best.pt holds (0: none was finite)
     best_epoch: int
+    #: the device, precision, compilation and CUDA-graph switches the run used
     settings: RunSettings
+    #: what the run has to say that a notebook with echo=False would not see: the data's notes (files skipped,
+    #: labels missing, ...), then every "warning: ..." line the run logged to train.log, each once, in order
     notes: list[str] = field(default_factory=list)
     #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), setup_seconds, setup_parts
     #: (seconds of before_data, data, model, step), first_step_seconds, epoch_train_seconds (list),
@@ -73,6 +90,15 @@ class RunResult:
     test: dict[str, dict[str, float]] | None = None
     #: how many images the test split holds (0: no test split)
     test_images: int = 0
+
+    def __repr__(self) -> str:
+        """`RunResult(run_dir='runs/x', epochs=3, best_epoch=2, best={'age': {'mae': 6.55}})`: the default repr
+        would print every row of the history."""
+        best = self.best
+        shown = None if best is None else {task: {metric: float(f"{value:.4g}") for metric, value in metrics.items()}
+                                           for task, metrics in best.items()}
+        return (f"RunResult(run_dir={str(self.run_dir)!r}, epochs={len(self.history)}, best_epoch={self.best_epoch}, "
+                f"best={shown!r})")
 
     @property
     def best(self) -> dict[str, dict[str, float]] | None:
@@ -202,7 +228,8 @@ class Trainer(RunSetup, RunCheckpoints):
     # ------------------------------------------------------------ loop
 
     def run(self) -> RunResult:
-        with on_device(self.settings.device):
+        """Train; the caller's random generators are as they were afterwards (`callers_random_state`)."""
+        with on_device(self.settings.device), callers_random_state():
             return self._run()
 
     def _run(self) -> RunResult:
@@ -220,10 +247,12 @@ class Trainer(RunSetup, RunCheckpoints):
             with self.observers.watching(), interrupt_requests(self):
                 try:
                     return self._loop()
-                except KeyboardInterrupt as stop:
-                    if isinstance(stop, StoppedAtOnce):
-                        raise
-                    raise self._stopped_at_once() from None
+                except StoppedAtOnce:
+                    raise
+                except SecondCtrlC:
+                    raise self._stopped_at_once("stopped at once by a second Ctrl-C") from None
+                except KeyboardInterrupt as stop:  # not the user's Ctrl-C: code the run called raised it
+                    raise self._stopped_at_once("interrupted (KeyboardInterrupt)") from stop
         except Exception as error:
             self._log_failure(error)
             raise
@@ -293,8 +322,10 @@ class Trainer(RunSetup, RunCheckpoints):
                 if gap == 0 else f"warning: the {self.dist.world_size} processes' parameters differ by up to "
                                  f"{gap:.3g} (rank 0's were saved)")
         test = self._evaluate_test(progress.best_epoch)
+        noted = {printable(note) for note in self.data.notes}  # as logged: a data note that warns is there once
+        notes = [*self.data.notes, *(line for line in self.run_folder.warnings if line not in noted)]
         result = RunResult(self.run_folder.path, history, final, self.baselines, progress.best_epoch, self.settings,
-                           self.data.notes, self.timings, is_main=self.dist.is_main,
+                           notes, self.timings, is_main=self.dist.is_main,
                            test=test.metrics if test is not None else None,
                            test_images=int(self.data.test_index.numel()))
         # a run without a test split (data.test_fraction 0) writes no test keys, as before the test split existed
@@ -473,8 +504,9 @@ class Trainer(RunSetup, RunCheckpoints):
         self.run_folder.log(message)  # train.log, and the console on rank 0: the CLI does not repeat it
         raise TrainingInterrupted(message, self.stop_signal or signal.SIGINT)
 
-    def _stopped_at_once(self) -> StoppedAtOnce:
-        """A second Ctrl-C ended the run without saving: say what is kept and how to go on from it."""
+    def _stopped_at_once(self, how: str) -> StoppedAtOnce:
+        """A KeyboardInterrupt ended the run without saving: say `how` (a second Ctrl-C, or one that code the run
+        called raised: a notebook's, an observer's, a signal.alarm handler's), what is kept and how to go on."""
         during = f"epoch {self.epoch_running}" + ("'s validation" if self.validating else "")
         if self.saved_at is None:
             kept = ("No checkpoint had been written yet, so there is nothing to resume; "
@@ -482,7 +514,7 @@ class Trainer(RunSetup, RunCheckpoints):
         else:
             kept = (f"Kept: {self.run_folder.last_checkpoint}, saved at {self._saved_point()}. "
                     f"Continue from there with: {resume_command(self.run_folder.path, self.option)}")
-        message = f"stopped at once by a second Ctrl-C during {during}, without saving its progress. {kept}"
+        message = f"{how} during {during}, without saving its progress. {kept}"
         self.run_folder.log(message)  # the CLI does not repeat it either
         return StoppedAtOnce(message)
 

@@ -107,6 +107,15 @@ class CheckpointError(HydranetError):
     """A checkpoint is missing, truncated, foreign, or needs a plugin that is absent."""
 
 
+class RunFolderError(HydranetError):
+    """A run cannot use its run folder: it holds another run (finished or not), files no run left, or a metrics.csv
+    a resumed run cannot continue; another run is writing it; it cannot be written, or its disk is nearly full.
+
+    Its own class so that a notebook or a script that trains into a folder it names can catch this refusal (and
+    pick another folder) without catching every HydranetError; the message says which folder and the ways on.
+    """
+
+
 class TrainingError(HydranetError):
     """Training cannot go on (for example, a non-finite loss)."""
 

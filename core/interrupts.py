@@ -23,10 +23,18 @@ class StoppedAtOnce(KeyboardInterrupt):
     """
 
 
+class SecondCtrlC(KeyboardInterrupt):
+    """What `interrupt_requests`' handler raises for a second Ctrl-C; the trainer turns it into `StoppedAtOnce`.
+
+    Its own class so that the trainer tells it from any other KeyboardInterrupt (one that a notebook's code, an
+    observer or a signal.alarm handler raised): only this one may be called "a second Ctrl-C".
+    """
+
+
 @contextlib.contextmanager
 def interrupt_requests(trainer: Any) -> Iterator[None]:
     """SIGINT/SIGTERM ask the trainer to finish its step (or validation), save and stop; a second Ctrl-C stops
-    at once: it raises KeyboardInterrupt, which the trainer turns into `StoppedAtOnce`."""
+    at once: it raises `SecondCtrlC`, which the trainer turns into `StoppedAtOnce`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -40,7 +48,7 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
             # means it too; SIGTERMs alone (a scheduler's) only ever ask to save and stop.
             later = now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS
             if later and signal.SIGINT in (signum, trainer.stop_signal):
-                raise KeyboardInterrupt
+                raise SecondCtrlC
             return
         trainer.stop_signal, trainer.stop_requested_at = signum, now
         if trainer.validating:

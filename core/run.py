@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from hydranet.core.atomic import atomic_write_text
-from hydranet.core.errors import HydranetError
+from hydranet.core.errors import RunFolderError
 from hydranet.core.paths import printable
 from hydranet.core.wording import english_list, plural
 
@@ -31,6 +31,8 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 #: The run folder's lock file (see `RunLock`): present while a run writes the folder; not one of its files.
 LOCK_FILE = ".lock"
 
+#: how a train.log line that warns begins: `RunFolder.log` keeps such lines for `RunResult.notes`
+WARNING_PREFIX = "warning:"
 #: how train.log's line about a run that ended with an error begins (`Trainer._log_failure`; `compare` reads it)
 FAILURE_LINE = "error: the run stopped "
 
@@ -111,7 +113,7 @@ class RunLock:
             if not _try_lock(handle):
                 holder = _describe_holder(handle)
                 handle.close()
-                raise HydranetError(in_use_message(self.folder, holder))
+                raise RunFolderError(in_use_message(self.folder, holder))
             try:  # the holder before us may have removed the file we opened: then lock the new one
                 same = os.path.samestat(os.fstat(handle.fileno()), os.stat(self.path))
             except OSError:
@@ -150,7 +152,7 @@ def check_not_in_use(folder: str | Path) -> None:
         return
     with handle:
         if not _try_lock(handle):
-            raise HydranetError(in_use_message(Path(folder), _describe_holder(handle)))
+            raise RunFolderError(in_use_message(Path(folder), _describe_holder(handle)))
         _unlock(handle)
 
 
@@ -236,6 +238,9 @@ class RunFolder:
         #: must have their loss columns. None: read them from the folder's spec.yaml, the same resolved spec.
         self.tasks = None if tasks is None else list(tasks)
         self.echo = echo
+        #: every "warning: ..." line logged, in order (`log`), for `RunResult.notes`: with echo off (a notebook's
+        #: `train(..., echo=False)`) train.log would be the only place they reach
+        self.warnings: list[str] = []
         #: how the caller names overrides ("--set" on the command line): messages use the caller's words
         self.option = option
         self.lock: RunLock | None = None
@@ -255,7 +260,7 @@ class RunFolder:
             way_out = (f"Choose another with {_new_folder(option)}." if fresh else  # a resumed run writes its own
                        f"A resumed run writes the folder it started in: make it writable, or start a new run from "
                        f"its weights with init_from: {self.path / 'last.pt'} and another folder.")
-            raise HydranetError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
+            raise RunFolderError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
                                 f"{way_out}") from None
         try:
             if fresh:
@@ -265,7 +270,7 @@ class RunFolder:
             free = shutil.disk_usage(self.path).free
             if free < min_free_bytes:
                 elsewhere = f" or choose another folder with {_new_folder(option)}" if fresh else ""
-                raise HydranetError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
+                raise RunFolderError(f"only {free // 2**20} MiB free on the disk of {self.path}; checkpoints need "
                                     f"more. Free some space{elsewhere}.")
         except BaseException:
             self.close()
@@ -276,13 +281,13 @@ class RunFolder:
         """Refuse a folder holding another run's results; clear what a run that never finished an epoch left."""
         held = [name for name in RUN_FILES if (self.path / name).exists()]
         if "summary.json" in held:  # written once the last epoch is done: --resume has nothing left to train
-            raise HydranetError(self._finished_run(held))
+            raise RunFolderError(self._finished_run(held))
         if any(name in held for name in RESULT_FILES):
-            raise HydranetError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
+            raise RunFolderError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
                                 f"`{resume_command(self.path, self.option)}`, or choose a new folder with "
                                 f"{_new_folder(self.option)}")
         if held and not self._left_by_a_run(held):
-            raise HydranetError(self._not_a_runs_files(held))
+            raise RunFolderError(self._not_a_runs_files(held))
         for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
             (self.path / name).unlink()
 
@@ -347,7 +352,7 @@ class RunFolder:
             if problem is None:
                 return
         override = _init_from_override(self.last_checkpoint, self.option)
-        raise HydranetError(f"{self.metrics_csv} {problem}: it is not the file this run wrote (edited, or saved again "
+        raise RunFolderError(f"{self.metrics_csv} {problem}: it is not the file this run wrote (edited, or saved again "
                             f"by a spreadsheet), and the resumed run could not continue its rows. Put back the "
                             f"metrics.csv the run wrote and resume again, or start a new run from this run's weights "
                             f"with init_from: {self.last_checkpoint} (in its spec, or {override})")
@@ -429,6 +434,8 @@ class RunFolder:
         the error itself reaches the user, and the line would say it twice.
         """
         line = printable(line)  # a file name that is not UTF-8 (a Latin-1 name) is written escaped, not lost
+        if line.startswith(WARNING_PREFIX):
+            self.warnings.append(line)
         with open(self.path / "train.log", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         if self.echo and console:
@@ -443,8 +450,15 @@ class RunFolder:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
     def metrics_rows(self) -> list[dict[str, Any]]:
-        """The rows already in metrics.csv (a resumed run continues them)."""
-        return read_metrics(self.metrics_csv) if self.metrics_csv.exists() else []
+        """The rows already in metrics.csv (a resumed run continues them), each epoch an int as a new row has it.
+
+        The other figures are as the file stores them (`csv_number`: 9 significant digits), not the floats the
+        epoch computed: `RunResult.history` mixes such rows with the resumed run's own.
+        """
+        if not self.metrics_csv.exists():
+            return []
+        # the epoch column holds a number on every row (`_check_metrics_to_continue`); csv reads it back as 1.0
+        return [{**row, "epoch": int(float(row["epoch"]))} for row in read_metrics(self.metrics_csv)]
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop rows after `last_epoch`: a run killed between writing a row and its checkpoint repeats that epoch."""
@@ -491,6 +505,7 @@ class SilentRunFolder(RunFolder):
     def __init__(self, path: str | Path):  # no folder checks: rank 0 made them
         self.path = Path(path)
         self.echo = False
+        self.warnings = []  # it logs nothing: rank 0 reports the run's warnings
         self.created = self.fresh = False  # rank 0's to remove
         self.lock = None  # rank 0 holds the folder's lock
         self.tasks = None

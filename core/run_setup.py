@@ -12,11 +12,12 @@ see no data load patches it here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import CheckpointError, DataError, HydranetError, TrainingError
+from hydranet.core.errors import CheckpointError, DataError, HydranetError, RunFolderError, TrainingError
 from hydranet.core.evaluation import baseline_outputs, score_baselines
 from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, make_forward_losses,
                                    model_for_settings)
@@ -82,6 +83,35 @@ def batch_source(spec: ResolvedSpec, data: PreparedData, settings: RunSettings,
     return BatchSource(data.images, settings.device, placement, workers=min(8, os.cpu_count() or 1))
 
 
+@contextlib.contextmanager
+def callers_random_state() -> Iterator[None]:
+    """Leave torch's process-wide random generators as the caller had them, however the run ends.
+
+    A run seeds them (`torch.manual_seed(train.seed)`, and a resume sets the
+    checkpoint's states), which would reseed the caller's own draws: a
+    notebook that trains between two `torch.rand` calls must get the numbers
+    it would have got without the run. The run itself is unchanged: it seeds
+    at its start, so the same spec and seed train alike every time.
+
+    The CPU generator's state is put back (its initial seed too), and the
+    GPUs' states where CUDA was initialised before the run. Where it was not,
+    the caller has drawn nothing there yet: the GPUs are seeded (now, or
+    when CUDA starts) from the caller's CPU seed, as `torch.manual_seed` (or
+    the default seed) would have. Python's `random` and numpy's global
+    generators are not touched by a run, so not by this either.
+    """
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_available():
+            torch.cuda.manual_seed_all(torch.initial_seed())  # queued until CUDA starts, as torch.manual_seed's
+
+
 class RunSetup:
     """The `Trainer`'s setup: everything built before the first step, and rebuilt at the compile switch."""
 
@@ -113,8 +143,8 @@ class RunSetup:
         shared_path, problem = self.dist.broadcast_object((str(path), problem))
         if failure is not None:
             raise failure
-        if problem:
-            raise HydranetError(problem)
+        if problem:  # rank 0 could not open the folder: the same refusal here
+            raise RunFolderError(problem)
         return folder or SilentRunFolder(shared_path)
 
     def _setup(self) -> None:

@@ -14,6 +14,7 @@ code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from hydranet.core.errors import (ComponentError, DuplicateNameError, HydranetError, SpecError, UnknownNameError,
-                                  did_you_mean, shown)
+from hydranet.core.errors import (ComponentError, DuplicateNameError, HydranetError, InputError, SpecError,
+                                  UnknownNameError, did_you_mean, shown)
 from hydranet.core.interfaces import Task, Weighting, problem_of_task
 from hydranet.core.plugin_calls import PluginCall, Provenance, kind_of, provenance, record_provenance
 from hydranet.core.metrics import Metric
@@ -338,20 +339,39 @@ def _with_dataset_names(problems: list[tuple[str, str]], components: Components)
             for path, message in problems]
 
 
+#: what `load_spec` (and `train`'s `spec`) takes, in the words of the error for anything else
+SPEC_SOURCES = "a spec file path, a built-in spec name (e.g. 'demo'), a dict, or a ResolvedSpec"
+
+
+def spec_source(source: object) -> str | os.PathLike[str] | Mapping[str, Any]:
+    """`source` as `_load_spec` reads it: a path or name, or a mapping (a ResolvedSpec's own `to_dict`).
+
+    Anything else is refused here, as an `InputError` (a TypeError too) that names `spec`, rather than as
+    Python's "expected str, bytes or os.PathLike object, not int" from deep in the path handling.
+    """
+    if isinstance(source, ResolvedSpec):
+        return source.to_dict()
+    if isinstance(source, (str, os.PathLike, Mapping)):
+        return source
+    raise InputError(f"spec must be {SPEC_SOURCES}; got {type(source).__name__} {shown(source)}")
+
+
 def load_spec(
-    source: str | Path | Mapping[str, Any],
+    source: str | Path | Mapping[str, Any] | ResolvedSpec,
     overrides: str | Iterable[str] = (),
     components: Components | None = None,
     *,
     option: str = CLI_OPTION,
 ) -> ResolvedSpec:
-    """Read, override, shape-check and resolve a spec: a path, a built-in name, or a dict.
+    """Read, override, shape-check and resolve a spec: a path, a built-in name, a dict, or a ResolvedSpec (whose
+    overrides apply to what it resolved from); anything else is an `InputError`.
 
     Raises `SpecError` listing every problem found, each with its path; a
     problem that an override put there says so, with the override, named as
     the caller's `option` (`--set` on the command line, `overrides` in Python).
     """
     overrides = override_list(overrides, option)
+    source = spec_source(source)
     try:
         return _load_spec(source, overrides, components, option)
     except SpecError as error:
@@ -360,7 +380,7 @@ def load_spec(
         raise SpecError(blame_overrides(error.problems, overrides, option), error.source) from None
 
 
-def _load_spec(source: str | Path | Mapping[str, Any], overrides: Sequence[str],
+def _load_spec(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str],
                components: Components | None, option: str) -> ResolvedSpec:
     if isinstance(source, Mapping):
         raw, where = dict(source), None
