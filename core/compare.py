@@ -706,11 +706,56 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
     if run.epochs_done < run.epochs_planned:
         notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
                      f"continue it with `hydranet train --resume {run.path}`")
-    data = [key for key in differences(reference.spec, run.spec) if key.startswith("data.")]
+    data = {key: value for key, value in differences(reference.spec, run.spec).items() if key.startswith("data.")}
     if data:
-        notes.append(f"{run.label} validates on other data than the reference ({', '.join(data)} differ"
-                     f"{'s' if len(data) == 1 else ''}): its metrics and delta_m compare different images")
+        notes.append(_other_data_note(run, reference, data))
     return notes
+
+
+#: What a data setting that differs from the reference's may change in what a run learnt or was scored on. A
+#: setting not named here (data.root, data.name, a dataset's own parameter) may have read other images.
+DATA_CONSEQUENCES = {
+    "data.csv": "the runs may have read different labels",
+    "data.val_fraction": "they validate on other images",
+    "data.split_seed": "they validate on other images",
+    "data.test_fraction": "they train on other images (validation keeps the same ones)",
+}
+OTHER_IMAGES = "the runs may have read other images"
+
+
+def _other_data_note(run: RunRecord, reference: RunRecord, data: Mapping[str, Any]) -> str:
+    """"b read other data than the reference: data.csv differs (labels.csv in a, labels_2.csv in b): the runs
+    may have read different labels; its metrics and delta_m may not compare like with like".
+
+    Each setting that differs is named with both values and what it may change: another label CSV over the
+    same images differs in its labels, another split seed in its validation images, another root in its
+    images; a note that said "different images" for all of them sent the user looking in the wrong place.
+    """
+    by_consequence: dict[str, list[str]] = {}
+    for key, value in data.items():
+        theirs = _setting_text(_dotted(reference.spec, key))
+        by_consequence.setdefault(DATA_CONSEQUENCES.get(key, OTHER_IMAGES), []).append(
+            f"{key} differs ({theirs} in {reference.label}, {_setting_text(value)} in {run.label})")
+    said = "; ".join(f"{english_list(keys)}: {consequence}" for consequence, keys in by_consequence.items())
+    return (f"{run.label} read other data than the reference: {said}; its metrics and delta_m may not compare "
+            "like with like")
+
+
+def _dotted(spec: Mapping[str, Any], key: str) -> Any:
+    """The value at a dotted key of a spec (`data.csv`), or "(removed)" where the spec has no such key."""
+    value: Any = spec
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return "(removed)"
+        value = value[part]
+    return value
+
+
+def _setting_text(value: Any) -> str:
+    """A data setting as the note shows it: as YAML writes it, with "not set" for null (the dataset's default)."""
+    if value is None or value in ("(added)", "(removed)"):
+        return "not set"
+    return leaf_text(value)
 
 
 def label_weightings(runs: Sequence[RunRecord]) -> None:

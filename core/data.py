@@ -28,6 +28,7 @@ from hydranet.core.data_report import (
     invalid_share_warnings,
     label_problem,
     mixed_reading_warnings,
+    sample_where,
     strict_error,
     write_full_report,
 )
@@ -79,7 +80,7 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
                     read[str(sample.record.get(task.label, "")).strip(), number] += 1
             elif task.label in sample.record and not is_missing_marker(sample.record[task.label]):
                 raw = sample.record[task.label]
-                invalid.append((sample.source, raw, label_problem(task, raw)))
+                invalid.append((sample_where(sample), raw, label_problem(task, raw)))
             else:
                 missing += 1
         report.labelled[task.name], report.missing[task.name], report.invalid[task.name] = labelled, missing, invalid
@@ -108,9 +109,9 @@ def _not_a_label(value: object) -> str | None:
 
 
 def _sample(task: Task, sample: Sample) -> str:
-    """"sample faces/1.png, age='45'": the input at fault, for an error about a task's labels."""
+    """"sample labels.csv:3 (faces/1.png), age='45'": the input at fault, for an error about a task's labels."""
     raw = sample.record.get(task.label) if isinstance(sample.record, Mapping) else None
-    return f"sample {sample.source}" + (f", {task.label}={shown(raw)}" if raw is not None else "")
+    return f"sample {sample_where(sample)}" + (f", {task.label}={shown(raw)}" if raw is not None else "")
 
 
 def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> None:

@@ -4,7 +4,7 @@
 entries from the dataset plugin, invalid labels per task, unreadable images)
 here as a `ProblemGroup`; this module words them: the log lines with their
 first few items, the full list under $HYDRANET_CACHE/data-reports, the one
-strict-mode error, the error when a task has no valid label, and the warning
+strict-mode error, the one error naming every task that has no valid label, and the warning
 when so many of a task's labels are invalid that data and task must disagree.
 Kept apart so that preparing the data reads as the steps it takes, and the
 wording can change without touching them.
@@ -64,8 +64,36 @@ def invalid_label_lines(task: Task, invalid: Sequence[tuple[str, str, str]]) -> 
     return [(source, f"{task.label}={raw!r}" + (f": {why}" if why else "")) for source, raw, why in invalid]
 
 
+def sample_where(sample: Sample) -> str:
+    """"labels.csv:12 (faces/1.png)" where the dataset says which record a sample came from, else its source.
+
+    Someone fixing an invalid label edits the CSV line, not the image, and a skipped row is already named by its
+    line; both are named so that the image can still be found. `getattr`: a plugin's dataset may return objects
+    of its own with only `source` and `record`, which has always worked.
+    """
+    origin = getattr(sample, "origin", None)
+    return f"{origin} ({sample.source})" if origin else sample.source
+
+
 def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: LabelReport, dataset: str) -> None:
-    """Fail when a task has no label at all.
+    """Fail when some task has no label at all, naming every such task in one error.
+
+    One error for all of them: a run that stopped at the first would show the
+    next only after that one is fixed, one run per broken task.
+    """
+    fields = sorted({key for s in samples[:1000] for key in s.record})
+    reasons = [reason for task in tasks if (reason := _cannot_train(task, samples, report, dataset, fields))]
+    if len(reasons) == 1:
+        raise DataError(reasons[0])
+    if reasons:
+        raise DataError(f"{len(reasons)} tasks found no valid label in dataset '{dataset}', so none of them can "
+                        "train; fix each of them (or leave it out of the spec) before the next run:\n"
+                        + "\n".join(f"  - {reason}" for reason in reasons))
+
+
+def _cannot_train(task: Task, samples: Sequence[Sample], report: LabelReport, dataset: str,
+                  fields: Sequence[str]) -> str | None:
+    """Why `task` has no valid label and what to do, or None when it has one.
 
     When no sample has the field, the `label` names the wrong field: list the
     fields there are. When samples have it but no value is valid, the field is
@@ -73,26 +101,22 @@ def check_labels(tasks: Sequence[Task], samples: Sequence[Sample], report: Label
     wrong: say why the values fail, and the fix for the kind of task (the
     class_names to paste, for words), instead of suggesting another field.
     """
-    fields = sorted({key for s in samples[:1000] for key in s.record})
-    for task in tasks:
-        if report.labelled[task.name]:
-            continue
-        invalid = report.invalid[task.name]
-        if invalid:
-            raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': "
-                            f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of "
-                            f"{plural(len(samples), 'sample')} {'has' if len(invalid) == 1 else 'have'} the field). "
-                            f"{_likely_fix(task, invalid, report.read.get(task.name))}")
-        markers = [s.record[task.label] for s in samples if task.label in s.record]
-        if markers:  # the field is there, but every value says "no value" (NA, nan, ...)
-            raise DataError(f"task '{task.name}' found no valid label in dataset '{dataset}': every value of "
-                            f"'{task.label}' ({len(markers)} of {plural(len(samples), 'sample')}) marks a missing "
-                            f"value, e.g. {markers[0]!r}. Fill in the labels, or leave the task out of the spec.")
-        raise DataError(
-            f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
+    if report.labelled[task.name]:
+        return None
+    invalid = report.invalid[task.name]
+    if invalid:
+        return (f"task '{task.name}' found no valid label in dataset '{dataset}': "
+                f"{_why_all_invalid(task.label, invalid)} ({len(invalid)} of "
+                f"{plural(len(samples), 'sample')} {'has' if len(invalid) == 1 else 'have'} the field). "
+                f"{_likely_fix(task, invalid, report.read.get(task.name))}")
+    markers = [s.record[task.label] for s in samples if task.label in s.record]
+    if markers:  # the field is there, but every value says "no value" (NA, nan, ...)
+        return (f"task '{task.name}' found no valid label in dataset '{dataset}': every value of "
+                f"'{task.label}' ({len(markers)} of {plural(len(samples), 'sample')}) marks a missing "
+                f"value, e.g. {markers[0]!r}. Fill in the labels, or leave the task out of the spec.")
+    return (f"task '{task.name}' found no valid label in field '{task.label}' of dataset '{dataset}' "
             f"({plural(len(samples), 'sample')}).{_did_you_mean(task.label, fields)} The samples have fields: "
-            f"{', '.join(fields) or '(none)'}. Set the task's `label` to one of them."
-        )
+            f"{', '.join(fields) or '(none)'}. Set the task's `label` to one of them.")
 
 
 def _did_you_mean(label: str, fields: Sequence[str]) -> str:

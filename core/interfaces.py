@@ -218,10 +218,18 @@ class Weighting(nn.Module):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and the raw label fields that came with it."""
+    """One image and the raw label fields that came with it.
+
+    `origin` says where the record was read, when the dataset knows (the folder dataset: `labels.csv:12`):
+    someone fixing an invalid label edits that line, not the image, so the data report names both. It is
+    optional, so a plugin's dataset that builds `Sample(source, record)` works as before; and it takes no part
+    in equality, nor in the decode cache's key (which hashes the sources), so the same images and labels read
+    from a CSV with an extra blank line are the same samples.
+    """
 
     source: str
     record: Mapping[str, str]
+    origin: str | None = field(default=None, compare=False)
 
 
 class Dataset(ABC):

@@ -226,8 +226,9 @@ def test_folder_invalid_labels_say_why(tmp_path: Path, components) -> None:
                     {"name": "years", "kind": "regression", "label": "age"}]
     spec = load_spec(raw, components=components)
     notes = load_prepared_data(spec, spec.build_tasks(), progress=False).notes
-    assert f"  {root / '2.jpg'}: smile='maybe': not a class index 0-1 or class name (no, yes)" in notes
-    assert f"  {root / '1.jpg'}: age='old': not a number" in notes
+    csv = root / "labels.csv"  # each listed by its CSV line, where it is fixed, and its image
+    assert f"  {csv}:4 ({root / '2.jpg'}): smile='maybe': not a class index 0-1 or class name (no, yes)" in notes
+    assert f"  {csv}:3 ({root / '1.jpg'}): age='old': not a number" in notes
 
 
 def test_a_range_that_rejects_every_label_says_so_not_that_the_field_is_wrong(tmp_path: Path, components) -> None:

@@ -262,7 +262,7 @@ class FolderDataset(Dataset):
                 self.report_problem(where, problem)
                 continue
             first[image] = (reader.line_num, record)
-            samples.append(Sample(str(path), record))
+            samples.append(Sample(str(path), record, origin=where))
             decimals += [(where, column, cell, number) for column, (cell, number) in read.items()]
             if others:
                 renamed.append((where, file, path))
