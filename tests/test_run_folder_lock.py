@@ -138,7 +138,8 @@ def test_any_failure_to_open_the_run_folder_on_rank_zero_reaches_the_other_ranks
 
     sent = []
     dist = SimpleNamespace(active=True, is_main=True, broadcast_object=lambda value: sent.append(value) or value)
-    trainer = SimpleNamespace(dist=dist, resume_state=None, option="--set", spec=SimpleNamespace(source=None))
+    trainer = SimpleNamespace(dist=dist, resume_state=None, option="--set",
+                              spec=SimpleNamespace(source=None, task_names=["age"]))
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
