@@ -29,8 +29,9 @@ _LAZY = {
     "hookimpl": "hydranet.core.hookspecs",
     **dict.fromkeys(("Backbone", "Dataset", "Sample", "Task", "Weighting"), "hydranet.core.interfaces"),
     "Metric": "hydranet.core.metrics",
-    **dict.fromkeys(("CheckpointError", "DataError", "HydranetError", "InputError", "SpecError", "TrainingError",
-                     "TrainingInterrupted"), "hydranet.core.errors"),
+    **dict.fromkeys(("CheckpointError", "DataError", "HydranetError", "InputError", "RunFolderError", "SpecError",
+                     "TrainingError", "TrainingInterrupted"), "hydranet.core.errors"),
+    "StoppedAtOnce": "hydranet.core.interrupts",  # a KeyboardInterrupt: a second Ctrl-C stopped a run unsaved
     "load_spec": "hydranet.core.spec",
     "train": "hydranet.core.engine",
     "sweep": "hydranet.core.sweep",
@@ -53,8 +54,9 @@ if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.evaluation import EvalResult
     from hydranet.core.inference import Evaluation, TrainedModel
     from hydranet.core.plugins import Components, components
-    from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, SpecError,
-                                       TrainingError, TrainingInterrupted)
+    from hydranet.core.errors import (CheckpointError, DataError, HydranetError, InputError, RunFolderError,
+                                       SpecError, TrainingError, TrainingInterrupted)
+    from hydranet.core.interrupts import StoppedAtOnce
     from hydranet.core.hookspecs import hookimpl
     from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
     from hydranet.core.metrics import Metric
@@ -94,12 +96,15 @@ __all__ = [
     "CheckpointError",
     "TrainingError",
     "TrainingInterrupted",
+    "RunFolderError",
     "load_spec",
     "train",
     "sweep",
     "load",
+    "components",
     "RunInfo",
 ]
-# `components` and the result types (RunResult, SweepResult, TrainedModel, Evaluation, EvalResult, Comparison,
-# Components) are public too, in `_LAZY` and `dir(hydranet)`, but not in `__all__`: tests/test_packaging.py keeps
-# `__all__` to one screen (20 names), and `from hydranet import *` need not bring the types into a namespace.
+# The result types (RunResult, SweepResult, TrainedModel, Evaluation, EvalResult, Comparison, Components) and
+# StoppedAtOnce (a KeyboardInterrupt, not a HydranetError) are public too, in `_LAZY` and `dir(hydranet)`, but not
+# in `__all__`: tests/test_packaging.py keeps `__all__` to one screen, and `from hydranet import *` need not bring
+# the types into a namespace.

@@ -72,7 +72,7 @@ def test_public_api_is_one_screen():
     assert set(hydranet.__all__) >= {"hookimpl", "Task", "Weighting", "Backbone", "load_spec", "train", "__version__"}
     assert callable(hydranet.train) and callable(hydranet.load_spec) and callable(hydranet.load)
     assert hydranet.__version__ == PYPROJECT["project"]["version"]
-    assert len(hydranet.__all__) <= 20, "the public API grew past one screen; does it all belong in `hydranet`?"
+    assert len(hydranet.__all__) <= 24, "the public API grew past one screen; does it all belong in `hydranet`?"
 
 
 def test_the_errors_users_catch_are_importable_from_hydranet():
