@@ -24,7 +24,7 @@ from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir, existing_file, os_reason
 from hydranet.core.wording import english_list, plural
-from hydranet.plugins.datasets.utkface import _listed_images
+from hydranet.plugins.datasets.utkface import listed_images
 
 DEFAULT_CSV = "labels.csv"
 #: Separators tried on the header, in order: Excel writes ';' where the decimal mark is a comma, and
@@ -335,7 +335,7 @@ class FolderDataset(Dataset):
         pay for listing it whole: the search stops after `limit` images (ten
         per row, and some), and the count is then a lower bound.
         """
-        listed = _listed_images(folder, True, [], limit=limit)
+        listed = listed_images(folder, True, [], limit=limit)
         named_text = {str(path) for path in named}
         folders: dict[tuple[str, ...], str] = {}  # parts below `folder` -> that folder resolved, with a separator
         unused = []

@@ -99,10 +99,10 @@ def image_files(folder: Path, recursive: bool = True) -> list[Path]:
     would never end). A broken symbolic link is listed (it is named like an
     image): the dataset reports it, rather than leaving it out unsaid.
     """
-    return [Path(image.source) for image in _listed_images(folder, recursive, [])]
+    return [Path(image.source) for image in listed_images(folder, recursive, [])]
 
 
-class _Listed(NamedTuple):
+class ListedImage(NamedTuple):
     """One listed image: its path as `str(folder / part / ...)` spells it, its parts below `folder`, and whether
     it is a broken symbolic link (reported, not read: found while listing, so it is not asked again)."""
 
@@ -111,9 +111,10 @@ class _Listed(NamedTuple):
     broken: bool
 
 
-def _listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]],
-                   limit: int | None = None) -> list[_Listed]:
-    """`image_files`' listing, without a system call or a `Path` per regular file.
+def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]],
+                  limit: int | None = None) -> list[ListedImage]:
+    """`image_files`' listing, without a system call or a `Path` per regular file; public because the `folder`
+    dataset searches its root the same way, for the images its CSV leaves out.
 
     The real data is 23,708 files in one folder, listed on every run before
     the decode cache is even asked: a `stat` per file (`Path.is_file`), then
@@ -128,7 +129,7 @@ def _listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSEr
     (a caller that only counts, as the `folder` dataset counts the images its
     CSV leaves out, need not list a huge tree whole).
     """
-    found: list[_Listed] = []
+    found: list[ListedImage] = []
     pending: list[tuple[str, ...]] = [()]  # folders still to read, as parts below `folder`
     while pending and (limit is None or len(found) < limit):
         below = pending.pop()
@@ -140,7 +141,7 @@ def _listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSEr
 
 
 def _read_folder(place: Path, below: tuple[str, ...],
-                 unlisted: list[tuple[str, OSError]]) -> tuple[list[tuple[str, ...]], list[_Listed]]:
+                 unlisted: list[tuple[str, OSError]]) -> tuple[list[tuple[str, ...]], list[ListedImage]]:
     """The visible subfolders of `place` (not links to folders) and its images; `below` is its parts.
 
     When `place` cannot be listed, it is added to `unlisted` (with why) and whatever was read is kept.
@@ -161,7 +162,7 @@ def _read_folder(place: Path, below: tuple[str, ...],
                     else:
                         listed, broken = entry.is_file(follow_symlinks=False), False
                     if listed:
-                        images.append(_Listed(path, (*below, name), broken))
+                        images.append(ListedImage(path, (*below, name), broken))
     except OSError as error:
         unlisted.append((str(place), error))
     return subfolders, images
@@ -259,7 +260,7 @@ class UTKFaceDataset(Dataset):
         self.problems.clear()  # listing twice must not report every problem twice
         folder = existing_dir(self.root, "UTKFace folder", self.missing_root_hint)
         unlisted: list[tuple[str, OSError]] = []  # folders that could not be listed, and why
-        files = _listed_images(folder, self.recursive, unlisted)
+        files = listed_images(folder, self.recursive, unlisted)
         if unlisted and unlisted[0][0] == str(folder):  # the root itself, read first
             raise DataError(f"cannot list UTKFace folder {printable(str(folder))}: {os_reason(unlisted[0][1])}; "
                             "make it readable by this user, or set data.root to another folder")
