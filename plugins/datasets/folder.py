@@ -12,9 +12,8 @@ from __future__ import annotations
 import csv
 import os
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +23,7 @@ from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir, existing_file, os_reason
 from hydranet.core.wording import english_list, plural
+from hydranet.plugins.datasets.name_matching import NameListings, folded, nfc, path_below, spelled
 from hydranet.plugins.datasets.utkface import listed_images
 
 DEFAULT_CSV = "labels.csv"
@@ -74,70 +74,6 @@ def decimal_point(cell: str) -> str | None:
     if match is None:
         return None
     return (cell.replace(match["group"], "") if match["group"] else cell).replace(",", ".")
-
-
-def _nfc(name: str) -> str:
-    """A name in Unicode's NFC form: macOS writes file names decomposed (NFD: "e" then a combining accent), most
-    editors and spreadsheets composed (NFC: one "é"), and Linux keeps the bytes as written."""
-    return unicodedata.normalize("NFC", name)
-
-
-def _folded(name: str) -> str:
-    """A name as a case-insensitive file system (Windows, macOS) compares it, and in NFC as `_nfc`."""
-    return _nfc(name).casefold()
-
-
-class _Listings:
-    """Folders' names by a spelling key (`_nfc`, `_folded`), to find the file a CSV names in another spelling.
-
-    A CSV typed on one system names files copied from another in a form that
-    is not there: decomposed on macOS, composed elsewhere; in another case on
-    Windows and macOS, whose file systems ignore case. Used only for a name not
-    found as written, so a CSV whose names are all there lists no folder; and
-    each folder is listed once, so a CSV whose every row misses does not list
-    one folder per row.
-    """
-
-    def __init__(self) -> None:
-        self._names: dict[Path, list[str]] = {}
-        self._keyed: dict[tuple[Path, Callable[[str], str]], dict[str, list[str]]] = {}
-
-    def matches(self, folder: Path, name: str, key: Callable[[str], str]) -> list[Path]:
-        """The files whose path below `folder` is `name`, each part not there as written matched by its `key`.
-
-        Every part counts, not only the file's own name: `HOUSE2/FLOOR0/IMG_030.JPG` finds
-        `house2/floor0/img_030.jpg`. A part with several matches (`a.jpg` and `A.jpg`) gives each.
-        """
-        found = [folder]
-        for part in PurePath(name).parts:
-            found = [base / other for base in found
-                     for other in ([part] if os.path.lexists(base / part) else self._by(base, key).get(key(part), []))]
-        return [path for path in found if path.is_file()]
-
-    def _by(self, folder: Path, key: Callable[[str], str]) -> dict[str, list[str]]:
-        """`folder`'s names by their `key` (several when two names share one); {} if it cannot be listed."""
-        if (folder, key) not in self._keyed:
-            if folder not in self._names:
-                try:
-                    self._names[folder] = sorted(os.listdir(folder))
-                except OSError:
-                    self._names[folder] = []
-            keyed: dict[str, list[str]] = {}
-            for name in self._names[folder]:
-                keyed.setdefault(key(name), []).append(name)
-            self._keyed[folder, key] = keyed
-        return self._keyed[folder, key]
-
-
-def _below(path: Path, folder: Path) -> str:
-    """`path` as a CSV names it: relative to `folder` when it is in it, else whole."""
-    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
-
-
-def _spelled(name: str) -> str:
-    """A name with its code points shown, so that two normalisations of it read apart: 'cafe\\u0301.jpg' (NFD)."""
-    form = next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, name)), "mixed")
-    return f"{name!a} ({form})"
 
 
 def _not_utf8(table: Path, error: UnicodeDecodeError) -> DataError:
@@ -238,7 +174,7 @@ class FolderDataset(Dataset):
         samples = []
         first: dict[Path, tuple[int, dict[str, str]]] = {}  # resolved image -> its first line, its record
         named: set[Path] = set()  # resolved images some row names, usable or not: the others are unused
-        listings = _Listings()  # folders' names, for names written in another form
+        listings = NameListings()  # folders' names, for names written in another form
         resolved: dict[Path, Path] = {}  # folder -> itself resolved, for `_resolve`
         renamed: list[tuple[str, str, Path]] = []  # (where, the CSV's name, the file) matched in another form
         decimals: list[tuple[str, str, str, str]] = []  # (where, column, cell, number) read with a decimal comma
@@ -353,7 +289,7 @@ class FolderDataset(Dataset):
         if len(listed) >= limit:
             count = f"at least {count} (the search stopped after {limit} images)"
         one = len(unused) == 1
-        examples = ", ".join(repr(_below(path, folder)) for path in unused[:3])
+        examples = ", ".join(repr(path_below(path, folder)) for path in unused[:3])
         return (f"{count} under {folder} {'is' if one else 'are'} not named in {self.csv}, e.g. {examples}; "
                 f"{'it is' if one else 'they are'} not used. Add a row for each image to train on")
 
@@ -366,7 +302,7 @@ class FolderDataset(Dataset):
         return (f"{plural(count, 'image')} of the CSV {'is' if one else 'are'} named in another Unicode "
                 f"normalisation than {'its file' if one else 'their files'} in {folder} (macOS writes names "
                 f"decomposed, NFD; most other programs composed, NFC), and matched to {'it' if one else 'them'}: "
-                f"e.g. {where} names {_spelled(file)}, the file is {_spelled(_below(path, folder))}. "
+                f"e.g. {where} names {spelled(file)}, the file is {spelled(path_below(path, folder))}. "
                 f"Nothing is skipped; to match byte for byte, write the CSV's names as the files are named")
 
     @staticmethod
@@ -401,7 +337,7 @@ class FolderDataset(Dataset):
         """A CSV cell as written and, where `\\` is no path separator, with `/` (a Windows-made CSV: `imgs\\a.jpg`)."""
         return list(dict.fromkeys([file, file.replace("\\", "/")]))
 
-    def _find_image(self, folder: Path, file: str, listings: _Listings) -> tuple[Path | None, list[Path]]:
+    def _find_image(self, folder: Path, file: str, listings: NameListings) -> tuple[Path | None, list[Path]]:
         """The image a CSV cell names, relative to `folder` (or absolute), and the files it names in another form.
 
         A name that is there as written is that file (others: []). One that is
@@ -413,24 +349,24 @@ class FolderDataset(Dataset):
         for name in spellings:
             if (path := folder / name).is_file():
                 return path, []
-        others = self._matches(folder, file, listings, _nfc)
+        others = self._matches(folder, file, listings, nfc)
         return (others[0] if len(others) == 1 else None), others
 
-    def _matches(self, folder: Path, file: str, listings: _Listings, key: Callable[[str], str]) -> list[Path]:
+    def _matches(self, folder: Path, file: str, listings: NameListings, key: Callable[[str], str]) -> list[Path]:
         """The files a CSV cell names, in any of its `_spellings`, once each part is compared by `key`."""
         return list(dict.fromkeys(path for name in self._spellings(file)
                                   for path in listings.matches(folder, name, key)))
 
-    def _not_found(self, folder: Path, file: str, listings: _Listings, others: list[Path]) -> tuple[list[Path], str]:
+    def _not_found(self, folder: Path, file: str, listings: NameListings, others: list[Path]) -> tuple[list[Path], str]:
         """Why the image a row names is not there, with the files the user most likely meant (and those files).
 
         `others`: the files it names in other Unicode normalisations, when there are several to choose from.
         """
         path = folder / file.replace("\\", "/")
         if others:
-            return others, (f"image file {_spelled(file)} not found in {folder}, and files with the same name in "
+            return others, (f"image file {spelled(file)} not found in {folder}, and files with the same name in "
                             f"other Unicode normalisations are: "
-                            f"{', '.join(_spelled(_below(p, folder)) for p in others)}"
+                            f"{', '.join(spelled(path_below(p, folder)) for p in others)}"
                             f"; write the CSV's name as the one meant is named, byte for byte")
         if path.is_dir():
             return [], f"'{file}' in {folder} is a folder, not an image file"
@@ -438,9 +374,9 @@ class FolderDataset(Dataset):
             return [], (f"image file '{file}' in {folder} is a broken symbolic link "
                         f"(to {os.readlink(path)}, which does not exist)")
         reason = f"image file '{file}' not found in {folder}"
-        other_case = self._matches(folder, file, listings, _folded)
+        other_case = self._matches(folder, file, listings, folded)
         if other_case:
-            names = english_list(repr(_below(other, folder)) for other in other_case)
+            names = english_list(repr(path_below(other, folder)) for other in other_case)
             return other_case, (f"{reason}; there {'is' if len(other_case) == 1 else 'are'} {names} (file and folder "
                                 f"names differ in upper/lower case here): fix the CSV")
         for base, what in ((Path(self.csv).parent, "the CSV's folder"), (Path.cwd(), "the current folder")):
