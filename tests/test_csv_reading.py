@@ -14,7 +14,8 @@ import pytest
 from conftest import make_image
 from hydranet.core.errors import DataError
 from hydranet.plugins.datasets import folder as folder_module
-from hydranet.plugins.datasets.folder import FolderDataset, decimal_point
+from hydranet.plugins.datasets.csv_cells import decimal_point
+from hydranet.plugins.datasets.folder import FolderDataset
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from conftest import make_image
 from hydranet.core.errors import DataError
 from hydranet.core.interfaces import Dataset
 from hydranet.core.paths import cache_dir
-from hydranet.plugins.datasets.folder import FolderDataset, row_record
+from hydranet.plugins.datasets.csv_cells import row_record
+from hydranet.plugins.datasets.folder import FolderDataset
 from hydranet.plugins.datasets.utkface import MALFORMED, UTKFaceDataset, is_image_name, parse_utkface_name
 
 DATASET_MODULES = {
