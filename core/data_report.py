@@ -25,6 +25,7 @@ from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import DataError, closest_name
 from hydranet.core.interfaces import Dataset, Sample, Task
 from hydranet.core.paths import REPORTS_CACHE, cache_dir, printable
+from hydranet.core.values import reads_as_float
 from hydranet.core.wording import english_list, plural
 
 SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
@@ -286,7 +287,7 @@ def mixed_reading_warnings(tasks: Sequence[Task], report: LabelReport) -> list[s
             named = names[int(value)] if 0 <= value < len(names) else ""
             if raw.lower() in spelled or _same_number(raw, str(named)):  # '2.0' for the class named 2 is its name
                 by_name[raw] += count
-            elif _is_float(raw):
+            elif reads_as_float(raw):
                 by_index[raw, value] += count
         if not by_name or not by_index:
             continue
@@ -303,16 +304,7 @@ def mixed_reading_warnings(tasks: Sequence[Task], report: LabelReport) -> list[s
 
 def _same_number(raw: str, name: str) -> bool:
     """Whether `raw` and a class name read as one number ('2.0' and '2'): then `raw` names that class."""
-    return _is_float(raw) and _is_float(name) and float(raw) == float(name)
-
-
-def _is_float(raw: str) -> bool:
-    """Whether `raw` reads as a number ('1', '1.0', 'inf'): a class index, where it is not a class name."""
-    try:
-        float(raw)
-    except ValueError:
-        return False
-    return True
+    return reads_as_float(raw) and reads_as_float(name) and float(raw) == float(name)
 
 
 def _stands_for(task: Task, values: Sequence[str]) -> str:
@@ -361,7 +353,7 @@ def _suggest_names(task: Task, invalid: Sequence[tuple[str, str, str]], read: Co
     The names it reads now come first, where some value was read by name, so that no class
     changes its index; then every word among the invalid values, commonest first.
     """
-    words = Counter(raw.strip() for _, raw, _ in invalid if raw.strip() and not _is_float(raw.strip()))
+    words = Counter(raw.strip() for _, raw, _ in invalid if raw.strip() and not reads_as_float(raw.strip()))
     if not words:
         return ""
     names = [str(name) for name in getattr(task, "class_names", None) or ()]

@@ -2,7 +2,8 @@
 
 Python's `bool` is a subclass of `int`, so `isinstance(True, int)` holds and a
 `true` typed where a number belongs would pass as 1. Every place that reads a
-number from a user's file or a saved run asks these two instead.
+number from a user's file or a saved run asks these two instead. `reads_as_float`
+is the same question for text: a label cell, a class name.
 """
 
 from __future__ import annotations
@@ -18,3 +19,13 @@ def is_number(value: Any) -> bool:
 def is_whole_number(value: Any) -> bool:
     """An int, but not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def reads_as_float(text: Any) -> bool:
+    """Whether `str(text)` reads as a float at all, spaces around it allowed ('1', ' 1.0', 'inf' and '1e400' do,
+    though not as finite numbers): what tells a number-like label from a word."""
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True

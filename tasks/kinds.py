@@ -21,7 +21,7 @@ from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
-from hydranet.core.values import is_number
+from hydranet.core.values import is_number, reads_as_float
 
 CONFIDENT_LOGIT = 10.0  # what a "certain" constant predictor outputs, for baselines
 
@@ -48,15 +48,6 @@ def parse_number(raw: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
-
-
-def _is_float(raw: str) -> bool:
-    """Whether `raw` reads as a float at all ('inf', '1e400' do, though not as a finite one)."""
-    try:
-        float(str(raw).strip())
-    except ValueError:
-        return False
-    return True
 
 
 class Rescale(nn.Module):
@@ -115,7 +106,7 @@ class RegressionTask(Task):
         """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
         value = parse_number(raw)
         if value is None:
-            return "not a finite number" if _is_float(raw) else "not a number"
+            return "not a finite number" if reads_as_float(raw) else "not a number"
         low, high = self.params.min, self.params.max
         if (low is None or value >= low) and (high is None or value <= high):
             return ""
