@@ -41,7 +41,8 @@ from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress
 from hydranet.core.run import FAILURE_LINE, resume_command
 from hydranet.core.run_checkpoints import RunCheckpoints
-from hydranet.core.run_setup import RunSetup, batch_source, callers_random_state, load_prepared_data
+from hydranet.core.run_setup import (RunSetup, batch_source, callers_random_state, callers_torch_switches,
+                                     load_prepared_data)
 from hydranet.core.spec import ResolvedSpec
 from hydranet.core.step import TrainStep
 from hydranet.core.wording import english_list, plural
@@ -220,7 +221,6 @@ class Trainer(RunSetup, RunCheckpoints):
         self.timings: dict[str, Any] = {"epoch_train_seconds": [], "epoch_val_seconds": []}
         self.skipped_steps = 0
         self.background: BackgroundCompile | None = None  # the child compiling into the caches, while it runs
-        self.cudnn_benchmark_before = torch.backends.cudnn.benchmark  # a process-wide switch: put back after the run
         self.observers = RunObservers.idle()  # the run's own, once it is set up (`_observers`)
         #: a host copy of the best epoch's weights, kept for the test split's evaluation at the end (`_keep_best_weights`)
         self.best_weights: dict[str, Tensor] | None = None
@@ -228,8 +228,11 @@ class Trainer(RunSetup, RunCheckpoints):
     # ------------------------------------------------------------ loop
 
     def run(self) -> RunResult:
-        """Train; the caller's random generators are as they were afterwards (`callers_random_state`)."""
-        with on_device(self.settings.device), callers_random_state():
+        """Train; the caller's random generators and torch switches are as they were afterwards.
+
+        (`callers_random_state`, `callers_torch_switches`: a notebook's next cell inherits neither.)
+        """
+        with on_device(self.settings.device), callers_random_state(), callers_torch_switches():
             return self._run()
 
     def _run(self) -> RunResult:
@@ -259,7 +262,6 @@ class Trainer(RunSetup, RunCheckpoints):
         finally:
             self._stop_background_compile()
             self._close_recorded_step()
-            torch.backends.cudnn.benchmark = self.cudnn_benchmark_before
             self.run_folder.close()  # its lock: another run may write the folder now
             self.dist.close()
 

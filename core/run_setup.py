@@ -48,6 +48,8 @@ from hydranet.core.surgery import init_from_problem, load_initial_weights, param
 from hydranet.core.wording import plural
 
 
+#: the env variable CUDA reads for deterministic cuBLAS products (train.deterministic sets it for the run)
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 FIT_FIX = ("Fix the task's fit_targets: it sees the training labels (NaN = missing) and keeps what it learns as "
            "plain values (its state_dict); or leave the task out of the spec")
 
@@ -112,6 +114,32 @@ def callers_random_state() -> Iterator[None]:
             torch.cuda.manual_seed_all(torch.initial_seed())  # queued until CUDA starts, as torch.manual_seed's
 
 
+@contextlib.contextmanager
+def callers_torch_switches() -> Iterator[None]:
+    """Leave torch's process-wide algorithm switches as the caller had them, however the run ends.
+
+    A run may turn on `torch.use_deterministic_algorithms` (with
+    CUBLAS_WORKSPACE_CONFIG, which CUDA's deterministic matrix products need)
+    and switch `cudnn.benchmark`; left on, a notebook's next cell would run its
+    own code under the last run's settings. A setting the caller made before
+    the run (an env value, deterministic algorithms, warn-only or erroring)
+    is what it gets back.
+    """
+    benchmark = torch.backends.cudnn.benchmark
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    workspace = os.environ.get(CUBLAS_WORKSPACE)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        if workspace is None:
+            os.environ.pop(CUBLAS_WORKSPACE, None)
+        else:
+            os.environ[CUBLAS_WORKSPACE] = workspace
+
+
 class RunSetup:
     """The `Trainer`'s setup: everything built before the first step, and rebuilt at the compile switch."""
 
@@ -151,7 +179,7 @@ class RunSetup:
         cfg, log, settings = self.cfg, self.run_folder.log, self.settings
         torch.manual_seed(cfg.seed)
         if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         fresh_init = self.spec.spec.init_from if self.resume_state is None else None  # a resume has its weights

@@ -68,6 +68,30 @@ def test_a_failed_run_leaves_the_callers_random_numbers_as_they_were_too(faces, 
     assert torch.equal(torch.rand(4), expected)
 
 
+@pytest.fixture
+def deterministic_switches_restored(monkeypatch):
+    """Whatever a test leaves switched on, the next test starts from torch's defaults (and the caller's env)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_a_deterministic_run_leaves_the_callers_deterministic_switches_as_they_were(
+        faces, tmp_path, deterministic_switches_restored):
+    train(faces, tmp_path / "det", epochs=1, seed=0, deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled()  # the next cell's own code may use any algorithm
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    # and a caller's own setting survives a run that asks for the same
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":16:8"
+    torch.use_deterministic_algorithms(True)  # erroring, not warn_only
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        train(faces, tmp_path / "failed", epochs=1, seed=0, deterministic=True, lr=float("inf"))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
 # ---------------------------------------------------------------- 2. KeyboardInterrupt that no Ctrl-C sent
 
 class RaisesKeyboardInterrupt:
