@@ -21,9 +21,10 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import (Stage, UnavailableDataset, checkpoint_stage, dataset_stand_in,
-                                      inference_components, read_checkpoint, with_stand_ins)
+from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
+                                      with_stand_ins)
 from hydranet.core.checkpoint_checks import BASELINES, check_task_states
+from hydranet.core.checkpoint_stage import Stage, checkpoint_stage
 from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
 from hydranet.core.decode import decode_file, to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings

@@ -14,7 +14,8 @@ import torch
 from click.testing import CliRunner
 
 import hydranet
-from hydranet.core.checkpoint import Stage, checkpoint_stage, is_hydranet_checkpoint
+from hydranet.core.checkpoint import is_hydranet_checkpoint
+from hydranet.core.checkpoint_stage import Stage, checkpoint_stage
 from hydranet.core.cli import cli
 
 
