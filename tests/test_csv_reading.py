@@ -161,7 +161,7 @@ def test_each_folder_is_listed_once_however_many_rows_miss(houses: Path, monkeyp
 
     listed: list[str] = []
     real_listdir = os.listdir
-    monkeypatch.setattr(folder_module.os, "listdir", lambda path: listed.append(str(path)) or real_listdir(path))
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(str(path)) or real_listdir(path))
     rows = "".join(f"HOUSE2/FLOOR0/IMG_{i:03}.JPG,1\n" for i in range(20))
     read(houses, f"file,price\n{rows}".encode())
     assert len(listed) == len(set(listed)) == 3  # root, house2, house2/floor0

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from conftest import tiny_spec
+from hydranet.core.data_report import LabelReport, check_labels
 from hydranet.core.engine import load_prepared_data
 from hydranet.core.errors import DataError
+from hydranet.core.interfaces import Sample
 from hydranet.core.spec import load_spec
 from hydranet.tasks.kinds import BinaryParams, BinaryTask, MulticlassParams, MulticlassTask, RegressionParams, \
     RegressionTask
@@ -180,16 +182,24 @@ def test_the_suggestion_keeps_the_class_names_in_use_and_counts_the_classes(tmp_
     assert "That is 4 names for its 2 classes" in warning and "or change num_classes" in warning
 
 
+def no_valid_label_error(task: Any, invalid: list[tuple[str, str, str]]) -> str:
+    """The error a task whose every label is one of `invalid` stops the run with."""
+    report = LabelReport(labelled={task.name: 0}, missing={task.name: 0}, invalid={task.name: invalid})
+    samples = [Sample(source, {task.label: raw}) for source, raw, _ in invalid]
+    with pytest.raises(DataError) as error:
+        check_labels([task], samples, report, "d")
+    return str(error.value)
+
+
 def test_the_suggestion_lists_at_most_twenty_values() -> None:
-    from hydranet.core.data_report import _likely_fix
-    invalid = [("s", f"w{i:02d}", "") for i in range(25)]
-    fix = _likely_fix(multiclass(num_classes=25), invalid)
+    invalid = [(f"s{i}", f"w{i:02d}", "") for i in range(25)]
+    fix = no_valid_label_error(multiclass(num_classes=25), invalid)
     assert "w19]` (5 more values are left out)" in fix and "w20" not in fix
 
 
 def test_a_classification_task_with_invalid_numbers_keeps_the_general_advice() -> None:
-    from hydranet.core.data_report import _likely_fix
-    assert "class_names spelled as in the data" in _likely_fix(multiclass(num_classes=3), [("s", "7", "")])
+    fix = no_valid_label_error(multiclass(num_classes=3), [("s", "7", "")])
+    assert "class_names spelled as in the data" in fix
 
 
 def test_a_regression_task_with_no_valid_label_keeps_the_min_max_advice(tmp_path: Path, components) -> None:
