@@ -206,11 +206,24 @@ def test_a_link_to_a_named_image_is_that_image_not_an_unused_one(houses: Path) -
 
 def test_the_search_for_unused_images_stops_on_a_huge_folder(houses: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(folder_module, "UNUSED_SEARCH_MIN", 0)  # then ten images per CSV line: 20 for 2 lines
-    for i in range(25):
-        make_image(houses / "more" / f"{i}.jpg", 8)
+    for folder in ("more", "most"):  # whichever is read first reaches the limit, and the other is left unread
+        for i in range(25):
+            make_image(houses / folder / f"{i}.jpg", 8)
     dataset, _ = read(houses, b"file,price\na.jpg,1\n")
     note, = [note for note in dataset.notes if "not named in" in note]
     assert note.startswith("at least ") and "images (the search stopped after 20 images) under" in note
+
+
+def test_a_search_that_read_every_folder_gives_the_exact_count(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """One flat folder past the limit is read whole all the same: it said "at least 24 images (the search stopped
+    after 20 images)", though nothing was left unread (a CSV naming a subset of UTKFace's one folder)."""
+    monkeypatch.setattr(folder_module, "UNUSED_SEARCH_MIN", 0)
+    for i in range(25):
+        make_image(tmp_path / f"{i}.jpg", 8)
+    dataset, _ = read(tmp_path, b"file,price\n0.jpg,1\n")
+    note, = [note for note in dataset.notes if "not named in" in note]
+    assert note.startswith(f"24 images under {tmp_path} are not named in"), note
 
 
 # --- not UTF-8 -------------------------------------------------------------------------------

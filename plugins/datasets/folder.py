@@ -24,7 +24,7 @@ from hydranet.core.paths import existing_dir, existing_file, os_reason
 from hydranet.core.wording import english_list, plural
 from hydranet.plugins.datasets.csv_cells import decimal_point, not_utf8_error, row_record, sniff_delimiter
 from hydranet.plugins.datasets.name_matching import NameListings, folded, nfc, path_below, spelled
-from hydranet.plugins.datasets.utkface import listed_images
+from hydranet.plugins.datasets.utkface import listed_images_up_to
 
 DEFAULT_CSV = "labels.csv"
 #: The least number of images the search for images the CSV leaves out reads; it reads ten per CSV row beyond
@@ -198,7 +198,7 @@ class FolderDataset(Dataset):
         pay for listing it whole: the search stops after `limit` images (ten
         per row, and some), and the count is then a lower bound.
         """
-        listed = listed_images(folder, True, [], limit=limit)
+        listed, complete = listed_images_up_to(folder, limit)
         named_text = {str(path) for path in named}
         folders: dict[tuple[str, ...], str] = {}  # parts below `folder` -> that folder resolved, with a separator
         unused = []
@@ -213,7 +213,7 @@ class FolderDataset(Dataset):
         if not unused:
             return ""
         count = plural(len(unused), "image")
-        if len(listed) >= limit:
+        if not complete:
             count = f"at least {count} (the search stopped after {limit} images)"
         one = len(unused) == 1
         examples = ", ".join(repr(path_below(path, folder)) for path in unused[:3])

@@ -111,10 +111,8 @@ class ListedImage(NamedTuple):
     broken: bool
 
 
-def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]],
-                  limit: int | None = None) -> list[ListedImage]:
-    """`image_files`' listing, without a system call or a `Path` per regular file; public because the `folder`
-    dataset searches its root the same way, for the images its CSV leaves out.
+def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]]) -> list[ListedImage]:
+    """`image_files`' listing, without a system call or a `Path` per regular file.
 
     The real data is 23,708 files in one folder, listed on every run before
     the decode cache is even asked: a `stat` per file (`Path.is_file`), then
@@ -125,10 +123,24 @@ def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSErr
     are asked about further, as before. A folder that cannot be listed (no
     permission) lists nothing, and is added to `unlisted` with the error, so
     the dataset can report it rather than lose its images without a word.
-    With a `limit`, no further folder is read once that many images are found
-    (a caller that only counts, as the `folder` dataset counts the images its
-    CSV leaves out, need not list a huge tree whole).
     """
+    return _walk(folder, recursive, unlisted, limit=None)[0]
+
+
+def listed_images_up_to(folder: Path, limit: int) -> tuple[list[ListedImage], bool]:
+    """`listed_images` of `folder` and its subfolders, reading no further folder once `limit` images are found,
+    and whether every folder was read (then the list is whole, however far past `limit` its last folder took it).
+
+    A caller that only counts, as the `folder` dataset counts the images its
+    CSV leaves out, need not list a huge tree whole, and can say whether its
+    count is exact or a lower bound.
+    """
+    return _walk(folder, True, [], limit)
+
+
+def _walk(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]],
+          limit: int | None) -> tuple[list[ListedImage], bool]:
+    """The images below `folder` in path order, and whether no folder was left unread for `limit`."""
     found: list[ListedImage] = []
     pending: list[tuple[str, ...]] = [()]  # folders still to read, as parts below `folder`
     while pending and (limit is None or len(found) < limit):
@@ -137,7 +149,7 @@ def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSErr
         found += images
         if recursive:
             pending += subfolders
-    return sorted(found, key=lambda image: image.parts)
+    return sorted(found, key=lambda image: image.parts), not pending
 
 
 def _read_folder(place: Path, below: tuple[str, ...],
