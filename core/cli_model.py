@@ -76,7 +76,8 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
       hydranet eval best.pt --split test
       hydranet eval best.pt --json > eval.json
     """
-    from hydranet.core.inference import TrainedModel, check_data_overrides
+    from hydranet.core.eval_data import check_data_overrides
+    from hydranet.core.inference import TrainedModel
     from hydranet.core.report import metrics_table
 
     check_data_overrides(overrides, option="--set")

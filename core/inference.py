@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,11 +24,12 @@ from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, infe
                                       with_stand_ins)
 from hydranet.core.checkpoint_checks import BASELINES, check_task_states
 from hydranet.core.checkpoint_stage import Stage, checkpoint_stage
-from hydranet.core.data_report import ProblemGroup, coverage_line, left_out
+from hydranet.core.evaluated import Evaluation
 from hydranet.core.decode import decode_file, to_square_rgb, unreadable_reason
 from hydranet.core.device import pick_device, resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
 from hydranet.core.paths import MissingPathError
+from hydranet.core.eval_data import check_data_overrides, folder_role, no_root_message
 from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
                                       task_unit)
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, file_object,
@@ -37,7 +37,6 @@ from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch
 from hydranet.core.forward import spec_model
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet
-from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import describe_plugin
 from hydranet.core.spec import ResolvedSpec, load_spec
@@ -601,121 +600,6 @@ class TrainedModel:
         who = pm.describe(entry.plugin) if pm is not None else describe_plugin(entry.plugin)
         kind = f" (kind '{entry.name}')" if entry.name != name else ""
         return f"task '{name}'{kind} from {who}"
-
-
-def check_data_overrides(overrides: str | Iterable[str], option: str = "overrides") -> tuple[str, ...]:
-    """Overrides of the data only: evaluating a trained model can change what it sees, not how it was made.
-
-    A `train.epochs=3` would otherwise be applied to a spec nobody trains
-    again and silently ignored.
-
-    One override may be given as a string, as from Python's
-    `model.evaluate("data.root=DIR")`. Messages name the overrides as
-    `option`: "overrides" (the Python argument) or "--set" (the CLI's).
-    """
-    example = ("--set data.root=DIR or --set data.val_fraction=0.2" if option == "--set"
-               else f"{option}='data.root=DIR' or {option}=['data.root=DIR', 'data.val_fraction=0.2']")
-    overrides = tuple(override_list(overrides, option, form="data.KEY=VALUE", example="data.root=DIR"))
-    for item in overrides:
-        key, equals, _ = item.partition("=")
-        if not equals or not key.strip():
-            raise InputError(f"{option}: {item!r} is not of the form data.KEY=VALUE (e.g. {example})")
-        key = key.strip()
-        if key != "data" and not key.startswith("data."):
-            raise InputError(f"override '{item}' is not a data.* key: evaluating a checkpoint can change only "
-                                f"its data (e.g. {example}); the model and its training settings come from the "
-                                "checkpoint")
-    return overrides
-
-
-def folder_role(entry: Any) -> str:
-    """What a dataset does with the folder `data.root` names, which `--data DIR` sets.
-
-    "reads": it reads its images from there: its parameters have a `root`
-    field, with or without a default (utkface, folder, most plugins).
-    "draws": it writes images there, as `synthetic` does; a dataset class says
-    so with `draws_images = True`. "none": it has no `root` parameter, so
-    `--data` cannot point it at a folder; `--set data.KEY=...` sets what it reads.
-    """
-    owner = getattr(entry.factory, "__self__", entry.factory)  # a class, or a classmethod's class
-    if getattr(owner, "draws_images", False):
-        return "draws"
-    params = entry.params
-    return "reads" if params is not None and "root" in params.model_fields else "none"
-
-
-def no_root_message(entry: Any, option: str, origin: str = "") -> str:
-    """Why data.root=DIR cannot be evaluated with a dataset that has no `root` parameter, and what to do.
-
-    `origin`: its plugin as messages name it (`describe_plugin`), else just the plugin's name.
-    """
-    fields = sorted(entry.params.model_fields) if entry.params is not None else []
-    asked = "--data DIR (data.root=DIR)" if option.startswith("-") else "data.root=DIR"
-    setting = "--set data.KEY=VALUE" if option.startswith("-") else "evaluate('data.KEY=VALUE')"
-    replace = ("--set 'data={name: folder, root: DIR}'" if option.startswith("-")
-               else "evaluate('data={name: folder, root: DIR}')")
-    return (f"{asked} needs a dataset that reads the folder its `root` parameter names; the model's dataset "
-            f"'{entry.name}' from {origin or describe_plugin(entry.plugin)} has no `root` parameter"
-            + (f" (its parameters: {', '.join(fields)})" if fields else " (it takes no parameters)")
-            + f". Set the parameter it reads its data from with {setting}, or read DIR in a built-in format by "
-            f"replacing the data section: {replace} (images and a labels.csv), or the same with name utkface "
-            "(labels in the file names). A plugin author names the dataset's folder parameter `root` to make "
-            "--data work")
-
-
-@dataclass
-class Evaluation:
-    """`TrainedModel.evaluate`'s answer: metrics next to the constant baseline, and the per-task details."""
-
-    split: str
-    images: int
-    result: Any  # evaluation.EvalResult: losses, metrics, labelled counts, higher_is_better
-    baselines: dict[str, dict[str, float]]
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dataset: str = ""  # the dataset that read the images
-    note: str = ""  # how the data was read, where it is not the obvious way (a drawn dataset's folder read as UTKFace)
-    usable: int = 0  # readable, labelled images in every split
-    #: the data report training prints (`PreparedData.notes`): what was skipped or treated as missing, and why
-    data_notes: list[str] = field(default_factory=list)
-    problems: list[ProblemGroup] = field(default_factory=list)  # the same, as counted groups with every item
-    #: the absolute path of the folder the dataset read (its `root`); None for a dataset with no `root`
-    data_root: str | None = None
-
-    def __repr__(self) -> str:
-        """Evaluation(split 'val', 60 images of utkface, age: mae 8.1 (baseline 12.3), ...): the figures a notebook
-        user looks for, where the dataclass's repr printed every field, per-task details included (2,000+
-        characters). The fields hold the rest (`details`, `data_notes`, `to_dict()`)."""
-        def figures(task: str, metrics: Mapping[str, float]) -> str:
-            baseline = self.baselines.get(task, {})
-            return f"{task}: " + ", ".join(
-                f"{name} {value:.4g}" + (f" (baseline {baseline[name]:.4g})" if name in baseline else "")
-                for name, value in metrics.items())
-
-        dataset = f" of {self.dataset}" if self.dataset else ""
-        tasks = "; ".join(figures(task, metrics) for task, metrics in self.result.metrics.items())
-        return f"Evaluation(split {self.split!r}, {plural(self.images, 'image')}{dataset}; {tasks})"
-
-    @property
-    def coverage(self) -> str:
-        """'data: 20 images evaluated (the validation split of 96 usable images); 4 of ... were left out: ...'."""
-        return coverage_line(self.images, self.usable, self.split, self.problems)
-
-    def data_dict(self) -> dict[str, Any]:
-        """What the metrics cover and what was left out of them, for `to_dict`: a JSON report must say it too."""
-        return {"evaluated": self.images, "usable": self.usable, "listed": self.usable + left_out(self.problems),
-                "summary": self.coverage, "report": self.data_notes,
-                "problems": [group.to_dict() for group in self.problems if group.items]}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for `hydranet eval --json`."""
-        confusion = {k: v for k, v in self.details.items() if "confusion_matrix" in v}
-        return {
-            "split": self.split, "images": self.images, "dataset": self.dataset, "data_root": self.data_root,
-            **({"note": self.note} if self.note else {}), "data": self.data_dict(), "metrics": self.result.metrics,
-            "losses": self.result.losses, "labelled": self.result.labelled, "baselines": self.baselines,
-            "confusion_matrices": confusion,
-            "error_distributions": {k: v for k, v in self.details.items() if k not in confusion},
-        }
 
 
 def state_dict_mismatch(error: RuntimeError, limit: int = 5) -> str:
