@@ -22,6 +22,7 @@ from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
 from hydranet.core.values import is_number, reads_as_float
+from hydranet.core.wording import english_list
 
 CONFIDENT_LOGIT = 10.0  # what a "certain" constant predictor outputs, for baselines
 
@@ -247,7 +248,11 @@ class ClassificationTask(Task):
         """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
         names = ", ".join(self.class_names)
         if self._by_number:
-            return f"not one of the class names ({names}); they are numbers, so no value is read as a class index"
+            numeric = [self.class_names[i] for i in self._by_number.values()]
+            which = ("they are numbers" if len(numeric) == self.num_classes
+                     else f"the name{'s' if len(numeric) > 1 else ''} {english_list(numeric)} "
+                          f"{'are numbers' if len(numeric) > 1 else 'is a number'}")
+            return f"not one of the class names ({names}); {which}, so no value is read as a class index"
         problem = f"not a class index 0-{self.num_classes - 1}"
         if self.params.class_names is not None:  # the names the user chose say what the data holds; the words
             return f"{problem} or class name ({names})"  # are a convenience, not what to write

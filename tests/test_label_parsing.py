@@ -66,6 +66,14 @@ def test_numeric_class_names_with_a_column_of_indices_are_invalid_and_reported(t
                              "is read as a class index") for line in notes)
 
 
+def test_a_class_name_that_is_a_number_among_words_is_named_as_the_reason_no_index_is_read() -> None:
+    """It said "they are numbers" of [0, cat, dog], where only one name is: the user looks for the wrong fault."""
+    task = multiclass(class_names=["0", "cat", "dog"])
+    assert read(task, "0", "1", "cat") == [0, None, 1]
+    assert task.label_problem("1") == ("not one of the class names (0, cat, dog); the name 0 is a number, so no "
+                                       "value is read as a class index")
+
+
 # --- class_names given as YAML numbers ---------------------------------------------------------------
 
 def test_class_names_as_numbers_are_their_text(tmp_path: Path) -> None:
