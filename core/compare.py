@@ -50,6 +50,7 @@ from typing import Any
 import yaml
 
 from hydranet.core.errors import HydranetError
+from hydranet.core.param_text import call_text, flat_items, leaf_text
 from hydranet.core.plot import CHARTS, RunSeries, expand_sweep_folders, series_from_rows
 from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
 from hydranet.core.spec_models import with_section_defaults
@@ -120,43 +121,6 @@ class RunRecord:
 
 def _name(section: Any) -> str:
     return str(section.get("name", "?")) if isinstance(section, Mapping) else str(section)
-
-
-def flat_items(section: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """A nested mapping's leaves as (dotted key, value), in its order: `{weights: {age: 2}}` -> [("weights.age", 2)].
-
-    How a component's parameters are written on one line: in a sweep's run folder names and in the weighting
-    column of `compare`, so that both read `static(weights.age=2)`.
-    """
-    items: list[tuple[str, Any]] = []
-    for key, value in section.items():
-        if isinstance(value, Mapping) and value:
-            items += flat_items(value, f"{prefix}{key}.")
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
-
-
-def leaf_text(value: Any) -> str:
-    """A parameter's value on one line, as YAML writes it (`true`, `null`, `2`); a list as `(a,b)`."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (list, tuple)):
-        return "(" + ",".join(map(leaf_text, value)) + ")"
-    if isinstance(value, Mapping):
-        return call_text(str(value["name"]) if "name" in value else "",
-                         [(k, leaf_text(v)) for k, v in flat_items(value) if k != "name"], always=True)
-    return str(value)
-
-
-def call_text(name: str, items: Sequence[tuple[str, str]], always: bool = False) -> str:
-    """`static(weights.age=2,weights.gender=1)`: a name and its parameters, compact; the name alone without any
-    (unless `always`: an empty mapping reads `()`)."""
-    if not items and not always:
-        return name
-    return f"{name}({','.join(f'{key}={value}' for key, value in items)})"
 
 
 @dataclass

@@ -14,7 +14,8 @@ import math
 import textwrap
 from typing import Any
 
-from hydranet.core.compare import SEED_KEYS, Comparison, RunGroup, RunRecord, differences, leaf_text
+from hydranet.core.compare import SEED_KEYS, Comparison, RunGroup, RunRecord, differences
+from hydranet.core.param_text import leaf_text
 from hydranet.core.report import format_table, format_value
 from hydranet.core.run import csv_number
 from hydranet.core.wording import english_list

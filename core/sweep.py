@@ -20,9 +20,7 @@ holds a comma is written in the list form, a YAML flow sequence:
 from __future__ import annotations
 
 import gc
-import hashlib
 import itertools
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,17 +35,13 @@ from hydranet.core import yaml12
 from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import HydranetError, InputError, SpecError, TrainingInterrupted
 from hydranet.core.overrides import origin, override_list, parse_override_path, parse_value, value_text
+from hydranet.core.sweep_naming import folder_name, named_by, run_folder
 from hydranet.core.values import is_number, is_whole_number
 from hydranet.core.wording import english_list, plural
 
 if TYPE_CHECKING:
     from hydranet.core.plugins import Components
     from hydranet.core.spec import ResolvedSpec
-
-#: a run folder's name is the swept values as written when it is made of these characters (and short)
-_SAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
-_MAX_NAME = 100
-
 
 class SweepProblem(HydranetError):
     """A sweep that cannot start (or go on); the message names the --sweep value or run folder and what to do."""
@@ -236,68 +230,6 @@ def combinations(axes: Sequence[Axis]) -> list[Combination]:
     return [Combination(number, tuple(settings)) for number, settings in enumerate(product, start=1)]
 
 
-def folder_name(settings: Sequence[tuple[str, str]], readable: bool = True) -> str:
-    """`weighting=dwa,train.seed=1`: the swept values as written, when they make a safe, short file name.
-
-    Otherwise (a `/`, a space, braces, a long value) the characters that are
-    not safe on every file system, or in a shell's glob, become `_` and a
-    hash of the exact values keeps two such names apart. A mapping or list
-    value is written `readable` (`_value_name`): `{name: static, weights:
-    {age: 2}}` names its folder `weighting=static(weights.age=2)-<hash>`,
-    where it was `weighting=_name_static,_weights_age_2_-<hash>` before
-    (`readable=False`, what `run_folder` still finds). A scalar value's name
-    is the same either way.
-    """
-    raw = ",".join(f"{key}={value}" for key, value in settings)
-    shown = ",".join(f"{_SAFE.sub('_', key)}={_value_name(value) if readable else _SAFE.sub('_', value)}"
-                     for key, value in settings)
-    safe = shown.strip("._-") or "run"
-    if safe == raw and len(raw) <= _MAX_NAME:
-        return raw
-    return f"{safe[:_MAX_NAME]}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
-
-
-def _value_name(text: str) -> str:
-    """One swept value in a folder name: a scalar as written (unsafe characters `_`, as ever); a mapping as its
-    `name` and its other keys, dotted, `static(weights.age=2,weights.gender=1)`; a list as `(a,b)`.
-
-    Only the parentheses are added to the safe characters, and only here: a
-    scalar holding one is named as before, so an existing run is found again.
-    """
-    try:
-        value = parse_value(text)
-    except yaml.YAMLError:
-        value = text
-    return _readable(value) if isinstance(value, (Mapping, list)) else _SAFE.sub("_", text)
-
-
-def _readable(value: Any) -> str:
-    """`_value_name` of a value read: mappings and lists written out, each scalar in them made safe."""
-    from hydranet.core.compare import call_text, flat_items, leaf_text
-
-    if isinstance(value, Mapping):
-        name = value.get("name")
-        named = isinstance(name, str) and bool(_SAFE.sub("", name))
-        items = [(_SAFE.sub("_", str(key)), _readable(leaf)) for key, leaf in flat_items(value)
-                 if not (named and key == "name")]
-        return call_text(_SAFE.sub("_", name) if named else "", items, always=not named)
-    if isinstance(value, list):
-        return "(" + ",".join(map(_readable, value)) + ")"
-    return _SAFE.sub("_", leaf_text(value))
-
-
-def run_folder(root: Path, combination: Combination) -> Path:
-    """The combination's run folder under `root`: its `folder_name`, or where only that exists the name a sweep
-    gave it before values were named readably, so that a sweep continued over an older sweep folder finds its
-    finished and stopped runs (skips, resumes) instead of training them again beside them."""
-    path = root / combination.folder
-    if not path.exists():
-        older = root / folder_name(combination.settings, readable=False)
-        if older.is_dir():
-            return older
-    return path
-
-
 # ------------------------------------------------------------------ planning
 
 
@@ -383,7 +315,7 @@ def _refuse_another_sweep(root: Path, axes: Sequence[Axis], sweep_option: str) -
         return
     keys = [axis.key for axis in axes]
     others = sorted(run.name for run in root.iterdir()
-                    if (run / "spec.yaml").is_file() and not _named_by(run.name, keys))
+                    if (run / "spec.yaml").is_file() and not named_by(run.name, keys))
     if not others:
         return
     shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
@@ -391,37 +323,6 @@ def _refuse_another_sweep(root: Path, axes: Sequence[Axis], sweep_option: str) -
     raise SweepProblem(f"{root} holds the runs of another sweep ({shown}), not of one over {english_list(keys)}: "
                        f"this sweep's runs would be mixed with them and its compare.csv would replace theirs. Give "
                        f"this sweep another folder with {out} (to continue that sweep, sweep the keys it swept)")
-
-
-def _named_by(name: str, keys: Sequence[str]) -> bool:
-    """Whether a run folder's name is `folder_name`'s for some values of `keys`, in that order.
-
-    A safe name is `k1=v1,k2=v2`; a long or unsafe one has its unsafe characters
-    made `_` (a mapping value written out in parentheses, whose own commas do
-    not part settings) and is cut to `_MAX_NAME` before its hash: the keys are
-    checked as far as they survive that.
-    """
-    hashed = re.fullmatch(r"(.+)-[0-9a-f]{8}", name)
-    text = hashed.group(1) if hashed else name
-    wanted = [_SAFE.sub("_", key) if hashed else key for key in keys]
-    found = [piece.partition("=")[0] for piece in _settings_of(text)]
-    if hashed and len(text) == _MAX_NAME:  # cut short: the keys before the cut, and the start of the next
-        head, last = found[:-1], found[-1]
-        return len(found) <= len(wanted) and head == wanted[:len(head)] and wanted[len(head)].startswith(last)
-    return found == wanted
-
-
-def _settings_of(name: str) -> list[str]:
-    """A folder name's `key=value` pieces: split at each comma before a key, but not inside a value's parentheses
-    (`weighting=static(weights.age=2,weights.gender=1),train.seed=0` is two)."""
-    pieces, depth, start = [], 0, 0
-    for match in re.finditer(r"[()]|,(?=[A-Za-z_][A-Za-z0-9_.\[\]-]*=)", name):
-        if match.group() in "()":
-            depth = max(0, depth + (1 if match.group() == "(" else -1))
-        elif depth == 0:
-            pieces.append(name[start:match.start()])
-            start = match.end()
-    return [*pieces, name[start:]]
 
 
 def _spec_name(spec: Any) -> str:

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 import hydranet
 from conftest import tiny_spec
 from hydranet.core.cli import cli
-from hydranet.core.sweep import Axis, combinations, folder_name, parse_sweeps, SweepProblem
+from hydranet.core.sweep import Axis, combinations, parse_sweeps, SweepProblem
+from hydranet.core.sweep_naming import folder_name
 
 
 def train(*args, code: int = 0):

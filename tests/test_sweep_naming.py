@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from conftest import tiny_spec
 from hydranet.core.cli import cli
-from hydranet.core.sweep import (_MAX_NAME, Combination, SweepProblem, _refuse_another_sweep, folder_name,
-                                 parse_sweeps)
+from hydranet.core.sweep import Combination, SweepProblem, _refuse_another_sweep, parse_sweeps
+from hydranet.core.sweep_naming import MAX_NAME, folder_name
 
 STATIC = "{name: static, weights: {age: 2}}"
 #: characters a folder name must not hold on Linux, macOS or Windows (or that a shell globs), and spaces
@@ -45,7 +45,7 @@ def test_every_name_is_safe_on_every_file_system_and_short():
                      [("weighting", "{name: static, weights: {" + ", ".join(f"t{i}: {i}" for i in range(60)) + "}}")]):
         name = folder_name(settings)
         assert not UNSAFE.search(name), name
-        assert len(name) <= _MAX_NAME + 9 and not name.endswith((".", " "))
+        assert len(name) <= MAX_NAME + 9 and not name.endswith((".", " "))
 
 
 def test_a_scalar_value_is_named_as_before():
@@ -88,7 +88,7 @@ def test_a_sweep_continued_over_a_folder_of_older_names_skips_its_runs_there(fac
 
 def test_the_older_name_is_taken_only_where_the_readable_one_is_not_there(tmp_path):
     """So a stopped run under an older name resumes there (the same lookup as the skip above)."""
-    from hydranet.core.sweep import run_folder
+    from hydranet.core.sweep_naming import run_folder
 
     combo = Combination(1, (("weighting", STATIC),))
     assert run_folder(tmp_path, combo) == tmp_path / combo.folder  # nothing there: the readable name
