@@ -301,15 +301,18 @@ class BinaryTask(ClassificationTask):
         is itself such a word (`class_names: [yes, no]`) the words follow the names, so `true` is class 'yes'
         and `false` the other class.
         A word is left out where it would contradict a class name it begins ('f' with [male, female] is not
-        read as false = male) or where names are numbers other than 0 and 1: a guess there would be a silent
+        read as false = male). No word is read where the class names say nothing of yes or no (`[cat, dog]`,
+        `[male, female]`: is `true` a dog?) or are numbers other than 0 and 1: a guess there would be a silent
         wrong label, while an invalid one is reported.
         """
         names = [name.strip().lower() for name in self.params.class_names or ()]
         meanings = [_truth_of(name) for name in names]
+        pinned = {meaning: i for i, meaning in enumerate(meanings) if meaning is not None}
+        if names and not pinned:
+            return {}
         if self._by_number and None in meanings:
             return {}
         by_truth = {False: 0, True: 1}
-        pinned = {meaning: i for i, meaning in enumerate(meanings) if meaning is not None}
         if len(pinned) < sum(meaning is not None for meaning in meanings):  # [yes, y]: both mean true
             return {}
         for meaning, i in pinned.items():  # of two classes, the one not named true is the false one

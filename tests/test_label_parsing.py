@@ -117,7 +117,13 @@ def test_class_names_win_over_yes_no_words() -> None:
     assert read(binary(class_names=["other", "t"]), "t", "T", "true", "f") == [1, 1, 1, 0]
     assert read(binary(class_names=["f", "t"]), "f", "true") == [0, 1]
     # 'f' begins 'female' (class 1): read as false (class 0) it would be a silent wrong label; it stays invalid
-    assert read(binary(class_names=["male", "female"]), "f", "F", "true", "n") == [None, None, 1, 0]
+    assert read(binary(class_names=["other", "f"]), "f", "true") == [1, 0]
+
+
+def test_class_names_that_say_nothing_of_yes_or_no_take_no_yes_no_word() -> None:
+    """Is `true` a dog, or a female? A guess would be a silent wrong label; an invalid one is reported."""
+    assert read(binary(class_names=["male", "female"]), "f", "F", "true", "n", "1") == [None, None, None, None, 1]
+    assert read(binary(class_names=["cat", "dog"]), "yes", "no", "t", "dog") == [None, None, None, 1]
 
 
 def test_numbers_other_than_0_and_1_as_names_take_no_yes_no_word() -> None:
