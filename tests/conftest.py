@@ -146,6 +146,18 @@ def tiny_spec(root: Path, **train) -> dict:
     }
 
 
+def labelled_images(root: Path, header: str, cells: list[str]) -> Path:
+    """A `folder` dataset in `root` (made here): images 0.jpg, 1.jpg, ... of noise, and labels.csv with `header`
+    and, for image i, the row `i.jpg,<cells[i]>`. Returns `root`."""
+    from test_bad_images import noise_jpeg
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(len(cells)):
+        noise_jpeg(root / f"{i}.jpg", size=16, seed=i)
+    (root / "labels.csv").write_text("\n".join([header, *(f"{i}.jpg,{row}" for i, row in enumerate(cells))]) + "\n")
+    return root
+
+
 def make_image(path: Path, size: int = 16) -> Path:
     """A plain `size` px square image at `path` (its parent folders made), in the format its suffix names."""
     from PIL import Image

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import hydranet
-from conftest import tiny_spec
+from conftest import labelled_images, tiny_spec
 from hydranet.core.data import SHOW_PROBLEMS
 from hydranet.core.engine import load_prepared_data
 from hydranet.core.errors import DataError
@@ -125,13 +125,7 @@ def test_counts_of_one_are_singular(tmp_path: Path, components) -> None:
 # --- a large share of one task's labels invalid ---------------------------------------------------
 
 def folder_with_genders(root: Path, genders: list[str]) -> Path:
-    root.mkdir()
-    rows = ["file,age,gender"]
-    for i, gender in enumerate(genders):
-        noise_jpeg(root / f"{i}.jpg", size=16, seed=i)
-        rows.append(f"{i}.jpg,{20 + i % 50},{gender}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return labelled_images(root, "file,age,gender", [f"{20 + i % 50},{gender}" for i, gender in enumerate(genders)])
 
 
 def folder_spec(root: Path, components, strict: bool = False):
@@ -172,12 +166,7 @@ def test_a_few_invalid_labels_get_no_warning(tmp_path: Path, components) -> None
 
 
 def test_a_regression_task_with_many_invalid_labels_suggests_its_range(tmp_path: Path, components) -> None:
-    root = tmp_path / "faces"
-    root.mkdir()
-    rows = ["file,age,gender"] + [f"{i}.jpg,{150 + i if i < 4 else 30},1" for i in range(10)]
-    for i in range(10):
-        noise_jpeg(root / f"{i}.jpg", size=16, seed=i)
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    root = labelled_images(tmp_path / "faces", "file,age,gender", [f"{150 + i if i < 4 else 30},1" for i in range(10)])
     notes = load_prepared_data(spec := folder_spec(root, components), spec.build_tasks(), progress=False).notes
     (warning,) = [line for line in notes if line.startswith("WARNING")]
     assert "task 'age': 40% of its labels are invalid" in warning and "outside [0, 120] (min/max)" in warning

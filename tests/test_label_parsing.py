@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import tiny_spec
+from conftest import labelled_images, tiny_spec
 from hydranet.core.data_report import LabelReport, check_labels
 from hydranet.core.engine import load_prepared_data
 from hydranet.core.errors import DataError
@@ -21,7 +21,6 @@ from hydranet.core.interfaces import Sample
 from hydranet.core.spec import load_spec
 from hydranet.tasks.kinds import BinaryParams, BinaryTask, MulticlassParams, MulticlassTask, RegressionParams, \
     RegressionTask
-from test_bad_images import noise_jpeg
 
 
 def binary(**params: Any) -> BinaryTask:
@@ -236,14 +235,7 @@ def test_a_regression_label_that_overflows_is_not_a_finite_number() -> None:
 
 def folder(root: Path, values: list[str]) -> Path:
     """A `folder` dataset under `root` (made here): one tiny image per value, and labels.csv of file and v."""
-    root = root / "faces"
-    root.mkdir(parents=True)
-    rows = ["file,v"]
-    for i, value in enumerate(values):
-        noise_jpeg(root / f"{i}.jpg", size=16, seed=i)
-        rows.append(f'{i}.jpg,"{value}"')
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return labelled_images(root / "faces", "file,v", [f'"{value}"' for value in values])
 
 
 def folder_spec(root: Path, components, task: dict[str, Any]):
