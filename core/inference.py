@@ -10,6 +10,7 @@ evaluate on the stored data, the weighting's never (see
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -33,7 +34,7 @@ from hydranet.core.eval_data import check_data_overrides, folder_role, no_root_m
 from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
                                       task_unit)
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, file_object,
-                                       float_range_problem, given, image_files, image_items, tensor_image)
+                                       find_image_files, float_range_problem, given, image_items, tensor_image)
 from hydranet.core.forward import spec_model
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet
@@ -531,12 +532,18 @@ class TrainedModel:
         recursively, sorted; see `image_files`). A path that does not exist
         is refused before any work. A folder of photos usually holds a few
         broken or non-image files; one of them must not cost the whole run,
-        so each is reported in its row.
+        so each is reported in its row. The image-like files a folder's
+        search leaves out (hidden ones, a .gif) get no row, so a UserWarning
+        names them (`FoundImages.note`, what `hydranet predict` prints on
+        stderr): silent, they would look lost.
         """
         from tqdm import tqdm
 
         batch_size = batch_size_argument(batch_size)
-        files = image_files(files)
+        found = find_image_files(files)
+        if found.skipped:
+            warnings.warn(found.note(), UserWarning, stacklevel=2)
+        files = found.files
         rows: list[dict[str, Any]] = []
         with tqdm(total=len(files), desc="predicting", unit="image", disable=not progress) as bar:
             for start in range(0, len(files), batch_size):

@@ -195,6 +195,25 @@ def test_a_folder_of_only_skipped_images_says_what_it_skipped(tmp_path, model):
     assert model.predict([tmp_path / "c.gif"])  # a .gif predicts when named
 
 
+def test_predict_files_warns_about_what_it_skipped_in_a_folder(tmp_path, model):
+    """The Python API said nothing of a folder's .gif and .hidden.jpg, while `hydranet predict` names them."""
+    _tree(tmp_path, "a.jpg", "c.gif", ".hidden.jpg")
+    with pytest.warns(UserWarning, match=r"^skipped 2 files in the folders given that look like images") as caught:
+        rows = model.predict_files(tmp_path)
+    assert [row["file"] for row in rows] == [str(tmp_path / "a.jpg")]
+    assert [str(w.message) for w in caught] == [find_image_files(tmp_path).note()]
+    assert caught[0].filename == __file__  # stacklevel: the caller's line, not hydranet's
+
+
+def test_predict_files_is_silent_when_nothing_is_skipped(tmp_path, model):
+    import warnings
+
+    _tree(tmp_path, "a.jpg", "notes.txt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict_files([tmp_path, tmp_path / "a.jpg"])
+
+
 # --- with core/inference.py and core/cli_model.py taking them (proposed with these) --------------
 
 def test_a_file_is_decoded_as_training_decoded_it(model, big_jpeg):
