@@ -441,7 +441,8 @@ def _readable(prediction: Mapping[str, Any] | None) -> str:
 @click.command("export", cls=HintingCommand)
 @click.argument("checkpoint", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True,
-              help="onnx (onnxruntime and most runtimes), torchscript (torch.jit.load), exported (torch.export.load).")
+              help="onnx (onnxruntime and most runtimes), exported (torch.export.load), torchscript (torch.jit.load; "
+                   "deprecated in torch, which warns on loading: prefer exported or onnx).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Where to write (default: next to CHECKPOINT: "
                    + ", ".join(f"best{s}" for s in SUFFIX.values()) + ").")
@@ -466,12 +467,13 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     class names and units are also stored in the file as a JSON manifest.
     ONNX needs pip install 'hydranet[export]'. An existing output file is
     replaced only when it is an earlier export in the same format, or with
-    --force; a hydranet checkpoint never is.
+    --force; a hydranet checkpoint never is. TorchScript is deprecated in
+    torch (torch.jit.load warns); use it only for a runtime that needs it.
 
     \b
     Examples:
       hydranet export runs/demo-20260101-120000/best.pt
-      hydranet export best.pt --format torchscript --out model.ts.pt
+      hydranet export best.pt --format exported --out model.pt2
       hydranet export best.pt --format onnx --opset 20 --out deploy/model.onnx
     """
     from hydranet.core.export import export_checkpoint
@@ -481,8 +483,15 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     click.echo(export_summary(result))
 
 
+#: the last line of `export_summary`: the file checks its input's shape and dtype, but not its range, the mistake
+#: (pixels not divided by 255) that gives wrong outputs without an error
+RANGE_NOTE = ("not checked: the input's range. 0-255 floats (pixels not / 255) give wrong outputs without an error; "
+              "decode images as the manifest's input.decode says")
+
+
 def export_summary(result: Any) -> str:
-    """What a user of the file needs: its input shape and each output's name, shape and meaning."""
+    """What a user of the file needs: its input shape, each output's name, shape and meaning, and what the
+    file does not check (`RANGE_NOTE`), last so that it is what a reader of the output sees."""
     spec = result.manifest["input"]
     shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
     size = result.path.stat().st_size
@@ -500,4 +509,5 @@ def export_summary(result: Any) -> str:
         lines.append(f"checked against PyTorch on random batches of 1 and 3 images: "
                      f"largest difference {result.max_difference:.2g}")
     lines += [f"warning: {warning}" for warning in result.warnings]
+    lines.append(RANGE_NOTE)
     return "\n".join(lines)

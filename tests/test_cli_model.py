@@ -24,6 +24,7 @@ from click.testing import CliRunner
 import hydranet
 from conftest import DRAWN_DATA, tiny_spec, trained_on
 from hydranet.core.cli import cli
+from hydranet.core.cli_model import RANGE_NOTE
 
 CLASS_NAMES = {"gender": ["male", "female"], "ethnicity": ["White", "Black", "Asian", "Indian", "Others"]}
 
@@ -188,6 +189,7 @@ def test_export_onnx_from_the_cli_runs_in_onnxruntime(runs, pictures, tmp_path):
     printed = run("export", runs["tuned"], "--out", out).stdout
     assert f"wrote {out} (onnx" in printed and "float32 (N, 3, 16, 16)" in printed
     assert "checked against PyTorch" in printed
+    assert printed.splitlines()[-1] == RANGE_NOTE  # last, where a reader of the output sees it
     for task in ("age", "gender", "ethnicity"):
         assert f"  {task} " in printed
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -206,7 +208,7 @@ def test_export_torchscript_default_path_and_errors(runs, tmp_path):
     shutil.copy(runs["tuned"], local)
     printed = run("export", local, "--format", "torchscript", "--no-check").stdout
     assert f"wrote {tmp_path / 'best.ts.pt'} (torchscript" in printed and "a tuple in this order" in printed
-    assert "checked against" not in printed
+    assert "checked against" not in printed and printed.splitlines()[-1] == RANGE_NOTE
     missing = run("export", tmp_path / "nope.pt", ok=False)
     assert missing.exit_code == 1 and "checkpoint not found" in missing.output and "nope.pt" in missing.output
     (tmp_path / "fake.pt").write_bytes(b"garbage")
@@ -214,6 +216,17 @@ def test_export_torchscript_default_path_and_errors(runs, tmp_path):
     assert corrupt.exit_code == 1 and "cannot read checkpoint" in corrupt.output and "fake.pt" in corrupt.output
     wrong = run("export", local, "--format", "exported", "--opset", "18", ok=False)
     assert wrong.exit_code == 1 and "--opset applies to ONNX only" in wrong.output
+
+
+def test_export_summary_ends_saying_the_input_range_is_not_checked():
+    """The file checks its input's shape and dtype, not its range: 0-255 floats run and give wrong outputs."""
+    assert "range" in RANGE_NOTE and "0-255" in RANGE_NOTE and "input.decode" in RANGE_NOTE
+    assert "\n" not in RANGE_NOTE
+
+
+def test_export_format_help_calls_torchscript_deprecated_and_points_to_the_others():
+    text = " ".join(CliRunner().invoke(cli, ["export", "--help"]).output.split())
+    assert "torchscript (torch.jit.load; deprecated in torch, which warns on loading: prefer exported or onnx)" in text
 
 
 def test_python_api_predict_matches_the_cli(runs, pictures):
