@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,29 +21,29 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import (UnavailableDataset, dataset_stand_in, inference_components, read_checkpoint,
-                                      with_stand_ins)
+from hydranet.core.checkpoint import UnavailableDataset, read_checkpoint, with_stand_ins
 from hydranet.core.checkpoint_checks import BASELINES, check_task_states
 from hydranet.core.checkpoint_stage import Stage, checkpoint_stage
-from hydranet.core.evaluated import Evaluation
 from hydranet.core.decode import decode_file, to_square_rgb, unreadable_reason
-from hydranet.core.device import pick_device, resolve_settings
-from hydranet.core.errors import CheckpointError, DataError, HydranetError, InputError, SpecError, not_a_choice
-from hydranet.core.paths import MissingPathError
+from hydranet.core.device import resolve_settings
+from hydranet.core.errors import CheckpointError, DataError, InputError, not_a_choice
 from hydranet.core.eval_data import check_data_overrides, folder_role, no_root_message
-from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
-                                      task_unit)
+from hydranet.core.evaluated import Evaluation
+from hydranet.core.forward import spec_model
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, file_object,
                                        find_image_files, float_range_problem, given, image_items, tensor_image)
-from hydranet.core.forward import spec_model
 from hydranet.core.interfaces import Task
 from hydranet.core.model import HydraNet
+from hydranet.core.model_loading import (check_stored_baselines, device_argument, resolve_checkpoint_spec,
+                                         state_dict_mismatch)
+from hydranet.core.paths import MissingPathError
 from hydranet.core.plugins import Components, default_components
-from hydranet.core.registry import describe_plugin
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.spec_models import DataSection
-from hydranet.core.values import is_whole_number
-from hydranet.core.wording import plural
+from hydranet.core.task_answers import decode_outputs, decode_task, error_report
+
+#: state_dict_mismatch stays importable from here (run_checkpoints reads it so); it lives in model_loading
+__all__ = ["Evaluation", "FOLDER_FORMAT", "SPLITS", "TrainedModel", "UNSTORED_BASELINE", "state_dict_mismatch"]
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all", "test")
@@ -54,54 +54,6 @@ FOLDER_FORMAT = "utkface"
 #: `Evaluation.note` for a checkpoint that does not store the constants fitted on its training labels
 UNSTORED_BASELINE = ("the baseline is fitted on this data's own train split: this checkpoint is older than hydranet's "
                      "storing the one fitted on its training labels")
-
-def _spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
-    """The weights come from the checkpoint: never load (or look for) pretrained files again."""
-    backbone = dict(spec.get("backbone", {}))
-    if "pretrained" in backbone:
-        backbone["pretrained"] = False
-    if "weights" in backbone:
-        backbone["weights"] = None
-    return {**spec, "backbone": backbone}
-
-
-def _resolve_checkpoint_spec(path: Path, data: dict[str, Any],
-                             components: Components) -> tuple[ResolvedSpec, Components]:
-    """The stored spec, resolved with the plugins a trained model needs, and the components it resolved with.
-
-    A data section that the installed dataset plugin no longer takes (its
-    parameters changed) blocks only evaluating on the stored data, as a
-    missing dataset plugin does.
-    """
-    components = inference_components(path, data, components)
-    spec = _spec_without_weight_loading(data["spec"])
-    try:
-        return load_spec(spec, components=components), components
-    except SpecError as error:
-        problems = error.problems
-    name = spec.get("data", {}).get("name") if isinstance(spec.get("data"), dict) else None
-    if isinstance(name, str) and problems and all(p.startswith("data.") for p, _ in problems):
-        why = (f"the data section stored in {path} does not resolve with dataset '{name}' as installed here: "
-               + "; ".join(f"{p}: {m}" for p, m in problems))
-        components = with_stand_ins(components, None, dataset_stand_in(name, why))
-        try:
-            return load_spec(spec, components=components), components
-        except SpecError as error:
-            problems = error.problems
-    raise CheckpointError(f"the spec stored in {path} does not resolve with the plugins installed here:\n"
-                          + "\n".join(f"  {p}: {m}" for p, m in problems))
-
-
-def _device_argument(device: Any) -> torch.device:
-    """`device=` as a str ("auto", "cpu", "cuda:1"), a torch.device or a CUDA index, checked by `pick_device`."""
-    if is_whole_number(device):
-        device = f"cuda:{device}"  # torch's meaning of a bare index
-    elif isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str):
-        raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps', a torch.device or a CUDA "
-                         f"index; got {given(device)}")
-    return pick_device(device, option="device")
 
 
 class TrainedModel:
@@ -133,24 +85,19 @@ class TrainedModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
                         components: Components | None = None) -> "TrainedModel":
-        target = _device_argument(device)
+        target = device_argument(device)
         if components is not None and not isinstance(components, Components):
             raise InputError(f"components are what hydranet.components(...) returns (None: the installed "
                              f"plugins); got a {type(components).__name__}")
         data = read_checkpoint(path)  # which also refuses a path that is not a str or Path
         path = Path(path)
         components = components or default_components()
-        spec, components = _resolve_checkpoint_spec(path, data, components)
+        spec, components = resolve_checkpoint_spec(path, data, components)
         tasks = spec.build_tasks()
         check_task_states(path, data, tasks)
         for task in tasks:
             task.load_state_dict(data.get("task_state", {}).get(task.name, {}))
-        stored = data.get(BASELINES) or {}
-        for task in tasks:
-            if stored.get(task.name) is not None and len(stored[task.name]) != task.out_features:
-                raise CheckpointError(f"{path}: '{BASELINES}' holds {plural(len(stored[task.name]), 'value')} for "
-                                      f"task '{task.name}', whose head outputs {task.out_features}; the file was "
-                                      "altered")
+        check_stored_baselines(path, data, tasks)
         model = spec_model(spec, tasks)
         try:
             model.load_state_dict(data["model"])
@@ -291,7 +238,7 @@ class TrainedModel:
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             batch = torch.stack([self.preprocess(item) for item in items[start:start + batch_size]])
-            results += self._decode(self.predict_tensor(batch))
+            results += decode_outputs(self, self.predict_tensor(batch))
         return results
 
     def evaluate(self, overrides: str | Iterable[str] = (), split: str = "val", progress: bool = False,
@@ -485,43 +432,10 @@ class TrainedModel:
                 "backbones": {spec.backbone.entry.name: spec.backbone.entry.plugin},
                 "datasets": {spec.data.entry.name: spec.data.entry.plugin}}
 
-    @torch.no_grad()
-    def error_report(self, data, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
-        """Per task: a confusion matrix (classification) or the error distribution (regression).
-
-        A regression head outputs the prediction in the label's units (the
-        task contract; metrics, predict and export read it so). A task whose
-        `decode` turns the output into other values breaks it: its
-        distribution is then of decode's values, which predict shows, and a
-        `warning` says so.
-        """
-        outputs: dict[str, list[Tensor]] = {t.name: [] for t in self.tasks}
-        for start in range(0, index.numel(), batch_size):
-            rows = index[start:start + batch_size]
-            for name, value in self.predict_tensor(data.images[rows]).items():
-                outputs[name].append(value.float().cpu())
-        report = {}
-        for k, task in enumerate(self.tasks):
-            output = torch.cat(outputs[task.name]) if outputs[task.name] else torch.zeros(0, task.out_features)
-            target = data.targets[index, k]
-            labelled = ~torch.isnan(target)
-            output, target = output[labelled], target[labelled]
-            if task.problem == "classification":
-                report[task.name] = confusion_report(output, target, getattr(task, "class_names", None))
-                continue
-            decoded = self.decode_task(k, output) if output.shape[0] else None
-            predicted, warning = output[:, 0], ""
-            values = decoded_values(decoded)
-            off = decode_disagreement(predicted, values)
-            if off is not None:
-                predicted = values
-                warning = (f"decode turns this head's output into other values (typically {off:.3g} apart), so the "
-                           "head does not output the label's units, as a regression task's should: this "
-                           "distribution is of decode's values (what predict shows); exported files give the "
-                           "head's output as it is. See 'The contract' in docs/plugins/task.md")
-            report[task.name] = {"unit": task_unit(task, decoded), **error_distribution(predicted - target),
-                                 **({"warning": warning} if warning else {})}
-        return report
+    def error_report(self, data: Any, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
+        """Per task: a confusion matrix (classification) or the error distribution (regression); see
+        `task_answers.error_report`."""
+        return error_report(self, data, index, batch_size)
 
     def predict_files(self, files: str | os.PathLike | Iterable[str | os.PathLike], batch_size: int = 64,
                       progress: bool = False) -> list[dict[str, Any]]:
@@ -557,65 +471,13 @@ class TrainedModel:
                     except Exception as error:  # PIL raises many kinds; the row says which
                         slot["error"] = unreadable_reason(error, path)
                 if images:
-                    for slot, prediction in zip(readable, self._decode(self.predict_tensor(torch.stack(images)))):
+                    for slot, prediction in zip(readable, decode_outputs(self, self.predict_tensor(torch.stack(images)))):
                         slot.update(prediction)
                 rows += slots
                 bar.update(len(chunk))
         return rows
 
-    def _decode(self, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
-        count = next(iter(outputs.values())).shape[0] if outputs else 0
-        decoded = {task.name: self.decode_task(k, outputs[task.name].float().cpu())
-                   for k, task in enumerate(self.tasks)}
-        return [{name: rows[i] for name, rows in decoded.items()} for i in range(count)]
-
     def decode_task(self, k: int, output: Tensor) -> list[Any]:
-        """Task k's `decode` of a batch of its outputs (on the host), checked: one dict per row, in order.
-
-        A plugin's decode that returns another number of rows would pair
-        predictions with the wrong images, or fail with an IndexError that
-        names nothing; this names the task and its plugin.
-        """
-        who = f"the decode of {self._task_origin(k)}"
-        fix = "Fix the task's decode: it returns one dict per row of its output, in order"
-        try:
-            rows = self.tasks[k].decode(output)
-        except HydranetError:
-            raise
-        except Exception as error:  # a plugin's decode may raise anything
-            raise HydranetError(f"{who} raised {type(error).__name__}: {error}. {fix}.") from error
-        count = output.shape[0]
-        if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
-            raise HydranetError(f"{who} returned {given(rows)} for a batch of {plural(count, 'image')}; expected a "
-                                f"list of {count} dicts. {fix}.")
-        if len(rows) != count:
-            raise HydranetError(f"{who} returned {plural(len(rows), 'row')} for a batch of {plural(count, 'image')}; "
-                                f"expected {count}. {fix}.")
-        wrong = next((i for i, row in enumerate(rows) if not isinstance(row, Mapping)), None)
-        if wrong is not None:
-            raise HydranetError(f"{who} returned {given(rows[wrong])} for row {wrong}; expected a dict such as "
-                                "{'value': ..., 'unit': ...} or {'class': ..., 'probability': ...}. " + f"{fix}.")
-        return list(rows)
-
-    def _task_origin(self, k: int) -> str:
-        """"task 'x' (kind 'k') from plugin 'p' (hydranet-p 1.0)", for a message about a plugin's task."""
-        name = self.tasks[k].name
-        entry = self.spec.tasks[k].component.entry if k < len(self.spec.tasks) else None
-        if entry is None:
-            return f"task '{name}'"
-        pm = self.components.pm if self.components is not None else None
-        who = pm.describe(entry.plugin) if pm is not None else describe_plugin(entry.plugin)
-        kind = f" (kind '{entry.name}')" if entry.name != name else ""
-        return f"task '{name}'{kind} from {who}"
-
-
-def state_dict_mismatch(error: RuntimeError, limit: int = 5) -> str:
-    """The informative lines of load_state_dict's error (which weights are missing, extra, or misshapen)."""
-    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
-    details = []
-    for line in lines:
-        details += [part.strip() + ("." if not part.strip().endswith(".") else "") for part in line.split(". ")
-                    if part.strip()]
-    shown = details[:limit] or [str(error).splitlines()[0]]
-    more = f"\n  ... and {len(details) - limit} more" if len(details) > limit else ""
-    return "\n".join(f"  {line}" for line in shown) + more
+        """Task k's `decode` of a batch of its outputs (on the host), checked: one dict per row, in order; see
+        `task_answers.decode_task`, which names the task and its plugin when the rows are wrong."""
+        return decode_task(self, k, output)
