@@ -1,8 +1,8 @@
 """How `hydranet compare` shows a comparison: a table for the terminal, CSV and JSON for other tools.
 
-Apart from compare.py, which reads runs and computes the comparison (Δm, seed
-groups), so that each module has one job; the sweep writes its compare.csv
-through `comparison_csv`.
+Apart from comparison.py, which assembles the comparison (Δm, seed groups:
+delta_m.py) from the runs compare.py reads, so that each module has one job;
+the sweep writes its compare.csv through `comparison_csv`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import math
 import textwrap
 from typing import Any
 
-from hydranet.core.compare import SEED_KEYS, Comparison, RunGroup, RunRecord, differences
+from hydranet.core.comparison import Comparison
+from hydranet.core.delta_m import SEED_KEYS, RunGroup
 from hydranet.core.param_text import leaf_text
 from hydranet.core.report import format_table, format_value
 from hydranet.core.run import csv_number
+from hydranet.core.run_record import RunRecord
+from hydranet.core.spec_differences import differences
 from hydranet.core.wording import english_list
 
 

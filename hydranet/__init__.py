@@ -36,6 +36,7 @@ _LAZY = {
     "train": "hydranet.core.engine",
     "sweep": "hydranet.core.sweep",
     "load": "hydranet.core.checkpoint",
+    "compare": "hydranet.core.compare",
     "components": "hydranet.core.plugins",
     "Components": "hydranet.core.plugins",
     "RunInfo": "hydranet.core.observers",
@@ -44,12 +45,13 @@ _LAZY = {
     "SweepResult": "hydranet.core.sweep",
     **dict.fromkeys(("TrainedModel", "Evaluation"), "hydranet.core.inference"),
     "EvalResult": "hydranet.core.evaluation",
-    "Comparison": "hydranet.core.compare",
+    "Comparison": "hydranet.core.comparison",
 }
 
 if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.checkpoint import load
-    from hydranet.core.compare import Comparison
+    from hydranet.core.compare import compare
+    from hydranet.core.comparison import Comparison
     from hydranet.core.engine import RunResult, train
     from hydranet.core.evaluation import EvalResult
     from hydranet.core.inference import Evaluation, TrainedModel
@@ -101,6 +103,7 @@ __all__ = [
     "train",
     "sweep",
     "load",
+    "compare",
     "components",
     "RunInfo",
 ]

@@ -681,3 +681,54 @@ def test_seeds_equal_as_numbers_are_one_seed_but_true_is_not_1(spec, tmp_path):
     assert any("one, same and two differ only in train.seed, but some share one" in n for n in report["notes"])
     true = make_run(tmp_path / "true", spec, [metrics(12, 0.5, 0.4, 0.2)], train__seed=True)
     assert [g["seeds"] for g in compare_json(one, true)["groups"]] == [[1, True]]  # true is no number: two seeds
+
+
+# ------------------------------------------------------------------ hydranet.compare, the Python API
+
+
+def test_hydranet_compare_is_the_commands_json_and_prints_its_table(runs):
+    """What a notebook does: compare two trained runs, look at the result, print it; the same as the command's."""
+    from hydranet.core.compare_output import comparison_json
+
+    pair = [runs / "sum", runs / "uncertainty"]
+    comparison = hydranet.compare(pair)
+    assert isinstance(comparison, hydranet.Comparison) and "compare" in hydranet.__all__
+    assert json.loads(comparison_json(comparison)) == compare_json(*pair)
+    assert str(comparison) + "\n" == compare(*pair).output  # print(comparison): the command's table
+    delta = comparison.delta_m[runs / "uncertainty"]
+    assert repr(comparison) == (f"Comparison(2 runs, val metrics at the best epoch, against sum; "
+                                f"delta_m: uncertainty {delta:+.2f}%)")
+
+    options = dict(ref=runs / "uncertainty", epoch="last", sort=True)
+    by_api = comparison_json(hydranet.compare(pair, **options))
+    assert json.loads(by_api) == compare_json(*pair, "--ref", runs / "uncertainty", "--epoch", "last", "--sort")
+    assert hydranet.compare(pair, epoch=1).runs[0].epoch == 1
+
+
+def test_hydranet_compare_takes_a_sweep_folder_groups_seeds_and_refuses_what_the_command_refuses(spec, tmp_path):
+    from hydranet.core.compare_output import comparison_json
+
+    runs = make_sweep(spec, tmp_path / "w")
+    comparison = hydranet.compare(tmp_path / "w")  # one folder alone, a sweep's: its runs in the sweep's order
+    assert [run.path for run in comparison.runs] == runs
+    assert json.loads(comparison_json(comparison)) == compare_json(tmp_path / "w")
+
+    seeds = [make_run(tmp_path / "s" / f"train.seed={seed}", spec, [metrics(10 + seed, 0.5, 0.4, 0.2)],
+                      train__seed=seed) for seed in (0, 1)]
+    other = make_run(tmp_path / "s" / "other", spec, [metrics(12, 0.5, 0.4, 0.2)], train__lr=0.5)
+    grouped = hydranet.compare([*seeds, other])
+    assert [g.n for g in grouped.groups] == [2, 1]
+    assert repr(grouped).startswith("Comparison(3 runs in 2 seed groups, val metrics at the best epoch, against ")
+    assert hydranet.compare([*seeds, other], group=False).groups is None
+
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(hydranet.HydranetError, match="cannot be compared"):
+        hydranet.compare([runs[0], tmp_path / "junk", runs[1]])
+    assert len(hydranet.compare([runs[0], tmp_path / "junk", runs[1]], skip_bad=True).runs) == 2
+    for wrong in (dict(epoch="first"), dict(epoch=0), dict(split="train")):
+        with pytest.raises(hydranet.InputError):
+            hydranet.compare(runs, **wrong)
+    with pytest.raises(hydranet.InputError):
+        hydranet.compare([])
+    with pytest.raises(hydranet.HydranetError, match="test metrics exist only for the best epoch"):
+        hydranet.compare(runs, split="test", epoch="last")

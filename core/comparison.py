@@ -1,0 +1,256 @@
+"""The comparison `hydranet compare` shows: the metrics every run shares, each run's Δm, its labels and notes.
+
+It takes runs already read (compare.py reads them from their folders) and
+assembles them: which metrics all of them have, each run's Δm against the
+reference and its seed groups' (the maths in delta_m.py), the runs' labels,
+their order, and a note for whatever a reader should know (a metric left
+out, a run stopped early, a run that read other data). How it is shown is
+compare_output.py's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydranet.core.delta_m import RunGroup, delta_m, group_runs, mean_std
+from hydranet.core.errors import HydranetError
+from hydranet.core.param_text import flat_items, leaf_text
+from hydranet.core.run_record import RunRecord
+from hydranet.core.spec_differences import differences
+from hydranet.core.wording import english_list
+
+@dataclass
+class Comparison:
+    """The runs (reference first among equals), the metrics all of them share, and each run's Δm."""
+
+    runs: list[RunRecord]
+    reference: RunRecord
+    epoch: str
+    shared: list[tuple[str, str]]  # (task, metric), in the reference's order
+    delta_m: dict[Path, float]  # run.path -> Δm in percent (NaN: no metric to compute it on)
+    notes: list[str] = field(default_factory=list)
+    #: the runs grouped by seed (the reference's group first among equals), when some group has several runs;
+    #: their Δm, on the means, is in group_delta_m under each group's path
+    groups: list[RunGroup] | None = None
+    group_delta_m: dict[Path, float] = field(default_factory=dict)
+    #: under each group's path, each of its runs' Δm (in the group's order) against the reference group's means:
+    #: the spread of the group's Δm over its seeds (`group_delta_m_spread`)
+    group_run_delta_m: dict[Path, list[float]] = field(default_factory=dict)
+    #: which metrics the runs contribute: "val" (at `epoch`), or "test" (their test split's, at the best epoch)
+    split: str = "val"
+
+    def group_delta_m_spread(self, group: RunGroup) -> tuple[float, float]:
+        """The mean and sample std of the group's runs' Δm against the reference group's means (std NaN for one
+        run); the mean is group_delta_m wherever every run has every metric."""
+        return mean_std(self.group_run_delta_m[group.path]) or (math.nan, math.nan)
+
+    def higher_is_better(self, task: str, metric: str) -> bool:
+        return self.reference.higher_is_better[task][metric]
+
+    def __repr__(self) -> str:
+        """One line, for a notebook that shows the comparison: which rows, against which reference, and each
+        row's Δm as the table shows it (a seed group's: its runs' mean); `print` shows the whole table."""
+        reference = self.reference.label or str(self.reference.path)
+        if self.groups:
+            rows = [(g.label, self.group_delta_m_spread(g)[0], self.reference in g.runs) for g in self.groups]
+            what = f"{len(self.runs)} runs in {len(self.groups)} seed groups"
+        else:
+            rows = [(run.label, self.delta_m[run.path], run is self.reference) for run in self.runs]
+            what = f"{len(self.runs)} runs"
+        deltas = ", ".join(f"{label} {_percent(delta)}" for label, delta, is_reference in rows if not is_reference)
+        return (f"Comparison({what}, {self.split} metrics at the {_epoch_words(self.epoch)}, against {reference}"
+                + (f"; delta_m: {deltas}" if deltas else "") + ")")
+
+    def __str__(self) -> str:
+        """The table `hydranet compare` prints, notes included."""
+        from hydranet.core.compare_output import comparison_table  # it imports this module
+
+        return comparison_table(self)
+
+
+def _percent(delta: float) -> str:
+    return "n/a" if math.isnan(delta) else f"{delta:+.2f}%"
+
+
+def _epoch_words(epoch: str) -> str:
+    return f"{epoch} epoch" if epoch in ("best", "last") else f"epoch {epoch}"
+
+
+def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | int = "best", sort: bool = False,
+                 notes: Sequence[str] = (), group: bool = True, split: str = "val") -> Comparison:
+    """Compare `runs` (which include `reference`) on the task metrics all of them have; `notes` come first.
+
+    With `group`, runs that differ only in their seed are also grouped (see `group_runs`).
+    """
+    shared, left_out = shared_metrics(runs, reference)
+    if not shared:
+        raise HydranetError(_nothing_shared(runs, reference))
+    label_runs(runs)
+    label_weightings(runs)
+    notes = list(notes)
+    for run in runs:
+        left = left_out[run.path]
+        if left:
+            notes.append(f"{run.label}: left out, as not every run has {'it' if len(left) == 1 else 'them'}: "
+                         f"{', '.join(left)}")
+    zero = [f"{t}.{m}" for t, m in shared if reference.metrics[t][m] == 0]
+    if zero:
+        notes.append(f"left out of delta_m, the reference's value being 0: {', '.join(zero)}")
+    delta: dict[Path, float] = {}
+    for run in runs:
+        delta[run.path], missing = delta_m(run, reference, shared)
+        if missing:
+            where = "test" if split == "test" else "validation"
+            notes.append(f"{run.label}: no value (NaN: no labelled {where} image, or the run diverged) for {', '.join(missing)}, "
+                         "left out of its delta_m")
+    for run in runs:
+        notes += _run_notes(run, reference)
+    ordered = list(runs)
+    if sort:
+        ordered.sort(key=lambda run: _best_first(delta[run.path]))
+    comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes, split=split)
+    if group:
+        _add_groups(comparison, runs, sort)  # grouped as given: --sort orders the groups, not a group's seeds
+    return comparison
+
+
+def shared_metrics(runs: Sequence[RunRecord],
+                   reference: RunRecord) -> tuple[list[tuple[str, str]], dict[Path, list[str]]]:
+    """The (task, metric) pairs every run has, in the reference's order, and per run.path the `task.metric`s it
+    has that not every run has (what comparing, or plotting, them together leaves out).
+
+    A metric counts as shared only where every run agrees whether higher is better.
+    """
+    keys = [_metric_keys(run) for run in runs]
+    shared_keys = set.intersection(*keys) if keys else set()
+    shared = [(task, metric) for task, metric, _ in _metric_keys(reference, ordered=True)
+              if (task, metric, reference.higher_is_better[task][metric]) in shared_keys]
+    left_out = {run.path: [f"{t}.{m}" for t, m, _ in sorted(own - shared_keys)] for run, own in zip(runs, keys)}
+    return shared, left_out
+
+
+def _best_first(delta: float) -> float:
+    return -delta if math.isfinite(delta) else math.inf
+
+
+def _add_groups(comparison: Comparison, runs: Sequence[RunRecord], sort: bool) -> None:
+    """Group `runs` (as given) by seed; only when some group has several runs (else the table stays per run)."""
+    groups, notes = group_runs(runs)
+    comparison.notes += notes
+    if all(g.n == 1 for g in groups):
+        return
+    reference = next(g for g in groups if comparison.reference in g.runs)
+    for g in groups:
+        comparison.group_delta_m[g.path] = delta_m(g, reference, comparison.shared)[0]
+        comparison.group_run_delta_m[g.path] = [delta_m(run, reference, comparison.shared)[0] for run in g.runs]
+    if sort:  # by the Δm the table shows: the mean of the group's runs' (not the Δm on its means, which a run
+        # lacking a metric can set apart from it)
+        groups.sort(key=lambda g: _best_first(comparison.group_delta_m_spread(g)[0]))
+    comparison.groups = groups
+
+
+def _metric_keys(run: RunRecord, ordered: bool = False) -> Any:
+    keys = [(t, m, up) for t, metrics in run.higher_is_better.items() for m, up in metrics.items()]
+    return keys if ordered else set(keys)
+
+
+def _nothing_shared(runs: Sequence[RunRecord], reference: RunRecord) -> str:
+    def tasks(run: RunRecord) -> str:
+        return ", ".join(run.higher_is_better) or "(none)"
+
+    apart = [run for run in runs if not _metric_keys(run) & _metric_keys(reference)]
+    if apart:
+        return (f"no task metric to compare: {english_list([str(r.path) for r in apart])} "
+                f"share{'s' if len(apart) == 1 else ''} none with the reference {reference.path} "
+                f"(tasks: {tasks(reference)}; theirs: {'; '.join(tasks(r) for r in apart)}). "
+                "Compare runs of the same tasks.")
+    return ("no task metric is common to all these runs ("
+            + "; ".join(f"{run.path}: {tasks(run)}" for run in runs) + "); compare fewer runs at a time.")
+
+
+def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
+    notes = []
+    if run.epochs_done < run.epochs_planned:
+        notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
+                     f"continue it with `hydranet train --resume {run.path}`")
+    data = {key: value for key, value in differences(reference.spec, run.spec).items() if key.startswith("data.")}
+    if data:
+        notes.append(_other_data_note(run, reference, data))
+    return notes
+
+
+#: What a data setting that differs from the reference's may change in what a run learnt or was scored on. A
+#: setting not named here (data.root, data.name, a dataset's own parameter) may have read other images.
+DATA_CONSEQUENCES = {
+    "data.csv": "the runs may have read different labels",
+    "data.val_fraction": "they validate on other images",
+    "data.split_seed": "they validate on other images",
+    "data.test_fraction": "they train on other images (validation keeps the same ones)",
+}
+OTHER_IMAGES = "the runs may have read other images"
+
+
+def _other_data_note(run: RunRecord, reference: RunRecord, data: Mapping[str, Any]) -> str:
+    """"b read other data than the reference: data.csv differs (labels.csv in a, labels_2.csv in b): the runs
+    may have read different labels; its metrics and delta_m may not compare like with like".
+
+    Each setting that differs is named with both values and what it may change: another label CSV over the
+    same images differs in its labels, another split seed in its validation images, another root in its
+    images; a note that said "different images" for all of them sent the user looking in the wrong place.
+    """
+    by_consequence: dict[str, list[str]] = {}
+    for key, value in data.items():
+        theirs = _setting_text(_dotted(reference.spec, key))
+        by_consequence.setdefault(DATA_CONSEQUENCES.get(key, OTHER_IMAGES), []).append(
+            f"{key} differs ({theirs} in {reference.label}, {_setting_text(value)} in {run.label})")
+    said = "; ".join(f"{english_list(keys)}: {consequence}" for consequence, keys in by_consequence.items())
+    return (f"{run.label} read other data than the reference: {said}; its metrics and delta_m may not compare "
+            "like with like")
+
+
+def _dotted(spec: Mapping[str, Any], key: str) -> Any:
+    """The value at a dotted key of a spec (`data.csv`), or "(removed)" where the spec has no such key."""
+    value: Any = spec
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return "(removed)"
+        value = value[part]
+    return value
+
+
+def _setting_text(value: Any) -> str:
+    """A data setting as the note shows it: as YAML writes it, with "not set" for null (the dataset's default)."""
+    if value is None or value in ("(added)", "(removed)"):
+        return "not set"
+    return leaf_text(value)
+
+
+def label_weightings(runs: Sequence[RunRecord]) -> None:
+    """Set each run's `weighting_params`: the parameters in which runs of the same weighting differ.
+
+    A sweep over `{name: static, weights: ...}` gives runs whose weighting is
+    `static` in each; its name alone would show them alike. Parameters every
+    run of that weighting shares (its defaults, or one run's own) are left out,
+    so the column stays the name wherever that says it all.
+    """
+    missing = object()
+    params = [_weighting_items(run.spec.get("weighting")) for run in runs]
+    for run, own in zip(runs, params):
+        peers = [other for r, other in zip(runs, params) if r.weighting == run.weighting]
+        run.weighting_params = {key: value for key, value in own.items()
+                                if any(other.get(key, missing) != value for other in peers)}
+
+
+def _weighting_items(section: Any) -> dict[str, Any]:
+    return {key: value for key, value in flat_items(section) if key != "name"} if isinstance(section, Mapping) else {}
+
+
+def label_runs(runs: Sequence[RunRecord]) -> None:
+    """Each run's folder name; the path as given where two runs share a name (what every output calls a run)."""
+    names = [run.path.name or str(run.path) for run in runs]
+    for run, name in zip(runs, names):
+        run.label = name if names.count(name) == 1 else str(run.path)
