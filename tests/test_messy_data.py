@@ -231,7 +231,8 @@ def test_predict_skips_hidden_files_and_says_an_empty_file_is_empty(checkpoint: 
     (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
     make_image(folder / ".thumbnails" / "a.jpg", 8)
     (folder / "b.jpg").write_bytes(b"")
-    rows = hydranet.load(checkpoint).predict_files(folder)
+    with pytest.warns(UserWarning, match=r"(?s)skipped 2 files .* hidden folders .* macOS resource forks"):
+        rows = hydranet.load(checkpoint).predict_files(folder)
     assert [Path(row["file"]).name for row in rows] == ["a.jpg", "b.jpg"]
     assert "error" not in rows[0] and rows[1]["error"] == "empty file (0 bytes)"
 
