@@ -113,6 +113,27 @@ def test_a_row_with_too_many_cells_names_the_files_own_separator(houses: Path) -
     assert "a value holding a tab must be quoted" in dataset.problems[0][1]
 
 
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_trailing_empty_cells_beyond_the_header_are_dropped_silently(houses: Path, delimiter: str) -> None:
+    """Excel writes `a.jpg,30,` (a column once used, now empty, still spanned): it was skipped as too many cells."""
+    dataset, records = read(houses, excel([["file", "age"], ["a.jpg", "30", ""], ["b.jpg", "41", " ", ""],
+                                           ["c.jpg", "", ""], ["house2/floor0/img_030.jpg", "5", ""]],
+                                          delimiter=delimiter))
+    assert records == {"a.jpg": {"age": "30"}, "b.jpg": {"age": "41"}, "c.jpg": {},
+                       "house2/floor0/img_030.jpg": {"age": "5"}}
+    assert dataset.problems == []
+    assert dataset.notes == []
+
+
+def test_a_non_empty_cell_beyond_the_header_still_skips_the_row_with_every_cell_counted(houses: Path) -> None:
+    dataset, records = read(houses, b"file,age\na.jpg,30,,x,\nb.jpg,41\n")
+    assert list(records) == ["b.jpg"]
+    (where, reason), = dataset.problems
+    assert where.endswith("labels.csv:2")
+    assert reason.startswith("row has 5 cells but the header has 2, so a label may be in the wrong column; "
+                             "a value holding a ','")
+
+
 # --- one image twice -------------------------------------------------------------------------
 
 def test_a_duplicate_with_other_labels_says_which_differ_and_which_are_used(houses: Path) -> None:

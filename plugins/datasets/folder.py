@@ -241,9 +241,13 @@ class FolderDataset(Dataset):
         the row is skipped rather than trained on labels that may be shifted.
         The advice is the likely cause of each: more cells, a separator inside
         an unquoted value (a decimal comma in a ','-separated file, most often)
-        or a column the header does not name; fewer, labels left out.
+        or a column the header does not name; fewer, labels left out. Extra cells
+        that are all empty are no such risk (Excel writes `a.jpg,30,` for a
+        column once used and emptied): they are dropped without a word.
         """
         extra = row.get(None) or []
+        if not any(isinstance(cell, str) and cell.strip() for cell in extra):
+            extra = []
         cells = len(columns) + len(extra) - sum(1 for column in columns if row.get(column) is None)
         if cells == len(columns):
             return ""
