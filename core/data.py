@@ -134,14 +134,16 @@ def _check_classes(task: Task, column: Tensor, samples: Sequence[Sample]) -> Non
             f"(a whole number 0-{classes - 1}){more}", _sample(task, samples[first]))
 
 
-def _unlabelled(sources: Sequence[str], unlabelled: Tensor) -> ProblemGroup:
+def _unlabelled(samples: Sequence[Sample], unlabelled: Tensor) -> ProblemGroup:
     """The readable samples that no task has a valid label for, listed like a problem so they can be found.
 
     Not one that strict mode stops for: a sample may lack every label, as a
     missing label is normal. Unreadable ones are left out; they are listed as such.
+    Each is named as an invalid label is (`sample_where`): its CSV line, where
+    the dataset knows it, is where its labels are filled in.
     """
     return ProblemGroup("sample with no valid label for any task", "samples with no valid label for any task", "",
-                        "skipped", [(sources[int(i)], "") for i in unlabelled.nonzero().flatten()])
+                        "skipped", [(sample_where(samples[int(i)]), "") for i in unlabelled.nonzero().flatten()])
 
 
 def split_indices(n: int, val_fraction: float, seed: int, test_fraction: float = 0.0) -> tuple[Tensor, ...]:
@@ -231,9 +233,9 @@ def prepare_data(
     for index, _ in decoded.failures:
         failed[index] = True
     unreadable = ProblemGroup("unreadable image", "unreadable images", "", "skipped",
-                              [(sources[i], r) for i, r in decoded.failures])
+                              [(sample_where(samples[i]), r) for i, r in decoded.failures])
     groups = [entries, *labels, unreadable]  # what strict mode stops for
-    problems = [*groups, _unlabelled(sources, unlabelled & ~failed)]
+    problems = [*groups, _unlabelled(samples, unlabelled & ~failed)]
     full_list = None
     if any(len(group.items) > SHOW_PROBLEMS for group in problems):
         full_list = write_full_report(report_path, problems, strict)

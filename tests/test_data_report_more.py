@@ -79,6 +79,18 @@ def test_an_invalid_label_is_named_by_its_csv_line_and_its_image(tmp_path: Path,
     assert f"  {csv}:5 ({tmp_path / '3.jpg'}): price='-': not a number" in notes  # the header is line 1
 
 
+def test_an_unreadable_image_and_an_unlabelled_sample_are_named_by_csv_line_too(tmp_path: Path, components) -> None:
+    """Both lists named the image alone, while an invalid label named its CSV line: now all three read alike."""
+    csv = house_csv(tmp_path, [f"{i}.jpg,flat,{'-' if i == 2 else 100 + i}" for i in range(8)])
+    (tmp_path / "5.jpg").write_bytes(b"")  # unreadable
+    spec = folder_spec(tmp_path, components, {"name": "price", "kind": "regression", "label": "price"})
+    data = load_prepared_data(spec, spec.build_tasks(), progress=False)
+    assert "1 unreadable image skipped:" in data.notes
+    assert any(line.startswith(f"  {csv}:7 ({tmp_path / '5.jpg'}): ") for line in data.notes), data.notes
+    assert "1 sample with no valid label for any task skipped:" in data.notes
+    assert f"  {csv}:4 ({tmp_path / '2.jpg'})" in data.notes
+
+
 def test_a_sample_without_an_origin_is_named_by_its_source_as_before() -> None:
     task = RegressionTask("price", RegressionParams(label="price"))
     _, report = parse_labels([Sample("a.jpg", {"price": "-"}), Sample("b.jpg", {"price": "-"}, origin="t.csv:3")],

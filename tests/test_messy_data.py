@@ -177,7 +177,7 @@ def test_na_nan_and_null_cells_are_missing_labels_not_invalid_ones(people: Path,
     assert not [line for line in data.notes if "invalid" in line or "WARNING" in line], data.notes
     assert data.usable == 2  # b.jpg has no label left for any task
     assert "1 sample with no valid label for any task skipped:" in data.notes
-    assert f"  {people / 'b.jpg'}" in data.notes
+    assert f"  {people / 'labels.csv'}:3 ({people / 'b.jpg'})" in data.notes  # its CSV line, then its image
 
 
 def test_a_task_whose_every_value_is_na_says_so(people: Path, components) -> None:
