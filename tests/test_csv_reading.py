@@ -86,6 +86,41 @@ def test_a_regression_task_trains_on_every_decimal_comma_label(houses: Path, com
     assert any("read 3 cells with a decimal comma as numbers" in line for line in data.notes), data.notes
 
 
+# --- a dot before three digits in a ';' file: thousands or a decimal? ---------------------------------
+
+def test_dotted_thousands_in_a_semicolon_number_column_get_a_note_and_are_read_as_decimals(houses: Path) -> None:
+    """`1.200` in a ';' file may be German Excel's 1200 or a decimal 1.2: it was read as 1.2 without a word."""
+    dataset, records = read(houses, excel([["file", "price", "area"], ["a.jpg", "120", "1.234,5"],
+                                           ["b.jpg", "NA", "70"], ["c.jpg", "1.200", "80"],
+                                           ["house2/floor0/img_030.jpg", "-12.500", "99,9"]]))
+    assert records["c.jpg"] == {"price": "1.200", "area": "80"}  # read as before: no guess
+    assert records["house2/floor0/img_030.jpg"]["price"] == "-12.500"
+    dotted = [note for note in dataset.notes if "thousands with a dot" in note]
+    assert dotted == [f"2 cells of column 'price' in a ';'-separated file look like thousands with a dot (e.g. "
+                      f"{houses / 'labels.csv'}:4 '1.200'); they are read as decimals (1.2): if they are thousands, "
+                      f"write them without the dot"]
+    assert any(note.startswith("read 2 cells with a decimal comma") for note in dataset.notes)  # still said
+
+
+def test_one_dotted_thousand_is_worded_in_the_singular(houses: Path) -> None:
+    dataset, _ = read(houses, excel([["file", "price"], ["a.jpg", "12.500"], ["b.jpg", "3"]]))
+    assert [note for note in dataset.notes if "thousands with a dot" in note] == [
+        f"1 cell of column 'price' in a ';'-separated file looks like thousands with a dot (e.g. "
+        f"{houses / 'labels.csv'}:2 '12.500'); it is read as a decimal (12.5): if it is thousands, write it "
+        f"without the dot"]
+
+
+@pytest.mark.parametrize("rows, delimiter", [
+    ([["a.jpg", "1.200"], ["b.jpg", "tall"]], ";"),  # a text column: not read as numbers
+    ([["a.jpg", "1.200"], ["b.jpg", "3"]], ","),  # a ',' file writes decimals with a point
+    ([["a.jpg", "0.500"], ["b.jpg", "1.20"], ["c.jpg", "1234.500"], ["house2/floor0/img_030.jpg", "1.2345"]], ";"),
+])
+def test_cells_that_cannot_be_dotted_thousands_get_no_such_note(houses: Path, rows: list[list[str]],
+                                                                delimiter: str) -> None:
+    dataset, _ = read(houses, excel([["file", "price"], *rows], delimiter=delimiter))
+    assert not [note for note in dataset.notes if "thousands with a dot" in note], dataset.notes
+
+
 def test_a_comma_separated_csv_keeps_its_quoted_commas(houses: Path) -> None:
     """In a ',' file a comma is the separator: a quoted `"133,41"` may be text or a list, and is left as written."""
     dataset, records = read(houses, b'file,price\na.jpg,"133,41"\n')

@@ -22,7 +22,7 @@ from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir, existing_file, os_reason
 from hydranet.core.wording import english_list, plural
-from hydranet.plugins.datasets.csv_cells import decimal_point, not_utf8_error, row_record, sniff_delimiter
+from hydranet.plugins.datasets.csv_cells import SemicolonNumbers, not_utf8_error, row_record, sniff_delimiter
 from hydranet.plugins.datasets.name_matching import NameListings, folded, nfc, path_below, spelled
 from hydranet.plugins.datasets.utkface import listed_images_up_to
 
@@ -104,7 +104,7 @@ class FolderDataset(Dataset):
         listings = NameListings()  # folders' names, for names written in another form
         resolved: dict[Path, Path] = {}  # folder -> itself resolved, for `_resolve`
         renamed: list[tuple[str, str, Path]] = []  # (where, the CSV's name, the file) matched in another form
-        decimals: list[tuple[str, str, str, str]] = []  # (where, column, cell, number) read with a decimal comma
+        numbers = SemicolonNumbers(delimiter)  # decimal commas read, dotted thousands noted
         for row in reader:
             where = f"{self.csv}:{reader.line_num}"
             file = (row.get(self.file_column) or "").strip()
@@ -112,7 +112,7 @@ class FolderDataset(Dataset):
             image = _resolve(path, resolved) if path is not None else None
             problem = (self._row_problem(row, columns, delimiter)
                        or ("" if file else f"no image file in column '{self.file_column}'"))
-            record, read = self._decimal_points(row_record(row, self.file_column), delimiter == ";")
+            record, read = numbers.read(row_record(row, self.file_column))
             if image is not None:
                 named.add(image)
                 if not problem and image in first:
@@ -126,43 +126,16 @@ class FolderDataset(Dataset):
                 continue
             first[image] = (reader.line_num, record)
             samples.append(Sample(str(path), record, origin=where))
-            decimals += [(where, column, cell, number) for column, (cell, number) in read.items()]
+            numbers.keep(where, record, read)
             if others:
                 renamed.append((where, file, path))
         if renamed:
             self.notes.append(self._renamed_note(folder, renamed))
-        if decimals:
-            self.notes.append(self._decimals_note(decimals))
+        self.notes.extend(numbers.notes())
         unused = self._unused_note(folder, named, resolved, limit=UNUSED_SEARCH_MIN + 10 * reader.line_num)
         if unused:
             self.notes.append(unused)
         return samples
-
-    @staticmethod
-    def _decimal_points(record: dict[str, str],
-                        comma_decimals: bool) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-        """`record` with its decimal-comma numbers written with a point, and {column: (cell, number)} of those.
-
-        Only in a ';'-separated CSV (`comma_decimals`): Excel writes ';' where the
-        decimal mark is a comma, so `133,41` there is 133.41, and read as written a
-        regression task would find it "not a number". In a ','-separated CSV such a
-        cell must be quoted, and may as well be a list or text: it is left alone.
-        Tasks get the number as a string, as every record field is one.
-        """
-        if not comma_decimals:
-            return record, {}
-        read = {column: (cell, number) for column, cell in record.items()
-                if (number := decimal_point(cell)) is not None}
-        return {**record, **{column: number for column, (_, number) in read.items()}}, read
-
-    @staticmethod
-    def _decimals_note(decimals: list[tuple[str, str, str, str]]) -> str:
-        """The note for the cells read with a decimal comma: how many, and the first, so it can be checked."""
-        where, column, cell, number = decimals[0]
-        numbers = "a number" if len(decimals) == 1 else "numbers"
-        return (f"read {plural(len(decimals), 'cell')} with a decimal comma as {numbers} "
-                f"(e.g. {where} {column} {cell!r} -> {number}), as the file is ';'-separated (Excel's way where the "
-                f"decimal mark is a comma); thousands grouped by '.' or a space count too (1.234,5 -> 1234.5)")
 
     def _duplicate(self, file: str, record: dict[str, str], line: int, kept: dict[str, str]) -> str:
         """Why a row naming an image an earlier row (at `line`, with the labels `kept`) named is skipped.
