@@ -21,13 +21,13 @@ from PIL import Image
 from torch import Tensor
 
 from hydranet.core.augment import DeviceAugment
-from hydranet.core.checkpoint import UnavailableDataset, read_checkpoint, with_stand_ins
+from hydranet.core.checkpoint import read_checkpoint
 from hydranet.core.checkpoint_checks import BASELINES, check_task_states
 from hydranet.core.checkpoint_stage import Stage, checkpoint_stage
 from hydranet.core.decode import decode_file, to_square_rgb, unreadable_reason
 from hydranet.core.device import resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, InputError, not_a_choice
-from hydranet.core.eval_data import check_data_overrides, folder_role, no_root_message
+from hydranet.core.eval_data import FOLDER_FORMAT, check_data_overrides, evaluation_spec, missing_data_message
 from hydranet.core.evaluated import Evaluation
 from hydranet.core.forward import spec_model
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, file_object,
@@ -38,18 +38,15 @@ from hydranet.core.model_loading import (check_stored_baselines, device_argument
                                          state_dict_mismatch)
 from hydranet.core.paths import MissingPathError
 from hydranet.core.plugins import Components, default_components
-from hydranet.core.spec import ResolvedSpec, load_spec
-from hydranet.core.spec_models import DataSection
+from hydranet.core.spec import ResolvedSpec
 from hydranet.core.task_answers import decode_outputs, decode_task, error_report
 
-#: state_dict_mismatch stays importable from here (run_checkpoints reads it so); it lives in model_loading
+#: state_dict_mismatch stays importable from here (run_checkpoints reads it so); it lives in model_loading, and
+#: FOLDER_FORMAT in eval_data
 __all__ = ["Evaluation", "FOLDER_FORMAT", "SPLITS", "TrainedModel", "UNSTORED_BASELINE", "state_dict_mismatch"]
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all", "test")
-
-#: what evaluating on another folder reads it as when the model's dataset draws its images (synthetic) instead
-FOLDER_FORMAT = "utkface"
 
 #: `Evaluation.note` for a checkpoint that does not store the constants fitted on its training labels
 UNSTORED_BASELINE = ("the baseline is fitted on this data's own train split: this checkpoint is older than hydranet's "
@@ -277,18 +274,12 @@ class TrainedModel:
                              "To score other "
                              "held-out images, evaluate a folder of them in the same format, "
                              "evaluate('data.root=DIR', split='all') (hydranet eval CKPT --data DIR --split all)")
-        spec, note = self._data_spec(overrides, components, option)
-        if not {item.partition("=")[0].strip() for item in check_data_overrides(overrides, option)} & {"data",
-                                                                                                    "data.root"}:
-            spec, moved = self._root_as_run_read(spec, components, option)
-            note = "; ".join(filter(None, [note, moved]))
-        stand_in = spec.data.entry.factory
-        if isinstance(stand_in, UnavailableDataset):  # the stored dataset, whose plugin is not here
-            raise DataError(stand_in.explain(option))
+        overrides = check_data_overrides(overrides, option)
+        spec, note = evaluation_spec(self, overrides, components, option)
         try:
             data = load_prepared_data(spec, self.tasks, progress)
         except MissingPathError as missing:
-            raise DataError(self._missing_data(missing, option) if not overrides else str(missing)) from None
+            raise DataError(missing_data_message(self, missing, option) if not overrides else str(missing)) from None
         if split == "test" and spec.spec.data.test_fraction <= 0:
             raise DataError(f"this model's spec has no test split (data.test_fraction is "
                             f"{spec.spec.data.test_fraction:g}): its run held no images out. Evaluate split 'val', "
@@ -315,122 +306,6 @@ class TrainedModel:
                           usable=data.usable, data_notes=list(data.notes), problems=list(data.problems),
                           data_root=os.path.abspath(os.path.expanduser(root)) if isinstance(root, (str, os.PathLike))
                           else None)
-
-    def _root_as_run_read(self, spec: ResolvedSpec, components: Components | None,
-                          option: str) -> tuple[ResolvedSpec, str]:
-        """`spec` with a relative stored `data.root` counted from the folder the run started in, and a note.
-
-        A relative root means the folder the run read, which the checkpoint
-        records (`started_in`); read from the current folder instead, it may
-        be another folder of the same name, and the metrics would be of other
-        data without a word (its val split would even hold images the model
-        trained on). So the run's folder is evaluated, and when the current
-        folder has one of that name too, the note names both and how to
-        evaluate the other (--data). When the run's folder is gone, the
-        current folder's is read, and the note says so; when neither exists,
-        loading says so (`_missing_data`). A checkpoint that does not record
-        where its run started keeps the current folder's meaning.
-        """
-        root = getattr(spec.data.params, "root", None)
-        if not isinstance(root, (str, os.PathLike)) or not self.started_in:
-            return spec, ""
-        stored = Path(root).expanduser()
-        if stored.is_absolute():
-            return spec, ""
-        run_read, here = Path(self.started_in) / stored, Path.cwd() / stored
-        if not run_read.exists():
-            if here.exists() and Path(self.started_in) != Path.cwd():
-                return spec, (f"the folder this model's run read, {run_read} (its data.root {str(stored)!r} counts "
-                              f"from {self.started_in}, where the run started), no longer exists; evaluating "
-                              f"{here} in the current folder instead, which may hold other images")
-            return spec, ""
-        if here.exists() and os.path.samefile(here, run_read):
-            return spec, ""
-        raw = spec.to_dict()
-        raw["data"] = {**raw["data"], "root": str(run_read)}
-        spec = load_spec(raw, components=self._components(components), option=option)
-        if not here.exists():
-            return spec, ""
-        other = (f"hydranet eval {self.path or 'CKPT'} --data {stored}" if option == "--set"
-                 else f"evaluate(\"data.root={stored}\")")
-        return spec, (f"data.root {str(stored)!r} is relative to the folder this model's run started in, "
-                      f"{self.started_in}: evaluating {run_read}, the data it trained on, not {here} of the same "
-                      f"name in the current folder. To evaluate that one instead: {other}")
-
-    def _missing_data(self, missing: MissingPathError, option: str) -> str:
-        """The model's own data not found: with a relative path, say where its run read it from, and the ways out.
-
-        A relative `data.root` counts from the folder the run started in (the
-        checkpoint records it); evaluating from another folder misses it.
-        """
-        said = f"{missing.what} {missing.path} {missing.state}"
-        where = Path(self.started_in) / missing.path if self.started_in else None
-        if missing.path.is_absolute() or where is None or Path(self.started_in or "") == Path.cwd():
-            return str(missing)
-        found = "is there" if where.exists() else "is not there either"
-        other = (f"hydranet eval {self.path or 'CKPT'} --data {where}" if option == "--set"
-                 else f"evaluate(\"data.root={where}\")")
-        return (f"{said} in {Path.cwd()}: this model's spec names it relative to the folder its run started in, "
-                f"{self.started_in}, where it {found} ({where}). Evaluate from there (cd {self.started_in}), or "
-                f"name the folder: {other}")
-
-    def _data_spec(self, overrides: str | Iterable[str] = (), components: Components | None = None,
-                   option: str = "overrides") -> tuple[ResolvedSpec, str]:
-        """The spec `evaluate` reads its data with (the stored one, changed by `data.*` overrides), and a note.
-
-        `data.root=DIR` is another folder in the same format: the model's
-        dataset takes DIR as its `root` parameter (`folder_role`). A model
-        whose dataset draws its images (`synthetic` draws them into `root`,
-        which evaluating must never do) reads DIR as a UTKFace folder, labels
-        in the file names, keeping the shared data settings (val_fraction,
-        split_seed, ...); the note says so. A dataset that has no `root`
-        parameter, or whose plugin is not installed, is refused with the ways
-        out: it is never swapped for another. Naming the dataset too
-        (`data.name=folder`) keeps the stored section instead. Problems name
-        the overrides as `option`.
-        """
-        overrides = check_data_overrides(overrides, option)
-        if not overrides:
-            return self.spec, ""
-        raw = self.spec.to_dict()
-        keys = {item.partition("=")[0].strip() for item in overrides}
-        components = self._components(components)
-        note = ""
-        if "data.root" in keys and not keys & {"data", "data.name"}:
-            entry = self.spec.data.entry
-            role = folder_role(entry)
-            if isinstance(entry.factory, UnavailableDataset):
-                raise DataError(entry.factory.explain(option))
-            if role == "none":
-                raise DataError(no_root_message(entry, option, self.spec.data.origin))
-            if role == "draws":
-                raw["data"] = {"name": FOLDER_FORMAT, **{k: v for k, v in raw["data"].items()
-                                                         if k in DataSection.model_fields and k != "name"}}
-                note = (f"dataset '{entry.name}' draws its images instead of reading a folder, so data.root is read "
-                        f"as a '{FOLDER_FORMAT}' folder (labels in the file names)")
-        spec = load_spec(raw, overrides, components, option=option)
-        root = getattr(spec.data.params, "root", None)
-        if "data.root" in keys and folder_role(spec.data.entry) == "reads" and not Path(str(root)).is_dir():
-            labels = " (labels in the file names)" if spec.data.entry.name == FOLDER_FORMAT else ""
-            raise DataError(f"{root} is not a folder: data.root names an existing folder of images to evaluate "
-                            f"on, read as a '{spec.data.entry.name}' dataset{labels}")
-        return spec, note
-
-    def _components(self, components: Components | None) -> Components:
-        """`components` (default: the installed ones) with this model's stand-ins for its weighting and dataset."""
-        if components is None:
-            return self.components or default_components()
-        dataset = self.spec.data.entry
-        return with_stand_ins(components, self.spec.weighting.entry,
-                              dataset if isinstance(dataset.factory, UnavailableDataset) else None,
-                              self._resolved_plugins())
-
-    def _resolved_plugins(self) -> dict[str, dict[str, str]]:
-        """The plugin each of this model's components resolved to: the one a name several plugins claim keeps."""
-        spec = self.spec
-        return {"tasks": {t.component.entry.name: t.component.entry.plugin for t in spec.tasks},
-                "backbones": {spec.backbone.entry.name: spec.backbone.entry.plugin},
-                "datasets": {spec.data.entry.name: spec.data.entry.plugin}}
 
     def error_report(self, data: Any, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
         """Per task: a confusion matrix (classification) or the error distribution (regression); see
