@@ -79,6 +79,9 @@ class RunCheckpoints:
         from a copy of the same file would fail the same way, and so would
         init_from where the backbone differs: it loads the backbone and only
         the heads that still fit. So the advice depends on which parts differ.
+        When every tensor has the name and shape the model expects (a tensor
+        stored in another layout, say), no part can be named: the message
+        says only what is known, that the weights do not load into it.
         """
         from hydranet import __version__
 
@@ -88,11 +91,17 @@ class RunCheckpoints:
         version = (f" (it was written by hydranet {written_by}; this is {__version__})"
                    if isinstance(written_by, str) and written_by != __version__ else "")
         builders = f"backbone '{self.spec.backbone.entry.name}', tasks {', '.join(t.name for t in self.tasks)}"
+        if not misfits:
+            return (f"these weights do not fit the model the spec stored in {path} builds here, though every tensor "
+                    f"has the name and shape it expects (the error above says why): the file was edited or "
+                    f"damaged, or a plugin that builds the model ({builders}) changed since the run "
+                    f"trained{version}. Resume from an undamaged copy of it, or put back the plugins the run "
+                    f"trained with and resume again, or start a new run without --resume")
         new_run = (f"with init_from: {path}, which loads the backbone and the heads that still fit "
                    f"({english_list(misfits)} {'starts' if len(misfits) == 1 else 'start'} afresh)"
-                   if misfits and "backbone" not in misfits else
+                   if "backbone" not in misfits else
                    "from scratch (init_from cannot load these weights either: the backbone differs)")
-        differ = f"{english_list(misfits) or 'its tensors'} {'differs' if len(misfits) == 1 else 'differ'}"
+        differ = f"{english_list(misfits)} {'differs' if len(misfits) == 1 else 'differ'}"
         return (f"these weights were trained as another model than the spec stored in {path} builds here "
                 f"({differ}): that spec was edited, or a plugin that builds the model ({builders}) changed since the "
                 f"run trained{version}. Resuming continues these weights, so it needs the model they were trained "

@@ -488,3 +488,30 @@ def test_a_resumed_run_folder_checks_metrics_csv_against_the_tasks_it_is_given(t
     (run / "metrics.csv").write_text("")
     with pytest.raises(HydranetError, match=r"metrics.csv is empty \(it has no header\)"):
         RunFolder(run, echo=False, tasks=["age"])
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor")  # torch.load checks a sparse tensor it reads
+def test_weights_that_misfit_with_every_name_and_shape_right_name_no_part(checkpoint, tmp_path):
+    """A tensor stored in another layout (sparse) has the model's name and shape yet does not load into it.
+
+    No part differs in name or shape, so the message used to fall back on "the backbone differs"; it says only
+    what is known: the weights do not fit the model the stored spec builds."""
+    from hydranet.core.errors import CheckpointError
+
+    data = torch.load(checkpoint.parent / "last.pt", weights_only=True)
+    data["spec"]["train"]["epochs"] = 2  # resumable at epoch 2
+    key = next(k for k, v in data["model"].items() if v.is_floating_point() and v.dim() == 2)
+    data["model"][key] = data["model"][key].to_sparse()
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(data, run / "last.pt")
+    with pytest.raises(CheckpointError) as caught:
+        hydranet.train(resume=run, progress=False, echo=False)
+    message = str(caught.value)
+    assert message.startswith(f"{run / 'last.pt'}: model does not fit the run its spec describes:\n")
+    assert f'While copying the parameter named "{key}"' in message
+    assert (f"these weights do not fit the model the spec stored in {run / 'last.pt'} builds here, though every "
+            "tensor has the name and shape it expects (the error above says why): the file was edited or damaged, "
+            "or a plugin that builds the model (backbone 'tiny', tasks age, gender, ethnicity) changed since the "
+            "run trained. Resume from an undamaged copy of it") in message
+    assert "differs" not in message and "trained as another model" not in message
