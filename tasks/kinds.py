@@ -154,7 +154,11 @@ class RegressionTask(Task):
 class ClassificationParams(HeadParams):
     class_names: list[str] | None = Field(
         None, description="Name of each class, in label order. A label is read by class name (case-insensitive); "
-                          "when no name is a number, a class index (0, 1, ...) is read too.")
+                          "when no name is a number, a class index (0, 1, ...) is read too.",
+        # what the loader takes, not the strings it makes of them (`_numbers_as_text`): an editor validating a
+        # spec against this schema must not flag `class_names: [0, 1]`
+        json_schema_extra={"anyOf": [{"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "number"}]}},
+                                     {"type": "null"}]})
 
     @field_validator("class_names", mode="before")
     @classmethod
