@@ -56,7 +56,10 @@ def schema_type(prop: Mapping[str, Any], style: TypeStyle = PLAIN) -> str:
         return style.union.join(style.literal(json.dumps(v)) for v in prop["enum"])
     kind = prop.get("type", "any")
     if kind == "array":
-        text = f"list of {schema_type(prop.get('items', {}), style)}"
+        items = prop.get("items", {})
+        inner = schema_type(items, style)
+        several = len(items.get("anyOf", ())) > 1 or len(items.get("enum", ())) > 1
+        text = f"list of ({inner})" if several else f"list of {inner}"  # not "list of string | number | null"
     elif kind == "object" and isinstance(prop.get("additionalProperties"), dict):
         text = f"mapping of string to {schema_type(prop['additionalProperties'], style)}"
     else:
