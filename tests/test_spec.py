@@ -338,7 +338,7 @@ def test_the_schema_of_class_names_takes_numbers_as_the_loader_does(components):
         for bad in ([[0], [1]], [{"a": 1}], "no,yes"):
             assert list(jsonschema.Draft202012Validator(names).iter_errors({"class_names": bad})), (entry, bad)
     listed = CliRunner().invoke(cli, ["list", "tasks", "binary"])
-    assert "class_names  list of string | number | null" in listed.output
+    assert "class_names  list of (string | number) | null" in listed.output
 
 
 ROOT = Path(__file__).parent.parent
