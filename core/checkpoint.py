@@ -165,9 +165,14 @@ def _export_kind(path: Path) -> str | None:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            members = {name.split("/", 1)[-1] for name in archive.namelist()}
+            return _members_kind(archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
+
+
+def _members_kind(names: list[str]) -> str | None:
+    """`_export_kind` of a zip archive by its member names (as `ZipFile.namelist` gives them)."""
+    members = {name.split("/", 1)[-1] for name in names}
     if "constants.pkl" in members or any(name.startswith("code/") for name in members):
         return "torchscript"
     if ("archive_format" in members or "serialized_exported_program.json" in members
@@ -206,8 +211,9 @@ def is_hydranet_checkpoint(path: str | Path) -> bool:
         if not path.is_file():
             return False
         with zipfile.ZipFile(path) as archive:
-            pickles = [name for name in archive.namelist() if name.count("/") == 1 and name.endswith("/data.pkl")]
-            if len(pickles) != 1 or _export_kind(path) is not None:
+            names = archive.namelist()
+            pickles = [name for name in names if name.count("/") == 1 and name.endswith("/data.pkl")]
+            if len(pickles) != 1 or _members_kind(names) is not None:
                 return False
             return FORMAT.encode() in archive.read(pickles[0])
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError):
