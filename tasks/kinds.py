@@ -217,10 +217,9 @@ class ClassificationTask(Task):
         self.num_classes = num_classes
         self.class_names = list(params.class_names or [str(i) for i in range(num_classes)])
         self._by_name = {n.strip().lower(): i for i, n in enumerate(self.class_names)}  # as labels are read
-        numbers = {parse_number(n): i for i, n in enumerate(params.class_names or ())}
-        numbers.pop(None, None)
         #: class by the number its name reads as; not empty = the class names are numbers, and no index is read
-        self._by_number: dict[float, int] = numbers  # type: ignore[assignment]
+        self._by_number = {number: i for i, n in enumerate(params.class_names or ())
+                           if (number := parse_number(n)) is not None}
         self._by_spelling = self.spellings()
 
     @property
