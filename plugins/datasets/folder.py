@@ -41,10 +41,14 @@ def _resolve(path: Path, folders: dict[Path, Path]) -> Path:
     """
     if os.path.islink(path):
         return path.resolve()
-    parent = path.parent
-    if parent not in folders:
-        folders[parent] = parent.resolve()
-    return folders[parent] / path.name
+    return _resolved_folder(path.parent, folders) / path.name
+
+
+def _resolved_folder(folder: Path, folders: dict[Path, Path]) -> Path:
+    """`folder.resolve()`, once per folder: `folders` keeps each one resolved."""
+    if folder not in folders:
+        folders[folder] = folder.resolve()
+    return folders[folder]
 
 
 class FolderParams(BaseModel):
@@ -178,7 +182,7 @@ class FolderDataset(Dataset):
         for image in listed:
             below = image.parts[:-1]
             if below not in folders:
-                folders[below] = os.path.join(folder.joinpath(*below).resolve(), "")
+                folders[below] = os.path.join(_resolved_folder(folder.joinpath(*below), resolved), "")
             if image.broken or folders[below] + image.parts[-1] in named_text:
                 continue
             if _resolve(path := Path(image.source), resolved) not in named:
@@ -249,8 +253,7 @@ class FolderDataset(Dataset):
         (others: [it]); two or more such files leave it unmatched (None), as
         which one was meant is anyone's guess; the message lists them.
         """
-        spellings = self._spellings(file)
-        for name in spellings:
+        for name in self._spellings(file):
             if (path := folder / name).is_file():
                 return path, []
         others = self._matches(folder, file, listings, nfc)
