@@ -265,11 +265,6 @@ class FoundImages:
         return "\n".join(lines)
 
 
-def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders as their image files (sorted, recursive), hidden ones left out."""
-    return search_image_paths(paths).files
-
-
 def search_image_paths(paths: Iterable[str | Path]) -> FoundImages:
     """Files as given, folders as their image files (sorted, recursive), and what the folders' search left out.
 

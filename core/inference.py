@@ -27,7 +27,7 @@ from hydranet.core.checkpoint_stage import Stage, checkpoint_stage
 from hydranet.core.decode import decode_file, to_square_rgb, unreadable_reason
 from hydranet.core.device import resolve_settings
 from hydranet.core.errors import CheckpointError, DataError, InputError, not_a_choice
-from hydranet.core.eval_data import FOLDER_FORMAT, check_data_overrides, evaluation_spec, missing_data_message
+from hydranet.core.eval_data import check_data_overrides, evaluation_spec, missing_data_message
 from hydranet.core.evaluated import Evaluation
 from hydranet.core.forward import spec_model
 from hydranet.core.image_input import (ACCEPTED, ImageInput, array_to_pil, batch_size_argument, file_object,
@@ -41,9 +41,8 @@ from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec
 from hydranet.core.task_answers import decode_outputs, decode_task, error_report
 
-#: state_dict_mismatch stays importable from here (run_checkpoints reads it so); it lives in model_loading, and
-#: FOLDER_FORMAT in eval_data
-__all__ = ["Evaluation", "FOLDER_FORMAT", "SPLITS", "TrainedModel", "UNSTORED_BASELINE", "state_dict_mismatch"]
+#: state_dict_mismatch stays importable from here (run_checkpoints reads it so); it lives in model_loading
+__all__ = ["Evaluation", "SPLITS", "TrainedModel", "UNSTORED_BASELINE", "state_dict_mismatch"]
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all", "test")

@@ -75,8 +75,6 @@ def device_argument(device: Any) -> torch.device:
     return pick_device(device, option="device")
 
 
-
-
 def check_stored_baselines(path: Path, data: dict[str, Any], tasks: Sequence[Task]) -> None:
     """Refuse stored baselines (`BASELINES`) that do not fit the task heads: `evaluate` would score a constant of
     the wrong length, or fail naming nothing, so the file is named as altered instead."""
