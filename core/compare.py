@@ -22,10 +22,9 @@ folder. A finished run's summary.json records it; otherwise the run's
 spec.yaml names its tasks, so they are built again through the task
 registry (this module does not import a task), and their metrics say.
 
-The names the comparison's other modules define that callers import from
-here (`compare_runs`, `Comparison`, `RunProblem`, ...) are re-exported, in
-`__all__`, so that `hydranet.core.compare` stays the one place to import
-the comparison from.
+`compare_runs`, `Comparison` and `RunProblem`, which the command line, the
+sweep and `compare` itself take from here, are re-exported in `__all__`;
+the rest of the comparison is imported from the module that defines it.
 """
 
 from __future__ import annotations
@@ -41,13 +40,11 @@ from typing import Any
 
 import yaml
 
-from hydranet.core.comparison import Comparison, compare_runs, label_runs, shared_metrics
-from hydranet.core.delta_m import RunGroup, group_runs, sample_std
+from hydranet.core.comparison import Comparison, compare_runs
 from hydranet.core.errors import HydranetError, InputError
 from hydranet.core.plot import CHARTS, expand_sweep_folders, series_from_rows
 from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
 from hydranet.core.run_record import RunProblem, RunRecord
-from hydranet.core.spec_differences import differences
 from hydranet.core.spec_models import with_section_defaults
 from hydranet.core.values import is_number
 from hydranet.core.wording import english_list, plural
@@ -56,8 +53,7 @@ __all__ = [
     "COMPARE_CSV", "COMPARE_SPLITS", "COMPARE_TEST_CSV", "compare", "describe_problems", "in_sweep_order",
     "metric_directions", "on_test_split", "read_run", "read_runs", "recorded_directions", "train_seconds_per_epoch",
     # re-exported from the modules the comparison was split into
-    "Comparison", "RunGroup", "RunProblem", "RunRecord", "compare_runs", "differences", "group_runs", "label_runs",
-    "sample_std", "shared_metrics",
+    "Comparison", "RunProblem", "RunRecord", "compare_runs",
 ]
 
 #: The file a sweep writes beside its run folders (core/sweep.py): `hydranet compare SWEEP/*` passes over it.

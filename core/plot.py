@@ -251,7 +251,9 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
     mean, in a band of ± one sample std (unless not `group`). Only what every run has is drawn; notes say
     what was left out. `out_dir` defaults to the sweep folder when `paths` is one.
     """
-    from hydranet.core.compare import group_runs, label_runs, read_runs
+    from hydranet.core.compare import read_runs
+    from hydranet.core.comparison import label_runs
+    from hydranet.core.delta_m import group_runs
 
     out = _charts_folder(paths, out_dir)
     records, reference, skipped = read_runs(paths, epoch="last", skip_bad=skip_bad, components=components)
@@ -264,7 +266,7 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
         groups, group_notes = group_runs(records)
         notes += group_notes
     else:
-        from hydranet.core.compare import RunGroup
+        from hydranet.core.delta_m import RunGroup
 
         groups = [RunGroup([run], run.label) for run in records]
     charts = {chart: {c: [] for c in chosen} for chart, chosen in panels.items() if chosen}
@@ -283,7 +285,7 @@ def _shared_panels(records: Sequence[Any], reference: Any,
                    columns: Mapping[Path, Mapping[str, Any]]) -> tuple[dict[str, list[str]], list[str]]:
     """Each chart's panels (metrics.csv columns) that every run has, metrics as compare shares them, and notes
     on what was left out; nothing shared at all is an error naming each run's tasks."""
-    from hydranet.core.compare import shared_metrics
+    from hydranet.core.comparison import shared_metrics
 
     shared, left_metrics = shared_metrics(records, reference)
     common = [c for c in columns[reference.path] if all(c in own for own in columns.values())]
@@ -361,7 +363,7 @@ def _group_lines(label: str, members: Sequence[Mapping[str, tuple[list[float], l
                  columns: set[str]) -> tuple[dict[str, Line], str | None]:
     """One Line per column: the run's own, or the members' mean and band over the epochs all of them have (and a
     note when some member has epochs the others lack)."""
-    from hydranet.core.compare import sample_std
+    from hydranet.core.delta_m import sample_std
 
     if len(members) == 1:
         return {c: Line(label, *members[0][c]) for c in columns}, None

@@ -159,12 +159,16 @@ class RunSetup:
         """The run folder; in a distributed run rank 0 creates and checks it and the others get its path."""
         path = Path(out_dir) if out_dir is not None else default_run_dir(self.spec.source)
         fresh = self.resume_state is None
-        if not self.dist.active:
+
+        def open_folder() -> RunFolder:
             return RunFolder(path, echo=echo, fresh=fresh, option=self.option, tasks=self.spec.task_names)
+
+        if not self.dist.active:
+            return open_folder()
         folder, problem, failure = None, None, None
         if self.dist.is_main:
             try:
-                folder = RunFolder(path, echo=echo, fresh=fresh, option=self.option, tasks=self.spec.task_names)
+                folder = open_folder()
             except Exception as error:  # any failure reaches the other ranks, which would wait in the broadcast
                 failure = error
                 problem = str(error) if isinstance(error, HydranetError) else f"{type(error).__name__}: {error}"

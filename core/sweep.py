@@ -394,7 +394,7 @@ def _plan_folder(combo: Combination, path: Path, resolved: Any, components: Any,
 
 def spec_changes(path: Path, resolved: Any) -> str:
     """How the spec a run folder holds differs from `resolved` ("" if it does not), as `key=theirs (ours)`."""
-    from hydranet.core.compare import differences
+    from hydranet.core.spec_differences import differences
     from hydranet.core.spec_models import with_section_defaults
 
     try:
