@@ -26,8 +26,9 @@ from hydranet.core.errors import InputError, SpecError
 CLI_OPTION = "--set"
 
 
-#: `,KEY=` inside an override's value: several overrides joined into one string ("train.epochs=1,train.lr=0.01")
-_JOINED = re.compile(r",\s*[A-Za-z_][\w.\[\]]*\s*=")
+#: `,KEY=` inside an override's value: several overrides joined into one string ("train.epochs=1,train.lr=0.01");
+#: split before each such `KEY=` to give them apart
+_JOINED = re.compile(r",(?=\s*[A-Za-z_][\w.\[\]]*\s*=)")
 
 
 def origin(option: str, override: str) -> str:
@@ -46,7 +47,7 @@ def joined_hint(option: str, override: str) -> str:
     key, equals, value = override.partition("=")
     if not equals or not _JOINED.search(value):
         return ""
-    parts = [part.strip() for part in re.split(r",(?=\s*[A-Za-z_][\w.\[\]]*\s*=)", override)]
+    parts = [part.strip() for part in _JOINED.split(override)]
     if option.startswith("-"):
         return f"; one {option} per override: " + " ".join(f"{option} {part}" for part in parts)
     return f"; pass several overrides as a list: {option}={parts!r}"
