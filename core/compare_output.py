@@ -16,7 +16,7 @@ from typing import Any
 
 from hydranet.core.comparison import Comparison
 from hydranet.core.delta_m import SEED_KEYS, RunGroup
-from hydranet.core.param_text import leaf_text
+from hydranet.core.param_text import params_text
 from hydranet.core.report import format_table, format_value
 from hydranet.core.run import csv_number
 from hydranet.core.run_record import RunRecord
@@ -119,7 +119,7 @@ WEIGHTING_PARAMS = "weighting_params"
 
 def _params_text(run: RunRecord) -> str:
     """The weighting_params cell: what the table's weighting column shows in parentheses; empty where nothing."""
-    return ",".join(f"{key}={leaf_text(value)}" for key, value in run.weighting_params.items())
+    return params_text(run.weighting_params)
 
 
 def _csv_value(value: float) -> Any:

@@ -139,11 +139,6 @@ def tensor_image(image: Tensor, size: int) -> Tensor | np.ndarray:
     return image.permute(1, 2, 0).cpu().numpy()
 
 
-def image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """What `predict_files` and `hydranet predict` run on: `find_image_files(paths).files`."""
-    return find_image_files(paths).files
-
-
 def find_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> FoundImages:
     """Files as given, folders as their image files, and the files in those folders that were left out.
 

@@ -41,8 +41,7 @@ from hydranet.core.plugins import Components, default_components
 from hydranet.core.spec import ResolvedSpec
 from hydranet.core.task_answers import decode_outputs, decode_task, error_report
 
-#: state_dict_mismatch stays importable from here (run_checkpoints reads it so); it lives in model_loading
-__all__ = ["Evaluation", "SPLITS", "TrainedModel", "UNSTORED_BASELINE", "state_dict_mismatch"]
+__all__ = ["Evaluation", "SPLITS", "TrainedModel", "UNSTORED_BASELINE"]
 
 #: the parts of a checkpoint's data `TrainedModel.evaluate` (and `hydranet eval --split`) can score
 SPLITS = ("val", "train", "all", "test")
@@ -317,7 +316,7 @@ class TrainedModel:
 
         `files`: image files and folders, one or a list, as `hydranet
         predict` takes them; a folder stands for its image files (searched
-        recursively, sorted; see `image_files`). A path that does not exist
+        recursively, sorted; see `find_image_files`). A path that does not exist
         is refused before any work. A folder of photos usually holds a few
         broken or non-image files; one of them must not cost the whole run,
         so each is reported in its row. The image-like files a folder's

@@ -40,9 +40,18 @@ def leaf_text(value: Any) -> str:
     return str(value)
 
 
+def params_text(params: Mapping[str, Any]) -> str:
+    """`weights.age=2,weights.gender=1`: flat parameters joined as `call_text` writes them inside its parentheses."""
+    return _joined([(key, leaf_text(value)) for key, value in params.items()])
+
+
 def call_text(name: str, items: Sequence[tuple[str, str]], always: bool = False) -> str:
     """`static(weights.age=2,weights.gender=1)`: a name and its parameters, compact; the name alone without any
     (unless `always`: an empty mapping reads `()`)."""
     if not items and not always:
         return name
-    return f"{name}({','.join(f'{key}={value}' for key, value in items)})"
+    return f"{name}({_joined(items)})"
+
+
+def _joined(items: Sequence[tuple[str, str]]) -> str:
+    return ",".join(f"{key}={value}" for key, value in items)

@@ -595,15 +595,16 @@ def components(*plugins: object) -> Components:
     two plugins under one name are refused.
     """
     pm = make_plugin_manager()
-    for index, plugin in enumerate(plugins):
+    names = [inline_plugin_name(plugin) for plugin in plugins]
+    for index, (plugin, name) in enumerate(zip(plugins, names)):
         if plugin is None or isinstance(plugin, (str, bytes, int, float, bool, list, tuple, dict)):
             raise InputError(f"plugins are objects with @hydranet.hookimpl functions (a module, a class or an "
                              f"instance); plugin {index + 1} is a {type(plugin).__name__} {plugin!r:.60}")
-        pm.add_plugin(plugin, inline_plugin_name(plugin), distribution=INLINE, version="?", builtin=False)
+        pm.add_plugin(plugin, name, distribution=INLINE, version="?", builtin=False)
     made = load_components(pm)
     # a plugin the caller passed is meant to work: its problems are raised here, not left for a spec to
     # find as an unknown name (an installed plugin's are only reported, so that the others keep working)
-    problems = [f"{pm.info[name].label}: {error}" for name in map(inline_plugin_name, plugins)
+    problems = [f"{pm.info[name].label}: {error}" for name in names
                 for error in pm.info[name].errors]
     if problems:
         raise InputError("\n".join(problems))

@@ -57,7 +57,7 @@ class RunCheckpoints:
         except (torch.cuda.OutOfMemoryError, MemoryError):
             raise
         except Exception as error:
-            from hydranet.core.inference import state_dict_mismatch
+            from hydranet.core.model_loading import state_dict_mismatch
 
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             why = (":\n" + state_dict_mismatch(error) + "\n" if key in ("model", "weighting")

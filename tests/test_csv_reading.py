@@ -49,7 +49,14 @@ def test_a_decimal_comma_number_is_read_with_a_point(cell: str, number: str) -> 
     assert decimal_point(cell) == number
 
 
-@pytest.mark.parametrize("cell", ["12,5 kg", "1,2,3", "1.234", "1.23,5", "12.345.6,7", "1.234 567,8", ",5", "5,",
+@pytest.mark.parametrize("cell, number", [("1.200.000", "1200000"), ("-12.500.000", "-12500000")])
+def test_thousands_grouped_by_two_dots_are_a_whole_number(cell: str, number: str) -> None:
+    """`1.200.000` cannot be a decimal, so it can only be German Excel's thousands: it was "not a number"."""
+    assert decimal_point(cell) == number
+
+
+@pytest.mark.parametrize("cell", ["1.20.000", "01.200.000", "1.200.000.5", "1.200.00",
+                                  "12,5 kg", "1,2,3", "1.234", "1.23,5", "12.345.6,7", "1.234 567,8", ",5", "5,",
                                   "a,b", "1,234.5", "30", "Smith, 12"])
 def test_cells_that_are_not_decimal_comma_numbers_are_left_alone(cell: str) -> None:
     """Conservative: text, lists, a grouping that is not by threes, and a point-decimal number are no such number."""
@@ -87,6 +94,15 @@ def test_a_regression_task_trains_on_every_decimal_comma_label(houses: Path, com
 
 
 # --- a dot before three digits in a ';' file: thousands or a decimal? ---------------------------------
+
+def test_a_semicolon_csv_reads_dotted_millions_as_numbers_and_says_how(houses: Path) -> None:
+    dataset, records = read(houses, excel([["file", "price"], ["a.jpg", "1.200.000"], ["b.jpg", "950,5"]]))
+    assert records == {"a.jpg": {"price": "1200000"}, "b.jpg": {"price": "950.5"}}
+    note, = [note for note in dataset.notes if "as numbers" in note]
+    assert note.startswith(f"read 2 cells with a decimal comma or '.' thousands as numbers (e.g. "
+                           f"{houses / 'labels.csv'}:2 price '1.200.000' -> 1200000)")
+    assert not [note for note in dataset.notes if "thousands with a dot" in note]
+
 
 def test_dotted_thousands_in_a_semicolon_number_column_get_a_note_and_are_read_as_decimals(houses: Path) -> None:
     """`1.200` in a ';' file may be German Excel's 1200 or a decimal 1.2: it was read as 1.2 without a word."""

@@ -25,6 +25,9 @@ DELIMITERS = (",", ";", "\t", "|")
 #: and with its thousands grouped by '.' or a space (`1.234,5`, `1 234,5`; French Excel groups with a no-break
 #: space), the same separator throughout. Nothing else (`12,5 kg`, `1,2,3`, `1.234`) is one.
 DECIMAL_COMMA = re.compile(r"[-+]?(?:\d{1,3}(?P<group>[. \u00a0\u202f])\d{3}(?:(?P=group)\d{3})*|\d+),\d+")
+#: A whole number with its thousands grouped by two or more '.' (`1.200.000`): no decimal has two points, so
+#: unlike `1.200` it can only be thousands, as German Excel writes them.
+DOTTED_MILLIONS = re.compile(r"[-+]?[1-9]\d{0,2}(?:\.\d{3}){2,}")
 
 #: A number with a point before exactly three digits and one to three before it (`1.200`, `-12.500`): in a
 #: ';'-separated file, German Excel's thousands (1200) as much as a decimal (1.2). `0.500`, `1.20` and
@@ -62,9 +65,12 @@ def row_record(row: Mapping[str | None, Any], file_column: str) -> dict[str, str
 def decimal_point(cell: str) -> str | None:
     """`cell` written with a decimal point if it is a number written with a decimal comma, else None.
 
-    `'133,41'` -> `'133.41'`, `'1.234,5'` and `'1 234,5'` -> `'1234.5'`. The
-    result stays a string (records hold raw fields), so no digit is rounded.
+    `'133,41'` -> `'133.41'`, `'1.234,5'` and `'1 234,5'` -> `'1234.5'`, and
+    `'1.200.000'` (dotted thousands that cannot be a decimal) -> `'1200000'`.
+    The result stays a string (records hold raw fields), so no digit is rounded.
     """
+    if DOTTED_MILLIONS.fullmatch(cell):
+        return cell.replace(".", "")
     match = DECIMAL_COMMA.fullmatch(cell)
     if match is None:
         return None
@@ -134,7 +140,9 @@ class SemicolonNumbers:
         """The note for the cells read with a decimal comma: how many, and the first, so it can be checked."""
         where, column, cell, number = self.decimals[0]
         numbers = "a number" if len(self.decimals) == 1 else "numbers"
-        return (f"read {plural(len(self.decimals), 'cell')} with a decimal comma as {numbers} "
+        written = "a decimal comma" if all("," in read[2] for read in self.decimals) else \
+            "a decimal comma or '.' thousands"
+        return (f"read {plural(len(self.decimals), 'cell')} with {written} as {numbers} "
                 f"(e.g. {where} {column} {cell!r} -> {number}), as the file is ';'-separated (Excel's way where the "
                 f"decimal mark is a comma); thousands grouped by '.' or a space count too (1.234,5 -> 1234.5)")
 
