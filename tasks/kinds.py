@@ -156,8 +156,9 @@ class ClassificationParams(HeadParams):
         None, description="Name of each class, in label order. A label is read by class name (case-insensitive); "
                           "when no name is a number, a class index (0, 1, ...) is read too.",
         # what the loader takes, not the strings it makes of them (`_numbers_as_text`): an editor validating a
-        # spec against this schema must not flag `class_names: [0, 1]`
-        json_schema_extra={"anyOf": [{"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "number"}]}},
+        # spec against this schema must not flag `class_names: [0, 1]` or `[false, true]`
+        json_schema_extra={"anyOf": [{"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "number"},
+                                                                              {"type": "boolean"}]}},
                                      {"type": "null"}]})
 
     @field_validator("class_names", mode="before")

@@ -77,9 +77,9 @@ def test_a_clashing_ready_task_is_marked_in_the_table_but_named_bare_in_the_exam
 
 
 def test_a_list_of_a_union_is_bracketed_so_it_does_not_read_as_a_union_of_lists():
-    """class_names takes strings or numbers, or no list at all: `list of (string | number) | null`, not `list of
+    """class_names takes strings or numbers, or no list at all: `list of (string | number | boolean) | null`, not `list of
     string | number | null`, which reads as if a plain number were a value."""
     from hydranet.tasks.kinds import MulticlassParams
 
     kinds = {key: kind for key, kind, _, _ in params_rows(MulticlassParams)}
-    assert kinds["class_names"] == "list of (string | number) | null"
+    assert kinds["class_names"] == "list of (string | number | boolean) | null"

@@ -319,26 +319,30 @@ def test_schema_lists_the_names_registered_when_printed_and_says_what_it_leaves_
     assert not list(jsonschema.Draft202012Validator(shape).iter_errors({**BASE, "weighting": "dwaa"}))
 
 
-def test_the_schema_of_class_names_takes_numbers_as_the_loader_does(components):
-    """`class_names: [0, 1]` loads (the names "0", "1"), but the schema said strings only, so editors flagged it."""
+def test_the_schema_of_class_names_takes_numbers_and_booleans_as_the_loader_does(components):
+    """`class_names: [0, 1]` loads (the names "0", "1"), and `[false, true]` too ("false", "true"), but the schema
+    said strings only, so editors flagged them."""
     import jsonschema
     from click.testing import CliRunner
     from hydranet.core.cli import cli
 
-    task = {"name": "smile", "kind": "binary", "label": "smile", "class_names": [0, 1]}
-    load_spec({**BASE, "tasks": [task]}, components=components)  # the loader takes it
-    assert not list(jsonschema.Draft202012Validator(spec_schema(components)).iter_errors({**BASE, "tasks": [task]}))
+    for loaded in ([0, 1], [False, True]):
+        task = {"name": "smile", "kind": "binary", "label": "smile", "class_names": loaded}
+        spec = load_spec({**BASE, "tasks": [task]}, components=components)  # the loader takes it
+        assert spec.build_tasks()[0].class_names == [str(name).lower() for name in loaded]
+        shape = spec_schema(components)
+        assert not list(jsonschema.Draft202012Validator(shape).iter_errors({**BASE, "tasks": [task]}))
     with_names = [e for e in components.tasks if e.params is not None and "class_names" in e.params.model_fields]
     assert {"binary", "multiclass", "gender", "ethnicity"} <= {e.name for e in with_names}
     for entry in with_names:  # each task's parameters, as `hydranet list tasks NAME` and the reference show them
         schema = entry.params.model_json_schema()
         names = {"type": "object", "properties": {"class_names": schema["properties"]["class_names"]}}
-        for good in ([0, 1], [0.5, 2], ["no", "yes"], ["cat", 3], None):
+        for good in ([0, 1], [0.5, 2], ["no", "yes"], ["cat", 3], [False, True], None):
             assert not list(jsonschema.Draft202012Validator(names).iter_errors({"class_names": good})), (entry, good)
         for bad in ([[0], [1]], [{"a": 1}], "no,yes"):
             assert list(jsonschema.Draft202012Validator(names).iter_errors({"class_names": bad})), (entry, bad)
     listed = CliRunner().invoke(cli, ["list", "tasks", "binary"])
-    assert "class_names  list of (string | number) | null" in listed.output
+    assert "class_names  list of (string | number | boolean) | null" in listed.output
 
 
 ROOT = Path(__file__).parent.parent
