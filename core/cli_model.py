@@ -12,10 +12,9 @@ keys that training uses for the same things.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ import click
 
 from hydranet.core.cli_options import (HintingCommand, device_option, is_model_path, pick_device_option,
                                        several_models)
+from hydranet.core.eval_text import confusion_text, data_report_text, distribution_text
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
+from hydranet.core.prediction_text import nothing_readable, predictions_csv, predictions_table
 from hydranet.core.report import format_table, indent
-from hydranet.core.values import is_number
 from hydranet.core.wording import plural
 
 OUT_HINT = "Choose another with --out FILE."
@@ -106,54 +106,6 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
             click.echo(confusion_text(task, detail))
         else:
             click.echo(distribution_text(task, detail))
-
-
-def data_report_text(evaluation: Any) -> str:
-    """How many images the metrics cover, then training's data report on what was left out, and why.
-
-    Part of the answer, not progress: metrics on a quietly smaller set of
-    images (unreadable files, skipped rows, unlabelled samples) read as
-    metrics on all of them.
-    """
-    notes = "\n".join(evaluation.data_notes)
-    return evaluation.coverage + ("\n" + indent(notes) if notes else "")
-
-
-def confusion_text(task: str, report: Mapping[str, Any]) -> str:
-    """A confusion matrix with class names, and each true class's recall (the diagonal's share of its row)."""
-    names, matrix = report["classes"], report["confusion_matrix"]
-    total = sum(map(sum, matrix))
-    rows = []
-    for name, counts in zip(names, matrix):
-        recall = counts[names.index(name)] / sum(counts) if sum(counts) else float("nan")
-        rows.append([name, *counts, sum(counts), recall])
-    table = format_table(["true \\ predicted", *names, "total", "recall"], rows)
-    header = f"{task}: confusion matrix, {total} labelled images (rows: true class, columns: predicted class)"
-    warning = f"\n  warning: {report['warning']}" if report.get("warning") else ""  # the model outputs NaN/inf
-    return header + warning + "\n" + indent(table)
-
-
-def distribution_text(task: str, report: Mapping[str, Any], width: int = 30) -> str:
-    """The error summary on two lines, then the histogram drawn with bars."""
-    unit = report.get("unit") or ""
-    if not report.get("count"):
-        return f"{task}: no labelled images, no error distribution"
-    quantiles = "  ".join(f"{k} {v:.2f}" for k, v in report["abs_error_quantiles"].items())
-    lines = [
-        f"{task}: error distribution (predicted - true{', in ' + unit if unit else ''}), "
-        f"{report['count']} labelled images",
-        *([f"  warning: {report['warning']}"] if report.get("warning") else []),
-        f"  bias (mean) {report['bias']:+.2f}  median {report['median']:+.2f}  MAE {report['mae']:.2f}  "
-        f"RMSE {report['rmse']:.2f}",
-        f"  |error| quantiles: {quantiles}",
-    ]
-    edges, counts = report["histogram"]["edges"], report["histogram"]["counts"]
-    most = max(counts) or 1
-    labels = [f"[{lo:+.1f}, {hi:+.1f})" for lo, hi in zip(edges, edges[1:])]
-    pad = max(map(len, labels))
-    for label, count in zip(labels, counts):
-        lines.append(f"  {label.ljust(pad)}  {'#' * round(width * count / most):<{width}}  {count}")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ predict
@@ -360,79 +312,9 @@ def is_predictions_file(path: Path, fmt: str) -> bool:
         return False
 
 
-def nothing_readable(rows: Sequence[Mapping[str, Any]], out_file: str | None, shown: int = 5) -> str:
-    """Why predict made no predictions: the first files with their reasons, and the way out.
-
-    A run in which every file failed (a spec file passed by mistake, a folder
-    of RAW photos) must not exit 0, and must not replace an --out file of
-    earlier predictions with a file of errors.
-    """
-    from hydranet.core.image_input import IMAGE_SUFFIXES
-
-    lines = [f"no image could be read ({plural(len(rows), 'file')} tried):"]
-    lines += [f"  {row['file']}: {row['error']}" for row in rows[:shown]]
-    if len(rows) > shown:
-        lines.append(f"  ... and {len(rows) - shown} more")
-    kept = f"{out_file} was not written. " if out_file else ""
-    lines.append(f"{kept}Pass image files ({', '.join(IMAGE_SUFFIXES)}) or folders of them.")
-    return "\n".join(lines)
-
-
 def _format_of(out_file: str | None) -> str:
     suffix = Path(out_file).suffix.lower() if out_file else ""
     return {".json": "json", ".csv": "csv"}.get(suffix, "table")
-
-
-def predictions_csv(rows: Sequence[Mapping[str, Any]], tasks: Sequence[Any]) -> str:
-    """One line per image: file, per task `<task>` (and `<task>_probability` for classification), error."""
-    columns = ["file"]
-    for task in tasks:
-        columns += [task.name, f"{task.name}_probability"] if task.problem == "classification" else [task.name]
-    columns.append("error")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        line = {"file": row["file"], "error": row.get("error", "")}
-        for task in tasks:
-            line.update(_csv_cells(task.name, row.get(task.name)))
-        writer.writerow(line)
-    return buffer.getvalue()
-
-
-def _csv_cells(name: str, prediction: Mapping[str, Any] | None) -> dict[str, Any]:
-    if prediction is None:
-        return {}
-    if "value" in prediction:
-        return {name: prediction["value"]}
-    if "class" in prediction:
-        return {name: prediction["class"], f"{name}_probability": prediction.get("probability", "")}
-    return {name: json.dumps(prediction)}  # a plugin task with its own decoded shape
-
-
-def predictions_table(rows: Sequence[Mapping[str, Any]], task_names: Sequence[str]) -> str:
-    """file | one column per task | error (only when some image could not be read)."""
-    errors = any("error" in row for row in rows)
-    headers = ["file", *task_names, *(["error"] if errors else [])]
-    body = [[row["file"], *(_readable(row.get(n)) for n in task_names), *([row.get("error", "")] if errors else [])]
-            for row in rows]
-    return format_table(headers, body)
-
-
-def _readable(prediction: Mapping[str, Any] | None) -> str:
-    if prediction is None:
-        return "-"
-    if "value" in prediction:
-        unit = prediction.get("unit") or ""
-        value = prediction["value"]
-        number = is_number(value)
-        return f"{value:.1f} {unit}".strip() if number else f"{value} {unit}".strip()
-    if "class" in prediction:
-        probability = prediction.get("probability")
-        if is_number(probability):
-            return f"{prediction['class']} ({probability:.2f})"
-        return str(prediction["class"])  # a plugin's decode need not give a probability
-    return json.dumps(prediction, default=str)
 
 
 # ------------------------------------------------------------------ export
