@@ -18,9 +18,10 @@ holds everything between pixels and per-task outputs:
   K-class task). ONNX names each output after its task; TorchScript and
   torch.export return a tuple in that order.
 
-A JSON manifest (input, outputs, class names, units) travels inside the file
-(ONNX metadata `hydranet`, `hydranet.json` extra file otherwise), so whoever
-receives the file can decode it without the spec. Files are written to a
+A JSON manifest (input, outputs, class names, units; `export_manifest.py`)
+travels inside the file (ONNX metadata `hydranet`, `hydranet.json` extra file
+otherwise), so whoever receives the file can decode it without the spec;
+`exported_files.py` reads files back. Files are written to a
 temporary name, checked against PyTorch when asked, and only then renamed:
 a failed export leaves nothing behind. An output folder that cannot take
 the file is refused before exporting starts, and so is an output file that
@@ -32,7 +33,6 @@ they say so (`force`, `--force`).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 import json
 import warnings
@@ -46,20 +46,16 @@ from torch import Tensor, nn
 
 from hydranet.core.atomic import atomic_file, same_file, writable_folder
 from hydranet.core.errors import HydranetError
-from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX, TITLE, Format
+from hydranet.core.export_formats import (FORMATS, INPUT_NAME, MANIFEST, MIN_OPSET, SUFFIX, TITLE, ExportError,
+                                          Format)
+from hydranet.core.export_manifest import build_manifest, decode_warnings
+from hydranet.core.exported_files import exported_as, load_exported, require_onnx
 
 if TYPE_CHECKING:
     from hydranet.core.inference import TrainedModel
 
-INPUT_NAME = "images"
-MANIFEST = "hydranet.json"
 ONNX_LIMIT_BYTES = 2 * 1024**3 - 64 * 1024**2  # one protobuf file holds < 2 GiB
-INSTALL_HINT = "pip install 'hydranet[export]'"
 CHECK_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # of each output's largest magnitude
-
-
-class ExportError(HydranetError):
-    """An export could not be written or does not reproduce the PyTorch model."""
 
 
 def check_images(images: Tensor, size: int) -> None:
@@ -162,98 +158,7 @@ def default_output(checkpoint: str | Path, fmt: str) -> Path:
     return path.with_name(path.stem + SUFFIX[fmt])
 
 
-def output_description(task: Any, not_in_label_units: bool = False) -> dict[str, Any]:
-    """What one task's output columns mean, for the manifest and the CLI's summary.
-
-    A regression output is the prediction in the label's units (the task
-    contract), with the unit its decode gives; `not_in_label_units` for a
-    task whose decode rescales its output (`decode_warnings`).
-    """
-    from hydranet.core.evaluation import task_unit
-
-    width = int(getattr(task, "out_features", 1))
-    entry: dict[str, Any] = {"name": task.name, "shape": ["N", width], "problem": getattr(task, "problem", "")}
-    names = getattr(task, "class_names", None)
-    if entry["problem"] == "classification" and names:
-        entry["class_names"] = list(names)
-        entry["meaning"] = (f"logit of P({names[-1]}) (sigmoid gives it)" if width == 1
-                            else f"logits over {', '.join(names)} (softmax gives probabilities)")
-    elif entry["problem"] == "regression" and not_in_label_units:
-        entry["meaning"] = "the head's raw output, not in the label's units (the task's decode rescales it)"
-    elif entry["problem"] == "regression":
-        unit = task_unit(task)
-        entry["unit"] = unit
-        entry["meaning"] = f"value in {unit}" if unit else "value in the label's units"
-    else:
-        entry["meaning"] = "raw head output"
-    return entry
-
-
-#: How hydranet turns an image file into RGB pixels (core/decode.py `to_square_rgb`, `to_rgb`), step by step, for
-#: the manifest: a deployment that does less gets other pixels, and other outputs, for every image that is not
-#: plain 8-bit RGB. docs/guides/using-models.md ships a `preprocess()` that does exactly this.
-DECODING = ("as hydranet decodes image files (PIL): JPEGs opened with Image.draft('RGB', (S, S)); "
-            "EXIF orientation applied; "
-            "16-bit grayscale (modes I;16*, I) clipped to 0..65535 and shifted right 8 bits (keeps the high byte); "
-            "32-bit float grayscale (mode F) scaled by 255 when no value is above 1, else taken as 0..255; "
-            "transparent pixels (RGBA, LA, PA, a palette or grayscale image with a transparent colour) composited "
-            "over opaque black (0, 0, 0); every other mode through .convert('RGB')")
-
-
-def build_manifest(trained: TrainedModel, not_in_label_units: Sequence[str] = ()) -> dict[str, Any]:
-    size = trained.image_size
-    return {
-        "format": "hydranet-export",
-        "hydranet_version": trained.info.get("hydranet_version"),
-        "input": {"name": INPUT_NAME, "shape": ["N", 3, size, size], "dtype": "float32",
-                  "range": [0.0, 1.0], "channels": "RGB", "mean": list(trained.mean), "std": list(trained.std),
-                  "note": "pixels / 255; the mean/std normalisation is inside the model. Shape and dtype are "
-                          "checked, the range is not: 0-255 floats give wrong outputs without an error",
-                  "decode": DECODING,
-                  "resize": "after decoding, centre-crop to a square and bilinear resize to S "
-                            "(PIL ImageOps.fit(image, (S, S), Image.Resampling.BILINEAR))"},
-        "outputs": [output_description(task, task.name in not_in_label_units) for task in trained.tasks],
-    }
-
-
-@torch.no_grad()
-def decode_warnings(trained: TrainedModel, count: int = 8) -> dict[str, str]:
-    """Regression tasks whose decode does more than round the head's output, each with a warning.
-
-    Such a head does not output the label's units, so the exported file's
-    output is not what `hydranet predict` shows. Checked on random images.
-    """
-    from hydranet.core.evaluation import decode_disagreement, decoded_values
-
-    pixels = torch.randint(0, 256, (count, 3, trained.image_size, trained.image_size), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
-    outputs = trained.predict_tensor(pixels)
-    found = {}
-    for k, task in enumerate(trained.tasks):
-        if getattr(task, "problem", "") != "regression":
-            continue
-        output = outputs[task.name].float().cpu()
-        values = decoded_values(trained.decode_task(k, output))
-        off = decode_disagreement(output[:, 0], values)
-        if off is not None:
-            found[task.name] = (f"output '{task.name}' is the head's raw output, not its prediction in the label's "
-                                f"units: the task's decode turns it into other values (typically {off:.3g} apart), "
-                                "which the file does not do. A regression head should output the label's units "
-                                "(see 'The contract' in docs/plugins/task.md)")
-    return found
-
-
 # ---------------------------------------------------------------- export
-
-
-def require_onnx(runtime: bool = False) -> None:
-    """A clear error naming the missing packages, instead of an ImportError deep inside torch.onnx."""
-    needed = ["onnx", "onnxscript"] + (["onnxruntime"] if runtime else [])
-    missing = [name for name in needed if importlib.util.find_spec(name) is None]
-    if missing:
-        what = "running an ONNX model" if runtime and missing == ["onnxruntime"] else "ONNX export"
-        raise ExportError(f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                          f"installed: {INSTALL_HINT}")
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, fmt: Format = "onnx", *,
@@ -345,35 +250,6 @@ def name_warning(target: Path, fmt: str) -> str | None:
             f"needs fmt='{fmt}')")
 
 
-def exported_as(path: Path) -> str | None:
-    """The format of a file hydranet exported (its manifest inside says so), or None for any other file.
-
-    Read without running anything in it: a TorchScript or torch.export file is
-    a zip archive, read as one; an ONNX file is a protobuf, parsed by onnx.
-    """
-    import zipfile
-
-    def hydranet_manifest(text: bytes | str) -> bool:
-        try:
-            return json.loads(text).get("format") == "hydranet-export"
-        except (ValueError, AttributeError):
-            return False
-
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:  # each name below the archive's top folder, split once
-                entries = {name: name.split("/")[1:] for name in archive.namelist()}
-                manifest = next((name for name, parts in entries.items() if parts == ["extra", MANIFEST]), None)
-                if manifest is None or not hydranet_manifest(archive.read(manifest)):
-                    return None
-            return "torchscript" if any(parts[:1] == ["code"] for parts in entries.values()) else "exported"
-        if importlib.util.find_spec("onnx") is None:
-            return None
-        return "onnx" if hydranet_manifest(_onnx_properties(path).get("hydranet", "")) else None
-    except Exception:  # any file at all may be there: whatever cannot be read as an export is not one
-        return None
-
-
 def _batch_dim() -> dict[str, dict[int, object]]:
     return {INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=65536)}}
 
@@ -460,65 +336,6 @@ def _write_exported(wrapper: ExportedHydraNet, example: Tensor, path: Path, mani
 
 
 _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "exported": _write_exported}
-
-
-# ---------------------------------------------------------------- loading back
-
-
-def load_exported(path: str | Path, fmt: str | None = None) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    """A function running an exported file on float images: outputs as a tuple in task order.
-
-    For checks and quick use from Python; a deployment would call its runtime
-    (onnxruntime, torch.jit.load, torch.export.load) directly, as this does.
-    """
-    path = Path(path)
-    fmt = fmt or format_of(path)
-    if fmt == "onnx":
-        require_onnx(runtime=True)
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        return lambda images: tuple(torch.from_numpy(v) for v in session.run(names, {INPUT_NAME: images.numpy()}))
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
-        return lambda images: tuple(module(images))
-    program = torch.export.load(str(path)).module()
-    return lambda images: tuple(program(images))
-
-
-def _onnx_properties(path: Path) -> dict[str, str]:
-    """An ONNX file's metadata properties (where hydranet keeps its manifest), parsed without external data."""
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-def format_of(path: str | Path) -> str:
-    name = Path(path).name
-    for fmt, suffix in SUFFIX.items():
-        if name.endswith(suffix):
-            return fmt
-    raise ExportError(f"cannot tell the format of {path} from its name; name it *.onnx, *.ts.pt or *.pt2")
-
-
-def read_manifest(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
-    """The manifest stored in an exported file (input shape, output names and meanings)."""
-    path = Path(path)
-    fmt = fmt or format_of(path)
-    if fmt == "onnx":
-        require_onnx()
-        return json.loads(_onnx_properties(path)["hydranet"])
-    files = {MANIFEST: ""}
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-    else:
-        torch.export.load(str(path), extra_files=files)
-    return json.loads(files[MANIFEST])
 
 
 @torch.no_grad()

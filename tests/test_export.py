@@ -18,7 +18,8 @@ import torch
 from hydranet.core import atomic
 from hydranet.core import export as export_module
 from hydranet.core.errors import CheckpointError, HydranetError
-from hydranet.core.export import ExportError, export_checkpoint, read_manifest
+from hydranet.core.export import ExportError, export_checkpoint
+from hydranet.core.exported_files import read_manifest
 from hydranet.core.inference import TrainedModel
 
 TASKS = ["age", "gender", "ethnicity"]

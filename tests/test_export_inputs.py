@@ -28,8 +28,8 @@ from PIL import Image
 from hydranet.core import export as export_module
 from hydranet.core.cli import cli
 from hydranet.core.decode import decode_images
-from hydranet.core.export import (ExportError, ExportResult, check_images, check_target, export_checkpoint,
-                                  read_manifest)
+from hydranet.core.export import ExportError, ExportResult, check_images, check_target, export_checkpoint
+from hydranet.core.exported_files import read_manifest
 from hydranet.core.inference import TrainedModel
 
 SIZE = 16  # the conftest checkpoint's image size

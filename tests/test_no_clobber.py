@@ -119,7 +119,8 @@ def test_export_never_writes_over_the_checkpoint_it_reads(own_checkpoint, tmp_pa
 
 
 def test_export_replaces_only_an_earlier_export_of_its_format_unless_forced(own_checkpoint, tmp_path):
-    from hydranet.core.export import ExportError, export_checkpoint, read_manifest
+    from hydranet.core.export import ExportError, export_checkpoint
+    from hydranet.core.exported_files import read_manifest
 
     spec = tmp_path / "s.yaml"
     spec.write_text("backbone: tiny\n")
