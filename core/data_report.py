@@ -25,7 +25,7 @@ from hydranet.core.atomic import atomic_write_text
 from hydranet.core.errors import DataError, closest_name
 from hydranet.core.interfaces import Dataset, Sample, Task
 from hydranet.core.paths import REPORTS_CACHE, cache_dir, printable
-from hydranet.core.values import reads_as_float
+from hydranet.core.values import parse_number, reads_as_float
 from hydranet.core.wording import english_list, plural
 
 SHOW_PROBLEMS = 5  # how many skipped items a report lists before "and N more"
@@ -304,7 +304,8 @@ def mixed_reading_warnings(tasks: Sequence[Task], report: LabelReport) -> list[s
 
 def _same_number(raw: str, name: str) -> bool:
     """Whether `raw` and a class name read as one number ('2.0' and '2'): then `raw` names that class."""
-    return reads_as_float(raw) and reads_as_float(name) and float(raw) == float(name)
+    number = parse_number(raw)
+    return number is not None and number == parse_number(name)
 
 
 def _stands_for(task: Task, values: Sequence[str]) -> str:

@@ -3,11 +3,13 @@
 Python's `bool` is a subclass of `int`, so `isinstance(True, int)` holds and a
 `true` typed where a number belongs would pass as 1. Every place that reads a
 number from a user's file or a saved run asks these two instead. `reads_as_float`
-is the same question for text: a label cell, a class name.
+is the same question for text: a label cell, a class name; `parse_number` reads
+such text as the finite number a label is.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -29,3 +31,14 @@ def reads_as_float(text: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_number(raw: str | None) -> float | None:
+    """A finite float from a raw field, or None when absent or not a number: how a label cell is read."""
+    if raw is None:
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -7,7 +7,6 @@ The UTKFace tasks (`tasks/utkface.py`) are these kinds with preset parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
-from hydranet.core.values import is_number, reads_as_float
+from hydranet.core.values import is_number, parse_number, reads_as_float
 from hydranet.core.wording import english_list
 
 CONFIDENT_LOGIT = 10.0  # what a "certain" constant predictor outputs, for baselines
@@ -38,17 +37,6 @@ class HeadParams(BaseModel):
     label: str = Field(description="Record field holding this task's label (e.g. a UTKFace name field or CSV column).")
     hidden: int | None = Field(None, gt=0, description="Hidden width of the head; default: the backbone's feature width.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head's last layer.")
-
-
-def parse_number(raw: str | None) -> float | None:
-    """A finite float from a raw field, or None when absent or not a number."""
-    if raw is None:
-        return None
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 class Rescale(nn.Module):
