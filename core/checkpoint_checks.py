@@ -162,11 +162,7 @@ def resume_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     run can tell (an optimizer's groups against the model's parameters) is
     checked when it is restored.
     """
-    problems = []
-    weighting = data.get("weighting")
-    if not isinstance(weighting, Mapping) or not all(isinstance(v, torch.Tensor) for v in weighting.values()):
-        problems.append(("weighting", "is missing" if weighting is None else f"is {_shown(weighting)}, not a "
-                                                                              "mapping of tensors"))
+    problems = _weighting_problems(data.get("weighting"))
     problems += _optimizer_problems(data.get("optimizer"))
     if "scheduler" in data and not isinstance(data["scheduler"], Mapping):
         problems.append(("scheduler", f"is {_shown(data['scheduler'])}, not a mapping"))
@@ -176,6 +172,26 @@ def resume_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(progress, Mapping):
         return problems + [("progress", f"is {_shown(progress)}, not a mapping")]
     return problems + _progress_problems(progress, len(data["tasks"]))
+
+
+#: the key `nn.Module.state_dict()` gives what a module's `get_extra_state()` returns, under the module's prefix
+_EXTRA_STATE = "_extra_state"
+
+
+def _weighting_problems(weighting: Any) -> list[tuple[str, str]]:
+    """The weighting's `state_dict()`: tensors (its parameters and buffers), and beside them any module's
+    `_extra_state` ("_extra_state", "inner._extra_state"), which holds whatever `get_extra_state()` returned
+    (Python numbers: `rlw`'s and `pcgrad`'s step counts). That value is the weighting's own to check, in
+    `set_extra_state`, when the run is restored; any other key that holds no tensor is damage."""
+    if weighting is None:
+        return [("weighting", "is missing")]
+    if not isinstance(weighting, Mapping):
+        return [("weighting", f"is {_shown(weighting)}, not a mapping of tensors")]
+    return [(f"weighting.{key}", f"is {_shown(value)}, not a tensor (only a module's {_EXTRA_STATE} may hold other "
+                                 "values)")
+            for key, value in weighting.items()
+            if not isinstance(value, torch.Tensor)
+            and not (isinstance(key, str) and key.rpartition(".")[2] == _EXTRA_STATE)]
 
 
 def _optimizer_problems(optimizer: Any) -> list[tuple[str, str]]:
