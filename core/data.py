@@ -44,7 +44,7 @@ from hydranet.core.wording import plural
 #: as a class name still gets it, since `parse_label` is asked first.
 MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "#n/a", "<na>"})
 
-#: The largest float32: a label beyond it (and not infinite) has always stopped the run with torch's overflow error.
+#: The largest float32: a number a task's parse_label returns beyond it (1e39) would be inf as a float32 label.
 FLOAT32_MAX = torch.finfo(torch.float32).max
 
 PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "
@@ -71,10 +71,14 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
         column = [math.nan] * len(samples)
         for i, sample in enumerate(samples):
             value = parse(task.parse_label, sample.record, check=_not_a_label, about=lambda: _sample(task, sample))
-            if value is not None:
-                column[i] = number = float(value)
-                if abs(number) > FLOAT32_MAX:  # as before, a finite number beyond float32 stops with torch's error
-                    table[i, k] = number
+            if value is not None and _beyond_float32(number := float(value)):
+                # A plugin's parse_label read 1e39: inf as a float32 label, so invalid, as the built-in kinds
+                # read such a cell (`parse_number`); once torch's "cannot be converted to type float" error.
+                raw = sample.record.get(task.label, value) if isinstance(sample.record, Mapping) else value
+                invalid.append((sample_where(sample), raw if isinstance(raw, str) else f"{number:g}",
+                                f"parse_label returned {number:g}, not a finite number as float32 (beyond ±3.4e38)"))
+            elif value is not None:
+                column[i] = number
                 labelled += 1
                 if read is not None:
                     read[str(sample.record.get(task.label, "")).strip(), number] += 1
@@ -88,6 +92,12 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
         table[:, k] = torch.tensor(column, dtype=torch.float32)
         _check_classes(task, table[:, k], samples)
     return table, report
+
+
+def _beyond_float32(number: float) -> bool:
+    """A finite number too large for float32 (1e39): inf as a label. NaN and inf themselves keep their meaning
+    (NaN is a missing label, inf a value the loss reports)."""
+    return math.isfinite(number) and abs(number) > FLOAT32_MAX
 
 
 def is_missing_marker(raw: object) -> bool:

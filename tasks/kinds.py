@@ -7,6 +7,7 @@ The UTKFace tasks (`tasks/utkface.py`) are these kinds with preset parameters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -95,7 +96,11 @@ class RegressionTask(Task):
         """Why `raw` is no label: the data report lists it, and says it when no value at all is valid."""
         value = parse_number(raw)
         if value is None:
-            return "not a finite number" if reads_as_float(raw) else "not a number"
+            if not reads_as_float(raw):
+                return "not a number"
+            if math.isfinite(float(str(raw).strip())):  # 1e39: finite in Python, inf as the float32 it trains in
+                return "not a finite number as float32 (beyond ±3.4e38)"
+            return "not a finite number"
         low, high = self.params.min, self.params.max
         if (low is None or value >= low) and (high is None or value <= high):
             return ""
