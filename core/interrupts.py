@@ -1,5 +1,10 @@
-"""Ctrl-C and SIGTERM during training: finish the step (or the epoch's validation), save, stop; a second Ctrl-C
-stops at once."""
+"""Ctrl-C, SIGTERM and SIGHUP during training: finish the step (or the epoch's validation), save, stop; a second
+Ctrl-C stops at once.
+
+SIGHUP is what a process gets when its terminal closes (an ssh session dropped, a terminal window shut): by
+default it kills the process on the spot, with nothing saved or logged and the run folder's `.lock` left
+behind. It is handled as SIGTERM is, where the platform has it (not on Windows).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+
+#: The signals that ask a run to save and stop: SIGHUP (a closed terminal) where the platform has it.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 #: Signals closer together than this are one request (see `interrupt_requests`).
 DOUBLE_SIGNAL_SECONDS = 1.0
@@ -33,7 +41,7 @@ class SecondCtrlC(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def interrupt_requests(trainer: Any) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the trainer to finish its step (or validation), save and stop; a second Ctrl-C stops
+    """SIGINT/SIGTERM/SIGHUP ask the trainer to finish its step (or validation), save and stop; a second Ctrl-C stops
     at once: it raises `SecondCtrlC`, which the trainer turns into `StoppedAtOnce`."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -46,8 +54,9 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
             # terminal and from torchrun): only a second Ctrl-C a moment later means "stop now, without
             # saving". torchrun passes a second signal on as SIGTERM, so after a Ctrl-C a later SIGTERM
             # means it too; SIGTERMs alone (a scheduler's) only ever ask to save and stop.
+            # A SIGHUP is never "stop now": a terminal closed while the run saves after a Ctrl-C lets it save.
             later = now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS
-            if later and signal.SIGINT in (signum, trainer.stop_signal):
+            if later and signal.SIGINT in (signum, trainer.stop_signal) and signum != getattr(signal, "SIGHUP", None):
                 raise SecondCtrlC
             return
         trainer.stop_signal, trainer.stop_requested_at = signum, now
@@ -60,7 +69,7 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
         trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving and "
                                "stopping (press Ctrl-C again to stop at once, without saving)")
 
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

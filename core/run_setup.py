@@ -124,20 +124,48 @@ def callers_torch_switches() -> Iterator[None]:
     own code under the last run's settings. A setting the caller made before
     the run (an env value, deterministic algorithms, warn-only or erroring)
     is what it gets back.
+
+    Only a switch the run changed is set back: setting one imports parts of
+    torch (`use_deterministic_algorithms` imports torch._inductor), and after
+    a Ctrl-C that landed inside one of torch's lazy imports that import fails
+    on the half-loaded module. And a restore that fails while the run is
+    already ending with an error (a Ctrl-C above all) never replaces that
+    error: the run still says "stopped by Ctrl-C" and exits 130.
     """
-    benchmark = torch.backends.cudnn.benchmark
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    workspace = os.environ.get(CUBLAS_WORKSPACE)
+    saved = _torch_switches()
     try:
         yield
-    finally:
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _restore_torch_switches(saved)
+        raise
+    _restore_torch_switches(saved)
+
+
+def _torch_switches() -> tuple[bool, bool, bool, str | None]:
+    """(cudnn.benchmark, deterministic algorithms, warn-only, CUBLAS_WORKSPACE_CONFIG) as they are now."""
+    return (torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(), os.environ.get(CUBLAS_WORKSPACE))
+
+
+def _restore_torch_switches(saved: tuple[bool, bool, bool, str | None]) -> None:
+    """Set back each of `saved`'s switches that differs now (`callers_torch_switches`)."""
+    benchmark, deterministic, warn_only, workspace = saved
+    if torch.backends.cudnn.benchmark != benchmark:
         torch.backends.cudnn.benchmark = benchmark
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != \
+            (deterministic, warn_only):
+        _set_deterministic(deterministic, warn_only)
+    if os.environ.get(CUBLAS_WORKSPACE) != workspace:
         if workspace is None:
             os.environ.pop(CUBLAS_WORKSPACE, None)
         else:
             os.environ[CUBLAS_WORKSPACE] = workspace
+
+
+def _set_deterministic(enabled: bool, warn_only: bool) -> None:
+    """torch.use_deterministic_algorithms, which imports torch._inductor on its first call."""
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 class RunSetup:
