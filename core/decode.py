@@ -11,7 +11,10 @@ added file gives a new key. Decoding writes straight into a memory map of the
 file, so data larger than memory can be decoded, and loading is a memory map
 too: the next run opens it in milliseconds and pages it in as it is read.
 The header is written last, after the pixels are flushed, so an interrupted
-decode never leaves a cache entry that looks complete. The header also names
+decode never leaves a cache entry that looks complete. It records a checksum of
+a sample of the pixel file (`pixel_checksum`), checked on every load, so a
+pixel file overwritten or zeroed in place is decoded again rather than trained
+on. The header also names
 the data folder and image size: writing an entry removes the entries it
 supersedes (same folder and size, other files), unless they were used in the
 last 15 minutes; `core/decode_cache.py` says why that is safe, and
@@ -47,12 +50,18 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from hydranet.core.decode_cache import (PARTIAL_SUFFIX, CacheEntry, data_folder, entry_files, partial_prefix,
-                                        prune_superseded, touch)
+from hydranet.core.atomic import atomic_write_text, remove_stale_temporaries, share, writer_tag
+from hydranet.core.decode_cache import (ORPHAN_SECONDS, PARTIAL_SUFFIX, PREFIX, CacheEntry, data_folder, entry_files,
+                                        partial_prefix, prune_superseded, touch)
 from hydranet.core.paths import CACHE_ENV, dead_link, os_reason, printable
 
 DECODE_FORMAT = 4  # bump when decoding changes, so old caches stop matching
 CHUNK = 64
+#: The pixel file's sampled checksum (`pixel_checksum`): this many blocks of SAMPLE_BLOCK bytes, evenly spaced
+#: from the first block to the last. The header key names the method, so a change of sample is a new key.
+SAMPLE_BLOCKS = 256
+SAMPLE_BLOCK = 4096
+CHECKSUM_KEY = "pixels_blake2b_sample256x4k"
 
 
 @dataclass
@@ -257,6 +266,35 @@ def cache_key(sources: Sequence[str], size: int) -> str:
     return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+def pixel_checksum(path: Path) -> str:
+    """A checksum of a sample of the pixel file at `path`: cheap enough for every warm start.
+
+    The file's size and SAMPLE_BLOCKS blocks of SAMPLE_BLOCK bytes (4 KiB), evenly spaced from the first block
+    to the last, hashed with BLAKE2b: 1 MiB read (already in the page cache when the entry was used lately)
+    whatever the size of the file, where hashing all of a 1.2 GB entry would take longer than the warm start
+    it guards. A file up to 1 MiB is hashed whole.
+
+    What it catches: a pixel file overwritten (random bytes, another program's output), zeroed (a file system
+    that lost the blocks after a crash), truncated and padded back, or swapped for another entry's file of the
+    same size: each changes nearly every block, so the sampled ones too. What it does not: damage confined to
+    bytes it does not sample (one flipped bit outside the 256 blocks, in a 1.2 GB file 99.9% of the bytes).
+    That is the price of a check that costs milliseconds; such damage changes a few pixels of one image, where
+    the damage above replaces every image with noise.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        digest.update(size.to_bytes(8, "little"))
+        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK:
+            digest.update(handle.read())
+        else:
+            last = size - SAMPLE_BLOCK
+            for block in range(SAMPLE_BLOCKS):
+                handle.seek(last * block // (SAMPLE_BLOCKS - 1))
+                digest.update(handle.read(SAMPLE_BLOCK))
+    return digest.hexdigest()
+
+
 def _open_pixels(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     """A copy-on-write memory map of a pixel file as a uint8 tensor (no read happens yet)."""
     if int(np.prod(shape)) == 0:
@@ -282,10 +320,16 @@ def _failures(listed: object, count: int) -> list[tuple[int, str]] | None:
     return failures
 
 
-def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | None:
+def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...], notes: list[str] | None = None) -> Decoded | None:
     """The cache entry for `key`, or None when absent, incomplete or damaged.
 
     A hit marks the entry as used now, so that a run on newer files does not prune it while this one starts.
+    A pixel file whose sampled checksum (`pixel_checksum`) is not the one its header recorded is damaged: a
+    miss, decoded again, with a line for the run's log in `notes` that names the file.
+
+    An entry written before headers held the checksum is accepted, and its header gets the checksum now: making
+    every such entry a miss would decode every user's data once more, and what the check protects against is
+    damage after this point (a file overwritten or zeroed later), which the stamped checksum then catches.
     """
     header, pixels = entry_files(cache_dir, key)
     try:
@@ -295,9 +339,21 @@ def load_cached(cache_dir: Path, key: str, shape: tuple[int, ...]) -> Decoded | 
         failures = _failures(meta.get("failures"), shape[0])
         if failures is None or pixels.stat().st_size != int(np.prod(shape)):
             return None
+        checksum = pixel_checksum(pixels)
+        recorded = meta.get(CHECKSUM_KEY)
+        if recorded is not None and recorded != checksum:
+            if notes is not None:
+                notes.append(f"note: the decode cache's {printable(str(pixels))} is damaged (its pixels are not "
+                             "what was written), so the images were decoded again")
+            return None
         decoded = Decoded(_open_pixels(pixels, shape), failures, from_cache=True)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a damaged cache entry is only a cache miss
+    if recorded is None:
+        try:
+            _write_header(header, {**meta, CHECKSUM_KEY: checksum})
+        except OSError:
+            pass  # a read-only cache is still a cache: it is just not checked
     touch(header)
     return decoded
 
@@ -315,8 +371,9 @@ def decode_images(
     started = time.perf_counter()
     shape = (len(sources), 3, size, size)
     key = cache_key(sources, size)
+    notes: list[str] = []
     if cache_dir is not None:
-        cached = load_cached(Path(cache_dir), key, shape)
+        cached = load_cached(Path(cache_dir), key, shape, notes)
         if cached is not None:
             cached.seconds = time.perf_counter() - started
             return cached
@@ -327,9 +384,14 @@ def decode_images(
     header, pixel_file = entry_files(cache_dir, key)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=partial_prefix(key), suffix=PARTIAL_SUFFIX, dir=cache_dir)
+        # A decode of this entry killed before (SIGKILL: no `finally` ran) left its temporary, as large as the
+        # entry; remove it now, unless its writer still runs (another run decoding the same data right now).
+        remove_stale_temporaries(cache_dir, [f"{PREFIX}{key}", header.name], older_than=ORPHAN_SECONDS)
+        fd, tmp = tempfile.mkstemp(prefix=f"{partial_prefix(key)}{writer_tag()}.", suffix=PARTIAL_SUFFIX,
+                                   dir=cache_dir)
     except OSError as error:  # a read-only cache folder, or a file where it should be: decode all the same
-        return _uncached(sources, size, opener, workers, progress, started, [_cache_refused(cache_dir, error)])
+        return _uncached(sources, size, opener, workers, progress, started,
+                         [*notes, _cache_refused(cache_dir, error)])
     meta = {"format": DECODE_FORMAT, "shape": list(shape), "root": data_folder(sources), "image_size": size}
     try:
         if hasattr(os, "posix_fallocate") and len(sources):
@@ -343,8 +405,10 @@ def decode_images(
         if isinstance(pixels, np.memmap):
             pixels.flush()
         del pixels
+        share(tmp)  # the header's mode too (`_write_header`): 0644 under umask 022, not mkstemp's 0600
+        checksum = pixel_checksum(Path(tmp))
         os.replace(tmp, pixel_file)
-        _write_header(header, {**meta, "failures": [list(f) for f in failures]})
+        _write_header(header, {**meta, "failures": [list(f) for f in failures], CHECKSUM_KEY: checksum})
     except BaseException as error:  # Ctrl-C too: a killed decode must not leave its full-size file behind
         if fd >= 0:
             os.close(fd)
@@ -352,11 +416,13 @@ def decode_images(
         if not isinstance(error, OSError):
             raise
         # The disk refused (full, read-only): decode without caching instead of failing the run.
-        return _uncached(sources, size, opener, workers, progress, started, [_cache_refused(cache_dir, error)])
+        return _uncached(sources, size, opener, workers, progress, started,
+                         [*notes, _cache_refused(cache_dir, error)])
     result = load_cached(cache_dir, key, shape)
     assert result is not None  # just written, so in use: no other process removes it (decode_cache.py)
     prune_superseded(cache_dir, CacheEntry(key, header, pixel_file, meta))
-    return Decoded(result.images, result.failures, from_cache=False, seconds=time.perf_counter() - started)
+    return Decoded(result.images, result.failures, from_cache=False, seconds=time.perf_counter() - started,
+                   warnings=notes)
 
 
 def _uncached(sources: Sequence[str], size: int, opener: Callable[[str], Image.Image], workers: int, progress: bool,
@@ -380,13 +446,11 @@ def _cache_refused(cache_dir: Path, error: OSError) -> str:
 
 
 def _write_header(path: Path, meta: dict) -> None:
-    """Write the header atomically and durably: its presence is what marks the entry complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(meta, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write the header atomically and durably: its presence is what marks the entry complete.
+
+    Through `atomic_write_text`, so with the pixel file's mode (umask-derived), not mkstemp's owner-only one.
+    """
+    atomic_write_text(path, json.dumps(meta))
 
 
 def _shared_zeros(shape: tuple[int, ...]) -> np.ndarray:

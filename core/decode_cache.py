@@ -24,7 +24,11 @@ Removal is safe without locks because of three rules:
   worst work is repeated, never wrong pixels read.
 - **Half-written files are left to their writer.** A temporary file of an
   interrupted decode is removed only after `ORPHAN_SECONDS` (a day) without
-  a write; a live decode writes its file every few seconds.
+  a write; a live decode writes its file every few seconds. Its name records
+  its writer (`.decoded-KEY.PID@HOST.XXXXXXXX.tmp`, `atomic.writer_tag`), so
+  the next decode of the same entry removes one whose writer was a process
+  of this machine that is gone (killed with SIGKILL) at once
+  (`atomic.remove_stale_temporaries`); one whose writer runs is kept.
 
 Two datasets with different files in the same folder at the same image
 size (two CSVs over one image folder) supersede each other: each run
