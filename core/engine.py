@@ -394,7 +394,7 @@ class Trainer(RunSetup, RunCheckpoints):
         k = len(tasks)
         first_step = progress.step
         step_fn, train_step = self.step_fn, self.train_step
-        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step, progress.weight_sums)
+        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step, progress.weight_sums, epoch)
         if "first_step_seconds" not in self.timings and self._first_step_note:
             self.run_folder.log(self._first_step_note)  # a silent half minute would look like a hang
         batches = self.source.batches(self._local_order(order[first_step * self.batch_size:]),
@@ -446,7 +446,7 @@ class Trainer(RunSetup, RunCheckpoints):
             done = step + 1
             if done % cfg.log_every == 0 or done == self.steps_per_epoch:
                 host = self._epoch_means(train_step, done - skipped)
-                self._stop_if_nonfinite(epoch, host[k:2 * k], host[3 * k])
+                self._stop_if_nonfinite(epoch, host[k:2 * k], host[3 * k], host[3 * k + 1])
                 if self.progress:
                     bar.set_postfix({t.name: f"{v:.3f}" for t, v in zip(tasks, host[:k])})
                 elif self.heartbeat is not None:
@@ -466,13 +466,14 @@ class Trainer(RunSetup, RunCheckpoints):
     @staticmethod
     def _epoch_means(train_step: TrainStep, steps: int) -> list[float]:
         """Mean losses, first non-finite steps, mean weights over the `steps` steps trained (nan for none),
-        and the step of the weighting's first non-finite weights.
+        and the steps of the weighting's first non-finite weights and combined loss.
 
         One host read of the step's running sums. Skipped steps add nothing to
         the sums, so they are not counted in `steps` either.
         """
         return torch.cat([train_step.loss_sums / steps, train_step.first_bad.float(),
-                          train_step.weight_sums / steps, train_step.first_bad_weights.float().view(1)]).tolist()
+                          train_step.weight_sums / steps, train_step.first_bad_weights.float().view(1),
+                          train_step.first_bad_combined.float().view(1)]).tolist()
 
     def _local_order(self, order: Tensor) -> Tensor:
         """This rank's rows of each global batch in `order`, batch after batch (all of it in one process)."""
@@ -520,17 +521,33 @@ class Trainer(RunSetup, RunCheckpoints):
         self.run_folder.log(message)  # the CLI does not repeat it either
         return StoppedAtOnce(message)
 
-    def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float], first_bad_weights: float = -1) -> None:
+    def _stop_if_nonfinite(self, epoch: int, first_bad: Sequence[float], first_bad_weights: float = -1,
+                           first_bad_combined: float = -1) -> None:
+        """Stop at a non-finite loss, blaming the weighting when it went wrong first, while every loss was finite.
+
+        Non-finite weights are blamed once the update is damaged (a loss, or
+        the combined loss, goes bad); only logged, they would harm nothing. A
+        non-finite combined loss has put non-finite gradients into the update
+        (the model's weights are damaged from that step on), so it stops the
+        run even before a task's loss shows it. The weights are named first: a
+        weighted sum of non-finite weights is the combined loss that broke.
+        """
         bad = sorted((int(step), task.name) for task, step in zip(self.tasks, first_bad) if step >= 0)
+        first_step = bad[0][0] if bad else math.inf
+        damaged_from = min(first_step, first_bad_combined if first_bad_combined >= 0 else math.inf)
+        who = provenance(self.weighting, "weighting")
+        since = f"; the losses were non-finite from step {first_step} on" if bad else ""
+        if 0 <= first_bad_weights <= damaged_from:  # the weighting broke the update, not the data or the rate
+            self._stop_nonfinite(epoch, f"{who} returned non-finite weights at epoch {epoch}, step "
+                                        f"{int(first_bad_weights)}, while every loss was finite{since}", "",
+                                 advice="Fix the weighting (its weights must stay finite), or use another weighting.")
+        if 0 <= first_bad_combined <= first_step:
+            self._stop_nonfinite(epoch, f"{who} returned a non-finite combined loss at epoch {epoch}, step "
+                                        f"{int(first_bad_combined)}, while every loss was finite{since}", "",
+                                 advice="Fix the weighting (its combine, or the loss its backward returns, must stay "
+                                        "finite), or use another weighting.")
         if not bad:
             return
-        first_step = bad[0][0]
-        if 0 <= first_bad_weights <= first_step:  # the weighting broke the update, not the data or the rate
-            who = provenance(self.weighting, "weighting")
-            self._stop_nonfinite(epoch, f"{who} returned non-finite weights at epoch {epoch}, step "
-                                        f"{int(first_bad_weights)}, while every loss was finite; the losses were "
-                                        f"non-finite from step {first_step} on", "",
-                                 advice="Fix the weighting (its weights must stay finite), or use another weighting.")
         names = [f"'{name}'" for step, name in bad if step == first_step]
         culprits = f"task{'s' if len(names) > 1 else ''} {english_list(names)}"
         whose = "those tasks'" if len(names) > 1 else "that task's"

@@ -33,8 +33,15 @@ class TrainStep:
     snapshot from before or after it); `first_bad` the 1-based step at which
     each task's loss was first non-finite (-1: never); `first_bad_weights` the
     step at which the weighting's weights were first non-finite while every
-    loss was finite (its own fault, not the data's); `step_number` the
-    steps counted so far. All are read by the host only at log intervals.
+    loss was finite (its own fault, not the data's); `first_bad_combined` the
+    same for the combined loss its backward returned (a `combine` that breaks
+    while its weights look fine); `step_number` the steps counted so far. All
+    are read by the host only at log intervals.
+
+    Whether the weighting's backward gave the model any gradient at all is
+    checked once, in the run's first update: a `backward` that forgets to call
+    `.backward()` would otherwise train nothing, silently. A gradient's
+    presence is metadata (`.grad is None`), so the check waits for nothing.
     """
 
     def __init__(
@@ -55,29 +62,39 @@ class TrainStep:
         self.weight_sums = torch.zeros(num_tasks, device=device)
         self.first_bad = torch.full((num_tasks,), -1, dtype=torch.long, device=device)
         self.first_bad_weights = torch.full((), -1, dtype=torch.long, device=device)
+        self.first_bad_combined = torch.full((), -1, dtype=torch.long, device=device)
         self.step_number = torch.zeros((), dtype=torch.long, device=device)
         # The calls into the weighting, named and worded once per run, not per step.
         who = provenance(weighting, "weighting")
         self._backward_calls = {undeclared: PluginCall("the backward of", who, _backward_fix(who, undeclared))
                                 for undeclared in (False, True)}
+        self._no_gradient = PluginCall("the backward of", who, "A weighting's backward must call .backward() on "
+                                       "the combined loss (or torch.autograd.backward on the model's parameters), "
+                                       "or set .grad of the model's parameters itself; or use another weighting")
+        #: (epoch, step) of the run's first update while its gradients are still to be checked; None once checked
+        self._check_gradients_at: tuple[int, int] | None = (0, 0)
         self._weights_call = PluginCall("the weights() of", who, "Return one weight per task, in task order, from "
                                         "the weighting's weights(); or use another weighting")
 
     def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int,
-                    weight_sums: Sequence[float] = ()) -> None:
-        """Set the running sums in place (a resumed epoch starts from what was saved)."""
+                    weight_sums: Sequence[float] = (), epoch: int = 0) -> None:
+        """Set the running sums in place (a resumed epoch starts from what was saved); `epoch` is for messages."""
         self.loss_sums.copy_(torch.tensor(list(loss_sums) or [0.0] * self.loss_sums.numel()))
         if not weight_sums and steps_done:  # saved before weight sums were kept: the weights now, for each step
             weight_sums = (self.weighting.weights().detach().float().cpu() * steps_done).tolist()
         self.weight_sums.copy_(torch.tensor(list(weight_sums) or [0.0] * self.weight_sums.numel()))
         self.first_bad.copy_(torch.tensor(list(first_bad) or [-1] * self.first_bad.numel()))
         self.first_bad_weights.fill_(-1)
+        self.first_bad_combined.fill_(-1)
         self.step_number.fill_(steps_done)
+        if self._check_gradients_at is not None:
+            self._check_gradients_at = (epoch, steps_done + 1)
 
     @property
     def running(self) -> list[Tensor]:
         """The step's running tensors, which every step updates in place: what a recorder snapshots and restores."""
-        return [self.loss_sums, self.weight_sums, self.first_bad, self.first_bad_weights, self.step_number]
+        return [self.loss_sums, self.weight_sums, self.first_bad, self.first_bad_weights, self.first_bad_combined,
+                self.step_number]
 
     def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
         """The (K,) losses of the batch (the global batch's value in a distributed run) and the features."""
@@ -90,7 +107,9 @@ class TrainStep:
         context = self.context(features)
         # Reading features it did not ask for is the usual slip: the fix says so when there are none.
         undeclared = context.features is None and not self.weighting.needs_features
-        self._backward_calls[undeclared](self.weighting.backward, losses, context)
+        total = self._backward_calls[undeclared](self.weighting.backward, losses, context)
+        if self._check_gradients_at is not None:
+            self._check_gradients(context)
         # The weights this step applied: read after the backward (which sets them, for gradient strategies)
         # and before the update (which moves learned ones, as for uncertainty weighting).
         weights = self._checked_weights().detach().to(self.weight_sums.device, torch.float32)
@@ -104,6 +123,10 @@ class TrainStep:
         self.first_bad.copy_(torch.where(newly_bad, self.step_number, self.first_bad))
         weights_bad = ~torch.isfinite(weights).all() & finite.all() & (self.first_bad_weights < 0)
         self.first_bad_weights.copy_(torch.where(weights_bad, self.step_number, self.first_bad_weights))
+        if isinstance(total, Tensor):  # the combined loss backward returns; a backward of a plugin may return None
+            total_finite = torch.isfinite(total.detach()).all().to(self.first_bad_combined.device)
+            total_bad = ~total_finite & finite.all() & (self.first_bad_combined < 0)
+            self.first_bad_combined.copy_(torch.where(total_bad, self.step_number, self.first_bad_combined))
         self.loss_sums.add_(detached)
 
     def _checked_weights(self) -> Tensor:
@@ -114,10 +137,24 @@ class TrainStep:
             raise self._weights_call.fault(problem or "")
         return weights
 
+    def _check_gradients(self, context: StepContext) -> None:
+        """Refuse, once, a backward that left every trainable parameter of the model without a gradient."""
+        assert self._check_gradients_at is not None
+        epoch, step = self._check_gradients_at
+        self._check_gradients_at = None
+        parameters = [*context.shared_parameters, *context.head_parameters]
+        if parameters and all(p.grad is None for p in parameters):
+            where = f" at epoch {epoch}, step {step}" if epoch else ""
+            raise self._no_gradient.fault(f"gave none of the model's {len(parameters)} trainable parameters a "
+                                          f"gradient{where} (the run's first update), so nothing would train")
+
     def skip(self) -> None:
         """Drop the step whose losses were not finite (train.on_nonfinite: skip)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.step_number.add_(1)
+        if self._check_gradients_at is not None:
+            epoch, step = self._check_gradients_at
+            self._check_gradients_at = (epoch, step + 1)
 
     def __call__(self, images: Tensor, targets: Tensor) -> None:
         self.update(*self.forward(images, targets))
