@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from hydranet.core.cli_options import (HintingCommand, device_option, is_model_path, pick_device_option,
-                                       several_models)
+                                       progress_option, several_models, show_progress)
 from hydranet.core.eval_text import confusion_text, data_report_text, distribution_text
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.prediction_text import nothing_readable, predictions_csv, predictions_table
@@ -52,8 +52,9 @@ OUT_HINT = "Choose another with --out FILE."
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (metrics, baselines, confusion matrices, "
                                                       "error distributions) instead of tables.")
 @device_option("evaluate on")
+@progress_option()
 def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, ...], split: str, as_json: bool,
-                 device: str) -> None:
+                 device: str, progress: bool | None) -> None:
     """Per-task metrics, confusion matrices and error distributions.
 
     Evaluates a checkpoint on the data it trained on (its validation split by
@@ -84,7 +85,7 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
     model = TrainedModel.from_checkpoint(checkpoint, device=pick_device_option(device))
     if data_root:
         overrides = (f"data.root={data_root}", *overrides)
-    evaluation = model.evaluate(overrides, split=split, progress=sys.stderr.isatty(), option="--set")
+    evaluation = model.evaluate(overrides, split=split, progress=show_progress(progress), option="--set")
     if evaluation.note:
         click.echo(f"note: {evaluation.note}", err=True)
     stage = model.stage
@@ -97,7 +98,8 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
         click.echo(f"{header}\ndata: {where}\n{data_report_text(evaluation)}", err=True)
         return
     click.echo(header)
-    click.echo(f"{split} split of {where}, {plural(evaluation.images, 'image')}; baseline = best constant prediction")
+    part = "all images" if split == "all" else f"{split} split"
+    click.echo(f"{part} of {where}, {plural(evaluation.images, 'image')}; baseline = best constant prediction")
     click.echo(data_report_text(evaluation))
     click.echo(metrics_table(evaluation.result.metrics, evaluation.baselines, evaluation.result.higher_is_better))
     for task, detail in evaluation.details.items():
@@ -129,7 +131,7 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
                    "(never a checkpoint or an image being read).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @device_option("predict on")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on in a terminal).")
+@progress_option()
 def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | None, as_json: bool, as_csv: bool,
                     out_file: str | None, force: bool, batch_size: int, device: str, progress: bool | None) -> None:
     """Predict every task for image files and folders.
@@ -191,8 +193,7 @@ def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | No
     if out_file:
         check_out_file(Path(out_file), fmt, [checkpoint, *files], force)
         writable_folder(out_file, hint=OUT_HINT)  # before predicting, not after
-    show = sys.stderr.isatty() if progress is None else progress
-    rows = model.predict_files(files, batch_size=batch_size, progress=show)
+    rows = model.predict_files(files, batch_size=batch_size, progress=show_progress(progress))
     failed = [row for row in rows if "error" in row]
     for row in failed:
         if Path(row["file"]).suffix.lower() in LIST_SUFFIXES:
@@ -362,7 +363,11 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
 
     result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check,  # type: ignore[arg-type]
                                force=force)
+    # the summary, from "wrote FILE" on, is the answer (what the file is, and where): stdout; its warnings are
+    # not, and go to stderr as every command's do
     click.echo(export_summary(result))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 #: the last line of `export_summary`: the file checks its input's shape and dtype, but not its range, the mistake
@@ -372,8 +377,9 @@ RANGE_NOTE = ("not checked: the input's range. 0-255 floats (pixels not / 255) g
 
 
 def export_summary(result: Any) -> str:
-    """What a user of the file needs: its input shape, each output's name, shape and meaning, and what the
-    file does not check (`RANGE_NOTE`), last so that it is what a reader of the output sees."""
+    """What a user of the file needs: where it is, its input shape, each output's name, shape and meaning, and
+    what the file does not check (`RANGE_NOTE`), last so that it is what a reader of the output sees. The
+    export's warnings are not part of it: the command prints them on stderr."""
     spec = result.manifest["input"]
     shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
     size = result.path.stat().st_size
@@ -390,6 +396,5 @@ def export_summary(result: Any) -> str:
     if result.max_difference is not None:
         lines.append(f"checked against PyTorch on random batches of 1 and 3 images: "
                      f"largest difference {result.max_difference:.2g}")
-    lines += [f"warning: {warning}" for warning in result.warnings]
     lines.append(RANGE_NOTE)
     return "\n".join(lines)

@@ -28,6 +28,19 @@ def device_option(purpose: str, *, default: str | None = "auto", more: str = "")
                         help=f"Device to {purpose}.{' ' + more if more else ''}")
 
 
+def progress_option() -> Any:
+    """`--progress/--no-progress`: a progress bar on stderr, by default where stderr is a terminal (`show_progress`)."""
+    return click.option("--progress/--no-progress", default=None,
+                        help="Progress bar on stderr (default: on in a terminal).")
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Whether `--progress/--no-progress` asks for a bar: as given, else where stderr is a terminal."""
+    import sys
+
+    return sys.stderr.isatty() if progress is None else progress
+
+
 def pick_device_option(name: str) -> torch.device:
     """`--device`, checked before a checkpoint or any data loads, with messages that name the option."""
     from hydranet.core.device import pick_device
@@ -48,18 +61,37 @@ def is_model_path(arg: str) -> bool:
     return path.suffix.lower() in MODEL_SUFFIXES
 
 
-def shell_pattern(paths: Sequence[str]) -> str:
-    """The shell pattern several paths look expanded from: 'runs/demo-*/best.pt' for two runs' best.pt."""
+def shell_pattern(paths: Sequence[str]) -> str | None:
+    """The shell pattern several paths look expanded from ('runs/demo-*/best.pt' for two runs' best.pt), or None
+    where none is plausible: the star must stand for whole words (between separators such as / - _ .), so
+    runs/a/best.pt and runs/a/last.pt, typed one by one, are not said to come from 'runs/a/*st.pt'."""
     prefix = os.path.commonprefix(list(paths))
     rest = [p[len(prefix):] for p in paths]
     suffix = os.path.commonprefix([r[::-1] for r in rest])[::-1]
+    if any(not r[:len(r) - len(suffix)] for r in rest):  # one path is the others' prefix: no star stands for it
+        return None
+    if (prefix and prefix[-1].isalnum()) or (suffix and suffix[0].isalnum()):
+        return None
     return f"{prefix}*{suffix}"
 
 
 def several_models(paths: Sequence[str], what: str) -> str:
-    """'2 checkpoints given: A, B; a shell pattern like runs/demo-*/best.pt matches every run it fits'."""
-    return (f"{plural(len(paths), what)} given: {', '.join(paths)}; a shell pattern like {shell_pattern(paths)} matches "
-            "every run it fits")
+    """'2 checkpoints given: A, B', and where a shell pattern plausibly gave them, '; a shell pattern like
+    runs/demo-*/best.pt matches every run it fits'."""
+    pattern = shell_pattern(paths)
+    said = f"{plural(len(paths), what)} given: {', '.join(paths)}"
+    return said + (f"; a shell pattern like {pattern} matches every run it fits" if pattern else "")
+
+
+def compare_hint(models: Sequence[str]) -> str:
+    """What to do instead of evaluating several checkpoints or runs at once: compare their run folders, listed
+    once each; or, for checkpoints of one run, which of them to name."""
+    runs = list(dict.fromkeys(m if Path(m).is_dir() else str(Path(m).parent) for m in models))
+    if len(runs) > 1:
+        return f" (to compare runs: hydranet compare {' '.join(runs)})"
+    if all(Path(m).name in ("best.pt", "last.pt") for m in models):
+        return f" of {runs[0]}'s checkpoints: best.pt holds its best epoch, last.pt its last"
+    return ""
 
 
 def spec_field_for(option: str, sections: Sequence[str] | None) -> str | None:
@@ -134,8 +166,6 @@ class HintingCommand(click.Command):
             if len(models) < 2:
                 raise
             what = "run folder" if all(Path(m).is_dir() for m in models) else "checkpoint"
-            runs = [m if Path(m).is_dir() else str(Path(m).parent) for m in models]
-            compare = (f" (to compare runs: hydranet compare {' '.join(runs)})"
-                       if self.name == "eval" else "")
+            compare = compare_hint(models) if self.name == "eval" else ""
             raise click.UsageError(f"{ctx.command_path} takes one {what} at a time ({several_models(models, what)})."
                                    f" Name one{compare}.", ctx) from None

@@ -16,11 +16,10 @@ from typing import Any
 
 from hydranet.core.comparison import Comparison
 from hydranet.core.delta_m import SEED_KEYS, RunGroup
-from hydranet.core.param_text import params_text
+from hydranet.core.param_text import leaf_text, params_text
 from hydranet.core.report import format_table, format_value
 from hydranet.core.run import csv_number
-from hydranet.core.run_record import RunRecord
-from hydranet.core.spec_differences import differences
+from hydranet.core.run_record import RunRecord, run_differences
 from hydranet.core.wording import english_list
 
 
@@ -54,7 +53,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
             "metrics": {t: {m: _value(v) for m, v in values.items()} for t, values in run.metrics.items()},
             "delta_m": _value(comparison.delta_m[run.path]),
             SECONDS: _value(run.train_seconds),
-            "differs": differences(ref.spec, run.spec),
+            "differs": run_differences(ref, run),
         } for run in comparison.runs],
         **({"groups": [_group_dict(comparison, g) for g in comparison.groups]} if comparison.groups else {}),
         "notes": comparison.notes,
@@ -83,7 +82,8 @@ def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
 def _group_differences(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
     """What, besides the seed, sets a group apart from the reference's group."""
     reference = next(g for g in comparison.groups or () if comparison.reference in g.runs)
-    return {key: value for key, value in differences(reference.spec, group.spec).items() if key not in SEED_KEYS}
+    return {key: value for key, value in run_differences(reference.runs[0], group.runs[0]).items()
+            if key not in SEED_KEYS}
 
 
 def comparison_json(comparison: Comparison) -> str:
@@ -149,7 +149,7 @@ def comparison_table(comparison: Comparison) -> str:
     if comparison.groups:
         return _groups_table(comparison)
     ref = comparison.reference
-    changes = {run.path: _differs_text(differences(ref.spec, run.spec), run) for run in comparison.runs}
+    changes = {run.path: _differs_text(run_differences(ref, run), run) for run in comparison.runs}
     with_changes = any(text != "-" for text in changes.values())
     headers = ["run", "weighting", "backbone", "epochs", "best epoch", TIME,
                *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
@@ -185,7 +185,7 @@ def _differs_text(changes: dict[str, Any], run: RunRecord) -> str:
     """The "differs from the reference" cell: `key=value, ...`, or "-"; less the weighting parameters the
     weighting column shows already."""
     shown = {f"weighting.{key}" for key in run.weighting_params}
-    return ", ".join(f"{k}={v}" for k, v in changes.items() if k not in shown) or "-"
+    return ", ".join(f"{k}={leaf_text(v)}" for k, v in changes.items() if k not in shown) or "-"
 
 
 def _delta_text(delta: float, is_reference: bool) -> str:
@@ -207,14 +207,24 @@ def _which(comparison: Comparison) -> str:
 def _framed(comparison: Comparison, title: str, table: str, delta_m: str) -> str:
     """A table with its title line above, and the legend (`delta_m` starts it, the time column ends it) and the
     notes below."""
-    lower = [f"{t}.{m}" for t, m in comparison.shared if not comparison.higher_is_better(t, m)]
     legend = (f"{delta_m}, over the tasks (each task's metrics averaged first), in percent; positive is better. "
-              + (f"Lower is better for {english_list(lower)}, higher for the others." if lower
-                 else "Higher is better for every metric."))
+              + _directions_text(comparison))
     lines = [title, "", table, "", textwrap.fill(legend, 100), textwrap.fill(TIME_LEGEND, 100)]
     if comparison.notes:
         lines += ["", "notes:", *(f"  {note}" for note in comparison.notes)]
     return "\n".join(lines)
+
+
+def _directions_text(comparison: Comparison) -> str:
+    """Which way each compared metric is better, worded for the metrics shown: "Lower is better for age.mae,
+    higher for the others", or where they all go one way, "Lower is better for age.mae" (one metric) or
+    "Higher is better for every metric"."""
+    lower = [f"{t}.{m}" for t, m in comparison.shared if not comparison.higher_is_better(t, m)]
+    higher = [f"{t}.{m}" for t, m in comparison.shared if comparison.higher_is_better(t, m)]
+    if lower and higher:
+        return f"Lower is better for {english_list(lower)}, higher for the others."
+    which, names = ("Lower", lower) if lower else ("Higher", higher)
+    return f"{which} is better for {names[0] if len(names) == 1 else 'every metric'}."
 
 
 def _groups_table(comparison: Comparison) -> str:

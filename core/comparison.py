@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydranet.core.delta_m import RunGroup, delta_m, group_runs, mean_std
+from hydranet.core.delta_m import RunGroup, delta_m, group_runs, mean_std, without_noise
 from hydranet.core.errors import HydranetError
 from hydranet.core.param_text import flat_items, leaf_text
-from hydranet.core.run_record import RunRecord
-from hydranet.core.spec_differences import differences
-from hydranet.core.wording import english_list
+from hydranet.core.run_record import RunRecord, run_differences
+from hydranet.core.wording import english_list, plural
 
 @dataclass
 class Comparison:
@@ -46,7 +45,8 @@ class Comparison:
     def group_delta_m_spread(self, group: RunGroup) -> tuple[float, float]:
         """The mean and sample std of the group's runs' Δm against the reference group's means (std NaN for one
         run); the mean is group_delta_m wherever every run has every metric."""
-        return mean_std(self.group_run_delta_m[group.path]) or (math.nan, math.nan)
+        mean, std = mean_std(self.group_run_delta_m[group.path]) or (math.nan, math.nan)
+        return without_noise(mean), std  # runs of +x and -x: a mean of 0, not its last bits
 
     def higher_is_better(self, task: str, metric: str) -> bool:
         return self.reference.higher_is_better[task][metric]
@@ -92,11 +92,7 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     label_runs(runs)
     label_weightings(runs)
     notes = list(notes)
-    for run in runs:
-        left = left_out[run.path]
-        if left:
-            notes.append(f"{run.label}: left out, as not every run has {'it' if len(left) == 1 else 'them'}: "
-                         f"{', '.join(left)}")
+    notes += _left_out_notes(runs, left_out)
     zero = [f"{t}.{m}" for t, m in shared if reference.metrics[t][m] == 0]
     if zero:
         notes.append(f"left out of delta_m, the reference's value being 0: {', '.join(zero)}")
@@ -131,6 +127,24 @@ def shared_metrics(runs: Sequence[RunRecord],
               if (task, metric, reference.higher_is_better[task][metric]) in shared_keys]
     left_out = {run.path: [f"{t}.{m}" for t, m, _ in sorted(own - shared_keys)] for run, own in zip(runs, keys)}
     return shared, left_out
+
+
+#: past this many runs, a note about runs counts them instead of naming them
+NAMED_RUNS = 3
+
+
+def _left_out_notes(runs: Sequence[RunRecord], left_out: Mapping[Path, list[str]]) -> list[str]:
+    """One note per set of metrics left out, naming the runs that have them (a count past NAMED_RUNS): 9 runs of
+    which one lacks a metric the others have said the same line 8 times."""
+    by_metrics: dict[tuple[str, ...], list[str]] = {}
+    for run in runs:
+        if left_out[run.path]:
+            by_metrics.setdefault(tuple(left_out[run.path]), []).append(run.label)
+    notes = []
+    for left, labels in by_metrics.items():
+        who = english_list(labels) if len(labels) <= NAMED_RUNS else plural(len(labels), "run")
+        notes.append(f"{who}: left out, as not every run has {'it' if len(left) == 1 else 'them'}: {', '.join(left)}")
+    return notes
 
 
 def _best_first(delta: float) -> float:
@@ -177,7 +191,7 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
     if run.epochs_done < run.epochs_planned:
         notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
                      f"continue it with `hydranet train --resume {run.path}`")
-    data = {key: value for key, value in differences(reference.spec, run.spec).items() if key.startswith("data.")}
+    data = {key: value for key, value in run_differences(reference, run).items() if key.startswith("data.")}
     if data:
         notes.append(_other_data_note(run, reference, data))
     return notes
@@ -204,7 +218,7 @@ def _other_data_note(run: RunRecord, reference: RunRecord, data: Mapping[str, An
     """
     by_consequence: dict[str, list[str]] = {}
     for key, value in data.items():
-        theirs = _setting_text(_dotted(reference.spec, key))
+        theirs = _setting_text(reference.data_root if key == "data.root" else _dotted(reference.spec, key))
         by_consequence.setdefault(DATA_CONSEQUENCES.get(key, OTHER_IMAGES), []).append(
             f"{key} differs ({theirs} in {reference.label}, {_setting_text(value)} in {run.label})")
     said = "; ".join(f"{english_list(keys)}: {consequence}" for consequence, keys in by_consequence.items())

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydranet.core.run_record import RunRecord
-from hydranet.core.spec_differences import differences
+from hydranet.core.run_record import RunRecord, run_differences
 from hydranet.core.values import is_number
 from hydranet.core.wording import english_list, plural
 
@@ -125,7 +124,7 @@ def group_runs(runs: Sequence[RunRecord]) -> tuple[list[RunGroup], list[str]]:
     """
     classes: list[list[RunRecord]] = []
     for run in runs:
-        same = next((c for c in classes if set(differences(c[0].spec, run.spec, names=True)) <= set(SEED_KEYS)),
+        same = next((c for c in classes if set(run_differences(c[0], run, names=True)) <= set(SEED_KEYS)),
                     None)
         if same is None:
             classes.append([run])
@@ -172,4 +171,13 @@ def delta_m(run: RunRecord | RunGroup, reference: RunRecord | RunGroup,
         sign = 1 if reference.higher_is_better[task][metric] else -1
         per_task.setdefault(task, []).append(sign * (value - ref) / abs(ref) * 100)
     means = [sum(changes) / len(changes) for changes in per_task.values()]
-    return (sum(means) / len(means) if means else math.nan), missing
+    return (without_noise(sum(means) / len(means)) if means else math.nan), missing
+
+
+#: Δm (in percent) closer to 0 than this is rounding in the sums, not a change: a group identical to the reference
+#: has a Δm of 2.2e-15 from its means' last bits, which the table shows as +0.00 and CSV and JSON would write whole
+NOISE = 1e-9
+
+
+def without_noise(delta: float) -> float:
+    return 0.0 if abs(delta) < NOISE else delta

@@ -14,12 +14,14 @@ from typing import Literal
 
 import torch
 
-from hydranet.core.errors import HydranetError, InputError, not_a_choice
+from hydranet.core.errors import HydranetError, InputError, did_you_mean, shown
 from hydranet.core.wording import plural
 
 
-#: what a device may be named, for the messages
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:1", "mps")
+#: what a device may be named, for the messages: `cuda:N` as the help says it (N picks one of several GPUs)
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+#: the names among them that a misspelt device is matched against (`cuda:N` is a form, not a name to suggest)
+DEVICE_NAMES = tuple(choice for choice in DEVICE_CHOICES if not choice.endswith(":N"))
 
 
 def device_name_problem(name: str) -> str | None:
@@ -38,7 +40,7 @@ def device_name_problem(name: str) -> str | None:
     if kind.strip().lower() == "gpu":
         return (f"'{name}' is not a device; an NVIDIA GPU is 'cuda{':' + index if index else ''}' "
                 "(the N of 'cuda:N' picks one of several), an Apple GPU 'mps'")
-    return not_a_choice(name, DEVICE_CHOICES, noun="device")
+    return f"{shown(name)} is not a device;{did_you_mean(name, DEVICE_NAMES)} devices: {', '.join(DEVICE_CHOICES)}"
 
 
 def pick_device(name: str = "auto", option: str = "train.device") -> torch.device:

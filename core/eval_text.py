@@ -20,8 +20,16 @@ def data_report_text(evaluation: Any) -> str:
     images (unreadable files, skipped rows, unlabelled samples) read as
     metrics on all of them.
     """
-    notes = "\n".join(evaluation.data_notes)
-    return evaluation.coverage + ("\n" + indent(notes) if notes else "")
+    coverage, notes = evaluation.coverage, list(evaluation.data_notes)
+    skipped = [group for group in evaluation.problems if group.items and group.outcome == "skipped"]
+    heading = f"{skipped[0].heading()}:" if len(skipped) == 1 else None
+    if heading in notes and coverage.endswith(heading[:-1]):
+        # the coverage line ends with what was left out ("...: 1 entry of dataset 'x' skipped"), and the report's
+        # list of them would start by saying it again: the list follows the line instead
+        notes.remove(heading)
+        coverage += ":"
+    text = "\n".join(notes)
+    return coverage + ("\n" + indent(text) if text else "")
 
 
 def confusion_text(task: str, report: Mapping[str, Any]) -> str:

@@ -7,6 +7,8 @@ not the reading.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,10 @@ from typing import Any
 from hydranet.core.errors import HydranetError
 from hydranet.core.param_text import call_text, leaf_text
 from hydranet.core.plot import RunSeries
-from hydranet.core.spec_differences import component_name
+from hydranet.core.spec_differences import component_name, differences
+
+#: `RunRecord.started_in` before its checkpoint was read
+_UNREAD: Any = object()
 
 class RunProblem(HydranetError):
     """A RUN argument that cannot be compared; the message names the folder and what to do."""
@@ -43,6 +48,32 @@ class RunRecord:
     #: (`label_weightings`): what tells two `static` runs apart
     weighting_params: dict[str, Any] = field(default_factory=dict)
 
+    _started_in: Any = field(default=_UNREAD, repr=False, compare=False)
+
+    @property
+    def started_in(self) -> str | None:
+        """The folder the run started in, which its checkpoints record (`started_in`, as `hydranet eval` reads it):
+        what a relative data.root counts from. None where no checkpoint of it says (a run stopped in its first
+        epoch, or one written before it was recorded). Read once, and only when asked."""
+        if self._started_in is _UNREAD:
+            self._started_in = _recorded_start(self.path)
+        return self._started_in
+
+    @property
+    def data_root(self) -> Any:
+        """Its spec's data.root, a relative one counted from the folder the run started in (`started_in`), as the run
+        read it; as written where it is not a path, or where the run does not say where it started."""
+        data = self.spec.get("data")
+        root = data.get("root") if isinstance(data, Mapping) else None
+        if not isinstance(root, str):
+            return root
+        path = os.path.expanduser(root)
+        if not os.path.isabs(path):
+            if self.started_in is None:
+                return root
+            path = os.path.join(self.started_in, path)
+        return os.path.normpath(path)
+
     @property
     def weighting(self) -> str:
         return component_name(self.spec.get("weighting"))
@@ -59,3 +90,47 @@ class RunRecord:
     @property
     def epochs_planned(self) -> int:
         return int(self.spec.get("train", {}).get("epochs", self.epochs_done))
+
+
+def _recorded_start(path: Path) -> str | None:
+    """The `started_in` a run folder's last.pt (else best.pt) records; None where neither can say. Read without its
+    tensors' data (mmap): a relative data.root is all it is asked for."""
+    import torch
+
+    for name in ("last.pt", "best.pt"):
+        try:
+            saved = torch.load(path / name, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # absent, or not a checkpoint: the root stays as written, compared as text
+            continue
+        started = saved.get("started_in") if isinstance(saved, Mapping) else None
+        if isinstance(started, str) and started:
+            return started
+    return None
+
+
+def run_differences(reference: RunRecord, run: RunRecord, names: bool = False) -> dict[str, Any]:
+    """`differences` between the runs' specs (dotted key -> the run's value), with data.root compared as the folders
+    the runs read: a relative root counts from the folder each run started in (`data_root`). So `faces` started in
+    /tmp/w and `/tmp/w/faces` are one folder, and `faces` started in two folders two; a root that differs is
+    shown as the folder the run read."""
+    found = differences(reference.spec, run.spec, names=names)
+    if found.get("data.root") in ("(added)", "(removed)") or not _has_root(reference) or not _has_root(run):
+        return found
+    raw_differs = "data.root" in found
+    if not raw_differs and not _is_relative(run.spec["data"]["root"]):
+        return found  # one absolute root, the same in both: nothing to read
+    mine, theirs = run.data_root, reference.data_root
+    if mine == theirs:
+        found.pop("data.root", None)
+    else:
+        found["data.root"] = mine
+    return found
+
+
+def _has_root(run: RunRecord) -> bool:
+    data = run.spec.get("data")
+    return isinstance(data, Mapping) and isinstance(data.get("root"), str)
+
+
+def _is_relative(root: str) -> bool:
+    return not os.path.isabs(os.path.expanduser(root))

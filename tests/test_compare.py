@@ -612,7 +612,7 @@ def test_a_group_with_a_run_missing_a_metric_does_not_claim_its_mean_delta_m_is_
 def test_test_metrics_at_another_epoch_than_the_best_are_refused_once_with_the_ways_on(spec, tmp_path):
     run = make_run(tmp_path / "a", spec, [metrics(8.0, 0.7, 0.5, 0.4), metrics(7.0, 0.8, 0.6, 0.5)])
     result = compare(str(run), "--split", "test", "--epoch", "last", ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # how the command was called: a usage error, as --json with --csv
     assert ("test metrics exist only for the best epoch (scored once with best.pt's weights), not epoch last: "
             "compare the test split at the best epoch, or epoch last on the validation split (--split val)"
             in " ".join(result.output.split()))
