@@ -329,8 +329,8 @@ def test_export_says_a_head_outside_the_label_units_is_raw(run, tmp_path, instal
     by_name = {o["name"]: o for o in result.manifest["outputs"]}
     assert by_name["scaled_age"]["meaning"].startswith("the head's raw output, not in the label's units")
     assert len(result.warnings) == 1 and "output 'scaled_age' is the head's raw output" in result.warnings[0]
-    printed = invoke("export", run, "--format", "torchscript", "--out", tmp_path / "m.ts.pt", "--no-check").stdout
-    assert "warning: output 'scaled_age'" in printed
+    printed = invoke("export", run, "--format", "torchscript", "--out", tmp_path / "m.ts.pt", "--no-check")
+    assert "warning: output 'scaled_age'" in printed.stderr and "warning:" not in printed.stdout
 
 
 def test_decode_disagreement_passes_rounding_and_a_few_clamped_rows():
