@@ -42,6 +42,7 @@ from hydranet.core.atomic import atomic_file
 from hydranet.core.errors import CheckpointError, DataError, DuplicateNameError, UnknownNameError
 from hydranet.core.export_formats import SUFFIX
 from hydranet.core.plugins import ALLOW_ENV, ENTRY_POINT_GROUP, INLINE, Components, allowed_plugins, defined_inline
+from hydranet.core.plugin_calls import STAND_IN
 from hydranet.core.registry import Entry, Registry, describe_plugin
 from hydranet.core.checkpoint_checks import damaged, structure_problems, version_problems
 
@@ -337,13 +338,16 @@ def way_to_plugin(components: Components, plugin: str | None, distribution: str 
     allowed = allowed_plugins()
     # the installed entry points, scanned once and only when the allow-list leaves out the plugin (or may)
     installed = _installed_entry_points() if allowed is not None and plugin not in allowed else set()
-    if plugin and allowed is not None and plugin not in allowed and plugin in installed:
+    left_out_here = bool(plugin) and allowed is not None and plugin not in allowed and plugin in installed
+    if distribution == INLINE:  # defined in the training code: HYDRANET_PLUGINS (installed plugins) cannot bring it
+        also = (f" (or, to use the installed plugin of that name, which {ALLOW_ENV} leaves out, add '{plugin}' to "
+                f"{ALLOW_ENV})" if left_out_here else "")
+        return (f"Pass components= with the plugin that registers {what} (as at training), as in "
+                f"hydranet.load(path, components=hydranet.components(plugin)); the command line "
+                f"sees installed plugins only{also}")
+    if left_out_here:
         return (f"Its {components.pm.describe(plugin)} is installed, but {ALLOW_ENV} leaves it out: add '{plugin}' "
                 f"to {ALLOW_ENV}")
-    if distribution == INLINE:
-        return (f"Pass components= with the plugin that registers {what} (as at training), as in "
-                f"hydranet.load(path, components=hydranet.components(plugin)); the command line sees installed "
-                f"plugins only")
     if distribution and distribution != "hydranet":
         return f"Install that plugin (pip install {distribution}) or allow it in {ALLOW_ENV}"
     left_out = sorted(installed - allowed) if allowed is not None and not plugin else []
@@ -386,6 +390,9 @@ class UnavailableDataset:
 def unused_weighting(tasks: Any, params: Any = None) -> None:
     """A stand-in weighting's factory: a loaded model never trains, so no weighting is built (None)."""
     return None
+
+
+setattr(unused_weighting, STAND_IN, True)  # what it builds is no hydranet.Weighting, and need not be
 
 
 class _WithStandIns(Registry):
@@ -458,6 +465,43 @@ def recorded_plugins(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return recorded
 
 
+#: a spec section's registry in `Components`, and the component's kind as messages name it
+_SECTION_KINDS = {"backbone": ("backbones", "backbone"), "data": ("datasets", "dataset"),
+                  "weighting": ("weightings", "weighting")}
+
+
+def check_plugins_available(path: Path, data: Mapping[str, Any], components: Components,
+                            sections: tuple[str, ...] = ("backbone", "data", "weighting"), subject: str = "") -> None:
+    """Raise a CheckpointError naming every task kind, and the component of each of `sections`, that the
+    checkpoint's spec needs and `components` lack, each with its recorded plugin and how to get it back
+    (`way_to_plugin`: install it, add it to HYDRANET_PLUGINS, pass an inline plugin as components=).
+
+    Using a trained model needs its backbone and tasks (`inference_components`); resuming its run needs every
+    section (`resume.resumed_spec`). The message starts with `subject` ("resuming the run in runs/x"), else `path`.
+    """
+    problems = []
+    for task in data["tasks"]:
+        if task["kind"] not in components.tasks:
+            kind = f" (kind '{task['kind']}')" if task["kind"] != task["name"] else ""
+            problems.append(
+                f"task '{task['name']}'{kind}{origin_words(task['plugin'], task['distribution'])}, which is not "
+                f"available here. "
+                + way_to_plugin(components, task["plugin"], task["distribution"], f"task '{task['kind']}'"))
+    for section in sections:
+        registry, kind = _SECTION_KINDS[section]
+        name = _section_name(data["spec"].get(section))
+        if isinstance(name, str) and name not in getattr(components, registry):
+            plugin, distribution = recorded_origin(data, section)
+            problems.append(f"{kind} '{name}'{origin_words(plugin, distribution)}, which is not available here. "
+                            + way_to_plugin(components, plugin, distribution, f"{kind} '{name}'"))
+    subject = subject or str(path)
+    if len(problems) == 1:
+        raise CheckpointError(f"{subject} needs {problems[0]}.")
+    if problems:
+        raise CheckpointError(f"{subject} needs plugins that are not available here:\n"
+                              + "\n".join(f"  {problem}." for problem in problems))
+
+
 def inference_components(path: Path, data: Mapping[str, Any], components: Components) -> Components:
     """The components to rebuild a checkpoint's model for predict, eval and export.
 
@@ -474,25 +518,7 @@ def inference_components(path: Path, data: Mapping[str, Any], components: Compon
     the models trained with the built-in unusable. A checkpoint that records
     no plugin, or another one, gets the conflict's error as a spec does.
     """
-    problems = []
-    for task in data["tasks"]:
-        if task["kind"] not in components.tasks:
-            kind = f" (kind '{task['kind']}')" if task["kind"] != task["name"] else ""
-            problems.append(
-                f"task '{task['name']}'{kind}{origin_words(task['plugin'], task['distribution'])}, which is not "
-                f"available here. "
-                + way_to_plugin(components, task["plugin"], task["distribution"], f"task '{task['kind']}'"))
-    spec = data["spec"]
-    backbone = _section_name(spec.get("backbone"))
-    if isinstance(backbone, str) and backbone not in components.backbones:
-        plugin, distribution = recorded_origin(data, "backbone")
-        problems.append(f"backbone '{backbone}'{origin_words(plugin, distribution)}, which is not available here. "
-                        + way_to_plugin(components, plugin, distribution, f"backbone '{backbone}'"))
-    if len(problems) == 1:
-        raise CheckpointError(f"{path} needs {problems[0]}.")
-    if problems:
-        raise CheckpointError(f"{path} needs plugins that are not available here:\n"
-                              + "\n".join(f"  {problem}." for problem in problems))
+    check_plugins_available(path, data, components, ("backbone",))
     return with_stand_ins(components, _weighting_stand_in(data, components), _dataset_stand_in(path, data, components),
                           recorded_plugins(data))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -39,6 +39,10 @@ class Provenance:
 
 
 _PROVENANCE = "_hydranet_provenance"
+
+#: set (True) on a factory that builds a stand-in, not a component (a loaded checkpoint's weighting, which is never
+#: built for use): what it returns is not checked against its kind's base class (`spec.returned_problem`)
+STAND_IN = "_hydranet_stand_in"
 
 
 def record_provenance(component: Any, who: Provenance) -> Any:
@@ -106,6 +110,9 @@ class PluginCall:
     fix: str
     error: type[HydranetError] = TrainingError
     passes: tuple[type[Exception], ...] = ()
+    #: a sentence added after `fix` for what the code raised, or "" (how hydranet calls a factory, for an
+    #: exception that arguments taken in the wrong order raise)
+    hint: Callable[[Exception], str] | None = None
 
     @property
     def subject(self) -> str:
@@ -137,7 +144,9 @@ class PluginCall:
                                  "asks for more than this machine has: make the component smaller in its params "
                                  "(a backbone's width, a head's hidden size) or lower train.batch_size") from caught
             words, at = describe_raised(caught, code_package(function))
-            raise self.fault(f"raised {words}", about, at) from caught
+            hint = self.hint(caught) if self.hint is not None else ""
+            call = replace(self, fix=f"{self.fix}. {hint}" if self.fix else hint) if hint else self
+            raise call.fault(f"raised {words}", about, at) from caught
         problem = check(result) if check is not None else None
         if problem:
             raise self.fault(problem, about)

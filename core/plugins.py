@@ -501,6 +501,29 @@ def _bind_register(args: tuple[Any, ...], kwargs: dict[str, Any], info: PluginIn
     raise RegistrationError(problem, info.name, info.distribution, info.version)
 
 
+def _register_calls(components: Components, pm: PluginManager, plugin_name: str,
+                    calls: dict[tuple[str, str], list[dict[str, Any]]]) -> bool:
+    """Register what one plugin's hooks asked for, whole or not at all: a RegistrationError (which `register`'s
+    checks raise in the hook, as a rule) leaves the plugin out with the error recorded, and gives False."""
+    info = pm.info[plugin_name]
+    registries = {kind: getattr(components, kind) for kind in REGISTER_HOOKS.values()}
+    saved = {kind: registry.snapshot() for kind, registry in registries.items()}
+    try:
+        for kind, registry in registries.items():
+            for call in calls.get((plugin_name, kind), []):
+                registry.register(**call, plugin=plugin_name, distribution=info.distribution, version=info.version,
+                                  builtin=info.builtin)
+    except RegistrationError as error:
+        for kind, registry in registries.items():
+            registry.restore(saved[kind])
+        pm.record_error(plugin_name, f"{error.problem}; {LEFT_OUT}")
+        return False
+    for kind in registries:
+        for call in calls.get((plugin_name, kind), []):
+            info.components.setdefault(kind, []).append(call["name"])
+    return True
+
+
 def load_components(pm: PluginManager | None = None) -> Components:
     """Run every plugin's register_* hooks into fresh registries, remembering who registered what.
 
@@ -521,16 +544,13 @@ def load_components(pm: PluginManager | None = None) -> Components:
     for info in pm.info.values():  # what this call registers, not an earlier one on the same manager
         for kind in (*REGISTER_HOOKS.values(), OBSERVES):
             info.components.pop(kind, None)
-    for hook_name, kind in REGISTER_HOOKS.items():
+    registered = {plugin_name for plugin_name, _ in calls}  # a plugin with two impls of one hook is in it once
+    for plugin_name, _ in pm.list_name_plugin():
+        if plugin_name in registered and plugin_name not in failed and not _register_calls(components, pm,
+                                                                                            plugin_name, calls):
+            failed.add(plugin_name)
+    for kind in REGISTER_HOOKS.values():
         registry: Registry = getattr(components, kind)
-        for plugin_name, _ in _impls(pm, hook_name):
-            if plugin_name in failed:
-                continue
-            info = pm.info[plugin_name]
-            for call in calls[(plugin_name, kind)]:
-                registry.register(**call, plugin=plugin_name, distribution=info.distribution, version=info.version,
-                                  builtin=info.builtin)
-                info.components.setdefault(kind, []).append(call["name"])
         for name, plugins in registry.conflicts().items():
             for plugin_name in plugins[1:]:
                 pm.record_conflict(plugin_name, f"{registry.kind} '{name}' is also registered by "

@@ -337,6 +337,18 @@ class Registry(Generic[T]):
             else:
                 self._aliases[key] = name
 
+    def snapshot(self) -> tuple[dict, ...]:
+        """What `restore` puts back: the registry as it is now (to undo a plugin registered in part)."""
+        return (dict(self._entries), dict(self._aliases), {k: list(v) for k, v in self._conflicts.items()},
+                dict(self._origins), {k: dict(v) for k, v in self._claims.items()})
+
+    def restore(self, state: tuple[dict, ...]) -> None:
+        """Put back what `snapshot` saw, forgetting whatever was registered since."""
+        entries, aliases, conflicts, origins, claims = state
+        self._entries, self._aliases, self._origins = dict(entries), dict(aliases), dict(origins)
+        self._conflicts = {k: list(v) for k, v in conflicts.items()}
+        self._claims = {k: dict(v) for k, v in claims.items()}
+
     def describe(self, plugin: str) -> str:
         """The plugin as messages name it (`describe_plugin`), from what it registered with."""
         return describe_plugin(plugin, *self._origins.get(plugin, (None, None, False)))

@@ -19,10 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from hydranet.core.checkpoint import read_checkpoint
+from hydranet.core.checkpoint import check_plugins_available, read_checkpoint
 from hydranet.core.checkpoint_checks import check_for_resume
 from hydranet.core.errors import CheckpointError
 from hydranet.core.paths import MissingPathError
+from hydranet.core import plugins
+from hydranet.core.plugins import Components
+from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.wording import english_list, plural
 
 
@@ -236,6 +239,19 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
                               "evaluated, used for prediction or as init_from, not resumed")
     check_for_resume(checkpoint, data)
     return checkpoint, data
+
+
+def resumed_spec(checkpoint: Path, data: Mapping[str, Any], components: Components | None = None) -> ResolvedSpec:
+    """The spec a run continues with, resolved with `components` (default: the installed plugins).
+
+    A task, backbone, dataset or weighting whose plugin is not available here is named as eval and export name it
+    (`checkpoint.check_plugins_available`): with the plugin the checkpoint records and how to get it back (install
+    it, add it to HYDRANET_PLUGINS, pass an inline plugin as components=), not as a spec's unknown name, since a
+    resumed run's spec cannot change.
+    """
+    components = components if components is not None else plugins.default_components()
+    check_plugins_available(checkpoint, data, components, subject=f"resuming the run in {checkpoint.parent}")
+    return load_spec(data["spec"], components=components)
 
 
 def not_a_run_folder(file: Path) -> str:

@@ -14,19 +14,21 @@ code.
 
 from __future__ import annotations
 
+import numbers
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from torch import nn
 
 from hydranet.core.errors import (ComponentError, DuplicateNameError, HydranetError, InputError, SpecError,
                                   UnknownNameError, did_you_mean, shown)
-from hydranet.core.interfaces import Task, Weighting, problem_of_task
-from hydranet.core.plugin_calls import PluginCall, Provenance, kind_of, provenance, record_provenance
+from hydranet.core.interfaces import Dataset, Task, Weighting, problem_of_task
+from hydranet.core.plugin_calls import STAND_IN, PluginCall, Provenance, kind_of, provenance, record_provenance
 from hydranet.core.metrics import Metric
 from hydranet.core.overrides import CLI_OPTION, apply_overrides, origin, override_list, parse_override_path
 from hydranet.core.plugins import Components, default_components
@@ -55,11 +57,16 @@ class ResolvedComponent:
         What the factory raises becomes a `ComponentError` naming the component and its plugin (a spec lists
         it as a problem); the built object remembers both, for later errors about its code.
         """
-        who = Provenance(f"{'dataset' if self.section == 'data' else self.section} '{name or self.entry.name}'",
-                         self.origin or describe_plugin(self.entry.plugin))
+        kind = "dataset" if self.section == "data" else self.section
+        who = Provenance(f"{kind} '{name or self.entry.name}'", self.origin or describe_plugin(self.entry.plugin))
         args = (*args, self.params) if self.params is not None else args
-        built = PluginCall("building", who, f"Fix its factory ({_factory_name(self.entry.factory)}), "
-                                            f"or leave it out of the spec", ComponentError)(self.entry.factory, *args)
+        fix = f"Fix its factory ({_factory_name(self.entry.factory)}), or leave it out of the spec"
+        built = PluginCall("building", who, fix, ComponentError, hint=_call_hint(kind, self.params is not None))(
+            self.entry.factory, *args)
+        if not getattr(self.entry.factory, STAND_IN, False):
+            problem = returned_problem(kind, built)
+            if problem:
+                raise PluginCall("the factory of", who, fix, ComponentError).fault(problem)
         return record_provenance(built, who)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +88,59 @@ def metrics_problem(metrics: object) -> str | None:
         if not isinstance(metric, Metric):
             return f"returned {kind_of(metric)} as metric '{name}'; expected a hydranet.Metric"
     return None
+
+
+#: what a factory of each kind must return, as `returned_problem` words it
+_RETURNS = {"task": (Task, "a hydranet.Task"), "weighting": (Weighting, "a hydranet.Weighting"),
+            "dataset": (Dataset, "a hydranet.Dataset")}
+_BACKBONE = ("a hydranet.Backbone (an nn.Module) that sets self.out_features, the width of its features (an int), "
+             "in __init__")
+
+
+def returned_problem(kind: str, built: Any) -> str | None:
+    """What is wrong with what the factory of a `kind` ("task", "backbone", ...) returned, or None.
+
+    A task, weighting or dataset is an instance of its base class (hydranet.Task, ...): the engine calls the
+    methods those give. A backbone may be any nn.Module with a positive integer `out_features` (the engine reads
+    nothing else of it, and sizes the heads by it right after the factory returns).
+    """
+    if kind == "backbone":
+        if not isinstance(built, nn.Module):
+            return f"returned {_returned(built)}; a backbone factory returns {_BACKBONE}"
+        width = getattr(built, "out_features", None)
+        if width is None:
+            return f"returned {_returned(built)} with no out_features; a backbone factory returns {_BACKBONE}"
+        if not isinstance(width, numbers.Integral) or isinstance(width, bool) or width <= 0:
+            return (f"returned {_returned(built)} whose out_features is {kind_of(width)}, not a positive int; a "
+                    f"backbone factory returns {_BACKBONE}")
+        return None
+    if kind not in _RETURNS or isinstance(built, _RETURNS[kind][0]):
+        return None
+    return f"returned {_returned(built)}; a {kind} factory returns {_RETURNS[kind][1]}"
+
+
+def _returned(value: Any) -> str:
+    """"None", "the class MyNet (not an instance of it)", "a Linear (torch.nn.modules.linear)": what a factory built."""
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__qualname__} (not an instance of it)"
+    cls = type(value)
+    article = "an" if cls.__name__[:1].lower() in "aeiou" else "a"
+    return f"{article} {cls.__qualname__} ({cls.__module__})" if cls.__module__ != "builtins" else kind_of(value)
+
+
+def _call_hint(kind: str, with_params: bool) -> Callable[[Exception], str] | None:
+    """For a factory that takes something besides its params (a task's name, a weighting's tasks): how hydranet
+    calls it, said when it raises as code given its arguments in another order does (an AttributeError or a
+    TypeError: `def __init__(self, params, tasks)` reads the params as the tasks)."""
+    first = {"task": "name", "weighting": "tasks"}.get(kind)
+    if first is None or not with_params:
+        return None
+    what = "the task's name (a str)" if kind == "task" else "the list of hydranet.Task objects"
+    called = (f"hydranet calls the factory as factory({first}, params): first {what}, then the validated params; "
+              f"check the order of its arguments")
+    return lambda error: called if isinstance(error, (AttributeError, TypeError)) else ""
 
 
 def _factory_name(factory: Any) -> str:
