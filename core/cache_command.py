@@ -128,8 +128,9 @@ def clear_command(everything: bool) -> None:
     click.echo(f"removed {plural(removed, 'decoded-image entry', 'decoded-image entries')} and "
                f"{plural(cleared, 'other item')} from {folder}, freeing {_mb(freed)}")
     if kept:
+        them = "them" if kept > 1 else "it"
         click.echo(f"kept {plural(kept, 'item')} used in the last {IN_USE_MINUTES} minutes "
-                   "(a run may be using them); run this again once no hydranet is running to remove them")
+                   f"(a run may be using {them}); run this again once no hydranet is running to remove {them}")
     if refused:
         raise HydranetError(_refused_message(folder, refused))
 

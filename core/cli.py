@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from hydranet.core.cli_options import SET_HELP, HintingCommand, device_option, pick_device_option
+from hydranet.core.cli_types import Count, SpecHintingCommand, check_overrides, group_option_hint
 from hydranet.core.errors import TRACEBACK_ENV, HydranetError, TrainingInterrupted
 from hydranet.core.launch import error_prefix, error_printed, is_main_rank
 
@@ -54,6 +55,8 @@ class HydranetGroup(click.Group):
         before = os.environ.get(TRACEBACK_ENV)  # `--traceback` sets it for this command (and its launches)
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as error:  # `hydranet train --traceback`: say where --traceback goes
+            raise group_option_hint(error) or error from None
         except TrainingInterrupted as error:
             # the run has said why it stopped and how to resume (train.log and the console), once
             ctx.exit(128 + int(error.signum))  # the shell's convention for "stopped by signal N"
@@ -128,9 +131,9 @@ def cli(show_traceback: bool) -> None:
 # ------------------------------------------------------------------ train
 
 
-@cli.command(cls=HintingCommand, spec_sections=None)
+@cli.command(cls=SpecHintingCommand, spec_sections=None)
 @click.argument("spec", required=False)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, callback=check_overrides)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<spec>-<time>).")
 @click.option("--resume", "resume", type=click.Path(), metavar="RUN_DIR",
               help="Continue a stopped run from RUN_DIR/last.pt (its spec, weights, optimizer, data order, RNG).")
@@ -142,7 +145,7 @@ def cli(show_traceback: bool) -> None:
                    "KEY='[v1, {a: 1, b: 2}]'. The same command again continues the sweep. With --nproc, "
                    "each run is its own launch of N processes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on in a terminal).")
-@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--nproc", type=Count(1), default=1, show_default=True,
               help="Train with N processes on this machine (one per GPU; gloo on CPU): runs torchrun for you "
                    "(with --sweep, once per run).")
 @device_option("train on", default=None,
@@ -215,10 +218,16 @@ def _train_sweep(spec: str | None, sweeps: tuple[str, ...], overrides: tuple[str
     `given` are the --set overrides as typed (without --device's), for the command that continues the sweep.
     """
     from hydranet.core.compare_output import comparison_table
-    from hydranet.core.sweep import failure_report, parse_sweeps, plan_sweep, run_sweep
+    from hydranet.core.sweep import (SweepProblem, failure_report, parse_sweeps, plan_sweep, refuse_set_and_swept,
+                                     run_sweep)
     from hydranet.core.sweep_launch import Launcher
 
-    plan = plan_sweep(spec, parse_sweeps(sweeps), overrides=overrides, out_dir=out_dir, nproc=nproc)
+    try:  # how the command was called: a --sweep without values, a key both --set and swept
+        axes = parse_sweeps(sweeps)
+        refuse_set_and_swept(axes, overrides, "--set", "--sweep")
+    except SweepProblem as error:
+        raise click.UsageError(str(error)) from None
+    plan = plan_sweep(spec, axes, overrides=overrides, out_dir=out_dir, nproc=nproc)
     again = shlex.join(["hydranet", "train", *([spec] if spec else []), *_pairs("--set", given),
                         *_pairs("--sweep", sweeps), *(["--device", device] if device else []),
                         *(["--nproc", str(nproc)] if nproc > 1 else []), "--out", str(plan.out_dir)])
@@ -257,7 +266,7 @@ def _argv_without_nproc(argv: list[str]) -> list[str]:
 
 
 @cli.command(cls=HintingCommand, short_help="Write PNG charts of one run's or several runs' metrics.")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(), metavar="RUN [RUN ...]")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Folder for the PNGs (default: RUN for one run, the sweep folder for a sweep; several runs "
                    "need it).")
@@ -417,7 +426,7 @@ def spec() -> None:
 
 @spec.command("validate")
 @click.argument("specs", nargs=-1, required=True)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, callback=check_overrides)
 def spec_validate(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     """Check spec files; print every problem with its path.
 
@@ -445,9 +454,12 @@ def spec_validate(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
 
 @spec.command("show")
 @click.argument("source", required=False, default="demo")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP, callback=check_overrides)
 def spec_show(source: str, overrides: tuple[str, ...]) -> None:
     """Print a spec with every default filled in (as YAML).
+
+    SOURCE is a YAML or TOML spec file, or the name of a built-in spec
+    (demo, utkface); left out, the built-in demo.
 
     \b
     Example:

@@ -10,15 +10,30 @@ from typing import Any
 
 import click
 
+from hydranet.core.cli_types import KindChoice
 from hydranet.core.report import format_table, indent
+from hydranet.core.wording import plural
 
 KINDS = ("tasks", "backbones", "weightings", "datasets")
 #: what `hydranet list` shows: the component kinds, then the plugins that observe runs (they register no component)
 LISTED = (*KINDS, "observers")
 
 
+def kind_of(name: str) -> str | None:
+    """What `hydranet list NAME` (a name where a kind goes) meant: "dwa is a weighting: hydranet list weightings
+    dwa", or None when no component has that name."""
+    try:
+        from hydranet.core.plugins import default_components
+
+        components = default_components()
+        kinds = [kind for kind in KINDS if name in components.registry(kind).names()]
+    except Exception:  # only a hint
+        return None
+    return " or ".join(f"{name} is a {kind[:-1]}: hydranet list {kind} {name}" for kind in kinds) or None
+
+
 @click.command("list", short_help="List registered components, or one with its parameters.")
-@click.argument("kind", required=False, type=click.Choice(LISTED))
+@click.argument("kind", required=False, type=KindChoice(LISTED, hint=kind_of))
 @click.argument("name", required=False)
 def list_components(kind: str | None, name: str | None) -> None:
     """List registered components (tasks, backbones, weightings, datasets) and observers.
@@ -113,7 +128,7 @@ def _entry_details(components: Any, kind: str, entry: Any, asked: str) -> str:
     factory = entry.factory
     where = getattr(factory, "__module__", None)
     about = [["description:", " ".join(entry.description.split()) or "-"],
-             ["plugin:", components.pm.describe(entry.plugin)],
+             ["plugin:", plugin_text(components.pm, entry.plugin)],
              ["factory:", f"{where}.{getattr(factory, '__qualname__', '?')}" if where else repr(factory)]]
     if entry.aliases:
         about.append(["aliases:", ", ".join(entry.aliases)])
@@ -155,7 +170,7 @@ def _observer_details(pm: Any, name: str) -> str:
     if name not in observing:
         raise UnknownNameError("observer", name, list(observing))
     info = observing[name]
-    return (f"observer '{name}'\n  plugin:    {info.label}\n  observes:  {', '.join(info.components[OBSERVES])}\n"
+    return (f"observer '{name}'\n  plugin:    {plugin_text(pm, name)}\n  observes:  {', '.join(info.components[OBSERVES])}\n"
             f"  (no spec names it: it watches every run while it is installed and allowed)")
 
 
@@ -258,7 +273,7 @@ def plugins_command() -> None:
     components = default_components()
     components.record_commands()
     for info in components.pm.info.values():
-        click.echo(f"{info.name}  ({info.origin})")
+        click.echo(plugin_text(components.pm, info.name))
         for kind, names in info.components.items():
             click.echo(f"    {kind}: {', '.join(names)}")
         for error in (*info.errors, *info.conflicts):
@@ -270,10 +285,21 @@ def plugins_command() -> None:
             click.echo(f"    WARNING: {warning}")
     problems = components.pm.problems()
     if problems:
-        click.echo(f"\n{len(problems)} plugin problem(s); the other plugins work normally.", err=True)
+        click.echo(f"\n{plural(len(problems), 'plugin problem')}; the other plugins work normally.", err=True)
         if not wants_traceback() and any(raised_in(problem) for problem in problems):
             click.echo("(raised in plugin code: `hydranet --traceback plugins` prints the whole tracebacks)", err=True)
         raise SystemExit(1)
+
+
+def plugin_text(pm: Any, plugin: str) -> str:
+    """A plugin as `hydranet plugins` and `hydranet list KIND NAME` show it: `name  (built-in)`,
+    `name  (distribution version)`, or `name  (not installed)` for one HYDRANET_PLUGINS names in vain."""
+    info = pm.info.get(plugin)
+    if info is None:
+        return f"{plugin}  (origin unknown)"
+    if info.builtin or info.distribution not in ("", "?"):
+        return f"{plugin}  ({info.origin})"
+    return f"{plugin}  ({'not installed' if not info.components else 'no installed distribution'})"
 
 
 def _tracebacks(message: str) -> str:

@@ -26,9 +26,13 @@ from hydranet.core.errors import InputError, SpecError
 CLI_OPTION = "--set"
 
 
-#: `,KEY=` inside an override's value: several overrides joined into one string ("train.epochs=1,train.lr=0.01");
-#: split before each such `KEY=` to give them apart
-_JOINED = re.compile(r",(?=\s*[A-Za-z_][\w.\[\]]*\s*=)")
+#: `,KEY=` or ` KEY=` inside an override's value: several overrides joined into one string
+#: ("train.epochs=1,train.lr=0.01", or "train.epochs=1 train.lr=0.01" quoted as one word); split before each
+#: such `KEY=` to give them apart
+_JOINED = re.compile(r"(?:,\s*|\s+)(?=[A-Za-z_][\w.\[\]]*\s*=)")
+
+#: what an override looks like, as problems with one's form say
+FORM = "KEY=VALUE"
 
 
 def origin(option: str, override: str) -> str:
@@ -43,11 +47,12 @@ def origin(option: str, override: str) -> str:
 
 
 def joined_hint(option: str, override: str) -> str:
-    """"; pass several overrides as a list, ..." for `train.epochs=1,train.lr=0.01`, else ""."""
+    """"; pass several overrides as a list, ..." for `train.epochs=1,train.lr=0.01` (or the same joined by a
+    space), else ""."""
     key, equals, value = override.partition("=")
     if not equals or not _JOINED.search(value):
         return ""
-    parts = [part.strip() for part in _JOINED.split(override)]
+    parts = [part.strip() for part in _JOINED.split(override.strip())]
     if option.startswith("-"):
         return f"; one {option} per override: " + " ".join(f"{option} {part}" for part in parts)
     return f"; pass several overrides as a list: {option}={parts!r}"
@@ -108,14 +113,27 @@ def parse_override_path(path: str) -> list[str | int]:
     return parts
 
 
+def form_problem(override: str, example: str = "train.epochs=5") -> str | None:
+    """What is wrong with an override's form (`train.epochs` without `=VALUE`), or None.
+
+    One check for both callers: `apply_overrides` reports it as a spec problem (the Python API's
+    `overrides`), the command line's --set as a usage error before any spec is read (core/cli_types.py).
+    """
+    key, sep, _ = override.partition("=")
+    if sep and key.strip():
+        return None
+    return f"'{override}' is not of the form {FORM} (e.g. {example})"
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], option: str = CLI_OPTION) -> dict[str, Any]:
-    """Apply `key.path=value` overrides (values parsed as YAML) to a copy of `raw`; problems name `option`."""
+    """Apply `KEY=VALUE` overrides (keys are paths: `train.epochs`, `tasks[1].label`) (values parsed as YAML) to a copy of `raw`; problems name `option`."""
     result = copy.deepcopy(raw)
     problems = []
     for override in overrides:
         key, sep, text = override.partition("=")
-        if not sep or not key.strip():
-            problems.append((option, f"'{override}' is not of the form key.path=value"))
+        problem = form_problem(override)
+        if problem is not None:
+            problems.append((option, problem))
             continue
         try:
             path = parse_override_path(key.strip())

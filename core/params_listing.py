@@ -43,6 +43,16 @@ PLAIN = TypeStyle()
 _BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
 
 
+def bound_text(value: Any) -> str:
+    """A bound as a type writes it: a large power of two (or one less) as `2**63-1`, not its 19 digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**32:
+        for offset, suffix in ((0, ""), (1, "-1")):
+            power = (abs(value) + offset).bit_length() - 1
+            if abs(value) + offset == 2**power:
+                return f"{'-' if value < 0 else ''}2**{power}{suffix}"
+    return str(value)
+
+
 def schema_type(prop: Mapping[str, Any], style: TypeStyle = PLAIN) -> str:
     """A short type for one JSON Schema property: `integer (>= 1)`, `"auto" | boolean`, `list of string (at
     least 1 item)`, in `style`'s words."""
@@ -64,7 +74,7 @@ def schema_type(prop: Mapping[str, Any], style: TypeStyle = PLAIN) -> str:
         text = f"mapping of string to {schema_type(prop['additionalProperties'], style)}"
     else:
         text = "mapping" if kind == "object" else str(kind)
-    bounds = [f"{op} {prop[key]}" for key, op in _BOUNDS if key in prop]
+    bounds = [f"{op} {bound_text(prop[key])}" for key, op in _BOUNDS if key in prop]
     if "minItems" in prop:
         bounds.append(f"at least {prop['minItems']} item{'s' if prop['minItems'] != 1 else ''}")
     return text + (f" ({', '.join(bounds)})" if bounds else "")
@@ -99,4 +109,4 @@ def _annotation_text(annotation: Any) -> str:
     return re.sub(r"\btyping\.", "", str(annotation))
 
 
-__all__ = ["PLAIN", "TypeStyle", "params_rows", "schema_type"]
+__all__ = ["PLAIN", "TypeStyle", "bound_text", "params_rows", "schema_type"]

@@ -465,8 +465,29 @@ def _make_folder(out: Path) -> Path:
     return out
 
 
+#: up to this many epochs an epoch axis gets a tick at each epoch (MaxNLocator's integer ticks need a wider range:
+#: over one epoch's 0.95 to 1.05 it falls back to 0.96, 0.98, ...)
+FEW_EPOCHS = 6
+
+
+def _epoch_ticks(figure: Any) -> None:
+    """Give every epoch axis of a run of few epochs a tick at each epoch, half an epoch of room either side."""
+    for ax in figure.axes:
+        if not ax.get_visible() or ax.get_xlabel() != "epoch" or not ax.has_data():
+            continue
+        low, high = ax.dataLim.intervalx
+        if not (math.isfinite(low) and math.isfinite(high)) or high - low >= FEW_EPOCHS:
+            continue
+        ticks = list(range(math.ceil(low), math.floor(high) + 1)) or [round(low)]
+        ax.set_xticks(ticks)
+        ax.set_xlim(min(low, ticks[0]) - 0.5, max(high, ticks[-1]) + 0.5)
+
+
 def _save(figure: Any, path: Path) -> Path:
-    """Write the PNG under a temporary name and rename it, so a reader never sees half a file."""
+    """Write the PNG under a temporary name and rename it, so a reader never sees half a file.
+
+    Its epoch axes get their ticks first (`_epoch_ticks`), when their data is known."""
+    _epoch_ticks(figure)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         figure.savefig(tmp, format="png")

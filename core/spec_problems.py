@@ -230,6 +230,11 @@ def _empty_section(model: type[BaseModel] | None, loc: Sequence[Any]) -> str:
     return f"{EMPTY}, but it is required" + (f". {field.description}" if field.description else "")
 
 
+#: pydantic's bound errors, worded as the type errors are: "should be at least 1 (got -1)"
+BOUND_WORDS = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
+               "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+
+
 def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, prefix: Sequence[Any] = (),
                       also_valid: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Turn pydantic's errors into (path, message) pairs, with did-you-mean on unknown keys.
@@ -281,6 +286,9 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
             pass
         elif item["type"] == "literal_error" and _choices(item["annotation"]):
             message = not_a_choice(item.get("input"), _choices(item["annotation"]))
+        elif item["type"] in BOUND_WORDS and item.get("ctx"):  # pydantic's "greater than or equal to 1"
+            kind, limit = BOUND_WORDS[item["type"]]
+            message = f"should be {kind} {shown(item['ctx'][limit])} (got {shown(item.get('input'))})"
         elif item["type"] in PLAIN_TYPE_ERRORS:  # "a valid dictionary", "unable to parse string": pydantic's words
             message = f"should be {_expected(message)} (got {shown(item.get('input'))})"
         elif "input" in item and (not isinstance(item["input"], (dict, list)) or item["type"].endswith("_type")):

@@ -247,7 +247,7 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
     from hydranet.core.run import default_run_dir
 
     overrides = override_list(overrides, set_option)
-    _refuse_set_and_swept(axes, overrides, set_option, sweep_option)
+    refuse_set_and_swept(axes, overrides, set_option, sweep_option)
     root = Path(out_dir) if out_dir is not None else default_run_dir(f"{_spec_name(spec)}-sweep")
     _refuse_run_folder(root)
     _refuse_another_sweep(root, axes, sweep_option)
@@ -335,7 +335,7 @@ def _spec_name(spec: Any) -> str:
     return run_name(str(source)) if isinstance(source, (str, Path)) else "run"
 
 
-def _refuse_set_and_swept(axes: Sequence[Axis], overrides: Sequence[str], set_option: str, sweep_option: str) -> None:
+def refuse_set_and_swept(axes: Sequence[Axis], overrides: Sequence[str], set_option: str, sweep_option: str) -> None:
     """A key both set and swept: the sweep's value would silently win over the --set one."""
     swept = {axis.key for axis in axes}
     both = [o for o in overrides if o.partition("=")[0].strip() in swept]

@@ -323,7 +323,7 @@ class GradientParams(BaseModel):
 
     grad_space: GradSpace | None = Field(
         None, description="Per-task gradients w.r.t. the shared representation (features: cheap) or the "
-                          "backbone's parameters (params: exact, K backward passes); default: the strategy's own.")
+                          "backbone's parameters (params: exact, K backward passes); default: the weighting's own.")
 
 
 __all__ = ["WeightedSum", "ConstantWeights", "per_task_values", "check_state_registered", "GradientWeighting",

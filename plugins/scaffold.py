@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from string import Template
 from typing import Any
 
 import click
 
+from hydranet.core.cli_types import KindChoice
 from hydranet.core.errors import HydranetError
 from hydranet.core.hookspecs import hookimpl
 # the rule register() holds every component name to: valid as a distribution, module and entry point name too
@@ -56,6 +57,11 @@ def check_name(name: str, taken: Collection[str] = (), kind: str = "task") -> st
         raise ScaffoldError(f"'{name}': leave out the 'hydranet-' prefix, the package is named hydranet-NAME "
                             f"anyway (hydranet new-plugin {bare})")
     if module in taken:
+        if isinstance(taken, Mapping) and taken[module]:  # hydranet's own: nothing to uninstall
+            what = (f"'{module}' is hydranet's built-in {kind} (see hydranet list {KIND_HOOKS[kind][0]} {module})"
+                    if kind in COMPONENT_KINDS else f"'{module}' is one of hydranet's built-in plugins")
+            raise ScaffoldError(f"{what}; a plugin of that name would clash with it. Pick another name, "
+                                f"e.g. hydranet new-plugin my-{name}")
         what = (f"a {kind} named '{module}' is already registered (see hydranet list {KIND_HOOKS[kind][0]})"
                 if kind in COMPONENT_KINDS else f"a plugin named '{module}' is already loaded (see hydranet plugins)")
         raise ScaffoldError(f"{what}; pick another name, or the two would clash. "
@@ -92,14 +98,22 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
     }
 
 
-def taken_names(kind: str) -> set[str]:
-    """Names a new plugin of `kind` must not take: its kind's registered components, or (an observer) the plugins."""
+def taken_names(kind: str) -> dict[str, bool]:
+    """Names a new plugin of `kind` must not take: its kind's registered components, or (an observer) the plugins;
+    each with whether a built-in plugin holds it (hydranet's own: it cannot be uninstalled)."""
     from hydranet.core.plugins import default_components
 
     components = default_components()
+
+    def builtin(plugin: str) -> bool:
+        info = components.pm.info.get(plugin)
+        return bool(info is not None and info.builtin)
+
     if kind in COMPONENT_KINDS:
-        return set(components.registry(KIND_HOOKS[kind][0]).names())
-    return {name.replace("-", "_") for name in components.pm.info}
+        registry = components.registry(KIND_HOOKS[kind][0])
+        ours = {name for entry in registry if builtin(entry.plugin) for name in (entry.name, *entry.aliases)}
+        return {name: name in ours for name in registry.names()}
+    return {name.replace("-", "_"): builtin(name) for name in components.pm.info}
 
 
 def write_plugin(name: str, kind: str = "task", out: str | Path = ".", taken: Collection[str] = ()) -> Path:
@@ -129,7 +143,7 @@ def write_plugin(name: str, kind: str = "task", out: str | Path = ".", taken: Co
 
 @click.command("new-plugin", short_help="Write a pip-installable plugin package, hydranet-NAME/.")
 @click.argument("name")
-@click.option("--kind", type=click.Choice(KINDS), default="task", show_default=True,
+@click.option("--kind", type=KindChoice(KINDS), default="task", show_default=True,
               help="What the plugin registers; an observer watches training runs instead.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Folder to write hydranet-NAME/ into.")
@@ -250,7 +264,7 @@ hydranet train spec.yaml   # the three demo tasks weighted by $name
 
 In any spec: `weighting: {name: $name, momentum: 0.9}`. The weights in force
 are logged per epoch in the run's `metrics.csv` (`weight.<task>`). Edit
-`multipliers` and `combine` in `plugin.py` to make it your strategy.
+`multipliers` and `combine` in `plugin.py` to make it your weighting.
 ''',
     "backbone": '''
 ## Use it

@@ -336,5 +336,5 @@ def test_several_runs_without_matplotlib_is_the_same_clear_message(sweep, monkey
 
 def test_the_help_says_what_the_band_is():
     text = " ".join(CliRunner().invoke(cli, ["plot", "--help"]).output.split())
-    assert "plot [OPTIONS] RUN [RUN ...]" in text
+    assert "plot [OPTIONS] RUNS..." in text
     assert BAND.replace("1", "one") in text and "--no-group" in text and "hydranet plot runs/w" in text

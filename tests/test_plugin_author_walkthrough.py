@@ -154,7 +154,7 @@ def test_a_plugin_that_fails_to_import_names_its_line_and_plugins_exits_1(instal
     shown = invoke("plugins")
     assert shown.exit_code == 1  # a plugin's CI can run `hydranet plugins`
     assert "oops  (hydranet-oops 0.0.1)\n    ERROR: failed to import" in shown.output
-    assert "1 plugin problem(s)" in shown.output and "`hydranet --traceback plugins`" in shown.output
+    assert "1 plugin problem;" in shown.output and "`hydranet --traceback plugins`" in shown.output
     traced = invoke("--traceback", "plugins")
     assert traced.exit_code == 1
     assert "Traceback (most recent call last)" in traced.output and 'plugin.py", line 3, in <module>' in traced.output
@@ -252,7 +252,7 @@ def test_list_kind_name_shows_a_third_party_components_params(use):
     out = result.output
     assert out.startswith("weighting 'invloss'\n")
     assert "description:  Weights each task by its inverse loss." in out
-    assert "plugin:       plugin 'oops' (hydranet-oops 0.0.1)" in out
+    assert "plugin:       oops  (hydranet-oops 0.0.1)" in out
     assert f"factory:      {__name__}.InvLoss" in out
     assert "in a spec:    weighting: {name: invloss}" in out
     rows = [line.split(None, 3) for line in out.splitlines()[out.splitlines().index("  parameters:") + 1:]]
@@ -262,7 +262,7 @@ def test_list_kind_name_shows_a_third_party_components_params(use):
 
 def test_list_kind_name_shows_built_ins_and_refuses_unknown_names_with_a_did_you_mean():
     dwa = invoke("list", "weightings", "dwa").output
-    assert "plugin:       plugin 'hydranet.plugins.weighting.dwa' (built in)" in dwa and "temperature" in dwa
+    assert "plugin:       hydranet.plugins.weighting.dwa  (built-in)" in dwa and "temperature" in dwa
     binary = invoke("list", "tasks", "binary").output
     assert "in a spec:    tasks: [{name: NAME, kind: binary, label: FIELD}]" in binary
     assert re.search(r"label +string +\(required\)", binary)
@@ -292,7 +292,7 @@ def test_a_clash_shows_in_list_with_both_plugins_and_advice_that_fits_a_built_in
     assert "leave one out" not in note
     both = invoke("list", "weightings", "dwa").output
     assert both.startswith("weighting 'dwa' [clash]: weighting 'dwa' is registered more than once")
-    assert "plugin:       plugin 'oops' (hydranet-oops 0.0.1)" in both and "Another plugin's dwa." in both
+    assert "plugin:       oops  (hydranet-oops 0.0.1)" in both and "Another plugin's dwa." in both
 
 
 def test_a_task_clash_shows_in_list_tasks(use):

@@ -93,9 +93,9 @@ def test_a_name_with_the_hydranet_prefix_gets_the_command_without_it(tmp_path):
 
 def test_a_name_a_builtin_component_has_is_refused_for_that_kind_only(tmp_path):
     result = new_plugin("age", "--out", str(tmp_path))  # task 'age' is built in
-    assert result.exit_code == 1 and "a task named 'age' is already registered" in result.output
+    assert result.exit_code == 1 and "'age' is hydranet's built-in task" in result.output
     result = new_plugin("dwa", "--kind", "weighting", "--out", str(tmp_path))
-    assert result.exit_code == 1 and "a weighting named 'dwa' is already registered" in result.output
+    assert result.exit_code == 1 and "'dwa' is hydranet's built-in weighting" in result.output
     assert list(tmp_path.iterdir()) == []
     assert new_plugin("age", "--kind", "backbone", "--out", str(tmp_path)).exit_code == 0  # no backbone 'age'
 

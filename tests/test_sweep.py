@@ -133,7 +133,7 @@ def test_every_bad_combination_is_named_before_any_run_starts(spec_file, tmp_pat
     assert "train.epochs (from --sweep train.epochs=0)" in result.output
     assert "run 2/8 (weighting=sum, train.seed=0, train.epochs=0)" in result.output
     assert not out.exists()
-    result = train(spec_file, "--set", "train.seed=3", "--sweep", "train.seed=0,1", code=1)
+    result = train(spec_file, "--set", "train.seed=3", "--sweep", "train.seed=0,1", code=2)  # a usage error
     assert "--set train.seed=3 is also swept by --sweep; give its values in --sweep only" in result.output
     assert "give no --sweep with it" in train("--resume", tmp_path, "--sweep", "train.seed=0,1", code=2).output
 

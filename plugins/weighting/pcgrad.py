@@ -45,9 +45,9 @@ _GOLDEN = 0x9E3779B97F4A7C15  # spreads consecutive step numbers over the seed s
 
 
 class PCGradParams(GradientParams):
-    seed: int | None = Field(None, ge=0, lt=2**63,
+    seed: int | None = Field(None, ge=0, le=2**63 - 1,
                              description="Seed of the random task order; default: drawn from torch's global "
-                                         "generator when the strategy is built (so the training seed fixes it).")
+                                         "generator when the weighting is built (so the training seed fixes it).")
 
 
 def pcgrad_coefficients(g: Tensor, orders: Tensor) -> Tensor:

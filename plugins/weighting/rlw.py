@@ -64,7 +64,7 @@ class RLWParams(BaseModel):
                               "recommended variant), dirichlet Dir(1, ..., 1), or uniform U(0, 1).")
     seed: int | None = Field(
         None, ge=0, description="Seed of the weight draws; default: the run's seed (torch.initial_seed() when "
-                                "the strategy is built).")
+                                "the weighting is built).")
 
 
 class RandomLossWeighting(WeightedSum):

@@ -1,0 +1,121 @@
+"""Small click pieces the commands share: a whole-number option type, --set's form check, and hints for options
+given in the wrong place.
+
+Mistakes in how a command was called are click usage errors (exit status 2); problems in spec files, data and
+runs are HydranetErrors (exit status 1). Imports no torch at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from hydranet.core.cli_options import HintingCommand
+
+
+class Count(click.IntRange):
+    """A whole number with bounds, shown as `N` in usage and help (not click's `INTEGER RANGE`), and refused as
+    "'abc' is not an integer" (not click's "not a valid integer range")."""
+
+    name = "integer"
+
+    def __init__(self, min: int | None = None, max: int | None = None, metavar: str = "N") -> None:
+        super().__init__(min, max)
+        self.metavar = metavar
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                int(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an integer", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class KindChoice(click.Choice):
+    """A choice of component kind that takes the singular and the plural alike (`weighting`, `weightings`), as
+    `hydranet list` takes plurals and `new-plugin --kind` singulars; `hint(value)` may say what an unknown value
+    is (`hydranet list dwa`: a weighting)."""
+
+    def __init__(self, choices: Sequence[str], hint: Any = None) -> None:
+        super().__init__(list(choices))
+        self.hint = hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value not in self.choices:
+            for other in (value + "s", value.removesuffix("s")):
+                if other != value and other in self.choices:
+                    return other
+            said = self.hint(value) if self.hint is not None else None
+            if said:
+                self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}; {said}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def check_overrides(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> Sequence[str]:
+    """--set's callback: an override without `=VALUE` is a usage error, in the words a spec problem would use."""
+    from hydranet.core.overrides import CLI_OPTION, form_problem
+
+    problems = [problem for problem in map(form_problem, value or ()) if problem is not None]
+    if problems:
+        raise click.UsageError("\n".join(f"{CLI_OPTION}: {problem}" for problem in problems), ctx)
+    return value
+
+
+#: options of the group that are given before the command, never after it
+GROUP_OPTIONS = ("--traceback", "--version")
+
+
+def group_option_hint(error: click.NoSuchOption) -> click.NoSuchOption | None:
+    """`hydranet train --traceback`: the same error, saying where the option goes; None for other options."""
+    if error.option_name not in GROUP_OPTIONS or error.ctx is None:
+        return None
+    command = error.ctx.info_name or "COMMAND"
+    return click.NoSuchOption(error.option_name, ctx=error.ctx, message=(
+        f"No such option '{error.option_name}' for {command}: it is hydranet's own and goes before the command: "
+        f"hydranet {error.option_name} {command} ..."))
+
+
+def dataset_parameter(option: str) -> str | None:
+    """The dataset parameter an unknown option names (`--root` -> `root`), or None."""
+    name = option.lstrip("-").replace("-", "_")
+    try:
+        from hydranet.core.plugins import default_components
+
+        names = {key for entry in default_components().registry("datasets") if entry.params is not None
+                 for key in entry.params.model_fields}
+    except Exception:  # a listing of the datasets is only a hint's help
+        names = {"root", "csv"}
+    return name if name in names else None
+
+
+class SpecHintingCommand(HintingCommand):
+    """A HintingCommand whose hint also knows the dataset's parameters: `--root faces` points to
+    `--set data.root=faces`, as `--epochs 2` points to `--set train.epochs=2`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from hydranet.core.cli_options import option_value
+
+        given = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            sections = self.spec_sections
+            hinted = "Spec values are set with --set" in (error.message or "")
+            if hinted or sections is False or (sections is not None and "data" not in sections):
+                raise
+            key = dataset_parameter(error.option_name)
+            if key is None:
+                raise
+            raise click.NoSuchOption(error.option_name, ctx=ctx, message=(
+                f"No such option '{error.option_name}'. Spec values are set with --set: "
+                f"--set data.{key}={option_value(given, error.option_name)}")) from None
+
+
+__all__ = ["Count", "GROUP_OPTIONS", "KindChoice", "SpecHintingCommand", "check_overrides", "dataset_parameter",
+           "group_option_hint"]
