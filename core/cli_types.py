@@ -67,18 +67,19 @@ def check_overrides(ctx: click.Context, param: click.Parameter, value: Sequence[
     return value
 
 
-#: options of the group that are given before the command, never after it
-GROUP_OPTIONS = ("--traceback", "--version")
+#: options of hydranet itself that go before the command (`hydranet --traceback train`), never after it
+GROUP_OPTIONS = ("--traceback",)
 
 
 def group_option_hint(error: click.NoSuchOption) -> click.NoSuchOption | None:
     """`hydranet train --traceback`: the same error, saying where the option goes; None for other options."""
     if error.option_name not in GROUP_OPTIONS or error.ctx is None:
         return None
-    command = error.ctx.info_name or "COMMAND"
+    root, _, command = error.ctx.command_path.partition(" ")  # "hydranet spec show": "spec show"
+    command = command or "COMMAND"
     return click.NoSuchOption(error.option_name, ctx=error.ctx, message=(
-        f"No such option '{error.option_name}' for {command}: it is hydranet's own and goes before the command: "
-        f"hydranet {error.option_name} {command} ..."))
+        f"No such option '{error.option_name}' for {command}: it is {root}'s own and goes before the command: "
+        f"{root} {error.option_name} {command} ..."))
 
 
 def dataset_parameter(option: str) -> str | None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from hydranet.core.errors import did_you_mean, not_a_choice, shown
+from hydranet.core.params_listing import bound_text
 from hydranet.core.spec_models import COMPONENT_SECTIONS, AugmentSection, DataSection, Spec, TrainSection
 
 
@@ -287,8 +288,10 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
         elif item["type"] == "literal_error" and _choices(item["annotation"]):
             message = not_a_choice(item.get("input"), _choices(item["annotation"]))
         elif item["type"] in BOUND_WORDS and item.get("ctx"):  # pydantic's "greater than or equal to 1"
-            kind, limit = BOUND_WORDS[item["type"]]
-            message = f"should be {kind} {shown(item['ctx'][limit])} (got {shown(item.get('input'))})"
+            kind, key = BOUND_WORDS[item["type"]]
+            limit = item["ctx"][key]
+            limit_text = bound_text(limit) if isinstance(limit, int) and abs(limit) >= 2**32 else shown(limit)
+            message = f"should be {kind} {limit_text} (got {shown(item.get('input'))})"
         elif item["type"] in PLAIN_TYPE_ERRORS:  # "a valid dictionary", "unable to parse string": pydantic's words
             message = f"should be {_expected(message)} (got {shown(item.get('input'))})"
         elif "input" in item and (not isinstance(item["input"], (dict, list)) or item["type"].endswith("_type")):
