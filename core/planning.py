@@ -18,7 +18,7 @@ from typing import Any
 from hydranet.core.errors import HydranetError, InputError, TrainingError
 from hydranet.core.overrides import override_list
 from hydranet.core.plugins import Components
-from hydranet.core.resume import resume_checkpoint
+from hydranet.core.resume import resume_checkpoint, resumed_spec
 from hydranet.core.run import check_not_in_use
 from hydranet.core.spec import ResolvedSpec, load_spec
 from hydranet.core.wording import english_list, plural
@@ -78,7 +78,7 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     given = Path(resume)  # RUN or RUN/last.pt (a run in its first epoch has none yet)
     _check_folder_free(given.parent if given.is_file() or given.name == "last.pt" else given)
     checkpoint, state = resume_checkpoint(resume)
-    resolved = load_spec(state["spec"], components=components)
+    resolved = resumed_spec(checkpoint, state, components)
     epochs = resolved.spec.train.epochs
     if int(state["progress"].get("epoch", 1)) > epochs:  # say so before loading the data and the model
         raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "

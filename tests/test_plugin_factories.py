@@ -296,8 +296,6 @@ def test_resuming_a_run_whose_plugin_is_left_out_says_so_as_eval_does(ext_run, e
     assert ADD_EXT in message and "unknown backbone" not in message
 
 
-@pytest.mark.xfail(strict=True, reason="core/planning.py still resolves a resumed spec with load_spec: it should "
-                                       "call core.resume.resumed_spec(checkpoint, state, components)")
 def test_train_resume_of_a_run_whose_plugin_is_left_out_says_so_as_eval_does(ext_run, ext_installed_but_left_out):
     with pytest.raises(CheckpointError) as caught:
         hydranet.train(resume=ext_run, progress=False, echo=False)
