@@ -22,6 +22,7 @@ import click
 
 from hydranet.core.cli_options import (HintingCommand, device_option, is_model_path, pick_device_option,
                                        progress_option, several_models, show_progress)
+from hydranet.core.cli_types import Count, check_overrides
 from hydranet.core.eval_text import confusion_text, data_report_text, distribution_text
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.prediction_text import nothing_readable, predictions_csv, predictions_table
@@ -43,7 +44,7 @@ OUT_HINT = "Choose another with --out FILE."
                    "CSV); one trained on data that is drawn, not read (synthetic), reads DIR as a UTKFace folder "
                    "(labels in the file names); a dataset without `root` is refused, with the ways out. Nothing "
                    "is written to DIR.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=check_overrides,
               help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
 # The choices are inference.SPLITS, spelt out so that every command need not import inference (test_cli_model).
 @click.option("--split", type=click.Choice(["val", "train", "all", "test"]), default="val", show_default=True,
@@ -129,7 +130,7 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
 @click.option("--force", is_flag=True,
               help="Replace an existing --out FILE that is not an earlier predictions file of the same format "
                    "(never a checkpoint or an image being read).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
+@click.option("--batch-size", default=64, show_default=True, type=Count(1), help="Images per forward pass.")
 @device_option("predict on")
 @progress_option()
 def predict_command(checkpoint: str, paths: tuple[str, ...], list_file: str | None, as_json: bool, as_csv: bool,
@@ -329,7 +330,7 @@ def _format_of(out_file: str | None) -> str:
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Where to write (default: next to CHECKPOINT: "
                    + ", ".join(f"best{s}" for s in SUFFIX.values()) + ").")
-@click.option("--opset", type=click.IntRange(MIN_OPSET), metavar="N",
+@click.option("--opset", type=Count(MIN_OPSET),
               help=f"ONNX opset version ({MIN_OPSET} or newer; default: the exporter's).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run the written file on random images and compare it with PyTorch (to 1e-4) before keeping it.")

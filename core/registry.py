@@ -50,10 +50,10 @@ def describe_plugin(plugin: str, distribution: str | None = None, version: str |
     """A plugin as every message names it, with what is known of where it comes from.
 
     `plugin 'shapes' (hydranet-shapes 0.3)`, `plugin 'shapes' (hydranet-shapes)` when the version is not
-    known, `plugin 'hydranet.tasks.utkface' (built in)`, or just `plugin 'shapes'`. "?" counts as unknown.
+    known, `plugin 'hydranet.tasks.utkface' (built-in)`, or just `plugin 'shapes'`. "?" counts as unknown.
     """
     if builtin:
-        return f"plugin '{plugin}' (built in)"
+        return f"plugin '{plugin}' (built-in)"
     if not distribution or distribution == "?":
         return f"plugin '{plugin}'"
     return f"plugin '{plugin}' ({distribution}" + (f" {version})" if version and version != "?" else ")")

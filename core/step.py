@@ -164,7 +164,7 @@ def _backward_fix(who: Provenance, undeclared: bool) -> str:
     """What to fix when the weighting's backward raises; `undeclared`: it got no features and did not ask for them."""
     # The backward pass through the model runs inside the weighting's backward, so a head's or backbone's
     # autograd error lands here too: a run with weighting=sum tells the two apart.
-    if who.component == "weighting 'sum'" and who.origin.endswith("(built in)"):
+    if who.component == "weighting 'sum'" and who.origin.endswith("(built-in)"):
         return ("The built-in sum only adds the losses up, so the fault is in the backward pass through the model: "
                 "a head, a task's loss or the backbone")
     through_model = ("; if the same run with --set weighting=sum fails too, the fault is in the backward pass "

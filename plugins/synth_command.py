@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from hydranet.core.cli_types import Count
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.wording import plural
@@ -19,9 +20,9 @@ from hydranet.core.wording import plural
 
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--count", default=2000, show_default=True, type=click.IntRange(min=1), help="Number of images.")
-@click.option("--size", default=64, show_default=True, type=click.IntRange(16, 512), help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the drawing.")
+@click.option("--count", default=2000, show_default=True, type=Count(1), help="Number of images.")
+@click.option("--size", default=64, show_default=True, type=Count(16, 512), help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=Count(0), help="Seed of the drawing.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
 def synth_command(out: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
     """Draw a UTKFace-style folder of synthetic faces into OUT.

@@ -407,7 +407,7 @@ def test_a_decode_with_too_few_rows_names_the_task_and_its_plugin(checkpoint, fa
     monkeypatch.setattr(BinaryTask, "decode", lambda self, output: [{"class": "x"}])
     with pytest.raises(HydranetError) as caught:
         model.predict(images)
-    assert str(caught.value) == ("the decode of task 'gender' from plugin 'hydranet.tasks.utkface' (built in) "
+    assert str(caught.value) == ("the decode of task 'gender' from plugin 'hydranet.tasks.utkface' (built-in) "
                                  "returned 1 row for a batch of 3 images; expected 3. Fix the task's decode: it "
                                  "returns one dict per row of its output, in order.")
     result = invoke("predict", checkpoint, *images, "--device", "cpu", ok=False)
@@ -497,7 +497,7 @@ def test_a_checkpoint_that_records_another_plugin_or_none_still_gets_the_conflic
     saved["tasks"][0]["plugin"] = "gone_age"
     torch.save(saved, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"task 'age' is registered more than once, by plugin "
-                                              r"'hydranet.tasks.utkface' \(built in\) and plugin 'shadow_age'"):
+                                              r"'hydranet.tasks.utkface' \(built-in\) and plugin 'shadow_age'"):
         TrainedModel.from_checkpoint(tmp_path / "other.pt", components=shadowed())
     backbone = with_inline_plugin("register_backbones", "tiny", lambda: None, plugin="shadow_tiny")
     assert TrainedModel.from_checkpoint(checkpoint, components=backbone).spec.backbone.entry.plugin == \

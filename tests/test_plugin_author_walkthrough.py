@@ -386,12 +386,12 @@ def test_a_factory_out_of_memory_blames_the_sizes_in_the_spec_not_the_plugins_co
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 720000000000 bytes. Error code 12 (Cannot allocate memory)")
 
-    who = Provenance("backbone 'tiny'", "plugin 'hydranet.plugins.backbones' (built in)")
+    who = Provenance("backbone 'tiny'", "plugin 'hydranet.plugins.backbones' (built-in)")
     with pytest.raises(ComponentError) as caught:
         PluginCall("building", who, "Fix its factory (build_tiny), or leave it out of the spec", ComponentError)(
             build_huge)
     assert str(caught.value) == (
-        "building backbone 'tiny' from plugin 'hydranet.plugins.backbones' (built in) ran out of memory (it asked "
+        "building backbone 'tiny' from plugin 'hydranet.plugins.backbones' (built-in) ran out of memory (it asked "
         "for 670.6 GiB at once). The spec asks for more than this machine has: make the component smaller in its "
         "params (a backbone's width, a head's hidden size) or lower train.batch_size")
 

@@ -381,14 +381,14 @@ def test_a_name_clash_names_the_distribution_to_uninstall(use, tmp_path):
         components.tasks.get("age")
     # HYDRANET_PLUGINS lists entry points: it cannot leave the built-in out, so the advice is about the other
     assert str(caught.value) == (
-        "task 'age' is registered more than once, by plugin 'hydranet.tasks.utkface' (built in) and "
+        "task 'age' is registered more than once, by plugin 'hydranet.tasks.utkface' (built-in) and "
         "plugin 'shadow_age' (hydranet-broken 0.1), so no spec can use the name until one of them is left out. "
         "A built-in plugin cannot be left out, so uninstall plugin 'shadow_age' (pip uninstall hydranet-broken), "
         "or leave it out with HYDRANET_PLUGINS (the entry points to load, comma-separated, without "
         "'shadow_age'); or have it register the task under another name.")
     shown = invoke("plugins").output
     assert ("shadow_age  (hydranet-broken 0.1)\n    tasks: age\n    ERROR: task 'age' is also registered by "
-            "plugin 'hydranet.tasks.utkface' (built in), so a spec cannot use it. A built-in plugin cannot be left "
+            "plugin 'hydranet.tasks.utkface' (built-in), so a spec cannot use it. A built-in plugin cannot be left "
             "out, so uninstall plugin 'shadow_age' (pip uninstall hydranet-broken)") in shown
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(SPEC))

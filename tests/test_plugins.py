@@ -66,7 +66,7 @@ def test_duplicate_name_is_an_error_naming_both_plugins():
     with pytest.raises(DuplicateNameError) as caught:
         components.tasks.get("age")
     assert "'hydranet.tasks.utkface'" in str(caught.value) and "'impostor'" in str(caught.value)
-    assert any("also registered by plugin 'hydranet.tasks.utkface' (built in)" in e for e in pm.problems())
+    assert any("also registered by plugin 'hydranet.tasks.utkface' (built-in)" in e for e in pm.problems())
     assert pm.load_errors() == []  # a conflict is no load failure: both plugins loaded
     # the rest of the registry keeps working
     assert components.tasks.get("gender").plugin == "hydranet.tasks.utkface"

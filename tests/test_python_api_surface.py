@@ -86,7 +86,7 @@ def test_components_refuses_a_name_taken_twice_and_what_is_no_plugin():
                                          r"'YearsPlugin' \(<inline>\)\); give this plugin another name$"):
         hydranet.components(YearsPlugin(), YearsPlugin())
     with pytest.raises(InputError, match=r"plugin name 'hydranet.tasks.kinds' is already registered "
-                                         r"\(by plugin 'hydranet.tasks.kinds' \(built in\)\)"):
+                                         r"\(by plugin 'hydranet.tasks.kinds' \(built-in\)\)"):
         import hydranet.tasks.kinds as kinds
 
         make_plugin_manager(entry_points=False).add_plugin(kinds, kinds.__name__, distribution="x", version="0",

@@ -17,7 +17,7 @@ holds (all ones when nothing conflicts).
 
 Random order: step s draws K orders as the argsort of a K x K uniform sample from a
 generator seeded with (seed, s), made on the Jacobian's device. `seed` defaults to a
-draw from torch's global generator when the strategy is built, so the run's seed fixes
+draw from torch's global generator when the weighting is built, so the run's seed fixes
 it; the seed and the step count are saved in `state_dict()`, so a resumed run repeats
 the orders an uninterrupted run would have used.
 

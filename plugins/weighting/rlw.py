@@ -21,7 +21,7 @@ The draws come from a generator this module owns, on the device of its
 buffers, re-seeded each step from (seed, step number): deterministic given the
 run seed, identical on every DDP rank (so all ranks weight their losses the
 same way), and exactly resumable from a checkpoint, which stores the number of
-steps drawn. The seed defaults to `torch.initial_seed()` when the strategy is
+steps drawn. The seed defaults to `torch.initial_seed()` when the weighting is
 built, which the engine has just set from `train.seed`. The step number is a
 Python int, never read from the device, so drawing costs no synchronisation.
 `weights()` returns the last step's weights (1/K before the first step).

@@ -1,6 +1,6 @@
 """`sum`: the article's L = sum_i L_i, every task weighted 1.
 
-The baseline every other strategy is compared against. It has no parameters,
+The baseline every other weighting is compared against. It has no parameters,
 so a spec key under `weighting: {name: sum}` is reported as an error.
 """
 
