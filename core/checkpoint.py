@@ -67,9 +67,31 @@ def for_use(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save `obj` over `path` in one step (see `hydranet.core.atomic`)."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+    """torch.save `obj` over `path` in one step (see `hydranet.core.atomic`).
+
+    A write the system refuses (a full disk) is the OSError it raised: torch
+    wraps it in a RuntimeError of its zip writer ("enforce fail at
+    inline_container.cc"), which says nothing a user can act on.
+    """
+    try:
+        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+    except RuntimeError as error:
+        cause = _os_error_in(error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError among `error`'s causes and contexts (torch's writer errors chain it), or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

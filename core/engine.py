@@ -313,8 +313,9 @@ class Trainer(RunSetup, RunCheckpoints):
             self.validating = False
             if epoch < cfg.epochs and self._stop_agreed():  # a request during validation: the epoch is saved
                 self._stop(f"after epoch {epoch} and its validation")
-        if final is None:
-            raise TrainingError(f"nothing left to train: the run already finished its {plural(cfg.epochs, 'epoch')}")
+        completing = final is None
+        if completing:  # last.pt holds every epoch, summary.json is missing (planning refuses a finished run)
+            final = self._complete_trained_run()
         if progress.best_epoch == 0:
             log(f"no epoch had a finite validation loss, so no best.pt was written; {self.run_folder.last_checkpoint} "
                 "holds the last epoch's weights")
@@ -344,7 +345,56 @@ class Trainer(RunSetup, RunCheckpoints):
             "settings": self.settings.describe(),
             "timings": self.timings,
         })
+        if completing:
+            log(f"completed the run: every one of its {plural(cfg.epochs, 'epoch')} was trained before, and "
+                f"{self.run_folder.path / 'summary.json'} is written now")
         return result
+
+    def _complete_trained_run(self) -> EvalResult:
+        """Finish a run whose last.pt holds every epoch but which stopped before its last files were written.
+
+        A run killed after last.pt's final write (SIGKILL, a power cut) has no
+        summary.json: resuming it trains nothing, but writes what is missing.
+        best.pt is written before last.pt (`_save`), so it is up to date; one
+        left stale by an older hydranet, which wrote last.pt first, is written
+        again from last.pt when the last epoch was the best. The last epoch is
+        validated again (its weights are last.pt's), for summary.json's
+        `final`; the test split, if any, is scored as at the end of any run.
+        """
+        log, progress = self.run_folder.log, self.progress_state
+        log(f"{self.run_folder.last_checkpoint} holds all {plural(self.cfg.epochs, 'epoch')} of the run, but the "
+            "run stopped before writing summary.json: completing it (nothing is trained)")
+        if self.dist.is_main and progress.best_epoch >= 1:
+            self._bring_best_up_to_date(progress.best_epoch)
+        self.model.eval()
+        self.validating = True
+        self.dist.average_buffers(self.model)
+        return evaluate(self.forward, self.tasks, self.source, self.targets,
+                        self.dist.local_index(self.eval_index), self.augment, self.settings, self._eval_batch,
+                        pad=self.settings.compile, all_reduce=self.dist.all_reduce if self.dist.active else None)
+
+    def _bring_best_up_to_date(self, best_epoch: int) -> None:
+        """Write best.pt again from last.pt when it does not hold the best epoch, and that epoch is last.pt's."""
+        from hydranet.core.checkpoint import for_use, read_checkpoint
+        from hydranet.core.errors import CheckpointError
+
+        best = self.run_folder.best_checkpoint
+        try:
+            held = int(read_checkpoint(best).get("epoch", -1)) if best.is_file() else None
+        except CheckpointError:
+            held = None
+        if held == best_epoch:
+            return
+        saved = self.resume_state or {}
+        was = "missing" if held is None and not best.is_file() else (
+            "damaged" if held is None else f"stale (epoch {held})")
+        if int(saved.get("epoch", -1)) == best_epoch:
+            self._write_checkpoint(for_use(saved), best)
+            self.run_folder.log(f"{best} was {was}; wrote it again from last.pt, which holds epoch {best_epoch}, "
+                                "the best")
+        else:
+            self.run_folder.log(f"warning: {best} is {was}, not epoch {best_epoch}, the best; those weights are "
+                                "lost, so the test split and best.pt are not the best epoch's")
 
     # ------------------------------------------------------------ the test split
 

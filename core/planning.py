@@ -80,7 +80,9 @@ def plan_run(spec: ResolvedSpec | str | Path | Mapping[str, Any] | None = None, 
     checkpoint, state = resume_checkpoint(resume)
     resolved = resumed_spec(checkpoint, state, components)
     epochs = resolved.spec.train.epochs
-    if int(state["progress"].get("epoch", 1)) > epochs:  # say so before loading the data and the model
+    # say so before loading the data and the model; a run whose last.pt holds every epoch but that has no
+    # summary.json was stopped while writing its last files (SIGKILL after last.pt): resuming completes it
+    if int(state["progress"].get("epoch", 1)) > epochs and (checkpoint.parent / "summary.json").is_file():
         raise TrainingError(f"nothing left to train: the run in {checkpoint.parent} already finished its "
                             f"{plural(epochs, 'epoch')}; to train it further, start a new run from its last weights "
                             f"with init_from: {checkpoint} (or from its best epoch's, {checkpoint.parent / 'best.pt'})")

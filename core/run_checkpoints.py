@@ -8,16 +8,19 @@ loading, using a trained model). The `RunCheckpoints` methods are the
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from hydranet.core.augment import IMAGENET_MEAN, IMAGENET_STD
 from hydranet.core.capture import portable_optimizer_state
-from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, component_provenance, for_use, origin
+from hydranet.core import checkpoint as checkpoint_module
+from hydranet.core.checkpoint import FORMAT, FORMAT_VERSION, component_provenance, for_use, origin
 from hydranet.core.checkpoint_checks import BASELINES
-from hydranet.core.errors import CheckpointError
+from hydranet.core.errors import CheckpointError, RunFolderError
 from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
                                   restore_generators)
@@ -120,22 +123,36 @@ class RunCheckpoints:
         progress.weight_sums = train_step.weight_sums.tolist()
         self._gather_generators()
         if self.dist.is_main:
-            atomic_torch_save(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
+            self._write_checkpoint(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
         self.saved_at = (epoch, done)
         self._stop(f"at epoch {epoch}, step {done}")
 
     def _save(self, epoch: int, row: Mapping[str, Any], *, best: bool) -> None:
-        """After an epoch: last.pt to resume from, and best.pt (weights for use) when the epoch improved.
+        """After an epoch: best.pt (weights for use) when the epoch improved, then last.pt to resume from.
 
-        Rank 0 alone writes: every rank holds the same model.
+        In that order: a resume trusts last.pt, so a last.pt of epoch N must
+        imply best.pt is up to date through epoch N. A run killed between the
+        two writes (SIGKILL, a power cut) then resumes from last.pt of epoch
+        N - 1 and trains epoch N again, instead of keeping a stale best.pt for
+        good. Rank 0 alone writes: every rank holds the same model.
         """
         self._gather_generators()
         if not self.dist.is_main:
             return
         state = self.checkpoint_state(epoch, row)
-        atomic_torch_save(state, self.run_folder.last_checkpoint)
         if best:  # for using the model: resuming continues from last.pt
-            atomic_torch_save(for_use(state), self.run_folder.best_checkpoint)
+            self._write_checkpoint(for_use(state), self.run_folder.best_checkpoint)
+        self._write_checkpoint(state, self.run_folder.last_checkpoint)
+
+    def _write_checkpoint(self, state: Mapping[str, Any], path: Path) -> None:
+        """`atomic_torch_save`; a write the system refuses (a full disk, a quota, a read-only or failing disk) is a
+        RunFolderError naming the file and why, saying the previous checkpoint is intact and how to go on."""
+        try:
+            checkpoint_module.atomic_torch_save(state, path)
+        except OSError as error:
+            if error.errno not in WRITE_FAILURES:
+                raise
+            raise RunFolderError(checkpoint_write_failed(path, error, self.run_folder.path, self.option)) from None
 
     def _gather_generators(self) -> None:
         """Every rank's own generator states into the progress rank 0 saves (none in one process).
@@ -176,6 +193,33 @@ class RunCheckpoints:
             "preprocess": {"image_size": self.spec.spec.image_size, "mean": list(IMAGENET_MEAN),
                            "std": list(IMAGENET_STD)},
         }
+
+
+#: errno -> (the reason in the user's words, what to do about it) for a checkpoint write the system refused
+WRITE_FAILURES = {
+    errno.ENOSPC: ("no space left on the disk", "free space on the disk of {folder}"),
+    **({errno.EDQUOT: ("the disk quota is exceeded", "free space within your quota on the disk of {folder}")}
+       if hasattr(errno, "EDQUOT") else {}),
+    errno.EROFS: ("the file system is read-only", "make {folder} writable again (remount it read-write)"),
+    errno.EACCES: ("permission denied", "make {folder} writable for you again"),
+    errno.EPERM: ("operation not permitted", "make {folder} writable for you again"),
+    errno.EIO: ("an input/output error (a failing disk or network file system)",
+                "check the disk of {folder} (or its network connection)"),
+}
+
+
+def checkpoint_write_failed(path: Path, error: OSError, run_dir: Path, option: str = "--set") -> str:
+    """Why writing checkpoint `path` failed, that the previous one is intact, and how to go on."""
+    from hydranet.core.run import resume_command
+
+    why, action = WRITE_FAILURES[error.errno]
+    action = action.format(folder=run_dir)
+    kept = (f"the previous {path.name} is intact (a checkpoint is written to a temporary file and renamed into "
+            f"place only once whole)" if path.is_file() else f"no {path.name} was written")
+    last = run_dir / "last.pt"
+    go_on = (f"{action} and continue with {resume_command(run_dir, option)}" if last.is_file()
+             else f"{action} and start the run again")
+    return f"cannot write checkpoint {path}: {why}; {kept}. {go_on[0].upper() + go_on[1:]}"
 
 
 def _misfit_parts(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> list[str]:

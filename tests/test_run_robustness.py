@@ -1,0 +1,155 @@
+"""A run survives what a SIGKILL, a full disk, a closed terminal or damaged files do to its folder.
+
+Each test simulates the damage (a file removed or made stale, a write that fails, a stream that is closed) on a
+tiny run of conftest's spec, then checks what training or resuming it does through `hydranet.train` or the CLI.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import hydranet
+from conftest import tiny_spec
+from hydranet.core import run_checkpoints
+from hydranet.core.cli import cli
+from hydranet.core.errors import RunFolderError, TrainingError
+from hydranet.core.spec import load_spec
+
+
+def trained(faces, folder: Path, components, test_fraction: float = 0, **train) -> Path:
+    raw = tiny_spec(faces, **train)
+    raw["data"]["test_fraction"] = test_fraction
+    spec = load_spec(raw, components=components)
+    hydranet.train(spec, out_dir=folder, components=components, progress=False, echo=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(faces, tmp_path_factory) -> Path:
+    """A finished 2-epoch run, trained once: tests copy it before damaging it."""
+    from hydranet.core.plugins import load_components, make_plugin_manager
+
+    components = load_components(make_plugin_manager(entry_points=False))
+    return trained(faces, tmp_path_factory.mktemp("finished") / "run", components, epochs=2, test_fraction=0.2)
+
+
+def flat(nested: dict) -> dict:
+    return {f"{task}.{metric}": value for task, metrics in nested.items() for metric, value in metrics.items()}
+
+
+def copy_of(run: Path, where: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, where / run.name))
+
+
+# ------------------------------------------------------------------ 1. killed while writing its last files
+
+
+def test_checkpoints_are_written_best_first_so_last_pt_implies_an_up_to_date_best_pt(faces, tmp_path, components,
+                                                                                    monkeypatch):
+    written = []
+    real = run_checkpoints.checkpoint_module.atomic_torch_save
+    monkeypatch.setattr(run_checkpoints.checkpoint_module, "atomic_torch_save",
+                        lambda state, path: (written.append(Path(path).name), real(state, path)))
+    trained(faces, tmp_path / "run", components, epochs=2)
+    assert written[:2] == ["best.pt", "last.pt"]  # epoch 1 always improves
+    assert written[-1] == "last.pt" and set(written) == {"best.pt", "last.pt"}
+
+
+def test_resuming_a_run_killed_before_its_summary_completes_it(finished_run, tmp_path, components):
+    run = copy_of(finished_run, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    rows = (run / "metrics.csv").read_text()
+    result = hydranet.train(components=components, resume=run, progress=False, echo=False)
+    assert (run / "summary.json").is_file() and (run / "metrics.csv").read_text() == rows  # nothing trained again
+    again = json.loads((run / "summary.json").read_text())
+    assert again["best_epoch"] == summary["best_epoch"]
+    for key in ("best", "test", "final"):  # "best" is read back from metrics.csv (9 significant digits)
+        assert flat(again[key]) == pytest.approx(flat(summary[key]), rel=1e-6), key
+    assert result.best_epoch == summary["best_epoch"] and len(result.history) == 2
+    log = (run / "train.log").read_text()
+    assert "run stopped before writing summary.json: completing it" in log and "completed the run" in log
+    with pytest.raises(TrainingError, match="nothing left to train"):  # finished now: as any finished run
+        hydranet.train(components=components, resume=run, progress=False, echo=False)
+
+
+def test_a_stale_best_pt_of_a_killed_run_is_written_again_from_last_pt(finished_run, tmp_path, components):
+    run = copy_of(finished_run, tmp_path)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["progress"]["best_epoch"] == 2  # the tiny run improves every epoch
+    stale = torch.load(run / "best.pt", weights_only=True)
+    stale["epoch"] = 1
+    stale["model"] = {key: value + 1 if value.is_floating_point() else value for key, value in stale["model"].items()}
+    torch.save(stale, run / "best.pt")
+    (run / "summary.json").unlink()
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "was stale (epoch 1); wrote it again from last.pt" in result.output
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["epoch"] == 2 and all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert (run / "summary.json").is_file()
+
+
+def test_a_sweep_rerun_completes_a_run_killed_before_its_summary(faces, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=1)))
+    out = tmp_path / "w"
+    command = ["train", str(spec), "--sweep", "train.seed=0,1", "--out", str(out), "--no-progress"]
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    killed = next(out.glob("*seed=1"))
+    (killed / "summary.json").unlink()
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    assert (killed / "summary.json").is_file() and "completed the run" in result.output
+    assert "epoch 1/1" not in result.output  # nothing trained again
+
+
+# ------------------------------------------------------------------ 2. a full disk while a checkpoint is written
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_message_naming_the_file_and_the_way_on(faces, tmp_path,
+                                                                                           monkeypatch):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=2)))
+    run = tmp_path / "run"
+    real = run_checkpoints.checkpoint_module.atomic_torch_save
+    calls = []
+
+    def full_after_epoch_one(state, path):
+        calls.append(path)
+        if state["epoch"] == 2 and Path(path).name == "last.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(state, path)
+
+    monkeypatch.setattr(run_checkpoints.checkpoint_module, "atomic_torch_save", full_after_epoch_one)
+    result = CliRunner().invoke(cli, ["train", str(spec), "--out", str(run), "--no-progress"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "Errno" not in result.output
+    assert (f"cannot write checkpoint {run / 'last.pt'}: no space left on the disk; the previous last.pt is intact "
+            "(a checkpoint is written to a temporary file and renamed into place only once whole). Free space on "
+            f"the disk of {run} and continue with hydranet train --resume {run}") in result.output
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_torch_s_wrapped_write_error_comes_out_as_the_os_error(tmp_path, monkeypatch):
+    from hydranet.core.checkpoint import atomic_torch_save
+
+    def zip_writer_fails(obj, handle):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing")
+
+    monkeypatch.setattr(torch, "save", zip_writer_fails)
+    with pytest.raises(OSError) as caught:
+        atomic_torch_save({"a": 1}, tmp_path / "last.pt")
+    assert caught.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
