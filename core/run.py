@@ -430,6 +430,9 @@ class RunFolder:
     def log(self, line: str = "", *, console: bool = True) -> None:
         """A line for train.log and, unless `console` is False, for the user (stderr, above any progress bar).
 
+        A console that cannot be written (stderr piped into `head`, which has
+        exited; a terminal closed by SIGHUP) does not stop the run: its lines
+        are dropped from then on, and train.log still gets every one.
         `console=False` is for the message of an error about to be raised:
         the error itself reaches the user, and the line would say it twice.
         """
@@ -439,7 +442,10 @@ class RunFolder:
         with open(self.path / "train.log", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         if self.echo and console:
-            tqdm.write(line, file=sys.stderr)
+            try:
+                tqdm.write(line, file=sys.stderr)
+            except (OSError, ValueError):  # BrokenPipeError (`| head`), a terminal gone (SIGHUP), a closed stream
+                self.echo = False  # the console is gone: the run goes on, and train.log keeps every line
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name

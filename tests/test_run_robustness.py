@@ -19,7 +19,7 @@ import hydranet
 from conftest import tiny_spec
 from hydranet.core import run_checkpoints
 from hydranet.core.cli import cli
-from hydranet.core.errors import RunFolderError, TrainingError
+from hydranet.core.errors import TrainingError
 from hydranet.core.spec import load_spec
 
 
@@ -153,3 +153,34 @@ def test_torch_s_wrapped_write_error_comes_out_as_the_os_error(tmp_path, monkeyp
     with pytest.raises(OSError) as caught:
         atomic_torch_save({"a": 1}, tmp_path / "last.pt")
     assert caught.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ 3. a console that is gone
+
+
+class ClosedPipe:
+    """stderr piped into `head`, which has exited: every write raises BrokenPipeError."""
+
+    writes = 0
+
+    def write(self, text):
+        ClosedPipe.writes += 1
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def isatty(self):
+        return False
+
+
+def test_a_closed_console_does_not_stop_the_run_and_train_log_keeps_every_line(faces, tmp_path, components,
+                                                                                monkeypatch):
+    monkeypatch.setattr("sys.stderr", ClosedPipe())
+    spec = load_spec(tiny_spec(faces, epochs=2), components=components)
+    result = hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=True)
+    monkeypatch.undo()
+    assert ClosedPipe.writes >= 1 and len(result.history) == 2
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "epoch 1/2" in log and "epoch 2/2" in log and "BrokenPipe" not in log
+    assert (tmp_path / "run" / "summary.json").is_file()
