@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from hydranet.core.atomic import atomic_write_text
+from hydranet.core.atomic import atomic_write_text, remove_stale_temporaries
 from hydranet.core.errors import RunFolderError
 from hydranet.core.paths import printable
 from hydranet.core.wording import english_list, plural
@@ -276,6 +276,21 @@ class RunFolder:
             self.close()
             raise
         self._fields: list[str] | None = None
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove the temporary files (`.best.pt.PID@HOST.XXXX.tmp`) a killed writer of this run folder left.
+
+        A checkpoint or text file is written beside its target and renamed over
+        it (`atomic_file`); a SIGKILL or power cut mid-write leaves the
+        temporary for good. The folder's lock is held, so no other run of it is
+        writing one now; `remove_stale_temporaries` still removes only those
+        whose writer is gone or that are a day old. Each removed is logged.
+        """
+        removed = remove_stale_temporaries(self.path, RUN_FILES)
+        if removed:
+            self.log(f"removed {plural(len(removed), 'temporary file')} that a killed run left while writing: "
+                     + ", ".join(path.name for path in removed), console=False)
 
     def _check_fresh(self) -> None:
         """Refuse a folder holding another run's results; clear what a run that never finished an epoch left."""
@@ -480,6 +495,14 @@ class RunFolder:
         atomic_write_text(self.metrics_csv, buffer.getvalue())
         self._fields = list(fields)
 
+    def missing_epochs(self, last_epoch: int) -> list[int]:
+        """The epochs 1..`last_epoch` that metrics.csv has no row for (deleted rows, or a deleted file)."""
+        try:
+            present = {row["epoch"] for row in self.metrics_rows()}
+        except (OSError, ValueError, KeyError):
+            return []  # `_check_metrics_to_continue` refused a file it cannot read
+        return [epoch for epoch in range(1, last_epoch + 1) if epoch not in present]
+
     def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one epoch's row to metrics.csv (header from the first row), flushed to disk.
 
@@ -525,6 +548,9 @@ class SilentRunFolder(RunFolder):
 
     def truncate_metrics(self, last_epoch: int) -> None:
         pass
+
+    def missing_epochs(self, last_epoch: int) -> list[int]:
+        return []
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         pass

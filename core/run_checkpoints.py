@@ -25,7 +25,7 @@ from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
                                   restore_generators)
 from hydranet.core.step import TrainStep
-from hydranet.core.wording import english_list
+from hydranet.core.wording import english_list, plural
 
 
 class RunCheckpoints:
@@ -45,6 +45,12 @@ class RunCheckpoints:
                            step=self.progress_state.step, log=self.run_folder.log, unsaved=unsaved)
         completed = self.progress_state.epoch - 1
         self.run_folder.truncate_metrics(completed)
+        missing = self.run_folder.missing_epochs(completed)
+        if missing:
+            self.run_folder.log(
+                f"warning: {self.run_folder.metrics_csv} has no {epoch_ranges(missing)} of the "
+                f"{plural(completed, 'epoch')} in last.pt (rows deleted, or the file removed); they cannot be "
+                "recovered, so the resumed run's rows follow without them and the run's history has that gap")
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)
         self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
                             f"step {self.progress_state.step} of {self.steps_per_epoch}")
@@ -220,6 +226,18 @@ def checkpoint_write_failed(path: Path, error: OSError, run_dir: Path, option: s
     go_on = (f"{action} and continue with {resume_command(run_dir, option)}" if last.is_file()
              else f"{action} and start the run again")
     return f"cannot write checkpoint {path}: {why}; {kept}. {go_on[0].upper() + go_on[1:]}"
+
+
+def epoch_ranges(epochs: list[int]) -> str:
+    """"row for epoch 3", "rows for epochs 1-3 and 7": sorted epochs, runs of them as ranges."""
+    spans: list[list[int]] = []
+    for epoch in epochs:
+        if spans and epoch == spans[-1][1] + 1:
+            spans[-1][1] = epoch
+        else:
+            spans.append([epoch, epoch])
+    words = [f"{first}" if first == last else f"{first}-{last}" for first, last in spans]
+    return f"row for epoch {words[0]}" if len(epochs) == 1 else f"rows for epochs {english_list(words)}"
 
 
 def _misfit_parts(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> list[str]:

@@ -184,3 +184,54 @@ def test_a_closed_console_does_not_stop_the_run_and_train_log_keeps_every_line(f
     log = (tmp_path / "run" / "train.log").read_text()
     assert "epoch 1/2" in log and "epoch 2/2" in log and "BrokenPipe" not in log
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+# ------------------------------------------------------------------ 6, 7. what a killed run leaves; metrics.csv damage
+
+
+def stopped_after_epoch(faces, run: Path, components, monkeypatch, *, epoch: int, epochs: int) -> Path:
+    """A run of `epochs` stopped (as by Ctrl-C during validation) once epoch `epoch` is saved."""
+    from hydranet.core.engine import Trainer
+    from hydranet.core.errors import TrainingInterrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_stop_agreed", lambda self: self.progress_state.epoch == epoch + 1)
+        with pytest.raises(TrainingInterrupted):
+            trained(faces, run, components, epochs=epochs)
+    return run
+
+
+def test_a_killed_writer_s_temporaries_are_removed_when_the_run_is_resumed_and_logged(faces, tmp_path, components,
+                                                                                      monkeypatch):
+    import os
+    import time
+
+    run = stopped_after_epoch(faces, tmp_path / "run", components, monkeypatch, epoch=1, epochs=2)
+    left = [run / ".best.pt.123@0badcafe.ab12cd34.tmp", run / ".last.pt.x7y8z9w0.tmp"]  # another machine; none named
+    for path in left:
+        path.write_bytes(b"half a checkpoint")
+        os.utime(path, (time.time() - 2 * 24 * 3600,) * 2)  # untouched for two days
+    fresh = run / ".summary.json.k3j4h5g6.tmp"  # a day has not passed: perhaps a live writer's on another machine
+    fresh.write_text("{")
+    mine = run / "notes.tmp"
+    mine.write_text("the user's")
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    assert not any(path.exists() for path in left) and fresh.exists() and mine.exists()
+    assert ("removed 2 temporary files that a killed run left while writing: .last.pt.x7y8z9w0.tmp, "
+            ".best.pt.123@0badcafe.ab12cd34.tmp") in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("damage", ["row", "file"])
+def test_resume_warns_about_epochs_missing_from_metrics_csv(faces, tmp_path, components, monkeypatch, damage):
+    run = stopped_after_epoch(faces, tmp_path / "run", components, monkeypatch, epoch=3, epochs=4)
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    if damage == "row":
+        (run / "metrics.csv").write_text("".join(lines[:2] + lines[3:]))  # epoch 2's row deleted
+    else:
+        (run / "metrics.csv").unlink()
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    missing = "row for epoch 2" if damage == "row" else "rows for epochs 1-3"
+    warning = (f"warning: {run / 'metrics.csv'} has no {missing} of the 3 epochs in last.pt (rows deleted, or the "
+               "file removed); they cannot be recovered")
+    assert warning in result.output and warning in (run / "train.log").read_text()
