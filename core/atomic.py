@@ -152,7 +152,7 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _why_unwritable(folder: Path, error: OSError) -> str:
+def why_unwritable(folder: Path, error: OSError) -> str:
     """The reason in the user's terms: mkdir says "File exists" when a file stands where a folder must."""
     for place in (folder, *folder.parents):
         if place.exists():
@@ -162,6 +162,9 @@ def _why_unwritable(folder: Path, error: OSError) -> str:
     if error.errno == errno.ENOENT and folder.is_dir():  # /proc, /sys: the folder is there but takes no files
         return "the folder does not accept new files"
     return error.strerror or str(error)
+
+
+_why_unwritable = why_unwritable  # its earlier, private name
 
 
 def _temporary_beside(target: Path, suffix: str, hint: str) -> Path:

@@ -94,8 +94,13 @@ def _os_error_in(error: BaseException) -> OSError | None:
     return None
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and sanity-check a checkpoint file; every failure names the file."""
+def read_checkpoint(path: str | Path, *, unreadable: str = "Use another checkpoint (a run folder keeps last.pt and "
+                                                            "best.pt)") -> dict[str, Any]:
+    """Load and sanity-check a checkpoint file; every failure names the file.
+
+    `unreadable` is what to do when the file cannot be loaded (cut short, damaged): the caller's way out (resume's
+    differs: best.pt cannot be resumed from).
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise CheckpointError(f"checkpoint must be a path (str or pathlib.Path); got {type(path).__name__} "
                               f"{path!r:.60}")
@@ -121,8 +126,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:
         if path.name.endswith(SUFFIX["onnx"]):  # protobuf has no signature; a failed load plus the name will do
             raise _export_passed(path, "onnx") from None
-        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(error)}. Use another checkpoint "
-                              "(a run folder keeps last.pt and best.pt).") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(error)}. {unreadable}.") from None
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a hydranet checkpoint (no '{FORMAT}' marker); "
                               "was it written by another program?")
@@ -291,6 +295,8 @@ def _load_failure(error: Exception) -> str:
                 "(loading them could run code)")
     if "PytorchStreamReader" in str(error):  # the zip is cut short or damaged; torch's paragraph says no more
         return "the file is truncated or damaged (its archive cannot be read)"
+    if isinstance(error, OSError):  # EINVAL from a seek past the end of a cut file: the errno text says nothing
+        return "the file is truncated or damaged (reading it failed)"
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first} (the file is truncated, damaged, or not a hydranet checkpoint)"
 

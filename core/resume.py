@@ -232,7 +232,11 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"nothing to resume: {path} does not exist. {hint}")
     if not checkpoint.is_file():
         raise CheckpointError(f"nothing to resume in {path}: {checkpoint.name} not found. {hint}")
-    data = read_checkpoint(checkpoint)
+    best = path / "best.pt"
+    unreadable = ("It cannot be resumed from (best.pt cannot either: it keeps no training progress); start a new "
+                  f"run from the best epoch's weights with init_from: {best}" if best.is_file() else
+                  "It cannot be resumed from; put back an undamaged copy of it, or start the run again")
+    data = read_checkpoint(checkpoint, unreadable=unreadable)
     if "progress" not in data:
         raise CheckpointError(f"{checkpoint} has no training progress (it is a copy of a best.pt, which keeps "
                               "only what using the model needs, or was written by an older hydranet); it can be "

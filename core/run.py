@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from hydranet.core.atomic import atomic_write_text, remove_stale_temporaries
+from hydranet.core.atomic import atomic_write_text, remove_stale_temporaries, why_unwritable
 from hydranet.core.errors import RunFolderError
 from hydranet.core.paths import printable
 from hydranet.core.wording import english_list, plural
@@ -260,8 +260,10 @@ class RunFolder:
             way_out = (f"Choose another with {_new_folder(option)}." if fresh else  # a resumed run writes its own
                        f"A resumed run writes the folder it started in: make it writable, or start a new run from "
                        f"its weights with init_from: {self.path / 'last.pt'} and another folder.")
-            raise RunFolderError(f"cannot write to the output folder {self.path}: {error.strerror or error}. "
-                                f"{way_out}") from None
+            if self.lock is None and self.created and fresh:  # refused before writing anything: leave no folder
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise RunFolderError(f"cannot write to the output folder {self.path}: "
+                                 f"{why_unwritable(self.path, error)}. {way_out}") from None
         try:
             if fresh:
                 self._check_fresh()
@@ -274,6 +276,8 @@ class RunFolder:
                                     f"more. Free some space{elsewhere}.")
         except BaseException:
             self.close()
+            if self.created and fresh:  # refused (low disk space) before writing anything: leave no folder behind
+                shutil.rmtree(self.path, ignore_errors=True)
             raise
         self._fields: list[str] | None = None
         self._remove_stale_temporaries()

@@ -235,3 +235,52 @@ def test_resume_warns_about_epochs_missing_from_metrics_csv(faces, tmp_path, com
     warning = (f"warning: {run / 'metrics.csv'} has no {missing} of the 3 epochs in last.pt (rows deleted, or the "
                "file removed); they cannot be recovered")
     assert warning in result.output and warning in (run / "train.log").read_text()
+
+
+# ------------------------------------------------------------------ 9. wording, and a refused run's folder
+
+
+def test_an_out_folder_under_a_file_says_the_file_is_not_a_folder(faces, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=1)))
+    (tmp_path / "blockfile").write_text("")
+    result = CliRunner().invoke(cli, ["train", str(spec), "--out", str(tmp_path / "blockfile" / "run"),
+                                      "--no-progress"])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'blockfile'} is a file, not a folder" in result.output
+    assert "Not a directory" not in result.output
+
+
+def test_a_run_refused_for_low_disk_space_leaves_no_folder_it_made(tmp_path):
+    from hydranet.core.run import RunFolder
+
+    with pytest.raises(hydranet.HydranetError, match="MiB free on the disk of"):
+        RunFolder(tmp_path / "new" / "run", fresh=True, min_free_bytes=2**62)
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(hydranet.HydranetError, match="MiB free on the disk of"):
+        RunFolder(tmp_path / "mine", fresh=True, min_free_bytes=2**62)
+    assert (tmp_path / "mine").is_dir()  # the user's own folder stays
+
+
+def test_a_truncated_last_pt_points_to_a_new_run_from_best_pt_not_to_resuming_from_it(finished_run, tmp_path):
+    run = copy_of(finished_run, tmp_path)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[:len(data) // 2])
+    (run / "summary.json").unlink()
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 1
+    assert (f"It cannot be resumed from (best.pt cannot either: it keeps no training progress); start a new run from "
+            f"the best epoch's weights with init_from: {run / 'best.pt'}.") in result.output
+    assert "a run folder keeps last.pt and best.pt" not in result.output
+
+
+def test_a_checkpoint_whose_read_fails_with_an_os_error_says_so_without_the_errno_text(finished_run, monkeypatch):
+    def cut_short(*args, **kwargs):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(torch, "load", cut_short)
+    with pytest.raises(hydranet.HydranetError) as caught:
+        hydranet.load(finished_run / "best.pt")
+    assert "the file is truncated or damaged (reading it failed)" in str(caught.value)
+    assert "Errno" not in str(caught.value) and "Invalid argument" not in str(caught.value)
