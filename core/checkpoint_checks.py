@@ -236,7 +236,20 @@ def _progress_checks(tasks: int) -> dict[str, tuple[bool, Any]]:
     return {"epoch": (True, whole(1)), "step": (True, whole(0)), "epoch_order_state": (True, _generator_state),
             "generators": (True, _generator_states), "loss_sums": (True, numbers), "first_bad": (True, first_bad),
             "best_loss": (True, best), "best_epoch": (True, whole(0)), "weight_sums": (False, numbers),
-            "skipped": (False, whole(0)), "process_generators": (False, _process_generators)}
+            "skipped": (False, whole(0)), "process_generators": (False, _process_generators),
+            "seconds": (False, _seconds_or_none), "epoch_train_seconds": (False, _seconds_list),
+            "epoch_val_seconds": (False, _seconds_list)}
+
+
+def _seconds_or_none(value: Any) -> str | None:
+    return None if value is None or (is_number(value) and value >= 0) else "not a number of seconds (or null)"
+
+
+def _seconds_list(value: Any) -> str | None:
+    """An epoch's seconds each (null for one not timed), or null for none recorded."""
+    if value is None or (isinstance(value, list) and all(_seconds_or_none(x) is None for x in value)):
+        return None
+    return "not a list of seconds, one per finished epoch (or null)"
 
 
 def _generator_state(value: Any) -> str | None:

@@ -82,7 +82,10 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), setup_seconds, setup_parts
     #: (seconds of before_data, data, model, step), first_step_seconds, epoch_train_seconds (list),
-    #: epoch_val_seconds (list); synchronised with the device
+    #: epoch_val_seconds (list); synchronised with the device. The per-epoch lists hold every epoch of the run, a
+    #: resumed run's earlier ones too (restored from last.pt); an epoch resumed mid-way counts its steps before
+    #: the stop and after it, and is None in epoch_train_seconds where last.pt (an older hydranet's) did not time
+    #: the steps before the stop: left out of per-epoch figures, not counted as a whole epoch
     timings: dict[str, Any] = field(default_factory=dict)
     #: False on the other ranks of a distributed run: only rank 0 reports (and wrote the run folder).
     is_main: bool = True
@@ -206,6 +209,8 @@ class Trainer(RunSetup, RunCheckpoints):
         self.stop_requested_at = 0.0
         self.validating = False  # what a stop request waits for: the step, or the epoch's validation
         self.epoch_running = 0
+        #: when the epoch in progress started in this process, and whether all its steps are timed (`_save_interrupted`)
+        self.epoch_started, self.epoch_timed = 0.0, True
         #: (epoch, step) a resume from last.pt continues at; None while this run has no checkpoint (a resumed run
         #: has its last.pt from the start, which a failure or a second Ctrl-C during its setup must not deny)
         self.saved_at: tuple[int, int] | None = _saved_position(resume_state)
@@ -274,9 +279,13 @@ class Trainer(RunSetup, RunCheckpoints):
             progress.epoch_order_state = self.order_generator.get_state()  # to draw this order again on resume
             order = self.data.train_index[torch.randperm(self.data.train_index.numel(),
                                                          generator=self.order_generator)]
-            started = time.perf_counter()
+            started = self.epoch_started = time.perf_counter()
+            seconds_before = progress.seconds
+            timed = self.epoch_timed = progress.step == 0 or seconds_before is not None
             train_losses, weights_used = self._train_epoch(epoch, order)
-            train_seconds = time.perf_counter() - started
+            # a resumed epoch's time is its steps' before the stop (saved in last.pt) and after it; a checkpoint
+            # older than that saved none, so the epoch's time is unknown: None, left out of the per-epoch figures
+            train_seconds = time.perf_counter() - started + (seconds_before or 0.0)
             PluginCall("the epoch_end of", provenance(self.weighting, "weighting"),
                        "Fix the weighting's epoch_end, or use another weighting")(
                 self.weighting.epoch_end, torch.tensor(train_losses, device=self.settings.device))
@@ -288,7 +297,7 @@ class Trainer(RunSetup, RunCheckpoints):
                              self.dist.local_index(self.eval_index), self.augment, self.settings, self._eval_batch,
                              pad=self.settings.compile, all_reduce=self.dist.all_reduce if self.dist.active else None)
             val_seconds = time.perf_counter() - started
-            self.timings["epoch_train_seconds"].append(train_seconds)
+            self.timings["epoch_train_seconds"].append(train_seconds if timed else None)
             self.timings["epoch_val_seconds"].append(val_seconds)
             row = self._row(epoch, train_seconds, val_seconds, train_losses, weights_used, final)
             history.append(row)
@@ -298,7 +307,9 @@ class Trainer(RunSetup, RunCheckpoints):
                 progress.best_loss, progress.best_epoch = final.total_loss, epoch
                 self._keep_best_weights()
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
-            progress.weight_sums, progress.skipped = [], 0
+            progress.weight_sums, progress.skipped, progress.seconds = [], 0, None
+            progress.epoch_train_seconds = list(self.timings["epoch_train_seconds"])
+            progress.epoch_val_seconds = list(self.timings["epoch_val_seconds"])
             progress.epoch_order_state = self.order_generator.get_state()
             self._save(epoch, row, best=improved)
             self.saved_at = (progress.epoch, progress.step)

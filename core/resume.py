@@ -47,13 +47,21 @@ class Progress:
     skipped: int = 0
     best_loss: float = float("inf")
     best_epoch: int = 0
+    #: training seconds already spent on `epoch`'s first `step` steps (a stop mid-epoch saves them); None: none
+    #: were, or a checkpoint older than this field, which did not time them
+    seconds: float | None = None
+    #: the finished epochs' training and validation seconds (summary.json's timings), restored on resume; None: a
+    #: checkpoint older than these fields (metrics.csv's train_seconds and val_seconds columns stand in)
+    epoch_train_seconds: list[float | None] | None = None
+    epoch_val_seconds: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's `progress`; a one-process run's has no `process_generators`, as before they existed."""
         data = {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
                 "generators": self.generators, "loss_sums": self.loss_sums,
                 "weight_sums": self.weight_sums, "first_bad": self.first_bad, "skipped": self.skipped,
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch}
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "seconds": self.seconds,
+                "epoch_train_seconds": self.epoch_train_seconds, "epoch_val_seconds": self.epoch_val_seconds}
         if self.process_generators:
             data["process_generators"] = self.process_generators
         return data

@@ -9,6 +9,7 @@ loading, using a trained model). The `RunCheckpoints` methods are the
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class RunCheckpoints:
                            step=self.progress_state.step, log=self.run_folder.log, unsaved=unsaved)
         completed = self.progress_state.epoch - 1
         self.run_folder.truncate_metrics(completed)
+        self._restore_timings()
         missing = self.run_folder.missing_epochs(completed)
         if missing:
             self.run_folder.log(
@@ -54,6 +56,22 @@ class RunCheckpoints:
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)
         self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
                             f"step {self.progress_state.step} of {self.steps_per_epoch}")
+
+    def _restore_timings(self) -> None:
+        """The finished epochs' seconds, so summary.json's timings cover the whole run, not only this session.
+
+        From last.pt; one written before it stored them has metrics.csv's
+        train_seconds and val_seconds columns (an epoch resumed mid-way then
+        counted only its steps after the stop there).
+        """
+        progress = self.progress_state
+        if progress.epoch_train_seconds is not None:
+            train, val = list(progress.epoch_train_seconds), list(progress.epoch_val_seconds or [])
+        else:
+            rows = self.run_folder.metrics_rows()
+            train, val = ([row.get(key) if isinstance(row.get(key), float) else None for row in rows]
+                          for key in ("train_seconds", "val_seconds"))
+        self.timings["epoch_train_seconds"], self.timings["epoch_val_seconds"] = train, val
 
     def _load_into(self, key: str, target: Any, state: Mapping[str, Any]) -> None:
         """`target.load_state_dict(state[key])`; a state that does not fit the rebuilt run names the file and key.
@@ -125,6 +143,8 @@ class RunCheckpoints:
         """
         progress = self.progress_state
         progress.epoch, progress.step = epoch, done
+        if self.epoch_timed:  # the seconds of the steps done so far, this session's and any before a resume
+            progress.seconds = (progress.seconds or 0.0) + time.perf_counter() - self.epoch_started
         progress.loss_sums, progress.first_bad = train_step.loss_sums.tolist(), train_step.first_bad.tolist()
         progress.weight_sums = train_step.weight_sums.tolist()
         self._gather_generators()

@@ -284,3 +284,44 @@ def test_a_checkpoint_whose_read_fails_with_an_os_error_says_so_without_the_errn
         hydranet.load(finished_run / "best.pt")
     assert "the file is truncated or damaged (reading it failed)" in str(caught.value)
     assert "Errno" not in str(caught.value) and "Invalid argument" not in str(caught.value)
+
+
+# ------------------------------------------------------------------ 5. a resumed run's timings
+
+
+def stopped_mid_epoch(faces, run: Path, components, monkeypatch, *, epoch: int, step: int, epochs: int) -> Path:
+    """A run of `epochs` stopped (as by SIGTERM) after step `step` of epoch `epoch`, saved there."""
+    from hydranet.core.engine import Trainer
+    from hydranet.core.errors import TrainingInterrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_stop_requested", lambda self, done: (self.epoch_running, done) == (epoch, step))
+        with pytest.raises(TrainingInterrupted):
+            trained(faces, run, components, epochs=epochs)
+    return run
+
+
+def test_a_resumed_run_s_timings_cover_every_epoch_and_a_resumed_epoch_counts_its_steps_before_the_stop(
+        faces, tmp_path, components, monkeypatch):
+    run = stopped_mid_epoch(faces, tmp_path / "run", components, monkeypatch, epoch=2, step=3, epochs=3)
+    progress = torch.load(run / "last.pt", weights_only=True)["progress"]
+    assert progress["seconds"] > 0 and len(progress["epoch_train_seconds"]) == 1
+    result = hydranet.train(components=components, resume=run, progress=False, echo=False)
+    timings = json.loads((run / "summary.json").read_text())["timings"]
+    assert len(timings["epoch_train_seconds"]) == len(timings["epoch_val_seconds"]) == 3
+    assert timings["epoch_train_seconds"][0] == progress["epoch_train_seconds"][0]
+    assert timings["epoch_train_seconds"][1] > progress["seconds"]  # the steps before the stop, and those after
+    assert result.timings["epoch_train_seconds"] == timings["epoch_train_seconds"]
+
+
+def test_an_older_checkpoint_s_resumed_epoch_is_left_out_of_the_timings_and_earlier_ones_come_from_metrics_csv(
+        faces, tmp_path, components, monkeypatch):
+    run = stopped_mid_epoch(faces, tmp_path / "run", components, monkeypatch, epoch=2, step=3, epochs=2)
+    state = torch.load(run / "last.pt", weights_only=True)
+    for key in ("seconds", "epoch_train_seconds", "epoch_val_seconds"):  # as an older hydranet wrote it
+        del state["progress"][key]
+    torch.save(state, run / "last.pt")
+    first = float((run / "metrics.csv").read_text().splitlines()[1].split(",")[1])
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    timings = json.loads((run / "summary.json").read_text())["timings"]
+    assert timings["epoch_train_seconds"] == [first, None] and len(timings["epoch_val_seconds"]) == 2
