@@ -9,6 +9,7 @@ loading, using a trained model). The `RunCheckpoints` methods are the
 from __future__ import annotations
 
 import errno
+import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,6 +48,7 @@ class RunCheckpoints:
         completed = self.progress_state.epoch - 1
         self.run_folder.truncate_metrics(completed)
         self._restore_timings()
+        self._check_same_data(state.get(DATA_FINGERPRINT))
         missing = self.run_folder.missing_epochs(completed)
         if missing:
             self.run_folder.log(
@@ -56,6 +58,49 @@ class RunCheckpoints:
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)
         self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
                             f"step {self.progress_state.step} of {self.steps_per_epoch}")
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """What the run's data was: usable images, the split's sizes and a hash of each part's images (last.pt's
+        `data_fingerprint`), so a resume can tell the data changed (a labels.csv row deleted redraws the split)."""
+        if getattr(self, "_fingerprint", None) is None:
+            data = self.data
+            parts = {"train": data.train_index, "val": data.val_index, "test": data.test_index}
+            digest = hashlib.sha256()
+            for name, index in parts.items():
+                digest.update(f"{name}\0".encode())
+                for source in sorted(data.sources[i] for i in index.tolist()):
+                    digest.update(source.encode("utf-8", "surrogateescape") + b"\0")
+            self._fingerprint = {"usable": int(data.usable), **{name: int(index.numel()) for name, index in parts.items()},
+                                 "sha256": digest.hexdigest()}
+        return self._fingerprint
+
+    def _check_same_data(self, saved: Any) -> None:
+        """Warn when the data differ from those last.pt was trained on (an older last.pt records none: no check).
+
+        Not refused: a run that lost one corrupt image should go on. But its
+        validation images are others now, so the epochs' validation metrics
+        before and after are not comparable, nor is best.pt's choice of epoch
+        across them; the warning says so, and how to start clean.
+        """
+        if not isinstance(saved, Mapping) or "sha256" not in saved:
+            return
+        now = self.data_fingerprint()
+        if saved.get("sha256") == now["sha256"]:
+            return
+
+        def counts(of: Mapping[str, Any]) -> str:
+            test = f" / {of.get('test')} test" if of.get("test") else ""
+            return f"{of.get('usable')} usable images, {of.get('train')} train / {of.get('val')} validation{test}"
+
+        change = (f"{counts(now)} now, {counts(saved)} when last.pt was saved" if any(
+            saved.get(key) != now[key] for key in ("usable", "train", "val", "test")) else
+            f"the same counts ({counts(now)}) but other images in the split")
+        path = self.run_folder.last_checkpoint
+        self.run_folder.log(
+            f"warning: the run's data changed since it started ({change}), so the split was drawn again and "
+            f"validation images may have moved into training: validation metrics before and after this resume are "
+            f"not comparable, nor is best.pt's choice of epoch across them. The run goes on; for a clean "
+            f"comparison, start a new run from its weights with init_from: {path}")
 
     def _restore_timings(self) -> None:
         """The finished epochs' seconds, so summary.json's timings cover the whole run, not only this session.
@@ -216,10 +261,14 @@ class RunCheckpoints:
             "metrics": {k: v for k, v in row.items()},
             "progress": {**self.progress_state.to_dict(),
                          "generators": capture_generators(self.augment.generator, self.weighting)},
+            DATA_FINGERPRINT: self.data_fingerprint(),
             "preprocess": {"image_size": self.spec.spec.image_size, "mean": list(IMAGENET_MEAN),
                            "std": list(IMAGENET_STD)},
         }
 
+
+#: last.pt's record of the data it was trained on (`RunCheckpoints.data_fingerprint`)
+DATA_FINGERPRINT = "data_fingerprint"
 
 #: errno -> (the reason in the user's words, what to do about it) for a checkpoint write the system refused
 WRITE_FAILURES = {

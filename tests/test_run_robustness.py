@@ -325,3 +325,42 @@ def test_an_older_checkpoint_s_resumed_epoch_is_left_out_of_the_timings_and_earl
     hydranet.train(components=components, resume=run, progress=False, echo=False)
     timings = json.loads((run / "summary.json").read_text())["timings"]
     assert timings["epoch_train_seconds"] == [first, None] and len(timings["epoch_val_seconds"]) == 2
+
+
+# ------------------------------------------------------------------ 4. data that changed under a resumed run
+
+
+def test_resume_warns_when_the_data_changed_and_says_validation_metrics_are_not_comparable(faces, tmp_path,
+                                                                                            components, monkeypatch):
+    import shutil
+
+    from hydranet.core.engine import Trainer
+    from hydranet.core.errors import TrainingInterrupted
+
+    data = Path(shutil.copytree(faces, tmp_path / "data"))
+    spec = load_spec(tiny_spec(data, epochs=2), components=components)
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_stop_agreed", lambda self: self.progress_state.epoch == 2)
+        with pytest.raises(TrainingInterrupted):
+            hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["data_fingerprint"]
+    assert saved["usable"] == 240 and saved["train"] + saved["val"] == 240
+    min(data.glob("*.jpg")).unlink()  # one image gone
+    result = hydranet.train(components=components, resume=tmp_path / "run", progress=False, echo=False)
+    warning = next(note for note in result.notes if "data changed" in note)
+    assert warning.startswith("warning: the run's data changed since it started (239 usable images, ")
+    assert "when last.pt was saved), so the split was drawn again" in warning
+    assert "validation metrics before and after this resume are not comparable" in warning
+    assert f"init_from: {tmp_path / 'run' / 'last.pt'}" in warning
+
+
+def test_resume_of_unchanged_data_or_an_older_checkpoint_does_not_warn(faces, tmp_path, components, monkeypatch):
+    run = stopped_after_epoch(faces, tmp_path / "run", components, monkeypatch, epoch=1, epochs=2)
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    assert "data changed" not in (run / "train.log").read_text()
+    run = stopped_after_epoch(faces, tmp_path / "old", components, monkeypatch, epoch=1, epochs=2)
+    state = torch.load(run / "last.pt", weights_only=True)
+    del state["data_fingerprint"]  # as an older hydranet wrote it
+    torch.save(state, run / "last.pt")
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    assert "data changed" not in (run / "train.log").read_text()
