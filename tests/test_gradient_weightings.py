@@ -13,7 +13,8 @@ projector written below (brute-force active sets and KKT checks, with the same t
 normalisation and 1e-4 ridge as torchjd's `QuadprogProjector`); torchjd still does the
 rest (preference vector, combination). torchjd's `CAGrad` needs cvxpy and clarabel and its
 `NashMTL` needs cvxpy and ecos, none installed: `cagrad` is checked against a dense grid
-search of its dual instead, and `nashmtl` against its optimality condition.
+search of its dual instead, and `nashmtl` against its optimality condition and an independent Newton
+solve of it.
 """
 
 from __future__ import annotations
@@ -323,24 +324,53 @@ def test_imtl_equal_projections_on_random_jacobians(components):
 
 
 # ---------------------------------------------------------------- nashmtl (Navon et al. 2022)
-# alpha > 0 with (G/||G||_F) alpha = 1/alpha; d = sum alpha_i g_i, clipped to max_norm.
+# alpha > 0 with alpha_i (G alpha)_i = 1 on the un-normalised G = J J^T (the official code's constraint
+# alpha_i * s * ((G/s) alpha)_i >= 1, s = ||G||_F); d = sum alpha_i g_i, clipped to max_norm. Then
+# ||d||^2 = alpha'G alpha = sum_i alpha_i (G alpha)_i = K, whatever the gradients' scale.
 
 
 def test_nashmtl_hand_cases(components):
     w = make(components, "nashmtl", max_norm=0.0)
-    # (1,0), (0,2): G = diag(1,4), ||G||_F = sqrt17; alpha_i^2 G_ii / sqrt17 = 1
-    #   -> alpha = (17^(1/4), 17^(1/4)/2) = (2.03054318, 1.01527159), d = (2.03054318, 2.03054318)
-    close(w.aggregate(J([1, 0], [0, 2])), [2.03054318, 2.03054318], atol=1e-5)
-    close(w.weights(), [2.03054318, 1.01527159], atol=1e-5)
-    # (1,0), (-1,1): G = [[1,-1],[-1,2]]/sqrt7 = [[a,b],[b,c]]. Subtracting the two equations: a alpha1^2 = c alpha2^2,
-    #   alpha2 = alpha1 sqrt(a/c) = alpha1/sqrt2, alpha1 = 1/sqrt(a + b sqrt(a/c)) = 7^(1/4)/sqrt(1 - 1/sqrt2)
-    #   = 3.00552159, alpha2 = 2.12522470, d = (alpha1 - alpha2, alpha2) = (0.88029689, 2.12522470)
-    close(w.aggregate(J([1, 0], [-1, 1])), [0.88029689, 2.12522470], atol=1e-5)
-    close(w.weights(), [3.00552159, 2.12522470], atol=1e-5)
-    # clipping at the default max_norm = 1: (2.03054318, 2.03054318) has norm 2.87163383 -> (1/sqrt2)(1, 1)
+    # (1,0), (0,2): G = diag(1, 4), so alpha_i^2 G_ii = 1 -> alpha = (1, 1/2), d = 1 (1,0) + 1/2 (0,2) = (1, 1);
+    #   ||d||^2 = 2 = K
+    close(w.aggregate(J([1, 0], [0, 2])), [1.0, 1.0], atol=1e-5)
+    close(w.weights(), [1.0, 0.5], atol=1e-5)
+    # (1,0), (-1,1): G = [[1,-1],[-1,2]]: alpha1 (alpha1 - alpha2) = 1 and alpha2 (2 alpha2 - alpha1) = 1.
+    #   Subtracting: alpha1^2 = 2 alpha2^2, so alpha2 = alpha1/sqrt2 and alpha1^2 (1 - 1/sqrt2) = 1:
+    #   alpha1 = 1/sqrt(1 - 1/sqrt2) = 1.84775907, alpha2 = 1.30656296,
+    #   d = (alpha1 - alpha2, alpha2) = (0.54119610, 1.30656296), ||d||^2 = 0.29289322 + 1.70710678 = 2 = K
+    close(w.aggregate(J([1, 0], [-1, 1])), [0.54119610, 1.30656296], atol=1e-5)
+    close(w.weights(), [1.84775907, 1.30656296], atol=1e-5)
+    # scale: J -> c J gives G -> c^2 G and alpha -> alpha / c, so d is unchanged (here c = 1/100, ||G||_F = 1.7e-3;
+    #   solving the Frobenius-normalised equation instead would give ||d|| = sqrt(K ||G||_F), 0.06 here)
+    close(w.aggregate(J([0.01, 0], [-0.01, 0.01])), [0.54119610, 1.30656296], atol=1e-5)
+    close(w.weights(), [184.775907, 130.656296], atol=1e-3)
+    # clipping at the default max_norm = 1: d = (1, 1) has norm sqrt2 -> (1/sqrt2)(1, 1), alpha likewise / sqrt2
     clipped = make(components, "nashmtl")
     close(clipped.aggregate(J([1, 0], [0, 2])), [1 / SQRT2, 1 / SQRT2], atol=1e-5)
     close(clipped.weights(), [1 / SQRT2, 0.5 / SQRT2], atol=1e-5)
+    # small gradients: still ||d|| = sqrt2 before clipping, so the clipped step has norm 1, as in the official code
+    close(clipped.aggregate(J([0.001, 0], [0, 0.002])), [1 / SQRT2, 1 / SQRT2], atol=1e-5)
+    close(clipped.weights(), [1000 / SQRT2, 500 / SQRT2], atol=1e-2)
+
+
+def newton_bargaining(g: torch.Tensor) -> torch.Tensor:
+    """alpha > 0 with alpha_i (G alpha)_i = 1, by Newton on F(x) = e^x * (G e^x) - 1 in x = log alpha
+    (Jacobian diag(G alpha) alpha + alpha * G * alpha^T per column), halving the step until ||F|| falls;
+    independent of `nash_solve`, which minimises 1/2 a'Ga - sum log a on G/||G||_F."""
+    x = -0.5 * g.diagonal().log()  # exact when the gradients are orthogonal
+    residual = lambda x: x.exp() * (g @ x.exp()) - 1  # noqa: E731
+    for _ in range(100):
+        alpha, f = x.exp(), residual(x)
+        if f.norm() < 1e-13:
+            break
+        jac = torch.diag(g @ alpha) * alpha + alpha[:, None] * g * alpha[None, :]
+        step = torch.linalg.solve(jac, f)
+        t = 1.0
+        while residual(x - t * step).norm() >= f.norm() and t > 1e-8:
+            t /= 2
+        x = x - t * step
+    return x.exp()
 
 
 def test_nashmtl_solution_satisfies_the_bargaining_condition(components):
@@ -352,26 +382,32 @@ def test_nashmtl_solution_satisfies_the_bargaining_condition(components):
         alpha = nash_solve(g, torch.ones(k, dtype=torch.float64), 20)  # cold start
         assert (alpha > 0).all()
         assert torch.allclose(g @ alpha, 1 / alpha, rtol=1e-10)
-    # through the module: float32 weights, condition on the Frobenius-normalised Gram matrix, warm-started
+    # through the module: float32 weights solve the un-normalised equation and match an independent Newton
+    # solve of alpha_i (G alpha)_i = 1 (torchjd's NashMTL, the official CCP, needs cvxpy and ecos: not installed),
+    # at gradient scales 1e-3 .. 1e3 (||G||_F from about 1e-5 to 1e7), warm-started across the steps
     w = make(components, "nashmtl", k=3, max_norm=0.0)
-    for seed in range(3):
-        jacobian = random_jacobian(seed, 3, 40)
-        w.aggregate(jacobian)
+    for seed in range(9):
+        jacobian = random_jacobian(seed, 3, 40, conflict=seed % 3 == 0) * 10.0 ** (seed % 3 * 3 - 3)
+        d = w.aggregate(jacobian)
         g = (jacobian @ jacobian.T).double()
-        g = g / torch.linalg.matrix_norm(g)
         alpha = w.weights().double()
-        assert torch.allclose(g @ alpha, 1 / alpha, rtol=1e-5)
+        assert torch.allclose(alpha * (g @ alpha), torch.ones(3, dtype=torch.float64), rtol=1e-4)
+        reference = newton_bargaining(g)
+        assert torch.allclose(reference * (g @ reference), torch.ones(3, dtype=torch.float64), atol=1e-10)
+        assert relative_error(alpha, reference) < 1e-4
+        assert relative_error(d.double(), reference @ jacobian.double()) < 1e-4
+        assert d.norm().item() == pytest.approx(math.sqrt(3), rel=1e-4)  # ||d||^2 = K
 
 
 def test_nashmtl_update_weights_every_and_state(components):
     w = make(components, "nashmtl", max_norm=0.0, update_weights_every=2)
     first = w.aggregate(J([1, 0], [0, 2]))
-    close(w.weights(), [2.03054318, 1.01527159], atol=1e-5)
-    # step 2 reuses alpha on a new Jacobian: d = 2.03054318 (1,0) + 1.01527159 (-1,1)
-    close(w.aggregate(J([1, 0], [-1, 1])), [1.01527159, 1.01527159], atol=1e-5)
+    close(w.weights(), [1.0, 0.5], atol=1e-5)  # see test_nashmtl_hand_cases
+    # step 2 reuses alpha on a new Jacobian: d = 1 (1,0) + 0.5 (-1,1)
+    close(w.aggregate(J([1, 0], [-1, 1])), [0.5, 0.5], atol=1e-5)
     # step 3 solves again
     w.aggregate(J([1, 0], [-1, 1]))
-    close(w.weights(), [3.00552159, 2.12522470], atol=1e-5)
+    close(w.weights(), [1.84775907, 1.30656296], atol=1e-5)
     # the checkpoint holds alpha and the step count: a restored copy continues identically
     restored = make(components, "nashmtl", max_norm=0.0, update_weights_every=2)
     restored.load_state_dict(w.state_dict())

@@ -14,12 +14,17 @@ solved here with damped Newton steps on the device: the step solves
 lengths up to 0.99 of the distance to the boundary alpha > 0 (plus staying put) and
 keeps the lowest f, so f never rises and alpha stays positive. `optim_niter` steps
 (paper code: 20), warm-started from the previous step's alpha (a buffer, saved in
-checkpoints), where Newton converges quadratically; no cvxpy, no host round trip.
+checkpoints), first scaled by the t > 0 that minimises f(t alpha), so that a change
+in the gradients' scale costs nothing; near the solution Newton converges
+quadratically. No cvxpy, no host round trip.
 
-As in the official code (and torchjd), G is first divided by its Frobenius norm, so
-alpha solves (G / ||G||_F) alpha = 1/alpha; the paper's un-normalised solution is
-alpha / ||G||_F^(1/2). (Un-normalised, ||d|| = sqrt(K) whatever the gradients' scale;
-normalised, d scales with the gradients like the other strategies' updates.) A
+The equation is the paper's, on the un-normalised G, as in the official code and
+torchjd: they divide G by s = ||G||_F only to condition the solver and put s back in
+the constraints (alpha_i * s * ((G/s) alpha)_i >= 1). Here the Newton steps likewise
+run on G/s, whose solution a satisfies (G/s) a = 1/a, and alpha = a / sqrt(s) is then
+the solution of G alpha = 1/alpha. Hence alpha'G alpha = sum_i alpha_i (G alpha)_i = K:
+unclipped, ||d|| = sqrt(K) whatever the gradients' scale (d is unchanged when every
+gradient is multiplied by the same factor). A
 1e-8 ridge keeps alpha finite when the gradients are exactly dependent and f is
 unbounded. The direction is clipped to norm `max_norm` (paper code: 1.0; 0 disables),
 as torchjd does, and `update_weights_every` reuses alpha for that many steps (paper
@@ -43,7 +48,7 @@ from hydranet.core.interfaces import Task
 from hydranet.core.weighting import GradientParams, GradientWeighting
 from hydranet.plugins.weighting._solvers import gram, take
 
-#: Ridge added to the normalised Gram matrix: bounds alpha (by about 1e4) when G is singular.
+#: Ridge added to the normalised Gram matrix G/||G||_F: bounds its solution (by about 1e4) when G is singular.
 RIDGE = 1e-8
 #: Step lengths tried per Newton step, as fractions of the longest allowed one.
 LINE_SEARCH = 16
@@ -69,6 +74,10 @@ def nash_solve(g: Tensor, alpha: Tensor, iterations: int) -> Tensor:
     """alpha > 0 with G alpha = 1/alpha, by damped Newton on f from the positive start `alpha`."""
     k = g.shape[0]
     fractions = 0.5 ** torch.arange(LINE_SEARCH, dtype=g.dtype, device=g.device)
+    # first the best multiple of the start: f(t a) = t^2/2 a'Ga - K log t + const is least at t = sqrt(K / a'Ga),
+    # which makes the warm start insensitive to the gradients' scale (G is positive definite here)
+    curvature = alpha @ g @ alpha
+    alpha = alpha * torch.where(curvature > 0, (k / torch.where(curvature > 0, curvature, 1.0)).sqrt(), 1.0)
     for _ in range(iterations):
         gradient = g @ alpha - 1.0 / alpha
         hessian = g + torch.diag(1.0 / alpha**2)
@@ -106,10 +115,13 @@ class NashMTL(GradientWeighting):
         if self.steps % self.update_weights_every == 0:
             g = gram(jacobian)
             scale = torch.linalg.matrix_norm(g)
-            g = g / torch.where(scale > 0, scale, 1.0) + RIDGE * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-            start = self.alpha.to(g.dtype)
+            scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, 1.0)  # G = 0: alpha is moot, d = 0
+            root = scale.sqrt()
+            g = g / scale + RIDGE * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+            start = self.alpha.to(g.dtype)  # nash_solve rescales it to G/s first
             start = torch.where(torch.isfinite(start) & (start > 0), start, torch.ones_like(start))
-            self.alpha.copy_(nash_solve(g, start, self.optim_niter))
+            # (G/s) a = 1/a  <=>  G (a/sqrt(s)) = 1/(a/sqrt(s)): the paper's alpha
+            self.alpha.copy_(nash_solve(g, start, self.optim_niter) / root)
         self.steps += 1
         weights = self.alpha.to(jacobian.dtype)
         direction = weights @ jacobian
