@@ -307,8 +307,33 @@ class RunFolder:
                                 f"{_new_folder(self.option)}")
         if held and not self._left_by_a_run(held):
             raise RunFolderError(self._not_a_runs_files(held))
+        others = self._others_files()
+        if others:
+            raise RunFolderError(self._not_a_run_folder(others))
         for name in held:  # a run that stopped before its first epoch ended: nothing to keep or resume
             (self.path / name).unlink()
+
+    def _others_files(self) -> list[str]:
+        """What the folder holds besides a run's files (`RUN_FILES`) and hidden ones, sorted (none: a new folder).
+
+        Hidden entries (.DS_Store, .ipynb_checkpoints, the lock, a killed
+        writer's temporaries) are what a system, an editor or a run leaves in
+        any folder: they do not make it someone's folder of other things.
+        """
+        try:
+            return sorted(entry.name for entry in self.path.iterdir()
+                          if not entry.name.startswith(".") and entry.name not in RUN_FILES)
+        except OSError:
+            return []
+
+    def _not_a_run_folder(self, others: list[str]) -> str:
+        """Why a new run refuses a folder of other things (a folder of images, a project's root)."""
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        inside = self.path / "RUN-NAME"
+        named = f"--out {inside}" if self.option.startswith("-") else f"out_dir={str(inside)!r}"
+        return (f"{self.path} is not empty ({shown}) and holds no run: a run folder is the run's own, and a new run "
+                f"would write its checkpoints, metrics and log among these files. Give a new folder for the run, "
+                f"e.g. one inside it: {named}")
 
     def _left_by_a_run(self, held: list[str]) -> bool:
         """Whether `held` (spec.yaml, train.log, compile.log: no results) is what a hydranet run left, provably.

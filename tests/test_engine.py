@@ -11,7 +11,7 @@ import hydranet
 from click.testing import CliRunner
 from conftest import tiny_spec, with_task_kind, with_weighting
 from hydranet.core.cli import cli
-from hydranet.core.errors import TrainingError
+from hydranet.core.errors import RunFolderError, TrainingError
 from hydranet.core.plugins import load_components, make_plugin_manager
 from hydranet.core.spec import load_spec
 from hydranet.tasks.kinds import RegressionParams, RegressionTask
@@ -150,9 +150,10 @@ def test_a_new_run_refuses_a_folder_holding_a_run_and_resume_continues_it(faces,
     hydranet.train(spec, out_dir=stopped, components=components, progress=False, echo=False)
     assert (stopped / "last.pt").exists() and "non-finite" not in (stopped / "train.log").read_text()
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "notes.txt").write_text("mine")  # a folder with other files is fine
-    hydranet.train(spec, out_dir=tmp_path / "other", components=components, progress=False, echo=False)
-    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    (tmp_path / "other" / "notes.txt").write_text("mine")  # a folder of other files holds no run: refused too
+    with pytest.raises(RunFolderError, match="is not empty \\(notes.txt\\) and holds no run"):
+        hydranet.train(spec, out_dir=tmp_path / "other", components=components, progress=False, echo=False)
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
 def test_a_new_run_in_a_finished_runs_folder_is_offered_another_folder_or_its_weights_not_resume(
@@ -187,11 +188,11 @@ def test_a_run_that_fails_before_training_leaves_no_folder(faces, tmp_path, comp
         hydranet.train(spec, out_dir=tmp_path / "runs" / "a", components=components, progress=False, echo=False)
     assert not (tmp_path / "runs" / "a").exists()
     (tmp_path / "mine").mkdir()  # a folder the user made stays, without what the failed run wrote
-    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "mine" / ".notes").write_text("mine")  # hidden: a folder holding only such files is an empty one
     for _ in range(2):  # and the next try is not refused as a folder that holds a run
         with pytest.raises(hydranet.HydranetError, match="no-such-faces"):
             hydranet.train(spec, out_dir=tmp_path / "mine", components=components, progress=False, echo=False)
-    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == [".notes"]
 
 
 def test_a_resume_that_fails_keeps_the_run_folder(faces, tmp_path, components):

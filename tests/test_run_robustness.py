@@ -364,3 +364,24 @@ def test_resume_of_unchanged_data_or_an_older_checkpoint_does_not_warn(faces, tm
     torch.save(state, run / "last.pt")
     hydranet.train(components=components, resume=run, progress=False, echo=False)
     assert "data changed" not in (run / "train.log").read_text()
+
+
+# ------------------------------------------------------------------ 8. a folder of other things as --out
+
+
+def test_a_new_run_refuses_a_folder_of_other_files_and_names_a_folder_inside_it(faces, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=1)))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"a photo")
+    result = CliRunner().invoke(cli, ["train", str(spec), "--out", str(photos), "--no-progress"])
+    assert result.exit_code == 1
+    assert (f"{photos} is not empty (cat.jpg) and holds no run" in result.output
+            and f"--out {photos / 'RUN-NAME'}" in result.output)
+    assert sorted(p.name for p in photos.iterdir()) == ["cat.jpg"]  # nothing written among them
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"")  # what a system leaves in any folder: still an empty one
+    assert CliRunner().invoke(cli, ["train", str(spec), "--out", str(hidden), "--no-progress"]).exit_code == 0
+    assert (hidden / "summary.json").is_file()
