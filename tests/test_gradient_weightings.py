@@ -7,7 +7,10 @@ test never produces an expectation.
 torchjd comparisons (torchjd 0.18, the test extra): `mgda`, `pcgrad`, `imtl`, `aligned` and
 `upgrad` against `MGDA`, `PCGrad`, `IMTLG`, `AlignedMTL` and `UPGrad` on random float32
 Jacobians (K = 2..5, D = 10..48, several seeds, some with strongly conflicting rows): the
-combined gradients agree to 1e-4 relative (in norm). torchjd's `UPGrad` projects with
+combined gradients agree to 1e-4 relative (in norm). torchjd's `MGDA` is Frank-Wolfe, exact only
+for two tasks: `mgda`'s default exact solver is compared with it at K = 2, `solver: frank_wolfe`
+at every K, and the exact solver against a brute-force grid and the KKT conditions for
+K = 3..8. torchjd's `UPGrad` projects with
 quadprog through qpsolvers, which are not installed here, so it is given an exact
 projector written below (brute-force active sets and KKT checks, with the same trace
 normalisation and 1e-4 ridge as torchjd's `QuadprogProjector`); torchjd still does the
@@ -217,17 +220,59 @@ def test_mgda_frank_wolfe_iterates_by_hand(components):
     jacobian = J([1, 0], [0, 1], [1, 1])
     # step 1: G alpha = (2/3, 2/3, 4/3) -> t = 1st; a = 2/3, b = alpha.G alpha = 8/9, c = G_11 = 1
     #   gamma = (b - a)/(b + c - 2a) = (2/9)/(5/9) = 0.4 -> alpha = 0.6 alpha + 0.4 e1 = (0.6, 0.2, 0.2)
-    one = make(components, "mgda", k=3, max_iters=1)
+    one = make(components, "mgda", k=3, solver="frank_wolfe", max_iters=1)
     one.aggregate(jacobian)
     close(one.weights(), [0.6, 0.2, 0.2])
     # step 2: G alpha = (0.8, 0.4, 1.2) -> t = 2nd; a = 0.4, b = 0.48+0.08+0.24 = 0.8, c = 1
     #   gamma = 0.4/1.0 = 0.4 -> alpha = 0.6 (0.6,0.2,0.2) + 0.4 e2 = (0.36, 0.52, 0.12)
-    two = make(components, "mgda", k=3, max_iters=2)
+    two = make(components, "mgda", k=3, solver="frank_wolfe", max_iters=2)
     two.aggregate(jacobian)
     close(two.weights(), [0.36, 0.52, 0.12])
     # converged: the min-norm point of the hull is the midpoint of (1,0)-(0,1), (0.5, 0.5)
-    many = make(components, "mgda", k=3, max_iters=3000, epsilon=1e-9)
+    many = make(components, "mgda", k=3, solver="frank_wolfe", max_iters=3000, epsilon=1e-9)
     close(many.aggregate(jacobian), [0.5, 0.5], atol=2e-3)  # Frank-Wolfe converges as O(1/t) here
+    # the default exact solver: support {1, 2}, alpha = (1/2, 1/2, 0), at once
+    exact = make(components, "mgda", k=3)
+    close(exact.aggregate(jacobian), [0.5, 0.5])
+    close(exact.weights(), [0.5, 0.5, 0.0])
+    # with the defaults (100 iterations, epsilon 1e-3) Frank-Wolfe stops short: iterates zigzag between the
+    # vertices e1 and e2 with steps that shrink like 1/t, and the third weight decays only as O(1/t)
+    default_fw = make(components, "mgda", k=3, solver="frank_wolfe")
+    assert (default_fw.aggregate(jacobian) - torch.tensor([0.5, 0.5])).norm() > 1e-3
+
+
+def min_norm_by_grid(g: torch.Tensor, steps: int = 600) -> torch.Tensor:
+    """The K = 3 min-norm weights, by brute force over the simplex grid a = (i, j, n - i - j)/n."""
+    i, j = torch.meshgrid(torch.arange(steps + 1), torch.arange(steps + 1), indexing="ij")
+    keep = (i + j) <= steps
+    a = torch.stack((i[keep], j[keep], steps - i[keep] - j[keep]), dim=1).double() / steps
+    return a[((a @ g) * a).sum(dim=1).argmin()]
+
+
+def test_mgda_is_the_exact_min_norm_point(components):
+    # K = 3: against a brute-force grid search of min ||sum a_i g_i||^2 (grid spacing 1/600; the grid point
+    # nearest the optimum is within ~1e-3 of it in alpha, so the norms agree to second order);
+    # K = 3..8: the KKT conditions of the min-norm point d = J'a over the simplex: g_i . d >= ||d||^2 for
+    # every i, with equality where a_i > 0 (that is, (G a)_i >= a'Ga, the multiplier of a_i >= 0)
+    for seed in range(12):
+        k = 3 + seed % 6
+        jacobian = random_jacobian(seed, k, 10 + 3 * seed, conflict=seed % 2 == 0)
+        w = make(components, "mgda", k=k)
+        d = w.aggregate(jacobian).double()
+        alpha = w.weights().double()
+        jd = jacobian.double()
+        assert (alpha >= 0).all() and alpha.sum().item() == pytest.approx(1.0, abs=1e-6)
+        dots, squared = jd @ d, d @ d
+        scale = (jd.norm(dim=1) ** 2).max()
+        assert (dots >= squared - 1e-5 * scale).all()
+        assert torch.allclose(dots[alpha > 1e-6], squared.expand(int((alpha > 1e-6).sum())), atol=1e-5 * scale)
+        if k == 3:
+            g = jd @ jd.T
+            grid = min_norm_by_grid(g)
+            best = grid @ g @ grid
+            assert squared <= best + 1e-6 * scale  # never worse than the best grid point
+            assert squared >= best - 1e-2 * best.sqrt() * scale.sqrt() - 1e-9  # and close to it
+            assert (alpha - grid).abs().max() < 5e-3 or squared.sqrt() < 1e-3 * scale.sqrt()
 
 
 def test_mgda_fully_conflicting_tasks_give_zero(components):
@@ -518,18 +563,24 @@ class ExactProjector:
 CASES = [(seed, 2 + seed % 4, 10 + 2 * seed, seed % 3 == 0) for seed in range(20)]
 
 
-@pytest.mark.parametrize("name", ["mgda", "imtl", "aligned", "upgrad"])
+@pytest.mark.parametrize("name", ["mgda", "mgda_frank_wolfe", "imtl", "aligned", "upgrad"])
 def test_matches_torchjd(components, name):
+    """torchjd's MGDA is Frank-Wolfe (100 iterations, epsilon 1e-3), exact for two tasks but short of the
+    min-norm point for three or more (test_mgda_is_the_exact_min_norm_point): `mgda`'s default exact solver
+    is compared at K = 2 only, and `solver: frank_wolfe` at every K."""
     from torchjd import aggregation
 
     reference = {"mgda": lambda: aggregation.MGDA(),
+                 "mgda_frank_wolfe": lambda: aggregation.MGDA(),
                  "imtl": lambda: aggregation.IMTLG(),
                  "aligned": lambda: aggregation.AlignedMTL(),
                  "upgrad": lambda: aggregation.UPGrad(projector=ExactProjector())}[name]()
+    params = {"mgda_frank_wolfe": {"solver": "frank_wolfe"}}.get(name, {})
+    cases = [case for case in CASES if case[1] == 2] if name == "mgda" else CASES
     worst = 0.0
-    for seed, k, d, conflict in CASES:
+    for seed, k, d, conflict in cases:
         jacobian = random_jacobian(seed, k, d, conflict)
-        ours = make(components, name, k=k).aggregate(jacobian)
+        ours = make(components, name.removesuffix("_frank_wolfe"), k=k, **params).aggregate(jacobian)
         worst = max(worst, relative_error(ours, reference(jacobian)))
     assert worst < 1e-4
 

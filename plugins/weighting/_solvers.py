@@ -9,15 +9,19 @@ stay on the device:
   too): `torch.linalg.eigh`, its one status check measured cheaper than a
   sync-free solver's many small launches, with NaN out for non-finite input;
 - `psd_pinv`: the pseudo-inverse of a Gram matrix from that decomposition;
+- `min_norm_simplex`: min a'Ga over the simplex (MGDA's min-norm point), exactly
+  by enumerating the 2^K - 1 supports for K <= MAX_EXACT_TASKS, by Frank-Wolfe above;
 - `frank_wolfe_min_norm`: Algorithm 2 of Sener and Koltun (2018), with the
   paper's stop rule kept as a mask rather than a `break`, so that the loop
   never reads a value back to the host;
+- `simplex_kkt`: the KKT systems of a quadratic over the simplex restricted to
+  each support, in one batched solve (used by `min_norm_simplex` and CAGrad);
 - `box_qp`: min v'Gv subject to v >= u (UPGrad's projection, in its dual), exactly
   by enumerating the 2^K active sets in one batched solve, or by accelerated
   projected gradient for many tasks;
 - `project_simplex`, `support_masks`, `take`: building blocks.
 
-The enumeration trick (used by `box_qp` and CAGrad): for each candidate
+The enumeration trick (used by `box_qp`, `min_norm_simplex` and CAGrad): for each candidate
 active set, solve the equality-constrained problem (one batched `solve_ex`),
 move the candidate onto the feasible set, evaluate the true objective and keep
 the best. Every candidate is then a feasible point, so none can score below
@@ -72,13 +76,72 @@ def psd_pinv(g: Tensor, rtol: float) -> Tensor:
 # ---------------------------------------------------------------- simplex problems
 
 
+def simplex_kkt(g: Tensor, support: Tensor, rhs: Tensor) -> Tensor:
+    """Solve, for each support S (a row of the (S, K) bool `support`) and each column r of `rhs` (K + 1, C),
+
+        G_S. u - mu 1_S = r_S  (rows in S),   u_i = 0  (rows off S),   1_S' u = r_K  (last row)
+
+    in one batched `solve_ex`; returns u, (S, K, C), unchecked (a singular system gives inf/NaN or
+    garbage: callers make every candidate feasible and score it, see the module doc). With r = (0, 1)
+    u is the min-norm point of the affine hull of the gradients in S; the system is regular whenever
+    those gradients are affinely independent.
+    """
+    k = g.shape[0]
+    s = support.shape[0]
+    zero = torch.zeros((), dtype=g.dtype, device=g.device)
+    eye = torch.eye(k, dtype=g.dtype, device=g.device)
+    kkt = torch.zeros(s, k + 1, k + 1, dtype=g.dtype, device=g.device)
+    kkt[:, :k, :k] = torch.where(support[:, :, None] & support[:, None, :], g, eye)
+    kkt[:, :k, k] = torch.where(support, -1.0, zero)
+    kkt[:, k, :k] = torch.where(support, 1.0, zero)
+    right = torch.cat((torch.where(support[:, :, None], rhs[None, :k, :], zero),
+                       rhs[None, k:, :].expand(s, 1, -1)), dim=1)  # (S, K + 1, C)
+    return torch.linalg.solve_ex(kkt, right, check_errors=False).result[:, :k, :]
+
+
+def onto_simplex_by_scaling(candidates: Tensor) -> Tensor:
+    """Rows clipped at 0 and divided by their sum (an all-zero or non-finite row becomes the uniform point)."""
+    k = candidates.shape[-1]
+    candidates = torch.where(torch.isfinite(candidates), candidates, 0.0).clamp_min(0)
+    total = candidates.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, candidates / torch.where(total > 0, total, 1.0), 1.0 / k)
+
+
+def min_norm_simplex(g: Tensor, max_iters: int = 100, epsilon: float = 1e-3) -> Tensor:
+    """argmin over the simplex of a'Ga: MGDA's min-norm point of the gradients' convex hull.
+
+    Exact for K <= MAX_EXACT_TASKS: each of the 2^K - 1 supports S gives the min-norm point of the
+    affine hull of its gradients (`simplex_kkt` with r = (0, 1)); each candidate is moved onto the
+    simplex (clipped, renormalised), scored by a'Ga, and the best kept (see the module doc: the
+    optimum's support, which can be chosen affinely independent, yields the optimum itself). All on
+    the device, no host sync. More tasks: `frank_wolfe_min_norm(g, max_iters, epsilon)`.
+    """
+    k = g.shape[0]
+    if k > MAX_EXACT_TASKS:
+        return frank_wolfe_min_norm(g, max_iters, epsilon)
+    support = support_masks(k, g.device)
+    rhs = torch.zeros(k + 1, 1, dtype=g.dtype, device=g.device)
+    rhs[k] = 1.0
+    solutions = simplex_kkt(g, support, rhs)[..., 0]  # (S, K)
+    usable = torch.isfinite(solutions).all(dim=1)
+    candidates = onto_simplex_by_scaling(solutions)
+    objective = torch.einsum("sk,kl,sl->s", candidates, g, candidates)
+    objective = torch.where(usable & torch.isfinite(objective), objective, torch.inf)
+    return take(candidates, objective.argmin())
+
+
 def frank_wolfe_min_norm(g: Tensor, max_iters: int = 100, epsilon: float = 1e-3) -> Tensor:
-    """argmin over the simplex of a' G a, by Frank-Wolfe with exact line search (Sener and Koltun, Alg. 2).
+    """argmin over the simplex of a' G a, approximately, by Frank-Wolfe with exact line search
+    (Sener and Koltun, Alg. 2, as torchjd's MGDA).
 
     Starts at the uniform point; each step moves towards the vertex e_t, t = argmin (G a)_t,
     by gamma = clip((b - a_t)/(b + c - 2 a_t), 0, 1) with a_t = (G a)_t, b = a'Ga, c = G_tt.
     The paper stops once gamma < epsilon; here that is a mask that freezes the iterate,
     so the result is the paper's (and torchjd's) while the loop length stays fixed.
+    Exact for two tasks (one line search from the uniform point reaches the optimum of the
+    segment); for K >= 3 Frank-Wolfe converges as O(1/t) and the default 100 iterations with
+    epsilon 1e-3 can stop well short of the min-norm point (directions off by over 10%):
+    `min_norm_simplex` solves it exactly for up to MAX_EXACT_TASKS tasks.
     """
     k = g.shape[0]
     alpha = torch.full((k,), 1.0 / k, dtype=g.dtype, device=g.device)
@@ -157,4 +220,5 @@ def _box_qp_iterative(g: Tensor, lower: Tensor, iterations: int) -> Tensor:
 
 
 __all__ = ["MAX_EXACT_TASKS", "take", "solver_dtype", "gram", "rank_rtol", "symmetric_eigh",
-           "psd_pinv", "frank_wolfe_min_norm", "project_simplex", "support_masks", "box_qp"]
+           "psd_pinv", "simplex_kkt", "onto_simplex_by_scaling", "min_norm_simplex", "frank_wolfe_min_norm",
+           "project_simplex", "support_masks", "box_qp"]

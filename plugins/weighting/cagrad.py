@@ -40,7 +40,8 @@ from torch import Tensor
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task
 from hydranet.core.weighting import GradientParams, GradientWeighting
-from hydranet.plugins.weighting._solvers import MAX_EXACT_TASKS, gram, project_simplex, support_masks, take
+from hydranet.plugins.weighting._solvers import (MAX_EXACT_TASKS, gram, onto_simplex_by_scaling, project_simplex,
+                                                 simplex_kkt, support_masks, take)
 
 #: ||g_w|| below this fraction of ||J||_F means 0 is in the hull: a Pareto-stationary point (torchjd's norm_eps).
 STATIONARY_TOLERANCE = 1e-4
@@ -65,16 +66,11 @@ def cagrad_dual(g: Tensor, rho: Tensor, iterations: int = 300) -> Tensor:
     support = support_masks(k, g.device)  # (S, K)
     s = support.shape[0]
     zero = torch.zeros((), dtype=g.dtype, device=g.device)
-    eye = torch.eye(k, dtype=g.dtype, device=g.device)
-    # KKT system on [u (K), mu]: rows in S: G_S. u - mu = rhs; rows off S: u_i = 0; last row: 1_S' u = rhs.
-    kkt = torch.zeros(s, k + 1, k + 1, dtype=g.dtype, device=g.device)
-    kkt[:, :k, :k] = torch.where(support[:, :, None] & support[:, None, :], g, eye)
-    kkt[:, :k, k] = torch.where(support, -1.0, zero)
-    kkt[:, k, :k] = torch.where(support, 1.0, zero)
-    rhs = torch.zeros(s, k + 1, 2, dtype=g.dtype, device=g.device)
-    rhs[:, :k, 0] = torch.where(support, -linear, zero)  # u0: G u0 - mu0 1 = -Gb, 1'u0 = 0
-    rhs[:, k, 1] = 1.0  # u1: G u1 - mu1 1 = 0, 1'u1 = 1 (the support's min-norm point)
-    solution = torch.linalg.solve_ex(kkt, rhs, check_errors=False).result[:, :k, :]
+    # KKT system on [u (K), mu] (see _solvers.simplex_kkt), two right-hand sides:
+    rhs = torch.zeros(k + 1, 2, dtype=g.dtype, device=g.device)
+    rhs[:k, 0] = -linear  # u0: G u0 - mu0 1 = -Gb, 1'u0 = 0
+    rhs[k, 1] = 1.0  # u1: G u1 - mu1 1 = 0, 1'u1 = 1 (the support's min-norm point)
+    solution = simplex_kkt(g, support, rhs)
     u0, u1 = solution[..., 0], solution[..., 1]
     a = torch.einsum("sk,kl,sl->s", u1, g, u1)
     b = torch.einsum("sk,kl,sl->s", u0, g, u1)
@@ -88,9 +84,7 @@ def cagrad_dual(g: Tensor, rho: Tensor, iterations: int = 300) -> Tensor:
     usable = usable & torch.isfinite(candidates).all(dim=1)
     candidates = torch.where(usable[:, None], candidates, zero)
     # onto the simplex: clip and renormalise (all-zero -> uniform); then the true objective
-    candidates = candidates.clamp_min(0)
-    total = candidates.sum(dim=1, keepdim=True)
-    candidates = torch.where(total > 0, candidates / torch.where(total > 0, total, 1.0), 1.0 / k)
+    candidates = onto_simplex_by_scaling(candidates)
     objective = candidates @ linear + rho * torch.einsum("sk,kl,sl->s", candidates, g, candidates).clamp_min(0).sqrt()
     objective = torch.where(usable, objective, torch.inf)
     return take(candidates, objective.argmin())
