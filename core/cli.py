@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from hydranet.core.cli_options import SET_HELP, HintingCommand, device_option, pick_device_option
-from hydranet.core.cli_types import Count, SpecHintingCommand, check_overrides, group_option_hint
+from hydranet.core.cli_types import SpecHintingCommand, check_overrides, group_option_hint
+from hydranet.core.option_types import Count
 from hydranet.core.errors import TRACEBACK_ENV, HydranetError, TrainingInterrupted
 from hydranet.core.launch import error_prefix, error_printed, is_main_rank
 

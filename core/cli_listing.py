@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hydranet.core.cli_types import KindChoice
+from hydranet.core.option_types import KindChoice
 from hydranet.core.report import format_table, indent
 from hydranet.core.wording import plural
 

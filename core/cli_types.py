@@ -1,5 +1,5 @@
-"""Small click pieces the commands share: a whole-number option type, --set's form check, and hints for options
-given in the wrong place.
+"""Small click pieces the commands share: --set's form check and hints for options
+given in the wrong place (the option types, `Count` and `KindChoice`, are in `option_types`, for plugins' commands too).
 
 Mistakes in how a command was called are click usage errors (exit status 2); problems in spec files, data and
 runs are HydranetErrors (exit status 1). Imports no torch at import time.
@@ -8,53 +8,10 @@ runs are HydranetErrors (exit status 1). Imports no torch at import time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import click
 
 from hydranet.core.cli_options import HintingCommand
-
-
-class Count(click.IntRange):
-    """A whole number with bounds, shown as `N` in usage and help (not click's `INTEGER RANGE`), and refused as
-    "'abc' is not an integer" (not click's "not a valid integer range")."""
-
-    name = "integer"
-
-    def __init__(self, min: int | None = None, max: int | None = None, metavar: str = "N") -> None:
-        super().__init__(min, max)
-        self.metavar = metavar
-
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return self.metavar
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            try:
-                int(value.strip())
-            except ValueError:
-                self.fail(f"{value!r} is not an integer", param, ctx)
-        return super().convert(value, param, ctx)
-
-
-class KindChoice(click.Choice):
-    """A choice of component kind that takes the singular and the plural alike (`weighting`, `weightings`), as
-    `hydranet list` takes plurals and `new-plugin --kind` singulars; `hint(value)` may say what an unknown value
-    is (`hydranet list dwa`: a weighting)."""
-
-    def __init__(self, choices: Sequence[str], hint: Any = None) -> None:
-        super().__init__(list(choices))
-        self.hint = hint
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and value not in self.choices:
-            for other in (value + "s", value.removesuffix("s")):
-                if other != value and other in self.choices:
-                    return other
-            said = self.hint(value) if self.hint is not None else None
-            if said:
-                self.fail(f"{value!r} is not one of {', '.join(map(repr, self.choices))}; {said}", param, ctx)
-        return super().convert(value, param, ctx)
 
 
 def check_overrides(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> Sequence[str]:
@@ -118,5 +75,5 @@ class SpecHintingCommand(HintingCommand):
                 f"--set data.{key}={option_value(given, error.option_name)}")) from None
 
 
-__all__ = ["Count", "GROUP_OPTIONS", "KindChoice", "SpecHintingCommand", "check_overrides", "dataset_parameter",
+__all__ = ["GROUP_OPTIONS", "SpecHintingCommand", "check_overrides", "dataset_parameter",
            "group_option_hint"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from hydranet.core.cli_types import KindChoice
+from hydranet.core.option_types import KindChoice
 from hydranet.core.errors import HydranetError
 from hydranet.core.hookspecs import hookimpl
 # the rule register() holds every component name to: valid as a distribution, module and entry point name too

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from hydranet.core.cli_types import Count
+from hydranet.core.option_types import Count
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.wording import plural
