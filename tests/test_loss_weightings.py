@@ -102,6 +102,26 @@ def test_rlw_normal_is_the_softmax_of_a_standard_normal_draw(components):
     torch.testing.assert_close(logs - logs[0], z - z[0])
 
 
+def test_rlw_uniform_and_dirichlet_are_the_softmax_of_the_documented_draws(components):
+    from hydranet.plugins.weighting.rlw import step_seed
+
+    uniform = make(components, "rlw", ("age", "gender", "ethnicity"), distribution="uniform", seed=11)
+    dirichlet = make(components, "rlw", ("age", "gender", "ethnicity"), distribution="dirichlet", seed=11)
+    for step in range(3):
+        # step t draws u ~ U[0, 1)^3 from a generator seeded with step_seed(seed, t)
+        u = torch.rand(3, generator=torch.Generator().manual_seed(step_seed(11, step)))
+        # uniform: lambda = softmax(u)
+        expected = torch.exp(u) / torch.exp(u).sum()
+        torch.testing.assert_close(uniform.draw(), expected)
+        # dirichlet: Exp(1) draws e = -log(1 - u), x = e / sum(e) ~ Dir(1, 1, 1), then lambda = softmax(x)
+        e = -torch.log(1 - u)
+        x = e / e.sum()
+        expected = torch.exp(x) / torch.exp(x).sum()
+        torch.testing.assert_close(dirichlet.draw(), expected)
+        # the softmax keeps a Dirichlet draw (on the simplex) within [1/(e + 2), e/(e + 2)] = [0.212, 0.576]
+        assert expected.min() >= 1 / (math.e + 2) and expected.max() <= math.e / (math.e + 2)
+
+
 def test_rlw_each_distribution_averages_one_over_k(components):
     # E[lambda_i] = 1/K by symmetry for every distribution; 3000 draws put the mean within ~0.01
     for distribution in ("normal", "dirichlet", "uniform"):

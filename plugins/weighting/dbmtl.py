@@ -29,7 +29,8 @@ Where g lives (`grad_space`):
   exactly: a (K, D) moving average of the parameter gradients (a buffer of K
   times the backbone's size, allocated on the first step and saved in
   checkpoints), K backward passes per step.
-- `features` (the default, as for the other gradient strategies here): the
+- `features` (the default, as for `mgda`, `imtl` and `aligned`; `pcgrad`, `cagrad`,
+  `nashmtl` and `upgrad` default to `params`): the
   shared representation of the batch, one batched backward through the heads.
   A row of a batch's representation gradient belongs to that batch's image,
   so averaging the gradients themselves over steps would mix unrelated images;

@@ -45,6 +45,11 @@ non-negative (log L_i), as every built-in task's are.
 The logits, the previous log-losses, Adam's moments and the step count are
 buffers: checkpoints save them, `.to(device)` moves them, and every update is
 tensor arithmetic on the device. `weights()` returns z (sums to 1).
+
+Gradient clipping: the official `FAMO` class, given the shared parameters (as its
+experiment scripts give them), clips their gradient to norm `max_norm` after the
+backward pass, 1.0 by default. hydranet, like LibMTL, does not clip (and has no
+clipping option): the shared gradient is applied as it is.
 """
 
 from __future__ import annotations

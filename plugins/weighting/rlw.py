@@ -9,13 +9,19 @@ Every training step draws fresh weights and uses the plain weighted sum:
 with p one of
 
     normal      N(0, I)                   the paper's recommended variant and LibMTL's default
-    dirichlet   Dir(1, ..., 1)            a flat draw from the simplex
+    dirichlet   Dir(1, ..., 1)            a flat draw from the simplex, then the softmax
     uniform     U(0, 1) per task
 
-The softmax is applied to every distribution, as the authors' own code (LibMTL's
-`RLW`) does; for `normal` it is what makes the weights positive. The point of
-the paper is that such random weights are a strong baseline: in expectation
-every task gets 1/K, and the noise helps escape bad local minima.
+The softmax is applied to every distribution, as the authors' own code does (the
+earlier LibMTL `RLW` with its `dist` option: `Uniform`, `Normal` and `Dirichlet`
+draws all go through `F.softmax`; today's LibMTL keeps only the normal one); for
+`normal` it is what makes the weights positive. For `dirichlet` and `uniform` it
+also squeezes them towards 1/K: a raw draw in [0, 1]^K puts each weight between
+1/(1 + (K - 1) e) and e/(e + K - 1) (0.16 to 0.58 for K = 3), and a Dirichlet draw,
+which sums to 1, between 1/(e + K - 1) and e/(e + K - 1) (0.21 to 0.58 for K = 3),
+so these two are much milder than `normal`. Every distribution gives weights that
+sum to 1. The point of the paper is that such random weights are a strong baseline:
+in expectation every task gets 1/K, and the noise helps escape bad local minima.
 
 The draws come from a generator this module owns, on the device of its
 buffers, re-seeded each step from (seed, step number): deterministic given the
