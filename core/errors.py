@@ -108,8 +108,10 @@ class CheckpointError(HydranetError):
 
 
 class RunFolderError(HydranetError):
-    """A run cannot use its run folder: it holds another run (finished or not), files no run left, or a metrics.csv
-    a resumed run cannot continue; another run is writing it; it cannot be written, or its disk is nearly full.
+    """A run cannot use its run folder: it holds another run (finished or not), files no run left, other files and
+    no run (a new run's folder is its own), or a metrics.csv a resumed run cannot continue; another run is writing
+    it; it cannot be written, or its disk is nearly full; or a checkpoint write failed (a full disk, a quota, a
+    read-only or failing disk), which leaves the previous checkpoint intact.
 
     Its own class so that a notebook or a script that trains into a folder it names can catch this refusal (and
     pick another folder) without catching every HydranetError; the message says which folder and the ways on.
