@@ -201,7 +201,7 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     if not result.is_main:  # another rank of a distributed run: rank 0 reports
         return
     heading, metrics = final_report(result.history[-1]["epoch"], result.best_epoch, result.best,
-                                    result.final.metrics)
+                                    result.final.metrics, validated=result.val_images > 0)
     click.echo(f"\n{heading}; baseline = best constant prediction:")
     click.echo(metrics_table(metrics, result.baselines, result.final.higher_is_better))
     test_note = test_report(result)

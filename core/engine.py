@@ -94,6 +94,9 @@ class RunResult:
     test: dict[str, dict[str, float]] | None = None
     #: how many images the test split holds (0: no test split)
     test_images: int = 0
+    #: how many images the validation split holds (0: none, so `final` and the best epoch were measured on the
+    #: training images, as train.log says)
+    val_images: int = 0
 
     def __repr__(self) -> str:
         """`RunResult(run_dir='runs/x', epochs=3, best_epoch=2, best={'age': {'mae': 6.55}})`: the default repr
@@ -341,7 +344,8 @@ class Trainer(RunSetup, RunCheckpoints):
         result = RunResult(self.run_folder.path, history, final, self.baselines, progress.best_epoch, self.settings,
                            notes, self.timings, is_main=self.dist.is_main,
                            test=test.metrics if test is not None else None,
-                           test_images=int(self.data.test_index.numel()))
+                           test_images=int(self.data.test_index.numel()),
+                           val_images=int(self.data.val_index.numel()))
         # a run without a test split (data.test_fraction 0) writes no test keys, as before the test split existed
         held_out = ({"test_epoch": progress.best_epoch if test is not None else None, "test": result.test}
                     if self.spec.spec.data.test_fraction > 0 else {})

@@ -286,8 +286,12 @@ class TrainedModel:
         index = {"val": data.val_index, "train": data.train_index, "test": data.test_index,
                  "all": torch.cat([data.train_index, data.val_index, data.test_index]).sort().values}[split]
         if index.numel() == 0:
-            raise DataError(f"the '{split}' split of this data is empty; evaluate on split 'all' "
-                            "(--split all) instead")
+            if split == "val":  # no validation split: the run measured its metrics on the training images
+                raise DataError("the 'val' split of this data is empty, so the run measured its metrics on the "
+                                "training images; evaluate on split 'train' (--split train), as it did, or 'all' "
+                                "(--split all) instead")
+            raise DataError(f"the '{split}' split of this data is empty; evaluate on split 'all' (--split all) "
+                            "instead")
         settings = resolve_settings(str(self.device), "fp32", False, False)
         self.model.eval()
         result = evaluate(self.model, self.tasks, batch_source(spec, data, settings), data.targets.to(self.device),

@@ -50,14 +50,19 @@ Metrics = Mapping[str, Mapping[str, float]]
 
 
 def final_report(last: float | int, best: int, best_metrics: Metrics | None,
-                 last_metrics: Metrics) -> tuple[str, Metrics]:
+                 last_metrics: Metrics, validated: bool = True) -> tuple[str, Metrics]:
     """What `train` reports at the end: the best epoch's metrics, which best.pt holds and `eval` and `compare`
-    report, under a heading that says which epoch they are; the last epoch's when no epoch could be the best."""
+    report, under a heading that says which epoch they are; the last epoch's when no epoch could be the best.
+
+    `validated=False` for a run without a validation split (data.val_fraction 0): its metrics were measured
+    on the training images, and a heading saying "validation" would pass them off as held-out figures.
+    """
     last = int(last)
+    measured = "validation metrics" if validated else "training-set metrics (no validation split)"
     if best == last or not best_metrics:
         why = "the best epoch: best.pt" if best == last else "no epoch's validation loss was finite: no best.pt"
-        return f"validation metrics after epoch {last} ({why})", last_metrics
-    return (f"validation metrics of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
+        return f"{measured} after epoch {last} ({why})", last_metrics
+    return (f"{measured} of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
             "and metrics.csv)"), best_metrics
 
 

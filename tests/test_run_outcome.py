@@ -127,6 +127,8 @@ def test_train_reports_the_best_epoch_and_says_which_when_it_is_not_the_last():
     assert shown is last and heading == "validation metrics after epoch 4 (the best epoch: best.pt)"
     heading, shown = final_report(4, 0, None, last)
     assert shown is last and "no epoch's validation loss was finite: no best.pt" in heading
+    heading, _ = final_report(4, 4, last, last, validated=False)
+    assert heading == "training-set metrics (no validation split) after epoch 4 (the best epoch: best.pt)"
 
 
 def test_the_train_command_prints_the_best_epochs_table(faces, tmp_path, monkeypatch):
@@ -138,6 +140,24 @@ def test_the_train_command_prints_the_best_epochs_table(faces, tmp_path, monkeyp
     assert "validation metrics of epoch 1, the best (best.pt; the last, epoch 3," in result.output
     age_row = next(line for line in result.output.splitlines() if line.startswith("age "))
     assert f"{first['val.age.mae']:.4f}" in age_row
+
+
+def test_a_run_without_a_validation_split_says_its_metrics_are_the_training_sets(faces, tmp_path, monkeypatch):
+    """val_fraction 0 measures every epoch on the training images: the closing table was headed "validation
+    metrics", and eval's default split (val) then pointed to --split all, never to the split the run used."""
+    from click.testing import CliRunner
+    from hydranet.core.cli import cli
+
+    raw = tiny_spec(faces, epochs=1)
+    raw["data"]["val_fraction"] = 0
+    result = train_from_the_cli(raw, hydranet.components(), tmp_path, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "\ntraining-set metrics (no validation split) after epoch 1 (the best epoch: best.pt)" in result.output
+    assert "validation metrics" not in result.output
+    evaluated = CliRunner().invoke(cli, ["eval", str(tmp_path / "run" / "best.pt")])
+    assert evaluated.exit_code == 1
+    assert ("the 'val' split of this data is empty, so the run measured its metrics on the training images; "
+            "evaluate on split 'train' (--split train), as it did") in evaluated.output
 
 
 def test_compare_says_a_run_failed_and_why_instead_of_still_in_its_first_epoch(faces, tmp_path):
