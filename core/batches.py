@@ -93,6 +93,16 @@ def choose_placement(nbytes: int, device: torch.device, requested: str = "auto",
     return "host" if nbytes <= host_budget else "stream"
 
 
+def placement_words(placement: str, cached: bool = True) -> str:
+    """The data line's words for a placement (`images on device`, ...), as a reader of train.log would say it."""
+    if placement == "host":
+        return "images in host memory (copied to the device a batch at a time)"
+    if placement == "stream":
+        return ("images streamed from the cache file by DataLoader workers" if cached else
+                "images streamed from a memory map by DataLoader workers")
+    return f"images on {placement}"
+
+
 class _GatherBatches(TorchDataset):
     """Each item is a whole batch: the worker gathers its rows from the memory map."""
 

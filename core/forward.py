@@ -7,6 +7,8 @@ agree.
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -58,7 +60,37 @@ def compile_static(function: Callable, settings: RunSettings) -> Callable:
     second run in one Python session does, and the graphs would no longer be
     those the background compiler put in the cache.
     """
+    if settings.device.type != "cuda":
+        _import_cpp_extension_quietly()
     return torch.compile(function, mode=settings.compile_mode, dynamic=False)
+
+
+#: what torch.utils.cpp_extension logs, when imported, on a machine with a CUDA toolkit but no CUDA runtime (a
+#: CPU run's compile imports it): true, and no concern of a run that compiles for the CPU
+NO_CUDA_RUNTIME = "No CUDA runtime is found, using CUDA_HOME="
+
+
+class _DropMessage(logging.Filter):
+    """Drops the records whose message begins with `prefix`, and only those."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _import_cpp_extension_quietly() -> None:
+    """Import torch.utils.cpp_extension (the CPU compile imports it on its first step) without its
+    NO_CUDA_RUNTIME line, which it logs once, at import, through its logger (not `warnings`)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    drop = _DropMessage(NO_CUDA_RUNTIME)
+    logger.addFilter(drop)
+    try:
+        importlib.import_module("torch.utils.cpp_extension")
+    finally:
+        logger.removeFilter(drop)
 
 
 def make_forward_losses(model: HydraNet, tasks: Sequence[Task], settings: RunSettings, needs_features: bool,

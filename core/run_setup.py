@@ -27,7 +27,7 @@ from torch import Tensor
 from hydranet.core import background_compile, capture
 from hydranet.core.augment import DeviceAugment
 from hydranet.core.background_compile import BackgroundCompile, CompileJob
-from hydranet.core.batches import BatchSource, choose_placement
+from hydranet.core.batches import BatchSource, choose_placement, placement_words
 from hydranet.core.capture import CapturedStep, MirroredScheduler, capture_blockers, learning_rates_as_tensors
 from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
@@ -240,7 +240,7 @@ class RunSetup:
             f"{data.train_index.numel()} train / {data.val_index.numel()} validation"
             f"{f' / {data.test_index.numel()} test' if data.test_index.numel() else ''}; "
             f"{'cache hit' if self.timings['cache_hit'] else 'decoded'} in {self.timings['decode_seconds']:.1f}s; "
-            f"images on {self.source.placement}")
+            f"{placement_words(self.source.placement, self.spec.spec.data.cache)}")
         train_targets = data.targets[data.train_index]
         for k, task in enumerate(self.tasks):
             PluginCall("the fit_targets of", provenance(task, "task"), FIT_FIX)(task.fit_targets, train_targets[:, k])
@@ -255,11 +255,10 @@ class RunSetup:
         self.targets = data.targets.to(settings.device)
 
         model = model_for_settings(self.spec, self.tasks, settings)
-        if fresh_init:
-            load_initial_weights(model, self.tasks, fresh_init, log)
+        loaded_heads = load_initial_weights(model, self.tasks, fresh_init, log) if fresh_init else set()
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
-            self._warn_random_frozen_backbone(fresh_init)
+            self._warn_random_frozen(fresh_init, loaded_heads)
         check_heads(model, self.tasks, self.spec)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
@@ -276,7 +275,9 @@ class RunSetup:
         self.local_rows = self.dist.local_rows(self.batch_size)
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
         self.timings["train_images"] = self.steps_per_epoch * self.batch_size  # the ragged tail is dropped
-        self.scheduler: Any = self._build_scheduler(self.optimizer) if cfg.scheduler != "none" else None
+        self._note_dropped_images(data.train_index.numel())
+        scheduled = cfg.scheduler != "none" or cfg.warmup_epochs > 0
+        self.scheduler: Any = self._build_scheduler(self.optimizer) if scheduled else None
         aug = self.spec.spec.augment
         self.augment = DeviceAugment(settings.device, flip=aug.flip, translate=aug.translate,
                                      color_jitter=aug.color_jitter, seed=cfg.seed + 1,
@@ -288,6 +289,9 @@ class RunSetup:
         log(f"model: {self.spec.backbone.entry.name} backbone + {plural(len(self.tasks), 'head')} "
             f"({', '.join(t.name for t in self.tasks)}), {n_params / 1e6:.2f}M parameters; "
             f"weighting {self.spec.weighting.entry.name}; {settings.describe()}")
+        if self.resume_state is None:  # said when the run starts; a resume repeats its saved spec's every key
+            for line in self._idle_settings():
+                log(f"warning: {line}")
         uniform = self.weighting.uniform_epochs
         if isinstance(uniform, int) and uniform >= cfg.epochs:  # a plugin's odd value only loses the warning
             name = self.spec.weighting.entry.name
@@ -310,20 +314,83 @@ class RunSetup:
         self.timings["setup_parts"] = {"before_data": started - self.started, "data": data_done - started,
                                        "model": model_done - data_done, "step": done - model_done}
 
-    def _warn_random_frozen_backbone(self, init_from: str | None) -> None:
-        """A frozen backbone that no weights were loaded into keeps its random start: the heads then learn from
-        random features. Said once, for a new run with `freeze: [backbone]`, no init_from, and a backbone whose
-        params load nothing (neither `pretrained` nor `weights`; a plugin's backbone may load its own: hence
-        a warning, not an error)."""
-        if "backbone" not in self.spec.spec.freeze or init_from or self.resume_state is not None:
+    def _warn_random_frozen(self, init_from: str | None, loaded_heads: set[str]) -> None:
+        """A frozen part that no weights were loaded into keeps its random start, and never learns.
+
+        Said once per part, for a new run (a resume has its weights): the backbone with no init_from and
+        params that load nothing (neither `pretrained` nor `weights`; a plugin's backbone may load its own:
+        hence a warning, not an error), so the heads learn from random features; a head that init_from did
+        not load (no init_from, the checkpoint has no such head, or its shapes differ), so it predicts at
+        random for good.
+        """
+        if self.resume_state is not None:
             return
+        for why in self._random_frozen_parts(init_from, loaded_heads):
+            self.run_folder.log(f"warning: {why}")
+
+    def _random_frozen_parts(self, init_from: str | None, loaded_heads: set[str]) -> list[str]:
+        """Why each frozen part that starts from random weights does, and what to do: the backbone, then heads."""
+        frozen, parts = self.spec.spec.freeze, []
         params = self.spec.backbone.params
-        if getattr(params, "pretrained", False) or getattr(params, "weights", None):
+        if ("backbone" in frozen and not init_from and not getattr(params, "pretrained", False)
+                and not getattr(params, "weights", None)):
+            parts.append(f"the backbone is frozen but starts from random weights (no init_from, and backbone "
+                         f"'{self.spec.backbone.entry.name}' loads none): the heads will learn from random features. "
+                         "Give init_from: CKPT or backbone.pretrained: true, or leave the backbone out of freeze")
+        for name in self.spec.task_names:
+            if name in frozen and name not in loaded_heads:
+                source = ("no init_from" if not init_from else
+                          f"init_from {init_from} did not load it (see the lines above)")
+                parts.append(f"head '{name}' is frozen but starts from random weights ({source}): it will predict "
+                             f"at random for the whole run. Give an init_from whose '{name}' head fits this spec, or "
+                             "leave it out of freeze")
+        return parts
+
+    def _idle_settings(self) -> list[str]:
+        """Settings the spec gives that do nothing in this run, one line each (a typo'd intent, or a leftover)."""
+        cfg, spec, settings = self.cfg, self.spec.spec, self.settings
+        given, frozen, lines = cfg.model_fields_set, set(spec.freeze), []
+        if "momentum" in given and cfg.optimizer != "sgd":
+            lines.append(f"train.momentum ({cfg.momentum:g}) does nothing with optimizer {cfg.optimizer}: only "
+                         "sgd uses it; remove it, or use optimizer: sgd")
+        if cfg.backbone_lr is not None and "backbone" in frozen:
+            lines.append("train.backbone_lr does nothing: the backbone is frozen (it does not train); remove one "
+                         "of them")
+        if isinstance(cfg.head_lr, dict):
+            idle = [name for name in cfg.head_lr if name in frozen]
+            if idle:
+                lines.append(f"train.head_lr for {', '.join(idle)} does nothing: "
+                             f"{'that head is' if len(idle) == 1 else 'those heads are'} frozen (in freeze)")
+        elif cfg.head_lr is not None and all(name in frozen for name in self.spec.task_names):
+            lines.append("train.head_lr does nothing: every head is frozen (in freeze); remove one of them")
+        if cfg.compile_mode != "auto" and not settings.compile:
+            lines.append(f"train.compile_mode ({cfg.compile_mode}) does nothing: the model is not compiled here "
+                         f"(train.compile {str(cfg.compile).lower()} on {settings.device.type}); set train.compile: "
+                         "true to compile, or leave compile_mode out")
+        data = spec.data
+        if data.device_memory_gb is not None and (settings.device.type != "cuda" or data.placement != "auto"):
+            why = (f"data.placement is {data.placement}, not auto" if data.placement != "auto" else
+                   f"on {settings.device.type} the images' placement is chosen by host memory")
+            lines.append(f"data.device_memory_gb does nothing: it is the GPU budget for placement: auto, and {why}")
+        if cfg.precision == "bf16" and settings.device.type == "cpu":
+            lines.append("train.precision: bf16 on the CPU is usually slower than fp32 there (see "
+                         "docs/guides/performance.md); precision: auto picks fp32 on a CPU")
+        return lines
+
+    def _note_dropped_images(self, train_images: int) -> None:
+        """Say when the ragged last batch, dropped every epoch, is 10% or more of the training set."""
+        batch, processes = self.batch_size, self.dist.world_size
+        dropped = train_images % batch
+        if dropped < 0.1 * train_images:
             return
-        self.run_folder.log(f"warning: the backbone is frozen but starts from random weights (no init_from, and "
-                            f"backbone '{self.spec.backbone.entry.name}' loads none): the heads will learn from "
-                            "random features. Give init_from: CKPT or backbone.pretrained: true, or leave the "
-                            "backbone out of freeze")
+        better = next((b for b in range(batch - processes, 0, -processes)
+                       if train_images % b < 0.05 * train_images), None)
+        left = train_images % better if better else 0
+        hint = f" (train.batch_size {better} drops {left or 'none'})" if better else ""
+        self.run_folder.log(f"train.batch_size = {batch} leaves {plural(dropped, 'training image')} of "
+                            f"{train_images} ({dropped / train_images:.0%}) out of every epoch (the last, partial "
+                            f"batch is dropped); a batch size that divides {train_images} better, or a smaller one, "
+                            f"trains on them{hint}")
 
     def _fit_batch_size(self, train_images: int) -> int:
         """The global batch: train.batch_size, cut to the training set when that is smaller (and said so)."""
@@ -436,7 +503,18 @@ class RunSetup:
         return settings
 
     def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.steps_per_epoch * self.cfg.epochs)
+        """The learning-rate schedule, stepped once per update (`train.scheduler`, after `train.warmup_epochs`).
+
+        Without warmup, cosine is torch's CosineAnnealingLR, as before (runs and resumes of earlier runs repeat).
+        With warmup, one LambdaLR gives each step's factor of the lr from the step count alone: linear from
+        1/W to 1 over the W warmup steps, then 1 (none) or a cosine to 0 over the remaining steps. Its state
+        is that count, so a resumed run continues the schedule exactly.
+        """
+        total = self.steps_per_epoch * self.cfg.epochs
+        warmup = min(total, round(self.cfg.warmup_epochs * self.steps_per_epoch))
+        if warmup == 0:
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupFactor(warmup, total, self.cfg.scheduler))
 
     def _record_steps(self) -> None:
         """Switch to the recorded step (train.cuda_graphs: step), once the run's state is final.
@@ -492,3 +570,22 @@ class RunSetup:
         if cfg.optimizer == "sgd":
             return fused_if_supported(torch.optim.SGD, groups, lr=cfg.lr, momentum=cfg.momentum)
         return fused_if_supported(torch.optim.AdamW, groups, lr=cfg.lr)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WarmupFactor:
+    """The lr factor at step `step` (from 0): a linear warmup over `warmup` steps, then `scheduler` (none: 1,
+    cosine: from 1 to 0 over the `total - warmup` remaining steps). A function of the step alone (LambdaLR
+    saves its plain fields, rebuilt from the spec on resume)."""
+
+    warmup: int
+    total: int
+    scheduler: str
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.scheduler != "cosine" or self.total <= self.warmup:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - self.warmup, self.total - self.warmup)
+                                     / (self.total - self.warmup)))

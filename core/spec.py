@@ -291,8 +291,13 @@ def _resolve_task(components: Components, index: int, task: TaskSection,
 
 
 def _resolve_sections(components: Components, backbone: Component | None, data: Component | None,
-                      weighting: Component | None, tasks: Sequence[TaskSection | None], problems: list):
-    """Resolve whichever sections are present; append a problem for each that fails."""
+                      weighting: Component | None, tasks: Sequence[TaskSection | None], problems: list,
+                      freeze: Any = ()):
+    """Resolve whichever sections are present; append a problem for each that fails.
+
+    `freeze` (raw) is checked against the built weighting: every part frozen and a weighting that learns
+    nothing leave a run nothing to train (`_nothing_to_train`).
+    """
 
     def component(registry, section: Component | None, key: str) -> ResolvedComponent | None:
         if section is None:
@@ -307,10 +312,28 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     resolved_tasks = [pair[0] if pair else None for pair in built]
     if resolved_weighting is not None and tasks and all(built):
         try:
-            check_state_registered(resolved_weighting.build([task for _, task in built]))
+            built_weighting = resolved_weighting.build([task for _, task in built])
+            check_state_registered(built_weighting)
         except ComponentError as error:
             problems.append(_component_problem(["weighting"], error))
+        else:
+            problems.extend(_nothing_to_train(freeze, [t.name for t in tasks if t is not None], built_weighting,
+                                              resolved_weighting.entry.name))
     return resolved_backbone, resolved_data, resolved_weighting, resolved_tasks
+
+
+def _nothing_to_train(freeze: Any, tasks: Sequence[str], weighting: Any, weighting_name: str) -> list[tuple[str, str]]:
+    """A `freeze` that leaves nothing to train: the backbone and every task frozen, and a weighting with no
+    parameters of its own (the weighting is built here, so whether it has any is known before the run)."""
+    frozen = set(freeze) if isinstance(freeze, list) and all(isinstance(n, str) for n in freeze) else set()
+    if not tasks or not {"backbone", *tasks} <= frozen:
+        return []
+    parameters = getattr(weighting, "parameters", None)
+    if callable(parameters) and any(p.requires_grad for p in parameters()):
+        return []  # the weighting's own parameters (uncertainty's log-variances) train: a run may want just that
+    return [("freeze", f"freezes every part (backbone, {', '.join(tasks)}) and weighting '{weighting_name}' has "
+                       "no parameters of its own, so a run would have nothing to train; remove a part from freeze "
+                       "(a head to fine-tune it, or the backbone)")]
 
 
 def _part_problems(tasks: Sequence[str] | None, freeze: Any, head_lr: Any) -> list[tuple[str, str]]:
@@ -337,7 +360,7 @@ def resolve(spec: Spec, components: Components, source: str | None = None) -> Re
     """Second pass: resolve names through the registries and validate component params."""
     problems = _part_problems([t.name for t in spec.tasks], spec.freeze, spec.train.head_lr)
     backbone, data, weighting, tasks = _resolve_sections(components, spec.backbone, spec.data, spec.weighting,
-                                                         spec.tasks, problems)
+                                                         spec.tasks, problems, spec.freeze)
     if problems:
         raise SpecError(problems + _plugin_hint(problems, components), source)
     assert backbone and data and weighting and all(tasks)
@@ -386,7 +409,8 @@ def _lenient_problems(raw: Mapping[str, Any], components: Components) -> list[tu
                               normalized.get("freeze"), train.get("head_lr") if isinstance(train, Mapping) else None)
     _resolve_sections(components, section(BackboneSection, normalized.get("backbone"), True),
                       section(DataSection, normalized.get("data"), False),
-                      section(WeightingSection, normalized.get("weighting"), True), tasks, problems)
+                      section(WeightingSection, normalized.get("weighting"), True), tasks, problems,
+                      normalized.get("freeze"))
     return problems
 
 

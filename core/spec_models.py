@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -117,20 +117,40 @@ class AugmentSection(SpecSection):
     color_jitter: float = Field(0.0, ge=0, lt=1, description="Random brightness/contrast/saturation strength.")
 
 
+#: a learning rate: more than 0 (0 would train nothing, a negative rate would climb the loss)
+PositiveRate = Annotated[float, Field(gt=0)]
+
+
 class TrainSection(SpecSection):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(10, ge=1, description="Passes over the training split.")
+    batch_size: int = Field(64, ge=1, description="Images per step (over all processes). The last, partial batch "
+                                                  "of each epoch is dropped; a batch size larger than the training "
+                                                  "split is cut to it.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw (AdamW, weight decay decoupled), or sgd "
+                                                                    "(with train.momentum).")
+    lr: float = Field(1e-3, gt=0, description="Learning rate (the peak, before the scheduler lowers it); the "
+                                              "backbone and heads use it unless backbone_lr or head_lr say "
+                                              "otherwise, and a weighting's own parameters always do.")
     backbone_lr: float | None = Field(None, gt=0, description="Learning rate of the backbone; default: lr.")
-    head_lr: float | dict[str, float] | None = Field(
-        None, description="Learning rate of the heads, or per task ({age: 1e-2}); default: lr.")
-    weight_decay: float = Field(1e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (the article's 0.09 was a typo for 0.9).")
-    scheduler: Literal["none", "cosine"] = "cosine"
-    seed: int = 0
+    head_lr: float | dict[str, PositiveRate] | None = Field(
+        None, description="Learning rate of the heads, or per task ({age: 1e-2}; a task left out trains at lr); "
+                          "default: lr. Each rate must be greater than 0.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay of the backbone and heads (not of a "
+                                                        "weighting's own parameters).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum, for optimizer sgd only (adamw ignores it; "
+                                                         "the article's 0.09 was a typo for 0.9).")
+    scheduler: Literal["none", "cosine"] = Field(
+        "cosine", description="How the learning rate changes after the warmup, once per step: none (constant), "
+                              "or cosine (from lr down to 0 at the last step of the last epoch).")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="Epochs of linear warmup before the scheduler (fractions allowed, counted in steps): "
+                               "the learning rate rises linearly from lr/W at the first step to lr at the W-th "
+                               "(W = warmup_epochs x steps per epoch, rounded), then follows the scheduler (cosine "
+                               "anneals over the remaining steps). 0: no warmup.")
+    seed: int = Field(0, description="Seed of the model's initial weights, the batch order and the augmentation "
+                                     "(the split has its own, data.split_seed).")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device string.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast on a CUDA GPU with native bf16 (Ampere or later), fp32 elsewhere.")
@@ -161,6 +181,15 @@ class TrainSection(SpecSection):
                             "batch and counts it (costs one host sync per step).")
     deterministic: bool = Field(False, description="Use deterministic algorithms only (slower on GPU); "
                                                    "makes runs and resumed runs repeat bit for bit.")
+
+    @field_validator("head_lr")
+    @classmethod
+    def _a_positive_rate(cls, rate: float | dict[str, float] | None) -> float | dict[str, float] | None:
+        """One rate for every head must be more than 0, as backbone_lr (a mapping's rates are checked by type)."""
+        if isinstance(rate, float | int) and rate <= 0:
+            raise ValueError(f"should be greater than 0 (got {rate:g}): 0 would train nothing and a negative rate "
+                             "climbs the loss; leave head_lr out for lr, or freeze the heads")
+        return rate
 
     @field_validator("cuda_graphs", mode="before")
     @classmethod

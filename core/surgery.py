@@ -90,7 +90,7 @@ def load_initial_weights(model: HydraNet, tasks: Sequence[Task], path: str | Pat
             "as that run."
         ) from None
     saved_heads = {t["name"] for t in data["tasks"]}
-    loaded, fresh = [], []
+    loaded, fresh, unfit = [], [], []
     for task in tasks:
         head = model.heads[task.name]
         prefix = f"heads.{task.name}."
@@ -101,10 +101,23 @@ def load_initial_weights(model: HydraNet, tasks: Sequence[Task], path: str | Pat
             loaded.append(task.name)
         else:
             fresh.append(task.name)
+            if task.name in saved_heads:  # the checkpoint has it, but the spec redefined it (hidden, classes, ...)
+                unfit.append(f"warning: head '{task.name}' of the checkpoint does not fit: its shapes differ "
+                             f"({_head_shapes(head_state)} in the checkpoint vs {_head_shapes(head.state_dict())} "
+                             "in this spec); it starts from random weights")
     dropped = sorted(saved_heads - {t.name for t in tasks})
     log(f"init_from {path}: backbone loaded; heads loaded: {', '.join(loaded) or 'none'}; "
         f"new heads: {', '.join(fresh) or 'none'}; dropped (not in the spec): {', '.join(dropped) or 'none'}")
+    for line in unfit:
+        log(line)
     return set(loaded)
+
+
+def _head_shapes(state: Mapping[str, torch.Tensor]) -> str:
+    """A head's weight shapes, in layer order: `0.weight (1, 8)`; the biases follow from them."""
+    weights = [f"{name} {tuple(t.shape)}" for name, t in state.items() if name.endswith("weight")] or \
+        [f"{name} {tuple(t.shape)}" for name, t in state.items()]
+    return ", ".join(weights[:4]) + (" ..." if len(weights) > 4 else "") or "no tensors"
 
 
 def _same_shapes(module: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
@@ -118,11 +131,12 @@ def parameter_groups(model: HydraNet, lr: float, weight_decay: float, backbone_l
     groups = []
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     if backbone:
-        groups.append({"params": backbone, "lr": backbone_lr or lr, "weight_decay": weight_decay, "name": BACKBONE})
+        groups.append({"params": backbone, "lr": lr if backbone_lr is None else backbone_lr,
+                       "weight_decay": weight_decay, "name": BACKBONE})
     for name, head in model.heads.items():
         params = [p for p in head.parameters() if p.requires_grad]
         if not params:
             continue
-        rate = head_lr.get(name, lr) if isinstance(head_lr, Mapping) else (head_lr or lr)
+        rate = head_lr.get(name, lr) if isinstance(head_lr, Mapping) else (lr if head_lr is None else head_lr)
         groups.append({"params": params, "lr": rate, "weight_decay": weight_decay, "name": f"head.{name}"})
     return groups
