@@ -119,6 +119,8 @@ def run_differences(reference: RunRecord, run: RunRecord, names: bool = False) -
     raw_differs = "data.root" in found
     if not raw_differs and not _is_relative(run.spec["data"]["root"]):
         return found  # one absolute root, the same in both: nothing to read
+    if not _root_known(reference) or not _root_known(run):
+        return found  # a relative root whose run does not say where it started: compared as written, as before
     mine, theirs = run.data_root, reference.data_root
     if mine == theirs:
         found.pop("data.root", None)
@@ -130,6 +132,12 @@ def run_differences(reference: RunRecord, run: RunRecord, names: bool = False) -
 def _has_root(run: RunRecord) -> bool:
     data = run.spec.get("data")
     return isinstance(data, Mapping) and isinstance(data.get("root"), str)
+
+
+def _root_known(run: RunRecord) -> bool:
+    """Whether the folder `run` read is known: its root is absolute, or its checkpoints say where it started (not
+    so for a run whose checkpoints were deleted, or one written before `started_in` was recorded)."""
+    return not _is_relative(run.spec["data"]["root"]) or run.started_in is not None
 
 
 def _is_relative(root: str) -> bool:

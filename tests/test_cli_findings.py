@@ -73,6 +73,15 @@ def test_one_relative_root_from_two_folders_is_two_folders(checkpoint, tmp_path)
             f"{tmp_path / 'y' / 'faces'} in two)") in " ".join(report["notes"])
 
 
+def test_a_relative_root_of_a_run_that_does_not_say_where_it_started_is_compared_as_written(checkpoint, tmp_path):
+    old = make_run(tmp_path / "old", VALUES)  # no checkpoint left to say where it started (deleted, or older)
+    new = make_run(tmp_path / "new", VALUES, started_in=tmp_path / "x", checkpoint=checkpoint, seed=1)
+    report = json.loads(invoke("compare", old, new, "--json").output)
+    assert report["runs"][1]["differs"] == {"train.seed": 1}
+    assert not any("read other data" in note for note in report["notes"]), report["notes"]
+    assert len(report["groups"]) == 1  # seeds of one experiment, as before the roots were resolved
+
+
 # ------------------------------------------------------------------ 2. the differs column as YAML writes values
 
 
