@@ -602,7 +602,8 @@ class Trainer(RunSetup, RunCheckpoints):
         damaged_from = min(first_step, first_bad_combined if first_bad_combined >= 0 else math.inf)
         who = provenance(self.weighting, "weighting")
         since = f"; the losses were non-finite from step {first_step} on" if bad else ""
-        if 0 <= first_bad_weights <= damaged_from:  # the weighting broke the update, not the data or the rate
+        damaged = damaged_from < math.inf
+        if damaged and 0 <= first_bad_weights <= damaged_from:  # the weighting broke the update, not the data
             self._stop_nonfinite(epoch, f"{who} returned non-finite weights at epoch {epoch}, step "
                                         f"{int(first_bad_weights)}, while every loss was finite{since}", "",
                                  advice="Fix the weighting (its weights must stay finite), or use another weighting.")

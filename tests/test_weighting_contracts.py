@@ -130,3 +130,20 @@ class OwnGradients(WeightedSum):
 def test_a_backward_that_sets_grad_itself_trains(faces, tmp_path):
     train(faces, OwnGradients, tmp_path)
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+class NaNReportedWeights(Weighting):
+    """A finite plain-sum update whose reported weights are NaN: nothing the update uses is damaged."""
+
+    def combine(self, losses):
+        return losses.sum()
+
+    def weights(self):
+        return torch.full((self.num_tasks,), math.nan)
+
+
+def test_non_finite_weights_that_damage_no_update_do_not_stop_the_run(faces, tmp_path):
+    """Only logged (metrics.csv's weight columns), they harm nothing: the run trains to its end, as it did before
+    the combined loss was checked."""
+    train(faces, NaNReportedWeights, tmp_path, log_every=1)
+    assert (tmp_path / "run" / "summary.json").is_file()
