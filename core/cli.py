@@ -385,11 +385,14 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, split: str
       hydranet compare runs/sweep --no-group
       hydranet compare runs/w-* --split test
     """
-    from hydranet.core.compare import compare_runs, read_runs
+    from hydranet.core.compare import compare_runs, options_conflict, read_runs
     from hydranet.core.compare_output import comparison_csv, comparison_json, comparison_table
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    conflict = options_conflict(epoch, split)
+    if conflict:
+        raise click.UsageError(conflict)
     records, reference, skipped = read_runs(runs, ref, epoch, skip_bad, split=split)
     comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=not no_group, split=split)
     if as_json:

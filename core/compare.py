@@ -38,7 +38,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
 from hydranet.core.comparison import Comparison, compare_runs
@@ -51,7 +50,7 @@ from hydranet.core.values import is_number
 from hydranet.core.wording import english_list, plural
 
 __all__ = [
-    "COMPARE_CSV", "COMPARE_SPLITS", "COMPARE_TEST_CSV", "OptionsConflict", "compare", "describe_problems", "in_sweep_order",
+    "COMPARE_CSV", "COMPARE_SPLITS", "COMPARE_TEST_CSV", "compare", "describe_problems", "in_sweep_order",
     "metric_directions", "on_test_split", "read_run", "read_runs", "recorded_directions", "train_seconds_per_epoch",
     # re-exported from the modules the comparison was split into
     "Comparison", "RunProblem", "RunRecord", "compare_runs",
@@ -92,20 +91,13 @@ def compare(runs: str | Path | Sequence[str | Path], *, ref: str | Path | None =
         raise InputError(f"epoch must be 'best', 'last' or an epoch number (1, 2, ...), not {epoch!r}")
     if split not in COMPARE_SPLITS:
         raise InputError(f"split must be {english_list([repr(s) for s in COMPARE_SPLITS], 'or')}, not {split!r}")
-    conflict = options_conflict(epoch, split)
-    if conflict:  # the Python API's error for arguments it cannot use (read_runs, the command's, raises click's)
-        raise InputError(conflict)
     records, reference, skipped = read_runs(paths, ref, epoch, skip_bad, components, split=split)
     return compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=group, split=split)
 
 
-class OptionsConflict(click.UsageError, ValueError):
-    """Options of `hydranet compare` that cannot go together: a mistake in how the command was called, so click's
-    usage error (exit status 2, as for --json with --csv), not a RunProblem of a folder (exit status 1)."""
-
-
 def options_conflict(epoch: str | int, split: str) -> str | None:
-    """Why `epoch` and `split` cannot be asked for together, or None."""
+    """Why `epoch` and `split` cannot be asked for together, or None: `hydranet compare` checks it first, as a
+    usage error (exit status 2, as for --json with --csv), not a RunProblem of a folder (exit status 1)."""
     if split == "test" and str(epoch) != "best":
         return (f"test metrics exist only for the best epoch (scored once with best.pt's weights), not epoch "
                 f"{epoch}: compare the test split at the best epoch, or epoch {epoch} on the validation split "
@@ -337,8 +329,8 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
     as the sweep's own comparison leaves it out.
     """
     conflict = options_conflict(epoch, split)
-    if conflict:  # how the command was called, checked before any folder is read
-        raise OptionsConflict(conflict)
+    if conflict:  # checked before any folder is read
+        raise InputError(conflict)
     unique: dict[Path, tuple[Path, bool]] = {}  # resolved -> (the path as given, whether from a sweep folder)
     for path, from_sweep in expand_sweep_folders(paths):
         if path.name in (COMPARE_CSV, COMPARE_TEST_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
