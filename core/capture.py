@@ -214,12 +214,18 @@ class MirroredScheduler:
                  build: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler],
                  state: dict[str, Any] | None = None):
         self.optimizer = optimizer
+        current = [float(g["lr"]) for g in optimizer.param_groups]  # the eager schedule's values now
         self.stand_in = torch.optim.SGD(
-            [{"params": [torch.zeros(1, requires_grad=True)], "lr": float(g["lr"])} for g in optimizer.param_groups])
+            [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in current])
         self.scheduler = build(self.stand_in)
         self.stand_in.step()  # a no-op (no gradients) that tells torch the scheduler steps after the optimizer
         if state is not None:
             self.scheduler.load_state_dict(state)
+        # a scheduler that computes the lr from the step count (LambdaLR: train.warmup_epochs) set the stand-in's
+        # to its factor at step 0 of the rates it was given, which are already scaled, and loading the state
+        # leaves them so: the next step would run at that value, not at the schedule's. Keep the current ones.
+        for group, lr in zip(self.stand_in.param_groups, current):
+            group["lr"] = lr
         self._write()
 
     def step(self) -> None:

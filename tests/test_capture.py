@@ -98,9 +98,23 @@ def test_recorded_step_trains_exactly_as_the_plain_step(faces, tmp_path, stand_i
     assert all(isinstance(r["lr"], float) for r in recorded.history)
 
 
+def test_recorded_step_follows_a_warmup_then_cosine_schedule_as_the_plain_step(faces, tmp_path, stand_in):
+    """train.warmup_epochs is a LambdaLR: the recorded step mirrors it on float copies into its lr tensors."""
+    spec = tiny_spec(faces, epochs=3, optimizer="adamw", scheduler="cosine", warmup_epochs=1)
+    plain, recorded = plain_and_recorded(spec, tmp_path)
+    assert "CUDA graph per step" in recorded.settings.describe()
+    assert_same_training(recorded, plain)
+    lrs = [r["lr"] for r in recorded.history]
+    assert lrs == pytest.approx([r["lr"] for r in plain.history], rel=1e-6)
+    assert lrs[0] == pytest.approx(3e-3)  # warmed up to train.lr by the end of epoch 1, then annealed
+    assert lrs[0] > lrs[1] > lrs[2] >= 0
+
+
+@pytest.mark.parametrize("schedule", [{}, {"scheduler": "cosine", "warmup_epochs": 1.5}])
 def test_recorded_run_resumes_from_its_checkpoint_like_an_uninterrupted_one(faces, tmp_path, stand_in,
-                                                                           monkeypatch):
-    spec = tiny_spec(faces, epochs=2, optimizer="sgd")
+                                                                           monkeypatch, schedule):
+    """Stopped after step 3 of epoch 1 (inside the warmup, where the lr is a function of the step count)."""
+    spec = tiny_spec(faces, epochs=2, optimizer="sgd", **schedule)
     whole = hydranet.train(spec, overrides=["train.cuda_graphs=step"], out_dir=tmp_path / "whole", progress=False,
                            echo=False)
 
