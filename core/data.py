@@ -36,16 +36,13 @@ from hydranet.core.decode import Decoded
 from hydranet.core.errors import DataError, shown
 from hydranet.core.interfaces import Dataset, Sample, Task, label_mask
 from hydranet.core.plugin_calls import PluginCall, kind_of, provenance
-from hydranet.core.values import is_whole_number
+from hydranet.core.values import finite_as_float32, is_whole_number
 from hydranet.core.wording import plural
 
 #: Cells that spreadsheets, pandas and R write for "no value" (`df.to_csv` writes NaN as "" or "nan", R writes
 #: NA, Excel #N/A): a missing label, not an invalid one that the report lists. A task that takes one of them
 #: as a class name still gets it, since `parse_label` is asked first.
 MISSING_MARKERS = frozenset({"na", "n/a", "nan", "null", "none", "#n/a", "<na>"})
-
-#: The largest float32: a number a task's parse_label returns beyond it (1e39) would be inf as a float32 label.
-FLOAT32_MAX = torch.finfo(torch.float32).max
 
 PARSE_FIX = ("Fix the task's parse_label: it returns a number, or None when a sample has no usable label, and "
              "never raises; or leave the task out of the spec")
@@ -97,7 +94,7 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
 def _beyond_float32(number: float) -> bool:
     """A finite number too large for float32 (1e39): inf as a label. NaN and inf themselves keep their meaning
     (NaN is a missing label, inf a value the loss reports)."""
-    return math.isfinite(number) and abs(number) > FLOAT32_MAX
+    return math.isfinite(number) and not finite_as_float32(number)
 
 
 def is_missing_marker(raw: object) -> bool:
