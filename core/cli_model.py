@@ -20,10 +20,9 @@ from typing import Any
 
 import click
 
-from hydranet.core.cli_options import (HintingCommand, device_option, is_model_path, pick_device_option,
-                                       progress_option, several_models, show_progress)
+from hydranet.core.cli_options import HintingCommand, device_option, is_model_path, pick_device_option, several_models
 from hydranet.core.cli_types import check_overrides
-from hydranet.core.option_types import Count
+from hydranet.core.option_types import Count, progress_option, show_progress
 from hydranet.core.eval_text import confusion_text, data_report_text, distribution_text
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.prediction_text import nothing_readable, predictions_csv, predictions_table

@@ -28,19 +28,6 @@ def device_option(purpose: str, *, default: str | None = "auto", more: str = "")
                         help=f"Device to {purpose}.{' ' + more if more else ''}")
 
 
-def progress_option() -> Any:
-    """`--progress/--no-progress`: a progress bar on stderr, by default where stderr is a terminal (`show_progress`)."""
-    return click.option("--progress/--no-progress", default=None,
-                        help="Progress bar on stderr (default: on in a terminal).")
-
-
-def show_progress(progress: bool | None) -> bool:
-    """Whether `--progress/--no-progress` asks for a bar: as given, else where stderr is a terminal."""
-    import sys
-
-    return sys.stderr.isatty() if progress is None else progress
-
-
 def pick_device_option(name: str) -> torch.device:
     """`--device`, checked before a checkpoint or any data loads, with messages that name the option."""
     from hydranet.core.device import pick_device

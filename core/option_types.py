@@ -1,6 +1,7 @@
-"""Option types for hydranet's commands and for the commands plugins add (`register_commands`).
+"""Option types, and options worded alike everywhere, for hydranet's commands and for the commands plugins add
+(`register_commands`, as `hydranet synth`).
 
-Apart from `cli_types` (hydranet's own command line) so that a plugin's
+Apart from `cli_types` and `cli_options` (hydranet's own command line) so that a plugin's
 command can use them: plugins import core's contracts and helpers, never the
 CLI. Imports no torch.
 """
@@ -11,6 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+
+
+def progress_option() -> Any:
+    """`--progress/--no-progress`: a progress bar on stderr, by default where stderr is a terminal (`show_progress`)."""
+    return click.option("--progress/--no-progress", default=None,
+                        help="Progress bar on stderr (default: on in a terminal).")
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Whether `--progress/--no-progress` asks for a bar: as given, else where stderr is a terminal."""
+    import sys
+
+    return sys.stderr.isatty() if progress is None else progress
 
 
 class Count(click.IntRange):

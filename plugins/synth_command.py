@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from hydranet.core.option_types import Count
+from hydranet.core.option_types import Count, progress_option
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.wording import plural
@@ -23,7 +23,7 @@ from hydranet.core.wording import plural
 @click.option("--count", default=2000, show_default=True, type=Count(1), help="Number of images.")
 @click.option("--size", default=64, show_default=True, type=Count(16, 512), help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=Count(0), help="Seed of the drawing.")
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: on a terminal).")
+@progress_option()  # worded as eval's and predict's
 def synth_command(out: Path, count: int, size: int, seed: int, progress: bool | None) -> None:
     """Draw a UTKFace-style folder of synthetic faces into OUT.
 

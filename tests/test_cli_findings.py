@@ -187,3 +187,11 @@ def test_eval_over_all_images_says_so_and_names_what_was_skipped_once(checkpoint
 def test_eval_and_predict_share_the_progress_option():
     for command in ("eval", "predict"):
         assert "--progress / --no-progress" in invoke(command, "--help").output
+
+
+def test_synth_words_its_progress_option_as_eval_does():
+    def progress_help(command: str) -> str:
+        text = " ".join(invoke(command, "--help").output.split())
+        return text.partition("--progress / --no-progress ")[2].split(" -", 1)[0]
+
+    assert progress_help("synth") == progress_help("eval") == "Progress bar on stderr (default: on in a terminal)."
