@@ -29,7 +29,7 @@ from tqdm import tqdm
 from hydranet.core.background_compile import BackgroundCompile
 from hydranet.core.device import RunSettings, on_device
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
+from hydranet.core.errors import CheckpointError, HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import SecondCtrlC, StoppedAtOnce, interrupt_requests
@@ -391,7 +391,6 @@ class Trainer(RunSetup, RunCheckpoints):
     def _bring_best_up_to_date(self, best_epoch: int) -> None:
         """Write best.pt again from last.pt when it does not hold the best epoch, and that epoch is last.pt's."""
         from hydranet.core.checkpoint import for_use, read_checkpoint
-        from hydranet.core.errors import CheckpointError
 
         best = self.run_folder.best_checkpoint
         try:
@@ -409,7 +408,7 @@ class Trainer(RunSetup, RunCheckpoints):
                                 "the best")
         else:
             self.run_folder.log(f"warning: {best} is {was}, not epoch {best_epoch}, the best; those weights are "
-                                "lost, so the test split and best.pt are not the best epoch's")
+                                "lost, so best.pt is not the best epoch's and the test split is not scored")
 
     # ------------------------------------------------------------ the test split
 
@@ -437,11 +436,9 @@ class Trainer(RunSetup, RunCheckpoints):
             log("no test metrics: no epoch had a finite validation loss, so there are no best-epoch weights to "
                 "score on the test split")
             return None
-        weights = self.best_weights
-        if weights is None:  # resumed after its best epoch: best.pt holds that epoch's weights
-            from hydranet.core.checkpoint import read_checkpoint
-
-            weights = read_checkpoint(self.run_folder.best_checkpoint)["model"]
+        weights = self.best_weights if self.best_weights is not None else self._best_weights_in_best_pt(best_epoch)
+        if weights is None:
+            return None
         self.model.load_state_dict(weights)
         self.model.eval()
         result = evaluate(self.forward, self.tasks, self.source, self.targets, self.dist.local_index(index),
@@ -451,6 +448,26 @@ class Trainer(RunSetup, RunCheckpoints):
         log(f"test split ({plural(index.numel(), 'image')}), scored once with the weights of epoch {best_epoch}, "
             f"the best (best.pt): " + "; ".join(parts))
         return result
+
+    def _best_weights_in_best_pt(self, best_epoch: int) -> dict[str, Tensor] | None:
+        """best.pt's weights, for a run resumed after its best epoch; None, logged, when best.pt does not hold
+        that epoch (deleted, damaged, or left stale by a killed older hydranet): scoring other weights on the
+        test split under the best epoch's name would pass them off as its, and a missing file must not fail a
+        run whose training is done."""
+        from hydranet.core.checkpoint import read_checkpoint
+
+        best = self.run_folder.best_checkpoint
+        try:
+            saved = read_checkpoint(best)
+        except CheckpointError as error:
+            self.run_folder.log(f"warning: no test metrics: the best epoch's weights cannot be read ({error})")
+            return None
+        held = int(saved.get("epoch", -1))
+        if held != best_epoch:
+            self.run_folder.log(f"warning: no test metrics: {best} holds epoch {held}, not epoch {best_epoch}, "
+                                "the best, whose weights are lost")
+            return None
+        return saved["model"]
 
     def _train_epoch(self, epoch: int, order: Tensor) -> tuple[list[float], list[float]]:
         """Train one epoch (or what is left of it); its mean per-task losses and the mean weights applied."""

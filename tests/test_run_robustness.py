@@ -385,3 +385,33 @@ def test_a_new_run_refuses_a_folder_of_other_files_and_names_a_folder_inside_it(
     (hidden / ".DS_Store").write_bytes(b"")  # what a system leaves in any folder: still an empty one
     assert CliRunner().invoke(cli, ["train", str(spec), "--out", str(hidden), "--no-progress"]).exit_code == 0
     assert (hidden / "summary.json").is_file()
+
+
+def test_completing_a_run_whose_best_pt_is_lost_skips_the_test_split_instead_of_failing(finished_run, tmp_path,
+                                                                                        components):
+    """best.pt deleted, its epoch not last.pt's: the run is completed, its summary says no test metrics."""
+    run = copy_of(finished_run, tmp_path)
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["progress"]["best_epoch"] = 1  # as if epoch 2 had not improved: last.pt cannot stand in for best.pt
+    torch.save(state, run / "last.pt")
+    (run / "best.pt").unlink()
+    (run / "summary.json").unlink()
+    result = hydranet.train(components=components, resume=run, progress=False, echo=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert result.test is None and summary["test"] is None and summary["test_epoch"] is None
+    log = (run / "train.log").read_text()
+    assert "is missing, not epoch 1, the best; those weights are lost" in log
+    assert "warning: no test metrics: the best epoch's weights cannot be read" in log
+
+
+def test_a_stale_best_pt_is_not_scored_on_the_test_split_as_the_best_epoch(finished_run, tmp_path, components):
+    """best.pt holds another epoch than the best (a killed older hydranet): its weights are not passed off as it."""
+    run = copy_of(finished_run, tmp_path)
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["progress"]["best_epoch"] = 1
+    torch.save(state, run / "last.pt")  # best.pt holds epoch 2
+    (run / "summary.json").unlink()
+    result = hydranet.train(components=components, resume=run, progress=False, echo=False)
+    assert result.test is None
+    assert f"warning: no test metrics: {run / 'best.pt'} holds epoch 2, not epoch 1, the best" in \
+        (run / "train.log").read_text()
