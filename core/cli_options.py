@@ -133,14 +133,18 @@ class HintingCommand(click.Command):
         super().__init__(*args, **kwargs)
         self.spec_sections = spec_sections
 
+    def spec_key(self, option: str) -> str | None:
+        """The spec key an unknown option names (`--epochs` -> `train.epochs`) for the hint, or None."""
+        if self.spec_sections is False or option.startswith("--set"):
+            return None
+        return spec_field_for(option, self.spec_sections or None)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(args)
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as error:
-            if self.spec_sections is False or error.option_name.startswith("--set"):
-                raise
-            key = spec_field_for(error.option_name, self.spec_sections or None)
+            key = self.spec_key(error.option_name)
             if key is None:
                 raise
             raise click.NoSuchOption(error.option_name, ctx=ctx, message=(

@@ -56,23 +56,13 @@ class SpecHintingCommand(HintingCommand):
     """A HintingCommand whose hint also knows the dataset's parameters: `--root faces` points to
     `--set data.root=faces`, as `--epochs 2` points to `--set train.epochs=2`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        from hydranet.core.cli_options import option_value
-
-        given = list(args)
-        try:
-            return super().parse_args(ctx, args)
-        except click.NoSuchOption as error:
-            sections = self.spec_sections
-            hinted = "Spec values are set with --set" in (error.message or "")
-            if hinted or sections is False or (sections is not None and "data" not in sections):
-                raise
-            key = dataset_parameter(error.option_name)
-            if key is None:
-                raise
-            raise click.NoSuchOption(error.option_name, ctx=ctx, message=(
-                f"No such option '{error.option_name}'. Spec values are set with --set: "
-                f"--set data.{key}={option_value(given, error.option_name)}")) from None
+    def spec_key(self, option: str) -> str | None:
+        key = super().spec_key(option)
+        sections = self.spec_sections
+        if key is not None or sections is False or (sections is not None and "data" not in sections):
+            return key
+        parameter = dataset_parameter(option)
+        return None if parameter is None else f"data.{parameter}"
 
 
 __all__ = ["GROUP_OPTIONS", "SpecHintingCommand", "check_overrides", "dataset_parameter",
