@@ -290,7 +290,7 @@ def pydantic_problems(error: ValidationError, model: type[BaseModel] | None, pre
         elif item["type"] in BOUND_WORDS and item.get("ctx"):  # pydantic's "greater than or equal to 1"
             kind, key = BOUND_WORDS[item["type"]]
             limit = item["ctx"][key]
-            limit_text = bound_text(limit) if isinstance(limit, int) and abs(limit) >= 2**32 else shown(limit)
+            limit_text = bound_text(limit) if isinstance(limit, int) else shown(limit)  # 2**63-1, as listed
             message = f"should be {kind} {limit_text} (got {shown(item.get('input'))})"
         elif item["type"] in PLAIN_TYPE_ERRORS:  # "a valid dictionary", "unable to parse string": pydantic's words
             message = f"should be {_expected(message)} (got {shown(item.get('input'))})"
