@@ -68,12 +68,13 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
         column = [math.nan] * len(samples)
         for i, sample in enumerate(samples):
             value = parse(task.parse_label, sample.record, check=_not_a_label, about=lambda: _sample(task, sample))
-            if value is not None and _beyond_float32(number := float(value)):
+            if value is not None and ((number := _as_float(value)) is None or _beyond_float32(number)):
                 # A plugin's parse_label read 1e39: inf as a float32 label, so invalid, as the built-in kinds
                 # read such a cell (`parse_number`); once torch's "cannot be converted to type float" error.
                 raw = sample.record.get(task.label, value) if isinstance(sample.record, Mapping) else value
-                invalid.append((sample_where(sample), raw if isinstance(raw, str) else f"{number:g}",
-                                f"parse_label returned {number:g}, not a finite number as float32 (beyond ±3.4e38)"))
+                shown = "an integer beyond ±1.8e308" if number is None else f"{number:g}"
+                invalid.append((sample_where(sample), raw if isinstance(raw, str) else shown,
+                                f"parse_label returned {shown}, not a finite number as float32 (beyond ±3.4e38)"))
             elif value is not None:
                 column[i] = number
                 labelled += 1
@@ -89,6 +90,15 @@ def parse_labels(samples: Sequence[Sample], tasks: Sequence[Task]) -> tuple[Tens
         table[:, k] = torch.tensor(column, dtype=torch.float32)
         _check_classes(task, table[:, k], samples)
     return table, report
+
+
+def _as_float(value: object) -> float | None:
+    """float(value), or None for an integer too large for any float (10**400, where float() raises OverflowError):
+    a number, but beyond float32 like 1e39, so an invalid label rather than a crash."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return None
 
 
 def _beyond_float32(number: float) -> bool:
@@ -109,6 +119,8 @@ def _not_a_label(value: object) -> str | None:
     if not isinstance(value, (str, bytes)) and hasattr(type(value), "__float__"):
         try:
             float(value)  # type: ignore[arg-type]
+            return None
+        except OverflowError:  # an integer beyond any float (10**400): a number, `parse_labels` says it is too large
             return None
         except (TypeError, ValueError, RuntimeError):  # a tensor of several numbers
             pass

@@ -153,6 +153,16 @@ def test_a_plugin_label_beyond_float32_is_invalid_not_torchs_overflow_error():
     assert "1.jpg" in where and raw == "1e+39" and "not a finite number as float32" in why
 
 
+def test_a_plugin_label_beyond_any_float_is_invalid_not_pythons_overflow_error():
+    # float(10**400) raises OverflowError: the label is a number, too large for float32 like 1e39
+    samples = [Sample("0.jpg", {"v": 1.0}), Sample("1.jpg", {"v": 10**400}), Sample("2.jpg", {"v": -(10**400)})]
+    table, report = parse_labels(samples, [_AsGiven("a")])
+    assert table[0, 0] == 1.0 and torch.isnan(table[1:, 0]).all()
+    assert [(where, raw) for where, raw, _ in report.invalid["a"]] == [
+        ("1.jpg", "an integer beyond ±1.8e308"), ("2.jpg", "an integer beyond ±1.8e308")]
+    assert all("not a finite number as float32" in why for _, _, why in report.invalid["a"])
+
+
 # --- 3. Ctrl-C during setup --------------------------------------------------------------------------------
 
 def test_unchanged_switches_are_not_set_again(monkeypatch):
