@@ -3,7 +3,8 @@ Ctrl-C stops at once.
 
 SIGHUP is what a process gets when its terminal closes (an ssh session dropped, a terminal window shut): by
 default it kills the process on the spot, with nothing saved or logged and the run folder's `.lock` left
-behind. It is handled as SIGTERM is, where the platform has it (not on Windows).
+behind. It is handled as SIGTERM is, where the platform has it (not on Windows), unless the process was started
+ignoring it (nohup): then it stays ignored.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class SecondCtrlC(KeyboardInterrupt):
     """
 
 
+def _signals_to_handle() -> list[int]:
+    """`STOP_SIGNALS`, less a SIGHUP the process was started ignoring: nohup ignores it so that a closed terminal
+    does not stop the command, and a run that handled it would stop (saved) at the very logout nohup was for."""
+    hangup = getattr(signal, "SIGHUP", None)
+    return [sig for sig in STOP_SIGNALS if not (sig == hangup and signal.getsignal(sig) is signal.SIG_IGN)]
+
+
 @contextlib.contextmanager
 def interrupt_requests(trainer: Any) -> Iterator[None]:
     """SIGINT/SIGTERM/SIGHUP ask the trainer to finish its step (or validation), save and stop; a second Ctrl-C stops
@@ -69,7 +77,7 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
         trainer.run_folder.log(f"{signal.Signals(signum).name} received: finishing {when}, then saving and "
                                "stopping (press Ctrl-C again to stop at once, without saving)")
 
-    previous = {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, request) for sig in _signals_to_handle()}
     try:
         yield
     finally:

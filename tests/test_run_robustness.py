@@ -415,3 +415,27 @@ def test_a_stale_best_pt_is_not_scored_on_the_test_split_as_the_best_epoch(finis
     assert result.test is None
     assert f"warning: no test metrics: {run / 'best.pt'} holds epoch 2, not epoch 1, the best" in \
         (run / "train.log").read_text()
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_run_started_under_nohup_ignores_sighup_and_trains_to_its_end(faces, tmp_path):
+    """nohup ignores SIGHUP so that a closed terminal does not stop the command: the run must not undo that."""
+    import signal
+
+    from conftest import with_task_kind
+    from hydranet.tasks.kinds import RegressionParams
+    from test_robustness_data import HangUpAt
+
+    components = with_task_kind("hangup_age", HangUpAt, RegressionParams, plugin="hangup")
+    raw = tiny_spec(faces, epochs=2, batch_size=16)
+    raw["tasks"] = [{"name": "age", "kind": "hangup_age", "label": "age"}]
+    spec = load_spec(raw, components=components)
+    HangUpAt.calls = 0
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert HangUpAt.calls >= HangUpAt.at and (tmp_path / "run" / "summary.json").is_file()
+    assert "SIGHUP received" not in (tmp_path / "run" / "train.log").read_text()
