@@ -19,7 +19,7 @@ KINDS = ("tasks", "backbones", "weightings", "datasets")
 LISTED = (*KINDS, "observers")
 
 
-def kind_of(name: str) -> str | None:
+def component_kind_hint(name: str) -> str | None:
     """What `hydranet list NAME` (a name where a kind goes) meant: "dwa is a weighting: hydranet list weightings
     dwa", or None when no component has that name."""
     try:
@@ -33,7 +33,7 @@ def kind_of(name: str) -> str | None:
 
 
 @click.command("list", short_help="List registered components, or one with its parameters.")
-@click.argument("kind", required=False, type=KindChoice(LISTED, hint=kind_of))
+@click.argument("kind", required=False, type=KindChoice(LISTED, hint=component_kind_hint))
 @click.argument("name", required=False)
 def list_components(kind: str | None, name: str | None) -> None:
     """List registered components (tasks, backbones, weightings, datasets) and observers.

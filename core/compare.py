@@ -51,6 +51,7 @@ from hydranet.core.wording import english_list, plural
 
 __all__ = [
     "COMPARE_CSV", "COMPARE_SPLITS", "COMPARE_TEST_CSV", "compare", "describe_problems", "in_sweep_order",
+    "options_conflict",
     "metric_directions", "on_test_split", "read_run", "read_runs", "recorded_directions", "train_seconds_per_epoch",
     # re-exported from the modules the comparison was split into
     "Comparison", "RunProblem", "RunRecord", "compare_runs",
