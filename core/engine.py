@@ -293,12 +293,7 @@ class Trainer(RunSetup, RunCheckpoints):
                        "Fix the weighting's epoch_end, or use another weighting")(
                 self.weighting.epoch_end, torch.tensor(train_losses, device=self.settings.device))
             started = time.perf_counter()
-            self.model.eval()
-            self.validating = True
-            self.dist.average_buffers(self.model)  # batch-norm statistics: one model on every rank
-            final = evaluate(self.forward, self.tasks, self.source, self.targets,
-                             self.dist.local_index(self.eval_index), self.augment, self.settings, self._eval_batch,
-                             pad=self.settings.compile, all_reduce=self.dist.all_reduce if self.dist.active else None)
+            final = self._validate()
             val_seconds = time.perf_counter() - started
             self.timings["epoch_train_seconds"].append(train_seconds if timed else None)
             self.timings["epoch_val_seconds"].append(val_seconds)
@@ -381,12 +376,14 @@ class Trainer(RunSetup, RunCheckpoints):
             "run stopped before writing summary.json: completing it (nothing is trained)")
         if self.dist.is_main and progress.best_epoch >= 1:
             self._bring_best_up_to_date(progress.best_epoch)
+        return self._validate()
+
+    def _validate(self) -> EvalResult:
+        """Score the model on the validation split (the training images without one), every rank its share."""
         self.model.eval()
         self.validating = True
-        self.dist.average_buffers(self.model)
-        return evaluate(self.forward, self.tasks, self.source, self.targets,
-                        self.dist.local_index(self.eval_index), self.augment, self.settings, self._eval_batch,
-                        pad=self.settings.compile, all_reduce=self.dist.all_reduce if self.dist.active else None)
+        self.dist.average_buffers(self.model)  # batch-norm statistics: one model on every rank
+        return self._evaluate_on(self.eval_index)
 
     def _bring_best_up_to_date(self, best_epoch: int) -> None:
         """Write best.pt again from last.pt when it does not hold the best epoch, and that epoch is last.pt's."""
@@ -441,9 +438,7 @@ class Trainer(RunSetup, RunCheckpoints):
             return None
         self.model.load_state_dict(weights)
         self.model.eval()
-        result = evaluate(self.forward, self.tasks, self.source, self.targets, self.dist.local_index(index),
-                          self.augment, self.settings, self._eval_batch, pad=self.settings.compile,
-                          all_reduce=self.dist.all_reduce if self.dist.active else None)
+        result = self._evaluate_on(index)
         parts = [f"{task.name}: {metrics_text(result.metrics[task.name])}" for task in self.tasks]
         log(f"test split ({plural(index.numel(), 'image')}), scored once with the weights of epoch {best_epoch}, "
             f"the best (best.pt): " + "; ".join(parts))
@@ -468,6 +463,12 @@ class Trainer(RunSetup, RunCheckpoints):
                                 "the best, whose weights are lost")
             return None
         return saved["model"]
+
+    def _evaluate_on(self, index: Tensor) -> EvalResult:
+        """The model's losses and metrics on the images `index`: each rank scores its share, the sums all-reduced."""
+        return evaluate(self.forward, self.tasks, self.source, self.targets, self.dist.local_index(index),
+                        self.augment, self.settings, self._eval_batch, pad=self.settings.compile,
+                        all_reduce=self.dist.all_reduce if self.dist.active else None)
 
     def _train_epoch(self, epoch: int, order: Tensor) -> tuple[list[float], list[float]]:
         """Train one epoch (or what is left of it); its mean per-task losses and the mean weights applied."""
