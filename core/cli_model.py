@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from hydranet.core.cli_options import HintingCommand, device_option, is_model_path, pick_device_option, several_models
-from hydranet.core.cli_types import check_overrides
+from hydranet.core.cli_types import check_data_overrides
 from hydranet.core.option_types import Count, progress_option, show_progress
 from hydranet.core.eval_text import confusion_text, data_report_text, distribution_text
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
@@ -44,7 +44,7 @@ OUT_HINT = "Choose another with --out FILE."
                    "CSV); one trained on data that is drawn, not read (synthetic), reads DIR as a UTKFace folder "
                    "(labels in the file names); a dataset without `root` is refused, with the ways out. Nothing "
                    "is written to DIR.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=check_overrides,
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=check_data_overrides,
               help="Override the stored spec's data, e.g. --set data.val_fraction=0.2.")
 # The choices are inference.SPLITS, spelt out so that every command need not import inference (test_cli_model).
 @click.option("--split", type=click.Choice(["val", "train", "all", "test"]), default="val", show_default=True,

@@ -14,14 +14,22 @@ import click
 from hydranet.core.cli_options import HintingCommand
 
 
-def check_overrides(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> Sequence[str]:
+def check_overrides(ctx: click.Context, param: click.Parameter, value: Sequence[str],
+                    example: str = "train.epochs=5") -> Sequence[str]:
     """--set's callback: an override without `=VALUE` is a usage error, in the words a spec problem would use."""
     from hydranet.core.overrides import CLI_OPTION, form_problem
 
-    problems = [problem for problem in map(form_problem, value or ()) if problem is not None]
+    problems = [problem for problem in (form_problem(override, example) for override in value or ())
+                if problem is not None]
     if problems:
         raise click.UsageError("\n".join(f"{CLI_OPTION}: {problem}" for problem in problems), ctx)
     return value
+
+
+def check_data_overrides(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> Sequence[str]:
+    """`check_overrides` for a --set that overrides the data only (eval's): its example is a data key, not
+    train.epochs, which that --set refuses."""
+    return check_overrides(ctx, param, value, example="data.val_fraction=0.2")
 
 
 #: options of hydranet itself that go before the command (`hydranet --traceback train`), never after it
@@ -65,5 +73,5 @@ class SpecHintingCommand(HintingCommand):
         return None if parameter is None else f"data.{parameter}"
 
 
-__all__ = ["GROUP_OPTIONS", "SpecHintingCommand", "check_overrides", "dataset_parameter",
+__all__ = ["GROUP_OPTIONS", "SpecHintingCommand", "check_data_overrides", "check_overrides", "dataset_parameter",
            "group_option_hint"]

@@ -28,6 +28,12 @@ def test_a_set_without_a_value_is_a_usage_error(command):
     assert "key.path=value" not in output
 
 
+def test_evals_set_without_a_value_gives_a_data_key_as_its_example():
+    output = invoke("eval", "x.pt", "--set", "data.val_fraction", code=2)
+    assert "--set: 'data.val_fraction' is not of the form KEY=VALUE (e.g. data.val_fraction=0.2)" in output
+    assert "train.epochs" not in output  # eval's --set overrides the data only
+
+
 def test_a_set_without_a_value_in_python_is_still_a_spec_problem():
     from hydranet.core.spec import load_spec
 
