@@ -699,9 +699,34 @@ def test_no_host_synchronisation(components, name):
 
 def test_no_host_synchronisation_with_many_tasks(components):
     k = _solvers.MAX_EXACT_TASKS + 1
-    for name in ("cagrad", "upgrad", "aligned"):
-        w = make(components, name, k=k, **({"iterations": 3} if name != "aligned" else {})).to("meta")
+    for name in ("cagrad", "upgrad", "aligned", "mgda"):  # mgda falls back to Frank-Wolfe past the exact solver
+        w = make(components, name, k=k, **({"iterations": 3} if name in ("cagrad", "upgrad") else {})).to("meta")
         assert w.aggregate(torch.ones(k, 20, device="meta")).device.type == "meta"
+    w = make(components, "mgda", k=3, solver="frank_wolfe").to("meta")  # and on request, below it
+    assert w.aggregate(torch.ones(3, 20, device="meta")).device.type == "meta"
+
+
+def test_the_exact_min_norm_solver_on_degenerate_gradients():
+    """One task, a zero gradient, two equal gradients: cases where a KKT system is singular."""
+    one = torch.tensor([[4.0]], dtype=torch.float64)
+    torch.testing.assert_close(_solvers.min_norm_simplex(one), torch.ones(1, dtype=torch.float64))
+    # a zero gradient is in the hull: the min-norm point is 0, all weight on that task
+    jacobian = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    weights = _solvers.min_norm_simplex(jacobian @ jacobian.T)
+    torch.testing.assert_close(weights, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    # g1 = g2 = (1, 0), g3 = (0, 1): the hull is the segment from (1, 0) to (0, 1), min-norm point (1/2, 1/2),
+    # which the first two tasks share in any split; the direction is what must be right
+    jacobian = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    weights = _solvers.min_norm_simplex(jacobian @ jacobian.T)
+    assert weights.min() >= 0 and weights.sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(weights @ jacobian, torch.tensor([0.5, 0.5], dtype=torch.float64))
+
+
+def test_mgda_past_the_exact_solver_uses_frank_wolfe():
+    k = _solvers.MAX_EXACT_TASKS + 1
+    jacobian = random_jacobian(3, k, 30).double()
+    g = jacobian @ jacobian.T
+    torch.testing.assert_close(_solvers.min_norm_simplex(g), _solvers.frank_wolfe_min_norm(g))
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
