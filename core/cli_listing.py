@@ -170,7 +170,8 @@ def _observer_details(pm: Any, name: str) -> str:
     if name not in observing:
         raise UnknownNameError("observer", name, list(observing))
     info = observing[name]
-    return (f"observer '{name}'\n  plugin:    {plugin_text(pm, name)}\n  observes:  {', '.join(info.components[OBSERVES])}\n"
+    return (f"observer '{name}'\n  plugin:    {plugin_text(pm, name)}\n"
+            f"  observes:  {', '.join(info.components[OBSERVES])}\n"
             f"  (no spec names it: it watches every run while it is installed and allowed)")
 
 

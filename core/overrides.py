@@ -38,9 +38,9 @@ FORM = "KEY=VALUE"
 def origin(option: str, override: str) -> str:
     """Where a problem came from: `--set train.epochs=x` on the command line, `overrides 'train.epochs=x'` in Python.
 
-    An override whose value holds `,KEY=` is most likely several overrides
-    joined by commas, which is one override whose value is the rest of the
-    string: the words then say how to give them apart (`joined_hint`).
+    An override whose value holds `,KEY=` or ` KEY=` is most likely several
+    overrides joined by commas or spaces, which is one override whose value is
+    the rest of the string: the words then say how to give them apart (`joined_hint`).
     """
     where = f"{option} {override}" if option.startswith("-") else f"{option} {override!r}"
     return where + joined_hint(option, override)
@@ -126,7 +126,8 @@ def form_problem(override: str, example: str = "train.epochs=5") -> str | None:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], option: str = CLI_OPTION) -> dict[str, Any]:
-    """Apply `KEY=VALUE` overrides (keys are paths: `train.epochs`, `tasks[1].label`) (values parsed as YAML) to a copy of `raw`; problems name `option`."""
+    """Apply `KEY=VALUE` overrides to a copy of `raw`: each KEY a path (`train.epochs`, `tasks[1].label`), each
+    VALUE parsed as YAML; problems name `option`."""
     result = copy.deepcopy(raw)
     problems = []
     for override in overrides:
