@@ -61,9 +61,20 @@ def share(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
+def _pid_namespace() -> str:
+    """Linux's id of this process's PID namespace ("pid:[4026531836]"); "" where there is none to read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):
+        return ""
+
+
 def _host() -> str:
-    """A short, file-name-safe tag of this machine (a cache or run folder may be shared between machines)."""
-    return hashlib.blake2b(socket.gethostname().encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
+    """A short, file-name-safe tag of the PIDs this process can see: the machine (a cache or run folder may be
+    shared between machines) and its PID namespace, since containers on one machine can share its host name
+    (host networking) while each numbers its own processes: one must not take another's live writer for gone."""
+    where = f"{socket.gethostname()}\0{_pid_namespace()}"
+    return hashlib.blake2b(where.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
 
 
 def writer_tag() -> str:

@@ -439,3 +439,18 @@ def test_a_run_started_under_nohup_ignores_sighup_and_trains_to_its_end(faces, t
         signal.signal(signal.SIGHUP, previous)
     assert HangUpAt.calls >= HangUpAt.at and (tmp_path / "run" / "summary.json").is_file()
     assert "SIGHUP received" not in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.skipif(__import__("os").name == "nt", reason="a writer's PID is not checked on Windows")
+def test_a_temporary_of_a_writer_in_another_pid_namespace_is_not_taken_for_a_killed_one(tmp_path, monkeypatch):
+    """Containers on one machine may share its host name (host networking) but not its PIDs: a PID that does not
+    exist here may be a live writer there, so only age makes its temporary stale."""
+    from hydranet.core import atomic
+
+    gone = 2**22 + 1  # above Linux's largest pid_max: no process has it
+    monkeypatch.setattr(atomic, "_pid_namespace", lambda: "pid:[1]")
+    theirs = tmp_path / f".last.pt.{gone}@{atomic._host()}.ab12cd34.tmp"
+    theirs.write_bytes(b"being written")
+    assert atomic.stale_temporaries(tmp_path, ["last.pt"]) == [theirs]  # seen from its own namespace: gone
+    monkeypatch.setattr(atomic, "_pid_namespace", lambda: "pid:[2]")
+    assert atomic.stale_temporaries(tmp_path, ["last.pt"]) == []
