@@ -50,14 +50,18 @@ def is_model_path(arg: str) -> bool:
 
 def shell_pattern(paths: Sequence[str]) -> str | None:
     """The shell pattern several paths look expanded from ('runs/demo-*/best.pt' for two runs' best.pt), or None
-    where none is plausible: the star must stand for whole words (between separators such as / - _ .), so
-    runs/a/best.pt and runs/a/last.pt, typed one by one, are not said to come from 'runs/a/*st.pt'."""
+    where none is plausible: the star must stand for whole words (between separators such as / - _ .). The common
+    start is cut back to a separator (runs/demo-20261128-004101 and runs/demo-20261128-005230, the default run
+    folders of one day, give 'runs/demo-20261128-*'); a common end that starts inside a word means other file names
+    (runs/a/best.pt and runs/a/last.pt, typed one by one, are not said to come from 'runs/a/*st.pt')."""
     prefix = os.path.commonprefix(list(paths))
+    while prefix and prefix[-1].isalnum():
+        prefix = prefix[:-1]
     rest = [p[len(prefix):] for p in paths]
     suffix = os.path.commonprefix([r[::-1] for r in rest])[::-1]
     if any(not r[:len(r) - len(suffix)] for r in rest):  # one path is the others' prefix: no star stands for it
         return None
-    if (prefix and prefix[-1].isalnum()) or (suffix and suffix[0].isalnum()):
+    if suffix and suffix[0].isalnum():
         return None
     return f"{prefix}*{suffix}"
 

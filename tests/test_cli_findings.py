@@ -121,6 +121,16 @@ def test_two_checkpoints_of_one_run_are_no_shell_pattern_and_no_comparison(tmp_p
     assert "(to compare runs: hydranet compare runs/a runs/b)" in output
 
 
+def test_default_run_folders_of_one_day_are_named_by_a_shell_pattern(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = ["runs/demo-20261128-004101", "runs/demo-20261128-005230"]
+    for run in runs:
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "best.pt").write_bytes(b"not read")
+    output = " ".join(invoke("eval", *(f"{run}/best.pt" for run in runs), code=2).output.split())
+    assert "a shell pattern like runs/demo-20261128-*/best.pt matches every run it fits" in output
+
+
 # ------------------------------------------------------------------ 5. export's warnings on stderr
 
 
