@@ -400,8 +400,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = markdown_table(loops, args.size, args.batch_size)
     report["table"] = table
     on_disk = "" if args.root else f" ({args.image_size_on_disk}px on disk)"
+    per_epoch = ("median of epochs after the first" if args.epochs > 1
+                 else "the one epoch's, compilation and warm-up included: pass --epochs 2 or more to leave them out")
     print(f"\n{args.count} images{on_disk} in {root}; {args.backbone}, "
-          f"{args.epochs} epochs on {device}; s/epoch = median of epochs after the first"
+          f"{args.epochs} epoch{'s' if args.epochs != 1 else ''} on {device}; s/epoch = {per_epoch}"
           + ("; * = extrapolated" if any(loop.get("extrapolated") for loop in loops) else "") + "\n")
     print(table)
     if args.json_out:
@@ -410,4 +412,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from hydranet.core.errors import HydranetError
+
+    try:
+        main()
+    except HydranetError as error:  # a mistyped --backbone or --device: the message, not a traceback
+        sys.exit(f"error: {error}")

@@ -48,6 +48,17 @@ def test_speed_script_end_to_end(tmp_path: Path) -> None:
     assert sum(parts.values()) == pytest.approx(hydra["setup_seconds"], abs=0.05)
     assert "setup " in done.stdout and "(before_data " in done.stdout and "first step " in done.stdout
     assert "| loop |" in done.stdout and "hydranet" in done.stdout
+    # one epoch has no epochs after the first to take the median of: the header says what s/epoch is then
+    assert "1 epoch on cpu; s/epoch = the one epoch's, compilation and warm-up included" in done.stdout
+
+
+def test_speed_script_names_a_mistyped_backbone_without_a_traceback(tmp_path: Path) -> None:
+    command = [sys.executable, str(BENCHMARKS / "speed.py"), "--count", "8", "--size", "16", "--epochs", "1",
+               "--backbone", "tinyy", "--device", "cpu", "--skip-baseline", "--root", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: unknown backbone 'tinyy'; did you mean 'tiny'?")
+    assert "Traceback" not in done.stderr
 
 
 def test_article_model_runs_the_backbone_once_per_head() -> None:
