@@ -200,7 +200,10 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     result = run_plan(plan, progress=progress)  # None: bars when stderr is a terminal
     if not result.is_main:  # another rank of a distributed run: rank 0 reports
         return
-    heading, metrics = final_report(result.history[-1]["epoch"], result.best_epoch, result.best,
+    # a run completed on resume (every epoch in last.pt, summary.json missing) whose metrics.csv was lost has no
+    # history to read its last epoch from: it trained them all
+    last = result.history[-1]["epoch"] if result.history else plan.spec.spec.train.epochs
+    heading, metrics = final_report(last, result.best_epoch, result.best,
                                     result.final.metrics, validated=result.val_images > 0)
     click.echo(f"\n{heading}; baseline = best constant prediction:")
     click.echo(metrics_table(metrics, result.baselines, result.final.higher_is_better))

@@ -99,6 +99,17 @@ def test_a_stale_best_pt_of_a_killed_run_is_written_again_from_last_pt(finished_
     assert (run / "summary.json").is_file()
 
 
+def test_the_cli_completes_a_run_that_lost_its_summary_and_its_metrics_csv(finished_run, tmp_path):
+    """No history to read the last epoch from: the closing table raised an IndexError after the run completed."""
+    run = copy_of(finished_run, tmp_path)
+    (run / "summary.json").unlink()
+    (run / "metrics.csv").unlink()
+    result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "metrics after epoch 2 (the best epoch: best.pt)" in result.output
+    assert (run / "summary.json").is_file()
+
+
 def test_a_sweep_rerun_completes_a_run_killed_before_its_summary(faces, tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=1)))
