@@ -12,7 +12,7 @@ What it writes:
   JSON Schema (`hydranet spec schema`).
 - `reference/components.md`: every built-in task, backbone, dataset and
   weighting with its parameters, from the registries.
-- `reference/weightings.md`: each built-in weighting strategy's formula,
+- `reference/weightings.md`: each built-in weighting's formula,
   reference and parameters, from the registry and each strategy's docstring.
 - The example files embedded in hand-written pages between
   `<!-- embed: PATH -->` and `<!-- /embed -->` (PATH relative to docs/): the
