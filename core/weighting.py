@@ -15,17 +15,66 @@ every step and `epoch_end` every epoch with device tensors, and a `.item()`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import ClassVar, Literal
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from hydranet.core.eigen import solver_dtype, symmetric_eigh
-from hydranet.core.errors import ComponentError, did_you_mean
+from hydranet.core.errors import ComponentError, InputError, did_you_mean
 from hydranet.core.interfaces import StepContext, Task, Weighting
-from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
+from hydranet.core.plugin_calls import PluginCall, kind_of, provenance, shape_problem
+
+
+def check_losses(weighting: Weighting, losses: object, method: str, what: str = "one loss per task") -> None:
+    """Refuse `losses` unless it is a (K,) tensor, one value per task in task order: an `InputError`.
+
+    The one check behind `combine`, a gradient weighting's `backward` and `epoch_end`, whether the engine or
+    one's own training loop calls them. A (K, 1) or (N, K) tensor would broadcast into a wrong but plausible
+    number, and a list or a scalar fail deep in torch naming no weighting. Only metadata is read (type,
+    shape), so the check costs no host sync.
+    """
+    expected = weighting.num_tasks
+    if isinstance(losses, Tensor) and losses.shape == (expected,):
+        return
+    if isinstance(losses, Tensor):
+        got = f"got shape {tuple(losses.shape)}"
+    elif isinstance(losses, (list, tuple)) and losses and all(isinstance(x, Tensor) and x.dim() == 0 for x in losses):
+        got = f"got a {type(losses).__name__} of {len(losses)} tensors; stack them: torch.stack(losses)"
+    else:
+        got = f"got {kind_of(losses)}"
+    raise InputError(f"{type(weighting).__name__}.{method} expects {what}, shape ({expected},) for tasks "
+                     f"{', '.join(weighting.task_names)}; {got}")
+
+
+def _checking(method: str, function: Callable[..., Any], what: str) -> Callable[..., Any]:
+    """`function` (a subclass's own `backward` or `epoch_end`), with `check_losses` run on its losses first."""
+    @functools.wraps(function)
+    def checked(self: Weighting, losses: Any, *args: Any, **kwargs: Any) -> Any:
+        check_losses(self, losses, method, what)
+        return function(self, losses, *args, **kwargs)
+
+    checked._checks_losses = True  # type: ignore[attr-defined]
+    return checked
+
+
+#: what each checked method takes, as `check_losses` words it
+_CHECKED = {"backward": "one loss per task", "epoch_end": "the epoch's mean loss of each task"}
+
+
+def _check_overrides(cls: type) -> None:
+    """Have a subclass's own `backward` and `epoch_end` check their losses as the base class's do.
+
+    A strategy that overrides them (dwa's `epoch_end`, dbmtl's `backward`) would otherwise meet a list or a
+    (K, 1) tensor somewhere inside torch; the check is the same one, wherever the call comes from.
+    """
+    for method, what in _CHECKED.items():
+        function = cls.__dict__.get(method)
+        if callable(function) and not getattr(function, "_checks_losses", False):
+            setattr(cls, method, _checking(method, function, what))
 
 
 class WeightedSum(Weighting):
@@ -40,15 +89,16 @@ class WeightedSum(Weighting):
         """The (K,) multipliers for this step, on the module's device; may require grad."""
         raise NotImplementedError
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_overrides(cls)
+
     def combine(self, losses: Tensor) -> Tensor:
-        # A (K, 1) or (N, K) input would broadcast into a wrong but plausible
-        # number; the shape is metadata, so checking it costs no sync.
-        if losses.shape != (self.num_tasks,):
-            raise ValueError(
-                f"{type(self).__name__}.combine expects one loss per task, shape ({self.num_tasks},) "
-                f"for tasks {', '.join(self.task_names)}; got shape {tuple(losses.shape)}"
-            )
+        check_losses(self, losses, "combine")  # a (K, 1) or (N, K) input would broadcast into a plausible number
         return (self.checked_multipliers() * losses).sum()
+
+    def epoch_end(self, mean_losses: Tensor) -> None:
+        check_losses(self, mean_losses, "epoch_end", _CHECKED["epoch_end"])
 
     def checked_multipliers(self) -> Tensor:
         """`multipliers()`, refused unless it holds one value per task.
@@ -133,27 +183,42 @@ def check_state_registered(weighting: Weighting) -> None:
 GradSpace = Literal["features", "params"]
 
 
-def per_task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: bool) -> Tensor:
+def per_task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: bool,
+                       not_from: str = "") -> Tensor:
     """The (K, D) Jacobian of the K losses w.r.t. `inputs`, flattened and concatenated, in float32.
 
     `batched` runs one vmapped backward (`is_grads_batched`), which pays when
     the graph between the losses and `inputs` is small (the heads, for the
     shared representation); through a whole backbone the K separate backward
     passes are the dependable choice (vmap does not cover every kernel).
+
+    A task whose loss does not depend on `inputs` gets a zero row. When none
+    does (autograd finds no path from any loss to them: features recomputed
+    or cloned after the heads read them, another module's parameters) the
+    matrix would be all zeros and the shared part would silently not train:
+    an `InputError` then, with `not_from` as its message. Which gradients
+    autograd left out is known without reading a value: no host sync.
     """
     k = losses.shape[0]
+    not_from = not_from or ("none of the losses depends on the tensors their gradients were asked with respect "
+                            "to: the losses were not computed from them")
     if batched:
         eye = torch.eye(k, device=losses.device, dtype=losses.dtype)
         try:
             grads = torch.autograd.grad(losses, list(inputs), grad_outputs=eye, is_grads_batched=True,
                                         retain_graph=True, allow_unused=True)
-            return _flatten_rows(grads, inputs, k)
         except RuntimeError:
             pass  # an op without a batching rule: fall back to the loop below
+        else:
+            if all(g is None for g in grads):
+                raise InputError(not_from)
+            return _flatten_rows(grads, inputs, k)
     # K backward passes, each written straight into its row: one copy of the K x D matrix, not two
     out = torch.empty(k, sum(x.numel() for x in inputs), device=losses.device, dtype=torch.float32)
+    used = False
     for i in range(k):
         grads = torch.autograd.grad(losses[i], list(inputs), retain_graph=True, allow_unused=True)
+        used = used or any(g is not None for g in grads)
         offset = 0
         for g, x in zip(grads, inputs):
             piece = out[i, offset:offset + x.numel()]
@@ -162,6 +227,8 @@ def per_task_gradients(losses: Tensor, inputs: Sequence[Tensor], *, batched: boo
                 piece.zero_()
             else:
                 piece.copy_(g.reshape(-1))
+    if not used:
+        raise InputError(not_from)
     return out
 
 
@@ -201,6 +268,10 @@ class GradientWeighting(Weighting):
         self.register_buffer("last_weights", torch.ones(self.num_tasks))
         self._checked_linear = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _check_overrides(cls)
+
     def aggregate(self, jacobian: Tensor) -> Tensor:
         """(K, D) float32 per-task gradients -> (D,) combined gradient."""
         raise NotImplementedError
@@ -225,9 +296,16 @@ class GradientWeighting(Weighting):
         """The per-task weights of the last step (strategies that have them record them in `last_weights`)."""
         return self.last_weights.detach()
 
+    def epoch_end(self, mean_losses: Tensor) -> None:
+        check_losses(self, mean_losses, "epoch_end", _CHECKED["epoch_end"])
+
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
+        check_losses(self, losses, "backward")
+        name = type(self).__name__
         if context is None:
-            raise RuntimeError(f"{type(self).__name__} needs the step context (features and parameters)")
+            raise InputError(f"{name}.backward needs the step context, a hydranet.StepContext of the shared "
+                             "representation and the parameters: backward(losses, StepContext(features=..., "
+                             "shared_parameters=..., head_parameters=..., last_shared_parameters=...))")
         total = losses.sum()
         if context.head_parameters:
             torch.autograd.backward(total, inputs=list(context.head_parameters), retain_graph=True)
@@ -235,9 +313,17 @@ class GradientWeighting(Weighting):
             return total.detach()  # a frozen backbone: only the heads train, nothing to combine
         if self.grad_space == "features":
             if context.features is None or not context.features.requires_grad:
-                raise RuntimeError(f"{type(self).__name__} works on the shared representation, "
-                                   "but the engine gave no features that carry gradients")
-            jacobian = per_task_gradients(losses, [context.features], batched=True)
+                got = ("context.features is None" if context.features is None else
+                       "context.features carries no gradient (detached, or computed under torch.no_grad())")
+                raise InputError(f"{name} (grad_space: features) combines each task's gradient with respect to "
+                                 f"the shared representation, but {got}. It must be the (N, F) tensor the heads "
+                                 "read, as the backbone computed it (f = backbone(x); losses from heads(f); "
+                                 "StepContext(features=f, ...)); or use grad_space: params")
+            not_from = (f"{name} (grad_space: features) found that none of the {self.num_tasks} losses depends on "
+                        "context.features: the losses were not computed from context.features. Give the step "
+                        "context the very tensor the heads read (f = backbone(x); losses from heads(f); "
+                        "StepContext(features=f, ...)), not one computed again, cloned or detached")
+            jacobian = per_task_gradients(losses, [context.features], batched=True, not_from=not_from)
             if context.world_size > 1:
                 direction = self.distributed_direction(jacobian, context)
             else:
@@ -247,7 +333,11 @@ class GradientWeighting(Weighting):
             shared = list(context.shared_parameters)
             # Each rank holds its share of every task's gradient: sum them before combining, then
             # leave 1/W of the (identical) result, since the engine sums the ranks' gradients.
-            jacobian = context.all_reduce(per_task_gradients(losses, shared, batched=False))
+            not_from = (f"{name} (grad_space: params) found that none of the {self.num_tasks} losses depends on "
+                        "context.shared_parameters: the losses were not computed from the shared parameters given. "
+                        "Give the step context the parameters of the shared part (the backbone) that computed "
+                        "the features the heads read")
+            jacobian = context.all_reduce(per_task_gradients(losses, shared, batched=False, not_from=not_from))
             direction = self.checked_aggregate(jacobian)
             _accumulate_grads(shared, direction / context.world_size if context.world_size > 1 else direction)
         return total.detach()
@@ -327,4 +417,4 @@ class GradientParams(BaseModel):
 
 
 __all__ = ["WeightedSum", "ConstantWeights", "per_task_values", "check_state_registered", "GradientWeighting",
-           "GradientParams", "per_task_gradients"]
+           "GradientParams", "per_task_gradients", "check_losses"]

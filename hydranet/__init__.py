@@ -28,6 +28,8 @@ if (_checkout / "core" / "hookspecs.py").is_file() and str(_checkout) not in __p
 _LAZY = {
     "hookimpl": "hydranet.core.hookspecs",
     **dict.fromkeys(("Backbone", "Dataset", "Sample", "Task", "Weighting"), "hydranet.core.interfaces"),
+    "StepContext": "hydranet.core.interfaces",  # what a weighting's backward takes, in a training loop of one's own
+    "weighting": "hydranet.core.standalone",
     "Metric": "hydranet.core.metrics",
     **dict.fromkeys(("CheckpointError", "DataError", "HydranetError", "InputError", "RunFolderError", "SpecError",
                      "TrainingError", "TrainingInterrupted"), "hydranet.core.errors"),
@@ -60,7 +62,8 @@ if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
                                        SpecError, TrainingError, TrainingInterrupted)
     from hydranet.core.interrupts import StoppedAtOnce
     from hydranet.core.hookspecs import hookimpl
-    from hydranet.core.interfaces import Backbone, Dataset, Sample, Task, Weighting
+    from hydranet.core.interfaces import Backbone, Dataset, Sample, StepContext, Task, Weighting
+    from hydranet.core.standalone import weighting
     from hydranet.core.metrics import Metric
     from hydranet.core.observers import RunInfo
     from hydranet.core.spec import load_spec
@@ -105,9 +108,11 @@ __all__ = [
     "load",
     "compare",
     "components",
+    "weighting",
     "RunInfo",
 ]
-# The result types (RunResult, SweepResult, TrainedModel, Evaluation, EvalResult, Comparison, Components) and
-# StoppedAtOnce (a KeyboardInterrupt, not a HydranetError) are public too, in `_LAZY` and `dir(hydranet)`, but not
+# The result types (RunResult, SweepResult, TrainedModel, Evaluation, EvalResult, Comparison, Components),
+# StoppedAtOnce (a KeyboardInterrupt, not a HydranetError) and StepContext (what `weighting(...).backward` takes,
+# needed only by a training loop of one's own) are public too, in `_LAZY` and `dir(hydranet)`, but not
 # in `__all__`: tests/test_packaging.py keeps `__all__` to one screen, and `from hydranet import *` need not bring
 # the types into a namespace.
