@@ -167,7 +167,8 @@ def shape_message(cls: str, method: str, got: str) -> str:
     return rf"{cls}\.{method} expects one loss per task, shape \(2,\) for tasks reg, cls; got {got}"
 
 
-@pytest.mark.parametrize("name, cls", [("uncertainty", "Uncertainty"), ("mgda", "MGDA"), ("pcgrad", "PCGrad")])
+@pytest.mark.parametrize("name, cls", [("uncertainty", "Uncertainty"), ("mgda", "MGDA"), ("pcgrad", "PCGrad"),
+                                       ("famo", "FAMO"), ("gls", "GeometricLoss")])
 @pytest.mark.parametrize("make, got", [
     (lambda losses: [losses[0], losses[1]], r"a list of 2 tensors; stack them: torch\.stack\(losses\)"),
     (lambda losses: losses.sum(), r"shape \(\)"),
@@ -178,7 +179,7 @@ def test_losses_of_the_wrong_kind_get_the_combine_message(name, cls, make, got):
     weighting = hydranet.weighting(name, PROBLEMS)
     net = Net()
     losses, features = net.losses(*data())
-    method = "combine" if name == "uncertainty" else "backward"
+    method = "combine" if name in ("uncertainty", "gls") else "backward"  # gls's backward checks in combine
     with pytest.raises(hydranet.InputError, match=shape_message(cls, method, got)):
         weighting.backward(make(losses), net.context(features))
 

@@ -63,6 +63,7 @@ from torch import Tensor
 
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import StepContext, Task, Weighting
+from hydranet.core.weighting import check_losses
 
 #: Added to every loss before its log, as in the official implementation.
 EPS = 1e-8
@@ -114,11 +115,7 @@ class FAMO(Weighting):
         return self.task_weights().detach()
 
     def combine(self, losses: Tensor) -> Tensor:
-        if losses.shape != (self.num_tasks,):
-            raise ValueError(
-                f"{type(self).__name__}.combine expects one loss per task, shape ({self.num_tasks},) "
-                f"for tasks {', '.join(self.task_names)}; got shape {tuple(losses.shape)}"
-            )
+        check_losses(self, losses, "combine")
         shifted = losses.float() + EPS
         z = self.task_weights()
         c = 1.0 / (z / shifted.detach()).sum()
@@ -149,6 +146,7 @@ class FAMO(Weighting):
         self.steps.add_(1)
 
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
+        check_losses(self, losses, "backward")  # before the logits step reads them
         with torch.no_grad():
             self.update_logits(losses)
         return super().backward(losses, context)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import StepContext, Task, Weighting
+from hydranet.core.weighting import check_losses
 
 #: Smallest loss the logarithm sees: a task with no labelled row in a batch has loss exactly 0.
 MIN_LOSS = 1e-8
@@ -52,11 +53,7 @@ class GeometricLoss(Weighting):
         self.register_buffer("last_weights", torch.full((self.num_tasks,), 1.0 / max(self.num_tasks, 1)))
 
     def combine(self, losses: Tensor) -> Tensor:
-        if losses.shape != (self.num_tasks,):
-            raise ValueError(
-                f"{type(self).__name__}.combine expects one loss per task, shape ({self.num_tasks},) "
-                f"for tasks {', '.join(self.task_names)}; got shape {tuple(losses.shape)}"
-            )
+        check_losses(self, losses, "combine")
         return torch.exp(torch.log(losses.clamp_min(MIN_LOSS)).mean())
 
     @staticmethod
