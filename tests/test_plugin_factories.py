@@ -156,24 +156,28 @@ def test_a_backbone_factory_that_raises_gets_no_hint_about_an_order_it_does_not_
 # ---------------------------------------------------------------- 3. two implementations of one hook in a plugin
 
 
+#: a plugin module's source: register_weightings, and a second implementation of it under another name
+TWO_IMPLS = textwrap.dedent("""
+    import hydranet
+    from hydranet.core.weighting import WeightedSum
+
+    class PyCounter(WeightedSum):
+        '''A weighting.'''
+
+    @hydranet.hookimpl
+    def register_weightings(register):
+        register("pycounterok", PyCounter)
+
+    @hydranet.hookimpl(specname="register_weightings")
+    def more_weightings(register):
+        register("pycounter2", PyCounter)
+""")
+
+
 def two_impls_module(name: str = "wts") -> types.ModuleType:
     """A plugin module with register_weightings and a second implementation of it under another name."""
     module = types.ModuleType(name)
-    exec(textwrap.dedent("""
-        import hydranet
-        from hydranet.core.weighting import WeightedSum
-
-        class PyCounter(WeightedSum):
-            '''A weighting.'''
-
-        @hydranet.hookimpl
-        def register_weightings(register):
-            register("pycounterok", PyCounter)
-
-        @hydranet.hookimpl(specname="register_weightings")
-        def more_weightings(register):
-            register("pycounter2", PyCounter)
-    """), module.__dict__)
+    exec(TWO_IMPLS, module.__dict__)
     return module
 
 
@@ -209,21 +213,7 @@ def test_a_registration_error_leaves_its_plugin_out_instead_of_failing_every_com
 def test_the_command_line_lists_and_loads_a_plugin_with_two_implementations_of_a_hook(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
-    (site / "hn_wts.py").write_text(textwrap.dedent("""
-        import hydranet
-        from hydranet.core.weighting import WeightedSum
-
-        class PyCounter(WeightedSum):
-            '''A weighting.'''
-
-        @hydranet.hookimpl
-        def register_weightings(register):
-            register("pycounterok", PyCounter)
-
-        @hydranet.hookimpl(specname="register_weightings")
-        def more_weightings(register):
-            register("pycounter2", PyCounter)
-    """))
+    (site / "hn_wts.py").write_text(TWO_IMPLS)
     info = site / "hydranet_bad-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hydranet-bad\nVersion: 0.1\n")
