@@ -212,13 +212,18 @@ class HangUpAt(RegressionTask):
         return super().per_sample_loss(output, target)
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
-def test_sighup_saves_logs_the_resume_command_and_leaves_no_lock(faces, tmp_path):
+def hangup_spec(faces):
+    """A 2-epoch spec whose age task sends its own process SIGHUP at HangUpAt.at's loss call (counter reset)."""
     components = with_task_kind("hangup_age", HangUpAt, RegressionParams, plugin="hangup")
     raw = tiny_spec(faces, epochs=2, batch_size=16)
     raw["tasks"] = [{"name": "age", "kind": "hangup_age", "label": "age"}]
-    spec = load_spec(raw, components=components)
     HangUpAt.calls = 0
+    return load_spec(raw, components=components), components
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_saves_logs_the_resume_command_and_leaves_no_lock(faces, tmp_path):
+    spec, components = hangup_spec(faces)
     with pytest.raises(TrainingInterrupted) as caught:
         hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
     assert caught.value.signum == signal.SIGHUP and "stopped by SIGHUP" in str(caught.value)

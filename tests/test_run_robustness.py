@@ -433,15 +433,9 @@ def test_a_run_started_under_nohup_ignores_sighup_and_trains_to_its_end(faces, t
     """nohup ignores SIGHUP so that a closed terminal does not stop the command: the run must not undo that."""
     import signal
 
-    from conftest import with_task_kind
-    from hydranet.tasks.kinds import RegressionParams
-    from test_robustness_data import HangUpAt
+    from test_robustness_data import HangUpAt, hangup_spec
 
-    components = with_task_kind("hangup_age", HangUpAt, RegressionParams, plugin="hangup")
-    raw = tiny_spec(faces, epochs=2, batch_size=16)
-    raw["tasks"] = [{"name": "age", "kind": "hangup_age", "label": "age"}]
-    spec = load_spec(raw, components=components)
-    HangUpAt.calls = 0
+    spec, components = hangup_spec(faces)
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
