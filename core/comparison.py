@@ -105,6 +105,7 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
                          "left out of its delta_m")
     for run in runs:
         notes += _run_notes(run, reference)
+    notes += _processes_notes(runs)
     ordered = list(runs)
     if sort:
         ordered.sort(key=lambda run: _best_first(delta[run.path]))
@@ -184,6 +185,18 @@ def _nothing_shared(runs: Sequence[RunRecord], reference: RunRecord) -> str:
                 "Compare runs of the same tasks.")
     return ("no task metric is common to all these runs ("
             + "; ".join(f"{run.path}: {tasks(run)}" for run in runs) + "); compare fewer runs at a time.")
+
+
+def _processes_notes(runs: Sequence[RunRecord]) -> list[str]:
+    """A note when the runs trained on different numbers of processes (`--nproc`, summary.json's `processes`):
+    the same spec then gives the same global batches, but not the same numbers to the bit (each process's own
+    dropout draws, sums in another order). Runs that do not record it (unfinished, or older) are not counted."""
+    known = {run.label: run.processes for run in runs if run.processes is not None}
+    if len(set(known.values())) <= 1:
+        return []
+    said = ", ".join(f"{label}: {count}" for label, count in known.items())
+    return [f"the runs trained on different numbers of processes (--nproc; {said}): their random draws (dropout) "
+            "and rounding differ, so not all of a difference between them is their settings'"]
 
 
 def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:

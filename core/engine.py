@@ -354,6 +354,7 @@ class Trainer(RunSetup, RunCheckpoints):
             "baselines": self.baselines,
             "settings": self.settings.describe(),
             "timings": self.timings,
+            "processes": self.dist.world_size,  # --nproc: compare notes runs trained on different numbers
         })
         if completing:
             log(f"completed the run: every one of its {plural(cfg.epochs, 'epoch')} was trained before, and "
@@ -586,7 +587,7 @@ class Trainer(RunSetup, RunCheckpoints):
         """Stop for the signal received, once progress is saved: say so (once) and how to continue."""
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
         message = (f"stopped by {name} {where}; progress saved in {self.run_folder.last_checkpoint}. "
-                   f"Continue with: {resume_command(self.run_folder.path, self.option)}")
+                   f"Continue with: {resume_command(self.run_folder.path, self.option, self.dist.world_size)}")
         self.run_folder.log(message)  # train.log, and the console on rank 0: the CLI does not repeat it
         raise TrainingInterrupted(message, self.stop_signal or signal.SIGINT)
 
@@ -599,7 +600,8 @@ class Trainer(RunSetup, RunCheckpoints):
                     "start the run again to train it.")
         else:
             kept = (f"Kept: {self.run_folder.last_checkpoint}, saved at {self._saved_point()}. "
-                    f"Continue from there with: {resume_command(self.run_folder.path, self.option)}")
+                    "Continue from there with: "
+                    f"{resume_command(self.run_folder.path, self.option, self.dist.world_size)}")
         message = f"{how} during {during}, without saving its progress. {kept}"
         self.run_folder.log(message)  # the CLI does not repeat it either
         return StoppedAtOnce(message)

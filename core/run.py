@@ -72,11 +72,21 @@ RESULT_FILES = ("metrics.csv", "last.pt", "best.pt", "summary.json")
 RUN_FILES = ("spec.yaml", "metrics.csv", "train.log", "last.pt", "best.pt", "summary.json", "compile.log")
 
 
-def resume_command(run_dir: str | Path, option: str = "--set") -> str:
+def resume_command(run_dir: str | Path, option: str = "--set", processes: int | None = None) -> str:
     """How to continue the run in `run_dir`, in the caller's words: `option` is how the caller names overrides
-    (the CLI's "--set", the Python API's "overrides"; see `plan_run`)."""
+    (the CLI's "--set", the Python API's "overrides"; see `plan_run`).
+
+    `processes` is how many processes trained it (default: this process's torchrun WORLD_SIZE, 1 outside one):
+    above 1 the CLI's command says `--nproc N`, since a run resumed on another number of processes reseeds its
+    per-process generators. The Python API trains in one process (a script of one's own under torchrun resumes
+    as it started), so its call stays as it is."""
+    if processes is None:
+        try:
+            processes = int(os.environ.get("WORLD_SIZE", "1"))
+        except ValueError:
+            processes = 1
     if option.startswith("-"):
-        return f"hydranet train --resume {run_dir}"
+        return f"hydranet train --resume {run_dir}" + (f" --nproc {processes}" if processes > 1 else "")
     return f"hydranet.train(resume={json.dumps(str(run_dir))})"
 
 

@@ -75,6 +75,13 @@ class RunRecord:
         return os.path.normpath(path)
 
     @property
+    def processes(self) -> int | None:
+        """How many processes trained it (`--nproc`; summary.json's `processes`); None where it does not say (a run
+        not finished, or one written before it was recorded)."""
+        count = (self.summary or {}).get("processes")
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+
+    @property
     def weighting(self) -> str:
         return component_name(self.spec.get("weighting"))
 
