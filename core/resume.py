@@ -138,25 +138,34 @@ def restore_generators(states: Mapping[str, torch.Tensor], augment: torch.Genera
     those of an uninterrupted run.
     """
     run_seed = torch.initial_seed()  # before set_rng_state puts back the saved run's
-    fits = [_restore_or_reseed(augment, states["augment"], epoch, step)]
+    augment_fits = _restore_or_reseed(augment, states["augment"], epoch, step)
+    fits = [augment_fits]
     if unsaved is None:
         fits.append(_restore_or_reseed(torch.default_generator, states["torch"], epoch, step))  # a CPU state: fits
     else:
         _reseed(torch.default_generator, epoch, step)
     owned = module_generators(weighting)
+    weighting_fits = []
     for key, state in states.items():
         name = key[len("weighting."):]
         if key.startswith("weighting.") and name in owned:
-            fits.append(_restore_or_reseed(owned[name], state, epoch, step))
+            weighting_fits.append(_restore_or_reseed(owned[name], state, epoch, step))
+    fits += weighting_fits
     changes = [] if all(fits) else [f"the checkpoint was saved on another kind of device than this run's "
                                     f"{augment.device.type}"]
     changes += [unsaved] if unsaved else []
     cuda_states = states if unsaved is None else {}  # with `unsaved`, every GPU's generator is reseeded
-    changes += _restore_cuda(cuda_states, augment, run_seed, epoch, step, reseed=bool(changes))
+    cuda_changes, cuda_reseeded = _restore_cuda(cuda_states, augment, run_seed, epoch, step, reseed=bool(changes))
+    changes += cuda_changes
     if changes:
+        # the draws of the generators reseeded, by cause: another number of processes reseeds only each process's
+        # own (torch's and the GPUs': dropout); another kind of device those whose saved state does not fit it
+        draws = (["augmentation"] if not augment_fits else []) + (
+            ["dropout"] if unsaved or cuda_reseeded else []) + (
+            ["weightings"] if not all(weighting_fits) else [])
         log(f"resumed at epoch {epoch}, step {step} with random generators reseeded from the run's seed, "
             f"since {' and '.join(changes)}: the continued run is reproducible, but its random draws "
-            "(augmentation, dropout, weightings) differ from an uninterrupted run's")
+            f"({', '.join(draws) or 'dropout'}) differ from an uninterrupted run's")
 
 
 _MASK64 = (1 << 64) - 1
@@ -188,8 +197,9 @@ def _reseed(generator: torch.Generator, epoch: int, step: int) -> None:
 
 
 def _restore_cuda(states: Mapping[str, torch.Tensor], augment: torch.Generator, run_seed: int,
-                  epoch: int, step: int, *, reseed: bool) -> list[str]:
-    """Put back the saved GPUs' random states; reseed a GPU that has none. Says why when the run's own GPU had none.
+                  epoch: int, step: int, *, reseed: bool) -> tuple[list[str], bool]:
+    """Put back the saved GPUs' random states; reseed a GPU that has none. Says why when the run's own GPU had none
+    (the list), and whether a GPU's generator this run draws from (dropout) was reseeded.
 
     A GPU without a saved state is reseeded when the checkpoint came from a GPU
     run (with fewer GPUs) or from another kind of device (`reseed`), and only
@@ -197,26 +207,26 @@ def _restore_cuda(states: Mapping[str, torch.Tensor], augment: torch.Generator, 
     """
     saved = {int(key.split(":")[1]): state for key, state in states.items() if key.startswith("cuda:")}
     if not torch.cuda.is_available():
-        return []
+        return [], False
     count = torch.cuda.device_count()
     for index, state in saved.items():
         if index < count:
             torch.cuda.set_rng_state(state, index)
     missing = [index for index in range(count) if index not in saved]
     if not missing or not (saved or reseed) or not torch.cuda.is_initialized():
-        return []
+        return [], False
     for index in missing:
         torch.cuda.default_generators[index].manual_seed(resume_seed(run_seed, epoch, step, stream=index + 1))
     if not saved or augment.device.type != "cuda":  # another kind of device: said already; or no GPU in use
-        return []
+        return [], augment.device.type == "cuda"  # reseeded GPUs this process draws from (none on the CPU)
     in_use = {augment.device.index if augment.device.index is not None else torch.cuda.current_device()}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank of the launch: rank 0 speaks for them
         in_use.update(range(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     unsaved = sorted(in_use.intersection(missing))
     if not unsaved:
-        return []
+        return [], False  # the GPUs reseeded are none this run draws from
     return [f"the checkpoint holds the random states of {plural(len(saved), 'GPU')}, none for "
-            f"{english_list(f'cuda:{index}' for index in unsaved)} (this machine has {count})"]
+            f"{english_list(f'cuda:{index}' for index in unsaved)} (this machine has {count})"], True
 
 
 def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
