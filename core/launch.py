@@ -19,7 +19,8 @@ it prints and how it ends:
   ERROR unless the user set LOGLEVEL, torchrun's own switch for them.
 - A worker's error is printed once, not once per rank: see `error_prefix`. A
   caller that needs it (a sweep's failure report) names a file for it in
-  `ERROR_FILE_VARIABLE`.
+  `ERROR_FILE_VARIABLE`, and then prints it itself: rank 0 leaves it there
+  without printing it (unless a traceback or plugin hint comes with it).
 
 Everything torch-specific is imported inside `main`, guarded, so this module
 is cheap to import (the CLI's error handler uses `error_prefix`) and works with
@@ -55,7 +56,8 @@ AGENT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "S
 
 
 def error_prefix(message: str) -> str | None:
-    """How this process prints `message` as its error: "" plainly, "[rank N] " on another rank, None not at all.
+    """How this process prints `message` as its error: "" plainly, "[rank N] " on another rank, None not at all
+    (another rank said it, or rank 0 leaves it to a sweep that prints it in its failure report: `_caller_reports`).
 
     Every rank of a launch usually fails the same way (a missing data folder, a
     bad spec value), and each would print the same line. Under the launcher,
@@ -69,6 +71,9 @@ def error_prefix(message: str) -> str | None:
     """
     rank = os.environ.get("RANK")
     if rank in (None, "0") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if rank == "0" and _caller_reports(message):
+            error_printed(message)  # for the other ranks, and for the caller, who prints it in its own words
+            return None
         return ""
     folder = os.environ.get(ERRORS_VARIABLE)
     if folder:
@@ -81,6 +86,16 @@ def error_prefix(message: str) -> str | None:
                 break
             time.sleep(0.05)
     return f"[rank {rank}] "
+
+
+def _caller_reports(message: str) -> bool:
+    """Whether rank 0 leaves `message` to the launcher's caller to print (a sweep names it in its failure report,
+    `ERROR_FILE_VARIABLE`), instead of printing it too: the console would show it twice. Not when the error
+    comes with more than its message (a traceback, `--traceback`; the hint that plugin code raised it)."""
+    from hydranet.core.errors import raised_in, wants_traceback
+
+    return (bool(os.environ.get(ERRORS_VARIABLE)) and bool(os.environ.get(ERROR_FILE_VARIABLE))
+            and not wants_traceback() and not raised_in(message))
 
 
 def error_printed(message: str) -> None:
@@ -148,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             SignalException = ()  # type: ignore[assignment,misc]
         quiet_torchrun_logs()
         try:
-            torchrun.run(torchrun.parse_args(args))
+            torchrun.run(torchrun.parse_args(with_log_dir(args, Path(folder) / "torchelastic")))
         except ChildFailedError as error:  # the workers printed their errors
             return exit_status(error)
         except SignalException as error:  # the workers said how they stopped
@@ -165,6 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.pop(ERRORS_VARIABLE, None)
         _keep_error(Path(folder) / "rank0")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_log_dir(args: list[str], folder: Path) -> list[str]:
+    """torchrun's `args` with its log folder in `folder` (removed with the launcher's own), unless they name one.
+
+    Without one, torchrun makes a /tmp/torchelastic_* folder per launch (its workers' error files, empty unless
+    output is redirected) and leaves it behind. `--log-dir` (`--log_dir`) is torchrun's option in torch 2.4 and
+    later (hydranet's own commands take no such option, so one in `args` is the caller's, for torchrun).
+    """
+    if any(arg.split("=")[0] in ("--log-dir", "--log_dir") for arg in args):  # the caller's own
+        return args
+    return ["--log-dir", str(folder), *args]
 
 
 def _keep_error(said: Path) -> None:
