@@ -42,7 +42,7 @@ import yaml
 
 from hydranet.core.comparison import Comparison, compare_runs
 from hydranet.core.errors import HydranetError, InputError
-from hydranet.core.plot import CHARTS, expand_sweep_folders, series_from_rows
+from hydranet.core.plot import CHARTS, expand_sweep_folders, series_from_rows, sweep_runs
 from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
 from hydranet.core.run_record import RunProblem, RunRecord
 from hydranet.core.spec_models import with_section_defaults
@@ -355,7 +355,27 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
         raise RunProblem(f"{describe_problems(problems)}\nLeave {'it' if len(problems) == 1 else 'them'} out, "
                          "or pass --skip-bad to compare the others.")
     reference = runs[0] if ref is None else next(r for r in runs if r.path.resolve() == Path(ref).resolve())
-    return runs, reference, [f"skipped: {problem}" for problem in left_out]
+    read = {run.path.resolve() for run in runs}
+    unlisted = [f"{run}: not in this folder's last sweep ({COMPARE_CSV}); shown as well"
+                for run in _unlisted_sweep_runs(paths) if run.resolve() in read]
+    return runs, reference, [f"skipped: {problem}" for problem in left_out] + unlisted
+
+
+def _unlisted_sweep_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """The runs of the sweep folders among `paths` that their compare.csv does not list.
+
+    A sweep folder's runs are every run folder in it: a run of an earlier sweep there whose values were since
+    changed (or one not compared yet) is one of them and is shown, but named in a note, since the folder's
+    compare.csv (its last sweep's table) has no row for it. A folder whose compare.csv lists nothing readable is
+    not told of (nothing to tell its runs apart by).
+    """
+    unlisted = []
+    for path in map(Path, paths):
+        runs = sweep_runs(path) if (path / COMPARE_CSV).is_file() else None
+        listed = _compare_csv_names(path / COMPARE_CSV) if runs else []
+        if listed:
+            unlisted += [run for run in runs if run.name not in listed]
+    return unlisted
 
 
 def _sweep_ordered(paths: list[Path]) -> list[Path]:
