@@ -19,6 +19,7 @@ from typing import Any
 from hydranet.core.delta_m import RunGroup, delta_m, group_runs, mean_std, without_noise
 from hydranet.core.errors import HydranetError
 from hydranet.core.param_text import flat_items, leaf_text
+from hydranet.core.run import resume_command
 from hydranet.core.run_record import RunRecord, run_differences
 from hydranet.core.wording import english_list, plural
 
@@ -203,7 +204,7 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
     notes = []
     if run.epochs_done < run.epochs_planned:
         notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
-                     f"continue it with `hydranet train --resume {run.path}`")
+                     f"continue it with `{resume_command(run.path, processes=run.processes or 1)}`")
     data = {key: value for key, value in run_differences(reference, run).items() if key.startswith("data.")}
     if data:
         notes.append(_other_data_note(run, reference, data))

@@ -49,6 +49,7 @@ class RunRecord:
     weighting_params: dict[str, Any] = field(default_factory=dict)
 
     _started_in: Any = field(default=_UNREAD, repr=False, compare=False)
+    _processes: Any = field(default=_UNREAD, repr=False, compare=False)
 
     @property
     def started_in(self) -> str | None:
@@ -76,10 +77,15 @@ class RunRecord:
 
     @property
     def processes(self) -> int | None:
-        """How many processes trained it (`--nproc`; summary.json's `processes`); None where it does not say (a run
-        not finished, or one written before it was recorded)."""
-        count = (self.summary or {}).get("processes")
-        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+        """How many processes trained it (`--nproc`): summary.json's `processes`, or for a run not finished (no
+        summary.json) the number whose random states its last.pt holds, read once and only when asked. None where
+        neither says (a finished run written before it was recorded, a stopped one without last.pt)."""
+        if self.summary is not None:
+            count = self.summary.get("processes")
+            return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+        if self._processes is _UNREAD:
+            self._processes = _saved_processes(self.path)
+        return self._processes
 
     @property
     def weighting(self) -> str:
@@ -113,6 +119,22 @@ def _recorded_start(path: Path) -> str | None:
         if isinstance(started, str) and started:
             return started
     return None
+
+
+def _saved_processes(path: Path) -> int | None:
+    """The number of processes whose random states the run's last.pt holds (`Progress.process_generators`; a
+    one-process run's has none: 1); None where it cannot say. Read without its tensors' data (mmap)."""
+    import torch
+
+    try:
+        saved = torch.load(path / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # absent, or not a checkpoint
+        return None
+    progress = saved.get("progress") if isinstance(saved, Mapping) else None
+    if not isinstance(progress, Mapping):
+        return None
+    states = progress.get("process_generators")
+    return len(states) if isinstance(states, list) and states else 1
 
 
 def run_differences(reference: RunRecord, run: RunRecord, names: bool = False) -> dict[str, Any]:

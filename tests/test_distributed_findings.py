@@ -177,3 +177,13 @@ def test_the_launcher_gives_torchrun_a_log_folder_of_its_own_and_removes_it(monk
     assert launch.ERRORS_VARIABLE not in os.environ
     mine = ["--log-dir", str(tmp_path), "--standalone", "-m", "hydranet", "train"]
     assert launch.with_log_dir(mine, tmp_path / "other") == mine  # the caller's own is kept
+
+
+def test_compare_says_to_continue_a_stopped_two_process_run_on_two(faces, tmp_path):
+    spec = tiny_spec(faces)
+    done = make_run(tmp_path / "done", spec, [metrics(10, 0.5, 0.4, 0.2)] * 2)
+    stopped = make_run(tmp_path / "stopped", spec, [metrics(11, 0.5, 0.4, 0.2)])  # epoch 1 of 2
+    (stopped / "summary.json").unlink()  # written only when a run finishes
+    torch.save({"progress": {"epoch": 2, "process_generators": [{}, {}]}}, stopped / "last.pt")  # 2 ranks' states
+    notes = compare_json(done, stopped, "--epoch", "last")["notes"]
+    assert any(f"continue it with `hydranet train --resume {stopped} --nproc 2`" in note for note in notes), notes
