@@ -18,7 +18,6 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from hydranet.core.background_compile import BackgroundCompile
-from hydranet.core.device import RunSettings, on_device
+from hydranet.core.device import on_device
 from hydranet.core.distributed import Distributed
 from hydranet.core.errors import CheckpointError, HydranetError, TrainingError, TrainingInterrupted
 from hydranet.core.evaluation import EvalResult, evaluate
@@ -40,6 +39,7 @@ from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.plugins import Components, default_components
 from hydranet.core.resume import Progress
 from hydranet.core.run import FAILURE_LINE, resume_command
+from hydranet.core.run_result import RunResult, metrics_text
 from hydranet.core.run_checkpoints import RunCheckpoints
 from hydranet.core.run_setup import (RunSetup, batch_source, callers_random_state, callers_torch_switches,
                                      load_prepared_data)
@@ -47,74 +47,10 @@ from hydranet.core.spec import ResolvedSpec
 from hydranet.core.step import TrainStep
 from hydranet.core.wording import english_list, plural
 
-#: Where users, the CLI and the tests import them from; planning and setup live in their own modules
-#: (`planning.py`, `run_setup.py`, `run_checkpoints.py`).
+#: Where users, the CLI and the tests import them from; planning, setup and the result live in their own modules
+#: (`planning.py`, `run_setup.py`, `run_checkpoints.py`, `run_result.py`).
 __all__ = ["RunPlan", "RunResult", "Trainer", "batch_source", "load_prepared_data", "plan_run", "resume_conflict",
            "run_plan", "stderr_is_terminal", "train"]
-
-
-@dataclass
-class RunResult:
-    """What `train` returns: where it wrote, and the figures it measured.
-
-    Its repr is short (`__repr__`: the folder, the epochs, the best epoch's
-    metrics), for a notebook cell that ends in `train(...)`; the fields hold
-    the rest.
-    """
-
-    #: the run folder: spec.yaml, train.log, metrics.csv, summary.json, last.pt, best.pt
-    run_dir: Path
-    #: one row per epoch, as metrics.csv has it: "epoch" (an int), train/val seconds, "lr", then per task
-    #: "train_loss.TASK", "val_loss.TASK", "val.TASK.METRIC" and "weight.TASK". A resumed run's earlier epochs are
-    #: read back from metrics.csv, so their figures are as it stored them (9 significant digits).
-    history: list[dict[str, Any]]
-    #: the last epoch's validation (the weights in last.pt): losses, metrics and which metrics are better higher
-    final: EvalResult
-    #: task -> metric -> value, on the validation images, of each task's best constant prediction (the training
-    #: labels' mean or majority class), to read the metrics against; a task without one is left out
-    baselines: dict[str, dict[str, float]]
-    #: the epoch with the lowest finite validation loss, whose weights best.pt holds (0: none was finite)
-    best_epoch: int
-    #: the device, precision, compilation and CUDA-graph switches the run used
-    settings: RunSettings
-    #: what the run has to say that a notebook with echo=False would not see: the data's notes (files skipped,
-    #: labels missing, ...), then every "warning: ..." line the run logged to train.log, each once, in order
-    notes: list[str] = field(default_factory=list)
-    #: data_seconds, decode_seconds, cache_hit, placement, train_images (per epoch), setup_seconds, setup_parts
-    #: (seconds of before_data, data, model, step), first_step_seconds, epoch_train_seconds (list),
-    #: epoch_val_seconds (list); synchronised with the device. The per-epoch lists hold every epoch of the run, a
-    #: resumed run's earlier ones too (restored from last.pt); an epoch resumed mid-way counts its steps before
-    #: the stop and after it, and is None in epoch_train_seconds where last.pt (an older hydranet's) did not time
-    #: the steps before the stop: left out of per-epoch figures, not counted as a whole epoch
-    timings: dict[str, Any] = field(default_factory=dict)
-    #: False on the other ranks of a distributed run: only rank 0 reports (and wrote the run folder).
-    is_main: bool = True
-    #: task -> metric -> value on the test split (data.test_fraction), scored once with the best epoch's weights
-    #: (those in best.pt); None without a test split, or when no epoch had a finite validation loss
-    test: dict[str, dict[str, float]] | None = None
-    #: how many images the test split holds (0: no test split)
-    test_images: int = 0
-    #: how many images the validation split holds (0: none, so `final` and the best epoch were measured on the
-    #: training images, as train.log says)
-    val_images: int = 0
-
-    def __repr__(self) -> str:
-        """`RunResult(run_dir='runs/x', epochs=3, best_epoch=2, best={'age': {'mae': 6.55}})`: the default repr
-        would print every row of the history."""
-        best = self.best
-        shown = None if best is None else {task: {metric: float(f"{value:.4g}") for metric, value in metrics.items()}
-                                           for task, metrics in best.items()}
-        return (f"RunResult(run_dir={str(self.run_dir)!r}, epochs={len(self.history)}, best_epoch={self.best_epoch}, "
-                f"best={shown!r})")
-
-    @property
-    def best(self) -> dict[str, dict[str, float]] | None:
-        """The validation metrics of the best epoch, the weights in best.pt (None: no epoch had a finite loss).
-
-        `final` is the last epoch's, the weights in last.pt; `hydranet eval best.pt`
-        and `hydranet compare` report these.
-        """
-        return metrics_at(self.history, self.best_epoch, self.final.metrics)
 
 
 def _saved_position(resume_state: Mapping[str, Any] | None) -> tuple[int, int] | None:
@@ -123,30 +59,6 @@ def _saved_position(resume_state: Mapping[str, Any] | None) -> tuple[int, int] |
         return None
     progress = resume_state.get("progress") or {}
     return int(progress.get("epoch", 1)), int(progress.get("step", 0))
-
-
-def metrics_at(history: Sequence[Mapping[str, Any]], epoch: int,
-               like: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]] | None:
-    """Task -> metric -> value of `epoch`'s row of metrics.csv (`val.TASK.METRIC`), for the tasks and metrics
-    of `like`; None when no row is that epoch's. From the rows, so a resumed run has its earlier epochs' too."""
-    row = next((row for row in history if int(float(row["epoch"])) == epoch), None)
-    if row is None:
-        return None
-    return {task: {metric: _number(row.get(f"val.{task}.{metric}")) for metric in metrics}
-            for task, metrics in like.items()}
-
-
-def _number(value: Any) -> float:
-    """A metrics.csv cell as a number; NaN for one that is blank or missing (a row the user edited)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def metrics_text(metrics: Mapping[str, float]) -> str:
-    """"mae 4.210 accuracy 0.875": one task's metrics as train.log's epoch and test lines both write them."""
-    return " ".join(f"{metric} {value:.3f}" for metric, value in metrics.items())
 
 
 def train(

@@ -43,7 +43,7 @@ _LAZY = {
     "Components": "hydranet.core.plugins",
     "RunInfo": "hydranet.core.observers",
     # what the functions return, for isinstance checks and annotations
-    "RunResult": "hydranet.core.engine",
+    "RunResult": "hydranet.core.run_result",
     "SweepResult": "hydranet.core.sweep",
     **dict.fromkeys(("TrainedModel", "Evaluation"), "hydranet.core.inference"),
     "EvalResult": "hydranet.core.evaluation",
@@ -54,7 +54,8 @@ if _TYPE_CHECKING:  # what the lazy names are, for editors and type checkers
     from hydranet.core.checkpoint import load
     from hydranet.core.compare import compare
     from hydranet.core.comparison import Comparison
-    from hydranet.core.engine import RunResult, train
+    from hydranet.core.engine import train
+    from hydranet.core.run_result import RunResult
     from hydranet.core.evaluation import EvalResult
     from hydranet.core.inference import Evaluation, TrainedModel
     from hydranet.core.plugins import Components, components

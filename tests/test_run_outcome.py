@@ -18,7 +18,7 @@ import torch
 import hydranet
 from hydranet.core.weighting import WeightedSum
 from conftest import tiny_spec, train_from_the_cli, with_weighting
-from hydranet.core.engine import metrics_at
+from hydranet.core.run_result import metrics_at
 from hydranet.core.errors import TrainingError
 from hydranet.core.run import read_metrics
 from hydranet.core.spec import load_spec
