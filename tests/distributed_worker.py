@@ -26,6 +26,7 @@ once" ends it; it writes OUT/rank<R>.log: the lines the run would log, then
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -127,7 +128,15 @@ def check_consistency(spec_file: Path, out: Path) -> None:
     placement = placement_with_little_memory_on_rank_one(spec, out, rank)
     saved, restored = generator_states_across_a_resume(spec, out, rank)
     torch.save({"placement": placement, "saved": saved, "restored": restored}, out / f"consistency.rank{rank}.pt")
+    end_group()
+
+
+def end_group() -> None:
+    """Destroy the process group now and collect: a group still held by a reference cycle through a finished
+    Trainer would be destroyed at interpreter shutdown, where gloo's threads can abort the rank ("terminate
+    called without an active exception", exit -6), as `Distributed.close` explains for the engine's own group."""
     torch.distributed.destroy_process_group()
+    gc.collect()
 
 
 def main() -> None:
@@ -149,7 +158,7 @@ def main() -> None:
         torch.save({"model": trainer.model.state_dict(), "weighting": trainer.weighting.state_dict(),
                     "world_size": int(os.environ["WORLD_SIZE"])},
                    out / f"{case['label']}.rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    end_group()
 
 
 if __name__ == "__main__":
