@@ -387,7 +387,7 @@ def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str] | None
     to the workers: the first Ctrl-C would use up the second's meaning, and
     a second Ctrl-C would make torchrun exit without waiting for its workers.
     Passed on once, the first Ctrl-C reaches the workers as SIGINT (finish the
-    step, save, stop) and a second one, a moment later, as SIGTERM, which a
+    step, save, stop) and a second one, more than a second later, as SIGTERM, which a
     worker that was asked to stop by SIGINT takes as "stop at once" (see
     `hydranet.core.interrupts`).
 

@@ -107,15 +107,17 @@ class RunCheckpoints:
 
         From last.pt; one written before it stored them has metrics.csv's
         train_seconds and val_seconds columns (an epoch resumed mid-way then
-        counted only its steps after the stop there).
+        counted only its steps after the stop there), read by each row's epoch:
+        an epoch whose row was lost is None there, not the next epoch's figures.
         """
         progress = self.progress_state
         if progress.epoch_train_seconds is not None:
             train, val = list(progress.epoch_train_seconds), list(progress.epoch_val_seconds or [])
         else:
-            rows = self.run_folder.metrics_rows()
-            train, val = ([row.get(key) if isinstance(row.get(key), float) else None for row in rows]
-                          for key in ("train_seconds", "val_seconds"))
+            rows = {_epoch_of(row): row for row in self.run_folder.metrics_rows()}
+            epochs = range(1, progress.epoch)  # the finished ones
+            train, val = ([rows.get(epoch, {}).get(key) if isinstance(rows.get(epoch, {}).get(key), float) else None
+                           for epoch in epochs] for key in ("train_seconds", "val_seconds"))
         self.timings["epoch_train_seconds"], self.timings["epoch_val_seconds"] = train, val
 
     def _load_into(self, key: str, target: Any, state: Mapping[str, Any]) -> None:
@@ -295,6 +297,14 @@ def checkpoint_write_failed(path: Path, error: OSError, run_dir: Path, option: s
     go_on = (f"{action} and continue with {resume_command(run_dir, option)}" if last.is_file()
              else f"{action} and start the run again")
     return f"cannot write checkpoint {path}: {why}; {kept}. {go_on[0].upper() + go_on[1:]}"
+
+
+def _epoch_of(row: Mapping[str, Any]) -> int | None:
+    """A metrics.csv row's epoch as an int (it is read as a float); None for a row without a readable one."""
+    try:
+        return int(float(row["epoch"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def epoch_ranges(epochs: list[int]) -> str:

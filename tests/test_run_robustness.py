@@ -338,6 +338,20 @@ def test_an_older_checkpoint_s_resumed_epoch_is_left_out_of_the_timings_and_earl
     assert timings["epoch_train_seconds"] == [first, None] and len(timings["epoch_val_seconds"]) == 2
 
 
+def test_an_older_checkpoint_s_timings_are_read_by_epoch_so_a_lost_row_shifts_none(faces, tmp_path, components,
+                                                                                    monkeypatch):
+    run = stopped_mid_epoch(faces, tmp_path / "run", components, monkeypatch, epoch=3, step=2, epochs=3)
+    state = torch.load(run / "last.pt", weights_only=True)
+    for key in ("seconds", "epoch_train_seconds", "epoch_val_seconds"):  # as an older hydranet wrote it
+        del state["progress"][key]
+    torch.save(state, run / "last.pt")
+    header, first, second = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text(f"{header}\n{second}\n")  # epoch 1's row lost
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    timings = json.loads((run / "summary.json").read_text())["timings"]
+    assert timings["epoch_train_seconds"] == [None, float(second.split(",")[1]), None]
+
+
 # ------------------------------------------------------------------ 4. data that changed under a resumed run
 
 
