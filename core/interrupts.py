@@ -60,8 +60,8 @@ def interrupt_requests(trainer: Any) -> Iterator[None]:
         if trainer.stop_signal is not None:
             # One request can arrive as several signals at once (a Ctrl-C that reaches a worker from the
             # terminal and from torchrun): only a second Ctrl-C more than DOUBLE_SIGNAL_SECONDS later means
-            # "stop now, without saving". torchrun passes a second signal on as SIGTERM, so after a Ctrl-C a later SIGTERM
-            # means it too; SIGTERMs alone (a scheduler's) only ever ask to save and stop.
+            # "stop now, without saving". torchrun passes a second signal on as SIGTERM, so after a Ctrl-C a
+            # later SIGTERM means it too; SIGTERMs alone (a scheduler's) only ever ask to save and stop.
             # A SIGHUP is never "stop now": a terminal closed while the run saves after a Ctrl-C lets it save.
             later = now - trainer.stop_requested_at > DOUBLE_SIGNAL_SECONDS
             if later and signal.SIGINT in (signum, trainer.stop_signal) and signum != getattr(signal, "SIGHUP", None):
