@@ -18,9 +18,6 @@ from hydranet.core.param_text import call_text, leaf_text
 from hydranet.core.plot import RunSeries
 from hydranet.core.spec_differences import component_name, differences
 
-#: `RunRecord.started_in` before its checkpoint was read
-_UNREAD: Any = object()
-
 class RunProblem(HydranetError):
     """A RUN argument that cannot be compared; the message names the folder and what to do."""
 
@@ -48,17 +45,21 @@ class RunRecord:
     #: (`label_weightings`): what tells two `static` runs apart
     weighting_params: dict[str, Any] = field(default_factory=dict)
 
-    _started_in: Any = field(default=_UNREAD, repr=False, compare=False)
-    _processes: Any = field(default=_UNREAD, repr=False, compare=False)
+    #: its checkpoints as read so far (name -> state, None where absent or unreadable): last.pt answers both
+    #: `started_in` and `processes`, so it is read once (`_checkpoint`)
+    _checkpoints: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def started_in(self) -> str | None:
         """The folder the run started in, which its checkpoints record (`started_in`, as `hydranet eval` reads it):
         what a relative data.root counts from. None where no checkpoint of it says (a run stopped in its first
         epoch, or one written before it was recorded). Read once, and only when asked."""
-        if self._started_in is _UNREAD:
-            self._started_in = _recorded_start(self.path)
-        return self._started_in
+        for name in ("last.pt", "best.pt"):
+            saved = self._checkpoint(name)
+            started = saved.get("started_in") if saved is not None else None
+            if isinstance(started, str) and started:
+                return started
+        return None
 
     @property
     def data_root(self) -> Any:
@@ -83,9 +84,19 @@ class RunRecord:
         if self.summary is not None:
             count = self.summary.get("processes")
             return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
-        if self._processes is _UNREAD:
-            self._processes = _saved_processes(self.path)
-        return self._processes
+        saved = self._checkpoint("last.pt")
+        progress = saved.get("progress") if saved is not None else None
+        if not isinstance(progress, Mapping):
+            return None
+        states = progress.get("process_generators")  # a one-process run's holds none: 1
+        return len(states) if isinstance(states, list) and states else 1
+
+    def _checkpoint(self, name: str) -> Mapping[str, Any] | None:
+        """The run's checkpoint `name`, read once, without its tensors' data (mmap); None where absent or not a
+        checkpoint (then what it would say stays unknown)."""
+        if name not in self._checkpoints:
+            self._checkpoints[name] = _read_quietly(self.path / name)
+        return self._checkpoints[name]
 
     @property
     def weighting(self) -> str:
@@ -105,36 +116,15 @@ class RunRecord:
         return int(self.spec.get("train", {}).get("epochs", self.epochs_done))
 
 
-def _recorded_start(path: Path) -> str | None:
-    """The `started_in` a run folder's last.pt (else best.pt) records; None where neither can say. Read without its
-    tensors' data (mmap): a relative data.root is all it is asked for."""
-    import torch
-
-    for name in ("last.pt", "best.pt"):
-        try:
-            saved = torch.load(path / name, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # absent, or not a checkpoint: the root stays as written, compared as text
-            continue
-        started = saved.get("started_in") if isinstance(saved, Mapping) else None
-        if isinstance(started, str) and started:
-            return started
-    return None
-
-
-def _saved_processes(path: Path) -> int | None:
-    """The number of processes whose random states the run's last.pt holds (`Progress.process_generators`; a
-    one-process run's has none: 1); None where it cannot say. Read without its tensors' data (mmap)."""
+def _read_quietly(path: Path) -> Mapping[str, Any] | None:
+    """A checkpoint's state read without its tensors' data (mmap), or None for one absent or unreadable."""
     import torch
 
     try:
-        saved = torch.load(path / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # absent, or not a checkpoint
         return None
-    progress = saved.get("progress") if isinstance(saved, Mapping) else None
-    if not isinstance(progress, Mapping):
-        return None
-    states = progress.get("process_generators")
-    return len(states) if isinstance(states, list) and states else 1
+    return saved if isinstance(saved, Mapping) else None
 
 
 def run_differences(reference: RunRecord, run: RunRecord, names: bool = False) -> dict[str, Any]:
