@@ -275,17 +275,14 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
 
         A run killed after last.pt's final write (SIGKILL, a power cut) has no
         summary.json: resuming it trains nothing, but writes what is missing.
-        best.pt is written before last.pt (`_save`), so it is up to date; one
-        left stale by an older hydranet, which wrote last.pt first, is written
-        again from last.pt when the last epoch was the best. The last epoch is
+        A best.pt the kill left behind last.pt was brought up to date when the
+        run was restored (`_bring_best_up_to_date`). The last epoch is
         validated again (its weights are last.pt's), for summary.json's
         `final`; the test split, if any, is scored as at the end of any run.
         """
-        log, progress = self.run_folder.log, self.progress_state
+        log = self.run_folder.log
         log(f"{self.run_folder.last_checkpoint} holds all {plural(self.cfg.epochs, 'epoch')} of the run, but the "
             "run stopped before writing summary.json: completing it (nothing is trained)")
-        if self.dist.is_main and progress.best_epoch >= 1:
-            self._bring_best_up_to_date(progress.best_epoch)
         return self._validate()
 
     def _validate(self) -> EvalResult:
@@ -294,28 +291,6 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
         self.validating = True
         self.dist.average_buffers(self.model)  # batch-norm statistics: one model on every rank
         return self._evaluate_on(self.eval_index)
-
-    def _bring_best_up_to_date(self, best_epoch: int) -> None:
-        """Write best.pt again from last.pt when it does not hold the best epoch, and that epoch is last.pt's."""
-        from hydranet.core.checkpoint import for_use, read_checkpoint
-
-        best = self.run_folder.best_checkpoint
-        try:
-            held = int(read_checkpoint(best).get("epoch", -1)) if best.is_file() else None
-        except CheckpointError:
-            held = None
-        if held == best_epoch:
-            return
-        saved = self.resume_state or {}
-        was = "missing" if held is None and not best.is_file() else (
-            "damaged" if held is None else f"stale (epoch {held})")
-        if int(saved.get("epoch", -1)) == best_epoch:
-            self._write_checkpoint(for_use(saved), best)
-            self.run_folder.log(f"{best} was {was}; wrote it again from last.pt, which holds epoch {best_epoch}, "
-                                "the best")
-        else:
-            self.run_folder.log(f"warning: {best} is {was}, not epoch {best_epoch}, the best; those weights are "
-                                "lost, so best.pt is not the best epoch's and the test split is not scored")
 
     # ------------------------------------------------------------ the test split
 

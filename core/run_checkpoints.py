@@ -56,6 +56,8 @@ class RunCheckpoints:
                 f"{plural(completed, 'epoch')} in last.pt (rows deleted, or the file removed); they cannot be "
                 "recovered, so the resumed run's rows follow without them and the run's history has that gap")
         self.saved_at = (self.progress_state.epoch, self.progress_state.step)
+        if self.dist.is_main and self.progress_state.best_epoch >= 1:
+            self._bring_best_up_to_date(state)
         self.run_folder.log(f"resumed from {self.run_folder.last_checkpoint}: epoch {self.progress_state.epoch}, "
                             f"step {self.progress_state.step} of {self.steps_per_epoch}")
 
@@ -201,21 +203,50 @@ class RunCheckpoints:
         self._stop(f"at epoch {epoch}, step {done}")
 
     def _save(self, epoch: int, row: Mapping[str, Any], *, best: bool) -> None:
-        """After an epoch: best.pt (weights for use) when the epoch improved, then last.pt to resume from.
+        """After an epoch: last.pt to resume from, then best.pt (weights for use) when the epoch improved.
 
-        In that order: a resume trusts last.pt, so a last.pt of epoch N must
-        imply best.pt is up to date through epoch N. A run killed between the
-        two writes (SIGKILL, a power cut) then resumes from last.pt of epoch
-        N - 1 and trains epoch N again, instead of keeping a stale best.pt for
-        good. Rank 0 alone writes: every rank holds the same model.
+        In that order, a run killed between the two writes (SIGKILL, a power
+        cut) loses nothing: its last.pt says epoch N was the best and holds
+        epoch N's weights, which are all best.pt would have held, so resuming
+        writes best.pt from it (`_bring_best_up_to_date`). The other order left
+        a best.pt of an epoch that last.pt did not have, which replaced the
+        real best epoch's weights for good when the retrained epoch came out
+        worse. Rank 0 alone writes: every rank holds the same model.
         """
         self._gather_generators()
         if not self.dist.is_main:
             return
         state = self.checkpoint_state(epoch, row)
+        self._write_checkpoint(state, self.run_folder.last_checkpoint)
         if best:  # for using the model: resuming continues from last.pt
             self._write_checkpoint(for_use(state), self.run_folder.best_checkpoint)
-        self._write_checkpoint(state, self.run_folder.last_checkpoint)
+
+    def _bring_best_up_to_date(self, saved: Mapping[str, Any]) -> None:
+        """On resume: write best.pt again from last.pt (`saved`) when it does not hold the best epoch, and that
+        epoch is last.pt's (the run was killed between the two writes of `_save`, or best.pt was deleted).
+
+        Otherwise a best.pt not of the best epoch is only logged: a later epoch
+        that improves replaces it, and the test split is not scored with it
+        (`_best_weights_in_best_pt`).
+        """
+        from hydranet.core.checkpoint import read_checkpoint
+
+        best_epoch, best = self.progress_state.best_epoch, self.run_folder.best_checkpoint
+        try:
+            held = int(read_checkpoint(best).get("epoch", -1)) if best.is_file() else None
+        except CheckpointError:
+            held = None
+        if held == best_epoch:
+            return
+        was = "missing" if held is None and not best.is_file() else (
+            "damaged" if held is None else f"stale (epoch {held})")
+        if int(saved.get("epoch", -1)) == best_epoch:
+            self._write_checkpoint(for_use(saved), best)
+            self.run_folder.log(f"{best} was {was}; wrote it again from last.pt, which holds epoch {best_epoch}, "
+                                "the best")
+        else:
+            self.run_folder.log(f"warning: {best} is {was}, not epoch {best_epoch}, the best; those weights are "
+                                "lost, so best.pt is not the best epoch's until a later epoch improves on it")
 
     def _write_checkpoint(self, state: Mapping[str, Any], path: Path) -> None:
         """`atomic_torch_save`; a write the system refuses (a full disk, a quota, a read-only or failing disk) is a

@@ -53,15 +53,48 @@ def copy_of(run: Path, where: Path) -> Path:
 # ------------------------------------------------------------------ 1. killed while writing its last files
 
 
-def test_checkpoints_are_written_best_first_so_last_pt_implies_an_up_to_date_best_pt(faces, tmp_path, components,
-                                                                                    monkeypatch):
+def test_checkpoints_are_written_last_first_so_a_kill_between_them_loses_no_best_epoch(faces, tmp_path, components,
+                                                                                     monkeypatch):
     written = []
     real = run_checkpoints.checkpoint_module.atomic_torch_save
     monkeypatch.setattr(run_checkpoints.checkpoint_module, "atomic_torch_save",
                         lambda state, path: (written.append(Path(path).name), real(state, path)))
     trained(faces, tmp_path / "run", components, epochs=2)
-    assert written[:2] == ["best.pt", "last.pt"]  # epoch 1 always improves
-    assert written[-1] == "last.pt" and set(written) == {"best.pt", "last.pt"}
+    assert written[:2] == ["last.pt", "best.pt"]  # epoch 1 always improves
+    assert set(written) == {"best.pt", "last.pt"}
+
+
+def test_a_run_killed_between_last_pt_and_best_pt_resumes_with_best_pt_written_from_last_pt(faces, tmp_path,
+                                                                                           components, monkeypatch):
+    """last.pt of epoch 2 (the best so far) is written, best.pt still holds epoch 1: nothing is lost on resume."""
+    real = run_checkpoints.checkpoint_module.atomic_torch_save
+
+    def killed_before_best_of_epoch_2(state, path):
+        if state["epoch"] == 2 and Path(path).name == "best.pt":
+            raise KeyboardInterrupt  # stands in for SIGKILL: nothing after it runs
+        real(state, path)
+
+    monkeypatch.setattr(run_checkpoints.checkpoint_module, "atomic_torch_save", killed_before_best_of_epoch_2)
+    with pytest.raises(BaseException):
+        trained(faces, tmp_path / "run", components, epochs=3)
+    run = tmp_path / "run"
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["progress"]["best_epoch"] == 2  # the tiny run improves every epoch
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(run_checkpoints.checkpoint_module, "atomic_torch_save", real)
+
+    seen = {}
+    restore = run_checkpoints.RunCheckpoints._restore
+
+    def restore_then_look(self, state):
+        restore(self, state)
+        seen.update(torch.load(run / "best.pt", weights_only=True))  # before epoch 3 trains
+
+    monkeypatch.setattr(run_checkpoints.RunCheckpoints, "_restore", restore_then_look)
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    assert seen["epoch"] == 2 and all(torch.equal(seen["model"][k], last["model"][k]) for k in last["model"])
+    assert "best.pt was stale (epoch 1); wrote it again from last.pt, which holds epoch 2, the best" in (
+        run / "train.log").read_text()
 
 
 def test_resuming_a_run_killed_before_its_summary_completes_it(finished_run, tmp_path, components):
