@@ -8,6 +8,7 @@ checkpoints are replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,7 +17,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from hydranet.core.atomic import atomic_write_text, remove_stale_temporaries, wh
 from hydranet.core.errors import RunFolderError
 from hydranet.core.paths import printable
 from hydranet.core.wording import english_list, plural
+from hydranet.core.write_failures import refused_by_system, write_failed
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 #: The run folder's lock file (see `RunLock`): present while a run writes the folder; not one of its files.
@@ -493,17 +495,33 @@ class RunFolder:
         line = printable(line)  # a file name that is not UTF-8 (a Latin-1 name) is written escaped, not lost
         if line.startswith(WARNING_PREFIX):
             self.warnings.append(line)
-        with open(self.path / "train.log", "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-        if self.echo and console:
+        if self.echo and console:  # first: a train.log the disk refuses stops the run, and this line is seen
             try:
                 tqdm.write(line, file=sys.stderr)
             except (OSError, ValueError):  # BrokenPipeError (`| head`), a terminal gone (SIGHUP), a closed stream
                 self.echo = False  # the console is gone: the run goes on, and train.log keeps every line
+        log = self.path / "train.log"
+        with self._explained_write_failure(log, f"{log.name} has every line before this one"):
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+
+    @contextlib.contextmanager
+    def _explained_write_failure(self, path: Path, kept: str) -> Iterator[None]:
+        """A write of `path` the system refuses (a full disk: `write_failures`) is a RunFolderError naming the
+        file, what is `kept` as it was, and how to go on; other errors pass through as they are."""
+        try:
+            yield
+        except OSError as error:
+            if not refused_by_system(error):
+                raise
+            raise RunFolderError(write_failed(str(path), error, self.path, self.option, kept)) from None
 
     def write_text(self, name: str, text: str) -> Path:
+        """Replace the run folder's file `name` whole (`atomic_write_text`): a refused write leaves the old one."""
         target = self.path / name
-        atomic_write_text(target, text)
+        kept = f"the previous {name} is intact" if target.is_file() else f"no {name} was written"
+        with self._explained_write_failure(target, kept):
+            atomic_write_text(target, text)
         return target
 
     def write_json(self, name: str, data: Any) -> Path:
@@ -531,7 +549,8 @@ class RunFolder:
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.metrics_csv, buffer.getvalue())
+        with self._explained_write_failure(self.metrics_csv, f"{self.metrics_csv.name} is as it was"):
+            atomic_write_text(self.metrics_csv, buffer.getvalue())
         self._fields = list(fields)
 
     def missing_epochs(self, last_epoch: int) -> list[int]:
@@ -554,13 +573,25 @@ class RunFolder:
                 self._fields = next(csv.reader(handle), None) or list(row)
         if self._fields is None:
             self._fields = list(row)
-        with open(self.metrics_csv, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore", lineterminator="\n")
-            if new_file:
-                writer.writeheader()
-            writer.writerow({k: csv_number(v) for k, v in row.items()})
-            handle.flush()
-            os.fsync(handle.fileno())
+        size = 0 if new_file else self.metrics_csv.stat().st_size
+        kept = (f"{self.metrics_csv.name} is as it was before epoch {row.get('epoch')}'s row, which is trained "
+                "again on resume" if not new_file else f"no {self.metrics_csv.name} was written")
+        with self._explained_write_failure(self.metrics_csv, kept):
+            try:
+                with open(self.metrics_csv, "a", newline="", encoding="utf-8") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore",
+                                            lineterminator="\n")
+                    if new_file:
+                        writer.writeheader()
+                    writer.writerow({k: csv_number(v) for k, v in row.items()})
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError:  # no half row: a reader, and the resume that appends this epoch again, see whole rows
+                if new_file:
+                    self.metrics_csv.unlink(missing_ok=True)
+                else:
+                    os.truncate(self.metrics_csv, size)
+                raise
 
 
 class SilentRunFolder(RunFolder):

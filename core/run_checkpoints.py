@@ -8,7 +8,6 @@ loading, using a trained model). The `RunCheckpoints` methods are the
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from hydranet.core.resume import (Progress, capture_generators, process_states, 
                                   restore_generators)
 from hydranet.core.step import TrainStep
 from hydranet.core.wording import english_list, plural
+from hydranet.core.write_failures import refused_by_system, write_failed
 
 
 class RunCheckpoints:
@@ -254,7 +254,7 @@ class RunCheckpoints:
         try:
             checkpoint_module.atomic_torch_save(state, path)
         except OSError as error:
-            if error.errno not in WRITE_FAILURES:
+            if not refused_by_system(error):
                 raise
             raise RunFolderError(checkpoint_write_failed(path, error, self.run_folder.path, self.option)) from None
 
@@ -303,31 +303,11 @@ class RunCheckpoints:
 #: last.pt's record of the data it was trained on (`RunCheckpoints.data_fingerprint`)
 DATA_FINGERPRINT = "data_fingerprint"
 
-#: errno -> (the reason in the user's words, what to do about it) for a checkpoint write the system refused
-WRITE_FAILURES = {
-    errno.ENOSPC: ("no space left on the disk", "free space on the disk of {folder}"),
-    **({errno.EDQUOT: ("the disk quota is exceeded", "free space within your quota on the disk of {folder}")}
-       if hasattr(errno, "EDQUOT") else {}),
-    errno.EROFS: ("the file system is read-only", "make {folder} writable again (remount it read-write)"),
-    errno.EACCES: ("permission denied", "make {folder} writable for you again"),
-    errno.EPERM: ("operation not permitted", "make {folder} writable for you again"),
-    errno.EIO: ("an input/output error (a failing disk or network file system)",
-                "check the disk of {folder} (or its network connection)"),
-}
-
-
 def checkpoint_write_failed(path: Path, error: OSError, run_dir: Path, option: str = "--set") -> str:
     """Why writing checkpoint `path` failed, that the previous one is intact, and how to go on."""
-    from hydranet.core.run import resume_command
-
-    why, action = WRITE_FAILURES[error.errno]
-    action = action.format(folder=run_dir)
     kept = (f"the previous {path.name} is intact (a checkpoint is written to a temporary file and renamed into "
             f"place only once whole)" if path.is_file() else f"no {path.name} was written")
-    last = run_dir / "last.pt"
-    go_on = (f"{action} and continue with {resume_command(run_dir, option)}" if last.is_file()
-             else f"{action} and start the run again")
-    return f"cannot write checkpoint {path}: {why}; {kept}. {go_on[0].upper() + go_on[1:]}"
+    return write_failed(f"checkpoint {path}", error, run_dir, option, kept)
 
 
 def _epoch_of(row: Mapping[str, Any]) -> int | None:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from hydranet.core.errors import HydranetError, TrainingError, TrainingInterrupted
+from hydranet.core.errors import HydranetError, RunFolderError, TrainingError, TrainingInterrupted
 from hydranet.core.interrupts import StoppedAtOnce
 from hydranet.core.observers import outcome
 from hydranet.core.plugin_calls import provenance
@@ -125,7 +125,7 @@ class RunStops:
             self.run_folder.log(f"{FAILURE_LINE}({saved}): {message}", console=False)
             if not isinstance(error, HydranetError):
                 self.run_folder.log("".join(traceback.format_exception(error)).rstrip(), console=False)
-        except OSError:
+        except (OSError, RunFolderError):  # a train.log the disk refuses (`RunFolder.log`)
             pass
 
     def _stop_nonfinite(self, epoch: int, problem: str, whose: str, advice: str = "") -> NoReturn:

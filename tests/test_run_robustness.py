@@ -199,6 +199,91 @@ def test_torch_s_wrapped_write_error_comes_out_as_the_os_error(tmp_path, monkeyp
     assert caught.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
 
 
+def full_disk_run(tmp_path, faces, epochs: int = 2) -> tuple[list[str], Path]:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(faces, epochs=epochs)))
+    return ["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"], tmp_path / "run"
+
+
+def no_space() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_appending_to_metrics_csv_leaves_no_half_row_and_says_how_to_go_on(faces, tmp_path,
+                                                                                           monkeypatch):
+    import os
+
+    command, run = full_disk_run(tmp_path, faces)
+    real, appended = os.fsync, []
+
+    def full_at_epoch_2s_row(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("metrics.csv"):
+            appended.append(fd)
+            if len(appended) == 2:
+                raise no_space()  # the row is in the file, not yet on the disk: as a refused write leaves it
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", full_at_epoch_2s_row)
+    result = CliRunner().invoke(cli, command)
+    monkeypatch.setattr(os, "fsync", real)
+    assert result.exit_code == 1 and "Traceback" not in result.output and "Errno" not in result.output
+    assert (f"cannot write {run / 'metrics.csv'}: no space left on the disk; metrics.csv is as it was before epoch "
+            f"2's row, which is trained again on resume. Free space on the disk of {run} and continue with "
+            f"hydranet train --resume {run}") in result.output
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("1,")  # the header and epoch 1's whole row, nothing of epoch 2
+    again = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2"]
+
+
+def test_a_full_disk_while_writing_summary_json_is_completed_by_resume(faces, tmp_path, monkeypatch):
+    from hydranet.core import run as run_module
+
+    command, run = full_disk_run(tmp_path, faces, epochs=1)
+    real = run_module.atomic_write_text
+
+    def full_at_summary(path, text):
+        if Path(path).name == "summary.json":
+            raise no_space()
+        real(path, text)
+
+    monkeypatch.setattr(run_module, "atomic_write_text", full_at_summary)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (f"cannot write {run / 'summary.json'}: no space left on the disk; no summary.json was written. Free "
+            f"space on the disk of {run} and continue with hydranet train --resume {run}") in result.output
+    monkeypatch.setattr(run_module, "atomic_write_text", real)
+    again = CliRunner().invoke(cli, ["train", "--resume", str(run), "--no-progress"])
+    assert again.exit_code == 0 and "completed the run" in again.output and (run / "summary.json").is_file()
+
+
+def test_a_full_disk_while_writing_train_log_stops_the_run_with_the_line_still_shown(faces, tmp_path, monkeypatch):
+    import builtins
+
+    from hydranet.core import run as run_module
+
+    command, run = full_disk_run(tmp_path, faces)
+    real_save, real_open, full = run_checkpoints.checkpoint_module.atomic_torch_save, builtins.open, []
+
+    def save_then_fill_the_disk(state, path):
+        real_save(state, path)
+        full.append(state["epoch"] == 2)
+
+    def refusing_open(path, mode="r", *args, **kwargs):
+        if any(full) and Path(path).name == "train.log" and "a" in mode:
+            raise no_space()
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(run_checkpoints.checkpoint_module, "atomic_torch_save", save_then_fill_the_disk)
+    monkeypatch.setattr(run_module, "open", refusing_open, raising=False)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "epoch 2/2" in result.output  # the line train.log refused reached the console
+    assert (f"cannot write {run / 'train.log'}: no space left on the disk; train.log has every line before this "
+            f"one. Free space on the disk of {run} and continue with hydranet train --resume {run}") in result.output
+
+
 # ------------------------------------------------------------------ 3. a console that is gone
 
 
