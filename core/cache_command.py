@@ -52,9 +52,10 @@ def list_command() -> None:
     """List what the cache holds and how much disk it takes.
 
     Each decoded-image entry is shown with its data folder, image size,
-    number of images, disk space, last use and state: `in use` (used in the
-    last 15 minutes), `superseded` (a newer entry holds the same folder and
-    size) or `data folder gone`. The other items follow, counted.
+    number of images, disk space, last use and state: `superseded` (a newer
+    entry holds the same folder and size) or `data folder gone`, and `in use`
+    (used in the last 15 minutes: `clear` keeps it). The other items follow,
+    counted.
 
     \b
     Example:
@@ -192,14 +193,16 @@ def _is_synthetic(path: Path) -> bool:
 
 
 def _state(entry: CacheEntry, decoded: Sequence[CacheEntry], now: float) -> str:
-    """Why an entry may be worth clearing: superseded by a newer one, its data folder gone; or in use."""
-    if in_use(entry.last_used, now):
-        return "in use"
+    """Why an entry may be worth clearing (superseded by a newer one, its data folder gone), and whether it is in
+    use: "superseded, in use" says both, since `clear` keeps an entry in use however stale it is."""
+    states = []
     if any(newer.supersedes(entry) and newer.last_used > entry.last_used for newer in decoded):
-        return "superseded"
-    if entry.root and not Path(entry.root).is_dir():
-        return "data folder gone"
-    return ""
+        states.append("superseded")
+    elif entry.root and not Path(entry.root).is_dir():
+        states.append("data folder gone")
+    if in_use(entry.last_used, now):
+        states.append("in use")
+    return ", ".join(states)
 
 
 def _children(folder: Path) -> list[Path]:

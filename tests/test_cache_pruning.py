@@ -130,3 +130,16 @@ def test_cache_list_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     entry, = decode_cache.entries(cache)
     assert entry.root == str(tmp_path / "other") and not report.exists()
     assert torch.is_tensor(decode_images(draw(data), SIZE, cache_dir=cache, progress=False, workers=1).images)
+
+
+def test_cache_list_says_an_entry_in_use_is_superseded_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both entries were used moments ago: the replaced one says so, though `clear` keeps it until it is idle."""
+    monkeypatch.setenv("HYDRANET_CACHE", str(tmp_path / "home-cache"))
+    cache = tmp_path / "home-cache" / "decoded"
+    files = draw(tmp_path / "data")
+    decode_images(files, SIZE, cache_dir=cache, progress=False, workers=1)
+    os.utime(files[0], (HOUR_AGO, HOUR_AGO))  # a changed file: a new entry for the same folder and size
+    decode_images(files, SIZE, cache_dir=cache, progress=False, workers=1)
+    listing = CliRunner().invoke(cli, ["cache", "list"])
+    assert listing.exit_code == 0, listing.output
+    assert listing.output.count("superseded, in use") == 1 and "decoded images (2 entries):" in listing.output
