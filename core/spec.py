@@ -61,7 +61,7 @@ class ResolvedComponent:
         who = Provenance(f"{kind} '{name or self.entry.name}'", self.origin or describe_plugin(self.entry.plugin))
         args = (*args, self.params) if self.params is not None else args
         fix = f"Fix its factory ({_factory_name(self.entry.factory)}), or leave it out of the spec"
-        built = PluginCall("building", who, fix, ComponentError, hint=_call_hint(kind, self.params is not None))(
+        built = PluginCall("building", who, fix, ComponentError, hint=_call_hint(kind, self.params))(
             self.entry.factory, *args)
         if not getattr(self.entry.factory, STAND_IN, False):
             problem = returned_problem(kind, built)
@@ -130,17 +130,21 @@ def _returned(value: Any) -> str:
     return f"{article} {cls.__qualname__} ({cls.__module__})" if cls.__module__ != "builtins" else kind_of(value)
 
 
-def _call_hint(kind: str, with_params: bool) -> Callable[[Exception], str] | None:
+def _call_hint(kind: str, params: Any) -> Callable[[Exception], str] | None:
     """For a factory that takes something besides its params (a task's name, a weighting's tasks): how hydranet
-    calls it, said when it raises as code given its arguments in another order does (an AttributeError or a
-    TypeError: `def __init__(self, params, tasks)` reads the params as the tasks)."""
+    calls it, said when it raises as code given its arguments in another order does: an AttributeError or a
+    TypeError about the params' type or the other argument's (`def __init__(self, params, tasks)` reads the
+    params as the tasks: "object of type 'Power' has no len()", "'tuple' object has no attribute 'power'").
+    Other errors of such a factory get no hint: it would send its author after an order that is right."""
     first = {"task": "name", "weighting": "tasks"}.get(kind)
-    if first is None or not with_params:
+    if first is None or params is None:
         return None
     what = "the task's name (a str)" if kind == "task" else "the list of hydranet.Task objects"
     called = (f"hydranet calls the factory as factory({first}, params): first {what}, then the validated params; "
               f"check the order of its arguments")
-    return lambda error: called if isinstance(error, (AttributeError, TypeError)) else ""
+    swapped = (f"'{type(params).__name__}'", *(("'str'",) if kind == "task" else ("'list'", "'tuple'")))
+    return lambda error: called if (isinstance(error, (AttributeError, TypeError))
+                                    and any(name in str(error) for name in swapped)) else ""
 
 
 def _factory_name(factory: Any) -> str:

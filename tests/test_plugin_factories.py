@@ -153,6 +153,19 @@ def test_a_backbone_factory_that_raises_gets_no_hint_about_an_order_it_does_not_
     assert "raised AttributeError" in str(caught.value) and "calls the factory as" not in str(caught.value)
 
 
+class BrokenWithParams(WeightedSum):
+    def __init__(self, tasks, params):  # the right order, but a bug of its own
+        super().__init__(tasks)
+        self.scale = params.power * None.real  # AttributeError on NoneType, nothing to do with the order
+
+
+def test_a_weighting_factory_with_params_in_the_right_order_gets_no_order_hint_for_its_own_bug(faces):
+    components = plugin_x("register_weightings", "sigw3", BrokenWithParams, params=Power)
+    with pytest.raises(SpecError) as caught:
+        load_spec({**tiny_spec(faces), "weighting": "sigw3"}, components=components)
+    assert "raised AttributeError" in str(caught.value) and "calls the factory as" not in str(caught.value)
+
+
 # ---------------------------------------------------------------- 3. two implementations of one hook in a plugin
 
 
