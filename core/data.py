@@ -263,15 +263,17 @@ def prepare_data(
     notes = [*dataset_notes(dataset), *decoded.warnings]  # decode's: the cache could not be written, when it could not
     notes += [line for group in problems for line in group.lines(full_list=full_list)]
     notes += warnings
-    keep = (~failed & ~unlabelled).nonzero().flatten()
-    if keep.numel() == 0:
+    if not (~failed & ~unlabelled).any():
         raise DataError(f"dataset '{dataset_name}' has no readable, labelled images\n" + "\n".join(notes))
-    parts = split_indices(keep.numel(), val_fraction, split_seed, test_fraction)
-    train_index, val_index = _validate_every_task(tasks, targets, sources, keep[parts[0]], keep[parts[1]],
-                                                  split_seed, notes)
+    drawn = split_indices(int((~failed).sum()), val_fraction, split_seed, test_fraction)
+    parts = _split_labelled((~failed).nonzero().flatten(), drawn, unlabelled, split_seed, sources, notes)
+    train_index, val_index = parts[0], parts[1]
+    if drawn[1].numel():  # validation was asked for (and the data is big enough to hold some)
+        train_index, val_index = _validate_every_task(tasks, targets, sources, train_index, val_index,
+                                                      split_seed, notes)
     test_index = torch.empty(0, dtype=torch.long)
-    if len(parts) == 3:
-        train_index, test_index = _validate_every_task(tasks, targets, sources, train_index, keep[parts[2]],
+    if len(parts) == 3 and drawn[2].numel():
+        train_index, test_index = _validate_every_task(tasks, targets, sources, train_index, parts[2],
                                                        split_seed + TEST_SEED_OFFSET, notes, held_out="test")
     return PreparedData(
         images=decoded.images,
@@ -296,6 +298,36 @@ def dataset_notes(dataset: Dataset) -> list[str]:
     return [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []
 
 
+def _split_labelled(readable: Tensor, drawn: Sequence[Tensor], unlabelled: Tensor, seed: int,
+                    sources: Sequence[str], notes: list[str]) -> list[Tensor]:
+    """The parts `drawn` (`split_indices` of the `readable` samples, whatever their labels), as sample indices,
+    each without the samples that no task of the spec has a label for.
+
+    The split is drawn before those are dropped so that an image lands in the
+    same part whatever tasks the spec names: a single-task baseline, whose
+    task is missing on some images, then validates on the multi-task run's
+    validation images (those it has a label for), and `hydranet compare`
+    compares scores on the same images. Drawn over the labelled samples only,
+    each task set shuffled the images its own way. Where every sample has a
+    label, this is that split exactly, as it always was.
+
+    Training keeps an image, as `split_indices` makes sure before the drop:
+    when every image drawn for it is unlabelled, one labelled held-out image
+    (drawn with the split's seed) is moved there, and `notes` says so. A
+    held-out part left empty is refilled by `_validate_every_task`.
+    """
+    parts = [readable[part] for part in drawn]
+    parts = [index[~unlabelled[index]] for index in parts]
+    if parts[0].numel() == 0:
+        held = torch.cat(parts[1:]).sort().values  # not empty: some readable sample has a label
+        pick = held[torch.randint(held.numel(), (1,), generator=torch.Generator().manual_seed(seed))]
+        where = next(name for name, part in zip(("validation", "test"), parts[1:]) if (part == pick).any())
+        parts = [torch.cat([parts[0], pick]), *(part[part != pick] for part in parts[1:])]
+        notes.append(f"none of the images drawn for training has a label for the spec's tasks: moved "
+                     f"{sources[int(pick)]} there from the {where} images, so that training has one")
+    return parts
+
+
 def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequence[str], train_index: Tensor,
                          held_index: Tensor, seed: int, notes: list[str],
                          held_out: str = "validation") -> tuple[Tensor, Tensor]:
@@ -308,10 +340,11 @@ def _validate_every_task(tasks: Sequence[Task], targets: Tensor, sources: Sequen
     The sample moved is drawn with the split's seed, so the split stays the
     same on every run over the same data. Each move, or a task left without a
     validation label, is added to `notes`. The test split (`held_out`
-    "test") gets the same, from what training has left.
+    "test") gets the same, from what training has left. A held-out part that
+    was drawn but holds no labelled image (its images had no label for the
+    spec's tasks) gets one the same way, so it is not lost to the split.
+    Called only for a part that was drawn: `data.val_fraction` 0 has none.
     """
-    if held_index.numel() == 0:
-        return train_index, held_index
     for k, task in enumerate(tasks):
         if label_mask(targets[held_index, k]).any():
             continue
