@@ -33,8 +33,11 @@ def data_report_text(evaluation: Any) -> str:
 
 
 def confusion_text(task: str, report: Mapping[str, Any]) -> str:
-    """A confusion matrix with class names, and each true class's recall (the diagonal's share of its row)."""
+    """A confusion matrix with class names, and each true class's recall (the diagonal's share of its row);
+    for a task no matrix fits (`evaluation.no_confusion`), the note that says why."""
     names, matrix = report["classes"], report["confusion_matrix"]
+    if matrix is None:
+        return report["note"]
     total = sum(map(sum, matrix))
     rows = []
     for name, counts in zip(names, matrix):

@@ -58,7 +58,11 @@ class Evaluation:
                 "problems": [group.to_dict() for group in self.problems if group.items]}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for `hydranet eval --json`."""
+        """Plain data for `hydranet eval --json`.
+
+        A classification task that no confusion matrix fits (`task_answers.class_report`) is under
+        "confusion_matrices" all the same, with a null "confusion_matrix" and a "note" saying why.
+        """
         confusion = {k: v for k, v in self.details.items() if "confusion_matrix" in v}
         return {
             "split": self.split, "images": self.images, "dataset": self.dataset, "data_root": self.data_root,

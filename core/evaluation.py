@@ -199,19 +199,24 @@ def score_baselines(tasks: Sequence[Task], constants: Mapping[str, Tensor | Sequ
 # ---------------------------------------------------------------- what a metric hides
 
 
-def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] | None) -> dict[str, Any]:
+def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] | None,
+                     predicted: Tensor | None = None) -> dict[str, Any]:
     """Counts[true class][predicted class] with the class names, from logits.
+
+    `predicted`: each row's class index where the task says it (its
+    decode's "class", for a head that does not output one logit per class);
+    by default, read from the logits as the metrics read them.
 
     Rows whose logits are not all finite (NaN or inf) are counted in
     "nonfinite", with a "warning": the matrix counts them where the metrics
     do, in the class such logits happen to pick.
     """
-    k = 2 if output.shape[1] == 1 else output.shape[1]
-    names = list(class_names or [str(i) for i in range(k)])
+    names = confusion_classes(class_names, output.shape[1])
+    k = len(names)
     matrix = torch.zeros(k, k, dtype=torch.long)
     if target.numel():
-        matrix.index_put_((target.long(), predicted_class(output)), torch.ones(target.numel(), dtype=torch.long),
-                          accumulate=True)
+        predicted = predicted_class(output) if predicted is None else predicted
+        matrix.index_put_((target.long(), predicted), torch.ones(target.numel(), dtype=torch.long), accumulate=True)
     report: dict[str, Any] = {"classes": names, "confusion_matrix": matrix.tolist()}
     nonfinite = int((~torch.isfinite(output)).any(dim=1).sum()) if output.numel() else 0
     if nonfinite:
@@ -219,6 +224,41 @@ def confusion_report(output: Tensor, target: Tensor, class_names: Sequence[str] 
             nonfinite, int(target.numel()), "the matrix and the metrics count each in the class its NaN or inf "
                                             "logits happen to pick"))
     return report
+
+
+def confusion_classes(class_names: Sequence[str] | None, width: int) -> list[str]:
+    """A confusion matrix's classes: the task's class_names, else one per logit ("0", "1", ...; two for one)."""
+    if class_names:
+        return [str(name) for name in class_names]
+    return [str(i) for i in range(2 if width == 1 else width)]
+
+
+def logits_fit(classes: Sequence[str], width: int) -> bool:
+    """Whether a head of `width` outputs gives one logit per class (or one logit for two), as argmax reads it."""
+    return len(classes) == (2 if width == 1 else width)
+
+
+def decoded_classes(rows: Sequence[Any] | None, classes: Sequence[str]) -> Tensor | None:
+    """Each decoded row's "class" as its index in `classes`; None when some row's class is not one of them."""
+    index = {name: i for i, name in enumerate(classes)}
+    found = [index.get(str(row.get("class"))) if isinstance(row, Mapping) else None for row in rows or ()]
+    return None if None in found else torch.tensor(found, dtype=torch.long)
+
+
+def class_index_problem(target: Tensor, count: int) -> str | None:
+    """Why labels are not class indices 0 .. count - 1 (a bitmask, a level, a fraction), or None when they are."""
+    wrong = (target != target.round()) | (target < 0) | (target >= count)
+    if not bool(wrong.any()):
+        return None
+    value = float(target[wrong][0])
+    shown = f"{value:g}" if math.isfinite(value) else str(value)
+    return f"its labels are not class indices 0 to {count - 1} (one is {shown})"
+
+
+def no_confusion(task: str, classes: Sequence[str], why: str) -> dict[str, Any]:
+    """The report of a classification task no confusion matrix fits: a note naming the task and why."""
+    return {"classes": list(classes), "confusion_matrix": None,
+            "note": f"no confusion matrix for task '{task}': {why}; its metrics are not affected"}
 
 
 ERROR_QUANTILES = (0.5, 0.9, 0.99)

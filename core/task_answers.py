@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from hydranet.core.errors import HydranetError
-from hydranet.core.evaluation import (confusion_report, decode_disagreement, decoded_values, error_distribution,
+from hydranet.core.evaluation import (class_index_problem, confusion_classes, confusion_report, decode_disagreement,
+                                      decoded_classes, decoded_values, error_distribution, logits_fit, no_confusion,
                                       task_unit)
 from hydranet.core.image_input import given
 from hydranet.core.registry import describe_plugin
@@ -34,7 +35,7 @@ NOT_LABEL_UNITS = ("decode turns this head's output into other values (typically
 
 @torch.no_grad()
 def error_report(model: TrainedModel, data: Any, index: Tensor, batch_size: int = 256) -> dict[str, dict[str, Any]]:
-    """Per task: a confusion matrix (classification) or the error distribution (regression).
+    """Per task: a confusion matrix (classification; see `class_report`) or the error distribution (regression).
 
     A regression head outputs the prediction in the label's units (the
     task contract; metrics, predict and export read it so). A task whose
@@ -54,7 +55,7 @@ def error_report(model: TrainedModel, data: Any, index: Tensor, batch_size: int 
         labelled = ~torch.isnan(target)
         output, target = output[labelled], target[labelled]
         if task.problem == "classification":
-            report[task.name] = confusion_report(output, target, getattr(task, "class_names", None))
+            report[task.name] = class_report(model, k, output, target)
             continue
         decoded = model.decode_task(k, output) if output.shape[0] else None
         predicted, warning = output[:, 0], ""
@@ -66,6 +67,35 @@ def error_report(model: TrainedModel, data: Any, index: Tensor, batch_size: int 
         report[task.name] = {"unit": task_unit(task, decoded), **error_distribution(predicted - target),
                              **({"warning": warning} if warning else {})}
     return report
+
+
+def class_report(model: TrainedModel, k: int, output: Tensor, target: Tensor) -> dict[str, Any]:
+    """Task k's confusion matrix over these labelled rows, or a note on why none fits its head and labels.
+
+    The task contract does not make a classification head output one logit
+    per class: an ordinal head of cumulative logits outputs one value fewer
+    than its classes, a multi-label head one logit per tag for a bitmask
+    label. A head of one logit per class (or one for two) is read as the
+    metrics read it; another is read through its decode's "class" (what
+    predict shows), which must be one of the task's class_names. Labels that
+    are not class indices, or a decode that names no class, fit no matrix.
+    """
+    task, width = model.tasks[k], int(output.shape[1])
+    classes = confusion_classes(getattr(task, "class_names", None), width)
+    problem = class_index_problem(target, len(classes))
+    if problem is not None:
+        if not getattr(task, "class_names", None):  # the classes are guessed from the width: say how to give them
+            problem += (" (a head that does not output one logit per class gets a matrix from the task's "
+                        "class_names and its decode's \"class\")")
+        return no_confusion(task.name, classes, problem)
+    if logits_fit(classes, width) or not output.shape[0]:
+        return confusion_report(output, target, classes)
+    predicted = decoded_classes(model.decode_task(k, output), classes)
+    if predicted is None:
+        return no_confusion(task.name, classes, f"its head outputs {plural(width, 'value')} for "
+                                                f"{plural(len(classes), 'class', 'classes')} and its decode gives no \"class\" "
+                                                "among its class_names")
+    return confusion_report(output, target, classes, predicted)
 
 
 def decode_outputs(model: TrainedModel, outputs: dict[str, Tensor]) -> list[dict[str, Any]]:
