@@ -23,6 +23,7 @@ import click
 from hydranet.core.cli_options import HintingCommand, device_option, is_model_path, pick_device_option, several_models
 from hydranet.core.cli_types import check_data_overrides
 from hydranet.core.option_types import Count, progress_option, show_progress
+from hydranet.core.paths import not_utf8, os_reason, path_spellings
 from hydranet.core.eval_text import confusion_text, data_report_text, distribution_text
 from hydranet.core.export_formats import FORMATS, MIN_OPSET, SUFFIX
 from hydranet.core.prediction_text import nothing_readable, predictions_csv, predictions_table
@@ -119,8 +120,9 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, allow_dash=True))
 @click.option("--files-from", "list_file", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
               metavar="FILE", help="Also predict the paths FILE lists, one a line (- reads them from stdin); blank "
-                                   "lines and lines starting with # are skipped. A relative path counts from FILE's "
-                                   "folder (from the current folder for stdin).")
+                                   "lines and lines starting with # are skipped. NUL-separated paths (find -print0) "
+                                   "are read too. A relative path counts from FILE's folder (from the current "
+                                   "folder for stdin).")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per image, every class's probability.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="CSV: file, then per task its value (regression) or class and <task>_probability; then error.")
@@ -249,40 +251,52 @@ def refuse_checkpoint(out: Path) -> None:
 
 #: endings of files that usually list paths; predict's row for one, "not an image", points to --files-from
 LIST_SUFFIXES = (".txt", ".csv", ".lst")
+#: how to write a list of paths as UTF-8, for `not_utf8`'s advice: PowerShell 5's `>` writes UTF-16
+LIST_SAVE_AS = "UTF-8 (PowerShell: ... | Out-File -Encoding utf8 FILE)"
 
 
 def listed_paths(list_file: str, shown: int = 5) -> list[Path]:
-    """The paths `list_file` lists, one a line ("-": stdin), blank lines and # comments skipped.
+    """The paths `list_file` lists, one a line ("-": stdin), blank lines and # comments skipped; or separated by
+    NUL characters (`find -print0`), as `xargs -0` reads them.
 
     A relative path counts from the list's folder (the current folder for
     stdin), as rsync's --files-from counts from its source: a list kept
     beside its images (photos/list.txt naming a.jpg) works from any folder,
     and `find photos ... > list.txt` in the current folder too. Paths that
     are not there are refused before the model loads, each with its line;
-    one that the current folder has instead is pointed out.
+    one that the current folder has instead is pointed out. A path with `\\`
+    that is there only with `/` (a list made on Windows) is that file. A list
+    that is not UTF-8 (PowerShell 5's `>` writes UTF-16) is refused with why
+    and how to convert it (`not_utf8`).
     """
-    if list_file == "-":
-        text, base = sys.stdin.read(), Path()
-    else:
-        try:
-            text = Path(list_file).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as error:
-            raise click.ClickException(f"--files-from {list_file}: cannot read it ({error}); pass a text file "
-                                       "of paths, one a line") from None
-        base = Path(list_file).parent
-    entries = [(number, Path(line.strip()).expanduser()) for number, line in enumerate(text.splitlines(), 1)
-               if line.strip() and not line.strip().startswith("#")]
     where = "stdin" if list_file == "-" else list_file
+    try:
+        raw = _stdin_bytes() if list_file == "-" else Path(list_file).read_bytes()
+    except OSError as error:
+        raise click.ClickException(f"--files-from {list_file}: cannot read it ({os_reason(error)}); pass a text "
+                                   "file of paths, one a line") from None
+    base = Path() if list_file == "-" else Path(list_file).parent
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"--files-from {where} {not_utf8(raw, LIST_SAVE_AS)}") from None
+    if "\0" in text:  # find -print0: only NUL separates, as for xargs -0 (a name may hold a line break or a #)
+        items = [item for item in text.split("\0") if item.strip("\r\n")]
+        entries = [(number, Path(item.strip("\r\n")).expanduser()) for number, item in enumerate(items, 1)]
+    else:
+        entries = [(number, Path(line.strip()).expanduser()) for number, line in enumerate(text.splitlines(), 1)
+                   if line.strip() and not line.strip().startswith("#")]
     if not entries:
         raise click.ClickException(f"--files-from {where} lists no paths (one a line; blank lines and # comments "
                                    "are skipped)")
-    paths = [base / entry for _, entry in entries]
+    paths = [_listed_path(base, entry) for _, entry in entries]
     missing = [(number, entry, path) for (number, entry), path in zip(entries, paths)
                if not path.exists() and not path.is_symlink()]  # a broken link gets its row, as a given one does
     if not missing:
         return paths
+    item = "entry" if "\0" in text else "line"
     lines = [f"--files-from {where}: {plural(len(missing), 'listed path')} not found:"]
-    lines += [f"  line {number}: {path}" for number, _, path in missing[:shown]]
+    lines += [f"  {item} {number}: {path}" for number, _, path in missing[:shown]]
     if len(missing) > shown:
         lines.append(f"  ... and {len(missing) - shown} more")
     if base != Path() and any(entry.exists() for _, entry, _ in missing):
@@ -291,6 +305,19 @@ def listed_paths(list_file: str, shown: int = 5) -> list[Path]:
     else:
         lines.append("List files and folders that exist, one a line.")
     raise click.ClickException("\n".join(lines))
+
+
+def _stdin_bytes() -> bytes:
+    """stdin's bytes, decoded as a list file's are; a stdin without bytes (a notebook's) gives its text."""
+    stdin = getattr(sys.stdin, "buffer", None)
+    return stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+
+
+def _listed_path(base: Path, entry: Path) -> Path:
+    """A listed path below `base`, with its `\\` read as `/` when only so it is there (`sub dir\\photo.JPG` from a
+    list made on Windows), as the label CSV's file names are; else as written, which the message names."""
+    spellings = [base / Path(name).expanduser() for name in path_spellings(str(entry))]
+    return next((path for path in spellings if path.exists() or path.is_symlink()), spellings[0])
 
 
 def is_predictions_file(path: Path, fmt: str) -> bool:

@@ -18,7 +18,7 @@ import yaml
 
 from hydranet.core import yaml12
 from hydranet.core.errors import SpecError, did_you_mean
-from hydranet.core.paths import dead_link, os_reason
+from hydranet.core.paths import dead_link, not_utf8, os_reason
 from hydranet.core.spec_problems import format_path
 from hydranet.core.yaml12 import SpecLoader
 
@@ -38,6 +38,8 @@ MAX_SPEC_DEPTH = 50
 
 #: What a spec file's name ends with.
 SPEC_SUFFIXES = (".yaml", ".yml", ".toml")
+#: How to save a spec that is not UTF-8 as UTF-8, for `not_utf8`'s advice.
+SAVE_AS = "UTF-8 (an editor's Save As or encoding menu: 'UTF-8')"
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -60,9 +62,10 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         if size > MAX_SPEC_BYTES:
             raise SpecError([("", f"{path.name} is {size} bytes, over the {MAX_SPEC_BYTES}-byte limit for a spec "
                                   "(a spec is a few hundred bytes); is this the right file?")], source)
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError([("", f"not a text file (byte {error.start} is not UTF-8)")], source) from None
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")  # "UTF-8 with BOM" (Notepad, VS Code) is UTF-8: TOML refuses the mark
+    except UnicodeDecodeError:
+        raise SpecError([("", f"the spec file {not_utf8(raw, SAVE_AS)}")], source) from None
     except OSError as error:
         raise SpecError([("", f"cannot read spec file {path}: {os_reason(error)}")], source) from None
     if path.suffix.lower() == ".toml":

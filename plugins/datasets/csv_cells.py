@@ -2,8 +2,10 @@
 the dotted thousands that may be decimals.
 
 The `folder` dataset decides which rows become samples; this module only
-turns the text of a header or a cell into what it means, and words the error
-for a file that is not UTF-8, so the rules for Excel's ways live in one place.
+turns the text of a header or a cell into what it means, and makes the error
+for a file that is not UTF-8 (worded by `core.paths.not_utf8`, as for every
+text file) or that starts with Excel's `sep=;` line, so the rules for Excel's
+ways live in one place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from hydranet.core.data import is_missing_marker
 from hydranet.core.errors import DataError
+from hydranet.core.paths import not_utf8
 from hydranet.core.wording import plural
 
 #: Separators tried on the header, in order: Excel writes ';' where the decimal mark is a comma, and
@@ -35,6 +38,10 @@ DOTTED_MILLIONS = re.compile(r"[-+]?[1-9]\d{0,2}(?:\.\d{3}){2,}")
 DOTTED_THOUSANDS = re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")
 #: A number as written with a decimal point (what a cell is once its decimal comma is read): `120`, `-0.5`, `1e3`.
 PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+#: How to save a label CSV that is not UTF-8 as UTF-8, for `not_utf8`'s advice.
+SAVE_AS = "a UTF-8 CSV (Excel: Save As, 'CSV UTF-8')"
+#: Excel's optional first line naming the separator (`sep=;`), which it reads and writes but no CSV reader does.
+EXCEL_SEPARATOR_LINE = re.compile(r"sep=(.)")
 
 
 def sniff_delimiter(header: str, file_column: str) -> str:
@@ -43,6 +50,12 @@ def sniff_delimiter(header: str, file_column: str) -> str:
     Only the header is read: it names the columns, and a label cell (a decimal
     written `3,5`, a quoted name) could mislead a guess from the data rows.
     """
+    separator = EXCEL_SEPARATOR_LINE.fullmatch(header.strip("\r\n"))
+    if separator:
+        raise DataError(f"the label CSV's first line is {separator.group()!r}, Excel's line naming the separator, "
+                        f"which is not read: delete that line (the separator is found from the header, the line "
+                        f"after it), or save the file again without it (Excel: Save As, 'CSV UTF-8')")
+
     def cells(delimiter: str) -> list[str]:
         return [cell.strip() for cell in next(csv.reader([header], delimiter=delimiter), [])]
 
@@ -148,29 +161,11 @@ class SemicolonNumbers:
 
 
 def not_utf8_error(table: Path, error: UnicodeDecodeError) -> DataError:
-    """The error for a CSV that is not UTF-8: where the first odd byte is, and what it is in Windows' Latin-1.
-
-    Excel's plain "CSV" in a Western locale is cp1252 (Latin-1 plus a few
-    characters): `José` is written `Jos` and the byte 0xE9. The decoder's own
-    position counts from the start of the chunk it was given, not the file,
-    so the file is decoded again whole (only on this error) to give the line
-    and column, and the byte read as cp1252 says which character it was.
-    """
-    place = ""  # where in the file, when it can be read again and still is not UTF-8
+    """The error for a CSV that is not UTF-8: UTF-16 (Excel's "Unicode Text"), or where the first odd byte is and
+    what it is in Windows' Latin-1 (Excel's plain "CSV" in a Western locale); `not_utf8` words it, for every
+    text file alike. The file is read again whole: the decoder's position counts from the chunk it was given."""
     try:
-        raw = table.read_bytes()
-        raw.decode("utf-8")
-    except UnicodeDecodeError as whole:
-        error = whole
-        line_start = raw.rfind(b"\n", 0, error.start) + 1
-        column = len(raw[line_start:error.start].decode("utf-8-sig" if line_start == 0 else "utf-8")) + 1
-        line = raw.count(b"\n", 0, error.start) + 1
-        place = f"line {line}, column {column}: "
+        raw: bytes | None = table.read_bytes()
     except OSError:
-        pass
-    bad = error.object[error.start:error.end]
-    character = bad.decode("cp1252", errors="replace")
-    guess = f" ({character!r} in Latin-1/cp1252)" if character.isprintable() and "\ufffd" not in character else ""
-    return DataError(f"{table} is not UTF-8 text ({place}the byte{'s' if len(bad) > 1 else ''} {bad!r}{guess}: "
-                     f"{error.reason}); save it as a UTF-8 CSV (Excel: Save As, 'CSV UTF-8'), or convert it "
-                     f"(iconv -f cp1252 -t utf-8)")
+        raw = None
+    return DataError(f"{table} {not_utf8(raw, SAVE_AS, error)}")
