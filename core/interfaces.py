@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from hydranet.core.errors import shown
+from hydranet.core.loss_checks import CHECKED, check_losses, check_overrides
 from hydranet.core.metrics import Metric
 from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
@@ -186,18 +187,25 @@ class Weighting(nn.Module):
         self.task_names = [t.name for t in tasks]
         self.problems = [t.problem for t in tasks]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's own `combine`, `backward` and `epoch_end` check their losses first (`loss_checks`)."""
+        super().__init_subclass__(**kwargs)
+        check_overrides(cls)
+
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
 
     def combine(self, losses: Tensor) -> Tensor:
         """One scalar from the (K,) per-task losses, in task order."""
+        check_losses(self, losses, "combine")
         raise NotImplementedError(
             f"{type(self).__qualname__} does not implement combine(losses): return one scalar loss from the (K,) "
             "per-task losses, e.g. (self.weights() * losses).sum(); or override backward() (a gradient method)")
 
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
         """Run the backward pass for this step and return the (detached) combined loss."""
+        check_losses(self, losses, "backward")
         total = self.combine(losses)
         if getattr(total, "shape", None) != ():  # metadata, no sync; a (K,) total fails in backward naming nothing
             raise PluginCall("the combine of", provenance(self, "weighting"),
@@ -213,7 +221,8 @@ class Weighting(nn.Module):
             "one per task in task order, as a tensor (torch.ones(self.num_tasks) for a plain sum)")
 
     def epoch_end(self, mean_losses: Tensor) -> None:
-        """Called with the epoch's (K,) mean training losses; epoch-level strategies adapt here."""
+        """Called with the epoch's (K,) mean training losses; epoch-level weightings adapt here."""
+        check_losses(self, mean_losses, "epoch_end", CHECKED["epoch_end"])
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ every step and `epoch_end` every epoch with device tensors, and a `.item()`
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,55 +25,8 @@ from torch import Tensor
 from hydranet.core.eigen import solver_dtype, symmetric_eigh
 from hydranet.core.errors import ComponentError, InputError, did_you_mean
 from hydranet.core.interfaces import StepContext, Task, Weighting
-from hydranet.core.plugin_calls import PluginCall, kind_of, provenance, shape_problem
-
-
-def check_losses(weighting: Weighting, losses: object, method: str, what: str = "one loss per task") -> None:
-    """Refuse `losses` unless it is a (K,) tensor, one value per task in task order: an `InputError`.
-
-    The one check behind `combine`, a gradient weighting's `backward` and `epoch_end`, whether the engine or
-    one's own training loop calls them. A (K, 1) or (N, K) tensor would broadcast into a wrong but plausible
-    number, and a list or a scalar fail deep in torch naming no weighting. Only metadata is read (type,
-    shape), so the check costs no host sync.
-    """
-    expected = weighting.num_tasks
-    if isinstance(losses, Tensor) and losses.shape == (expected,):
-        return
-    if isinstance(losses, Tensor):
-        got = f"got shape {tuple(losses.shape)}"
-    elif isinstance(losses, (list, tuple)) and losses and all(isinstance(x, Tensor) and x.dim() == 0 for x in losses):
-        got = f"got a {type(losses).__name__} of {len(losses)} tensors; stack them: torch.stack(losses)"
-    else:
-        got = f"got {kind_of(losses)}"
-    raise InputError(f"{type(weighting).__name__}.{method} expects {what}, shape ({expected},) for tasks "
-                     f"{', '.join(weighting.task_names)}; {got}")
-
-
-def _checking(method: str, function: Callable[..., Any], what: str) -> Callable[..., Any]:
-    """`function` (a subclass's own `backward` or `epoch_end`), with `check_losses` run on its losses first."""
-    @functools.wraps(function)
-    def checked(self: Weighting, losses: Any, *args: Any, **kwargs: Any) -> Any:
-        check_losses(self, losses, method, what)
-        return function(self, losses, *args, **kwargs)
-
-    checked._checks_losses = True  # type: ignore[attr-defined]
-    return checked
-
-
-#: what each checked method takes, as `check_losses` words it
-_CHECKED = {"backward": "one loss per task", "epoch_end": "the epoch's mean loss of each task"}
-
-
-def _check_overrides(cls: type) -> None:
-    """Have a subclass's own `backward` and `epoch_end` check their losses as the base class's do.
-
-    A strategy that overrides them (dwa's `epoch_end`, dbmtl's `backward`) would otherwise meet a list or a
-    (K, 1) tensor somewhere inside torch; the check is the same one, wherever the call comes from.
-    """
-    for method, what in _CHECKED.items():
-        function = cls.__dict__.get(method)
-        if callable(function) and not getattr(function, "_checks_losses", False):
-            setattr(cls, method, _checking(method, function, what))
+from hydranet.core.loss_checks import check_losses
+from hydranet.core.plugin_calls import PluginCall, provenance, shape_problem
 
 
 class WeightedSum(Weighting):
@@ -89,16 +41,8 @@ class WeightedSum(Weighting):
         """The (K,) multipliers for this step, on the module's device; may require grad."""
         raise NotImplementedError
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _check_overrides(cls)
-
-    def combine(self, losses: Tensor) -> Tensor:
-        check_losses(self, losses, "combine")  # a (K, 1) or (N, K) input would broadcast into a plausible number
+    def combine(self, losses: Tensor) -> Tensor:  # its losses checked as every weighting's (`loss_checks`)
         return (self.checked_multipliers() * losses).sum()
-
-    def epoch_end(self, mean_losses: Tensor) -> None:
-        check_losses(self, mean_losses, "epoch_end", _CHECKED["epoch_end"])
 
     def checked_multipliers(self) -> Tensor:
         """`multipliers()`, refused unless it holds one value per task.
@@ -268,10 +212,6 @@ class GradientWeighting(Weighting):
         self.register_buffer("last_weights", torch.ones(self.num_tasks))
         self._checked_linear = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _check_overrides(cls)
-
     def aggregate(self, jacobian: Tensor) -> Tensor:
         """(K, D) float32 per-task gradients -> (D,) combined gradient."""
         raise NotImplementedError
@@ -296,11 +236,7 @@ class GradientWeighting(Weighting):
         """The per-task weights of the last step (strategies that have them record them in `last_weights`)."""
         return self.last_weights.detach()
 
-    def epoch_end(self, mean_losses: Tensor) -> None:
-        check_losses(self, mean_losses, "epoch_end", _CHECKED["epoch_end"])
-
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
-        check_losses(self, losses, "backward")
         name = type(self).__name__
         if context is None:
             raise InputError(f"{name}.backward needs the step context, a hydranet.StepContext of the shared "

@@ -175,12 +175,11 @@ def shape_message(cls: str, method: str, got: str) -> str:
     (lambda losses: losses[:, None], r"shape \(2, 1\)"),
     (lambda losses: torch.cat([losses, losses[:1]]), r"shape \(3,\)"),
 ])
-def test_losses_of_the_wrong_kind_get_the_combine_message(name, cls, make, got):
+def test_losses_of_the_wrong_kind_get_the_message_of_the_method_called(name, cls, make, got):
     weighting = hydranet.weighting(name, PROBLEMS)
     net = Net()
     losses, features = net.losses(*data())
-    method = "combine" if name in ("uncertainty", "gls") else "backward"  # gls's backward checks in combine
-    with pytest.raises(hydranet.InputError, match=shape_message(cls, method, got)):
+    with pytest.raises(hydranet.InputError, match=shape_message(cls, "backward", got)):  # the method called
         weighting.backward(make(losses), net.context(features))
 
 

@@ -147,3 +147,43 @@ def test_non_finite_weights_that_damage_no_update_do_not_stop_the_run(faces, tmp
     the combined loss was checked."""
     train(faces, NaNReportedWeights, tmp_path, log_every=1)
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+class Halves(Weighting):
+    """A weighting on the bare base class, as a plugin author may write one: its own combine and epoch_end."""
+
+    def __init__(self, tasks):
+        super().__init__(tasks)
+        self.seen = []
+
+    def combine(self, losses):
+        return (0.5 * losses).sum()
+
+    def weights(self):
+        return torch.full((self.num_tasks,), 0.5)
+
+    def epoch_end(self, mean_losses):
+        self.seen.append(mean_losses)
+
+
+class Named:
+    def __init__(self, name):
+        self.name, self.problem = name, "regression"
+
+
+@pytest.mark.parametrize("losses, got", [
+    ([torch.tensor(1.0), torch.tensor(2.0)], "got a list of 2 tensors; stack them: torch.stack(losses)"),
+    (torch.ones(2, 1), "got shape (2, 1)"),  # would broadcast into a plausible sum of 2.0 x 1
+    (torch.ones(4, 2), "got shape (4, 2)"),
+])
+def test_a_weighting_on_the_bare_base_class_checks_its_losses_in_every_method(losses, got):
+    weighting = Halves([Named("age"), Named("gender")])
+    for call, method in ((weighting.combine, "combine"), (weighting.backward, "backward"),
+                         (weighting.epoch_end, "epoch_end")):
+        with pytest.raises(Exception) as caught:
+            call(losses)
+        assert f"Halves.{method} expects" in str(caught.value) and "for tasks age, gender" in str(caught.value)
+        assert got in str(caught.value)
+    assert weighting.seen == []
+    right = torch.tensor([1.0, 3.0], requires_grad=True)
+    assert weighting.backward(right).item() == 2.0 and right.grad.tolist() == [0.5, 0.5]

@@ -63,7 +63,6 @@ from torch import Tensor
 
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import StepContext, Task, Weighting
-from hydranet.core.weighting import check_losses
 
 #: Added to every loss before its log, as in the official implementation.
 EPS = 1e-8
@@ -115,7 +114,6 @@ class FAMO(Weighting):
         return self.task_weights().detach()
 
     def combine(self, losses: Tensor) -> Tensor:
-        check_losses(self, losses, "combine")
         shifted = losses.float() + EPS
         z = self.task_weights()
         c = 1.0 / (z / shifted.detach()).sum()
@@ -146,7 +144,6 @@ class FAMO(Weighting):
         self.steps.add_(1)
 
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
-        check_losses(self, losses, "backward")  # before the logits step reads them
         with torch.no_grad():
             self.update_logits(losses)
         return super().backward(losses, context)
