@@ -90,4 +90,5 @@ class AlignedMTL(GradientWeighting):
 
 @hookimpl
 def register_weightings(register: Any) -> None:
-    register("aligned", AlignedMTL, params=AlignedParams, description=AlignedMTL.description)
+    register("aligned", AlignedMTL, params=AlignedParams, description=AlignedMTL.description,
+             aliases=["aligned_mtl", "aligned-mtl", "alignedmtl"])  # LibMTL's Aligned_MTL, torchjd's AlignedMTL

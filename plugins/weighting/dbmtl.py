@@ -125,4 +125,5 @@ class DualBalancing(GradientWeighting):
 
 @hookimpl
 def register_weightings(register: Any) -> None:
-    register("dbmtl", DualBalancing, params=DBMTLParams, description=DualBalancing.description)
+    register("dbmtl", DualBalancing, params=DBMTLParams, description=DualBalancing.description,
+             aliases=["db_mtl", "db-mtl"])  # LibMTL's DB_MTL

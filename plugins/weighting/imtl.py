@@ -70,4 +70,5 @@ class IMTLG(GradientWeighting):
 
 @hookimpl
 def register_weightings(register: Any) -> None:
-    register("imtl", IMTLG, params=IMTLParams, description=IMTLG.description)
+    register("imtl", IMTLG, params=IMTLParams, description=IMTLG.description,
+             aliases=["imtl_g", "imtl-g", "imtlg"])  # IMTL-G, torchjd's IMTLG

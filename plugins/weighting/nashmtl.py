@@ -141,4 +141,5 @@ class NashMTL(GradientWeighting):
 
 @hookimpl
 def register_weightings(register: Any) -> None:
-    register("nashmtl", NashMTL, params=NashMTLParams, description=NashMTL.description)
+    register("nashmtl", NashMTL, params=NashMTLParams, description=NashMTL.description,
+             aliases=["nash_mtl", "nash-mtl"])  # LibMTL's Nash_MTL

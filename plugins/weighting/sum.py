@@ -26,4 +26,4 @@ class Sum(ConstantWeights):
 
 @hookimpl
 def register_weightings(register: Any) -> None:
-    register("sum", Sum, description=Sum.description)
+    register("sum", Sum, description=Sum.description, aliases=["ew", "equal"])  # LibMTL's EW

@@ -74,4 +74,5 @@ class Uncertainty(WeightedSum):
 
 @hookimpl
 def register_weightings(register: Any) -> None:
-    register("uncertainty", Uncertainty, params=UncertaintyParams, description=Uncertainty.description)
+    register("uncertainty", Uncertainty, params=UncertaintyParams, description=Uncertainty.description,
+             aliases=["uw"])  # LibMTL's UW
