@@ -14,6 +14,8 @@ import os
 import shlex
 import signal
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -127,6 +129,33 @@ def cli(show_traceback: bool) -> None:
     """
     if show_traceback:
         os.environ[TRACEBACK_ENV] = "1"  # read where the error is worded and printed, and by launched processes
+
+
+#: the folder of hydranet's own modules: a warning raised there is one of its messages to the user
+_OWN_CODE = str(Path(__file__).resolve().parents[1])
+
+
+def _show_own_warnings_as_lines() -> None:
+    """hydranet's own UserWarnings (a relative HYDRANET_CACHE, say) on the command line read as its other warnings
+    do, "warning: MESSAGE" on stderr, not Python's "FILE:LINE: UserWarning: MESSAGE" and a line of its source.
+
+    Others' warnings (torch's, a plugin's) keep Python's form: where they come from is part of what they say.
+    Installed by the console script (`main`) alone: the Python API, and `cli` invoked by a test runner that
+    records warnings, leave `warnings` as the caller set it.
+    """
+    shown = warnings.showwarning
+    if getattr(shown, "_hydranet_lines", False):
+        return
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(_OWN_CODE):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show._hydranet_lines = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 # ------------------------------------------------------------------ train
@@ -504,6 +533,7 @@ cli.add_command(cache_group)
 
 def main() -> None:
     """Console-script entry point."""
+    _show_own_warnings_as_lines()
     try:
         cli(prog_name="hydranet")
     except KeyboardInterrupt:  # Ctrl-C before a command started (click's own handling covers the rest)

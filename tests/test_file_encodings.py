@@ -201,3 +201,16 @@ def test_a_plainly_relative_hydranet_cache_is_told_to_be_absolute(tmp_path: Path
     assert str(caught[0].message).endswith(f"went to {tmp_path / 'hc'}, below the current folder, where `hydranet "
                                            "cache list` run from another folder does not look; set it to an "
                                            "absolute path")
+
+
+def test_the_command_line_shows_hydranet_s_own_warnings_as_warning_lines(tmp_path: Path) -> None:
+    """Not Python's 'FILE:LINE: UserWarning: ...' and a line of source (pytest captures warnings: a real process)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HYDRANET_CACHE": "hc"}
+    done = subprocess.run([sys.executable, "-c", "from hydranet.core.cli import main; main()", "cache", "list"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: HYDRANET_CACHE='hc' is a relative path") and "UserWarning" not in done.stderr
