@@ -49,6 +49,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
             "run": str(run.path), "name": run.label, "weighting": run.weighting,
             "weighting_params": run.weighting_params, "backbone": run.backbone,
             "epochs_done": run.epochs_done, "epochs_planned": run.epochs_planned, "best_epoch": run.best_epoch,
+            "epochs_missing": run.missing_epochs,
             "epoch": run.epoch,
             "metrics": {t: {m: _value(v) for m, v in values.items()} for t, values in run.metrics.items()},
             "delta_m": _value(comparison.delta_m[run.path]),
@@ -156,7 +157,7 @@ def comparison_table(comparison: Comparison) -> str:
                *(["differs from the reference"] if with_changes else [])]
     rows = []
     for run in comparison.runs:
-        rows.append([run.label, run.weighting_label, run.backbone, f"{run.epochs_done}/{run.epochs_planned}",
+        rows.append([run.label, run.weighting_label, run.backbone, run.epochs_text,
                      "-" if run.best_epoch is None else run.best_epoch, _seconds(run.train_seconds),
                      *(run.metrics[t][m] for t, m in comparison.shared),
                      _delta_text(comparison.delta_m[run.path], run is ref),
@@ -239,7 +240,7 @@ def _groups_table(comparison: Comparison) -> str:
     rows = []
     for g in groups:
         mean, std = g.metrics, g.std
-        epochs = ",".join(dict.fromkeys(f"{run.epochs_done}/{run.epochs_planned}" for run in g.runs))
+        epochs = ",".join(dict.fromkeys(run.epochs_text for run in g.runs))
         rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting_label, g.runs[0].backbone, epochs,
                      _seconds(*_group_seconds(g)),
                      *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared),

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydranet.core.delta_m import RunGroup, delta_m, group_runs, mean_std, without_noise
+from hydranet.core.delta_m import SEED_KEYS, RunGroup, delta_m, group_runs, mean_std, without_noise
 from hydranet.core.errors import HydranetError
 from hydranet.core.param_text import flat_items, leaf_text
 from hydranet.core.run import resume_command
-from hydranet.core.run_record import RunRecord, run_differences
+from hydranet.core.run_record import RunRecord, epoch_list, run_differences
 from hydranet.core.wording import english_list, plural
 
 @dataclass
@@ -94,9 +94,7 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     label_weightings(runs)
     notes = list(notes)
     notes += _left_out_notes(runs, left_out)
-    zero = [f"{t}.{m}" for t, m in shared if reference.metrics[t][m] == 0]
-    if zero:
-        notes.append(f"left out of delta_m, the reference's value being 0: {', '.join(zero)}")
+    zero_at = len(notes)  # where the note on the reference's zeros goes, once the view (grouped or not) is known
     delta: dict[Path, float] = {}
     for run in runs:
         delta[run.path], missing = delta_m(run, reference, shared)
@@ -113,7 +111,25 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes, split=split)
     if group:
         _add_groups(comparison, runs, sort)  # grouped as given: --sort orders the groups, not a group's seeds
+    zero = _zero_note(comparison)
+    if zero:
+        comparison.notes.insert(zero_at, zero)
     return comparison
+
+
+def _zero_note(comparison: Comparison) -> str | None:
+    """Which metrics the Δm shown leaves out, the reference's value being 0 (a relative change to 0 has no size).
+
+    Per run, that is the reference run's value; grouped, every Δm shown (on the means, and each run's behind the
+    ± ) is against the reference group's means, so a 0 in one of its runs alone leaves nothing out.
+    """
+    if comparison.groups:
+        values = next(g for g in comparison.groups if comparison.reference in g.runs).metrics
+        whose = "the reference group's mean"
+    else:
+        values, whose = comparison.reference.metrics, "the reference's value"
+    zero = [f"{t}.{m}" for t, m in comparison.shared if values[t][m] == 0]
+    return f"left out of delta_m, {whose} being 0: {', '.join(zero)}" if zero else None
 
 
 def shared_metrics(runs: Sequence[RunRecord],
@@ -159,6 +175,7 @@ def _add_groups(comparison: Comparison, runs: Sequence[RunRecord], sort: bool) -
     comparison.notes += notes
     if all(g.n == 1 for g in groups):
         return
+    name_groups(groups, seeds=True)
     reference = next(g for g in groups if comparison.reference in g.runs)
     for g in groups:
         comparison.group_delta_m[g.path] = delta_m(g, reference, comparison.shared)[0]
@@ -167,6 +184,41 @@ def _add_groups(comparison: Comparison, runs: Sequence[RunRecord], sort: bool) -
         # lacking a metric can set apart from it)
         groups.sort(key=lambda g: _best_first(comparison.group_delta_m_spread(g)[0]))
     comparison.groups = groups
+
+
+def name_groups(groups: Sequence[RunGroup], seeds: bool = False) -> None:
+    """Name each group of a seed-only sweep (`--sweep train.seed=0,1 --out runs/stl`, whose runs are named
+    `train.seed=0`, ...) after what sets it apart from the other groups shown, where `group_runs` called it
+    "train.seed=0 and 1 other seed".
+
+    That is the name of the folder holding its runs (`stl`) where no other group's folder has that name, else
+    its weighting where no other group has it, else the folder as given. With `seeds`, the name says them too,
+    `stl (seeds 0, 1)`, where a table has no other place that says it is a group (a chart's legend says "mean of 2
+    seeds" itself). Other groups keep `group_runs`'s name: a sweep's `weighting=dwa`, less its seed.
+    """
+    folders = [{run.path.parent for run in g.runs} for g in groups]
+    for g, own in zip(groups, folders):
+        if g.n == 1 or not all(_seed_only(run.path.name) for run in g.runs):
+            continue
+        others = [other for other in groups if other is not g]
+        other_folders = {folder.name for f, other in zip(folders, groups) if other is not g for folder in f}
+        weighting = g.runs[0].weighting_label
+        folder = next(iter(own)) if len(own) == 1 else None
+        if folder is not None and folder.name and folder.name not in other_folders:
+            name = folder.name
+        elif weighting not in {other.runs[0].weighting_label for other in others}:
+            name = weighting
+        elif folder is not None:
+            name = str(folder)
+        else:
+            continue
+        g.label = f"{name} (seeds {', '.join(map(str, g.seeds))})" if seeds else name
+
+
+def _seed_only(name: str) -> bool:
+    """Whether a run folder's name is its seed settings alone, as a seed-only sweep names them (`train.seed=0`)."""
+    prefixes = tuple(f"{key}=" for key in SEED_KEYS)
+    return all(part.startswith(prefixes) for part in name.split(","))
 
 
 def _metric_keys(run: RunRecord, ordered: bool = False) -> Any:
@@ -205,6 +257,11 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
     if run.epochs_done < run.epochs_planned:
         notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
                      f"continue it with `{resume_command(run.path, processes=run.processes or 1)}`")
+    missing = run.missing_epochs
+    if missing:
+        notes.append(f"{run.label}: its metrics.csv has no row for {epoch_list(missing)} (lost or deleted), so it "
+                     f"records {plural(run.epochs_done - len(missing), 'epoch')}, not {run.epochs_done}; epochs_done "
+                     f"(--csv, --json) is still its last row's epoch, and --json lists the missing ones")
     data = {key: value for key, value in run_differences(reference, run).items() if key.startswith("data.")}
     if data:
         notes.append(_other_data_note(run, reference, data))

@@ -17,6 +17,7 @@ from hydranet.core.errors import HydranetError
 from hydranet.core.param_text import call_text, leaf_text
 from hydranet.core.plot import RunSeries
 from hydranet.core.spec_differences import component_name, differences
+from hydranet.core.wording import english_list
 
 class RunProblem(HydranetError):
     """A RUN argument that cannot be compared; the message names the folder and what to do."""
@@ -114,6 +115,34 @@ class RunRecord:
     @property
     def epochs_planned(self) -> int:
         return int(self.spec.get("train", {}).get("epochs", self.epochs_done))
+
+    @property
+    def missing_epochs(self) -> list[int]:
+        """The epochs before its last (`epochs_done`, the last row's epoch) that its metrics.csv has no row for: a
+        row lost or deleted, which a count of epochs that reads the last row's number would hide."""
+        if not self.series.epochs:  # a record made without its metrics.csv read: nothing known to be missing
+            return []
+        have = {int(epoch) for epoch in self.series.epochs if epoch == epoch}  # NaN: an unreadable epoch cell
+        return [epoch for epoch in range(1, self.epochs_done + 1) if epoch not in have]
+
+    @property
+    def epochs_text(self) -> str:
+        """The epochs column: `3/3`, or `3/3 (epoch 2 missing)` where metrics.csv lost rows (`missing_epochs`)."""
+        done = f"{self.epochs_done}/{self.epochs_planned}"
+        missing = self.missing_epochs
+        return f"{done} ({epoch_list(missing)} missing)" if missing else done
+
+
+def epoch_list(epochs: list[int]) -> str:
+    """`epoch 2`, `epochs 2 and 4`, `epochs 2-5` (a run of three or more written as a span)."""
+    spans: list[list[int]] = []
+    for epoch in epochs:
+        if spans and epoch == spans[-1][-1] + 1:
+            spans[-1].append(epoch)
+        else:
+            spans.append([epoch])
+    words = [f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans]
+    return f"epoch{'s' if len(epochs) > 1 else ''} {english_list(words)}"
 
 
 def _read_quietly(path: Path) -> Mapping[str, Any] | None:
