@@ -7,9 +7,10 @@ inputs and refuses the same mistakes with the same words.
 
 from __future__ import annotations
 
+import heapq
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import Tensor
 from hydranet.core.decode import high_byte
 from hydranet.core.errors import InputError
 from hydranet.core.values import is_whole_number
+from hydranet.core.wording import plural
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -220,10 +222,12 @@ def _bytes_hint(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file that a folder search left out although it looks like an image (by its name), and why (`SKIP_REASONS`)."""
+    """A file that a folder search left out although it looks like an image (by its name), and why (`SKIP_REASONS`);
+    or, with `folder`, a folder it did not read again (a second link to it, a link back up), and why."""
 
     path: Path
     reason: str
+    folder: bool = False
 
 
 #: Why a folder search leaves an image-like file out, in the order `FoundImages.note` lists them. Each skip
@@ -237,26 +241,33 @@ SKIP_REASONS = (IN_HIDDEN_FOLDER, RESOURCE_FORK, HIDDEN_FILE, OTHER_FORMAT)
 
 @dataclass
 class FoundImages:
-    """What `find_image_files` found: the files to read, and the image-like files of the folders left out."""
+    """What `find_image_files` found: the files to read, and the image-like files of the folders left out (and
+    the folders not read again)."""
 
     files: list[Path]
     skipped: list[Skipped] = field(default_factory=list)
 
     def note(self, shown: int = 3) -> str:
-        """The skipped files in a few lines for the user ("" when none): a count and examples per reason.
+        """The skipped files in a few lines for the user ("" when none): a count and examples per reason; then
+        each folder not read again, and why.
 
         `hydranet predict` prints it on stderr; each line names up to `shown` files.
         """
-        if not self.skipped:
-            return ""
-        count = len(self.skipped)
-        lines = [f"skipped {count} file{'s' if count != 1 else ''} in the folders given that look like images "
-                 f"(the search reads {', '.join(IMAGE_SUFFIXES)}); name a file to read it anyway:"]
+        files = [s for s in self.skipped if not s.folder]
+        folders = [s for s in self.skipped if s.folder]
+        lines = []
+        if files:
+            lines.append(f"skipped {plural(len(files), 'file')} in the folders given that look like images "
+                         f"(the search reads {', '.join(IMAGE_SUFFIXES)}); name a file to read it anyway:")
         for reason in SKIP_REASONS:
-            paths = [str(s.path) for s in self.skipped if s.reason == reason]
+            paths = [str(s.path) for s in files if s.reason == reason]
             if paths:
                 more = f", ... and {len(paths) - shown} more" if len(paths) > shown else ""
                 lines.append(f"  {len(paths)} {reason}: {', '.join(paths[:shown])}{more}")
+        if folders:
+            lines.append(f"skipped {plural(len(folders), 'folder')} in the folders given, each read once "
+                         "(links to folders are followed):")
+            lines += [f"  {s.path}: {s.reason}" for s in folders]
         return "\n".join(lines)
 
 
@@ -264,7 +275,9 @@ def search_image_paths(paths: Iterable[str | Path]) -> FoundImages:
     """Files as given, folders as their image files (sorted, recursive), and what the folders' search left out.
 
     A file named directly is always kept: the user asked for it, and its row
-    says if it cannot be read.
+    says if it cannot be read. Links to folders are followed as training's
+    datasets follow them (`FolderWalk`): each real folder is read once, and a
+    link to one read already, or back to a folder above it, is listed as skipped.
     """
     found = FoundImages([])
     for raw in paths:
@@ -272,14 +285,113 @@ def search_image_paths(paths: Iterable[str | Path]) -> FoundImages:
         if not path.is_dir():
             found.files.append(path)
             continue
-        # a broken link is kept, so that its row says so instead of the image going missing without a word
-        for file in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
-            reason = _skip_reason(file.relative_to(path))
+        walk = FolderWalk(path, descend=lambda name: True)  # hidden folders too: their images are reported
+        files: list[tuple[Path, str | None]] = []
+        for below, place, entries in walk:
+            # a broken link is kept, so that its row says so instead of the image going missing without a word
+            files += [(place / entry.name, _skip_reason(Path(*below, entry.name))) for entry in entries
+                      if _is_file_or_link(entry)]
+        for file, reason in sorted(files, key=lambda item: item[0]):
             if reason is None:
                 found.files.append(file)
             elif reason:
                 found.skipped.append(Skipped(file, reason))
+        found.skipped += [Skipped(Path(place), why, folder=True) for place, why in walk.repeated]
     return found
+
+
+def _is_file_or_link(entry: os.DirEntry) -> bool:
+    """A file (following links), or a link that leads to no file (listed, so that its row says it is broken)."""
+    try:
+        return entry.is_file() or entry.is_symlink()
+    except OSError:
+        return False
+
+
+class FolderWalk:
+    """The folders below `root`, each real folder read once, links to folders followed; for each folder read,
+    in turn: its parts below `root`, its path, and its entries other than folders.
+
+    A link to a folder is read as the folder it leads to (a download kept
+    elsewhere and linked into the data folder, `part3 -> /mnt/big/part3`):
+    not following it would train on part of the data without a word. Each
+    folder's identity (`os.stat`'s st_dev and st_ino, the same whatever path
+    or link leads to it) is remembered, so a folder reached again, by a second
+    link or through a link that leads back up to a folder that holds it
+    (which would never end), is not read again: it is added to `repeated`,
+    with why, for the caller to report. The folders reached without a link
+    are read first, in path order, then each link in path order with what
+    lies below it: a folder that both holds and is linked to is read under
+    its own path, and the order (so which path is read, which reported)
+    stays the same from run to run. `descend(name)` says which subfolders are
+    read (None: `root`'s own entries only). A folder that cannot be listed is
+    added to `unlisted` with the error; what was read of it is kept.
+    `complete` says whether every folder was read, for a caller that stops
+    early.
+    """
+
+    def __init__(self, root: Path, descend: Callable[[str], bool] | None):
+        self.root = root
+        self.descend = descend
+        self.repeated: list[tuple[str, str]] = []
+        self.unlisted: list[tuple[str, OSError]] = []
+        self._read: dict[tuple[int, int], tuple[str, ...]] = {}  # identity -> the parts it was read as
+        self._pending: list[tuple[str, ...]] = [()]  # folders reached without a link: a stack, the next one last
+        self._links: list[tuple[str, ...]] = []  # links to folders: a heap, the next one first in path order
+
+    @property
+    def complete(self) -> bool:
+        return not self._pending and not self._links
+
+    def __iter__(self) -> Iterator[tuple[tuple[str, ...], Path, list[os.DirEntry]]]:
+        while self._pending or self._links:
+            below = self._pending.pop() if self._pending else heapq.heappop(self._links)
+            place = self.root.joinpath(*below)
+            entries = self._entries(place, below)
+            if entries is None:
+                continue
+            files, subfolders = [], []
+            for entry in entries:
+                if not _is_folder(entry):
+                    files.append(entry)
+                elif self.descend is not None and self.descend(entry.name):
+                    if entry.is_symlink():
+                        heapq.heappush(self._links, (*below, entry.name))
+                    else:
+                        subfolders.append((*below, entry.name))
+            self._pending += sorted(subfolders, reverse=True)
+            yield below, place, files
+
+    def _entries(self, place: Path, below: tuple[str, ...]) -> list[os.DirEntry] | None:
+        """The entries of `place`, or None when it was read already (then it is in `repeated`)."""
+        entries: list[os.DirEntry] = []
+        try:
+            info = os.stat(place)
+            first = self._read.setdefault((info.st_dev, info.st_ino), below)
+            if first != below:
+                self.repeated.append((str(place), self._why_not(first, below)))
+                return None
+            with os.scandir(place) as listing:
+                for entry in listing:
+                    entries.append(entry)
+        except OSError as error:
+            self.unlisted.append((str(place), error))
+        return entries
+
+    def _why_not(self, first: tuple[str, ...], below: tuple[str, ...]) -> str:
+        """Why the folder at `below` is not read: it is the one read as `first`."""
+        shown = str(self.root.joinpath(*first))
+        if below[:len(first)] == first:
+            return f"a link back to {shown}, a folder that holds it: not followed, as it would never end"
+        return f"the same folder as {shown}, which is read already: not read twice"
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder (following links), as `os.walk` decides it: an error means no."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _skip_reason(relative: Path) -> str | None:

@@ -101,3 +101,77 @@ def test_training_drawn_only_on_unlabelled_images_still_gets_a_labelled_one(tmp_
     assert any(note.startswith("none of the images drawn for training has a label for the spec's tasks: moved")
                and note.endswith("there from the validation images, so that training has one")
                for note in data.notes)
+
+
+# --- links to folders below the data root, and below a folder given to predict ---------------------------
+
+def face_name(i: int) -> str:
+    return f"{20 + i}_{i % 2}_{i % 5}_20170117145159{i:03d}.jpg"
+
+
+def linked_faces(tmp_path: Path) -> Path:
+    """data/part1 holds 6 faces; data/part2 links to a folder elsewhere holding 6 more. Also three links not
+    to read again: data/a_first to part1 (a real folder, read under its own path), data/zz_again to the
+    linked folder, and part1/up back to data (a loop), and one more loop inside the linked folder."""
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere" / "part2"
+    for i in range(6):
+        make_image(root / "part1" / face_name(i))
+        make_image(elsewhere / face_name(10 + i))
+    (root / "part2").symlink_to(elsewhere, target_is_directory=True)
+    (root / "zz_again").symlink_to(elsewhere, target_is_directory=True)
+    (root / "a_first").symlink_to(root / "part1", target_is_directory=True)
+    (root / "part1" / "up").symlink_to(root, target_is_directory=True)
+    (elsewhere / "home").symlink_to(root, target_is_directory=True)
+    return root
+
+
+def test_train_and_predict_read_a_linked_subfolder_once(tmp_path: Path) -> None:
+    """A linked subfolder was skipped without a word: training used half the data, predict half the images."""
+    import yaml
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    root = linked_faces(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "backbone": {"name": "tiny", "width": 4}, "image_size": 16, "tasks": ["age", "gender"],
+        "data": {"name": "utkface", "root": str(root), "val_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 3, "device": "cpu"}}))
+    trained = CliRunner().invoke(cli, ["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert trained.exit_code == 0, trained.output
+    assert "data: 12 images at 16px, 9 train / 3 validation" in trained.output
+    skipped = [
+        f"  {root / 'a_first'}: the same folder as {root / 'part1'}, which is read already: not read twice",
+        f"  {root / 'part1' / 'up'}: a link back to {root}, a folder that holds it: not followed, as it would never end",
+        f"  {root / 'part2' / 'home'}: a link back to {root}, a folder that holds it: not followed, as it would "
+        "never end",
+        f"  {root / 'zz_again'}: the same folder as {root / 'part2'}, which is read already: not read twice"]
+    assert "4 entries of dataset 'utkface' skipped:" in trained.output
+    assert sorted(line for line in trained.output.splitlines() if "read" in line and line.startswith("  ")) == skipped
+
+    predicted = CliRunner().invoke(cli, ["predict", str(tmp_path / "run" / "best.pt"), str(root)])
+    assert predicted.exit_code == 0, predicted.output
+    rows = [line.split()[0] for line in predicted.output.splitlines() if line.startswith(str(root))]
+    assert rows == [str(root / "part1" / face_name(i)) for i in range(6)] + [
+        str(root / "part2" / face_name(10 + i)) for i in range(6)]
+    assert "skipped 4 folders in the folders given, each read once (links to folders are followed):" in (
+        predicted.output)
+    assert sorted(line for line in predicted.output.splitlines() if "read" in line and line.startswith("  ")) == (
+        skipped)
+
+
+def test_recursive_reads_the_linked_subfolder_its_hint_names(tmp_path: Path) -> None:
+    """`data.recursive: false`'s error said "set data.recursive: true to read them all", which then read none."""
+    from hydranet.core.errors import DataError
+    from hydranet.plugins.datasets.utkface import UTKFaceDataset
+
+    root = tmp_path / "data"
+    make_image(tmp_path / "download" / face_name(1))
+    root.mkdir()
+    (root / "part1").symlink_to(tmp_path / "download", target_is_directory=True)
+    with pytest.raises(DataError, match="its subfolders part1 hold images: set data.recursive: true"):
+        UTKFaceDataset(root, recursive=False).samples()
+    dataset = UTKFaceDataset(root)
+    assert [s.source for s in dataset.samples()] == [str(root / "part1" / face_name(1))]
+    assert dataset.problems == []

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hydranet.core.errors import DataError
 from hydranet.core.hookspecs import hookimpl
-from hydranet.core.image_input import IMAGE_SUFFIXES
+from hydranet.core.image_input import IMAGE_SUFFIXES, FolderWalk
 from hydranet.core.interfaces import Dataset, Sample
 from hydranet.core.paths import existing_dir, os_reason, printable
 
@@ -94,10 +94,13 @@ def image_files(folder: Path, recursive: bool = True) -> list[Path]:
     The order is by path below `folder`, part by part, so a folder without
     subfolders lists exactly as it always did (by name): its samples keep
     their decode-cache key and their train/validation split. Hidden folders
-    (`.thumbnails/`, `.git/`) are skipped, as `hydranet predict` skips them,
-    and symbolic links to folders are not followed (one pointing at a parent
-    would never end). A broken symbolic link is listed (it is named like an
-    image): the dataset reports it, rather than leaving it out unsaid.
+    (`.thumbnails/`, `.git/`) are skipped, as `hydranet predict` skips them.
+    Symbolic links to folders are followed (a part of the download kept on
+    another disk and linked in), each real folder read once: a second link
+    to one, or a link back to a folder above it (which would never end), is
+    not read again (`FolderWalk`; the dataset reports it). A broken symbolic
+    link is listed (it is named like an image): the dataset reports it,
+    rather than leaving it out unsaid.
     """
     return [Path(image.source) for image in listed_images(folder, recursive, [])]
 
@@ -111,7 +114,8 @@ class ListedImage(NamedTuple):
     broken: bool
 
 
-def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]]) -> list[ListedImage]:
+def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]],
+                  repeated: list[tuple[str, str]] | None = None) -> list[ListedImage]:
     """`image_files`' listing, without a system call or a `Path` per regular file.
 
     The real data is 23,708 files in one folder, listed on every run before
@@ -122,9 +126,11 @@ def listed_images(folder: Path, recursive: bool, unlisted: list[tuple[str, OSErr
     none is asked, by `DirEntry`) tells a regular file from a link; only links
     are asked about further, as before. A folder that cannot be listed (no
     permission) lists nothing, and is added to `unlisted` with the error, so
-    the dataset can report it rather than lose its images without a word.
+    the dataset can report it rather than lose its images without a word; a
+    folder not read again (a second link to it, a link back up) is added to
+    `repeated` with why, for the same reason.
     """
-    return _walk(folder, recursive, unlisted, limit=None)[0]
+    return _walk(folder, recursive, unlisted, None, repeated)[0]
 
 
 def listed_images_up_to(folder: Path, limit: int) -> tuple[list[ListedImage], bool]:
@@ -138,46 +144,41 @@ def listed_images_up_to(folder: Path, limit: int) -> tuple[list[ListedImage], bo
     return _walk(folder, True, [], limit)
 
 
-def _walk(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]],
-          limit: int | None) -> tuple[list[ListedImage], bool]:
+def _walk(folder: Path, recursive: bool, unlisted: list[tuple[str, OSError]], limit: int | None,
+          repeated: list[tuple[str, str]] | None = None) -> tuple[list[ListedImage], bool]:
     """The images below `folder` in path order, and whether no folder was left unread for `limit`."""
     found: list[ListedImage] = []
-    pending: list[tuple[str, ...]] = [()]  # folders still to read, as parts below `folder`
-    while pending and (limit is None or len(found) < limit):
-        below = pending.pop()
-        subfolders, images = _read_folder(folder.joinpath(*below), below, unlisted)
-        found += images
-        if recursive:
-            pending += subfolders
-    return sorted(found, key=lambda image: image.parts), not pending
+    walk = FolderWalk(folder, _visible if recursive else None)
+    for below, place, entries in walk:
+        found += _images(place, below, entries)
+        if limit is not None and len(found) >= limit:
+            break
+    unlisted += walk.unlisted
+    if repeated is not None:
+        repeated += walk.repeated
+    return sorted(found, key=lambda image: image.parts), walk.complete
 
 
-def _read_folder(place: Path, below: tuple[str, ...],
-                 unlisted: list[tuple[str, OSError]]) -> tuple[list[tuple[str, ...]], list[ListedImage]]:
-    """The visible subfolders of `place` (not links to folders) and its images; `below` is its parts.
+def _visible(name: str) -> bool:
+    """Whether a subfolder is read: hidden ones (`.thumbnails/`, `.git/`) hold no photos of the data."""
+    return not name.startswith(".")
 
-    When `place` cannot be listed, it is added to `unlisted` (with why) and whatever was read is kept.
-    """
+
+def _images(place: Path, below: tuple[str, ...], entries: list[os.DirEntry]) -> list[ListedImage]:
+    """The images among the entries (other than folders) of `place`; `below` is its parts."""
     prefix = _child_prefix(place)
-    subfolders, images = [], []
-    try:
-        with os.scandir(place) as listing:
-            for entry in listing:
-                name = entry.name
-                if _is_folder(entry):
-                    if not name.startswith(".") and not entry.is_symlink():
-                        subfolders.append((*below, name))
-                elif is_image_name(name):
-                    path = prefix + name
-                    if entry.is_symlink():
-                        listed, broken = _link_listing(Path(path))
-                    else:
-                        listed, broken = entry.is_file(follow_symlinks=False), False
-                    if listed:
-                        images.append(ListedImage(path, (*below, name), broken))
-    except OSError as error:
-        unlisted.append((str(place), error))
-    return subfolders, images
+    images = []
+    for entry in entries:
+        name = entry.name
+        if is_image_name(name):
+            path = prefix + name
+            if entry.is_symlink():
+                listed, broken = _link_listing(Path(path))
+            else:
+                listed, broken = entry.is_file(follow_symlinks=False), False
+            if listed:
+                images.append(ListedImage(path, (*below, name), broken))
+    return images
 
 
 def _link_listing(path: Path) -> tuple[bool, bool]:
@@ -187,14 +188,6 @@ def _link_listing(path: Path) -> tuple[bool, bool]:
         return True, False
     broken = _broken_link(path)
     return broken, broken
-
-
-def _is_folder(entry: os.DirEntry) -> bool:
-    """Whether an entry is a folder (following links), as `os.walk` decides it: an error means no."""
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
 
 
 def _child_prefix(place: Path) -> str:
@@ -253,7 +246,10 @@ class UTKFaceDataset(Dataset):
     of the data without a word. Two files with the same label fields and date
     (`X.jpg` and `X.jpg.chip.jpg`, or one photo in two parts) are one sample:
     the first in path order is kept, the other reported as its duplicate, so
-    it cannot land in both the training and validation split.
+    it cannot land in both the training and validation split. A symbolic
+    link to a folder is read as that folder (one part kept on another disk
+    and linked in), each real folder once: a second link to one, or a link
+    back to a folder above it, is reported and not read (`FolderWalk`).
     """
 
     #: What to tell a user whose root is missing; subclasses point elsewhere.
@@ -272,7 +268,8 @@ class UTKFaceDataset(Dataset):
         self.problems.clear()  # listing twice must not report every problem twice
         folder = existing_dir(self.root, "UTKFace folder", self.missing_root_hint)
         unlisted: list[tuple[str, OSError]] = []  # folders that could not be listed, and why
-        files = listed_images(folder, self.recursive, unlisted)
+        repeated: list[tuple[str, str]] = []  # folders not read again (a second link, a link back up), and why
+        files = listed_images(folder, self.recursive, unlisted, repeated)
         if unlisted and unlisted[0][0] == str(folder):  # the root itself, read first
             raise DataError(f"cannot list UTKFace folder {printable(str(folder))}: {os_reason(unlisted[0][1])}; "
                             "make it readable by this user, or set data.root to another folder")
@@ -280,6 +277,8 @@ class UTKFaceDataset(Dataset):
             raise _no_images_error(folder, self.recursive, unlisted)
         for place, error in unlisted:  # reported like any other skipped entry, so strict mode stops for them
             self.report_problem(place, _unlisted_reason(error))
+        for place, why in repeated:
+            self.report_problem(place, why)
         samples = []
         first: dict[str, tuple[str, ...]] = {}  # key -> the parts below `folder` of the file that has it
         for source, parts, broken in files:
