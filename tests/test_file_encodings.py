@@ -98,13 +98,11 @@ def test_a_utf16_csv_is_called_utf16_not_cp1252(photos: Path) -> None:
                                 "or convert it (iconv -f utf-16 -t utf-8)")
 
 
-def test_excels_separator_line_is_named(photos: Path) -> None:
+def test_excels_separator_line_gives_the_separator_and_line_numbers_count_it(photos: Path) -> None:
     """It said "has no 'file' column (its columns: sep=, )"."""
-    with pytest.raises(DataError) as error:
-        read(photos, b"sep=;\r\nfile;age\r\na.jpg;30\r\n")
-    assert str(error.value) == ("the label CSV's first line is 'sep=;', Excel's line naming the separator, which is "
-                                "not read: delete that line (the separator is found from the header, the line after "
-                                "it), or save the file again without it (Excel: Save As, 'CSV UTF-8')")
+    dataset, records = read(photos, b"sep=;\r\nfile;age;note\r\na.jpg;30;x,y\r\nmissing.jpg;40;z\r\n")
+    assert records == {"a.jpg": {"age": "30", "note": "x,y"}}  # ';' separates, the ',' is in a cell
+    assert [where for where, _ in dataset.problems] == [f"{photos / 'labels.csv'}:4"]  # the file's own line 4
 
 
 # ------------------------------------------------------------------ predict --files-from

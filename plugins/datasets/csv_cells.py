@@ -40,7 +40,8 @@ DOTTED_THOUSANDS = re.compile(r"[-+]?[1-9]\d{0,2}\.\d{3}")
 PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 #: How to save a label CSV that is not UTF-8 as UTF-8, for `not_utf8`'s advice.
 SAVE_AS = "a UTF-8 CSV (Excel: Save As, 'CSV UTF-8')"
-#: Excel's optional first line naming the separator (`sep=;`), which it reads and writes but no CSV reader does.
+#: Excel's optional first line naming the separator (`sep=;`), which it reads and writes but Python's csv does not:
+#: the folder dataset takes the separator from it, and the header from the line after it.
 EXCEL_SEPARATOR_LINE = re.compile(r"sep=(.)")
 
 
@@ -50,12 +51,6 @@ def sniff_delimiter(header: str, file_column: str) -> str:
     Only the header is read: it names the columns, and a label cell (a decimal
     written `3,5`, a quoted name) could mislead a guess from the data rows.
     """
-    separator = EXCEL_SEPARATOR_LINE.fullmatch(header.strip("\r\n"))
-    if separator:
-        raise DataError(f"the label CSV's first line is {separator.group()!r}, Excel's line naming the separator, "
-                        f"which is not read: delete that line (the separator is found from the header, the line "
-                        f"after it), or save the file again without it (Excel: Save As, 'CSV UTF-8')")
-
     def cells(delimiter: str) -> list[str]:
         return [cell.strip() for cell in next(csv.reader([header], delimiter=delimiter), [])]
 

@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from hydranet.core.errors import DataError, closest_name
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Dataset, Sample
-from hydranet.core.paths import existing_dir, existing_file, os_reason
+from hydranet.core.paths import existing_dir, existing_file, os_reason, path_spellings
 from hydranet.core.wording import english_list, plural
-from hydranet.plugins.datasets.csv_cells import SemicolonNumbers, not_utf8_error, row_record, sniff_delimiter
+from hydranet.plugins.datasets.csv_cells import (EXCEL_SEPARATOR_LINE, SemicolonNumbers, not_utf8_error, row_record,
+                                                 sniff_delimiter)
 from hydranet.plugins.datasets.name_matching import NameListings, folded, nfc, path_below, spelled
 from hydranet.plugins.datasets.utkface import listed_images_up_to
 
@@ -88,7 +89,11 @@ class FolderDataset(Dataset):
                                                       f"naming each image, plus one column per label)")
         try:
             with open(table, newline="", encoding="utf-8-sig") as handle:
-                delimiter = sniff_delimiter(handle.readline(), self.file_column)
+                first = handle.readline()
+                excel = EXCEL_SEPARATOR_LINE.fullmatch(first.strip("\r\n"))
+                if excel:  # Excel's "sep=;" line names the separator; the header is the line after it
+                    return self._read(csv.DictReader(handle, delimiter=excel.group(1)), folder, skipped=1)
+                delimiter = sniff_delimiter(first, self.file_column)
                 handle.seek(0)
                 return self._read(csv.DictReader(handle, delimiter=delimiter), folder)
         except UnicodeDecodeError as error:
@@ -99,7 +104,9 @@ class FolderDataset(Dataset):
             raise DataError(f"cannot read label CSV {table}: {os_reason(error)}; make it readable by this user, "
                             "or set data.csv to another CSV of labels") from error
 
-    def _read(self, reader: csv.DictReader, folder: Path) -> list[Sample]:
+    def _read(self, reader: csv.DictReader, folder: Path, skipped: int = 0) -> list[Sample]:
+        """The samples of the CSV rows `reader` gives; `skipped` lines before its header (Excel's `sep=` line) are
+        counted in the line numbers that name each row."""
         columns = self._columns(reader)
         delimiter = reader.reader.dialect.delimiter
         samples = []
@@ -110,7 +117,7 @@ class FolderDataset(Dataset):
         renamed: list[tuple[str, str, Path]] = []  # (where, the CSV's name, the file) matched in another form
         numbers = SemicolonNumbers(delimiter)  # decimal commas read, dotted thousands noted
         for row in reader:
-            where = f"{self.csv}:{reader.line_num}"
+            where = f"{self.csv}:{reader.line_num + skipped}"
             file = (row.get(self.file_column) or "").strip()
             path, others = self._find_image(folder, file, listings) if file else (None, [])
             image = _resolve(path, resolved) if path is not None else None
@@ -128,7 +135,7 @@ class FolderDataset(Dataset):
             if problem:
                 self.report_problem(where, problem)
                 continue
-            first[image] = (reader.line_num, record)
+            first[image] = (reader.line_num + skipped, record)
             samples.append(Sample(str(path), record, origin=where))
             numbers.keep(where, record, read)
             if others:
@@ -240,11 +247,6 @@ class FolderDataset(Dataset):
         empty = delimiter.join(["a.jpg", "30", "", ""]) if delimiter != "\t" else "a.jpg<TAB>30<TAB><TAB>"
         return f"{mismatch}write an empty cell for each missing label (e.g. {empty})"
 
-    @staticmethod
-    def _spellings(file: str) -> list[str]:
-        """A CSV cell as written and, where `\\` is no path separator, with `/` (a Windows-made CSV: `imgs\\a.jpg`)."""
-        return list(dict.fromkeys([file, file.replace("\\", "/")]))
-
     def _find_image(self, folder: Path, file: str, listings: NameListings) -> tuple[Path | None, list[Path]]:
         """The image a CSV cell names, relative to `folder` (or absolute), and the files it names in another form.
 
@@ -253,15 +255,15 @@ class FolderDataset(Dataset):
         (others: [it]); two or more such files leave it unmatched (None), as
         which one was meant is anyone's guess; the message lists them.
         """
-        for name in self._spellings(file):
+        for name in path_spellings(file):
             if (path := folder / name).is_file():
                 return path, []
         others = self._matches(folder, file, listings, nfc)
         return (others[0] if len(others) == 1 else None), others
 
     def _matches(self, folder: Path, file: str, listings: NameListings, key: Callable[[str], str]) -> list[Path]:
-        """The files a CSV cell names, in any of its `_spellings`, once each part is compared by `key`."""
-        return list(dict.fromkeys(path for name in self._spellings(file)
+        """The files a CSV cell names, in any of its `path_spellings`, once each part is compared by `key`."""
+        return list(dict.fromkeys(path for name in path_spellings(file)
                                   for path in listings.matches(folder, name, key)))
 
     def _not_found(self, folder: Path, file: str, listings: NameListings, others: list[Path]) -> tuple[list[Path], str]:
@@ -269,7 +271,7 @@ class FolderDataset(Dataset):
 
         `others`: the files it names in other Unicode normalisations, when there are several to choose from.
         """
-        path = folder / file.replace("\\", "/")
+        path = folder / path_spellings(file)[-1]
         if others:
             return others, (f"image file {spelled(file)} not found in {folder}, and files with the same name in "
                             f"other Unicode normalisations are: "
