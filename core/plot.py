@@ -166,6 +166,7 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
             ax.plot(x, data.weights[task], marker=MARKERS[i % len(MARKERS)], markersize=5,
                     linestyle=LINESTYLES[i % len(LINESTYLES)], label=task)
         ax.set_ylabel("weight")
+        _log_scale_if_wide(ax, [data.weights[task] for task in weighted])
         ax.legend()
         written.append(_save(figure, out / "weights.png"))
     return written
@@ -176,6 +177,8 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
 
 #: what the band around a group's mean line spans; the legend says it too
 BAND = "± 1 sample std"
+#: inches a row of the legend below the panels takes
+LEGEND_ROW = 0.25
 
 
 class NeedsOut(HydranetError):
@@ -252,7 +255,7 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
     what was left out. `out_dir` defaults to the sweep folder when `paths` is one.
     """
     from hydranet.core.compare import read_runs
-    from hydranet.core.comparison import label_runs
+    from hydranet.core.comparison import label_runs, name_groups
     from hydranet.core.delta_m import group_runs
 
     out = _charts_folder(paths, out_dir)
@@ -265,6 +268,7 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
     if group:
         groups, group_notes = group_runs(records)
         notes += group_notes
+        name_groups(groups)  # as compare names them, less the seeds a legend entry says itself
     else:
         from hydranet.core.delta_m import RunGroup
 
@@ -278,6 +282,10 @@ def plot_runs(paths: Sequence[str | Path], out_dir: str | Path | None = None, *,
                 panel.append(lines[column])
     title = Path(paths[0]).resolve().name if len(paths) == 1 else plural(len(records), "run")
     written = _draw_runs(charts, out, title)
+    notes += [f"{chart}: {_panel_title(column)} is drawn on a log scale, its values spanning more than "
+              f"{WIDE_RANGE:g}x ({_span(panel)}), so that the smaller ones are not flattened"
+              for chart, chosen in charts.items() for column, panel in chosen.items()
+              if _is_wide([line.values for line in panel])]
     return RunsPlot(written, charts, notes)
 
 
@@ -394,18 +402,66 @@ def _draw_runs(charts: Mapping[str, Mapping[str, list[Line]]], out: Path, title:
         lines = next(iter(panels.values()))
         rows = math.ceil(len(lines) / MAX_COLUMNS)
         columns = 2 if chart == "losses.png" and len(panels) % 2 == 0 else MAX_COLUMNS
-        figure, axes = _grid(matplotlib, len(panels), f"{title}: {what[chart]}", columns, 0.3 + 0.25 * rows)
+        figure, axes = _grid(matplotlib, len(panels), f"{title}: {what[chart]}", columns, 0.3 + LEGEND_ROW * rows)
         handles = []
         for ax, (column, panel) in zip(axes, panels.items()):
             handles = [_draw_line(ax, i, line) for i, line in enumerate(panel)]
             ax.set_title(_panel_title(column))
             ax.set_ylabel(_panel_unit(column))
+            _log_scale_if_wide(ax, [line.values for line in panel])
         banded = any(line.low is not None for line in lines)
-        figure.legend(handles, [line.label for line in lines], loc="outside lower center",
-                      ncols=min(MAX_COLUMNS, len(lines)),
-                      title=f"a group of seeds: its mean, shaded {BAND} over its runs" if banded else None)
+        _fit_legend(figure, handles, [line.label for line in lines],
+                    f"a group of seeds: its mean, shaded {BAND} over its runs" if banded else None)
         written.append(_save(figure, out / chart))
     return written
+
+
+def _fit_legend(figure: Any, handles: list[Any], labels: list[str], title: str | None) -> None:
+    """One legend below the panels, in as many columns (up to MAX_COLUMNS) as fit the figure's width.
+
+    Long names ("weighting=cagrad (mean of 2 seeds)") in 3 columns under a figure of 2 panels were cut at both
+    sides: fewer columns, the figure made taller for the legend's rows (`_grid` left room for MAX_COLUMNS a row);
+    where one column is still too wide, the figure is widened to it.
+    """
+    renderer = figure.canvas.get_renderer()
+    width, height = figure.get_size_inches()
+    ncols = min(MAX_COLUMNS, len(labels))
+    while True:
+        legend = figure.legend(handles, labels, loc="outside lower center", ncols=ncols, title=title)
+        needed = legend.get_window_extent(renderer).width / figure.dpi + 0.2  # inches, with a margin
+        if needed <= width or ncols == 1:
+            break
+        legend.remove()
+        ncols -= 1
+    rows = math.ceil(len(labels) / ncols) - math.ceil(len(labels) / MAX_COLUMNS)
+    figure.set_size_inches(max(width, needed), height + LEGEND_ROW * rows)
+
+
+#: a panel whose positive values span more than this factor is drawn on a log scale (Nash-MTL's weights of 20 to
+#: 38 beside others' of about 1 left every other line flat along the bottom)
+WIDE_RANGE = 10.0
+
+
+def _finite(values_list: Sequence[Sequence[float]]) -> list[float]:
+    return [v for values in values_list for v in values if math.isfinite(v)]
+
+
+def _is_wide(values_list: Sequence[Sequence[float]]) -> bool:
+    """Whether the values are all positive and span more than WIDE_RANGE (a log scale shows them all)."""
+    values = _finite(values_list)
+    return bool(values) and min(values) > 0 and max(values) / min(values) > WIDE_RANGE
+
+
+def _span(panel: Sequence[Line]) -> str:
+    values = _finite([line.values for line in panel])
+    return f"{min(values):.3g} to {max(values):.3g}"
+
+
+def _log_scale_if_wide(ax: Any, values_list: Sequence[Sequence[float]]) -> None:
+    """A log y axis, said in its label, for values `_is_wide` finds too far apart for a linear one."""
+    if _is_wide(values_list):
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{ax.get_ylabel()} (log scale)")
 
 
 def _draw_line(ax: Any, i: int, line: Line) -> Any:
