@@ -42,7 +42,8 @@ def test_sources_are_spelt_as_path_spells_them(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
 def test_links_and_folders_are_listed_as_before(tmp_path: Path) -> None:
     """A link to an image is an image; a broken link, or one to itself, is listed and reported as broken; a
-    folder named like an image is no image; a linked folder is not followed; a hidden folder is skipped."""
+    folder named like an image is no image; a second link to a folder already read is listed, not read again; a
+    hidden folder is skipped."""
     root = tmp_path / "faces"
     (root / "sub").mkdir(parents=True)
     (root / ".hidden").mkdir()
@@ -57,6 +58,7 @@ def test_links_and_folders_are_listed_as_before(tmp_path: Path) -> None:
     assert [Path(s.source).relative_to(root).as_posix() for s in dataset.samples()] == [
         "41_0_0_20170117145159073.jpg", "sub/31_1_2_20170117145159066.jpg"]
     assert [(Path(where).name, why.split(" (")[0]) for where, why in dataset.problems] == [
+        ("linked", f"the same folder as {root / 'sub'}, which is read already: not read twice"),
         ("42_0_0_20170117145159074.jpg", "broken symbolic link"),
         ("43_0_0_20170117145159075.jpg", "broken symbolic link")]
     assert [p.relative_to(root).as_posix() for p in image_files(root)] == [
