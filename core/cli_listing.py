@@ -235,7 +235,8 @@ def _weighting_summary(entry: Any) -> tuple[str, str, str]:
 
 
 def _weightings_table(registry: Any) -> str:
-    """name | type | description | plugin, with each strategy's reference on a line under its description."""
+    """name | type | description | plugin, with each weighting's reference on a line under its description, and
+    its aliases (LibMTL's and torchjd's names for it) on one more."""
     summaries = [(entry, *_weighting_summary(entry)) for entry in _listed_entries(registry)]
     rows = [[_listed_name(registry, entry), kind, description, entry.plugin]
             for entry, kind, description, _ in summaries]
@@ -243,8 +244,10 @@ def _weightings_table(registry: Any) -> str:
     widths = [len(dashes) for dashes in lines[1].split("  ")]
     pad = " " * (widths[0] + widths[1] + 4)  # the description column's start
     out = [line.rstrip() for line in lines[:2]]
-    for line, (_, _, _, reference) in zip(lines[2:], summaries):
+    for line, (entry, _, _, reference) in zip(lines[2:], summaries):
         out += [line.rstrip(), f"{pad}reference: {reference}"]
+        if entry.aliases:
+            out.append(f"{pad}also named: {', '.join(entry.aliases)}")
     return "\n".join(out)
 
 

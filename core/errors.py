@@ -64,9 +64,12 @@ def not_a_choice(given: object, choices: Sequence[object], noun: str = "choice")
 class UnknownNameError(HydranetError, KeyError):
     """A spec or command named a component that no plugin registered."""
 
-    def __init__(self, kind: str, name: str, known: Sequence[str]):
+    def __init__(self, kind: str, name: str, known: Sequence[str], candidates: Sequence[str] | None = None,
+                 instead: str | None = None):
+        """`known` are listed; the did-you-mean is among `candidates` (default: `known`; a registry adds its
+        aliases); `instead` replaces it (" X is not built in; ... or use one of the", before the listing)."""
         self.kind, self.name, self.known = kind, name, list(known)
-        hint = did_you_mean(name, known)
+        hint = instead if instead is not None else did_you_mean(name, known if candidates is None else candidates)
         listing = ", ".join(sorted(known)) or "(none registered)"
         super().__init__(f"unknown {kind} '{name}';{hint} known {kind}s: {listing}")
 

@@ -30,6 +30,7 @@ import pluggy
 from hydranet.core import hookspecs
 from hydranet.core.errors import InputError, code_package, did_you_mean, plugin_raised
 from hydranet.core.observers import observing_plugins
+from hydranet.core.other_methods import WEIGHTINGS_NOT_BUILT_IN
 from hydranet.core.registry import RegistrationError, Registry, describe_plugin
 
 ENTRY_POINT_GROUP = "hydranet"
@@ -387,7 +388,8 @@ class Components:
     pm: PluginManager
     tasks: Registry = field(default_factory=lambda: Registry("task", ("name",)))
     backbones: Registry = field(default_factory=lambda: Registry("backbone"))
-    weightings: Registry = field(default_factory=lambda: Registry("weighting", ("tasks",)))
+    weightings: Registry = field(default_factory=lambda: Registry("weighting", ("tasks",),
+                                                                   not_built_in=dict(WEIGHTINGS_NOT_BUILT_IN)))
     datasets: Registry = field(default_factory=lambda: Registry("dataset"))
     #: whether `record_commands` ran: the command line's `default_components()` records them, and `hydranet
     #: plugins` asks for them as well (it may run apart from the command line's group, as in a test)

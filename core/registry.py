@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import AliasChoices, AliasPath, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError
+from hydranet.core.errors import DuplicateNameError, HydranetError, UnknownNameError, closest_name
 from hydranet.core.wording import english_list
 
 T = TypeVar("T")
@@ -216,6 +216,9 @@ class Registry(Generic[T]):
     _origins: dict[str, tuple[str | None, str | None, bool]] = field(default_factory=dict)
     #: each conflicted name's entry, per plugin that claims it (for `get(name, prefer_plugin=...)`)
     _claims: dict[str, dict[str, Entry[T]]] = field(default_factory=dict)
+    #: methods of this kind known elsewhere but not registered, by `other_methods.normalised` name: an unknown
+    #: name among them is told so, not offered another method that happens to be spelt alike
+    not_built_in: dict[str, str] = field(default_factory=dict)
 
     def check(
         self,
@@ -378,8 +381,24 @@ class Registry(Generic[T]):
             raise DuplicateNameError(self.conflict_message(name))
         key = self._aliases.get(name, name)
         if key not in self._entries:
-            raise UnknownNameError(self.kind, name, self.names())
+            raise UnknownNameError(self.kind, name, self.names(), candidates=[*self.names(), *self._aliases],
+                                   instead=self._not_built_in(name))
         return self._entries[key]
+
+    def _not_built_in(self, name: str) -> str | None:
+        """" GradVac (LibMTL, torchjd) is not built into hydranet; ...": for a method `not_built_in` names;
+        " did you mean 'ew' (an alias of sum)?" when the closest name is an alias; else None (a did-you-mean)."""
+        from hydranet.core.other_methods import normalised
+
+        if not isinstance(name, str):
+            return None
+        method = self.not_built_in.get(normalised(name))
+        if method is None:
+            closest = closest_name(name, [*self.names(), *self._aliases])
+            return (f" did you mean '{closest}' (an alias of {self._aliases[closest]})?"
+                    if closest in self._aliases else None)
+        return (f" {method} is not built into hydranet; a {self.kind} plugin can add it (see "
+                f"docs/plugins/{self.kind}.md), or use one of the")
 
     def names(self) -> list[str]:
         """Registered names (not aliases), sorted."""
