@@ -40,8 +40,25 @@ class MissingPathError(DataError):
     """
 
     def __init__(self, what: str, path: Path, state: str, hint: str):
-        super().__init__(f"{what} {path} {state}; {hint}")
+        why = _why_missing(path) if state == "does not exist" else ""
+        super().__init__(f"{what} {path} {state}{why}; {hint}")
         self.what, self.path, self.state = what, path, state
+
+
+def _why_missing(path: Path) -> str:
+    """What may have made a path that is not there: a Windows `\\`, a variable no shell expanded, or a relative
+    path counted from another folder than the one meant ("" when none applies)."""
+    written = str(path)
+    slashed = Path(written.replace("\\", "/"))
+    if "\\" in written and os.sep == "/" and slashed.exists():
+        return f" (it is written with '\\', which is no path separator here, and {slashed} exists: write it with '/')"
+    unexpanded = _UNEXPANDED.search(written)
+    if unexpanded:
+        return (f" (it holds {unexpanded.group()!r}, which nothing expanded: a spec is not read by a shell, so write "
+                "the path out)")
+    if not path.is_absolute():
+        return f" in {Path.cwd()} (the current folder: a relative path counts from there)"
+    return ""
 
 
 def os_reason(error: OSError) -> str:

@@ -212,3 +212,19 @@ def test_the_command_line_shows_hydranet_s_own_warnings_as_warning_lines(tmp_pat
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("warning: HYDRANET_CACHE='hc' is a relative path") and "UserWarning" not in done.stderr
+
+
+@pytest.mark.parametrize("root, why", [
+    ("faces\\part1", "(it is written with '\\', which is no path separator here, and faces/part1 exists: write it "
+                     "with '/')"),
+    ("$DATA/faces", "(it holds '$DATA', which nothing expanded: a spec is not read by a shell, so write the path "
+                    "out)"),
+    ("elsewhere", "in {cwd} (the current folder: a relative path counts from there)"),
+])
+def test_a_data_root_that_is_not_there_says_what_may_have_made_it(tmp_path: Path, monkeypatch, root, why) -> None:
+    """It said only "does not exist": a Windows path, a .env's variable and a folder counted from elsewhere alike."""
+    (tmp_path / "faces" / "part1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "demo", "--set", f"data={{name: utkface, root: '{root}'}}", "--no-progress")
+    assert result.exit_code == 1
+    assert f"UTKFace folder {root} does not exist {why.format(cwd=tmp_path)}; download UTKFace" in result.output
