@@ -11,6 +11,7 @@ from them.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from hydranet.core.background_compile import BackgroundCompile
 from hydranet.core.device import on_device
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import CheckpointError
+from hydranet.core.errors import CheckpointError, SpecError
 from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import SecondCtrlC, StoppedAtOnce, interrupt_requests
@@ -39,8 +40,9 @@ from hydranet.core.run_checkpoints import RunCheckpoints
 from hydranet.core.run_result import RunResult, metrics_text
 from hydranet.core.run_setup import (RunSetup, batch_source, callers_random_state, callers_torch_switches,
                                      load_prepared_data)
-from hydranet.core.run_stops import RunStops
+from hydranet.core.run_stops import RunStops, monitored
 from hydranet.core.spec import ResolvedSpec
+from hydranet.core.spec_models import LOSS_MONITOR, monitor_problem, monitor_words
 from hydranet.core.step import TrainStep
 from hydranet.core.wording import english_list, plural
 
@@ -91,6 +93,21 @@ def run_plan(plan: RunPlan, *, components: Components | None = None, progress: b
                    resume_state=plan.resume_state, option=plan.option).run()
 
 
+def check_monitor(spec: ResolvedSpec) -> None:
+    """Refuse a train.monitor naming a metric its task does not have, with a did-you-mean, before the run starts.
+
+    The spec's first pass checked the task it names (`Spec`); a task's metric
+    names are known once it is built, which the spec's second pass does too:
+    `spec_models.monitor_problem` words both.
+    """
+    monitor = spec.spec.train.monitor
+    if monitor == LOSS_MONITOR:
+        return
+    problem = monitor_problem(monitor, {task.name: list(task.metrics()) for task in spec.build_tasks()})
+    if problem:
+        raise SpecError([("train.monitor", problem)], spec.source)
+
+
 def stderr_is_terminal() -> bool:
     """Whether progress bars have a terminal to draw on (stderr may be a file, a pipe, or an object without isatty)."""
     try:
@@ -127,6 +144,7 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
         #: has its last.pt from the start, which a failure or a second Ctrl-C during its setup must not deny)
         self.saved_at: tuple[int, int] | None = _saved_position(resume_state)
         self.spec = spec
+        check_monitor(spec)  # before the run folder: a misspelt metric leaves nothing behind
         self.components = components or default_components()
         self.cfg = spec.spec.train
         self.dist = Distributed.from_environment(self.cfg.device)
@@ -186,7 +204,9 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
         cfg, log, progress = self.cfg, self.run_folder.log, self.progress_state
         history: list[dict[str, Any]] = self.run_folder.metrics_rows()
         final: EvalResult | None = None
-        for epoch in range(progress.epoch, cfg.epochs + 1):
+        # a run that stopped early (train.patience) is finished: its last.pt has no epoch left to train
+        last_epoch = progress.epoch - 1 if progress.stopped_early else cfg.epochs
+        for epoch in range(progress.epoch, last_epoch + 1):
             self.epoch_running = epoch
             progress.epoch_order_state = self.order_generator.get_state()  # to draw this order again on resume
             order = self.data.train_index[torch.randperm(self.data.train_index.numel(),
@@ -209,10 +229,10 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
             row = self._row(epoch, train_seconds, val_seconds, train_losses, weights_used, final)
             history.append(row)
             self.run_folder.append_metrics(row)
-            improved = final.total_loss < progress.best_loss
+            improved = self._track_best(epoch, final)
             if improved:
-                progress.best_loss, progress.best_epoch = final.total_loss, epoch
                 self._keep_best_weights()
+            stopping = self._patience_spent(epoch)
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
             progress.weight_sums, progress.skipped, progress.seconds = [], 0, None
             progress.epoch_train_seconds = list(self.timings["epoch_train_seconds"])
@@ -221,22 +241,21 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
             self._save(epoch, row, best=improved)
             self.saved_at = (progress.epoch, progress.step)
             log(self._epoch_line(epoch, row, final))
-            nonfinite = final.nonfinite_tasks()
-            if nonfinite:
-                log(f"warning: epoch {epoch}'s validation loss is not finite for "
-                    f"{english_list([repr(t) for t in nonfinite])}, so it cannot be the best epoch "
-                    "(best.pt keeps the last one that was); a learning rate too high for the data is the usual "
-                    "cause (train.lr)")
+            self._warn_nonfinite(epoch, final)
+            if stopping:
+                log(self._stopped_early_line(epoch))
             self.observers.epoch_finished(epoch, row)  # the row's own numbers, once it and last.pt are written
             self.validating = False
+            if stopping:
+                break
             if epoch < cfg.epochs and self._stop_agreed():  # a request during validation: the epoch is saved
                 self._stop(f"after epoch {epoch} and its validation")
         completing = final is None
         if completing:  # last.pt holds every epoch, summary.json is missing (planning refuses a finished run)
             final = self._complete_trained_run()
         if progress.best_epoch == 0:
-            log(f"no epoch had a finite validation loss, so no best.pt was written; {self.run_folder.last_checkpoint} "
-                "holds the last epoch's weights")
+            log(f"no epoch had a finite {monitor_words(cfg.monitor)}, so no best.pt was written; "
+                f"{self.run_folder.last_checkpoint} holds the last epoch's weights")
         if self.dist.active:
             gap = self.dist.divergence(self.model, self.weighting)
             log(f"{self.dist.world_size} processes ({self.dist.backend}): parameters identical on every rank"
@@ -249,12 +268,15 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                            notes, self.timings, is_main=self.dist.is_main,
                            test=test.metrics if test is not None else None,
                            test_images=int(self.data.test_index.numel()),
-                           val_images=int(self.data.val_index.numel()))
+                           val_images=int(self.data.val_index.numel()),
+                           monitor=cfg.monitor, stopped_early=progress.stopped_early)
         # a run without a test split (data.test_fraction 0) writes no test keys, as before the test split existed
         held_out = ({"test_epoch": progress.best_epoch if test is not None else None, "test": result.test}
                     if self.spec.spec.data.test_fraction > 0 else {})
         self.run_folder.write_json("summary.json", {
             "best_epoch": progress.best_epoch,
+            "monitor": cfg.monitor,  # what chose the best epoch: "loss" (the total validation loss) or TASK.METRIC
+            "stopped_early": progress.stopped_early,  # train.patience ended the run before its last epoch
             "best": result.best,  # the metrics of the weights in best.pt; null when no epoch's loss was finite
             **held_out,  # the best epoch's weights scored once on the test split; null when there are none
             "final": final.metrics,  # the last epoch's, in last.pt
@@ -266,12 +288,14 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
             "processes": self.dist.world_size,  # --nproc: compare notes runs trained on different numbers
         })
         if completing:
-            log(f"completed the run: every one of its {plural(cfg.epochs, 'epoch')} was trained before, and "
-                f"{self.run_folder.path / 'summary.json'} is written now")
+            trained = (f"it stopped early after epoch {progress.epoch - 1} (train.patience)" if progress.stopped_early
+                       else f"every one of its {plural(cfg.epochs, 'epoch')} was trained before")
+            log(f"completed the run: {trained}, and {self.run_folder.path / 'summary.json'} is written now")
         return result
 
     def _complete_trained_run(self) -> EvalResult:
-        """Finish a run whose last.pt holds every epoch but which stopped before its last files were written.
+        """Finish a run whose last.pt holds every epoch (up to its early stop, with train.patience) but which
+        stopped before its last files were written.
 
         A run killed after last.pt's final write (SIGKILL, a power cut) has no
         summary.json: resuming it trains nothing, but writes what is missing.
@@ -280,10 +304,27 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
         validated again (its weights are last.pt's), for summary.json's
         `final`; the test split, if any, is scored as at the end of any run.
         """
-        log = self.run_folder.log
-        log(f"{self.run_folder.last_checkpoint} holds all {plural(self.cfg.epochs, 'epoch')} of the run, but the "
-            "run stopped before writing summary.json: completing it (nothing is trained)")
+        log, done = self.run_folder.log, self.progress_state.epoch - 1
+        held = (f"the {plural(done, 'epoch')} the run trained before it stopped early (train.patience)"
+                if self.progress_state.stopped_early else f"all {plural(self.cfg.epochs, 'epoch')} of the run")
+        log(f"{self.run_folder.last_checkpoint} holds {held}, but the run stopped before writing summary.json: "
+            "completing it (nothing is trained)")
         return self._validate()
+
+    def _warn_nonfinite(self, epoch: int, evaluation: EvalResult) -> None:
+        """Say when an epoch's validation losses, or its monitored metric, are not finite: it cannot be the best."""
+        nonfinite = evaluation.nonfinite_tasks()
+        monitor = self.cfg.monitor
+        if nonfinite:
+            best = ("so it cannot be the best epoch (best.pt keeps the last one that was); "
+                    if monitor == LOSS_MONITOR else "")
+            self.run_folder.log(
+                f"warning: epoch {epoch}'s validation loss is not finite for "
+                f"{english_list([repr(t) for t in nonfinite])}, {best}a learning rate too high for the data is the "
+                "usual cause (train.lr)")
+        elif monitor != LOSS_MONITOR and not math.isfinite(monitored(evaluation, monitor)[0]):
+            self.run_folder.log(f"warning: epoch {epoch}'s {monitor_words(monitor)} is not finite, so it cannot be "
+                                "the best epoch (best.pt keeps the last one that was)")
 
     def _validate(self) -> EvalResult:
         """Score the model on the validation split (the training images without one), every rank its share."""
@@ -315,8 +356,8 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                 log("no test metrics: the test split is empty (too few usable images for data.test_fraction)")
             return None
         if best_epoch < 1:
-            log("no test metrics: no epoch had a finite validation loss, so there are no best-epoch weights to "
-                "score on the test split")
+            log(f"no test metrics: no epoch had a finite {monitor_words(self.cfg.monitor)}, so there are no "
+                "best-epoch weights to score on the test split")
             return None
         weights = self.best_weights if self.best_weights is not None else self._best_weights_in_best_pt(best_epoch)
         if weights is None:

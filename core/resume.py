@@ -3,7 +3,8 @@
 A checkpoint's `progress` records the epoch and step reached, the state of
 every random generator (batch order, augmentation, torch's global RNG, any
 generator a weighting owns), the running sums of the epoch in progress and
-the best validation loss so far. Restoring it after rebuilding the run from
+the best epoch's monitored value (train.monitor) and how many epochs since have
+not improved on it (train.patience). Restoring it after rebuilding the run from
 its spec makes the continued run take the same steps, with the same batches
 and the same random draws, as a run that was never interrupted.
 """
@@ -21,11 +22,12 @@ from torch import nn
 
 from hydranet.core.checkpoint import check_plugins_available, read_checkpoint
 from hydranet.core.checkpoint_checks import check_for_resume
-from hydranet.core.errors import CheckpointError
+from hydranet.core.errors import CheckpointError, TrainingError
 from hydranet.core.paths import MissingPathError
 from hydranet.core import plugins
 from hydranet.core.plugins import Components
 from hydranet.core.spec import ResolvedSpec, load_spec
+from hydranet.core.spec_models import LOSS_MONITOR, monitor_words
 from hydranet.core.wording import english_list, plural
 
 
@@ -45,8 +47,16 @@ class Progress:
     first_bad: list[int] = field(default_factory=list)
     #: steps of `epoch` skipped for a non-finite loss (train.on_nonfinite: skip): not in the sums' means
     skipped: int = 0
+    #: the best epoch's total validation loss (infinite before one): what picks the best epoch with train.monitor
+    #: loss, the default, and the only choice before train.monitor existed
     best_loss: float = float("inf")
     best_epoch: int = 0
+    #: the best epoch's train.monitor value (None before one); `from_dict` reads an older checkpoint's best_loss
+    best_value: float | None = None
+    #: epochs in a row, up to the last finished one, whose monitored value did not improve (train.patience)
+    epochs_without_improvement: int = 0
+    #: the run stopped early after its last finished epoch (train.patience): it has nothing left to train
+    stopped_early: bool = False
     #: training seconds already spent on `epoch`'s first `step` steps (a stop mid-epoch saves them); None: none
     #: were, or a checkpoint older than this field, which did not time them
     seconds: float | None = None
@@ -60,7 +70,9 @@ class Progress:
         data = {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
                 "generators": self.generators, "loss_sums": self.loss_sums,
                 "weight_sums": self.weight_sums, "first_bad": self.first_bad, "skipped": self.skipped,
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "seconds": self.seconds,
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_value": self.best_value,
+                "epochs_without_improvement": self.epochs_without_improvement, "stopped_early": self.stopped_early,
+                "seconds": self.seconds,
                 "epoch_train_seconds": self.epoch_train_seconds, "epoch_val_seconds": self.epoch_val_seconds}
         if self.process_generators:
             data["process_generators"] = self.process_generators
@@ -68,7 +80,12 @@ class Progress:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Progress":
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+        """The progress a checkpoint saved. One older than train.monitor kept only best_loss, the best epoch's
+        total validation loss, which is what its run monitored (its spec has no train.monitor: loss)."""
+        progress = cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+        if "best_value" not in data and progress.best_epoch >= 1:
+            progress.best_value = float(progress.best_loss)
+        return progress
 
 
 def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
@@ -260,7 +277,28 @@ def resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
                               "only what using the model needs, or was written by an older hydranet); it can be "
                               "evaluated, used for prediction or as init_from, not resumed")
     check_for_resume(checkpoint, data)
+    stopped = stopped_early(checkpoint, data)
+    if stopped:
+        raise TrainingError(stopped)
     return checkpoint, data
+
+
+def stopped_early(checkpoint: Path, data: Mapping[str, Any]) -> str | None:
+    """"nothing left to train: ..." for a run that stopped early (train.patience) and wrote summary.json; None
+    for any other. Such a run is finished, as one that trained its last epoch is: resuming it would train the
+    epochs its patience chose not to. Without summary.json (killed after last.pt's last write) it is resumed,
+    which trains nothing and writes what is missing, as for a run killed after its last epoch."""
+    progress = data.get("progress") or {}
+    if not progress.get("stopped_early") or not (checkpoint.parent / "summary.json").is_file():
+        return None
+    train = (data.get("spec") or {}).get("train") or {}
+    epoch, best = int(progress.get("epoch", 1)) - 1, int(progress.get("best_epoch", 0))
+    monitor = monitor_words(train.get("monitor", LOSS_MONITOR))
+    patience = train.get("patience") or 0
+    return (f"nothing left to train: the run in {checkpoint.parent} stopped early after epoch {epoch} of "
+            f"{train.get('epochs', epoch)}, as its {monitor} had not improved for {plural(patience, 'epoch')} "
+            f"(train.patience; its best epoch is {best}); to train it further, start a new run from its last "
+            f"weights with init_from: {checkpoint} (or from its best epoch's, {checkpoint.parent / 'best.pt'})")
 
 
 def resumed_spec(checkpoint: Path, data: Mapping[str, Any], components: Components | None = None) -> ResolvedSpec:

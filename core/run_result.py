@@ -15,6 +15,7 @@ from typing import Any
 
 from hydranet.core.device import RunSettings
 from hydranet.core.evaluation import EvalResult
+from hydranet.core.spec_models import LOSS_MONITOR
 
 
 @dataclass
@@ -37,7 +38,8 @@ class RunResult:
     #: task -> metric -> value, on the validation images, of each task's best constant prediction (the training
     #: labels' mean or majority class), to read the metrics against; a task without one is left out
     baselines: dict[str, dict[str, float]]
-    #: the epoch with the lowest finite validation loss, whose weights best.pt holds (0: none was finite)
+    #: the best epoch by `monitor` (by default the one with the lowest finite validation loss), whose weights
+    #: best.pt holds (0: no epoch's monitored value was finite)
     best_epoch: int
     #: the device, precision, compilation and CUDA-graph switches the run used
     settings: RunSettings
@@ -61,15 +63,21 @@ class RunResult:
     #: how many images the validation split holds (0: none, so `final` and the best epoch were measured on the
     #: training images, as train.log says)
     val_images: int = 0
+    #: what picked `best_epoch` (train.monitor): "loss", the total validation loss, or "TASK.METRIC"
+    monitor: str = LOSS_MONITOR
+    #: True when train.patience ended the run before its last epoch (`history` ends there); summary.json says so too
+    stopped_early: bool = False
 
     def __repr__(self) -> str:
-        """`RunResult(run_dir='runs/x', epochs=3, best_epoch=2, best={'age': {'mae': 6.55}})`: the default repr
-        would print every row of the history."""
+        """`RunResult(run_dir='runs/x', epochs=3, best_epoch=2, best={'age': {'mae': 6.55}})`, with
+        `stopped_early=True` after the epochs when train.patience ended the run: the default repr would print every
+        row of the history."""
         best = self.best
         shown = None if best is None else {task: {metric: float(f"{value:.4g}") for metric, value in metrics.items()}
                                            for task, metrics in best.items()}
-        return (f"RunResult(run_dir={str(self.run_dir)!r}, epochs={len(self.history)}, best_epoch={self.best_epoch}, "
-                f"best={shown!r})")
+        early = ", stopped_early=True" if self.stopped_early else ""
+        return (f"RunResult(run_dir={str(self.run_dir)!r}, epochs={len(self.history)}{early}, "
+                f"best_epoch={self.best_epoch}, best={shown!r})")
 
     @property
     def best(self) -> dict[str, dict[str, float]] | None:

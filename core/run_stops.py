@@ -1,5 +1,5 @@
 """How a run stops early: on a signal (saved, then stopped), at once (a second Ctrl-C), at a non-finite loss,
-or on an error, and what it says in each case.
+on an error, or when its monitored value stopped improving (train.patience), and what it says in each case.
 
 Split out of the engine so that the train loop does not also word every way
 it can end. The `RunStops` methods are the `Trainer`'s own (a mixin, as
@@ -15,15 +15,57 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from hydranet.core.errors import HydranetError, RunFolderError, TrainingError, TrainingInterrupted
+from hydranet.core.evaluation import EvalResult
 from hydranet.core.interrupts import StoppedAtOnce
 from hydranet.core.observers import outcome
 from hydranet.core.plugin_calls import provenance
 from hydranet.core.run import FAILURE_LINE, resume_command
-from hydranet.core.wording import english_list
+from hydranet.core.spec_models import LOSS_MONITOR, monitor_words
+from hydranet.core.wording import english_list, plural
+
+
+def monitored(evaluation: EvalResult, monitor: str) -> tuple[float, bool]:
+    """An epoch's train.monitor value (its total validation loss, or one task's validation metric) and whether
+    higher is better (as the metric declares it; a loss is better lower)."""
+    if monitor == LOSS_MONITOR:
+        return evaluation.total_loss, False
+    task, _, metric = monitor.partition(".")
+    return float(evaluation.metrics[task][metric]), bool(evaluation.higher_is_better.get(task, {}).get(metric))
 
 
 class RunStops:
     """The `Trainer`'s ways of ending before its last epoch, each saying what is kept and how to go on."""
+
+    def _track_best(self, epoch: int, evaluation: EvalResult) -> bool:
+        """Whether `epoch` is the best so far by train.monitor, recorded in the progress last.pt saves, with the
+        count of epochs in a row that were not (train.patience). A value that is not finite never improves."""
+        progress = self.progress_state
+        value, higher = monitored(evaluation, self.cfg.monitor)
+        best = progress.best_value
+        improved = math.isfinite(value) and (best is None or (value > best if higher else value < best))
+        if improved:
+            progress.best_value, progress.best_loss, progress.best_epoch = value, evaluation.total_loss, epoch
+            progress.epochs_without_improvement = 0
+        else:
+            progress.epochs_without_improvement += 1
+        return improved
+
+    def _patience_spent(self, epoch: int) -> bool:
+        """Whether the run stops early after `epoch` (recorded in the progress last.pt saves): train.patience
+        epochs in a row did not improve, and epochs are left (after the last one the run ends anyway)."""
+        patience, progress = self.cfg.patience, self.progress_state
+        progress.stopped_early = (patience is not None and epoch < self.cfg.epochs
+                                  and progress.epochs_without_improvement >= patience)
+        return progress.stopped_early
+
+    def _stopped_early_line(self, epoch: int) -> str:
+        """train.log's line for a run that stops early: the epoch, what it monitored, its best epoch and value."""
+        progress, watched = self.progress_state, monitor_words(self.cfg.monitor)
+        best = (f"the best epoch is {progress.best_epoch} ({self.cfg.monitor} {progress.best_value:.4g}), whose "
+                f"weights best.pt holds" if progress.best_epoch >= 1 else f"no epoch had a finite {watched}")
+        return (f"stopped early after epoch {epoch} of {self.cfg.epochs}: the {watched} did not improve for "
+                f"{plural(progress.epochs_without_improvement, 'epoch')} in a row (train.patience "
+                f"{self.cfg.patience}); {best}")
 
     def _stop_requested(self, done: int) -> bool:
         """Whether to save and stop after step `done`.

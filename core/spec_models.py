@@ -10,11 +10,13 @@ plugin registered. Every field's description is the user's documentation:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from hydranet.core.errors import closest_name
 from hydranet.core.registry import takes_numbers_not_bools
 
 
@@ -120,6 +122,14 @@ class AugmentSection(SpecSection):
 #: a learning rate: more than 0 (0 would train nothing, a negative rate would climb the loss)
 PositiveRate = Annotated[float, Field(gt=0)]
 
+#: train.monitor's default: the total validation loss picks the best epoch
+LOSS_MONITOR = "loss"
+
+
+def monitor_words(monitor: str) -> str:
+    """"validation loss" or "validation gender.accuracy": what picks the best epoch, in the run's messages."""
+    return f"validation {monitor}"
+
 
 class TrainSection(SpecSection):
     model_config = ConfigDict(extra="forbid")
@@ -181,6 +191,17 @@ class TrainSection(SpecSection):
                             "batch and counts it (costs one host sync per step).")
     deterministic: bool = Field(False, description="Use deterministic algorithms only (slower on GPU); "
                                                    "makes runs and resumed runs repeat bit for bit.")
+    monitor: str = Field(
+        LOSS_MONITOR, description="What picks the best epoch (best.pt, summary.json's best_epoch, the weights the "
+                                  "test split scores) and what train.patience watches: loss (the total validation "
+                                  "loss, whose scale depends on the weighting), or TASK.METRIC, a validation metric "
+                                  "as metrics.csv's val.TASK.METRIC columns name it (age.mae, gender.accuracy), "
+                                  "better higher or lower as the metric says (summary.json's higher_is_better). An "
+                                  "epoch whose value is not finite is never the best.")
+    patience: int | None = Field(
+        None, ge=1, description="Stop early after this many epochs in a row whose train.monitor value did not "
+                                "improve on the best epoch's; the run is then finished (summary.json's "
+                                "stopped_early), as after its last epoch. null: train every epoch.")
 
     @field_validator("head_lr")
     @classmethod
@@ -190,6 +211,16 @@ class TrainSection(SpecSection):
             raise ValueError(f"should be greater than 0 (got {rate:g}): 0 would train nothing and a negative rate "
                              "climbs the loss; leave head_lr out for lr, or freeze the heads")
         return rate
+
+    @field_validator("monitor")
+    @classmethod
+    def _a_monitor(cls, monitor: str) -> str:
+        """Its shape here; whether it names a task and metric of the spec is `Spec`'s and the run's to check."""
+        task, dot, metric = monitor.partition(".")
+        if monitor != LOSS_MONITOR and not (dot and task and metric):
+            raise ValueError(f"should be '{LOSS_MONITOR}' (the total validation loss) or TASK.METRIC, a task's "
+                             f"validation metric such as age.mae or gender.accuracy (got {monitor!r})")
+        return monitor
 
     @field_validator("cuda_graphs", mode="before")
     @classmethod
@@ -210,6 +241,32 @@ class TrainSection(SpecSection):
 
 
 COMPONENT_SECTIONS = ("backbone", "weighting", "data")
+
+
+def monitor_problem(monitor: str, tasks: Mapping[str, Sequence[str] | None]) -> str | None:
+    """Why `train.monitor` names no validation figure of these tasks, with a did-you-mean; None when it does.
+
+    `tasks` maps each task's name to its metric names, or to None where they
+    are not known yet (a spec's first pass has not built the tasks): then only
+    the task is checked, and the run checks the metric before it trains.
+    """
+    if monitor == LOSS_MONITOR:
+        return None
+    task, _, metric = monitor.partition(".")
+    known = [f"{name}.{each}" for name, metrics in tasks.items() for each in metrics or ()]
+    choices = f"'{LOSS_MONITOR}' or " + (", ".join(known) if known else f"TASK.METRIC of tasks {', '.join(tasks)}")
+    if task not in tasks:
+        near = closest_name(monitor, known) if known else closest_name(task, tasks)
+        if near and not known:  # the metric is not known yet: suggest the task, with the metric as given
+            near = f"{near}.{metric}"
+        hint = f" did you mean '{near}'?" if near else ""
+        return f"'{task}' is not a task of this spec;{hint} give {choices}"
+    metrics = tasks[task]
+    if metrics is None or metric in metrics:
+        return None
+    near = closest_name(metric, metrics)
+    hint = f" did you mean '{task}.{near}'?" if near else ""
+    return f"task '{task}' has no validation metric '{metric}';{hint} give {choices}"
 
 
 class Spec(SpecSection):
@@ -259,6 +316,16 @@ class Spec(SpecSection):
         if path is not None and not path.strip():
             raise ValueError("is empty; give a run's best.pt or last.pt, or leave init_from out to start afresh")
         return path
+
+    @model_validator(mode="after")
+    def _monitor_names_a_task(self) -> "Spec":
+        """train.monitor's task must be one of the spec's (its metric is checked once the tasks are built)."""
+        problem = monitor_problem(self.train.monitor, {task.name: None for task in self.tasks})
+        if problem:
+            raise ValidationError.from_exception_data("Spec", [InitErrorDetails(
+                type=PydanticCustomError("value_error", "{problem}", {"problem": problem}),
+                loc=("train", "monitor"), input=self.train.monitor)])
+        return self
 
     @field_validator("tasks")
     @classmethod
