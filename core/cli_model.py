@@ -351,9 +351,10 @@ def _format_of(out_file: str | None) -> str:
 
 @click.command("export", cls=HintingCommand)
 @click.argument("checkpoint", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="onnx (onnxruntime and most runtimes), exported (torch.export.load), torchscript (torch.jit.load; "
-                   "deprecated in torch, which warns on loading: prefer exported or onnx).")
+                   "deprecated in torch, which warns on loading: prefer exported or onnx). Default: the format "
+                   "--out's ending names (" + ", ".join(f"{s} {f}" for f, s in SUFFIX.items()) + "), else onnx.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Where to write (default: next to CHECKPOINT: "
                    + ", ".join(f"best{s}" for s in SUFFIX.values()) + ").")
@@ -364,7 +365,7 @@ def _format_of(out_file: str | None) -> str:
 @click.option("--force", is_flag=True,
               help="Replace an existing --out FILE that is not an earlier export in this format (never CHECKPOINT "
                    "or any other hydranet checkpoint).")
-def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int | None, check: bool,
+def export_command(checkpoint: str, fmt: str | None, out_file: str | None, opset: int | None, check: bool,
                    force: bool) -> None:
     """Write a model as one ONNX, TorchScript or torch.export file.
 
@@ -389,6 +390,7 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     """
     from hydranet.core.export import export_checkpoint
 
+    fmt = fmt or format_named_by(out_file)
     result = export_checkpoint(checkpoint, out_file, fmt, opset=opset, check=check,  # type: ignore[arg-type]
                                force=force)
     # the summary, from "wrote FILE" on, is the answer (what the file is, and where): stdout; its warnings are
@@ -396,6 +398,13 @@ def export_command(checkpoint: str, fmt: str, out_file: str | None, opset: int |
     click.echo(export_summary(result))
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def format_named_by(out_file: str | None) -> str:
+    """The export format `--out`'s ending names (`model.ts.pt`: torchscript); onnx for any other name, or none:
+    a `--out m.pt2` without `--format` wrote ONNX into it, and only warned."""
+    name = Path(out_file).name.lower() if out_file else ""
+    return next((fmt for fmt, suffix in SUFFIX.items() if name.endswith(suffix)), "onnx")
 
 
 #: the last line of `export_summary`: the file checks its input's shape and dtype, but not its range, the mistake

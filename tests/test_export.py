@@ -205,3 +205,15 @@ def test_export_checks_its_output_folder_before_exporting(checkpoint, tmp_path, 
     with pytest.raises(HydranetError, match="output folder .*small.yaml: it is a file, not a folder. "
                                             "Choose another output file"):
         export_checkpoint(checkpoint, tmp_path / "small.yaml" / "m.ts.pt", "torchscript")
+
+
+@pytest.mark.parametrize("name, fmt", [("model.ts.pt", "torchscript"), ("model.pt2", "exported")])
+def test_the_format_follows_the_out_file_s_ending_when_none_is_given(checkpoint, tmp_path, name, fmt):
+    """`--out model.pt2` alone wrote ONNX into model.pt2, and only warned that the ending did not fit."""
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(tmp_path / name), "--no-check"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / name} ({fmt}," in result.output and "warning" not in result.output
