@@ -23,6 +23,7 @@ from torch import Tensor
 
 from hydranet.core.decode import high_byte
 from hydranet.core.errors import InputError
+from hydranet.core.paths import os_reason
 from hydranet.core.values import is_whole_number
 from hydranet.core.wording import plural
 
@@ -297,6 +298,8 @@ def search_image_paths(paths: Iterable[str | Path]) -> FoundImages:
             elif reason:
                 found.skipped.append(Skipped(file, reason))
         found.skipped += [Skipped(Path(place), why, folder=True) for place, why in walk.repeated]
+        found.skipped += [Skipped(Path(place), f"cannot be read ({os_reason(error)}): its images are not predicted",
+                                  folder=True) for place, error in walk.unlisted]
     return found
 
 

@@ -175,3 +175,25 @@ def test_recursive_reads_the_linked_subfolder_its_hint_names(tmp_path: Path) -> 
     dataset = UTKFaceDataset(root)
     assert [s.source for s in dataset.samples()] == [str(root / "part1" / face_name(1))]
     assert dataset.problems == []
+
+
+def test_predict_lists_a_folder_it_cannot_read_instead_of_skipping_it_silently(tmp_path: Path, monkeypatch) -> None:
+    """A folder that cannot be listed (permission denied) left its images out of predict without a word."""
+    import os
+
+    from hydranet.core.image_input import search_image_paths
+
+    (tmp_path / "photos" / "locked").mkdir(parents=True)
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    real = os.scandir
+
+    def refusing(path):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    found = search_image_paths([tmp_path / "photos"])
+    assert found.files == [tmp_path / "photos" / "a.jpg"]
+    assert f"  {tmp_path / 'photos' / 'locked'}: cannot be read (permission denied): its images are not predicted" in (
+        found.note())
