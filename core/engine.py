@@ -26,7 +26,7 @@ from tqdm import tqdm
 from hydranet.core.background_compile import BackgroundCompile
 from hydranet.core.device import on_device
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import CheckpointError, SpecError
+from hydranet.core.errors import CheckpointError
 from hydranet.core.evaluation import EvalResult, evaluate
 from hydranet.core.heartbeat import Heartbeat
 from hydranet.core.interrupts import SecondCtrlC, StoppedAtOnce, interrupt_requests
@@ -42,7 +42,7 @@ from hydranet.core.run_setup import (RunSetup, batch_source, callers_random_stat
                                      load_prepared_data)
 from hydranet.core.run_stops import RunStops, monitored
 from hydranet.core.spec import ResolvedSpec
-from hydranet.core.spec_models import LOSS_MONITOR, monitor_problem, monitor_words
+from hydranet.core.spec_models import LOSS_MONITOR, monitor_words
 from hydranet.core.step import TrainStep
 from hydranet.core.wording import english_list, plural
 
@@ -93,21 +93,6 @@ def run_plan(plan: RunPlan, *, components: Components | None = None, progress: b
                    resume_state=plan.resume_state, option=plan.option).run()
 
 
-def check_monitor(spec: ResolvedSpec) -> None:
-    """Refuse a train.monitor naming a metric its task does not have, with a did-you-mean, before the run starts.
-
-    The spec's first pass checked the task it names (`Spec`); a task's metric
-    names are known once it is built, which the spec's second pass does too:
-    `spec_models.monitor_problem` words both.
-    """
-    monitor = spec.spec.train.monitor
-    if monitor == LOSS_MONITOR:
-        return
-    problem = monitor_problem(monitor, {task.name: list(task.metrics()) for task in spec.build_tasks()})
-    if problem:
-        raise SpecError([("train.monitor", problem)], spec.source)
-
-
 def stderr_is_terminal() -> bool:
     """Whether progress bars have a terminal to draw on (stderr may be a file, a pipe, or an object without isatty)."""
     try:
@@ -144,7 +129,6 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
         #: has its last.pt from the start, which a failure or a second Ctrl-C during its setup must not deny)
         self.saved_at: tuple[int, int] | None = _saved_position(resume_state)
         self.spec = spec
-        check_monitor(spec)  # before the run folder: a misspelt metric leaves nothing behind
         self.components = components or default_components()
         self.cfg = spec.spec.train
         self.dist = Distributed.from_environment(self.cfg.device)

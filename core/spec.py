@@ -35,7 +35,7 @@ from hydranet.core.plugins import Components, default_components
 from hydranet.core.registry import Entry, describe_plugin
 from hydranet.core.spec_files import MAX_SPEC_DEPTH, find_spec, nesting_depth, read_spec_file
 from hydranet.core.spec_models import (COMPONENT_SECTIONS, TASK_NAME, BackboneSection, Component, DataSection, Spec,
-                                       TaskSection, TrainSection, WeightingSection)
+                                       TaskSection, TrainSection, WeightingSection, monitor_problem)
 from hydranet.core.spec_problems import EMPTY, format_path, pydantic_problems, unknown_field_message
 from hydranet.core.spec_schema import spec_schema
 from hydranet.core.weighting import check_state_registered
@@ -296,11 +296,12 @@ def _resolve_task(components: Components, index: int, task: TaskSection,
 
 def _resolve_sections(components: Components, backbone: Component | None, data: Component | None,
                       weighting: Component | None, tasks: Sequence[TaskSection | None], problems: list,
-                      freeze: Any = ()):
+                      freeze: Any = (), monitor: Any = None):
     """Resolve whichever sections are present; append a problem for each that fails.
 
     `freeze` (raw) is checked against the built weighting: every part frozen and a weighting that learns
-    nothing leave a run nothing to train (`_nothing_to_train`).
+    nothing leave a run nothing to train (`_nothing_to_train`). `monitor` (`train.monitor`, raw) is checked
+    against the built tasks' metric names, known only now: the first pass checked the task it names.
     """
 
     def component(registry, section: Component | None, key: str) -> ResolvedComponent | None:
@@ -314,6 +315,12 @@ def _resolve_sections(components: Components, backbone: Component | None, data: 
     resolved_weighting = component(components.weightings, weighting, "weighting")
     built = [None if t is None else _resolve_task(components, i, t, problems) for i, t in enumerate(tasks)]
     resolved_tasks = [pair[0] if pair else None for pair in built]
+    if isinstance(monitor, str) and tasks and all(built):
+        metrics = {resolved.name: list(task.metrics()) for resolved, task in built}
+        if monitor.partition(".")[0] in metrics:  # an unknown task is the first pass's problem, said once
+            problem = monitor_problem(monitor, metrics)
+            if problem:
+                problems.append(("train.monitor", problem))
     if resolved_weighting is not None and tasks and all(built):
         try:
             built_weighting = resolved_weighting.build([task for _, task in built])
@@ -364,7 +371,7 @@ def resolve(spec: Spec, components: Components, source: str | None = None) -> Re
     """Second pass: resolve names through the registries and validate component params."""
     problems = _part_problems([t.name for t in spec.tasks], spec.freeze, spec.train.head_lr)
     backbone, data, weighting, tasks = _resolve_sections(components, spec.backbone, spec.data, spec.weighting,
-                                                         spec.tasks, problems, spec.freeze)
+                                                         spec.tasks, problems, spec.freeze, spec.train.monitor)
     if problems:
         raise SpecError(problems + _plugin_hint(problems, components), source)
     assert backbone and data and weighting and all(tasks)
@@ -414,7 +421,7 @@ def _lenient_problems(raw: Mapping[str, Any], components: Components) -> list[tu
     _resolve_sections(components, section(BackboneSection, normalized.get("backbone"), True),
                       section(DataSection, normalized.get("data"), False),
                       section(WeightingSection, normalized.get("weighting"), True), tasks, problems,
-                      normalized.get("freeze"))
+                      normalized.get("freeze"), train.get("monitor") if isinstance(train, Mapping) else None)
     return problems
 
 

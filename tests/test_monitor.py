@@ -182,3 +182,18 @@ def test_a_finished_early_run_is_counted_done_by_a_sweep_rerun(faces, tmp_path):
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert "finished already in" in again.output and "skipped" in again.output, again.output
+
+
+def test_a_misspelt_metric_is_a_spec_problem_blamed_on_its_set_before_any_run_of_a_sweep_starts(tmp_path):
+    """It was found only as each run started, so a sweep's first runs trained before its typo was seen."""
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    out = tmp_path / "w"
+    result = CliRunner().invoke(cli, ["train", "demo", "--set", "train.monitor=age.mea", "--sweep", "train.seed=0,1",
+                                      "--out", str(out), "--no-progress"])
+    assert result.exit_code != 0 and "none was started" in result.output
+    assert ("train.monitor (from --set train.monitor=age.mea): task 'age' has no validation metric 'mea'; did you "
+            "mean 'age.mae'?") in result.output
+    assert not out.exists() or not any(out.iterdir())
