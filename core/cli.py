@@ -233,7 +233,9 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     # history to read its last epoch from: it trained them all
     last = result.history[-1]["epoch"] if result.history else plan.spec.spec.train.epochs
     heading, metrics = final_report(last, result.best_epoch, result.best,
-                                    result.final.metrics, validated=result.val_images > 0)
+                                    result.final.metrics, validated=result.val_images > 0, monitor=result.monitor)
+    if result.stopped_early:
+        heading += f", the run having stopped early after epoch {last} (train.patience)"
     click.echo(f"\n{heading}; baseline = best constant prediction:")
     click.echo(metrics_table(metrics, result.baselines, result.final.higher_is_better))
     test_note = test_report(result)
@@ -360,9 +362,11 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 @cli.command(short_help="Compare runs of the same tasks: metrics, delta_m, time.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
-@click.option("--ref", metavar="RUN", type=click.Path(),
+@click.option("--ref", "refs", metavar="RUN|TASK=RUN", multiple=True,
               help="The run the others are measured against (default: the first RUN; for the runs of one sweep "
-                   "folder, the sweep's first run).")
+                   "folder, the sweep's first run). Or one per task, TASK=RUN, repeated for every task: each "
+                   "task's metrics measured against its own run (a single-task baseline), or a folder of one "
+                   "spec's seeds, at their means.")
 @click.option("--epoch", default="best", show_default=True, metavar="best|last|N", callback=_epoch_choice,
               help="Read each run's metrics at its best epoch (what best.pt holds), its last, or epoch N.")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
@@ -378,7 +382,7 @@ def _epoch_choice(ctx: click.Context, param: click.Parameter, value: str) -> str
                                                     "mean and std, and n), the compared metrics, delta_m_percent "
                                                     "(notes go to stderr).")
 @click.option("--no-group", is_flag=True, help="One row per run, even for runs that differ only in train.seed.")
-def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, split: str, sort: bool, skip_bad: bool,
+def compare(runs: tuple[str, ...], refs: tuple[str, ...], epoch: str | int, split: str, sort: bool, skip_bad: bool,
             as_json: bool, as_csv: bool, no_group: bool) -> None:
     """Compare runs of the same tasks: their validation metrics and delta_m.
 
@@ -403,6 +407,13 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, split: str
     Runs with other tasks or metrics are compared on those every run has;
     a note names what was left out.
 
+    With a reference per task (--ref TASK=RUN for each compared task), as
+    the literature reports delta_m against single-task baselines, each
+    task's metrics are measured against its own reference run (one that
+    has other tasks too gives only that task's), or a folder of its seeds
+    at their means; no row is the reference, and the notes name each
+    task's and the values it gives.
+
     The validation metrics chose each run's best epoch, so they flatter it.
     Runs trained with data.test_fraction > 0 also scored their best epoch
     once on a held-out test split: --split test compares those (a run
@@ -416,17 +427,24 @@ def compare(runs: tuple[str, ...], ref: str | None, epoch: str | int, split: str
       hydranet compare runs/w-* --csv > weightings.csv
       hydranet compare runs/sweep --no-group
       hydranet compare runs/w-* --split test
+      hydranet compare runs/w --ref age=runs/stl_age --ref gender=runs/stl_gender --ref ethnicity=runs/stl_eth
     """
-    from hydranet.core.compare import compare_runs, options_conflict, read_runs
+    from hydranet.core.compare import compare as compare_folders
+    from hydranet.core.compare import options_conflict, reference_options
     from hydranet.core.compare_output import comparison_csv, comparison_json, comparison_table
+    from hydranet.core.errors import InputError
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     conflict = options_conflict(epoch, split)
     if conflict:
         raise click.UsageError(conflict)
-    records, reference, skipped = read_runs(runs, ref, epoch, skip_bad, split=split)
-    comparison = compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=not no_group, split=split)
+    try:
+        ref = reference_options(refs)
+    except InputError as error:
+        raise click.UsageError(str(error)) from None
+    comparison = compare_folders(runs, ref=ref, epoch=epoch, split=split, sort=sort, skip_bad=skip_bad,
+                                 group=not no_group)
     if as_json:
         click.echo(comparison_json(comparison), nl=False)
     elif as_csv:

@@ -50,7 +50,7 @@ Metrics = Mapping[str, Mapping[str, float]]
 
 
 def final_report(last: float | int, best: int, best_metrics: Metrics | None,
-                 last_metrics: Metrics, validated: bool = True) -> tuple[str, Metrics]:
+                 last_metrics: Metrics, validated: bool = True, monitor: str = "loss") -> tuple[str, Metrics]:
     """What `train` reports at the end: the best epoch's metrics, which best.pt holds and `eval` and `compare`
     report, under a heading that says which epoch they are; the last epoch's when no epoch could be the best.
 
@@ -60,7 +60,8 @@ def final_report(last: float | int, best: int, best_metrics: Metrics | None,
     last = int(last)
     measured = "validation metrics" if validated else "training-set metrics (no validation split)"
     if best == last or not best_metrics:
-        why = "the best epoch: best.pt" if best == last else "no epoch's validation loss was finite: no best.pt"
+        why = ("the best epoch: best.pt" if best == last else
+               f"no epoch's validation {monitor} was finite: no best.pt")  # monitor: train.monitor, "loss" or T.M
         return f"{measured} after epoch {last} ({why})", last_metrics
     return (f"{measured} of epoch {best}, the best (best.pt; the last, epoch {last}, is in last.pt "
             "and metrics.csv)"), best_metrics

@@ -153,6 +153,13 @@ def test_each_kind_of_checkpoint_says_its_epoch_and_where_the_best_is():
     best = checkpoint_stage({"epoch": 3, "spec": spec})
     assert best == Stage(3, 20, "best", best_epoch=3)
     assert best.summary() == "epoch 3 of 20, the run's best (lowest validation loss) when this best.pt was saved"
+    by_metric = checkpoint_stage({"epoch": 3, "spec": {"train": {"epochs": 20, "monitor": "gender.accuracy"}}})
+    assert by_metric.summary() == ("epoch 3 of 20, the run's best (best validation gender.accuracy) when this best.pt "
+                                   "was saved")
+    early = checkpoint_stage({"epoch": 7, "spec": spec, "progress": {"epoch": 8, "step": 0, "best_epoch": 5,
+                                                                     "stopped_early": True}})
+    assert early.kind == "finished" and early.summary() == (
+        "epoch 7 of 20, the last epoch of a run stopped early (train.patience) (its best epoch, 5, is in best.pt)")
     cut = checkpoint_stage({"epoch": 10, "spec": spec, "progress": {"epoch": 11, "step": 37, "best_epoch": 3}})
     assert cut.short() == "epoch 10 of 20 + 37 steps, unfinished run"
     assert cut.summary() == ("epoch 10 of 20 plus 37 training steps of epoch 11: a snapshot of an unfinished run "
@@ -180,7 +187,7 @@ def test_an_interrupted_runs_last_pt_says_it_is_a_mid_run_snapshot(faces, tmp_pa
         "(interrupted, or still training), not its final weights; its best epoch so far, 1, is in best.pt\n")
     report = json.loads(invoke("eval", cut / "best.pt", "--device", "cpu", "--json").stdout)
     assert report["trained"] == {"epoch": 1, "epochs": 3, "kind": "best", "best_epoch": 1, "steps_into_next": 0,
-                                 "summary": "epoch 1 of 3, the run's best (lowest validation loss) when this best.pt "
+                                 "monitor": "loss", "stopped_early": False, "summary": "epoch 1 of 3, the run's best (lowest validation loss) when this best.pt "
                                             "was saved"}
     predicted = invoke("predict", cut / "last.pt", first_images(faces, 1)[0])
     assert predicted.exit_code == 0, predicted.output

@@ -197,3 +197,13 @@ def test_a_misspelt_metric_is_a_spec_problem_blamed_on_its_set_before_any_run_of
     assert ("train.monitor (from --set train.monitor=age.mea): task 'age' has no validation metric 'mea'; did you "
             "mean 'age.mae'?") in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_closing_table_of_a_run_stopped_early_says_so(faces, tmp_path):
+
+    spec = tmp_path / "early.yaml"
+    spec.write_text(yaml.safe_dump(frozen_spec(faces, epochs=4, monitor="gender.accuracy", patience=1)))
+    result = CliRunner().invoke(cli, ["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert ("validation metrics of epoch 1, the best (best.pt; the last, epoch 2, is in last.pt and metrics.csv), the "
+            "run having stopped early after epoch 2 (train.patience); baseline") in result.output
