@@ -238,7 +238,11 @@ def _progress_checks(tasks: int) -> dict[str, tuple[bool, Any]]:
             "best_loss": (True, best), "best_epoch": (True, whole(0)), "weight_sums": (False, numbers),
             "skipped": (False, whole(0)), "process_generators": (False, _process_generators),
             "seconds": (False, _seconds_or_none), "epoch_train_seconds": (False, _seconds_list),
-            "epoch_val_seconds": (False, _seconds_list)}
+            "epoch_val_seconds": (False, _seconds_list),
+            # train.monitor and train.patience (absent from a last.pt written before them: resumed as before)
+            "best_value": (False, lambda v: None if v is None else best(v)),
+            "epochs_without_improvement": (False, whole(0)),
+            "stopped_early": (False, lambda v: None if isinstance(v, bool) else "not true or false")}
 
 
 def _seconds_or_none(value: Any) -> str | None:
