@@ -40,19 +40,21 @@ from typing import Any
 
 import yaml
 
-from hydranet.core.comparison import Comparison, compare_runs
+from hydranet.core.comparison import Comparison, TaskReference, compare_runs
+from hydranet.core.delta_m import SEED_KEYS, group_runs
 from hydranet.core.errors import HydranetError, InputError
 from hydranet.core.plot import CHARTS, expand_sweep_folders, series_from_rows, sweep_runs
 from hydranet.core.run import FAILURE_LINE, RUN_FILES, read_metrics
 from hydranet.core.run_record import RunProblem, RunRecord
-from hydranet.core.spec_models import with_section_defaults
+from hydranet.core.spec_models import TASK_NAME, with_section_defaults
 from hydranet.core.values import is_number
 from hydranet.core.wording import english_list, plural
 
 __all__ = [
     "COMPARE_CSV", "COMPARE_SPLITS", "COMPARE_TEST_CSV", "compare", "describe_problems", "in_sweep_order",
     "options_conflict",
-    "metric_directions", "on_test_split", "read_run", "read_runs", "recorded_directions", "train_seconds_per_epoch",
+    "metric_directions", "on_test_split", "read_run", "read_runs", "read_task_references", "recorded_directions",
+    "reference_options", "train_seconds_per_epoch",
     # re-exported from the modules the comparison was split into
     "Comparison", "RunProblem", "RunRecord", "compare_runs",
 ]
@@ -66,7 +68,8 @@ COMPARE_TEST_CSV = "compare-test.csv"
 COMPARE_SPLITS = ("val", "test")
 
 
-def compare(runs: str | Path | Sequence[str | Path], *, ref: str | Path | None = None, epoch: str | int = "best",
+def compare(runs: str | Path | Sequence[str | Path], *, ref: str | Path | Mapping[str, str | Path] | None = None,
+            epoch: str | int = "best",
             split: str = "val", sort: bool = False, skip_bad: bool = False, group: bool = True,
             components: Any = None) -> Comparison:
     """`hydranet compare` from Python: the runs' metrics side by side and their Δm, as a Comparison.
@@ -74,7 +77,9 @@ def compare(runs: str | Path | Sequence[str | Path], *, ref: str | Path | None =
     The arguments are the command's: `runs` are run folders, or sweep folders
     (each stands for its runs, in the sweep's order); one folder may be given
     alone. `ref` is the run the others are measured against (default: the
-    first); `epoch` "best", "last" or a number; `split` "val" or "test" (the
+    first), or a mapping task -> run (or a folder of one spec's seeds, at
+    their means), each task's metrics measured against its own: single-task
+    baselines, `{"age": "runs/stl_age", ...}`; `epoch` "best", "last" or a number; `split` "val" or "test" (the
     held-out test split's metrics, at the best epoch); `sort` orders the rows
     by Δm, best first; `skip_bad` leaves out, with a note, the folders that
     cannot be compared instead of raising; `group=False` is `--no-group`.
@@ -92,8 +97,61 @@ def compare(runs: str | Path | Sequence[str | Path], *, ref: str | Path | None =
         raise InputError(f"epoch must be 'best', 'last' or an epoch number (1, 2, ...), not {epoch!r}")
     if split not in COMPARE_SPLITS:
         raise InputError(f"split must be {english_list([repr(s) for s in COMPARE_SPLITS], 'or')}, not {split!r}")
-    records, reference, skipped = read_runs(paths, ref, epoch, skip_bad, components, split=split)
-    return compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=group, split=split)
+    per_task = ref if isinstance(ref, Mapping) else None
+    records, reference, skipped = read_runs(paths, None if per_task is not None else ref, epoch, skip_bad,
+                                            components, split=split)
+    references = read_task_references(per_task, epoch, components, split) if per_task is not None else []
+    return compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=group, split=split,
+                        task_references=references)
+
+
+def reference_options(values: Sequence[str]) -> str | dict[str, str] | None:
+    """The `--ref` options as given: one run (a plain `--ref RUN`), or task -> run where each names its task
+    (`--ref age=runs/stl_age`); None where none is given. An InputError for several plain ones, plain and per-task
+    ones together, or one task twice.
+
+    A value is `TASK=RUN` where it starts with a task name and `=` and is not itself a folder there: a run of a
+    sweep (`weighting=sum,train.seed=0`) is named so too.
+    """
+    plain, per_task = [], {}
+    for value in values:
+        name, sep, run = value.partition("=")
+        if sep and TASK_NAME.fullmatch(name) and run and not Path(value).exists():
+            if name in per_task:
+                raise InputError(f"--ref {name}= is given twice ({per_task[name]} and {run}): give one reference "
+                                 "per task (a folder of its seeds' runs for several)")
+            per_task[name] = run
+        else:
+            plain.append(value)
+    if plain and per_task:
+        raise InputError(f"--ref {plain[0]} and --ref {next(iter(per_task))}={next(iter(per_task.values()))} cannot "
+                         "be mixed: give one reference run for every task (--ref RUN), or one per task "
+                         "(--ref TASK=RUN for each task)")
+    if len(plain) > 1:
+        raise InputError(f"--ref is given {len(plain)} times ({', '.join(plain)}): give one reference run, or one "
+                         "per task as --ref TASK=RUN")
+    return per_task or (plain[0] if plain else None)
+
+
+def read_task_references(refs: Mapping[str, str | Path], epoch: str | int = "best", components: Any = None,
+                         split: str = "val") -> list[TaskReference]:
+    """Each task's reference, read as the compared runs are (at `epoch`, on `split`): a run folder, or a folder
+    of runs of one spec that differ only in their seed, whose means are the reference (as a seed group's are)."""
+    references = []
+    for task, given in refs.items():
+        paths = [path for path, _ in expand_sweep_folders([given])]
+        try:
+            runs = [read_run(path, epoch, components, split) for path in paths]
+        except RunProblem as problem:
+            raise RunProblem(f"the reference for {task} (--ref {task}={given}) cannot be compared: {problem}") from None
+        groups, _ = group_runs(runs)
+        if len(groups) > 1:
+            raise RunProblem(f"the reference for {task} (--ref {task}={given}) holds runs that are not one spec's "
+                             f"seeds (they differ in more than {english_list(SEED_KEYS)}, or repeat one: "
+                             f"{english_list([g.runs[0].path.name for g in groups])}): name one run, or a folder "
+                             "of one spec's runs of several seeds")
+        references.append(TaskReference(str(task), str(given), groups[0]))
+    return references
 
 
 def options_conflict(epoch: str | int, split: str) -> str | None:

@@ -14,7 +14,7 @@ import math
 import textwrap
 from typing import Any
 
-from hydranet.core.comparison import Comparison
+from hydranet.core.comparison import Comparison, TaskReference
 from hydranet.core.delta_m import SEED_KEYS, RunGroup
 from hydranet.core.param_text import leaf_text, params_text
 from hydranet.core.report import format_table, format_value
@@ -39,8 +39,12 @@ def _group_seconds(group: RunGroup) -> tuple[float, float]:
 def comparison_dict(comparison: Comparison) -> dict[str, Any]:
     """Everything the table shows, for programs: NaN is null, Δm in percent."""
     ref = comparison.reference
+    per_task = comparison.task_references
     return {
-        "reference": str(ref.path),
+        "reference": None if per_task else str(ref.path),
+        # with a reference per task: each one, and the run the "differs" of each run are told against
+        **({"references": [_reference_dict(comparison, r) for r in per_task], "differs_from": str(ref.path)}
+           if per_task else {}),
         "epoch": comparison.epoch,
         **({"split": "test"} if comparison.split == "test" else {}),
         "compared": [{"task": t, "metric": m, "higher_is_better": comparison.higher_is_better(t, m)}
@@ -59,6 +63,16 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
         **({"groups": [_group_dict(comparison, g) for g in comparison.groups]} if comparison.groups else {}),
         "notes": comparison.notes,
     }
+
+
+def _reference_dict(comparison: Comparison, reference: TaskReference) -> dict[str, Any]:
+    """A task's reference for programs: the folder as given, its runs and seeds, and the values of its task's
+    compared metrics (means over its runs) that Δm is measured against, with their sample std."""
+    group, metrics = reference.group, [m for t, m in comparison.shared if t == reference.task]
+    return {"task": reference.task, "given": reference.given, "name": reference.label,
+            "runs": [str(run.path) for run in group.runs], "n": group.n, "seeds": group.seeds,
+            "metrics": {m: _value(group.metrics[reference.task][m]) for m in metrics},
+            "std": {m: _value(group.std[reference.task][m]) for m in metrics}}
 
 
 def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
@@ -81,7 +95,8 @@ def _group_dict(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
 
 
 def _group_differences(comparison: Comparison, group: RunGroup) -> dict[str, Any]:
-    """What, besides the seed, sets a group apart from the reference's group."""
+    """What, besides the seed, sets a group apart from the reference's group (references per task: the first
+    run's)."""
     reference = next(g for g in comparison.groups or () if comparison.reference in g.runs)
     return {key: value for key, value in run_differences(reference.runs[0], group.runs[0]).items()
             if key not in SEED_KEYS}
@@ -98,20 +113,43 @@ def comparison_csv(comparison: Comparison) -> str:
     Grouped by seed, one line per group: its runs, n, seeds, each metric's mean and std, delta_m_percent (on the
     means), delta_m_percent.mean and .std (over its runs' own), train_seconds_per_epoch.mean and .std. A value
     the runs do not have is an empty cell.
+
+    With a reference per task, a last column, reference_for, is empty on those lines, and one line per task's
+    reference follows them, which names its task there: its task's metrics (its runs' means) and no delta_m.
     """
     if comparison.groups:
         return _groups_csv(comparison)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    per_task = comparison.task_references
     writer.writerow(["run", "weighting", "backbone", "epochs_done", "epochs_planned", "best_epoch", "epoch",
-                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent", SECONDS, WEIGHTING_PARAMS])
+                     *(f"{t}.{m}" for t, m in comparison.shared), "delta_m_percent", SECONDS, WEIGHTING_PARAMS,
+                     *([REFERENCE_FOR] if per_task else [])])
     for run in comparison.runs:
         values = [run.metrics[t][m] for t, m in comparison.shared] + [comparison.delta_m[run.path]]
         values.append(math.nan if run.train_seconds is None else run.train_seconds)
         best = "" if run.best_epoch is None else run.best_epoch
         writer.writerow([str(run.path), run.weighting, run.backbone, run.epochs_done, run.epochs_planned, best,
-                         run.epoch, *map(_csv_value, values), _params_text(run)])
+                         run.epoch, *map(_csv_value, values), _params_text(run), *([""] if per_task else [])])
+    for ref in per_task:
+        runs, only = ref.group.runs, _only_task(ref.task)
+        cells = [";".join(dict.fromkeys(str(value) for value in values)) for values in zip(
+            *((run.epochs_done, run.epochs_planned, "" if run.best_epoch is None else run.best_epoch, run.epoch)
+              for run in runs))]
+        writer.writerow([";".join(str(run.path) for run in runs), runs[0].weighting, runs[0].backbone, *cells,
+                         *(_csv_value(only(ref.group.metrics, t, m)) for t, m in comparison.shared), "",
+                         _csv_value(_group_seconds(ref.group)[0]), "", ref.task])
     return buffer.getvalue()
+
+
+#: the CSV column that names, on a line of a task's reference (`--ref TASK=RUN`), its task
+REFERENCE_FOR = "reference_for"
+
+
+def _only_task(task: str) -> Any:
+    """(table, task, metric) -> the value, for `task`'s metrics only (NaN, an empty cell, for the others'):
+    what a task's reference line of the CSV holds."""
+    return lambda table, t, m: table[t][m] if t == task else math.nan
 
 
 #: the CSV column of the weighting parameters that set a run apart from others of its weighting (`weights.age=2`)
@@ -130,10 +168,11 @@ def _csv_value(value: float) -> Any:
 def _groups_csv(comparison: Comparison) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    per_task = comparison.task_references
     writer.writerow(["group", "runs", "n", "seeds", "weighting", "backbone",
                      *(f"{t}.{m}.{what}" for t, m in comparison.shared for what in ("mean", "std")),
                      "delta_m_percent", "delta_m_percent.mean", "delta_m_percent.std", f"{SECONDS}.mean",
-                     f"{SECONDS}.std", WEIGHTING_PARAMS])
+                     f"{SECONDS}.std", WEIGHTING_PARAMS, *([REFERENCE_FOR] if per_task else [])])
     for g in comparison.groups or ():
         mean, std = g.metrics, g.std
         writer.writerow([g.label, ";".join(str(run.path) for run in g.runs), g.n, ";".join(map(str, g.seeds)),
@@ -141,7 +180,13 @@ def _groups_csv(comparison: Comparison) -> str:
                          *(_csv_value(table[t][m]) for t, m in comparison.shared for table in (mean, std)),
                          _csv_value(comparison.group_delta_m[g.path]),
                          *map(_csv_value, comparison.group_delta_m_spread(g)), *map(_csv_value, _group_seconds(g)),
-                         _params_text(g.runs[0])])
+                         _params_text(g.runs[0]), *([""] if per_task else [])])
+    for ref in per_task:
+        g, only = ref.group, _only_task(ref.task)
+        writer.writerow([ref.label, ";".join(str(run.path) for run in g.runs), g.n, ";".join(map(str, g.seeds)),
+                         g.runs[0].weighting, g.runs[0].backbone,
+                         *(_csv_value(only(table, t, m)) for t, m in comparison.shared for table in (g.metrics, g.std)),
+                         "", "", "", *map(_csv_value, _group_seconds(g)), "", ref.task])
     return buffer.getvalue()
 
 
@@ -154,16 +199,39 @@ def comparison_table(comparison: Comparison) -> str:
     with_changes = any(text != "-" for text in changes.values())
     headers = ["run", "weighting", "backbone", "epochs", "best epoch", TIME,
                *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
-               *(["differs from the reference"] if with_changes else [])]
+               *([_differs_header(comparison)] if with_changes else [])]
     rows = []
     for run in comparison.runs:
         rows.append([run.label, run.weighting_label, run.backbone, run.epochs_text,
                      "-" if run.best_epoch is None else run.best_epoch, _seconds(run.train_seconds),
                      *(run.metrics[t][m] for t, m in comparison.shared),
-                     _delta_text(comparison.delta_m[run.path], run is ref),
+                     _delta_text(comparison.delta_m[run.path], comparison.is_reference(run)),
                      *([changes[run.path]] if with_changes else [])])
-    return _framed(comparison, f"{_which(comparison)} of each run at {_at(comparison)}; reference: {ref.label}",
-                   format_table(headers, rows), f"delta_m%: the mean relative change against {ref.label}")
+    return _framed(comparison, f"{_which(comparison)} of each run at {_at(comparison)}; {_reference_words(comparison)}",
+                   format_table(headers, rows), f"delta_m%: the mean relative change against {_against(comparison)}")
+
+
+def _reference_words(comparison: Comparison) -> str:
+    """The title's end: `reference: w-sum`, or with one per task `references: age: runs/stl_age, ...`."""
+    if comparison.task_references:
+        return f"references: {comparison.references_text}"
+    return f"reference: {comparison.reference_row.label}"
+
+
+def _against(comparison: Comparison, means: str = "") -> str:
+    """What the legend says Δm is measured against: the reference (`means`: "'s means", for a group)."""
+    if comparison.task_references:
+        return ("each task's own reference, for its task's metrics (a reference of several seeds at their means; "
+                "the notes give its values)")
+    return comparison.reference_row.label + means
+
+
+def _differs_header(comparison: Comparison) -> str:
+    """The last column's header: what the runs differ from, the reference, or with references per task the first
+    run (its group)."""
+    if comparison.task_references:
+        return f"differs from {comparison.reference_row.label}"
+    return "differs from the reference"
 
 
 #: the training-time column of the table, and its legend
@@ -231,12 +299,11 @@ def _directions_text(comparison: Comparison) -> str:
 def _groups_table(comparison: Comparison) -> str:
     """One row per group of seeds: each metric, Δm and the training time as mean ± sample std over its n runs."""
     groups = comparison.groups or []
-    ref = next(g for g in groups if comparison.reference in g.runs)
     changes = {g.path: _differs_text(_group_differences(comparison, g), g.runs[0]) for g in groups}
     with_changes = any(text != "-" for text in changes.values())
     headers = ["runs", "n", "seeds", "weighting", "backbone", "epochs", TIME,
                *(f"{t}.{m}" for t, m in comparison.shared), "delta_m%",
-               *(["differs from the reference"] if with_changes else [])]
+               *([_differs_header(comparison)] if with_changes else [])]
     rows = []
     for g in groups:
         mean, std = g.metrics, g.std
@@ -244,15 +311,19 @@ def _groups_table(comparison: Comparison) -> str:
         rows.append([g.label, g.n, ",".join(map(str, g.seeds)), g.runs[0].weighting_label, g.runs[0].backbone, epochs,
                      _seconds(*_group_seconds(g)),
                      *(_mean_std(mean[t][m], std[t][m]) for t, m in comparison.shared),
-                     _group_delta_text(*comparison.group_delta_m_spread(g), g is ref),
+                     _group_delta_text(*comparison.group_delta_m_spread(g), comparison.is_reference(g)),
                      *([changes[g.path]] if with_changes else [])])
     keys = english_list(SEED_KEYS)
     title = (f"{_which(comparison)} at each run's {_at(comparison).removeprefix('its ')}, the runs that differ only in "
-             f"{keys} grouped: mean ± sample std over n runs; reference: {ref.label}")
+             f"{keys} grouped: mean ± sample std over n runs; {_reference_words(comparison)}")
     return _framed(comparison, title, format_table(headers, rows),
-                   f"delta_m%: each run's mean relative change against {ref.label}'s means, shown as mean ± "
+                   f"delta_m%: each run's mean relative change against {_against(comparison, MEANS)}, shown as mean ± "
                    "sample std over the group's runs (the mean is the delta_m of the group's means where "
                    "every run has every metric)")
+
+
+#: what a group's Δm is measured against: the reference group's means
+MEANS = "'s means"
 
 
 def _group_delta_text(mean: float, std: float, is_reference: bool) -> str:

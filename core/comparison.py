@@ -16,18 +16,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydranet.core.delta_m import SEED_KEYS, RunGroup, delta_m, group_runs, mean_std, without_noise
+from hydranet.core.delta_m import (SEED_KEYS, PerTaskReference, RunGroup, delta_m, group_runs, mean_std,
+                                   without_noise)
 from hydranet.core.errors import HydranetError
 from hydranet.core.param_text import flat_items, leaf_text
+from hydranet.core.report import format_value
 from hydranet.core.run import resume_command
 from hydranet.core.run_record import RunRecord, epoch_list, run_differences
 from hydranet.core.wording import english_list, plural
+
+
+@dataclass
+class TaskReference:
+    """The run, or one spec's runs of several seeds (taken at their means), that one task's metrics are measured
+    against (`--ref age=runs/stl_age`): a single-task baseline, as the multi-task literature reports Δm."""
+
+    task: str
+    given: str  # the folder as given
+    group: RunGroup
+
+    @property
+    def label(self) -> str:
+        """The folder as given, and its seeds where it is several runs: `runs/stl_age (seeds 0, 1)`."""
+        return self.given + (f" (seeds {', '.join(map(str, self.group.seeds))})" if self.group.n > 1 else "")
+
 
 @dataclass
 class Comparison:
     """The runs (reference first among equals), the metrics all of them share, and each run's Δm."""
 
     runs: list[RunRecord]
+    #: the run Δm is measured against; with `task_references`, the first run, which the "differs" column and the
+    #: notes on other data measure against (no run is then the reference)
     reference: RunRecord
     epoch: str
     shared: list[tuple[str, str]]  # (task, metric), in the reference's order
@@ -42,6 +62,26 @@ class Comparison:
     group_run_delta_m: dict[Path, list[float]] = field(default_factory=dict)
     #: which metrics the runs contribute: "val" (at `epoch`), or "test" (their test split's, at the best epoch)
     split: str = "val"
+    #: a reference per task (`--ref TASK=RUN`), in the order of the compared tasks; empty: `reference` is the one
+    task_references: list[TaskReference] = field(default_factory=list)
+
+    def is_reference(self, row: RunRecord | RunGroup) -> bool:
+        """Whether a row (a run, or a seed group) is the reference, whose Δm is 0 by definition: none is, where
+        each task has its own reference."""
+        if self.task_references:
+            return False
+        return row is self.reference or (isinstance(row, RunGroup) and self.reference in row.runs)
+
+    @property
+    def reference_row(self) -> RunRecord | RunGroup:
+        """The row that holds `reference`: the reference (no row, with references per task: the first run's,
+        which the "differs" column is told against)."""
+        return next((g for g in self.groups or () if self.reference in g.runs), self.reference)
+
+    @property
+    def references_text(self) -> str:
+        """Each task's reference, `age: runs/stl_age (seeds 0, 1), gender: runs/stl_gender` ('' for one reference)."""
+        return ", ".join(f"{r.task}: {r.label}" for r in self.task_references)
 
     def group_delta_m_spread(self, group: RunGroup) -> tuple[float, float]:
         """The mean and sample std of the group's runs' Δm against the reference group's means (std NaN for one
@@ -55,12 +95,12 @@ class Comparison:
     def __repr__(self) -> str:
         """One line, for a notebook that shows the comparison: which rows, against which reference, and each
         row's Δm as the table shows it (a seed group's: its runs' mean); `print` shows the whole table."""
-        reference = self.reference.label or str(self.reference.path)
+        reference = self.references_text or self.reference.label or str(self.reference.path)
         if self.groups:
-            rows = [(g.label, self.group_delta_m_spread(g)[0], self.reference in g.runs) for g in self.groups]
+            rows = [(g.label, self.group_delta_m_spread(g)[0], self.is_reference(g)) for g in self.groups]
             what = f"{len(self.runs)} runs in {len(self.groups)} seed groups"
         else:
-            rows = [(run.label, self.delta_m[run.path], run is self.reference) for run in self.runs]
+            rows = [(run.label, self.delta_m[run.path], self.is_reference(run)) for run in self.runs]
             what = f"{len(self.runs)} runs"
         deltas = ", ".join(f"{label} {_percent(delta)}" for label, delta, is_reference in rows if not is_reference)
         return (f"Comparison({what}, {self.split} metrics at the {_epoch_words(self.epoch)}, against {reference}"
@@ -82,10 +122,13 @@ def _epoch_words(epoch: str) -> str:
 
 
 def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | int = "best", sort: bool = False,
-                 notes: Sequence[str] = (), group: bool = True, split: str = "val") -> Comparison:
+                 notes: Sequence[str] = (), group: bool = True, split: str = "val",
+                 task_references: Sequence[TaskReference] = ()) -> Comparison:
     """Compare `runs` (which include `reference`) on the task metrics all of them have; `notes` come first.
 
-    With `group`, runs that differ only in their seed are also grouped (see `group_runs`).
+    With `group`, runs that differ only in their seed are also grouped (see `group_runs`). With
+    `task_references` (one per task, `--ref TASK=RUN`), each task's metrics are measured against its own
+    reference, not `reference`, which the runs' differences and data are then told against.
     """
     shared, left_out = shared_metrics(runs, reference)
     if not shared:
@@ -94,21 +137,31 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     label_weightings(runs)
     notes = list(notes)
     notes += _left_out_notes(runs, left_out)
+    task_references = list(task_references)
+    against: RunRecord | PerTaskReference = reference
+    if task_references:
+        shared, task_references, said = _per_task(runs, shared, task_references)
+        notes += said
+        against = PerTaskReference.of({r.task: r.group for r in task_references})
     zero_at = len(notes)  # where the note on the reference's zeros goes, once the view (grouped or not) is known
     delta: dict[Path, float] = {}
+    where = "test" if split == "test" else "validation"
     for run in runs:
-        delta[run.path], missing = delta_m(run, reference, shared)
+        delta[run.path], missing = delta_m(run, against, shared)
         if missing:
-            where = "test" if split == "test" else "validation"
             notes.append(f"{run.label}: no value (NaN: no labelled {where} image, or the run diverged) for {', '.join(missing)}, "
                          "left out of its delta_m")
+    than = f"the first run, {reference.label}" if task_references else "the reference"
     for run in runs:
-        notes += _run_notes(run, reference)
-    notes += _processes_notes(runs)
+        notes += _run_notes(run, reference, than)
+    for ref in task_references:
+        notes += _task_reference_notes(ref, shared, reference, where)
+    notes += _processes_notes([*runs, *(run for ref in task_references for run in ref.group.runs)])
     ordered = list(runs)
     if sort:
         ordered.sort(key=lambda run: _best_first(delta[run.path]))
-    comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes, split=split)
+    comparison = Comparison(ordered, reference, str(epoch), shared, delta, notes, split=split,
+                            task_references=task_references)
     if group:
         _add_groups(comparison, runs, sort)  # grouped as given: --sort orders the groups, not a group's seeds
     zero = _zero_note(comparison)
@@ -117,12 +170,81 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     return comparison
 
 
+def _per_task(runs: Sequence[RunRecord], shared: list[tuple[str, str]], references: list[TaskReference]
+              ) -> tuple[list[tuple[str, str]], list[TaskReference], list[str]]:
+    """The metrics compared against per-task references, those references in the order of the compared tasks,
+    and notes: a metric a task's reference lacks (left out), and the values each reference gives; a HydranetError where a compared task has no
+    reference, a reference names a task no run has, or a reference has none of its task's metrics."""
+    given = {r.task: r for r in references}
+    given_text = ", ".join(f"{r.task}={r.given}" for r in references)
+    tasks = list(dict.fromkeys(task for task, _ in shared))
+    all_tasks = {task for run in runs for task in run.higher_is_better}
+    unknown = [task for task in given if task not in all_tasks]
+    if unknown:
+        raise HydranetError(f"--ref {given[unknown[0]].task}={given[unknown[0]].given}: no compared run has a task "
+                            f"'{unknown[0]}' (their tasks: {', '.join(sorted(all_tasks))})")
+    lacking = [task for task in tasks if task not in given]
+    if lacking:
+        raise HydranetError(f"no reference for the task{'s' if len(lacking) > 1 else ''} {english_list(lacking)}: "
+                            f"with references per task, every compared task needs one (given: --ref {given_text}); "
+                            f"add {' '.join(f'--ref {task}=RUN' for task in lacking)}, a run trained on "
+                            f"{'them' if len(lacking) > 1 else 'it'}")
+    kept, notes = [], []
+    for task in tasks:
+        ref = given[task]
+        theirs = ref.group.higher_is_better.get(task)
+        if theirs is None:
+            raise HydranetError(f"the reference for {task}, {ref.given}, has no task '{task}' (its tasks: "
+                                f"{', '.join(ref.group.higher_is_better) or '(none)'}); give a run trained on {task}")
+        metrics = [(t, m) for t, m in shared if t == task]
+        has = [(t, m) for t, m in metrics if theirs.get(m) == runs[0].higher_is_better[t][m]]
+        if not has:
+            raise HydranetError(f"the reference for {task}, {ref.given}, has none of the compared {task} metrics "
+                                f"({', '.join(f'{t}.{m}' for t, m in metrics)}; it has "
+                                f"{', '.join(f'{task}.{m}' for m in theirs) or 'none'})")
+        if len(has) < len(metrics):
+            notes.append(f"left out, as the reference for {task} ({ref.label}) does not have "
+                         f"{'it' if len(metrics) - len(has) == 1 else 'them'}: "
+                         + ", ".join(f"{t}.{m}" for t, m in metrics if (t, m) not in has))
+        kept += has
+    label_runs([run for task in tasks for run in given[task].group.runs])
+    for task in tasks:
+        for run in given[task].group.runs:
+            run.label = f"{run.label} ({task}'s reference)"
+        ref, values = given[task], given[task].group.metrics[task]
+        shown = ", ".join(f"{t}.{m} {format_value(values[m])}" for t, m in kept if t == task)
+        notes.append(f"{task} is measured against {ref.label}"
+                     + (f", at the mean of its {ref.group.n} runs" if ref.group.n > 1 else "") + f": {shown}")
+    return kept, [given[task] for task in tasks], notes
+
+
+def _task_reference_notes(ref: TaskReference, shared: Sequence[tuple[str, str]], first: RunRecord,
+                          where: str) -> list[str]:
+    """A value a task's reference lacks, and what its runs' own notes say (stopped early, other data than the
+    first compared run); which values it gives is said with the references (`_per_task`)."""
+    values = ref.group.metrics[ref.task]
+    metrics = [m for t, m in shared if t == ref.task]
+    notes = []
+    missing = [f"{ref.task}.{m}" for m in metrics if not math.isfinite(values[m])]
+    if missing:
+        notes.append(f"the reference for {ref.task}, {ref.label}: no value (NaN: no labelled {where} image, or the "
+                     f"run diverged) for {', '.join(missing)}, left out of every delta_m")
+    for run in ref.group.runs:
+        notes += _run_notes(run, first, f"the first run, {first.label}")
+    return notes
+
+
 def _zero_note(comparison: Comparison) -> str | None:
     """Which metrics the Δm shown leaves out, the reference's value being 0 (a relative change to 0 has no size).
 
     Per run, that is the reference run's value; grouped, every Δm shown (on the means, and each run's behind the
-    ± ) is against the reference group's means, so a 0 in one of its runs alone leaves nothing out.
+    ± ) is against the reference group's means, so a 0 in one of its runs alone leaves nothing out. With a
+    reference per task, that is each task's reference (its means, over several seeds).
     """
+    if comparison.task_references:
+        zero = [f"{t}.{m} ({r.label})" for r in comparison.task_references for t, m in comparison.shared
+                if t == r.task and r.group.metrics[t][m] == 0]
+        return f"left out of delta_m, its task's reference value being 0: {', '.join(zero)}" if zero else None
     if comparison.groups:
         values = next(g for g in comparison.groups if comparison.reference in g.runs).metrics
         whose = "the reference group's mean"
@@ -176,7 +298,9 @@ def _add_groups(comparison: Comparison, runs: Sequence[RunRecord], sort: bool) -
     if all(g.n == 1 for g in groups):
         return
     name_groups(groups, seeds=True)
-    reference = next(g for g in groups if comparison.reference in g.runs)
+    reference: RunGroup | PerTaskReference = next(g for g in groups if comparison.reference in g.runs)
+    if comparison.task_references:
+        reference = PerTaskReference.of({r.task: r.group for r in comparison.task_references})
     for g in groups:
         comparison.group_delta_m[g.path] = delta_m(g, reference, comparison.shared)[0]
         comparison.group_run_delta_m[g.path] = [delta_m(run, reference, comparison.shared)[0] for run in g.runs]
@@ -252,7 +376,7 @@ def _processes_notes(runs: Sequence[RunRecord]) -> list[str]:
             "and rounding differ, so not all of a difference between them is their settings'"]
 
 
-def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
+def _run_notes(run: RunRecord, reference: RunRecord, than: str = "the reference") -> list[str]:
     notes = []
     if run.epochs_done < run.epochs_planned:
         notes.append(f"{run.label} stopped after epoch {run.epochs_done} of {run.epochs_planned}; "
@@ -264,7 +388,7 @@ def _run_notes(run: RunRecord, reference: RunRecord) -> list[str]:
                      f"(--csv, --json) is still its last row's epoch, and --json lists the missing ones")
     data = {key: value for key, value in run_differences(reference, run).items() if key.startswith("data.")}
     if data:
-        notes.append(_other_data_note(run, reference, data))
+        notes.append(_other_data_note(run, reference, data, than))
     return notes
 
 
@@ -279,7 +403,7 @@ DATA_CONSEQUENCES = {
 OTHER_IMAGES = "the runs may have read other images"
 
 
-def _other_data_note(run: RunRecord, reference: RunRecord, data: Mapping[str, Any]) -> str:
+def _other_data_note(run: RunRecord, reference: RunRecord, data: Mapping[str, Any], than: str = "the reference") -> str:
     """"b read other data than the reference: data.csv differs (labels.csv in a, labels_2.csv in b): the runs
     may have read different labels; its metrics and delta_m may not compare like with like".
 
@@ -293,7 +417,7 @@ def _other_data_note(run: RunRecord, reference: RunRecord, data: Mapping[str, An
         by_consequence.setdefault(DATA_CONSEQUENCES.get(key, OTHER_IMAGES), []).append(
             f"{key} differs ({theirs} in {reference.label}, {_setting_text(value)} in {run.label})")
     said = "; ".join(f"{english_list(keys)}: {consequence}" for consequence, keys in by_consequence.items())
-    return (f"{run.label} read other data than the reference: {said}; its metrics and delta_m may not compare "
+    return (f"{run.label} read other data than {than}: {said}; its metrics and delta_m may not compare "
             "like with like")
 
 

@@ -157,7 +157,22 @@ def _group_label(group: RunGroup) -> str:
     return f"{first} and {plural(group.n - 1, 'other seed')}"
 
 
-def delta_m(run: RunRecord | RunGroup, reference: RunRecord | RunGroup,
+@dataclass
+class PerTaskReference:
+    """References given per task (`--ref age=runs/stl_age`, the single-task baselines the literature reports Δm
+    against) seen as one: each task's metrics, and whether higher is better, taken from that task's own run or
+    seed group (at its means), so that `delta_m` takes it where it takes one run or group."""
+
+    metrics: dict[str, dict[str, float]]
+    higher_is_better: dict[str, dict[str, bool]]
+
+    @classmethod
+    def of(cls, references: Mapping[str, RunRecord | RunGroup]) -> PerTaskReference:
+        return cls({task: ref.metrics[task] for task, ref in references.items()},
+                   {task: ref.higher_is_better[task] for task, ref in references.items()})
+
+
+def delta_m(run: RunRecord | RunGroup, reference: RunRecord | RunGroup | PerTaskReference,
              shared: Sequence[tuple[str, str]]) -> tuple[float, list[str]]:
     """Δm of `run` against `reference` in percent, and the shared metrics it has no value for (groups: their means)."""
     per_task: dict[str, list[float]] = {}
