@@ -7,7 +7,8 @@ al., CVPR 2019), as LibMTL computes it:
 
 over the T tasks and each task's M_t metrics, with l_tm = 1 where lower is
 better. Each task counts once, whatever its number of metrics; positive is
-better than the reference.
+better than the reference: one run or group, or a reference per task (single-task
+baselines, PerTaskReference), each giving its own task's M_ref.
 
 Runs that differ only in their seed (SEED_KEYS) are one RunGroup: each
 metric's mean and sample std over its runs; a group stands where a run
