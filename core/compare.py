@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from hydranet.core.comparison import Comparison, TaskReference, compare_runs
+from hydranet.core.comparison import Comparison, TaskReference, check_reference_tasks, compare_runs
 from hydranet.core.delta_m import SEED_KEYS, group_runs
 from hydranet.core.errors import HydranetError, InputError
 from hydranet.core.plot import CHARTS, expand_sweep_folders, series_from_rows, sweep_runs
@@ -100,7 +100,10 @@ def compare(runs: str | Path | Sequence[str | Path], *, ref: str | Path | Mappin
     per_task = ref if isinstance(ref, Mapping) else None
     records, reference, skipped = read_runs(paths, None if per_task is not None else ref, epoch, skip_bad,
                                             components, split=split)
-    references = read_task_references(per_task, epoch, components, split) if per_task is not None else []
+    references = []
+    if per_task is not None:
+        check_reference_tasks(records, per_task)
+        references = read_task_references(per_task, epoch, components, split)
     return compare_runs(records, reference, epoch, sort=sort, notes=skipped, group=group, split=split,
                         task_references=references)
 

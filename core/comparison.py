@@ -178,11 +178,7 @@ def _per_task(runs: Sequence[RunRecord], shared: list[tuple[str, str]], referenc
     given = {r.task: r for r in references}
     given_text = ", ".join(f"{r.task}={r.given}" for r in references)
     tasks = list(dict.fromkeys(task for task, _ in shared))
-    all_tasks = {task for run in runs for task in run.higher_is_better}
-    unknown = [task for task in given if task not in all_tasks]
-    if unknown:
-        raise HydranetError(f"--ref {given[unknown[0]].task}={given[unknown[0]].given}: no compared run has a task "
-                            f"'{unknown[0]}' (their tasks: {', '.join(sorted(all_tasks))})")
+    check_reference_tasks(runs, {r.task: r.given for r in references})
     lacking = [task for task in tasks if task not in given]
     if lacking:
         raise HydranetError(f"no reference for the task{'s' if len(lacking) > 1 else ''} {english_list(lacking)}: "
@@ -216,6 +212,18 @@ def _per_task(runs: Sequence[RunRecord], shared: list[tuple[str, str]], referenc
         notes.append(f"{task} is measured against {ref.label}"
                      + (f", at the mean of its {ref.group.n} runs" if ref.group.n > 1 else "") + f": {shown}")
     return kept, [given[task] for task in tasks], notes
+
+
+def check_reference_tasks(runs: Sequence[RunRecord], given: Mapping[str, Any]) -> None:
+    """A HydranetError where a reference is given for a task (task -> the folder given) that no compared run has:
+    a typo, or a run folder that is not there named like a sweep's (`weighting=sum,train.seed=9`). Checked before
+    the references are read, so that it is what the message says."""
+    all_tasks = {task for run in runs for task in run.higher_is_better}
+    unknown = [task for task in given if task not in all_tasks]
+    if unknown:
+        raise HydranetError(f"--ref {unknown[0]}={given[unknown[0]]}: no compared run has a task '{unknown[0]}' "
+                            f"(their tasks: {', '.join(sorted(all_tasks))}), and no folder has that name; give "
+                            "--ref TASK=RUN with one of those tasks, or a run folder that exists")
 
 
 def _task_reference_notes(ref: TaskReference, shared: Sequence[tuple[str, str]], first: RunRecord,

@@ -153,3 +153,10 @@ def test_the_notes_on_a_reference_zero_and_other_data_are_said_per_task(tmp_path
             "(0 in w, 3 in stl_gender (gender's reference)): they validate on other images") in table
     # by hand, ethnicity left out: (-25% + 60%)/2 = +17.50
     assert next(line for line in table.splitlines() if line.startswith("w ")).rstrip().endswith("+17.50")
+
+
+def test_a_reference_for_a_task_no_run_has_is_an_error(tmp_path, stl):
+    run = write_run(tmp_path / "w", [row(1, 10, 0.8, 0.6)], directions=DIRECTIONS)
+    result = invoke(run, *refs(stl), "--ref", "weighting=sum,train.seed=9")  # a run folder that is not there
+    assert result.exit_code == 1
+    assert "no compared run has a task 'weighting'" in result.output and "no folder has that name" in result.output
