@@ -304,9 +304,12 @@ def search_image_paths(paths: Iterable[str | Path]) -> FoundImages:
 
 
 def _is_file_or_link(entry: os.DirEntry) -> bool:
-    """A file (following links), or a link that leads to no file (listed, so that its row says it is broken)."""
+    """A file (following links), or a link that leads to no file (listed, so that its row says it is broken).
+
+    The link is asked first: `is_file()` of a loop of links raises (ELOOP), which would leave it out unseen.
+    """
     try:
-        return entry.is_file() or entry.is_symlink()
+        return entry.is_symlink() or entry.is_file()
     except OSError:
         return False
 
