@@ -20,7 +20,7 @@ from hydranet.core.interrupts import StoppedAtOnce
 from hydranet.core.observers import outcome
 from hydranet.core.plugin_calls import provenance
 from hydranet.core.run import FAILURE_LINE, resume_command
-from hydranet.core.spec_models import LOSS_MONITOR, monitor_words
+from hydranet.core.spec_models import LOSS_MONITOR, TASK_LOSS, monitor_words
 from hydranet.core.wording import english_list, plural
 
 
@@ -30,6 +30,8 @@ def monitored(evaluation: EvalResult, monitor: str) -> tuple[float, bool]:
     if monitor == LOSS_MONITOR:
         return evaluation.total_loss, False
     task, _, metric = monitor.partition(".")
+    if metric == TASK_LOSS and metric not in evaluation.metrics[task]:  # the task's loss (a metric so named wins)
+        return float(evaluation.losses[task]), False
     return float(evaluation.metrics[task][metric]), bool(evaluation.higher_is_better.get(task, {}).get(metric))
 
 

@@ -194,10 +194,11 @@ class TrainSection(SpecSection):
     monitor: str = Field(
         LOSS_MONITOR, description="What picks the best epoch (best.pt, summary.json's best_epoch, the weights the "
                                   "test split scores) and what train.patience watches: loss (the total validation "
-                                  "loss, whose scale depends on the weighting), or TASK.METRIC, a validation metric "
-                                  "as metrics.csv's val.TASK.METRIC columns name it (age.mae, gender.accuracy), "
-                                  "better higher or lower as the metric says (summary.json's higher_is_better). An "
-                                  "epoch whose value is not finite is never the best.")
+                                  "loss, whose scale depends on the weighting), TASK.loss (one task's validation "
+                                  "loss), or TASK.METRIC, a validation metric as metrics.csv's val.TASK.METRIC "
+                                  "columns name it (age.mae, gender.accuracy), better higher or lower as the metric "
+                                  "says (summary.json's higher_is_better). An epoch whose value is not finite is "
+                                  "never the best.")
     patience: int | None = Field(
         None, ge=1, description="Stop early after this many epochs in a row whose train.monitor value did not "
                                 "improve on the best epoch's; the run is then finished (summary.json's "
@@ -249,24 +250,45 @@ def monitor_problem(monitor: str, tasks: Mapping[str, Sequence[str] | None]) -> 
     `tasks` maps each task's name to its metric names, or to None where they
     are not known yet (a spec's first pass has not built the tasks): then only
     the task is checked, and the run checks the metric before it trains.
+    `TASK.loss` (one task's validation loss) is a figure of every task. A
+    name as metrics.csv's columns spell it (`val.age.mae`, `val_loss.age`)
+    is answered with the name to give.
     """
     if monitor == LOSS_MONITOR:
         return None
     task, _, metric = monitor.partition(".")
-    known = [f"{name}.{each}" for name, metrics in tasks.items() for each in metrics or ()]
-    choices = f"'{LOSS_MONITOR}' or " + (", ".join(known) if known else f"TASK.METRIC of tasks {', '.join(tasks)}")
+    known = [f"{name}.{each}" for name, metrics in tasks.items() if metrics is not None
+             for each in [*metrics, TASK_LOSS]]
+    choices = f"'{LOSS_MONITOR}' or " + (", ".join(known) if known else
+                                         f"TASK.METRIC or TASK.loss of tasks {', '.join(tasks)}")
     if task not in tasks:
-        near = closest_name(monitor, known) if known else closest_name(task, tasks)
-        if near and not known:  # the metric is not known yet: suggest the task, with the metric as given
+        column = _as_csv_column(monitor, tasks)
+        near = column or (closest_name(monitor, known) if known else closest_name(task, tasks))
+        if near and not known and not column:  # the metric is not known yet: suggest the task, the metric as given
             near = f"{near}.{metric}"
         hint = f" did you mean '{near}'?" if near else ""
-        return f"'{task}' is not a task of this spec;{hint} give {choices}"
+        columns = " (train.monitor names TASK.METRIC, without metrics.csv's column prefix)" if column else ""
+        return f"'{task}' is not a task of this spec;{hint}{columns} give {choices}"
     metrics = tasks[task]
-    if metrics is None or metric in metrics:
+    if metrics is None or metric in metrics or metric == TASK_LOSS:
         return None
-    near = closest_name(metric, metrics)
+    near = closest_name(metric, [*metrics, TASK_LOSS])
     hint = f" did you mean '{task}.{near}'?" if near else ""
     return f"task '{task}' has no validation metric '{metric}';{hint} give {choices}"
+
+
+#: `TASK.loss` in train.monitor: that task's validation loss (a metric of the same name, if a task has one, wins)
+TASK_LOSS = "loss"
+
+
+def _as_csv_column(monitor: str, tasks: Mapping[str, object]) -> str | None:
+    """`val.age.mae` -> `age.mae`, `val_loss.age` -> `age.loss`: the monitor a metrics.csv column name means."""
+    prefix, _, rest = monitor.partition(".")
+    if prefix == "val" and rest.partition(".")[0] in tasks:
+        return rest
+    if prefix == "val_loss" and rest in tasks:
+        return f"{rest}.{TASK_LOSS}"
+    return None
 
 
 class Spec(SpecSection):

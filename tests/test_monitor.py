@@ -74,6 +74,21 @@ def test_a_metric_monitor_picks_its_best_epoch_in_its_own_direction(faces, tmp_p
     assert read_checkpoint(run / "best.pt")["epoch"] == best
 
 
+def test_one_task_s_validation_loss_picks_the_best_epoch(faces, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_spec(faces, epochs=3, lr=1e-2, monitor="gender.loss"), run)
+    best = first_best(run, lambda row: float(row["val_loss.gender"]), higher=False)
+    assert result.best_epoch == summary(run)["best_epoch"] == best
+
+
+@pytest.mark.parametrize("given, meant", [("val.gender.accuracy", "gender.accuracy"), ("val_loss.age", "age.loss")])
+def test_a_monitor_spelt_as_a_metrics_csv_column_is_answered_with_the_name_to_give(faces, given, meant):
+    with pytest.raises(SpecError) as caught:
+        load_spec(tiny_spec(faces, monitor=given))
+    assert (f"did you mean '{meant}'? (train.monitor names TASK.METRIC, without metrics.csv's column prefix)"
+            in str(caught.value))
+
+
 def test_a_misspelt_monitor_is_a_spec_problem_with_a_did_you_mean(faces, tmp_path):
     with pytest.raises(SpecError) as caught:  # the task: at spec load
         load_spec(tiny_spec(faces, monitor="agee.mae"))
