@@ -134,8 +134,18 @@ class RegressionTask(Task):
         return [{"value": round(v, 3), "unit": self.params.unit} for v in values]
 
     def trivial_output(self, targets: Tensor) -> Tensor:
-        labelled = targets[label_mask(targets)]
-        return labelled.mean().reshape(1) if labelled.numel() else torch.zeros(1)
+        """The median of the labels: the constant with the lowest MAE, the metric this kind reports.
+
+        Not the mean, which is the best constant for squared error only: with a long tail (a few outliers) the
+        mean drifts towards them, its MAE rises, and a model that loses to the median would "beat" it. For an
+        even count every value between the two middle labels has the same MAE; this takes their midpoint (as
+        numpy's median does; torch.median would take the lower one).
+        """
+        labelled = targets[label_mask(targets)].float().sort().values
+        n = labelled.numel()
+        if not n:
+            return torch.zeros(1)
+        return ((labelled[(n - 1) // 2] + labelled[n // 2]) / 2).reshape(1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}

@@ -116,8 +116,9 @@ def test_decode_gives_class_names_and_probabilities(components):
     assert set(row["probabilities"]) == {"White", "Black", "Asian", "Indian", "Others"}
 
 
-def test_trivial_outputs_are_mean_and_majority(components):
+def test_trivial_outputs_are_median_and_majority(components):
     age, gender, ethnicity = (build(components, n) for n in ("age", "gender", "ethnicity"))
-    assert age.trivial_output(torch.tensor([10.0, 20.0, NAN])).item() == pytest.approx(15.0)
+    assert age.trivial_output(torch.tensor([10.0, 20.0, NAN])).item() == pytest.approx(15.0)  # midpoint of 2
+    assert age.trivial_output(torch.tensor([10.0, 20.0, 90.0, NAN])).item() == pytest.approx(20.0)  # not the mean
     assert gender.trivial_output(torch.tensor([1.0, 1.0, 0.0])).item() > 0
     assert ethnicity.trivial_output(torch.tensor([2.0, 2.0, 0.0, NAN])).argmax().item() == 2
