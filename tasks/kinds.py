@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
-from hydranet.core.interfaces import Task, label_mask
+from hydranet.core.interfaces import Task, label_mask, labels_or_zero
 from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
 from hydranet.core.values import is_number, parse_number, reads_as_float
 from hydranet.core.wording import english_list
@@ -226,6 +226,13 @@ class ClassificationTask(Task):
                            if (number := parse_number(n)) is not None}
         self._by_spelling = self.spellings()
 
+    def _on(self, device: torch.device, value: Tensor) -> Tensor:
+        """`value` (a loss weight) on `device`, copied there once: not a host-to-device copy on every step."""
+        cache = self.__dict__.setdefault("_weights_on", {})
+        if device not in cache:
+            cache[device] = value.to(device)
+        return cache[device]
+
     @property
     def reads_indices(self) -> bool:
         """Whether a value may be a class index: not when a class name is a number (see the class docstring)."""
@@ -289,7 +296,12 @@ class ClassificationTask(Task):
 
 
 class BinaryParams(ClassificationParams):
-    pass
+    pos_weight: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Weight of the positive class (class 1) in the loss, as BCE's pos_weight: with 1 positive in "
+                    "10, a weight of 9 makes the positives weigh as much as the negatives. Default: 1 (unweighted).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing: targets 0 and 1 become "
+                                                                "smoothing/2 and 1 - smoothing/2.")
 
 
 class BinaryTask(ClassificationTask):
@@ -333,7 +345,13 @@ class BinaryTask(ClassificationTask):
         return 1
 
     def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(output[:, 0], target, reduction="none")
+        """BCE with logits; pos_weight scales each positive row's loss, and the task's loss stays the mean over
+        labelled rows: torch's own convention for pos_weight (its mean does not divide by the weights)."""
+        smoothing = self.params.label_smoothing
+        goal = target * (1 - smoothing) + smoothing / 2 if smoothing else target
+        pos_weight = self.params.pos_weight
+        weight = None if pos_weight is None else self._on(output.device, torch.tensor(float(pos_weight)))
+        return F.binary_cross_entropy_with_logits(output[:, 0], goal, pos_weight=weight, reduction="none")
 
     def metrics(self) -> dict[str, Metric]:
         return {"accuracy": Accuracy()}
@@ -356,6 +374,12 @@ def _truth_of(name: str) -> bool | None:
 class MulticlassParams(ClassificationParams):
     num_classes: int | None = Field(None, ge=2, description="Number of classes; default: len(class_names).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    class_weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | \
+        dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
+            None, description="Weight of each class in the loss, as cross-entropy's weight: a list of one weight "
+                              "per class, in class order, or a mapping of class name to weight (classes left out "
+                              "weigh 1). The loss is the weighted mean, sum(w * loss) / sum(w) over labelled rows. "
+                              "Default: all 1.")
 
     @model_validator(mode="after")
     def _classes_known(self) -> "MulticlassParams":
@@ -365,19 +389,59 @@ class MulticlassParams(ClassificationParams):
             raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}")
         return self
 
+    def class_weight_list(self) -> list[float] | None:
+        """`class_weights` as one weight per class, in class order; refuses a wrong length or an unknown name."""
+        weights = self.class_weights
+        if weights is None:
+            return None
+        names = list(self.class_names or [str(i) for i in range(self.num_classes or 0)])
+        if isinstance(weights, list):
+            if len(weights) != len(names):
+                raise ComponentError(f"class_weights has {len(weights)} weights but the task has {len(names)} "
+                                     f"classes; give one per class, in class order, or a mapping of class name to "
+                                     "weight", field="class_weights")
+            return [float(w) for w in weights]
+        by_name = {name.strip().lower(): i for i, name in enumerate(names)}
+        unknown = [name for name in weights if name.strip().lower() not in by_name]
+        if unknown:
+            raise ComponentError(f"class_weights names {english_list([repr(n) for n in unknown])}, not "
+                                 f"{'a class' if len(unknown) == 1 else 'classes'} of this task; its classes are "
+                                 f"{', '.join(names)}", field="class_weights")
+        chosen = [1.0] * len(names)
+        for name, weight in weights.items():
+            chosen[by_name[name.strip().lower()]] = float(weight)
+        return chosen
+
 
 class MulticlassTask(ClassificationTask):
     """K classes; cross-entropy; accuracy and macro-F1."""
 
     def __init__(self, name: str, params: MulticlassParams):
+        weights = params.class_weight_list()
         super().__init__(name, params, num_classes=params.num_classes or len(params.class_names or ()))
+        self.class_weights = None if weights is None else torch.tensor(weights)
 
     @property
     def out_features(self) -> int:
         return self.num_classes
 
     def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output, target.long(), reduction="none", label_smoothing=self.params.label_smoothing)
+        """Cross-entropy per row, each row already multiplied by its class's weight (torch's reduction="none")."""
+        weight = None if self.class_weights is None else self._on(output.device, self.class_weights)
+        return F.cross_entropy(output, target.long(), weight=weight, reduction="none",
+                               label_smoothing=self.params.label_smoothing)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """With class_weights, the weighted mean over labelled rows, sum(w_i * l_i) / sum(w_i): torch's
+        cross_entropy(weight=...) mean, so that rare classes weigh more without the loss's scale following the
+        batch's class mix. Without, the plain mean over labelled rows (as every task's)."""
+        if self.class_weights is None:
+            return super().loss(output, target)
+        mask = label_mask(target)
+        classes = labels_or_zero(target, mask).long()
+        rows = self.per_sample_loss(output.float(), classes.to(target.dtype))
+        weights = torch.where(mask, self._on(output.device, self.class_weights)[classes], 0)
+        return torch.where(mask, rows, 0).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
 
     def metrics(self) -> dict[str, Metric]:
         return {"accuracy": Accuracy(), "macro_f1": MacroF1(self.num_classes)}
