@@ -38,6 +38,7 @@ from hydranet.core.evaluation import baseline_outputs, score_baselines
 from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, make_forward_losses,
                                    model_for_settings)
 from hydranet.core.interfaces import StepContext, Task, Weighting
+from hydranet.core.label_summary import classes_missing_from, label_summary
 from hydranet.core.paths import DECODED_CACHE, MissingPathError, cache_dir
 from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.resume import missing_on_resume
@@ -242,6 +243,9 @@ class RunSetup:
             f"{'cache hit' if self.timings['cache_hit'] else 'decoded'} in {self.timings['decode_seconds']:.1f}s; "
             f"{placement_words(self.source.placement, self.spec.spec.data.cache)}")
         train_targets = data.targets[data.train_index]
+        log(label_summary(self.tasks, train_targets))
+        for note in classes_missing_from(self.tasks, train_targets, data.targets[data.val_index]):
+            log(note)
         for k, task in enumerate(self.tasks):
             PluginCall("the fit_targets of", provenance(task, "task"), FIT_FIX)(task.fit_targets, train_targets[:, k])
         self.eval_index = data.val_index if data.val_index.numel() else data.train_index
