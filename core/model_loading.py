@@ -8,6 +8,8 @@ weights that do not fit, stored baselines of the wrong length) and how
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,30 @@ from hydranet.core.values import is_whole_number
 from hydranet.core.wording import plural
 
 
+#: backbone parameters that load starting weights from a file (torch's cache, or a path), and their "none" values
+WEIGHT_LOADING = {"pretrained": False, "weights": None}
+
+
 def spec_without_weight_loading(spec: dict[str, Any]) -> dict[str, Any]:
     """The weights come from the checkpoint: never load (or look for) pretrained files again."""
     backbone = dict(spec.get("backbone", {}))
-    if "pretrained" in backbone:
-        backbone["pretrained"] = False
-    if "weights" in backbone:
-        backbone["weights"] = None
+    backbone.update({key: off for key, off in WEIGHT_LOADING.items() if key in backbone})
     return {**spec, "backbone": backbone}
+
+
+def resolved_without_weight_loading(spec: ResolvedSpec) -> ResolvedSpec:
+    """`spec` building its backbone without its starting weights, for a run whose weights come from elsewhere.
+
+    A resumed run's are last.pt's, and init_from's replace the backbone's: loading the
+    pretrained file first only fails where it is gone (another machine, a cleared torch
+    cache, a relative `weights:` path resumed from another folder). The spec itself, which
+    the run records, is unchanged.
+    """
+    params = spec.backbone.params
+    if params is None or not any(key in type(params).model_fields for key in WEIGHT_LOADING):
+        return spec
+    off = {key: value for key, value in WEIGHT_LOADING.items() if key in type(params).model_fields}
+    return dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, params=params.model_copy(update=off)))
 
 
 def resolve_checkpoint_spec(path: Path, data: dict[str, Any],

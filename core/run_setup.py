@@ -39,6 +39,7 @@ from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, 
                                    model_for_settings)
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.label_summary import classes_missing_from, label_summary
+from hydranet.core.model_loading import resolved_without_weight_loading
 from hydranet.core.paths import DECODED_CACHE, MissingPathError, cache_dir
 from hydranet.core.plugin_calls import PluginCall, provenance
 from hydranet.core.resume import missing_on_resume
@@ -258,7 +259,9 @@ class RunSetup:
         self.data = data
         self.targets = data.targets.to(settings.device)
 
-        model = model_for_settings(self.spec, self.tasks, settings)
+        weights_elsewhere = self.resume_state is not None or fresh_init  # last.pt's, or init_from's: no file
+        model = model_for_settings(resolved_without_weight_loading(self.spec) if weights_elsewhere else self.spec,
+                                   self.tasks, settings)
         loaded_heads = load_initial_weights(model, self.tasks, fresh_init, log) if fresh_init else set()
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
