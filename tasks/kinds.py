@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask, labels_or_zero
-from hydranet.core.metrics import Accuracy, MacroF1, MeanAbsoluteError, Metric
+from hydranet.core.metrics import (AUC, F1, Accuracy, BalancedAccuracy, MacroF1, MeanAbsoluteError, Metric, Precision,
+                                   Recall)
 from hydranet.core.values import is_number, parse_number, reads_as_float
 from hydranet.core.wording import english_list
 
@@ -200,6 +201,16 @@ class ClassificationParams(HeadParams):
         return names
 
 
+def chosen_metrics(names: list[str]) -> list[str]:
+    """A kind's `metrics` list: not empty, each metric once (each is a column of metrics.csv)."""
+    if not names:
+        raise ValueError("name at least one metric; the first is the task's headline")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{english_list([repr(n) for n in twice])} listed twice; name each metric once")
+    return names
+
+
 class ClassificationTask(Task):
     """Shared label parsing and decoding for binary and multiclass tasks.
 
@@ -302,6 +313,13 @@ class BinaryParams(ClassificationParams):
                     "10, a weight of 9 makes the positives weigh as much as the negatives. Default: 1 (unweighted).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing: targets 0 and 1 become "
                                                                 "smoothing/2 and 1 - smoothing/2.")
+    metrics: list[Literal["accuracy", "f1", "precision", "recall", "balanced_accuracy", "auc"]] = Field(
+        ["accuracy"], description="Validation metrics, the first the headline: accuracy, and for a rare class f1, "
+                                  "precision and recall (of class 1), balanced_accuracy (mean recall of the two "
+                                  "classes) or auc (exact ROC area; one process only). Each is a column of "
+                                  "metrics.csv, so a resumed run keeps the list it started with.")
+
+    _metrics_once = field_validator("metrics")(chosen_metrics)
 
 
 class BinaryTask(ClassificationTask):
@@ -354,7 +372,9 @@ class BinaryTask(ClassificationTask):
         return F.binary_cross_entropy_with_logits(output[:, 0], goal, pos_weight=weight, reduction="none")
 
     def metrics(self) -> dict[str, Metric]:
-        return {"accuracy": Accuracy()}
+        made = {"accuracy": Accuracy, "f1": F1, "precision": Precision, "recall": Recall,
+                "balanced_accuracy": lambda: BalancedAccuracy(2), "auc": AUC}
+        return {name: made[name]() for name in self.params.metrics}
 
     def probabilities(self, output: Tensor) -> Tensor:
         positive = torch.sigmoid(output[:, :1])
@@ -380,6 +400,13 @@ class MulticlassParams(ClassificationParams):
                               "per class, in class order, or a mapping of class name to weight (classes left out "
                               "weigh 1). The loss is the weighted mean, sum(w * loss) / sum(w) over labelled rows. "
                               "Default: all 1.")
+    metrics: list[Literal["accuracy", "macro_f1", "balanced_accuracy"]] = Field(
+        ["accuracy", "macro_f1"], description="Validation metrics, the first the headline: accuracy, macro_f1 "
+                                              "(the mean F1 of the classes) or balanced_accuracy (the mean recall "
+                                              "of the classes). Each is a column of metrics.csv, so a resumed run "
+                                              "keeps the list it started with.")
+
+    _metrics_once = field_validator("metrics")(chosen_metrics)
 
     @model_validator(mode="after")
     def _classes_known(self) -> "MulticlassParams":
@@ -444,7 +471,9 @@ class MulticlassTask(ClassificationTask):
         return torch.where(mask, rows, 0).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
 
     def metrics(self) -> dict[str, Metric]:
-        return {"accuracy": Accuracy(), "macro_f1": MacroF1(self.num_classes)}
+        made = {"accuracy": Accuracy, "macro_f1": MacroF1, "balanced_accuracy": BalancedAccuracy}
+        return {name: made[name]() if name == "accuracy" else made[name](self.num_classes)
+                for name in self.params.metrics}
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.softmax(output, dim=1)

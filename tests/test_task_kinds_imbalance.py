@@ -91,4 +91,106 @@ def test_class_weights_give_torchs_weighted_mean_over_labelled_rows(components, 
     loss.backward()
     assert output.grad[[2, 5]].abs().sum() == 0  # rows with no label get no gradient
     nothing = task.loss(output, torch.full((6,), NAN))
-    assert float(nothing) == 0 and torch.isfinite(nothing)
+    assert float(nothing.detach()) == 0 and torch.isfinite(nothing)
+
+
+# ---------------------------------------------------------------- metrics beyond accuracy
+
+
+def hand_scores(logits: list[float], labels: list[int], threshold: float = 0.5) -> dict[str, float]:
+    """accuracy, f1, auc and balanced accuracy of a binary logit, counted pair by pair as a textbook does."""
+    import math
+
+    cut = math.log(threshold / (1 - threshold))
+    said = [int(x > cut) for x in logits]
+    tp = sum(s == 1 and y == 1 for s, y in zip(said, labels))
+    fp = sum(s == 1 and y == 0 for s, y in zip(said, labels))
+    fn = sum(s == 0 and y == 1 for s, y in zip(said, labels))
+    tn = sum(s == 0 and y == 0 for s, y in zip(said, labels))
+    positives = [x for x, y in zip(logits, labels) if y == 1]
+    negatives = [x for x, y in zip(logits, labels) if y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return {"accuracy": (tp + tn) / len(labels), "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+            "auc": wins / (len(positives) * len(negatives)),
+            "balanced_accuracy": (tp / (tp + fn) + tn / (tn + fp)) / 2}
+
+
+def test_a_run_logs_the_binary_metrics_it_is_asked_for_as_its_validation_outputs_give_them(faces, tmp_path):
+    import csv
+
+    import hydranet
+    from conftest import tiny_spec
+    from hydranet.core.run_setup import load_prepared_data
+    from hydranet.core.spec import load_spec
+
+    chosen = ["accuracy", "f1", "auc", "balanced_accuracy"]
+    spec = {**tiny_spec(faces, epochs=3, lr=1e-2), "tasks": [{"name": "gender", "metrics": chosen}]}
+    result = hydranet.train(load_spec(spec), out_dir=tmp_path / "run", progress=False, echo=False)
+    with open(tmp_path / "run" / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [c for c in rows[0] if c.startswith("val.")] == [f"val.gender.{name}" for name in chosen]
+    logged = next(row for row in rows if int(row["epoch"]) == result.best_epoch)  # best.pt's epoch
+
+    model = hydranet.load(tmp_path / "run" / "best.pt")
+    data = load_prepared_data(load_spec(spec), model.tasks, progress=False)
+    logits = model.predict_tensor(data.images[data.val_index])["gender"][:, 0].tolist()
+    labels = [int(y) for y in data.targets[data.val_index, 0].tolist()]
+    assert 0 < sum(labels) < len(labels)  # both classes, so every metric is defined
+    for name, value in hand_scores(logits, labels).items():
+        assert float(logged[f"val.gender.{name}"]) == pytest.approx(value, abs=1e-5), name
+    assert result.baselines["gender"]["auc"] == 0.5 and result.baselines["gender"]["balanced_accuracy"] == 0.5
+
+
+def test_binary_metrics_over_batches_with_missing_labels_and_ties(components):
+    task = kind_task(components, "binary", metrics=["accuracy", "f1", "precision", "recall", "balanced_accuracy",
+                                                    "auc"])
+    batches = [(torch.tensor([[2.0], [-1.0], [0.5], [0.5]]), torch.tensor([1.0, 0.0, NAN, 0.0])),
+               (torch.tensor([[0.5], [-3.0], [1.0]]), torch.tensor([1.0, 1.0, 0.0]))]
+    metrics = task.metrics()
+    for metric in metrics.values():
+        for output, target in batches:
+            metric.update(output, target, ~target.isnan())
+    logits, labels = [2.0, -1.0, 0.5, 0.5, -3.0, 1.0], [1, 0, 0, 1, 1, 0]  # the labelled rows; 0.5 ties
+    expected = hand_scores(logits, labels)
+    expected.update(precision=2 / 4, recall=2 / 3)  # said positive: 2.0, 0.5, 0.5, 1.0; of them 2.0 and 0.5 are
+    assert {name: float(m.compute()) for name, m in metrics.items()} == pytest.approx(expected)
+    for metric in metrics.values():
+        metric.reset()
+        assert torch.isnan(metric.compute())  # nothing labelled: no score, not a perfect one
+
+
+def test_constant_predictions_score_the_chance_level_as_baselines(components):
+    binary = kind_task(components, "binary", "b", metrics=["auc", "balanced_accuracy", "accuracy"])
+    multi = kind_task(components, "multiclass", "m", num_classes=4, metrics=["balanced_accuracy", "accuracy"])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 3.0], [0.0, 3.0], [NAN, 2.0]])
+    constants = {"b": binary.trivial_output(targets[:, 0]), "m": multi.trivial_output(targets[:, 1])}
+    scores = score_baselines([binary, multi], constants, targets)
+    assert scores == {"b": pytest.approx({"auc": 0.5, "balanced_accuracy": 0.5, "accuracy": 0.75}),
+                      "m": pytest.approx({"balanced_accuracy": 1 / 4, "accuracy": 2 / 5})}
+
+
+def test_auc_refuses_a_run_of_several_processes(components, monkeypatch):
+    from hydranet.core.errors import HydranetError
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    with pytest.raises(HydranetError, match="train with --nproc 1, or leave auc out of the task's metrics"):
+        kind_task(components, "binary", metrics=["accuracy", "auc"]).metrics()
+    assert set(kind_task(components, "binary", metrics=["accuracy", "f1"]).metrics()) == {"accuracy", "f1"}
+
+
+@pytest.mark.parametrize("params, said", [
+    ({"kind": "binary", "metrics": []}, "tasks[0].metrics: name at least one metric"),
+    ({"kind": "binary", "metrics": ["f1", "auc", "f1"]}, "tasks[0].metrics: 'f1' listed twice"),
+    ({"kind": "binary", "metrics": ["macro_f1"]},
+     "tasks[0].metrics[0]: 'macro_f1' is not a choice; choices: accuracy, f1, precision, recall, balanced_accuracy, auc"),
+    ({"kind": "multiclass", "num_classes": 3, "metrics": ["auc"]},
+     "tasks[0].metrics[0]: 'auc' is not a choice; choices: accuracy, macro_f1, balanced_accuracy"),
+])
+def test_bad_metric_lists_are_spec_errors(faces, params, said):
+    assert said in spec_problems(faces, {"name": "t", "label": "race", **params})
+
+
+def test_default_metrics_keep_the_columns_existing_runs_have(components):
+    assert list(kind_task(components, "binary").metrics()) == ["accuracy"]
+    assert list(kind_task(components, "multiclass", num_classes=3).metrics()) == ["accuracy", "macro_f1"]
