@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from hydranet.core.device import RunSettings
 from hydranet.core.interfaces import Task, label_mask, labels_or_zero
@@ -158,7 +158,7 @@ LOSS_FIX = ("Return one loss per row, shape (N,), as a float tensor (for example
             "task out of the spec")
 
 
-def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec) -> None:
+def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec) -> int | None:
     """Run the model once on a dummy batch before training, and name whatever breaks its contract, with its plugin.
 
     The backbone sees two blank images of the run's size and must give (2, out_features); every head must give
@@ -166,13 +166,24 @@ def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec) -> N
     data would give (float32, NaN for a missing label), and `per_sample_loss` must give one float per row.
     Without this a wrong width fails as a matrix-product error naming nothing, and a scalar or (N, 1)
     per-sample loss trains on with wrong values (an (N, 1) loss broadcasts against the (N,) mask).
+
+    Returns the fewest values per channel one image gives a batch-norm layer that trains (a 1x1 map at a
+    small image size: 1), or None without one: a training batch needs more than one value per channel
+    (`batch_norm_problem`).
     """
     device = next(model.parameters()).device
+    was_training = model.training
+    model.train()  # which batch norms train: a frozen part's keep theirs fixed (`freeze`)
+    training_norms = [module for module in model.modules()
+                      if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training]
+    per_image: list[int] = []
+    hooks = [module.register_forward_pre_hook(
+        lambda module, inputs: per_image.append(inputs[0].numel() // max(1, inputs[0].shape[0] * inputs[0].shape[1]))
+    ) for module in training_norms]
     size = spec.spec.image_size
     images = torch.zeros(DUMMY_ROWS, 3, size, size, device=device)
     width = int(getattr(model.backbone, "out_features"))
     targets = torch.tensor([0.0] * (DUMMY_ROWS - 1) + [float("nan")], device=device)
-    was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
@@ -187,6 +198,23 @@ def check_heads(model: HydraNet, tasks: Sequence[Task], spec: ResolvedSpec) -> N
                 _check_loss(task, who, output, targets)
     finally:
         model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return min(per_image) if per_image else None
+
+
+def batch_norm_problem(values_per_image: int | None, batch: int, size: int) -> str | None:
+    """Why a training batch of `batch` images (per process) cannot pass the model's batch norm, or None.
+
+    Batch norm in training normalises each channel over the batch's values, and torch refuses one value
+    ("Expected more than 1 value per channel when training") in the middle of the first step, as a traceback.
+    """
+    if values_per_image is None or values_per_image * batch > 1:
+        return None
+    return (f"a batch of {batch} image per process reaches a batch-norm layer of the model as one value per channel "
+            f"(its map is 1x1 at {size}x{size} px), which batch norm cannot normalise; use a train.batch_size of 2 "
+            "or more per process (a training split of 1 image cuts it to 1), a larger image_size, or freeze the "
+            "backbone (freeze: [backbone] keeps its batch norm fixed)")
 
 
 def _check_loss(task: Task, who: Provenance, output: Tensor, targets: Tensor) -> None:

@@ -33,9 +33,9 @@ from hydranet.core.data import PreparedData, prepare_data
 from hydranet.core.decode import decode_images
 from hydranet.core.device import RunSettings, fused_if_supported, resolve_settings
 from hydranet.core.distributed import Distributed
-from hydranet.core.errors import CheckpointError, DataError, HydranetError, RunFolderError, TrainingError
+from hydranet.core.errors import CheckpointError, DataError, HydranetError, RunFolderError, SpecError, TrainingError
 from hydranet.core.evaluation import baseline_outputs, score_baselines
-from hydranet.core.forward import (check_heads, compile_static, fresh_compiler, make_forward_losses,
+from hydranet.core.forward import (batch_norm_problem, check_heads, compile_static, fresh_compiler, make_forward_losses,
                                    model_for_settings)
 from hydranet.core.interfaces import StepContext, Task, Weighting
 from hydranet.core.label_summary import classes_missing_from, label_summary
@@ -266,7 +266,7 @@ class RunSetup:
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")
             self._warn_random_frozen(fresh_init, loaded_heads)
-        check_heads(model, self.tasks, self.spec)
+        norm_values_per_image = check_heads(model, self.tasks, self.spec)
         self.model = model
         self.weighting: Weighting = self.spec.build_weighting(self.tasks).to(settings.device)
         settings = self._settle_graphs()
@@ -280,6 +280,10 @@ class RunSetup:
         self.optimizer = self._optimizer()
         self.batch_size = self._fit_batch_size(data.train_index.numel())
         self.local_rows = self.dist.local_rows(self.batch_size)
+        problem = batch_norm_problem(norm_values_per_image, self.batch_size // self.dist.world_size,
+                                     self.spec.spec.image_size)
+        if problem:
+            raise SpecError([("train.batch_size", problem)], self.spec.source)
         self.steps_per_epoch = data.train_index.numel() // self.batch_size
         self.timings["train_images"] = self.steps_per_epoch * self.batch_size  # the ragged tail is dropped
         self._note_dropped_images(data.train_index.numel())

@@ -43,3 +43,30 @@ def test_resume_and_init_from_do_not_need_the_backbone_s_weights_file_again(face
     assert again.exit_code == 0, again.output
     fresh = CliRunner().invoke(cli, ["train", str(spec), "--out", str(tmp_path / "fresh"), "--no-progress"])
     assert fresh.exit_code == 1 and f"{weights}" in fresh.output  # a new run still needs it, and says so
+
+
+def test_a_batch_of_one_image_that_batch_norm_cannot_normalise_is_a_spec_problem_before_training(faces, tmp_path):
+    """resnet18's last batch norm sees a 1x1 map at 16 px: a batch of 1 was a ValueError traceback mid-step."""
+    raw = tiny_spec(faces, epochs=1, batch_size=1)
+    raw["backbone"] = {"name": "resnet18"}
+    spec = tmp_path / "one.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(cli, ["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ("train.batch_size: a batch of 1 image per process reaches a batch-norm layer of the model as one value "
+            "per channel (its map is 1x1 at 16x16 px)") in result.output
+    assert not (tmp_path / "run").exists()  # nothing left behind
+
+
+def test_a_frozen_backbone_s_batch_norm_does_not_count(faces):
+    """Its batch norm keeps its statistics fixed, so a batch of 1 passes it: no refusal."""
+    from hydranet.core.forward import check_heads, model_for_settings
+    from hydranet.core.spec import load_spec
+
+    raw = tiny_spec(faces, epochs=1, batch_size=1)
+    raw["backbone"] = {"name": "resnet18"}
+    for freeze, smallest in (([], 1), (["backbone"], None)):
+        spec = load_spec({**raw, "freeze": freeze})
+        tasks = spec.build_tasks()
+        model = model_for_settings(spec, tasks, type("Settings", (), {"device": "cpu", "channels_last": False})())
+        assert check_heads(model, tasks, spec) == smallest, freeze
