@@ -21,7 +21,7 @@ from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask, labels_or_zero
 from hydranet.core.metrics import (AUC, F1, Accuracy, BalancedAccuracy, MacroF1, MeanAbsoluteError, Metric, Precision,
-                                   Recall)
+                                   Recall, predicted_class)
 from hydranet.core.values import is_number, parse_number, reads_as_float
 from hydranet.core.wording import english_list
 
@@ -288,10 +288,15 @@ class ClassificationTask(Task):
     def probabilities(self, output: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def decided_classes(self, output: Tensor) -> list[int]:
+        """The class each row is predicted as: the most probable one (a binary task's threshold decides there)."""
+        return self.probabilities(output).argmax(dim=1).tolist()
+
     def decode(self, output: Tensor) -> list[dict[str, Any]]:
+        """Per row the predicted class, the probability of that class (not always of class 1), and every class's."""
         rows = []
-        for p in self.probabilities(output.detach().float()).tolist():
-            best = max(range(len(p)), key=p.__getitem__)
+        output = output.detach().float()
+        for p, best in zip(self.probabilities(output).tolist(), self.decided_classes(output)):
             rows.append({
                 "class": self.class_names[best],
                 "probability": round(p[best], 4),
@@ -318,6 +323,10 @@ class BinaryParams(ClassificationParams):
                                   "precision and recall (of class 1), balanced_accuracy (mean recall of the two "
                                   "classes) or auc (exact ROC area; one process only). Each is a column of "
                                   "metrics.csv, so a resumed run keeps the list it started with.")
+
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability of class 1 above which a row is predicted "
+                                                          "class 1: by the metrics (all but auc) and predict's class. "
+                                                          "Below 0.5, a rare class 1 is predicted more often.")
 
     _metrics_once = field_validator("metrics")(chosen_metrics)
 
@@ -372,9 +381,15 @@ class BinaryTask(ClassificationTask):
         return F.binary_cross_entropy_with_logits(output[:, 0], goal, pos_weight=weight, reduction="none")
 
     def metrics(self) -> dict[str, Metric]:
-        made = {"accuracy": Accuracy, "f1": F1, "precision": Precision, "recall": Recall,
-                "balanced_accuracy": lambda: BalancedAccuracy(2), "auc": AUC}
+        threshold = self.params.threshold
+        made = {"accuracy": lambda: Accuracy(threshold), "f1": lambda: F1(threshold),
+                "precision": lambda: Precision(threshold), "recall": lambda: Recall(threshold),
+                "balanced_accuracy": lambda: BalancedAccuracy(2, threshold), "auc": AUC}
         return {name: made[name]() for name in self.params.metrics}
+
+    def decided_classes(self, output: Tensor) -> list[int]:
+        """Class 1 where its probability is above `threshold`: the rows the metrics count as predicted class 1."""
+        return predicted_class(output, self.params.threshold).tolist()
 
     def probabilities(self, output: Tensor) -> Tensor:
         positive = torch.sigmoid(output[:, :1])

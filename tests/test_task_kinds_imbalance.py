@@ -194,3 +194,30 @@ def test_bad_metric_lists_are_spec_errors(faces, params, said):
 def test_default_metrics_keep_the_columns_existing_runs_have(components):
     assert list(kind_task(components, "binary").metrics()) == ["accuracy"]
     assert list(kind_task(components, "multiclass", num_classes=3).metrics()) == ["accuracy", "macro_f1"]
+
+
+# ---------------------------------------------------------------- the decision threshold
+
+
+def test_the_threshold_decides_the_class_the_metrics_count_and_predict_shows(components):
+    task = kind_task(components, "binary", class_names=["no", "yes"], threshold=0.8,
+                     metrics=["accuracy", "recall", "precision"])
+    logit_of = torch.logit(torch.tensor([0.9, 0.7, 0.3, 0.85]))  # P(yes) of four rows
+    output, target = logit_of.reshape(-1, 1), torch.tensor([1.0, 1.0, 0.0, 0.0])
+    rows = task.decode(output)
+    assert [row["class"] for row in rows] == ["yes", "no", "no", "yes"]  # 0.7 is below 0.8: "no"
+    assert [row["probability"] for row in rows] == pytest.approx([0.9, 0.3, 0.7, 0.85], abs=1e-4)  # of the class shown
+    assert [row["probabilities"]["yes"] for row in rows] == pytest.approx([0.9, 0.7, 0.3, 0.85], abs=1e-4)
+    metrics = task.metrics()
+    for metric in metrics.values():
+        metric.update(output, target, torch.ones(4, dtype=torch.bool))
+    assert {name: float(m.compute()) for name, m in metrics.items()} == pytest.approx(
+        {"accuracy": 2 / 4, "recall": 1 / 2, "precision": 1 / 2})
+    default = kind_task(components, "binary", class_names=["no", "yes"])
+    assert [row["class"] for row in default.decode(output)] == ["yes", "yes", "no", "yes"]
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 1.5])
+def test_a_threshold_outside_0_1_is_a_spec_error(faces, threshold):
+    said = spec_problems(faces, {"name": "t", "label": "gender", "kind": "binary", "threshold": threshold})
+    assert "tasks[0].threshold: should be" in said
