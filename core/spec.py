@@ -494,7 +494,18 @@ def _load_spec(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Se
     try:
         return _checked(raw, components, where)
     except SpecError as error:
-        raise SpecError(_left_by_a_new_name(error.problems, original, raw, option), error.source) from None
+        def supplied(section: str, key: str) -> bool:
+            """Whether the overrides themselves give `key` (`--set 'backbone={name: tiny, pretrained: true}'`):
+            applied to the spec without it, is it there still?"""
+            trimmed = {**original, section: {k: v for k, v in original[section].items() if k != key}}
+            try:
+                again = apply_overrides(trimmed, overrides, option)
+            except SpecError:
+                return False
+            return isinstance(again.get(section), Mapping) and key in again[section]
+
+        raise SpecError(_left_by_a_new_name(error.problems, original, raw, option, supplied),
+                        error.source) from None
 
 
 def _checked(raw: dict[str, Any], components: Components, where: str | None) -> ResolvedSpec:
@@ -518,12 +529,15 @@ def _component_name(section: Any) -> str | None:
 
 
 def _left_by_a_new_name(problems: Sequence[tuple[str, str]], before: Mapping[str, Any], after: Mapping[str, Any],
-                        option: str) -> list[tuple[str, str]]:
+                        option: str, supplied: Callable[[str, str], bool] = lambda section, key: False
+                        ) -> list[tuple[str, str]]:
     """Say where an unknown key came from when an override renamed its component.
 
     `--set data.name=utkface` on the demo spec, whose dataset is `synthetic`,
     keeps synthetic's `count` and `size`, which utkface does not take; the
-    bare "unknown field" would send the user looking for a typo.
+    bare "unknown field" would send the user looking for a typo. A key the
+    overrides give themselves (`supplied`: a whole section replaced, as that
+    message advises) was not kept, and keeps the plain message.
     """
     renamed = {section: (_component_name(before.get(section)), _component_name(after.get(section)))
                for section in COMPONENT_SECTIONS}
@@ -535,7 +549,8 @@ def _left_by_a_new_name(problems: Sequence[tuple[str, str]], before: Mapping[str
         section, _, key = path.partition(".")
         kept = before.get(section)
         if (section in renamed and isinstance(kept, Mapping) and key in kept
-                and message.startswith("unknown field")):  # its did-you-mean would look for a typo
+                and message.startswith("unknown field")  # its did-you-mean would look for a typo
+                and not supplied(section, key)):
             old, new = renamed[section]
             replace = (f"--set '{section}={{name: {new}, ...}}'" if option.startswith("-")
                        else f"the override '{section}={{name: {new}, ...}}'")

@@ -691,6 +691,10 @@ def test_renaming_a_component_by_override_says_its_old_parameters_were_kept(comp
     # a typo of the new dataset's own key, with no rename, is still a typo
     assert "did you mean 'root'?" in problems({**BASE, "data": {"name": "utkface", "rot": "x"}},
                                               components=components)["data.rot"]
+    # a whole section given by the override, as advised: its keys are its own, not kept from the spec
+    whole = problems(raw, "data={name: utkface, root: x, count: 5}", components=components)
+    assert list(whole) == ["data.count (from --set data={name: utkface, root: x, count: 5})"], whole
+    assert next(iter(whole.values())).startswith("unknown field; valid fields: ")
 
 
 @pytest.mark.parametrize("override, path", [
