@@ -56,7 +56,13 @@ class Rescale(nn.Module):
 
 
 class RegressionParams(HeadParams):
-    loss: Literal["l1", "mse", "huber"] = Field("l1", description="Per-sample loss on the standardised value.")
+    loss: Literal["l1", "mse", "huber"] = Field("l1", description="Per-sample loss on the standardised value "
+                                                                 "(with normalize; else on the label); huber's "
+                                                                 "delta is huber_delta.")
+    huber_delta: float = Field(1.0, gt=0, allow_inf_nan=False,
+                               description="Where the huber loss turns from squared to absolute error: in "
+                                           "standard deviations of the training labels when normalize is true, "
+                                           "else in the label's units.")
     min: float | None = Field(None, allow_inf_nan=False, description="Labels below this are treated as missing.")
     max: float | None = Field(None, allow_inf_nan=False, description="Labels above this are treated as missing.")
     normalize: bool = Field(True, description="Learn the label standardised by the training mean and std.")
@@ -125,7 +131,7 @@ class RegressionTask(Task):
             return (prediction - goal).abs()
         if self.params.loss == "mse":
             return (prediction - goal) ** 2
-        return F.huber_loss(prediction, goal, reduction="none")
+        return F.huber_loss(prediction, goal, reduction="none", delta=self.params.huber_delta)
 
     def metrics(self) -> dict[str, Metric]:
         return {"mae": MeanAbsoluteError()}

@@ -221,3 +221,25 @@ def test_the_threshold_decides_the_class_the_metrics_count_and_predict_shows(com
 def test_a_threshold_outside_0_1_is_a_spec_error(faces, threshold):
     said = spec_problems(faces, {"name": "t", "label": "gender", "kind": "binary", "threshold": threshold})
     assert "tasks[0].threshold: should be" in said
+
+
+# ---------------------------------------------------------------- huber's delta
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_huber_delta_is_in_standardised_units_when_normalized(components, normalize):
+    task = kind_task(components, "regression", loss="huber", huber_delta=0.3, normalize=normalize)
+    labels = torch.tensor([10.0, 20.0, 40.0, 50.0, NAN])
+    task.fit_targets(labels)
+    output = torch.tensor([[12.0], [35.0], [41.0], [20.0], [7.0]])
+    keep = torch.tensor([0, 1, 2, 3])
+    mean, std = (float(labels[keep].mean()), float(labels[keep].std())) if normalize else (0.0, 1.0)
+    expected = torch.nn.functional.huber_loss((output[keep, 0] - mean) / std, (labels[keep] - mean) / std, delta=0.3)
+    assert float(task.loss(output, labels)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(kind_task(components, "regression", loss="huber", normalize=normalize).loss(output, labels)) != \
+        pytest.approx(float(expected), rel=1e-3)  # the default delta, 1, gives another loss
+
+
+def test_a_huber_delta_of_zero_is_a_spec_error(faces):
+    assert "tasks[0].huber_delta: should be greater than 0" in spec_problems(
+        faces, {"name": "t", "label": "age", "kind": "regression", "huber_delta": 0})
