@@ -125,7 +125,9 @@ def eval_command(checkpoint: str, data_root: str | None, overrides: tuple[str, .
                                    "folder for stdin).")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per image, every class's probability.")
 @click.option("--csv", "as_csv", is_flag=True,
-              help="CSV: file, then per task its value (regression) or class and <task>_probability; then error.")
+              help="CSV: file, then per task its value (regression) or class and <task>_probability, the "
+                   "probability of the class shown (for a binary task not P(class 1) when class 0 is shown: "
+                   "then P(class 1) is 1 minus it; --json gives every class's); then error.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write to FILE (atomically) instead of stdout; without --json/--csv the format "
                    "follows FILE's ending (.json, .csv, else a table).")

@@ -37,7 +37,12 @@ def nothing_readable(rows: Sequence[Mapping[str, Any]], out_file: str | None, sh
 
 
 def predictions_csv(rows: Sequence[Mapping[str, Any]], tasks: Sequence[Any]) -> str:
-    """One line per image: file, per task `<task>` (and `<task>_probability` for classification), error."""
+    """One line per image: file, per task `<task>` (and `<task>_probability` for classification), error.
+
+    `<task>_probability` is that of the class in `<task>`, as the table shows it: for a binary task it is not
+    P(class 1) on the rows predicted class 0 (there P(class 1) is 1 minus it). The columns stay as they are:
+    spreadsheets read them by name; `--json` gives every class's probability.
+    """
     columns = ["file"]
     for task in tasks:
         columns += [task.name, f"{task.name}_probability"] if task.problem == "classification" else [task.name]

@@ -243,3 +243,16 @@ def test_huber_delta_is_in_standardised_units_when_normalized(components, normal
 def test_a_huber_delta_of_zero_is_a_spec_error(faces):
     assert "tasks[0].huber_delta: should be greater than 0" in spec_problems(
         faces, {"name": "t", "label": "age", "kind": "regression", "huber_delta": 0})
+
+
+# ---------------------------------------------------------------- what predict's probability is
+
+
+def test_predict_help_says_whose_probability_the_csv_column_is():
+    from click.testing import CliRunner
+
+    from hydranet.core.cli import cli
+
+    shown = " ".join(CliRunner().invoke(cli, ["predict", "--help"], terminal_width=200).output.split())
+    assert "<task>_probability, the probability of the class shown (for a binary task not P(class 1) when class 0 " \
+           "is shown: then P(class 1) is 1 minus it; --json gives every class's)" in shown
