@@ -128,6 +128,10 @@ def read_checkpoint(path: str | Path, *, unreadable: str = "Use another checkpoi
             raise _export_passed(path, "onnx") from None
         raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(error)}. {unreadable}.") from None
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        if isinstance(data, Mapping) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise CheckpointError(f"{path} is a state dict (tensors by name), not a hydranet checkpoint; to start a "
+                                  f"backbone from it, set backbone.weights: {path} (init_from takes a run's best.pt "
+                                  "or last.pt)")
         raise CheckpointError(f"{path} is not a hydranet checkpoint (no '{FORMAT}' marker); "
                               "was it written by another program?")
     version = data.get("format_version", 0)

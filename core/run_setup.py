@@ -262,6 +262,9 @@ class RunSetup:
         weights_elsewhere = self.resume_state is not None or fresh_init  # last.pt's, or init_from's: no file
         model = model_for_settings(resolved_without_weight_loading(self.spec) if weights_elsewhere else self.spec,
                                    self.tasks, settings)
+        starting = getattr(model.backbone, "starting_weights", None)  # a plugin's words for a file it loaded
+        if isinstance(starting, str):
+            log(f"backbone starts from {starting}")
         loaded_heads = load_initial_weights(model, self.tasks, fresh_init, log) if fresh_init else set()
         if self.spec.spec.freeze:
             log(f"frozen: {', '.join(self.spec.spec.freeze)}")

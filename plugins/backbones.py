@@ -13,6 +13,7 @@ which file to fetch and where to put it.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from hydranet.core.errors import HydranetError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Backbone
+from hydranet.core.paths import existing_file
 
 #: How many missing / unexpected keys an error message lists before "...".
 KEYS_SHOWN = 5
@@ -131,6 +133,7 @@ def torchvision_factory(model: TorchvisionModel) -> Callable[[TorchvisionParams]
         if weights is not None:
             state, source = weights
             load_weights(backbone.net, state, source, ignore=(f"{model.classifier}.",))
+            backbone.starting_weights = source  # the run logs it: where a trained model's weights began
         return backbone
 
     build.__doc__ = f"torchvision {model.name} without its classifier."
@@ -145,11 +148,10 @@ def chosen_weights(model: TorchvisionModel, params: TorchvisionParams) -> tuple[
             raise HydranetError(missing_pretrained_message(model, path))
         source = f"torchvision's pretrained {model.name} weights ({path})"
     elif params.weights is not None:
-        path = Path(params.weights).expanduser()
+        path = existing_file(params.weights, "backbone weights file", "set `backbone.weights` to an existing state "
+                                                                        "dict (.pth), or remove it to start from "
+                                                                        "random weights")
         source = f"backbone weights file {path}"
-        if not path.is_file():
-            raise HydranetError(f"{source} does not exist; set `backbone.weights` to an existing state dict "
-                                "(.pth), or remove it to start from random weights")
     else:
         return None
     return read_state_dict(path, source), source
@@ -172,12 +174,32 @@ def read_state_dict(path: Path, source: str) -> Mapping[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated download, pickle with code, not a torch file...
-        raise HydranetError(f"could not read {source}: {type(error).__name__}: {error}. "
-                            "It may be truncated or not a plain state dict; fetch or save it again.") from None
+        if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):  # a class, not garbage
+            raise HydranetError(f"{source} holds pickled Python objects, not only tensors (a whole model saved "
+                                "with torch.save(model)?), and hydranet reads weights without running a file's "
+                                "code; save its state dict instead: torch.save(model.state_dict(), path)") from None
+        first = (str(error).splitlines() or [type(error).__name__])[0].rstrip(". ")
+        raise HydranetError(f"could not read {source} ({first}); it may be truncated or not a torch file: fetch "
+                            "or save it again") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise HydranetError(f"{source} does not hold a state dict (a mapping of names to tensors) but "
-                            f"a {type(state).__name__}; save one with torch.save(model.state_dict(), path)")
+        raise HydranetError(f"{source} does not hold a state dict (tensors by name) but {_what_it_holds(state)}")
     return state
+
+
+def _what_it_holds(state: object) -> str:
+    """What a weights file that is no state dict holds, and what to do: a hydranet checkpoint is init_from's; a
+    mapping with the state dict under a key (`model`, `state_dict`) says which key to save."""
+    if not isinstance(state, Mapping):
+        return f"a {type(state).__name__}; save one with torch.save(model.state_dict(), path)"
+    if state.get("format") == "hydranet-checkpoint":
+        return ("a hydranet checkpoint: to start from a run's weights, give it as init_from (which loads the "
+                "backbone and the heads that fit) instead of backbone.weights")
+    nested = [key for key, value in state.items() if isinstance(value, Mapping) and value
+              and all(isinstance(v, Tensor) for v in value.values())]
+    keys = ", ".join(repr(key) for key in list(state)[:6]) + (", ..." if len(state) > 6 else "")
+    hint = (f"; its {nested[0]!r} looks like the state dict: save that, torch.save(saved[{nested[0]!r}], path)"
+            if nested else "; save one with torch.save(model.state_dict(), path)")
+    return f"a mapping of {keys}{hint}"
 
 
 def load_weights(module: nn.Module, state: Mapping[str, Tensor], source: str, ignore: tuple[str, ...] = ()) -> None:

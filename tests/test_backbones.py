@@ -296,5 +296,29 @@ def test_weights_file_with_code_is_refused(backbones: Registry, tmp_path: Path) 
     """weights_only loading: a pickle that would construct arbitrary objects is not executed."""
     path = tmp_path / "w.pth"
     torch.save({"conv1.weight": torch.zeros(1), "evil": Path("x")}, path)
-    with pytest.raises(HydranetError, match="could not read"):
+    with pytest.raises(HydranetError, match="holds pickled Python objects, not only tensors") as raised:
         build(backbones, "resnet18", weights=str(path))
+    assert "save its state dict instead: torch.save(model.state_dict(), path)" in str(raised.value)
+    assert "weights_only set to False" not in str(raised.value)  # torch's advice is not ours to give
+
+
+def test_a_weights_file_that_is_something_else_says_what_it_is_and_what_to_give(backbones: Registry,
+                                                                                 tmp_path: Path) -> None:
+    state = fresh_classifier("resnet18").state_dict()
+    wrapped, checkpoint, folder, cut = (tmp_path / name for name in ("wrapped.pth", "best.pt", "dir", "cut.pth"))
+    torch.save({"epoch": 3, "state_dict": state}, wrapped)
+    torch.save({"format": "hydranet-checkpoint", "model": state}, checkpoint)
+    folder.mkdir()
+    torch.save(state, cut)
+    cut.write_bytes(cut.read_bytes()[:5000])
+    said = {}
+    for path in (wrapped, checkpoint, folder, cut):
+        with pytest.raises(HydranetError) as raised:
+            build(backbones, "resnet18", weights=str(path))
+        said[path.name] = str(raised.value)
+    assert "a mapping of 'epoch', 'state_dict'; its 'state_dict' looks like the state dict: save that, " \
+           "torch.save(saved['state_dict'], path)" in said["wrapped.pth"]
+    assert "a hydranet checkpoint: to start from a run's weights, give it as init_from" in said["best.pt"]
+    assert f"backbone weights file {folder} is not a file" in said["dir"]
+    assert "; it may be truncated or not a torch file: fetch or save it again" in said["cut.pth"]
+    assert ".." not in said["cut.pth"]
