@@ -153,7 +153,7 @@ def _constant_problem(task: Task) -> Callable[[Any], str | None]:
 
 def baseline_outputs(tasks: Sequence[Task], train_targets: Tensor,
                      only: Container[str] | None = None) -> dict[str, Tensor | None]:
-    """Each task's best constant prediction (mean / majority class) on the training labels, as a head output.
+    """Each task's best constant prediction (median / majority class) on the training labels, as a head output.
 
     None for a task whose `trivial_output` raises NotImplementedError (it has no baseline). `only`: the names
     of the tasks to fit (default: all). Training stores these in the checkpoint (`constants_for_checkpoint`),

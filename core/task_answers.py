@@ -89,7 +89,9 @@ def class_report(model: TrainedModel, k: int, output: Tensor, target: Tensor) ->
                         "class_names and its decode's \"class\")")
         return no_confusion(task.name, classes, problem)
     if logits_fit(classes, width) or not output.shape[0]:
-        return confusion_report(output, target, classes)
+        decided = getattr(task, "decided_classes", None)  # a binary task's threshold decides, as in its metrics
+        chosen = torch.tensor(decided(output)) if callable(decided) and output.shape[0] else None
+        return confusion_report(output, target, classes, chosen)
     predicted = decoded_classes(model.decode_task(k, output), classes)
     if predicted is None:
         return no_confusion(task.name, classes, f"its head outputs {plural(width, 'value')} for "

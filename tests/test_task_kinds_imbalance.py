@@ -256,3 +256,24 @@ def test_predict_help_says_whose_probability_the_csv_column_is():
     shown = " ".join(CliRunner().invoke(cli, ["predict", "--help"], terminal_width=200).output.split())
     assert "<task>_probability, the probability of the class shown (for a binary task not P(class 1) when class 0 " \
            "is shown: then P(class 1) is 1 minus it; --json gives every class's)" in shown
+
+
+def test_eval_s_confusion_matrix_counts_the_classes_the_threshold_decides(faces, tmp_path):
+    """The matrix was read at 0.5 whatever the threshold, so its diagonal disagreed with the accuracy beside it."""
+    import json
+
+    import hydranet
+    from click.testing import CliRunner
+
+    from conftest import tiny_spec
+    from hydranet.core.cli import cli
+    from hydranet.core.spec import load_spec
+
+    spec = {**tiny_spec(faces, epochs=1), "tasks": [{"name": "gender", "threshold": 0.9}]}
+    hydranet.train(load_spec(spec), out_dir=tmp_path / "run", progress=False, echo=False)
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "run" / "best.pt"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    matrix = report["confusion_matrices"]["gender"]["confusion_matrix"]
+    right, total = sum(matrix[i][i] for i in range(2)), sum(map(sum, matrix))
+    assert right / total == pytest.approx(report["metrics"]["gender"]["accuracy"], abs=1e-6)
