@@ -386,6 +386,10 @@ class RunSetup:
             why = (f"data.placement is {data.placement}, not auto" if data.placement != "auto" else
                    f"on {settings.device.type} the images' placement is chosen by host memory")
             lines.append(f"data.device_memory_gb does nothing: it is the GPU budget for placement: auto, and {why}")
+        if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
+            lines.append(f"train.warmup_epochs ({cfg.warmup_epochs:g}) is as long as the run "
+                         f"({plural(cfg.epochs, 'epoch')}): the whole run warms up and train.scheduler "
+                         f"({cfg.scheduler}) never starts; give fewer warmup epochs, or more epochs")
         if cfg.precision == "bf16" and settings.device.type == "cpu":
             lines.append("train.precision: bf16 on the CPU is usually slower than fp32 there (see "
                          "docs/guides/performance.md); precision: auto picks fp32 on a CPU")

@@ -200,7 +200,7 @@ def test_the_data_line_says_where_the_images_are(plain_run, faces, tmp_path, com
 
 def test_settings_that_do_nothing_are_noted(plain_run, faces, tmp_path, components):
     raw = tiny_spec(faces, epochs=1, batch_size=36, momentum=0.5, backbone_lr=1e-2, head_lr={"age": 1e-2},
-                    compile=False, compile_mode="default", precision="bf16")
+                    compile=False, compile_mode="default", precision="bf16", warmup_epochs=1)
     raw["freeze"] = ["backbone", "age"]
     raw["data"]["device_memory_gb"] = 1
     notes = train(raw, tmp_path / "run", components).notes
@@ -209,11 +209,13 @@ def test_settings_that_do_nothing_are_noted(plain_run, faces, tmp_path, componen
                 "warning: train.head_lr for age does nothing: that head is frozen",
                 "warning: train.compile_mode (default) does nothing: the model is not compiled here",
                 "warning: data.device_memory_gb does nothing",
-                "warning: train.precision: bf16 on the CPU is usually slower than fp32"]
+                "warning: train.precision: bf16 on the CPU is usually slower than fp32",
+                "warning: train.warmup_epochs (1) is as long as the run (1 epoch): the whole run warms up"]
     for start in expected:
         assert sum(note.startswith(start) for note in notes) == 1, (start, notes)
     result, _ = plain_run
-    assert not any("does nothing" in note or "bf16" in note for note in result.notes), result.notes
+    assert not any("does nothing" in note or "bf16" in note or "warms up" in note for note in result.notes), \
+        result.notes
 
 
 # 6. freeze that leaves nothing to train ------------------------------------------------------------------------
