@@ -158,9 +158,9 @@ def resume_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     started, and `progress` (`resume.Progress`): its position, its running sums
     (one per task), the best epoch so far and every random generator's state.
     A key that an older hydranet did not write is not required (weight_sums,
-    skipped, process_generators, scheduler, started_in). What only the built
-    run can tell (an optimizer's groups against the model's parameters) is
-    checked when it is restored.
+    labelled_steps, skipped, process_generators, scheduler, started_in). What
+    only the built run can tell (an optimizer's groups against the model's
+    parameters) is checked when it is restored.
     """
     problems = _weighting_problems(data.get("weighting"))
     problems += _optimizer_problems(data.get("optimizer"))
@@ -233,9 +233,15 @@ def _progress_checks(tasks: int) -> dict[str, tuple[bool, Any]]:
             return None
         return f"not a list of {tasks} whole numbers (one per task)"
 
+    def counts(v: Any) -> str | None:
+        if isinstance(v, list) and len(v) in (0, tasks) and all(is_whole_number(x) and x >= 0 for x in v):
+            return None
+        return f"not a list of {tasks} whole numbers of 0 or more (one per task)"
+
     return {"epoch": (True, whole(1)), "step": (True, whole(0)), "epoch_order_state": (True, _generator_state),
             "generators": (True, _generator_states), "loss_sums": (True, numbers), "first_bad": (True, first_bad),
             "best_loss": (True, best), "best_epoch": (True, whole(0)), "weight_sums": (False, numbers),
+            "labelled_steps": (False, counts),  # absent from a last.pt written before it: every step counts
             "skipped": (False, whole(0)), "process_generators": (False, _process_generators),
             "seconds": (False, _seconds_or_none), "epoch_train_seconds": (False, _seconds_list),
             "epoch_val_seconds": (False, _seconds_list),

@@ -198,13 +198,17 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
             started = self.epoch_started = time.perf_counter()
             seconds_before = progress.seconds
             timed = self.epoch_timed = progress.step == 0 or seconds_before is not None
-            train_losses, weights_used = self._train_epoch(epoch, order)
+            train_losses, weights_used, labelled_steps = self._train_epoch(epoch, order)
             # a resumed epoch's time is its steps' before the stop (saved in last.pt) and after it; a checkpoint
             # older than that saved none, so the epoch's time is unknown: None, left out of the per-epoch figures
             train_seconds = time.perf_counter() - started + (seconds_before or 0.0)
             PluginCall("the epoch_end of", provenance(self.weighting, "weighting"),
                        "Fix the weighting's epoch_end, or use another weighting")(
                 self.weighting.epoch_end, torch.tensor(train_losses, device=self.settings.device))
+            # the weighting gets 0 for a task no step of the epoch had a label for (what each of its steps' losses
+            # was, and what it got before steps were counted per task); metrics.csv and the log show NaN, as
+            # val_loss does for a task without a label in the validation split: there was no loss to average
+            train_losses = [loss if steps else math.nan for loss, steps in zip(train_losses, labelled_steps)]
             started = time.perf_counter()
             final = self._validate()
             val_seconds = time.perf_counter() - started
@@ -218,6 +222,7 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                 self._keep_best_weights()
             stopping = self._patience_spent(epoch)
             progress.epoch, progress.step, progress.loss_sums, progress.first_bad = epoch + 1, 0, [], []
+            progress.labelled_steps = []
             progress.weight_sums, progress.skipped, progress.seconds = [], 0, None
             progress.epoch_train_seconds = list(self.timings["epoch_train_seconds"])
             progress.epoch_val_seconds = list(self.timings["epoch_val_seconds"])
@@ -380,14 +385,16 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                         self.augment, self.settings, self._eval_batch, pad=self.settings.compile,
                         all_reduce=self.dist.all_reduce if self.dist.active else None)
 
-    def _train_epoch(self, epoch: int, order: Tensor) -> tuple[list[float], list[float]]:
-        """Train one epoch (or what is left of it); its mean per-task losses and the mean weights applied."""
+    def _train_epoch(self, epoch: int, order: Tensor) -> tuple[list[float], list[float], list[float]]:
+        """Train one epoch (or what is left of it); its mean per-task losses (each over the steps that had a label
+        for the task; 0 for a task none had), the mean weights applied, and each task's steps with a label."""
         cfg, tasks, settings, progress = self.cfg, self.tasks, self.settings, self.progress_state
         self.model.train()
         k = len(tasks)
         first_step = progress.step
         step_fn, train_step = self.step_fn, self.train_step
-        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step, progress.weight_sums, epoch)
+        train_step.start_epoch(progress.loss_sums, progress.first_bad, first_step, progress.weight_sums, epoch,
+                               progress.labelled_steps, progress.skipped)
         if "first_step_seconds" not in self.timings and self._first_step_note:
             self.run_folder.log(self._first_step_note)  # a silent half minute would look like a hang
         batches = self.source.batches(self._local_order(order[first_step * self.batch_size:]),
@@ -413,10 +420,10 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                 torch.compiler.cudagraph_mark_step_begin()
             updated = True
             if skip_nonfinite:  # opt-in: one sync per step, to look at the losses before the update
-                losses, features = train_step.forward(x, y)
+                losses, features, labelled = train_step.forward(x, y)
                 updated = bool(torch.isfinite(losses.detach()).all())
                 if updated:
-                    train_step.update(losses, features)
+                    train_step.update(losses, features, labelled)
                 else:
                     skipped += 1
                     train_step.skip()
@@ -446,6 +453,7 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                     self.heartbeat.beat(done, {t.name: v for t, v in zip(tasks, host[:k])})
             if self._stop_requested(done):
                 progress.skipped = skipped
+                progress.labelled_steps = train_step.labelled_steps.tolist()  # saved beside the loss sums
                 self._save_interrupted(epoch, done, train_step)
         if skipped:
             self.skipped_steps += skipped - skipped_before
@@ -454,19 +462,29 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
         if skipped >= self.steps_per_epoch:  # no step trained: its means would be 0/0
             self._stop_nonfinite(epoch, f"every step of epoch {epoch} had a non-finite loss and was skipped "
                                         "(train.on_nonfinite: skip), so nothing was trained", "the tasks'")
-        return host[:k], host[2 * k:3 * k]
+        return host[:k], host[2 * k:3 * k], host[3 * k + 2:]
 
     @staticmethod
     def _epoch_means(train_step: TrainStep, steps: int) -> list[float]:
         """Mean losses, first non-finite steps, mean weights over the `steps` steps trained (nan for none),
-        and the steps of the weighting's first non-finite weights and combined loss.
+        the steps of the weighting's first non-finite weights and combined loss, and each task's labelled steps.
 
         One host read of the step's running sums. Skipped steps add nothing to
-        the sums, so they are not counted in `steps` either.
+        the sums, so they are not counted in `steps` either. A task's mean loss
+        is over the steps whose batch had a label for it (0 when none had): a
+        step without one adds a loss of 0 and is not counted, as validation
+        averages over the labelled images. Where every batch has every label,
+        that is all `steps`, and the mean is divided by `steps` as it always
+        was (a GPU divides by a Python number as a product with its reciprocal,
+        which can differ from a division in the last bit), so those runs'
+        numbers are as before.
         """
-        return torch.cat([train_step.loss_sums / steps, train_step.first_bad.float(),
+        labelled = train_step.labelled_steps
+        losses = torch.where(labelled == steps, train_step.loss_sums / steps,
+                             train_step.loss_sums / labelled.clamp_min(1))
+        return torch.cat([losses, train_step.first_bad.float(),
                           train_step.weight_sums / steps, train_step.first_bad_weights.float().view(1),
-                          train_step.first_bad_combined.float().view(1)]).tolist()
+                          train_step.first_bad_combined.float().view(1), labelled.float()]).tolist()
 
     def _local_order(self, order: Tensor) -> Tensor:
         """This rank's rows of each global batch in `order`, batch after batch (all of it in one process)."""

@@ -43,6 +43,9 @@ class Progress:
     #: with several processes, each rank's own generators' states, in rank order (see `process_states`)
     process_generators: list[dict[str, torch.Tensor]] = field(default_factory=list)
     loss_sums: list[float] = field(default_factory=list)
+    #: each task's steps of `epoch` whose batch had a label for it: what its mean loss divides `loss_sums` by (empty:
+    #: a checkpoint older than this field, or at an epoch's start; `TrainStep.start_epoch` counts every step then)
+    labelled_steps: list[int] = field(default_factory=list)
     weight_sums: list[float] = field(default_factory=list)
     first_bad: list[int] = field(default_factory=list)
     #: steps of `epoch` skipped for a non-finite loss (train.on_nonfinite: skip): not in the sums' means
@@ -68,7 +71,7 @@ class Progress:
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's `progress`; a one-process run's has no `process_generators`, as before they existed."""
         data = {"epoch": self.epoch, "step": self.step, "epoch_order_state": self.epoch_order_state,
-                "generators": self.generators, "loss_sums": self.loss_sums,
+                "generators": self.generators, "loss_sums": self.loss_sums, "labelled_steps": self.labelled_steps,
                 "weight_sums": self.weight_sums, "first_bad": self.first_bad, "skipped": self.skipped,
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_value": self.best_value,
                 "epochs_without_improvement": self.epochs_without_improvement, "stopped_early": self.stopped_early,

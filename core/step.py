@@ -1,13 +1,14 @@
 """One training step as one object: forward, the weighting's backward, the update, the bookkeeping.
 
 The engine's epoch loop only feeds batches to a `TrainStep`. Keeping the
-whole step in one callable, with its bookkeeping (the per-task loss sums and
-the step at which each task first went non-finite) in tensors that live on
-the device and are updated in place, is what lets `hydranet.core.capture`
-record the step once as a CUDA graph and replay it: a replay re-runs exactly
-the device work of a call, so everything the step changes must be a tensor
-it writes into, never a Python value it rebinds. The same code runs eagerly
-on a CPU, which is how the CPU tests cover the GPU's step.
+whole step in one callable, with its bookkeeping (the per-task loss sums, the
+steps that had a label for each task, and the step at which each task first
+went non-finite) in tensors that live on the device and are updated in place,
+is what lets `hydranet.core.capture` record the step once as a CUDA graph and
+replay it: a replay re-runs exactly the device work of a call, so everything
+the step changes must be a tensor it writes into, never a Python value it
+rebinds. The same code runs eagerly on a CPU, which is how the CPU tests cover
+the GPU's step.
 """
 
 from __future__ import annotations
@@ -17,19 +18,24 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from hydranet.core.interfaces import StepContext, Weighting
+from hydranet.core.interfaces import StepContext, Weighting, label_mask
 from hydranet.core.plugin_calls import PluginCall, Provenance, provenance, shape_problem
 
 #: images, targets -> ((K,) losses, the shared features or None)
 ForwardLosses = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor | None]"]
+#: (K,) losses, the shared features or None, and (K,) 1.0 where the (global) batch had a label for the task, else 0.0
+StepLosses = tuple[Tensor, "Tensor | None", Tensor]
 
 
 class TrainStep:
     """Runs a step on a batch and keeps the epoch's running loss sums on the device.
 
     `loss_sums` holds the sum of each task's loss over the steps of this epoch
-    so far; `weight_sums` the sum of the weights the weighting applied in
-    them (so the epoch's logged weights are the mean of those used, not a
+    so far; `labelled_steps` how many of those steps had at least one label
+    for each task (a step whose batch had none adds a loss of 0, the masked
+    mean of no rows, which the epoch's mean must not count: a task labelled on
+    few images would read many times too low); `weight_sums` the sum of the
+    weights the weighting applied in them (so the epoch's logged weights are the mean of those used, not a
     snapshot from before or after it); `first_bad` the 1-based step at which
     each task's loss was first non-finite (-1: never); `first_bad_weights` the
     step at which the weighting's weights were first non-finite while every
@@ -59,6 +65,7 @@ class TrainStep:
         self.forward_losses, self.weighting, self.optimizer = forward_losses, weighting, optimizer
         self.context, self.share_losses, self.sum_gradients = context, share_losses, sum_gradients
         self.loss_sums = torch.zeros(num_tasks, device=device)
+        self.labelled_steps = torch.zeros(num_tasks, dtype=torch.long, device=device)
         self.weight_sums = torch.zeros(num_tasks, device=device)
         self.first_bad = torch.full((num_tasks,), -1, dtype=torch.long, device=device)
         self.first_bad_weights = torch.full((), -1, dtype=torch.long, device=device)
@@ -77,9 +84,16 @@ class TrainStep:
                                         "the weighting's weights(); or use another weighting")
 
     def start_epoch(self, loss_sums: Sequence[float], first_bad: Sequence[int], steps_done: int,
-                    weight_sums: Sequence[float] = (), epoch: int = 0) -> None:
-        """Set the running sums in place (a resumed epoch starts from what was saved); `epoch` is for messages."""
+                    weight_sums: Sequence[float] = (), epoch: int = 0, labelled_steps: Sequence[int] = (),
+                    skipped: int = 0) -> None:
+        """Set the running sums in place (a resumed epoch starts from what was saved); `epoch` is for messages.
+
+        A last.pt saved before the labelled steps were kept has none: each of its `steps_done` steps but the
+        `skipped` ones counts as labelled for every task, the mean every loss had then.
+        """
         self.loss_sums.copy_(torch.tensor(list(loss_sums) or [0.0] * self.loss_sums.numel()))
+        self.labelled_steps.copy_(torch.tensor(list(labelled_steps) or
+                                               [steps_done - skipped] * self.labelled_steps.numel()))
         if not weight_sums and steps_done:  # saved before weight sums were kept: the weights now, for each step
             weight_sums = (self.weighting.weights().detach().float().cpu() * steps_done).tolist()
         self.weight_sums.copy_(torch.tensor(list(weight_sums) or [0.0] * self.weight_sums.numel()))
@@ -93,15 +107,24 @@ class TrainStep:
     @property
     def running(self) -> list[Tensor]:
         """The step's running tensors, which every step updates in place: what a recorder snapshots and restores."""
-        return [self.loss_sums, self.weight_sums, self.first_bad, self.first_bad_weights, self.first_bad_combined,
-                self.step_number]
+        return [self.loss_sums, self.labelled_steps, self.weight_sums, self.first_bad, self.first_bad_weights,
+                self.first_bad_combined, self.step_number]
 
-    def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The (K,) losses of the batch (the global batch's value in a distributed run) and the features."""
+    def forward(self, images: Tensor, targets: Tensor) -> StepLosses:
+        """The (K,) losses of the batch (the global batch's value in a distributed run), the features, and
+        which tasks the batch had a label for.
+
+        Whether a task had a label is shared as its loss is, in the same call: it is the masked mean of a 1 for
+        every labelled row, 1 where the global batch had a label and 0 where it had none (the 0 a loss of no
+        rows is), so every process counts the same steps, with the one all-reduce the losses take anyway.
+        """
         losses, features = self.forward_losses(images, targets)
-        return self.share_losses(losses, targets), features
+        k = losses.shape[0]
+        labelled = label_mask(targets).any(dim=0).to(losses.dtype)
+        shared = self.share_losses(torch.cat([losses, labelled]), torch.cat([targets, targets], dim=1))
+        return shared[:k], features, shared[k:].detach()
 
-    def update(self, losses: Tensor, features: Tensor | None) -> None:
+    def update(self, losses: Tensor, features: Tensor | None, labelled: Tensor) -> None:
         """The weighting's backward, the gradient sum over processes, the optimizer step, the bookkeeping."""
         detached = losses.detach()
         context = self.context(features)
@@ -128,6 +151,7 @@ class TrainStep:
             total_bad = ~total_finite & finite.all() & (self.first_bad_combined < 0)
             self.first_bad_combined.copy_(torch.where(total_bad, self.step_number, self.first_bad_combined))
         self.loss_sums.add_(detached)
+        self.labelled_steps.add_((labelled > 0.5).to(self.labelled_steps.device, torch.long))
 
     def _checked_weights(self) -> Tensor:
         """The weighting's `weights()`, one per task: a shape check is metadata, so it costs no sync."""
