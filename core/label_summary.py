@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from hydranet.core.interfaces import Task, label_mask
+from hydranet.core.metrics import median
 from hydranet.core.wording import english_list
 
 #: classes shown by name in a task's counts; the rest are summed up
@@ -36,7 +37,7 @@ def label_summary(tasks: Sequence[Task], train_targets: Tensor) -> str:
         elif task.problem == "classification":
             parts.append(f"{task.name} {count} ({_class_counts(task, labelled)})")
         else:
-            parts.append(f"{task.name} {count} (median {_number(labelled.median())}, {_number(labelled.min())} to "
+            parts.append(f"{task.name} {count} (median {_number(median(labelled))}, {_number(labelled.min())} to "
                          f"{_number(labelled.max())})")
     return "labels in the training split: " + "; ".join(parts)
 

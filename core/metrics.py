@@ -87,6 +87,14 @@ def predicted_class(output: Tensor, threshold: float = 0.5) -> Tensor:
     return output.argmax(dim=-1)
 
 
+def median(values: Tensor) -> Tensor:
+    """The median of a 1-D tensor (not empty), the midpoint of the two middle values for an even count, as
+    numpy's: torch.median takes the lower one. Every value between the two has the same mean absolute error."""
+    ranked = values.float().sort().values
+    n = ranked.numel()
+    return (ranked[(n - 1) // 2] + ranked[n // 2]) / 2
+
+
 def threshold_logit(threshold: float) -> float:
     """The logit whose probability is `threshold` (0 for 0.5): sigmoid(x) > t exactly when x > logit(t)."""
     return 0.0 if threshold == 0.5 else math.log(threshold / (1 - threshold))

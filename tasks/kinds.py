@@ -21,7 +21,7 @@ from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
 from hydranet.core.interfaces import Task, label_mask, labels_or_zero
 from hydranet.core.metrics import (AUC, F1, Accuracy, BalancedAccuracy, MacroF1, MeanAbsoluteError, Metric, Precision,
-                                   Recall, predicted_class)
+                                   Recall, median, predicted_class)
 from hydranet.core.values import is_number, parse_number, reads_as_float
 from hydranet.core.wording import english_list
 
@@ -145,14 +145,10 @@ class RegressionTask(Task):
 
         Not the mean, which is the best constant for squared error only: with a long tail (a few outliers) the
         mean drifts towards them, its MAE rises, and a model that loses to the median would "beat" it. For an
-        even count every value between the two middle labels has the same MAE; this takes their midpoint (as
-        numpy's median does; torch.median would take the lower one).
+        even count, the midpoint of the two middle labels (`median`), as the run's label summary says it.
         """
-        labelled = targets[label_mask(targets)].float().sort().values
-        n = labelled.numel()
-        if not n:
-            return torch.zeros(1)
-        return ((labelled[(n - 1) // 2] + labelled[n // 2]) / 2).reshape(1)
+        labelled = targets[label_mask(targets)]
+        return median(labelled).reshape(1) if labelled.numel() else torch.zeros(1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}

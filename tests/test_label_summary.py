@@ -44,3 +44,12 @@ def test_a_run_logs_the_summary(faces, tmp_path, components):
     hydranet.train(spec, out_dir=tmp_path / "run", components=components, progress=False, echo=False)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "labels in the training split: age " in log and "; gender " in log
+
+
+def test_the_median_said_is_the_regression_baseline_for_an_even_count(components):
+    """The summary's median is the one eval's baseline predicts: the midpoint of the two middle labels."""
+    ages = torch.tensor([[20.0], [30.0], [40.0], [90.0], [NAN]])
+    entry = components.tasks.get("regression")
+    task = entry.factory("age", entry.validate_params({"label": "age"}))
+    assert label_summary([task], ages) == "labels in the training split: age 4 of 5 (median 35, 20 to 90)"
+    assert task.trivial_output(ages[:, 0]).tolist() == [35.0]
