@@ -10,6 +10,7 @@ check reads only metadata (type, shape), so it costs no host sync.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,14 +45,32 @@ def check_losses(weighting: Weighting, losses: object, method: str, what: str = 
 
 
 def _checking(method: str, function: Callable[..., Any], what: str) -> Callable[..., Any]:
-    """`function` (a subclass's own `combine`, `backward` or `epoch_end`), with `check_losses` run on its losses first."""
+    """`function` (a subclass's own `combine`, `backward` or `epoch_end`), with `check_losses` run on its losses first.
+
+    The losses are its first argument after `self`, given by position or by the name its signature gives them
+    (`epoch_end(mean_losses=...)`, as the base class names it); a call without them is left to raise its own
+    TypeError.
+    """
+    name = _losses_parameter(function)
+
     @functools.wraps(function)
-    def checked(self: Weighting, losses: Any, *args: Any, **kwargs: Any) -> Any:
-        check_losses(self, losses, method, what)
-        return function(self, losses, *args, **kwargs)
+    def checked(self: Weighting, *args: Any, **kwargs: Any) -> Any:
+        if args or name in kwargs:
+            check_losses(self, args[0] if args else kwargs[name], method, what)
+        return function(self, *args, **kwargs)
 
     checked._checks_losses = True  # type: ignore[attr-defined]
     return checked
+
+
+def _losses_parameter(function: Callable[..., Any]) -> str | None:
+    """The name of `function`'s parameter after `self` (the losses), or None where it takes none by name."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())[1:2]
+    except (TypeError, ValueError):  # a callable with no signature Python can read
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return parameters[0].name if parameters and parameters[0].kind in keyword else None
 
 
 #: what each checked method takes, as `check_losses` words it

@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 
+import hydranet
 from hydranet.core.errors import TrainingError
 from hydranet.core.interfaces import Weighting
 from hydranet.core.weighting import WeightedSum
@@ -187,3 +188,15 @@ def test_a_weighting_on_the_bare_base_class_checks_its_losses_in_every_method(lo
     assert weighting.seen == []
     right = torch.tensor([1.0, 3.0], requires_grad=True)
     assert weighting.backward(right).item() == 2.0 and right.grad.tolist() == [0.5, 0.5]
+
+
+def test_a_weighting_s_own_methods_take_their_losses_by_keyword_as_their_signatures_name_them():
+    """`epoch_end(mean_losses=...)`, as the documented signature names it, reaches a weighting that overrides it
+    (dwa), and a wrong shape given so is still named; the check does not rename the argument."""
+    dwa = hydranet.weighting("dwa", ["age", "gender"])
+    dwa.epoch_end(mean_losses=torch.tensor([1.0, 2.0]))
+    weighting = Halves([Named("age"), Named("gender")])
+    weighting.epoch_end(mean_losses=torch.tensor([1.0, 2.0]))
+    assert weighting.combine(losses=torch.tensor([1.0, 3.0])).item() == 2.0
+    with pytest.raises(hydranet.InputError, match=r"Halves.epoch_end expects .* got shape \(2, 1\)"):
+        weighting.epoch_end(mean_losses=torch.ones(2, 1))
