@@ -141,7 +141,7 @@ def epoch_list(epochs: list[int]) -> str:
             spans[-1].append(epoch)
         else:
             spans.append([epoch])
-    words = [f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans]
+    words = [word for s in spans for word in ([f"{s[0]}-{s[-1]}"] if len(s) > 2 else map(str, s))]
     return f"epoch{'s' if len(epochs) > 1 else ''} {english_list(words)}"
 
 

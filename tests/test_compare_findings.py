@@ -87,6 +87,17 @@ def test_a_run_whose_metrics_csv_lost_a_row_shows_the_epoch_missing_and_a_note_n
     assert (second["epochs_done"], second["epochs_missing"]) == (3, [])
 
 
+def test_two_adjacent_lost_rows_are_said_as_two_epochs_not_a_list_in_one_word(tmp_path):
+    runs = sweep(tmp_path / "w", {"sum": [(10, 0.5, 0.3)], "uncertainty": [(9, 0.55, 0.3)]}, epochs=4)
+    lost = runs / "weighting=sum,train.seed=0"
+    csv = lost / "metrics.csv"
+    csv.write_text("".join(line for line in csv.read_text().splitlines(keepends=True)
+                           if not line.startswith(("2,", "3,"))))
+    table = compare(lost, runs / "weighting=uncertainty,train.seed=0")
+    assert "4/4 (epochs 2 and 3 missing)" in table
+    assert "its metrics.csv has no row for epochs 2 and 3 (lost or deleted)" in table
+
+
 # ---------------------------------------------------------------- a seed-only sweep's name
 
 
