@@ -223,8 +223,10 @@ def train(spec: str | None, overrides: tuple[str, ...], out_dir: str | None, res
     plan = plan_run(spec, overrides=overrides, out_dir=out_dir, resume=resume, option="--set")
     if nproc > 1:
         from hydranet.core.distributed import check_global_batch, launch_local
+        from hydranet.core.metrics import refuse_unsummed_metrics
 
         check_global_batch(plan.spec.spec.train.batch_size, nproc)
+        refuse_unsummed_metrics(plan.spec.build_tasks(), nproc)
         raise SystemExit(launch_local(nproc, _argv_without_nproc(sys.argv[1:]), device=plan.spec.spec.train.device))
     result = run_plan(plan, progress=progress)  # None: bars when stderr is a terminal
     if not result.is_main:  # another rank of a distributed run: rank 0 reports

@@ -11,6 +11,8 @@ float32 (not float64) because MPS has no float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +24,9 @@ class Metric(nn.Module):
     """A running metric over (output, target, mask) batches; state lives in buffers."""
 
     higher_is_better: bool = True
+    #: whether its buffers are sums that a distributed run adds up over its processes (evaluate's all_reduce);
+    #: a metric that keeps more (AUC's scores) is refused in a run of several processes (`several_processes_problem`)
+    sums_over_processes: bool = True
 
     def update(self, output: Tensor, target: Tensor, mask: Tensor) -> None:
         raise NotImplementedError
@@ -199,13 +204,13 @@ class AUC(Metric):
     (each would score only its own rows): the metric refuses to be made in a run of several processes.
     """
 
+    sums_over_processes = False
+
     def __init__(self) -> None:
         super().__init__()
         world = _world_size()
         if world > 1:
-            raise HydranetError(f"the 'auc' metric is exact over all validation scores, which a run of {world} "
-                                "processes splits between them; train with --nproc 1, or leave auc out of the "
-                                "task's metrics")
+            raise HydranetError(several_processes_problem("auc", world))
         self.register_buffer("anchor", torch.zeros(0))  # no state: says which device the scores go to
         self.parts: list[tuple[Tensor, Tensor, Tensor]] = []
 
@@ -229,6 +234,24 @@ class AUC(Metric):
         pairs = positive.sum() * negative.sum()
         wins = (positive * (lower + tied / 2)).sum()
         return torch.where(pairs > 0, wins / pairs.clamp_min(1), torch.nan)
+
+
+def several_processes_problem(metric: str, processes: int, task: str | None = None) -> str:
+    """Why a metric whose state is not sums (`Metric.sums_over_processes`) cannot be used by `processes`."""
+    of_task = f" of task '{task}'" if task else ""
+    return (f"the '{metric}' metric{of_task} is exact over all validation scores, which a run of {processes} "
+            f"processes splits between them; train with --nproc 1, or leave {metric} out of the task's metrics")
+
+
+def refuse_unsummed_metrics(tasks: Sequence[Any], processes: int) -> None:
+    """Refuse, before a run of several `processes` is launched, a task metric that could not be added up over them:
+    each process would otherwise load the data and fail the same way in its setup."""
+    if processes <= 1:
+        return
+    for task in tasks:
+        for name, metric in task.metrics().items():
+            if not metric.sums_over_processes:
+                raise HydranetError(several_processes_problem(name, processes, task.name))
 
 
 def _world_size() -> int:

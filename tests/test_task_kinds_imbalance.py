@@ -179,6 +179,25 @@ def test_auc_refuses_a_run_of_several_processes(components, monkeypatch):
     assert set(kind_task(components, "binary", metrics=["accuracy", "f1"]).metrics()) == {"accuracy", "f1"}
 
 
+def test_train_nproc_refuses_auc_before_it_launches_any_process(faces, tmp_path, monkeypatch):
+    import yaml
+    from click.testing import CliRunner
+
+    from conftest import tiny_spec
+    from hydranet.core import distributed
+    from hydranet.core.cli import cli
+
+    launched = []
+    monkeypatch.setattr(distributed, "launch_local", lambda *args, **kwargs: launched.append(args) or 0)
+    spec = {**tiny_spec(faces, batch_size=4), "tasks": [{"name": "gender", "metrics": ["accuracy", "auc"]}]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(cli, ["train", str(path), "--out", str(tmp_path / "run"), "--nproc", "2"])
+    assert result.exit_code != 0 and not launched
+    assert ("the 'auc' metric of task 'gender' is exact over all validation scores, which a run of 2 processes "
+            "splits between them; train with --nproc 1") in result.output
+
+
 @pytest.mark.parametrize("params, said", [
     ({"kind": "binary", "metrics": []}, "tasks[0].metrics: name at least one metric"),
     ({"kind": "binary", "metrics": ["f1", "auc", "f1"]}, "tasks[0].metrics: 'f1' listed twice"),
