@@ -395,7 +395,8 @@ def read_runs(paths: Sequence[str | Path], ref: str | Path | None = None, epoch:
         raise InputError(conflict)
     unique: dict[Path, tuple[Path, bool]] = {}  # resolved -> (the path as given, whether from a sweep folder)
     for path, from_sweep in expand_sweep_folders(paths):
-        if path.name in (COMPARE_CSV, COMPARE_TEST_CSV, *CHARTS) and path.is_file():  # a sweep's table and charts: `SWEEP/*` names them
+        # a sweep's table and charts: `SWEEP/*` names them
+        if path.name in (COMPARE_CSV, COMPARE_TEST_CSV, *CHARTS) and path.is_file():
             continue
         unique.setdefault(path.resolve(), (path, from_sweep))
     if not as_given:  # `SWEEP/*` names the runs by name: the sweep's order makes its reference the default again

@@ -149,8 +149,8 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
     for run in runs:
         delta[run.path], missing = delta_m(run, against, shared)
         if missing:
-            notes.append(f"{run.label}: no value (NaN: no labelled {where} image, or the run diverged) for {', '.join(missing)}, "
-                         "left out of its delta_m")
+            notes.append(f"{run.label}: no value (NaN: no labelled {where} image, or the run diverged) for "
+                         f"{', '.join(missing)}, left out of its delta_m")
     than = f"the first run, {reference.label}" if task_references else "the reference"
     for run in runs:
         notes += _run_notes(run, reference, than)
@@ -173,8 +173,9 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
 def _per_task(runs: Sequence[RunRecord], shared: list[tuple[str, str]], references: list[TaskReference]
               ) -> tuple[list[tuple[str, str]], list[TaskReference], list[str]]:
     """The metrics compared against per-task references, those references in the order of the compared tasks,
-    and notes: a metric a task's reference lacks (left out), and the values each reference gives; a HydranetError where a compared task has no
-    reference, a reference names a task no run has, or a reference has none of its task's metrics."""
+    and notes: a metric a task's reference lacks (left out), and the values each reference gives; a HydranetError
+    where a compared task has no reference, a reference names a task no run has, or a reference has none of its
+    task's metrics."""
     given = {r.task: r for r in references}
     given_text = ", ".join(f"{r.task}={r.given}" for r in references)
     tasks = list(dict.fromkeys(task for task, _ in shared))

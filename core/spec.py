@@ -359,7 +359,7 @@ def _part_problems(tasks: Sequence[str] | None, freeze: Any, head_lr: Any) -> li
     for index, name in enumerate(freeze if isinstance(freeze, list) else []):
         if isinstance(name, str) and name != "backbone" and tasks is not None and name not in tasks:
             problems.append((f"freeze[{index}]", f"'{name}' is neither 'backbone' nor a task of this spec;"
-                                                 f"{did_you_mean(name, ['backbone', *tasks])} tasks: {', '.join(tasks)}"))
+                             f"{did_you_mean(name, ['backbone', *tasks])} tasks: {', '.join(tasks)}"))
     for name in head_lr if isinstance(head_lr, Mapping) and tasks is not None else []:
         if name not in tasks:
             problems.append((format_path(["train", "head_lr", name]),

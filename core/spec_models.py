@@ -164,7 +164,8 @@ class TrainSection(SpecSection):
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), or a torch device string.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast on a CUDA GPU with native bf16 (Ampere or later), fp32 elsewhere.")
-    compile: Literal["auto"] | bool = Field("auto", description="torch.compile the model and losses; auto: on for CUDA.")
+    compile: Literal["auto"] | bool = Field("auto",
+                                           description="torch.compile the model and losses; auto: on for CUDA.")
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "auto", description="torch.compile mode; auto: default on CUDA, where hydranet records the whole step as "
                             "one CUDA graph (reduce-overhead where it cannot), and default elsewhere.")

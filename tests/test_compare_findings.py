@@ -64,7 +64,8 @@ def test_a_zero_in_one_run_of_the_reference_group_is_not_said_to_leave_a_metric_
 
 
 def test_a_zero_mean_of_the_reference_group_is_said_as_its_mean(tmp_path):
-    runs = sweep(tmp_path / "w", {"sum": [(10, 0.5, 0.0), (11, 0.6, 0.0)], "uncertainty": [(9, 0.55, 0.3), (9, 0.6, 0.4)]})
+    runs = sweep(tmp_path / "w", {"sum": [(10, 0.5, 0.0), (11, 0.6, 0.0)],
+                                  "uncertainty": [(9, 0.55, 0.3), (9, 0.6, 0.4)]})
     assert "left out of delta_m, the reference group's mean being 0: ethnicity.accuracy" in compare(runs)
 
 

@@ -10,11 +10,11 @@ number 1). The update is the weighted sum of the aligned gradients, d = w' B G, 
 task weights w = 1/K each (torchjd's AlignedMTL convention; the paper's preference
 weights). The weights logged are B w. The authors' released code (and LibMTL) sum the
 aligned gradients instead (w = 1 each), a step K times larger: multiply `train.lr` by K
-to reproduce their runs with plain SGD (Adam-type optimizers are nearly scale-free). Eigenvalues at or below lambda_max K eps (eps of
-the Jacobian's dtype) count as zero, like torchjd; with none left, B = I and d is the
-plain mean. `scale_mode` picks the eigenvalue that sets the scale: `min` (the paper's
-lambda_min, default), `median`, or `rmse` (the mean eigenvalue, as in the authors'
-released code).
+to reproduce their runs with plain SGD (Adam-type optimizers are nearly scale-free).
+Eigenvalues at or below lambda_max K eps (eps of the Jacobian's dtype) count as zero,
+like torchjd; with none left, B = I and d is the plain mean. `scale_mode` picks the
+eigenvalue that sets the scale: `min` (the paper's lambda_min, default), `median`, or
+`rmse` (the mean eigenvalue, as in the authors' released code).
 
 The eigendecomposition of the K x K matrix is `torch.linalg.eigh` (see
 `_solvers.symmetric_eigh`: a non-finite Gram matrix gives NaN weights, which the
