@@ -386,17 +386,21 @@ class Registry(Generic[T]):
         return self._entries[key]
 
     def _not_built_in(self, name: str) -> str | None:
-        """" GradVac (LibMTL, torchjd) is not built into hydranet; ...": for a method `not_built_in` names;
+        """" GradVac (LibMTL, torchjd) is not built into hydranet; ...": for a method `not_built_in` names that no
+        registered name or alias spells alike (`normalised`: a plugin's `grad_vac` is offered for `gradvac`);
         " did you mean 'ew' (an alias of sum)?" when the closest name is an alias; else None (a did-you-mean)."""
         from hydranet.core.other_methods import normalised
 
         if not isinstance(name, str):
             return None
-        method = self.not_built_in.get(normalised(name))
+        known = [*self.names(), *self._aliases]
+        alike = [each for each in known if normalised(each) == normalised(name)]
+        method = None if alike else self.not_built_in.get(normalised(name))
         if method is None:
-            closest = closest_name(name, [*self.names(), *self._aliases])
-            return (f" did you mean '{closest}' (an alias of {self._aliases[closest]})?"
-                    if closest in self._aliases else None)
+            closest = closest_name(name, alike or known)
+            if closest in self._aliases:
+                return f" did you mean '{closest}' (an alias of {self._aliases[closest]})?"
+            return f" did you mean '{closest}'?" if alike and closest else None
         return (f" {method} is not built into hydranet; a {self.kind} plugin can add it (see "
                 f"docs/plugins/{self.kind}.md), or use one of the")
 

@@ -41,3 +41,17 @@ def test_the_weightings_table_lists_each_weighting_s_other_names():
     lines = listing.output.splitlines()
     sum_line = next(i for i, line in enumerate(lines) if line.strip().startswith("sum "))
     assert lines[sum_line + 2].strip() == "also named: ew, equal"
+
+
+def test_a_method_a_plugin_adds_under_another_spelling_is_offered_not_said_to_be_missing(faces):
+    """A plugin that registers GradVac as `grad_vac`: `gradvac` is answered with it, not 'not built into hydranet'."""
+    from conftest import tiny_spec, with_weighting
+    from hydranet.core.errors import SpecError
+    from hydranet.core.spec import load_spec
+    from hydranet.plugins.weighting.sum import Sum
+
+    components = with_weighting("grad_vac", Sum, plugin="gradvac-plugin")
+    with pytest.raises(SpecError) as caught:
+        load_spec({**tiny_spec(faces, epochs=1), "weighting": "gradvac"}, components=components)
+    assert "did you mean 'grad_vac'?" in str(caught.value)
+    assert "not built into hydranet" not in str(caught.value)
