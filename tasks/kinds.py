@@ -239,12 +239,13 @@ class ClassificationTask(Task):
                            if (number := parse_number(n)) is not None}
         self._by_spelling = self.spellings()
 
-    def _on(self, device: torch.device, value: Tensor) -> Tensor:
-        """`value` (a loss weight) on `device`, copied there once: not a host-to-device copy on every step."""
+    def _weight_on(self, device: torch.device, name: str) -> Tensor:
+        """The loss weight tensor `self.<name>` (made once, on the host) on `device`, copied there once per
+        device: not a tensor made and copied to the device on every step."""
         cache = self.__dict__.setdefault("_weights_on", {})
-        if device not in cache:
-            cache[device] = value.to(device)
-        return cache[device]
+        if (name, device) not in cache:
+            cache[name, device] = getattr(self, name).to(device)
+        return cache[name, device]
 
     @property
     def reads_indices(self) -> bool:
@@ -341,6 +342,7 @@ class BinaryTask(ClassificationTask):
             raise ComponentError(f"a binary task needs exactly 2 class_names, got {len(params.class_names)}",
                                  field="class_names")
         super().__init__(name, params, num_classes=2)
+        self.pos_weight = None if params.pos_weight is None else torch.tensor(float(params.pos_weight))
 
     def spellings(self) -> dict[str, int]:
         """true/yes/y/t and false/no/n/f, as spreadsheets and pandas write a yes/no column.
@@ -378,8 +380,7 @@ class BinaryTask(ClassificationTask):
         labelled rows: torch's own convention for pos_weight (its mean does not divide by the weights)."""
         smoothing = self.params.label_smoothing
         goal = target * (1 - smoothing) + smoothing / 2 if smoothing else target
-        pos_weight = self.params.pos_weight
-        weight = None if pos_weight is None else self._on(output.device, torch.tensor(float(pos_weight)))
+        weight = None if self.pos_weight is None else self._weight_on(output.device, "pos_weight")
         return F.binary_cross_entropy_with_logits(output[:, 0], goal, pos_weight=weight, reduction="none")
 
     def metrics(self) -> dict[str, Metric]:
@@ -471,7 +472,7 @@ class MulticlassTask(ClassificationTask):
 
     def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy per row, each row already multiplied by its class's weight (torch's reduction="none")."""
-        weight = None if self.class_weights is None else self._on(output.device, self.class_weights)
+        weight = None if self.class_weights is None else self._weight_on(output.device, "class_weights")
         return F.cross_entropy(output, target.long(), weight=weight, reduction="none",
                                label_smoothing=self.params.label_smoothing)
 
@@ -484,13 +485,13 @@ class MulticlassTask(ClassificationTask):
         mask = label_mask(target)
         classes = labels_or_zero(target, mask).long()
         rows = self.per_sample_loss(output.float(), classes.to(target.dtype))
-        weights = torch.where(mask, self._on(output.device, self.class_weights)[classes], 0)
+        weights = torch.where(mask, self._weight_on(output.device, "class_weights")[classes], 0)
         return torch.where(mask, rows, 0).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
 
     def metrics(self) -> dict[str, Metric]:
-        made = {"accuracy": Accuracy, "macro_f1": MacroF1, "balanced_accuracy": BalancedAccuracy}
-        return {name: made[name]() if name == "accuracy" else made[name](self.num_classes)
-                for name in self.params.metrics}
+        k = self.num_classes
+        made = {"accuracy": Accuracy, "macro_f1": lambda: MacroF1(k), "balanced_accuracy": lambda: BalancedAccuracy(k)}
+        return {name: made[name]() for name in self.params.metrics}
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.softmax(output, dim=1)
