@@ -173,9 +173,9 @@ def compare_runs(runs: Sequence[RunRecord], reference: RunRecord, epoch: str | i
 def _per_task(runs: Sequence[RunRecord], shared: list[tuple[str, str]], references: list[TaskReference]
               ) -> tuple[list[tuple[str, str]], list[TaskReference], list[str]]:
     """The metrics compared against per-task references, those references in the order of the compared tasks,
-    and notes: a metric a task's reference lacks (left out), and the values each reference gives; a HydranetError
-    where a compared task has no reference, a reference names a task no run has, or a reference has none of its
-    task's metrics."""
+    and notes: a reference whose task is not compared (unused), a metric a task's reference lacks (left out), and
+    the values each reference gives; a HydranetError where a compared task has no reference, a reference names a
+    task no run has, or a reference has none of its task's metrics."""
     given = {r.task: r for r in references}
     given_text = ", ".join(f"{r.task}={r.given}" for r in references)
     tasks = list(dict.fromkeys(task for task, _ in shared))
@@ -186,7 +186,9 @@ def _per_task(runs: Sequence[RunRecord], shared: list[tuple[str, str]], referenc
                             f"with references per task, every compared task needs one (given: --ref {given_text}); "
                             f"add {' '.join(f'--ref {task}=RUN' for task in lacking)}, a run trained on "
                             f"{'them' if len(lacking) > 1 else 'it'}")
-    kept, notes = [], []
+    kept = []
+    notes = [f"the reference for {r.task} (--ref {r.task}={r.given}) is not used: no {r.task} metric is compared, "
+             "as not every run has one" for r in references if r.task not in tasks]
     for task in tasks:
         ref = given[task]
         theirs = ref.group.higher_is_better.get(task)

@@ -160,3 +160,11 @@ def test_a_reference_for_a_task_no_run_has_is_an_error(tmp_path, stl):
     result = invoke(run, *refs(stl), "--ref", "weighting=sum,train.seed=9")  # a run folder that is not there
     assert result.exit_code == 1
     assert "no compared run has a task 'weighting'" in result.output and "no folder has that name" in result.output
+
+
+def test_a_reference_for_a_task_not_every_run_has_is_said_to_be_unused(tmp_path, stl):
+    """stl_age is compared too: gender is left out of the comparison, and so is its reference, with a word."""
+    run = write_run(tmp_path / "w", [row(1, 10, 0.8, 0.6)], directions=DIRECTIONS)
+    table = compare(run, stl["age"], "--ref", f"age={stl['age']}", "--ref", f"gender={stl['gender']}")
+    assert f"the reference for gender (--ref gender={stl['gender']}) is not used: no gender metric is " \
+           "compared, as not every run has one" in " ".join(table.split())
