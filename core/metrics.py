@@ -198,7 +198,8 @@ class AUC(Metric):
     """Area under the ROC curve of a binary logit, exact: the Mann-Whitney U of the labelled rows' scores.
 
     The share of (positive, negative) pairs whose positive scores higher, ties counting half; 0.5 for any
-    constant prediction, and independent of the decision threshold. Exact needs every score of the epoch, not a
+    constant prediction, and independent of the decision threshold; NaN when a labelled row's score is NaN (no
+    rank: a diverged model must not score a perfect 1). Exact needs every score of the epoch, not a
     sum: they are kept on the device, one tensor per batch (no sync), and ranked once in `compute`. Because
     they are not sums, a distributed run could not add its processes' parts as it adds other metrics' buffers
     (each would score only its own rows): the metric refuses to be made in a run of several processes.
@@ -233,7 +234,8 @@ class AUC(Metric):
         tied = negatives_below[torch.searchsorted(ranked, scores, right=True)] - lower
         pairs = positive.sum() * negative.sum()
         wins = (positive * (lower + tied / 2)).sum()
-        return torch.where(pairs > 0, wins / pairs.clamp_min(1), torch.nan)
+        unranked = (mask & scores.isnan()).any()  # sort puts NaN above every score: it would count as a win
+        return torch.where((pairs > 0) & ~unranked, wins / pairs.clamp_min(1), torch.nan)
 
 
 def several_processes_problem(metric: str, processes: int, task: str | None = None) -> str:

@@ -159,6 +159,16 @@ def test_binary_metrics_over_batches_with_missing_labels_and_ties(components):
         assert torch.isnan(metric.compute())  # nothing labelled: no score, not a perfect one
 
 
+def test_auc_of_a_nan_score_is_nan_not_a_win(components):
+    auc = kind_task(components, "binary", metrics=["auc"]).metrics()["auc"]
+    target = torch.tensor([1.0, 0.0, 1.0, NAN])
+    auc.update(torch.tensor([[NAN], [0.0], [1.0], [5.0]]), target, ~target.isnan())
+    assert torch.isnan(auc.compute())  # sorted above every score, the NaN counted as a win: AUC 1.0
+    auc.reset()
+    auc.update(torch.tensor([[2.0], [0.0], [1.0], [NAN]]), target, ~target.isnan())  # unlabelled: no matter
+    assert float(auc.compute()) == 1.0
+
+
 def test_constant_predictions_score_the_chance_level_as_baselines(components):
     binary = kind_task(components, "binary", "b", metrics=["auc", "balanced_accuracy", "accuracy"])
     multi = kind_task(components, "multiclass", "m", num_classes=4, metrics=["balanced_accuracy", "accuracy"])
