@@ -135,8 +135,8 @@ def _entry_details(components: Any, kind: str, entry: Any, asked: str) -> str:
     if asked != entry.name and asked in entry.aliases:
         about.append(["alias of:", entry.name])
     if kind == "weightings":
-        strategy, _, reference = _weighting_summary(entry)
-        about += [["type:", strategy], ["reference:", reference]]
+        weighting_type, _, reference = _weighting_summary(entry)
+        about += [["type:", weighting_type], ["reference:", reference]]
     rows = params_rows(entry.params) if entry.params is not None else []
     about.append(["in a spec:", _spec_example(kind, entry, rows)])
     width = max(len(label) for label, _ in about)
@@ -213,7 +213,7 @@ def _tasks_listing(registry: Any) -> str:
 def _weighting_summary(entry: Any) -> tuple[str, str, str]:
     """(type, description, reference) of a registered weighting.
 
-    Built-in strategies are classes with `description` and `reference`; a
+    Built-in weightings are classes with `description` and `reference`; a
     third-party factory may be a plain function or a class without them, so
     each falls back (to the registration's description or docstring, then to
     a placeholder) instead of failing the whole listing.

@@ -145,7 +145,7 @@ class StepContext:
     `features` is the shared representation (N, F) of this batch, part of the
     autograd graph (the heads read it, the backbone produced it); gradients of
     the losses with respect to it cost only a backward through the heads.
-    The parameter lists let gradient-based strategies work in parameter space.
+    The parameter lists let gradient-based weightings work in parameter space.
     """
 
     features: Tensor | None
@@ -162,7 +162,7 @@ class StepContext:
 class Weighting(nn.Module):
     """Turns per-task losses into the one update, and may learn or adapt as it goes.
 
-    Loss-based strategies implement `combine`; gradient-based ones override
+    Loss-based weightings implement `combine`; gradient-based ones override
     `backward` (see `hydranet.core.weighting.GradientWeighting`). State
     (learned parameters, buffers) is an nn.Module's, so it is saved in
     checkpoints and moved to the device with the model; parameters are

@@ -161,7 +161,7 @@ def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
         figure.set_size_inches(7.0, 4.2)
         weighted = [task for task in data.tasks if task in data.weights]
         for i, task in enumerate(weighted):
-            # Equal weights (sum, or any strategy's first epoch) draw on top of each other; distinct
+            # Equal weights (sum, or any weighting's first epoch) draw on top of each other; distinct
             # markers and dash patterns keep every task visible.
             ax.plot(x, data.weights[task], marker=MARKERS[i % len(MARKERS)], markersize=5,
                     linestyle=LINESTYLES[i % len(LINESTYLES)], label=task)

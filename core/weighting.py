@@ -1,8 +1,8 @@
-"""The mechanism shared by loss-based weighting strategies.
+"""The mechanism shared by loss-based weightings.
 
-Most strategies differ only in *how they choose the weights*; the combined
+Most weightings differ only in *how they choose the weights*; the combined
 loss is always a weighted sum of the per-task losses. `WeightedSum` owns that
-one code path, so a strategy implements `multipliers()` (and, if it needs one,
+one code path, so a weighting implements `multipliers()` (and, if it needs one,
 an extra term in `combine`) and nothing else. `ConstantWeights` is the case
 where the weights are fixed for the whole run (sum, static), and
 `per_task_values` turns a `{task name: value}` spec parameter into a vector in
@@ -64,7 +64,7 @@ class WeightedSum(Weighting):
 
 
 class ConstantWeights(WeightedSum):
-    """Weights fixed when the strategy is built, e.g. all ones or a user's per-task table.
+    """Weights fixed when the weighting is built, e.g. all ones or a user's per-task table.
 
     They are a non-persistent buffer: `.to(device)` moves them with the model,
     but they are configuration, not learned state, so they stay out of
@@ -122,7 +122,7 @@ def check_state_registered(weighting: Weighting) -> None:
     raise PluginCall("", provenance(weighting, "weighting"), fix, ComponentError).fault(problem)
 
 
-# ---------------------------------------------------------------- gradient-based strategies
+# ---------------------------------------------------------------- gradient-based weightings
 
 GradSpace = Literal["features", "params"]
 
@@ -185,7 +185,7 @@ def _flatten_rows(grads: Sequence[Tensor | None], inputs: Sequence[Tensor], k: i
 class GradientWeighting(Weighting):
     """Combines per-task gradients of the shared part into one, instead of weighting losses.
 
-    A strategy implements `aggregate(jacobian) -> direction`: a (K, D) matrix
+    A weighting implements `aggregate(jacobian) -> direction`: a (K, D) matrix
     of per-task gradients in, one (D,) gradient out. This class computes the
     matrix and applies the result, in one of two spaces:
 
@@ -203,7 +203,7 @@ class GradientWeighting(Weighting):
     """
 
     needs_features = True
-    #: The space used when the spec does not say; a strategy whose paper works in parameter space may change it.
+    #: The space used when the spec does not say; a weighting whose paper works in parameter space may change it.
     default_grad_space: ClassVar[GradSpace] = "features"
 
     def __init__(self, tasks: Sequence[Task], grad_space: GradSpace | None = None):
@@ -233,7 +233,7 @@ class GradientWeighting(Weighting):
         return direction
 
     def weights(self) -> Tensor:
-        """The per-task weights of the last step (strategies that have them record them in `last_weights`)."""
+        """The per-task weights of the last step (weightings that have them record them in `last_weights`)."""
         return self.last_weights.detach()
 
     def backward(self, losses: Tensor, context: StepContext | None = None) -> Tensor:
@@ -285,9 +285,9 @@ class GradientWeighting(Weighting):
         Gram matrix G = J J^T is the sum of theirs: one all-reduce of K x K
         numbers. `aggregate` runs on a K x K stand-in R with R R^T = G (from an
         eigendecomposition), which gives the same task weights as the global
-        Jacobian for any strategy that reads J only through J J^T (all the
+        Jacobian for any weighting that reads J only through J J^T (all the
         built-ins do), and records them in `last_weights`; this rank applies
-        them to its own columns. The first call checks that the strategy's
+        them to its own columns. The first call checks that the weighting's
         result is indeed `last_weights @ R`, once.
         """
         gram = context.all_reduce((jacobian @ jacobian.T).float())
@@ -310,7 +310,7 @@ def gram_root(gram: Tensor) -> Tensor:
     By `eigen.symmetric_eigh`, so a non-finite G gives a NaN root (and the
     run's loss check names the task) instead of an error inside the solver.
     Float64 where the device has it: R R^T must reproduce G closely, because
-    the strategies' weights are computed from it.
+    the weightings' weights are computed from it.
     """
     values, vectors = symmetric_eigh(gram.to(solver_dtype(gram.device)))
     return (vectors * values.clamp_min(0).sqrt()).to(torch.float32)
@@ -343,7 +343,7 @@ def _accumulate_grads(parameters: Sequence[Tensor], flat: Tensor) -> None:
 
 
 class GradientParams(BaseModel):
-    """Parameters every gradient-based strategy accepts; strategies subclass it for their own."""
+    """Parameters every gradient-based weighting accepts; weightings subclass it for their own."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,1 +1,1 @@
-"""Built-in weightings, one module per strategy, each registered by its own hookimpl."""
+"""Built-in weightings, one module per weighting, each registered by its own hookimpl."""

@@ -1,6 +1,6 @@
 """Small numerical kernels shared by the gradient-based weightings.
 
-Every strategy reduces the (K, D) Jacobian to its K x K Gram matrix and solves
+Every weighting reduces the (K, D) Jacobian to its K x K Gram matrix and solves
 a tiny problem on it. Library solvers would do that on the host (cvxpy,
 quadprog, scipy), so each step would copy to the host and wait. These kernels
 stay on the device:
@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor
 
-# the eigendecomposition lives in core, which needs it too (gram_root); re-exported here for the strategies
+# the eigendecomposition lives in core, which needs it too (gram_root); re-exported here for the weightings
 from hydranet.core.eigen import solver_dtype, symmetric_eigh
 
 #: Above this many tasks the 2^K active-set enumeration gives way to iterative solvers (256 subsets:
