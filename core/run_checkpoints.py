@@ -72,8 +72,8 @@ class RunCheckpoints:
                 digest.update(f"{name}\0".encode())
                 for source in sorted(data.sources[i] for i in index.tolist()):
                     digest.update(source.encode("utf-8", "surrogateescape") + b"\0")
-            self._fingerprint = {"usable": int(data.usable), **{name: int(index.numel()) for name, index in parts.items()},
-                                 "sha256": digest.hexdigest()}
+            sizes = {name: int(index.numel()) for name, index in parts.items()}
+            self._fingerprint = {"usable": int(data.usable), **sizes, "sha256": digest.hexdigest()}
         return self._fingerprint
 
     def _check_same_data(self, saved: Any) -> None:

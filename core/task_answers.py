@@ -94,9 +94,9 @@ def class_report(model: TrainedModel, k: int, output: Tensor, target: Tensor) ->
         return confusion_report(output, target, classes, chosen)
     predicted = decoded_classes(model.decode_task(k, output), classes)
     if predicted is None:
-        return no_confusion(task.name, classes, f"its head outputs {plural(width, 'value')} for "
-                                                f"{plural(len(classes), 'class', 'classes')} and its decode gives no \"class\" "
-                                                "among its class_names")
+        why = (f"its head outputs {plural(width, 'value')} for {plural(len(classes), 'class', 'classes')} and its "
+               "decode gives no \"class\" among its class_names")
+        return no_confusion(task.name, classes, why)
     return confusion_report(output, target, classes, predicted)
 
 
