@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from hydranet.core.errors import ComponentError
 from hydranet.core.hookspecs import hookimpl
-from hydranet.core.interfaces import Task, label_mask, labels_or_zero
+from hydranet.core.interfaces import Task, label_mask
 from hydranet.core.metrics import (AUC, F1, Accuracy, BalancedAccuracy, MacroF1, MeanAbsoluteError, Metric, Precision,
                                    Recall, median, predicted_class)
 from hydranet.core.values import is_number, parse_number, reads_as_float
@@ -416,8 +416,9 @@ class MulticlassParams(ClassificationParams):
         dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = Field(
             None, description="Weight of each class in the loss, as cross-entropy's weight: a list of one weight "
                               "per class, in class order, or a mapping of class name to weight (classes left out "
-                              "weigh 1). The loss is the weighted mean, sum(w * loss) / sum(w) over labelled rows. "
-                              "Default: all 1.")
+                              "weigh 1). Each row's loss is multiplied by its class's weight, and the task's loss "
+                              "is their mean over labelled rows (not divided by the weights' sum, so that batches "
+                              "add up exactly). Default: all 1.")
     metrics: list[Literal["accuracy", "macro_f1", "balanced_accuracy"]] = Field(
         ["accuracy", "macro_f1"], description="Validation metrics, the first the headline: accuracy, macro_f1 "
                                               "(the mean F1 of the classes) or balanced_accuracy (the mean recall "
@@ -471,22 +472,16 @@ class MulticlassTask(ClassificationTask):
         return self.num_classes
 
     def per_sample_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy per row, each row already multiplied by its class's weight (torch's reduction="none")."""
+        """Cross-entropy per row, each row multiplied by its class's weight (torch's reduction="none").
+
+        The task's loss is then the plain mean of these over labelled rows, as every task's is, not torch's
+        sum(w * l) / sum(w): a mean over rows adds up exactly across batches, processes and the epoch (each
+        part weighted by its count), where a per-batch division by the batch's weight sum made the
+        validation loss, which picks the best epoch, depend on the batch size.
+        """
         weight = None if self.class_weights is None else self._weight_on(output.device, "class_weights")
         return F.cross_entropy(output, target.long(), weight=weight, reduction="none",
                                label_smoothing=self.params.label_smoothing)
-
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """With class_weights, the weighted mean over labelled rows, sum(w_i * l_i) / sum(w_i): torch's
-        cross_entropy(weight=...) mean, so that rare classes weigh more without the loss's scale following the
-        batch's class mix. Without, the plain mean over labelled rows (as every task's)."""
-        if self.class_weights is None:
-            return super().loss(output, target)
-        mask = label_mask(target)
-        classes = labels_or_zero(target, mask).long()
-        rows = self.per_sample_loss(output.float(), classes.to(target.dtype))
-        weights = torch.where(mask, self._weight_on(output.device, "class_weights")[classes], 0)
-        return torch.where(mask, rows, 0).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
 
     def metrics(self) -> dict[str, Metric]:
         k = self.num_classes

@@ -77,7 +77,7 @@ def test_pos_weight_and_smoothing_weigh_the_binary_loss_as_torch_does(components
 
 
 @pytest.mark.parametrize("weights", [[1.0, 5.0, 0.5], {"B": 5.0, "c": 0.5}])
-def test_class_weights_give_torchs_weighted_mean_over_labelled_rows(components, weights):
+def test_class_weights_scale_each_row_and_the_loss_is_their_mean_over_labelled_rows(components, weights):
     task = kind_task(components, "multiclass", class_names=["a", "b", "c"], class_weights=weights,
                      label_smoothing=0.1)
     torch.manual_seed(0)
@@ -85,13 +85,15 @@ def test_class_weights_give_torchs_weighted_mean_over_labelled_rows(components, 
     target = torch.tensor([0.0, 1.0, NAN, 2.0, 1.0, NAN])
     keep = torch.tensor([0, 1, 3, 4])
     expected = torch.nn.functional.cross_entropy(output[keep], target[keep].long(), weight=torch.tensor([1.0, 5, 0.5]),
-                                                 label_smoothing=0.1)
+                                                 label_smoothing=0.1, reduction="sum") / len(keep)
     loss = task.loss(output, target)
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     loss.backward()
     assert output.grad[[2, 5]].abs().sum() == 0  # rows with no label get no gradient
     nothing = task.loss(output, torch.full((6,), NAN))
     assert float(nothing.detach()) == 0 and torch.isfinite(nothing)
+    halves = [task.loss(output[part], target[part]) * 2 for part in (slice(0, 3), slice(3, 6))]  # 2 labels each
+    assert float(sum(halves).detach() / 4) == pytest.approx(float(loss.detach()), rel=1e-6)  # batches add up
 
 
 # ---------------------------------------------------------------- metrics beyond accuracy
