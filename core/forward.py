@@ -212,9 +212,9 @@ def batch_norm_problem(values_per_image: int | None, batch: int, size: int) -> s
     if values_per_image is None or values_per_image * batch > 1:
         return None
     return (f"a batch of {batch} image per process reaches a batch-norm layer of the model as one value per channel "
-            f"(its map is 1x1 at {size}x{size} px), which batch norm cannot normalise; use a train.batch_size of 2 "
-            "or more per process (a training split of 1 image cuts it to 1), a larger image_size, or freeze the "
-            "backbone (freeze: [backbone] keeps its batch norm fixed)")
+            f"(a 1x1 map at {size}x{size} px, or a head's features), which batch norm cannot normalise; use a "
+            "train.batch_size of 2 or more per process (a training split of 1 image cuts it to 1); for a backbone's "
+            "map, a larger image_size or freeze: [backbone] (which keeps its batch norm fixed) also does")
 
 
 def _check_loss(task: Task, who: Provenance, output: Tensor, targets: Tensor) -> None:

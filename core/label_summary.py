@@ -55,9 +55,9 @@ def classes_missing_from(tasks: Sequence[Task], train_targets: Tensor, val_targe
         if seen:
             names = [repr(_class_name(task, value)) for value in sorted(seen)]
             notes.append(f"task '{task.name}': the validation split has no image of "
-                            f"{'class' if len(names) == 1 else 'classes'} {english_list(names)}, so its recall and "
-                            "the validation metrics leave it out; more images of it, or another data.split_seed, "
-                            "would bring it in")
+                         f"{'class' if len(names) == 1 else 'classes'} {english_list(names)}, so how well the model "
+                         "tells it apart is not measured there; more images of it, or another data.split_seed, "
+                         "would bring it in")
     return notes
 
 

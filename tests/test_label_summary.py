@@ -32,10 +32,10 @@ def test_a_class_the_validation_split_lacks_is_named():
     train = torch.tensor([[20.0, 0, 2], [40.0, 1, 1]])
     val = torch.tensor([[30.0, 0, 2], [30.0, 0, NAN]])
     assert classes_missing_from(TASKS, train, val) == [
-        "task 'smile': the validation split has no image of class 'yes', so its recall and the validation metrics "
-        "leave it out; more images of it, or another data.split_seed, would bring it in",
-        "task 'kind': the validation split has no image of class '1', so its recall and the validation metrics "
-        "leave it out; more images of it, or another data.split_seed, would bring it in"]
+        "task 'smile': the validation split has no image of class 'yes', so how well the model tells it apart is not "
+        "measured there; more images of it, or another data.split_seed, would bring it in",
+        "task 'kind': the validation split has no image of class '1', so how well the model tells it apart is not "
+        "measured there; more images of it, or another data.split_seed, would bring it in"]
     assert classes_missing_from(TASKS, train, val[:0]) == []  # no validation split: nothing to say
 
 
