@@ -275,8 +275,8 @@ def plan_sweep(spec: Any, axes: Sequence[Axis], *, overrides: str | Iterable[str
 
 
 def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_option: str, set_option: str) -> None:
-    """Each run's processes must fit the machine's GPUs and split its global batch evenly: refused before any
-    run starts, where `train --nproc` would refuse it only when that run's turn came."""
+    """Each run's processes must fit the machine's GPUs, split its global batch evenly and add up its tasks'
+    metrics: refused before any run starts, where `train --nproc` would refuse it only when that run's turn came."""
     if nproc <= 1:
         return
     from hydranet.core.distributed import DistributedError, check_global_batch, check_process_count
@@ -288,6 +288,12 @@ def _check_processes(resolved: Any, nproc: int, axes: Sequence[Axis], sweep_opti
         swept = any(axis.key == "train.batch_size" for axis in axes)  # a --set of it would be refused as swept
         where = f"in {sweep_option} train.batch_size=..." if swept else f"{set_option} train.batch_size=N"
         raise DistributedError(str(error).replace("(--set train.batch_size=N)", f"({where})")) from None
+    from hydranet.core.metrics import refuse_unsummed_metrics
+
+    try:  # a metric that cannot be added up over processes (auc): as train --nproc refuses it
+        refuse_unsummed_metrics(resolved.build_tasks(), nproc)
+    except HydranetError as error:
+        raise DistributedError(str(error)) from None
 
 
 def _refuse_run_folder(root: Path) -> None:

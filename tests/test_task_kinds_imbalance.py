@@ -308,3 +308,21 @@ def test_eval_s_confusion_matrix_counts_the_classes_the_threshold_decides(faces,
     matrix = report["confusion_matrices"]["gender"]["confusion_matrix"]
     right, total = sum(matrix[i][i] for i in range(2)), sum(map(sum, matrix))
     assert right / total == pytest.approx(report["metrics"]["gender"]["accuracy"], abs=1e-6)
+
+
+def test_a_sweep_with_nproc_refuses_auc_before_any_run_starts(faces, tmp_path, monkeypatch):
+    import yaml
+    from click.testing import CliRunner
+
+    from conftest import tiny_spec
+    from hydranet.core import distributed
+    from hydranet.core.cli import cli
+
+    monkeypatch.setattr(distributed, "check_process_count", lambda *args, **kwargs: None)  # no GPUs here
+    spec = {**tiny_spec(faces, batch_size=4), "tasks": [{"name": "gender", "metrics": ["accuracy", "auc"]}]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(cli, ["train", str(path), "--sweep", "train.seed=0,1", "--out", str(tmp_path / "w"),
+                                      "--nproc", "2"])
+    assert result.exit_code != 0 and "none was started" in result.output
+    assert "the 'auc' metric of task 'gender' is exact over all validation scores" in result.output
