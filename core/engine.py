@@ -453,7 +453,6 @@ class Trainer(RunSetup, RunCheckpoints, RunStops):
                     self.heartbeat.beat(done, {t.name: v for t, v in zip(tasks, host[:k])})
             if self._stop_requested(done):
                 progress.skipped = skipped
-                progress.labelled_steps = train_step.labelled_steps.tolist()  # saved beside the loss sums
                 self._save_interrupted(epoch, done, train_step)
         if skipped:
             self.skipped_steps += skipped - skipped_before

@@ -195,7 +195,8 @@ class RunCheckpoints:
         if self.epoch_timed:  # the seconds of the steps done so far, this session's and any before a resume
             progress.seconds = (progress.seconds or 0.0) + time.perf_counter() - self.epoch_started
         progress.loss_sums, progress.first_bad = train_step.loss_sums.tolist(), train_step.first_bad.tolist()
-        progress.weight_sums = train_step.weight_sums.tolist()
+        progress.weight_sums, progress.labelled_steps = (train_step.weight_sums.tolist(),
+                                                         train_step.labelled_steps.tolist())
         self._gather_generators()
         if self.dist.is_main:
             self._write_checkpoint(self.checkpoint_state(epoch - 1, {}), self.run_folder.last_checkpoint)
