@@ -26,6 +26,7 @@ from hydranet.core.evaluation import constants_for_checkpoint
 from hydranet.core.resume import (Progress, capture_generators, process_states, rank_generator_states,
                                   restore_generators)
 from hydranet.core.step import TrainStep
+from hydranet.core.values import is_whole_number
 from hydranet.core.wording import english_list, plural
 from hydranet.core.write_failures import refused_by_system, write_failed
 
@@ -234,9 +235,10 @@ class RunCheckpoints:
 
         best_epoch, best = self.progress_state.best_epoch, self.run_folder.best_checkpoint
         try:
-            held = int(read_checkpoint(best).get("epoch", -1)) if best.is_file() else None
+            epoch = read_checkpoint(best).get("epoch") if best.is_file() else None
         except CheckpointError:
-            held = None
+            epoch = None
+        held = int(epoch) if is_whole_number(epoch) else None  # one without an epoch is damaged, not "epoch -1"
         if held == best_epoch:
             return
         was = "missing" if held is None and not best.is_file() else (

@@ -591,3 +591,15 @@ def test_a_temporary_of_a_writer_in_another_pid_namespace_is_not_taken_for_a_kil
     assert atomic.stale_temporaries(tmp_path, ["last.pt"]) == [theirs]  # seen from its own namespace: gone
     monkeypatch.setattr(atomic, "_pid_namespace", lambda: "pid:[2]")
     assert atomic.stale_temporaries(tmp_path, ["last.pt"]) == []
+
+
+def test_a_best_pt_without_an_epoch_is_called_damaged_not_epoch_minus_one(finished_run, tmp_path, components):
+    run = copy_of(finished_run, tmp_path)
+    best = torch.load(run / "best.pt", weights_only=True)
+    del best["epoch"]
+    torch.save(best, run / "best.pt")
+    (run / "summary.json").unlink()
+    hydranet.train(components=components, resume=run, progress=False, echo=False)
+    log = (run / "train.log").read_text()
+    assert "best.pt was damaged; wrote it again from last.pt, which holds epoch 2, the best" in log
+    assert "epoch -1" not in log
