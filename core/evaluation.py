@@ -180,20 +180,40 @@ def constants_for_checkpoint(constants: Mapping[str, Tensor | None]) -> dict[str
 
 def score_baselines(tasks: Sequence[Task], constants: Mapping[str, Tensor | Sequence[float] | None],
                     targets: Tensor) -> dict[str, dict[str, float]]:
-    """Each task's metrics for its constant prediction (`baseline_outputs`) on `targets`; a task with none is left out."""
+    """Each task's metrics for its best constant prediction on `targets`; a task with none is left out.
+
+    The constant is the task's `baseline_outputs` one (fitted on the training labels), and for a task that
+    offers every constant it could output (`constant_outputs`: a classification's "always class c"), the best
+    of those for each metric in its own direction: no one constant is best for all (accuracy's is the common
+    class, f1's and recall's the positive one), and a baseline of 0 for f1 on rare positives would be no
+    baseline at all.
+    """
     baselines = {}
     for k, task in enumerate(tasks):
         constant = constants.get(task.name)
         if constant is None:
             continue
         target = targets[:, k]
-        output = torch.as_tensor(constant, dtype=torch.float32).reshape(1, -1).expand(target.shape[0], -1)
+        offered = getattr(task, "constant_outputs", None)
+        candidates = [constant, *(offered() if callable(offered) else ())]
+        scored = [_constant_scores(task, candidate, target) for candidate in candidates]
         values = {}
-        for name, metric in task.metrics().items():
-            metric_call(task, name, metric, "update")(metric.update, output, target, label_mask(target))
-            values[name] = float(metric_call(task, name, metric, "compute")(metric.compute, check=_one_number))
+        for name, (first, higher) in scored[0].items():
+            finite = [score[name][0] for score in scored if not math.isnan(score[name][0])]
+            values[name] = (max(finite) if higher else min(finite)) if finite else first
         baselines[task.name] = values
     return baselines
+
+
+def _constant_scores(task: Task, constant: Tensor | Sequence[float], target: Tensor) -> dict[str, tuple[float, bool]]:
+    """Each metric of `task` for `constant` predicted on every row of `target`: (value, higher is better)."""
+    output = torch.as_tensor(constant, dtype=torch.float32).reshape(1, -1).expand(target.shape[0], -1)
+    scores = {}
+    for name, metric in task.metrics().items():
+        metric_call(task, name, metric, "update")(metric.update, output, target, label_mask(target))
+        value = float(metric_call(task, name, metric, "compute")(metric.compute, check=_one_number))
+        scores[name] = (value, bool(getattr(metric, "higher_is_better", True)))
+    return scores
 
 
 # ---------------------------------------------------------------- what a metric hides

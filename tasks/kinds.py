@@ -401,6 +401,10 @@ class BinaryTask(ClassificationTask):
     def trivial_output(self, targets: Tensor) -> Tensor:
         return torch.tensor([CONFIDENT_LOGIT if self.majority_class(targets) == 1 else -CONFIDENT_LOGIT])
 
+    def constant_outputs(self) -> list[Tensor]:
+        """Always class 0, always class 1: the constants each metric's baseline is the best of."""
+        return [torch.tensor([-CONFIDENT_LOGIT]), torch.tensor([CONFIDENT_LOGIT])]
+
 
 def _truth_of(name: str) -> bool | None:
     """What a lowercase class name means as a yes/no answer: 'yes' and '1' true, 'no' and '0' false, else None."""
@@ -492,8 +496,15 @@ class MulticlassTask(ClassificationTask):
         return torch.softmax(output, dim=1)
 
     def trivial_output(self, targets: Tensor) -> Tensor:
+        return self._always(self.majority_class(targets))
+
+    def constant_outputs(self) -> list[Tensor]:
+        """Always class c, for each class: the constants each metric's baseline is the best of."""
+        return [self._always(c) for c in range(self.num_classes)]
+
+    def _always(self, chosen: int) -> Tensor:
         output = torch.full((self.num_classes,), -CONFIDENT_LOGIT)
-        output[self.majority_class(targets)] = CONFIDENT_LOGIT
+        output[chosen] = CONFIDENT_LOGIT
         return output
 
 

@@ -181,6 +181,15 @@ def test_constant_predictions_score_the_chance_level_as_baselines(components):
                       "m": pytest.approx({"balanced_accuracy": 1 / 4, "accuracy": 2 / 5})}
 
 
+def test_each_metric_s_baseline_is_its_best_constant_not_the_majority_class_s(components):
+    """With 1 positive in 5 the majority constant (always 0) scores f1, precision and recall 0: no baseline."""
+    binary = kind_task(components, "binary", "b", metrics=["accuracy", "f1", "precision", "recall"])
+    targets = torch.tensor([[1.0], [0.0], [0.0], [0.0], [0.0], [NAN]])
+    scores = score_baselines([binary], {"b": binary.trivial_output(targets[:, 0])}, targets)
+    positives = 1 / 5  # always 1: precision 1/5, recall 1, f1 2pr/(p+r) = 1/3; accuracy stays always 0's 4/5
+    assert scores == {"b": pytest.approx({"accuracy": 4 / 5, "f1": 1 / 3, "precision": positives, "recall": 1.0})}
+
+
 def test_auc_refuses_a_run_of_several_processes(components, monkeypatch):
     from hydranet.core.errors import HydranetError
 
