@@ -496,15 +496,11 @@ class MulticlassTask(ClassificationTask):
         return torch.softmax(output, dim=1)
 
     def trivial_output(self, targets: Tensor) -> Tensor:
-        return self._always(self.majority_class(targets))
-
-    def constant_outputs(self) -> list[Tensor]:
-        """Always class c, for each class: the constants each metric's baseline is the best of."""
-        return [self._always(c) for c in range(self.num_classes)]
-
-    def _always(self, chosen: int) -> Tensor:
+        """Always the majority class: the best constant for each of this kind's metrics (accuracy; macro_f1,
+        whose constant scores its class's F1 / K, highest for the commonest; balanced_accuracy, 1/K for any),
+        so no other constants are offered: K of them would cost K evaluations for nothing."""
         output = torch.full((self.num_classes,), -CONFIDENT_LOGIT)
-        output[chosen] = CONFIDENT_LOGIT
+        output[self.majority_class(targets)] = CONFIDENT_LOGIT
         return output
 
 
