@@ -16,12 +16,9 @@ from conftest import make_image, tiny_spec
 
 def smile_folder(root: Path, unlabelled: set[int], count: int) -> Path:
     """`count` images with an age on every one and a smile label on all but those `unlabelled` names."""
-    rows = ["file,age,smile"]
-    for i in range(count):
-        make_image(root / f"{i}.jpg", 16)
-        rows.append(f"{i}.jpg,{20 + i},{'' if i in unlabelled else ('yes' if i % 2 else 'no')}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    from test_messy_data import sparse_folder
+
+    return sparse_folder(root, {i: "yes" if i % 2 else "no" for i in range(count) if i not in unlabelled}, count)
 
 
 SMILING = {"name": "smiling", "kind": "binary", "label": "smile", "class_names": ["no", "yes"]}
