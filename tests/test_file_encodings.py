@@ -211,7 +211,8 @@ def test_the_command_line_shows_hydranet_s_own_warnings_as_warning_lines(tmp_pat
     done = subprocess.run([sys.executable, "-c", "from hydranet.core.cli import main; main()", "cache", "list"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("warning: HYDRANET_CACHE='hc' is a relative path") and "UserWarning" not in done.stderr
+    assert done.stderr.startswith("warning: HYDRANET_CACHE='hc' is a relative path")
+    assert "UserWarning" not in done.stderr
 
 
 @pytest.mark.parametrize("root, why", [

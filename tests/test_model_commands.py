@@ -187,7 +187,8 @@ def test_an_interrupted_runs_last_pt_says_it_is_a_mid_run_snapshot(faces, tmp_pa
         "(interrupted, or still training), not its final weights; its best epoch so far, 1, is in best.pt\n")
     report = json.loads(invoke("eval", cut / "best.pt", "--device", "cpu", "--json").stdout)
     assert report["trained"] == {"epoch": 1, "epochs": 3, "kind": "best", "best_epoch": 1, "steps_into_next": 0,
-                                 "monitor": "loss", "stopped_early": False, "summary": "epoch 1 of 3, the run's best (lowest validation loss) when this best.pt "
+                                 "monitor": "loss", "stopped_early": False,
+                                 "summary": "epoch 1 of 3, the run's best (lowest validation loss) when this best.pt "
                                             "was saved"}
     predicted = invoke("predict", cut / "last.pt", first_images(faces, 1)[0])
     assert predicted.exit_code == 0, predicted.output

@@ -140,7 +140,8 @@ def test_train_and_predict_read_a_linked_subfolder_once(tmp_path: Path) -> None:
     assert "data: 12 images at 16px, 9 train / 3 validation" in trained.output
     skipped = [
         f"  {root / 'a_first'}: the same folder as {root / 'part1'}, which is read already: not read twice",
-        f"  {root / 'part1' / 'up'}: a link back to {root}, a folder that holds it: not followed, as it would never end",
+        f"  {root / 'part1' / 'up'}: a link back to {root}, a folder that holds it: not followed, as it would "
+        "never end",
         f"  {root / 'part2' / 'home'}: a link back to {root}, a folder that holds it: not followed, as it would "
         "never end",
         f"  {root / 'zz_again'}: the same folder as {root / 'part2'}, which is read already: not read twice"]

@@ -223,7 +223,8 @@ def test_train_nproc_refuses_auc_before_it_launches_any_process(faces, tmp_path,
     ({"kind": "binary", "metrics": []}, "tasks[0].metrics: name at least one metric"),
     ({"kind": "binary", "metrics": ["f1", "auc", "f1"]}, "tasks[0].metrics: 'f1' listed twice"),
     ({"kind": "binary", "metrics": ["macro_f1"]},
-     "tasks[0].metrics[0]: 'macro_f1' is not a choice; choices: accuracy, f1, precision, recall, balanced_accuracy, auc"),
+     "tasks[0].metrics[0]: 'macro_f1' is not a choice; choices: accuracy, f1, precision, recall, balanced_accuracy, "
+     "auc"),
     ({"kind": "multiclass", "num_classes": 3, "metrics": ["auc"]},
      "tasks[0].metrics[0]: 'auc' is not a choice; choices: accuracy, macro_f1, balanced_accuracy"),
 ])
