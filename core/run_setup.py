@@ -316,7 +316,7 @@ class RunSetup:
         forward_losses = self._build_forward(compile=settings.compile and self.background is None)
         self.train_step = TrainStep(forward_losses, self.weighting, self.optimizer, self._step_context,
                                     num_tasks=len(tasks), device=settings.device,
-                                    share_losses=self.dist.share_losses,
+                                    share_losses=self.dist.share_losses if self.dist.active else None,
                                     sum_gradients=lambda: self.dist.sum_gradients(self.trainable))
         self.step_fn: Callable[[Tensor, Tensor], None] = self.train_step
         if settings.cudnn_benchmark:

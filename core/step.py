@@ -59,7 +59,7 @@ class TrainStep:
         *,
         num_tasks: int,
         device: torch.device,
-        share_losses: Callable[[Tensor, Tensor], Tensor] = lambda losses, targets: losses,
+        share_losses: Callable[[Tensor, Tensor], Tensor] | None = None,
         sum_gradients: Callable[[], None] = lambda: None,
     ):
         self.forward_losses, self.weighting, self.optimizer = forward_losses, weighting, optimizer
@@ -119,8 +119,10 @@ class TrainStep:
         rows is), so every process counts the same steps, with the one all-reduce the losses take anyway.
         """
         losses, features = self.forward_losses(images, targets)
-        k = losses.shape[0]
         labelled = label_mask(targets).any(dim=0).to(losses.dtype)
+        if self.share_losses is None:  # one process: nothing to share, and no copies per step to make for it
+            return losses, features, labelled
+        k = losses.shape[0]
         shared = self.share_losses(torch.cat([losses, labelled]), torch.cat([targets, targets], dim=1))
         return shared[:k], features, shared[k:].detach()
 
